@@ -1,0 +1,122 @@
+#pragma once
+// StorageBackend: asynchronous block I/O against files opened with O_DIRECT.
+//
+// One interface, two implementations beside it: UringBackend (liburing) and
+// AioBackend (libaio). BackendFactory::Create("auto") picks io_uring and falls
+// back to libaio when a ring cannot be created (seccomp, kernel.io_uring_disabled).
+//
+// The submit/complete idiom (liburing examples, fio's queue/commit split):
+//   backend->Queue(&req1); backend->Queue(&req2);   // no syscall
+//   backend->Submit();                              // one syscall for the batch
+//   backend->Reap(min, timeout);                    // runs req->done for each completion
+//
+// Contract
+// - Queue/Submit/Reap/InFlight belong to one thread (an event loop): use one
+//   backend per thread. OpenFile/CloseFile may be called from any thread (they
+//   serialise internally), so a management thread can add replicas.
+// - Queue() never fails and never blocks. A request the kernel queue has no room
+//   for waits inside the backend and is submitted by a later Submit()/Reap();
+//   it is never failed for lack of room.
+// - Every queued request completes exactly once: `done(req)` is called from
+//   Reap() (never from Queue/Submit) with req->result set to the number of bytes
+//   transferred (== length) or a negative errno. Short transfers are resubmitted
+//   for the remainder by the backend, so `done` sees a short count only at end
+//   of file (a read of a range that crosses EOF reports the bytes up to EOF;
+//   a read starting at/after EOF reports 0).
+// - The IoRequest and its buffer are owned by the caller and must stay alive and
+//   untouched until `done` runs. Nothing is allocated per request.
+// - Alignment: kRead/kWrite need buf, offset and length aligned to
+//   kDirectIoAlignment (O_DIRECT); a misaligned request completes with -EINVAL
+//   without reaching the kernel. kDiscard/kWriteZeroes need only offset and
+//   length aligned. kFlush ignores offset/length/buf.
+// - kDiscard punches a hole (space is released; reads return zeroes).
+//   kWriteZeroes makes the range read as zeroes (FALLOC_FL_ZERO_RANGE on files,
+//   BLKZEROOUT semantics on devices). io_uring runs them as IORING_OP_FALLOCATE;
+//   libaio has no async fallocate, so it runs fallocate(2) at Submit() time on
+//   the calling thread. Either way they complete through Reap().
+// - kFlush is fdatasync(2) of the file. kFlagFua on a write makes it durable
+//   before completion (RWF_DSYNC / O_DSYNC semantics).
+
+#include <cstddef>
+#include <cstdint>
+
+#include "common/result.h"
+
+namespace tandem::backend {
+
+inline constexpr uint32_t kDirectIoAlignment = 4096;
+
+enum class IoOp : uint8_t { kRead = 0, kWrite = 1, kFlush = 2, kDiscard = 3, kWriteZeroes = 4 };
+
+const char* IoOpName(IoOp op);
+
+inline constexpr uint32_t kFlagFua = 1u << 0;
+
+struct IoRequest;
+using IoDoneFn = void (*)(IoRequest* req);
+
+// One block I/O. Preallocated by the layer above (free list, per-connection
+// slot table), never by the backend.
+struct IoRequest {
+  IoOp op = IoOp::kRead;
+  uint32_t flags = 0;   // kFlagFua
+  int fd = -1;          // a file opened with OpenFile()
+  uint64_t offset = 0;  // bytes
+  uint32_t length = 0;  // bytes
+  void* buf = nullptr;  // kRead/kWrite only; aligned
+  int32_t result = 0;   // out: bytes transferred or -errno
+  IoDoneFn done = nullptr;
+  void* ctx = nullptr;  // caller's
+
+  // Backend-private scratch; do not touch while queued.
+  uint32_t done_bytes_ = 0;
+  IoRequest* next_ = nullptr;
+};
+
+struct BackendOptions {
+  // Kernel queue depth (io_uring entries / aio nr_events).
+  uint32_t queue_depth = 256;
+  // io_uring: register the file table (IORING_REGISTER_FILES) so each request
+  // skips the fd lookup.
+  bool register_files = true;
+};
+
+class StorageBackend {
+ public:
+  virtual ~StorageBackend() = default;
+  StorageBackend(const StorageBackend&) = delete;
+  StorageBackend& operator=(const StorageBackend&) = delete;
+
+  // "io_uring" or "libaio".
+  virtual const char* Name() const = 0;
+
+  // Opens `path` for direct I/O (O_RDWR | O_DIRECT; O_CREAT when create) and
+  // returns a descriptor usable in IoRequest::fd. Block devices are accepted.
+  // The backend may register it with the kernel; CloseFile() releases it.
+  // REQUIRES: no request on this fd is in flight at CloseFile().
+  virtual Result<int> OpenFile(const char* path, bool create) = 0;
+  virtual void CloseFile(int fd) = 0;
+
+  // Adds a request to the next batch. See the contract above.
+  virtual void Queue(IoRequest* req) = 0;
+  // Hands every queued request the kernel has room for to the kernel in one
+  // call. Returns the number handed over.
+  virtual int Submit() = 0;
+  // Submits anything queued, then waits until at least `min_complete`
+  // completions are available or `timeout_us` passes (-1: no limit; 0: poll),
+  // and runs `done` for every available completion. Returns how many ran.
+  virtual int Reap(int min_complete, int64_t timeout_us) = 0;
+
+  // An eventfd that becomes readable when completions are pending, for
+  // integration with an epoll loop; the loop then calls Reap(0, 0). The loop
+  // must read (drain) the eventfd before calling Reap.
+  virtual int CompletionFd() const = 0;
+
+  // Requests queued or in the kernel and not yet completed.
+  virtual uint32_t InFlight() const = 0;
+
+ protected:
+  StorageBackend() = default;
+};
+
+}  // namespace tandem::backend

@@ -1,0 +1,72 @@
+#pragma once
+// The target <-> replica data protocol: every constant of the wire format in one
+// place. The format is specified in prose in docs/protocol.md; keep both in step.
+//
+// A frame is a fixed 48-byte header followed by `payload_length` payload bytes.
+// All integers are little-endian.
+//
+//   off size field
+//    0   4   magic           kFrameMagic
+//    4   1   version         kProtocolVersion
+//    5   1   opcode          Opcode; replies set kReplyBit
+//    6   2   flags           kFlagFua, ...
+//    8   8   request_id      chosen by the client, echoed in the reply
+//   16   8   offset          bytes (READ/WRITE/TRIM/WRITE_ZEROES)
+//   24   4   length          bytes the operation covers
+//   28   4   payload_length  bytes following the header
+//   32   4   status          replies: WireStatus; requests: 0
+//   36   4   reserved        0
+//   40   4   payload_crc     crc32c of the payload (0 when payload_length == 0)
+//   44   4   header_crc      crc32c of bytes [0, 44)
+
+#include <cstddef>
+#include <cstdint>
+
+namespace tandem::protocol {
+
+inline constexpr uint32_t kFrameMagic = 0x4D444E54;  // "TNDM" little-endian
+inline constexpr uint8_t kProtocolVersion = 1;
+inline constexpr size_t kHeaderSize = 48;
+// Largest READ/WRITE a single frame may carry, and the largest payload of any
+// frame. A header announcing more closes the connection before the payload is read.
+inline constexpr uint32_t kMaxIoSize = 1u << 20;  // 1 MiB
+inline constexpr uint32_t kMaxPayload = kMaxIoSize;
+// HELLO and GET_INFO payloads are small; anything larger is malformed.
+inline constexpr uint32_t kMaxControlPayload = 4096;
+inline constexpr size_t kMaxVolumeIdLength = 128;
+inline constexpr size_t kMaxTokenLength = 256;
+
+inline constexpr uint8_t kReplyBit = 0x80;
+
+enum class Opcode : uint8_t {
+  kHello = 1,        // must be the first frame on a connection
+  kRead = 2,
+  kWrite = 3,
+  kFlush = 4,
+  kTrim = 5,
+  kWriteZeroes = 6,
+  kGetInfo = 7,
+  // 8..31 reserved for generation and dirty-map operations (volume target).
+};
+
+inline constexpr uint16_t kFlagFua = 1u << 0;
+inline constexpr uint16_t kKnownFlags = kFlagFua;
+
+// Status carried in a reply header. Stable numbers: they are on the wire.
+enum class WireStatus : int32_t {
+  kOk = 0,
+  kIoError = 1,        // the backend reported an error (EIO, ...)
+  kInvalid = 2,        // bad offset/length/alignment/flags for this op
+  kNoSpace = 3,        // ENOSPC on the replica
+  kOutOfRange = 4,     // beyond the replica size
+  kNotFound = 5,       // HELLO: no replica for this volume id
+  kAuthFailed = 6,     // HELLO: wrong token
+  kStaleEpoch = 7,     // HELLO or any request: a higher epoch has taken over
+  kUnsupported = 8,    // unknown opcode or protocol version
+  kNotReady = 9,       // request before a successful HELLO
+};
+
+const char* OpcodeName(uint8_t opcode);
+const char* WireStatusName(WireStatus status);
+
+}  // namespace tandem::protocol

@@ -1,0 +1,82 @@
+#pragma once
+// The crash-safe metadata record of one replica, and the file that holds it.
+// On-disk format: docs/replica_metadata.md.
+//
+// The file has two slots of equal size. Update() writes the new record into the
+// slot not holding the current one, then fdatasync()s, so a crash or torn write
+// during an update leaves the previous record intact in the other slot. Open()
+// reads both slots, drops any whose magic, size or crc32c does not check, and
+// takes the one with the highest sequence number.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "common/unique_fd.h"
+
+namespace tandem::replica {
+
+struct ReplicaMetadata {
+  std::string volume_id;   // <= 128 bytes
+  std::string replica_id;  // <= 128 bytes
+  std::string data_path;   // data file or block device; <= 1024 bytes
+  uint64_t size = 0;       // bytes; multiple of block_size
+  uint32_t block_size = 4096;
+  uint64_t generation = 0;      // bumped by the volume target when a peer faults
+  uint64_t highest_epoch = 0;   // highest target epoch accepted (fencing)
+  bool clean_shutdown = false;  // true only between a clean Close() and the next Open()
+  // Dirty-region map: one bit per `dirty_region_size` bytes of the volume,
+  // recorded while a peer replica is faulted. dirty_region_size == 0: no map.
+  uint32_t dirty_region_size = 0;
+  std::vector<uint8_t> dirty_map;  // ceil(size / dirty_region_size / 8) bytes
+
+  bool operator==(const ReplicaMetadata&) const = default;
+};
+
+// Serialises `md` into one slot image of exactly `slot_size` bytes with
+// sequence number `seq` (crc included). INVALID_ARGUMENT if it does not fit or a
+// field is out of range. Exposed for tests and the fuzzer.
+Status EncodeMetadataSlot(const ReplicaMetadata& md, uint64_t seq, size_t slot_size,
+                          std::string* out);
+// Parses a slot image; DATA_LOSS on bad magic/crc/lengths. Never reads outside
+// [data, data + n).
+Status DecodeMetadataSlot(const void* data, size_t n, ReplicaMetadata* md, uint64_t* seq);
+
+// Bytes one slot needs for metadata of a volume of `size` bytes with the given
+// dirty region size (4 KiB header plus the bitmap, rounded up to 4 KiB).
+size_t MetadataSlotSize(uint64_t size, uint32_t dirty_region_size);
+
+class MetadataFile {
+ public:
+  // Creates `path` (must not exist: ALREADY_EXISTS) holding `md` in slot 0 and
+  // fsyncs the file and its directory.
+  static Result<std::unique_ptr<MetadataFile>> Create(const std::string& path,
+                                                      const ReplicaMetadata& md);
+  // Loads the newest valid slot. NOT_FOUND if the file is missing, DATA_LOSS if
+  // neither slot is valid. Logs a WARNING when one slot was bad.
+  static Result<std::unique_ptr<MetadataFile>> Open(const std::string& path);
+
+  const ReplicaMetadata& current() const { return current_; }
+  uint64_t sequence() const { return seq_; }
+
+  // Durably replaces the record (other slot, then fdatasync). On error the
+  // in-memory record is unchanged and the previous on-disk record still valid.
+  // REQUIRES: md.size and md.dirty_region_size equal the current ones (they fix
+  // the slot size).
+  Status Update(const ReplicaMetadata& md);
+
+ private:
+  MetadataFile(std::string path, UniqueFd fd, size_t slot_size, ReplicaMetadata md, uint64_t seq,
+               int current_slot);
+
+  std::string path_;
+  UniqueFd fd_;
+  size_t slot_size_;
+  ReplicaMetadata current_;
+  uint64_t seq_;
+  int current_slot_;
+};
+
+}  // namespace tandem::replica
