@@ -1,0 +1,386 @@
+#include "replica-engine/replica/replica_metadata.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cinttypes>
+#include <cstring>
+#include <string_view>
+
+#include "common/coding.h"
+#include "common/crc32c.h"
+#include "common/logging.h"
+
+namespace tandem::replica {
+namespace {
+
+constexpr char kTag[] = "replica";
+constexpr char kMagic[8] = {'T', 'N', 'D', 'M', 'M', 'E', 'T', 'A'};
+constexpr uint32_t kFormatVersion = 1;
+
+// Fixed prefix of every slot; see docs/replica_metadata.md.
+constexpr size_t kMagicOffset = 0;
+constexpr size_t kVersionOffset = 8;
+constexpr size_t kHeaderLengthOffset = 12;
+constexpr size_t kTotalLengthOffset = 16;
+constexpr size_t kCrcOffset = 20;
+constexpr size_t kSequenceOffset = 24;
+constexpr size_t kFieldsOffset = 32;
+
+constexpr size_t kMaxIdLength = 128;
+constexpr size_t kMaxDataPathLength = 1024;
+constexpr uint32_t kMinBlockSize = 512;
+constexpr uint32_t kMaxBlockSize = 65536;
+// The header (fixed prefix + fields) always fits this, whatever the strings.
+constexpr size_t kHeaderArea = 4096;
+constexpr size_t kSlotAlignment = 4096;
+
+bool IsPowerOfTwo(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
+
+// ceil(ceil(size / region) / 8) without overflowing for sizes near 2^64.
+uint64_t DirtyMapBytes(uint64_t size, uint32_t region) {
+  if (region == 0) return 0;
+  uint64_t regions = size / region + (size % region != 0 ? 1 : 0);
+  return regions / 8 + (regions % 8 != 0 ? 1 : 0);
+}
+
+size_t HeaderLength(const ReplicaMetadata& md) {
+  return kFieldsOffset + 2 + md.volume_id.size() + 2 + md.replica_id.size() + 2 +
+         md.data_path.size() + 8 /*size*/ + 4 /*block_size*/ + 8 /*generation*/ +
+         8 /*highest_epoch*/ + 1 /*clean_shutdown*/ + 4 /*dirty_region_size*/ +
+         4 /*dirty_map_bytes*/;
+}
+
+// The field checks shared by Encode and Decode, so that everything Decode
+// accepts re-encodes (the fuzzer relies on it). `map_bytes` is the bitmap
+// length the record carries.
+Status ValidateFields(const ReplicaMetadata& md, uint64_t map_bytes) {
+  if (md.volume_id.size() > kMaxIdLength) return Status::InvalidArgument("volume_id too long");
+  if (md.replica_id.size() > kMaxIdLength) return Status::InvalidArgument("replica_id too long");
+  if (md.data_path.size() > kMaxDataPathLength) {
+    return Status::InvalidArgument("data_path too long");
+  }
+  if (!IsPowerOfTwo(md.block_size) || md.block_size < kMinBlockSize ||
+      md.block_size > kMaxBlockSize) {
+    return Status::InvalidArgument("block_size " + std::to_string(md.block_size) +
+                                   " is not a power of two in [512, 65536]");
+  }
+  if (md.size == 0 || md.size % md.block_size != 0) {
+    return Status::InvalidArgument("size " + std::to_string(md.size) +
+                                   " is not a positive multiple of block_size");
+  }
+  if (md.dirty_region_size != 0 &&
+      (!IsPowerOfTwo(md.dirty_region_size) || md.dirty_region_size < md.block_size)) {
+    return Status::InvalidArgument("dirty_region_size " + std::to_string(md.dirty_region_size) +
+                                   " is not 0 or a power of two >= block_size");
+  }
+  uint64_t want = DirtyMapBytes(md.size, md.dirty_region_size);
+  if (want > UINT32_MAX) return Status::InvalidArgument("dirty map too large");
+  if (map_bytes != want) {
+    return Status::InvalidArgument("dirty map has " + std::to_string(map_bytes) +
+                                   " bytes, expected " + std::to_string(want));
+  }
+  return Status::Ok();
+}
+
+// CRC-32C of slot[0, total) with the crc field read as zero.
+uint32_t SlotCrc(const uint8_t* p, size_t total) {
+  static const uint8_t kZero[4] = {0, 0, 0, 0};
+  uint32_t crc = Crc32cExtend(0, p, kCrcOffset);
+  crc = Crc32cExtend(crc, kZero, sizeof(kZero));
+  return Crc32cExtend(crc, p + kCrcOffset + 4, total - kCrcOffset - 4);
+}
+
+// Bounds-checked cursor over untrusted bytes: every read checks the remaining
+// length first, and after the first failure all reads fail.
+class Reader {
+ public:
+  Reader(const uint8_t* p, size_t n, size_t pos) : p_(p), n_(n), pos_(pos) {}
+  bool ok() const { return ok_; }
+  size_t pos() const { return pos_; }
+
+  uint8_t U8() { return Need(1) ? p_[pos_++] : 0; }
+  uint16_t U16() { return Take<uint16_t>(2, DecodeFixed16); }
+  uint32_t U32() { return Take<uint32_t>(4, DecodeFixed32); }
+  uint64_t U64() { return Take<uint64_t>(8, DecodeFixed64); }
+  std::string String(size_t limit) {
+    uint16_t len = U16();
+    if (len > limit || !Need(len)) {
+      ok_ = false;
+      return {};
+    }
+    std::string s(reinterpret_cast<const char*>(p_ + pos_), len);
+    pos_ += len;
+    return s;
+  }
+
+ private:
+  bool Need(size_t k) {
+    if (ok_ && k <= n_ - pos_) return true;
+    ok_ = false;
+    return false;
+  }
+  template <typename T, typename F>
+  T Take(size_t k, F decode) {
+    if (!Need(k)) return 0;
+    T v = decode(p_ + pos_);
+    pos_ += k;
+    return v;
+  }
+
+  const uint8_t* p_;
+  size_t n_;
+  size_t pos_;
+  bool ok_ = true;
+};
+
+void PutString(uint8_t* p, size_t* pos, const std::string& s) {
+  EncodeFixed16(p + *pos, static_cast<uint16_t>(s.size()));
+  std::memcpy(p + *pos + 2, s.data(), s.size());
+  *pos += 2 + s.size();
+}
+
+bool AllZero(const uint8_t* p, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    if (p[i] != 0) return false;
+  }
+  return true;
+}
+
+Status WriteAll(int fd, const void* data, size_t n, uint64_t offset, const std::string& path) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  while (n > 0) {
+    ssize_t w = ::pwrite(fd, p, n, static_cast<off_t>(offset));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return PosixError("pwrite " + path, errno);
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+    offset += static_cast<uint64_t>(w);
+  }
+  return Status::Ok();
+}
+
+// Short reads (file shrunk under us) are reported as DATA_LOSS: the caller
+// sized the read from fstat.
+Status ReadAll(int fd, void* data, size_t n, uint64_t offset, const std::string& path) {
+  auto* p = static_cast<uint8_t*>(data);
+  while (n > 0) {
+    ssize_t r = ::pread(fd, p, n, static_cast<off_t>(offset));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return PosixError("pread " + path, errno);
+    }
+    if (r == 0) return Status::DataLoss(path + ": unexpected end of file");
+    p += r;
+    n -= static_cast<size_t>(r);
+    offset += static_cast<uint64_t>(r);
+  }
+  return Status::Ok();
+}
+
+// A new directory entry is durable only once its directory is fsync()ed.
+Status SyncParentDir(const std::string& path) {
+  size_t slash = path.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd.valid()) return PosixError("open directory " + dir, errno);
+  if (::fsync(fd.get()) != 0) return PosixError("fsync directory " + dir, errno);
+  return Status::Ok();
+}
+
+}  // namespace
+
+size_t MetadataSlotSize(uint64_t size, uint32_t dirty_region_size) {
+  uint64_t map = DirtyMapBytes(size, dirty_region_size);
+  return kHeaderArea + (map + kSlotAlignment - 1) / kSlotAlignment * kSlotAlignment;
+}
+
+Status EncodeMetadataSlot(const ReplicaMetadata& md, uint64_t seq, size_t slot_size,
+                          std::string* out) {
+  TANDEM_RETURN_IF_ERROR(ValidateFields(md, md.dirty_map.size()));
+  const size_t header = HeaderLength(md);
+  const size_t total = header + md.dirty_map.size();
+  if (total > slot_size) {
+    return Status::InvalidArgument("metadata needs " + std::to_string(total) +
+                                   " bytes, slot has " + std::to_string(slot_size));
+  }
+  out->assign(slot_size, '\0');
+  auto* p = reinterpret_cast<uint8_t*>(out->data());
+  std::memcpy(p + kMagicOffset, kMagic, sizeof(kMagic));
+  EncodeFixed32(p + kVersionOffset, kFormatVersion);
+  EncodeFixed32(p + kHeaderLengthOffset, static_cast<uint32_t>(header));
+  EncodeFixed32(p + kTotalLengthOffset, static_cast<uint32_t>(total));
+  EncodeFixed64(p + kSequenceOffset, seq);
+  size_t pos = kFieldsOffset;
+  PutString(p, &pos, md.volume_id);
+  PutString(p, &pos, md.replica_id);
+  PutString(p, &pos, md.data_path);
+  EncodeFixed64(p + pos, md.size);
+  pos += 8;
+  EncodeFixed32(p + pos, md.block_size);
+  pos += 4;
+  EncodeFixed64(p + pos, md.generation);
+  pos += 8;
+  EncodeFixed64(p + pos, md.highest_epoch);
+  pos += 8;
+  p[pos++] = md.clean_shutdown ? 1 : 0;
+  EncodeFixed32(p + pos, md.dirty_region_size);
+  pos += 4;
+  EncodeFixed32(p + pos, static_cast<uint32_t>(md.dirty_map.size()));
+  pos += 4;
+  if (!md.dirty_map.empty()) std::memcpy(p + pos, md.dirty_map.data(), md.dirty_map.size());
+  EncodeFixed32(p + kCrcOffset, SlotCrc(p, total));
+  return Status::Ok();
+}
+
+Status DecodeMetadataSlot(const void* data, size_t n, ReplicaMetadata* md, uint64_t* seq) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  if (n < kFieldsOffset) return Status::DataLoss("slot shorter than its fixed header");
+  if (std::memcmp(p + kMagicOffset, kMagic, sizeof(kMagic)) != 0) {
+    return Status::DataLoss("bad magic");
+  }
+  uint32_t version = DecodeFixed32(p + kVersionOffset);
+  if (version != kFormatVersion) {
+    return Status::DataLoss("unsupported format version " + std::to_string(version));
+  }
+  const size_t header = DecodeFixed32(p + kHeaderLengthOffset);
+  const size_t total = DecodeFixed32(p + kTotalLengthOffset);
+  if (header < kFieldsOffset || header > kHeaderArea || total < header || total > n) {
+    return Status::DataLoss("bad lengths: header " + std::to_string(header) + ", total " +
+                            std::to_string(total) + ", slot " + std::to_string(n));
+  }
+  // Checked before parsing so a torn slot is reported as such, not as whatever
+  // field happened to be garbled first.
+  uint32_t stored_crc = DecodeFixed32(p + kCrcOffset);
+  uint32_t crc = SlotCrc(p, total);
+  if (crc != stored_crc) return Status::DataLoss("crc mismatch");
+
+  ReplicaMetadata m;
+  Reader r(p, header, kFieldsOffset);
+  m.volume_id = r.String(kMaxIdLength);
+  m.replica_id = r.String(kMaxIdLength);
+  m.data_path = r.String(kMaxDataPathLength);
+  m.size = r.U64();
+  m.block_size = r.U32();
+  m.generation = r.U64();
+  m.highest_epoch = r.U64();
+  uint8_t clean = r.U8();
+  m.dirty_region_size = r.U32();
+  uint32_t map_bytes = r.U32();
+  if (!r.ok() || r.pos() != header) return Status::DataLoss("malformed fields");
+  if (clean > 1) return Status::DataLoss("bad clean_shutdown value");
+  m.clean_shutdown = clean != 0;
+  if (Status st = ValidateFields(m, map_bytes); !st.ok()) {
+    return Status::DataLoss(st.message());
+  }
+  if (total != header + map_bytes) return Status::DataLoss("total length mismatch");
+  // The encoder zero-fills the rest of the slot; anything else there means the
+  // slot was damaged (outside the crc's reach) or not written by us.
+  if (!AllZero(p + total, n - total)) return Status::DataLoss("non-zero padding");
+  m.dirty_map.assign(p + header, p + total);
+  *md = std::move(m);
+  *seq = DecodeFixed64(p + kSequenceOffset);
+  return Status::Ok();
+}
+
+MetadataFile::MetadataFile(std::string path, UniqueFd fd, size_t slot_size, ReplicaMetadata md,
+                           uint64_t seq, int current_slot)
+    : path_(std::move(path)),
+      fd_(std::move(fd)),
+      slot_size_(slot_size),
+      current_(std::move(md)),
+      seq_(seq),
+      current_slot_(current_slot) {}
+
+Result<std::unique_ptr<MetadataFile>> MetadataFile::Create(const std::string& path,
+                                                           const ReplicaMetadata& md) {
+  const size_t slot_size = MetadataSlotSize(md.size, md.dirty_region_size);
+  std::string image;
+  TANDEM_RETURN_IF_ERROR(EncodeMetadataSlot(md, 1, slot_size, &image));
+  // Slot 1 stays zero ("never written") until the first Update.
+  image.resize(2 * slot_size, '\0');
+
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  if (!fd.valid()) return PosixError("create " + path, errno);
+  Status st = WriteAll(fd.get(), image.data(), image.size(), 0, path);
+  // fsync, not fdatasync: the new file's size and allocation must be durable.
+  if (st.ok() && ::fsync(fd.get()) != 0) st = PosixError("fsync " + path, errno);
+  if (st.ok()) st = SyncParentDir(path);
+  if (!st.ok()) {
+    // Our O_EXCL create succeeded, so the file is ours to remove.
+    ::unlink(path.c_str());
+    return st;
+  }
+  return std::unique_ptr<MetadataFile>(
+      new MetadataFile(path, std::move(fd), slot_size, md, /*seq=*/1, /*current_slot=*/0));
+}
+
+Result<std::unique_ptr<MetadataFile>> MetadataFile::Open(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+  if (!fd.valid()) return PosixError("open " + path, errno);
+  struct stat sb;
+  if (::fstat(fd.get(), &sb) != 0) return PosixError("fstat " + path, errno);
+  // The file is exactly two equal slots, each a multiple of 4 KiB; any other
+  // size means truncation or a foreign file.
+  const uint64_t file_size = static_cast<uint64_t>(sb.st_size);
+  if (file_size == 0 || file_size % (2 * kSlotAlignment) != 0) {
+    return Status::DataLoss(path + ": bad metadata file size " + std::to_string(file_size));
+  }
+  const size_t slot_size = file_size / 2;
+
+  std::string buf(slot_size, '\0');
+  ReplicaMetadata mds[2];
+  uint64_t seqs[2] = {0, 0};
+  Status why[2];
+  bool blank[2] = {false, false};
+  for (int i = 0; i < 2; ++i) {
+    TANDEM_RETURN_IF_ERROR(ReadAll(fd.get(), buf.data(), slot_size, i * slot_size, path));
+    why[i] = DecodeMetadataSlot(buf.data(), slot_size, &mds[i], &seqs[i]);
+    if (why[i].ok() && MetadataSlotSize(mds[i].size, mds[i].dirty_region_size) != slot_size) {
+      why[i] = Status::DataLoss("slot size " + std::to_string(slot_size) +
+                                " does not match the volume size");
+    }
+    if (!why[i].ok()) blank[i] = AllZero(reinterpret_cast<const uint8_t*>(buf.data()), slot_size);
+  }
+
+  if (!why[0].ok() && !why[1].ok()) {
+    return Status::DataLoss(path + ": no valid metadata slot (slot 0: " + why[0].message() +
+                            "; slot 1: " + why[1].message() + ")");
+  }
+  int pick;
+  if (why[0].ok() && why[1].ok()) {
+    pick = seqs[1] > seqs[0] ? 1 : 0;
+  } else {
+    pick = why[0].ok() ? 0 : 1;
+    int bad = 1 - pick;
+    // An all-zero slot is the one Create() leaves unwritten, not damage.
+    if (!blank[bad]) {
+      TLOG_WARN(kTag, "%s: metadata slot %d is invalid (%s); using slot %d (sequence %" PRIu64 ")",
+                path.c_str(), bad, why[bad].message().c_str(), pick, seqs[pick]);
+    }
+  }
+  return std::unique_ptr<MetadataFile>(
+      new MetadataFile(path, std::move(fd), slot_size, std::move(mds[pick]), seqs[pick], pick));
+}
+
+Status MetadataFile::Update(const ReplicaMetadata& md) {
+  if (md.size != current_.size || md.dirty_region_size != current_.dirty_region_size) {
+    return Status::InvalidArgument("metadata update may not change size or dirty_region_size");
+  }
+  const int target = 1 - current_slot_;
+  std::string image;
+  TANDEM_RETURN_IF_ERROR(EncodeMetadataSlot(md, seq_ + 1, slot_size_, &image));
+  TANDEM_RETURN_IF_ERROR(
+      WriteAll(fd_.get(), image.data(), image.size(), target * slot_size_, path_));
+  if (::fdatasync(fd_.get()) != 0) return PosixError("fdatasync " + path_, errno);
+  current_ = md;
+  seq_ += 1;
+  current_slot_ = target;
+  return Status::Ok();
+}
+
+}  // namespace tandem::replica

@@ -1,0 +1,259 @@
+#include "replica-engine/server/replica_server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <future>
+
+#include "common/logging.h"
+#include "replica-engine/server/replica_session.h"
+
+namespace tandem::server {
+
+namespace {
+constexpr const char* kTag = "replica_server";
+
+// Constant-time comparison so the token cannot be guessed byte by byte from
+// response timing.
+bool TokenEquals(const std::string& a, const std::string& b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+}  // namespace
+
+class ReplicaServer::BackendHandler final : public EventLoop::Handler {
+ public:
+  explicit BackendHandler(ReplicaServer* server) : server_(server) {}
+  void OnEvents(uint32_t) override { server_->OnBackendEvents(); }
+
+ private:
+  ReplicaServer* server_;
+};
+
+ReplicaServer::ReplicaServer(replica::ReplicaManager* manager, backend::StorageBackend* backend,
+                             ServerOptions options)
+    : manager_(manager),
+      backend_(backend),
+      options_(std::move(options)),
+      backend_handler_(std::make_unique<BackendHandler>(this)),
+      pool_(options_.buffer_pool_bytes, protocol::kMaxIoSize) {}
+
+ReplicaServer::~ReplicaServer() { Stop(); }
+
+Status ReplicaServer::Start() {
+  if (started_) return Status::FailedPrecondition("replica server already started");
+  TANDEM_RETURN_IF_ERROR(loop_.init_status());
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(options_.port);
+  if (inet_pton(AF_INET, options_.listen_address.c_str(), &addr.sin_addr) != 1) {
+    return Status::InvalidArgument("listen address is not an IPv4 address: " +
+                                   options_.listen_address);
+  }
+  listen_fd_.Reset(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!listen_fd_.valid()) return PosixError("socket", errno);
+  int one = 1;
+  setsockopt(listen_fd_.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  std::string where = options_.listen_address + ":" + std::to_string(options_.port);
+  if (::bind(listen_fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    return PosixError("bind " + where, errno);
+  }
+  if (::listen(listen_fd_.get(), 128) != 0) return PosixError("listen " + where, errno);
+  socklen_t len = sizeof(addr);
+  getsockname(listen_fd_.get(), reinterpret_cast<sockaddr*>(&addr), &len);
+  bound_port_ = ntohs(addr.sin_port);
+
+  TANDEM_RETURN_IF_ERROR(loop_.Add(listen_fd_.get(), EPOLLIN, this));
+  TANDEM_RETURN_IF_ERROR(loop_.Add(backend_->CompletionFd(), EPOLLIN, backend_handler_.get()));
+  loop_.AddIdler(this);
+  loop_.SetBusyPollMicros(options_.busy_poll_us);
+  started_ = true;
+  thread_ = std::thread([this] {
+    if (options_.cpu >= 0) {
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      CPU_SET(options_.cpu, &set);
+      pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+    }
+    loop_.Run();
+  });
+  TLOG_INFO(kTag, "serving replicas on %s:%u with backend %s", options_.listen_address.c_str(),
+            bound_port_, backend_->Name());
+  return Status::Ok();
+}
+
+void ReplicaServer::Stop() {
+  if (!started_) return;
+  started_ = false;
+  loop_.Post([this] {
+    stopping_ = true;
+    loop_.Remove(listen_fd_.get());
+    listen_fd_.Reset();
+    for (auto& s : sessions_) s->Close("server shutting down", false);
+  });
+  thread_.join();
+  loop_.Remove(backend_->CompletionFd());
+  loop_.RemoveIdler(this);
+  sessions_.clear();
+  volumes_.clear();
+  TLOG_INFO(kTag, "stopped");
+}
+
+ServerStats ReplicaServer::GetStats() {
+  if (!started_) return stats_;
+  std::promise<ServerStats> p;
+  std::future<ServerStats> f = p.get_future();
+  loop_.Post([this, &p] { p.set_value(stats_); });
+  return f.get();
+}
+
+void ReplicaServer::OnEvents(uint32_t) {
+  for (;;) {
+    sockaddr_in peer{};
+    socklen_t len = sizeof(peer);
+    int fd = ::accept4(listen_fd_.get(), reinterpret_cast<sockaddr*>(&peer), &len,
+                       SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        TLOG_WARN(kTag, "accept: %s", std::strerror(errno));
+      }
+      return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    char ip[INET_ADDRSTRLEN] = "?";
+    inet_ntop(AF_INET, &peer.sin_addr, ip, sizeof(ip));
+    std::string name = std::string(ip) + ":" + std::to_string(ntohs(peer.sin_port));
+    auto session = std::make_unique<ReplicaSession>(this, UniqueFd(fd), name,
+                                                    options_.max_inflight_per_session);
+    Status st = loop_.Add(fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, session.get());
+    if (!st.ok()) {
+      TLOG_WARN(kTag, "%s: %s", name.c_str(), st.ToString().c_str());
+      continue;
+    }
+    ++stats_.sessions_accepted;
+    TLOG_DEBUG(kTag, "%s: connected", name.c_str());
+    sessions_.push_back(std::move(session));
+  }
+}
+
+void ReplicaServer::OnBackendEvents() {
+  uint64_t v;
+  while (::read(backend_->CompletionFd(), &v, sizeof(v)) == sizeof(v)) {
+  }
+  backend_->Reap(0, 0);
+}
+
+void ReplicaServer::BeforeWait() {
+  // Service() may queue more sessions (a freed slot unstalls a peer); index loop.
+  for (size_t i = 0; i < tx_pending_.size(); ++i) {
+    ReplicaSession* s = tx_pending_[i];
+    s->tx_pending_ = false;
+    s->Service();
+  }
+  tx_pending_.clear();
+  backend_->Submit();
+  if (!graveyard_.empty()) {
+    for (ReplicaSession* dead : graveyard_) {
+      auto it = std::find_if(sessions_.begin(), sessions_.end(),
+                             [dead](const auto& p) { return p.get() == dead; });
+      if (it != sessions_.end()) sessions_.erase(it);
+    }
+    graveyard_.clear();
+  }
+  if (stopping_ && sessions_.empty() && backend_->InFlight() == 0) loop_.Stop();
+}
+
+void ReplicaServer::MarkTxPending(ReplicaSession* session) {
+  if (session->tx_pending_ || session->closing()) return;
+  session->tx_pending_ = true;
+  tx_pending_.push_back(session);
+}
+
+void ReplicaServer::OnBufferReleased() {
+  if (!pool_starved_) return;
+  pool_starved_ = false;
+  // Let every stalled session retry; the ones still starved stall again.
+  for (auto& s : sessions_) {
+    if (s->stalled() && !s->closing()) MarkTxPending(s.get());
+  }
+}
+
+void ReplicaServer::ScheduleDelete(ReplicaSession* session) {
+  if (std::find(graveyard_.begin(), graveyard_.end(), session) == graveyard_.end()) {
+    graveyard_.push_back(session);
+  }
+  // Deletion happens in BeforeWait after the service list was walked and
+  // cleared, and closing sessions are never re-added, so no dangling entry.
+}
+
+void ReplicaServer::DetachSession(ReplicaSession* session) {
+  loop_.Remove(session->fd());
+  VolumeState* vol = session->volume();
+  if (vol == nullptr) return;
+  auto& v = vol->sessions;
+  v.erase(std::remove(v.begin(), v.end(), session), v.end());
+  if (v.empty()) {
+    // Forget the volume: the next HELLO reloads the replica (it may have been
+    // deleted and re-created) and its persisted epoch.
+    volumes_.erase(vol->replica->metadata().volume_id);
+  }
+}
+
+protocol::WireStatus ReplicaServer::AcceptHello(ReplicaSession* session,
+                                                const protocol::HelloRequest& hello,
+                                                VolumeState** out) {
+  using protocol::WireStatus;
+  if (!options_.auth_token.empty() && !TokenEquals(hello.token, options_.auth_token)) {
+    return WireStatus::kAuthFailed;
+  }
+  auto it = volumes_.find(hello.volume_id);
+  if (it == volumes_.end()) {
+    Result<std::shared_ptr<replica::Replica>> r = manager_->Get(hello.volume_id);
+    if (!r.ok()) return WireStatus::kNotFound;
+    VolumeState vs;
+    vs.replica = *r;
+    vs.highest_epoch = vs.replica->metadata().highest_epoch;
+    it = volumes_.emplace(hello.volume_id, std::move(vs)).first;
+  }
+  VolumeState& vol = it->second;
+  if (hello.epoch < vol.highest_epoch) return WireStatus::kStaleEpoch;
+  if (hello.epoch > vol.highest_epoch) {
+    // Persist before answering: after a restart the replica must still refuse
+    // the older target.
+    Status st = vol.replica->SetHighestEpoch(hello.epoch);
+    if (!st.ok()) {
+      TLOG_ERROR(kTag, "volume '%s': persisting epoch %llu failed: %s", hello.volume_id.c_str(),
+                 static_cast<unsigned long long>(hello.epoch), st.ToString().c_str());
+      return WireStatus::kIoError;
+    }
+    vol.highest_epoch = hello.epoch;
+    // Join before fencing: closing the last old session must not erase `vol`.
+    std::vector<ReplicaSession*> old = vol.sessions;
+    vol.sessions.push_back(session);
+    for (ReplicaSession* s : old) {
+      if (s->epoch() < hello.epoch) {
+        ++stats_.sessions_fenced;
+        TLOG_INFO(kTag, "volume '%s': fencing %s (epoch %llu < %llu)", hello.volume_id.c_str(),
+                  s->peer().c_str(), static_cast<unsigned long long>(s->epoch()),
+                  static_cast<unsigned long long>(hello.epoch));
+        s->Close("fenced by a newer epoch", false);
+      }
+    }
+    *out = &vol;
+    return WireStatus::kOk;
+  }
+  vol.sessions.push_back(session);
+  *out = &vol;
+  return WireStatus::kOk;
+}
+
+}  // namespace tandem::server

@@ -1,0 +1,440 @@
+#include "replica-engine/server/replica_session.h"
+
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "common/crc32c.h"
+#include "common/logging.h"
+#include "replica-engine/server/replica_server.h"
+
+namespace tandem::server {
+
+using protocol::FrameHeader;
+using protocol::Opcode;
+using protocol::WireStatus;
+
+namespace {
+constexpr const char* kTag = "replica_session";
+// Room for one maximal frame plus slack so a batch of small frames can follow.
+constexpr size_t kRxSlack = 256 * 1024;
+constexpr size_t kMaxIov = 256;
+}  // namespace
+
+ReplicaSession::ReplicaSession(ReplicaServer* server, UniqueFd fd, std::string peer,
+                               uint32_t max_inflight)
+    : server_(server),
+      fd_(std::move(fd)),
+      peer_(std::move(peer)),
+      rx_(new uint8_t[protocol::kHeaderSize + protocol::kMaxPayload + kRxSlack]),
+      rx_cap_(protocol::kHeaderSize + protocol::kMaxPayload + kRxSlack),
+      slots_(max_inflight) {
+  for (Slot& s : slots_) {
+    s.session = this;
+    s.req.ctx = &s;
+    s.req.done = &ReplicaSession::OnIoDone;
+    s.next = free_;
+    free_ = &s;
+  }
+  iov_.resize(kMaxIov);
+}
+
+ReplicaSession::~ReplicaSession() = default;
+
+void ReplicaSession::OnEvents(uint32_t events) {
+  if (closing_) return;
+  if (events & (EPOLLERR | EPOLLHUP)) {
+    // Read what is left first: the peer may have sent frames before hanging up.
+    ReadMore();
+    if (!closing_) Close("connection closed by peer", false);
+    return;
+  }
+  if (events & EPOLLOUT) {
+    writable_ = true;
+    if (tx_head_ != nullptr) server_->MarkTxPending(this);
+  }
+  if (events & EPOLLIN) ReadMore();
+}
+
+void ReplicaSession::ReadMore() {
+  // Edge-triggered: read until EAGAIN, or until the buffer is full of frames
+  // we cannot start yet (stalled); Service() comes back here.
+  while (!closing_) {
+    if (rx_end_ == rx_cap_) {
+      if (rx_begin_ == 0) return;  // full of unstarted frames: wait for Service()
+      std::memmove(rx_.get(), rx_.get() + rx_begin_, rx_end_ - rx_begin_);
+      rx_end_ -= rx_begin_;
+      rx_begin_ = 0;
+    }
+    ssize_t n = ::recv(fd_.get(), rx_.get() + rx_end_, rx_cap_ - rx_end_, 0);
+    if (n > 0) {
+      rx_end_ += static_cast<size_t>(n);
+      Parse();
+      if (stalled_) return;
+      continue;
+    }
+    if (n == 0) {
+      Close("connection closed by peer", false);
+      return;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+    Close(std::strerror(errno), false);
+    return;
+  }
+}
+
+void ReplicaSession::Parse() {
+  stalled_ = false;
+  while (!closing_ && !close_after_flush_ && rx_end_ - rx_begin_ >= protocol::kHeaderSize) {
+    const uint8_t* p = rx_.get() + rx_begin_;
+    FrameHeader h;
+    protocol::DecodeResult r = protocol::DecodeHeader(p, &h);
+    if (r != protocol::DecodeResult::kOk) {
+      Close(protocol::DecodeResultName(r), true);
+      return;
+    }
+    if (h.is_reply()) {
+      Close("reply frame sent to the server", true);
+      return;
+    }
+    size_t total = protocol::kHeaderSize + h.payload_length;
+    if (rx_end_ - rx_begin_ < total) break;  // wait for the rest of the payload
+    const uint8_t* payload = p + protocol::kHeaderSize;
+    if (!protocol::CheckPayload(h, payload)) {
+      Close("payload crc mismatch", true);
+      return;
+    }
+    if (free_ == nullptr || !HandleRequest(h, payload)) {
+      stalled_ = true;
+      return;
+    }
+    rx_begin_ += total;
+  }
+  if (rx_begin_ == rx_end_) rx_begin_ = rx_end_ = 0;
+}
+
+ReplicaSession::Slot* ReplicaSession::AllocSlot(const FrameHeader& h) {
+  Slot* s = free_;
+  free_ = s->next;
+  s->next = nullptr;
+  s->reply = FrameHeader{};
+  s->reply.opcode = static_cast<uint8_t>(h.opcode | protocol::kReplyBit);
+  s->reply.request_id = h.request_id;
+  s->reply.offset = h.offset;
+  s->reply.length = h.length;
+  s->payload = nullptr;
+  s->payload_len = 0;
+  s->sent = 0;
+  return s;
+}
+
+void ReplicaSession::FreeSlot(Slot* s) {
+  if (s->buf != nullptr) {
+    server_->pool_.Put(s->buf, s->buf_size);
+    s->buf = nullptr;
+    server_->OnBufferReleased();
+  }
+  s->control.clear();
+  s->next = free_;
+  free_ = s;
+  if (stalled_) server_->MarkTxPending(this);
+}
+
+WireStatus ReplicaSession::CheckRange(const FrameHeader& h, bool needs_length) const {
+  if (needs_length && h.length == 0) return WireStatus::kInvalid;
+  if (h.offset % block_size_ != 0 || h.length % block_size_ != 0) return WireStatus::kInvalid;
+  if (h.offset > size_ || h.length > size_ - h.offset) return WireStatus::kOutOfRange;
+  return WireStatus::kOk;
+}
+
+bool ReplicaSession::HandleRequest(const FrameHeader& h, const uint8_t* payload) {
+  if (h.op() == Opcode::kHello) {
+    Slot* s = AllocSlot(h);
+    HandleHello(s, payload, h.payload_length);
+    return true;
+  }
+  if (!hello_done_) {
+    Slot* s = AllocSlot(h);
+    QueueReply(s, WireStatus::kNotReady);
+    close_after_flush_ = true;
+    return true;
+  }
+  if (epoch_ < volume_->highest_epoch) {
+    // Superseded by a newer target: answer, then hang up (docs/protocol.md, Fencing).
+    Slot* s = AllocSlot(h);
+    QueueReply(s, WireStatus::kStaleEpoch);
+    close_after_flush_ = true;
+    return true;
+  }
+  Slot* s = AllocSlot(h);
+  WireStatus st = WireStatus::kOk;
+  switch (h.op()) {
+    case Opcode::kRead:
+      st = h.payload_length != 0 ? WireStatus::kInvalid : CheckRange(h, true);
+      if (st == WireStatus::kOk && h.length > protocol::kMaxIoSize) st = WireStatus::kInvalid;
+      break;
+    case Opcode::kWrite:
+      st = h.payload_length != h.length ? WireStatus::kInvalid : CheckRange(h, true);
+      break;
+    case Opcode::kTrim:
+    case Opcode::kWriteZeroes:
+      st = h.payload_length != 0 ? WireStatus::kInvalid : CheckRange(h, true);
+      break;
+    case Opcode::kFlush:
+      st = h.payload_length != 0 ? WireStatus::kInvalid : WireStatus::kOk;
+      break;
+    case Opcode::kGetInfo: {
+      protocol::ReplicaInfo info;
+      const replica::ReplicaMetadata& md = volume_->replica->metadata();
+      info.size = md.size;
+      info.block_size = md.block_size;
+      info.max_inflight = static_cast<uint32_t>(slots_.size());
+      info.generation = md.generation;
+      info.highest_epoch = volume_->highest_epoch;
+      info.replica_id = md.replica_id;
+      (void)protocol::EncodeReplicaInfo(info, &s->control);
+      s->payload = reinterpret_cast<const uint8_t*>(s->control.data());
+      s->payload_len = static_cast<uint32_t>(s->control.size());
+      QueueReply(s, WireStatus::kOk);
+      return true;
+    }
+    default:
+      st = WireStatus::kUnsupported;
+      break;
+  }
+  if (st != WireStatus::kOk) {
+    QueueReply(s, st);
+    return true;
+  }
+  if (!StartIo(s, h, payload)) {
+    // No buffer: give the slot back and retry this frame when one is released.
+    s->next = free_;
+    free_ = s;
+    return false;
+  }
+  return true;
+}
+
+void ReplicaSession::HandleHello(Slot* s, const uint8_t* payload, uint32_t len) {
+  protocol::HelloRequest hello;
+  Status st = protocol::DecodeHello(
+      std::string_view(reinterpret_cast<const char*>(payload), len), &hello);
+  if (!st.ok()) {
+    TLOG_WARN(kTag, "%s: bad HELLO: %s", peer_.c_str(), st.ToString().c_str());
+    QueueReply(s, WireStatus::kInvalid);
+    close_after_flush_ = true;
+    return;
+  }
+  if (hello_done_) {
+    QueueReply(s, WireStatus::kInvalid);  // one HELLO per connection
+    close_after_flush_ = true;
+    return;
+  }
+  VolumeState* vol = nullptr;
+  WireStatus ws = server_->AcceptHello(this, hello, &vol);
+  if (ws != WireStatus::kOk) {
+    TLOG_WARN(kTag, "%s: HELLO for volume '%s' epoch %llu refused: %s", peer_.c_str(),
+              hello.volume_id.c_str(), static_cast<unsigned long long>(hello.epoch),
+              protocol::WireStatusName(ws));
+    QueueReply(s, ws);
+    close_after_flush_ = true;
+    return;
+  }
+  hello_done_ = true;
+  epoch_ = hello.epoch;
+  volume_ = vol;
+  const replica::ReplicaMetadata& md = vol->replica->metadata();
+  data_fd_ = vol->replica->fd();
+  size_ = md.size;
+  block_size_ = md.block_size;
+  protocol::ReplicaInfo info;
+  info.size = md.size;
+  info.block_size = md.block_size;
+  info.max_inflight = static_cast<uint32_t>(slots_.size());
+  info.generation = md.generation;
+  info.highest_epoch = vol->highest_epoch;
+  info.replica_id = md.replica_id;
+  (void)protocol::EncodeReplicaInfo(info, &s->control);
+  s->payload = reinterpret_cast<const uint8_t*>(s->control.data());
+  s->payload_len = static_cast<uint32_t>(s->control.size());
+  QueueReply(s, WireStatus::kOk);
+  TLOG_INFO(kTag, "%s: volume '%s' attached at epoch %llu", peer_.c_str(), hello.volume_id.c_str(),
+            static_cast<unsigned long long>(epoch_));
+}
+
+bool ReplicaSession::StartIo(Slot* s, const FrameHeader& h, const uint8_t* payload) {
+  backend::IoRequest& req = s->req;
+  req.fd = data_fd_;
+  req.offset = h.offset;
+  req.length = h.length;
+  req.flags = 0;
+  req.buf = nullptr;
+  req.result = 0;
+  switch (h.op()) {
+    case Opcode::kRead:
+    case Opcode::kWrite: {
+      void* buf = server_->pool_.Get(h.length);
+      if (buf == nullptr) {
+        server_->pool_starved_ = true;
+        return false;
+      }
+      s->buf = buf;
+      s->buf_size = h.length;
+      req.buf = buf;
+      if (h.op() == Opcode::kWrite) {
+        req.op = backend::IoOp::kWrite;
+        std::memcpy(buf, payload, h.length);  // the one copy: socket buffer -> aligned buffer
+        if (h.flags & protocol::kFlagFua) req.flags |= backend::kFlagFua;
+      } else {
+        req.op = backend::IoOp::kRead;
+      }
+      break;
+    }
+    case Opcode::kFlush:
+      req.op = backend::IoOp::kFlush;
+      break;
+    case Opcode::kTrim:
+      req.op = backend::IoOp::kDiscard;
+      break;
+    case Opcode::kWriteZeroes:
+      req.op = backend::IoOp::kWriteZeroes;
+      break;
+    default:
+      return true;  // not reached: HandleRequest filters opcodes
+  }
+  ++inflight_;
+  server_->backend_->Queue(&req);
+  return true;
+}
+
+void ReplicaSession::OnIoDone(backend::IoRequest* req) {
+  Slot* s = static_cast<Slot*>(req->ctx);
+  ReplicaSession* self = s->session;
+  --self->inflight_;
+  if (self->closing_) {
+    self->FreeSlot(s);
+    if (self->inflight_ == 0) self->server_->ScheduleDelete(self);
+    return;
+  }
+  ServerStats& stats = self->server_->stats_;
+  ++stats.requests;
+  WireStatus st = WireStatus::kOk;
+  if (req->result < 0) {
+    st = req->result == -ENOSPC ? WireStatus::kNoSpace : WireStatus::kIoError;
+    TLOG_WARN(kTag, "%s: %s at %llu+%u failed: %s", self->peer_.c_str(),
+              backend::IoOpName(req->op), static_cast<unsigned long long>(req->offset),
+              req->length, std::strerror(-req->result));
+  } else if ((req->op == backend::IoOp::kRead || req->op == backend::IoOp::kWrite) &&
+             static_cast<uint32_t>(req->result) != req->length) {
+    st = WireStatus::kIoError;  // short transfer: the file is shorter than the replica size
+  }
+  if (req->op == backend::IoOp::kRead) {
+    if (st == WireStatus::kOk) {
+      s->payload = static_cast<const uint8_t*>(s->buf);
+      s->payload_len = req->length;
+      stats.bytes_read += req->length;
+    }
+  } else if (req->op == backend::IoOp::kWrite) {
+    stats.bytes_written += req->length;
+    // The data is on disk; the buffer can serve another request while the
+    // reply waits for the socket.
+    self->server_->pool_.Put(s->buf, s->buf_size);
+    s->buf = nullptr;
+    self->server_->OnBufferReleased();
+  }
+  self->QueueReply(s, st);
+}
+
+void ReplicaSession::QueueReply(Slot* s, WireStatus status) {
+  s->reply.status = status;
+  s->reply.payload_length = status == WireStatus::kOk ? s->payload_len : 0;
+  if (status != WireStatus::kOk) s->payload_len = 0;
+  s->reply.payload_crc = s->payload_len ? Crc32c(s->payload, s->payload_len) : 0;
+  protocol::EncodeHeader(s->reply, s->reply_bytes);
+  s->next = nullptr;
+  if (tx_tail_ != nullptr) {
+    tx_tail_->next = s;
+  } else {
+    tx_head_ = s;
+  }
+  tx_tail_ = s;
+  server_->MarkTxPending(this);
+}
+
+void ReplicaSession::Service() {
+  if (closing_) return;
+  if (stalled_) {
+    Parse();
+    if (!stalled_ && !closing_) ReadMore();
+  }
+  if (!closing_) Flush();
+}
+
+void ReplicaSession::Flush() {
+  while (tx_head_ != nullptr && writable_) {
+    size_t n = 0;
+    for (Slot* s = tx_head_; s != nullptr && n + 2 <= iov_.size(); s = s->next) {
+      uint32_t sent = s->sent;
+      if (sent < protocol::kHeaderSize) {
+        iov_[n++] = {s->reply_bytes + sent, protocol::kHeaderSize - sent};
+        sent = 0;
+      } else {
+        sent -= protocol::kHeaderSize;
+      }
+      if (s->payload_len > sent) {
+        iov_[n++] = {const_cast<uint8_t*>(s->payload) + sent, s->payload_len - sent};
+      }
+    }
+    ssize_t w = ::writev(fd_.get(), iov_.data(), static_cast<int>(n));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        writable_ = false;  // EPOLLOUT (edge) resumes us
+        return;
+      }
+      Close(std::strerror(errno), false);
+      return;
+    }
+    size_t left = static_cast<size_t>(w);
+    while (tx_head_ != nullptr) {
+      Slot* s = tx_head_;
+      size_t remaining = protocol::kHeaderSize + s->payload_len - s->sent;
+      if (left < remaining) {
+        s->sent += static_cast<uint32_t>(left);
+        break;
+      }
+      left -= remaining;
+      tx_head_ = s->next;
+      if (tx_head_ == nullptr) tx_tail_ = nullptr;
+      FreeSlot(s);
+    }
+  }
+  if (tx_head_ == nullptr && close_after_flush_) Close("closed after error reply", false);
+}
+
+void ReplicaSession::Close(const char* reason, bool bad_input) {
+  if (closing_) return;
+  closing_ = true;
+  if (bad_input) {
+    ++server_->stats_.sessions_closed_bad_input;
+    TLOG_WARN(kTag, "%s: closing connection: %s", peer_.c_str(), reason);
+  } else {
+    TLOG_INFO(kTag, "%s: connection closed: %s", peer_.c_str(), reason);
+  }
+  ::shutdown(fd_.get(), SHUT_RDWR);
+  server_->DetachSession(this);
+  // Unsent replies are dropped; their slots go back now. Slots with backend I/O
+  // in flight come back in OnIoDone.
+  while (tx_head_ != nullptr) {
+    Slot* s = tx_head_;
+    tx_head_ = s->next;
+    FreeSlot(s);
+  }
+  tx_tail_ = nullptr;
+  if (inflight_ == 0) server_->ScheduleDelete(this);
+}
+
+}  // namespace tandem::server

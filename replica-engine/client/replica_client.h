@@ -1,0 +1,178 @@
+#pragma once
+// ReplicaClient: the target side of one data-protocol connection to one
+// replica (docs/protocol.md). Asynchronous and pipelined: many requests in
+// flight on one TCP connection, replies matched by request id in any order.
+//
+// Threading: bound to one EventLoop; every method must be called on that
+// loop's thread, and callbacks run on it. The layer above (the volume target)
+// drives several clients from one loop.
+//
+// Lifecycle: Connect() starts a non-blocking connect and the HELLO handshake;
+// Listener::OnConnected(info) reports success. Any failure (connect error,
+// HELLO refused, protocol error, timeout, peer hang-up) fails every in-flight
+// and queued request and then calls Listener::OnDisconnected(status) once. The
+// client never reconnects by itself: the layer above decides (and may call
+// Connect() again from OnDisconnected or later) — that is the reconnect hook.
+//
+// Requests: the caller owns each ClientRequest and its buffer until `done`
+// runs; `done` runs exactly once, always from the loop (never inside
+// Submit()). Requests beyond the server's max_inflight wait in a FIFO inside
+// the client; nothing is allocated per request.
+// Copies: WRITE data is sent straight from the caller's buffer (writev); READ
+// data is copied once from the receive buffer into the caller's buffer.
+
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/event_loop.h"
+#include "common/status.h"
+#include "common/unique_fd.h"
+#include "replica-engine/protocol/frame_codec.h"
+
+namespace tandem::client {
+
+struct ClientOptions {
+  std::string host = "127.0.0.1";  // IPv4 address
+  uint16_t port = 0;
+  std::string volume_id;
+  std::string token;
+  uint64_t epoch = 0;
+  // Upper bound on requests in flight; the effective limit is the smaller of
+  // this and the server's advertised max_inflight.
+  uint32_t max_inflight = 256;
+  // A request without a reply for this long fails the connection
+  // (DEADLINE_EXCEEDED): a hung replica must not hang the volume.
+  uint32_t request_timeout_ms = 5000;
+  uint32_t connect_timeout_ms = 3000;
+};
+
+struct ClientRequest;
+using ClientDoneFn = void (*)(ClientRequest* req);
+
+struct ClientRequest {
+  protocol::Opcode op = protocol::Opcode::kRead;
+  uint16_t flags = 0;   // protocol::kFlagFua
+  uint64_t offset = 0;  // bytes
+  uint32_t length = 0;  // bytes
+  // kWrite: source (length bytes). kRead: destination (length bytes).
+  void* buf = nullptr;
+  // Out. OK; or the replica's error mapped to a Status code (IO_ERROR ->
+  // INTERNAL, NO_SPACE -> RESOURCE_EXHAUSTED, OUT_OF_RANGE, INVALID_ARGUMENT,
+  // STALE_EPOCH -> FAILED_PRECONDITION); or UNAVAILABLE / DEADLINE_EXCEEDED
+  // when the connection failed before the reply.
+  StatusCode status = StatusCode::kOk;
+  protocol::WireStatus wire_status = protocol::WireStatus::kOk;
+  ClientDoneFn done = nullptr;
+  void* ctx = nullptr;
+
+  // Client-private.
+  ClientRequest* next_ = nullptr;
+};
+
+enum class ClientState { kIdle, kConnecting, kHandshaking, kConnected, kClosed };
+
+struct ClientStats {
+  uint64_t requests_completed = 0;
+  uint64_t requests_failed = 0;
+  uint64_t bytes_sent = 0;
+  uint64_t bytes_received = 0;
+};
+
+class ReplicaClient final : private EventLoop::Handler,
+                            private EventLoop::Idler,
+                            private EventLoop::Ticker {
+ public:
+  class Listener {
+   public:
+    virtual void OnConnected(const protocol::ReplicaInfo& info) = 0;
+    virtual void OnDisconnected(const Status& why) = 0;
+
+   protected:
+    ~Listener() = default;
+  };
+
+  // REQUIRES: loop (and listener, if not null) outlive the client.
+  ReplicaClient(EventLoop* loop, ClientOptions options, Listener* listener);
+  ~ReplicaClient();  // Close()s; in-flight requests fail with CANCELLED
+  ReplicaClient(const ReplicaClient&) = delete;
+  ReplicaClient& operator=(const ReplicaClient&) = delete;
+
+  // Starts connecting. FAILED_PRECONDITION if already connecting/connected;
+  // INVALID_ARGUMENT for a bad address. Later failures arrive through the
+  // listener.
+  Status Connect();
+  // Queues a request (sent at the end of this loop iteration, batched with
+  // others). When not connected the request fails with UNAVAILABLE (via done,
+  // from the loop).
+  void Submit(ClientRequest* req);
+  // Fails everything outstanding with CANCELLED and closes the socket. No
+  // listener call.
+  void Close();
+
+  ClientState state() const { return state_; }
+  const protocol::ReplicaInfo& info() const { return info_; }
+  uint32_t inflight() const { return inflight_; }
+  const ClientStats& stats() const { return stats_; }
+
+ private:
+  struct Slot {
+    ClientRequest* req = nullptr;  // null: free
+    uint64_t sent_ns = 0;
+    uint32_t seq = 0;  // bumped on reuse; part of the request id
+    uint8_t hdr[protocol::kHeaderSize];
+    uint32_t sent = 0;  // bytes of header + payload written
+    uint32_t payload_len = 0;
+    const uint8_t* payload = nullptr;
+    Slot* next = nullptr;  // free list / tx queue
+  };
+
+  void OnEvents(uint32_t events) override;
+  void BeforeWait() override;
+  void OnTick(uint64_t now_ns) override;
+
+  void OnConnectDone();
+  void SendHello();
+  void ReadMore();
+  void Parse();
+  void HandleReply(const protocol::FrameHeader& h, const uint8_t* payload);
+  void StartQueued();
+  void Flush();
+  void Fail(const Status& why, bool notify);
+  void Complete(ClientRequest* req, StatusCode code);
+
+  EventLoop* loop_;
+  ClientOptions options_;
+  Listener* listener_;
+  ClientState state_ = ClientState::kIdle;
+  UniqueFd fd_;
+  protocol::ReplicaInfo info_;
+  uint64_t connect_started_ns_ = 0;
+
+  std::unique_ptr<uint8_t[]> rx_;
+  size_t rx_cap_;
+  size_t rx_begin_ = 0;
+  size_t rx_end_ = 0;
+
+  std::vector<Slot> slots_;
+  uint32_t window_ = 0;  // effective max in flight
+  Slot* free_ = nullptr;
+  Slot* tx_head_ = nullptr;
+  Slot* tx_tail_ = nullptr;
+  std::string hello_frame_;  // HELLO header + payload while handshaking
+  size_t hello_sent_ = 0;
+  ClientRequest* queued_head_ = nullptr;  // waiting for a slot
+  ClientRequest* queued_tail_ = nullptr;
+  ClientRequest* failed_head_ = nullptr;  // completed at the next BeforeWait
+  ClientRequest* failed_tail_ = nullptr;
+  std::vector<iovec> iov_;
+  uint32_t inflight_ = 0;
+  bool writable_ = false;
+  bool registered_idler_ = false;
+  ClientStats stats_;
+};
+
+}  // namespace tandem::client

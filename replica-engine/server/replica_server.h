@@ -1,0 +1,132 @@
+#pragma once
+// ReplicaServer: serves the replicas of one ReplicaManager over the data
+// protocol (docs/protocol.md) on TCP.
+//
+// Threading: one event-loop thread owns the listening socket, every session and
+// the StorageBackend's I/O (Queue/Submit/Reap). A request is parsed, submitted,
+// completed and answered on that thread; nothing is allocated or locked per
+// I/O: request slots are preallocated per session and data buffers come from a
+// bounded AlignedBufferPool. When the pool or a session's slots run out, the
+// server stops reading that socket (backpressure) instead of growing.
+//
+// Fencing: per volume the server keeps the highest epoch accepted (persisted in
+// the replica metadata before the HELLO is answered). A HELLO with a lower epoch
+// is refused with kStaleEpoch; a higher one closes every session of that volume
+// with a lower epoch.
+//
+// Bad input: a framing error (bad magic/version/crc, oversized frame, unknown
+// flags) closes only that connection, with a WARNING naming the peer and reason.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <cstring>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "common/event_loop.h"
+#include "common/result.h"
+#include "replica-engine/backend/aligned_buffer_pool.h"
+#include "replica-engine/backend/storage_backend.h"
+#include "replica-engine/protocol/frame_codec.h"
+#include "replica-engine/replica/replica_manager.h"
+
+namespace tandem::server {
+
+struct ServerOptions {
+  std::string listen_address = "127.0.0.1";
+  uint16_t port = 0;  // 0: an ephemeral port, see ReplicaServer::port()
+  // Shared secret every HELLO must present; empty accepts any token.
+  std::string auth_token;
+  // Requests in flight per connection (advertised in the HELLO reply).
+  uint32_t max_inflight_per_session = 256;
+  // Bytes of aligned buffers for all sessions together.
+  size_t buffer_pool_bytes = 128ull << 20;
+  // EventLoop busy-poll before sleeping (see EventLoop::SetBusyPollMicros).
+  uint32_t busy_poll_us = 0;
+  // Pin the loop thread to this CPU (-1: no pinning).
+  int cpu = -1;
+};
+
+struct ServerStats {
+  uint64_t sessions_accepted = 0;
+  uint64_t sessions_closed_bad_input = 0;
+  uint64_t sessions_fenced = 0;
+  uint64_t requests = 0;
+  uint64_t bytes_read = 0;
+  uint64_t bytes_written = 0;
+};
+
+class ReplicaSession;
+
+// Per-volume fencing state, shared by the sessions of one volume.
+struct VolumeState {
+  std::shared_ptr<replica::Replica> replica;
+  uint64_t highest_epoch = 0;
+  std::vector<ReplicaSession*> sessions;
+};
+
+class ReplicaServer final : private EventLoop::Handler, private EventLoop::Idler {
+ public:
+  // REQUIRES: manager and backend outlive the server; the backend is used only
+  // by the server's thread once Start() succeeded.
+  ReplicaServer(replica::ReplicaManager* manager, backend::StorageBackend* backend,
+                ServerOptions options);
+  ~ReplicaServer();  // Stop()s
+  ReplicaServer(const ReplicaServer&) = delete;
+  ReplicaServer& operator=(const ReplicaServer&) = delete;
+
+  // Binds, listens and starts the loop thread. UNAVAILABLE/INVALID_ARGUMENT
+  // with the address on failure.
+  Status Start();
+  // Closes every session, waits for in-flight backend I/O, joins the thread.
+  // Idempotent.
+  void Stop();
+
+  uint16_t port() const { return bound_port_; }
+  // A snapshot, taken on the loop thread (blocks until it answers).
+  ServerStats GetStats();
+
+ private:
+  friend class ReplicaSession;
+
+  void OnEvents(uint32_t events) override;  // listening socket
+  void BeforeWait() override;
+  void OnBackendEvents();
+
+  // Session callbacks (loop thread).
+  // Resolves the volume and applies fencing; returns the WireStatus for the
+  // HELLO reply and, on kOk, the volume state the session is bound to.
+  protocol::WireStatus AcceptHello(ReplicaSession* session, const protocol::HelloRequest& hello,
+                                   VolumeState** out);
+  void DetachSession(ReplicaSession* session);
+  // Queues the session for Service() in BeforeWait (once per iteration).
+  void MarkTxPending(ReplicaSession* session);
+  void OnBufferReleased();
+  void ScheduleDelete(ReplicaSession* session);
+
+  class BackendHandler;
+
+  replica::ReplicaManager* manager_;
+  backend::StorageBackend* backend_;
+  ServerOptions options_;
+  EventLoop loop_;
+  std::unique_ptr<BackendHandler> backend_handler_;
+  backend::AlignedBufferPool pool_;
+  UniqueFd listen_fd_;
+  uint16_t bound_port_ = 0;
+  std::thread thread_;
+  bool started_ = false;
+
+  // Loop-thread state.
+  std::unordered_map<std::string, VolumeState> volumes_;
+  std::vector<std::unique_ptr<ReplicaSession>> sessions_;
+  std::vector<ReplicaSession*> tx_pending_;
+  std::vector<ReplicaSession*> graveyard_;
+  bool pool_starved_ = false;  // some session waits for a buffer
+  bool stopping_ = false;
+  ServerStats stats_;
+};
+
+}  // namespace tandem::server

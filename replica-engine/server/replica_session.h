@@ -1,0 +1,115 @@
+#pragma once
+// ReplicaSession: one target connection to a ReplicaServer. Owned by the
+// server and used only on its loop thread.
+//
+// Per connection: a receive buffer big enough for one maximal frame, and a
+// fixed table of request slots (max_inflight). Every request takes a slot
+// from parsing until its reply has been written to the socket; the slot
+// carries the backend IoRequest and the reply header inline, so nothing is
+// allocated per request. Copies: a WRITE payload is copied once from the
+// receive buffer into an aligned buffer (O_DIRECT); READ data is sent straight
+// from the aligned buffer it was read into.
+
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/event_loop.h"
+#include "common/unique_fd.h"
+#include "replica-engine/backend/storage_backend.h"
+#include "replica-engine/protocol/frame_codec.h"
+
+namespace tandem::server {
+
+class ReplicaServer;
+struct VolumeState;
+
+class ReplicaSession final : public EventLoop::Handler {
+ public:
+  ReplicaSession(ReplicaServer* server, UniqueFd fd, std::string peer, uint32_t max_inflight);
+  ~ReplicaSession();
+
+  int fd() const { return fd_.get(); }
+  const std::string& peer() const { return peer_; }
+  uint64_t epoch() const { return epoch_; }
+  VolumeState* volume() const { return volume_; }
+  bool closing() const { return closing_; }
+  bool stalled() const { return stalled_; }
+  // Backend requests still in flight; the session may be deleted only at 0.
+  uint32_t inflight() const { return inflight_; }
+
+  void OnEvents(uint32_t events) override;
+  // Called by the server from BeforeWait: resume parsing after backpressure and
+  // write queued replies.
+  void Service();
+  // Stops reading, drops unsent replies, shuts the socket down. In-flight backend
+  // I/O finishes first; then the server deletes the session.
+  void Close(const char* reason, bool bad_input);
+
+ private:
+  friend class ReplicaServer;
+  struct Slot {
+    backend::IoRequest req;
+    ReplicaSession* session = nullptr;
+    protocol::FrameHeader reply;
+    uint8_t reply_bytes[protocol::kHeaderSize];
+    void* buf = nullptr;  // from the server's pool
+    uint32_t buf_size = 0;
+    const uint8_t* payload = nullptr;  // sent after the header
+    uint32_t payload_len = 0;
+    std::string control;  // HELLO / GET_INFO reply payload
+    uint32_t sent = 0;    // bytes of header + payload already written
+    Slot* next = nullptr;  // free list or tx queue
+  };
+
+  void ReadMore();
+  // Parses complete frames from the receive buffer. Stops (stalled_) when no
+  // slot or buffer is free; Service() resumes it.
+  void Parse();
+  // False when the request could not start for lack of a buffer (retry later).
+  bool HandleRequest(const protocol::FrameHeader& h, const uint8_t* payload);
+  void HandleHello(Slot* slot, const uint8_t* payload, uint32_t len);
+  bool StartIo(Slot* slot, const protocol::FrameHeader& h, const uint8_t* payload);
+  protocol::WireStatus CheckRange(const protocol::FrameHeader& h, bool needs_length) const;
+  static void OnIoDone(backend::IoRequest* req);
+
+  Slot* AllocSlot(const protocol::FrameHeader& h);
+  void FreeSlot(Slot* slot);
+  // Finishes the reply header (and payload crc) and queues the slot for sending.
+  void QueueReply(Slot* slot, protocol::WireStatus status);
+  void Flush();
+
+  ReplicaServer* server_;
+  UniqueFd fd_;
+  std::string peer_;
+
+  std::unique_ptr<uint8_t[]> rx_;
+  size_t rx_cap_;
+  size_t rx_begin_ = 0;
+  size_t rx_end_ = 0;
+
+  std::vector<Slot> slots_;
+  Slot* free_ = nullptr;
+  Slot* tx_head_ = nullptr;
+  Slot* tx_tail_ = nullptr;
+  std::vector<iovec> iov_;
+
+  uint32_t inflight_ = 0;
+  bool stalled_ = false;
+  bool tx_pending_ = false;  // queued in the server's service list
+  bool closing_ = false;
+  bool close_after_flush_ = false;
+  bool writable_ = true;
+  bool hello_done_ = false;
+  uint64_t epoch_ = 0;
+  // Bound at HELLO; valid while hello_done_ (owned by the server).
+  VolumeState* volume_ = nullptr;
+  int data_fd_ = -1;
+  uint64_t size_ = 0;
+  uint32_t block_size_ = 0;
+};
+
+}  // namespace tandem::server

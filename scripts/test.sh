@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian bookworm machine:
+#   1. installs missing packages,
+#   2. builds and runs every ctest test (unit + integration over 127.0.0.1),
+#   3. builds with ASan+UBSan and runs the suite again  (TANDEM_SANITIZE=0 skips),
+#   4. builds the libFuzzer targets with clang and runs each for
+#      TANDEM_FUZZ_SECONDS (default 10)                  (TANDEM_FUZZ=0 skips).
+# Exit status is non-zero if anything failed.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+"$root/scripts/install-deps.sh"
+
+out="${TANDEM_BUILD_ROOT:-$root/build}"
+jobs="${TANDEM_TEST_JOBS:-2}"
+
+echo "== build (RelWithDebInfo) =="
+"$root/scripts/build.sh" "$out/dev" -DCMAKE_BUILD_TYPE=RelWithDebInfo
+echo "== ctest =="
+ctest --test-dir "$out/dev" --output-on-failure -j"$jobs"
+
+if [ "${TANDEM_SANITIZE:-1}" != "0" ]; then
+  echo "== build (ASan + UBSan) =="
+  "$root/scripts/build.sh" "$out/asan" -DCMAKE_BUILD_TYPE=Debug -DTANDEM_SANITIZE=ON
+  echo "== ctest under ASan + UBSan =="
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+    ctest --test-dir "$out/asan" --output-on-failure -j"$jobs"
+fi
+
+if [ "${TANDEM_FUZZ:-1}" != "0" ]; then
+  echo "== fuzzers (clang + libFuzzer, ${TANDEM_FUZZ_SECONDS:-10} s each) =="
+  CC=clang CXX=clang++ "$root/scripts/build.sh" "$out/fuzz" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DTANDEM_FUZZ=ON -DTANDEM_BUILD_TESTS=OFF -DTANDEM_FUZZ_SECONDS="${TANDEM_FUZZ_SECONDS:-10}"
+  ctest --test-dir "$out/fuzz" --output-on-failure -R fuzz
+fi
+echo "== all tests passed =="
