@@ -1,0 +1,138 @@
+#pragma once
+// VolumeTarget: the mirror. Presents one volume as a BlockDevice and keeps N
+// replicas (one ReplicaClient each) in step.
+//
+// Rules (../shared/design/brief.md §3, docs/architecture.md "Volume target"):
+// - Writes (and TRIM, WRITE_ZEROES) fan out to every HEALTHY replica and
+//   complete when all of them answered; the frontend gets OK only if at least
+//   one replica has the data and every replica that missed it is FAULTED with
+//   the generation already bumped on the survivors.
+// - Reads go to one HEALTHY replica (the local one first, then the one with the
+//   fewest requests outstanding). A failed read faults that replica and is
+//   retried on another.
+// - A replica that errors, disconnects or times out becomes FAULTED. Before any
+//   write that skipped it completes, the generation is bumped and persisted on
+//   every remaining HEALTHY replica (SET_GENERATION with dirty tracking on), and
+//   the regions of writes that reached only some replicas are marked dirty
+//   there (MARK_DIRTY). Writes submitted while a bump is pending wait for it.
+// - At start the target connects to every replica; only replicas at the highest
+//   generation become HEALTHY; lower ones are STALE (need rebuild) and are
+//   never read. If any replica is not HEALTHY, the generation is bumped before
+//   the first write.
+// - Zero HEALTHY replicas: every request fails with UNAVAILABLE.
+// - Fencing: a replica answering STALE_EPOCH means a newer target owns the
+//   volume; this target stops: everything fails with FAILED_PRECONDITION.
+//
+// Threading: everything runs on the EventLoop given at construction; all
+// methods must be called on that loop's thread.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/event_loop.h"
+#include "common/status.h"
+#include "replica-engine/client/replica_client.h"
+#include "replica-engine/target/block_device.h"
+
+namespace tandem::target {
+
+struct ReplicaEndpoint {
+  std::string host;  // IPv4
+  uint16_t port = 0;
+  bool local = false;  // on this node: preferred for reads
+};
+
+struct TargetOptions {
+  std::string volume_id;
+  uint64_t epoch = 0;  // from the controller; must grow with every attach
+  std::string token;
+  std::vector<ReplicaEndpoint> replicas;
+  // Volume size in bytes; every replica must have exactly this size (a
+  // replica reporting another size is FAULTED). 0: take the first replica's.
+  uint64_t size = 0;
+  uint32_t request_timeout_ms = 5000;
+  uint32_t connect_timeout_ms = 3000;
+  // Requests accepted at once from frontends; more wait in a FIFO.
+  uint32_t max_inflight = 256;
+};
+
+enum class ReplicaState { kConnecting, kHealthy, kStale, kFaulted };
+const char* ReplicaStateName(ReplicaState s);
+
+enum class TargetState {
+  kStarting,  // connecting to replicas; requests wait
+  kReady,     // all replicas HEALTHY
+  kDegraded,  // at least one HEALTHY, some not
+  kFailed,    // no HEALTHY replica: I/O fails
+  kFenced,    // a newer epoch took over: I/O fails
+};
+const char* TargetStateName(TargetState s);
+
+struct ReplicaStatus {
+  std::string address;  // host:port
+  std::string replica_id;
+  ReplicaState state = ReplicaState::kConnecting;
+  uint64_t generation = 0;
+  uint32_t inflight = 0;
+  uint64_t reads = 0;
+  uint64_t writes = 0;
+  uint64_t errors = 0;
+  std::string last_error;
+};
+
+struct TargetStatus {
+  std::string volume_id;
+  TargetState state = TargetState::kStarting;
+  uint64_t size = 0;
+  uint64_t epoch = 0;
+  uint64_t generation = 0;
+  std::vector<ReplicaStatus> replicas;
+  uint64_t reads = 0;
+  uint64_t writes = 0;
+  uint64_t flushes = 0;
+  uint64_t errors = 0;
+  uint64_t bytes_read = 0;
+  uint64_t bytes_written = 0;
+};
+
+class VolumeTarget final : public BlockDevice {
+ public:
+  // REQUIRES: loop outlives the target.
+  VolumeTarget(EventLoop* loop, TargetOptions options);
+  ~VolumeTarget() override;
+  VolumeTarget(const VolumeTarget&) = delete;
+  VolumeTarget& operator=(const VolumeTarget&) = delete;
+
+  // Starts connecting to the replicas. INVALID_ARGUMENT for bad options (no
+  // replicas, more than kMaxReplicas, a bad address). The target becomes
+  // ready asynchronously (state() leaves kStarting).
+  Status Start();
+  // Fails new requests, waits for in-flight ones, closes the replica
+  // connections and then runs `done` (on the loop). Idempotent.
+  void Shutdown(void (*done)(void* arg), void* arg);
+
+  TargetState state() const { return state_; }
+  TargetStatus GetStatus() const;
+
+  // BlockDevice
+  uint64_t size() const override { return size_; }
+  uint32_t block_size() const override { return block_size_; }
+  uint32_t max_io_size() const override;
+  EventLoop* loop() override { return loop_; }
+  void Submit(BlockRequest* req) override;
+
+  static constexpr size_t kMaxReplicas = 5;
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+  EventLoop* loop_;
+  TargetState state_ = TargetState::kStarting;
+  uint64_t size_ = 0;
+  uint32_t block_size_ = 4096;
+  friend class Impl;
+};
+
+}  // namespace tandem::target
