@@ -1,0 +1,300 @@
+#include "replica-engine/backend/aio_backend.h"
+
+#include <fcntl.h>
+#include <sys/eventfd.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <string>
+
+#include "common/clock.h"
+#include "common/logging.h"
+#include "replica-engine/backend/backend_factory.h"
+
+namespace tandem::backend {
+
+namespace {
+
+// Linux caps one read/write at MAX_RW_COUNT; larger lengths would also not fit
+// IoRequest::result.
+constexpr uint32_t kMaxTransfer = 0x7ffff000;
+// Keeps io_setup within typical fs.aio-max-nr budgets.
+constexpr uint32_t kMaxDepth = 65536;
+
+// 0 when `req` may go to the kernel, else the -errno it completes with.
+int32_t CheckRequest(const IoRequest& req) {
+  if (req.fd < 0) return -EBADF;
+  switch (req.op) {
+    case IoOp::kRead:
+    case IoOp::kWrite:
+      if (req.buf == nullptr || req.length == 0 || req.length > kMaxTransfer ||
+          (reinterpret_cast<uintptr_t>(req.buf) | req.offset | req.length) % kDirectIoAlignment)
+        return -EINVAL;
+      return 0;
+    case IoOp::kFlush:
+      return 0;
+    case IoOp::kDiscard:
+    case IoOp::kWriteZeroes:
+      if (req.length == 0 || (req.offset | req.length) % kDirectIoAlignment) return -EINVAL;
+      return 0;
+  }
+  return -EINVAL;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<StorageBackend>> NewAioBackend(const BackendOptions& options) {
+  auto r = AioBackend::Create(options);
+  if (!r.ok()) return r.status();
+  return std::unique_ptr<StorageBackend>(std::move(*r));
+}
+
+Result<std::unique_ptr<AioBackend>> AioBackend::Create(const BackendOptions& options) {
+  std::unique_ptr<AioBackend> b(new AioBackend(options));
+  TANDEM_RETURN_IF_ERROR(b->Init());
+  return b;
+}
+
+AioBackend::AioBackend(const BackendOptions& options)
+    : depth_(std::clamp<uint32_t>(options.queue_depth, 1, kMaxDepth)) {}
+
+Status AioBackend::Init() {
+  const int ret = io_setup(static_cast<int>(depth_), &ctx_);
+  if (ret < 0) {
+    ctx_ = nullptr;
+    return Status::Unavailable(std::string("io_setup: ") + std::strerror(-ret));
+  }
+  event_fd_.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!event_fd_.valid()) return PosixError("eventfd", errno);
+
+  iocbs_.resize(depth_);
+  free_iocbs_.reserve(depth_);
+  for (uint32_t i = depth_; i-- > 0;) free_iocbs_.push_back(&iocbs_[i]);
+  batch_.resize(depth_);
+  events_.resize(depth_);
+  return Status::Ok();
+}
+
+AioBackend::~AioBackend() {
+  // io_destroy waits for the kernel to finish (or cancel) what it still owns,
+  // so no DMA targets caller buffers after this returns.
+  if (ctx_ != nullptr) io_destroy(ctx_);
+}
+
+Result<int> AioBackend::OpenFile(const char* path, bool create) {
+  // Nothing to register for aio; the descriptor is used as is.
+  const int fd = ::open(path, O_RDWR | O_DIRECT | O_CLOEXEC | (create ? O_CREAT : 0), 0644);
+  if (fd < 0) return PosixError(std::string("open ") + path, errno);
+  return fd;
+}
+
+void AioBackend::CloseFile(int fd) {
+  if (fd >= 0) ::close(fd);
+}
+
+void AioBackend::Queue(IoRequest* req) {
+  ++in_flight_;
+  req->done_bytes_ = 0;
+  req->result = 0;
+  const int32_t err = CheckRequest(*req);
+  if (err != 0) {
+    CompleteLocally(req, err);
+    return;
+  }
+  if (req->op == IoOp::kRead || req->op == IoOp::kWrite) {
+    pending_.PushBack(req);
+  } else {
+    // Run at Submit(), not here: Queue() must not block.
+    sync_ops_.PushBack(req);
+  }
+}
+
+void AioBackend::PrepIocb(iocb* cb, IoRequest* req) {
+  const uint32_t done = req->done_bytes_;
+  char* buf = static_cast<char*>(req->buf) + done;
+  const long long offset = static_cast<long long>(req->offset + done);
+  if (req->op == IoOp::kRead) {
+    io_prep_pread(cb, req->fd, buf, req->length - done, offset);
+  } else {
+    io_prep_pwrite(cb, req->fd, buf, req->length - done, offset);
+    // After io_prep_*, which memsets the iocb.
+    if (req->flags & kFlagFua) cb->aio_rw_flags = RWF_DSYNC;
+  }
+  io_set_eventfd(cb, event_fd_.get());
+  cb->data = req;
+}
+
+void AioBackend::RunSyncOps() {
+  RequestList list = sync_ops_;
+  sync_ops_ = {};
+  while (!list.empty()) {
+    IoRequest* req = list.PopFront();
+    int ret;
+    do {
+      switch (req->op) {
+        case IoOp::kFlush:
+          ret = fdatasync(req->fd);
+          break;
+        case IoOp::kDiscard:
+          ret = fallocate(req->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                          static_cast<off_t>(req->offset), req->length);
+          break;
+        default:  // kWriteZeroes; CheckRequest admits nothing else here
+          ret = fallocate(req->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+                          static_cast<off_t>(req->offset), req->length);
+          break;
+      }
+    } while (ret < 0 && errno == EINTR);
+    if (ret < 0) {
+      CompleteLocally(req, -errno);
+    } else {
+      CompleteLocally(req, req->op == IoOp::kFlush ? 0 : static_cast<int32_t>(req->length));
+    }
+  }
+}
+
+int AioBackend::Submit() {
+  RunSyncOps();
+  int submitted = 0;
+  while (!pending_.empty() && !free_iocbs_.empty()) {
+    int n = 0;
+    while (!pending_.empty() && !free_iocbs_.empty()) {
+      iocb* cb = free_iocbs_.back();
+      free_iocbs_.pop_back();
+      PrepIocb(cb, pending_.PopFront());
+      batch_[n++] = cb;
+    }
+    int sent = 0;
+    while (sent < n) {
+      const int ret = io_submit(ctx_, n - sent, batch_.data() + sent);
+      if (ret > 0) {
+        sent += ret;
+        in_kernel_ += static_cast<uint32_t>(ret);
+        submitted += ret;
+        continue;
+      }
+      if (ret == -EINTR) continue;
+      if (ret == 0 || ret == -EAGAIN) {
+        // Kernel out of resources: put the rest back, in order, for later.
+        for (int i = n - 1; i >= sent; --i) {
+          pending_.PushFront(static_cast<IoRequest*>(batch_[i]->data));
+          free_iocbs_.push_back(batch_[i]);
+        }
+        return submitted;
+      }
+      // io_submit reports an error only for the first iocb (e.g. -EBADF,
+      // -EINVAL); that request fails, the rest are retried.
+      free_iocbs_.push_back(batch_[sent]);
+      CompleteLocally(static_cast<IoRequest*>(batch_[sent]->data), ret);
+      ++sent;
+    }
+  }
+  return submitted;
+}
+
+void AioBackend::CompleteLocally(IoRequest* req, int32_t result) {
+  req->result = result;
+  const bool was_empty = local_done_.empty();
+  local_done_.PushBack(req);
+  // The epoll loop only calls Reap when the eventfd fires; make sure it does.
+  if (was_empty) eventfd_write(event_fd_.get(), 1);
+}
+
+int AioBackend::RunLocalCompletions() {
+  // Detach first: a `done` that queues another invalid request adds to a fresh
+  // list, completed by the next Reap, so this loop always terminates.
+  RequestList list = local_done_;
+  local_done_ = {};
+  int n = 0;
+  while (!list.empty()) {
+    IoRequest* req = list.PopFront();
+    Finish(req, req->result);
+    ++n;
+  }
+  return n;
+}
+
+void AioBackend::Finish(IoRequest* req, int32_t result) {
+  req->result = result;
+  --in_flight_;
+  if (req->done != nullptr) req->done(req);
+}
+
+bool AioBackend::OnCompletion(iocb* cb, long res) {
+  auto* req = static_cast<IoRequest*>(cb->data);
+  free_iocbs_.push_back(cb);
+  --in_kernel_;
+  if (res == -EAGAIN) {
+    pending_.PushBack(req);
+    return false;
+  }
+  if (res < 0) {
+    Finish(req, static_cast<int32_t>(res));
+    return true;
+  }
+  req->done_bytes_ += static_cast<uint32_t>(res);
+  if (req->done_bytes_ < req->length) {
+    if (res > 0) {
+      pending_.PushBack(req);  // short transfer: the remainder goes again
+      return false;
+    }
+    // 0 bytes: a read reached EOF (report what we have); a write making no
+    // progress would loop forever.
+    Finish(req, req->op == IoOp::kRead ? static_cast<int32_t>(req->done_bytes_) : -EIO);
+    return true;
+  }
+  Finish(req, static_cast<int32_t>(req->done_bytes_));
+  return true;
+}
+
+int AioBackend::Reap(int min_complete, int64_t timeout_us) {
+  // `done` may Queue/Submit, but a nested Reap would overwrite events_.
+  if (in_reap_) return 0;
+  in_reap_ = true;
+  const uint64_t deadline =
+      timeout_us > 0 ? MonotonicNanos() + static_cast<uint64_t>(timeout_us) * 1000 : 0;
+  int n = 0;
+  for (;;) {
+    Submit();
+    n += RunLocalCompletions();
+    if (in_kernel_ == 0) break;  // nothing can complete: do not wait
+    int want = std::max(0, min_complete - n);
+    want = std::min<int>(want, static_cast<int>(in_kernel_));
+    timespec ts{};
+    timespec* tsp = &ts;  // zero: poll
+    if (want > 0) {
+      if (timeout_us < 0) {
+        tsp = nullptr;
+      } else {
+        const uint64_t now = MonotonicNanos();
+        if (timeout_us == 0 || now >= deadline) {
+          want = 0;
+        } else {
+          const uint64_t left = deadline - now;
+          ts.tv_sec = static_cast<time_t>(left / 1000000000);
+          ts.tv_nsec = static_cast<long>(left % 1000000000);
+        }
+      }
+    }
+    const int got = io_getevents(ctx_, want, static_cast<long>(events_.size()), events_.data(), tsp);
+    if (got < 0 && got != -EINTR) {
+      TLOG_ERROR("backend", "io_getevents failed: %s", std::strerror(-got));
+      break;
+    }
+    for (int i = 0; i < got; ++i) {
+      if (OnCompletion(events_[i].obj, static_cast<long>(events_[i].res))) ++n;
+    }
+    if (want == 0 || n >= min_complete) break;
+  }
+  // Resubmitted remainders and requests queued by callbacks go out now rather
+  // than waiting for the caller's next Submit.
+  Submit();
+  in_reap_ = false;
+  return n;
+}
+
+}  // namespace tandem::backend

@@ -22,20 +22,28 @@
 //   transferred (== length) or a negative errno. Short transfers are resubmitted
 //   for the remainder by the backend, so `done` sees a short count only at end
 //   of file (a read of a range that crosses EOF reports the bytes up to EOF;
-//   a read starting at/after EOF reports 0).
+//   a read starting at/after EOF reports 0). On success kDiscard and
+//   kWriteZeroes report `length`, kFlush reports 0.
+// - `done` may call Queue() and Submit() (e.g. to issue the next I/O); such
+//   requests complete in a later Reap(). A Reap() nested inside `done` returns
+//   0 without doing anything. InFlight() inside `done` no longer counts the
+//   request being completed.
 // - The IoRequest and its buffer are owned by the caller and must stay alive and
 //   untouched until `done` runs. Nothing is allocated per request.
 // - Alignment: kRead/kWrite need buf, offset and length aligned to
 //   kDirectIoAlignment (O_DIRECT); a misaligned request completes with -EINVAL
-//   without reaching the kernel. kDiscard/kWriteZeroes need only offset and
-//   length aligned. kFlush ignores offset/length/buf.
+//   without reaching the kernel (so does length 0, or fd < 0 with -EBADF).
+//   kDiscard/kWriteZeroes need only offset and length aligned (length > 0).
+//   kFlush ignores offset/length/buf.
 // - kDiscard punches a hole (space is released; reads return zeroes).
 //   kWriteZeroes makes the range read as zeroes (FALLOC_FL_ZERO_RANGE on files,
 //   BLKZEROOUT semantics on devices). io_uring runs them as IORING_OP_FALLOCATE;
 //   libaio has no async fallocate, so it runs fallocate(2) at Submit() time on
 //   the calling thread. Either way they complete through Reap().
-// - kFlush is fdatasync(2) of the file. kFlagFua on a write makes it durable
-//   before completion (RWF_DSYNC / O_DSYNC semantics).
+// - kFlush is fdatasync(2) of the file. It makes durable every write whose
+//   `done` ran before the flush was queued (block-layer flush semantics); it
+//   does not order against writes still in flight.
+//   kFlagFua on a write makes it durable before completion (RWF_DSYNC).
 
 #include <cstddef>
 #include <cstdint>

@@ -1,0 +1,399 @@
+#include "replica-engine/backend/uring_backend.h"
+
+#include <fcntl.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "common/clock.h"
+#include "common/logging.h"
+#include "replica-engine/backend/backend_factory.h"
+
+namespace tandem::backend {
+
+namespace {
+
+// Linux caps one read/write at MAX_RW_COUNT; larger lengths would also not fit
+// IoRequest::result.
+constexpr uint32_t kMaxTransfer = 0x7ffff000;
+// io_uring's limit on SQ entries.
+constexpr uint32_t kMaxDepth = 32768;
+
+// 0 when `req` may go to the kernel, else the -errno it completes with.
+int32_t CheckRequest(const IoRequest& req) {
+  if (req.fd < 0) return -EBADF;
+  switch (req.op) {
+    case IoOp::kRead:
+    case IoOp::kWrite:
+      if (req.buf == nullptr || req.length == 0 || req.length > kMaxTransfer ||
+          (reinterpret_cast<uintptr_t>(req.buf) | req.offset | req.length) % kDirectIoAlignment)
+        return -EINVAL;
+      return 0;
+    case IoOp::kFlush:
+      return 0;
+    case IoOp::kDiscard:
+    case IoOp::kWriteZeroes:
+      if (req.length == 0 || (req.offset | req.length) % kDirectIoAlignment) return -EINVAL;
+      return 0;
+  }
+  return -EINVAL;
+}
+
+bool EnvDisablesUring() {
+  const char* v = std::getenv("TANDEM_DISABLE_IO_URING");
+  return v != nullptr && v[0] != '\0' && std::strcmp(v, "0") != 0;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<StorageBackend>> NewUringBackend(const BackendOptions& options) {
+  auto r = UringBackend::Create(options);
+  if (!r.ok()) return r.status();
+  return std::unique_ptr<StorageBackend>(std::move(*r));
+}
+
+Result<std::unique_ptr<UringBackend>> UringBackend::Create(const BackendOptions& options) {
+  if (EnvDisablesUring()) {
+    // Same shape as a seccomp / io_uring_disabled refusal, so the fallback path
+    // under test is the one production takes.
+    return Status::Unavailable(std::string("io_uring_setup: ") + std::strerror(EPERM) +
+                               " (TANDEM_DISABLE_IO_URING set)");
+  }
+  std::unique_ptr<UringBackend> b(new UringBackend(options));
+  TANDEM_RETURN_IF_ERROR(b->Init());
+  return b;
+}
+
+UringBackend::UringBackend(const BackendOptions& options)
+    : depth_(std::clamp<uint32_t>(options.queue_depth, 1, kMaxDepth)),
+      want_registered_files_(options.register_files) {
+  for (auto& slot : fixed_index_) slot.store(-1, std::memory_order_relaxed);
+}
+
+Status UringBackend::Init() {
+  io_uring_params params{};
+  // SUBMIT_ALL (5.18+): an SQE that fails early posts its CQE and the rest of
+  // the batch is still submitted, instead of the batch stopping there.
+  params.flags = IORING_SETUP_SUBMIT_ALL;
+  int ret = io_uring_queue_init_params(depth_, &ring_, &params);
+  if (ret == -EINVAL) {
+    params = {};
+    ret = io_uring_queue_init_params(depth_, &ring_, &params);
+  }
+  if (ret < 0) {
+    return Status::Unavailable(std::string("io_uring_setup: ") + std::strerror(-ret));
+  }
+  ring_ready_ = true;
+
+  event_fd_.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!event_fd_.valid()) return PosixError("eventfd", errno);
+  ret = io_uring_register_eventfd(&ring_, event_fd_.get());
+  if (ret < 0) {
+    return Status::Unavailable(std::string("io_uring_register_eventfd: ") + std::strerror(-ret));
+  }
+
+  if (want_registered_files_) {
+    // The kernel refuses a table larger than RLIMIT_NOFILE.
+    rlimit rl{};
+    uint32_t slots = kFdTableSize;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < slots) {
+      slots = static_cast<uint32_t>(rl.rlim_cur);
+    }
+    ret = io_uring_register_files_sparse(&ring_, slots);
+    if (ret < 0) {
+      // Registered files are an optimisation; run without them.
+      TLOG_WARN("backend", "io_uring file registration unavailable (%s); using plain fds",
+                std::strerror(-ret));
+    } else {
+      files_registered_ = true;
+      free_slots_.reserve(slots);
+      for (uint32_t i = slots; i-- > 0;) free_slots_.push_back(static_cast<int>(i));
+    }
+  }
+  return Status::Ok();
+}
+
+UringBackend::~UringBackend() {
+  if (!ring_ready_) return;
+  // Closing the ring does not wait for in-flight I/O, which could still be
+  // writing into caller buffers; wait for it here (without calling `done`:
+  // the owner promised InFlight() == 0).
+  if (io_uring_sq_ready(&ring_) > 0) io_uring_submit(&ring_);
+  while (in_ring_ > 0) {
+    io_uring_cqe* cqe = nullptr;
+    const int ret = io_uring_wait_cqe(&ring_, &cqe);
+    if (ret == -EINTR) continue;
+    if (ret < 0) break;
+    if (cqe->user_data != LIBURING_UDATA_TIMEOUT) --in_ring_;
+    io_uring_cqe_seen(&ring_, cqe);
+  }
+  io_uring_queue_exit(&ring_);
+}
+
+Result<int> UringBackend::OpenFile(const char* path, bool create) {
+  const int fd = ::open(path, O_RDWR | O_DIRECT | O_CLOEXEC | (create ? O_CREAT : 0), 0644);
+  if (fd < 0) return PosixError(std::string("open ") + path, errno);
+  if (!files_registered_ || fd >= kFdTableSize) return fd;
+
+  std::lock_guard<std::mutex> lock(files_mu_);
+  if (free_slots_.empty()) return fd;
+  const int slot = free_slots_.back();
+  int fds[1] = {fd};
+  const int ret = io_uring_register_files_update(&ring_, static_cast<unsigned>(slot), fds, 1);
+  if (ret == 1) {
+    free_slots_.pop_back();
+    fixed_index_[fd].store(slot, std::memory_order_release);
+  } else {
+    // Still usable through the plain descriptor.
+    TLOG_WARN("backend", "registering %s with io_uring failed (%s); using plain fd", path,
+              std::strerror(ret < 0 ? -ret : EIO));
+  }
+  return fd;
+}
+
+void UringBackend::CloseFile(int fd) {
+  if (fd < 0) return;
+  if (fd < kFdTableSize) {
+    std::lock_guard<std::mutex> lock(files_mu_);
+    // Unpublish before close(): once closed, the number may be reused by an
+    // unrelated open that must not inherit this slot.
+    const int32_t slot = fixed_index_[fd].exchange(-1, std::memory_order_acq_rel);
+    if (slot >= 0) {
+      int fds[1] = {-1};
+      io_uring_register_files_update(&ring_, static_cast<unsigned>(slot), fds, 1);
+      free_slots_.push_back(slot);
+    }
+  }
+  ::close(fd);
+}
+
+void UringBackend::Queue(IoRequest* req) {
+  ++in_flight_;
+  req->done_bytes_ = 0;
+  req->result = 0;
+  const int32_t err = CheckRequest(*req);
+  if (err != 0) {
+    CompleteLocally(req, err);
+    return;
+  }
+  Enqueue(req);
+}
+
+void UringBackend::Enqueue(IoRequest* req) {
+  // FIFO: nothing overtakes requests already waiting for room.
+  if (overflow_.empty() && in_ring_ < depth_) {
+    PrepSqe(req);
+  } else {
+    overflow_.PushBack(req);
+  }
+}
+
+void UringBackend::PrepSqe(IoRequest* req) {
+  // in_ring_ < depth_ <= SQ size, and Submit() empties the SQ, so a slot exists.
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  if (sqe == nullptr) {
+    // Only if the kernel refused an earlier submit and left the SQ full.
+    overflow_.PushBack(req);
+    return;
+  }
+  int fd = req->fd;
+  uint8_t sqe_flags = 0;
+  if (fd < kFdTableSize) {
+    const int32_t slot = fixed_index_[fd].load(std::memory_order_acquire);
+    if (slot >= 0) {
+      fd = slot;
+      sqe_flags = IOSQE_FIXED_FILE;
+    }
+  }
+  const uint32_t done = req->done_bytes_;
+  switch (req->op) {
+    case IoOp::kRead:
+      io_uring_prep_read(sqe, fd, static_cast<char*>(req->buf) + done, req->length - done,
+                         req->offset + done);
+      break;
+    case IoOp::kWrite:
+      io_uring_prep_write(sqe, fd, static_cast<char*>(req->buf) + done, req->length - done,
+                          req->offset + done);
+      if (req->flags & kFlagFua) sqe->rw_flags = RWF_DSYNC;
+      break;
+    case IoOp::kFlush:
+      io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
+      break;
+    case IoOp::kDiscard:
+      io_uring_prep_fallocate(sqe, fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                              static_cast<off_t>(req->offset), req->length);
+      break;
+    case IoOp::kWriteZeroes:
+      io_uring_prep_fallocate(sqe, fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+                              static_cast<off_t>(req->offset), req->length);
+      break;
+  }
+  sqe->flags |= sqe_flags;
+  io_uring_sqe_set_data(sqe, req);
+  ++in_ring_;
+}
+
+void UringBackend::FillFromOverflow() {
+  while (!overflow_.empty() && in_ring_ < depth_ && io_uring_sq_space_left(&ring_) > 0) {
+    PrepSqe(overflow_.PopFront());
+  }
+}
+
+void UringBackend::CompleteLocally(IoRequest* req, int32_t result) {
+  req->result = result;
+  const bool was_empty = local_done_.empty();
+  local_done_.PushBack(req);
+  // The epoll loop only calls Reap when the eventfd fires; make sure it does.
+  if (was_empty) eventfd_write(event_fd_.get(), 1);
+}
+
+int UringBackend::RunLocalCompletions() {
+  // Detach first: a `done` that queues another invalid request adds to a fresh
+  // list, completed by the next Reap, so this loop always terminates.
+  RequestList list = local_done_;
+  local_done_ = {};
+  int n = 0;
+  while (!list.empty()) {
+    IoRequest* req = list.PopFront();
+    Finish(req, req->result);
+    ++n;
+  }
+  return n;
+}
+
+void UringBackend::Finish(IoRequest* req, int32_t result) {
+  req->result = result;
+  --in_flight_;
+  if (req->done != nullptr) req->done(req);
+}
+
+bool UringBackend::OnCompletion(IoRequest* req, int32_t res) {
+  --in_ring_;
+  if (res == -EAGAIN) {
+    Enqueue(req);
+    return false;
+  }
+  if (res < 0) {
+    Finish(req, res);
+    return true;
+  }
+  switch (req->op) {
+    case IoOp::kRead:
+    case IoOp::kWrite:
+      req->done_bytes_ += static_cast<uint32_t>(res);
+      if (req->done_bytes_ < req->length) {
+        if (res > 0) {
+          Enqueue(req);  // short transfer: the remainder goes again
+          return false;
+        }
+        // 0 bytes: a read reached EOF (report what we have); a write making no
+        // progress would loop forever.
+        Finish(req, req->op == IoOp::kRead ? static_cast<int32_t>(req->done_bytes_) : -EIO);
+        return true;
+      }
+      Finish(req, static_cast<int32_t>(req->done_bytes_));
+      return true;
+    case IoOp::kFlush:
+      Finish(req, 0);
+      return true;
+    case IoOp::kDiscard:
+    case IoOp::kWriteZeroes:
+      Finish(req, static_cast<int32_t>(req->length));
+      return true;
+  }
+  Finish(req, -EINVAL);
+  return true;
+}
+
+int UringBackend::DrainCompletions() {
+  constexpr unsigned kBatch = 64;
+  int n = 0;
+  for (;;) {
+    io_uring_cqe* cqes[kBatch];
+    const unsigned got = io_uring_peek_batch_cqe(&ring_, cqes, kBatch);
+    if (got == 0) break;
+    // Copy out and release the CQ slots before any `done` runs, so callbacks
+    // that queue and submit more I/O see a consistent ring.
+    uint64_t data[kBatch];
+    int32_t res[kBatch];
+    for (unsigned i = 0; i < got; ++i) {
+      data[i] = cqes[i]->user_data;
+      res[i] = cqes[i]->res;
+    }
+    io_uring_cq_advance(&ring_, got);
+    for (unsigned i = 0; i < got; ++i) {
+      // liburing's own timeout SQE, used only on kernels without EXT_ARG.
+      if (data[i] == LIBURING_UDATA_TIMEOUT) continue;
+      if (OnCompletion(reinterpret_cast<IoRequest*>(data[i]), res[i])) ++n;
+    }
+    if (got < kBatch) break;
+  }
+  return n;
+}
+
+int UringBackend::Submit() {
+  FillFromOverflow();
+  if (io_uring_sq_ready(&ring_) == 0) return 0;
+  const int ret = io_uring_submit(&ring_);
+  // On failure (-EBUSY/-EAGAIN/-EINTR) the SQEs stay in the ring and go with
+  // the next Submit/Reap; nothing is lost.
+  return ret > 0 ? ret : 0;
+}
+
+int UringBackend::Reap(int min_complete, int64_t timeout_us) {
+  // `done` may Queue/Submit, but a nested Reap would reorder completions.
+  if (in_reap_) return 0;
+  in_reap_ = true;
+  const uint64_t deadline =
+      timeout_us > 0 ? MonotonicNanos() + static_cast<uint64_t>(timeout_us) * 1000 : 0;
+  int n = 0;
+  for (;;) {
+    FillFromOverflow();
+    n += RunLocalCompletions();
+    if (in_ring_ == 0) break;  // nothing can complete: do not wait
+    int want = std::max(0, min_complete - n);
+    want = std::min<int>(want, static_cast<int>(in_ring_));
+    __kernel_timespec ts{};
+    __kernel_timespec* tsp = nullptr;
+    if (want > 0 && timeout_us >= 0) {
+      const uint64_t now = MonotonicNanos();
+      if (timeout_us == 0 || now >= deadline) {
+        want = 0;
+      } else {
+        const uint64_t left = deadline - now;
+        ts.tv_sec = static_cast<int64_t>(left / 1000000000);
+        ts.tv_nsec = static_cast<long long>(left % 1000000000);
+        tsp = &ts;
+      }
+    }
+    int ret = 0;
+    if (want > 0) {
+      io_uring_cqe* cqe = nullptr;
+      // One syscall submits the batch and waits for `want` completions.
+      ret = io_uring_submit_and_wait_timeout(&ring_, &cqe, static_cast<unsigned>(want), tsp,
+                                             nullptr);
+    } else if (io_uring_sq_ready(&ring_) > 0) {
+      io_uring_submit(&ring_);
+    }
+    n += DrainCompletions();
+    if (want == 0 || n >= min_complete) break;
+    if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
+      TLOG_ERROR("backend", "io_uring wait failed: %s", std::strerror(-ret));
+      break;
+    }
+  }
+  // Resubmitted remainders and requests queued by callbacks go out now rather
+  // than waiting for the caller's next Submit.
+  Submit();
+  in_reap_ = false;
+  return n;
+}
+
+}  // namespace tandem::backend

@@ -1,0 +1,237 @@
+#include "replica-engine/protocol/frame_codec.h"
+
+#include <string>
+#include <utility>
+
+#include "common/coding.h"
+#include "common/crc32c.h"
+
+namespace tandem::protocol {
+namespace {
+
+// Field offsets of the header; the table in wire_format.h is the reference.
+constexpr size_t kOffMagic = 0;
+constexpr size_t kOffVersion = 4;
+constexpr size_t kOffOpcode = 5;
+constexpr size_t kOffFlags = 6;
+constexpr size_t kOffRequestId = 8;
+constexpr size_t kOffOffset = 16;
+constexpr size_t kOffLength = 24;
+constexpr size_t kOffPayloadLength = 28;
+constexpr size_t kOffStatus = 32;
+constexpr size_t kOffReserved = 36;
+constexpr size_t kOffPayloadCrc = 40;
+constexpr size_t kOffHeaderCrc = 44;
+static_assert(kOffHeaderCrc + 4 == kHeaderSize);
+
+// Largest payload a header with this opcode may announce. Only the two frames
+// that carry block data are allowed kMaxPayload; every other frame (including
+// unknown opcodes) is bounded by kMaxControlPayload, so a corrupt or hostile
+// header cannot make the receiver buffer a megabyte for a control message.
+uint32_t PayloadLimit(uint8_t opcode) {
+  const bool reply = (opcode & kReplyBit) != 0;
+  const auto op = static_cast<Opcode>(opcode & ~kReplyBit);
+  if ((!reply && op == Opcode::kWrite) || (reply && op == Opcode::kRead)) return kMaxPayload;
+  return kMaxControlPayload;
+}
+
+// Sequential little-endian reader over a payload. Every read checks the
+// remaining length first, so a short payload is reported, never overrun.
+class Reader {
+ public:
+  Reader(std::string_view data, const char* what) : data_(data), what_(what) {}
+
+  Status U16(const char* field, uint16_t* v) { return Fixed(field, 2, v); }
+  Status U32(const char* field, uint32_t* v) { return Fixed(field, 4, v); }
+  Status U64(const char* field, uint64_t* v) { return Fixed(field, 8, v); }
+
+  // A u16 length prefix followed by that many bytes, at most `limit`.
+  Status String(const char* field, size_t limit, std::string* out) {
+    uint16_t len = 0;
+    TANDEM_RETURN_IF_ERROR(U16(field, &len));
+    if (len > limit) {
+      return Status::InvalidArgument(std::string(what_) + ": " + field + " length " +
+                                     std::to_string(len) + " exceeds " + std::to_string(limit));
+    }
+    if (data_.size() - pos_ < len) return Truncated(field);
+    out->assign(data_.data() + pos_, len);
+    pos_ += len;
+    return Status::Ok();
+  }
+
+  Status Finish() const {
+    if (pos_ == data_.size()) return Status::Ok();
+    return Status::InvalidArgument(std::string(what_) + ": " + std::to_string(data_.size() - pos_) +
+                                   " trailing bytes");
+  }
+
+ private:
+  template <typename T>
+  Status Fixed(const char* field, size_t n, T* v) {
+    if (data_.size() - pos_ < n) return Truncated(field);
+    const auto* p = reinterpret_cast<const uint8_t*>(data_.data() + pos_);
+    if constexpr (sizeof(T) == 2) {
+      *v = DecodeFixed16(p);
+    } else if constexpr (sizeof(T) == 4) {
+      *v = DecodeFixed32(p);
+    } else {
+      *v = DecodeFixed64(p);
+    }
+    pos_ += n;
+    return Status::Ok();
+  }
+
+  Status Truncated(const char* field) const {
+    return Status::InvalidArgument(std::string(what_) + ": truncated at " + field);
+  }
+
+  std::string_view data_;
+  const char* what_;
+  size_t pos_ = 0;
+};
+
+void PutFixed16(std::string* out, uint16_t v) {
+  uint8_t b[2];
+  EncodeFixed16(b, v);
+  out->append(reinterpret_cast<const char*>(b), sizeof(b));
+}
+void PutFixed32(std::string* out, uint32_t v) {
+  uint8_t b[4];
+  EncodeFixed32(b, v);
+  out->append(reinterpret_cast<const char*>(b), sizeof(b));
+}
+void PutFixed64(std::string* out, uint64_t v) {
+  uint8_t b[8];
+  EncodeFixed64(b, v);
+  out->append(reinterpret_cast<const char*>(b), sizeof(b));
+}
+// REQUIRES: s.size() fits in u16 (callers check the field limit first).
+void PutString(std::string* out, std::string_view s) {
+  PutFixed16(out, static_cast<uint16_t>(s.size()));
+  out->append(s);
+}
+
+Status CheckLimit(const char* field, size_t size, size_t limit) {
+  if (size <= limit) return Status::Ok();
+  return Status::InvalidArgument(std::string(field) + " length " + std::to_string(size) +
+                                 " exceeds " + std::to_string(limit));
+}
+
+}  // namespace
+
+void EncodeHeader(const FrameHeader& h, uint8_t* out) {
+  EncodeFixed32(out + kOffMagic, kFrameMagic);
+  out[kOffVersion] = kProtocolVersion;
+  out[kOffOpcode] = h.opcode;
+  EncodeFixed16(out + kOffFlags, h.flags);
+  EncodeFixed64(out + kOffRequestId, h.request_id);
+  EncodeFixed64(out + kOffOffset, h.offset);
+  EncodeFixed32(out + kOffLength, h.length);
+  EncodeFixed32(out + kOffPayloadLength, h.payload_length);
+  EncodeFixed32(out + kOffStatus, static_cast<uint32_t>(h.status));
+  EncodeFixed32(out + kOffReserved, 0);
+  EncodeFixed32(out + kOffPayloadCrc, h.payload_crc);
+  EncodeFixed32(out + kOffHeaderCrc, Crc32c(out, kOffHeaderCrc));
+}
+
+const char* DecodeResultName(DecodeResult r) {
+  switch (r) {
+    case DecodeResult::kOk:
+      return "ok";
+    case DecodeResult::kBadMagic:
+      return "bad frame magic";
+    case DecodeResult::kBadVersion:
+      return "unsupported protocol version";
+    case DecodeResult::kBadHeaderCrc:
+      return "header crc mismatch";
+    case DecodeResult::kOversized:
+      return "payload length over limit";
+    case DecodeResult::kBadFlags:
+      return "unknown flag bits";
+  }
+  return "unknown decode result";
+}
+
+DecodeResult DecodeHeader(const uint8_t* in, FrameHeader* h) {
+  // Magic and version come before the crc so that a peer speaking another
+  // protocol (or another version with a different layout) is reported as
+  // such, not as corruption.
+  if (DecodeFixed32(in + kOffMagic) != kFrameMagic) return DecodeResult::kBadMagic;
+  if (in[kOffVersion] != kProtocolVersion) return DecodeResult::kBadVersion;
+  if (DecodeFixed32(in + kOffHeaderCrc) != Crc32c(in, kOffHeaderCrc)) {
+    return DecodeResult::kBadHeaderCrc;
+  }
+  FrameHeader d;
+  d.opcode = in[kOffOpcode];
+  d.flags = DecodeFixed16(in + kOffFlags);
+  d.request_id = DecodeFixed64(in + kOffRequestId);
+  d.offset = DecodeFixed64(in + kOffOffset);
+  d.length = DecodeFixed32(in + kOffLength);
+  d.payload_length = DecodeFixed32(in + kOffPayloadLength);
+  d.status = static_cast<WireStatus>(static_cast<int32_t>(DecodeFixed32(in + kOffStatus)));
+  d.payload_crc = DecodeFixed32(in + kOffPayloadCrc);
+  // The reserved word is covered by the crc but otherwise ignored, so a later
+  // version can give it a meaning that old receivers safely disregard.
+  if ((d.flags & ~kKnownFlags) != 0) return DecodeResult::kBadFlags;
+  if (d.payload_length > PayloadLimit(d.opcode)) return DecodeResult::kOversized;
+  *h = d;
+  return DecodeResult::kOk;
+}
+
+bool CheckPayload(const FrameHeader& h, const void* payload) {
+  return Crc32c(payload, h.payload_length) == h.payload_crc;
+}
+
+Status EncodeHello(const HelloRequest& hello, std::string* out) {
+  out->clear();
+  TANDEM_RETURN_IF_ERROR(CheckLimit("hello volume_id", hello.volume_id.size(), kMaxVolumeIdLength));
+  TANDEM_RETURN_IF_ERROR(CheckLimit("hello token", hello.token.size(), kMaxTokenLength));
+  out->reserve(8 + 2 + hello.volume_id.size() + 2 + hello.token.size());
+  PutFixed64(out, hello.epoch);
+  PutString(out, hello.volume_id);
+  PutString(out, hello.token);
+  return Status::Ok();
+}
+
+Status EncodeReplicaInfo(const ReplicaInfo& info, std::string* out) {
+  out->clear();
+  TANDEM_RETURN_IF_ERROR(
+      CheckLimit("replica info replica_id", info.replica_id.size(), kMaxVolumeIdLength));
+  out->reserve(8 + 4 + 4 + 8 + 8 + 2 + info.replica_id.size());
+  PutFixed64(out, info.size);
+  PutFixed32(out, info.block_size);
+  PutFixed32(out, info.max_inflight);
+  PutFixed64(out, info.generation);
+  PutFixed64(out, info.highest_epoch);
+  PutString(out, info.replica_id);
+  return Status::Ok();
+}
+
+// Decoding fills a local and assigns it on success, so a caller never sees a
+// half-decoded struct.
+Status DecodeHello(std::string_view payload, HelloRequest* hello) {
+  Reader r(payload, "hello");
+  HelloRequest d;
+  TANDEM_RETURN_IF_ERROR(r.U64("epoch", &d.epoch));
+  TANDEM_RETURN_IF_ERROR(r.String("volume_id", kMaxVolumeIdLength, &d.volume_id));
+  TANDEM_RETURN_IF_ERROR(r.String("token", kMaxTokenLength, &d.token));
+  TANDEM_RETURN_IF_ERROR(r.Finish());
+  *hello = std::move(d);
+  return Status::Ok();
+}
+
+Status DecodeReplicaInfo(std::string_view payload, ReplicaInfo* info) {
+  Reader r(payload, "replica info");
+  ReplicaInfo d;
+  TANDEM_RETURN_IF_ERROR(r.U64("size", &d.size));
+  TANDEM_RETURN_IF_ERROR(r.U32("block_size", &d.block_size));
+  TANDEM_RETURN_IF_ERROR(r.U32("max_inflight", &d.max_inflight));
+  TANDEM_RETURN_IF_ERROR(r.U64("generation", &d.generation));
+  TANDEM_RETURN_IF_ERROR(r.U64("highest_epoch", &d.highest_epoch));
+  TANDEM_RETURN_IF_ERROR(r.String("replica_id", kMaxVolumeIdLength, &d.replica_id));
+  TANDEM_RETURN_IF_ERROR(r.Finish());
+  *info = std::move(d);
+  return Status::Ok();
+}
+
+}  // namespace tandem::protocol

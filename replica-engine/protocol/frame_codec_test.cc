@@ -1,0 +1,319 @@
+#include "replica-engine/protocol/frame_codec.h"
+
+#include <cstring>
+#include <string>
+
+#include "common/coding.h"
+#include "common/crc32c.h"
+#include "gtest/gtest.h"
+
+namespace tandem::protocol {
+namespace {
+
+FrameHeader SampleHeader() {
+  FrameHeader h;
+  h.opcode = static_cast<uint8_t>(Opcode::kWrite);
+  h.flags = kFlagFua;
+  h.request_id = 0x0102030405060708ull;
+  h.offset = 0x1122334455667788ull;
+  h.length = 4096;
+  h.payload_length = 4096;
+  h.status = WireStatus::kOk;
+  h.payload_crc = 0xCAFEBABE;
+  return h;
+}
+
+// Rewrites header_crc after a test has modified a field, so the decoder gets
+// past the crc check to the check under test.
+void Reseal(uint8_t* buf) { EncodeFixed32(buf + 44, Crc32c(buf, 44)); }
+
+void ExpectSameHeader(const FrameHeader& a, const FrameHeader& b) {
+  EXPECT_EQ(a.opcode, b.opcode);
+  EXPECT_EQ(a.flags, b.flags);
+  EXPECT_EQ(a.request_id, b.request_id);
+  EXPECT_EQ(a.offset, b.offset);
+  EXPECT_EQ(a.length, b.length);
+  EXPECT_EQ(a.payload_length, b.payload_length);
+  EXPECT_EQ(a.status, b.status);
+  EXPECT_EQ(a.payload_crc, b.payload_crc);
+}
+
+TEST(FrameCodecTest, HeaderRoundTrip) {
+  uint8_t buf[kHeaderSize];
+  FrameHeader in = SampleHeader();
+  EncodeHeader(in, buf);
+  FrameHeader out;
+  ASSERT_EQ(DecodeHeader(buf, &out), DecodeResult::kOk);
+  ExpectSameHeader(in, out);
+  EXPECT_FALSE(out.is_reply());
+  EXPECT_EQ(out.op(), Opcode::kWrite);
+
+  FrameHeader reply;
+  reply.opcode = static_cast<uint8_t>(Opcode::kRead) | kReplyBit;
+  reply.request_id = 7;
+  reply.status = WireStatus::kStaleEpoch;
+  EncodeHeader(reply, buf);
+  ASSERT_EQ(DecodeHeader(buf, &out), DecodeResult::kOk);
+  ExpectSameHeader(reply, out);
+  EXPECT_TRUE(out.is_reply());
+  EXPECT_EQ(out.op(), Opcode::kRead);
+}
+
+// Pins the byte layout: a change here is a wire-format change and needs a
+// protocol version bump (docs/protocol.md).
+TEST(FrameCodecTest, GoldenHeaderBytes) {
+  uint8_t buf[kHeaderSize];
+  EncodeHeader(SampleHeader(), buf);
+  const uint8_t expected[44] = {
+      0x54, 0x4E, 0x44, 0x4D,                          // magic "TNDM"
+      0x01,                                            // version
+      0x03,                                            // opcode WRITE
+      0x01, 0x00,                                      // flags FUA
+      0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01,  // request_id
+      0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11,  // offset
+      0x00, 0x10, 0x00, 0x00,                          // length 4096
+      0x00, 0x10, 0x00, 0x00,                          // payload_length 4096
+      0x00, 0x00, 0x00, 0x00,                          // status
+      0x00, 0x00, 0x00, 0x00,                          // reserved
+      0xBE, 0xBA, 0xFE, 0xCA,                          // payload_crc
+  };
+  EXPECT_EQ(std::memcmp(buf, expected, sizeof(expected)), 0);
+  EXPECT_EQ(DecodeFixed32(buf + 44), Crc32c(expected, sizeof(expected)));
+}
+
+TEST(FrameCodecTest, BadMagic) {
+  uint8_t buf[kHeaderSize];
+  EncodeHeader(SampleHeader(), buf);
+  buf[0] = 'X';
+  Reseal(buf);
+  FrameHeader h;
+  EXPECT_EQ(DecodeHeader(buf, &h), DecodeResult::kBadMagic);
+}
+
+TEST(FrameCodecTest, BadVersion) {
+  uint8_t buf[kHeaderSize];
+  EncodeHeader(SampleHeader(), buf);
+  buf[4] = kProtocolVersion + 1;
+  Reseal(buf);
+  FrameHeader h;
+  EXPECT_EQ(DecodeHeader(buf, &h), DecodeResult::kBadVersion);
+}
+
+TEST(FrameCodecTest, EveryFlippedBitAfterVersionFailsTheHeaderCrc) {
+  uint8_t good[kHeaderSize];
+  EncodeHeader(SampleHeader(), good);
+  for (size_t bit = 5 * 8; bit < kHeaderSize * 8; ++bit) {
+    uint8_t buf[kHeaderSize];
+    std::memcpy(buf, good, sizeof(buf));
+    buf[bit / 8] ^= static_cast<uint8_t>(1u << (bit % 8));
+    FrameHeader h;
+    EXPECT_EQ(DecodeHeader(buf, &h), DecodeResult::kBadHeaderCrc) << "bit " << bit;
+  }
+}
+
+TEST(FrameCodecTest, UnknownFlagBits) {
+  FrameHeader in = SampleHeader();
+  in.flags = kFlagFua | 0x8000;
+  uint8_t buf[kHeaderSize];
+  EncodeHeader(in, buf);
+  FrameHeader h;
+  EXPECT_EQ(DecodeHeader(buf, &h), DecodeResult::kBadFlags);
+}
+
+TEST(FrameCodecTest, PayloadLimits) {
+  uint8_t buf[kHeaderSize];
+  FrameHeader h;
+  FrameHeader in = SampleHeader();
+
+  // WRITE requests and READ replies may carry kMaxPayload, not more.
+  in.payload_length = kMaxPayload;
+  EncodeHeader(in, buf);
+  EXPECT_EQ(DecodeHeader(buf, &h), DecodeResult::kOk);
+  in.payload_length = kMaxPayload + 1;
+  EncodeHeader(in, buf);
+  EXPECT_EQ(DecodeHeader(buf, &h), DecodeResult::kOversized);
+  in.opcode = static_cast<uint8_t>(Opcode::kRead) | kReplyBit;
+  in.payload_length = kMaxPayload;
+  EncodeHeader(in, buf);
+  EXPECT_EQ(DecodeHeader(buf, &h), DecodeResult::kOk);
+  in.payload_length = 0xFFFFFFFF;
+  EncodeHeader(in, buf);
+  EXPECT_EQ(DecodeHeader(buf, &h), DecodeResult::kOversized);
+
+  // Everything else is a control frame.
+  const uint8_t control[] = {
+      static_cast<uint8_t>(Opcode::kHello),
+      static_cast<uint8_t>(Opcode::kHello) | kReplyBit,
+      static_cast<uint8_t>(Opcode::kRead),
+      static_cast<uint8_t>(Opcode::kWrite) | kReplyBit,
+      static_cast<uint8_t>(Opcode::kFlush),
+      static_cast<uint8_t>(Opcode::kTrim),
+      static_cast<uint8_t>(Opcode::kWriteZeroes),
+      static_cast<uint8_t>(Opcode::kGetInfo),
+      static_cast<uint8_t>(Opcode::kGetInfo) | kReplyBit,
+      20,  // reserved opcode
+  };
+  for (uint8_t op : control) {
+    in.opcode = op;
+    in.payload_length = kMaxControlPayload;
+    EncodeHeader(in, buf);
+    EXPECT_EQ(DecodeHeader(buf, &h), DecodeResult::kOk) << OpcodeName(op);
+    in.payload_length = kMaxControlPayload + 1;
+    EncodeHeader(in, buf);
+    EXPECT_EQ(DecodeHeader(buf, &h), DecodeResult::kOversized) << OpcodeName(op);
+  }
+}
+
+TEST(FrameCodecTest, FailedDecodeLeavesOutputUntouched) {
+  uint8_t buf[kHeaderSize];
+  EncodeHeader(SampleHeader(), buf);
+  buf[10] ^= 1;
+  FrameHeader h;
+  h.request_id = 99;
+  EXPECT_EQ(DecodeHeader(buf, &h), DecodeResult::kBadHeaderCrc);
+  EXPECT_EQ(h.request_id, 99u);
+}
+
+TEST(FrameCodecTest, CheckPayloadDetectsAFlippedBit) {
+  std::string payload(4096, '\0');
+  for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<char>(i * 31);
+  FrameHeader h = SampleHeader();
+  h.payload_length = static_cast<uint32_t>(payload.size());
+  h.payload_crc = Crc32c(payload.data(), payload.size());
+  EXPECT_TRUE(CheckPayload(h, payload.data()));
+  payload[1234] ^= 0x10;
+  EXPECT_FALSE(CheckPayload(h, payload.data()));
+
+  FrameHeader empty;
+  EXPECT_TRUE(CheckPayload(empty, nullptr));
+}
+
+TEST(FrameCodecTest, NamesAreStable) {
+  EXPECT_STREQ(OpcodeName(static_cast<uint8_t>(Opcode::kWriteZeroes)), "WRITE_ZEROES");
+  EXPECT_STREQ(OpcodeName(static_cast<uint8_t>(Opcode::kHello) | kReplyBit), "HELLO");
+  EXPECT_STREQ(OpcodeName(31), "UNKNOWN");
+  EXPECT_STREQ(WireStatusName(WireStatus::kStaleEpoch), "STALE_EPOCH");
+  EXPECT_STREQ(WireStatusName(static_cast<WireStatus>(1000)), "UNKNOWN");
+  EXPECT_STREQ(DecodeResultName(DecodeResult::kOversized), "payload length over limit");
+}
+
+TEST(FrameCodecTest, HelloRoundTripAndLayout) {
+  HelloRequest in;
+  in.epoch = 0x0A0B0C0D0E0F1011ull;
+  in.volume_id = "vol-1";
+  in.token = "s3cret";
+  std::string payload = "garbage that must be cleared";
+  ASSERT_TRUE(EncodeHello(in, &payload).ok());
+  ASSERT_EQ(payload.size(), 8u + 2 + 5 + 2 + 6);
+  EXPECT_EQ(payload.substr(0, 8), std::string("\x11\x10\x0F\x0E\x0D\x0C\x0B\x0A", 8));
+  EXPECT_EQ(payload.substr(8, 7), std::string("\x05\x00vol-1", 7));
+  EXPECT_EQ(payload.substr(15), std::string("\x06\x00s3cret", 8));
+
+  HelloRequest out;
+  ASSERT_TRUE(DecodeHello(payload, &out).ok());
+  EXPECT_EQ(out.epoch, in.epoch);
+  EXPECT_EQ(out.volume_id, in.volume_id);
+  EXPECT_EQ(out.token, in.token);
+
+  HelloRequest empty;
+  ASSERT_TRUE(EncodeHello(empty, &payload).ok());
+  EXPECT_EQ(payload.size(), 12u);
+  ASSERT_TRUE(DecodeHello(payload, &out).ok());
+  EXPECT_TRUE(out.volume_id.empty());
+  EXPECT_TRUE(out.token.empty());
+}
+
+TEST(FrameCodecTest, ReplicaInfoRoundTrip) {
+  ReplicaInfo in;
+  in.size = 10ull << 30;
+  in.block_size = 4096;
+  in.max_inflight = 128;
+  in.generation = 42;
+  in.highest_epoch = 7;
+  in.replica_id = std::string(kMaxVolumeIdLength, 'r');
+  std::string payload;
+  ASSERT_TRUE(EncodeReplicaInfo(in, &payload).ok());
+  EXPECT_EQ(payload.size(), 34u + kMaxVolumeIdLength);
+  ReplicaInfo out;
+  ASSERT_TRUE(DecodeReplicaInfo(payload, &out).ok());
+  EXPECT_EQ(out.size, in.size);
+  EXPECT_EQ(out.block_size, in.block_size);
+  EXPECT_EQ(out.max_inflight, in.max_inflight);
+  EXPECT_EQ(out.generation, in.generation);
+  EXPECT_EQ(out.highest_epoch, in.highest_epoch);
+  EXPECT_EQ(out.replica_id, in.replica_id);
+}
+
+TEST(FrameCodecTest, TruncatedAndTrailingPayloadsAreRejected) {
+  HelloRequest hello;
+  hello.epoch = 3;
+  hello.volume_id = "vol-1";
+  hello.token = "tok";
+  std::string payload;
+  ASSERT_TRUE(EncodeHello(hello, &payload).ok());
+  HelloRequest out;
+  for (size_t n = 0; n < payload.size(); ++n) {
+    Status st = DecodeHello(std::string_view(payload).substr(0, n), &out);
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << n;
+  }
+  EXPECT_NE(DecodeHello(payload.substr(0, 4), &out).message().find("epoch"), std::string::npos);
+  EXPECT_NE(DecodeHello(payload.substr(0, 12), &out).message().find("volume_id"),
+            std::string::npos);
+  EXPECT_NE(DecodeHello(payload.substr(0, 16), &out).message().find("token"), std::string::npos);
+  Status st = DecodeHello(payload + "x", &out);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("trailing"), std::string::npos);
+
+  ReplicaInfo info;
+  info.replica_id = "r1";
+  ASSERT_TRUE(EncodeReplicaInfo(info, &payload).ok());
+  ReplicaInfo iout;
+  for (size_t n = 0; n < payload.size(); ++n) {
+    EXPECT_EQ(DecodeReplicaInfo(std::string_view(payload).substr(0, n), &iout).code(),
+              StatusCode::kInvalidArgument)
+        << n;
+  }
+  EXPECT_NE(DecodeReplicaInfo(payload.substr(0, 20), &iout).message().find("generation"),
+            std::string::npos);
+  EXPECT_EQ(DecodeReplicaInfo(payload + std::string(1, '\0'), &iout).code(),
+            StatusCode::kInvalidArgument);
+}
+
+TEST(FrameCodecTest, StringLimitsOnEncodeAndDecode) {
+  HelloRequest hello;
+  hello.volume_id = std::string(kMaxVolumeIdLength, 'v');
+  hello.token = std::string(kMaxTokenLength, 't');
+  std::string payload;
+  ASSERT_TRUE(EncodeHello(hello, &payload).ok());
+
+  hello.volume_id.push_back('v');
+  Status st = EncodeHello(hello, &payload);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("volume_id"), std::string::npos);
+  hello.volume_id.pop_back();
+  hello.token.push_back('t');
+  st = EncodeHello(hello, &payload);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("token"), std::string::npos);
+
+  ReplicaInfo info;
+  info.replica_id = std::string(kMaxVolumeIdLength + 1, 'r');
+  EXPECT_EQ(EncodeReplicaInfo(info, &payload).code(), StatusCode::kInvalidArgument);
+
+  // A hand-built payload whose volume id is one byte over the limit: the
+  // decoder rejects it by its length prefix.
+  std::string raw(8, '\0');
+  uint8_t len[2];
+  EncodeFixed16(len, kMaxVolumeIdLength + 1);
+  raw.append(reinterpret_cast<const char*>(len), 2);
+  raw.append(kMaxVolumeIdLength + 1, 'v');
+  raw.append(2, '\0');
+  HelloRequest out;
+  st = DecodeHello(raw, &out);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("volume_id"), std::string::npos);
+  EXPECT_NE(st.message().find("exceeds"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tandem::protocol

@@ -46,11 +46,18 @@ enum class Opcode : uint8_t {
   kTrim = 5,
   kWriteZeroes = 6,
   kGetInfo = 7,
-  // 8..31 reserved for generation and dirty-map operations (volume target).
+  // offset = new generation; persisted before the reply. With kFlagTrackDirty
+  // the replica starts recording the regions of every later write in its dirty
+  // map (persisted before the write is submitted); without it, stops recording.
+  kSetGeneration = 8,
+  // Marks [offset, offset + length) dirty and persists the map before replying.
+  kMarkDirty = 9,
+  // 10..31 reserved (dirty-map transfer and rebuild).
 };
 
 inline constexpr uint16_t kFlagFua = 1u << 0;
-inline constexpr uint16_t kKnownFlags = kFlagFua;
+inline constexpr uint16_t kFlagTrackDirty = 1u << 1;  // kSetGeneration only
+inline constexpr uint16_t kKnownFlags = kFlagFua | kFlagTrackDirty;
 
 // Status carried in a reply header. Stable numbers: they are on the wire.
 enum class WireStatus : int32_t {

@@ -1,0 +1,258 @@
+#include "replica-engine/replica/replica.h"
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cinttypes>
+
+#include "common/logging.h"
+
+namespace tandem::replica {
+namespace {
+
+constexpr char kTag[] = "replica";
+constexpr size_t kMaxIdLength = 128;
+constexpr size_t kMaxDataPathLength = 1024;
+
+bool IsPowerOfTwo(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
+
+// One bit per dirty region, a partial last region included.
+size_t DirtyMapBytes(uint64_t size, uint32_t region) {
+  uint64_t regions = size / region + (size % region != 0 ? 1 : 0);
+  return static_cast<size_t>((regions + 7) / 8);
+}
+
+std::string MetaPath(const std::string& dir) { return dir + "/meta"; }
+std::string DefaultDataPath(const std::string& dir) { return dir + "/data"; }
+
+bool Exists(const std::string& path) {
+  struct stat sb;
+  return ::lstat(path.c_str(), &sb) == 0;
+}
+
+Status ValidateConfig(const ReplicaConfig& c) {
+  TANDEM_RETURN_IF_ERROR(ValidateId("volume_id", c.volume_id));
+  TANDEM_RETURN_IF_ERROR(ValidateId("replica_id", c.replica_id));
+  if (!IsPowerOfTwo(c.block_size) || c.block_size < 512 || c.block_size > 65536) {
+    return Status::InvalidArgument("block_size " + std::to_string(c.block_size) +
+                                   " is not a power of two in [512, 65536]");
+  }
+  if (c.size == 0 || c.size % c.block_size != 0) {
+    return Status::InvalidArgument("size " + std::to_string(c.size) +
+                                   " is not a positive multiple of block_size " +
+                                   std::to_string(c.block_size));
+  }
+  if (!IsPowerOfTwo(c.dirty_region_size) || c.dirty_region_size < c.block_size) {
+    return Status::InvalidArgument("dirty_region_size " + std::to_string(c.dirty_region_size) +
+                                   " is not a power of two >= block_size");
+  }
+  if (c.data_path.size() > kMaxDataPathLength) {
+    return Status::InvalidArgument("data_path is longer than 1024 bytes");
+  }
+  return Status::Ok();
+}
+
+// Capacity of an open data file or block device (st_size is 0 for devices).
+Status DeviceSize(int fd, const std::string& path, uint64_t* out) {
+  struct stat sb;
+  if (::fstat(fd, &sb) != 0) return PosixError("fstat " + path, errno);
+  if (S_ISBLK(sb.st_mode)) {
+    uint64_t bytes = 0;
+    if (::ioctl(fd, BLKGETSIZE64, &bytes) != 0) return PosixError("BLKGETSIZE64 " + path, errno);
+    *out = bytes;
+    return Status::Ok();
+  }
+  if (!S_ISREG(sb.st_mode)) {
+    return Status::InvalidArgument(path + " is neither a regular file nor a block device");
+  }
+  *out = static_cast<uint64_t>(sb.st_size);
+  return Status::Ok();
+}
+
+Status CheckCapacity(int fd, const std::string& path, uint64_t want) {
+  uint64_t have = 0;
+  TANDEM_RETURN_IF_ERROR(DeviceSize(fd, path, &have));
+  if (have < want) {
+    return Status::InvalidArgument("data_path " + path + " holds " + std::to_string(have) +
+                                   " bytes, less than size " + std::to_string(want));
+  }
+  return Status::Ok();
+}
+
+Status SyncDir(const std::string& dir) {
+  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd.valid()) return PosixError("open directory " + dir, errno);
+  if (::fsync(fd.get()) != 0) return PosixError("fsync directory " + dir, errno);
+  return Status::Ok();
+}
+
+std::string ParentDir(const std::string& path) {
+  size_t end = path.find_last_not_of('/');
+  if (end == std::string::npos) return "/";
+  size_t slash = path.rfind('/', end);
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+}  // namespace
+
+Status ValidateId(const char* field, const std::string& id) {
+  if (id.empty() || id.size() > kMaxIdLength) {
+    return Status::InvalidArgument(std::string(field) + " must be 1 to 128 characters long");
+  }
+  if (id == "." || id == "..") {
+    return Status::InvalidArgument(std::string(field) + " may not be \".\" or \"..\"");
+  }
+  for (char ch : id) {
+    bool ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '.' || ch == '_' || ch == '-';
+    if (!ok) {
+      return Status::InvalidArgument(std::string(field) +
+                                     " may only contain characters from [A-Za-z0-9._-]");
+    }
+  }
+  return Status::Ok();
+}
+
+Replica::Replica(backend::StorageBackend* backend, std::string dir, int fd,
+                 std::unique_ptr<MetadataFile> meta, bool was_clean)
+    : backend_(backend), dir_(std::move(dir)), fd_(fd), meta_(std::move(meta)),
+      was_clean_(was_clean) {}
+
+Replica::~Replica() {
+  if (!closed_ && fd_ >= 0) backend_->CloseFile(fd_);
+}
+
+Result<std::unique_ptr<Replica>> Replica::Create(backend::StorageBackend* backend,
+                                                 const std::string& dir,
+                                                 const ReplicaConfig& config) {
+  TANDEM_RETURN_IF_ERROR(ValidateConfig(config));
+  const std::string meta_path = MetaPath(dir);
+  const bool own_data = config.data_path.empty();
+  const std::string data_path = own_data ? DefaultDataPath(dir) : config.data_path;
+
+  bool made_dir = false;
+  if (::mkdir(dir.c_str(), 0755) == 0) {
+    made_dir = true;
+    TANDEM_RETURN_IF_ERROR(SyncDir(ParentDir(dir)));
+  } else if (errno != EEXIST) {
+    return PosixError("mkdir " + dir, errno);
+  } else if (Exists(meta_path)) {
+    return Status::AlreadyExists("a replica already exists in " + dir);
+  } else if (own_data && Exists(data_path)) {
+    // The meta file is written last, so a directory with data but no meta is
+    // what an interrupted Create leaves behind; its contents are not a replica.
+    TLOG_WARN(kTag, "%s: removing leftover of an interrupted create", data_path.c_str());
+    if (::unlink(data_path.c_str()) != 0) return PosixError("unlink " + data_path, errno);
+  }
+
+  int fd = -1;
+  bool made_data = false;
+  // Undoes whatever this call created, newest first, so a failed Create leaves
+  // the directory as it found it.
+  auto rollback = [&](const Status& st) -> Status {
+    if (fd >= 0) backend->CloseFile(fd);
+    if (made_data) ::unlink(data_path.c_str());
+    if (made_dir) ::rmdir(dir.c_str());
+    return st;
+  };
+
+  Result<int> opened = backend->OpenFile(data_path.c_str(), /*create=*/own_data);
+  if (!opened.ok()) return rollback(opened.status().WithContext("open " + data_path));
+  fd = *opened;
+  made_data = own_data;
+  if (own_data) {
+    // ftruncate allocates nothing: the data file starts sparse and reads as
+    // zeroes. fsync makes its size durable before the meta file refers to it.
+    if (::ftruncate(fd, static_cast<off_t>(config.size)) != 0) {
+      return rollback(PosixError("ftruncate " + data_path, errno));
+    }
+    if (::fsync(fd) != 0) return rollback(PosixError("fsync " + data_path, errno));
+  } else {
+    Status st = CheckCapacity(fd, data_path, config.size);
+    if (!st.ok()) return rollback(st);
+  }
+
+  ReplicaMetadata md;
+  md.volume_id = config.volume_id;
+  md.replica_id = config.replica_id;
+  md.data_path = config.data_path;  // empty: <dir>/data, so the root can be moved
+  md.size = config.size;
+  md.block_size = config.block_size;
+  md.dirty_region_size = config.dirty_region_size;
+  md.dirty_map.assign(DirtyMapBytes(config.size, config.dirty_region_size), 0);
+  md.clean_shutdown = false;  // open from now until Close()
+  // MetadataFile::Create fsyncs `dir`, which also persists the data entry.
+  Result<std::unique_ptr<MetadataFile>> meta = MetadataFile::Create(meta_path, md);
+  if (!meta.ok()) return rollback(meta.status());
+  TLOG_INFO(kTag, "created replica %s/%s in %s (%" PRIu64 " bytes, data %s)",
+            config.volume_id.c_str(), config.replica_id.c_str(), dir.c_str(), config.size,
+            data_path.c_str());
+  // A new replica's data is all zeroes on every peer: nothing to resync.
+  return std::unique_ptr<Replica>(
+      new Replica(backend, dir, fd, std::move(*meta), /*was_clean=*/true));
+}
+
+Result<std::unique_ptr<Replica>> Replica::Open(backend::StorageBackend* backend,
+                                               const std::string& dir) {
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<MetadataFile> meta, MetadataFile::Open(MetaPath(dir)));
+  ReplicaMetadata md = meta->current();
+  const std::string data_path = md.data_path.empty() ? DefaultDataPath(dir) : md.data_path;
+  TANDEM_ASSIGN_OR_RETURN(int fd, backend->OpenFile(data_path.c_str(), /*create=*/false));
+  Status st = CheckCapacity(fd, data_path, md.size);
+  const bool was_clean = md.clean_shutdown;
+  if (st.ok()) {
+    // Written even when already false: it also rewrites the other slot, so a
+    // slot found damaged at Open is repaired at once.
+    md.clean_shutdown = false;
+    st = meta->Update(md);
+  }
+  if (!st.ok()) {
+    backend->CloseFile(fd);
+    return st.WithContext(dir);
+  }
+  if (!was_clean) {
+    TLOG_WARN(kTag, "replica %s in %s was not shut down cleanly", md.volume_id.c_str(),
+              dir.c_str());
+  }
+  return std::unique_ptr<Replica>(new Replica(backend, dir, fd, std::move(meta), was_clean));
+}
+
+Status Replica::Close() {
+  if (closed_) return Status::Ok();
+  closed_ = true;
+  // Data first: clean_shutdown = true promises every acknowledged write is on
+  // disk, so it may only be written after the flush succeeded.
+  Status st;
+  if (::fdatasync(fd_) != 0) st = PosixError("fdatasync data of " + dir_, errno);
+  if (st.ok()) {
+    ReplicaMetadata md = meta_->current();
+    md.clean_shutdown = true;
+    st = meta_->Update(md);
+  }
+  backend_->CloseFile(fd_);
+  fd_ = -1;
+  return st;
+}
+
+Status Replica::SetHighestEpoch(uint64_t epoch) {
+  if (closed_) return Status::FailedPrecondition("replica " + dir_ + " is closed");
+  if (meta_->current().highest_epoch == epoch) return Status::Ok();
+  ReplicaMetadata md = meta_->current();
+  md.highest_epoch = epoch;
+  return meta_->Update(md);
+}
+
+Status Replica::SetGeneration(uint64_t generation) {
+  if (closed_) return Status::FailedPrecondition("replica " + dir_ + " is closed");
+  if (meta_->current().generation == generation) return Status::Ok();
+  ReplicaMetadata md = meta_->current();
+  md.generation = generation;
+  return meta_->Update(md);
+}
+
+}  // namespace tandem::replica

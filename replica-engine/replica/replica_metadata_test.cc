@@ -1,0 +1,334 @@
+#include "replica-engine/replica/replica_metadata.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "common/coding.h"
+
+namespace tandem::replica {
+namespace {
+
+ReplicaMetadata SampleMetadata() {
+  ReplicaMetadata md;
+  md.volume_id = "vol-1";
+  md.replica_id = "r1";
+  md.data_path = "/dev/disk/by-id/nvme-example";
+  md.size = 1ull << 30;  // 1 GiB / 64 KiB = 16384 regions = 2048 map bytes
+  md.block_size = 4096;
+  md.generation = 7;
+  md.highest_epoch = 42;
+  md.clean_shutdown = true;
+  md.dirty_region_size = 64 * 1024;
+  md.dirty_map.assign(2048, 0);
+  md.dirty_map[0] = 0x81;
+  md.dirty_map[1000] = 0x10;
+  md.dirty_map[2047] = 0xff;
+  return md;
+}
+
+class MetadataFileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/var/tmp/tandem-metadata-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    path_ = dir_ + "/meta";
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  // Overwrites `n` bytes at `offset` of the file with 0xAB.
+  void Corrupt(uint64_t offset, size_t n) {
+    int fd = ::open(path_.c_str(), O_WRONLY);
+    ASSERT_GE(fd, 0);
+    std::string junk(n, '\xab');
+    ASSERT_EQ(::pwrite(fd, junk.data(), n, static_cast<off_t>(offset)), static_cast<ssize_t>(n));
+    ::close(fd);
+  }
+
+  std::string dir_;
+  std::string path_;
+};
+
+TEST(MetadataSlotTest, SlotSize) {
+  EXPECT_EQ(MetadataSlotSize(1ull << 30, 0), 4096u);
+  EXPECT_EQ(MetadataSlotSize(1ull << 30, 64 * 1024), 8192u);            // 2048 map bytes
+  EXPECT_EQ(MetadataSlotSize(4096, 4096), 8192u);                       // 1 bit -> 1 byte
+  EXPECT_EQ(MetadataSlotSize(1ull << 40, 64 * 1024), 4096u + (2u << 20));  // 2 MiB map
+  // A partial last region still gets a bit.
+  EXPECT_EQ(MetadataSlotSize(65 * 4096, 64 * 1024), 8192u);
+}
+
+TEST(MetadataSlotTest, RoundTrip) {
+  ReplicaMetadata md = SampleMetadata();
+  size_t slot_size = MetadataSlotSize(md.size, md.dirty_region_size);
+  std::string image;
+  ASSERT_TRUE(EncodeMetadataSlot(md, 12345, slot_size, &image).ok());
+  ASSERT_EQ(image.size(), slot_size);
+  EXPECT_EQ(image.substr(0, 8), "TNDMMETA");
+
+  ReplicaMetadata out;
+  uint64_t seq = 0;
+  Status st = DecodeMetadataSlot(image.data(), image.size(), &out, &seq);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_EQ(out, md);
+  EXPECT_EQ(seq, 12345u);
+}
+
+TEST(MetadataSlotTest, RoundTripWithoutDirtyMap) {
+  ReplicaMetadata md;
+  md.volume_id = "v";
+  md.replica_id = "";
+  md.size = 512;
+  md.block_size = 512;
+  std::string image;
+  ASSERT_TRUE(EncodeMetadataSlot(md, 1, 4096, &image).ok());
+  ReplicaMetadata out;
+  uint64_t seq = 0;
+  ASSERT_TRUE(DecodeMetadataSlot(image.data(), image.size(), &out, &seq).ok());
+  EXPECT_EQ(out, md);
+}
+
+TEST(MetadataSlotTest, EncodeRejectsBadFields) {
+  std::string image;
+  auto encode = [&](const ReplicaMetadata& md) {
+    return EncodeMetadataSlot(md, 1, 1 << 20, &image).code();
+  };
+  ReplicaMetadata md = SampleMetadata();
+  md.volume_id.assign(129, 'a');
+  EXPECT_EQ(encode(md), StatusCode::kInvalidArgument);
+  md = SampleMetadata();
+  md.data_path.assign(1025, 'a');
+  EXPECT_EQ(encode(md), StatusCode::kInvalidArgument);
+  md = SampleMetadata();
+  md.block_size = 3000;
+  EXPECT_EQ(encode(md), StatusCode::kInvalidArgument);
+  md = SampleMetadata();
+  md.block_size = 128 * 1024;
+  EXPECT_EQ(encode(md), StatusCode::kInvalidArgument);
+  md = SampleMetadata();
+  md.size += 512;
+  EXPECT_EQ(encode(md), StatusCode::kInvalidArgument);
+  md = SampleMetadata();
+  md.dirty_map.push_back(0);
+  EXPECT_EQ(encode(md), StatusCode::kInvalidArgument);
+  md = SampleMetadata();
+  md.dirty_region_size = 1024;  // < block_size
+  EXPECT_EQ(encode(md), StatusCode::kInvalidArgument);
+  md = SampleMetadata();  // needs ~2.1 KiB (2 KiB map)
+  EXPECT_EQ(EncodeMetadataSlot(md, 1, 2048, &image).code(), StatusCode::kInvalidArgument);
+}
+
+TEST(MetadataSlotTest, EverySingleBitFlipIsDetected) {
+  ReplicaMetadata md = SampleMetadata();
+  size_t slot_size = MetadataSlotSize(md.size, md.dirty_region_size);
+  std::string image;
+  ASSERT_TRUE(EncodeMetadataSlot(md, 99, slot_size, &image).ok());
+  // Every bit of the slot: header, dirty map and padding.
+  for (size_t bit = 0; bit < slot_size * 8; ++bit) {
+    std::string flipped = image;
+    flipped[bit / 8] = static_cast<char>(flipped[bit / 8] ^ (1 << (bit % 8)));
+    ReplicaMetadata out;
+    uint64_t seq = 0;
+    Status st = DecodeMetadataSlot(flipped.data(), flipped.size(), &out, &seq);
+    ASSERT_EQ(st.code(), StatusCode::kDataLoss) << "bit " << bit << " not detected";
+  }
+}
+
+TEST(MetadataSlotTest, TruncatedImagesAreRejected) {
+  ReplicaMetadata md = SampleMetadata();
+  size_t slot_size = MetadataSlotSize(md.size, md.dirty_region_size);
+  std::string image;
+  ASSERT_TRUE(EncodeMetadataSlot(md, 1, slot_size, &image).ok());
+  const size_t total = DecodeFixed32(reinterpret_cast<const uint8_t*>(image.data()) + 16);
+  ASSERT_GT(total, 2048u);
+  for (size_t n = 0; n < total; ++n) {  // every prefix shorter than the record
+    ReplicaMetadata out;
+    uint64_t seq = 0;
+    ASSERT_EQ(DecodeMetadataSlot(image.data(), n, &out, &seq).code(), StatusCode::kDataLoss) << n;
+  }
+}
+
+TEST(MetadataSlotTest, RandomGarbageNeverCrashes) {
+  std::mt19937_64 rng(20261125);
+  ReplicaMetadata md = SampleMetadata();
+  std::string valid;
+  ASSERT_TRUE(EncodeMetadataSlot(md, 5, 8192, &valid).ok());
+  for (int iter = 0; iter < 20000; ++iter) {
+    std::string buf;
+    if (iter % 2 == 0) {
+      // Pure noise of random length.
+      buf.resize(rng() % 9000);
+      for (char& c : buf) c = static_cast<char>(rng());
+    } else {
+      // A valid image with a few random bytes changed and a random length, so
+      // the magic and lengths often survive and the parser is exercised.
+      buf = valid.substr(0, rng() % (valid.size() + 1));
+      for (int k = 0; k < 1 + static_cast<int>(rng() % 4) && !buf.empty(); ++k) {
+        buf[rng() % buf.size()] = static_cast<char>(rng());
+      }
+    }
+    ReplicaMetadata out;
+    uint64_t seq = 0;
+    // Copy to an exactly sized heap block so ASan catches any overread.
+    std::unique_ptr<uint8_t[]> exact(new uint8_t[buf.size() + 1]);
+    std::memcpy(exact.get(), buf.data(), buf.size());
+    Status st = DecodeMetadataSlot(exact.get(), buf.size(), &out, &seq);
+    if (!st.ok()) {
+      EXPECT_EQ(st.code(), StatusCode::kDataLoss);
+    }
+  }
+}
+
+TEST_F(MetadataFileTest, CreateThenOpen) {
+  ReplicaMetadata md = SampleMetadata();
+  auto f = MetadataFile::Create(path_, md);
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  EXPECT_EQ((*f)->current(), md);
+  EXPECT_EQ((*f)->sequence(), 1u);
+  struct stat sb;
+  ASSERT_EQ(::stat(path_.c_str(), &sb), 0);
+  EXPECT_EQ(static_cast<size_t>(sb.st_size), 2 * MetadataSlotSize(md.size, md.dirty_region_size));
+
+  auto g = MetadataFile::Open(path_);
+  ASSERT_TRUE(g.ok()) << g.status().ToString();
+  EXPECT_EQ((*g)->current(), md);
+  EXPECT_EQ((*g)->sequence(), 1u);
+}
+
+TEST_F(MetadataFileTest, CreateExistingFails) {
+  ASSERT_TRUE(MetadataFile::Create(path_, SampleMetadata()).ok());
+  EXPECT_EQ(MetadataFile::Create(path_, SampleMetadata()).status().code(),
+            StatusCode::kAlreadyExists);
+}
+
+TEST_F(MetadataFileTest, OpenMissingIsNotFound) {
+  EXPECT_EQ(MetadataFile::Open(path_).status().code(), StatusCode::kNotFound);
+}
+
+TEST_F(MetadataFileTest, UpdateThenReopen) {
+  ReplicaMetadata md = SampleMetadata();
+  auto f = MetadataFile::Create(path_, md);
+  ASSERT_TRUE(f.ok());
+  for (uint64_t i = 1; i <= 5; ++i) {
+    md.highest_epoch = 100 + i;
+    md.dirty_map[i] = static_cast<uint8_t>(i);
+    ASSERT_TRUE((*f)->Update(md).ok());
+    EXPECT_EQ((*f)->sequence(), 1 + i);
+    EXPECT_EQ((*f)->current(), md);
+  }
+  auto g = MetadataFile::Open(path_);
+  ASSERT_TRUE(g.ok()) << g.status().ToString();
+  EXPECT_EQ((*g)->current(), md);
+  EXPECT_EQ((*g)->sequence(), 6u);
+  // Updates continue from the reopened state.
+  md.generation = 8;
+  ASSERT_TRUE((*g)->Update(md).ok());
+  auto h = MetadataFile::Open(path_);
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ((*h)->current(), md);
+  EXPECT_EQ((*h)->sequence(), 7u);
+}
+
+TEST_F(MetadataFileTest, UpdateMayNotChangeSlotGeometry) {
+  ReplicaMetadata md = SampleMetadata();
+  auto f = MetadataFile::Create(path_, md);
+  ASSERT_TRUE(f.ok());
+  ReplicaMetadata bigger = md;
+  bigger.size *= 2;
+  bigger.dirty_map.resize(4096);
+  EXPECT_EQ((*f)->Update(bigger).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ((*f)->current(), md);
+  EXPECT_EQ((*f)->sequence(), 1u);
+}
+
+TEST_F(MetadataFileTest, TornNewestSlotFallsBackToPrevious) {
+  ReplicaMetadata md = SampleMetadata();
+  const size_t slot_size = MetadataSlotSize(md.size, md.dirty_region_size);
+  auto f = MetadataFile::Create(path_, md);
+  ASSERT_TRUE(f.ok());
+  ReplicaMetadata v2 = md;
+  v2.highest_epoch = 43;
+  ASSERT_TRUE((*f)->Update(v2).ok());  // seq 2, slot 1
+  ReplicaMetadata v3 = v2;
+  v3.highest_epoch = 44;
+  ASSERT_TRUE((*f)->Update(v3).ok());  // seq 3, slot 0
+  f->reset();
+
+  // A torn write of slot 0: its tail (part of the dirty map) is garbage.
+  Corrupt(1000, 1500);
+  auto g = MetadataFile::Open(path_);
+  ASSERT_TRUE(g.ok()) << g.status().ToString();
+  EXPECT_EQ((*g)->current(), v2);
+  EXPECT_EQ((*g)->sequence(), 2u);
+
+  // The next update goes to the damaged slot, leaving v2 intact.
+  ReplicaMetadata v4 = v2;
+  v4.generation = 9;
+  ASSERT_TRUE((*g)->Update(v4).ok());
+  EXPECT_EQ((*g)->sequence(), 3u);
+  g->reset();
+  auto h = MetadataFile::Open(path_);
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ((*h)->current(), v4);
+
+  // Damage in the slot-1 header only: slot 0 (v4) still wins.
+  Corrupt(slot_size + 10, 4);
+  auto k = MetadataFile::Open(path_);
+  ASSERT_TRUE(k.ok());
+  EXPECT_EQ((*k)->current(), v4);
+}
+
+TEST_F(MetadataFileTest, TornFirstUpdateFallsBackToCreatedRecord) {
+  ReplicaMetadata md = SampleMetadata();
+  const size_t slot_size = MetadataSlotSize(md.size, md.dirty_region_size);
+  auto f = MetadataFile::Create(path_, md);
+  ASSERT_TRUE(f.ok());
+  ReplicaMetadata v2 = md;
+  v2.clean_shutdown = false;
+  ASSERT_TRUE((*f)->Update(v2).ok());
+  f->reset();
+  Corrupt(slot_size + 1000, 16);  // inside the dirty map of slot 1
+  auto g = MetadataFile::Open(path_);
+  ASSERT_TRUE(g.ok());
+  EXPECT_EQ((*g)->current(), md);
+  EXPECT_EQ((*g)->sequence(), 1u);
+}
+
+TEST_F(MetadataFileTest, BothSlotsCorruptIsDataLoss) {
+  ReplicaMetadata md = SampleMetadata();
+  const size_t slot_size = MetadataSlotSize(md.size, md.dirty_region_size);
+  auto f = MetadataFile::Create(path_, md);
+  ASSERT_TRUE(f.ok());
+  ASSERT_TRUE((*f)->Update(md).ok());
+  f->reset();
+  Corrupt(100, 8);
+  Corrupt(slot_size + 100, 8);
+  EXPECT_EQ(MetadataFile::Open(path_).status().code(), StatusCode::kDataLoss);
+}
+
+TEST_F(MetadataFileTest, TruncatedFileIsDataLoss) {
+  ReplicaMetadata md = SampleMetadata();
+  const size_t slot_size = MetadataSlotSize(md.size, md.dirty_region_size);
+  for (off_t len : {off_t{0}, off_t{5000}, static_cast<off_t>(slot_size),
+                    static_cast<off_t>(2 * slot_size - 1)}) {
+    std::filesystem::remove(path_);
+    auto f = MetadataFile::Create(path_, md);
+    ASSERT_TRUE(f.ok());
+    ASSERT_TRUE((*f)->Update(md).ok());
+    f->reset();
+    ASSERT_EQ(::truncate(path_.c_str(), len), 0);
+    EXPECT_EQ(MetadataFile::Open(path_).status().code(), StatusCode::kDataLoss) << len;
+  }
+}
+
+}  // namespace
+}  // namespace tandem::replica

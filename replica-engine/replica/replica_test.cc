@@ -1,0 +1,281 @@
+#include "replica-engine/replica/replica.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "replica-engine/backend/backend_factory.h"
+
+namespace tandem::replica {
+namespace {
+
+constexpr uint64_t kSize = 64ull << 20;
+
+bool Exists(const std::string& path) {
+  struct stat sb;
+  return ::stat(path.c_str(), &sb) == 0;
+}
+
+class ReplicaTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // O_DIRECT needs a real filesystem; /tmp may be tmpfs.
+    char tmpl[] = "/var/tmp/tandem-replica-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    root_ = tmpl;
+    dir_ = root_ + "/vol-1";
+    auto b = backend::BackendFactory::Create("auto");
+    if (!b.ok()) GTEST_SKIP() << "no backend: " << b.status().ToString();
+    backend_ = std::move(*b);
+  }
+  void TearDown() override { std::filesystem::remove_all(root_); }
+
+  ReplicaConfig Config() const {
+    ReplicaConfig c;
+    c.volume_id = "vol-1";
+    c.replica_id = "r1";
+    c.size = kSize;
+    return c;
+  }
+
+  // The record on disk, read independently of any open Replica.
+  ReplicaMetadata OnDisk() {
+    auto f = MetadataFile::Open(dir_ + "/meta");
+    EXPECT_TRUE(f.ok()) << f.status().ToString();
+    return f.ok() ? (*f)->current() : ReplicaMetadata{};
+  }
+
+  std::string root_;
+  std::string dir_;
+  std::unique_ptr<backend::StorageBackend> backend_;
+};
+
+TEST_F(ReplicaTest, CreateMakesSparseDataFileAndMetadata) {
+  auto r = Replica::Create(backend_.get(), dir_, Config());
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_GE((*r)->fd(), 0);
+  EXPECT_TRUE((*r)->was_clean());
+  EXPECT_EQ((*r)->dir(), dir_);
+  const ReplicaMetadata& md = (*r)->metadata();
+  EXPECT_EQ(md.volume_id, "vol-1");
+  EXPECT_EQ(md.replica_id, "r1");
+  EXPECT_EQ(md.size, kSize);
+  EXPECT_EQ(md.block_size, 4096u);
+  EXPECT_EQ(md.generation, 0u);
+  EXPECT_EQ(md.highest_epoch, 0u);
+  EXPECT_FALSE(md.clean_shutdown);
+  EXPECT_EQ(md.dirty_region_size, 64u * 1024);
+  EXPECT_EQ(md.dirty_map.size(), kSize / (64 * 1024) / 8);
+
+  struct stat sb;
+  ASSERT_EQ(::stat((dir_ + "/data").c_str(), &sb), 0);
+  EXPECT_EQ(static_cast<uint64_t>(sb.st_size), kSize);
+  EXPECT_LE(sb.st_blocks * 512, 64 * 1024) << "data file is not sparse";
+  EXPECT_TRUE(Exists(dir_ + "/meta"));
+  EXPECT_EQ(OnDisk(), md);
+}
+
+TEST_F(ReplicaTest, ReopenAfterCloseIsClean) {
+  auto r = Replica::Create(backend_.get(), dir_, Config());
+  ASSERT_TRUE(r.ok());
+  ReplicaMetadata created = (*r)->metadata();
+  ASSERT_TRUE((*r)->Close().ok());
+  EXPECT_TRUE((*r)->Close().ok());  // idempotent
+  EXPECT_EQ((*r)->fd(), -1);
+  EXPECT_TRUE(OnDisk().clean_shutdown);
+  r->reset();
+
+  auto o = Replica::Open(backend_.get(), dir_);
+  ASSERT_TRUE(o.ok()) << o.status().ToString();
+  EXPECT_TRUE((*o)->was_clean());
+  EXPECT_GE((*o)->fd(), 0);
+  EXPECT_EQ((*o)->metadata(), created);
+  // Open marks the replica in use, so a crash from here on is detected.
+  EXPECT_FALSE((*o)->metadata().clean_shutdown);
+  EXPECT_FALSE(OnDisk().clean_shutdown);
+}
+
+TEST_F(ReplicaTest, ReopenWithoutCloseIsUnclean) {
+  auto r = Replica::Create(backend_.get(), dir_, Config());
+  ASSERT_TRUE(r.ok());
+  r->reset();  // "crash": destroyed without Close()
+  auto o = Replica::Open(backend_.get(), dir_);
+  ASSERT_TRUE(o.ok()) << o.status().ToString();
+  EXPECT_FALSE((*o)->was_clean());
+  ASSERT_TRUE((*o)->Close().ok());
+  o->reset();
+
+  auto p = Replica::Open(backend_.get(), dir_);
+  ASSERT_TRUE(p.ok());
+  EXPECT_TRUE((*p)->was_clean());
+  p->reset();
+  auto q = Replica::Open(backend_.get(), dir_);
+  ASSERT_TRUE(q.ok());
+  EXPECT_FALSE((*q)->was_clean());
+}
+
+TEST_F(ReplicaTest, EpochAndGenerationPersist) {
+  auto r = Replica::Create(backend_.get(), dir_, Config());
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE((*r)->SetHighestEpoch(17).ok());
+  ASSERT_TRUE((*r)->SetGeneration(3).ok());
+  EXPECT_EQ((*r)->metadata().highest_epoch, 17u);
+  EXPECT_EQ((*r)->metadata().generation, 3u);
+  EXPECT_EQ(OnDisk().highest_epoch, 17u);
+  r->reset();  // also without a clean Close
+
+  auto o = Replica::Open(backend_.get(), dir_);
+  ASSERT_TRUE(o.ok());
+  EXPECT_EQ((*o)->metadata().highest_epoch, 17u);
+  EXPECT_EQ((*o)->metadata().generation, 3u);
+  ASSERT_TRUE((*o)->SetHighestEpoch(18).ok());
+  ASSERT_TRUE((*o)->Close().ok());
+  EXPECT_EQ((*o)->SetHighestEpoch(19).code(), StatusCode::kFailedPrecondition);
+  o->reset();
+
+  auto p = Replica::Open(backend_.get(), dir_);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ((*p)->metadata().highest_epoch, 18u);
+  EXPECT_EQ((*p)->metadata().generation, 3u);
+}
+
+TEST_F(ReplicaTest, InvalidConfigNamesTheField) {
+  struct Case {
+    const char* field;
+    void (*mutate)(ReplicaConfig*);
+  };
+  const Case cases[] = {
+      {"volume_id", [](ReplicaConfig* c) { c->volume_id = ""; }},
+      {"volume_id", [](ReplicaConfig* c) { c->volume_id = "."; }},
+      {"volume_id", [](ReplicaConfig* c) { c->volume_id = ".."; }},
+      {"volume_id", [](ReplicaConfig* c) { c->volume_id = "a/b"; }},
+      {"volume_id", [](ReplicaConfig* c) { c->volume_id = "vol 1"; }},
+      {"volume_id", [](ReplicaConfig* c) { c->volume_id = std::string(129, 'v'); }},
+      {"replica_id", [](ReplicaConfig* c) { c->replica_id = ""; }},
+      {"replica_id", [](ReplicaConfig* c) { c->replica_id = "r\xc3\xa9"; }},
+      {"size", [](ReplicaConfig* c) { c->size = 0; }},
+      {"size", [](ReplicaConfig* c) { c->size = kSize + 512; }},
+      {"block_size", [](ReplicaConfig* c) { c->block_size = 256; }},
+      {"block_size", [](ReplicaConfig* c) { c->block_size = 3000; }},
+      {"block_size", [](ReplicaConfig* c) { c->block_size = 128 * 1024; }},
+      {"dirty_region_size", [](ReplicaConfig* c) { c->dirty_region_size = 0; }},
+      {"dirty_region_size", [](ReplicaConfig* c) { c->dirty_region_size = 2048; }},
+      {"dirty_region_size", [](ReplicaConfig* c) { c->dirty_region_size = 96 * 1024; }},
+      {"data_path", [](ReplicaConfig* c) { c->data_path = "/" + std::string(1100, 'p'); }},
+  };
+  for (const Case& tc : cases) {
+    ReplicaConfig c = Config();
+    tc.mutate(&c);
+    auto r = Replica::Create(backend_.get(), dir_, c);
+    ASSERT_FALSE(r.ok()) << tc.field;
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status().ToString();
+    EXPECT_NE(r.status().message().find(tc.field), std::string::npos) << r.status().ToString();
+    EXPECT_FALSE(Exists(dir_)) << tc.field;
+  }
+  // The edges that are valid.
+  ReplicaConfig c = Config();
+  c.volume_id = std::string(128, 'v');
+  c.replica_id = "A-z_0.9";
+  c.block_size = 512;
+  c.dirty_region_size = 512;
+  c.size = 512 * 1001;
+  auto r = Replica::Create(backend_.get(), root_ + "/edge", c);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ((*r)->metadata().dirty_map.size(), 126u);  // ceil(1001 / 8)
+}
+
+TEST_F(ReplicaTest, CreateTwiceIsAlreadyExists) {
+  auto r = Replica::Create(backend_.get(), dir_, Config());
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE((*r)->SetHighestEpoch(5).ok());
+  auto again = Replica::Create(backend_.get(), dir_, Config());
+  EXPECT_EQ(again.status().code(), StatusCode::kAlreadyExists);
+  // The failed attempt must not have touched the existing replica.
+  EXPECT_TRUE(Exists(dir_ + "/data"));
+  EXPECT_EQ(OnDisk().highest_epoch, 5u);
+}
+
+TEST_F(ReplicaTest, CreateOverLeftoverOfInterruptedCreate) {
+  ASSERT_EQ(::mkdir(dir_.c_str(), 0755), 0);
+  int fd = ::open((dir_ + "/data").c_str(), O_CREAT | O_WRONLY, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::write(fd, "stale", 5), 5);
+  ::close(fd);
+  auto r = Replica::Create(backend_.get(), dir_, Config());
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  struct stat sb;
+  ASSERT_EQ(::stat((dir_ + "/data").c_str(), &sb), 0);
+  EXPECT_EQ(sb.st_blocks, 0) << "stale data survived";
+}
+
+TEST_F(ReplicaTest, ExistingDataPath) {
+  const std::string file = root_ + "/backing";
+  int fd = ::open(file.c_str(), O_CREAT | O_RDWR, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::ftruncate(fd, kSize * 2), 0);
+  ::close(fd);
+
+  ReplicaConfig c = Config();
+  c.data_path = file;
+  auto r = Replica::Create(backend_.get(), dir_, c);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ((*r)->metadata().data_path, file);
+  EXPECT_FALSE(Exists(dir_ + "/data"));
+  ASSERT_TRUE((*r)->Close().ok());
+  r->reset();
+  auto o = Replica::Open(backend_.get(), dir_);
+  ASSERT_TRUE(o.ok()) << o.status().ToString();
+  EXPECT_TRUE((*o)->was_clean());
+}
+
+TEST_F(ReplicaTest, DataPathTooSmallOrMissingRollsBack) {
+  const std::string file = root_ + "/backing";
+  int fd = ::open(file.c_str(), O_CREAT | O_RDWR, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::ftruncate(fd, kSize / 2), 0);
+  ::close(fd);
+
+  ReplicaConfig c = Config();
+  c.data_path = file;
+  auto r = Replica::Create(backend_.get(), dir_, c);
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status().ToString();
+  EXPECT_FALSE(Exists(dir_));
+  EXPECT_TRUE(Exists(file)) << "a user-given data file must never be removed";
+
+  c.data_path = root_ + "/missing";
+  r = Replica::Create(backend_.get(), dir_, c);
+  EXPECT_EQ(r.status().code(), StatusCode::kNotFound) << r.status().ToString();
+  EXPECT_FALSE(Exists(dir_));
+}
+
+TEST_F(ReplicaTest, OpenFailures) {
+  EXPECT_EQ(Replica::Open(backend_.get(), dir_).status().code(), StatusCode::kNotFound);
+  auto r = Replica::Create(backend_.get(), dir_, Config());
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE((*r)->Close().ok());
+  r->reset();
+  // A shrunken data file is refused, and Open leaves the record clean.
+  ASSERT_EQ(::truncate((dir_ + "/data").c_str(), kSize / 2), 0);
+  auto o = Replica::Open(backend_.get(), dir_);
+  EXPECT_EQ(o.status().code(), StatusCode::kInvalidArgument) << o.status().ToString();
+  EXPECT_TRUE(OnDisk().clean_shutdown);
+  ASSERT_EQ(::unlink((dir_ + "/data").c_str()), 0);
+  EXPECT_EQ(Replica::Open(backend_.get(), dir_).status().code(), StatusCode::kNotFound);
+}
+
+TEST(ValidateIdTest, Names) {
+  EXPECT_TRUE(ValidateId("volume_id", "pvc-1234.abc_DEF").ok());
+  Status st = ValidateId("replica_id", "x/y");
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("replica_id"), std::string::npos);
+  EXPECT_TRUE(ValidateId("volume_id", "...").ok());  // only "." and ".." are special
+}
+
+}  // namespace
+}  // namespace tandem::replica

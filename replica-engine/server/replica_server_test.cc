@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <functional>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "common/clock.h"
@@ -54,7 +55,12 @@ struct Op {
   ClientRequest req;
   bool done = false;
   static void Done(ClientRequest* r) { static_cast<Op*>(r->ctx)->done = true; }
-  Op(Opcode op, uint64_t off, uint32_t len, void* buf) {
+  Op(Opcode op, uint64_t off, uint32_t len, void* buf) { Reset(op, off, len, buf); }
+  Op(const Op&) = delete;  // req.ctx points at this object
+  Op& operator=(const Op&) = delete;
+  void Reset(Opcode op, uint64_t off, uint32_t len, void* buf) {
+    req = ClientRequest{};
+    done = false;
     req.op = op;
     req.offset = off;
     req.length = len;
@@ -192,7 +198,7 @@ TEST_P(ReplicaServerTest, RandomPipelinedIoMatchesModel) {
       off = (rng() % (kVolumeSize / 4096 - blocks)) * 4096;
     } while (overlaps_inflight(off, len));
     bool write = rng() % 2 == 0;
-    s.op = Op(write ? Opcode::kWrite : Opcode::kRead, off, len, s.buf);
+    s.op.Reset(write ? Opcode::kWrite : Opcode::kRead, off, len, s.buf);
     if (write) {
       for (uint32_t i = 0; i < len; i += 8) {
         uint64_t v = rng();
@@ -456,9 +462,66 @@ TEST_P(ReplicaServerTest, HungReplicaTimesOutRequests) {
   EXPECT_EQ(refused.why.code(), StatusCode::kUnavailable) << refused.why.ToString();
 }
 
+TEST_P(ReplicaServerTest, RequestWithoutReplyFailsConnectionAfterTimeout) {
+  // A fake replica that completes the handshake and then never answers.
+  int lfd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  ASSERT_EQ(bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(lfd, 4), 0);
+  socklen_t alen = sizeof(addr);
+  getsockname(lfd, reinterpret_cast<sockaddr*>(&addr), &alen);
+  std::thread fake([lfd] {
+    int fd = accept(lfd, nullptr, nullptr);
+    std::vector<uint8_t> hdr(protocol::kHeaderSize);
+    ASSERT_EQ(recv(fd, hdr.data(), hdr.size(), MSG_WAITALL), static_cast<ssize_t>(hdr.size()));
+    protocol::FrameHeader h;
+    ASSERT_EQ(protocol::DecodeHeader(hdr.data(), &h), protocol::DecodeResult::kOk);
+    std::string payload(h.payload_length, '\0');
+    ASSERT_EQ(recv(fd, payload.data(), payload.size(), MSG_WAITALL),
+              static_cast<ssize_t>(payload.size()));
+    protocol::ReplicaInfo info;
+    info.size = kVolumeSize;
+    info.block_size = 4096;
+    info.max_inflight = 8;
+    info.replica_id = "fake";
+    std::string body;
+    ASSERT_TRUE(protocol::EncodeReplicaInfo(info, &body).ok());
+    protocol::FrameHeader r;
+    r.opcode = static_cast<uint8_t>(protocol::kReplyBit | h.opcode);
+    std::string reply = Frame(r, body);
+    ASSERT_EQ(send(fd, reply.data(), reply.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(reply.size()));
+    char sink[65536];
+    while (recv(fd, sink, sizeof(sink), 0) > 0) {  // swallow requests, answer nothing
+    }
+    close(fd);
+  });
+  Listener l;
+  ClientOptions o = Options();
+  o.port = ntohs(addr.sin_port);
+  o.request_timeout_ms = 300;
+  ReplicaClient* c = Connect(&l, o);
+  ASSERT_TRUE(l.connected) << l.why.ToString();
+  EXPECT_EQ(c->info().max_inflight, 8u);
+  uint8_t* buf = static_cast<uint8_t*>(AlignedAlloc(4096));
+  uint64_t t0 = MonotonicNanos();
+  EXPECT_EQ(Do(c, Opcode::kRead, 0, 4096, buf), StatusCode::kDeadlineExceeded);
+  uint64_t waited_ms = (MonotonicNanos() - t0) / 1000000;
+  EXPECT_GE(waited_ms, 250u);
+  EXPECT_LT(waited_ms, 5000u);
+  EXPECT_TRUE(l.disconnected);
+  EXPECT_EQ(l.why.code(), StatusCode::kDeadlineExceeded);
+  clients_.clear();  // closes the socket, so the fake thread ends
+  fake.join();
+  close(lfd);
+  std::free(buf);
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, ReplicaServerTest, ::testing::Values("io_uring", "libaio"),
-                         [](const auto& info) {
-                           return std::string(info.param) == "io_uring" ? "IoUring" : "Libaio";
+                         [](const auto& p) {
+                           return std::string(p.param) == "io_uring" ? "IoUring" : "Libaio";
                          });
 
 }  // namespace

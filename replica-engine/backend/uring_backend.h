@@ -1,0 +1,128 @@
+#pragma once
+// UringBackend: StorageBackend on io_uring (liburing). See storage_backend.h for
+// the contract shared with AioBackend; this header adds what is specific here.
+//
+// - Queue() writes an SQE straight into the submission ring (no syscall);
+//   Submit() is one io_uring_submit for the batch; Reap() submits and waits in
+//   one io_uring_enter (io_uring_submit_and_wait_timeout).
+// - At most queue_depth requests are in the ring at once (SQ + kernel), so the
+//   CQ ring (2x) can never overflow. Requests beyond that wait on an intrusive
+//   overflow list (IoRequest::next_) and enter the ring as completions free
+//   room, from Submit() or Reap().
+// - With options.register_files, OpenFile() puts the fd into a sparse
+//   registered-file table (IORING_REGISTER_FILES) and requests use
+//   IOSQE_FIXED_FILE, saving the per-request fd lookup. Descriptors not opened
+//   through OpenFile() still work (they go unregistered).
+// - kFlush is IORING_OP_FSYNC(DATASYNC); kDiscard / kWriteZeroes are
+//   IORING_OP_FALLOCATE with PUNCH_HOLE / ZERO_RANGE (| KEEP_SIZE), which the
+//   kernel implements for block devices too (zero-out with / without unmap).
+// - The completion eventfd is registered with the ring (io_uring_register_eventfd)
+//   and also signalled when a request completes without reaching the kernel.
+// - REQUIRES at destruction: InFlight() == 0. The destructor still waits for
+//   requests the kernel owns so it never frees a ring with DMA in progress, but
+//   their `done` is not called.
+
+#include <liburing.h>
+
+#include <array>
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "common/result.h"
+#include "common/unique_fd.h"
+#include "replica-engine/backend/storage_backend.h"
+
+namespace tandem::backend {
+
+class UringBackend final : public StorageBackend {
+ public:
+  // UNAVAILABLE when the ring cannot be created (EPERM from seccomp or
+  // kernel.io_uring_disabled, ENOSYS, or TANDEM_DISABLE_IO_URING=1 in the
+  // environment, which tests use to force the libaio fallback).
+  static Result<std::unique_ptr<UringBackend>> Create(const BackendOptions& options);
+  ~UringBackend() override;
+
+  const char* Name() const override { return "io_uring"; }
+  Result<int> OpenFile(const char* path, bool create) override;
+  void CloseFile(int fd) override;
+  void Queue(IoRequest* req) override;
+  int Submit() override;
+  int Reap(int min_complete, int64_t timeout_us) override;
+  int CompletionFd() const override { return event_fd_.get(); }
+  uint32_t InFlight() const override { return in_flight_; }
+
+  // Whether the sparse file table was registered (false when disabled by
+  // options or refused by the kernel). For tests and diagnostics.
+  bool files_registered() const { return files_registered_; }
+
+ private:
+  // FIFO of requests linked through IoRequest::next_.
+  struct RequestList {
+    IoRequest* head = nullptr;
+    IoRequest* tail = nullptr;
+    bool empty() const { return head == nullptr; }
+    void PushBack(IoRequest* r) {
+      r->next_ = nullptr;
+      if (tail != nullptr) {
+        tail->next_ = r;
+      } else {
+        head = r;
+      }
+      tail = r;
+    }
+    IoRequest* PopFront() {
+      IoRequest* r = head;
+      head = r->next_;
+      if (head == nullptr) tail = nullptr;
+      r->next_ = nullptr;
+      return r;
+    }
+  };
+
+  // Descriptors below this are looked up in fixed_index_; higher ones run
+  // unregistered.
+  static constexpr int kFdTableSize = 4096;
+
+  explicit UringBackend(const BackendOptions& options);
+  Status Init();
+
+  // Puts `req` into the ring if there is room, else on the overflow list.
+  void Enqueue(IoRequest* req);
+  // Writes one SQE for `req` (the remainder of a short transfer included).
+  // REQUIRES: in_ring_ < depth_.
+  void PrepSqe(IoRequest* req);
+  // Moves overflow requests into the ring while it has room.
+  void FillFromOverflow();
+  // Completes `req` with `result` at the next Reap without involving the kernel.
+  void CompleteLocally(IoRequest* req, int32_t result);
+  int RunLocalCompletions();
+  // Consumes every available CQE; returns how many `done` callbacks ran.
+  int DrainCompletions();
+  // Handles one CQE; returns true when `done` ran (false when resubmitted).
+  bool OnCompletion(IoRequest* req, int32_t res);
+  void Finish(IoRequest* req, int32_t result);
+
+  io_uring ring_{};
+  bool ring_ready_ = false;
+  const uint32_t depth_;
+  const bool want_registered_files_;
+  bool files_registered_ = false;
+  UniqueFd event_fd_;
+
+  // I/O-thread state.
+  uint32_t in_flight_ = 0;  // queued and not yet completed
+  uint32_t in_ring_ = 0;    // SQE written, CQE not yet consumed
+  RequestList overflow_;
+  RequestList local_done_;
+  bool in_reap_ = false;
+
+  // fd -> registered-file slot, -1 when unregistered. Written under files_mu_
+  // by OpenFile/CloseFile (any thread), read lock-free by the I/O thread.
+  std::mutex files_mu_;
+  std::vector<int> free_slots_;  // GUARDED_BY(files_mu_)
+  std::array<std::atomic<int32_t>, kFdTableSize> fixed_index_;
+};
+
+}  // namespace tandem::backend
