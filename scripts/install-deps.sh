@@ -14,7 +14,7 @@ PACKAGES=(
   # management API (gRPC) and CLI
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   # benchmarks and NBD clients used by tests
-  fio libnbd-bin qemu-utils
+  fio libnbd-bin libnbd-dev qemu-utils
   # tools used by the scripts
   procps util-linux psmisc
 )
