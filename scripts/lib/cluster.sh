@@ -1,0 +1,231 @@
+# shellcheck shell=bash
+# cluster.sh: shell helpers that run a small Tandem cluster on 127.0.0.1 for
+# the integration tests, the NBD benchmark and the main job. Source it, then:
+#
+#   tc_init NAME                 run dir /var/tmp/tandem-NAME.XXXXXX ($TC_RUN_DIR) and
+#                                a trap that kills every process started here and
+#                                removes the run dir on exit, Ctrl-C and SIGTERM
+#   start_engine E [FLAGS...]    tandem-engine E (data protocol and gRPC on port 0)
+#   stop_engine E | kill9_engine E | sigstop_engine E | sigcont_engine E | restart_engine E
+#   engine_addr E / engine_grpc_port E / engine_pid E
+#   ctl E ARGS...                tandemctl against engine E
+#   create_volume V SIZE E0 [E1 ...]  one replica on each engine, target (epoch 1) on E0,
+#                                waits for READY; replica i's id is V-rI
+#   volume_uri V E               nbd+unix URI of V's export on engine E
+#   wait_for 'CMD' SECONDS [WHAT]     polls CMD every 0.1 s; fails with context on timeout
+#   tc_spawn NAME CMD...         any background process, logged to $TC_RUN_DIR/NAME.log
+#   tc_fail MSG                  prints MSG and the tail of every log, exits 1
+#
+# Binaries: $TANDEM_ENGINE, $TANDEMCTL (defaults: $TANDEM_BUILD/replica-engine/api/tandem-engine
+# and $TANDEM_BUILD/tools/tandemctl/tandemctl). Every wait is bounded.
+# TANDEM_KEEP_RUN_DIR=1 keeps the run dir for debugging.
+
+TC_RUN_DIR=""
+TC_PIDS=()   # every pid started through tc_spawn, in start order
+declare -A TC_PID_OF=()
+
+tc_log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+
+tc_init() {
+  local name="${1:-cluster}"
+  : "${TANDEM_BUILD:=${TANDEM_SOURCE_DIR:-.}/build/dev}"
+  : "${TANDEM_ENGINE:=$TANDEM_BUILD/replica-engine/api/tandem-engine}"
+  : "${TANDEMCTL:=$TANDEM_BUILD/tools/tandemctl/tandemctl}"
+  TC_RUN_DIR="$(mktemp -d "/var/tmp/tandem-$name.XXXXXX")"
+  trap tc_cleanup EXIT
+  trap 'tc_log "interrupted"; exit 130' INT
+  trap 'tc_log "terminated"; exit 143' TERM
+}
+
+# Kills (SIGCONT first, so a stopped process can die) everything tc_spawn
+# started, newest first: SIGTERM, up to 5 s grace, then SIGKILL.
+tc_cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  local pid i
+  for ((i = ${#TC_PIDS[@]} - 1; i >= 0; i--)); do
+    pid="${TC_PIDS[$i]}"
+    kill -0 "$pid" 2>/dev/null || continue
+    kill -CONT "$pid" 2>/dev/null || true
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  local deadline=$((SECONDS + 5))
+  for pid in "${TC_PIDS[@]}"; do
+    while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  if [ -n "$TC_RUN_DIR" ] && [ -d "$TC_RUN_DIR" ]; then
+    if [ "${TANDEM_KEEP_RUN_DIR:-0}" = 1 ]; then
+      tc_log "kept run dir $TC_RUN_DIR"
+    else
+      rm -rf "$TC_RUN_DIR"
+    fi
+  fi
+  exit "$rc"
+}
+
+tc_dump_logs() {
+  local f
+  for f in "$TC_RUN_DIR"/*.log; do
+    [ -f "$f" ] || continue
+    echo "----- $(basename "$f") (last 40 lines) -----" >&2
+    tail -n 40 "$f" >&2
+  done
+}
+
+tc_fail() {
+  echo "FAIL: $*" >&2
+  tc_dump_logs
+  exit 1
+}
+
+# tc_spawn NAME CMD...: starts CMD in the background, output to $TC_RUN_DIR/NAME.log.
+tc_spawn() {
+  local name="$1"; shift
+  "$@" >>"$TC_RUN_DIR/$name.log" 2>&1 &
+  local pid=$!
+  TC_PIDS+=("$pid")
+  TC_PID_OF[$name]=$pid
+}
+
+# wait_for 'CMD' SECONDS [WHAT]: returns once CMD (eval'd) succeeds; tc_fail on timeout.
+wait_for() {
+  local cmd="$1" timeout="$2" what="${3:-$1}"
+  local deadline=$(($(date +%s%N) / 1000000 + timeout * 1000))
+  until eval "$cmd" >/dev/null 2>&1; do
+    if [ $(($(date +%s%N) / 1000000)) -ge $deadline ]; then
+      tc_fail "timed out after ${timeout}s waiting for: $what"
+    fi
+    sleep 0.1
+  done
+}
+
+# True when the build has the binaries and flags the engine tests need.
+engine_tests_possible() {
+  [ -x "$TANDEM_ENGINE" ] && [ -x "$TANDEMCTL" ] &&
+    "$TANDEM_ENGINE" --help 2>&1 | grep -q -- '--grpc-listen'
+}
+
+require_engine_or_skip() {
+  if ! engine_tests_possible; then
+    echo "SKIP: needs $TANDEM_ENGINE with --grpc-listen and $TANDEMCTL" >&2
+    exit 77
+  fi
+}
+
+_engine_dir() { echo "$TC_RUN_DIR/$1"; }
+
+# start_engine NAME [EXTRA FLAGS...]: starts tandem-engine NAME and waits (20 s)
+# for its data and gRPC ports. Reuses the ports of an earlier start of NAME.
+start_engine() {
+  local name="$1"; shift
+  local dir; dir="$(_engine_dir "$name")"
+  mkdir -p "$dir/data" "$dir/nbd"
+  local data_port=0 grpc_port=0
+  [ -f "$dir/port" ] && data_port="$(cat "$dir/port")"
+  [ -f "$dir/grpc_port" ] && grpc_port="$(cat "$dir/grpc_port")"
+  rm -f "$dir/port" "$dir/grpc_port"
+  echo "$*" >"$dir/extra_flags"
+  tc_spawn "$name" "$TANDEM_ENGINE" --data-dir="$dir/data" --node-id="$name" \
+    --listen="127.0.0.1:$data_port" --port-file="$dir/port" \
+    --grpc-listen="127.0.0.1:$grpc_port" --grpc-port-file="$dir/grpc_port" \
+    --nbd-dir="$dir/nbd" "$@"
+  local pid="${TC_PID_OF[$name]}"
+  echo "$pid" >"$dir/pid"
+  local deadline=$((SECONDS + 20))
+  until [ -s "$dir/port" ] && [ -s "$dir/grpc_port" ]; do
+    kill -0 "$pid" 2>/dev/null || tc_fail "engine $name exited during start"
+    [ $SECONDS -lt $deadline ] || tc_fail "engine $name did not write its port files in 20 s"
+    sleep 0.1
+  done
+}
+
+engine_pid() { cat "$(_engine_dir "$1")/pid"; }
+engine_data_port() { cat "$(_engine_dir "$1")/port"; }
+engine_grpc_port() { cat "$(_engine_dir "$1")/grpc_port"; }
+engine_addr() { echo "127.0.0.1:$(engine_data_port "$1")"; }
+engine_nbd_dir() { echo "$(_engine_dir "$1")/nbd"; }
+
+# _wait_exit PID SECONDS: true once PID is gone.
+_wait_exit() {
+  local pid="$1" deadline=$((SECONDS + $2))
+  while kill -0 "$pid" 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.1
+  done
+  wait "$pid" 2>/dev/null || true
+}
+
+stop_engine() {
+  local pid; pid="$(engine_pid "$1")"
+  kill -CONT "$pid" 2>/dev/null || true
+  kill -TERM "$pid" 2>/dev/null || return 0
+  _wait_exit "$pid" 20 || { kill -KILL "$pid" 2>/dev/null; tc_fail "engine $1 ignored SIGTERM for 20 s"; }
+}
+kill9_engine() {
+  local pid; pid="$(engine_pid "$1")"
+  kill -KILL "$pid" 2>/dev/null || true
+  _wait_exit "$pid" 10 || tc_fail "engine $1 survived SIGKILL"
+}
+sigstop_engine() { kill -STOP "$(engine_pid "$1")"; }
+sigcont_engine() { kill -CONT "$(engine_pid "$1")" 2>/dev/null || true; }
+# restart_engine NAME: starts NAME again on its data dir and ports, with its first flags.
+restart_engine() {
+  local extra; extra="$(cat "$(_engine_dir "$1")/extra_flags")"
+  # shellcheck disable=SC2086
+  start_engine "$1" $extra
+}
+
+ctl() {
+  local name="$1"; shift
+  "$TANDEMCTL" --engine="127.0.0.1:$(engine_grpc_port "$name")" "$@"
+}
+
+# ctl_field E KEY ARGS...: the value of KEY= in the output of `ctl E ARGS...`.
+ctl_field() {
+  local name="$1" key="$2"; shift 2
+  ctl "$name" "$@" | sed -n "s/^$key=//p" | head -n 1
+}
+
+target_state() { ctl_field "$2" state target get --volume="$1"; }
+
+# create_volume VOL SIZE E0 [E1 ...] [-- EXTRA TARGET FLAGS]: a replica of SIZE on
+# each engine, a target (epoch 1) on E0 over all of them; waits 30 s for READY.
+create_volume() {
+  local vol="$1" size="$2"; shift 2
+  local engines=() extra=() seen_sep=0 e
+  for e in "$@"; do
+    if [ "$e" = "--" ]; then seen_sep=1; continue; fi
+    if [ $seen_sep = 1 ]; then extra+=("$e"); else engines+=("$e"); fi
+  done
+  local i=0 args=()
+  for e in "${engines[@]}"; do
+    ctl "$e" replica create --volume="$vol" --replica-id="$vol-r$i" --size="$size" \
+      >>"$TC_RUN_DIR/ctl.log" 2>&1 || tc_fail "replica create $vol-r$i on $e"
+    if [ $i = 0 ]; then args+=("--replica=$(engine_addr "$e"):local"); else args+=("--replica=$(engine_addr "$e")"); fi
+    i=$((i + 1))
+  done
+  ctl "${engines[0]}" target create --volume="$vol" --epoch=1 --size="$size" "${args[@]}" "${extra[@]}" \
+    >>"$TC_RUN_DIR/ctl.log" 2>&1 || tc_fail "target create $vol on ${engines[0]}"
+  wait_for "[ \"\$(target_state $vol ${engines[0]})\" = READY ]" 30 "volume $vol READY on ${engines[0]}"
+}
+
+volume_socket() { ctl_field "$2" nbd_socket target get --volume="$1"; }
+volume_uri() { echo "nbd+unix:///$1?socket=$(volume_socket "$1" "$2")"; }
+
+# cpu_ticks PID...: utime+stime (clock ticks) summed over live PIDs and their
+# reaped children (fields 14-17 of /proc/PID/stat).
+cpu_ticks() {
+  local total=0 pid
+  for pid in "$@"; do
+    [ -r "/proc/$pid/stat" ] || continue
+    local stat; stat="$(cat "/proc/$pid/stat" 2>/dev/null)" || continue
+    # The command name may hold spaces; fields after the closing paren are fixed.
+    local rest="${stat##*) }"
+    # shellcheck disable=SC2206
+    local f=($rest)
+    total=$((total + f[11] + f[12] + f[13] + f[14]))
+  done
+  echo "$total"
+}
