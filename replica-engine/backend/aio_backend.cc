@@ -280,7 +280,8 @@ int AioBackend::Reap(int min_complete, int64_t timeout_us) {
         }
       }
     }
-    const int got = io_getevents(ctx_, want, static_cast<long>(events_.size()), events_.data(), tsp);
+    const int got =
+        io_getevents(ctx_, want, static_cast<long>(events_.size()), events_.data(), tsp);
     if (got < 0 && got != -EINTR) {
       TLOG_ERROR("backend", "io_getevents failed: %s", std::strerror(-got));
       break;

@@ -15,7 +15,7 @@ Result<std::unique_ptr<StorageBackend>> BackendFactory::Create(std::string_view 
     // kernel.io_uring_disabled are invisible to a version check.
     auto uring = NewUringBackend(options);
     if (uring.ok()) return uring;
-    TLOG_WARN("backend", "io_uring unavailable (%s); falling back to libaio",
+    TLOG_WARN("backend", "io_uring unavailable (%s), falling back to libaio",
               uring.status().message().c_str());
     return NewAioBackend(options);
   }

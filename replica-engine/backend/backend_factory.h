@@ -4,7 +4,10 @@
 // "auto" really creates a ring (not only checks the kernel version) and falls
 // back to libaio when io_uring_setup fails (EPERM from seccomp or
 // kernel.io_uring_disabled, ENOSYS on old kernels), logging one WARNING line
-// naming the reason.
+// naming the reason: "io_uring unavailable (<reason>), falling back to libaio".
+// TANDEM_DISABLE_IO_URING=1 in the environment makes io_uring_setup count as
+// failed with EPERM (the seccomp / sysctl shape), so the fallback can be tested
+// and forced without privileges.
 
 #include <memory>
 #include <string_view>

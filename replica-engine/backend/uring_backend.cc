@@ -377,8 +377,8 @@ int UringBackend::Reap(int min_complete, int64_t timeout_us) {
     if (want > 0) {
       io_uring_cqe* cqe = nullptr;
       // One syscall submits the batch and waits for `want` completions.
-      ret = io_uring_submit_and_wait_timeout(&ring_, &cqe, static_cast<unsigned>(want), tsp,
-                                             nullptr);
+      ret =
+          io_uring_submit_and_wait_timeout(&ring_, &cqe, static_cast<unsigned>(want), tsp, nullptr);
     } else if (io_uring_sq_ready(&ring_) > 0) {
       io_uring_submit(&ring_);
     }
