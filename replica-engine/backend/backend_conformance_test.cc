@@ -708,7 +708,7 @@ struct ModelWorkload {
     IoOp op = pick < 45   ? IoOp::kWrite
               : pick < 85 ? IoOp::kRead
               : pick < 92 ? IoOp::kDiscard
-              : pick < 98 ? IoOp::kWriteZeroes
+              : pick < 99 ? IoOp::kWriteZeroes
                           : IoOp::kFlush;
     uint64_t first = 0;
     uint32_t n = 0;
@@ -803,7 +803,7 @@ void RunModelWorkload(StorageBackend* b, int fd, const std::string& path, int sl
 
 TEST_P(BackendConformanceTest, ManyInFlightRandomRequestsMatchAModel) {
   // 256 requests in flight against a 256-entry kernel queue.
-  RunModelWorkload(backend_.get(), fd_, path_, /*slots=*/256, /*ops=*/12000, /*seed=*/1);
+  RunModelWorkload(backend_.get(), fd_, path_, /*slots=*/256, /*ops=*/8000, /*seed=*/1);
 }
 
 TEST_P(BackendConformanceTest, RequestsBeyondTheQueueDepthWaitAndAllComplete) {
