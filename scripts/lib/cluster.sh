@@ -147,14 +147,22 @@ engine_grpc_port() { cat "$(_engine_dir "$1")/grpc_port"; }
 engine_addr() { echo "127.0.0.1:$(engine_data_port "$1")"; }
 engine_nbd_dir() { echo "$(_engine_dir "$1")/nbd"; }
 
-# _wait_exit PID SECONDS: true once PID is gone.
+# _wait_exit PID SECONDS: true once PID has exited (bash keeps its status for wait).
 _wait_exit() {
   local pid="$1" deadline=$((SECONDS + $2))
   while kill -0 "$pid" 2>/dev/null; do
     [ $SECONDS -lt $deadline ] || return 1
     sleep 0.1
   done
-  wait "$pid" 2>/dev/null || true
+}
+
+# wait_rc PID SECONDS: waits (bounded) for a child started by tc_spawn and
+# returns its exit status; tc_fail on timeout.
+wait_rc() {
+  _wait_exit "$1" "$2" || tc_fail "pid $1 ($(tr '\0' ' ' </proc/"$1"/cmdline 2>/dev/null)) still running after $2 s"
+  local rc=0
+  wait "$1" || rc=$?
+  return $rc
 }
 
 stop_engine() {
@@ -228,4 +236,40 @@ cpu_ticks() {
     total=$((total + f[11] + f[12] + f[13] + f[14]))
   done
   echo "$total"
+}
+
+TC_LIB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+# fio_check JSON...: fails (with logs) unless every fio job ran I/O without errors.
+fio_check() {
+  python3 "$TC_LIB_DIR/fio_json.py" check "$@" || tc_fail "fio reported errors: $*"
+}
+
+# fio_nbd NAME URI [FIO ARGS...]: fio's nbd engine against URI in the foreground,
+# JSON to $TC_RUN_DIR/NAME.json. fio_nbd_bg: the same through tc_spawn (pid in
+# TC_PID_OF[NAME], fio's stderr in $TC_RUN_DIR/NAME.log).
+_fio_nbd_args() {
+  local name="$1" uri="$2"; shift 2
+  FIO_ARGS=(fio --name="$name" --ioengine=nbd --uri="$uri" --verify_state_save=0
+    --output-format=json --output="$TC_RUN_DIR/$name.json" "$@")
+}
+fio_nbd() {
+  _fio_nbd_args "$@"
+  "${FIO_ARGS[@]}" 2>>"$TC_RUN_DIR/$1.log"
+}
+fio_nbd_bg() {
+  _fio_nbd_args "$@"
+  tc_spawn "$1" "${FIO_ARGS[@]}"
+}
+
+# replica_index VOL ENGINE ADDR: the index I of ADDR in `target get` (replica.I.address).
+replica_index() {
+  ctl "$2" target get --volume="$1" | sed -n "s/^replica\.\([0-9]*\)\.address=$3\$/\1/p" | head -n 1
+}
+
+# replica_state_in_target VOL ENGINE ADDR: replica.I.state of ADDR in the target on ENGINE.
+replica_state_in_target() {
+  local i; i="$(replica_index "$1" "$2" "$3")"
+  [ -n "$i" ] || return 1
+  ctl_field "$2" "replica\.$i\.state" target get --volume="$1"
 }

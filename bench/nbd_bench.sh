@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# NBD benchmark, in one run on this machine:
+#   raw         fio io_uring, O_DIRECT, on a file in the same filesystem as the replicas
+#   1-, 2-, 3-replica volumes on three local tandem-engine processes (target on engine 0),
+#               through fio's nbd engine (unix socket)
+# Jobs: 4 KiB randwrite and randread at QD1 and QD32, 1 MiB sequential write at QD8.
+# Prints IOPS, MB/s, p50/p99 completion latency, CPU time per I/O (fio's usr+sys
+# plus the engines' utime+stime from /proc/PID/stat), the ratio to raw and, for
+# writes, to raw / replicas; then the issue-5 targets as measured ratios.
+#
+#   bench/nbd_bench.sh [--build=DIR] [--seconds=N] [--size=SIZE] [--jobs="JOB ..."]
+#                      [--replicas="1 2 3"] [--standin]
+#
+# --build: where tandem-engine and tandemctl are (default build/release).
+# --seconds: per job (default 5; ~2.5 min in all). --standin: qemu-nbd instead of
+# tandem-engine volumes (checks the script itself; rows say "standin").
+# Everything runs under /var/tmp/tandem-nbd-bench.* and is removed at exit/Ctrl-C.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+source "$root/scripts/lib/cluster.sh"
+source "$root/scripts/lib/nbd_bench.sh"
+
+build="$root/build/release" replicas="1 2 3" standin=0
+for arg in "$@"; do
+  case "$arg" in
+    --build=*) build="${arg#*=}" ;;
+    --seconds=*) BENCH_SECONDS="${arg#*=}" ;;
+    --size=*) BENCH_SIZE="${arg#*=}" ;;
+    --jobs=*) BENCH_JOBS="${arg#*=}" ;;
+    --replicas=*) replicas="${arg#*=}" ;;
+    --standin) standin=1 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    *) echo "nbd_bench: unknown argument $arg" >&2; exit 2 ;;
+  esac
+done
+TANDEM_BUILD="$build"
+tc_init nbd-bench
+bench_init
+
+tc_log "raw io_uring baseline (${BENCH_SECONDS}s per job, $BENCH_SIZE)"
+bench_raw
+if [ $standin = 1 ]; then
+  for n in $replicas; do bench_standin "$n"; done
+else
+  engine_tests_possible || tc_fail "need $TANDEM_ENGINE (with --grpc-listen) and $TANDEMCTL; build them first"
+  for e in e0 e1 e2; do start_engine "$e"; done
+  for n in $replicas; do
+    engines=(e0 e1 e2)
+    tc_log "$n-replica volume"
+    bench_volume "$n" "${engines[@]:0:$n}"
+  done
+fi
+echo
+bench_table
