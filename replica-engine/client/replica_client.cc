@@ -26,16 +26,26 @@ constexpr uint32_t kTickMs = 50;
 
 StatusCode CodeOf(WireStatus ws) {
   switch (ws) {
-    case WireStatus::kOk: return StatusCode::kOk;
-    case WireStatus::kIoError: return StatusCode::kInternal;
-    case WireStatus::kInvalid: return StatusCode::kInvalidArgument;
-    case WireStatus::kNoSpace: return StatusCode::kResourceExhausted;
-    case WireStatus::kOutOfRange: return StatusCode::kOutOfRange;
-    case WireStatus::kNotFound: return StatusCode::kNotFound;
-    case WireStatus::kAuthFailed: return StatusCode::kUnauthenticated;
-    case WireStatus::kStaleEpoch: return StatusCode::kFailedPrecondition;
-    case WireStatus::kUnsupported: return StatusCode::kUnimplemented;
-    case WireStatus::kNotReady: return StatusCode::kFailedPrecondition;
+    case WireStatus::kOk:
+      return StatusCode::kOk;
+    case WireStatus::kIoError:
+      return StatusCode::kInternal;
+    case WireStatus::kInvalid:
+      return StatusCode::kInvalidArgument;
+    case WireStatus::kNoSpace:
+      return StatusCode::kResourceExhausted;
+    case WireStatus::kOutOfRange:
+      return StatusCode::kOutOfRange;
+    case WireStatus::kNotFound:
+      return StatusCode::kNotFound;
+    case WireStatus::kAuthFailed:
+      return StatusCode::kUnauthenticated;
+    case WireStatus::kStaleEpoch:
+      return StatusCode::kFailedPrecondition;
+    case WireStatus::kUnsupported:
+      return StatusCode::kUnimplemented;
+    case WireStatus::kNotReady:
+      return StatusCode::kFailedPrecondition;
   }
   return StatusCode::kInternal;
 }
@@ -190,9 +200,9 @@ void ReplicaClient::Parse() {
     FrameHeader h;
     protocol::DecodeResult r = protocol::DecodeHeader(p, &h);
     if (r != protocol::DecodeResult::kOk || !h.is_reply()) {
-      Fail(Status::DataLoss(std::string("bad reply frame from replica: ") +
-                            (r != protocol::DecodeResult::kOk ? protocol::DecodeResultName(r)
-                                                              : "not a reply")),
+      Fail(Status::DataLoss(
+               std::string("bad reply frame from replica: ") +
+               (r != protocol::DecodeResult::kOk ? protocol::DecodeResultName(r) : "not a reply")),
            true);
       return;
     }
@@ -217,8 +227,8 @@ void ReplicaClient::HandleReply(const FrameHeader& h, const uint8_t* payload) {
     }
     if (h.status != WireStatus::kOk) {
       Fail(Status(CodeOf(h.status), std::string("replica refused HELLO for volume '") +
-                                        options_.volume_id + "': " +
-                                        protocol::WireStatusName(h.status)),
+                                        options_.volume_id +
+                                        "': " + protocol::WireStatusName(h.status)),
            true);
       return;
     }
@@ -253,19 +263,32 @@ void ReplicaClient::HandleReply(const FrameHeader& h, const uint8_t* payload) {
   }
   Slot& s = slots_[idx];
   ClientRequest* req = s.req;
+  if (h.op() != req->op) {
+    Fail(Status::DataLoss("reply opcode does not match the request"), true);
+    return;
+  }
+  StatusCode code = CodeOf(h.status);
   if (h.status == WireStatus::kOk && req->op == Opcode::kRead) {
     if (h.payload_length != req->length) {
       Fail(Status::DataLoss("READ reply length does not match the request"), true);
       return;
     }
     std::memcpy(req->buf, payload, req->length);  // the one copy on the read path
+    req->reply_length = req->length;
+  } else if (h.status == WireStatus::kOk && req->op == Opcode::kGetDirtyMap) {
+    req->reply_length = h.payload_length;
+    if (h.payload_length <= req->length && req->buf != nullptr) {
+      std::memcpy(req->buf, payload, h.payload_length);
+    } else if (h.payload_length != 0) {
+      code = StatusCode::kResourceExhausted;  // the caller's buffer is too small
+    }
   }
   s.req = nullptr;
   s.next = free_;
   free_ = &s;
   --inflight_;
   req->wire_status = h.status;
-  Complete(req, CodeOf(h.status));
+  Complete(req, code);
   StartQueued();
 }
 
@@ -282,6 +305,7 @@ void ReplicaClient::Complete(ClientRequest* req, StatusCode code) {
 void ReplicaClient::Submit(ClientRequest* req) {
   req->status = StatusCode::kOk;
   req->wire_status = WireStatus::kOk;
+  req->reply_length = 0;
   if (state_ == ClientState::kIdle || state_ == ClientState::kClosed) {
     req->status = StatusCode::kUnavailable;
     Append(failed_head_, failed_tail_, req);

@@ -53,19 +53,46 @@ struct ClientOptions {
 struct ClientRequest;
 using ClientDoneFn = void (*)(ClientRequest* req);
 
+// One request; the fields per operation (docs/protocol.md):
+//   kRead, kWrite          offset, length (bytes), buf (length bytes; source
+//                          or destination), flags kFlagFua on writes
+//   kFlush                 nothing
+//   kTrim, kWriteZeroes    offset, length
+//   kGetInfo               nothing (the reply is not decoded; use info())
+//   kSetGeneration         offset = the new generation; flags kFlagTrackDirty
+//                          to start recording dirty regions, 0 to stop
+//   kMarkDirty,
+//   kClearDirty            offset, length (bytes of the volume)
+//   kGetDirtyMap           offset = first byte of the volume covered (a
+//                          multiple of 8 regions, 0 for the start); buf =
+//                          destination with `length` bytes of capacity
+//                          (> 12; at most kMaxPayload is ever needed). The
+//                          reply payload (a DirtyMapChunk: decode it with
+//                          protocol::DecodeDirtyMap) is copied to buf and its
+//                          size set in reply_length. The replica never sends
+//                          more than `length`; if a reply does not fit, the
+//                          request fails with RESOURCE_EXHAUSTED.
 struct ClientRequest {
   protocol::Opcode op = protocol::Opcode::kRead;
-  uint16_t flags = 0;   // protocol::kFlagFua
-  uint64_t offset = 0;  // bytes
+  uint16_t flags = 0;   // protocol::kFlagFua, protocol::kFlagTrackDirty
+  uint64_t offset = 0;  // bytes (kSetGeneration: the generation)
   uint32_t length = 0;  // bytes
   // kWrite: source (length bytes). kRead: destination (length bytes).
+  // kGetDirtyMap: destination (length bytes of capacity).
   void* buf = nullptr;
   // Out. OK; or the replica's error mapped to a Status code (IO_ERROR ->
   // INTERNAL, NO_SPACE -> RESOURCE_EXHAUSTED, OUT_OF_RANGE, INVALID_ARGUMENT,
-  // STALE_EPOCH -> FAILED_PRECONDITION); or UNAVAILABLE / DEADLINE_EXCEEDED
-  // when the connection failed before the reply.
+  // UNSUPPORTED -> UNIMPLEMENTED, STALE_EPOCH and NOT_READY ->
+  // FAILED_PRECONDITION); or UNAVAILABLE / DEADLINE_EXCEEDED when the
+  // connection failed before the reply. wire_status holds the replica's own
+  // status when a reply arrived (kOk otherwise), so a caller tells a fenced
+  // target (kStaleEpoch: stop, a newer target owns the volume) from other
+  // FAILED_PRECONDITIONs, e.g. SET_GENERATION lower than the current one is
+  // kInvalid -> INVALID_ARGUMENT.
   StatusCode status = StatusCode::kOk;
   protocol::WireStatus wire_status = protocol::WireStatus::kOk;
+  // Out: bytes of reply payload copied to buf (kRead, kGetDirtyMap).
+  uint32_t reply_length = 0;
   ClientDoneFn done = nullptr;
   void* ctx = nullptr;
 

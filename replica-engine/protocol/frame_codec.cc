@@ -32,6 +32,7 @@ uint32_t PayloadLimit(uint8_t opcode) {
   const bool reply = (opcode & kReplyBit) != 0;
   const auto op = static_cast<Opcode>(opcode & ~kReplyBit);
   if ((!reply && op == Opcode::kWrite) || (reply && op == Opcode::kRead)) return kMaxPayload;
+  if (reply && op == Opcode::kGetDirtyMap) return kMaxPayload;
   return kMaxControlPayload;
 }
 
@@ -117,7 +118,31 @@ Status CheckLimit(const char* field, size_t size, size_t limit) {
                                  " exceeds " + std::to_string(limit));
 }
 
+// The checks EncodeDirtyMap and DecodeDirtyMap share, so whatever decodes
+// re-encodes (the fuzzer relies on it).
+Status ValidateDirtyMap(const DirtyMapChunk& c) {
+  if (c.region_size < 512 || (c.region_size & (c.region_size - 1)) != 0) {
+    return Status::InvalidArgument("dirty map: region_size " + std::to_string(c.region_size) +
+                                   " is not a power of two >= 512");
+  }
+  if (c.volume_size == 0) return Status::InvalidArgument("dirty map: volume_size is 0");
+  if (c.bitmap.empty()) return Status::InvalidArgument("dirty map: empty bitmap");
+  if (c.bitmap.size() > kMaxDirtyMapChunk ||
+      c.bitmap.size() > DirtyMapBytes(c.volume_size, c.region_size)) {
+    return Status::InvalidArgument("dirty map: bitmap of " + std::to_string(c.bitmap.size()) +
+                                   " bytes is longer than the map or the frame allows");
+  }
+  return Status::Ok();
+}
+
 }  // namespace
+
+uint64_t DirtyMapBytes(uint64_t volume_size, uint32_t region_size) {
+  if (region_size == 0) return 0;
+  // Written to not overflow for sizes near 2^64.
+  uint64_t regions = volume_size / region_size + (volume_size % region_size != 0 ? 1 : 0);
+  return regions / 8 + (regions % 8 != 0 ? 1 : 0);
+}
 
 void EncodeHeader(const FrameHeader& h, uint8_t* out) {
   EncodeFixed32(out + kOffMagic, kFrameMagic);
@@ -231,6 +256,28 @@ Status DecodeReplicaInfo(std::string_view payload, ReplicaInfo* info) {
   TANDEM_RETURN_IF_ERROR(r.String("replica_id", kMaxVolumeIdLength, &d.replica_id));
   TANDEM_RETURN_IF_ERROR(r.Finish());
   *info = std::move(d);
+  return Status::Ok();
+}
+
+Status EncodeDirtyMap(const DirtyMapChunk& chunk, std::string* out) {
+  out->clear();
+  TANDEM_RETURN_IF_ERROR(ValidateDirtyMap(chunk));
+  out->reserve(kDirtyMapPrefixSize + chunk.bitmap.size());
+  PutFixed32(out, chunk.region_size);
+  PutFixed64(out, chunk.volume_size);
+  out->append(chunk.bitmap);
+  return Status::Ok();
+}
+
+Status DecodeDirtyMap(std::string_view payload, DirtyMapChunk* chunk) {
+  Reader r(payload, "dirty map");
+  DirtyMapChunk d;
+  TANDEM_RETURN_IF_ERROR(r.U32("region_size", &d.region_size));
+  TANDEM_RETURN_IF_ERROR(r.U64("volume_size", &d.volume_size));
+  // The bitmap is the rest of the payload; Validate bounds its length.
+  d.bitmap = payload.substr(kDirtyMapPrefixSize);
+  TANDEM_RETURN_IF_ERROR(ValidateDirtyMap(d));
+  *chunk = d;
   return Status::Ok();
 }
 

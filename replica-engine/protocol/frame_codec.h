@@ -70,11 +70,37 @@ struct ReplicaInfo {
   std::string replica_id;
 };
 
+// GET_DIRTY_MAP reply payload (docs/protocol.md, GET_DIRTY_MAP).
+//   u32 region_size | u64 volume_size | bitmap bytes
+// Bit i of the bitmap (LSB first: byte i / 8, mask 1 << (i % 8)) is region
+// first + i, where first = (the request's offset) / region_size; a set bit
+// means the region is dirty. A bitmap never reaches past the last region; bits
+// of the last byte beyond it are zero.
+inline constexpr size_t kDirtyMapPrefixSize = 12;
+// Largest bitmap one reply can carry: (1 MiB - 12) bytes, i.e. ~8M regions,
+// ~512 GiB of volume at 64 KiB regions. Larger maps take several requests.
+inline constexpr uint32_t kMaxDirtyMapChunk = kMaxPayload - kDirtyMapPrefixSize;
+struct DirtyMapChunk {
+  uint32_t region_size = 0;  // power of two >= 512
+  uint64_t volume_size = 0;  // > 0
+  // 1..min(kMaxDirtyMapChunk, DirtyMapBytes(volume_size, region_size)) bytes.
+  // Decode: a view into the payload (nothing is copied).
+  std::string_view bitmap;
+};
+// Bytes of a whole map: ceil(ceil(volume_size / region_size) / 8); 0 when
+// region_size is 0.
+uint64_t DirtyMapBytes(uint64_t volume_size, uint32_t region_size);
+
 // Encode into `out` (cleared first). INVALID_ARGUMENT if a string exceeds its limit.
 Status EncodeHello(const HelloRequest& hello, std::string* out);
 Status EncodeReplicaInfo(const ReplicaInfo& info, std::string* out);
 // Decode; INVALID_ARGUMENT naming the field on truncated, oversized or trailing bytes.
 Status DecodeHello(std::string_view payload, HelloRequest* hello);
 Status DecodeReplicaInfo(std::string_view payload, ReplicaInfo* info);
+// INVALID_ARGUMENT on a region size that is not a power of two >= 512, a zero
+// volume size, or a bitmap that is empty, longer than the whole map or longer
+// than kMaxDirtyMapChunk (and, on decode, a payload shorter than the prefix).
+Status EncodeDirtyMap(const DirtyMapChunk& chunk, std::string* out);
+Status DecodeDirtyMap(std::string_view payload, DirtyMapChunk* chunk);
 
 }  // namespace tandem::protocol

@@ -139,6 +139,14 @@ TEST(FrameCodecTest, PayloadLimits) {
   in.payload_length = 0xFFFFFFFF;
   EncodeHeader(in, buf);
   EXPECT_EQ(DecodeHeader(buf, &h), DecodeResult::kOversized);
+  // GET_DIRTY_MAP replies carry bitmaps up to kMaxPayload too.
+  in.opcode = static_cast<uint8_t>(Opcode::kGetDirtyMap) | kReplyBit;
+  in.payload_length = kMaxPayload;
+  EncodeHeader(in, buf);
+  EXPECT_EQ(DecodeHeader(buf, &h), DecodeResult::kOk);
+  in.payload_length = kMaxPayload + 1;
+  EncodeHeader(in, buf);
+  EXPECT_EQ(DecodeHeader(buf, &h), DecodeResult::kOversized);
 
   // Everything else is a control frame.
   const uint8_t control[] = {
@@ -151,7 +159,11 @@ TEST(FrameCodecTest, PayloadLimits) {
       static_cast<uint8_t>(Opcode::kWriteZeroes),
       static_cast<uint8_t>(Opcode::kGetInfo),
       static_cast<uint8_t>(Opcode::kGetInfo) | kReplyBit,
-      20,  // reserved opcode
+      static_cast<uint8_t>(Opcode::kSetGeneration),
+      static_cast<uint8_t>(Opcode::kMarkDirty),
+      static_cast<uint8_t>(Opcode::kClearDirty),
+      static_cast<uint8_t>(Opcode::kGetDirtyMap),  // the request; its reply is a data frame
+      20,                                          // reserved opcode
   };
   for (uint8_t op : control) {
     in.opcode = op;
@@ -192,6 +204,10 @@ TEST(FrameCodecTest, NamesAreStable) {
   EXPECT_STREQ(OpcodeName(static_cast<uint8_t>(Opcode::kWriteZeroes)), "WRITE_ZEROES");
   EXPECT_STREQ(OpcodeName(static_cast<uint8_t>(Opcode::kHello) | kReplyBit), "HELLO");
   EXPECT_STREQ(OpcodeName(31), "UNKNOWN");
+  EXPECT_STREQ(OpcodeName(8), "SET_GENERATION");
+  EXPECT_STREQ(OpcodeName(9), "MARK_DIRTY");
+  EXPECT_STREQ(OpcodeName(10), "GET_DIRTY_MAP");
+  EXPECT_STREQ(OpcodeName(11), "CLEAR_DIRTY");
   EXPECT_STREQ(WireStatusName(WireStatus::kStaleEpoch), "STALE_EPOCH");
   EXPECT_STREQ(WireStatusName(static_cast<WireStatus>(1000)), "UNKNOWN");
   EXPECT_STREQ(DecodeResultName(DecodeResult::kOversized), "payload length over limit");
@@ -242,6 +258,80 @@ TEST(FrameCodecTest, ReplicaInfoRoundTrip) {
   EXPECT_EQ(out.generation, in.generation);
   EXPECT_EQ(out.highest_epoch, in.highest_epoch);
   EXPECT_EQ(out.replica_id, in.replica_id);
+}
+
+TEST(FrameCodecTest, DirtyMapBytesRoundsUpToWholeRegionsAndBytes) {
+  EXPECT_EQ(DirtyMapBytes(10ull << 30, 64 * 1024), 20u * 1024);  // 10 GiB: 20 KiB
+  EXPECT_EQ(DirtyMapBytes(64 * 1024, 64 * 1024), 1u);
+  EXPECT_EQ(DirtyMapBytes(64 * 1024 + 4096, 64 * 1024), 1u);  // partial region: 2 bits
+  EXPECT_EQ(DirtyMapBytes(9ull * 64 * 1024, 64 * 1024), 2u);
+  EXPECT_EQ(DirtyMapBytes(512ull << 30, 64 * 1024), 1u << 20);  // one full frame's worth
+  EXPECT_EQ(DirtyMapBytes(1 << 20, 0), 0u);
+  EXPECT_EQ(DirtyMapBytes(UINT64_MAX, 512), (UINT64_MAX / 512 + 1) / 8);
+}
+
+TEST(FrameCodecTest, DirtyMapRoundTripAndLayout) {
+  const std::string bits("\x81\x00\x10", 3);
+  DirtyMapChunk in;
+  in.region_size = 64 * 1024;
+  in.volume_size = 24ull * 64 * 1024;  // 24 regions = 3 bytes
+  in.bitmap = bits;
+  std::string payload;
+  ASSERT_TRUE(EncodeDirtyMap(in, &payload).ok());
+  ASSERT_EQ(payload.size(), kDirtyMapPrefixSize + 3);
+  const auto* p = reinterpret_cast<const uint8_t*>(payload.data());
+  EXPECT_EQ(DecodeFixed32(p), 64u * 1024);
+  EXPECT_EQ(DecodeFixed64(p + 4), in.volume_size);
+  EXPECT_EQ(payload.substr(12), bits);
+  DirtyMapChunk out;
+  ASSERT_TRUE(DecodeDirtyMap(payload, &out).ok());
+  EXPECT_EQ(out.region_size, in.region_size);
+  EXPECT_EQ(out.volume_size, in.volume_size);
+  EXPECT_EQ(out.bitmap, bits);
+  // The decoded bitmap is a view into the payload, not a copy.
+  EXPECT_EQ(out.bitmap.data(), payload.data() + kDirtyMapPrefixSize);
+}
+
+TEST(FrameCodecTest, BadDirtyMapsAreRejected) {
+  const std::string one("\x01", 1);
+  auto encode = [](uint32_t region, uint64_t size, std::string_view bitmap) {
+    DirtyMapChunk c;
+    c.region_size = region;
+    c.volume_size = size;
+    c.bitmap = bitmap;
+    std::string out;
+    return EncodeDirtyMap(c, &out).code();
+  };
+  EXPECT_EQ(encode(65536, 65536, one), StatusCode::kOk);
+  EXPECT_EQ(encode(0, 65536, one), StatusCode::kInvalidArgument);
+  EXPECT_EQ(encode(256, 65536, one), StatusCode::kInvalidArgument);     // < 512
+  EXPECT_EQ(encode(65535, 65536, one), StatusCode::kInvalidArgument);   // not a power of two
+  EXPECT_EQ(encode(65536, 0, one), StatusCode::kInvalidArgument);       // empty volume
+  EXPECT_EQ(encode(65536, 65536, ""), StatusCode::kInvalidArgument);    // empty bitmap
+  EXPECT_EQ(encode(65536, 65536, "ab"), StatusCode::kInvalidArgument);  // longer than the map
+  std::string huge(kMaxDirtyMapChunk + 1, '\0');
+  EXPECT_EQ(encode(512, 1ull << 40, huge), StatusCode::kInvalidArgument);  // over the frame
+  huge.pop_back();
+  EXPECT_EQ(encode(512, 1ull << 40, huge), StatusCode::kOk);
+
+  DirtyMapChunk c;
+  c.region_size = 4096;
+  c.volume_size = 1 << 20;  // 256 regions = 32 bytes
+  std::string bitmap(32, '\xff');
+  c.bitmap = bitmap;
+  std::string payload;
+  ASSERT_TRUE(EncodeDirtyMap(c, &payload).ok());
+  DirtyMapChunk out;
+  for (size_t n = 0; n < kDirtyMapPrefixSize + 1; ++n) {  // truncated prefix or empty bitmap
+    EXPECT_EQ(DecodeDirtyMap(std::string_view(payload).substr(0, n), &out).code(),
+              StatusCode::kInvalidArgument)
+        << n;
+  }
+  EXPECT_EQ(DecodeDirtyMap(payload + "x", &out).code(), StatusCode::kInvalidArgument);
+  // A failed decode leaves the output untouched.
+  out.region_size = 7;
+  EXPECT_FALSE(DecodeDirtyMap(payload.substr(0, 5), &out).ok());
+  EXPECT_EQ(out.region_size, 7u);
 }
 
 TEST(FrameCodecTest, TruncatedAndTrailingPayloadsAreRejected) {

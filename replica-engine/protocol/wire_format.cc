@@ -20,6 +20,14 @@ const char* OpcodeName(uint8_t opcode) {
       return "WRITE_ZEROES";
     case Opcode::kGetInfo:
       return "GET_INFO";
+    case Opcode::kSetGeneration:
+      return "SET_GENERATION";
+    case Opcode::kMarkDirty:
+      return "MARK_DIRTY";
+    case Opcode::kGetDirtyMap:
+      return "GET_DIRTY_MAP";
+    case Opcode::kClearDirty:
+      return "CLEAR_DIRTY";
   }
   return "UNKNOWN";
 }

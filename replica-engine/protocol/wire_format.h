@@ -32,6 +32,7 @@ inline constexpr size_t kHeaderSize = 48;
 inline constexpr uint32_t kMaxIoSize = 1u << 20;  // 1 MiB
 inline constexpr uint32_t kMaxPayload = kMaxIoSize;
 // HELLO and GET_INFO payloads are small; anything larger is malformed.
+// (GET_DIRTY_MAP replies, like READ replies, may carry up to kMaxPayload.)
 inline constexpr uint32_t kMaxControlPayload = 4096;
 inline constexpr size_t kMaxVolumeIdLength = 128;
 inline constexpr size_t kMaxTokenLength = 256;
@@ -39,38 +40,47 @@ inline constexpr size_t kMaxTokenLength = 256;
 inline constexpr uint8_t kReplyBit = 0x80;
 
 enum class Opcode : uint8_t {
-  kHello = 1,        // must be the first frame on a connection
+  kHello = 1,  // must be the first frame on a connection
   kRead = 2,
   kWrite = 3,
   kFlush = 4,
   kTrim = 5,
   kWriteZeroes = 6,
   kGetInfo = 7,
-  // offset = new generation; persisted before the reply. With kFlagTrackDirty
-  // the replica starts recording the regions of every later write in its dirty
-  // map (persisted before the write is submitted); without it, stops recording.
+  // offset = new generation (never lower than the current one); persisted
+  // before the reply. With kFlagTrackDirty the replica starts recording the
+  // regions of every later WRITE/TRIM/WRITE_ZEROES in its dirty map (persisted
+  // before the write is submitted); without it, stops recording (map kept).
   kSetGeneration = 8,
-  // Marks [offset, offset + length) dirty and persists the map before replying.
+  // Marks every region overlapping [offset, offset + length) dirty and persists
+  // the map before replying.
   kMarkDirty = 9,
-  // 10..31 reserved (dirty-map transfer and rebuild).
+  // Reply payload: a DirtyMapChunk (frame_codec.h) starting at the region of
+  // byte `offset` (a multiple of 8 regions); request `length` caps the reply
+  // payload (0: kMaxPayload).
+  kGetDirtyMap = 10,
+  // Clears the regions of [offset, offset + length) (region-aligned, or ending
+  // at the volume end) and persists the map before replying.
+  kClearDirty = 11,
+  // 12..31 reserved.
 };
 
 inline constexpr uint16_t kFlagFua = 1u << 0;
-inline constexpr uint16_t kFlagTrackDirty = 1u << 1;  // kSetGeneration only
+inline constexpr uint16_t kFlagTrackDirty = 1u << 1;  // kSetGeneration only; ignored elsewhere
 inline constexpr uint16_t kKnownFlags = kFlagFua | kFlagTrackDirty;
 
 // Status carried in a reply header. Stable numbers: they are on the wire.
 enum class WireStatus : int32_t {
   kOk = 0,
-  kIoError = 1,        // the backend reported an error (EIO, ...)
-  kInvalid = 2,        // bad offset/length/alignment/flags for this op
-  kNoSpace = 3,        // ENOSPC on the replica
-  kOutOfRange = 4,     // beyond the replica size
-  kNotFound = 5,       // HELLO: no replica for this volume id
-  kAuthFailed = 6,     // HELLO: wrong token
-  kStaleEpoch = 7,     // HELLO or any request: a higher epoch has taken over
-  kUnsupported = 8,    // unknown opcode or protocol version
-  kNotReady = 9,       // request before a successful HELLO
+  kIoError = 1,      // the backend reported an error (EIO, ...)
+  kInvalid = 2,      // bad offset/length/alignment/flags for this op
+  kNoSpace = 3,      // ENOSPC on the replica
+  kOutOfRange = 4,   // beyond the replica size
+  kNotFound = 5,     // HELLO: no replica for this volume id
+  kAuthFailed = 6,   // HELLO: wrong token
+  kStaleEpoch = 7,   // HELLO or any request: a higher epoch has taken over
+  kUnsupported = 8,  // unknown opcode or protocol version
+  kNotReady = 9,     // request before a successful HELLO
 };
 
 const char* OpcodeName(uint8_t opcode);

@@ -120,7 +120,10 @@ Status ValidateId(const char* field, const std::string& id) {
 
 Replica::Replica(backend::StorageBackend* backend, std::string dir, int fd,
                  std::unique_ptr<MetadataFile> meta, bool was_clean)
-    : backend_(backend), dir_(std::move(dir)), fd_(fd), meta_(std::move(meta)),
+    : backend_(backend),
+      dir_(std::move(dir)),
+      fd_(fd),
+      meta_(std::move(meta)),
       was_clean_(was_clean) {}
 
 Replica::~Replica() {
@@ -232,11 +235,18 @@ Status Replica::Close() {
   if (st.ok()) {
     ReplicaMetadata md = meta_->current();
     md.clean_shutdown = true;
-    st = meta_->Update(md);
+    st = UpdateMetadata(md);
   }
   backend_->CloseFile(fd_);
   fd_ = -1;
   return st;
+}
+
+Status Replica::UpdateMetadata(const ReplicaMetadata& md) {
+  TANDEM_RETURN_IF_ERROR(meta_->Update(md));
+  // md was copied from current(), so it carried every in-memory dirty bit.
+  dirty_unsynced_ = false;
+  return Status::Ok();
 }
 
 Status Replica::SetHighestEpoch(uint64_t epoch) {
@@ -244,15 +254,118 @@ Status Replica::SetHighestEpoch(uint64_t epoch) {
   if (meta_->current().highest_epoch == epoch) return Status::Ok();
   ReplicaMetadata md = meta_->current();
   md.highest_epoch = epoch;
-  return meta_->Update(md);
+  return UpdateMetadata(md);
 }
 
-Status Replica::SetGeneration(uint64_t generation) {
+Status Replica::SetGeneration(uint64_t generation, bool track_dirty) {
   if (closed_) return Status::FailedPrecondition("replica " + dir_ + " is closed");
-  if (meta_->current().generation == generation) return Status::Ok();
-  ReplicaMetadata md = meta_->current();
-  md.generation = generation;
-  return meta_->Update(md);
+  const ReplicaMetadata& cur = meta_->current();
+  if (generation < cur.generation) {
+    return Status::FailedPrecondition("generation " + std::to_string(generation) +
+                                      " is lower than the current " +
+                                      std::to_string(cur.generation));
+  }
+  if (track_dirty && cur.dirty_region_size == 0) {
+    return Status::InvalidArgument("replica " + dir_ + " has no dirty map to track into");
+  }
+  if (cur.generation == generation && cur.tracking_dirty == track_dirty) return Status::Ok();
+  // In place, not a copy: the record holds the dirty map.
+  ReplicaMetadata* md = meta_->mutable_current();
+  const uint64_t old_generation = md->generation;
+  const bool old_tracking = md->tracking_dirty;
+  md->generation = generation;
+  md->tracking_dirty = track_dirty;
+  Status st = meta_->Sync();
+  if (!st.ok()) {
+    // Undo: the server must not believe a generation or tracking state the
+    // disk does not have (a write could then skip its dirty mark).
+    md->generation = old_generation;
+    md->tracking_dirty = old_tracking;
+    return st;
+  }
+  dirty_unsynced_ = false;
+  return Status::Ok();
+}
+
+Status Replica::CheckRange(uint64_t offset, uint64_t length) const {
+  const ReplicaMetadata& md = meta_->current();
+  if (md.dirty_region_size == 0) {
+    return Status::InvalidArgument("replica " + dir_ + " has no dirty map");
+  }
+  if (length == 0) return Status::InvalidArgument("empty dirty-map range");
+  if (offset > md.size || length > md.size - offset) {
+    return Status::OutOfRange("range " + std::to_string(offset) + "+" + std::to_string(length) +
+                              " is beyond the replica size " + std::to_string(md.size));
+  }
+  return Status::Ok();
+}
+
+bool Replica::IsRegionDirty(uint64_t region) const {
+  const std::vector<uint8_t>& map = meta_->current().dirty_map;
+  if (region / 8 >= map.size()) return false;
+  return (map[region / 8] & (1u << (region % 8))) != 0;
+}
+
+bool Replica::SetRegions(uint64_t first, uint64_t last, bool dirty) {
+  std::vector<uint8_t>& map = meta_->mutable_current()->dirty_map;
+  bool changed = false;
+  for (uint64_t r = first; r <= last; ++r) {
+    uint8_t& byte = map[r / 8];
+    const uint8_t mask = static_cast<uint8_t>(1u << (r % 8));
+    const uint8_t want =
+        dirty ? static_cast<uint8_t>(byte | mask) : static_cast<uint8_t>(byte & ~mask);
+    if (want != byte) {
+      byte = want;
+      changed = true;
+    }
+  }
+  return changed;
+}
+
+bool Replica::NoteWrite(uint64_t offset, uint64_t length) {
+  const uint32_t region = meta_->current().dirty_region_size;
+  if (SetRegions(offset / region, (offset + length - 1) / region, true)) dirty_unsynced_ = true;
+  // Conservative: while any bit is unsynced, even a write whose own bits were
+  // already set may be relying on a bit another pending write set, so it
+  // waits for the same SyncDirty() (which covers all of them at once).
+  return !dirty_unsynced_;
+}
+
+Status Replica::SyncDirty() {
+  if (!dirty_unsynced_) return Status::Ok();
+  if (closed_) return Status::FailedPrecondition("replica " + dir_ + " is closed");
+  TANDEM_RETURN_IF_ERROR(meta_->Sync());
+  dirty_unsynced_ = false;
+  return Status::Ok();
+}
+
+Status Replica::MarkDirty(uint64_t offset, uint64_t length) {
+  if (closed_) return Status::FailedPrecondition("replica " + dir_ + " is closed");
+  TANDEM_RETURN_IF_ERROR(CheckRange(offset, length));
+  const uint32_t region = meta_->current().dirty_region_size;
+  if (SetRegions(offset / region, (offset + length - 1) / region, true)) dirty_unsynced_ = true;
+  return SyncDirty();
+}
+
+Status Replica::ClearDirty(uint64_t offset, uint64_t length) {
+  if (closed_) return Status::FailedPrecondition("replica " + dir_ + " is closed");
+  TANDEM_RETURN_IF_ERROR(CheckRange(offset, length));
+  const ReplicaMetadata& md = meta_->current();
+  const uint32_t region = md.dirty_region_size;
+  const uint64_t end = offset + length;
+  if (offset % region != 0 || (end % region != 0 && end != md.size)) {
+    return Status::InvalidArgument("clear range " + std::to_string(offset) + "+" +
+                                   std::to_string(length) + " is not aligned to the " +
+                                   std::to_string(region) + "-byte dirty regions");
+  }
+  if (!SetRegions(offset / region, (end - 1) / region, false) && !dirty_unsynced_) {
+    return Status::Ok();  // nothing to persist
+  }
+  // A failed Sync leaves the bits cleared in memory but set on disk; that is
+  // the safe direction (the disk over-reports), and the next Sync retries.
+  TANDEM_RETURN_IF_ERROR(meta_->Sync());
+  dirty_unsynced_ = false;
+  return Status::Ok();
 }
 
 }  // namespace tandem::replica

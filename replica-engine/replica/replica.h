@@ -6,11 +6,23 @@
 //   <dir>/meta   the MetadataFile
 //   <dir>/data   the sparse data file (absent when data_path names a device)
 //
-// Thread-safety: metadata changes (SetHighestEpoch, SetGeneration, Close) must
-// be serialised by the caller; fd() may be used from the backend's thread.
+// Thread-safety: metadata changes (SetHighestEpoch, SetGeneration, the dirty
+// map, Close) must be serialised by the caller (the replica server does them
+// on its loop thread); fd() may be used from the backend's thread.
+//
+// Dirty map (docs/replica_metadata.md): one bit per dirty_region_size bytes,
+// held once, in the metadata record (no second copy in memory). While
+// tracking_dirty() every write is marked before it is submitted: NoteWrite()
+// sets the bits in memory and says whether they are already durable; if not,
+// SyncDirty() must succeed before the write may reach the disk. Bits set in
+// memory but not yet persisted are harmless (a superset of the truth only
+// makes a rebuild copy more); what must never happen is a write reaching the
+// disk before its bit does.
 
+#include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/result.h"
 #include "replica-engine/backend/storage_backend.h"
@@ -59,11 +71,46 @@ class Replica {
 
   // Durable metadata updates (one fdatasync each).
   Status SetHighestEpoch(uint64_t epoch);
-  Status SetGeneration(uint64_t generation);
+  // Generations only grow: FAILED_PRECONDITION if `generation` is lower than
+  // the current one; equal is OK (idempotent). Persists generation and the
+  // tracking flag together. INVALID_ARGUMENT when tracking is asked of a
+  // replica without a dirty map (dirty_region_size 0).
+  Status SetGeneration(uint64_t generation, bool track_dirty);
+  // Same, keeping the current tracking flag.
+  Status SetGeneration(uint64_t generation) { return SetGeneration(generation, tracking_dirty()); }
+
+  // Dirty map. Ranges are bytes; [offset, offset + length) must lie within
+  // the replica (INVALID_ARGUMENT / OUT_OF_RANGE otherwise, nothing changed).
+  bool tracking_dirty() const { return meta_->current().tracking_dirty; }
+  uint32_t dirty_region_size() const { return meta_->current().dirty_region_size; }
+  const std::vector<uint8_t>& dirty_map() const { return meta_->current().dirty_map; }
+  // Whether region `region` (index, not bytes) is dirty in memory.
+  bool IsRegionDirty(uint64_t region) const;
+  // Data path (no I/O, no allocation): marks every region overlapping the
+  // range in memory. True when the write may be submitted at once, i.e. every
+  // bit it needs was already on disk; false when SyncDirty() must succeed
+  // first. REQUIRES: tracking_dirty(), a valid range, length > 0.
+  bool NoteWrite(uint64_t offset, uint64_t length);
+  // Persists the in-memory dirty map if it is ahead of the disk (one metadata
+  // update, however many NoteWrite()s it covers); OK at once otherwise.
+  Status SyncDirty();
+  // Marks every region overlapping the range and persists (if anything is
+  // not yet durable). length 0 is INVALID_ARGUMENT.
+  Status MarkDirty(uint64_t offset, uint64_t length);
+  // Clears the regions of the range and persists. offset must be a multiple
+  // of dirty_region_size and the range must end on a region boundary or at
+  // the replica's end (INVALID_ARGUMENT), so no partly-copied region is
+  // cleared. length 0 is INVALID_ARGUMENT.
+  Status ClearDirty(uint64_t offset, uint64_t length);
 
  private:
   Replica(backend::StorageBackend* backend, std::string dir, int fd,
           std::unique_ptr<MetadataFile> meta, bool was_clean);
+  Status CheckRange(uint64_t offset, uint64_t length) const;
+  // Sets (or clears) the bits of regions [first, last]; true if any changed.
+  bool SetRegions(uint64_t first, uint64_t last, bool dirty);
+  // Update() wrapper that notes the in-memory map is durable on success.
+  Status UpdateMetadata(const ReplicaMetadata& md);
 
   backend::StorageBackend* backend_;
   std::string dir_;
@@ -71,6 +118,8 @@ class Replica {
   std::unique_ptr<MetadataFile> meta_;
   bool was_clean_;
   bool closed_ = false;
+  // The in-memory dirty map has bits the disk does not (yet) have.
+  bool dirty_unsynced_ = false;
 };
 
 }  // namespace tandem::replica

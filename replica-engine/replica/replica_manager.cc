@@ -158,8 +158,8 @@ Status ReplicaManager::Delete(const std::string& volume_id) {
   if (it != replicas_.end()) {
     // A close error does not matter: the data is about to be removed.
     Status st = it->second->Close();
-    if (!st.ok()) TLOG_WARN(kTag, "closing %s before delete: %s", volume_id.c_str(),
-                            st.ToString().c_str());
+    if (!st.ok())
+      TLOG_WARN(kTag, "closing %s before delete: %s", volume_id.c_str(), st.ToString().c_str());
     replicas_.erase(it);
   }
   // Also reached for a replica that failed to load. Only <dir>/data is ever

@@ -18,7 +18,9 @@ namespace {
 
 constexpr char kTag[] = "replica";
 constexpr char kMagic[8] = {'T', 'N', 'D', 'M', 'M', 'E', 'T', 'A'};
-constexpr uint32_t kFormatVersion = 1;
+// Version 2 appended tracking_dirty to the fields; version 1 is still read.
+constexpr uint32_t kFormatVersion = kMetadataFormatVersion;
+constexpr uint32_t kOldestReadableVersion = 1;
 
 // Fixed prefix of every slot; see docs/replica_metadata.md.
 constexpr size_t kMagicOffset = 0;
@@ -46,11 +48,12 @@ uint64_t DirtyMapBytes(uint64_t size, uint32_t region) {
   return regions / 8 + (regions % 8 != 0 ? 1 : 0);
 }
 
-size_t HeaderLength(const ReplicaMetadata& md) {
+// Header length of a record written in `version`.
+size_t HeaderLength(const ReplicaMetadata& md, uint32_t version) {
   return kFieldsOffset + 2 + md.volume_id.size() + 2 + md.replica_id.size() + 2 +
          md.data_path.size() + 8 /*size*/ + 4 /*block_size*/ + 8 /*generation*/ +
          8 /*highest_epoch*/ + 1 /*clean_shutdown*/ + 4 /*dirty_region_size*/ +
-         4 /*dirty_map_bytes*/;
+         4 /*dirty_map_bytes*/ + (version >= 2 ? 1 /*tracking_dirty*/ : 0);
 }
 
 // The field checks shared by Encode and Decode, so that everything Decode
@@ -78,6 +81,9 @@ Status ValidateFields(const ReplicaMetadata& md, uint64_t map_bytes) {
   }
   uint64_t want = DirtyMapBytes(md.size, md.dirty_region_size);
   if (want > UINT32_MAX) return Status::InvalidArgument("dirty map too large");
+  if (md.tracking_dirty && md.dirty_region_size == 0) {
+    return Status::InvalidArgument("tracking_dirty set without a dirty map");
+  }
   if (map_bytes != want) {
     return Status::InvalidArgument("dirty map has " + std::to_string(map_bytes) +
                                    " bytes, expected " + std::to_string(want));
@@ -202,11 +208,11 @@ size_t MetadataSlotSize(uint64_t size, uint32_t dirty_region_size) {
 Status EncodeMetadataSlot(const ReplicaMetadata& md, uint64_t seq, size_t slot_size,
                           std::string* out) {
   TANDEM_RETURN_IF_ERROR(ValidateFields(md, md.dirty_map.size()));
-  const size_t header = HeaderLength(md);
+  const size_t header = HeaderLength(md, kFormatVersion);
   const size_t total = header + md.dirty_map.size();
   if (total > slot_size) {
-    return Status::InvalidArgument("metadata needs " + std::to_string(total) +
-                                   " bytes, slot has " + std::to_string(slot_size));
+    return Status::InvalidArgument("metadata needs " + std::to_string(total) + " bytes, slot has " +
+                                   std::to_string(slot_size));
   }
   out->assign(slot_size, '\0');
   auto* p = reinterpret_cast<uint8_t*>(out->data());
@@ -232,6 +238,7 @@ Status EncodeMetadataSlot(const ReplicaMetadata& md, uint64_t seq, size_t slot_s
   pos += 4;
   EncodeFixed32(p + pos, static_cast<uint32_t>(md.dirty_map.size()));
   pos += 4;
+  p[pos++] = md.tracking_dirty ? 1 : 0;
   if (!md.dirty_map.empty()) std::memcpy(p + pos, md.dirty_map.data(), md.dirty_map.size());
   EncodeFixed32(p + kCrcOffset, SlotCrc(p, total));
   return Status::Ok();
@@ -244,7 +251,7 @@ Status DecodeMetadataSlot(const void* data, size_t n, ReplicaMetadata* md, uint6
     return Status::DataLoss("bad magic");
   }
   uint32_t version = DecodeFixed32(p + kVersionOffset);
-  if (version != kFormatVersion) {
+  if (version < kOldestReadableVersion || version > kFormatVersion) {
     return Status::DataLoss("unsupported format version " + std::to_string(version));
   }
   const size_t header = DecodeFixed32(p + kHeaderLengthOffset);
@@ -271,9 +278,12 @@ Status DecodeMetadataSlot(const void* data, size_t n, ReplicaMetadata* md, uint6
   uint8_t clean = r.U8();
   m.dirty_region_size = r.U32();
   uint32_t map_bytes = r.U32();
+  uint8_t tracking = version >= 2 ? r.U8() : 0;
   if (!r.ok() || r.pos() != header) return Status::DataLoss("malformed fields");
   if (clean > 1) return Status::DataLoss("bad clean_shutdown value");
+  if (tracking > 1) return Status::DataLoss("bad tracking_dirty value");
   m.clean_shutdown = clean != 0;
+  m.tracking_dirty = tracking != 0;
   if (Status st = ValidateFields(m, map_bytes); !st.ok()) {
     return Status::DataLoss(st.message());
   }
@@ -367,20 +377,30 @@ Result<std::unique_ptr<MetadataFile>> MetadataFile::Open(const std::string& path
       new MetadataFile(path, std::move(fd), slot_size, std::move(mds[pick]), seqs[pick], pick));
 }
 
-Status MetadataFile::Update(const ReplicaMetadata& md) {
-  if (md.size != current_.size || md.dirty_region_size != current_.dirty_region_size) {
-    return Status::InvalidArgument("metadata update may not change size or dirty_region_size");
-  }
+Status MetadataFile::WriteNextSlot(const ReplicaMetadata& md) {
   const int target = 1 - current_slot_;
+  // A fresh image per update: updates are rare (each pays an fdatasync, which
+  // dwarfs the allocation), and keeping a slot-sized scratch buffer would
+  // double the resident size of a large dirty map.
   std::string image;
   TANDEM_RETURN_IF_ERROR(EncodeMetadataSlot(md, seq_ + 1, slot_size_, &image));
   TANDEM_RETURN_IF_ERROR(
       WriteAll(fd_.get(), image.data(), image.size(), target * slot_size_, path_));
   if (::fdatasync(fd_.get()) != 0) return PosixError("fdatasync " + path_, errno);
-  current_ = md;
   seq_ += 1;
   current_slot_ = target;
   return Status::Ok();
 }
+
+Status MetadataFile::Update(const ReplicaMetadata& md) {
+  if (md.size != current_.size || md.dirty_region_size != current_.dirty_region_size) {
+    return Status::InvalidArgument("metadata update may not change size or dirty_region_size");
+  }
+  TANDEM_RETURN_IF_ERROR(WriteNextSlot(md));
+  current_ = md;
+  return Status::Ok();
+}
+
+Status MetadataFile::Sync() { return WriteNextSlot(current_); }
 
 }  // namespace tandem::replica

@@ -27,10 +27,16 @@ struct ReplicaMetadata {
   uint64_t generation = 0;      // bumped by the volume target when a peer faults
   uint64_t highest_epoch = 0;   // highest target epoch accepted (fencing)
   bool clean_shutdown = false;  // true only between a clean Close() and the next Open()
-  // Dirty-region map: one bit per `dirty_region_size` bytes of the volume,
-  // recorded while a peer replica is faulted. dirty_region_size == 0: no map.
+  // Dirty-region map: one bit per `dirty_region_size` bytes of the volume
+  // (region r is byte r / 8, mask 1 << (r % 8)), recorded while a peer replica
+  // is faulted. dirty_region_size == 0: no map.
   uint32_t dirty_region_size = 0;
   std::vector<uint8_t> dirty_map;  // ceil(size / dirty_region_size / 8) bytes
+  // Format version 2: every WRITE/TRIM/WRITE_ZEROES marks its regions in
+  // dirty_map before it is submitted (set by SET_GENERATION with
+  // kFlagTrackDirty). Persistent, so a restart keeps recording. Version-1
+  // records decode with false.
+  bool tracking_dirty = false;
 
   bool operator==(const ReplicaMetadata&) const = default;
 };
@@ -41,7 +47,9 @@ struct ReplicaMetadata {
 Status EncodeMetadataSlot(const ReplicaMetadata& md, uint64_t seq, size_t slot_size,
                           std::string* out);
 // Parses a slot image; DATA_LOSS on bad magic/crc/lengths. Never reads outside
-// [data, data + n).
+// [data, data + n). Accepts format versions 1 and 2 (kMetadataFormatVersion);
+// the encoder always writes the current version.
+inline constexpr uint32_t kMetadataFormatVersion = 2;
 Status DecodeMetadataSlot(const void* data, size_t n, ReplicaMetadata* md, uint64_t* seq);
 
 // Bytes one slot needs for metadata of a volume of `size` bytes with the given
@@ -67,9 +75,20 @@ class MetadataFile {
   // the slot size).
   Status Update(const ReplicaMetadata& md);
 
+  // In-place edits without copying the record (the dirty map may be large):
+  // the caller changes fields of *mutable_current() (never size or
+  // dirty_region_size) and then calls Sync(). Between the two, and after a
+  // failed Sync(), the in-memory record is ahead of the disk.
+  ReplicaMetadata* mutable_current() { return &current_; }
+  // Durably writes current() (other slot, then fdatasync), like Update(current()).
+  Status Sync();
+
  private:
   MetadataFile(std::string path, UniqueFd fd, size_t slot_size, ReplicaMetadata md, uint64_t seq,
                int current_slot);
+  // Writes `md` to the slot not holding the current record and fdatasyncs;
+  // on success advances the sequence and the current slot.
+  Status WriteNextSlot(const ReplicaMetadata& md);
 
   std::string path_;
   UniqueFd fd_;

@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "common/coding.h"
+#include "common/crc32c.h"
 
 namespace tandem::replica {
 namespace {
@@ -60,8 +61,8 @@ class MetadataFileTest : public ::testing::Test {
 
 TEST(MetadataSlotTest, SlotSize) {
   EXPECT_EQ(MetadataSlotSize(1ull << 30, 0), 4096u);
-  EXPECT_EQ(MetadataSlotSize(1ull << 30, 64 * 1024), 8192u);            // 2048 map bytes
-  EXPECT_EQ(MetadataSlotSize(4096, 4096), 8192u);                       // 1 bit -> 1 byte
+  EXPECT_EQ(MetadataSlotSize(1ull << 30, 64 * 1024), 8192u);               // 2048 map bytes
+  EXPECT_EQ(MetadataSlotSize(4096, 4096), 8192u);                          // 1 bit -> 1 byte
   EXPECT_EQ(MetadataSlotSize(1ull << 40, 64 * 1024), 4096u + (2u << 20));  // 2 MiB map
   // A partial last region still gets a bit.
   EXPECT_EQ(MetadataSlotSize(65 * 4096, 64 * 1024), 8192u);
@@ -97,6 +98,81 @@ TEST(MetadataSlotTest, RoundTripWithoutDirtyMap) {
   EXPECT_EQ(out, md);
 }
 
+TEST(MetadataSlotTest, TrackingDirtyRoundTripsInVersion2) {
+  ReplicaMetadata md = SampleMetadata();
+  md.tracking_dirty = true;
+  size_t slot_size = MetadataSlotSize(md.size, md.dirty_region_size);
+  std::string image;
+  ASSERT_TRUE(EncodeMetadataSlot(md, 3, slot_size, &image).ok());
+  EXPECT_EQ(DecodeFixed32(reinterpret_cast<const uint8_t*>(image.data()) + 8),
+            kMetadataFormatVersion);
+  ReplicaMetadata out;
+  uint64_t seq = 0;
+  ASSERT_TRUE(DecodeMetadataSlot(image.data(), image.size(), &out, &seq).ok());
+  EXPECT_TRUE(out.tracking_dirty);
+  EXPECT_EQ(out, md);
+}
+
+// Rewrites a current-version image as format version 1 (no tracking_dirty
+// byte), the layout replicas created before version 2 have on disk.
+std::string ToVersion1(std::string image) {
+  auto* p = reinterpret_cast<uint8_t*>(image.data());
+  const uint32_t header = DecodeFixed32(p + 12);
+  const uint32_t total = DecodeFixed32(p + 16);
+  EXPECT_EQ(p[header - 1], 0) << "tracking_dirty must be off to have a version-1 form";
+  image.erase(header - 1, 1);
+  image.push_back('\0');  // keep the slot size
+  p = reinterpret_cast<uint8_t*>(image.data());
+  EncodeFixed32(p + 8, 1);
+  EncodeFixed32(p + 12, header - 1);
+  EncodeFixed32(p + 16, total - 1);
+  EncodeFixed32(p + 20, 0);
+  EncodeFixed32(p + 20, Crc32c(p, total - 1));
+  return image;
+}
+
+TEST(MetadataSlotTest, Version1SlotsStillDecodeWithTrackingOff) {
+  ReplicaMetadata md = SampleMetadata();
+  size_t slot_size = MetadataSlotSize(md.size, md.dirty_region_size);
+  std::string image;
+  ASSERT_TRUE(EncodeMetadataSlot(md, 9, slot_size, &image).ok());
+  std::string v1 = ToVersion1(image);
+  ReplicaMetadata out;
+  uint64_t seq = 0;
+  Status st = DecodeMetadataSlot(v1.data(), v1.size(), &out, &seq);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_EQ(out, md);
+  EXPECT_FALSE(out.tracking_dirty);
+  EXPECT_EQ(seq, 9u);
+  // A version-1 header with a tracking byte appended is malformed, and
+  // versions outside [1, current] are refused.
+  std::string bad = image;
+  EncodeFixed32(reinterpret_cast<uint8_t*>(bad.data()) + 8, 3);
+  EXPECT_EQ(DecodeMetadataSlot(bad.data(), bad.size(), &out, &seq).code(), StatusCode::kDataLoss);
+  // A version-1 file is upgraded by the first update.
+  char tmpl[] = "/var/tmp/tandem-metadata-v1-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  std::string path = std::string(tmpl) + "/meta";
+  {
+    std::string file = v1 + std::string(slot_size, '\0');
+    int fd = ::open(path.c_str(), O_CREAT | O_WRONLY, 0644);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::write(fd, file.data(), file.size()), static_cast<ssize_t>(file.size()));
+    ::close(fd);
+  }
+  auto f = MetadataFile::Open(path);
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  EXPECT_EQ((*f)->current(), md);
+  ReplicaMetadata tracked = md;
+  tracked.tracking_dirty = true;
+  ASSERT_TRUE((*f)->Update(tracked).ok());
+  f->reset();
+  auto g = MetadataFile::Open(path);
+  ASSERT_TRUE(g.ok());
+  EXPECT_TRUE((*g)->current().tracking_dirty);
+  std::filesystem::remove_all(tmpl);
+}
+
 TEST(MetadataSlotTest, EncodeRejectsBadFields) {
   std::string image;
   auto encode = [&](const ReplicaMetadata& md) {
@@ -122,6 +198,11 @@ TEST(MetadataSlotTest, EncodeRejectsBadFields) {
   EXPECT_EQ(encode(md), StatusCode::kInvalidArgument);
   md = SampleMetadata();
   md.dirty_region_size = 1024;  // < block_size
+  EXPECT_EQ(encode(md), StatusCode::kInvalidArgument);
+  md = SampleMetadata();
+  md.dirty_region_size = 0;
+  md.dirty_map.clear();
+  md.tracking_dirty = true;  // tracking into no map
   EXPECT_EQ(encode(md), StatusCode::kInvalidArgument);
   md = SampleMetadata();  // needs ~2.1 KiB (2 KiB map)
   EXPECT_EQ(EncodeMetadataSlot(md, 1, 2048, &image).code(), StatusCode::kInvalidArgument);
@@ -236,6 +317,24 @@ TEST_F(MetadataFileTest, UpdateThenReopen) {
   ASSERT_TRUE(h.ok());
   EXPECT_EQ((*h)->current(), md);
   EXPECT_EQ((*h)->sequence(), 7u);
+}
+
+TEST_F(MetadataFileTest, InPlaceEditsPersistOnSync) {
+  ReplicaMetadata md = SampleMetadata();
+  auto f = MetadataFile::Create(path_, md);
+  ASSERT_TRUE(f.ok());
+  ReplicaMetadata* m = (*f)->mutable_current();
+  m->dirty_map[5] = 0x42;
+  m->tracking_dirty = true;
+  m->generation = 11;
+  ASSERT_TRUE((*f)->Sync().ok());
+  EXPECT_EQ((*f)->sequence(), 2u);
+  ReplicaMetadata want = *m;
+  f->reset();
+  auto g = MetadataFile::Open(path_);
+  ASSERT_TRUE(g.ok());
+  EXPECT_EQ((*g)->current(), want);
+  EXPECT_EQ((*g)->sequence(), 2u);
 }
 
 TEST_F(MetadataFileTest, UpdateMayNotChangeSlotGeometry) {

@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -143,6 +144,100 @@ TEST_F(ReplicaTest, EpochAndGenerationPersist) {
   ASSERT_TRUE(p.ok());
   EXPECT_EQ((*p)->metadata().highest_epoch, 18u);
   EXPECT_EQ((*p)->metadata().generation, 3u);
+}
+
+TEST_F(ReplicaTest, GenerationsOnlyGrow) {
+  auto r = Replica::Create(backend_.get(), dir_, Config());
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE((*r)->SetGeneration(5, false).ok());
+  EXPECT_EQ((*r)->SetGeneration(4, false).code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*r)->SetGeneration(4, true).code(), StatusCode::kFailedPrecondition);
+  EXPECT_FALSE((*r)->tracking_dirty());
+  ASSERT_TRUE((*r)->SetGeneration(5, false).ok());  // equal: idempotent
+  ASSERT_TRUE((*r)->SetGeneration(5, true).ok());   // equal, tracking on
+  EXPECT_TRUE((*r)->tracking_dirty());
+  EXPECT_EQ((*r)->metadata().generation, 5u);
+  EXPECT_EQ(OnDisk().generation, 5u);
+  EXPECT_TRUE(OnDisk().tracking_dirty);
+}
+
+constexpr uint64_t kRegion = 64 * 1024;
+
+std::vector<uint64_t> DirtyRegions(const Replica& r) {
+  std::vector<uint64_t> out;
+  for (uint64_t i = 0; i < kSize / kRegion; ++i) {
+    if (r.IsRegionDirty(i)) out.push_back(i);
+  }
+  return out;
+}
+
+std::vector<uint64_t> DirtyRegions(const ReplicaMetadata& md) {
+  std::vector<uint64_t> out;
+  for (uint64_t i = 0; i < md.dirty_map.size() * 8; ++i) {
+    if (md.dirty_map[i / 8] & (1u << (i % 8))) out.push_back(i);
+  }
+  return out;
+}
+
+TEST_F(ReplicaTest, NoteWriteAsksForOneSyncPerNewRegionAndTrackingSurvivesCrash) {
+  auto r = Replica::Create(backend_.get(), dir_, Config());
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE((*r)->SetGeneration(2, true).ok());
+  EXPECT_EQ((*r)->dirty_map().size(), kSize / kRegion / 8);  // 1 bit per region
+  EXPECT_FALSE((*r)->NoteWrite(0, 4096));                    // region 0 is new: must sync first
+  EXPECT_FALSE((*r)->NoteWrite(4096, 4096));                 // region 0 set, but not durable yet
+  ASSERT_TRUE((*r)->SyncDirty().ok());
+  EXPECT_TRUE((*r)->NoteWrite(8192, 4096));                 // durable: straight through
+  EXPECT_FALSE((*r)->NoteWrite(3 * kRegion - 4096, 8192));  // regions 2 and 3
+  EXPECT_FALSE((*r)->NoteWrite(kSize - 4096, 4096));        // the last region
+  EXPECT_EQ(DirtyRegions(**r), (std::vector<uint64_t>{0, 2, 3, kSize / kRegion - 1}));
+  // Only region 0 was persisted when the "crash" happens.
+  EXPECT_EQ(DirtyRegions(OnDisk()), (std::vector<uint64_t>{0}));
+  ASSERT_TRUE((*r)->SyncDirty().ok());
+  EXPECT_EQ(DirtyRegions(OnDisk()), (std::vector<uint64_t>{0, 2, 3, kSize / kRegion - 1}));
+  r->reset();  // destroyed without Close()
+
+  auto o = Replica::Open(backend_.get(), dir_);
+  ASSERT_TRUE(o.ok());
+  EXPECT_FALSE((*o)->was_clean());
+  EXPECT_TRUE((*o)->tracking_dirty());
+  EXPECT_EQ((*o)->metadata().generation, 2u);
+  EXPECT_EQ(DirtyRegions(**o), (std::vector<uint64_t>{0, 2, 3, kSize / kRegion - 1}));
+  // Tracking off keeps the map.
+  ASSERT_TRUE((*o)->SetGeneration(2, false).ok());
+  EXPECT_FALSE(OnDisk().tracking_dirty);
+  EXPECT_EQ(DirtyRegions(OnDisk()), (std::vector<uint64_t>{0, 2, 3, kSize / kRegion - 1}));
+}
+
+TEST_F(ReplicaTest, MarkAndClearDirtyPersistAndCheckTheirRange) {
+  auto r = Replica::Create(backend_.get(), dir_, Config());
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE((*r)->MarkDirty(kRegion + 4096, 2 * kRegion).ok());  // touches regions 1..3
+  EXPECT_EQ(DirtyRegions(OnDisk()), (std::vector<uint64_t>{1, 2, 3}));
+  ASSERT_TRUE((*r)->MarkDirty(10 * kRegion, 4096).ok());
+  EXPECT_EQ(DirtyRegions(OnDisk()), (std::vector<uint64_t>{1, 2, 3, 10}));
+  // Clearing must not drop a region only partly covered.
+  EXPECT_EQ((*r)->ClearDirty(kRegion + 4096, kRegion).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ((*r)->ClearDirty(kRegion, kRegion + 4096).code(), StatusCode::kInvalidArgument);
+  ASSERT_TRUE((*r)->ClearDirty(2 * kRegion, 2 * kRegion).ok());
+  EXPECT_EQ(DirtyRegions(OnDisk()), (std::vector<uint64_t>{1, 10}));
+  EXPECT_EQ((*r)->MarkDirty(kSize, 4096).code(), StatusCode::kOutOfRange);
+  EXPECT_EQ((*r)->MarkDirty(0, 0).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ((*r)->ClearDirty(kSize - kRegion, 2 * kRegion).code(), StatusCode::kOutOfRange);
+  ASSERT_TRUE((*r)->ClearDirty(0, kSize).ok());
+  EXPECT_TRUE(DirtyRegions(OnDisk()).empty());
+  EXPECT_TRUE(DirtyRegions(**r).empty());
+}
+
+TEST_F(ReplicaTest, ClearDirtyAcceptsAPartialLastRegion) {
+  ReplicaConfig c = Config();
+  c.size = 10 * kRegion + 8192;  // 11 regions, the last one 8 KiB
+  auto r = Replica::Create(backend_.get(), dir_, c);
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE((*r)->MarkDirty(c.size - 4096, 4096).ok());
+  EXPECT_TRUE((*r)->IsRegionDirty(10));
+  ASSERT_TRUE((*r)->ClearDirty(10 * kRegion, 8192).ok());
+  EXPECT_FALSE((*r)->IsRegionDirty(10));
 }
 
 TEST_F(ReplicaTest, InvalidConfigNamesTheField) {

@@ -153,13 +153,19 @@ void ReplicaServer::OnBackendEvents() {
 }
 
 void ReplicaServer::BeforeWait() {
-  // Service() may queue more sessions (a freed slot unstalls a peer); index loop.
-  for (size_t i = 0; i < tx_pending_.size(); ++i) {
-    ReplicaSession* s = tx_pending_[i];
-    s->tx_pending_ = false;
-    s->Service();
-  }
-  tx_pending_.clear();
+  // Parked writes first (persisting their dirty bits lets them go to the
+  // backend in this iteration's Submit); failing them queues replies, and
+  // servicing sessions may park more writes, so repeat until both are empty.
+  do {
+    RunDirtyWaiters();
+    // Service() may queue more sessions (a freed slot unstalls a peer); index loop.
+    for (size_t i = 0; i < tx_pending_.size(); ++i) {
+      ReplicaSession* s = tx_pending_[i];
+      s->tx_pending_ = false;
+      s->Service();
+    }
+    tx_pending_.clear();
+  } while (!dirty_waiting_.empty());
   backend_->Submit();
   if (!graveyard_.empty()) {
     for (ReplicaSession* dead : graveyard_) {
@@ -176,6 +182,47 @@ void ReplicaServer::MarkTxPending(ReplicaSession* session) {
   if (session->tx_pending_ || session->closing()) return;
   session->tx_pending_ = true;
   tx_pending_.push_back(session);
+}
+
+void ReplicaServer::MarkDirtyWaiting(ReplicaSession* session) {
+  if (session->dirty_waiting_) return;
+  session->dirty_waiting_ = true;
+  dirty_waiting_.push_back(session);
+}
+
+void ReplicaServer::RunDirtyWaiters() {
+  // Sessions are deleted only in BeforeWait after this, and a session with
+  // parked writes has inflight_ > 0, so every entry is alive.
+  for (size_t i = 0; i < dirty_waiting_.size(); ++i) {
+    ReplicaSession* s = dirty_waiting_[i];
+    s->dirty_waiting_ = false;
+    s->ResumeDirtyWaiters();
+  }
+  dirty_waiting_.clear();
+}
+
+Status ReplicaServer::DetachVolume(const std::string& volume_id) {
+  if (!started_) return Status::Ok();
+  DetachWaiter waiter;
+  loop_.Post([this, &volume_id, &waiter] { StartDetach(volume_id, &waiter); });
+  std::unique_lock<std::mutex> lock(waiter.mu);
+  waiter.cv.wait(lock, [&] { return waiter.done; });
+  return Status::Ok();
+}
+
+void ReplicaServer::StartDetach(const std::string& volume_id, DetachWaiter* waiter) {
+  // Every session bound to the volume, including ones already closing (e.g.
+  // fenced) that still have backend I/O in flight on the replica's fd.
+  waiter->pending = 1;  // held until the scan is done
+  for (auto& s : sessions_) {
+    if (s->replica_ == nullptr || s->replica_->metadata().volume_id != volume_id) continue;
+    s->detach_waiter_ = waiter;
+    ++waiter->pending;
+    s->Close("volume detached", false);
+  }
+  volumes_.erase(volume_id);
+  TLOG_INFO(kTag, "volume '%s': detached %d session(s)", volume_id.c_str(), waiter->pending - 1);
+  if (--waiter->pending == 0) waiter->Signal();
 }
 
 void ReplicaServer::OnBufferReleased() {

@@ -16,11 +16,23 @@
 //
 // Bad input: a framing error (bad magic/version/crc, oversized frame, unknown
 // flags) closes only that connection, with a WARNING naming the peer and reason.
+//
+// Generations and dirty maps (docs/protocol.md): SET_GENERATION, MARK_DIRTY,
+// CLEAR_DIRTY and GET_DIRTY_MAP run synchronously on the loop thread (each
+// persisting the metadata with one pwrite + fdatasync when it changes it).
+// While a replica tracks dirty regions, a WRITE/TRIM/WRITE_ZEROES whose
+// regions are already durably dirty goes straight to the backend; one that
+// dirties a clean region is parked until BeforeWait, which persists the map
+// once for every write parked in that loop iteration and then submits them.
+// A failed persist fails the parked writes with IO_ERROR; nothing reaches the
+// disk before its dirty bit does.
 
+#include <condition_variable>
 #include <cstdint>
-#include <memory>
-#include <string>
 #include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -60,6 +72,20 @@ struct ServerStats {
 
 class ReplicaSession;
 
+// DetachVolume's rendezvous: the loop thread counts the sessions still alive
+// and signals when the last one is destroyed.
+struct DetachWaiter {
+  int pending = 0;  // loop thread only
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;  // GUARDED_BY(mu)
+  void Signal() {
+    std::lock_guard<std::mutex> lock(mu);
+    done = true;
+    cv.notify_all();
+  }
+};
+
 // Per-volume fencing state, shared by the sessions of one volume.
 struct VolumeState {
   std::shared_ptr<replica::Replica> replica;
@@ -88,6 +114,16 @@ class ReplicaServer final : private EventLoop::Handler, private EventLoop::Idler
   // A snapshot, taken on the loop thread (blocks until it answers).
   ServerStats GetStats();
 
+  // Closes every session of `volume_id` (their outstanding requests get no
+  // reply; the targets see the connection drop), waits until their in-flight
+  // backend I/O has completed and the sessions are gone, and forgets the
+  // volume's state. After it returns nothing on the server touches the
+  // replica's files, so the caller may ReplicaManager::Delete() it. A HELLO
+  // arriving afterwards attaches again while the manager still has the
+  // replica. OK also when the volume has no session. Thread-safe; blocks for
+  // the loop. Must not race with Stop().
+  Status DetachVolume(const std::string& volume_id);
+
  private:
   friend class ReplicaSession;
 
@@ -105,6 +141,10 @@ class ReplicaServer final : private EventLoop::Handler, private EventLoop::Idler
   void MarkTxPending(ReplicaSession* session);
   void OnBufferReleased();
   void ScheduleDelete(ReplicaSession* session);
+  // A session parked a write until its dirty bits are persisted.
+  void MarkDirtyWaiting(ReplicaSession* session);
+  void RunDirtyWaiters();
+  void StartDetach(const std::string& volume_id, DetachWaiter* waiter);
 
   class BackendHandler;
 
@@ -123,6 +163,7 @@ class ReplicaServer final : private EventLoop::Handler, private EventLoop::Idler
   std::unordered_map<std::string, VolumeState> volumes_;
   std::vector<std::unique_ptr<ReplicaSession>> sessions_;
   std::vector<ReplicaSession*> tx_pending_;
+  std::vector<ReplicaSession*> dirty_waiting_;
   std::vector<ReplicaSession*> graveyard_;
   bool pool_starved_ = false;  // some session waits for a buffer
   bool stopping_ = false;

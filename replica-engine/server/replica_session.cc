@@ -3,8 +3,10 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <string_view>
 
 #include "common/crc32c.h"
 #include "common/logging.h"
@@ -41,7 +43,9 @@ ReplicaSession::ReplicaSession(ReplicaServer* server, UniqueFd fd, std::string p
   iov_.resize(kMaxIov);
 }
 
-ReplicaSession::~ReplicaSession() = default;
+ReplicaSession::~ReplicaSession() {
+  if (detach_waiter_ != nullptr && --detach_waiter_->pending == 0) detach_waiter_->Signal();
+}
 
 void ReplicaSession::OnEvents(uint32_t events) {
   if (closing_) return;
@@ -138,6 +142,9 @@ void ReplicaSession::FreeSlot(Slot* s) {
     server_->OnBufferReleased();
   }
   s->control.clear();
+  // A GET_DIRTY_MAP reply may have grown the string to a megabyte; do not
+  // keep that per slot.
+  if (s->control.capacity() > protocol::kMaxControlPayload) std::string().swap(s->control);
   s->next = free_;
   free_ = s;
   if (stalled_) server_->MarkTxPending(this);
@@ -201,6 +208,12 @@ bool ReplicaSession::HandleRequest(const FrameHeader& h, const uint8_t* payload)
       QueueReply(s, WireStatus::kOk);
       return true;
     }
+    case Opcode::kSetGeneration:
+    case Opcode::kMarkDirty:
+    case Opcode::kClearDirty:
+    case Opcode::kGetDirtyMap:
+      QueueReply(s, HandleDirtyOp(s, h));
+      return true;
     default:
       st = WireStatus::kUnsupported;
       break;
@@ -218,10 +231,84 @@ bool ReplicaSession::HandleRequest(const FrameHeader& h, const uint8_t* payload)
   return true;
 }
 
+namespace {
+// Replica errors on the dirty-map paths, as a reply status.
+WireStatus FromReplicaStatus(const Status& st) {
+  switch (st.code()) {
+    case StatusCode::kOk:
+      return WireStatus::kOk;
+    case StatusCode::kInvalidArgument:
+    case StatusCode::kFailedPrecondition:  // e.g. a lower generation
+      return WireStatus::kInvalid;
+    case StatusCode::kOutOfRange:
+      return WireStatus::kOutOfRange;
+    default:
+      return WireStatus::kIoError;
+  }
+}
+}  // namespace
+
+WireStatus ReplicaSession::HandleDirtyOp(Slot* s, const FrameHeader& h) {
+  if (h.payload_length != 0) return WireStatus::kInvalid;
+  replica::Replica* r = replica_.get();
+  const uint32_t region = r->dirty_region_size();
+  Status st;
+  switch (h.op()) {
+    case Opcode::kSetGeneration: {
+      const bool track = (h.flags & protocol::kFlagTrackDirty) != 0;
+      if (track && region == 0) return WireStatus::kUnsupported;
+      st = r->SetGeneration(h.offset, track);
+      if (!st.ok()) {
+        TLOG_WARN(kTag, "%s: SET_GENERATION %llu refused: %s", peer_.c_str(),
+                  static_cast<unsigned long long>(h.offset), st.ToString().c_str());
+      }
+      return FromReplicaStatus(st);
+    }
+    case Opcode::kMarkDirty:
+    case Opcode::kClearDirty: {
+      if (region == 0) return WireStatus::kUnsupported;
+      WireStatus ws = CheckRange(h, true);
+      if (ws != WireStatus::kOk) return ws;
+      st = h.op() == Opcode::kMarkDirty ? r->MarkDirty(h.offset, h.length)
+                                        : r->ClearDirty(h.offset, h.length);
+      if (!st.ok() && st.code() != StatusCode::kInvalidArgument) {
+        TLOG_ERROR(kTag, "%s: %s %llu+%u: %s", peer_.c_str(), protocol::OpcodeName(h.opcode),
+                   static_cast<unsigned long long>(h.offset), h.length, st.ToString().c_str());
+      }
+      return FromReplicaStatus(st);
+    }
+    case Opcode::kGetDirtyMap: {
+      if (region == 0) return WireStatus::kUnsupported;
+      const uint64_t per_byte = uint64_t{region} * 8;  // bytes of volume per map byte
+      if (h.offset % per_byte != 0) return WireStatus::kInvalid;
+      if (h.offset >= size_) return WireStatus::kOutOfRange;
+      const uint32_t limit =
+          h.length == 0 || h.length > protocol::kMaxPayload ? protocol::kMaxPayload : h.length;
+      if (limit <= protocol::kDirtyMapPrefixSize) return WireStatus::kInvalid;
+      const std::vector<uint8_t>& map = r->dirty_map();
+      const uint64_t first = h.offset / per_byte;
+      const uint64_t n =
+          std::min<uint64_t>(map.size() - first, limit - protocol::kDirtyMapPrefixSize);
+      protocol::DirtyMapChunk chunk;
+      chunk.region_size = region;
+      chunk.volume_size = size_;
+      chunk.bitmap = std::string_view(reinterpret_cast<const char*>(map.data() + first), n);
+      // Copied: the map may change while the reply waits for the socket.
+      st = protocol::EncodeDirtyMap(chunk, &s->control);
+      if (!st.ok()) return WireStatus::kIoError;  // not reached: the replica's map is valid
+      s->payload = reinterpret_cast<const uint8_t*>(s->control.data());
+      s->payload_len = static_cast<uint32_t>(s->control.size());
+      return WireStatus::kOk;
+    }
+    default:
+      return WireStatus::kUnsupported;  // not reached
+  }
+}
+
 void ReplicaSession::HandleHello(Slot* s, const uint8_t* payload, uint32_t len) {
   protocol::HelloRequest hello;
-  Status st = protocol::DecodeHello(
-      std::string_view(reinterpret_cast<const char*>(payload), len), &hello);
+  Status st =
+      protocol::DecodeHello(std::string_view(reinterpret_cast<const char*>(payload), len), &hello);
   if (!st.ok()) {
     TLOG_WARN(kTag, "%s: bad HELLO: %s", peer_.c_str(), st.ToString().c_str());
     QueueReply(s, WireStatus::kInvalid);
@@ -247,6 +334,7 @@ void ReplicaSession::HandleHello(Slot* s, const uint8_t* payload, uint32_t len) 
   epoch_ = hello.epoch;
   volume_ = vol;
   const replica::ReplicaMetadata& md = vol->replica->metadata();
+  replica_ = vol->replica;
   data_fd_ = vol->replica->fd();
   size_ = md.size;
   block_size_ = md.block_size;
@@ -306,8 +394,54 @@ bool ReplicaSession::StartIo(Slot* s, const FrameHeader& h, const uint8_t* paylo
       return true;  // not reached: HandleRequest filters opcodes
   }
   ++inflight_;
+  if (h.op() != Opcode::kRead && h.op() != Opcode::kFlush && replica_->tracking_dirty() &&
+      !replica_->NoteWrite(h.offset, h.length)) {
+    // Its dirty bits are only in memory: park it until BeforeWait persists
+    // the map (once for every write parked this iteration).
+    s->next = nullptr;
+    if (dirty_tail_ != nullptr) {
+      dirty_tail_->next = s;
+    } else {
+      dirty_head_ = s;
+    }
+    dirty_tail_ = s;
+    server_->MarkDirtyWaiting(this);
+    return true;
+  }
   server_->backend_->Queue(&req);
   return true;
+}
+
+void ReplicaSession::ResumeDirtyWaiters() {
+  Slot* head = dirty_head_;
+  dirty_head_ = dirty_tail_ = nullptr;
+  if (head == nullptr) return;
+  // A closing session's writes are dropped, not submitted: its target has
+  // already seen the connection fail (and a fenced target must not write).
+  int result = 0;
+  if (closing_) {
+    result = -ECANCELED;
+  } else {
+    // A no-op when another session of the same replica already persisted the
+    // map in this pass.
+    Status st = replica_->SyncDirty();
+    if (!st.ok()) {
+      TLOG_ERROR(kTag, "%s: persisting the dirty map failed, failing parked writes: %s",
+                 peer_.c_str(), st.ToString().c_str());
+      result = -EIO;
+    }
+  }
+  while (head != nullptr) {
+    Slot* s = head;
+    head = s->next;
+    s->next = nullptr;
+    if (result == 0) {
+      server_->backend_->Queue(&s->req);
+    } else {
+      s->req.result = result;
+      OnIoDone(&s->req);
+    }
+  }
 }
 
 void ReplicaSession::OnIoDone(backend::IoRequest* req) {
@@ -324,9 +458,9 @@ void ReplicaSession::OnIoDone(backend::IoRequest* req) {
   WireStatus st = WireStatus::kOk;
   if (req->result < 0) {
     st = req->result == -ENOSPC ? WireStatus::kNoSpace : WireStatus::kIoError;
-    TLOG_WARN(kTag, "%s: %s at %llu+%u failed: %s", self->peer_.c_str(),
-              backend::IoOpName(req->op), static_cast<unsigned long long>(req->offset),
-              req->length, std::strerror(-req->result));
+    TLOG_WARN(kTag, "%s: %s at %llu+%u failed: %s", self->peer_.c_str(), backend::IoOpName(req->op),
+              static_cast<unsigned long long>(req->offset), req->length,
+              std::strerror(-req->result));
   } else if ((req->op == backend::IoOp::kRead || req->op == backend::IoOp::kWrite) &&
              static_cast<uint32_t>(req->result) != req->length) {
     st = WireStatus::kIoError;  // short transfer: the file is shorter than the replica size

@@ -21,11 +21,13 @@
 #include "common/unique_fd.h"
 #include "replica-engine/backend/storage_backend.h"
 #include "replica-engine/protocol/frame_codec.h"
+#include "replica-engine/replica/replica.h"
 
 namespace tandem::server {
 
 class ReplicaServer;
 struct VolumeState;
+struct DetachWaiter;
 
 class ReplicaSession final : public EventLoop::Handler {
  public:
@@ -60,8 +62,8 @@ class ReplicaSession final : public EventLoop::Handler {
     uint32_t buf_size = 0;
     const uint8_t* payload = nullptr;  // sent after the header
     uint32_t payload_len = 0;
-    std::string control;  // HELLO / GET_INFO reply payload
-    uint32_t sent = 0;    // bytes of header + payload already written
+    std::string control;   // HELLO / GET_INFO / GET_DIRTY_MAP reply payload
+    uint32_t sent = 0;     // bytes of header + payload already written
     Slot* next = nullptr;  // free list or tx queue
   };
 
@@ -72,6 +74,10 @@ class ReplicaSession final : public EventLoop::Handler {
   // False when the request could not start for lack of a buffer (retry later).
   bool HandleRequest(const protocol::FrameHeader& h, const uint8_t* payload);
   void HandleHello(Slot* slot, const uint8_t* payload, uint32_t len);
+  // SET_GENERATION, MARK_DIRTY, CLEAR_DIRTY, GET_DIRTY_MAP (synchronous).
+  protocol::WireStatus HandleDirtyOp(Slot* slot, const protocol::FrameHeader& h);
+  // Submits (status OK) or fails every write parked for a dirty-map persist.
+  void ResumeDirtyWaiters();
   bool StartIo(Slot* slot, const protocol::FrameHeader& h, const uint8_t* payload);
   protocol::WireStatus CheckRange(const protocol::FrameHeader& h, bool needs_length) const;
   static void OnIoDone(backend::IoRequest* req);
@@ -104,9 +110,19 @@ class ReplicaSession final : public EventLoop::Handler {
   bool close_after_flush_ = false;
   bool writable_ = true;
   bool hello_done_ = false;
+  bool dirty_waiting_ = false;  // queued in the server's dirty-waiter list
+  // Writes parked until the replica's dirty map is persisted (intrusive via
+  // Slot::next; they count in inflight_).
+  Slot* dirty_head_ = nullptr;
+  Slot* dirty_tail_ = nullptr;
+  // Set by DetachVolume; signalled from the destructor.
+  DetachWaiter* detach_waiter_ = nullptr;
   uint64_t epoch_ = 0;
   // Bound at HELLO; valid while hello_done_ (owned by the server).
   VolumeState* volume_ = nullptr;
+  // Held until the session is destroyed, so the replica (and its data fd)
+  // outlives every I/O this session submitted, even after volume_ is gone.
+  std::shared_ptr<replica::Replica> replica_;
   int data_fd_ = -1;
   uint64_t size_ = 0;
   uint32_t block_size_ = 0;
