@@ -46,8 +46,8 @@ inline uint64_t GetBe64(const uint8_t* p) {
 
 // --- Magic numbers --------------------------------------------------------
 
-inline constexpr uint64_t kNbdMagic = 0x4e42444d41474943ull;   // "NBDMAGIC"
-inline constexpr uint64_t kIHaveOpt = 0x49484156454F5054ull;   // "IHAVEOPT"
+inline constexpr uint64_t kNbdMagic = 0x4e42444d41474943ull;  // "NBDMAGIC"
+inline constexpr uint64_t kIHaveOpt = 0x49484156454F5054ull;  // "IHAVEOPT"
 inline constexpr uint64_t kOptReplyMagic = 0x0003e889045565a9ull;
 inline constexpr uint32_t kRequestMagic = 0x25609513u;
 inline constexpr uint32_t kSimpleReplyMagic = 0x67446698u;
@@ -133,9 +133,9 @@ inline constexpr uint32_t kErrShutdown = 108;
 
 // --- Sizes ----------------------------------------------------------------
 
-inline constexpr size_t kGreetingSize = 18;        // NBDMAGIC, IHAVEOPT, flags16
+inline constexpr size_t kGreetingSize = 18;  // NBDMAGIC, IHAVEOPT, flags16
 inline constexpr size_t kClientFlagsSize = 4;
-inline constexpr size_t kOptionHeaderSize = 16;    // IHAVEOPT, option32, length32
+inline constexpr size_t kOptionHeaderSize = 16;  // IHAVEOPT, option32, length32
 inline constexpr size_t kOptionReplyHeaderSize = 20;
 inline constexpr size_t kRequestSize = 28;
 inline constexpr size_t kSimpleReplySize = 16;
@@ -149,11 +149,11 @@ inline constexpr uint32_t kMaxNameLength = 4096;
 
 enum class ParseResult : uint8_t {
   kOk,
-  kIncomplete,   // fewer bytes than the fixed header: read more
+  kIncomplete,  // fewer bytes than the fixed header: read more
   kBadMagic,
-  kTooLong,      // option length above kMaxOptionLength
-  kMalformed,    // inconsistent lengths inside an option payload
-  kUnknownFlags, // client flags we did not advertise
+  kTooLong,       // option length above kMaxOptionLength
+  kMalformed,     // inconsistent lengths inside an option payload
+  kUnknownFlags,  // client flags we did not advertise
 };
 const char* ParseResultName(ParseResult r);
 
@@ -192,17 +192,27 @@ struct Request {
 ParseResult ParseRequest(const uint8_t* p, size_t len, Request* out);
 void EncodeRequest(const Request& r, uint8_t out[kRequestSize]);  // for tests and clients
 
+// Largest READ/WRITE payload the server accepts: the spec's interoperable
+// maximum (2^25). Requests above the device's max_io_size() but within this
+// are split into several BlockRequests by the connection; a WRITE header
+// announcing more than this is a protocol violation (the payload cannot be
+// skipped cheaply) and closes the connection; a READ above it gets EINVAL.
+inline constexpr uint32_t kMaxPayload = 32u << 20;
+
 // What the export looks like to request validation.
 struct ExportGeometry {
   uint64_t size = 0;
-  uint32_t block_size = 512;  // power of two
-  uint32_t max_io_size = 0;   // largest READ/WRITE payload
+  uint32_t block_size = 512;  // power of two, the advertised minimum block size
 };
-// Returns 0 when `r` may be executed, else the NBD error for the reply:
-// EINVAL for unknown commands or flags, zero length, misalignment, a READ/WRITE
-// above max_io_size, or a READ beyond the end; ENOSPC for a WRITE, TRIM or
-// WRITE_ZEROES beyond the end (spec: "SHOULD return ENOSPC if it receives a
-// write request including one or more sectors beyond the size of the device").
+// Returns 0 when `r` may be executed, else the NBD error for the reply
+// (doc/proto.md "Error values"):
+// - EINVAL: unknown command; a flag not valid for the command (only FUA on
+//   every command and NO_HOLE on WRITE_ZEROES are accepted); zero length;
+//   offset or length not a multiple of block_size; a READ or WRITE above
+//   kMaxPayload; a READ or TRIM reaching beyond the end.
+// - ENOSPC: a WRITE or WRITE_ZEROES reaching beyond the end ("SHOULD return
+//   ENOSPC if it receives a write request including one or more sectors
+//   beyond the size of the device").
 // FLUSH ignores offset/length. DISC always validates (it has no reply).
 uint32_t ValidateRequest(const Request& r, const ExportGeometry& g);
 
