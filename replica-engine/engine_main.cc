@@ -1,28 +1,44 @@
-// tandem-engine: the per-node data-plane daemon. This first version hosts the
-// replicas stored under --data-dir and serves them over the data protocol; the
-// gRPC management API and volume targets come with the volume-target issue.
+// tandem-engine: the per-node data-plane daemon. Hosts the replicas stored
+// under --data-dir (served over the data protocol on --listen), the volume
+// targets attached on this node (exported over NBD unix sockets in --nbd-dir),
+// and the gRPC management API (replica-engine/proto/engine.proto) on
+// --grpc-listen.
 //
 //   tandem-engine --data-dir=/var/lib/tandem --listen=127.0.0.1:9500
-//                 --create-replica=vol-1:1G
+//                 --grpc-listen=127.0.0.1:9600 --create-replica=vol-1:1G
 //
-// SIGTERM/SIGINT: stop accepting, finish in-flight I/O, flush and mark every
-// replica cleanly shut down, exit 0.
+// Replicas found under --data-dir at start are loaded and served again.
+//
+// SIGTERM/SIGINT, in this order: stop the gRPC server (running calls get a
+// short grace period), destroy every target (flushing it), stop the replica
+// server (in-flight I/O finishes), flush and mark every replica cleanly shut
+// down; exit 0.
 
 #include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <chrono>
+#include <climits>
 #include <cstdio>
+#include <cstdlib>
+#include <memory>
 #include <string>
 
 #include "common/flags.h"
 #include "common/logging.h"
+#include "replica-engine/api/engine_service.h"
+#include "replica-engine/api/grpc_server.h"
 #include "replica-engine/backend/backend_factory.h"
 #include "replica-engine/replica/replica_manager.h"
 #include "replica-engine/server/replica_server.h"
+#include "replica-engine/target/target_manager.h"
 
 namespace {
 
 constexpr const char* kTag = "engine";
+// Management calls still running at shutdown get this long to finish.
+constexpr std::chrono::milliseconds kGrpcShutdownGrace{2000};
 
 tandem::Status ParseListen(const std::string& listen, std::string* host, uint16_t* port) {
   size_t colon = listen.rfind(':');
@@ -53,6 +69,26 @@ tandem::Status ParseReplicaSpec(const std::string& spec, tandem::replica::Replic
   return tandem::ParseSize(size, &cfg->size).WithContext("--create-replica size");
 }
 
+// Writes "<value>\n" to `path` through a temp file and rename, so a reader
+// polling for the file never sees it half written.
+tandem::Status WriteFileAtomically(const std::string& path, const std::string& value) {
+  std::string tmp = path + ".tmp";
+  FILE* f = std::fopen(tmp.c_str(), "w");
+  if (f == nullptr) return tandem::PosixError("open " + tmp, errno);
+  std::fprintf(f, "%s\n", value.c_str());
+  if (std::fclose(f) != 0) return tandem::PosixError("write " + tmp, errno);
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    return tandem::PosixError("rename " + tmp, errno);
+  }
+  return tandem::Status::Ok();
+}
+
+std::string Hostname() {
+  char name[HOST_NAME_MAX + 1] = {};
+  if (gethostname(name, sizeof(name) - 1) != 0) return "localhost";
+  return name;
+}
+
 int Fail(const tandem::Status& st) {
   TLOG_ERROR(kTag, "%s", st.ToString().c_str());
   return 1;
@@ -70,7 +106,17 @@ int main(int argc, char** argv) {
   flags.Define("busy-poll-us", "0", "poll this long before sleeping (latency vs CPU)");
   flags.Define("cpu", "-1", "pin the I/O thread to this CPU");
   flags.Define("buffer-pool", "128M", "bytes of aligned I/O buffers");
-  flags.Define("port-file", "", "write the bound port here once listening");
+  flags.Define("port-file", "", "write the bound data port here once listening");
+  flags.Define("grpc-listen", "127.0.0.1:9600",
+               "management API address HOST:PORT (port 0: any) or unix:/path");
+  flags.Define("grpc-port-file", "",
+               "write the bound gRPC port here once listening (0 for a unix socket)");
+  flags.Define("node-id", "", "this node's id (default: the hostname)");
+  flags.Define("nbd-dir", "",
+               "directory of the targets' NBD unix sockets (default: <data-dir>/nbd)");
+  flags.Define("request-timeout-ms", "5000", "default per-request replica timeout of targets");
+  flags.Define("mgmt-token", "",
+               "when set, every gRPC call needs metadata 'authorization: Bearer <token>'");
   tandem::Status st = flags.Parse(argc, argv);
   if (!st.ok() || flags.help_requested()) {
     std::fprintf(stderr, "%s%s\n", st.ok() ? "" : (st.ToString() + "\n").c_str(),
@@ -79,7 +125,8 @@ int main(int argc, char** argv) {
   }
 
   // Signals are taken synchronously by sigwait on the main thread, so the
-  // shutdown runs as normal code, not inside a handler.
+  // shutdown runs as normal code, not inside a handler. Blocked before any
+  // thread starts, so every thread (gRPC's too) inherits the mask.
   sigset_t sigs;
   sigemptyset(&sigs);
   sigaddset(&sigs, SIGTERM);
@@ -97,10 +144,19 @@ int main(int argc, char** argv) {
   if (!(st = flags.GetUint("buffer-pool", &v, true)).ok()) return Fail(st);
   opts.buffer_pool_bytes = v;
   opts.cpu = std::atoi(flags.Get("cpu").c_str());
+  if (!(st = flags.GetUint("request-timeout-ms", &v)).ok()) return Fail(st);
+  if (v == 0 || v > UINT32_MAX) {
+    return Fail(tandem::Status::InvalidArgument("--request-timeout-ms must be in 1..2^32-1"));
+  }
+  const uint32_t request_timeout_ms = static_cast<uint32_t>(v);
+  const std::string data_dir = flags.Get("data-dir");
+  const std::string nbd_dir =
+      flags.Get("nbd-dir").empty() ? data_dir + "/nbd" : flags.Get("nbd-dir");
+  const std::string node_id = flags.Get("node-id").empty() ? Hostname() : flags.Get("node-id");
 
   auto backend = tandem::backend::BackendFactory::Create(flags.Get("backend"));
   if (!backend.ok()) return Fail(backend.status());
-  tandem::replica::ReplicaManager manager(backend->get(), flags.Get("data-dir"));
+  tandem::replica::ReplicaManager manager(backend->get(), data_dir);
   st = manager.LoadAll();
   if (!st.ok()) TLOG_WARN(kTag, "%s", st.ToString().c_str());
   for (const std::string& spec : flags.GetAll("create-replica")) {
@@ -112,20 +168,41 @@ int main(int argc, char** argv) {
 
   tandem::server::ReplicaServer server(&manager, backend->get(), opts);
   if (!(st = server.Start()).ok()) return Fail(st);
-  std::printf("listening on %s:%u\n", opts.listen_address.c_str(), server.port());
+  const std::string data_address = opts.listen_address + ":" + std::to_string(server.port());
+  std::printf("listening on %s\n", data_address.c_str());
   std::fflush(stdout);
   if (std::string pf = flags.Get("port-file"); !pf.empty()) {
-    std::string tmp = pf + ".tmp";
-    if (FILE* f = std::fopen(tmp.c_str(), "w")) {
-      std::fprintf(f, "%u\n", server.port());
-      std::fclose(f);
-      std::rename(tmp.c_str(), pf.c_str());
+    if (!(st = WriteFileAtomically(pf, std::to_string(server.port()))).ok()) return Fail(st);
+  }
+
+  tandem::target::TargetManager targets(nbd_dir);
+  if (!(st = targets.Start()).ok()) return Fail(st);
+
+  tandem::api::EngineServiceOptions service_opts;
+  service_opts.node_id = node_id;
+  service_opts.data_address = data_address;
+  service_opts.backend = (*backend)->Name();
+  service_opts.default_request_timeout_ms = request_timeout_ms;
+  service_opts.mgmt_token = flags.Get("mgmt-token");
+  tandem::api::EngineService service(&manager, &server, &targets, service_opts);
+  auto mgmt_server = tandem::api::GrpcServer::Start(flags.Get("grpc-listen"), &service);
+  if (!mgmt_server.ok()) return Fail(mgmt_server.status());
+  TLOG_INFO(kTag, "node %s: management API on %s (port %u), NBD sockets in %s", node_id.c_str(),
+            flags.Get("grpc-listen").c_str(), (*mgmt_server)->port(), nbd_dir.c_str());
+  if (std::string pf = flags.Get("grpc-port-file"); !pf.empty()) {
+    if (!(st = WriteFileAtomically(pf, std::to_string((*mgmt_server)->port()))).ok()) {
+      return Fail(st);
     }
   }
 
   int sig = 0;
   sigwait(&sigs, &sig);
   TLOG_INFO(kTag, "signal %d: shutting down", sig);
+  // No new management calls can create targets or replicas past this point.
+  (*mgmt_server)->Shutdown(kGrpcShutdownGrace);
+  // Targets are clients of replica servers (ours among them): flush them
+  // while the replicas can still answer.
+  targets.Shutdown();
   server.Stop();
   st = manager.CloseAll();
   if (!st.ok()) return Fail(st);

@@ -1,0 +1,109 @@
+#include "replica-engine/api/engine_client.h"
+
+#include <grpcpp/client_context.h>
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+
+#include <utility>
+
+#include "replica-engine/api/grpc_status.h"
+
+namespace tandem::api {
+namespace {
+
+namespace pb = ::tandem::engine::v1;
+
+// Turns a unary call's outcome into a Result.
+template <typename Resp>
+Result<Resp> Finish(const grpc::Status& status, Resp resp) {
+  if (!status.ok()) return FromGrpcStatus(status);
+  return resp;
+}
+
+}  // namespace
+
+EngineClient::EngineClient(const std::string& address, std::string token)
+    : token_(std::move(token)),
+      stub_(pb::Engine::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()))) {
+}
+
+std::unique_ptr<grpc::ClientContext> EngineClient::NewContext(Timeout timeout) const {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() + timeout);
+  if (!token_.empty()) ctx->AddMetadata("authorization", "Bearer " + token_);
+  return ctx;
+}
+
+Result<pb::EngineInfo> EngineClient::GetEngineInfo(Timeout timeout) {
+  auto ctx = NewContext(timeout);
+  pb::EngineInfo resp;
+  grpc::Status st = stub_->GetEngineInfo(ctx.get(), pb::GetEngineInfoRequest(), &resp);
+  return Finish(st, std::move(resp));
+}
+
+Result<pb::Replica> EngineClient::CreateReplica(const pb::CreateReplicaRequest& req,
+                                                Timeout timeout) {
+  auto ctx = NewContext(timeout);
+  pb::Replica resp;
+  grpc::Status st = stub_->CreateReplica(ctx.get(), req, &resp);
+  return Finish(st, std::move(resp));
+}
+
+Status EngineClient::DeleteReplica(const std::string& volume_id, Timeout timeout) {
+  auto ctx = NewContext(timeout);
+  pb::DeleteReplicaRequest req;
+  req.set_volume_id(volume_id);
+  pb::DeleteReplicaResponse resp;
+  return FromGrpcStatus(stub_->DeleteReplica(ctx.get(), req, &resp));
+}
+
+Result<pb::Replica> EngineClient::GetReplica(const std::string& volume_id, Timeout timeout) {
+  auto ctx = NewContext(timeout);
+  pb::GetReplicaRequest req;
+  req.set_volume_id(volume_id);
+  pb::Replica resp;
+  grpc::Status st = stub_->GetReplica(ctx.get(), req, &resp);
+  return Finish(st, std::move(resp));
+}
+
+Result<std::vector<pb::Replica>> EngineClient::ListReplicas(Timeout timeout) {
+  auto ctx = NewContext(timeout);
+  pb::ListReplicasResponse resp;
+  grpc::Status st = stub_->ListReplicas(ctx.get(), pb::ListReplicasRequest(), &resp);
+  if (!st.ok()) return FromGrpcStatus(st);
+  return std::vector<pb::Replica>(resp.replicas().begin(), resp.replicas().end());
+}
+
+Result<pb::Target> EngineClient::CreateTarget(const pb::CreateTargetRequest& req, Timeout timeout) {
+  auto ctx = NewContext(timeout);
+  pb::Target resp;
+  grpc::Status st = stub_->CreateTarget(ctx.get(), req, &resp);
+  return Finish(st, std::move(resp));
+}
+
+Status EngineClient::DestroyTarget(const std::string& volume_id, Timeout timeout) {
+  auto ctx = NewContext(timeout);
+  pb::DestroyTargetRequest req;
+  req.set_volume_id(volume_id);
+  pb::DestroyTargetResponse resp;
+  return FromGrpcStatus(stub_->DestroyTarget(ctx.get(), req, &resp));
+}
+
+Result<pb::Target> EngineClient::GetTarget(const std::string& volume_id, Timeout timeout) {
+  auto ctx = NewContext(timeout);
+  pb::GetTargetRequest req;
+  req.set_volume_id(volume_id);
+  pb::Target resp;
+  grpc::Status st = stub_->GetTarget(ctx.get(), req, &resp);
+  return Finish(st, std::move(resp));
+}
+
+Result<std::vector<pb::Target>> EngineClient::ListTargets(Timeout timeout) {
+  auto ctx = NewContext(timeout);
+  pb::ListTargetsResponse resp;
+  grpc::Status st = stub_->ListTargets(ctx.get(), pb::ListTargetsRequest(), &resp);
+  if (!st.ok()) return FromGrpcStatus(st);
+  return std::vector<pb::Target>(resp.targets().begin(), resp.targets().end());
+}
+
+}  // namespace tandem::api

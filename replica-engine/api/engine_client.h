@@ -1,0 +1,61 @@
+#pragma once
+// EngineClient: a typed, synchronous client of one tandem-engine's management
+// API (engine.proto), for tandemctl, the controller and the node plugin.
+//
+//   EngineClient client("127.0.0.1:9600", token);
+//   Result<pb::Replica> r = client.GetReplica("vol-1");
+//   if (!r.ok() && r.status().code() == StatusCode::kNotFound) ...
+//
+// Every call takes a timeout; a call that does not finish in time fails with
+// DEADLINE_EXCEEDED. Calls fail fast (UNAVAILABLE) when the engine cannot be
+// reached rather than waiting for it to come up. Errors carry the engine's
+// code and message unchanged (grpc_status.h).
+//
+// Thread-safety: all methods may be called concurrently (one shared channel).
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "replica-engine/proto/engine.grpc.pb.h"
+
+namespace tandem::api {
+
+class EngineClient {
+ public:
+  using Timeout = std::chrono::milliseconds;
+  // Long enough for CreateTarget, which waits for the replicas to connect.
+  static constexpr Timeout kDefaultTimeout{30000};
+
+  // `address`: "HOST:PORT" or "unix:/path". `token`: the engine's management
+  // token, sent as "authorization: Bearer <token>"; empty sends none. No
+  // connection is made until the first call.
+  EngineClient(const std::string& address, std::string token);
+
+  Result<engine::v1::EngineInfo> GetEngineInfo(Timeout timeout = kDefaultTimeout);
+
+  Result<engine::v1::Replica> CreateReplica(const engine::v1::CreateReplicaRequest& req,
+                                            Timeout timeout = kDefaultTimeout);
+  Status DeleteReplica(const std::string& volume_id, Timeout timeout = kDefaultTimeout);
+  Result<engine::v1::Replica> GetReplica(const std::string& volume_id,
+                                         Timeout timeout = kDefaultTimeout);
+  Result<std::vector<engine::v1::Replica>> ListReplicas(Timeout timeout = kDefaultTimeout);
+
+  Result<engine::v1::Target> CreateTarget(const engine::v1::CreateTargetRequest& req,
+                                          Timeout timeout = kDefaultTimeout);
+  Status DestroyTarget(const std::string& volume_id, Timeout timeout = kDefaultTimeout);
+  Result<engine::v1::Target> GetTarget(const std::string& volume_id,
+                                       Timeout timeout = kDefaultTimeout);
+  Result<std::vector<engine::v1::Target>> ListTargets(Timeout timeout = kDefaultTimeout);
+
+ private:
+  // A context with the deadline and the token set.
+  std::unique_ptr<grpc::ClientContext> NewContext(Timeout timeout) const;
+
+  std::string token_;
+  std::unique_ptr<engine::v1::Engine::Stub> stub_;
+};
+
+}  // namespace tandem::api

@@ -1,0 +1,167 @@
+#include "replica-engine/api/engine_service.h"
+
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+#include "common/logging.h"
+#include "replica-engine/api/grpc_status.h"
+#include "replica-engine/api/proto_convert.h"
+
+#ifndef TANDEM_VERSION
+#define TANDEM_VERSION "0.0.0"
+#endif
+
+namespace tandem::api {
+
+const char kEngineVersion[] = TANDEM_VERSION;
+
+namespace {
+
+constexpr char kTag[] = "engine_api";
+constexpr char kBearer[] = "Bearer ";
+
+namespace pb = ::tandem::engine::v1;
+
+// Compares in time independent of where the strings differ, so the token
+// cannot be guessed byte by byte from response times.
+bool ConstantTimeEqual(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+}  // namespace
+
+EngineService::EngineService(replica::ReplicaManager* replicas,
+                             server::ReplicaServer* replica_server, target::TargetManager* targets,
+                             EngineServiceOptions options)
+    : replicas_(replicas),
+      replica_server_(replica_server),
+      targets_(targets),
+      options_(std::move(options)) {}
+
+Status EngineService::Authorize(const Ctx* ctx) const {
+  if (options_.mgmt_token.empty()) return Status::Ok();
+  const auto& md = ctx->client_metadata();
+  auto it = md.find("authorization");
+  if (it == md.end()) return Status::Unauthenticated("missing authorization metadata");
+  std::string_view value(it->second.data(), it->second.size());
+  std::string_view prefix(kBearer);
+  if (value.substr(0, prefix.size()) != prefix ||
+      !ConstantTimeEqual(value.substr(prefix.size()), options_.mgmt_token)) {
+    return Status::Unauthenticated("bad management token");
+  }
+  return Status::Ok();
+}
+
+grpc::Status EngineService::GetEngineInfo(Ctx* ctx, const pb::GetEngineInfoRequest*,
+                                          pb::EngineInfo* resp) {
+  if (Status st = Authorize(ctx); !st.ok()) return ToGrpcStatus(st);
+  resp->set_node_id(options_.node_id);
+  resp->set_data_address(options_.data_address);
+  resp->set_backend(options_.backend);
+  resp->set_version(kEngineVersion);
+  return grpc::Status::OK;
+}
+
+grpc::Status EngineService::CreateReplica(Ctx* ctx, const pb::CreateReplicaRequest* req,
+                                          pb::Replica* resp) {
+  if (Status st = Authorize(ctx); !st.ok()) return ToGrpcStatus(st);
+  Result<replica::ReplicaConfig> config = ReplicaConfigFromProto(*req);
+  if (!config.ok()) return ToGrpcStatus(config.status());
+  Result<std::shared_ptr<replica::Replica>> r = replicas_->Create(*config);
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  TLOG_INFO(kTag, "CreateReplica %s (%s, %llu bytes): OK", req->volume_id().c_str(),
+            req->replica_id().c_str(), static_cast<unsigned long long>(req->size_bytes()));
+  ReplicaToProto(**r, resp);
+  return grpc::Status::OK;
+}
+
+grpc::Status EngineService::DeleteReplica(Ctx* ctx, const pb::DeleteReplicaRequest* req,
+                                          pb::DeleteReplicaResponse*) {
+  if (Status st = Authorize(ctx); !st.ok()) return ToGrpcStatus(st);
+  if (Status st = replica::ValidateId("volume_id", req->volume_id()); !st.ok()) {
+    return ToGrpcStatus(st);
+  }
+  // Sessions hold the replica's shared_ptr; closing them first means no
+  // write can reach the data file while (or after) it is removed.
+  if (Status st = replica_server_->DetachVolume(req->volume_id()); !st.ok()) {
+    return ToGrpcStatus(st.WithContext("detach volume " + req->volume_id()));
+  }
+  Status st = replicas_->Delete(req->volume_id());
+  TLOG_INFO(kTag, "DeleteReplica %s: %s", req->volume_id().c_str(), st.ToString().c_str());
+  return ToGrpcStatus(st);
+}
+
+grpc::Status EngineService::GetReplica(Ctx* ctx, const pb::GetReplicaRequest* req,
+                                       pb::Replica* resp) {
+  if (Status st = Authorize(ctx); !st.ok()) return ToGrpcStatus(st);
+  if (Status st = replica::ValidateId("volume_id", req->volume_id()); !st.ok()) {
+    return ToGrpcStatus(st);
+  }
+  Result<std::shared_ptr<replica::Replica>> r = replicas_->Get(req->volume_id());
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  ReplicaToProto(**r, resp);
+  return grpc::Status::OK;
+}
+
+grpc::Status EngineService::ListReplicas(Ctx* ctx, const pb::ListReplicasRequest*,
+                                         pb::ListReplicasResponse* resp) {
+  if (Status st = Authorize(ctx); !st.ok()) return ToGrpcStatus(st);
+  std::vector<std::shared_ptr<replica::Replica>> all = replicas_->List();
+  std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) {
+    return a->metadata().volume_id < b->metadata().volume_id;
+  });
+  for (const auto& r : all) ReplicaToProto(*r, resp->add_replicas());
+  return grpc::Status::OK;
+}
+
+grpc::Status EngineService::CreateTarget(Ctx* ctx, const pb::CreateTargetRequest* req,
+                                         pb::Target* resp) {
+  if (Status st = Authorize(ctx); !st.ok()) return ToGrpcStatus(st);
+  Result<target::TargetSpec> spec = TargetSpecFromProto(*req, options_.default_request_timeout_ms);
+  if (!spec.ok()) return ToGrpcStatus(spec.status());
+  Result<target::TargetInfo> info = targets_->Create(*spec);
+  TLOG_INFO(kTag, "CreateTarget %s epoch %llu: %s", req->volume_id().c_str(),
+            static_cast<unsigned long long>(req->epoch()),
+            info.ok() ? "OK" : info.status().ToString().c_str());
+  if (!info.ok()) return ToGrpcStatus(info.status());
+  TargetToProto(*info, resp);
+  return grpc::Status::OK;
+}
+
+grpc::Status EngineService::DestroyTarget(Ctx* ctx, const pb::DestroyTargetRequest* req,
+                                          pb::DestroyTargetResponse*) {
+  if (Status st = Authorize(ctx); !st.ok()) return ToGrpcStatus(st);
+  if (Status st = replica::ValidateId("volume_id", req->volume_id()); !st.ok()) {
+    return ToGrpcStatus(st);
+  }
+  Status st = targets_->Destroy(req->volume_id());
+  TLOG_INFO(kTag, "DestroyTarget %s: %s", req->volume_id().c_str(), st.ToString().c_str());
+  return ToGrpcStatus(st);
+}
+
+grpc::Status EngineService::GetTarget(Ctx* ctx, const pb::GetTargetRequest* req, pb::Target* resp) {
+  if (Status st = Authorize(ctx); !st.ok()) return ToGrpcStatus(st);
+  if (Status st = replica::ValidateId("volume_id", req->volume_id()); !st.ok()) {
+    return ToGrpcStatus(st);
+  }
+  Result<target::TargetInfo> info = targets_->Get(req->volume_id());
+  if (!info.ok()) return ToGrpcStatus(info.status());
+  TargetToProto(*info, resp);
+  return grpc::Status::OK;
+}
+
+grpc::Status EngineService::ListTargets(Ctx* ctx, const pb::ListTargetsRequest*,
+                                        pb::ListTargetsResponse* resp) {
+  if (Status st = Authorize(ctx); !st.ok()) return ToGrpcStatus(st);
+  std::vector<target::TargetInfo> all = targets_->List();
+  std::sort(all.begin(), all.end(),
+            [](const auto& a, const auto& b) { return a.volume_id < b.volume_id; });
+  for (const auto& t : all) TargetToProto(t, resp->add_targets());
+  return grpc::Status::OK;
+}
+
+}  // namespace tandem::api

@@ -1,0 +1,78 @@
+#pragma once
+// EngineService: the tandem-engine management API (replica-engine/proto/
+// engine.proto) over the node's ReplicaManager, ReplicaServer and
+// TargetManager.
+//
+// Every request is validated here, before it reaches a manager, so a bad
+// request is INVALID_ARGUMENT naming the field and never half-applied. Errors
+// are our Status codes, which are gRPC's (grpc_status.h). When a management
+// token is configured every call must carry the metadata
+// "authorization: Bearer <token>", else UNAUTHENTICATED.
+//
+// Thread-safety: gRPC calls the handlers from its own threads, concurrently;
+// the service keeps no mutable state of its own and the managers are
+// thread-safe.
+
+#include <cstdint>
+#include <string>
+
+#include "replica-engine/proto/engine.grpc.pb.h"
+#include "replica-engine/replica/replica_manager.h"
+#include "replica-engine/server/replica_server.h"
+#include "replica-engine/target/target_manager.h"
+
+namespace tandem::api {
+
+// tandem-engine's version, reported by GetEngineInfo.
+extern const char kEngineVersion[];
+
+struct EngineServiceOptions {
+  std::string node_id;
+  // Data-protocol address targets connect to ("host:port").
+  std::string data_address;
+  // Storage backend in use ("io_uring" / "libaio").
+  std::string backend;
+  // CreateTarget's request_timeout_ms when the request says 0.
+  uint32_t default_request_timeout_ms = 5000;
+  // Empty: no authentication.
+  std::string mgmt_token;
+};
+
+class EngineService final : public ::tandem::engine::v1::Engine::Service {
+ public:
+  // REQUIRES: the managers and the server outlive the service (and the gRPC
+  // server it is registered with).
+  EngineService(replica::ReplicaManager* replicas, server::ReplicaServer* replica_server,
+                target::TargetManager* targets, EngineServiceOptions options);
+
+  using Ctx = grpc::ServerContext;
+  grpc::Status GetEngineInfo(Ctx* ctx, const engine::v1::GetEngineInfoRequest* req,
+                             engine::v1::EngineInfo* resp) override;
+  grpc::Status CreateReplica(Ctx* ctx, const engine::v1::CreateReplicaRequest* req,
+                             engine::v1::Replica* resp) override;
+  grpc::Status DeleteReplica(Ctx* ctx, const engine::v1::DeleteReplicaRequest* req,
+                             engine::v1::DeleteReplicaResponse* resp) override;
+  grpc::Status GetReplica(Ctx* ctx, const engine::v1::GetReplicaRequest* req,
+                          engine::v1::Replica* resp) override;
+  grpc::Status ListReplicas(Ctx* ctx, const engine::v1::ListReplicasRequest* req,
+                            engine::v1::ListReplicasResponse* resp) override;
+  grpc::Status CreateTarget(Ctx* ctx, const engine::v1::CreateTargetRequest* req,
+                            engine::v1::Target* resp) override;
+  grpc::Status DestroyTarget(Ctx* ctx, const engine::v1::DestroyTargetRequest* req,
+                             engine::v1::DestroyTargetResponse* resp) override;
+  grpc::Status GetTarget(Ctx* ctx, const engine::v1::GetTargetRequest* req,
+                         engine::v1::Target* resp) override;
+  grpc::Status ListTargets(Ctx* ctx, const engine::v1::ListTargetsRequest* req,
+                           engine::v1::ListTargetsResponse* resp) override;
+
+ private:
+  // OK when no token is configured or the call carries the right one.
+  Status Authorize(const Ctx* ctx) const;
+
+  replica::ReplicaManager* replicas_;
+  server::ReplicaServer* replica_server_;
+  target::TargetManager* targets_;
+  EngineServiceOptions options_;
+};
+
+}  // namespace tandem::api

@@ -1,0 +1,309 @@
+// The management API end to end in one process: a gRPC server on 127.0.0.1
+// (port 0) serving EngineService over a real ReplicaManager, ReplicaServer and
+// TargetManager in a temp dir, driven through EngineClient. Checks the exact
+// status codes of engine.proto's contract and that validation messages name
+// the bad field.
+
+#include "replica-engine/api/engine_service.h"
+
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "replica-engine/api/engine_client.h"
+#include "replica-engine/api/grpc_server.h"
+#include "replica-engine/backend/backend_factory.h"
+
+namespace tandem::api {
+namespace {
+
+namespace pb = ::tandem::engine::v1;
+
+constexpr uint64_t kSize = 4ull << 20;
+constexpr EngineClient::Timeout kTimeout{10000};
+
+bool Exists(const std::string& path) {
+  struct stat sb;
+  return ::stat(path.c_str(), &sb) == 0;
+}
+
+pb::CreateReplicaRequest ReplicaRequest(const std::string& volume_id, uint64_t size = kSize) {
+  pb::CreateReplicaRequest req;
+  req.set_volume_id(volume_id);
+  req.set_replica_id(volume_id + "-r1");
+  req.set_size_bytes(size);
+  return req;
+}
+
+pb::CreateTargetRequest TargetRequest(int replicas) {
+  pb::CreateTargetRequest req;
+  req.set_volume_id("vol-t");
+  req.set_epoch(1);
+  for (int i = 0; i < replicas; ++i) {
+    pb::ReplicaEndpoint* e = req.add_replicas();
+    e->set_host("127.0.0.1");
+    e->set_port(9501 + i);
+  }
+  return req;
+}
+
+// Expects `st` to be INVALID_ARGUMENT with `field` in its message.
+void ExpectInvalid(const Status& st, const std::string& field) {
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.ToString();
+  EXPECT_NE(st.message().find(field), std::string::npos)
+      << "message does not name " << field << ": " << st.ToString();
+}
+
+class EngineServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override { StartEngine(/*mgmt_token=*/""); }
+
+  void StartEngine(const std::string& mgmt_token) {
+    char tmpl[] = "/var/tmp/tandem-api-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    tmp_ = tmpl;
+    auto backend = backend::BackendFactory::Create("auto");
+    ASSERT_TRUE(backend.ok()) << backend.status().ToString();
+    backend_ = std::move(*backend);
+    replicas_ = std::make_unique<replica::ReplicaManager>(backend_.get(), tmp_ + "/data");
+    ASSERT_TRUE(replicas_->LoadAll().ok());
+    server::ServerOptions opts;
+    opts.buffer_pool_bytes = 8 << 20;
+    replica_server_ =
+        std::make_unique<server::ReplicaServer>(replicas_.get(), backend_.get(), opts);
+    ASSERT_TRUE(replica_server_->Start().ok());
+    targets_ = std::make_unique<target::TargetManager>(tmp_ + "/nbd");
+    ASSERT_TRUE(targets_->Start().ok());
+    EngineServiceOptions so;
+    so.node_id = "node-a";
+    so.data_address = "127.0.0.1:" + std::to_string(replica_server_->port());
+    so.backend = backend_->Name();
+    so.mgmt_token = mgmt_token;
+    service_ =
+        std::make_unique<EngineService>(replicas_.get(), replica_server_.get(), targets_.get(), so);
+    auto grpc = GrpcServer::Start("127.0.0.1:0", service_.get());
+    ASSERT_TRUE(grpc.ok()) << grpc.status().ToString();
+    grpc_ = std::move(*grpc);
+    ASSERT_NE(grpc_->port(), 0);
+    address_ = "127.0.0.1:" + std::to_string(grpc_->port());
+    client_ = std::make_unique<EngineClient>(address_, mgmt_token);
+  }
+
+  void TearDown() override {
+    if (grpc_) grpc_->Shutdown(std::chrono::milliseconds(1000));
+    if (targets_) targets_->Shutdown();
+    if (replica_server_) replica_server_->Stop();
+    if (replicas_) (void)replicas_->CloseAll();
+    client_.reset();
+    grpc_.reset();
+    service_.reset();
+    targets_.reset();
+    replica_server_.reset();
+    replicas_.reset();
+    backend_.reset();
+    if (!tmp_.empty()) std::filesystem::remove_all(tmp_);
+  }
+
+  std::string tmp_;
+  std::unique_ptr<backend::StorageBackend> backend_;
+  std::unique_ptr<replica::ReplicaManager> replicas_;
+  std::unique_ptr<server::ReplicaServer> replica_server_;
+  std::unique_ptr<target::TargetManager> targets_;
+  std::unique_ptr<EngineService> service_;
+  std::unique_ptr<GrpcServer> grpc_;
+  std::string address_;
+  std::unique_ptr<EngineClient> client_;
+};
+
+TEST_F(EngineServiceTest, GetEngineInfoReportsNodeAddressBackendAndVersion) {
+  Result<pb::EngineInfo> info = client_->GetEngineInfo(kTimeout);
+  ASSERT_TRUE(info.ok()) << info.status().ToString();
+  EXPECT_EQ(info->node_id(), "node-a");
+  EXPECT_EQ(info->data_address(), "127.0.0.1:" + std::to_string(replica_server_->port()));
+  EXPECT_EQ(info->backend(), backend_->Name());
+  EXPECT_EQ(info->version(), kEngineVersion);
+  EXPECT_FALSE(info->version().empty());
+}
+
+TEST_F(EngineServiceTest, CreateReplicaReturnsItAndCreatesItsFiles) {
+  Result<pb::Replica> r = client_->CreateReplica(ReplicaRequest("vol-1"), kTimeout);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->volume_id(), "vol-1");
+  EXPECT_EQ(r->replica_id(), "vol-1-r1");
+  EXPECT_EQ(r->size_bytes(), kSize);
+  EXPECT_EQ(r->block_size(), 4096u);
+  EXPECT_EQ(r->generation(), 0u);
+  EXPECT_EQ(r->highest_epoch(), 0u);
+  EXPECT_EQ(r->data_path(), tmp_ + "/data/vol-1/data");
+  EXPECT_TRUE(Exists(tmp_ + "/data/vol-1/meta"));
+  EXPECT_TRUE(Exists(r->data_path()));
+}
+
+TEST_F(EngineServiceTest, CreateReplicaTwiceWithSameRequestIsIdempotent) {
+  Result<pb::Replica> a = client_->CreateReplica(ReplicaRequest("vol-1"), kTimeout);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  Result<pb::Replica> b = client_->CreateReplica(ReplicaRequest("vol-1"), kTimeout);
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  EXPECT_EQ(a->SerializeAsString(), b->SerializeAsString());
+}
+
+TEST_F(EngineServiceTest, CreateReplicaWithDifferentSpecIsAlreadyExists) {
+  ASSERT_TRUE(client_->CreateReplica(ReplicaRequest("vol-1"), kTimeout).ok());
+  Result<pb::Replica> bigger = client_->CreateReplica(ReplicaRequest("vol-1", 2 * kSize), kTimeout);
+  EXPECT_EQ(bigger.status().code(), StatusCode::kAlreadyExists) << bigger.status().ToString();
+  pb::CreateReplicaRequest other_id = ReplicaRequest("vol-1");
+  other_id.set_replica_id("r2");
+  Result<pb::Replica> renamed = client_->CreateReplica(other_id, kTimeout);
+  EXPECT_EQ(renamed.status().code(), StatusCode::kAlreadyExists) << renamed.status().ToString();
+  // The original is untouched.
+  Result<pb::Replica> got = client_->GetReplica("vol-1", kTimeout);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->size_bytes(), kSize);
+  EXPECT_EQ(got->replica_id(), "vol-1-r1");
+}
+
+TEST_F(EngineServiceTest, CreateReplicaRejectsBadFieldsNamingThem) {
+  ExpectInvalid(client_->CreateReplica(ReplicaRequest("bad/volume"), kTimeout).status(),
+                "volume_id");
+  ExpectInvalid(client_->CreateReplica(ReplicaRequest(""), kTimeout).status(), "volume_id");
+  ExpectInvalid(client_->CreateReplica(ReplicaRequest("vol-1", 0), kTimeout).status(),
+                "size_bytes");
+  ExpectInvalid(client_->CreateReplica(ReplicaRequest("vol-1", kSize + 512), kTimeout).status(),
+                "size_bytes");
+  pb::CreateReplicaRequest req = ReplicaRequest("vol-1");
+  req.set_block_size(1000);
+  ExpectInvalid(client_->CreateReplica(req, kTimeout).status(), "block_size");
+  req.set_block_size(8192);
+  req.set_size_bytes(8192 * 3 + 4096);
+  ExpectInvalid(client_->CreateReplica(req, kTimeout).status(), "size_bytes");
+  req = ReplicaRequest("vol-1");
+  req.set_replica_id("no spaces");
+  ExpectInvalid(client_->CreateReplica(req, kTimeout).status(), "replica_id");
+  // Nothing was created by any of them.
+  EXPECT_EQ(client_->GetReplica("vol-1", kTimeout).status().code(), StatusCode::kNotFound);
+}
+
+TEST_F(EngineServiceTest, GetReplicaOfAbsentVolumeIsNotFound) {
+  Result<pb::Replica> r = client_->GetReplica("nope", kTimeout);
+  EXPECT_EQ(r.status().code(), StatusCode::kNotFound) << r.status().ToString();
+  ExpectInvalid(client_->GetReplica("../etc", kTimeout).status(), "volume_id");
+}
+
+TEST_F(EngineServiceTest, DeleteReplicaRemovesItAndDeletingAgainIsOk) {
+  ASSERT_TRUE(client_->CreateReplica(ReplicaRequest("vol-1"), kTimeout).ok());
+  ASSERT_TRUE(client_->DeleteReplica("vol-1", kTimeout).ok());
+  EXPECT_EQ(client_->GetReplica("vol-1", kTimeout).status().code(), StatusCode::kNotFound);
+  EXPECT_FALSE(Exists(tmp_ + "/data/vol-1"));
+  Status again = client_->DeleteReplica("vol-1", kTimeout);
+  EXPECT_TRUE(again.ok()) << again.ToString();
+  Status never = client_->DeleteReplica("never-existed", kTimeout);
+  EXPECT_TRUE(never.ok()) << never.ToString();
+  ExpectInvalid(client_->DeleteReplica("..", kTimeout), "volume_id");
+}
+
+TEST_F(EngineServiceTest, ListReplicasIsSortedByVolumeId) {
+  for (const char* v : {"vol-c", "vol-a", "vol-b", "a-first"}) {
+    ASSERT_TRUE(client_->CreateReplica(ReplicaRequest(v), kTimeout).ok());
+  }
+  Result<std::vector<pb::Replica>> all = client_->ListReplicas(kTimeout);
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  ASSERT_EQ(all->size(), 4u);
+  EXPECT_EQ((*all)[0].volume_id(), "a-first");
+  EXPECT_EQ((*all)[1].volume_id(), "vol-a");
+  EXPECT_EQ((*all)[2].volume_id(), "vol-b");
+  EXPECT_EQ((*all)[3].volume_id(), "vol-c");
+}
+
+TEST_F(EngineServiceTest, CreateTargetRejectsBadRequestsNamingTheField) {
+  ExpectInvalid(client_->CreateTarget(TargetRequest(0), kTimeout).status(), "replicas");
+  ExpectInvalid(client_->CreateTarget(TargetRequest(6), kTimeout).status(), "replicas");
+
+  pb::CreateTargetRequest dup = TargetRequest(3);
+  dup.mutable_replicas(2)->set_port(dup.replicas(0).port());
+  ExpectInvalid(client_->CreateTarget(dup, kTimeout).status(), "replicas[2]");
+
+  pb::CreateTargetRequest bad_host = TargetRequest(2);
+  bad_host.mutable_replicas(1)->set_host("replica-1.example");
+  ExpectInvalid(client_->CreateTarget(bad_host, kTimeout).status(), "replicas[1].host");
+
+  pb::CreateTargetRequest port0 = TargetRequest(1);
+  port0.mutable_replicas(0)->set_port(0);
+  ExpectInvalid(client_->CreateTarget(port0, kTimeout).status(), "replicas[0].port");
+
+  pb::CreateTargetRequest epoch0 = TargetRequest(1);
+  epoch0.set_epoch(0);
+  ExpectInvalid(client_->CreateTarget(epoch0, kTimeout).status(), "epoch");
+
+  pb::CreateTargetRequest bad_volume = TargetRequest(1);
+  bad_volume.set_volume_id("a:b");
+  ExpectInvalid(client_->CreateTarget(bad_volume, kTimeout).status(), "volume_id");
+
+  pb::CreateTargetRequest bad_size = TargetRequest(1);
+  bad_size.set_size_bytes(1000);
+  ExpectInvalid(client_->CreateTarget(bad_size, kTimeout).status(), "size_bytes");
+
+  pb::CreateTargetRequest bad_nbd = TargetRequest(1);
+  bad_nbd.set_nbd_tcp_address("0.0.0.0");
+  ExpectInvalid(client_->CreateTarget(bad_nbd, kTimeout).status(), "nbd_tcp_address");
+}
+
+TEST_F(EngineServiceTest, DestroyTargetOfAbsentVolumeIsOk) {
+  Status st = client_->DestroyTarget("vol-t", kTimeout);
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  ExpectInvalid(client_->DestroyTarget("", kTimeout), "volume_id");
+}
+
+TEST_F(EngineServiceTest, GetTargetOfAbsentVolumeIsNotFound) {
+  Result<pb::Target> t = client_->GetTarget("vol-t", kTimeout);
+  EXPECT_EQ(t.status().code(), StatusCode::kNotFound) << t.status().ToString();
+  Result<std::vector<pb::Target>> all = client_->ListTargets(kTimeout);
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  EXPECT_TRUE(all->empty());
+}
+
+TEST_F(EngineServiceTest, ClientOfAnEngineThatIsNotThereFailsUnavailable) {
+  grpc_->Shutdown(std::chrono::milliseconds(0));
+  Result<pb::EngineInfo> info = client_->GetEngineInfo(kTimeout);
+  EXPECT_EQ(info.status().code(), StatusCode::kUnavailable) << info.status().ToString();
+}
+
+class EngineServiceTokenTest : public EngineServiceTest {
+ protected:
+  void SetUp() override { StartEngine("mgmt-secret"); }
+};
+
+TEST_F(EngineServiceTokenTest, CallsWithoutTheTokenAreUnauthenticated) {
+  EngineClient anonymous(address_, "");
+  EngineClient wrong(address_, "mgmt-secreT");
+  for (EngineClient* c : {&anonymous, &wrong}) {
+    EXPECT_EQ(c->GetEngineInfo(kTimeout).status().code(), StatusCode::kUnauthenticated);
+    EXPECT_EQ(c->CreateReplica(ReplicaRequest("vol-1"), kTimeout).status().code(),
+              StatusCode::kUnauthenticated);
+    EXPECT_EQ(c->DeleteReplica("vol-1", kTimeout).code(), StatusCode::kUnauthenticated);
+    EXPECT_EQ(c->GetReplica("vol-1", kTimeout).status().code(), StatusCode::kUnauthenticated);
+    EXPECT_EQ(c->ListReplicas(kTimeout).status().code(), StatusCode::kUnauthenticated);
+    // Authentication comes before validation: no hint about the request.
+    EXPECT_EQ(c->CreateTarget(TargetRequest(0), kTimeout).status().code(),
+              StatusCode::kUnauthenticated);
+    EXPECT_EQ(c->DestroyTarget("vol-t", kTimeout).code(), StatusCode::kUnauthenticated);
+    EXPECT_EQ(c->GetTarget("vol-t", kTimeout).status().code(), StatusCode::kUnauthenticated);
+    EXPECT_EQ(c->ListTargets(kTimeout).status().code(), StatusCode::kUnauthenticated);
+  }
+  // Nothing was created by the rejected CreateReplica calls.
+  EXPECT_EQ(client_->GetReplica("vol-1", kTimeout).status().code(), StatusCode::kNotFound);
+}
+
+TEST_F(EngineServiceTokenTest, CallsWithTheTokenSucceed) {
+  ASSERT_TRUE(client_->GetEngineInfo(kTimeout).ok());
+  Result<pb::Replica> r = client_->CreateReplica(ReplicaRequest("vol-1"), kTimeout);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_TRUE(client_->GetReplica("vol-1", kTimeout).ok());
+}
+
+}  // namespace
+}  // namespace tandem::api

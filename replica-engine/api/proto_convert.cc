@@ -1,0 +1,192 @@
+#include "replica-engine/api/proto_convert.h"
+
+#include <arpa/inet.h>
+
+#include <set>
+#include <utility>
+
+namespace tandem::api {
+namespace {
+
+bool IsPowerOfTwo(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
+
+}  // namespace
+
+bool IsDottedQuadIpv4(const std::string& host) {
+  // inet_pton(AF_INET) accepts exactly the four-part decimal form; inet_aton
+  // would also take "127.1" or hex parts, which we do not want on the wire.
+  in_addr addr;
+  return !host.empty() && inet_pton(AF_INET, host.c_str(), &addr) == 1;
+}
+
+Status ParseIpv4HostPort(const std::string& field, const std::string& text, bool allow_any_port,
+                         std::string* host, uint16_t* port) {
+  size_t colon = text.rfind(':');
+  if (colon == std::string::npos) {
+    return Status::InvalidArgument(field + " must be IPV4:PORT, got \"" + text + "\"");
+  }
+  std::string h = text.substr(0, colon);
+  std::string p = text.substr(colon + 1);
+  if (!IsDottedQuadIpv4(h)) {
+    return Status::InvalidArgument(field + " host \"" + h + "\" is not a dotted-quad IPv4 address");
+  }
+  if (p.empty() || p.size() > 5 || p.find_first_not_of("0123456789") != std::string::npos) {
+    return Status::InvalidArgument(field + " port \"" + p + "\" is not a number");
+  }
+  unsigned long v = std::stoul(p);
+  if (v > 65535 || (v == 0 && !allow_any_port)) {
+    return Status::InvalidArgument(field + " port " + p + " is out of range");
+  }
+  *host = std::move(h);
+  *port = static_cast<uint16_t>(v);
+  return Status::Ok();
+}
+
+Result<replica::ReplicaConfig> ReplicaConfigFromProto(const pb::CreateReplicaRequest& req) {
+  TANDEM_RETURN_IF_ERROR(replica::ValidateId("volume_id", req.volume_id()));
+  TANDEM_RETURN_IF_ERROR(replica::ValidateId("replica_id", req.replica_id()));
+  replica::ReplicaConfig c;
+  c.volume_id = req.volume_id();
+  c.replica_id = req.replica_id();
+  c.block_size = req.block_size() == 0 ? kDefaultBlockSize : req.block_size();
+  if (!IsPowerOfTwo(c.block_size) || c.block_size < 512 || c.block_size > 65536) {
+    return Status::InvalidArgument("block_size " + std::to_string(req.block_size()) +
+                                   " is not a power of two in [512, 65536]");
+  }
+  if (req.size_bytes() == 0 || req.size_bytes() % c.block_size != 0) {
+    return Status::InvalidArgument("size_bytes " + std::to_string(req.size_bytes()) +
+                                   " is not a positive multiple of block_size " +
+                                   std::to_string(c.block_size));
+  }
+  c.size = req.size_bytes();
+  c.data_path = req.data_path();
+  if (c.data_path.size() > 1024) {
+    return Status::InvalidArgument("data_path is longer than 1024 bytes");
+  }
+  return c;
+}
+
+void ReplicaToProto(const replica::Replica& replica, pb::Replica* out) {
+  const replica::ReplicaMetadata& md = replica.metadata();
+  out->set_volume_id(md.volume_id);
+  out->set_replica_id(md.replica_id);
+  out->set_size_bytes(md.size);
+  out->set_block_size(md.block_size);
+  out->set_generation(md.generation);
+  out->set_highest_epoch(md.highest_epoch);
+  out->set_clean_shutdown(replica.was_clean());
+  out->set_data_path(md.data_path.empty() ? replica.dir() + "/data" : md.data_path);
+}
+
+Result<target::TargetSpec> TargetSpecFromProto(const pb::CreateTargetRequest& req,
+                                               uint32_t default_timeout_ms) {
+  TANDEM_RETURN_IF_ERROR(replica::ValidateId("volume_id", req.volume_id()));
+  if (req.epoch() == 0) return Status::InvalidArgument("epoch must be > 0");
+  const int n = req.replicas_size();
+  if (n < 1 || static_cast<size_t>(n) > target::VolumeTarget::kMaxReplicas) {
+    return Status::InvalidArgument("replicas must list 1 to " +
+                                   std::to_string(target::VolumeTarget::kMaxReplicas) +
+                                   " endpoints, got " + std::to_string(n));
+  }
+  if (req.size_bytes() % kTargetSizeAlignment != 0) {
+    return Status::InvalidArgument("size_bytes " + std::to_string(req.size_bytes()) +
+                                   " is not a multiple of " + std::to_string(kTargetSizeAlignment));
+  }
+
+  target::TargetSpec spec;
+  target::TargetOptions& o = spec.options;
+  o.volume_id = req.volume_id();
+  o.epoch = req.epoch();
+  o.token = req.token();
+  o.size = req.size_bytes();
+  o.request_timeout_ms =
+      req.request_timeout_ms() != 0 ? req.request_timeout_ms() : default_timeout_ms;
+  std::set<std::pair<std::string, uint32_t>> seen;
+  for (int i = 0; i < n; ++i) {
+    const pb::ReplicaEndpoint& e = req.replicas(i);
+    const std::string field = "replicas[" + std::to_string(i) + "]";
+    if (!IsDottedQuadIpv4(e.host())) {
+      return Status::InvalidArgument(field + ".host \"" + e.host() +
+                                     "\" is not a dotted-quad IPv4 address");
+    }
+    if (e.port() < 1 || e.port() > 65535) {
+      return Status::InvalidArgument(field + ".port " + std::to_string(e.port()) +
+                                     " is not in 1..65535");
+    }
+    if (!seen.emplace(e.host(), e.port()).second) {
+      return Status::InvalidArgument(field + " " + e.host() + ":" + std::to_string(e.port()) +
+                                     " is listed twice");
+    }
+    o.replicas.push_back(
+        target::ReplicaEndpoint{e.host(), static_cast<uint16_t>(e.port()), e.local()});
+  }
+  if (!req.nbd_tcp_address().empty()) {
+    std::string host;
+    uint16_t port = 0;
+    TANDEM_RETURN_IF_ERROR(ParseIpv4HostPort("nbd_tcp_address", req.nbd_tcp_address(),
+                                             /*allow_any_port=*/true, &host, &port));
+    spec.nbd_tcp_address = req.nbd_tcp_address();
+  }
+  return spec;
+}
+
+pb::ReplicaState ReplicaStateToProto(target::ReplicaState state) {
+  switch (state) {
+    case target::ReplicaState::kConnecting:
+      return pb::REPLICA_STATE_CONNECTING;
+    case target::ReplicaState::kHealthy:
+      return pb::REPLICA_STATE_HEALTHY;
+    case target::ReplicaState::kStale:
+      return pb::REPLICA_STATE_STALE;
+    case target::ReplicaState::kFaulted:
+      return pb::REPLICA_STATE_FAULTED;
+  }
+  return pb::REPLICA_STATE_UNSPECIFIED;
+}
+
+pb::TargetState TargetStateToProto(target::TargetState state) {
+  switch (state) {
+    case target::TargetState::kStarting:
+      return pb::TARGET_STATE_STARTING;
+    case target::TargetState::kReady:
+      return pb::TARGET_STATE_READY;
+    case target::TargetState::kDegraded:
+      return pb::TARGET_STATE_DEGRADED;
+    case target::TargetState::kFailed:
+      return pb::TARGET_STATE_FAILED;
+    case target::TargetState::kFenced:
+      return pb::TARGET_STATE_FENCED;
+  }
+  return pb::TARGET_STATE_UNSPECIFIED;
+}
+
+void TargetToProto(const target::TargetInfo& info, pb::Target* out) {
+  const target::TargetStatus& s = info.status;
+  out->set_volume_id(info.volume_id);
+  out->set_nbd_socket(info.nbd_socket);
+  out->set_nbd_tcp_port(info.nbd_tcp_port);
+  out->set_epoch(info.epoch);
+  out->set_state(TargetStateToProto(s.state));
+  out->set_generation(s.generation);
+  out->set_size_bytes(s.size);
+  for (const target::ReplicaStatus& r : s.replicas) {
+    pb::ReplicaStatus* p = out->add_replicas();
+    p->set_address(r.address);
+    p->set_replica_id(r.replica_id);
+    p->set_state(ReplicaStateToProto(r.state));
+    p->set_generation(r.generation);
+    p->set_inflight(r.inflight);
+    p->set_reads(r.reads);
+    p->set_writes(r.writes);
+    p->set_errors(r.errors);
+    p->set_last_error(r.last_error);
+  }
+  out->set_reads(s.reads);
+  out->set_writes(s.writes);
+  out->set_flushes(s.flushes);
+  out->set_errors(s.errors);
+  out->set_bytes_read(s.bytes_read);
+  out->set_bytes_written(s.bytes_written);
+}
+
+}  // namespace tandem::api

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# tandem-engine + tandemctl as real processes: a replica created through the
+# management API survives SIGTERM (exit 0) and a restart; command-line errors
+# exit 2, API errors exit 1 with "error: CODE: ..."; the management token is
+# enforced. Every wait is bounded.
+#
+#   engine_restart_test.sh <tandem-engine> <tandemctl>
+set -uo pipefail
+engine_bin="$1"
+ctl_bin="$2"
+tmp="$(mktemp -d /var/tmp/tandemctl-test-XXXXXX)"
+pid=""
+failures=0
+
+cleanup() {
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid"; fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+fail() {
+  echo "FAIL: $*" >&2
+  failures=$((failures + 1))
+}
+
+# start_engine <log name> [extra flags...]: starts the engine on ephemeral
+# ports and sets $pid and $ctl (tandemctl pointed at it).
+start_engine() {
+  local log="$1"; shift
+  rm -f "$tmp/grpc.port"
+  "$engine_bin" --data-dir="$tmp/data" --listen=127.0.0.1:0 --grpc-listen=127.0.0.1:0 \
+    --grpc-port-file="$tmp/grpc.port" --node-id=test-node --buffer-pool=8M "$@" \
+    >"$tmp/$log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 200); do
+    [ -s "$tmp/grpc.port" ] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [ ! -s "$tmp/grpc.port" ]; then
+    cat "$tmp/$log" >&2
+    echo "FAIL: engine did not write --grpc-port-file" >&2
+    exit 1
+  fi
+  ctl=("$ctl_bin" "--engine=127.0.0.1:$(cat "$tmp/grpc.port")")
+}
+
+# stop_engine: SIGTERM, wait at most 20 s, expect exit status 0.
+stop_engine() {
+  kill -TERM "$pid"
+  for _ in $(seq 1 200); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    fail "engine still running 20 s after SIGTERM"
+    kill -KILL "$pid"
+  fi
+  wait "$pid"
+  local rc=$?
+  [ "$rc" -eq 0 ] || fail "engine exited with $rc after SIGTERM, want 0"
+  pid=""
+}
+
+# expect <want exit> <stdout/stderr pattern> <command...>: runs the command,
+# checks its exit status and that its combined output matches the pattern.
+expect() {
+  local want="$1" pattern="$2"; shift 2
+  local out rc
+  out="$("$@" 2>&1)"
+  rc=$?
+  if [ "$rc" -ne "$want" ]; then
+    fail "'$*' exited $rc, want $want; output: $out"
+  elif ! grep -qE -- "$pattern" <<<"$out"; then
+    fail "'$*' output does not match /$pattern/: $out"
+  fi
+}
+
+# --- first run: create through the API --------------------------------------
+start_engine engine1.log
+expect 0 '^node_id=test-node$' "${ctl[@]}" info
+expect 0 '^size_bytes=8388608$' "${ctl[@]}" replica create --volume=vol-a --replica-id=r1 --size=8M
+expect 0 '^replica_id=r1$' "${ctl[@]}" replica create --volume=vol-a --replica-id=r1 --size=8M
+expect 1 '^error: ALREADY_EXISTS: ' "${ctl[@]}" replica create --volume=vol-a --replica-id=r1 --size=16M
+expect 1 '^error: INVALID_ARGUMENT: size_bytes' "${ctl[@]}" replica create --volume=vol-b --replica-id=r1 --size=1000
+expect 1 '^error: NOT_FOUND: ' "${ctl[@]}" replica get --volume=missing
+expect 0 '^volume_id=vol-a$' "${ctl[@]}" replica list
+expect 1 '^error: NOT_FOUND: ' "${ctl[@]}" target get --volume=vol-a
+expect 0 '' "${ctl[@]}" target destroy --volume=vol-a
+expect 1 '^error: INVALID_ARGUMENT: epoch' "${ctl[@]}" target create --volume=vol-a --epoch=0 --replica=127.0.0.1:9501
+expect 1 '^error: INVALID_ARGUMENT: replicas\[1\]' "${ctl[@]}" target create --volume=vol-a --epoch=1 --replica=127.0.0.1:9501 --replica=127.0.0.1:9501:local
+# Command-line errors: exit 2, nothing sent.
+expect 2 'needs --size' "${ctl[@]}" replica create --volume=vol-c --replica-id=r1
+expect 2 'size' "${ctl[@]}" replica create --volume=vol-c --replica-id=r1 --size=12Q
+expect 2 'unknown command' "${ctl[@]}" frobnicate
+expect 2 'unknown flag' "${ctl[@]}" replica get --volume=vol-a --bogus=1
+expect 2 'HOST:PORT' "${ctl[@]}" target create --volume=vol-a --epoch=1 --replica=nohostport
+expect 0 '^usage: tandemctl' "$ctl_bin" --help
+stop_engine
+
+# --- restart: the replica is loaded and served again; token enforced ---------
+start_engine engine2.log --mgmt-token=s3cret
+expect 1 '^error: UNAUTHENTICATED: ' "${ctl[@]}" replica get --volume=vol-a
+expect 1 '^error: UNAUTHENTICATED: ' "${ctl[@]}" --token=wrong replica get --volume=vol-a
+ctl=("${ctl[0]}" "${ctl[1]}" --token=s3cret)
+expect 0 '^volume_id=vol-a$' "${ctl[@]}" replica get --volume=vol-a
+expect 0 '^size_bytes=8388608$' "${ctl[@]}" replica get --volume=vol-a
+expect 0 '^clean_shutdown=true$' "${ctl[@]}" replica get --volume=vol-a
+expect 0 '' "${ctl[@]}" replica delete --volume=vol-a
+expect 1 '^error: NOT_FOUND: ' "${ctl[@]}" replica get --volume=vol-a
+expect 0 '' "${ctl[@]}" replica delete --volume=vol-a
+stop_engine
+
+# --- the deletion is durable too ---------------------------------------------
+start_engine engine3.log
+expect 1 '^error: NOT_FOUND: ' "${ctl[@]}" replica get --volume=vol-a
+stop_engine
+
+if [ "$failures" -ne 0 ]; then
+  echo "engine logs:" >&2
+  cat "$tmp"/engine*.log >&2
+  echo "$failures check(s) failed" >&2
+  exit 1
+fi
+echo "all checks passed"
