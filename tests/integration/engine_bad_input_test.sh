@@ -20,14 +20,13 @@ expect_error() {
   echo "ok: $* -> $(head -n 1 "$TC_RUN_DIR/err")"
 }
 
-expect_error INVALID_ARGUMENT replica create --volume= --replica-id=r --size=1M
+expect_error INVALID_ARGUMENT replica create --volume=bad/name --replica-id=r --size=1M
 expect_error INVALID_ARGUMENT replica create --volume=v1 --replica-id=r --size=0
 expect_error INVALID_ARGUMENT replica create --volume=v1 --replica-id=r --size=1000
 expect_error INVALID_ARGUMENT replica create --volume=../escape --replica-id=r --size=1M
 expect_error NOT_FOUND replica get --volume=nope
 expect_error NOT_FOUND target get --volume=nope
-expect_error INVALID_ARGUMENT target create --volume=v1 --epoch=1 --size=1M
-expect_error INVALID_ARGUMENT target create --volume=v1 --epoch=1 --size=1M --replica=not-an-address
+expect_error INVALID_ARGUMENT target create --volume=v1 --epoch=1 --size=1M --replica=127.0.0.1:99999
 expect_error INVALID_ARGUMENT target create --volume=v1 --epoch=0 --size=1M --replica=127.0.0.1:1
 
 # Idempotent create; a conflicting create is ALREADY_EXISTS.
