@@ -40,7 +40,7 @@ struct BlockRequest {
   uint32_t flags = 0;
   uint64_t offset = 0;
   uint32_t length = 0;
-  void* buf = nullptr;  // kRead: destination; kWrite: source
+  void* buf = nullptr;                  // kRead: destination; kWrite: source
   StatusCode status = StatusCode::kOk;  // out
   BlockDoneFn done = nullptr;
   void* ctx = nullptr;

@@ -1,0 +1,263 @@
+#include "replica-engine/target/target_manager.h"
+
+#include <sys/stat.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <functional>
+#include <optional>
+
+#include "common/logging.h"
+#include "replica-engine/frontend/nbd_server.h"
+
+namespace tandem::target {
+
+namespace {
+constexpr const char* kTag = "target_manager";
+
+// Runs `fn` on the loop thread and waits for it. REQUIRES: not on the loop thread.
+template <typename T>
+T RunOnLoop(EventLoop* loop, std::function<T()> fn) {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  std::optional<T> result;
+  loop->Post([&] {
+    std::optional<T> r(fn());
+    std::lock_guard<std::mutex> l(mu);
+    result = std::move(r);
+    done = true;
+    cv.notify_one();
+  });
+  std::unique_lock<std::mutex> l(mu);
+  cv.wait(l, [&] { return done; });
+  return std::move(*result);
+}
+
+bool SameEndpoints(const std::vector<ReplicaEndpoint>& a, const std::vector<ReplicaEndpoint>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (a[i].host != b[i].host || a[i].port != b[i].port || a[i].local != b[i].local) return false;
+  }
+  return true;
+}
+
+bool SameSpec(const TargetSpec& a, const TargetSpec& b) {
+  return a.options.epoch == b.options.epoch && a.options.token == b.options.token &&
+         (a.options.size == b.options.size || b.options.size == 0) &&
+         SameEndpoints(a.options.replicas, b.options.replicas) &&
+         a.nbd_tcp_address == b.nbd_tcp_address;
+}
+}  // namespace
+
+struct TargetManager::Entry {
+  TargetSpec spec;
+  std::string socket_path;
+  std::unique_ptr<VolumeTarget> target;
+  std::unique_ptr<frontend::NbdServer> nbd;
+};
+
+TargetManager::TargetManager(std::string socket_dir) : socket_dir_(std::move(socket_dir)) {}
+
+TargetManager::~TargetManager() {
+  Shutdown();
+  if (thread_.joinable()) {
+    loop_.Stop();
+    thread_.join();
+  }
+}
+
+Status TargetManager::Start() {
+  std::lock_guard<std::mutex> l(mu_);
+  if (started_) return Status::Ok();
+  if (!loop_.init_status().ok()) return loop_.init_status();
+  std::error_code ec;
+  std::filesystem::create_directories(socket_dir_, ec);
+  if (ec)
+    return Status::Internal("creating NBD socket directory " + socket_dir_ + ": " + ec.message());
+  thread_ = std::thread([this] { loop_.Run(); });
+  started_ = true;
+  return Status::Ok();
+}
+
+TargetInfo TargetManager::InfoOf(const Entry& e) const {
+  TargetInfo info;
+  info.volume_id = e.spec.options.volume_id;
+  info.nbd_socket = e.socket_path;
+  info.nbd_tcp_port = e.nbd ? e.nbd->tcp_port() : 0;
+  info.epoch = e.spec.options.epoch;
+  info.status = e.target->GetStatus();
+  return info;
+}
+
+Result<TargetInfo> TargetManager::Create(const TargetSpec& spec) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (!started_) return Status::FailedPrecondition("target manager not started");
+  const std::string& vol = spec.options.volume_id;
+  if (vol.empty() || vol.find('/') != std::string::npos || vol == "." || vol == "..") {
+    return Status::InvalidArgument("volume_id: '" + vol + "' is not a valid volume id");
+  }
+  // Existing target: the same request is answered again, another is refused.
+  Result<TargetInfo> existing = RunOnLoop<Result<TargetInfo>>(&loop_, [&]() -> Result<TargetInfo> {
+    auto it = targets_.find(vol);
+    if (it == targets_.end()) return Status::NotFound("");
+    if (!SameSpec(it->second->spec, spec)) {
+      return Status::AlreadyExists("volume '" + vol + "' is attached here with epoch " +
+                                   std::to_string(it->second->spec.options.epoch) +
+                                   " and another spec");
+    }
+    return InfoOf(*it->second);
+  });
+  if (existing.ok() || existing.status().code() != StatusCode::kNotFound) return existing;
+
+  auto entry = std::make_unique<Entry>();
+  entry->spec = spec;
+  entry->socket_path = socket_dir_ + "/" + vol + ".sock";
+  Entry* e = entry.get();
+  Status st = RunOnLoop<Status>(&loop_, [&] {
+    e->target = std::make_unique<VolumeTarget>(&loop_, spec.options);
+    return e->target->Start();
+  });
+  if (!st.ok()) {
+    RunOnLoop<bool>(&loop_, [&] {
+      e->target.reset();
+      return true;
+    });
+    return st;
+  }
+
+  // Wait (off the loop) until the target knows its replicas.
+  auto deadline =
+      std::chrono::steady_clock::now() +
+      std::chrono::milliseconds(spec.ready_timeout_ms == 0 ? 10000 : spec.ready_timeout_ms);
+  TargetState state = TargetState::kStarting;
+  while (true) {
+    state = RunOnLoop<TargetState>(&loop_, [&] { return e->target->state(); });
+    if (state != TargetState::kStarting || std::chrono::steady_clock::now() > deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  if (state != TargetState::kReady && state != TargetState::kDegraded) {
+    TargetStatus ts = RunOnLoop<TargetStatus>(&loop_, [&] { return e->target->GetStatus(); });
+    std::string why;
+    for (const ReplicaStatus& r : ts.replicas) {
+      why += " " + r.address + "=" + ReplicaStateName(r.state);
+      if (!r.last_error.empty()) why += " (" + r.last_error + ")";
+    }
+    DestroyEntry(std::move(entry));
+    if (state == TargetState::kFenced) {
+      return Status::FailedPrecondition("volume '" + vol + "': a newer epoch owns it;" + why);
+    }
+    return Status::Unavailable("volume '" + vol + "': no healthy replica (" +
+                               TargetStateName(state) + "):" + why);
+  }
+
+  st = RunOnLoop<Status>(&loop_, [&] {
+    frontend::NbdServerOptions no;
+    no.export_name = vol;
+    no.unix_path = e->socket_path;
+    no.tcp_address = spec.nbd_tcp_address;
+    e->nbd = std::make_unique<frontend::NbdServer>(&loop_, e->target.get(), no);
+    return e->nbd->Start();
+  });
+  if (!st.ok()) {
+    DestroyEntry(std::move(entry));
+    return st.WithContext("NBD export of volume '" + vol + "'");
+  }
+  TargetInfo info = RunOnLoop<TargetInfo>(&loop_, [&] {
+    TargetInfo i = InfoOf(*e);
+    targets_[vol] = std::move(entry);
+    return i;
+  });
+  TLOG_INFO(kTag, "volume '%s' attached at epoch %llu, NBD export %s", vol.c_str(),
+            static_cast<unsigned long long>(spec.options.epoch), info.nbd_socket.c_str());
+  return info;
+}
+
+// Shuts the NBD export down (in-flight requests finish), then the target
+// (final flush, replica connections closed), then frees both on the loop.
+void TargetManager::DestroyEntry(std::unique_ptr<Entry> entry) {
+  struct Wait {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    static void Done(void* arg) {
+      auto* w = static_cast<Wait*>(arg);
+      std::lock_guard<std::mutex> l(w->mu);
+      w->done = true;
+      w->cv.notify_one();
+    }
+    void Await() {
+      std::unique_lock<std::mutex> l(mu);
+      cv.wait(l, [&] { return done; });
+      done = false;
+    }
+  } wait;
+  Entry* e = entry.get();
+  if (e->nbd) {
+    loop_.Post([&] { e->nbd->Shutdown(&Wait::Done, &wait); });
+    wait.Await();
+  }
+  if (e->target) {
+    loop_.Post([&] { e->target->Shutdown(&Wait::Done, &wait); });
+    wait.Await();
+  }
+  RunOnLoop<bool>(&loop_, [&] {
+    entry.reset();
+    return true;
+  });
+}
+
+Status TargetManager::Destroy(const std::string& volume_id) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (!started_) return Status::Ok();
+  std::unique_ptr<Entry> entry = RunOnLoop<std::unique_ptr<Entry>>(&loop_, [&] {
+    std::unique_ptr<Entry> out;
+    auto it = targets_.find(volume_id);
+    if (it != targets_.end()) {
+      out = std::move(it->second);
+      targets_.erase(it);
+    }
+    return out;
+  });
+  if (!entry) return Status::Ok();
+  DestroyEntry(std::move(entry));
+  TLOG_INFO(kTag, "volume '%s' detached", volume_id.c_str());
+  return Status::Ok();
+}
+
+Result<TargetInfo> TargetManager::Get(const std::string& volume_id) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (!started_) return Status::NotFound("no target for volume '" + volume_id + "'");
+  return RunOnLoop<Result<TargetInfo>>(&loop_, [&]() -> Result<TargetInfo> {
+    auto it = targets_.find(volume_id);
+    if (it == targets_.end()) return Status::NotFound("no target for volume '" + volume_id + "'");
+    return InfoOf(*it->second);
+  });
+}
+
+std::vector<TargetInfo> TargetManager::List() {
+  std::lock_guard<std::mutex> l(mu_);
+  if (!started_) return {};
+  return RunOnLoop<std::vector<TargetInfo>>(&loop_, [&] {
+    std::vector<TargetInfo> out;
+    for (const auto& [vol, e] : targets_) out.push_back(InfoOf(*e));
+    return out;  // std::map: sorted by volume id
+  });
+}
+
+void TargetManager::Shutdown() {
+  std::vector<std::string> vols;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!started_) return;
+    vols = RunOnLoop<std::vector<std::string>>(&loop_, [&] {
+      std::vector<std::string> v;
+      for (const auto& [vol, e] : targets_) v.push_back(vol);
+      return v;
+    });
+  }
+  for (const std::string& v : vols) (void)Destroy(v);
+}
+
+}  // namespace tandem::target

@@ -63,11 +63,12 @@ class TargetManager {
  private:
   struct Entry;
   TargetInfo InfoOf(const Entry& e) const;
+  void DestroyEntry(std::unique_ptr<Entry> entry);
 
   std::string socket_dir_;
   EventLoop loop_;
   std::thread thread_;
-  std::mutex mu_;  // serialises Create/Destroy
+  std::mutex mu_;                                          // serialises Create/Destroy
   std::map<std::string, std::unique_ptr<Entry>> targets_;  // loop thread only
   bool started_ = false;
 };

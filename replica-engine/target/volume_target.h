@@ -113,12 +113,12 @@ class VolumeTarget final : public BlockDevice {
   // connections and then runs `done` (on the loop). Idempotent.
   void Shutdown(void (*done)(void* arg), void* arg);
 
-  TargetState state() const { return state_; }
+  TargetState state() const;
   TargetStatus GetStatus() const;
 
-  // BlockDevice
-  uint64_t size() const override { return size_; }
-  uint32_t block_size() const override { return block_size_; }
+  // BlockDevice. size() and block_size() are known once state() left kStarting.
+  uint64_t size() const override;
+  uint32_t block_size() const override;
   uint32_t max_io_size() const override;
   EventLoop* loop() override { return loop_; }
   void Submit(BlockRequest* req) override;
@@ -127,12 +127,8 @@ class VolumeTarget final : public BlockDevice {
 
  private:
   class Impl;
-  std::unique_ptr<Impl> impl_;
   EventLoop* loop_;
-  TargetState state_ = TargetState::kStarting;
-  uint64_t size_ = 0;
-  uint32_t block_size_ = 4096;
-  friend class Impl;
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace tandem::target

@@ -1,0 +1,408 @@
+// VolumeTarget against real replica servers on 127.0.0.1: mirrored writes land
+// on every replica byte for byte, a replica fault bumps the survivors'
+// generation before the next acknowledgement, stale replicas are never read,
+// a newer epoch fences the older target, and no healthy replica means errors.
+
+#include "replica-engine/target/volume_target.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <random>
+#include <vector>
+
+#include "common/clock.h"
+#include "gtest/gtest.h"
+#include "replica-engine/backend/backend_factory.h"
+#include "replica-engine/replica/replica_manager.h"
+#include "replica-engine/server/replica_server.h"
+
+namespace tandem::target {
+namespace {
+
+constexpr uint64_t kVolumeSize = 16ull << 20;
+constexpr const char* kVolume = "vol-t";
+constexpr const char* kToken = "tok";
+
+// One "node": a backend, a replica manager and a replica server.
+struct Node {
+  std::string dir;
+  std::unique_ptr<backend::StorageBackend> backend;
+  std::unique_ptr<replica::ReplicaManager> manager;
+  std::unique_ptr<server::ReplicaServer> server;
+  uint16_t port = 0;
+
+  void StartServer() {
+    server::ServerOptions o;
+    o.port = port;  // 0 the first time; the same port after a restart
+    o.auth_token = kToken;
+    o.buffer_pool_bytes = 16ull << 20;
+    server = std::make_unique<server::ReplicaServer>(manager.get(), backend.get(), o);
+    ASSERT_TRUE(server->Start().ok());
+    port = server->port();
+  }
+  std::shared_ptr<replica::Replica> replica() { return *manager->Get(kVolume); }
+  // The replica's bytes, read straight from its data file.
+  std::vector<uint8_t> Data() {
+    std::vector<uint8_t> out(kVolumeSize);
+    int fd = ::open((dir + "/replicas/" + kVolume + "/data").c_str(), O_RDONLY);
+    EXPECT_GE(fd, 0);
+    EXPECT_EQ(::pread(fd, out.data(), out.size(), 0), static_cast<ssize_t>(out.size()));
+    ::close(fd);
+    return out;
+  }
+};
+
+struct Io {
+  BlockRequest req;
+  bool done = false;
+  Io() {
+    req.done = [](BlockRequest* r) { static_cast<Io*>(r->ctx)->done = true; };
+    req.ctx = this;
+  }
+  Io(const Io&) = delete;
+  Io& operator=(const Io&) = delete;
+};
+
+uint8_t* AlignedAlloc(size_t n) {
+  return static_cast<uint8_t*>(std::aligned_alloc(4096, (n + 4095) / 4096 * 4096));
+}
+
+class VolumeTargetTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/var/tmp/tandem-target-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    root_ = tmpl;
+  }
+  void TearDown() override {
+    targets_.clear();
+    for (auto& n : nodes_) {
+      if (n->server) n->server->Stop();
+      n->server.reset();
+      if (n->manager) (void)n->manager->CloseAll();
+    }
+    nodes_.clear();
+    for (uint8_t* b : bufs_) std::free(b);
+    std::filesystem::remove_all(root_);
+  }
+
+  void AddNodes(int n) {
+    for (int i = 0; i < n; ++i) {
+      auto node = std::make_unique<Node>();
+      node->dir = root_ + "/n" + std::to_string(nodes_.size());
+      std::filesystem::create_directories(node->dir);
+      auto b = backend::BackendFactory::Create("auto");
+      ASSERT_TRUE(b.ok()) << b.status().ToString();
+      node->backend = std::move(*b);
+      node->manager =
+          std::make_unique<replica::ReplicaManager>(node->backend.get(), node->dir + "/replicas");
+      ASSERT_TRUE(node->manager->LoadAll().ok());
+      replica::ReplicaConfig cfg;
+      cfg.volume_id = kVolume;
+      cfg.replica_id = "r" + std::to_string(nodes_.size());
+      cfg.size = kVolumeSize;
+      ASSERT_TRUE(node->manager->Create(cfg).ok());
+      node->StartServer();
+      nodes_.push_back(std::move(node));
+    }
+  }
+
+  VolumeTarget* NewTarget(uint64_t epoch, uint32_t timeout_ms = 2000) {
+    TargetOptions o;
+    o.volume_id = kVolume;
+    o.epoch = epoch;
+    o.token = kToken;
+    o.request_timeout_ms = timeout_ms;
+    o.connect_timeout_ms = 2000;
+    for (auto& n : nodes_) o.replicas.push_back({"127.0.0.1", n->port, false});
+    targets_.push_back(std::make_unique<VolumeTarget>(&loop_, o));
+    VolumeTarget* t = targets_.back().get();
+    EXPECT_TRUE(t->Start().ok());
+    EXPECT_TRUE(RunUntil([&] { return t->state() != TargetState::kStarting; }));
+    return t;
+  }
+
+  bool RunUntil(const std::function<bool()>& pred, int timeout_ms = 10000) {
+    uint64_t deadline = MonotonicNanos() + timeout_ms * 1000000ull;
+    while (!pred()) {
+      if (MonotonicNanos() > deadline) return false;
+      loop_.RunOnce(10);
+    }
+    return true;
+  }
+
+  uint8_t* Buf(size_t n) {
+    bufs_.push_back(AlignedAlloc(n));
+    return bufs_.back();
+  }
+
+  StatusCode Do(VolumeTarget* t, BlockOp op, uint64_t off, uint32_t len, void* buf,
+                uint32_t flags = 0) {
+    Io io;
+    io.req.op = op;
+    io.req.offset = off;
+    io.req.length = len;
+    io.req.buf = buf;
+    io.req.flags = flags;
+    t->Submit(&io.req);
+    EXPECT_FALSE(io.done) << "completed inside Submit";
+    EXPECT_TRUE(RunUntil([&] { return io.done; }));
+    return io.req.status;
+  }
+
+  StatusCode WritePattern(VolumeTarget* t, uint64_t off, uint32_t len, uint8_t byte) {
+    uint8_t* b = Buf(len);
+    std::memset(b, byte, len);
+    return Do(t, BlockOp::kWrite, off, len, b);
+  }
+
+  std::string root_;
+  EventLoop loop_;
+  std::vector<std::unique_ptr<Node>> nodes_;
+  std::vector<std::unique_ptr<VolumeTarget>> targets_;
+  std::vector<uint8_t*> bufs_;
+};
+
+TEST_F(VolumeTargetTest, PipelinedWritesLandOnEveryReplicaByteForByte) {
+  AddNodes(3);
+  VolumeTarget* t = NewTarget(1);
+  ASSERT_EQ(t->state(), TargetState::kReady);
+  EXPECT_EQ(t->size(), kVolumeSize);
+
+  std::vector<uint8_t> model(kVolumeSize, 0);
+  uint32_t seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  constexpr int kDepth = 32, kOps = 2000;
+  constexpr uint32_t kMaxLen = 64 * 1024;
+  struct Slot {
+    Io io;
+    uint8_t* buf = nullptr;
+    bool busy = false;
+  };
+  std::vector<Slot> slots(kDepth);
+  for (Slot& s : slots) s.buf = Buf(kMaxLen);
+  int started = 0, finished = 0, errors = 0, mismatches = 0;
+  auto overlaps = [&](uint64_t off, uint32_t len) {
+    for (Slot& s : slots) {
+      if (s.busy && off < s.io.req.offset + s.io.req.length && s.io.req.offset < off + len) {
+        return true;
+      }
+    }
+    return false;
+  };
+  auto start = [&](Slot& s) {
+    uint32_t len;
+    uint64_t off;
+    do {
+      len = static_cast<uint32_t>(1 + rng() % (kMaxLen / 4096)) * 4096;
+      off = (rng() % ((kVolumeSize - len) / 4096)) * 4096;
+    } while (overlaps(off, len));
+    bool write = rng() % 3 != 0;
+    if (write) {
+      for (uint32_t i = 0; i < len; i += 8) {
+        uint64_t v = rng();
+        std::memcpy(s.buf + i, &v, 8);
+      }
+    }
+    s.io.done = false;
+    s.io.req.op = write ? BlockOp::kWrite : BlockOp::kRead;
+    s.io.req.offset = off;
+    s.io.req.length = len;
+    s.io.req.buf = s.buf;
+    s.io.req.flags = (write && rng() % 10 == 0) ? kBlockFua : 0;
+    s.busy = true;
+    ++started;
+    t->Submit(&s.io.req);
+  };
+  for (Slot& s : slots) start(s);
+  ASSERT_TRUE(RunUntil(
+      [&] {
+        for (Slot& s : slots) {
+          if (!s.busy || !s.io.done) continue;
+          s.busy = false;
+          ++finished;
+          const BlockRequest& r = s.io.req;
+          if (r.status != StatusCode::kOk) {
+            ++errors;
+          } else if (r.op == BlockOp::kWrite) {
+            std::memcpy(model.data() + r.offset, s.buf, r.length);
+          } else if (std::memcmp(model.data() + r.offset, s.buf, r.length) != 0) {
+            ++mismatches;
+          }
+          if (started < kOps) start(s);
+        }
+        return finished == kOps;
+      },
+      60000));
+  EXPECT_EQ(errors, 0);
+  EXPECT_EQ(mismatches, 0);
+  ASSERT_EQ(Do(t, BlockOp::kFlush, 0, 0, nullptr), StatusCode::kOk);
+  for (auto& n : nodes_) EXPECT_TRUE(n->Data() == model) << "replica " << n->dir << " differs";
+  TargetStatus st = t->GetStatus();
+  EXPECT_GT(st.writes, 0u);
+  EXPECT_GT(st.reads, 0u);
+  EXPECT_EQ(st.errors, 0u);
+}
+
+TEST_F(VolumeTargetTest, RejectsMisalignedAndOutOfRangeRequests) {
+  AddNodes(1);
+  VolumeTarget* t = NewTarget(1);
+  uint8_t* b = Buf(8192);
+  EXPECT_EQ(Do(t, BlockOp::kWrite, 512, 4096, b), StatusCode::kInvalidArgument);
+  EXPECT_EQ(Do(t, BlockOp::kRead, 0, 100, b), StatusCode::kInvalidArgument);
+  EXPECT_EQ(Do(t, BlockOp::kWrite, kVolumeSize - 4096, 8192, b), StatusCode::kOutOfRange);
+  EXPECT_EQ(Do(t, BlockOp::kRead, kVolumeSize, 4096, b), StatusCode::kOutOfRange);
+  EXPECT_EQ(Do(t, BlockOp::kWrite, 0, 4096, b), StatusCode::kOk);  // still serving
+}
+
+TEST_F(VolumeTargetTest, FaultedReplicaIsSkippedAndSurvivorsMoveToNewGeneration) {
+  AddNodes(3);
+  VolumeTarget* t = NewTarget(1);
+  ASSERT_EQ(WritePattern(t, 0, 65536, 0x11), StatusCode::kOk);
+  uint64_t g0 = t->GetStatus().generation;
+
+  nodes_[2]->server->Stop();  // replica 2 goes away
+  // Written after the fault: acknowledged only once the survivors are at a
+  // newer generation with the range in their dirty maps.
+  ASSERT_EQ(WritePattern(t, 1 << 20, 65536, 0x22), StatusCode::kOk);
+  ASSERT_EQ(WritePattern(t, 4 << 20, 4096, 0x33), StatusCode::kOk);
+  TargetStatus st = t->GetStatus();
+  EXPECT_EQ(st.state, TargetState::kDegraded);
+  EXPECT_EQ(st.replicas[2].state, ReplicaState::kFaulted);
+  EXPECT_FALSE(st.replicas[2].last_error.empty());
+  EXPECT_GT(st.generation, g0);
+  for (int i = 0; i < 2; ++i) {
+    const replica::ReplicaMetadata& md = nodes_[i]->replica()->metadata();
+    EXPECT_EQ(md.generation, st.generation) << "survivor " << i;
+    // The regions written while degraded are in the survivors' dirty maps.
+    ASSERT_GT(md.dirty_region_size, 0u);
+    auto dirty = [&](uint64_t off) {
+      uint64_t region = off / md.dirty_region_size;
+      return (md.dirty_map[region / 8] >> (region % 8)) & 1;
+    };
+    EXPECT_TRUE(dirty(1 << 20)) << "survivor " << i;
+    EXPECT_TRUE(dirty(4 << 20)) << "survivor " << i;
+  }
+  EXPECT_EQ(nodes_[2]->replica()->metadata().generation, g0);
+  // The data is on the survivors.
+  for (int i = 0; i < 2; ++i) {
+    std::vector<uint8_t> d = nodes_[i]->Data();
+    EXPECT_EQ(d[1 << 20], 0x22);
+    EXPECT_EQ(d[4 << 20], 0x33);
+  }
+}
+
+TEST_F(VolumeTargetTest, NoHealthyReplicaFailsEveryRequest) {
+  AddNodes(2);
+  VolumeTarget* t = NewTarget(1);
+  nodes_[0]->server->Stop();
+  nodes_[1]->server->Stop();
+  uint8_t* b = Buf(4096);
+  std::memset(b, 0x5a, 4096);
+  StatusCode w = Do(t, BlockOp::kWrite, 0, 4096, b);
+  EXPECT_NE(w, StatusCode::kOk);
+  EXPECT_EQ(t->state(), TargetState::kFailed);
+  EXPECT_EQ(Do(t, BlockOp::kWrite, 0, 4096, b), StatusCode::kUnavailable);
+  EXPECT_EQ(Do(t, BlockOp::kRead, 0, 4096, b), StatusCode::kUnavailable);
+  EXPECT_EQ(Do(t, BlockOp::kFlush, 0, 0, nullptr), StatusCode::kUnavailable);
+}
+
+TEST_F(VolumeTargetTest, LowerGenerationReplicaIsStaleAndNeverRead) {
+  AddNodes(3);
+  // Replica 2 missed writes: its generation is behind the others'.
+  for (int i = 0; i < 3; ++i) nodes_[i]->server->Stop();
+  ASSERT_TRUE(nodes_[0]->replica()->SetGeneration(5).ok());
+  ASSERT_TRUE(nodes_[1]->replica()->SetGeneration(5).ok());
+  ASSERT_TRUE(nodes_[2]->replica()->SetGeneration(4).ok());
+  for (auto& n : nodes_) n->StartServer();
+  VolumeTarget* t = NewTarget(1);
+  TargetStatus st = t->GetStatus();
+  EXPECT_EQ(st.state, TargetState::kDegraded);
+  EXPECT_EQ(st.replicas[2].state, ReplicaState::kStale);
+  EXPECT_EQ(st.replicas[0].state, ReplicaState::kHealthy);
+  uint8_t* b = Buf(4096);
+  for (int i = 0; i < 20; ++i) ASSERT_EQ(Do(t, BlockOp::kRead, 0, 4096, b), StatusCode::kOk);
+  st = t->GetStatus();
+  EXPECT_EQ(st.replicas[2].reads, 0u);
+  // The first write moved the healthy ones past generation 5.
+  ASSERT_EQ(WritePattern(t, 0, 4096, 0x44), StatusCode::kOk);
+  EXPECT_GT(nodes_[0]->replica()->metadata().generation, 5u);
+  EXPECT_EQ(nodes_[2]->replica()->metadata().generation, 4u);
+  EXPECT_EQ(nodes_[2]->Data()[0], 0);
+}
+
+TEST_F(VolumeTargetTest, FailedReadIsRetriedOnAnotherReplica) {
+  AddNodes(2);
+  ASSERT_NE(NewTarget(1), nullptr);
+  VolumeTarget* t = targets_.back().get();
+  ASSERT_EQ(WritePattern(t, 8192, 4096, 0x66), StatusCode::kOk);
+  // Make replica 0 the preferred (local) one, then take it away.
+  targets_.clear();
+  TargetOptions o;
+  o.volume_id = kVolume;
+  o.epoch = 2;
+  o.token = kToken;
+  o.replicas = {{"127.0.0.1", nodes_[0]->port, true}, {"127.0.0.1", nodes_[1]->port, false}};
+  targets_.push_back(std::make_unique<VolumeTarget>(&loop_, o));
+  t = targets_.back().get();
+  ASSERT_TRUE(t->Start().ok());
+  ASSERT_TRUE(RunUntil([&] { return t->state() != TargetState::kStarting; }));
+  ASSERT_EQ(t->state(), TargetState::kReady);
+  uint8_t* b = Buf(4096);
+  Io io;
+  io.req.op = BlockOp::kRead;
+  io.req.offset = 8192;
+  io.req.length = 4096;
+  io.req.buf = b;
+  t->Submit(&io.req);
+  nodes_[0]->server->Stop();
+  ASSERT_TRUE(RunUntil([&] { return io.done; }));
+  EXPECT_EQ(io.req.status, StatusCode::kOk);
+  EXPECT_EQ(b[0], 0x66);
+  TargetStatus st = t->GetStatus();
+  EXPECT_EQ(st.replicas[0].state, ReplicaState::kFaulted);
+  EXPECT_GE(st.replicas[1].reads, 1u);
+}
+
+TEST_F(VolumeTargetTest, NewerEpochFencesOlderTargetAndItsWritesNeverLand) {
+  AddNodes(3);
+  VolumeTarget* a = NewTarget(1);
+  ASSERT_EQ(WritePattern(a, 0, 4096, 0x01), StatusCode::kOk);
+  VolumeTarget* b = NewTarget(2);
+  ASSERT_NE(b->state(), TargetState::kFailed);
+  // Every write of the old target fails from now on; none of its data lands.
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_NE(WritePattern(a, 65536, 4096, 0xEE), StatusCode::kOk) << "write " << i;
+  }
+  EXPECT_TRUE(a->state() == TargetState::kFenced || a->state() == TargetState::kFailed)
+      << TargetStateName(a->state());
+  uint8_t* buf = Buf(4096);
+  ASSERT_EQ(Do(b, BlockOp::kRead, 65536, 4096, buf), StatusCode::kOk);
+  EXPECT_EQ(buf[0], 0);
+  ASSERT_EQ(Do(b, BlockOp::kRead, 0, 4096, buf), StatusCode::kOk);
+  EXPECT_EQ(buf[0], 0x01);
+  for (auto& n : nodes_) EXPECT_EQ(n->Data()[65536], 0);
+  // A target with the old epoch cannot come back.
+  VolumeTarget* c = NewTarget(1);
+  EXPECT_TRUE(c->state() == TargetState::kFenced || c->state() == TargetState::kFailed);
+}
+
+TEST_F(VolumeTargetTest, ShutdownFlushesAndCompletes) {
+  AddNodes(2);
+  VolumeTarget* t = NewTarget(1);
+  ASSERT_EQ(WritePattern(t, 0, 4096, 0x77), StatusCode::kOk);
+  bool done = false;
+  t->Shutdown([](void* arg) { *static_cast<bool*>(arg) = true; }, &done);
+  ASSERT_TRUE(RunUntil([&] { return done; }));
+  uint8_t* b = Buf(4096);
+  EXPECT_NE(Do(t, BlockOp::kWrite, 0, 4096, b), StatusCode::kOk);
+}
+
+}  // namespace
+}  // namespace tandem::target
