@@ -12,12 +12,16 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 
+#include "common/clock.h"
+#include "common/event_loop.h"
 #include "replica-engine/api/engine_client.h"
 #include "replica-engine/api/grpc_server.h"
 #include "replica-engine/backend/backend_factory.h"
+#include "replica-engine/client/replica_client.h"
 
 namespace tandem::api {
 namespace {
@@ -50,6 +54,24 @@ pb::CreateTargetRequest TargetRequest(int replicas) {
     e->set_port(9501 + i);
   }
   return req;
+}
+
+// Records a ReplicaClient's connection events.
+struct ClientListener : client::ReplicaClient::Listener {
+  bool connected = false;
+  bool disconnected = false;
+  void OnConnected(const protocol::ReplicaInfo&) override { connected = true; }
+  void OnDisconnected(const Status&) override { disconnected = true; }
+};
+
+// Runs `loop` until `pred` holds; false after 10 s.
+bool RunUntil(EventLoop* loop, const std::function<bool()>& pred) {
+  const uint64_t deadline = MonotonicNanos() + 10'000'000'000ull;
+  while (!pred()) {
+    if (MonotonicNanos() > deadline) return false;
+    loop->RunOnce(10);
+  }
+  return true;
 }
 
 // Expects `st` to be INVALID_ARGUMENT with `field` in its message.
@@ -206,6 +228,27 @@ TEST_F(EngineServiceTest, DeleteReplicaRemovesItAndDeletingAgainIsOk) {
   ExpectInvalid(client_->DeleteReplica("..", kTimeout), "volume_id");
 }
 
+TEST_F(EngineServiceTest, DeleteReplicaClosesTheVolumesDataSessionsFirst) {
+  ASSERT_TRUE(client_->CreateReplica(ReplicaRequest("vol-1"), kTimeout).ok());
+  EventLoop loop;
+  ASSERT_TRUE(loop.init_status().ok());
+  client::ClientOptions co;
+  co.port = replica_server_->port();
+  co.volume_id = "vol-1";
+  co.epoch = 1;
+  ClientListener listener;
+  client::ReplicaClient data_client(&loop, co, &listener);
+  ASSERT_TRUE(data_client.Connect().ok());
+  ASSERT_TRUE(RunUntil(&loop, [&] { return listener.connected || listener.disconnected; }));
+  ASSERT_TRUE(listener.connected);
+
+  ASSERT_TRUE(client_->DeleteReplica("vol-1", kTimeout).ok());
+  // The target side sees its connection drop: no write can follow the delete.
+  EXPECT_TRUE(RunUntil(&loop, [&] { return listener.disconnected; }));
+  EXPECT_EQ(client_->GetReplica("vol-1", kTimeout).status().code(), StatusCode::kNotFound);
+  EXPECT_FALSE(Exists(tmp_ + "/data/vol-1"));
+}
+
 TEST_F(EngineServiceTest, ListReplicasIsSortedByVolumeId) {
   for (const char* v : {"vol-c", "vol-a", "vol-b", "a-first"}) {
     ASSERT_TRUE(client_->CreateReplica(ReplicaRequest(v), kTimeout).ok());
@@ -264,6 +307,52 @@ TEST_F(EngineServiceTest, GetTargetOfAbsentVolumeIsNotFound) {
   Result<std::vector<pb::Target>> all = client_->ListTargets(kTimeout);
   ASSERT_TRUE(all.ok()) << all.status().ToString();
   EXPECT_TRUE(all->empty());
+}
+
+TEST_F(EngineServiceTest, CreateTargetOverALocalReplicaIsReadyAndIdempotent) {
+  ASSERT_TRUE(client_->CreateReplica(ReplicaRequest("vol-t"), kTimeout).ok());
+  pb::CreateTargetRequest req;
+  req.set_volume_id("vol-t");
+  req.set_epoch(3);
+  pb::ReplicaEndpoint* e = req.add_replicas();
+  e->set_host("127.0.0.1");
+  e->set_port(replica_server_->port());
+  e->set_local(true);
+
+  Result<pb::Target> t = client_->CreateTarget(req, kTimeout);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  EXPECT_EQ(t->volume_id(), "vol-t");
+  EXPECT_EQ(t->epoch(), 3u);
+  EXPECT_EQ(t->state(), pb::TARGET_STATE_READY);
+  EXPECT_EQ(t->size_bytes(), kSize);
+  EXPECT_EQ(t->nbd_socket(), tmp_ + "/nbd/vol-t.sock");
+  EXPECT_TRUE(Exists(t->nbd_socket()));
+  ASSERT_EQ(t->replicas_size(), 1);
+  EXPECT_EQ(t->replicas(0).address(), "127.0.0.1:" + std::to_string(replica_server_->port()));
+  EXPECT_EQ(t->replicas(0).state(), pb::REPLICA_STATE_HEALTHY);
+  EXPECT_EQ(t->replicas(0).replica_id(), "vol-t-r1");
+
+  // The same request again: the same target.
+  Result<pb::Target> again = client_->CreateTarget(req, kTimeout);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->nbd_socket(), t->nbd_socket());
+  EXPECT_EQ(again->epoch(), 3u);
+  // Another epoch for the attached volume: ALREADY_EXISTS, the target stays.
+  pb::CreateTargetRequest other = req;
+  other.set_epoch(4);
+  EXPECT_EQ(client_->CreateTarget(other, kTimeout).status().code(), StatusCode::kAlreadyExists);
+
+  Result<pb::Target> got = client_->GetTarget("vol-t", kTimeout);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got->epoch(), 3u);
+  Result<std::vector<pb::Target>> all = client_->ListTargets(kTimeout);
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 1u);
+  EXPECT_EQ((*all)[0].volume_id(), "vol-t");
+
+  ASSERT_TRUE(client_->DestroyTarget("vol-t", kTimeout).ok());
+  EXPECT_EQ(client_->GetTarget("vol-t", kTimeout).status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(client_->DestroyTarget("vol-t", kTimeout).ok());
 }
 
 TEST_F(EngineServiceTest, ClientOfAnEngineThatIsNotThereFailsUnavailable) {

@@ -27,9 +27,9 @@ fail() {
 # ports and sets $pid and $ctl (tandemctl pointed at it).
 start_engine() {
   local log="$1"; shift
-  rm -f "$tmp/grpc.port"
+  rm -f "$tmp/grpc.port" "$tmp/data.port"
   "$engine_bin" --data-dir="$tmp/data" --listen=127.0.0.1:0 --grpc-listen=127.0.0.1:0 \
-    --grpc-port-file="$tmp/grpc.port" --node-id=test-node --buffer-pool=8M "$@" \
+    --grpc-port-file="$tmp/grpc.port" --port-file="$tmp/data.port" --node-id=test-node --buffer-pool=8M "$@" \
     >"$tmp/$log" 2>&1 &
   pid=$!
   for _ in $(seq 1 200); do
@@ -106,13 +106,28 @@ ctl=("${ctl[0]}" "${ctl[1]}" --token=s3cret)
 expect 0 '^volume_id=vol-a$' "${ctl[@]}" replica get --volume=vol-a
 expect 0 '^size_bytes=8388608$' "${ctl[@]}" replica get --volume=vol-a
 expect 0 '^clean_shutdown=true$' "${ctl[@]}" replica get --volume=vol-a
+# A target over the local replica, exported on a unix socket.
+data_port="$(cat "$tmp/data.port")"
+expect 0 '^state=READY$' "${ctl[@]}" target create --volume=vol-a --epoch=1 --replica="127.0.0.1:$data_port:local"
+expect 0 '^replica\.0\.state=HEALTHY$' "${ctl[@]}" target get --volume=vol-a
+expect 0 "^nbd_socket=$tmp/data/nbd/vol-a.sock\$" "${ctl[@]}" target list
+expect 0 '^replica\.0\.replica_id=r1$' "${ctl[@]}" target create --volume=vol-a --epoch=1 --replica="127.0.0.1:$data_port:local"
+expect 1 '^error: ALREADY_EXISTS: ' "${ctl[@]}" target create --volume=vol-a --epoch=2 --replica="127.0.0.1:$data_port:local"
+# SIGTERM with the target attached: it is flushed and destroyed, exit 0.
+stop_engine
+
+start_engine engine3.log --mgmt-token=s3cret
+ctl+=(--token=s3cret)
+expect 0 '^highest_epoch=1$' "${ctl[@]}" replica get --volume=vol-a
+expect 0 '^clean_shutdown=true$' "${ctl[@]}" replica get --volume=vol-a
+expect 1 '^error: NOT_FOUND: ' "${ctl[@]}" target get --volume=vol-a
 expect 0 '' "${ctl[@]}" replica delete --volume=vol-a
 expect 1 '^error: NOT_FOUND: ' "${ctl[@]}" replica get --volume=vol-a
 expect 0 '' "${ctl[@]}" replica delete --volume=vol-a
 stop_engine
 
 # --- the deletion is durable too ---------------------------------------------
-start_engine engine3.log
+start_engine engine4.log
 expect 1 '^error: NOT_FOUND: ' "${ctl[@]}" replica get --volume=vol-a
 stop_engine
 
