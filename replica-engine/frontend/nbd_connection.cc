@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "common/clock.h"
 #include "common/logging.h"
 #include "replica-engine/frontend/nbd_server.h"
 
@@ -49,7 +50,8 @@ NbdConnection::NbdConnection(NbdServer* server, UniqueFd fd, std::string name)
       loop_(server->loop_),
       device_(server->device_),
       fd_(std::move(fd)),
-      name_(std::move(name)) {
+      name_(std::move(name)),
+      accepted_ns_(MonotonicNanos()) {
   geometry_.size = device_->size();
   geometry_.block_size = device_->block_size();
   uint32_t bs = geometry_.block_size;
@@ -248,6 +250,13 @@ bool NbdConnection::ParseOne() {
       return true;
     }
     case Phase::kOptions:
+      if (hs_sent_ < hs_out_.size()) {
+        // The previous option's reply is not written yet. Clients must wait
+        // for it anyway; one that does not (and does not read) must not make
+        // us buffer replies without bound.
+        stalled_ = true;
+        return false;
+      }
       return ParseOption();
     case Phase::kTransmission:
       return ParseRequest();
@@ -576,6 +585,7 @@ void NbdConnection::Flush() {
       if (hs_sent_ == hs_out_.size()) {
         hs_out_.clear();
         hs_sent_ = 0;
+        if (stalled_) Kick();
       }
     }
     while (left > 0) {

@@ -68,6 +68,8 @@ class NbdConnection final : public EventLoop::Handler {
   bool Abandon();
 
   const std::string& name() const { return name_; }
+  bool in_handshake() const { return phase_ != Phase::kTransmission && !dead_; }
+  uint64_t accepted_ns() const { return accepted_ns_; }
   bool pending() const { return pending_; }
   void set_pending(bool p) { pending_ = p; }
 
@@ -131,6 +133,7 @@ class NbdConnection final : public EventLoop::Handler {
   nbd::ExportGeometry geometry_;
   uint32_t max_part_;  // largest piece per BlockRequest (a block_size multiple)
 
+  uint64_t accepted_ns_;
   Phase phase_ = Phase::kClientFlags;
   bool no_zeroes_ = false;
 

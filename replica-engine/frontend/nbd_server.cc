@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "common/clock.h"
 #include "common/logging.h"
 #include "replica-engine/frontend/nbd_connection.h"
 #include "replica-engine/frontend/nbd_protocol.h"
@@ -46,6 +47,7 @@ NbdServer::NbdServer(EventLoop* loop, target::BlockDevice* device, NbdServerOpti
 NbdServer::~NbdServer() {
   CloseListeners();
   if (started_) loop_->RemoveIdler(this);
+  if (ticking_) loop_->RemoveTicker(this);
   for (auto& conn : connections_) {
     // A connection with device requests in flight outlives us and deletes
     // itself when the last one completes.
@@ -78,6 +80,10 @@ Status NbdServer::Start() {
   }
   loop_->AddIdler(this);
   started_ = true;
+  if (options_.handshake_timeout_ms > 0) {
+    loop_->AddTicker(this, std::clamp<uint32_t>(options_.handshake_timeout_ms / 4, 10, 1000));
+    ticking_ = true;
+  }
   TLOG_INFO(kTag, "export '%s' (%llu bytes) on%s%s%s%s", options_.export_name.c_str(),
             static_cast<unsigned long long>(device_->size()),
             options_.unix_path.empty() ? "" : " unix:", options_.unix_path.c_str(),
@@ -271,6 +277,17 @@ void NbdServer::BeforeWait() {
     // the loop iterates its idlers): make sure the loop takes another turn.
     loop_->Wake();
     for (auto& [fn, arg] : callbacks) fn(arg);  // `this` may be gone now
+  }
+}
+
+void NbdServer::OnTick(uint64_t now_ns) {
+  uint64_t limit = static_cast<uint64_t>(options_.handshake_timeout_ms) * 1000000ull;
+  for (auto& conn : connections_) {
+    if (conn->in_handshake() && now_ns - conn->accepted_ns() > limit) {
+      TLOG_WARN(kTag, "%s: handshake not finished after %u ms; closing", conn->name().c_str(),
+                options_.handshake_timeout_ms);
+      conn->BeginShutdown();  // closes at once in the handshake phase
+    }
   }
 }
 

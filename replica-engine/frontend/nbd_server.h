@@ -49,6 +49,10 @@ struct NbdServerOptions {
   // Request slots per connection: requests in flight (or whose reply is not
   // yet written) before the connection stops reading its socket.
   uint32_t max_requests_per_connection = 128;
+  // A connection that has not reached the transmission phase this long after
+  // accept is closed (with a WARNING), so idle or slow-handshake clients
+  // cannot hold connection slots. 0: no limit.
+  uint32_t handshake_timeout_ms = 30000;
 };
 
 struct NbdServerStats {
@@ -58,7 +62,7 @@ struct NbdServerStats {
   uint64_t errors = 0;                        // replies with a non-zero error
 };
 
-class NbdServer final : private EventLoop::Idler {
+class NbdServer final : private EventLoop::Idler, private EventLoop::Ticker {
  public:
   NbdServer(EventLoop* loop, target::BlockDevice* device, NbdServerOptions options);
   // Closes everything immediately. Device requests still in flight are
@@ -97,6 +101,8 @@ class NbdServer final : private EventLoop::Idler {
   // Queues `conn` for Service() at the next BeforeWait.
   void MarkPending(NbdConnection* conn);
   void BeforeWait() override;
+  // Closes connections whose handshake took longer than handshake_timeout_ms.
+  void OnTick(uint64_t now_ns) override;
   void CloseListeners();
 
   EventLoop* loop_;
@@ -107,6 +113,7 @@ class NbdServer final : private EventLoop::Idler {
   std::unique_ptr<Listener> tcp_listener_;
   uint16_t tcp_port_ = 0;
   bool started_ = false;
+  bool ticking_ = false;
   bool unix_bound_ = false;  // we created the socket file (remove it at shutdown)
   bool shutting_down_ = false;
   uint64_t next_conn_id_ = 1;

@@ -638,6 +638,51 @@ TEST_F(NbdServerTest, ExportNameHonoursNoZeroes) {
   EXPECT_TRUE(unknown.WaitClosed());
 }
 
+TEST_F(NbdServerTest, StalledHandshakeTimesOut) {
+  NbdServerOptions opts;
+  opts.handshake_timeout_ms = 100;
+  StartServer({}, opts);
+  RawClient idle(socket_);
+  ASSERT_TRUE(idle.connected());
+  RawClient half(socket_);
+  ASSERT_TRUE(half.Hello());
+  RawClient done(socket_);
+  ASSERT_TRUE(done.Connect());
+  EXPECT_TRUE(idle.WaitClosed());
+  EXPECT_TRUE(half.WaitClosed());
+  // A connection in transmission is not affected.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto data = Pattern(4096, 3);
+  EXPECT_EQ(done.Write(0, data), 0u);
+  ASSERT_TRUE(WaitFor([&] { return server_->connection_count() == 1; }));
+}
+
+TEST_F(NbdServerTest, OptionsSentWithoutWaitingAreAnsweredInOrder) {
+  StartServer();
+  RawClient c(socket_);
+  ASSERT_TRUE(c.Hello());
+  // Clients must wait for each reply; one that does not is served one option
+  // at a time (the server stops reading while a reply is unsent).
+  constexpr int kN = 200;
+  std::string burst;
+  for (int i = 0; i < kN; ++i) {
+    uint8_t h[kOptionHeaderSize];
+    PutBe64(h, kIHaveOpt);
+    PutBe32(h + 8, kOptList);
+    PutBe32(h + 12, 0);
+    burst.append(reinterpret_cast<char*>(h), sizeof(h));
+  }
+  ASSERT_TRUE(c.Send(burst.data(), burst.size()));
+  for (int i = 0; i < kN; ++i) {
+    RawClient::OptReply r;
+    ASSERT_TRUE(c.ReadOptReply(&r)) << i;
+    ASSERT_EQ(r.type, kRepServer);
+    ASSERT_TRUE(c.ReadOptReply(&r)) << i;
+    ASSERT_EQ(r.type, kRepAck);
+  }
+  EXPECT_EQ(c.Go(kExport), kRepAck);
+}
+
 TEST_F(NbdServerTest, AbortIsAcknowledgedThenClosed) {
   StartServer();
   RawClient c(socket_);
