@@ -355,6 +355,43 @@ TEST_F(EngineServiceTest, CreateTargetOverALocalReplicaIsReadyAndIdempotent) {
   EXPECT_TRUE(client_->DestroyTarget("vol-t", kTimeout).ok());
 }
 
+TEST_F(EngineServiceTest, CreateTargetWithNoReachableReplicaIsUnavailableAndLeavesNothing) {
+  // A port nobody listens on: bind one, note it, close it.
+  auto probe = GrpcServer::Start("127.0.0.1:0", service_.get());
+  ASSERT_TRUE(probe.ok());
+  const uint16_t dead_port = (*probe)->port();
+  (*probe)->Shutdown(std::chrono::milliseconds(0));
+
+  pb::CreateTargetRequest req = TargetRequest(1);
+  req.mutable_replicas(0)->set_port(dead_port);
+  Result<pb::Target> t = client_->CreateTarget(req, kTimeout);
+  EXPECT_EQ(t.status().code(), StatusCode::kUnavailable) << t.status().ToString();
+  EXPECT_EQ(client_->GetTarget("vol-t", kTimeout).status().code(), StatusCode::kNotFound);
+  EXPECT_FALSE(Exists(tmp_ + "/nbd/vol-t.sock"));
+}
+
+TEST_F(EngineServiceTest, GrpcServerServesOnAUnixSocket) {
+  const std::string path = tmp_ + "/engine.sock";
+  auto unix_server = GrpcServer::Start("unix:" + path, service_.get());
+  ASSERT_TRUE(unix_server.ok()) << unix_server.status().ToString();
+  EXPECT_EQ((*unix_server)->port(), 0);
+  EngineClient unix_client("unix:" + path, "");
+  Result<pb::EngineInfo> info = unix_client.GetEngineInfo(kTimeout);
+  ASSERT_TRUE(info.ok()) << info.status().ToString();
+  EXPECT_EQ(info->node_id(), "node-a");
+  (*unix_server)->Shutdown(std::chrono::milliseconds(0));
+}
+
+TEST_F(EngineServiceTest, GrpcServerRejectsBadAddressesAndPortsInUse) {
+  for (const char* bad : {"127.0.0.1", "127.0.0.1:", "127.0.0.1:99999", "127.0.0.1:x", "unix:"}) {
+    auto s = GrpcServer::Start(bad, service_.get());
+    EXPECT_EQ(s.status().code(), StatusCode::kInvalidArgument) << bad;
+  }
+  // SO_REUSEPORT is off: a second server cannot share the first one's port.
+  auto second = GrpcServer::Start(address_, service_.get());
+  EXPECT_EQ(second.status().code(), StatusCode::kUnavailable) << second.status().ToString();
+}
+
 TEST_F(EngineServiceTest, ClientOfAnEngineThatIsNotThereFailsUnavailable) {
   grpc_->Shutdown(std::chrono::milliseconds(0));
   Result<pb::EngineInfo> info = client_->GetEngineInfo(kTimeout);
