@@ -94,6 +94,8 @@ class Replica {
   // Persists the in-memory dirty map if it is ahead of the disk (one metadata
   // update, however many NoteWrite()s it covers); OK at once otherwise.
   Status SyncDirty();
+  // Whether the in-memory dirty map has bits the disk does not have yet.
+  bool dirty_unsynced() const { return dirty_unsynced_; }
   // Marks every region overlapping the range and persists (if anything is
   // not yet durable). length 0 is INVALID_ARGUMENT.
   Status MarkDirty(uint64_t offset, uint64_t length);

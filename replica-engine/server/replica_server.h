@@ -68,6 +68,10 @@ struct ServerStats {
   uint64_t requests = 0;
   uint64_t bytes_read = 0;
   uint64_t bytes_written = 0;
+  // Writes that dirtied a clean region and waited for a dirty-map persist,
+  // and the persists done for them (fewer when batched).
+  uint64_t writes_parked_for_dirty_map = 0;
+  uint64_t dirty_map_syncs = 0;
 };
 
 class ReplicaSession;

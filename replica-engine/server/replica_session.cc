@@ -405,6 +405,7 @@ bool ReplicaSession::StartIo(Slot* s, const FrameHeader& h, const uint8_t* paylo
       dirty_head_ = s;
     }
     dirty_tail_ = s;
+    ++server_->stats_.writes_parked_for_dirty_map;
     server_->MarkDirtyWaiting(this);
     return true;
   }
@@ -424,6 +425,7 @@ void ReplicaSession::ResumeDirtyWaiters() {
   } else {
     // A no-op when another session of the same replica already persisted the
     // map in this pass.
+    if (replica_->dirty_unsynced()) ++server_->stats_.dirty_map_syncs;
     Status st = replica_->SyncDirty();
     if (!st.ok()) {
       TLOG_ERROR(kTag, "%s: persisting the dirty map failed, failing parked writes: %s",

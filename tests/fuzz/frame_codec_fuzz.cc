@@ -3,9 +3,9 @@
 //
 // Input: a 48-byte header followed by payload bytes. Every header goes through
 // DecodeHeader; an accepted one has its payload crc checked against the
-// remaining bytes, and the payload is parsed as both HELLO and ReplicaInfo (a
-// session parses whichever its opcode says; here both are exercised on every
-// input). A decoded message must re-encode to bytes that decode to the same
+// remaining bytes, and the payload is parsed as HELLO, ReplicaInfo and a
+// GET_DIRTY_MAP chunk (a peer parses whichever its opcode says; here all are
+// exercised on every input). A decoded message must re-encode to bytes that decode to the same
 // value, and an accepted header must re-encode to the same 48 bytes.
 
 #include <cstddef>
@@ -18,10 +18,13 @@
 
 namespace {
 
+using tandem::protocol::DecodeDirtyMap;
 using tandem::protocol::DecodeHeader;
 using tandem::protocol::DecodeHello;
 using tandem::protocol::DecodeReplicaInfo;
 using tandem::protocol::DecodeResult;
+using tandem::protocol::DirtyMapChunk;
+using tandem::protocol::EncodeDirtyMap;
 using tandem::protocol::EncodeHeader;
 using tandem::protocol::EncodeHello;
 using tandem::protocol::EncodeReplicaInfo;
@@ -61,6 +64,21 @@ void FuzzReplicaInfo(std::string_view payload) {
         again.highest_epoch == info.highest_epoch && again.replica_id == info.replica_id);
 }
 
+void FuzzDirtyMap(std::string_view payload) {
+  DirtyMapChunk chunk;
+  if (!DecodeDirtyMap(payload, &chunk).ok()) return;
+  // The bitmap is a view into the payload, within it, and never longer than
+  // the map of the volume it describes or a frame.
+  Check(chunk.bitmap.data() == payload.data() + tandem::protocol::kDirtyMapPrefixSize);
+  Check(chunk.bitmap.size() == payload.size() - tandem::protocol::kDirtyMapPrefixSize);
+  Check(chunk.bitmap.size() <=
+        tandem::protocol::DirtyMapBytes(chunk.volume_size, chunk.region_size));
+  Check(chunk.bitmap.size() <= tandem::protocol::kMaxDirtyMapChunk);
+  std::string encoded;
+  Check(EncodeDirtyMap(chunk, &encoded).ok());
+  Check(encoded == payload);
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -69,6 +87,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view all(reinterpret_cast<const char*>(data), size);
   FuzzHello(all);
   FuzzReplicaInfo(all);
+  FuzzDirtyMap(all);
 
   if (size < kHeaderSize) return 0;
   FrameHeader h;
@@ -87,5 +106,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view p(reinterpret_cast<const char*>(payload), h.payload_length);
   FuzzHello(p);
   FuzzReplicaInfo(p);
+  FuzzDirtyMap(p);
   return 0;
 }
