@@ -64,8 +64,8 @@ gen0="$(ctl_field e0 generation target get --volume=vol-main)"
 echo "volume vol-main: 3 replicas ($(engine_addr e0) local, $(engine_addr e1), $(engine_addr e2)), NBD $uri"
 
 # ---- 2. fio verify + ack_verifier through the export, kill -9 mid-run -------
-tc_log "fio randwrite verify=crc32c on [0,256M) and ack_verifier on [512M,768M); kill -9 e2 after 3 s"
-fio_nbd_bg fio-verify "$uri" --rw=randwrite --bs=4k --size=256M --iodepth=16 --loops=2 \
+tc_log "fio randwrite verify=crc32c on [0,128M) and ack_verifier on [512M,768M); kill -9 e2 after 3 s"
+fio_nbd_bg fio-verify "$uri" --rw=randwrite --bs=4k --size=128M --iodepth=16 --loops=2 \
   --verify=crc32c --do_verify=1 --verify_fatal=1
 fio_pid="${TC_PID_OF[fio-verify]}"
 tc_spawn ack-write "$ACK_VERIFIER" write --uri="$uri" --log="$TC_RUN_DIR/acks.log" \
