@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # tandem-engine + tandemctl as real processes: a replica created through the
-# management API survives SIGTERM (exit 0) and a restart; command-line errors
-# exit 2, API errors exit 1 with "error: CODE: ..."; the management token is
-# enforced. Every wait is bounded.
+# management API survives SIGTERM (exit 0) and a restart; a target over it is
+# READY and SIGTERM with it attached still exits 0; command-line errors exit 2,
+# API errors exit 1 with "error: CODE: ..."; the management token is enforced;
+# --create-replica and SIGINT work. Every wait is bounded.
 #
 #   engine_restart_test.sh <tandem-engine> <tandemctl>
 set -uo pipefail
@@ -45,9 +46,10 @@ start_engine() {
   ctl=("$ctl_bin" "--engine=127.0.0.1:$(cat "$tmp/grpc.port")")
 }
 
-# stop_engine: SIGTERM, wait at most 20 s, expect exit status 0.
+# stop_engine [signal]: SIGTERM (or the given signal), wait at most 20 s,
+# expect exit status 0.
 stop_engine() {
-  kill -TERM "$pid"
+  kill -"${1:-TERM}" "$pid"
   for _ in $(seq 1 200); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
@@ -58,7 +60,7 @@ stop_engine() {
   fi
   wait "$pid"
   local rc=$?
-  [ "$rc" -eq 0 ] || fail "engine exited with $rc after SIGTERM, want 0"
+  [ "$rc" -eq 0 ] || fail "engine exited with $rc after SIG${1:-TERM}, want 0"
   pid=""
 }
 
@@ -126,10 +128,12 @@ expect 1 '^error: NOT_FOUND: ' "${ctl[@]}" replica get --volume=vol-a
 expect 0 '' "${ctl[@]}" replica delete --volume=vol-a
 stop_engine
 
-# --- the deletion is durable too ---------------------------------------------
-start_engine engine4.log
+# --- the deletion is durable too; --create-replica still works; SIGINT -------
+start_engine engine4.log --create-replica=vol-z:4M:rz
 expect 1 '^error: NOT_FOUND: ' "${ctl[@]}" replica get --volume=vol-a
-stop_engine
+expect 0 '^replica_id=rz$' "${ctl[@]}" replica get --volume=vol-z
+expect 0 '^size_bytes=4194304$' "${ctl[@]}" replica list
+stop_engine INT
 
 if [ "$failures" -ne 0 ]; then
   echo "engine logs:" >&2
