@@ -89,6 +89,59 @@ std::string Hostname() {
   return name;
 }
 
+// Starts the replica server, the target manager and the management API, waits
+// for SIGTERM/SIGINT, then stops them in order: gRPC (no new calls can create
+// anything), targets (they are clients of replica servers, ours among them:
+// flush them while the replicas can still answer), the replica server. A
+// startup error stops whatever had started, in the same order, and is
+// returned.
+tandem::Status Serve(const tandem::Flags& flags, const tandem::server::ServerOptions& opts,
+                     tandem::api::EngineServiceOptions service_opts, sigset_t* sigs,
+                     tandem::replica::ReplicaManager* manager,
+                     tandem::backend::StorageBackend* backend) {
+  tandem::server::ReplicaServer server(manager, backend, opts);
+  TANDEM_RETURN_IF_ERROR(server.Start());
+  service_opts.data_address = opts.listen_address + ":" + std::to_string(server.port());
+  service_opts.backend = backend->Name();
+  std::printf("listening on %s\n", service_opts.data_address.c_str());
+  std::fflush(stdout);
+  if (std::string pf = flags.Get("port-file"); !pf.empty()) {
+    TANDEM_RETURN_IF_ERROR(WriteFileAtomically(pf, std::to_string(server.port())));
+  }
+
+  const std::string nbd_dir =
+      flags.Get("nbd-dir").empty() ? flags.Get("data-dir") + "/nbd" : flags.Get("nbd-dir");
+  tandem::target::TargetManager targets(nbd_dir);
+  tandem::Status st = targets.Start();
+  tandem::api::EngineService service(manager, &server, &targets, service_opts);
+  std::unique_ptr<tandem::api::GrpcServer> mgmt;
+  if (st.ok()) {
+    auto started = tandem::api::GrpcServer::Start(flags.Get("grpc-listen"), &service);
+    if (started.ok()) {
+      mgmt = std::move(*started);
+    } else {
+      st = started.status();
+    }
+  }
+  if (st.ok()) {
+    TLOG_INFO(kTag, "node %s: management API on %s (port %u), NBD sockets in %s",
+              service_opts.node_id.c_str(), flags.Get("grpc-listen").c_str(), mgmt->port(),
+              nbd_dir.c_str());
+    if (std::string pf = flags.Get("grpc-port-file"); !pf.empty()) {
+      st = WriteFileAtomically(pf, std::to_string(mgmt->port()));
+    }
+  }
+  if (st.ok()) {
+    int sig = 0;
+    sigwait(sigs, &sig);
+    TLOG_INFO(kTag, "signal %d: shutting down", sig);
+  }
+  if (mgmt) mgmt->Shutdown(kGrpcShutdownGrace);
+  targets.Shutdown();
+  server.Stop();
+  return st;
+}
+
 int Fail(const tandem::Status& st) {
   TLOG_ERROR(kTag, "%s", st.ToString().c_str());
   return 1;
@@ -148,11 +201,11 @@ int main(int argc, char** argv) {
   if (v == 0 || v > UINT32_MAX) {
     return Fail(tandem::Status::InvalidArgument("--request-timeout-ms must be in 1..2^32-1"));
   }
-  const uint32_t request_timeout_ms = static_cast<uint32_t>(v);
   const std::string data_dir = flags.Get("data-dir");
-  const std::string nbd_dir =
-      flags.Get("nbd-dir").empty() ? data_dir + "/nbd" : flags.Get("nbd-dir");
-  const std::string node_id = flags.Get("node-id").empty() ? Hostname() : flags.Get("node-id");
+  tandem::api::EngineServiceOptions service_opts;
+  service_opts.node_id = flags.Get("node-id").empty() ? Hostname() : flags.Get("node-id");
+  service_opts.default_request_timeout_ms = static_cast<uint32_t>(v);
+  service_opts.mgmt_token = flags.Get("mgmt-token");
 
   auto backend = tandem::backend::BackendFactory::Create(flags.Get("backend"));
   if (!backend.ok()) return Fail(backend.status());
@@ -161,51 +214,20 @@ int main(int argc, char** argv) {
   if (!st.ok()) TLOG_WARN(kTag, "%s", st.ToString().c_str());
   for (const std::string& spec : flags.GetAll("create-replica")) {
     tandem::replica::ReplicaConfig cfg;
-    if (!(st = ParseReplicaSpec(spec, &cfg)).ok()) return Fail(st);
-    auto r = manager.Create(cfg);
-    if (!r.ok()) return Fail(r.status());
-  }
-
-  tandem::server::ReplicaServer server(&manager, backend->get(), opts);
-  if (!(st = server.Start()).ok()) return Fail(st);
-  const std::string data_address = opts.listen_address + ":" + std::to_string(server.port());
-  std::printf("listening on %s\n", data_address.c_str());
-  std::fflush(stdout);
-  if (std::string pf = flags.Get("port-file"); !pf.empty()) {
-    if (!(st = WriteFileAtomically(pf, std::to_string(server.port()))).ok()) return Fail(st);
-  }
-
-  tandem::target::TargetManager targets(nbd_dir);
-  if (!(st = targets.Start()).ok()) return Fail(st);
-
-  tandem::api::EngineServiceOptions service_opts;
-  service_opts.node_id = node_id;
-  service_opts.data_address = data_address;
-  service_opts.backend = (*backend)->Name();
-  service_opts.default_request_timeout_ms = request_timeout_ms;
-  service_opts.mgmt_token = flags.Get("mgmt-token");
-  tandem::api::EngineService service(&manager, &server, &targets, service_opts);
-  auto mgmt_server = tandem::api::GrpcServer::Start(flags.Get("grpc-listen"), &service);
-  if (!mgmt_server.ok()) return Fail(mgmt_server.status());
-  TLOG_INFO(kTag, "node %s: management API on %s (port %u), NBD sockets in %s", node_id.c_str(),
-            flags.Get("grpc-listen").c_str(), (*mgmt_server)->port(), nbd_dir.c_str());
-  if (std::string pf = flags.Get("grpc-port-file"); !pf.empty()) {
-    if (!(st = WriteFileAtomically(pf, std::to_string((*mgmt_server)->port()))).ok()) {
+    if ((st = ParseReplicaSpec(spec, &cfg)).ok()) st = manager.Create(cfg).status();
+    if (!st.ok()) {
+      (void)manager.CloseAll();  // see below
       return Fail(st);
     }
   }
 
-  int sig = 0;
-  sigwait(&sigs, &sig);
-  TLOG_INFO(kTag, "signal %d: shutting down", sig);
-  // No new management calls can create targets or replicas past this point.
-  (*mgmt_server)->Shutdown(kGrpcShutdownGrace);
-  // Targets are clients of replica servers (ours among them): flush them
-  // while the replicas can still answer.
-  targets.Shutdown();
-  server.Stop();
-  st = manager.CloseAll();
+  // From here on the replicas are open (marked unclean on disk): every exit
+  // path goes through CloseAll, so a failed start (a port in use) does not
+  // leave them looking crashed.
+  st = Serve(flags, opts, service_opts, &sigs, &manager, backend->get());
+  tandem::Status closed = manager.CloseAll();
   if (!st.ok()) return Fail(st);
+  if (!closed.ok()) return Fail(closed);
   TLOG_INFO(kTag, "clean shutdown");
   return 0;
 }

@@ -98,6 +98,14 @@ expect 2 'unknown command' "${ctl[@]}" frobnicate
 expect 2 'unknown flag' "${ctl[@]}" replica get --volume=vol-a --bogus=1
 expect 2 'HOST:PORT' "${ctl[@]}" target create --volume=vol-a --epoch=1 --replica=nohostport
 expect 0 '^usage: tandemctl' "$ctl_bin" --help
+# A second engine whose gRPC port is taken fails to start (exit 1) but still
+# closes the replicas it had opened cleanly (checked after the restart below).
+timeout 20 "$engine_bin" --data-dir="$tmp/data2" --listen=127.0.0.1:0 \
+  --grpc-listen="127.0.0.1:$(cat "$tmp/grpc.port")" --create-replica=vol-y:4M:ry \
+  --buffer-pool=8M >"$tmp/engine-busy.log" 2>&1
+rc=$?
+[ "$rc" -eq 1 ] || fail "engine on a gRPC port in use exited $rc, want 1"
+grep -q 'cannot listen for gRPC' "$tmp/engine-busy.log" || fail "engine-busy.log names no gRPC error"
 stop_engine
 
 # --- restart: the replica is loaded and served again; token enforced ---------
@@ -134,6 +142,10 @@ expect 1 '^error: NOT_FOUND: ' "${ctl[@]}" replica get --volume=vol-a
 expect 0 '^replica_id=rz$' "${ctl[@]}" replica get --volume=vol-z
 expect 0 '^size_bytes=4194304$' "${ctl[@]}" replica list
 stop_engine INT
+
+start_engine engine5.log --data-dir="$tmp/data2"
+expect 0 '^clean_shutdown=true$' "${ctl[@]}" replica get --volume=vol-y
+stop_engine
 
 if [ "$failures" -ne 0 ]; then
   echo "engine logs:" >&2
