@@ -124,8 +124,9 @@ class ReplicaServer final : private EventLoop::Handler, private EventLoop::Idler
   // volume's state. After it returns nothing on the server touches the
   // replica's files, so the caller may ReplicaManager::Delete() it. A HELLO
   // arriving afterwards attaches again while the manager still has the
-  // replica. OK also when the volume has no session. Thread-safe; blocks for
-  // the loop. Must not race with Stop().
+  // replica. OK also when the volume has no session. Thread-safe; blocks until
+  // the loop has done it, so never call it from the server's own loop thread.
+  // Must not race with Stop().
   Status DetachVolume(const std::string& volume_id);
 
  private:
