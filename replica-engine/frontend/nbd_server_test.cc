@@ -640,7 +640,7 @@ TEST_F(NbdServerTest, ExportNameHonoursNoZeroes) {
 
 TEST_F(NbdServerTest, StalledHandshakeTimesOut) {
   NbdServerOptions opts;
-  opts.handshake_timeout_ms = 100;
+  opts.handshake_timeout_ms = 500;
   StartServer({}, opts);
   RawClient idle(socket_);
   ASSERT_TRUE(idle.connected());
@@ -651,7 +651,7 @@ TEST_F(NbdServerTest, StalledHandshakeTimesOut) {
   EXPECT_TRUE(idle.WaitClosed());
   EXPECT_TRUE(half.WaitClosed());
   // A connection in transmission is not affected.
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
   auto data = Pattern(4096, 3);
   EXPECT_EQ(done.Write(0, data), 0u);
   ASSERT_TRUE(WaitFor([&] { return server_->connection_count() == 1; }));
