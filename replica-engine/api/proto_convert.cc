@@ -140,6 +140,8 @@ pb::ReplicaState ReplicaStateToProto(target::ReplicaState state) {
       return pb::REPLICA_STATE_STALE;
     case target::ReplicaState::kFaulted:
       return pb::REPLICA_STATE_FAULTED;
+    case target::ReplicaState::kRebuilding:
+      return pb::REPLICA_STATE_REBUILDING;
   }
   return pb::REPLICA_STATE_UNSPECIFIED;
 }

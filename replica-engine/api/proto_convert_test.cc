@@ -226,6 +226,7 @@ TEST(TargetToProtoTest, EveryStateHasItsOwnProtoValue) {
   EXPECT_EQ(ReplicaStateToProto(target::ReplicaState::kHealthy), pb::REPLICA_STATE_HEALTHY);
   EXPECT_EQ(ReplicaStateToProto(target::ReplicaState::kStale), pb::REPLICA_STATE_STALE);
   EXPECT_EQ(ReplicaStateToProto(target::ReplicaState::kFaulted), pb::REPLICA_STATE_FAULTED);
+  EXPECT_EQ(ReplicaStateToProto(target::ReplicaState::kRebuilding), pb::REPLICA_STATE_REBUILDING);
 }
 
 TEST(ParseIpv4HostPortTest, AcceptsDottedQuadAndRangeChecksPort) {
