@@ -175,6 +175,7 @@ kill9_engine() {
   local pid; pid="$(engine_pid "$1")"
   kill -KILL "$pid" 2>/dev/null || true
   _wait_exit "$pid" 10 || tc_fail "engine $1 survived SIGKILL"
+  { wait "$pid"; } 2>/dev/null || true  # reap it here, without bash's "Killed" notice
 }
 sigstop_engine() { kill -STOP "$(engine_pid "$1")"; }
 sigcont_engine() { kill -CONT "$(engine_pid "$1")" 2>/dev/null || true; }
