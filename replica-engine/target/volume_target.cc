@@ -5,12 +5,12 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/clock.h"
 #include "common/logging.h"
+#include "replica-engine/target/volume_target_impl.h"
 
 namespace tandem::target {
 
-using client::ClientRequest;
-using client::ReplicaClient;
 using protocol::Opcode;
 using protocol::WireStatus;
 
@@ -28,6 +28,8 @@ const char* ReplicaStateName(ReplicaState s) {
       return "STALE";
     case ReplicaState::kFaulted:
       return "FAULTED";
+    case ReplicaState::kRebuilding:
+      return "REBUILDING";
   }
   return "UNKNOWN";
 }
@@ -47,135 +49,6 @@ const char* TargetStateName(TargetState s) {
   }
   return "UNKNOWN";
 }
-
-// One frontend request in flight through the mirror. A fixed pool of these is
-// allocated at construction (TargetOptions::max_inflight); a request that finds
-// the pool empty waits in a FIFO, so nothing is allocated per I/O.
-struct IoCtx {
-  enum class Phase : uint8_t { kData, kAwaitBump, kMarkDirty };
-  void* impl = nullptr;  // VolumeTarget::Impl
-  BlockRequest* req = nullptr;
-  Phase phase = Phase::kData;
-  uint32_t remaining = 0;   // sub-requests outstanding
-  uint32_t sent_mask = 0;   // replicas the data phase went to
-  uint32_t ok_mask = 0;     // replicas that acknowledged the data phase
-  uint32_t tried_mask = 0;  // reads: replicas already tried
-  bool marked = false;      // MARK_DIRTY done on the survivors
-  StatusCode first_error = StatusCode::kOk;
-  ClientRequest sub[VolumeTarget::kMaxReplicas];
-  IoCtx* next = nullptr;
-};
-
-class VolumeTarget::Impl final : private EventLoop::Idler {
- public:
-  Impl(VolumeTarget* owner, EventLoop* loop, TargetOptions options)
-      : owner_(owner), loop_(loop), options_(std::move(options)) {}
-  ~Impl() {
-    if (idler_added_) loop_->RemoveIdler(this);
-    for (Replica& r : replicas_) {
-      if (r.client) r.client->Close();
-    }
-  }
-
-  Status Start();
-  void Shutdown(void (*done)(void*), void* arg);
-  void Submit(BlockRequest* req);
-  TargetStatus GetStatus() const;
-
-  TargetState state_ = TargetState::kStarting;
-  uint64_t size_ = 0;
-  uint32_t block_size_ = 4096;
-
- private:
-  // One replica connection: the ReplicaClient and what the mirror knows of it.
-  struct Replica final : ReplicaClient::Listener {
-    Impl* impl = nullptr;
-    int index = 0;
-    ReplicaEndpoint endpoint;
-    std::unique_ptr<ReplicaClient> client;
-    ReplicaState state = ReplicaState::kConnecting;
-    bool settled = false;  // connected or failed during start-up
-    uint64_t generation = 0;
-    std::string replica_id;
-    uint64_t reads = 0, writes = 0, errors = 0;
-    std::string last_error;
-    void OnConnected(const protocol::ReplicaInfo& info) override {
-      impl->OnReplicaConnected(this, info);
-    }
-    void OnDisconnected(const Status& why) override { impl->OnReplicaDisconnected(this, why); }
-  };
-
-  void BeforeWait() override;
-
-  // Start-up.
-  void OnReplicaConnected(Replica* r, const protocol::ReplicaInfo& info);
-  void OnReplicaDisconnected(Replica* r, const Status& why);
-  void MaybeFinishStart();
-
-  // Faults, generation bumps, fencing.
-  void Fault(Replica* r, const Status& why);
-  void Fence(const std::string& why);
-  void StartBump();
-  static void OnBumpDone(ClientRequest* sub);
-  void UpdateState();
-  uint32_t HealthyMask() const;
-
-  // The I/O path.
-  Status Validate(const BlockRequest* req) const;
-  void Dispatch(BlockRequest* req);
-  void StartWriteLike(IoCtx* c);
-  void StartRead(IoCtx* c);
-  void StartMarkDirty(IoCtx* c);
-  static void OnSubDone(ClientRequest* sub);
-  void OnDataPhaseDone(IoCtx* c);
-  void AwaitBump(IoCtx* c);
-  void Finish(IoCtx* c, StatusCode code);
-  // Completes `req` now, or at the next BeforeWait when inside Submit().
-  void Complete(BlockRequest* req, StatusCode code);
-  void FailLater(BlockRequest* req, StatusCode code);
-  void DrainWaiting();
-  StatusCode DownCode() const {
-    return state_ == TargetState::kFenced ? StatusCode::kFailedPrecondition
-                                          : StatusCode::kUnavailable;
-  }
-  static bool NeedsBump(BlockOp op) { return op != BlockOp::kRead; }
-
-  VolumeTarget* owner_;
-  EventLoop* loop_;
-  TargetOptions options_;
-  std::vector<Replica> replicas_;
-  std::vector<IoCtx> ctx_pool_;
-  IoCtx* free_ctx_ = nullptr;
-  uint32_t inflight_ = 0;  // IoCtx in use
-  bool idler_added_ = false;
-  bool in_submit_ = false;
-
-  // Requests waiting for an IoCtx, for start-up, or for a generation bump.
-  BlockRequest* wait_head_ = nullptr;
-  BlockRequest* wait_tail_ = nullptr;
-  // Requests completed at the next BeforeWait (never inside Submit).
-  BlockRequest* failed_head_ = nullptr;
-  BlockRequest* failed_tail_ = nullptr;
-  // Writes that reached only some replicas, waiting for the bump.
-  IoCtx* bump_wait_head_ = nullptr;
-
-  uint64_t generation_ = 0;
-  bool need_bump_ = false;  // a replica left since the last bump
-  bool bump_running_ = false;
-  uint32_t bump_remaining_ = 0;
-  uint64_t bump_generation_ = 0;
-  ClientRequest bump_sub_[kMaxReplicas];
-  uint32_t close_mask_ = 0;  // clients to Close() at BeforeWait
-
-  bool shutting_down_ = false;
-  bool shutdown_flush_sent_ = false;
-  BlockRequest shutdown_flush_;
-  bool shutdown_finished_ = false;
-  void (*shutdown_done_)(void*) = nullptr;
-  void* shutdown_arg_ = nullptr;
-
-  TargetStatus counters_;
-};
 
 // ------------------------------------------------------------------ start-up
 
@@ -214,25 +87,24 @@ Status VolumeTarget::Impl::Start() {
     s.done = &Impl::OnBumpDone;
   }
   loop_->AddIdler(this);
+  loop_->AddTicker(this, 10);  // reconnects, rebuild rate limit
   idler_added_ = true;
-  replicas_.resize(options_.replicas.size());
-  for (size_t i = 0; i < replicas_.size(); ++i) {
+  // Fixed slots (kMaxReplicas): Replica objects are listeners and must not move.
+  replicas_.resize(kMaxReplicas);
+  for (size_t i = 0; i < kMaxReplicas; ++i) {
     Replica& r = replicas_[i];
     r.impl = this;
     r.index = static_cast<int>(i);
+    r.removed = i >= options_.replicas.size();
+    if (r.removed) continue;
     r.endpoint = options_.replicas[i];
-    client::ClientOptions co;
-    co.host = r.endpoint.host;
-    co.port = r.endpoint.port;
-    co.volume_id = options_.volume_id;
-    co.token = options_.token;
-    co.epoch = options_.epoch;
-    co.max_inflight = pool;
-    co.request_timeout_ms = options_.request_timeout_ms;
-    co.connect_timeout_ms = options_.connect_timeout_ms;
-    r.client = std::make_unique<ReplicaClient>(loop_, co, &r);
+    r.client = NewClient(&r);
   }
   for (Replica& r : replicas_) {
+    if (r.removed) {
+      r.settled = true;
+      continue;
+    }
     Status st = r.client->Connect();
     if (!st.ok()) {
       r.state = ReplicaState::kFaulted;
@@ -244,13 +116,53 @@ Status VolumeTarget::Impl::Start() {
   return Status::Ok();
 }
 
+std::unique_ptr<ReplicaClient> VolumeTarget::Impl::NewClient(Replica* r) {
+  client::ClientOptions co;
+  co.host = r->endpoint.host;
+  co.port = r->endpoint.port;
+  co.volume_id = options_.volume_id;
+  co.token = options_.token;
+  co.epoch = options_.epoch;
+  co.max_inflight = static_cast<uint32_t>(ctx_pool_.size());
+  co.request_timeout_ms = options_.request_timeout_ms;
+  co.connect_timeout_ms = options_.connect_timeout_ms;
+  return std::make_unique<ReplicaClient>(loop_, co, r);
+}
+
+VolumeTarget::Impl::~Impl() {
+  if (idler_added_) {
+    loop_->RemoveIdler(this);
+    loop_->RemoveTicker(this);
+  }
+  rb_.phase = RbPhase::kIdle;
+  for (Replica& r : replicas_) {
+    if (r.client) r.client->Close();
+  }
+}
+
 void VolumeTarget::Impl::OnReplicaConnected(Replica* r, const protocol::ReplicaInfo& info) {
   r->replica_id = info.replica_id;
   r->generation = info.generation;
+  r->info = info;
   if (state_ != TargetState::kStarting) {
-    // Only start-up connects; a late connect (never expected) is not trusted.
-    r->state = ReplicaState::kFaulted;
-    close_mask_ |= 1u << r->index;
+    // A FAULTED or STALE replica reconnected (or one was added): it is
+    // rebuilt before it serves. Until its rebuild starts it gets nothing.
+    r->last_error.clear();
+    if (info.size != size_ || info.block_size != block_size_) {
+      r->last_error = "replica size " + std::to_string(info.size) + " / block " +
+                      std::to_string(info.block_size) + " does not match the volume";
+      close_mask_ |= 1u << r->index;
+    } else if (info.generation > generation_) {
+      // Only a newer target could have moved it past us.
+      r->last_error = "replica generation " + std::to_string(info.generation) + " is ahead of " +
+                      std::to_string(generation_);
+      close_mask_ |= 1u << r->index;
+    } else {
+      TLOG_INFO(kTag, "volume '%s': replica %s is back (generation %llu), queued for rebuild",
+                options_.volume_id.c_str(), Address(*r).c_str(),
+                static_cast<unsigned long long>(info.generation));
+    }
+    loop_->Wake();
     return;
   }
   r->settled = true;
@@ -286,6 +198,10 @@ void VolumeTarget::Impl::OnReplicaDisconnected(Replica* r, const Status& why) {
     MaybeFinishStart();
     return;
   }
+  if (r->state == ReplicaState::kFaulted || r->state == ReplicaState::kStale) {
+    r->last_error = why.ToString();  // a reconnect attempt failed; try later
+    return;
+  }
   Fault(r, why);
 }
 
@@ -304,7 +220,7 @@ void VolumeTarget::Impl::MaybeFinishStart() {
   }
   generation_ = top;
   for (Replica& r : replicas_) {
-    if (r.state != ReplicaState::kConnecting) continue;
+    if (r.removed || r.state != ReplicaState::kConnecting) continue;
     if (r.generation == top) {
       r.state = ReplicaState::kHealthy;
     } else {
@@ -322,10 +238,16 @@ void VolumeTarget::Impl::MaybeFinishStart() {
   } else {
     state_ = TargetState::kDegraded;  // UpdateState() leaves kStarting alone
     UpdateState();
-    // A replica that is not with us may have missed nothing yet, but every
-    // write from now on skips it: the survivors move to a new generation
-    // (and track dirty regions) before the first write is acknowledged.
-    if (HealthyMask() != (1u << replicas_.size()) - 1) need_bump_ = true;
+    for (const Replica& r : replicas_) {
+      if (r.state != ReplicaState::kHealthy || !r.info.tracking_dirty) continue;
+      tracking_ = true;
+      tracking_since_ = std::max(tracking_since_, r.info.dirty_since_generation);
+    }
+    // Every attach moves the serving replicas to a new generation before the
+    // first write: a replica at generation 0 has then never served (a rebuild
+    // may skip its holes), and one that is not with us now is behind. If one
+    // is missing, the survivors track dirty regions from this bump on.
+    need_bump_ = true;
   }
   TLOG_INFO(kTag, "volume '%s' epoch %llu: %s, generation %llu, size %llu",
             options_.volume_id.c_str(), static_cast<unsigned long long>(options_.epoch),
@@ -339,7 +261,25 @@ void VolumeTarget::Impl::MaybeFinishStart() {
 uint32_t VolumeTarget::Impl::HealthyMask() const {
   uint32_t m = 0;
   for (const Replica& r : replicas_) {
-    if (r.state == ReplicaState::kHealthy) m |= 1u << r.index;
+    if (!r.removed && r.state == ReplicaState::kHealthy) m |= 1u << r.index;
+  }
+  return m;
+}
+
+uint32_t VolumeTarget::Impl::WriteMask() const {
+  uint32_t m = 0;
+  for (const Replica& r : replicas_) {
+    if (!r.removed && (r.state == ReplicaState::kHealthy || r.state == ReplicaState::kRebuilding)) {
+      m |= 1u << r.index;
+    }
+  }
+  return m;
+}
+
+uint32_t VolumeTarget::Impl::AllMask() const {
+  uint32_t m = 0;
+  for (const Replica& r : replicas_) {
+    if (!r.removed) m |= 1u << r.index;
   }
   return m;
 }
@@ -349,7 +289,7 @@ void VolumeTarget::Impl::UpdateState() {
   uint32_t healthy = HealthyMask();
   if (healthy == 0) {
     state_ = TargetState::kFailed;
-  } else if (healthy == (1u << replicas_.size()) - 1) {
+  } else if (healthy == AllMask()) {
     state_ = TargetState::kReady;
   } else {
     state_ = TargetState::kDegraded;
@@ -358,8 +298,14 @@ void VolumeTarget::Impl::UpdateState() {
 
 void VolumeTarget::Impl::Fault(Replica* r, const Status& why) {
   ++r->errors;
-  if (r->state != ReplicaState::kHealthy) return;
+  if (r->state != ReplicaState::kHealthy && r->state != ReplicaState::kRebuilding) return;
+  if (r->state == ReplicaState::kRebuilding && r->index == rb_.dest) {
+    RebuildAborted(why.ToString());
+  }
+  // A REBUILDING replica leaving also needs the bump: what it misses from now
+  // on must be in the dirty maps for its rebuild to resume.
   r->state = ReplicaState::kFaulted;
+  r->next_reconnect_ns = MonotonicNanos() + options_.reconnect_interval_ms * 1000000ull;
   r->last_error = why.ToString();
   close_mask_ |= 1u << r->index;
   need_bump_ = true;
@@ -374,8 +320,12 @@ void VolumeTarget::Impl::Fence(const std::string& why) {
   TLOG_WARN(kTag, "volume '%s' epoch %llu FENCED: %s", options_.volume_id.c_str(),
             static_cast<unsigned long long>(options_.epoch), why.c_str());
   state_ = TargetState::kFenced;
+  RebuildAborted("fenced");
   for (Replica& r : replicas_) {
-    if (r.state == ReplicaState::kHealthy) r.state = ReplicaState::kFaulted;
+    if (r.removed) continue;
+    if (r.state == ReplicaState::kHealthy || r.state == ReplicaState::kRebuilding) {
+      r.state = ReplicaState::kFaulted;
+    }
     close_mask_ |= 1u << r.index;
   }
   loop_->Wake();
@@ -388,11 +338,14 @@ void VolumeTarget::Impl::StartBump() {
   bump_running_ = true;
   bump_generation_ = generation_ + 1;
   bump_remaining_ = 0;
+  // Track dirty regions while any replica is not HEALTHY (and keep tracking
+  // once on: only StartUntrack turns it off, after clearing the maps).
+  bump_track_ = tracking_ || healthy != AllMask();
   for (Replica& r : replicas_) {
     if (!(healthy & (1u << r.index))) continue;
     ClientRequest& s = bump_sub_[r.index];
     s.op = Opcode::kSetGeneration;
-    s.flags = protocol::kFlagTrackDirty;
+    s.flags = bump_track_ ? protocol::kFlagTrackDirty : 0;
     s.offset = bump_generation_;
     s.length = 0;
     s.buf = nullptr;
@@ -421,24 +374,32 @@ void VolumeTarget::Impl::OnBumpDone(ClientRequest* sub) {
   if (--self->bump_remaining_ != 0) return;
   self->bump_running_ = false;
   self->generation_ = self->bump_generation_;
-  // Writes that skipped a replica may complete once the survivors are at the
-  // new generation, and (if not yet done) after their range is marked dirty.
-  IoCtx* list = self->bump_wait_head_;
-  self->bump_wait_head_ = nullptr;
+  if (self->bump_track_ && !self->tracking_) {
+    self->tracking_ = true;
+    self->tracking_since_ = self->bump_generation_;
+  }
+  self->ReleaseBumpWaiters();
+}
+
+// Writes that skipped a replica may complete once the survivors are at the
+// new generation, and (if not yet done) after their range is marked dirty.
+void VolumeTarget::Impl::ReleaseBumpWaiters() {
+  IoCtx* list = bump_wait_head_;
+  bump_wait_head_ = nullptr;
   while (list != nullptr) {
     IoCtx* c = list;
     list = c->next;
     c->next = nullptr;
-    if (self->need_bump_) {  // another replica left meanwhile: wait for the next bump
-      c->next = self->bump_wait_head_;
-      self->bump_wait_head_ = c;
+    if (need_bump_ || bump_running_) {  // another replica left meanwhile: wait for the next bump
+      c->next = bump_wait_head_;
+      bump_wait_head_ = c;
     } else if (c->marked || c->req->op == BlockOp::kFlush) {
-      self->Finish(c, StatusCode::kOk);
+      Finish(c, StatusCode::kOk);
     } else {
-      self->StartMarkDirty(c);
+      StartMarkDirty(c);
     }
   }
-  self->loop_->Wake();
+  loop_->Wake();
 }
 
 void VolumeTarget::Impl::BeforeWait() {
@@ -469,6 +430,13 @@ void VolumeTarget::Impl::BeforeWait() {
     req->done(req);
   }
   DrainWaiting();
+  if (!shutting_down_) {
+    if (rb_.phase == RbPhase::kIdle) {
+      StartNextRebuild();
+    } else {
+      RebuildStep();
+    }
+  }
   if (shutting_down_ && inflight_ == 0 && wait_head_ == nullptr) {
     if (!shutdown_flush_sent_ &&
         (state_ == TargetState::kReady || state_ == TargetState::kDegraded)) {
@@ -487,7 +455,9 @@ void VolumeTarget::Impl::BeforeWait() {
       return;
     }
     if (!shutdown_finished_) {
-      for (Replica& r : replicas_) r.client->Close();
+      for (Replica& r : replicas_) {
+        if (r.client) r.client->Close();
+      }
       auto done = shutdown_done_;
       if (done == nullptr) done = [](void*) {};
       void* arg = shutdown_arg_;
@@ -583,10 +553,22 @@ void VolumeTarget::Impl::Dispatch(BlockRequest* req) {
     Complete(req, st.code());
     return;
   }
+  if (RangeLockedFor(req)) {
+    // The rebuild is copying this range: the write follows the copy.
+    req->next_ = nullptr;
+    if (range_wait_tail_ != nullptr) {
+      range_wait_tail_->next_ = req;
+    } else {
+      range_wait_head_ = req;
+    }
+    range_wait_tail_ = req;
+    return;
+  }
   IoCtx* c = free_ctx_;
   free_ctx_ = c->next;
   c->next = nullptr;
   ++inflight_;
+  c->seq = ++dispatch_seq_;
   c->req = req;
   c->phase = IoCtx::Phase::kData;
   c->remaining = 0;
@@ -629,8 +611,8 @@ void VolumeTarget::Impl::StartRead(IoCtx* c) {
 }
 
 void VolumeTarget::Impl::StartWriteLike(IoCtx* c) {
-  uint32_t healthy = HealthyMask();
-  if (healthy == 0) {
+  uint32_t healthy = WriteMask();
+  if (HealthyMask() == 0) {
     Finish(c, DownCode());
     return;
   }
@@ -819,6 +801,7 @@ void VolumeTarget::Impl::Shutdown(void (*done)(void*), void* arg) {
   shutting_down_ = true;
   shutdown_done_ = done;
   shutdown_arg_ = arg;
+  RebuildAborted("target shutting down");
   if (state_ == TargetState::kStarting) {
     state_ = TargetState::kFailed;  // stop waiting for replicas
   }
@@ -832,9 +815,26 @@ TargetStatus VolumeTarget::Impl::GetStatus() const {
   s.size = size_;
   s.epoch = options_.epoch;
   s.generation = generation_;
+  s.rebuild = rb_status_;
+  if (rb_.phase != RbPhase::kIdle && rb_.phase != RbPhase::kUntrack) {
+    s.rebuild.rate_bytes_per_sec = rb_.rate;
+    if (rb_.rate == 0) {
+      double secs = static_cast<double>(MonotonicNanos() - rb_.started_ns) / 1e9;
+      if (secs > 0.2)
+        s.rebuild.rate_bytes_per_sec = static_cast<double>(rb_status_.bytes_done) / secs;
+    }
+    uint64_t left = rb_status_.bytes_total > rb_status_.bytes_done
+                        ? rb_status_.bytes_total - rb_status_.bytes_done
+                        : 0;
+    s.rebuild.eta_seconds = s.rebuild.rate_bytes_per_sec > 0
+                                ? static_cast<double>(left) / s.rebuild.rate_bytes_per_sec
+                                : 0;
+  }
+  s.rebuild.rate_limit_bytes_per_sec = options_.rebuild_rate_bytes_per_sec;
   for (const Replica& r : replicas_) {
+    if (r.removed) continue;
     ReplicaStatus rs;
-    rs.address = r.endpoint.host + ":" + std::to_string(r.endpoint.port);
+    rs.address = Address(r);
     rs.replica_id = r.replica_id;
     rs.state = r.state;
     rs.generation = r.generation;
@@ -846,6 +846,104 @@ TargetStatus VolumeTarget::Impl::GetStatus() const {
     s.replicas.push_back(std::move(rs));
   }
   return s;
+}
+
+// Reconnects FAULTED and STALE replicas now and then (their rebuild starts
+// from BeforeWait once connected), and lets a rate-limited rebuild go on.
+void VolumeTarget::Impl::OnTick(uint64_t now_ns) {
+  if (rb_.phase != RbPhase::kIdle && rb_.step == RbStep::kLockWait) RebuildStep();
+  if (options_.reconnect_interval_ms == 0 || shutting_down_) return;
+  if (state_ != TargetState::kReady && state_ != TargetState::kDegraded) return;
+  for (Replica& r : replicas_) {
+    if (r.removed || (r.state != ReplicaState::kFaulted && r.state != ReplicaState::kStale)) {
+      continue;
+    }
+    client::ClientState cs = r.client->state();
+    if (cs != client::ClientState::kIdle && cs != client::ClientState::kClosed) continue;
+    if (now_ns < r.next_reconnect_ns || (close_mask_ & (1u << r.index))) continue;
+    r.next_reconnect_ns = now_ns + options_.reconnect_interval_ms * 1000000ull;
+    Status st = r.client->Connect();
+    if (!st.ok()) r.last_error = st.ToString();
+  }
+}
+
+VolumeTarget::Impl::Replica* VolumeTarget::Impl::FindReplica(const std::string& address) {
+  for (Replica& r : replicas_) {
+    if (!r.removed && Address(r) == address) return &r;
+  }
+  return nullptr;
+}
+
+Status VolumeTarget::Impl::AddReplica(const ReplicaEndpoint& endpoint) {
+  if (state_ != TargetState::kReady && state_ != TargetState::kDegraded) {
+    return Status::FailedPrecondition(std::string("target is ") + TargetStateName(state_));
+  }
+  in_addr a;
+  if (inet_pton(AF_INET, endpoint.host.c_str(), &a) != 1 || endpoint.port == 0) {
+    return Status::InvalidArgument("replica endpoint: bad address '" + endpoint.host + ":" +
+                                   std::to_string(endpoint.port) + "'");
+  }
+  std::string address = endpoint.host + ":" + std::to_string(endpoint.port);
+  if (FindReplica(address) != nullptr) {
+    return Status::AlreadyExists("replica " + address + " is already in the target");
+  }
+  for (Replica& r : replicas_) {
+    // A slot whose old connection is still to be closed is not reused yet.
+    if (!r.removed || (close_mask_ & (1u << r.index))) continue;
+    r = Replica{};
+    r.impl = this;
+    r.index = static_cast<int>(&r - replicas_.data());
+    r.endpoint = endpoint;
+    r.state = ReplicaState::kFaulted;  // rebuilt once connected
+    r.settled = true;
+    r.client = NewClient(&r);
+    Status st = r.client->Connect();
+    if (!st.ok()) r.last_error = st.ToString();
+    // The survivors track from now on: the new replica misses writes until
+    // its rebuild starts.
+    if (!tracking_) need_bump_ = true;
+    UpdateState();
+    loop_->Wake();
+    TLOG_INFO(kTag, "volume '%s': replica %s added", options_.volume_id.c_str(), address.c_str());
+    return Status::Ok();
+  }
+  return Status::ResourceExhausted("target already has " + std::to_string(kMaxReplicas) +
+                                   " replicas");
+}
+
+Status VolumeTarget::Impl::RemoveReplica(const std::string& address) {
+  Replica* r = FindReplica(address);
+  if (r == nullptr) return Status::NotFound("no replica " + address + " in the target");
+  if (r->state == ReplicaState::kHealthy && HealthyMask() == (1u << r->index)) {
+    return Status::FailedPrecondition("replica " + address + " is the last HEALTHY one");
+  }
+  if (r->index == rb_.dest && rb_.phase != RbPhase::kIdle) RebuildAborted("replica removed");
+  bool was_healthy = r->state == ReplicaState::kHealthy;
+  r->state = ReplicaState::kFaulted;
+  r->removed = true;
+  close_mask_ |= 1u << r->index;
+  if (was_healthy) need_bump_ = true;  // the others must not be read as its equals
+  UpdateState();
+  loop_->Wake();
+  TLOG_INFO(kTag, "volume '%s': replica %s removed", options_.volume_id.c_str(), address.c_str());
+  return Status::Ok();
+}
+
+Status VolumeTarget::Impl::RebuildReplica(const std::string& address) {
+  Replica* r = FindReplica(address);
+  if (r == nullptr) return Status::NotFound("no replica " + address + " in the target");
+  if (r->state == ReplicaState::kFaulted || r->state == ReplicaState::kStale) {
+    r->next_reconnect_ns = 0;  // the next tick connects
+  }
+  loop_->Wake();
+  return Status::Ok();
+}
+
+void VolumeTarget::Impl::SetRebuildRate(uint64_t bytes_per_sec) {
+  options_.rebuild_rate_bytes_per_sec = bytes_per_sec;
+  rb_.tokens = 0;
+  rb_.tokens_ns = MonotonicNanos();
+  rb_status_.rate_limit_bytes_per_sec = bytes_per_sec;
 }
 
 // ------------------------------------------------------------ VolumeTarget
@@ -863,5 +961,9 @@ uint64_t VolumeTarget::size() const { return impl_->size_; }
 uint32_t VolumeTarget::block_size() const { return impl_->block_size_; }
 uint32_t VolumeTarget::max_io_size() const { return protocol::kMaxIoSize; }
 void VolumeTarget::Submit(BlockRequest* req) { impl_->Submit(req); }
+Status VolumeTarget::AddReplica(const ReplicaEndpoint& e) { return impl_->AddReplica(e); }
+Status VolumeTarget::RemoveReplica(const std::string& a) { return impl_->RemoveReplica(a); }
+Status VolumeTarget::RebuildReplica(const std::string& a) { return impl_->RebuildReplica(a); }
+void VolumeTarget::SetRebuildRate(uint64_t bytes_per_sec) { impl_->SetRebuildRate(bytes_per_sec); }
 
 }  // namespace tandem::target

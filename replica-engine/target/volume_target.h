@@ -56,9 +56,18 @@ struct TargetOptions {
   uint32_t connect_timeout_ms = 3000;
   // Requests accepted at once from frontends; more wait in a FIFO.
   uint32_t max_inflight = 256;
+  // Reconnect FAULTED and STALE replicas every this many ms and rebuild them
+  // (incrementally when the survivors' dirty map covers what they missed).
+  // 0: never (AddReplica / RebuildReplica only).
+  uint32_t reconnect_interval_ms = 1000;
+  // Rebuild copy rate limit in bytes per second; 0: unlimited.
+  uint64_t rebuild_rate_bytes_per_sec = 0;
+  // A full rebuild persists its progress on the destination every this many
+  // bytes, so a later rebuild of the same replica can resume there.
+  uint64_t rebuild_checkpoint_bytes = 64ull << 20;
 };
 
-enum class ReplicaState { kConnecting, kHealthy, kStale, kFaulted };
+enum class ReplicaState { kConnecting, kHealthy, kStale, kFaulted, kRebuilding };
 const char* ReplicaStateName(ReplicaState s);
 
 enum class TargetState {
@@ -82,6 +91,27 @@ struct ReplicaStatus {
   std::string last_error;
 };
 
+enum class RebuildMode { kNone, kFull, kIncremental };
+const char* RebuildModeName(RebuildMode m);
+enum class RebuildState { kIdle, kRunning, kDone, kFailed };
+const char* RebuildStateName(RebuildState s);
+
+// The current (or last) rebuild of this target.
+struct RebuildStatus {
+  RebuildState state = RebuildState::kIdle;
+  RebuildMode mode = RebuildMode::kNone;
+  std::string replica;            // destination host:port
+  std::string source;             // source host:port (may change if a source fails)
+  uint64_t bytes_total = 0;       // bytes of the volume the rebuild has to visit
+  uint64_t bytes_done = 0;        // of those, visited (copied, or found a hole)
+  uint64_t bytes_copied = 0;      // bytes actually read from the source and written
+  uint64_t resumed_from = 0;      // full rebuild resumed at this byte (0: from the start)
+  double rate_bytes_per_sec = 0;  // recent copy rate
+  double eta_seconds = 0;
+  uint64_t rate_limit_bytes_per_sec = 0;  // 0: unlimited
+  std::string last_error;
+};
+
 struct TargetStatus {
   std::string volume_id;
   TargetState state = TargetState::kStarting;
@@ -95,6 +125,10 @@ struct TargetStatus {
   uint64_t errors = 0;
   uint64_t bytes_read = 0;
   uint64_t bytes_written = 0;
+  RebuildStatus rebuild;
+  // Totals over every rebuild of this target.
+  uint64_t rebuilds_completed = 0;
+  uint64_t rebuild_bytes_copied = 0;
 };
 
 class VolumeTarget final : public BlockDevice {
@@ -115,6 +149,23 @@ class VolumeTarget final : public BlockDevice {
 
   TargetState state() const;
   TargetStatus GetStatus() const;
+
+  // Adds a replica to the live target (at most kMaxReplicas): it connects,
+  // receives every write from then on (REBUILDING) and is rebuilt from a
+  // HEALTHY source; it becomes HEALTHY when the copy completes.
+  // ALREADY_EXISTS if the endpoint is in the target, INVALID_ARGUMENT for a
+  // bad endpoint, RESOURCE_EXHAUSTED when full, FAILED_PRECONDITION when the
+  // target is not serving.
+  Status AddReplica(const ReplicaEndpoint& endpoint);
+  // Takes a replica out of the target (its connection is closed; it gets no
+  // more writes). NOT_FOUND for an unknown "host:port"; FAILED_PRECONDITION
+  // if it is the last HEALTHY replica.
+  Status RemoveReplica(const std::string& address);
+  // Reconnects a FAULTED/STALE replica now and rebuilds it (no-op if it is
+  // HEALTHY or already rebuilding). NOT_FOUND for an unknown "host:port".
+  Status RebuildReplica(const std::string& address);
+  // Changes the rebuild rate limit (bytes/s, 0 = unlimited) at run time.
+  void SetRebuildRate(uint64_t bytes_per_sec);
 
   // BlockDevice. size() and block_size() are known once state() left kStarting.
   uint64_t size() const override;

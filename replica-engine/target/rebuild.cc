@@ -1,0 +1,668 @@
+// Online rebuild of one replica of a live VolumeTarget (brief §3 "Rebuild").
+//
+// The destination is REBUILDING from the moment the rebuild starts: every
+// live write goes to it as well (WriteMask). The copy then walks the volume in
+// windows of at most kMaxIoSize. For each window it takes the range lock:
+// it waits until no live write overlapping the window is in its data phase and
+// holds back new ones, READs the window from a HEALTHY source and WRITEs it to
+// the destination, and releases the lock. A live write therefore either landed
+// on the source before the copy read it, or reaches the destination after the
+// copy wrote it: the copy never overwrites newer data.
+//
+// What is copied:
+// - incremental: the regions set in the union of the HEALTHY replicas' dirty
+//   maps, when those maps cover everything the destination missed (tracking
+//   began no later than the generation after the destination's own);
+// - full: every allocated extent of the source (GET_ALLOCATION, i.e.
+//   SEEK_DATA/SEEK_HOLE), TRIMming the holes on a destination that may hold old
+//   data. A full rebuild persists a cursor on the destination every
+//   TargetOptions::rebuild_checkpoint_bytes; a later rebuild of the same replica resumes from it
+//   (plus the dirty regions below it) when the dirty maps cover the gap.
+// When the copy is done the destination is flushed, moved to the current
+// generation and becomes HEALTHY in one loop turn. When every replica is
+// HEALTHY again, the dirty maps are cleared and tracking stops.
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#include "common/clock.h"
+#include "common/logging.h"
+#include "replica-engine/target/volume_target_impl.h"
+
+namespace tandem::target {
+
+using protocol::Opcode;
+using protocol::WireStatus;
+
+namespace {
+constexpr const char* kTag = "rebuild";
+constexpr uint64_t kMaxHole = 1ull << 30;  // one TRIM covers at most this
+}  // namespace
+
+const char* RebuildModeName(RebuildMode m) {
+  switch (m) {
+    case RebuildMode::kNone:
+      return "NONE";
+    case RebuildMode::kFull:
+      return "FULL";
+    case RebuildMode::kIncremental:
+      return "INCREMENTAL";
+  }
+  return "UNKNOWN";
+}
+
+const char* RebuildStateName(RebuildState s) {
+  switch (s) {
+    case RebuildState::kIdle:
+      return "IDLE";
+    case RebuildState::kRunning:
+      return "RUNNING";
+    case RebuildState::kDone:
+      return "DONE";
+    case RebuildState::kFailed:
+      return "FAILED";
+  }
+  return "UNKNOWN";
+}
+
+// ------------------------------------------------------------- scheduling
+
+// Picks the next replica that is connected but not serving, and rebuilds it.
+void VolumeTarget::Impl::StartNextRebuild() {
+  // rb_.step: a last request (clearing the cursor) may still be in flight.
+  if (rb_.phase != RbPhase::kIdle || rb_.step != RbStep::kNone || shutting_down_) return;
+  if (state_ != TargetState::kReady && state_ != TargetState::kDegraded) return;
+  for (Replica& r : replicas_) {
+    if (r.removed || r.state == ReplicaState::kHealthy) continue;
+    if (r.client && r.client->state() == client::ClientState::kConnected) {
+      StartRebuild(&r);
+      return;
+    }
+  }
+  // Every replica serving again: the dirty maps have done their job.
+  if (tracking_ && HealthyMask() == AllMask() && !need_bump_ && !bump_running_) StartUntrack();
+}
+
+void VolumeTarget::Impl::StartRebuild(Replica* dest) {
+  Rebuild& rb = rb_;
+  rb = Rebuild{};
+  rb.dest = dest->index;
+  rb.started_ns = MonotonicNanos();
+  rb.rate_mark_ns = rb.started_ns;
+  rb.tokens_ns = rb.started_ns;
+  rb.buf.reset(static_cast<uint8_t*>(std::aligned_alloc(4096, protocol::kMaxIoSize)));
+  rb.reply.resize(protocol::kMaxPayload);
+  rb.req.ctx = this;
+  rb.req.done = &Impl::OnRbDone;
+  // From here on every live write reaches the destination too.
+  dest->state = ReplicaState::kRebuilding;
+  rb.drain_seq = dispatch_seq_;
+  const protocol::ReplicaInfo& di = dest->info;
+  uint64_t g = di.generation;
+  bool covered = tracking_ && tracking_since_ != 0;
+  if (covered && g >= 1 && tracking_since_ <= g + 1) {
+    rb.mode = RebuildMode::kIncremental;
+    rb.dirty_limit = size_;
+    rb.full_from = size_;
+  } else if (covered && di.rebuild_cursor > 0 && di.rebuild_cursor < size_ &&
+             tracking_since_ <= di.rebuild_generation + 1) {
+    rb.mode = RebuildMode::kFull;
+    rb.dirty_limit = di.rebuild_cursor;
+    rb.full_from = di.rebuild_cursor;
+  } else {
+    rb.mode = RebuildMode::kFull;
+    rb.dirty_limit = 0;
+    rb.full_from = 0;
+  }
+  // A replica that never served (generation 0) holds only zeros: no TRIMs.
+  rb.dest_fresh = g == 0 && di.rebuild_cursor == 0;
+  rb_status_ = RebuildStatus{};
+  rb_status_.state = RebuildState::kRunning;
+  rb_status_.mode = rb.mode;
+  rb_status_.replica = Address(*dest);
+  rb_status_.resumed_from = rb.full_from == size_ ? 0 : rb.full_from;
+  rb_status_.rate_limit_bytes_per_sec = options_.rebuild_rate_bytes_per_sec;
+  TLOG_INFO(kTag, "volume '%s': %s rebuild of %s (generation %llu -> %llu)%s",
+            options_.volume_id.c_str(), RebuildModeName(rb.mode), Address(*dest).c_str(),
+            static_cast<unsigned long long>(g), static_cast<unsigned long long>(generation_),
+            rb_status_.resumed_from ? ", resuming from the persisted cursor" : "");
+  rb.phase = RbPhase::kDrain;
+  RebuildStep();
+}
+
+bool VolumeTarget::Impl::PickRebuildSource() {
+  Replica* best = nullptr;
+  for (Replica& r : replicas_) {
+    if (r.state != ReplicaState::kHealthy) continue;
+    if (best == nullptr || (r.endpoint.local && !best->endpoint.local) ||
+        (r.endpoint.local == best->endpoint.local &&
+         r.client->inflight() < best->client->inflight())) {
+      best = &r;
+    }
+  }
+  if (best == nullptr) return false;
+  if (rb_.source != best->index) rb_status_.source = Address(*best);
+  rb_.source = best->index;
+  return true;
+}
+
+// ------------------------------------------------------------ range lock
+
+bool VolumeTarget::Impl::RangeLockedFor(const BlockRequest* req) const {
+  if (rb_.phase != RbPhase::kCopy || rb_.win_len == 0 || req->op == BlockOp::kRead ||
+      req->op == BlockOp::kFlush) {
+    return false;
+  }
+  return req->offset < rb_.win_off + rb_.win_len && rb_.win_off < req->offset + req->length;
+}
+
+// True when no live write overlapping the window is still in its data phase.
+bool VolumeTarget::Impl::WindowLocked() const {
+  for (const IoCtx& c : ctx_pool_) {
+    if (c.req == nullptr || c.phase != IoCtx::Phase::kData) continue;
+    const BlockRequest* q = c.req;
+    if (q->op == BlockOp::kRead || q->op == BlockOp::kFlush) continue;
+    if (q->offset < rb_.win_off + rb_.win_len && rb_.win_off < q->offset + q->length) return false;
+  }
+  return true;
+}
+
+void VolumeTarget::Impl::ReleaseRangeLock() {
+  rb_.win_len = 0;
+  rb_.win_locked = false;
+  if (range_wait_head_ == nullptr) return;
+  // Held-back writes go first, in their order, ahead of what queued since.
+  range_wait_tail_->next_ = wait_head_;
+  if (wait_head_ == nullptr) wait_tail_ = range_wait_tail_;
+  wait_head_ = range_wait_head_;
+  range_wait_head_ = range_wait_tail_ = nullptr;
+  loop_->Wake();
+}
+
+// ---------------------------------------------------------- the copy loop
+
+bool VolumeTarget::Impl::IsDirty(uint64_t region) const {
+  size_t byte = region / 8;
+  return byte < rb_.dirty.size() && ((rb_.dirty[byte] >> (region % 8)) & 1) != 0;
+}
+
+uint64_t VolumeTarget::Impl::Tokens(uint64_t now_ns) {
+  uint64_t rate = options_.rebuild_rate_bytes_per_sec;
+  if (rate == 0) return UINT64_MAX;
+  uint64_t cap = std::max<uint64_t>(protocol::kMaxIoSize, rate / 10);
+  uint64_t add = (now_ns - rb_.tokens_ns) * rate / 1000000000ull;
+  if (add > 0) {
+    rb_.tokens = std::min(cap, rb_.tokens + add);
+    rb_.tokens_ns = now_ns;
+  }
+  return rb_.tokens;
+}
+
+// Chooses the next window at rb_.cursor. False when there is nothing left.
+// May leave rb_.step = kAlloc with a GET_ALLOCATION in flight instead.
+bool VolumeTarget::Impl::NextWindow() {
+  Rebuild& rb = rb_;
+  uint64_t region = rb.region_size == 0 ? protocol::kMaxIoSize : rb.region_size;
+  // Dirty regions below dirty_limit.
+  while (rb.cursor < rb.dirty_limit) {
+    uint64_t r = rb.cursor / region;
+    if (!IsDirty(r)) {
+      // Skip clean regions a byte of the map at a time where possible.
+      if (r % 8 == 0 && r / 8 < rb.dirty.size() && rb.dirty[r / 8] == 0) {
+        rb.cursor = std::min(rb.dirty_limit, (r + 8) * region);
+      } else {
+        rb.cursor = std::min(rb.dirty_limit, (r + 1) * region);
+      }
+      continue;
+    }
+    uint64_t end = (r + 1) * region;
+    while (end < rb.dirty_limit && end - rb.cursor < protocol::kMaxIoSize &&
+           IsDirty(end / region)) {
+      end += region;
+    }
+    end = std::min({end, rb.dirty_limit, rb.cursor + protocol::kMaxIoSize});
+    rb.win_off = rb.cursor;
+    rb.win_len = static_cast<uint32_t>(end - rb.cursor);
+    rb.win_is_hole = false;
+    return true;
+  }
+  if (rb.cursor < rb.full_from) rb.cursor = rb.full_from;
+  if (rb.cursor >= size_) return false;
+  // Allocated extents of the source from the cursor on.
+  if (rb.cursor >= rb.alloc_end) {
+    rb.extents.clear();
+    rb.extent_index = 0;
+    uint64_t len = std::min<uint64_t>(size_ - rb.cursor, kMaxHole * 2);
+    if (replicas_[rb.source].state != ReplicaState::kHealthy && !PickRebuildSource()) {
+      RebuildFailed("no HEALTHY replica to copy from");
+      return true;
+    }
+    IssueRb(RbStep::kAlloc, Opcode::kGetAllocation, &replicas_[rb.source], rb.cursor,
+            static_cast<uint32_t>(len), rb.reply.data());
+    return true;
+  }
+  while (rb.extent_index < rb.extents.size() &&
+         rb.extents[rb.extent_index].first + rb.extents[rb.extent_index].second <= rb.cursor) {
+    ++rb.extent_index;
+  }
+  uint64_t next_data = rb.extent_index < rb.extents.size()
+                           ? std::max(rb.extents[rb.extent_index].first, rb.cursor)
+                           : rb.alloc_end;
+  if (next_data > rb.cursor) {
+    // A hole in the source: punch it on the destination (if it can hold old
+    // data), or just step over it.
+    uint64_t hole_end = std::min({next_data, rb.alloc_end, rb.cursor + kMaxHole});
+    rb.win_off = rb.cursor;
+    rb.win_len = static_cast<uint32_t>(hole_end - rb.cursor);
+    rb.win_is_hole = true;
+    return true;
+  }
+  const auto& ext = rb.extents[rb.extent_index];
+  uint64_t end = std::min({ext.first + ext.second, rb.alloc_end, rb.cursor + protocol::kMaxIoSize});
+  // Windows stay block aligned (extents are file system blocks; be safe).
+  rb.win_off = rb.cursor / block_size_ * block_size_;
+  end = (end + block_size_ - 1) / block_size_ * block_size_;
+  rb.win_len = static_cast<uint32_t>(std::min(end, size_) - rb.win_off);
+  rb.win_is_hole = false;
+  return true;
+}
+
+void VolumeTarget::Impl::IssueRb(RbStep step, Opcode op, Replica* r, uint64_t off, uint32_t len,
+                                 void* buf, uint16_t flags) {
+  rb_.step = step;
+  rb_.req_target = r->index;
+  rb_.req.op = op;
+  rb_.req.flags = flags;
+  rb_.req.offset = off;
+  rb_.req.length = len;
+  rb_.req.buf = buf;
+  r->client->Submit(&rb_.req);
+}
+
+void VolumeTarget::Impl::OnRbDone(ClientRequest* req) {
+  static_cast<Impl*>(req->ctx)->OnRbReply(req);
+}
+
+// Advances the rebuild as far as it can without waiting for a reply. Called
+// after each reply, and from BeforeWait / OnTick while waiting for the range
+// lock, the rate limit or a generation bump.
+void VolumeTarget::Impl::RebuildStep() {
+  Rebuild& rb = rb_;
+  if (rb.step != RbStep::kNone && rb.step != RbStep::kLockWait) return;  // a reply is due
+  Replica& dest = replicas_[rb.dest];
+  switch (rb.phase) {
+    case RbPhase::kIdle:
+    case RbPhase::kUntrack:
+      return;
+    case RbPhase::kDrain:
+      // Writes dispatched before the destination was REBUILDING may still be
+      // on their way into the survivors' dirty maps: let them finish first.
+      for (const IoCtx& c : ctx_pool_) {
+        if (c.req != nullptr && c.seq < rb.drain_seq && c.req->op != BlockOp::kRead) return;
+      }
+      if (!PickRebuildSource()) {
+        RebuildFailed("no HEALTHY replica to copy from");
+        return;
+      }
+      if (rb.dirty_limit == 0) {
+        rb.phase = RbPhase::kCopy;
+        break;
+      }
+      rb.phase = RbPhase::kDirtyMap;
+      rb.map_replica = -1;
+      rb.map_offset = 0;
+      [[fallthrough]];
+    case RbPhase::kDirtyMap: {
+      // Union of the maps of every HEALTHY replica, page by page.
+      if (rb.map_replica < 0 || rb.map_offset == UINT64_MAX) {
+        int next = -1;
+        for (const Replica& r : replicas_) {
+          if (r.index > rb.map_replica && r.state == ReplicaState::kHealthy) {
+            next = r.index;
+            break;
+          }
+        }
+        if (next < 0) {
+          rb.phase = RbPhase::kCopy;
+          uint64_t regions = 0;
+          for (uint8_t b : rb.dirty) regions += static_cast<uint64_t>(__builtin_popcount(b));
+          uint64_t region = rb.region_size == 0 ? protocol::kMaxIoSize : rb.region_size;
+          rb_status_.bytes_total = std::min(size_, regions * region);
+          if (rb.full_from < size_) rb_status_.bytes_total += size_ - rb.full_from;
+          TLOG_INFO(kTag, "volume '%s': %llu dirty region(s) of %llu bytes to copy",
+                    options_.volume_id.c_str(), static_cast<unsigned long long>(regions),
+                    static_cast<unsigned long long>(region));
+          break;
+        }
+        rb.map_replica = next;
+        rb.map_offset = 0;
+      }
+      IssueRb(RbStep::kMap, Opcode::kGetDirtyMap, &replicas_[rb.map_replica], rb.map_offset,
+              static_cast<uint32_t>(rb.reply.size()), rb.reply.data());
+      return;
+    }
+    case RbPhase::kCopy:
+    case RbPhase::kFinish:
+      break;
+  }
+  if (rb.phase == RbPhase::kCopy) {
+    if (rb_status_.bytes_total == 0 && rb.dirty_limit == 0) rb_status_.bytes_total = size_;
+    if (rb.step == RbStep::kNone) {
+      if (!NextWindow()) {
+        rb.phase = RbPhase::kFinish;
+      } else if (rb.phase != RbPhase::kCopy || rb.step == RbStep::kAlloc) {
+        return;  // waiting for the allocation map
+      } else if (rb.win_is_hole && rb.dest_fresh) {
+        // Nothing to do for a hole on a fresh replica.
+        rb.cursor = rb.win_off + rb.win_len;
+        rb_status_.bytes_done += rb.win_len;
+        rb.win_len = 0;
+        loop_->Wake();
+        return;
+      } else {
+        rb.step = RbStep::kLockWait;  // new writes to the window wait from now on
+      }
+    }
+    if (rb.step == RbStep::kLockWait) {
+      if (!rb.win_is_hole) {
+        uint64_t now = MonotonicNanos();
+        if (Tokens(now) < rb.win_len) return;  // OnTick comes back
+        // Application requests waiting for a slot go first.
+        if (wait_head_ != nullptr && free_ctx_ == nullptr) return;
+      }
+      if (!WindowLocked()) return;
+      if (!rb.win_is_hole && replicas_[rb.source].state != ReplicaState::kHealthy &&
+          !PickRebuildSource()) {
+        RebuildFailed("no HEALTHY replica to copy from");
+        return;
+      }
+      rb.win_locked = true;
+      if (rb.win_is_hole) {
+        IssueRb(RbStep::kTrim, Opcode::kTrim, &dest, rb.win_off, rb.win_len, nullptr);
+      } else {
+        if (options_.rebuild_rate_bytes_per_sec != 0) rb.tokens -= rb.win_len;
+        IssueRb(RbStep::kRead, Opcode::kRead, &replicas_[rb.source], rb.win_off, rb.win_len,
+                rb.buf.get());
+      }
+      return;
+    }
+  }
+  if (rb.phase == RbPhase::kFinish) {
+    if (need_bump_ || bump_running_) return;  // the generation is about to move
+    rb.finish_generation = generation_;
+    IssueRb(RbStep::kFlush, Opcode::kFlush, &dest, 0, 0, nullptr);
+  }
+}
+
+void VolumeTarget::Impl::OnRbReply(ClientRequest* req) {
+  Rebuild& rb = rb_;
+  RbStep step = rb.step;
+  rb.step = RbStep::kNone;
+  Replica& target = replicas_[rb.req_target];
+  if (rb.phase == RbPhase::kIdle) {  // finished or aborted while in flight
+    loop_->Wake();                   // BeforeWait may start the next one
+    return;
+  }
+  if (req->status != StatusCode::kOk) {
+    Status why(req->status, std::string("rebuild ") +
+                                protocol::OpcodeName(static_cast<uint8_t>(req->op)) + " on " +
+                                Address(target) + " failed");
+    if (req->wire_status == WireStatus::kStaleEpoch) {
+      Fence("a replica refused a rebuild request: stale epoch");
+      RebuildFailed("fenced");
+      return;
+    }
+    if (rb.req_target == rb.dest) {
+      Fault(&target, why);  // aborts the rebuild (see Fault)
+      return;
+    }
+    // The source (or a map holder) failed: fault it and carry on from
+    // another HEALTHY replica, redoing the current step.
+    if (rb.win_locked) ReleaseRangeLock();
+    Fault(&target, why);
+    if (rb.phase == RbPhase::kIdle) return;
+    if (!PickRebuildSource()) {
+      RebuildFailed("no HEALTHY replica left to copy from");
+      return;
+    }
+    if (rb.phase == RbPhase::kDirtyMap) {
+      // Start the union again: a map holder went away mid-way.
+      rb.dirty.clear();
+      rb.map_replica = -1;
+    }
+    loop_->Wake();
+    return;
+  }
+  switch (step) {
+    case RbStep::kMap: {
+      protocol::DirtyMapChunk chunk;
+      Status st = protocol::DecodeDirtyMap(
+          std::string_view(reinterpret_cast<const char*>(rb.reply.data()), req->reply_length),
+          &chunk);
+      if (!st.ok()) {
+        RebuildFailed("bad GET_DIRTY_MAP reply: " + st.ToString());
+        return;
+      }
+      if (rb.region_size == 0) {
+        rb.region_size = chunk.region_size;
+        rb.dirty.assign(protocol::DirtyMapBytes(size_, chunk.region_size), 0);
+      } else if (chunk.region_size != rb.region_size) {
+        RebuildFailed("replicas disagree on the dirty region size");
+        return;
+      }
+      size_t first = static_cast<size_t>(rb.map_offset / rb.region_size / 8);
+      for (size_t i = 0; i < chunk.bitmap.size() && first + i < rb.dirty.size(); ++i) {
+        rb.dirty[first + i] |= static_cast<uint8_t>(chunk.bitmap[i]);
+      }
+      uint64_t covered = (first + chunk.bitmap.size()) * 8ull * rb.region_size;
+      rb.map_offset = (chunk.bitmap.empty() || covered >= size_) ? UINT64_MAX : covered;
+      break;
+    }
+    case RbStep::kAlloc: {
+      protocol::AllocationList list;
+      Status st = protocol::DecodeAllocation(
+          std::string_view(reinterpret_cast<const char*>(rb.reply.data()), req->reply_length),
+          &list);
+      if (st.ok()) st = protocol::CheckAllocationAnswers(list, req->offset, req->length);
+      if (!st.ok()) {
+        RebuildFailed("bad GET_ALLOCATION reply: " + st.ToString());
+        return;
+      }
+      rb.extents.clear();
+      for (uint32_t i = 0; i < list.count; ++i) {
+        protocol::AllocationExtent e = list.extent(i);
+        rb.extents.emplace_back(e.offset, e.length);
+      }
+      rb.extent_index = 0;
+      rb.alloc_end = std::min(list.covered_end, size_);
+      break;
+    }
+    case RbStep::kRead:
+      IssueRb(RbStep::kWrite, Opcode::kWrite, &replicas_[rb.dest], rb.win_off, rb.win_len,
+              rb.buf.get());
+      return;
+    case RbStep::kWrite:
+    case RbStep::kTrim: {
+      if (step == RbStep::kWrite) {
+        rb_status_.bytes_copied += rb.win_len;
+        counters_.rebuild_bytes_copied += rb.win_len;
+      }
+      rb_status_.bytes_done += rb.win_len;
+      rb.cursor = rb.win_off + rb.win_len;
+      ReleaseRangeLock();
+      uint64_t now = MonotonicNanos();
+      if (now - rb.rate_mark_ns >= 1000000000ull) {
+        double secs = static_cast<double>(now - rb.rate_mark_ns) / 1e9;
+        double r = static_cast<double>(rb_status_.bytes_done - rb.rate_mark_done) / secs;
+        rb.rate = rb.rate == 0 ? r : 0.5 * rb.rate + 0.5 * r;
+        rb.rate_mark_ns = now;
+        rb.rate_mark_done = rb_status_.bytes_done;
+      }
+      if (rb.mode == RebuildMode::kFull && rb.cursor >= rb.full_from &&
+          rb.cursor - rb.last_cursor_persist >= options_.rebuild_checkpoint_bytes &&
+          rb.cursor < size_) {
+        // A checkpoint for a later resume: everything below the cursor is on
+        // the destination (or in the dirty maps, if it misses writes later).
+        rb.last_cursor_persist = rb.cursor;
+        EncodeCursor(rb.cursor, generation_);
+        IssueRb(RbStep::kCursor, Opcode::kSetRebuildCursor, &replicas_[rb.dest], 0,
+                sizeof(rb.cursor_payload), rb.cursor_payload);
+        return;
+      }
+      break;
+    }
+    case RbStep::kCursor:
+      break;
+    case RbStep::kFlush:
+      IssueRb(RbStep::kSetGen, Opcode::kSetGeneration, &replicas_[rb.dest], rb.finish_generation, 0,
+              nullptr, tracking_ ? protocol::kFlagTrackDirty : 0);
+      return;
+    case RbStep::kSetGen:
+      if (need_bump_ || bump_running_ || generation_ != rb.finish_generation) {
+        // The survivors moved on meanwhile: catch up before serving.
+        rb.phase = RbPhase::kFinish;
+        loop_->Wake();
+        return;
+      }
+      EncodeCursor(0, 0);
+      IssueRb(RbStep::kClearCursor, Opcode::kSetRebuildCursor, &replicas_[rb.dest], 0,
+              sizeof(rb.cursor_payload), rb.cursor_payload);
+      // Serving now: the destination has every byte and the generation.
+      FinishRebuild();
+      return;
+    case RbStep::kClearCursor:
+    case RbStep::kNone:
+    case RbStep::kLockWait:
+      break;
+  }
+  RebuildStep();
+}
+
+void VolumeTarget::Impl::EncodeCursor(uint64_t cursor, uint64_t generation) {
+  protocol::EncodeRebuildCursor({cursor, generation}, rb_.cursor_payload);
+}
+
+void VolumeTarget::Impl::FinishRebuild() {
+  Replica& dest = replicas_[rb_.dest];
+  dest.state = ReplicaState::kHealthy;
+  dest.generation = rb_.finish_generation;
+  rb_status_.state = RebuildState::kDone;
+  rb_status_.eta_seconds = 0;
+  ++counters_.rebuilds_completed;
+  double secs = static_cast<double>(MonotonicNanos() - rb_.started_ns) / 1e9;
+  TLOG_INFO(kTag, "volume '%s': %s rebuild of %s done: %llu bytes copied in %.1f s",
+            options_.volume_id.c_str(), RebuildModeName(rb_.mode), Address(dest).c_str(),
+            static_cast<unsigned long long>(rb_status_.bytes_copied), secs);
+  // The cursor clear (kClearCursor) is still in flight on rb_.req: the
+  // rebuild slot frees when it answers (OnRbReply sees phase kIdle).
+  rb_.phase = RbPhase::kIdle;
+  rb_.step = RbStep::kClearCursor;
+  UpdateState();
+  loop_->Wake();
+}
+
+void VolumeTarget::Impl::RebuildFailed(const std::string& why) {
+  TLOG_WARN(kTag, "volume '%s': rebuild failed: %s", options_.volume_id.c_str(), why.c_str());
+  if (rb_.win_locked || rb_.win_len != 0) ReleaseRangeLock();
+  rb_status_.state = RebuildState::kFailed;
+  rb_status_.last_error = why;
+  if (rb_.dest >= 0 && replicas_[rb_.dest].state == ReplicaState::kRebuilding) {
+    Replica& d = replicas_[rb_.dest];
+    d.state = ReplicaState::kFaulted;
+    d.last_error = "rebuild failed: " + why;
+    close_mask_ |= 1u << d.index;
+    need_bump_ = true;  // it got some writes the others track from now on
+  }
+  rb_.phase = RbPhase::kIdle;
+  UpdateState();
+  loop_->Wake();
+}
+
+// The destination faulted (Fault() calls this): the rebuild stops; it is
+// restarted, resuming where possible, when the replica comes back.
+void VolumeTarget::Impl::RebuildAborted(const std::string& why) {
+  if (rb_.phase == RbPhase::kIdle) return;
+  TLOG_WARN(kTag, "volume '%s': rebuild of %s interrupted at %llu/%llu bytes: %s",
+            options_.volume_id.c_str(), rb_status_.replica.c_str(),
+            static_cast<unsigned long long>(rb_status_.bytes_done),
+            static_cast<unsigned long long>(rb_status_.bytes_total), why.c_str());
+  if (rb_.win_locked || rb_.win_len != 0) ReleaseRangeLock();
+  rb_status_.state = RebuildState::kFailed;
+  rb_status_.last_error = "interrupted: " + why;
+  rb_.phase = RbPhase::kIdle;
+}
+
+// Every replica is HEALTHY: clear the dirty maps, then stop tracking. Writes
+// wait meanwhile (as for a bump), so no write is marked after the clear and
+// before the tracking stops... except ones already in flight, which only
+// leave extra bits (a later rebuild copies a little more).
+void VolumeTarget::Impl::StartUntrack() {
+  bump_running_ = true;  // writes wait, as for a generation bump
+  rb_.phase = RbPhase::kUntrack;
+  rb_.untrack_clear_done = false;
+  rb_.untrack_clear_offset = 0;
+  TLOG_INFO(kTag, "volume '%s': every replica HEALTHY: clearing dirty maps",
+            options_.volume_id.c_str());
+  IssueClearRound();
+}
+
+// CLEAR_DIRTY of the next 2 GiB (a multiple of any region size) on every
+// HEALTHY replica, then, once the whole volume is clear, SET_GENERATION
+// without TRACK_DIRTY.
+void VolumeTarget::Impl::IssueClearRound() {
+  Rebuild& rb = rb_;
+  uint32_t healthy = HealthyMask();
+  bool clear = rb.untrack_clear_offset < size_;
+  uint64_t off = rb.untrack_clear_offset;
+  uint64_t len = clear ? std::min<uint64_t>(size_ - off, 2ull << 30) : 0;
+  rb.untrack_clear_offset += len;
+  if (!clear) rb.untrack_clear_done = true;
+  rb.untrack_remaining = 0;
+  for (Replica& r : replicas_) {
+    if (!(healthy & (1u << r.index))) continue;
+    ClientRequest& s = rb.untrack_sub[r.index];
+    s = ClientRequest{};
+    s.ctx = this;
+    s.done = &Impl::OnUntrackDone;
+    s.op = clear ? Opcode::kClearDirty : Opcode::kSetGeneration;
+    s.offset = clear ? off : generation_;
+    s.length = static_cast<uint32_t>(len);
+    s.flags = 0;  // SET_GENERATION without TRACK_DIRTY: stop tracking
+    ++rb.untrack_remaining;
+  }
+  if (rb.untrack_remaining == 0) {
+    rb.phase = RbPhase::kIdle;
+    bump_running_ = false;
+    return;
+  }
+  for (Replica& r : replicas_) {
+    if (healthy & (1u << r.index)) r.client->Submit(&rb.untrack_sub[r.index]);
+  }
+}
+
+void VolumeTarget::Impl::OnUntrackDone(ClientRequest* sub) {
+  Impl* self = static_cast<Impl*>(sub->ctx);
+  Replica& r = self->replicas_[sub - self->rb_.untrack_sub];
+  if (sub->status != StatusCode::kOk) {
+    self->Fault(&r, Status(sub->status, "clearing the dirty map failed"));
+  }
+  Rebuild& rb = self->rb_;
+  if (--rb.untrack_remaining != 0) return;
+  if (!self->need_bump_ && self->HealthyMask() == self->AllMask()) {
+    if (!rb.untrack_clear_done) {
+      self->IssueClearRound();
+      return;
+    }
+    self->tracking_ = false;
+    self->tracking_since_ = 0;
+    TLOG_INFO(kTag, "volume '%s': dirty maps cleared, tracking off",
+              self->options_.volume_id.c_str());
+  }
+  // (A replica left meanwhile: tracking stays on; the bump follows.)
+  rb.phase = RbPhase::kIdle;
+  self->bump_running_ = false;
+  self->loop_->Wake();
+}
+
+}  // namespace tandem::target

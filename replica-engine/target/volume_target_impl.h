@@ -1,0 +1,261 @@
+#pragma once
+// Private to replica-engine/target: the state of one VolumeTarget, shared by
+// volume_target.cc (start-up, faults, the I/O path) and rebuild.cc (online
+// rebuild under a range lock). Everything runs on the target's EventLoop.
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/event_loop.h"
+#include "replica-engine/client/replica_client.h"
+#include "replica-engine/target/volume_target.h"
+
+namespace tandem::target {
+
+using client::ClientRequest;
+using client::ReplicaClient;
+
+// One frontend request in flight through the mirror. A fixed pool of these is
+// allocated at construction (TargetOptions::max_inflight); a request that finds
+// the pool empty waits in a FIFO, so nothing is allocated per I/O.
+struct IoCtx {
+  enum class Phase : uint8_t { kData, kAwaitBump, kMarkDirty };
+  void* impl = nullptr;  // VolumeTarget::Impl
+  BlockRequest* req = nullptr;
+  Phase phase = Phase::kData;
+  uint32_t remaining = 0;   // sub-requests outstanding
+  uint32_t sent_mask = 0;   // replicas the data phase went to
+  uint32_t ok_mask = 0;     // replicas that acknowledged the data phase
+  uint32_t tried_mask = 0;  // reads: replicas already tried
+  bool marked = false;      // MARK_DIRTY done on the survivors
+  StatusCode first_error = StatusCode::kOk;
+  uint64_t seq = 0;  // dispatch order (the rebuild drains older writes)
+  ClientRequest sub[VolumeTarget::kMaxReplicas];
+  IoCtx* next = nullptr;
+};
+
+class VolumeTarget::Impl final : private EventLoop::Idler, private EventLoop::Ticker {
+ public:
+  Impl(VolumeTarget* owner, EventLoop* loop, TargetOptions options)
+      : owner_(owner), loop_(loop), options_(std::move(options)) {}
+  ~Impl();
+
+  Status Start();
+  void Shutdown(void (*done)(void*), void* arg);
+  void Submit(BlockRequest* req);
+  TargetStatus GetStatus() const;
+  Status AddReplica(const ReplicaEndpoint& endpoint);
+  Status RemoveReplica(const std::string& address);
+  Status RebuildReplica(const std::string& address);
+  void SetRebuildRate(uint64_t bytes_per_sec);
+
+  TargetState state_ = TargetState::kStarting;
+  uint64_t size_ = 0;
+  uint32_t block_size_ = 4096;
+
+ private:
+  // One replica connection: the ReplicaClient and what the mirror knows of it.
+  struct Replica final : ReplicaClient::Listener {
+    Impl* impl = nullptr;
+    int index = 0;
+    ReplicaEndpoint endpoint;
+    std::unique_ptr<ReplicaClient> client;
+    ReplicaState state = ReplicaState::kConnecting;
+    bool settled = false;  // connected or failed during start-up
+    bool removed = false;  // RemoveReplica(): slot unused
+    uint64_t generation = 0;
+    protocol::ReplicaInfo info;  // from the last handshake
+    uint64_t next_reconnect_ns = 0;
+    std::string replica_id;
+    uint64_t reads = 0, writes = 0, errors = 0;
+    std::string last_error;
+    void OnConnected(const protocol::ReplicaInfo& i) override { impl->OnReplicaConnected(this, i); }
+    void OnDisconnected(const Status& why) override { impl->OnReplicaDisconnected(this, why); }
+  };
+
+  void BeforeWait() override;
+  void OnTick(uint64_t now_ns) override;
+  std::string Address(const Replica& r) const {
+    return r.endpoint.host + ":" + std::to_string(r.endpoint.port);
+  }
+  Replica* FindReplica(const std::string& address);
+  std::unique_ptr<ReplicaClient> NewClient(Replica* r);
+
+  // Start-up.
+  void OnReplicaConnected(Replica* r, const protocol::ReplicaInfo& info);
+  void OnReplicaDisconnected(Replica* r, const Status& why);
+  void MaybeFinishStart();
+
+  // Faults, generation bumps, fencing.
+  void Fault(Replica* r, const Status& why);
+  void Fence(const std::string& why);
+  void StartBump();
+  static void OnBumpDone(ClientRequest* sub);
+  void ReleaseBumpWaiters();
+  void UpdateState();
+  uint32_t HealthyMask() const;
+  // HEALTHY and REBUILDING: the replicas every write goes to.
+  uint32_t WriteMask() const;
+  uint32_t AllMask() const;  // every slot not removed
+
+  // The I/O path.
+  Status Validate(const BlockRequest* req) const;
+  void Dispatch(BlockRequest* req);
+  void StartWriteLike(IoCtx* c);
+  void StartRead(IoCtx* c);
+  void StartMarkDirty(IoCtx* c);
+  static void OnSubDone(ClientRequest* sub);
+  void OnDataPhaseDone(IoCtx* c);
+  void AwaitBump(IoCtx* c);
+  void Finish(IoCtx* c, StatusCode code);
+  // Completes `req` now, or at the next BeforeWait when inside Submit().
+  void Complete(BlockRequest* req, StatusCode code);
+  void FailLater(BlockRequest* req, StatusCode code);
+  void DrainWaiting();
+  StatusCode DownCode() const {
+    return state_ == TargetState::kFenced ? StatusCode::kFailedPrecondition
+                                          : StatusCode::kUnavailable;
+  }
+  static bool NeedsBump(BlockOp op) { return op != BlockOp::kRead; }
+
+  VolumeTarget* owner_;
+  EventLoop* loop_;
+  TargetOptions options_;
+  std::vector<Replica> replicas_;
+  std::vector<IoCtx> ctx_pool_;
+  IoCtx* free_ctx_ = nullptr;
+  uint32_t inflight_ = 0;  // IoCtx in use
+  bool idler_added_ = false;
+  bool in_submit_ = false;
+
+  // Requests waiting for an IoCtx, for start-up, or for a generation bump.
+  BlockRequest* wait_head_ = nullptr;
+  BlockRequest* wait_tail_ = nullptr;
+  // Requests completed at the next BeforeWait (never inside Submit).
+  BlockRequest* failed_head_ = nullptr;
+  BlockRequest* failed_tail_ = nullptr;
+  // Writes that reached only some replicas, waiting for the bump.
+  IoCtx* bump_wait_head_ = nullptr;
+
+  uint64_t generation_ = 0;
+  bool need_bump_ = false;  // a replica left since the last bump
+  bool bump_running_ = false;
+  uint32_t bump_remaining_ = 0;
+  uint64_t bump_generation_ = 0;
+  bool bump_track_ = false;
+  ClientRequest bump_sub_[kMaxReplicas];
+  uint32_t close_mask_ = 0;  // clients to Close() at BeforeWait
+
+  bool shutting_down_ = false;
+  bool shutdown_flush_sent_ = false;
+  BlockRequest shutdown_flush_;
+  bool shutdown_finished_ = false;
+  void (*shutdown_done_)(void*) = nullptr;
+  void* shutdown_arg_ = nullptr;
+
+  TargetStatus counters_;
+
+  // ---------------------------------------------------------------- rebuild
+  // (rebuild.cc) One rebuild at a time: the destination is REBUILDING and
+  // gets every live write; windows of at most kMaxIoSize are copied from a
+  // HEALTHY source while the range lock holds back live writes to them.
+  enum class RbPhase : uint8_t {
+    kIdle,
+    kDrain,     // writes dispatched before the destination joined finish
+    kDirtyMap,  // GET_DIRTY_MAP pages from the source
+    kCopy,      // windows: allocation lookups, TRIM of holes, READ + WRITE
+    kFinish,    // FLUSH, SET_GENERATION and clearing the cursor on the destination
+    kUntrack,   // every replica HEALTHY: CLEAR_DIRTY + stop tracking
+  };
+  // The one rebuild request in flight (rb_.req), or kLockWait.
+  enum class RbStep : uint8_t {
+    kNone,
+    kMap,
+    kAlloc,
+    kLockWait,
+    kRead,
+    kWrite,
+    kTrim,
+    kCursor,
+    kFlush,
+    kSetGen,
+    kClearCursor
+  };
+  void StartNextRebuild();
+  void StartRebuild(Replica* dest);
+  void RebuildStep();
+  bool PickRebuildSource();
+  bool NextWindow();
+  bool WindowLocked() const;
+  bool RangeLockedFor(const BlockRequest* req) const;
+  void ReleaseRangeLock();
+  void IssueRb(RbStep step, protocol::Opcode op, Replica* r, uint64_t off, uint32_t len, void* buf,
+               uint16_t flags = 0);
+  static void OnRbDone(ClientRequest* req);
+  void OnRbReply(ClientRequest* req);
+  void RebuildFailed(const std::string& why);
+  void RebuildAborted(const std::string& why);  // the destination faulted
+  void FinishRebuild();
+  void StartUntrack();
+  void IssueClearRound();
+  static void OnUntrackDone(ClientRequest* sub);
+  void EncodeCursor(uint64_t cursor, uint64_t generation);
+  bool IsDirty(uint64_t region) const;
+  uint64_t Tokens(uint64_t now_ns);
+
+  struct Rebuild {
+    RbPhase phase = RbPhase::kIdle;
+    RbStep step = RbStep::kNone;
+    int dest = -1;
+    int source = -1;
+    RebuildMode mode = RebuildMode::kNone;
+    uint64_t drain_seq = 0;
+    bool dest_fresh = false;  // never served: holds only zeroes
+    int map_replica = -1;     // dirty-map union: replica and page being read
+    uint64_t map_offset = 0;
+    uint8_t cursor_payload[protocol::kRebuildCursorSize] = {};
+    // Plan: dirty regions below `dirty_limit` are copied; from `full_from`
+    // on, every allocated byte of the source is.
+    std::vector<uint8_t> dirty;
+    uint32_t region_size = 0;
+    uint64_t dirty_limit = 0;
+    uint64_t full_from = UINT64_MAX;
+    uint64_t cursor = 0;  // next byte to visit
+    // Allocated extents of the source from `cursor` on, valid below alloc_end.
+    std::vector<std::pair<uint64_t, uint64_t>> extents;
+    size_t extent_index = 0;
+    uint64_t alloc_end = 0;
+    // The window being copied.
+    uint64_t win_off = 0;
+    uint32_t win_len = 0;
+    bool win_locked = false;
+    bool win_is_hole = false;
+    std::unique_ptr<uint8_t, void (*)(void*)> buf{nullptr, &free};
+    std::vector<uint8_t> reply;  // GET_INFO / GET_DIRTY_MAP / GET_ALLOCATION replies
+    ClientRequest req;
+    int req_target = -1;
+    uint64_t last_cursor_persist = 0;  // cursor value last persisted
+    uint64_t finish_generation = 0;
+    uint32_t untrack_remaining = 0;
+    ClientRequest untrack_sub[kMaxReplicas];
+    bool untrack_clear_done = false;
+    uint64_t untrack_clear_offset = 0;
+    // Rate limit (token bucket) and progress.
+    uint64_t tokens = 0;
+    uint64_t tokens_ns = 0;
+    uint64_t started_ns = 0;
+    uint64_t rate_mark_ns = 0;
+    uint64_t rate_mark_done = 0;
+    double rate = 0;
+  } rb_;
+  RebuildStatus rb_status_;
+  uint64_t dispatch_seq_ = 0;
+  // Whether the replicas record dirty regions, and since which generation.
+  bool tracking_ = false;
+  uint64_t tracking_since_ = 0;
+  BlockRequest* range_wait_head_ = nullptr;  // writes held by the range lock
+  BlockRequest* range_wait_tail_ = nullptr;
+};
+
+}  // namespace tandem::target
