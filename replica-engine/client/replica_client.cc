@@ -275,13 +275,22 @@ void ReplicaClient::HandleReply(const FrameHeader& h, const uint8_t* payload) {
     }
     std::memcpy(req->buf, payload, req->length);  // the one copy on the read path
     req->reply_length = req->length;
-  } else if (h.status == WireStatus::kOk && req->op == Opcode::kGetDirtyMap) {
+  } else if (h.status == WireStatus::kOk &&
+             (req->op == Opcode::kGetDirtyMap || req->op == Opcode::kGetAllocation)) {
+    // GET_ALLOCATION's buffer is kMaxAllocationReply bytes by contract, which
+    // the frame limit already enforces on the reply.
+    const uint32_t capacity =
+        req->op == Opcode::kGetDirtyMap ? req->length : protocol::kMaxAllocationReply;
     req->reply_length = h.payload_length;
-    if (h.payload_length <= req->length && req->buf != nullptr) {
+    if (h.payload_length <= capacity && req->buf != nullptr) {
       std::memcpy(req->buf, payload, h.payload_length);
     } else if (h.payload_length != 0) {
       code = StatusCode::kResourceExhausted;  // the caller's buffer is too small
     }
+  } else if (h.status == WireStatus::kOk && req->op == Opcode::kGetInfo && req->buf != nullptr) {
+    // Fits: the frame limit is kMaxControlPayload, the buffer's capacity.
+    std::memcpy(req->buf, payload, h.payload_length);
+    req->reply_length = h.payload_length;
   }
   s.req = nullptr;
   s.next = free_;
@@ -328,9 +337,9 @@ void ReplicaClient::StartQueued() {
     s->req = req;
     s->sent = 0;
     s->sent_ns = MonotonicNanos();
-    bool write = req->op == Opcode::kWrite;
-    s->payload = write ? static_cast<const uint8_t*>(req->buf) : nullptr;
-    s->payload_len = write ? req->length : 0;
+    const bool sends_payload = req->op == Opcode::kWrite || req->op == Opcode::kSetRebuildCursor;
+    s->payload = sends_payload ? static_cast<const uint8_t*>(req->buf) : nullptr;
+    s->payload_len = sends_payload ? req->length : 0;
     FrameHeader h;
     h.opcode = static_cast<uint8_t>(req->op);
     h.flags = req->flags;
@@ -338,7 +347,7 @@ void ReplicaClient::StartQueued() {
     h.offset = req->offset;
     h.length = req->length;
     h.payload_length = s->payload_len;
-    h.payload_crc = write ? Crc32c(req->buf, req->length) : 0;
+    h.payload_crc = sends_payload && req->length != 0 ? Crc32c(req->buf, req->length) : 0;
     protocol::EncodeHeader(h, s->hdr);
     s->next = nullptr;
     if (tx_tail_ != nullptr) {

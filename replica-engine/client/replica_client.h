@@ -58,7 +58,12 @@ using ClientDoneFn = void (*)(ClientRequest* req);
 //                          or destination), flags kFlagFua on writes
 //   kFlush                 nothing
 //   kTrim, kWriteZeroes    offset, length
-//   kGetInfo               nothing (the reply is not decoded; use info())
+//   kGetInfo               buf = null (the reply is dropped; info() holds
+//                          the HELLO's), or a destination with
+//                          protocol::kMaxControlPayload bytes of capacity:
+//                          the reply payload (a ReplicaInfo: decode it with
+//                          protocol::DecodeReplicaInfo) is copied there and
+//                          its size set in reply_length
 //   kSetGeneration         offset = the new generation; flags kFlagTrackDirty
 //                          to start recording dirty regions, 0 to stop
 //   kMarkDirty,
@@ -72,13 +77,30 @@ using ClientDoneFn = void (*)(ClientRequest* req);
 //                          size set in reply_length. The replica never sends
 //                          more than `length`; if a reply does not fit, the
 //                          request fails with RESOURCE_EXHAUSTED.
+//   kGetAllocation         offset, length = the byte range asked about
+//                          (block-aligned, length up to 4 GiB - block); buf =
+//                          destination with protocol::kMaxAllocationReply
+//                          bytes of capacity (the reply is never longer). The
+//                          reply payload (an AllocationList: decode it with
+//                          protocol::DecodeAllocation, then
+//                          CheckAllocationAnswers) is copied to buf and its
+//                          size set in reply_length; a null buf fails the
+//                          request with RESOURCE_EXHAUSTED.
+//   kSetRebuildCursor      buf = the payload, protocol::kRebuildCursorSize
+//                          bytes (protocol::EncodeRebuildCursor); length =
+//                          kRebuildCursorSize. Sent like WRITE data (straight
+//                          from buf; keep it alive until `done`).
+// Requests that carry a payload: kWrite and kSetRebuildCursor (length bytes
+// from buf). Every other request is sent without one.
 struct ClientRequest {
   protocol::Opcode op = protocol::Opcode::kRead;
   uint16_t flags = 0;   // protocol::kFlagFua, protocol::kFlagTrackDirty
   uint64_t offset = 0;  // bytes (kSetGeneration: the generation)
   uint32_t length = 0;  // bytes
-  // kWrite: source (length bytes). kRead: destination (length bytes).
-  // kGetDirtyMap: destination (length bytes of capacity).
+  // kWrite, kSetRebuildCursor: source (length bytes). kRead: destination
+  // (length bytes). kGetDirtyMap: destination (length bytes of capacity).
+  // kGetAllocation: destination (kMaxAllocationReply bytes of capacity).
+  // kGetInfo: null or destination (kMaxControlPayload bytes of capacity).
   void* buf = nullptr;
   // Out. OK; or the replica's error mapped to a Status code (IO_ERROR ->
   // INTERNAL, NO_SPACE -> RESOURCE_EXHAUSTED, OUT_OF_RANGE, INVALID_ARGUMENT,
@@ -91,7 +113,8 @@ struct ClientRequest {
   // kInvalid -> INVALID_ARGUMENT.
   StatusCode status = StatusCode::kOk;
   protocol::WireStatus wire_status = protocol::WireStatus::kOk;
-  // Out: bytes of reply payload copied to buf (kRead, kGetDirtyMap).
+  // Out: bytes of reply payload copied to buf (kRead, kGetDirtyMap,
+  // kGetAllocation, kGetInfo).
   uint32_t reply_length = 0;
   ClientDoneFn done = nullptr;
   void* ctx = nullptr;

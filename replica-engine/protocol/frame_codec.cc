@@ -33,6 +33,7 @@ uint32_t PayloadLimit(uint8_t opcode) {
   const auto op = static_cast<Opcode>(opcode & ~kReplyBit);
   if ((!reply && op == Opcode::kWrite) || (reply && op == Opcode::kRead)) return kMaxPayload;
   if (reply && op == Opcode::kGetDirtyMap) return kMaxPayload;
+  if (reply && op == Opcode::kGetAllocation) return kMaxAllocationReply;
   return kMaxControlPayload;
 }
 
@@ -42,6 +43,7 @@ class Reader {
  public:
   Reader(std::string_view data, const char* what) : data_(data), what_(what) {}
 
+  Status U8(const char* field, uint8_t* v) { return Fixed(field, 1, v); }
   Status U16(const char* field, uint16_t* v) { return Fixed(field, 2, v); }
   Status U32(const char* field, uint32_t* v) { return Fixed(field, 4, v); }
   Status U64(const char* field, uint64_t* v) { return Fixed(field, 8, v); }
@@ -60,6 +62,8 @@ class Reader {
     return Status::Ok();
   }
 
+  size_t remaining() const { return data_.size() - pos_; }
+
   Status Finish() const {
     if (pos_ == data_.size()) return Status::Ok();
     return Status::InvalidArgument(std::string(what_) + ": " + std::to_string(data_.size() - pos_) +
@@ -71,7 +75,9 @@ class Reader {
   Status Fixed(const char* field, size_t n, T* v) {
     if (data_.size() - pos_ < n) return Truncated(field);
     const auto* p = reinterpret_cast<const uint8_t*>(data_.data() + pos_);
-    if constexpr (sizeof(T) == 2) {
+    if constexpr (sizeof(T) == 1) {
+      *v = *p;
+    } else if constexpr (sizeof(T) == 2) {
       *v = DecodeFixed16(p);
     } else if constexpr (sizeof(T) == 4) {
       *v = DecodeFixed32(p);
@@ -91,6 +97,7 @@ class Reader {
   size_t pos_ = 0;
 };
 
+void PutFixed8(std::string* out, uint8_t v) { out->push_back(static_cast<char>(v)); }
 void PutFixed16(std::string* out, uint16_t v) {
   uint8_t b[2];
   EncodeFixed16(b, v);
@@ -133,6 +140,40 @@ Status ValidateDirtyMap(const DirtyMapChunk& c) {
                                    " bytes is longer than the map or the frame allows");
   }
   return Status::Ok();
+}
+
+// The rules EncodeAllocation and DecodeAllocation share (canonical: whatever
+// decodes re-encodes to the same bytes).
+// `at(i)` returns extent i.
+template <typename At>
+Status ValidateAllocation(uint64_t covered_end, uint32_t count, At at) {
+  if (count > kMaxAllocationExtents) {
+    return Status::InvalidArgument("allocation: " + std::to_string(count) + " extents exceed " +
+                                   std::to_string(kMaxAllocationExtents));
+  }
+  uint64_t prev_end = 0;
+  for (uint32_t i = 0; i < count; ++i) {
+    const AllocationExtent e = at(i);
+    if (e.length == 0 || e.offset + e.length < e.offset) {
+      return Status::InvalidArgument("allocation: extent " + std::to_string(i) +
+                                     " is empty or overflows");
+    }
+    if (i > 0 && e.offset < prev_end) {
+      return Status::InvalidArgument("allocation: extent " + std::to_string(i) +
+                                     " overlaps or precedes the previous one");
+    }
+    prev_end = e.offset + e.length;
+    if (prev_end > covered_end) {
+      return Status::InvalidArgument("allocation: extent " + std::to_string(i) +
+                                     " ends past covered_end");
+    }
+  }
+  return Status::Ok();
+}
+
+AllocationExtent ExtentAt(const char* p) {
+  const auto* b = reinterpret_cast<const uint8_t*>(p);
+  return AllocationExtent{DecodeFixed64(b), DecodeFixed64(b + 8)};
 }
 
 }  // namespace
@@ -222,13 +263,20 @@ Status EncodeReplicaInfo(const ReplicaInfo& info, std::string* out) {
   out->clear();
   TANDEM_RETURN_IF_ERROR(
       CheckLimit("replica info replica_id", info.replica_id.size(), kMaxVolumeIdLength));
-  out->reserve(8 + 4 + 4 + 8 + 8 + 2 + info.replica_id.size());
+  if (!info.tracking_dirty && info.dirty_since_generation != 0) {
+    return Status::InvalidArgument("replica info: dirty_since_generation set without tracking");
+  }
+  out->reserve(kReplicaInfoLegacySize + info.replica_id.size() + kReplicaInfoRebuildFieldsSize);
   PutFixed64(out, info.size);
   PutFixed32(out, info.block_size);
   PutFixed32(out, info.max_inflight);
   PutFixed64(out, info.generation);
   PutFixed64(out, info.highest_epoch);
   PutString(out, info.replica_id);
+  PutFixed8(out, info.tracking_dirty ? 1 : 0);
+  PutFixed64(out, info.dirty_since_generation);
+  PutFixed64(out, info.rebuild_cursor);
+  PutFixed64(out, info.rebuild_generation);
   return Status::Ok();
 }
 
@@ -254,6 +302,19 @@ Status DecodeReplicaInfo(std::string_view payload, ReplicaInfo* info) {
   TANDEM_RETURN_IF_ERROR(r.U64("generation", &d.generation));
   TANDEM_RETURN_IF_ERROR(r.U64("highest_epoch", &d.highest_epoch));
   TANDEM_RETURN_IF_ERROR(r.String("replica_id", kMaxVolumeIdLength, &d.replica_id));
+  // An older replica stops here; its rebuild fields read as "none".
+  if (r.remaining() != 0) {
+    uint8_t tracking = 0;
+    TANDEM_RETURN_IF_ERROR(r.U8("tracking_dirty", &tracking));
+    if (tracking > 1) return Status::InvalidArgument("replica info: bad tracking_dirty value");
+    d.tracking_dirty = tracking != 0;
+    TANDEM_RETURN_IF_ERROR(r.U64("dirty_since_generation", &d.dirty_since_generation));
+    TANDEM_RETURN_IF_ERROR(r.U64("rebuild_cursor", &d.rebuild_cursor));
+    TANDEM_RETURN_IF_ERROR(r.U64("rebuild_generation", &d.rebuild_generation));
+    if (!d.tracking_dirty && d.dirty_since_generation != 0) {
+      return Status::InvalidArgument("replica info: dirty_since_generation set without tracking");
+    }
+  }
   TANDEM_RETURN_IF_ERROR(r.Finish());
   *info = std::move(d);
   return Status::Ok();
@@ -278,6 +339,76 @@ Status DecodeDirtyMap(std::string_view payload, DirtyMapChunk* chunk) {
   d.bitmap = payload.substr(kDirtyMapPrefixSize);
   TANDEM_RETURN_IF_ERROR(ValidateDirtyMap(d));
   *chunk = d;
+  return Status::Ok();
+}
+
+AllocationExtent AllocationList::extent(uint32_t i) const {
+  return ExtentAt(extents.data() + size_t{i} * kAllocationExtentSize);
+}
+
+Status EncodeAllocation(uint64_t covered_end, const AllocationExtent* extents, uint32_t count,
+                        std::string* out) {
+  out->clear();
+  TANDEM_RETURN_IF_ERROR(
+      ValidateAllocation(covered_end, count, [extents](uint32_t i) { return extents[i]; }));
+  out->reserve(kAllocationPrefixSize + size_t{count} * kAllocationExtentSize);
+  PutFixed64(out, covered_end);
+  PutFixed32(out, count);
+  for (uint32_t i = 0; i < count; ++i) {
+    PutFixed64(out, extents[i].offset);
+    PutFixed64(out, extents[i].length);
+  }
+  return Status::Ok();
+}
+
+Status DecodeAllocation(std::string_view payload, AllocationList* list) {
+  Reader r(payload, "allocation");
+  AllocationList d;
+  TANDEM_RETURN_IF_ERROR(r.U64("covered_end", &d.covered_end));
+  TANDEM_RETURN_IF_ERROR(r.U32("count", &d.count));
+  if (d.count > kMaxAllocationExtents) {
+    return Status::InvalidArgument("allocation: " + std::to_string(d.count) + " extents exceed " +
+                                   std::to_string(kMaxAllocationExtents));
+  }
+  const size_t want = size_t{d.count} * kAllocationExtentSize;
+  if (r.remaining() < want) return Status::InvalidArgument("allocation: truncated at extents");
+  if (r.remaining() > want) {
+    return Status::InvalidArgument("allocation: " + std::to_string(r.remaining() - want) +
+                                   " trailing bytes");
+  }
+  d.extents = payload.substr(kAllocationPrefixSize, want);
+  // Validated from the view: no copy, no allocation.
+  TANDEM_RETURN_IF_ERROR(
+      ValidateAllocation(d.covered_end, d.count, [&d](uint32_t i) { return d.extent(i); }));
+  *list = d;
+  return Status::Ok();
+}
+
+Status CheckAllocationAnswers(const AllocationList& list, uint64_t offset, uint32_t length) {
+  if (list.covered_end <= offset || list.covered_end - offset > length) {
+    return Status::InvalidArgument("allocation: covered_end " + std::to_string(list.covered_end) +
+                                   " outside the requested range " + std::to_string(offset) + "+" +
+                                   std::to_string(length));
+  }
+  if (list.count > 0 && list.extent(0).offset < offset) {
+    return Status::InvalidArgument("allocation: extent before the requested offset");
+  }
+  return Status::Ok();
+}
+
+void EncodeRebuildCursor(const RebuildCursor& c, uint8_t* out) {
+  EncodeFixed64(out, c.cursor);
+  EncodeFixed64(out + 8, c.generation);
+}
+
+Status DecodeRebuildCursor(std::string_view payload, RebuildCursor* c) {
+  if (payload.size() != kRebuildCursorSize) {
+    return Status::InvalidArgument("rebuild cursor: payload of " + std::to_string(payload.size()) +
+                                   " bytes, expected " + std::to_string(kRebuildCursorSize));
+  }
+  const auto* p = reinterpret_cast<const uint8_t*>(payload.data());
+  c->cursor = DecodeFixed64(p);
+  c->generation = DecodeFixed64(p + 8);
   return Status::Ok();
 }
 

@@ -1,7 +1,9 @@
 #include "replica-engine/protocol/frame_codec.h"
 
+#include <cstdint>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "common/coding.h"
 #include "common/crc32c.h"
@@ -249,7 +251,7 @@ TEST(FrameCodecTest, ReplicaInfoRoundTrip) {
   in.replica_id = std::string(kMaxVolumeIdLength, 'r');
   std::string payload;
   ASSERT_TRUE(EncodeReplicaInfo(in, &payload).ok());
-  EXPECT_EQ(payload.size(), 34u + kMaxVolumeIdLength);
+  EXPECT_EQ(payload.size(), 34u + kMaxVolumeIdLength + 25u);
   ReplicaInfo out;
   ASSERT_TRUE(DecodeReplicaInfo(payload, &out).ok());
   EXPECT_EQ(out.size, in.size);
@@ -258,6 +260,10 @@ TEST(FrameCodecTest, ReplicaInfoRoundTrip) {
   EXPECT_EQ(out.generation, in.generation);
   EXPECT_EQ(out.highest_epoch, in.highest_epoch);
   EXPECT_EQ(out.replica_id, in.replica_id);
+  EXPECT_FALSE(out.tracking_dirty);
+  EXPECT_EQ(out.dirty_since_generation, 0u);
+  EXPECT_EQ(out.rebuild_cursor, 0u);
+  EXPECT_EQ(out.rebuild_generation, 0u);
 }
 
 TEST(FrameCodecTest, DirtyMapBytesRoundsUpToWholeRegionsAndBytes) {
@@ -358,7 +364,9 @@ TEST(FrameCodecTest, TruncatedAndTrailingPayloadsAreRejected) {
   info.replica_id = "r1";
   ASSERT_TRUE(EncodeReplicaInfo(info, &payload).ok());
   ReplicaInfo iout;
+  const size_t legacy = kReplicaInfoLegacySize + 2;  // an older replica's reply ends here
   for (size_t n = 0; n < payload.size(); ++n) {
+    if (n == legacy) continue;
     EXPECT_EQ(DecodeReplicaInfo(std::string_view(payload).substr(0, n), &iout).code(),
               StatusCode::kInvalidArgument)
         << n;
@@ -367,6 +375,135 @@ TEST(FrameCodecTest, TruncatedAndTrailingPayloadsAreRejected) {
             std::string::npos);
   EXPECT_EQ(DecodeReplicaInfo(payload + std::string(1, '\0'), &iout).code(),
             StatusCode::kInvalidArgument);
+}
+
+TEST(FrameCodecTest, ReplicaInfoRebuildFieldsRoundTrip) {
+  ReplicaInfo in;
+  in.size = 1ull << 30;
+  in.block_size = 4096;
+  in.generation = 9;
+  in.replica_id = "r2";
+  in.tracking_dirty = true;
+  in.dirty_since_generation = 7;
+  in.rebuild_cursor = 123 << 20;
+  in.rebuild_generation = 8;
+  std::string payload;
+  ASSERT_TRUE(EncodeReplicaInfo(in, &payload).ok());
+  ASSERT_EQ(payload.size(), kReplicaInfoLegacySize + 2 + kReplicaInfoRebuildFieldsSize);
+  ReplicaInfo out;
+  ASSERT_TRUE(DecodeReplicaInfo(payload, &out).ok());
+  EXPECT_TRUE(out.tracking_dirty);
+  EXPECT_EQ(out.dirty_since_generation, 7u);
+  EXPECT_EQ(out.rebuild_cursor, 123u << 20);
+  EXPECT_EQ(out.rebuild_generation, 8u);
+
+  // An older replica's reply (no rebuild fields) decodes as "none".
+  ReplicaInfo legacy;
+  ASSERT_TRUE(DecodeReplicaInfo(payload.substr(0, kReplicaInfoLegacySize + 2), &legacy).ok());
+  EXPECT_EQ(legacy.replica_id, "r2");
+  EXPECT_EQ(legacy.generation, 9u);
+  EXPECT_FALSE(legacy.tracking_dirty);
+  EXPECT_EQ(legacy.dirty_since_generation, 0u);
+  EXPECT_EQ(legacy.rebuild_cursor, 0u);
+
+  // Non-canonical values are refused both ways.
+  std::string bad = payload;
+  bad[kReplicaInfoLegacySize + 2] = 2;  // tracking_dirty not 0/1
+  EXPECT_EQ(DecodeReplicaInfo(bad, &out).code(), StatusCode::kInvalidArgument);
+  bad[kReplicaInfoLegacySize + 2] = 0;  // not tracking, yet a dirty_since_generation
+  EXPECT_EQ(DecodeReplicaInfo(bad, &out).code(), StatusCode::kInvalidArgument);
+  in.tracking_dirty = false;
+  EXPECT_EQ(EncodeReplicaInfo(in, &payload).code(), StatusCode::kInvalidArgument);
+}
+
+TEST(FrameCodecTest, AllocationListRoundTripAndRules) {
+  const AllocationExtent extents[] = {{0, 4096}, {65536, 8192}, {1 << 20, 1 << 20}};
+  std::string payload;
+  ASSERT_TRUE(EncodeAllocation(4 << 20, extents, 3, &payload).ok());
+  ASSERT_EQ(payload.size(), kAllocationPrefixSize + 3 * kAllocationExtentSize);
+  AllocationList list;
+  ASSERT_TRUE(DecodeAllocation(payload, &list).ok());
+  EXPECT_EQ(list.covered_end, 4u << 20);
+  ASSERT_EQ(list.count, 3u);
+  for (uint32_t i = 0; i < 3; ++i) EXPECT_EQ(list.extent(i), extents[i]) << i;
+  EXPECT_EQ(list.extents.data(), payload.data() + kAllocationPrefixSize);  // a view
+  EXPECT_TRUE(CheckAllocationAnswers(list, 0, 4 << 20).ok());
+  EXPECT_FALSE(CheckAllocationAnswers(list, 0, 2 << 20).ok());     // covered_end past the range
+  EXPECT_FALSE(CheckAllocationAnswers(list, 4096, 8 << 20).ok());  // extent before offset
+  AllocationList stuck;
+  stuck.covered_end = 4096;
+  EXPECT_FALSE(CheckAllocationAnswers(stuck, 4096, 8192).ok());  // no progress
+
+  // No extents: the whole covered range is a hole.
+  ASSERT_TRUE(EncodeAllocation(8192, nullptr, 0, &payload).ok());
+  ASSERT_TRUE(DecodeAllocation(payload, &list).ok());
+  EXPECT_EQ(list.count, 0u);
+  EXPECT_EQ(list.covered_end, 8192u);
+
+  // Encoder and decoder refuse the same lists.
+  const AllocationExtent overlapping[] = {{0, 8192}, {4096, 4096}};
+  const AllocationExtent unordered[] = {{8192, 4096}, {0, 4096}};
+  const AllocationExtent empty[] = {{4096, 0}};
+  const AllocationExtent overflowing[] = {{UINT64_MAX - 100, 4096}};
+  EXPECT_EQ(EncodeAllocation(1 << 20, overlapping, 2, &payload).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(EncodeAllocation(1 << 20, unordered, 2, &payload).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(EncodeAllocation(1 << 20, empty, 1, &payload).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(EncodeAllocation(UINT64_MAX, overflowing, 1, &payload).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(EncodeAllocation(4096, extents, 2, &payload).code(),
+            StatusCode::kInvalidArgument);  // ends past covered_end
+  std::vector<AllocationExtent> many(kMaxAllocationExtents + 1);
+  for (size_t i = 0; i < many.size(); ++i) many[i] = {i * 8192, 4096};
+  EXPECT_EQ(EncodeAllocation(UINT64_MAX, many.data(), kMaxAllocationExtents + 1, &payload).code(),
+            StatusCode::kInvalidArgument);
+  ASSERT_TRUE(EncodeAllocation(UINT64_MAX, many.data(), kMaxAllocationExtents, &payload).ok());
+  EXPECT_EQ(payload.size(), kMaxAllocationReply);
+  ASSERT_TRUE(DecodeAllocation(payload, &list).ok());
+  for (size_t n = 0; n < payload.size(); n += 7) {  // truncated
+    EXPECT_EQ(DecodeAllocation(std::string_view(payload).substr(0, n), &list).code(),
+              StatusCode::kInvalidArgument)
+        << n;
+  }
+  EXPECT_EQ(DecodeAllocation(payload + "x", &list).code(), StatusCode::kInvalidArgument);
+  // A corrupt count cannot make the decoder read past the payload.
+  std::string lying = payload;
+  EncodeFixed32(reinterpret_cast<uint8_t*>(lying.data()) + 8, kMaxAllocationExtents + 1);
+  EXPECT_EQ(DecodeAllocation(lying, &list).code(), StatusCode::kInvalidArgument);
+}
+
+TEST(FrameCodecTest, AllocationReplyMayExceedTheControlLimitButNoMore) {
+  FrameHeader h;
+  h.opcode = static_cast<uint8_t>(Opcode::kGetAllocation) | kReplyBit;
+  h.payload_length = kMaxAllocationReply;
+  uint8_t buf[kHeaderSize];
+  EncodeHeader(h, buf);
+  FrameHeader out;
+  EXPECT_EQ(DecodeHeader(buf, &out), DecodeResult::kOk);
+  h.payload_length = kMaxAllocationReply + 1;
+  EncodeHeader(h, buf);
+  EXPECT_EQ(DecodeHeader(buf, &out), DecodeResult::kOversized);
+  // The request side stays a control frame.
+  h.opcode = static_cast<uint8_t>(Opcode::kGetAllocation);
+  h.payload_length = kMaxControlPayload + 1;
+  EncodeHeader(h, buf);
+  EXPECT_EQ(DecodeHeader(buf, &out), DecodeResult::kOversized);
+}
+
+TEST(FrameCodecTest, RebuildCursorPayload) {
+  uint8_t buf[kRebuildCursorSize];
+  EncodeRebuildCursor(RebuildCursor{0x0102030405060708ull, 42}, buf);
+  EXPECT_EQ(buf[0], 0x08);  // little-endian
+  RebuildCursor c;
+  std::string_view p(reinterpret_cast<const char*>(buf), sizeof(buf));
+  ASSERT_TRUE(DecodeRebuildCursor(p, &c).ok());
+  EXPECT_EQ(c.cursor, 0x0102030405060708ull);
+  EXPECT_EQ(c.generation, 42u);
+  EXPECT_EQ(DecodeRebuildCursor(p.substr(0, 15), &c).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(DecodeRebuildCursor(std::string(17, '\0'), &c).code(), StatusCode::kInvalidArgument);
+  EXPECT_STREQ(OpcodeName(static_cast<uint8_t>(Opcode::kSetRebuildCursor)), "SET_REBUILD_CURSOR");
+  EXPECT_STREQ(OpcodeName(static_cast<uint8_t>(Opcode::kGetAllocation) | kReplyBit),
+               "GET_ALLOCATION");
 }
 
 TEST(FrameCodecTest, StringLimitsOnEncodeAndDecode) {

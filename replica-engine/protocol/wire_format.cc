@@ -28,6 +28,10 @@ const char* OpcodeName(uint8_t opcode) {
       return "GET_DIRTY_MAP";
     case Opcode::kClearDirty:
       return "CLEAR_DIRTY";
+    case Opcode::kGetAllocation:
+      return "GET_ALLOCATION";
+    case Opcode::kSetRebuildCursor:
+      return "SET_REBUILD_CURSOR";
   }
   return "UNKNOWN";
 }

@@ -11,7 +11,7 @@
 //    5   1   opcode          Opcode; replies set kReplyBit
 //    6   2   flags           kFlagFua, ...
 //    8   8   request_id      chosen by the client, echoed in the reply
-//   16   8   offset          bytes (READ/WRITE/TRIM/WRITE_ZEROES)
+//   16   8   offset          bytes (READ/WRITE/TRIM/WRITE_ZEROES/...)
 //   24   4   length          bytes the operation covers
 //   28   4   payload_length  bytes following the header
 //   32   4   status          replies: WireStatus; requests: 0
@@ -32,7 +32,8 @@ inline constexpr size_t kHeaderSize = 48;
 inline constexpr uint32_t kMaxIoSize = 1u << 20;  // 1 MiB
 inline constexpr uint32_t kMaxPayload = kMaxIoSize;
 // HELLO and GET_INFO payloads are small; anything larger is malformed.
-// (GET_DIRTY_MAP replies, like READ replies, may carry up to kMaxPayload.)
+// (GET_DIRTY_MAP replies, like READ replies, may carry up to kMaxPayload;
+// GET_ALLOCATION replies up to kMaxAllocationReply.)
 inline constexpr uint32_t kMaxControlPayload = 4096;
 inline constexpr size_t kMaxVolumeIdLength = 128;
 inline constexpr size_t kMaxTokenLength = 256;
@@ -62,8 +63,29 @@ enum class Opcode : uint8_t {
   // Clears the regions of [offset, offset + length) (region-aligned, or ending
   // at the volume end) and persists the map before replying.
   kClearDirty = 11,
-  // 12..31 reserved.
+  // Request [offset, offset + length) = a byte range of the volume (block
+  // rules of READ/WRITE; length up to 4 GiB - block). Reply payload: an
+  // AllocationList (frame_codec.h): the allocated extents of the data within
+  // [offset, covered_end), at most kMaxAllocationExtents of them; covered_end
+  // < offset + length when the list was cut short (ask again from there).
+  kGetAllocation = 12,
+  // Request payload (kRebuildCursorSize bytes, length == payload_length): a
+  // RebuildCursor (frame_codec.h), persisted in the replica metadata before
+  // the reply. cursor 0 clears it. Reported in every ReplicaInfo.
+  kSetRebuildCursor = 13,
+  // 14..31 reserved.
 };
+
+// GET_ALLOCATION: most extents one reply carries, and the largest reply
+// payload (u64 covered_end | u32 count | count x (u64 offset, u64 length)).
+// A caller of GET_ALLOCATION sizes its reply buffer with kMaxAllocationReply.
+inline constexpr uint32_t kMaxAllocationExtents = 1024;
+inline constexpr uint32_t kAllocationPrefixSize = 12;
+inline constexpr uint32_t kAllocationExtentSize = 16;
+inline constexpr uint32_t kMaxAllocationReply =
+    kAllocationPrefixSize + kMaxAllocationExtents * kAllocationExtentSize;  // 16396
+// SET_REBUILD_CURSOR request payload: u64 cursor | u64 generation.
+inline constexpr uint32_t kRebuildCursorSize = 16;
 
 inline constexpr uint16_t kFlagFua = 1u << 0;
 inline constexpr uint16_t kFlagTrackDirty = 1u << 1;  // kSetGeneration only; ignored elsewhere

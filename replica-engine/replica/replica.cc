@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cinttypes>
 
@@ -273,14 +274,102 @@ Status Replica::SetGeneration(uint64_t generation, bool track_dirty) {
   ReplicaMetadata* md = meta_->mutable_current();
   const uint64_t old_generation = md->generation;
   const bool old_tracking = md->tracking_dirty;
+  const uint64_t old_since = md->dirty_since_generation;
   md->generation = generation;
   md->tracking_dirty = track_dirty;
+  // The map covers every write since tracking was turned on; while it stays
+  // on that point does not move, however often the generation is bumped.
+  if (!track_dirty) {
+    md->dirty_since_generation = 0;
+  } else if (!old_tracking) {
+    md->dirty_since_generation = generation;
+  }
   Status st = meta_->Sync();
   if (!st.ok()) {
     // Undo: the server must not believe a generation or tracking state the
     // disk does not have (a write could then skip its dirty mark).
     md->generation = old_generation;
     md->tracking_dirty = old_tracking;
+    md->dirty_since_generation = old_since;
+    return st;
+  }
+  dirty_unsynced_ = false;
+  return Status::Ok();
+}
+
+Status Replica::FindAllocated(uint64_t offset, uint64_t length, DataExtent* out, uint32_t max,
+                              uint32_t* count, uint64_t* covered_end) const {
+  *count = 0;
+  *covered_end = offset + length;
+  if (closed_) return Status::FailedPrecondition("replica " + dir_ + " is closed");
+  const uint64_t end = offset + length;
+  const uint64_t block = meta_->current().block_size;
+  struct stat sb;
+  if (::fstat(fd_, &sb) != 0) return PosixError("fstat data of " + dir_, errno);
+  auto whole = [&] {
+    out[0] = DataExtent{offset, length};
+    *count = 1;
+    return Status::Ok();
+  };
+  if (!S_ISREG(sb.st_mode)) return whole();  // a device has no holes to find
+
+  // Appends [b, e) rounded out to blocks and clipped to the range, merging it
+  // into the previous extent when they touch. False when `out` is full.
+  auto add = [&](uint64_t b, uint64_t e) {
+    b = std::max(offset, b / block * block);
+    e = std::min(end, (e + block - 1) / block * block);
+    if (*count > 0 && out[*count - 1].offset + out[*count - 1].length >= b) {
+      DataExtent& last = out[*count - 1];
+      last.length = std::max(last.offset + last.length, e) - last.offset;
+      return true;
+    }
+    if (*count == max) return false;
+    out[(*count)++] = DataExtent{b, e - b};
+    return true;
+  };
+  uint64_t pos = offset;
+  while (pos < end) {
+    off_t data = ::lseek(fd_, static_cast<off_t>(pos), SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;  // no data at or after pos
+      if (errno == EINVAL || errno == EOPNOTSUPP) {
+        *count = 0;
+        return whole();  // no SEEK_DATA here: everything may be data
+      }
+      return PosixError("lseek SEEK_DATA in data of " + dir_, errno);
+    }
+    if (static_cast<uint64_t>(data) >= end) break;
+    off_t hole = ::lseek(fd_, data, SEEK_HOLE);
+    if (hole < 0) return PosixError("lseek SEEK_HOLE in data of " + dir_, errno);
+    if (!add(static_cast<uint64_t>(data), static_cast<uint64_t>(hole))) {
+      // Full, and more data follows: the list covers up to the last extent.
+      *covered_end = out[*count - 1].offset + out[*count - 1].length;
+      return Status::Ok();
+    }
+    pos = static_cast<uint64_t>(hole);
+  }
+  return Status::Ok();
+}
+
+Status Replica::SetRebuildCursor(uint64_t cursor, uint64_t generation) {
+  if (closed_) return Status::FailedPrecondition("replica " + dir_ + " is closed");
+  const ReplicaMetadata& cur = meta_->current();
+  if (cursor > cur.size) {
+    return Status::OutOfRange("rebuild cursor " + std::to_string(cursor) +
+                              " is beyond the replica size " + std::to_string(cur.size));
+  }
+  if (cursor == 0) generation = 0;  // cleared: nothing to remember it by
+  if (cur.rebuild_cursor == cursor && cur.rebuild_generation == generation) return Status::Ok();
+  ReplicaMetadata* md = meta_->mutable_current();
+  const uint64_t old_cursor = md->rebuild_cursor;
+  const uint64_t old_generation = md->rebuild_generation;
+  md->rebuild_cursor = cursor;
+  md->rebuild_generation = generation;
+  Status st = meta_->Sync();
+  if (!st.ok()) {
+    // Undo: GET_INFO must not report a checkpoint the disk does not have.
+    md->rebuild_cursor = old_cursor;
+    md->rebuild_generation = old_generation;
     return st;
   }
   dirty_unsynced_ = false;

@@ -30,6 +30,12 @@
 
 namespace tandem::replica {
 
+// A byte range of the replica's data.
+struct DataExtent {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+};
+
 struct ReplicaConfig {
   std::string volume_id;   // [A-Za-z0-9._-]{1,128}, not "." or ".."
   std::string replica_id;  // same character set
@@ -74,14 +80,36 @@ class Replica {
   // Generations only grow: FAILED_PRECONDITION if `generation` is lower than
   // the current one; equal is OK (idempotent). Persists generation and the
   // tracking flag together. INVALID_ARGUMENT when tracking is asked of a
-  // replica without a dirty map (dirty_region_size 0).
+  // replica without a dirty map (dirty_region_size 0). Turning tracking on
+  // sets dirty_since_generation to `generation`; keeping it on keeps it;
+  // turning it off sets it to 0 (the map itself is kept).
   Status SetGeneration(uint64_t generation, bool track_dirty);
   // Same, keeping the current tracking flag.
   Status SetGeneration(uint64_t generation) { return SetGeneration(generation, tracking_dirty()); }
 
+  // The allocated (data) extents of the data file within [offset, offset +
+  // length), in order, clipped to the range and rounded out to block_size
+  // (adjacent ones merged): at most `max` of them into out[0, *count).
+  // *covered_end is offset + length when the list is complete, else the end
+  // of the last extent returned (the caller continues from there). Found with
+  // lseek(SEEK_DATA/SEEK_HOLE) (2 syscalls per extent, on the caller's
+  // thread); a block device, or a file system without SEEK_DATA, reports the
+  // whole range as one extent. Holes read as zeroes. REQUIRES: a valid range
+  // (within the replica, length > 0), max > 0.
+  Status FindAllocated(uint64_t offset, uint64_t length, DataExtent* out, uint32_t max,
+                       uint32_t* count, uint64_t* covered_end) const;
+
+  // The rebuild checkpoint (SET_REBUILD_CURSOR): persisted before returning.
+  // OUT_OF_RANGE if cursor > size (nothing changed). cursor 0 clears it (and
+  // the generation recorded with it).
+  Status SetRebuildCursor(uint64_t cursor, uint64_t generation);
+
   // Dirty map. Ranges are bytes; [offset, offset + length) must lie within
   // the replica (INVALID_ARGUMENT / OUT_OF_RANGE otherwise, nothing changed).
   bool tracking_dirty() const { return meta_->current().tracking_dirty; }
+  uint64_t dirty_since_generation() const { return meta_->current().dirty_since_generation; }
+  uint64_t rebuild_cursor() const { return meta_->current().rebuild_cursor; }
+  uint64_t rebuild_generation() const { return meta_->current().rebuild_generation; }
   uint32_t dirty_region_size() const { return meta_->current().dirty_region_size; }
   const std::vector<uint8_t>& dirty_map() const { return meta_->current().dirty_map; }
   // Whether region `region` (index, not bytes) is dirty in memory.

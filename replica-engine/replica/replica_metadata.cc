@@ -18,7 +18,9 @@ namespace {
 
 constexpr char kTag[] = "replica";
 constexpr char kMagic[8] = {'T', 'N', 'D', 'M', 'M', 'E', 'T', 'A'};
-// Version 2 appended tracking_dirty to the fields; version 1 is still read.
+// Version 2 appended tracking_dirty to the fields, version 3
+// dirty_since_generation, rebuild_cursor and rebuild_generation; versions 1
+// and 2 are still read.
 constexpr uint32_t kFormatVersion = kMetadataFormatVersion;
 constexpr uint32_t kOldestReadableVersion = 1;
 
@@ -53,7 +55,10 @@ size_t HeaderLength(const ReplicaMetadata& md, uint32_t version) {
   return kFieldsOffset + 2 + md.volume_id.size() + 2 + md.replica_id.size() + 2 +
          md.data_path.size() + 8 /*size*/ + 4 /*block_size*/ + 8 /*generation*/ +
          8 /*highest_epoch*/ + 1 /*clean_shutdown*/ + 4 /*dirty_region_size*/ +
-         4 /*dirty_map_bytes*/ + (version >= 2 ? 1 /*tracking_dirty*/ : 0);
+         4 /*dirty_map_bytes*/ + (version >= 2 ? 1 /*tracking_dirty*/ : 0) +
+         (version >= 3
+              ? 8 /*dirty_since_generation*/ + 8 /*rebuild_cursor*/ + 8 /*rebuild_generation*/
+              : 0);
 }
 
 // The field checks shared by Encode and Decode, so that everything Decode
@@ -83,6 +88,21 @@ Status ValidateFields(const ReplicaMetadata& md, uint64_t map_bytes) {
   if (want > UINT32_MAX) return Status::InvalidArgument("dirty map too large");
   if (md.tracking_dirty && md.dirty_region_size == 0) {
     return Status::InvalidArgument("tracking_dirty set without a dirty map");
+  }
+  if (!md.tracking_dirty && md.dirty_since_generation != 0) {
+    return Status::InvalidArgument("dirty_since_generation set while not tracking");
+  }
+  if (md.dirty_since_generation > md.generation) {
+    return Status::InvalidArgument("dirty_since_generation " +
+                                   std::to_string(md.dirty_since_generation) +
+                                   " is above the generation " + std::to_string(md.generation));
+  }
+  if (md.rebuild_cursor > md.size) {
+    return Status::InvalidArgument("rebuild_cursor " + std::to_string(md.rebuild_cursor) +
+                                   " is beyond the size");
+  }
+  if (md.rebuild_cursor == 0 && md.rebuild_generation != 0) {
+    return Status::InvalidArgument("rebuild_generation set without a rebuild_cursor");
   }
   if (map_bytes != want) {
     return Status::InvalidArgument("dirty map has " + std::to_string(map_bytes) +
@@ -239,6 +259,12 @@ Status EncodeMetadataSlot(const ReplicaMetadata& md, uint64_t seq, size_t slot_s
   EncodeFixed32(p + pos, static_cast<uint32_t>(md.dirty_map.size()));
   pos += 4;
   p[pos++] = md.tracking_dirty ? 1 : 0;
+  EncodeFixed64(p + pos, md.dirty_since_generation);
+  pos += 8;
+  EncodeFixed64(p + pos, md.rebuild_cursor);
+  pos += 8;
+  EncodeFixed64(p + pos, md.rebuild_generation);
+  pos += 8;
   if (!md.dirty_map.empty()) std::memcpy(p + pos, md.dirty_map.data(), md.dirty_map.size());
   EncodeFixed32(p + kCrcOffset, SlotCrc(p, total));
   return Status::Ok();
@@ -279,11 +305,19 @@ Status DecodeMetadataSlot(const void* data, size_t n, ReplicaMetadata* md, uint6
   m.dirty_region_size = r.U32();
   uint32_t map_bytes = r.U32();
   uint8_t tracking = version >= 2 ? r.U8() : 0;
+  if (version >= 3) {
+    m.dirty_since_generation = r.U64();
+    m.rebuild_cursor = r.U64();
+    m.rebuild_generation = r.U64();
+  }
   if (!r.ok() || r.pos() != header) return Status::DataLoss("malformed fields");
   if (clean > 1) return Status::DataLoss("bad clean_shutdown value");
   if (tracking > 1) return Status::DataLoss("bad tracking_dirty value");
   m.clean_shutdown = clean != 0;
   m.tracking_dirty = tracking != 0;
+  // Before version 3 the start of tracking was not recorded: the current
+  // generation is the latest it can have been (see the header).
+  if (version < 3 && m.tracking_dirty) m.dirty_since_generation = m.generation;
   if (Status st = ValidateFields(m, map_bytes); !st.ok()) {
     return Status::DataLoss(st.message());
   }

@@ -37,6 +37,16 @@ struct ReplicaMetadata {
   // kFlagTrackDirty). Persistent, so a restart keeps recording. Version-1
   // records decode with false.
   bool tracking_dirty = false;
+  // Format version 3. The generation set by the SET_GENERATION that turned
+  // tracking on (kept while it stays on; 0 while tracking is off), and the
+  // rebuild checkpoint of SET_REBUILD_CURSOR (cursor <= size; 0: none, and
+  // then rebuild_generation is 0 too). A version-2 record decodes with
+  // dirty_since_generation = generation when tracking (the latest it can have
+  // started: an over-estimate only makes a target choose a full rebuild),
+  // else 0, and no cursor.
+  uint64_t dirty_since_generation = 0;
+  uint64_t rebuild_cursor = 0;
+  uint64_t rebuild_generation = 0;
 
   bool operator==(const ReplicaMetadata&) const = default;
 };
@@ -47,9 +57,9 @@ struct ReplicaMetadata {
 Status EncodeMetadataSlot(const ReplicaMetadata& md, uint64_t seq, size_t slot_size,
                           std::string* out);
 // Parses a slot image; DATA_LOSS on bad magic/crc/lengths. Never reads outside
-// [data, data + n). Accepts format versions 1 and 2 (kMetadataFormatVersion);
+// [data, data + n). Accepts format versions 1 to 3 (kMetadataFormatVersion);
 // the encoder always writes the current version.
-inline constexpr uint32_t kMetadataFormatVersion = 2;
+inline constexpr uint32_t kMetadataFormatVersion = 3;
 Status DecodeMetadataSlot(const void* data, size_t n, ReplicaMetadata* md, uint64_t* seq);
 
 // Bytes one slot needs for metadata of a volume of `size` bytes with the given

@@ -113,23 +113,29 @@ TEST(MetadataSlotTest, TrackingDirtyRoundTripsInVersion2) {
   EXPECT_EQ(out, md);
 }
 
-// Rewrites a current-version image as format version 1 (no tracking_dirty
-// byte), the layout replicas created before version 2 have on disk.
-std::string ToVersion1(std::string image) {
+// Rewrites a current-version image in an older format `version`: version 2
+// lacks the 24 bytes of dirty_since_generation, rebuild_cursor and
+// rebuild_generation, version 1 also the tracking_dirty byte before them.
+// Those fields must hold their defaults to have an older form.
+std::string ToVersion(std::string image, uint32_t version) {
   auto* p = reinterpret_cast<uint8_t*>(image.data());
   const uint32_t header = DecodeFixed32(p + 12);
   const uint32_t total = DecodeFixed32(p + 16);
-  EXPECT_EQ(p[header - 1], 0) << "tracking_dirty must be off to have a version-1 form";
-  image.erase(header - 1, 1);
-  image.push_back('\0');  // keep the slot size
+  const uint32_t cut = version == 1 ? 25 : 24;
+  for (uint32_t i = header - cut; i < header; ++i) {
+    EXPECT_EQ(p[i], 0) << "field at " << i << " must be 0 to have a version-" << version << " form";
+  }
+  image.erase(header - cut, cut);
+  image.append(cut, '\0');  // keep the slot size
   p = reinterpret_cast<uint8_t*>(image.data());
-  EncodeFixed32(p + 8, 1);
-  EncodeFixed32(p + 12, header - 1);
-  EncodeFixed32(p + 16, total - 1);
+  EncodeFixed32(p + 8, version);
+  EncodeFixed32(p + 12, header - cut);
+  EncodeFixed32(p + 16, total - cut);
   EncodeFixed32(p + 20, 0);
-  EncodeFixed32(p + 20, Crc32c(p, total - 1));
+  EncodeFixed32(p + 20, Crc32c(p, total - cut));
   return image;
 }
+std::string ToVersion1(std::string image) { return ToVersion(std::move(image), 1); }
 
 TEST(MetadataSlotTest, Version1SlotsStillDecodeWithTrackingOff) {
   ReplicaMetadata md = SampleMetadata();
@@ -147,7 +153,7 @@ TEST(MetadataSlotTest, Version1SlotsStillDecodeWithTrackingOff) {
   // A version-1 header with a tracking byte appended is malformed, and
   // versions outside [1, current] are refused.
   std::string bad = image;
-  EncodeFixed32(reinterpret_cast<uint8_t*>(bad.data()) + 8, 3);
+  EncodeFixed32(reinterpret_cast<uint8_t*>(bad.data()) + 8, kMetadataFormatVersion + 1);
   EXPECT_EQ(DecodeMetadataSlot(bad.data(), bad.size(), &out, &seq).code(), StatusCode::kDataLoss);
   // A version-1 file is upgraded by the first update.
   char tmpl[] = "/var/tmp/tandem-metadata-v1-XXXXXX";
@@ -173,6 +179,52 @@ TEST(MetadataSlotTest, Version1SlotsStillDecodeWithTrackingOff) {
   std::filesystem::remove_all(tmpl);
 }
 
+TEST(MetadataSlotTest, RebuildFieldsRoundTripInVersion3) {
+  ReplicaMetadata md = SampleMetadata();
+  md.generation = 9;
+  md.tracking_dirty = true;
+  md.dirty_since_generation = 7;
+  md.rebuild_cursor = md.size / 2;
+  md.rebuild_generation = 8;
+  size_t slot_size = MetadataSlotSize(md.size, md.dirty_region_size);
+  std::string image;
+  ASSERT_TRUE(EncodeMetadataSlot(md, 4, slot_size, &image).ok());
+  EXPECT_EQ(DecodeFixed32(reinterpret_cast<const uint8_t*>(image.data()) + 8), 3u);
+  ReplicaMetadata out;
+  uint64_t seq = 0;
+  ASSERT_TRUE(DecodeMetadataSlot(image.data(), image.size(), &out, &seq).ok());
+  EXPECT_EQ(out, md);
+  EXPECT_EQ(out.dirty_since_generation, 7u);
+  EXPECT_EQ(out.rebuild_cursor, md.size / 2);
+  EXPECT_EQ(out.rebuild_generation, 8u);
+}
+
+TEST(MetadataSlotTest, Version2SlotsDecodeWithoutCursorAndTrackingSinceTheirGeneration) {
+  ReplicaMetadata md = SampleMetadata();
+  md.generation = 12;
+  size_t slot_size = MetadataSlotSize(md.size, md.dirty_region_size);
+  std::string image;
+  ASSERT_TRUE(EncodeMetadataSlot(md, 5, slot_size, &image).ok());
+  std::string v2 = ToVersion(image, 2);
+  ReplicaMetadata out;
+  uint64_t seq = 0;
+  ASSERT_TRUE(DecodeMetadataSlot(v2.data(), v2.size(), &out, &seq).ok());
+  EXPECT_EQ(out, md);
+  EXPECT_EQ(seq, 5u);
+  // A version-2 record that was tracking: when tracking started is unknown;
+  // the current generation is the latest it can have been.
+  uint8_t* p = reinterpret_cast<uint8_t*>(v2.data());
+  const uint32_t header = DecodeFixed32(p + 12);
+  const uint32_t total = DecodeFixed32(p + 16);
+  p[header - 1] = 1;  // tracking_dirty
+  EncodeFixed32(p + 20, 0);
+  EncodeFixed32(p + 20, Crc32c(p, total));
+  ASSERT_TRUE(DecodeMetadataSlot(v2.data(), v2.size(), &out, &seq).ok());
+  EXPECT_TRUE(out.tracking_dirty);
+  EXPECT_EQ(out.dirty_since_generation, 12u);
+  EXPECT_EQ(out.rebuild_cursor, 0u);
+}
+
 TEST(MetadataSlotTest, EncodeRejectsBadFields) {
   std::string image;
   auto encode = [&](const ReplicaMetadata& md) {
@@ -195,6 +247,19 @@ TEST(MetadataSlotTest, EncodeRejectsBadFields) {
   EXPECT_EQ(encode(md), StatusCode::kInvalidArgument);
   md = SampleMetadata();
   md.dirty_map.push_back(0);
+  EXPECT_EQ(encode(md), StatusCode::kInvalidArgument);
+  md = SampleMetadata();
+  md.dirty_since_generation = 1;  // without tracking
+  EXPECT_EQ(encode(md), StatusCode::kInvalidArgument);
+  md = SampleMetadata();
+  md.tracking_dirty = true;
+  md.dirty_since_generation = md.generation + 1;  // after the generation
+  EXPECT_EQ(encode(md), StatusCode::kInvalidArgument);
+  md = SampleMetadata();
+  md.rebuild_cursor = md.size + md.block_size;
+  EXPECT_EQ(encode(md), StatusCode::kInvalidArgument);
+  md = SampleMetadata();
+  md.rebuild_generation = 3;  // without a cursor
   EXPECT_EQ(encode(md), StatusCode::kInvalidArgument);
   md = SampleMetadata();
   md.dirty_region_size = 1024;  // < block_size

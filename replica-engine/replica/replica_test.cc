@@ -240,6 +240,95 @@ TEST_F(ReplicaTest, ClearDirtyAcceptsAPartialLastRegion) {
   EXPECT_FALSE((*r)->IsRegionDirty(10));
 }
 
+TEST_F(ReplicaTest, DirtySinceGenerationAndRebuildCursorPersist) {
+  {
+    auto r = Replica::Create(backend_.get(), dir_, Config());
+    ASSERT_TRUE(r.ok());
+    Replica& rep = **r;
+    ASSERT_TRUE(rep.SetGeneration(3, true).ok());
+    EXPECT_EQ(rep.dirty_since_generation(), 3u);
+    ASSERT_TRUE(rep.SetGeneration(5, true).ok());  // still tracking: unchanged
+    EXPECT_EQ(rep.dirty_since_generation(), 3u);
+    ASSERT_TRUE(rep.SetRebuildCursor(8 << 20, 4).ok());
+    EXPECT_EQ(rep.rebuild_cursor(), 8u << 20);
+    EXPECT_EQ(rep.rebuild_generation(), 4u);
+    EXPECT_EQ(rep.SetRebuildCursor(kSize + 4096, 4).code(), StatusCode::kOutOfRange);
+    EXPECT_EQ(rep.rebuild_cursor(), 8u << 20);
+    // No Close(): the values must be on disk already.
+  }
+  EXPECT_EQ(OnDisk().dirty_since_generation, 3u);
+  EXPECT_EQ(OnDisk().rebuild_cursor, 8u << 20);
+  auto r = Replica::Open(backend_.get(), dir_);
+  ASSERT_TRUE(r.ok());
+  Replica& rep = **r;
+  EXPECT_TRUE(rep.tracking_dirty());
+  EXPECT_EQ(rep.dirty_since_generation(), 3u);
+  EXPECT_EQ(rep.rebuild_cursor(), 8u << 20);
+  EXPECT_EQ(rep.rebuild_generation(), 4u);
+  ASSERT_TRUE(rep.SetGeneration(5, false).ok());  // off: 0
+  EXPECT_EQ(rep.dirty_since_generation(), 0u);
+  ASSERT_TRUE(rep.SetGeneration(6, true).ok());  // on again: the new generation
+  EXPECT_EQ(rep.dirty_since_generation(), 6u);
+  ASSERT_TRUE(rep.SetRebuildCursor(0, 9).ok());  // cleared, generation with it
+  EXPECT_EQ(rep.rebuild_cursor(), 0u);
+  EXPECT_EQ(rep.rebuild_generation(), 0u);
+  EXPECT_EQ(OnDisk().rebuild_cursor, 0u);
+  EXPECT_EQ(OnDisk().dirty_since_generation, 6u);
+  ASSERT_TRUE(rep.Close().ok());
+}
+
+TEST_F(ReplicaTest, FindAllocatedRoundsOutToBlocksMergesAndCutsShort) {
+  ReplicaConfig cfg = Config();
+  cfg.block_size = 16384;
+  auto r = Replica::Create(backend_.get(), dir_, cfg);
+  ASSERT_TRUE(r.ok());
+  Replica& rep = **r;
+  {
+    // Written behind the replica's back (buffered, 4 KiB file system blocks):
+    // 4 KiB inside block 1, 4 KiB at the start of block 2 (so the two round
+    // out to one extent), and 4 KiB in blocks 10 and 20.
+    int fd = ::open((dir_ + "/data").c_str(), O_WRONLY);
+    ASSERT_GE(fd, 0);
+    std::vector<char> b(4096, 'x');
+    for (uint64_t off : {20480ull, 32768ull, 10 * 16384ull + 8192, 20 * 16384ull}) {
+      ASSERT_EQ(::pwrite(fd, b.data(), b.size(), static_cast<off_t>(off)), 4096);
+    }
+    ASSERT_EQ(::fsync(fd), 0);
+    ::close(fd);
+  }
+  DataExtent out[8];
+  uint32_t n = 0;
+  uint64_t covered = 0;
+  ASSERT_TRUE(rep.FindAllocated(0, kSize, out, 8, &n, &covered).ok());
+  EXPECT_EQ(covered, kSize);
+  ASSERT_EQ(n, 3u);
+  EXPECT_EQ(out[0].offset, 16384u);
+  EXPECT_EQ(out[0].length, 2 * 16384u);
+  EXPECT_EQ(out[1].offset, 10 * 16384u);
+  EXPECT_EQ(out[1].length, 16384u);
+  EXPECT_EQ(out[2].offset, 20 * 16384u);
+  EXPECT_EQ(out[2].length, 16384u);
+  // Room for two: the list covers up to the end of the second.
+  ASSERT_TRUE(rep.FindAllocated(0, kSize, out, 2, &n, &covered).ok());
+  ASSERT_EQ(n, 2u);
+  EXPECT_EQ(covered, 11 * 16384u);
+  ASSERT_TRUE(rep.FindAllocated(covered, kSize - covered, out, 2, &n, &covered).ok());
+  ASSERT_EQ(n, 1u);
+  EXPECT_EQ(out[0].offset, 20 * 16384u);
+  EXPECT_EQ(covered, kSize);
+  // Clipped to the range; a range of holes has no extent.
+  ASSERT_TRUE(rep.FindAllocated(2 * 16384, 9 * 16384, out, 8, &n, &covered).ok());
+  ASSERT_EQ(n, 2u);
+  EXPECT_EQ(out[0].offset, 2 * 16384u);
+  EXPECT_EQ(out[0].length, 16384u);
+  EXPECT_EQ(out[1].offset, 10 * 16384u);
+  EXPECT_EQ(out[1].length, 16384u);
+  ASSERT_TRUE(rep.FindAllocated(30 * 16384, 16384, out, 8, &n, &covered).ok());
+  EXPECT_EQ(n, 0u);
+  EXPECT_EQ(covered, 31 * 16384u);
+  ASSERT_TRUE(rep.Close().ok());
+}
+
 TEST_F(ReplicaTest, InvalidConfigNamesTheField) {
   struct Case {
     const char* field;

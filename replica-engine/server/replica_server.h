@@ -18,8 +18,10 @@
 // flags) closes only that connection, with a WARNING naming the peer and reason.
 //
 // Generations and dirty maps (docs/protocol.md): SET_GENERATION, MARK_DIRTY,
-// CLEAR_DIRTY and GET_DIRTY_MAP run synchronously on the loop thread (each
-// persisting the metadata with one pwrite + fdatasync when it changes it).
+// CLEAR_DIRTY, GET_DIRTY_MAP and SET_REBUILD_CURSOR run synchronously on the
+// loop thread (each persisting the metadata with one pwrite + fdatasync when
+// it changes it); so does GET_ALLOCATION (lseek SEEK_DATA/SEEK_HOLE on the
+// data file, two syscalls per extent).
 // While a replica tracks dirty regions, a WRITE/TRIM/WRITE_ZEROES whose
 // regions are already durably dirty goes straight to the backend; one that
 // dirties a clean region is parked until BeforeWait, which persists the map

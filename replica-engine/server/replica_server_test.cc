@@ -572,6 +572,66 @@ class DirtyMapServerTest : public ReplicaServerTest {
     if (ws != nullptr) *ws = req.wire_status;
     return code;
   }
+  // GET_INFO, decoded.
+  protocol::ReplicaInfo Info(ReplicaClient* c) {
+    std::vector<char> buf(protocol::kMaxControlPayload);
+    ClientRequest req;
+    req.op = Opcode::kGetInfo;
+    req.buf = buf.data();
+    EXPECT_EQ(Run(c, &req), StatusCode::kOk);
+    protocol::ReplicaInfo info;
+    Status st = protocol::DecodeReplicaInfo(std::string_view(buf.data(), req.reply_length), &info);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    return info;
+  }
+  StatusCode SetRebuildCursor(ReplicaClient* c, uint64_t cursor, uint64_t generation,
+                              uint32_t payload_bytes = protocol::kRebuildCursorSize) {
+    uint8_t payload[protocol::kRebuildCursorSize + 8] = {};
+    protocol::EncodeRebuildCursor(protocol::RebuildCursor{cursor, generation}, payload);
+    ClientRequest req;
+    req.op = Opcode::kSetRebuildCursor;
+    req.length = payload_bytes;
+    req.buf = payload;
+    return Run(c, &req);
+  }
+  // One GET_ALLOCATION; the decoded list (a view into *buf) in *list.
+  StatusCode GetAllocation(ReplicaClient* c, uint64_t off, uint32_t len, std::vector<char>* buf,
+                           protocol::AllocationList* list) {
+    buf->assign(protocol::kMaxAllocationReply, '\0');
+    ClientRequest req;
+    req.op = Opcode::kGetAllocation;
+    req.offset = off;
+    req.length = len;
+    req.buf = buf->data();
+    StatusCode code = Run(c, &req);
+    if (code != StatusCode::kOk) return code;
+    Status st = protocol::DecodeAllocation(std::string_view(buf->data(), req.reply_length), list);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    st = protocol::CheckAllocationAnswers(*list, off, len);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    return code;
+  }
+  // Every allocated extent of [off, off + len), asking again from covered_end
+  // until the range is covered; *requests counts the GET_ALLOCATIONs.
+  std::vector<protocol::AllocationExtent> AllocatedExtents(ReplicaClient* c, uint64_t off,
+                                                           uint32_t len, int* requests = nullptr) {
+    std::vector<protocol::AllocationExtent> out;
+    std::vector<char> buf;
+    const uint64_t end = off + len;
+    int n = 0;
+    while (off < end && n < 100) {
+      protocol::AllocationList list;
+      if (GetAllocation(c, off, static_cast<uint32_t>(end - off), &buf, &list) != StatusCode::kOk) {
+        ADD_FAILURE() << "GET_ALLOCATION at " << off << " failed";
+        break;
+      }
+      ++n;
+      for (uint32_t i = 0; i < list.count; ++i) out.push_back(list.extent(i));
+      off = list.covered_end;
+    }
+    if (requests != nullptr) *requests = n;
+    return out;
+  }
   std::vector<uint64_t> DirtyRegions(ReplicaClient* c) {
     return DirtyRegionsOf(this, c, [&](ClientRequest* r) { return Run(c, r); });
   }
@@ -819,6 +879,168 @@ TEST_P(DirtyMapServerTest, FirstTouchCostIsReported) {
       GetParam(), off_us, first_us, again_us);
   EXPECT_EQ(DirtyRegions(c).size(), static_cast<size_t>(kWrites));
   std::free(buf);
+}
+
+// --- Rebuild support: allocation, rebuild cursor, dirty_since_generation ----
+
+TEST_P(DirtyMapServerTest, GetAllocationReturnsExactlyTheWrittenExtents) {
+  Listener l;
+  ReplicaClient* c = Connect(&l, Options());
+  ASSERT_TRUE(l.connected);
+  using protocol::AllocationExtent;
+  const uint32_t kLen = static_cast<uint32_t>(kVolumeSize);
+  // A fresh replica's data file is all hole.
+  EXPECT_TRUE(AllocatedExtents(c, 0, kLen).empty());
+
+  uint8_t* buf = static_cast<uint8_t*>(AlignedAlloc(256 * 1024));
+  std::memset(buf, 0x5A, 256 * 1024);
+  // Two adjacent writes make one extent; the last block of the volume too.
+  ASSERT_EQ(Do(c, Opcode::kWrite, 1 << 20, 64 * 1024, buf), StatusCode::kOk);
+  ASSERT_EQ(Do(c, Opcode::kWrite, (1 << 20) + 64 * 1024, 4096, buf), StatusCode::kOk);
+  ASSERT_EQ(Do(c, Opcode::kWrite, 5 << 20, 4096, buf), StatusCode::kOk);
+  ASSERT_EQ(Do(c, Opcode::kWrite, 10 << 20, 256 * 1024, buf), StatusCode::kOk);
+  ASSERT_EQ(Do(c, Opcode::kWrite, kVolumeSize - 4096, 4096, buf), StatusCode::kOk);
+  std::vector<AllocationExtent> want = {
+      {1 << 20, 68 * 1024}, {5 << 20, 4096}, {10 << 20, 256 * 1024}, {kVolumeSize - 4096, 4096}};
+  int requests = 0;
+  EXPECT_EQ(AllocatedExtents(c, 0, kLen, &requests), want);
+  EXPECT_EQ(requests, 1);
+  // Clipped to the range asked about.
+  want = {{(1 << 20) + 16384, 52 * 1024}, {5 << 20, 4096}, {10 << 20, 8192}};
+  EXPECT_EQ(AllocatedExtents(c, (1 << 20) + 16384, (9 << 20) - 16384 + 8192), want);
+  // TRIM punches the hole back.
+  ASSERT_EQ(Do(c, Opcode::kTrim, 5 << 20, 4096, nullptr), StatusCode::kOk);
+  want = {{1 << 20, 68 * 1024}, {10 << 20, 256 * 1024}, {kVolumeSize - 4096, 4096}};
+  EXPECT_EQ(AllocatedExtents(c, 0, kLen), want);
+  // The block rules of READ/WRITE apply.
+  std::vector<char> rbuf;
+  protocol::AllocationList list;
+  EXPECT_EQ(GetAllocation(c, 100, 4096, &rbuf, &list), StatusCode::kInvalidArgument);
+  EXPECT_EQ(GetAllocation(c, 0, 0, &rbuf, &list), StatusCode::kInvalidArgument);
+  EXPECT_EQ(GetAllocation(c, kVolumeSize, 4096, &rbuf, &list), StatusCode::kOutOfRange);
+  EXPECT_EQ(GetAllocation(c, 0, UINT32_MAX - 4095, &rbuf, &list), StatusCode::kOutOfRange);
+  EXPECT_FALSE(l.disconnected);
+  std::free(buf);
+}
+
+TEST_P(DirtyMapServerTest, GetAllocationCutShortContinuesFromCoveredEnd) {
+  Listener l;
+  ReplicaClient* c = Connect(&l, Options());
+  ASSERT_TRUE(l.connected);
+  // More separate extents than one reply carries: 4 KiB every 16 KiB.
+  const uint32_t kExtents = protocol::kMaxAllocationExtents + 10;
+  uint8_t* buf = static_cast<uint8_t*>(AlignedAlloc(4096));
+  std::memset(buf, 0x6B, 4096);
+  std::vector<std::unique_ptr<Op>> ops;
+  std::vector<protocol::AllocationExtent> want;
+  for (uint32_t i = 0; i < kExtents; ++i) {
+    want.push_back({i * 16384ull, 4096});
+    ops.push_back(std::make_unique<Op>(Opcode::kWrite, i * 16384ull, 4096, buf));
+    c->Submit(&ops.back()->req);
+  }
+  ASSERT_TRUE(RunUntil([&] {
+    for (auto& o : ops) {
+      if (!o->done) return false;
+    }
+    return true;
+  }));
+  for (auto& o : ops) ASSERT_EQ(o->req.status, StatusCode::kOk);
+
+  std::vector<char> rbuf;
+  protocol::AllocationList list;
+  ASSERT_EQ(GetAllocation(c, 0, static_cast<uint32_t>(kVolumeSize), &rbuf, &list), StatusCode::kOk);
+  ASSERT_EQ(list.count, protocol::kMaxAllocationExtents);
+  const uint64_t cut = (protocol::kMaxAllocationExtents - 1) * 16384ull + 4096;
+  EXPECT_EQ(list.covered_end, cut);  // the end of the last extent returned
+  ASSERT_EQ(GetAllocation(c, cut, static_cast<uint32_t>(kVolumeSize - cut), &rbuf, &list),
+            StatusCode::kOk);
+  EXPECT_EQ(list.count, 10u);
+  EXPECT_EQ(list.covered_end, kVolumeSize);
+  int requests = 0;
+  EXPECT_EQ(AllocatedExtents(c, 0, static_cast<uint32_t>(kVolumeSize), &requests), want);
+  EXPECT_EQ(requests, 2);
+  std::free(buf);
+}
+
+TEST_P(DirtyMapServerTest, RebuildCursorPersistsAcrossACrashAndShowsInHello) {
+  Listener l;
+  ReplicaClient* c = Connect(&l, Options());
+  ASSERT_TRUE(l.connected);
+  EXPECT_EQ(l.info.rebuild_cursor, 0u);
+  EXPECT_EQ(l.info.rebuild_generation, 0u);
+  ASSERT_EQ(SetRebuildCursor(c, 24 << 20, 3), StatusCode::kOk);
+  {
+    auto r = manager_->Get("vol-1");  // persisted before the reply
+    ASSERT_TRUE(r.ok());
+    auto f = replica::MetadataFile::Open((*r)->dir() + "/meta");
+    ASSERT_TRUE(f.ok());
+    EXPECT_EQ((*f)->current().rebuild_cursor, 24u << 20);
+    EXPECT_EQ((*f)->current().rebuild_generation, 3u);
+  }
+  protocol::ReplicaInfo info = Info(c);
+  EXPECT_EQ(info.rebuild_cursor, 24u << 20);
+  EXPECT_EQ(info.rebuild_generation, 3u);
+  // Refused, nothing changed: beyond the volume, or a payload of the wrong size.
+  EXPECT_EQ(SetRebuildCursor(c, kVolumeSize + 4096, 3), StatusCode::kOutOfRange);
+  EXPECT_EQ(SetRebuildCursor(c, 4096, 3, 8), StatusCode::kInvalidArgument);
+  EXPECT_EQ(SetRebuildCursor(c, 4096, 3, 24), StatusCode::kInvalidArgument);
+  EXPECT_EQ(SetRebuildCursor(c, 4096, 3, 0), StatusCode::kInvalidArgument);
+  EXPECT_FALSE(l.disconnected);
+  ASSERT_EQ(SetRebuildCursor(c, 32 << 20, 4), StatusCode::kOk);
+
+  CrashAndRestart();
+  Listener m;
+  ReplicaClient* d = Connect(&m, Options());
+  ASSERT_TRUE(m.connected);
+  EXPECT_EQ(m.info.rebuild_cursor, 32u << 20);  // the handshake carries it
+  EXPECT_EQ(m.info.rebuild_generation, 4u);
+  ASSERT_EQ(SetRebuildCursor(d, 0, 4), StatusCode::kOk);  // cleared
+  info = Info(d);
+  EXPECT_EQ(info.rebuild_cursor, 0u);
+  EXPECT_EQ(info.rebuild_generation, 0u);
+  CrashAndRestart();
+  Listener n;
+  Connect(&n, Options());
+  ASSERT_TRUE(n.connected);
+  EXPECT_EQ(n.info.rebuild_cursor, 0u);
+}
+
+TEST_P(DirtyMapServerTest, DirtySinceGenerationIsWhereTrackingStarted) {
+  Listener l;
+  ReplicaClient* c = Connect(&l, Options());
+  ASSERT_TRUE(l.connected);
+  EXPECT_FALSE(l.info.tracking_dirty);
+  EXPECT_EQ(l.info.dirty_since_generation, 0u);
+  ASSERT_EQ(SetGeneration(c, 3, true), StatusCode::kOk);  // on: since 3
+  protocol::ReplicaInfo info = Info(c);
+  EXPECT_TRUE(info.tracking_dirty);
+  EXPECT_EQ(info.generation, 3u);
+  EXPECT_EQ(info.dirty_since_generation, 3u);
+  ASSERT_EQ(SetGeneration(c, 5, true), StatusCode::kOk);  // stays on: still 3
+  info = Info(c);
+  EXPECT_EQ(info.generation, 5u);
+  EXPECT_EQ(info.dirty_since_generation, 3u);
+
+  CrashAndRestart();
+  Listener m;
+  ReplicaClient* d = Connect(&m, Options());
+  ASSERT_TRUE(m.connected);
+  EXPECT_TRUE(m.info.tracking_dirty);
+  EXPECT_EQ(m.info.dirty_since_generation, 3u);
+  ASSERT_EQ(SetGeneration(d, 5, false), StatusCode::kOk);  // off: 0, map kept
+  ASSERT_EQ(Do(d, Opcode::kMarkDirty, 0, 4096, nullptr), StatusCode::kOk);
+  info = Info(d);
+  EXPECT_FALSE(info.tracking_dirty);
+  EXPECT_EQ(info.dirty_since_generation, 0u);
+  EXPECT_EQ(DirtyRegions(d), std::vector<uint64_t>{0});
+  ASSERT_EQ(SetGeneration(d, 6, true), StatusCode::kOk);  // on again: since 6
+  info = Info(d);
+  EXPECT_EQ(info.dirty_since_generation, 6u);
+  // A refused SET_GENERATION changes nothing.
+  EXPECT_EQ(SetGeneration(d, 4, false), StatusCode::kInvalidArgument);
+  info = Info(d);
+  EXPECT_TRUE(info.tracking_dirty);
+  EXPECT_EQ(info.dirty_since_generation, 6u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, DirtyMapServerTest, ::testing::Values("io_uring", "libaio"),

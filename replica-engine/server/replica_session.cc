@@ -193,26 +193,21 @@ bool ReplicaSession::HandleRequest(const FrameHeader& h, const uint8_t* payload)
     case Opcode::kFlush:
       st = h.payload_length != 0 ? WireStatus::kInvalid : WireStatus::kOk;
       break;
-    case Opcode::kGetInfo: {
-      protocol::ReplicaInfo info;
-      const replica::ReplicaMetadata& md = volume_->replica->metadata();
-      info.size = md.size;
-      info.block_size = md.block_size;
-      info.max_inflight = static_cast<uint32_t>(slots_.size());
-      info.generation = md.generation;
-      info.highest_epoch = volume_->highest_epoch;
-      info.replica_id = md.replica_id;
-      (void)protocol::EncodeReplicaInfo(info, &s->control);
-      s->payload = reinterpret_cast<const uint8_t*>(s->control.data());
-      s->payload_len = static_cast<uint32_t>(s->control.size());
+    case Opcode::kGetInfo:
+      SetInfoReply(s);
       QueueReply(s, WireStatus::kOk);
       return true;
-    }
     case Opcode::kSetGeneration:
     case Opcode::kMarkDirty:
     case Opcode::kClearDirty:
     case Opcode::kGetDirtyMap:
       QueueReply(s, HandleDirtyOp(s, h));
+      return true;
+    case Opcode::kGetAllocation:
+      QueueReply(s, HandleGetAllocation(s, h));
+      return true;
+    case Opcode::kSetRebuildCursor:
+      QueueReply(s, HandleSetRebuildCursor(h, payload));
       return true;
     default:
       st = WireStatus::kUnsupported;
@@ -305,6 +300,65 @@ WireStatus ReplicaSession::HandleDirtyOp(Slot* s, const FrameHeader& h) {
   }
 }
 
+void ReplicaSession::SetInfoReply(Slot* s) {
+  const replica::ReplicaMetadata& md = replica_->metadata();
+  protocol::ReplicaInfo info;
+  info.size = md.size;
+  info.block_size = md.block_size;
+  info.max_inflight = static_cast<uint32_t>(slots_.size());
+  info.generation = md.generation;
+  info.highest_epoch = volume_->highest_epoch;
+  info.replica_id = md.replica_id;
+  info.tracking_dirty = md.tracking_dirty;
+  info.dirty_since_generation = md.dirty_since_generation;
+  info.rebuild_cursor = md.rebuild_cursor;
+  info.rebuild_generation = md.rebuild_generation;
+  // Cannot fail: the ids were validated when the replica was created.
+  (void)protocol::EncodeReplicaInfo(info, &s->control);
+  s->payload = reinterpret_cast<const uint8_t*>(s->control.data());
+  s->payload_len = static_cast<uint32_t>(s->control.size());
+}
+
+WireStatus ReplicaSession::HandleGetAllocation(Slot* s, const FrameHeader& h) {
+  if (h.payload_length != 0) return WireStatus::kInvalid;
+  WireStatus ws = CheckRange(h, true);
+  if (ws != WireStatus::kOk) return ws;
+  // On the stack: 16 KiB, and the loop thread's stack is the default 8 MiB.
+  replica::DataExtent found[protocol::kMaxAllocationExtents];
+  uint32_t count = 0;
+  uint64_t covered_end = 0;
+  Status st = replica_->FindAllocated(h.offset, h.length, found, protocol::kMaxAllocationExtents,
+                                      &count, &covered_end);
+  if (!st.ok()) {
+    TLOG_ERROR(kTag, "%s: GET_ALLOCATION %llu+%u: %s", peer_.c_str(),
+               static_cast<unsigned long long>(h.offset), h.length, st.ToString().c_str());
+    return WireStatus::kIoError;
+  }
+  protocol::AllocationExtent extents[protocol::kMaxAllocationExtents];
+  for (uint32_t i = 0; i < count; ++i) extents[i] = {found[i].offset, found[i].length};
+  st = protocol::EncodeAllocation(covered_end, extents, count, &s->control);
+  if (!st.ok()) return WireStatus::kIoError;  // not reached: FindAllocated keeps the rules
+  s->payload = reinterpret_cast<const uint8_t*>(s->control.data());
+  s->payload_len = static_cast<uint32_t>(s->control.size());
+  return WireStatus::kOk;
+}
+
+WireStatus ReplicaSession::HandleSetRebuildCursor(const FrameHeader& h, const uint8_t* payload) {
+  protocol::RebuildCursor c;
+  if (h.length != h.payload_length ||
+      !protocol::DecodeRebuildCursor(
+           std::string_view(reinterpret_cast<const char*>(payload), h.payload_length), &c)
+           .ok()) {
+    return WireStatus::kInvalid;
+  }
+  Status st = replica_->SetRebuildCursor(c.cursor, c.generation);
+  if (!st.ok() && st.code() != StatusCode::kOutOfRange) {
+    TLOG_ERROR(kTag, "%s: SET_REBUILD_CURSOR %llu: %s", peer_.c_str(),
+               static_cast<unsigned long long>(c.cursor), st.ToString().c_str());
+  }
+  return FromReplicaStatus(st);
+}
+
 void ReplicaSession::HandleHello(Slot* s, const uint8_t* payload, uint32_t len) {
   protocol::HelloRequest hello;
   Status st =
@@ -338,16 +392,7 @@ void ReplicaSession::HandleHello(Slot* s, const uint8_t* payload, uint32_t len) 
   data_fd_ = vol->replica->fd();
   size_ = md.size;
   block_size_ = md.block_size;
-  protocol::ReplicaInfo info;
-  info.size = md.size;
-  info.block_size = md.block_size;
-  info.max_inflight = static_cast<uint32_t>(slots_.size());
-  info.generation = md.generation;
-  info.highest_epoch = vol->highest_epoch;
-  info.replica_id = md.replica_id;
-  (void)protocol::EncodeReplicaInfo(info, &s->control);
-  s->payload = reinterpret_cast<const uint8_t*>(s->control.data());
-  s->payload_len = static_cast<uint32_t>(s->control.size());
+  SetInfoReply(s);
   QueueReply(s, WireStatus::kOk);
   TLOG_INFO(kTag, "%s: volume '%s' attached at epoch %llu", peer_.c_str(), hello.volume_id.c_str(),
             static_cast<unsigned long long>(epoch_));

@@ -62,7 +62,7 @@ class ReplicaSession final : public EventLoop::Handler {
     uint32_t buf_size = 0;
     const uint8_t* payload = nullptr;  // sent after the header
     uint32_t payload_len = 0;
-    std::string control;   // HELLO / GET_INFO / GET_DIRTY_MAP reply payload
+    std::string control;   // HELLO / GET_INFO / GET_DIRTY_MAP / GET_ALLOCATION reply payload
     uint32_t sent = 0;     // bytes of header + payload already written
     Slot* next = nullptr;  // free list or tx queue
   };
@@ -76,6 +76,13 @@ class ReplicaSession final : public EventLoop::Handler {
   void HandleHello(Slot* slot, const uint8_t* payload, uint32_t len);
   // SET_GENERATION, MARK_DIRTY, CLEAR_DIRTY, GET_DIRTY_MAP (synchronous).
   protocol::WireStatus HandleDirtyOp(Slot* slot, const protocol::FrameHeader& h);
+  // GET_ALLOCATION (lseek on the loop thread) and SET_REBUILD_CURSOR
+  // (persisted before the reply), synchronous.
+  protocol::WireStatus HandleGetAllocation(Slot* slot, const protocol::FrameHeader& h);
+  protocol::WireStatus HandleSetRebuildCursor(const protocol::FrameHeader& h,
+                                              const uint8_t* payload);
+  // The ReplicaInfo payload of a HELLO or GET_INFO reply into slot->control.
+  void SetInfoReply(Slot* slot);
   // Submits (status OK) or fails every write parked for a dirty-map persist.
   void ResumeDirtyWaiters();
   bool StartIo(Slot* slot, const protocol::FrameHeader& h, const uint8_t* payload);
