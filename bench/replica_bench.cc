@@ -55,10 +55,8 @@ struct Workload {
 };
 
 const Workload kWorkloads[] = {
-    {"seqwrite 1M qd4", true, false, 1u << 20, 4},
-    {"randwrite 4K qd1", true, true, 4096, 1},
-    {"randwrite 4K qd32", true, true, 4096, 32},
-    {"randread 4K qd1", false, true, 4096, 1},
+    {"seqwrite 1M qd4", true, false, 1u << 20, 4}, {"randwrite 4K qd1", true, true, 4096, 1},
+    {"randwrite 4K qd32", true, true, 4096, 32},   {"randread 4K qd1", false, true, 4096, 1},
     {"randread 4K qd32", false, true, 4096, 32},
 };
 
@@ -97,7 +95,8 @@ double ProcessCpuSeconds(pid_t pid) {
 double SelfCpuSeconds() {
   rusage ru;
   getrusage(RUSAGE_SELF, &ru);
-  return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+  return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
+         (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
 long RssKiB(pid_t pid) {
@@ -269,7 +268,8 @@ double PingPongP50Us(int iterations) {
   auto full = [](int fd, char* b, size_t n, bool send_side) {
     size_t done = 0;
     while (done < n) {
-      ssize_t k = send_side ? send(fd, b + done, n - done, MSG_NOSIGNAL) : recv(fd, b + done, n - done, 0);
+      ssize_t k =
+          send_side ? send(fd, b + done, n - done, MSG_NOSIGNAL) : recv(fd, b + done, n - done, 0);
       if (k <= 0) return false;
       done += static_cast<size_t>(k);
     }
@@ -369,7 +369,7 @@ int main(int argc, char** argv) {
   flags.Define("dir", "/var/tmp/tandem-bench", "scratch directory on the filesystem under test");
   flags.Define("size", "1G", "file / replica size");
   flags.Define("seconds", "3", "duration of each random workload");
-  flags.Define("engine", "", "tandem-engine binary (default: beside this one)");
+  flags.Define("engine", "", "tandem-engine binary (default: the one built with this bench)");
   flags.Define("server-backend", "io_uring", "backend of the replica server");
   flags.Define("busy-poll-us", "0", "busy-poll before sleeping, in the engine and the client");
   flags.Define("client-cpu", "-1", "pin the benchmark thread to this CPU");
@@ -388,10 +388,7 @@ int main(int argc, char** argv) {
   double seconds = std::atof(flags.Get("seconds").c_str());
   std::string dir = flags.Get("dir");
   std::string engine = flags.Get("engine");
-  if (engine.empty()) {
-    engine = std::filesystem::canonical("/proc/self/exe").parent_path().parent_path().string() +
-             "/replica-engine/tandem-engine";
-  }
+  if (engine.empty()) engine = TANDEM_ENGINE_PATH;
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   signal(SIGPIPE, SIG_IGN);
