@@ -3,10 +3,13 @@
 //
 // Input: a 48-byte header followed by payload bytes. Every header goes through
 // DecodeHeader; an accepted one has its payload crc checked against the
-// remaining bytes, and the payload is parsed as HELLO, ReplicaInfo and a
-// GET_DIRTY_MAP chunk (a peer parses whichever its opcode says; here all are
-// exercised on every input). A decoded message must re-encode to bytes that decode to the same
-// value, and an accepted header must re-encode to the same 48 bytes.
+// remaining bytes, and the payload is parsed as HELLO, ReplicaInfo, a
+// GET_DIRTY_MAP chunk, a GET_ALLOCATION list and a SET_REBUILD_CURSOR payload
+// (a peer parses whichever its opcode says; here all are exercised on every
+// input). A decoded message must re-encode to bytes that decode to the same
+// value (the encodings are canonical, except that a ReplicaInfo of an older
+// replica re-encodes with its rebuild fields appended), and an accepted
+// header must re-encode to the same 48 bytes.
 
 #include <cstddef>
 #include <cstdint>
@@ -18,20 +21,27 @@
 
 namespace {
 
+using tandem::protocol::AllocationExtent;
+using tandem::protocol::AllocationList;
+using tandem::protocol::DecodeAllocation;
 using tandem::protocol::DecodeDirtyMap;
 using tandem::protocol::DecodeHeader;
 using tandem::protocol::DecodeHello;
+using tandem::protocol::DecodeRebuildCursor;
 using tandem::protocol::DecodeReplicaInfo;
 using tandem::protocol::DecodeResult;
 using tandem::protocol::DirtyMapChunk;
+using tandem::protocol::EncodeAllocation;
 using tandem::protocol::EncodeDirtyMap;
 using tandem::protocol::EncodeHeader;
 using tandem::protocol::EncodeHello;
+using tandem::protocol::EncodeRebuildCursor;
 using tandem::protocol::EncodeReplicaInfo;
 using tandem::protocol::FrameHeader;
 using tandem::protocol::HelloRequest;
 using tandem::protocol::kHeaderSize;
 using tandem::protocol::kMaxPayload;
+using tandem::protocol::RebuildCursor;
 using tandem::protocol::ReplicaInfo;
 
 void Check(bool cond) {
@@ -56,12 +66,67 @@ void FuzzReplicaInfo(std::string_view payload) {
   if (!DecodeReplicaInfo(payload, &info).ok()) return;
   std::string encoded;
   Check(EncodeReplicaInfo(info, &encoded).ok());
-  Check(encoded == payload);
+  if (payload.size() == tandem::protocol::kReplicaInfoLegacySize + info.replica_id.size()) {
+    // An older replica's reply: the same bytes, then the rebuild fields as
+    // "none" (all zero).
+    Check(encoded.size() == payload.size() + tandem::protocol::kReplicaInfoRebuildFieldsSize);
+    Check(encoded.compare(0, payload.size(), payload) == 0);
+    Check(encoded.find_first_not_of('\0', payload.size()) == std::string::npos);
+  } else {
+    Check(encoded == payload);
+  }
+  Check(info.tracking_dirty || info.dirty_since_generation == 0);
   ReplicaInfo again;
   Check(DecodeReplicaInfo(encoded, &again).ok());
   Check(again.size == info.size && again.block_size == info.block_size &&
         again.max_inflight == info.max_inflight && again.generation == info.generation &&
-        again.highest_epoch == info.highest_epoch && again.replica_id == info.replica_id);
+        again.highest_epoch == info.highest_epoch && again.replica_id == info.replica_id &&
+        again.tracking_dirty == info.tracking_dirty &&
+        again.dirty_since_generation == info.dirty_since_generation &&
+        again.rebuild_cursor == info.rebuild_cursor &&
+        again.rebuild_generation == info.rebuild_generation);
+}
+
+void FuzzAllocation(std::string_view payload) {
+  AllocationList list;
+  if (!DecodeAllocation(payload, &list).ok()) return;
+  // The extents are a view into the payload, exactly count of them, and obey
+  // the rules a requester relies on to walk a range.
+  Check(list.count <= tandem::protocol::kMaxAllocationExtents);
+  Check(list.extents.data() == payload.data() + tandem::protocol::kAllocationPrefixSize);
+  Check(list.extents.size() == size_t{list.count} * tandem::protocol::kAllocationExtentSize);
+  Check(payload.size() <= tandem::protocol::kMaxAllocationReply);
+  AllocationExtent extents[tandem::protocol::kMaxAllocationExtents];
+  uint64_t prev_end = 0;
+  for (uint32_t i = 0; i < list.count; ++i) {
+    extents[i] = list.extent(i);
+    Check(extents[i].length > 0);
+    Check(extents[i].offset + extents[i].length > extents[i].offset);  // no overflow
+    Check(i == 0 || extents[i].offset >= prev_end);
+    prev_end = extents[i].offset + extents[i].length;
+    Check(prev_end <= list.covered_end);
+  }
+  std::string encoded;
+  Check(EncodeAllocation(list.covered_end, extents, list.count, &encoded).ok());
+  Check(encoded == payload);
+  // Whatever a replica answers, a requester that checks it always progresses.
+  if (list.covered_end > 0) {
+    const uint64_t offset = list.count > 0 ? extents[0].offset : list.covered_end - 1;
+    if (list.covered_end - offset <= UINT32_MAX) {
+      Check(tandem::protocol::CheckAllocationAnswers(
+                list, offset, static_cast<uint32_t>(list.covered_end - offset))
+                .ok());
+    }
+  }
+}
+
+void FuzzRebuildCursor(std::string_view payload) {
+  RebuildCursor c;
+  if (!DecodeRebuildCursor(payload, &c).ok()) return;
+  Check(payload.size() == tandem::protocol::kRebuildCursorSize);
+  uint8_t encoded[tandem::protocol::kRebuildCursorSize];
+  EncodeRebuildCursor(c, encoded);
+  Check(std::memcmp(encoded, payload.data(), sizeof(encoded)) == 0);
 }
 
 void FuzzDirtyMap(std::string_view payload) {
@@ -88,11 +153,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FuzzHello(all);
   FuzzReplicaInfo(all);
   FuzzDirtyMap(all);
+  FuzzAllocation(all);
+  FuzzRebuildCursor(all);
 
   if (size < kHeaderSize) return 0;
   FrameHeader h;
   if (DecodeHeader(data, &h) != DecodeResult::kOk) return 0;
   Check(h.payload_length <= kMaxPayload);
+  // Only the data frames (and GET_DIRTY_MAP / GET_ALLOCATION replies) may
+  // exceed the control limit.
+  if (h.payload_length > tandem::protocol::kMaxControlPayload) {
+    using tandem::protocol::Opcode;
+    const Opcode op = h.op();
+    Check(h.is_reply() ? (op == Opcode::kRead || op == Opcode::kGetDirtyMap ||
+                          (op == Opcode::kGetAllocation &&
+                           h.payload_length <= tandem::protocol::kMaxAllocationReply))
+                       : op == Opcode::kWrite);
+  }
 
   uint8_t reencoded[kHeaderSize];
   EncodeHeader(h, reencoded);
@@ -107,5 +184,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FuzzHello(p);
   FuzzReplicaInfo(p);
   FuzzDirtyMap(p);
+  FuzzAllocation(p);
+  FuzzRebuildCursor(p);
   return 0;
 }

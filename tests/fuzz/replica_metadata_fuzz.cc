@@ -5,12 +5,14 @@
 // - a decoded record re-encodes without error into a slot of the same size;
 // - for a slot of the current format version the re-encoding is
 //   byte-identical to the input (the format is canonical: fixed layout, zero
-//   padding, crc); an older-version slot (version 1, no tracking_dirty) is
-//   re-encoded in the current version, so only the record must survive;
+//   padding, crc); an older-version slot (version 1: no tracking_dirty;
+//   version 2: no dirty_since_generation, rebuild_cursor, rebuild_generation)
+//   is re-encoded in the current version, so only the record must survive,
+//   with the defaults the older version implies;
 // - the re-encoding decodes to the same record and sequence.
 //
 // Seeds: tests/fuzz/corpus/replica_metadata/ (valid slot images of format
-// versions 1 and 2).
+// versions 1, 2 and 3).
 
 #include <cstddef>
 #include <cstdint>
@@ -32,17 +34,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // Decode succeeded, so the slot has at least its fixed header (version at 8).
   const uint32_t version = tandem::DecodeFixed32(data + 8);
   const bool current = version == tandem::replica::kMetadataFormatVersion;
-  // A version-1 record is one byte (tracking_dirty) shorter than its
-  // re-encoding; real slots are 4 KiB multiples with room, fuzzed ones may be
-  // cut to the record's exact length.
-  const size_t slot = current ? size : size + 1;
+  // An older record is shorter than its re-encoding (version 1 by 25 bytes:
+  // tracking_dirty and the version-3 fields; version 2 by 24); real slots are
+  // 4 KiB multiples with room, fuzzed ones may be cut to the record's exact
+  // length.
+  const size_t slot = current ? size : size + (version == 1 ? 25 : 24);
   std::string image;
   if (!EncodeMetadataSlot(md, seq, slot, &image).ok()) __builtin_trap();
   if (image.size() != slot) __builtin_trap();
   if (current) {
     if (std::memcmp(image.data(), data, size) != 0) __builtin_trap();
-  } else if (md.tracking_dirty) {
-    __builtin_trap();  // older versions cannot express tracking
+  } else {
+    // What an older version implies: no checkpoint; tracking (version 2
+    // only) counted from the current generation.
+    if (version == 1 && md.tracking_dirty) __builtin_trap();
+    if (md.rebuild_cursor != 0 || md.rebuild_generation != 0) __builtin_trap();
+    if (md.dirty_since_generation != (md.tracking_dirty ? md.generation : 0)) __builtin_trap();
   }
 
   ReplicaMetadata again;
