@@ -8,6 +8,8 @@
 //                 --grpc-listen=127.0.0.1:9600 --create-replica=vol-1:1G
 //
 // Replicas found under --data-dir at start are loaded and served again.
+// --request-timeout-ms, --rebuild-rate and --reconnect-interval-ms are the
+// defaults of targets whose CreateTarget request leaves those fields 0.
 //
 // SIGTERM/SIGINT, in this order: stop the gRPC server (running calls get a
 // short grace period), destroy every target (flushing it), stop the replica
@@ -168,6 +170,12 @@ int main(int argc, char** argv) {
   flags.Define("nbd-dir", "",
                "directory of the targets' NBD unix sockets (default: <data-dir>/nbd)");
   flags.Define("request-timeout-ms", "5000", "default per-request replica timeout of targets");
+  flags.Define("rebuild-rate", "0",
+               "default rebuild copy rate limit of targets, bytes/s (K/M/G suffixes; 0: "
+               "unlimited, else at least 1M)");
+  flags.Define("reconnect-interval-ms", "1000",
+               "targets reconnect and rebuild FAULTED/STALE replicas this often (0: only on "
+               "request, else 100..3600000)");
   flags.Define("mgmt-token", "",
                "when set, every gRPC call needs metadata 'authorization: Bearer <token>'");
   tandem::Status st = flags.Parse(argc, argv);
@@ -204,7 +212,19 @@ int main(int argc, char** argv) {
   const std::string data_dir = flags.Get("data-dir");
   tandem::api::EngineServiceOptions service_opts;
   service_opts.node_id = flags.Get("node-id").empty() ? Hostname() : flags.Get("node-id");
-  service_opts.default_request_timeout_ms = static_cast<uint32_t>(v);
+  service_opts.target_defaults.request_timeout_ms = static_cast<uint32_t>(v);
+  if (!(st = flags.GetUint("rebuild-rate", &v, /*sizes=*/true)).ok()) return Fail(st);
+  if (!(st = tandem::api::ValidateRebuildRate("--rebuild-rate", v)).ok()) return Fail(st);
+  service_opts.target_defaults.rebuild_rate_bytes_per_sec = v;
+  if (!(st = flags.GetUint("reconnect-interval-ms", &v)).ok()) return Fail(st);
+  if (v != 0 &&
+      (v < tandem::api::kMinReconnectIntervalMs || v > tandem::api::kMaxReconnectIntervalMs)) {
+    return Fail(tandem::Status::InvalidArgument(
+        "--reconnect-interval-ms must be 0 or in " +
+        std::to_string(tandem::api::kMinReconnectIntervalMs) + ".." +
+        std::to_string(tandem::api::kMaxReconnectIntervalMs)));
+  }
+  service_opts.target_defaults.reconnect_interval_ms = static_cast<uint32_t>(v);
   service_opts.mgmt_token = flags.Get("mgmt-token");
 
   auto backend = tandem::backend::BackendFactory::Create(flags.Get("backend"));

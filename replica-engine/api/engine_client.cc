@@ -106,4 +106,49 @@ Result<std::vector<pb::Target>> EngineClient::ListTargets(Timeout timeout) {
   return std::vector<pb::Target>(resp.targets().begin(), resp.targets().end());
 }
 
+Result<pb::Target> EngineClient::AddTargetReplica(const std::string& volume_id,
+                                                  const pb::ReplicaEndpoint& replica,
+                                                  Timeout timeout) {
+  auto ctx = NewContext(timeout);
+  pb::AddTargetReplicaRequest req;
+  req.set_volume_id(volume_id);
+  *req.mutable_replica() = replica;
+  pb::Target resp;
+  grpc::Status st = stub_->AddTargetReplica(ctx.get(), req, &resp);
+  return Finish(st, std::move(resp));
+}
+
+Result<pb::Target> EngineClient::RemoveTargetReplica(const std::string& volume_id,
+                                                     const std::string& address, Timeout timeout) {
+  auto ctx = NewContext(timeout);
+  pb::RemoveTargetReplicaRequest req;
+  req.set_volume_id(volume_id);
+  req.set_address(address);
+  pb::Target resp;
+  grpc::Status st = stub_->RemoveTargetReplica(ctx.get(), req, &resp);
+  return Finish(st, std::move(resp));
+}
+
+Result<pb::Target> EngineClient::RebuildTargetReplica(const std::string& volume_id,
+                                                      const std::string& address, Timeout timeout) {
+  auto ctx = NewContext(timeout);
+  pb::RebuildTargetReplicaRequest req;
+  req.set_volume_id(volume_id);
+  req.set_address(address);
+  pb::Target resp;
+  grpc::Status st = stub_->RebuildTargetReplica(ctx.get(), req, &resp);
+  return Finish(st, std::move(resp));
+}
+
+Result<pb::Target> EngineClient::SetRebuildRate(const std::string& volume_id,
+                                                uint64_t bytes_per_sec, Timeout timeout) {
+  auto ctx = NewContext(timeout);
+  pb::SetRebuildRateRequest req;
+  req.set_volume_id(volume_id);
+  req.set_bytes_per_sec(bytes_per_sec);
+  pb::Target resp;
+  grpc::Status st = stub_->SetRebuildRate(ctx.get(), req, &resp);
+  return Finish(st, std::move(resp));
+}
+
 }  // namespace tandem::api

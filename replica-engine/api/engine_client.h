@@ -14,6 +14,7 @@
 // Thread-safety: all methods may be called concurrently (one shared channel).
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -49,6 +50,20 @@ class EngineClient {
   Result<engine::v1::Target> GetTarget(const std::string& volume_id,
                                        Timeout timeout = kDefaultTimeout);
   Result<std::vector<engine::v1::Target>> ListTargets(Timeout timeout = kDefaultTimeout);
+  // Live replica changes; each returns the target as it is after the change.
+  // `address` is "A.B.C.D:PORT" as in ReplicaStatus.address.
+  Result<engine::v1::Target> AddTargetReplica(const std::string& volume_id,
+                                              const engine::v1::ReplicaEndpoint& replica,
+                                              Timeout timeout = kDefaultTimeout);
+  Result<engine::v1::Target> RemoveTargetReplica(const std::string& volume_id,
+                                                 const std::string& address,
+                                                 Timeout timeout = kDefaultTimeout);
+  Result<engine::v1::Target> RebuildTargetReplica(const std::string& volume_id,
+                                                  const std::string& address,
+                                                  Timeout timeout = kDefaultTimeout);
+  // bytes_per_sec 0: unlimited.
+  Result<engine::v1::Target> SetRebuildRate(const std::string& volume_id, uint64_t bytes_per_sec,
+                                            Timeout timeout = kDefaultTimeout);
 
  private:
   // A context with the deadline and the token set.

@@ -121,7 +121,7 @@ grpc::Status EngineService::ListReplicas(Ctx* ctx, const pb::ListReplicasRequest
 grpc::Status EngineService::CreateTarget(Ctx* ctx, const pb::CreateTargetRequest* req,
                                          pb::Target* resp) {
   if (Status st = Authorize(ctx); !st.ok()) return ToGrpcStatus(st);
-  Result<target::TargetSpec> spec = TargetSpecFromProto(*req, options_.default_request_timeout_ms);
+  Result<target::TargetSpec> spec = TargetSpecFromProto(*req, options_.target_defaults);
   if (!spec.ok()) return ToGrpcStatus(spec.status());
   Result<target::TargetInfo> info = targets_->Create(*spec);
   TLOG_INFO(kTag, "CreateTarget %s epoch %llu: %s", req->volume_id().c_str(),
@@ -162,6 +162,73 @@ grpc::Status EngineService::ListTargets(Ctx* ctx, const pb::ListTargetsRequest*,
             [](const auto& a, const auto& b) { return a.volume_id < b.volume_id; });
   for (const auto& t : all) TargetToProto(t, resp->add_targets());
   return grpc::Status::OK;
+}
+
+grpc::Status EngineService::ReplyWithTarget(const Status& st, const std::string& volume_id,
+                                            pb::Target* resp) {
+  if (!st.ok()) return ToGrpcStatus(st);
+  Result<target::TargetInfo> info = targets_->Get(volume_id);
+  if (!info.ok()) return ToGrpcStatus(info.status());  // destroyed meanwhile
+  TargetToProto(*info, resp);
+  return grpc::Status::OK;
+}
+
+grpc::Status EngineService::AddTargetReplica(Ctx* ctx, const pb::AddTargetReplicaRequest* req,
+                                             pb::Target* resp) {
+  if (Status st = Authorize(ctx); !st.ok()) return ToGrpcStatus(st);
+  if (Status st = replica::ValidateId("volume_id", req->volume_id()); !st.ok()) {
+    return ToGrpcStatus(st);
+  }
+  Result<target::ReplicaEndpoint> endpoint = EndpointFromProto("replica", req->replica());
+  if (!endpoint.ok()) return ToGrpcStatus(endpoint.status());
+  Status st = targets_->AddReplica(req->volume_id(), *endpoint);
+  TLOG_INFO(kTag, "AddTargetReplica %s %s:%u: %s", req->volume_id().c_str(), endpoint->host.c_str(),
+            endpoint->port, st.ToString().c_str());
+  return ReplyWithTarget(st, req->volume_id(), resp);
+}
+
+grpc::Status EngineService::RemoveTargetReplica(Ctx* ctx, const pb::RemoveTargetReplicaRequest* req,
+                                                pb::Target* resp) {
+  if (Status st = Authorize(ctx); !st.ok()) return ToGrpcStatus(st);
+  if (Status st = replica::ValidateId("volume_id", req->volume_id()); !st.ok()) {
+    return ToGrpcStatus(st);
+  }
+  Result<std::string> address = ReplicaAddressFromProto("address", req->address());
+  if (!address.ok()) return ToGrpcStatus(address.status());
+  Status st = targets_->RemoveReplica(req->volume_id(), *address);
+  TLOG_INFO(kTag, "RemoveTargetReplica %s %s: %s", req->volume_id().c_str(), address->c_str(),
+            st.ToString().c_str());
+  return ReplyWithTarget(st, req->volume_id(), resp);
+}
+
+grpc::Status EngineService::RebuildTargetReplica(Ctx* ctx,
+                                                 const pb::RebuildTargetReplicaRequest* req,
+                                                 pb::Target* resp) {
+  if (Status st = Authorize(ctx); !st.ok()) return ToGrpcStatus(st);
+  if (Status st = replica::ValidateId("volume_id", req->volume_id()); !st.ok()) {
+    return ToGrpcStatus(st);
+  }
+  Result<std::string> address = ReplicaAddressFromProto("address", req->address());
+  if (!address.ok()) return ToGrpcStatus(address.status());
+  Status st = targets_->RebuildReplica(req->volume_id(), *address);
+  TLOG_INFO(kTag, "RebuildTargetReplica %s %s: %s", req->volume_id().c_str(), address->c_str(),
+            st.ToString().c_str());
+  return ReplyWithTarget(st, req->volume_id(), resp);
+}
+
+grpc::Status EngineService::SetRebuildRate(Ctx* ctx, const pb::SetRebuildRateRequest* req,
+                                           pb::Target* resp) {
+  if (Status st = Authorize(ctx); !st.ok()) return ToGrpcStatus(st);
+  if (Status st = replica::ValidateId("volume_id", req->volume_id()); !st.ok()) {
+    return ToGrpcStatus(st);
+  }
+  if (Status st = ValidateRebuildRate("bytes_per_sec", req->bytes_per_sec()); !st.ok()) {
+    return ToGrpcStatus(st);
+  }
+  Status st = targets_->SetRebuildRate(req->volume_id(), req->bytes_per_sec());
+  TLOG_INFO(kTag, "SetRebuildRate %s %llu: %s", req->volume_id().c_str(),
+            static_cast<unsigned long long>(req->bytes_per_sec()), st.ToString().c_str());
+  return ReplyWithTarget(st, req->volume_id(), resp);
 }
 
 }  // namespace tandem::api

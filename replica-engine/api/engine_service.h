@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <string>
 
+#include "replica-engine/api/proto_convert.h"
 #include "replica-engine/proto/engine.grpc.pb.h"
 #include "replica-engine/replica/replica_manager.h"
 #include "replica-engine/server/replica_server.h"
@@ -32,8 +33,9 @@ struct EngineServiceOptions {
   std::string data_address;
   // Storage backend in use ("io_uring" / "libaio").
   std::string backend;
-  // CreateTarget's request_timeout_ms when the request says 0.
-  uint32_t default_request_timeout_ms = 5000;
+  // CreateTarget's request_timeout_ms, reconnect_interval_ms and
+  // rebuild_rate_bytes_per_sec when the request says 0.
+  TargetDefaults target_defaults;
   // Empty: no authentication.
   std::string mgmt_token;
 };
@@ -64,10 +66,22 @@ class EngineService final : public ::tandem::engine::v1::Engine::Service {
                          engine::v1::Target* resp) override;
   grpc::Status ListTargets(Ctx* ctx, const engine::v1::ListTargetsRequest* req,
                            engine::v1::ListTargetsResponse* resp) override;
+  grpc::Status AddTargetReplica(Ctx* ctx, const engine::v1::AddTargetReplicaRequest* req,
+                                engine::v1::Target* resp) override;
+  grpc::Status RemoveTargetReplica(Ctx* ctx, const engine::v1::RemoveTargetReplicaRequest* req,
+                                   engine::v1::Target* resp) override;
+  grpc::Status RebuildTargetReplica(Ctx* ctx, const engine::v1::RebuildTargetReplicaRequest* req,
+                                    engine::v1::Target* resp) override;
+  grpc::Status SetRebuildRate(Ctx* ctx, const engine::v1::SetRebuildRateRequest* req,
+                              engine::v1::Target* resp) override;
 
  private:
   // OK when no token is configured or the call carries the right one.
   Status Authorize(const Ctx* ctx) const;
+  // Answers a target call that changed `volume_id`'s target: `st` if it
+  // failed, else the target as it is now.
+  grpc::Status ReplyWithTarget(const Status& st, const std::string& volume_id,
+                               engine::v1::Target* resp);
 
   replica::ReplicaManager* replicas_;
   server::ReplicaServer* replica_server_;

@@ -78,8 +78,38 @@ void ReplicaToProto(const replica::Replica& replica, pb::Replica* out) {
   out->set_data_path(md.data_path.empty() ? replica.dir() + "/data" : md.data_path);
 }
 
+Result<target::ReplicaEndpoint> EndpointFromProto(const std::string& field,
+                                                  const pb::ReplicaEndpoint& e) {
+  if (!IsDottedQuadIpv4(e.host())) {
+    return Status::InvalidArgument(field + ".host \"" + e.host() +
+                                   "\" is not a dotted-quad IPv4 address");
+  }
+  if (e.port() < 1 || e.port() > 65535) {
+    return Status::InvalidArgument(field + ".port " + std::to_string(e.port()) +
+                                   " is not in 1..65535");
+  }
+  return target::ReplicaEndpoint{e.host(), static_cast<uint16_t>(e.port()), e.local()};
+}
+
+Result<std::string> ReplicaAddressFromProto(const std::string& field, const std::string& address) {
+  std::string host;
+  uint16_t port = 0;
+  TANDEM_RETURN_IF_ERROR(ParseIpv4HostPort(field, address, /*allow_any_port=*/false, &host, &port));
+  // Canonical form ("09501" -> "9501"), as the target names its replicas.
+  return host + ":" + std::to_string(port);
+}
+
+Status ValidateRebuildRate(const std::string& field, uint64_t bytes_per_sec) {
+  if (bytes_per_sec != 0 && bytes_per_sec < kMinRebuildRate) {
+    return Status::InvalidArgument(field + " " + std::to_string(bytes_per_sec) +
+                                   " is below the minimum of " + std::to_string(kMinRebuildRate) +
+                                   " bytes/s (0: unlimited)");
+  }
+  return Status::Ok();
+}
+
 Result<target::TargetSpec> TargetSpecFromProto(const pb::CreateTargetRequest& req,
-                                               uint32_t default_timeout_ms) {
+                                               const TargetDefaults& defaults) {
   TANDEM_RETURN_IF_ERROR(replica::ValidateId("volume_id", req.volume_id()));
   if (req.epoch() == 0) return Status::InvalidArgument("epoch must be > 0");
   const int n = req.replicas_size();
@@ -92,6 +122,15 @@ Result<target::TargetSpec> TargetSpecFromProto(const pb::CreateTargetRequest& re
     return Status::InvalidArgument("size_bytes " + std::to_string(req.size_bytes()) +
                                    " is not a multiple of " + std::to_string(kTargetSizeAlignment));
   }
+  TANDEM_RETURN_IF_ERROR(
+      ValidateRebuildRate("rebuild_rate_bytes_per_sec", req.rebuild_rate_bytes_per_sec()));
+  const uint32_t reconnect = req.reconnect_interval_ms();
+  if (reconnect != 0 &&
+      (reconnect < kMinReconnectIntervalMs || reconnect > kMaxReconnectIntervalMs)) {
+    return Status::InvalidArgument("reconnect_interval_ms " + std::to_string(reconnect) +
+                                   " is not 0 or in " + std::to_string(kMinReconnectIntervalMs) +
+                                   ".." + std::to_string(kMaxReconnectIntervalMs));
+  }
 
   target::TargetSpec spec;
   target::TargetOptions& o = spec.options;
@@ -100,25 +139,22 @@ Result<target::TargetSpec> TargetSpecFromProto(const pb::CreateTargetRequest& re
   o.token = req.token();
   o.size = req.size_bytes();
   o.request_timeout_ms =
-      req.request_timeout_ms() != 0 ? req.request_timeout_ms() : default_timeout_ms;
+      req.request_timeout_ms() != 0 ? req.request_timeout_ms() : defaults.request_timeout_ms;
+  o.reconnect_interval_ms = reconnect != 0 ? reconnect : defaults.reconnect_interval_ms;
+  o.rebuild_rate_bytes_per_sec = req.rebuild_rate_bytes_per_sec() != 0
+                                     ? req.rebuild_rate_bytes_per_sec()
+                                     : defaults.rebuild_rate_bytes_per_sec;
   std::set<std::pair<std::string, uint32_t>> seen;
   for (int i = 0; i < n; ++i) {
     const pb::ReplicaEndpoint& e = req.replicas(i);
     const std::string field = "replicas[" + std::to_string(i) + "]";
-    if (!IsDottedQuadIpv4(e.host())) {
-      return Status::InvalidArgument(field + ".host \"" + e.host() +
-                                     "\" is not a dotted-quad IPv4 address");
-    }
-    if (e.port() < 1 || e.port() > 65535) {
-      return Status::InvalidArgument(field + ".port " + std::to_string(e.port()) +
-                                     " is not in 1..65535");
-    }
+    Result<target::ReplicaEndpoint> endpoint = EndpointFromProto(field, e);
+    if (!endpoint.ok()) return endpoint.status();
     if (!seen.emplace(e.host(), e.port()).second) {
       return Status::InvalidArgument(field + " " + e.host() + ":" + std::to_string(e.port()) +
                                      " is listed twice");
     }
-    o.replicas.push_back(
-        target::ReplicaEndpoint{e.host(), static_cast<uint16_t>(e.port()), e.local()});
+    o.replicas.push_back(std::move(*endpoint));
   }
   if (!req.nbd_tcp_address().empty()) {
     std::string host;
@@ -162,6 +198,47 @@ pb::TargetState TargetStateToProto(target::TargetState state) {
   return pb::TARGET_STATE_UNSPECIFIED;
 }
 
+pb::RebuildState RebuildStateToProto(target::RebuildState state) {
+  switch (state) {
+    case target::RebuildState::kIdle:
+      return pb::REBUILD_STATE_IDLE;
+    case target::RebuildState::kRunning:
+      return pb::REBUILD_STATE_RUNNING;
+    case target::RebuildState::kDone:
+      return pb::REBUILD_STATE_DONE;
+    case target::RebuildState::kFailed:
+      return pb::REBUILD_STATE_FAILED;
+  }
+  return pb::REBUILD_STATE_UNSPECIFIED;
+}
+
+pb::RebuildMode RebuildModeToProto(target::RebuildMode mode) {
+  switch (mode) {
+    case target::RebuildMode::kNone:
+      return pb::REBUILD_MODE_NONE;
+    case target::RebuildMode::kFull:
+      return pb::REBUILD_MODE_FULL;
+    case target::RebuildMode::kIncremental:
+      return pb::REBUILD_MODE_INCREMENTAL;
+  }
+  return pb::REBUILD_MODE_UNSPECIFIED;
+}
+
+void RebuildStatusToProto(const target::RebuildStatus& s, pb::RebuildStatus* out) {
+  out->set_state(RebuildStateToProto(s.state));
+  out->set_mode(RebuildModeToProto(s.mode));
+  out->set_replica(s.replica);
+  out->set_source(s.source);
+  out->set_bytes_total(s.bytes_total);
+  out->set_bytes_done(s.bytes_done);
+  out->set_bytes_copied(s.bytes_copied);
+  out->set_resumed_from(s.resumed_from);
+  out->set_rate_bytes_per_sec(s.rate_bytes_per_sec);
+  out->set_eta_seconds(s.eta_seconds);
+  out->set_rate_limit_bytes_per_sec(s.rate_limit_bytes_per_sec);
+  out->set_last_error(s.last_error);
+}
+
 void TargetToProto(const target::TargetInfo& info, pb::Target* out) {
   const target::TargetStatus& s = info.status;
   out->set_volume_id(info.volume_id);
@@ -189,6 +266,9 @@ void TargetToProto(const target::TargetInfo& info, pb::Target* out) {
   out->set_errors(s.errors);
   out->set_bytes_read(s.bytes_read);
   out->set_bytes_written(s.bytes_written);
+  RebuildStatusToProto(s.rebuild, out->mutable_rebuild());
+  out->set_rebuilds_completed(s.rebuilds_completed);
+  out->set_rebuild_bytes_copied(s.rebuild_bytes_copied);
 }
 
 }  // namespace tandem::api

@@ -28,7 +28,7 @@ pb::CreateTargetRequest GoodTargetRequest() {
 
 // Expects INVALID_ARGUMENT whose message mentions `field`.
 void ExpectInvalid(const pb::CreateTargetRequest& req, const std::string& field) {
-  Result<target::TargetSpec> spec = TargetSpecFromProto(req, 5000);
+  Result<target::TargetSpec> spec = TargetSpecFromProto(req, TargetDefaults{});
   ASSERT_FALSE(spec.ok()) << "accepted a request with a bad " << field;
   EXPECT_EQ(spec.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(spec.status().message().find(field), std::string::npos) << spec.status().ToString();
@@ -37,14 +37,21 @@ void ExpectInvalid(const pb::CreateTargetRequest& req, const std::string& field)
 TEST(TargetSpecFromProtoTest, GoodRequestIsCopiedFieldByField) {
   pb::CreateTargetRequest req = GoodTargetRequest();
   req.set_nbd_tcp_address("127.0.0.1:0");
-  Result<target::TargetSpec> spec = TargetSpecFromProto(req, 4321);
+  TargetDefaults defaults;
+  defaults.request_timeout_ms = 4321;
+  defaults.reconnect_interval_ms = 750;
+  defaults.rebuild_rate_bytes_per_sec = 50 << 20;
+  Result<target::TargetSpec> spec = TargetSpecFromProto(req, defaults);
   ASSERT_TRUE(spec.ok()) << spec.status().ToString();
   const target::TargetOptions& o = spec->options;
   EXPECT_EQ(o.volume_id, "vol-1");
   EXPECT_EQ(o.epoch, 7u);
   EXPECT_EQ(o.token, "data-token");
   EXPECT_EQ(o.size, 1u << 20);
-  EXPECT_EQ(o.request_timeout_ms, 4321u);  // 0 in the request: the engine default
+  // 0 in the request: the engine defaults.
+  EXPECT_EQ(o.request_timeout_ms, 4321u);
+  EXPECT_EQ(o.reconnect_interval_ms, 750u);
+  EXPECT_EQ(o.rebuild_rate_bytes_per_sec, 50u << 20);
   ASSERT_EQ(o.replicas.size(), 2u);
   EXPECT_EQ(o.replicas[0].host, "127.0.0.1");
   EXPECT_EQ(o.replicas[0].port, 9501);
@@ -54,14 +61,20 @@ TEST(TargetSpecFromProtoTest, GoodRequestIsCopiedFieldByField) {
   EXPECT_EQ(spec->nbd_tcp_address, "127.0.0.1:0");
 }
 
-TEST(TargetSpecFromProtoTest, ExplicitTimeoutAndZeroSizeAreKept) {
+TEST(TargetSpecFromProtoTest, ExplicitValuesOverrideTheDefaultsAndZeroSizeIsKept) {
   pb::CreateTargetRequest req = GoodTargetRequest();
   req.set_request_timeout_ms(250);
   req.set_size_bytes(0);
-  Result<target::TargetSpec> spec = TargetSpecFromProto(req, 5000);
+  req.set_reconnect_interval_ms(100);
+  req.set_rebuild_rate_bytes_per_sec(1 << 20);
+  TargetDefaults defaults;
+  defaults.rebuild_rate_bytes_per_sec = 7 << 20;
+  Result<target::TargetSpec> spec = TargetSpecFromProto(req, defaults);
   ASSERT_TRUE(spec.ok()) << spec.status().ToString();
   EXPECT_EQ(spec->options.request_timeout_ms, 250u);
   EXPECT_EQ(spec->options.size, 0u);
+  EXPECT_EQ(spec->options.reconnect_interval_ms, 100u);
+  EXPECT_EQ(spec->options.rebuild_rate_bytes_per_sec, 1u << 20);
 }
 
 TEST(TargetSpecFromProtoTest, BadFieldsAreInvalidArgumentNamingTheField) {
@@ -111,6 +124,58 @@ TEST(TargetSpecFromProtoTest, BadFieldsAreInvalidArgumentNamingTheField) {
     req.set_nbd_tcp_address(addr);
     ExpectInvalid(req, "nbd_tcp_address");
   }
+
+  req = GoodTargetRequest();
+  req.set_rebuild_rate_bytes_per_sec(kMinRebuildRate - 1);
+  ExpectInvalid(req, "rebuild_rate_bytes_per_sec");
+
+  for (uint32_t ms : {1u, kMinReconnectIntervalMs - 1, kMaxReconnectIntervalMs + 1}) {
+    req = GoodTargetRequest();
+    req.set_reconnect_interval_ms(ms);
+    ExpectInvalid(req, "reconnect_interval_ms");
+  }
+}
+
+TEST(EndpointFromProtoTest, ValidatesHostAndPortNamingTheField) {
+  pb::ReplicaEndpoint e;
+  e.set_host("10.1.2.3");
+  e.set_port(9501);
+  e.set_local(true);
+  Result<target::ReplicaEndpoint> ok = EndpointFromProto("replica", e);
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(ok->host, "10.1.2.3");
+  EXPECT_EQ(ok->port, 9501);
+  EXPECT_TRUE(ok->local);
+  e.set_host("replica-1");
+  Result<target::ReplicaEndpoint> bad_host = EndpointFromProto("replica", e);
+  EXPECT_EQ(bad_host.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad_host.status().message().find("replica.host"), std::string::npos);
+  e.set_host("10.1.2.3");
+  e.set_port(0);
+  Result<target::ReplicaEndpoint> bad_port = EndpointFromProto("replica", e);
+  EXPECT_EQ(bad_port.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad_port.status().message().find("replica.port"), std::string::npos);
+}
+
+TEST(ReplicaAddressFromProtoTest, ReturnsTheCanonicalFormOrNamesTheField) {
+  Result<std::string> a = ReplicaAddressFromProto("address", "127.0.0.1:09501");
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ(*a, "127.0.0.1:9501");
+  for (const char* bad : {"", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536", "host:9501",
+                          "127.0.0.1:9501:local", "127.1:9501"}) {
+    Result<std::string> r = ReplicaAddressFromProto("address", bad);
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(r.status().message().find("address"), std::string::npos) << r.status().ToString();
+  }
+}
+
+TEST(ValidateRebuildRateTest, ZeroOrAtLeastTheMinimum) {
+  EXPECT_TRUE(ValidateRebuildRate("bytes_per_sec", 0).ok());
+  EXPECT_TRUE(ValidateRebuildRate("bytes_per_sec", kMinRebuildRate).ok());
+  EXPECT_TRUE(ValidateRebuildRate("bytes_per_sec", UINT64_MAX).ok());
+  Status low = ValidateRebuildRate("bytes_per_sec", 100);
+  EXPECT_EQ(low.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(low.message().find("bytes_per_sec"), std::string::npos);
 }
 
 TEST(ReplicaConfigFromProtoTest, DefaultsBlockSizeTo4096) {
@@ -187,6 +252,20 @@ TEST(TargetToProtoTest, EveryFieldIsMapped) {
   faulted.errors = 1;
   faulted.last_error = "DEADLINE_EXCEEDED: timed out";
   s.replicas = {healthy, faulted};
+  s.rebuild.state = target::RebuildState::kRunning;
+  s.rebuild.mode = target::RebuildMode::kIncremental;
+  s.rebuild.replica = "127.0.0.1:9502";
+  s.rebuild.source = "127.0.0.1:9501";
+  s.rebuild.bytes_total = 100;
+  s.rebuild.bytes_done = 40;
+  s.rebuild.bytes_copied = 30;
+  s.rebuild.resumed_from = 8;
+  s.rebuild.rate_bytes_per_sec = 1.5;
+  s.rebuild.eta_seconds = 2.5;
+  s.rebuild.rate_limit_bytes_per_sec = 1 << 20;
+  s.rebuild.last_error = "none yet";
+  s.rebuilds_completed = 2;
+  s.rebuild_bytes_copied = 77;
 
   pb::Target t;
   TargetToProto(info, &t);
@@ -214,6 +293,21 @@ TEST(TargetToProtoTest, EveryFieldIsMapped) {
   EXPECT_EQ(t.replicas(1).state(), pb::REPLICA_STATE_FAULTED);
   EXPECT_EQ(t.replicas(1).errors(), 1u);
   EXPECT_EQ(t.replicas(1).last_error(), "DEADLINE_EXCEEDED: timed out");
+  const pb::RebuildStatus& rb = t.rebuild();
+  EXPECT_EQ(rb.state(), pb::REBUILD_STATE_RUNNING);
+  EXPECT_EQ(rb.mode(), pb::REBUILD_MODE_INCREMENTAL);
+  EXPECT_EQ(rb.replica(), "127.0.0.1:9502");
+  EXPECT_EQ(rb.source(), "127.0.0.1:9501");
+  EXPECT_EQ(rb.bytes_total(), 100u);
+  EXPECT_EQ(rb.bytes_done(), 40u);
+  EXPECT_EQ(rb.bytes_copied(), 30u);
+  EXPECT_EQ(rb.resumed_from(), 8u);
+  EXPECT_DOUBLE_EQ(rb.rate_bytes_per_sec(), 1.5);
+  EXPECT_DOUBLE_EQ(rb.eta_seconds(), 2.5);
+  EXPECT_EQ(rb.rate_limit_bytes_per_sec(), 1u << 20);
+  EXPECT_EQ(rb.last_error(), "none yet");
+  EXPECT_EQ(t.rebuilds_completed(), 2u);
+  EXPECT_EQ(t.rebuild_bytes_copied(), 77u);
 }
 
 TEST(TargetToProtoTest, EveryStateHasItsOwnProtoValue) {
@@ -227,6 +321,13 @@ TEST(TargetToProtoTest, EveryStateHasItsOwnProtoValue) {
   EXPECT_EQ(ReplicaStateToProto(target::ReplicaState::kStale), pb::REPLICA_STATE_STALE);
   EXPECT_EQ(ReplicaStateToProto(target::ReplicaState::kFaulted), pb::REPLICA_STATE_FAULTED);
   EXPECT_EQ(ReplicaStateToProto(target::ReplicaState::kRebuilding), pb::REPLICA_STATE_REBUILDING);
+  EXPECT_EQ(RebuildStateToProto(target::RebuildState::kIdle), pb::REBUILD_STATE_IDLE);
+  EXPECT_EQ(RebuildStateToProto(target::RebuildState::kRunning), pb::REBUILD_STATE_RUNNING);
+  EXPECT_EQ(RebuildStateToProto(target::RebuildState::kDone), pb::REBUILD_STATE_DONE);
+  EXPECT_EQ(RebuildStateToProto(target::RebuildState::kFailed), pb::REBUILD_STATE_FAILED);
+  EXPECT_EQ(RebuildModeToProto(target::RebuildMode::kNone), pb::REBUILD_MODE_NONE);
+  EXPECT_EQ(RebuildModeToProto(target::RebuildMode::kFull), pb::REBUILD_MODE_FULL);
+  EXPECT_EQ(RebuildModeToProto(target::RebuildMode::kIncremental), pb::REBUILD_MODE_INCREMENTAL);
 }
 
 TEST(ParseIpv4HostPortTest, AcceptsDottedQuadAndRangeChecksPort) {

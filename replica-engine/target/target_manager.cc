@@ -2,11 +2,13 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
 #include <functional>
 #include <optional>
+#include <tuple>
 
 #include "common/logging.h"
 #include "replica-engine/frontend/nbd_server.h"
@@ -35,8 +37,17 @@ T RunOnLoop(EventLoop* loop, std::function<T()> fn) {
   return std::move(*result);
 }
 
-bool SameEndpoints(const std::vector<ReplicaEndpoint>& a, const std::vector<ReplicaEndpoint>& b) {
+std::string AddressOf(const ReplicaEndpoint& e) { return e.host + ":" + std::to_string(e.port); }
+
+// The same set of endpoints, in any order: after AddReplica/RemoveReplica the
+// caller's list and ours may be ordered differently.
+bool SameEndpoints(std::vector<ReplicaEndpoint> a, std::vector<ReplicaEndpoint> b) {
   if (a.size() != b.size()) return false;
+  auto less = [](const ReplicaEndpoint& x, const ReplicaEndpoint& y) {
+    return std::tie(x.host, x.port, x.local) < std::tie(y.host, y.port, y.local);
+  };
+  std::sort(a.begin(), a.end(), less);
+  std::sort(b.begin(), b.end(), less);
   for (size_t i = 0; i < a.size(); ++i) {
     if (a[i].host != b[i].host || a[i].port != b[i].port || a[i].local != b[i].local) return false;
   }
@@ -243,6 +254,71 @@ std::vector<TargetInfo> TargetManager::List() {
     std::vector<TargetInfo> out;
     for (const auto& [vol, e] : targets_) out.push_back(InfoOf(*e));
     return out;  // std::map: sorted by volume id
+  });
+}
+
+Status TargetManager::WithEntry(const std::string& volume_id,
+                                const std::function<Status(Entry*)>& fn) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (!started_) return Status::NotFound("no target for volume '" + volume_id + "'");
+  return RunOnLoop<Status>(&loop_, [&] {
+    auto it = targets_.find(volume_id);
+    if (it == targets_.end()) return Status::NotFound("no target for volume '" + volume_id + "'");
+    return fn(it->second.get());
+  });
+}
+
+Status TargetManager::AddReplica(const std::string& volume_id, const ReplicaEndpoint& endpoint) {
+  return WithEntry(volume_id, [&](Entry* e) {
+    std::vector<ReplicaEndpoint>& spec = e->spec.options.replicas;
+    for (const ReplicaEndpoint& r : spec) {
+      if (r.host == endpoint.host && r.port == endpoint.port && r.local == endpoint.local) {
+        return Status::Ok();
+      }
+    }
+    Status st = e->target->AddReplica(endpoint);
+    // The spec follows the live set, so a CreateTarget repeating the current
+    // list stays idempotent.
+    if (st.ok()) spec.push_back(endpoint);
+    TLOG_INFO(kTag, "volume '%s': add replica %s: %s", volume_id.c_str(),
+              AddressOf(endpoint).c_str(), st.ToString().c_str());
+    return st;
+  });
+}
+
+Status TargetManager::RemoveReplica(const std::string& volume_id, const std::string& address) {
+  return WithEntry(volume_id, [&](Entry* e) {
+    std::vector<ReplicaEndpoint>& spec = e->spec.options.replicas;
+    auto it = std::find_if(spec.begin(), spec.end(),
+                           [&](const ReplicaEndpoint& r) { return AddressOf(r) == address; });
+    if (it == spec.end()) return Status::Ok();
+    Status st = e->target->RemoveReplica(address);
+    if (st.ok() || st.code() == StatusCode::kNotFound) {
+      spec.erase(it);
+      st = Status::Ok();
+    }
+    TLOG_INFO(kTag, "volume '%s': remove replica %s: %s", volume_id.c_str(), address.c_str(),
+              st.ToString().c_str());
+    return st;
+  });
+}
+
+Status TargetManager::RebuildReplica(const std::string& volume_id, const std::string& address) {
+  return WithEntry(volume_id, [&](Entry* e) {
+    Status st = e->target->RebuildReplica(address);
+    TLOG_INFO(kTag, "volume '%s': rebuild replica %s: %s", volume_id.c_str(), address.c_str(),
+              st.ToString().c_str());
+    return st;
+  });
+}
+
+Status TargetManager::SetRebuildRate(const std::string& volume_id, uint64_t bytes_per_sec) {
+  return WithEntry(volume_id, [&](Entry* e) {
+    e->target->SetRebuildRate(bytes_per_sec);
+    e->spec.options.rebuild_rate_bytes_per_sec = bytes_per_sec;
+    TLOG_INFO(kTag, "volume '%s': rebuild rate limit %llu bytes/s (0: unlimited)",
+              volume_id.c_str(), static_cast<unsigned long long>(bytes_per_sec));
+    return Status::Ok();
   });
 }
 

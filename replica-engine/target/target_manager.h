@@ -8,6 +8,7 @@
 // Create/Destroy are idempotent.
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -22,7 +23,9 @@
 namespace tandem::target {
 
 struct TargetSpec {
-  TargetOptions options;  // volume id, epoch, token, replicas, size, timeouts
+  // Volume id, epoch, token, replicas, size, timeouts, reconnect interval and
+  // rebuild rate limit.
+  TargetOptions options;
   // NBD export: the unix socket is <socket_dir>/<volume_id>.sock; TCP is
   // optional ("host:port", port 0 = any; empty = none).
   std::string nbd_tcp_address;
@@ -49,7 +52,9 @@ class TargetManager {
 
   // Creates a target and its NBD export and waits until it is ready (at least
   // one HEALTHY replica) or `ready_timeout_ms` passes.
-  // - Same volume, same epoch and replicas: returns the existing target (idempotent).
+  // - Same volume, same epoch and replicas: returns the existing target
+  //   (idempotent). "Replicas" is the live set (after AddReplica and
+  //   RemoveReplica), compared regardless of order.
   // - Same volume, different spec: ALREADY_EXISTS.
   // - No replica reachable in time: UNAVAILABLE, nothing left behind.
   Result<TargetInfo> Create(const TargetSpec& spec);
@@ -57,6 +62,22 @@ class TargetManager {
   Status Destroy(const std::string& volume_id);
   Result<TargetInfo> Get(const std::string& volume_id);
   std::vector<TargetInfo> List();
+
+  // Live changes to an attached target, run on the loop (VolumeTarget's calls
+  // of the same names). NOT_FOUND when the volume has no target here; else the
+  // target's answer, except where noted.
+  //
+  // AddReplica: OK if the identical endpoint is already in the target (a
+  // retried call); ALREADY_EXISTS if its host:port is there with another
+  // `local` flag.
+  Status AddReplica(const std::string& volume_id, const ReplicaEndpoint& endpoint);
+  // RemoveReplica: OK if `address` ("host:port") is not in the target (a
+  // retried call); FAILED_PRECONDITION if it is the last HEALTHY replica.
+  Status RemoveReplica(const std::string& volume_id, const std::string& address);
+  // RebuildReplica: NOT_FOUND also for an `address` not in the target.
+  Status RebuildReplica(const std::string& volume_id, const std::string& address);
+  // Rebuild copy rate limit in bytes/s; 0: unlimited.
+  Status SetRebuildRate(const std::string& volume_id, uint64_t bytes_per_sec);
   // Destroys every target (engine shutdown).
   void Shutdown();
 
@@ -64,6 +85,8 @@ class TargetManager {
   struct Entry;
   TargetInfo InfoOf(const Entry& e) const;
   void DestroyEntry(std::unique_ptr<Entry> entry);
+  // Runs `fn` on the loop with the volume's entry; NOT_FOUND if it has none.
+  Status WithEntry(const std::string& volume_id, const std::function<Status(Entry*)>& fn);
 
   std::string socket_dir_;
   EventLoop loop_;

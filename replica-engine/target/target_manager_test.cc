@@ -1,13 +1,18 @@
 // TargetManager: create/destroy are idempotent, a conflicting spec is
 // ALREADY_EXISTS, unreachable replicas are UNAVAILABLE with nothing left
-// behind, and the NBD export answers a real NBD client (nbdinfo).
+// behind, the NBD export answers a real NBD client (nbdinfo), and the live
+// replica calls are NOT_FOUND for an unknown volume, retry-safe, and keep
+// Create idempotent for the live replica list.
 
 #include "replica-engine/target/target_manager.h"
 
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
+#include <thread>
 
 #include "gtest/gtest.h"
 #include "replica-engine/backend/backend_factory.h"
@@ -44,8 +49,34 @@ class TargetManagerTest : public ::testing::Test {
   void TearDown() override {
     tm_.reset();
     if (server_) server_->Stop();
+    if (server2_) server2_->Stop();
     if (manager_) (void)manager_->CloseAll();
+    if (manager2_) (void)manager2_->CloseAll();
     std::filesystem::remove_all(root_);
+  }
+  // A second node holding a fresh replica of vol-m; returns its port.
+  uint16_t StartSecondNode() {
+    manager2_ = std::make_unique<replica::ReplicaManager>(backend_.get(), root_ + "/replicas2");
+    EXPECT_TRUE(manager2_->LoadAll().ok());
+    replica::ReplicaConfig cfg;
+    cfg.volume_id = "vol-m";
+    cfg.replica_id = "r1";
+    cfg.size = kSize;
+    EXPECT_TRUE(manager2_->Create(cfg).ok());
+    server2_ = std::make_unique<server::ReplicaServer>(manager2_.get(), backend_.get(),
+                                                       server::ServerOptions{});
+    EXPECT_TRUE(server2_->Start().ok());
+    return server2_->port();
+  }
+  // Polls Get until `pred` holds; false after 20 s.
+  bool WaitFor(const std::function<bool(const TargetInfo&)>& pred) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (std::chrono::steady_clock::now() < deadline) {
+      auto info = tm_->Get("vol-m");
+      if (info.ok() && pred(*info)) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
   }
   TargetSpec Spec(uint64_t epoch) {
     TargetSpec s;
@@ -61,6 +92,8 @@ class TargetManagerTest : public ::testing::Test {
   std::unique_ptr<replica::ReplicaManager> manager_;
   std::unique_ptr<server::ReplicaServer> server_;
   std::unique_ptr<TargetManager> tm_;
+  std::unique_ptr<replica::ReplicaManager> manager2_;
+  std::unique_ptr<server::ReplicaServer> server2_;
 };
 
 TEST_F(TargetManagerTest, CreateIsIdempotentAndConflictingSpecIsAlreadyExists) {
@@ -111,6 +144,78 @@ TEST_F(TargetManagerTest, UnreachableReplicasAreUnavailableAndLeaveNothing) {
   EXPECT_EQ(a.status().code(), StatusCode::kUnavailable) << a.status().ToString();
   EXPECT_EQ(tm_->Get("vol-m").status().code(), StatusCode::kNotFound);
   EXPECT_FALSE(std::filesystem::exists(root_ + "/nbd/vol-m.sock"));
+}
+
+TEST_F(TargetManagerTest, LiveReplicaCallsOnAnUnknownVolumeAreNotFound) {
+  ASSERT_TRUE(tm_->Create(Spec(1)).ok());
+  ReplicaEndpoint e{"127.0.0.1", 9, false};
+  EXPECT_EQ(tm_->AddReplica("nope", e).code(), StatusCode::kNotFound);
+  EXPECT_EQ(tm_->RemoveReplica("nope", "127.0.0.1:9").code(), StatusCode::kNotFound);
+  EXPECT_EQ(tm_->RebuildReplica("nope", "127.0.0.1:9").code(), StatusCode::kNotFound);
+  EXPECT_EQ(tm_->SetRebuildRate("nope", 1 << 20).code(), StatusCode::kNotFound);
+  // An unknown replica of a known volume: rebuild cannot, remove has nothing to do.
+  EXPECT_EQ(tm_->RebuildReplica("vol-m", "127.0.0.1:9").code(), StatusCode::kNotFound);
+  EXPECT_TRUE(tm_->RemoveReplica("vol-m", "127.0.0.1:9").ok());
+  // A manager that never started knows no volume either.
+  TargetManager idle(root_ + "/nbd-idle");
+  EXPECT_EQ(idle.AddReplica("vol-m", e).code(), StatusCode::kNotFound);
+  EXPECT_EQ(idle.SetRebuildRate("vol-m", 0).code(), StatusCode::kNotFound);
+}
+
+TEST_F(TargetManagerTest, RemovingTheLastHealthyReplicaIsFailedPrecondition) {
+  ASSERT_TRUE(tm_->Create(Spec(1)).ok());
+  const std::string only = "127.0.0.1:" + std::to_string(server_->port());
+  EXPECT_EQ(tm_->RemoveReplica("vol-m", only).code(), StatusCode::kFailedPrecondition);
+  auto info = tm_->Get("vol-m");
+  ASSERT_TRUE(info.ok());
+  ASSERT_EQ(info->status.replicas.size(), 1u);
+  // The spec did not change: the original request is still idempotent.
+  EXPECT_TRUE(tm_->Create(Spec(1)).ok());
+}
+
+TEST_F(TargetManagerTest, SetRebuildRateReachesTheTargetStatus) {
+  ASSERT_TRUE(tm_->Create(Spec(1)).ok());
+  ASSERT_TRUE(tm_->SetRebuildRate("vol-m", 64ull << 20).ok());
+  auto info = tm_->Get("vol-m");
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->status.rebuild.rate_limit_bytes_per_sec, 64ull << 20);
+  // A changed rate is not another spec.
+  EXPECT_TRUE(tm_->Create(Spec(1)).ok());
+}
+
+TEST_F(TargetManagerTest, AddAndRemoveReplicaKeepCreateIdempotentForTheLiveList) {
+  const uint16_t port2 = StartSecondNode();
+  ASSERT_TRUE(tm_->Create(Spec(1)).ok());
+  const ReplicaEndpoint second{"127.0.0.1", port2, false};
+  ASSERT_TRUE(tm_->AddReplica("vol-m", second).ok());
+  // The fresh replica is rebuilt and joins.
+  ASSERT_TRUE(WaitFor([](const TargetInfo& i) {
+    return i.status.replicas.size() == 2 && i.status.state == TargetState::kReady &&
+           i.status.rebuilds_completed == 1;
+  }));
+  // A retried add is OK; the same host:port with another `local` is not.
+  EXPECT_TRUE(tm_->AddReplica("vol-m", second).ok());
+  EXPECT_EQ(tm_->AddReplica("vol-m", {"127.0.0.1", port2, true}).code(),
+            StatusCode::kAlreadyExists);
+
+  // CreateTarget with the live list, in any order: the same target.
+  TargetSpec live = Spec(1);
+  live.options.replicas.insert(live.options.replicas.begin(), second);
+  auto again = tm_->Create(live);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->status.replicas.size(), 2u);
+  // The original list is no longer this target's.
+  EXPECT_EQ(tm_->Create(Spec(1)).status().code(), StatusCode::kAlreadyExists);
+
+  const std::string address2 = "127.0.0.1:" + std::to_string(port2);
+  ASSERT_TRUE(tm_->RemoveReplica("vol-m", address2).ok());
+  EXPECT_TRUE(tm_->RemoveReplica("vol-m", address2).ok());  // retried
+  auto info = tm_->Get("vol-m");
+  ASSERT_TRUE(info.ok());
+  ASSERT_EQ(info->status.replicas.size(), 1u);
+  EXPECT_EQ(info->status.replicas[0].address, "127.0.0.1:" + std::to_string(server_->port()));
+  EXPECT_TRUE(tm_->Create(Spec(1)).ok());
+  EXPECT_EQ(tm_->Create(live).status().code(), StatusCode::kAlreadyExists);
 }
 
 }  // namespace

@@ -32,9 +32,16 @@ const char kUsage[] =
     "  replica list\n"
     "  target create --volume=V --epoch=N --replica=HOST:PORT[:local] [--replica=...]...\n"
     "                [--size=SIZE] [--token=T] [--timeout-ms=N] [--nbd-tcp=HOST:PORT]\n"
+    "                [--rebuild-rate=SIZE] [--reconnect-interval-ms=N]\n"
     "  target destroy --volume=V\n"
     "  target get --volume=V\n"
     "  target list\n"
+    "  target add-replica --volume=V --replica=HOST:PORT[:local]\n"
+    "  target remove-replica --volume=V --replica=HOST:PORT\n"
+    "  target rebuild --volume=V --replica=HOST:PORT\n"
+    "  target set-rate --volume=V --rate=SIZE           (bytes/s; 0: unlimited)\n"
+    "  target watch --volume=V [--interval-ms=500] [--until-done] [--timeout-s=3600]\n"
+    "      rebuild progress; --until-done: exit 0 when done, 1 if it failed or timed out\n"
     "SIZE takes the suffixes K, M, G, T (powers of 1024).\n";
 
 int RunInfo(const Context& ctx, int argc) {

@@ -1,10 +1,17 @@
-// tandemctl target create|destroy|get|list.
+// tandemctl target create|destroy|get|list|add-replica|remove-replica|rebuild|
+// set-rate|watch.
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tools/tandemctl/commands.h"
+#include "tools/tandemctl/progress_bar.h"
 
 namespace tandem::tandemctl {
 namespace {
@@ -38,6 +45,24 @@ void PrintTarget(const pb::Target& t) {
     PrintField(p + "errors", std::to_string(r.errors()));
     PrintField(p + "last_error", r.last_error());
   }
+  const pb::RebuildStatus& rb = t.rebuild();
+  PrintField("rebuild.state", EnumSuffix(pb::RebuildState_Name(rb.state()), "REBUILD_STATE_"));
+  PrintField("rebuild.mode", EnumSuffix(pb::RebuildMode_Name(rb.mode()), "REBUILD_MODE_"));
+  PrintField("rebuild.replica", rb.replica());
+  PrintField("rebuild.source", rb.source());
+  PrintField("rebuild.bytes_total", std::to_string(rb.bytes_total()));
+  PrintField("rebuild.bytes_done", std::to_string(rb.bytes_done()));
+  PrintField("rebuild.bytes_copied", std::to_string(rb.bytes_copied()));
+  PrintField("rebuild.resumed_from", std::to_string(rb.resumed_from()));
+  char num[64];
+  std::snprintf(num, sizeof(num), "%.0f", rb.rate_bytes_per_sec());
+  PrintField("rebuild.rate_bytes_per_sec", num);
+  std::snprintf(num, sizeof(num), "%.1f", rb.eta_seconds());
+  PrintField("rebuild.eta_seconds", num);
+  PrintField("rebuild.rate_limit_bytes_per_sec", std::to_string(rb.rate_limit_bytes_per_sec()));
+  PrintField("rebuild.last_error", rb.last_error());
+  PrintField("rebuilds_completed", std::to_string(t.rebuilds_completed()));
+  PrintField("rebuild_bytes_copied", std::to_string(t.rebuild_bytes_copied()));
 }
 
 // "HOST:PORT[:local]". Only the shape is checked here; the engine validates
@@ -71,6 +96,9 @@ int Create(const Context& ctx, int argc, char** argv) {
   flags.Define("token", "", "data-protocol token presented to the replicas");
   flags.Define("timeout-ms", "0", "per-request replica timeout; 0: the engine default");
   flags.Define("nbd-tcp", "", "extra NBD export on HOST:PORT");
+  flags.Define("rebuild-rate", "0", "rebuild rate limit, bytes/s (K/M/G); 0: the engine default");
+  flags.Define("reconnect-interval-ms", "0",
+               "reconnect/rebuild interval of faulted replicas; 0: the engine default");
   int exit = kExitOk;
   if (!ParseVerbFlags("target", &flags, argc, argv, {"volume", "epoch", "replica"}, &exit)) {
     return exit;
@@ -78,6 +106,15 @@ int Create(const Context& ctx, int argc, char** argv) {
   uint64_t epoch = 0;
   uint64_t size = 0;
   uint64_t timeout_ms = 0;
+  uint64_t rate = 0;
+  uint64_t reconnect_ms = 0;
+  if (Status st = flags.GetUint("rebuild-rate", &rate, /*sizes=*/true); !st.ok()) {
+    return UsageError(st.message());
+  }
+  if (Status st = flags.GetUint("reconnect-interval-ms", &reconnect_ms);
+      !st.ok() || reconnect_ms > UINT32_MAX) {
+    return UsageError("--reconnect-interval-ms must be a number of milliseconds below 2^32");
+  }
   if (Status st = flags.GetUint("epoch", &epoch); !st.ok()) return UsageError(st.message());
   if (Status st = flags.GetUint("size", &size, /*sizes=*/true); !st.ok()) {
     return UsageError(st.message());
@@ -92,6 +129,8 @@ int Create(const Context& ctx, int argc, char** argv) {
   req.set_size_bytes(size);
   req.set_request_timeout_ms(static_cast<uint32_t>(timeout_ms));
   req.set_nbd_tcp_address(flags.Get("nbd-tcp"));
+  req.set_rebuild_rate_bytes_per_sec(rate);
+  req.set_reconnect_interval_ms(static_cast<uint32_t>(reconnect_ms));
   for (const std::string& spec : flags.GetAll("replica")) {
     if (!ParseEndpoint(spec, req.add_replicas())) {
       return UsageError("--replica must be HOST:PORT[:local], got \"" + spec + "\"");
@@ -136,6 +175,129 @@ int List(const Context& ctx, int argc, char** argv) {
   return kExitOk;
 }
 
+int AddReplica(const Context& ctx, int argc, char** argv) {
+  Flags flags;
+  flags.Define("volume", "", "volume id");
+  flags.Define("replica", "", "HOST:PORT[:local]");
+  int exit = kExitOk;
+  if (!ParseVerbFlags("target", &flags, argc, argv, {"volume", "replica"}, &exit)) return exit;
+  pb::ReplicaEndpoint e;
+  if (!ParseEndpoint(flags.Get("replica"), &e)) {
+    return UsageError("--replica must be HOST:PORT[:local], got \"" + flags.Get("replica") + "\"");
+  }
+  Result<pb::Target> t = ctx.client->AddTargetReplica(flags.Get("volume"), e, ctx.deadline);
+  if (!t.ok()) return ReportError(t.status());
+  PrintTarget(*t);
+  return kExitOk;
+}
+
+// remove-replica and rebuild: --volume and --replica=HOST:PORT.
+int ReplicaVerb(const Context& ctx, int argc, char** argv, bool remove) {
+  Flags flags;
+  flags.Define("volume", "", "volume id");
+  flags.Define("replica", "", "HOST:PORT");
+  int exit = kExitOk;
+  if (!ParseVerbFlags("target", &flags, argc, argv, {"volume", "replica"}, &exit)) return exit;
+  const std::string volume = flags.Get("volume");
+  const std::string address = flags.Get("replica");
+  Result<pb::Target> t = remove ? ctx.client->RemoveTargetReplica(volume, address, ctx.deadline)
+                                : ctx.client->RebuildTargetReplica(volume, address, ctx.deadline);
+  if (!t.ok()) return ReportError(t.status());
+  PrintTarget(*t);
+  return kExitOk;
+}
+
+int SetRate(const Context& ctx, int argc, char** argv) {
+  Flags flags;
+  flags.Define("volume", "", "volume id");
+  flags.Define("rate", "", "bytes/s (K/M/G suffixes); 0: unlimited");
+  int exit = kExitOk;
+  if (!ParseVerbFlags("target", &flags, argc, argv, {"volume", "rate"}, &exit)) return exit;
+  uint64_t rate = 0;
+  if (Status st = flags.GetUint("rate", &rate, /*sizes=*/true); !st.ok()) {
+    return UsageError(st.message());
+  }
+  Result<pb::Target> t = ctx.client->SetRebuildRate(flags.Get("volume"), rate, ctx.deadline);
+  if (!t.ok()) return ReportError(t.status());
+  PrintTarget(*t);
+  return kExitOk;
+}
+
+// Polls GetTarget every --interval-ms and shows the rebuild: a bar redrawn in
+// place on a terminal, a line per change otherwise (logs, pipes). Every wait,
+// RPCs included, ends by --timeout-s.
+int Watch(const Context& ctx, int argc, char** argv) {
+  Flags flags;
+  flags.Define("volume", "", "volume id");
+  flags.Define("interval-ms", "500", "poll interval");
+  flags.Define("until-done", "false", "exit 0 when the rebuild is done, 1 if it fails");
+  flags.Define("timeout-s", "3600", "give up after this many seconds (exit 1 with --until-done)");
+  int exit = kExitOk;
+  if (!ParseVerbFlags("target", &flags, argc, argv, {"volume"}, &exit)) return exit;
+  uint64_t interval_ms = 0;
+  uint64_t timeout_s = 0;
+  if (Status st = flags.GetUint("interval-ms", &interval_ms);
+      !st.ok() || interval_ms < 10 || interval_ms > 3600 * 1000) {
+    return UsageError("--interval-ms must be a number of milliseconds in 10..3600000");
+  }
+  if (Status st = flags.GetUint("timeout-s", &timeout_s);
+      !st.ok() || timeout_s == 0 || timeout_s > 30 * 86400) {
+    return UsageError("--timeout-s must be a number of seconds in 1..2592000");
+  }
+  const bool until_done = flags.GetBool("until-done");
+  const std::string volume = flags.Get("volume");
+  const bool tty = isatty(STDOUT_FILENO) == 1;
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point deadline = Clock::now() + std::chrono::seconds(timeout_s);
+  std::string last;
+  // On a terminal the bar has no newline until the watch ends.
+  auto end_line = [&] {
+    if (tty && !last.empty()) std::printf("\n");
+    std::fflush(stdout);
+  };
+  while (true) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    auto call_timeout = std::clamp(left, std::chrono::milliseconds(1), ctx.deadline);
+    Result<pb::Target> t = ctx.client->GetTarget(volume, call_timeout);
+    if (!t.ok()) {
+      end_line();
+      return ReportError(t.status());
+    }
+    std::string line = RenderWatchLine(*t);
+    if (tty) {
+      // Carriage return, the line, erase what a longer previous line left.
+      std::printf("\r%s\033[K", line.c_str());
+      std::fflush(stdout);
+    } else if (line != last) {
+      std::printf("%s\n", line.c_str());
+      std::fflush(stdout);
+    }
+    last = line;
+    if (until_done) {
+      WatchVerdict v = JudgeWatch(*t);
+      if (v == WatchVerdict::kDone) {
+        end_line();
+        return kExitOk;
+      }
+      if (v == WatchVerdict::kFailed) {
+        end_line();
+        std::fprintf(stderr, "error: rebuild of %s failed: %s\n", t->rebuild().replica().c_str(),
+                     t->rebuild().last_error().c_str());
+        return kExitError;
+      }
+    }
+    left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0) {
+      end_line();
+      if (!until_done) return kExitOk;
+      std::fprintf(stderr, "error: rebuild of volume %s not done after %llu s\n", volume.c_str(),
+                   static_cast<unsigned long long>(timeout_s));
+      return kExitError;
+    }
+    std::this_thread::sleep_for(std::min(left, std::chrono::milliseconds(interval_ms)));
+  }
+}
+
 }  // namespace
 
 int RunTargetCommand(const Context& ctx, int argc, char** argv) {
@@ -144,6 +306,11 @@ int RunTargetCommand(const Context& ctx, int argc, char** argv) {
   if (verb == "destroy") return Destroy(ctx, argc, argv);
   if (verb == "get") return Get(ctx, argc, argv);
   if (verb == "list") return List(ctx, argc, argv);
+  if (verb == "add-replica") return AddReplica(ctx, argc, argv);
+  if (verb == "remove-replica") return ReplicaVerb(ctx, argc, argv, /*remove=*/true);
+  if (verb == "rebuild") return ReplicaVerb(ctx, argc, argv, /*remove=*/false);
+  if (verb == "set-rate") return SetRate(ctx, argc, argv);
+  if (verb == "watch") return Watch(ctx, argc, argv);
   return UsageError("unknown target command \"" + verb + "\"");
 }
 
