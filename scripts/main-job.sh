@@ -85,7 +85,7 @@ fio_check "$TC_RUN_DIR/fio-verify.json" >"$TC_RUN_DIR/fio-check.out"
   { cat "$TC_RUN_DIR/ack-verify.out"; tc_fail "acknowledged writes lost"; }
 victim_state="$(replica_state_in_target vol-main e0 "$victim")"
 gen_after="$(ctl_field e0 generation target get --volume=vol-main)"
-restart_engine e2
+restart_engine e2 --new-ports  # new ports: the target cannot reconnect and rebuild it
 g0="$(ctl_field e0 generation replica get --volume=vol-main)"
 g1="$(ctl_field e1 generation replica get --volume=vol-main)"
 g2="$(ctl_field e2 generation replica get --volume=vol-main)"

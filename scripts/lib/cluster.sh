@@ -6,7 +6,8 @@
 #                                a trap that kills every process started here and
 #                                removes the run dir on exit, Ctrl-C and SIGTERM
 #   start_engine E [FLAGS...]    tandem-engine E (data protocol and gRPC on port 0)
-#   stop_engine E | kill9_engine E | sigstop_engine E | sigcont_engine E | restart_engine E
+#   stop_engine E | kill9_engine E | sigstop_engine E | sigcont_engine E
+#   restart_engine E [--new-ports]
 #   engine_addr E / engine_grpc_port E / engine_pid E
 #   ctl E ARGS...                tandemctl against engine E
 #   create_volume V SIZE E0 [E1 ...]  one replica on each engine, target (epoch 1) on E0,
@@ -179,9 +180,11 @@ kill9_engine() {
 }
 sigstop_engine() { kill -STOP "$(engine_pid "$1")"; }
 sigcont_engine() { kill -CONT "$(engine_pid "$1")" 2>/dev/null || true; }
-# restart_engine NAME: starts NAME again on its data dir and ports, with its first flags.
+# restart_engine NAME [--new-ports]: starts NAME again on its data dir, with its
+# first flags, on its old ports (or on new ones: then no target reconnects to it).
 restart_engine() {
   local extra; extra="$(cat "$(_engine_dir "$1")/extra_flags")"
+  [ "${2:-}" = --new-ports ] && rm -f "$(_engine_dir "$1")/port" "$(_engine_dir "$1")/grpc_port"
   # shellcheck disable=SC2086
   start_engine "$1" $extra
 }

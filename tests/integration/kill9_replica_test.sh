@@ -47,7 +47,7 @@ state="$(replica_state_in_target vol-k e0 "$victim_addr")"
 gen_target="$(ctl_field e0 generation target get --volume=vol-k)"
 [ "$gen_target" -gt "$gen0" ] || tc_fail "target generation $gen_target not bumped past $gen0"
 
-restart_engine e2
+restart_engine e2 --new-ports  # new ports: the target cannot reconnect and rebuild it
 g0="$(ctl_field e0 generation replica get --volume=vol-k)"
 g1="$(ctl_field e1 generation replica get --volume=vol-k)"
 g2="$(ctl_field e2 generation replica get --volume=vol-k)"
