@@ -420,7 +420,9 @@ void ReplicaClient::Flush() {
 
 void ReplicaClient::OnTick(uint64_t now_ns) {
   if (state_ == ClientState::kConnecting || state_ == ClientState::kHandshaking) {
-    if (now_ns - connect_started_ns_ > options_.connect_timeout_ms * 1000000ull) {
+    // now_ns may predate a Connect() made earlier in this ticker pass.
+    if (now_ns > connect_started_ns_ &&
+        now_ns - connect_started_ns_ > options_.connect_timeout_ms * 1000000ull) {
       Fail(Status::DeadlineExceeded("connecting to replica " + options_.host + ":" +
                                     std::to_string(options_.port) + " timed out"),
            true);
@@ -430,7 +432,8 @@ void ReplicaClient::OnTick(uint64_t now_ns) {
   if (state_ != ClientState::kConnected || inflight_ == 0) return;
   uint64_t limit = options_.request_timeout_ms * 1000000ull;
   for (uint32_t i = 0; i < window_; ++i) {
-    if (slots_[i].req != nullptr && now_ns - slots_[i].sent_ns > limit) {
+    if (slots_[i].req != nullptr && now_ns > slots_[i].sent_ns &&
+        now_ns - slots_[i].sent_ns > limit) {
       Fail(Status::DeadlineExceeded("replica " + options_.host + ":" +
                                     std::to_string(options_.port) + " did not answer within " +
                                     std::to_string(options_.request_timeout_ms) + " ms"),

@@ -431,6 +431,7 @@ void VolumeTarget::Impl::BeforeWait() {
   }
   DrainWaiting();
   if (!shutting_down_) {
+    Reconnect(MonotonicNanos());
     if (rb_.phase == RbPhase::kIdle) {
       StartNextRebuild();
     } else {
@@ -850,8 +851,15 @@ TargetStatus VolumeTarget::Impl::GetStatus() const {
 
 // Reconnects FAULTED and STALE replicas now and then (their rebuild starts
 // from BeforeWait once connected), and lets a rate-limited rebuild go on.
-void VolumeTarget::Impl::OnTick(uint64_t now_ns) {
-  if (rb_.phase != RbPhase::kIdle && rb_.step == RbStep::kLockWait) RebuildStep();
+// The ticker only bounds how long the loop sleeps: BeforeWait, which runs
+// every iteration, reconnects replicas and moves a rate-limited rebuild on.
+// Nothing is submitted or connected from here: a client's own ticker later in
+// this pass would see a request (or connect) younger than its `now`.
+void VolumeTarget::Impl::OnTick(uint64_t /*now_ns*/) {}
+
+// Reconnects FAULTED and STALE replicas every reconnect_interval_ms; once
+// connected, their rebuild starts from BeforeWait.
+void VolumeTarget::Impl::Reconnect(uint64_t now_ns) {
   if (options_.reconnect_interval_ms == 0 || shutting_down_) return;
   if (state_ != TargetState::kReady && state_ != TargetState::kDegraded) return;
   for (Replica& r : replicas_) {

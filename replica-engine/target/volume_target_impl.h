@@ -76,6 +76,7 @@ class VolumeTarget::Impl final : private EventLoop::Idler, private EventLoop::Ti
 
   void BeforeWait() override;
   void OnTick(uint64_t now_ns) override;
+  void Reconnect(uint64_t now_ns);
   std::string Address(const Replica& r) const {
     return r.endpoint.host + ":" + std::to_string(r.endpoint.port);
   }
