@@ -6,15 +6,20 @@
 
 #include "replica-engine/api/engine_service.h"
 
+#include <fcntl.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "common/clock.h"
 #include "common/event_loop.h"
@@ -309,6 +314,50 @@ TEST_F(EngineServiceTest, GetTargetOfAbsentVolumeIsNotFound) {
   EXPECT_TRUE(all->empty());
 }
 
+TEST_F(EngineServiceTest, LiveReplicaCallsRejectBadRequestsNamingTheField) {
+  pb::ReplicaEndpoint good;
+  good.set_host("127.0.0.1");
+  good.set_port(9501);
+  pb::ReplicaEndpoint bad_host = good;
+  bad_host.set_host("replica-1.example");
+  ExpectInvalid(client_->AddTargetReplica("vol-t", bad_host, kTimeout).status(), "replica.host");
+  pb::ReplicaEndpoint bad_port = good;
+  bad_port.set_port(70000);
+  ExpectInvalid(client_->AddTargetReplica("vol-t", bad_port, kTimeout).status(), "replica.port");
+  ExpectInvalid(client_->AddTargetReplica("a/b", good, kTimeout).status(), "volume_id");
+
+  for (const char* bad :
+       {"", "127.0.0.1", "127.0.0.1:0", "localhost:9501", "127.0.0.1:9501:local"}) {
+    ExpectInvalid(client_->RemoveTargetReplica("vol-t", bad, kTimeout).status(), "address");
+    ExpectInvalid(client_->RebuildTargetReplica("vol-t", bad, kTimeout).status(), "address");
+  }
+  ExpectInvalid(client_->RemoveTargetReplica("", "127.0.0.1:9501", kTimeout).status(), "volume_id");
+  ExpectInvalid(client_->RebuildTargetReplica("..", "127.0.0.1:9501", kTimeout).status(),
+                "volume_id");
+
+  ExpectInvalid(client_->SetRebuildRate("vol-t", 100, kTimeout).status(), "bytes_per_sec");
+  ExpectInvalid(client_->SetRebuildRate("a b", 0, kTimeout).status(), "volume_id");
+
+  pb::CreateTargetRequest slow = TargetRequest(1);
+  slow.set_rebuild_rate_bytes_per_sec(4096);
+  ExpectInvalid(client_->CreateTarget(slow, kTimeout).status(), "rebuild_rate_bytes_per_sec");
+  pb::CreateTargetRequest busy = TargetRequest(1);
+  busy.set_reconnect_interval_ms(10);
+  ExpectInvalid(client_->CreateTarget(busy, kTimeout).status(), "reconnect_interval_ms");
+}
+
+TEST_F(EngineServiceTest, LiveReplicaCallsOnAVolumeWithNoTargetAreNotFound) {
+  pb::ReplicaEndpoint e;
+  e.set_host("127.0.0.1");
+  e.set_port(9501);
+  EXPECT_EQ(client_->AddTargetReplica("vol-t", e, kTimeout).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(client_->RemoveTargetReplica("vol-t", "127.0.0.1:9501", kTimeout).status().code(),
+            StatusCode::kNotFound);
+  EXPECT_EQ(client_->RebuildTargetReplica("vol-t", "127.0.0.1:9501", kTimeout).status().code(),
+            StatusCode::kNotFound);
+  EXPECT_EQ(client_->SetRebuildRate("vol-t", 0, kTimeout).status().code(), StatusCode::kNotFound);
+}
+
 TEST_F(EngineServiceTest, CreateTargetOverALocalReplicaIsReadyAndIdempotent) {
   ASSERT_TRUE(client_->CreateReplica(ReplicaRequest("vol-t"), kTimeout).ok());
   pb::CreateTargetRequest req;
@@ -398,6 +447,153 @@ TEST_F(EngineServiceTest, ClientOfAnEngineThatIsNotThereFailsUnavailable) {
   EXPECT_EQ(info.status().code(), StatusCode::kUnavailable) << info.status().ToString();
 }
 
+// Another "node" for the rebuild test: a replica manager and replica server of
+// its own in the test's temp dir, holding one replica of `volume`.
+struct ReplicaNode {
+  std::unique_ptr<replica::ReplicaManager> manager;
+  std::unique_ptr<server::ReplicaServer> server;
+  std::string data_path;
+  std::string address;
+
+  void Start(backend::StorageBackend* backend, const std::string& dir, const std::string& volume,
+             uint64_t size) {
+    manager = std::make_unique<replica::ReplicaManager>(backend, dir);
+    ASSERT_TRUE(manager->LoadAll().ok());
+    replica::ReplicaConfig cfg;
+    cfg.volume_id = volume;
+    cfg.replica_id = volume + "-" + std::filesystem::path(dir).filename().string();
+    cfg.size = size;
+    ASSERT_TRUE(manager->Create(cfg).ok());
+    data_path = dir + "/" + volume + "/data";
+    server::ServerOptions opts;
+    opts.buffer_pool_bytes = 8 << 20;
+    server = std::make_unique<server::ReplicaServer>(manager.get(), backend, opts);
+    ASSERT_TRUE(server->Start().ok());
+    address = "127.0.0.1:" + std::to_string(server->port());
+  }
+  void Stop() {
+    if (server) server->Stop();
+    if (manager) (void)manager->CloseAll();
+  }
+  pb::ReplicaEndpoint Endpoint() const {
+    pb::ReplicaEndpoint e;
+    e.set_host("127.0.0.1");
+    e.set_port(server->port());
+    return e;
+  }
+};
+
+// Reads `path` whole (the replica data files are small here).
+std::vector<uint8_t> ReadFile(const std::string& path, uint64_t size) {
+  std::vector<uint8_t> out(size);
+  int fd = ::open(path.c_str(), O_RDONLY);
+  EXPECT_GE(fd, 0) << path;
+  if (fd < 0) return out;
+  EXPECT_EQ(::pread(fd, out.data(), out.size(), 0), static_cast<ssize_t>(out.size()));
+  ::close(fd);
+  return out;
+}
+
+void WriteAt(const std::string& path, uint64_t offset, const std::vector<uint8_t>& bytes) {
+  int fd = ::open(path.c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0) << path;
+  ASSERT_EQ(::pwrite(fd, bytes.data(), bytes.size(), static_cast<off_t>(offset)),
+            static_cast<ssize_t>(bytes.size()));
+  ASSERT_EQ(::fsync(fd), 0);
+  ::close(fd);
+}
+
+const pb::ReplicaStatus* FindReplica(const pb::Target& t, const std::string& address) {
+  for (const pb::ReplicaStatus& r : t.replicas()) {
+    if (r.address() == address) return &r;
+  }
+  return nullptr;
+}
+
+// A live target loses a replica (RemoveTargetReplica) and gains a fresh one
+// (AddTargetReplica), which is rebuilt from the survivor until it is HEALTHY
+// and holds the survivor's bytes; CreateTarget stays idempotent for the live
+// replica list.
+TEST_F(EngineServiceTest, AddTargetReplicaRebuildsAFreshReplicaUntilHealthy) {
+  const std::string vol = "vol-r";
+  ReplicaNode nodes[3];
+  for (int i = 0; i < 3; ++i) {
+    nodes[i].Start(backend_.get(), tmp_ + "/node" + std::to_string(i), vol, kSize);
+  }
+  // The same data on the two original replicas (as a mirror left them), in
+  // two extents with a hole between them.
+  std::vector<uint8_t> a(256 << 10), b(64 << 10);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<uint8_t>(i * 7 + 1);
+  for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<uint8_t>(i * 13 + 5);
+  for (int i = 0; i < 2; ++i) {
+    WriteAt(nodes[i].data_path, 0, a);
+    WriteAt(nodes[i].data_path, kSize - b.size(), b);
+  }
+
+  pb::CreateTargetRequest req;
+  req.set_volume_id(vol);
+  req.set_epoch(1);
+  *req.add_replicas() = nodes[0].Endpoint();
+  *req.add_replicas() = nodes[1].Endpoint();
+  Result<pb::Target> t = client_->CreateTarget(req, kTimeout);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  ASSERT_EQ(t->state(), pb::TARGET_STATE_READY);
+  EXPECT_EQ(t->rebuild().state(), pb::REBUILD_STATE_IDLE);
+  EXPECT_EQ(t->rebuilds_completed(), 0u);
+
+  Result<pb::Target> removed = client_->RemoveTargetReplica(vol, nodes[1].address, kTimeout);
+  ASSERT_TRUE(removed.ok()) << removed.status().ToString();
+  ASSERT_EQ(removed->replicas_size(), 1);
+  EXPECT_EQ(removed->replicas(0).address(), nodes[0].address);
+
+  Result<pb::Target> added = client_->AddTargetReplica(vol, nodes[2].Endpoint(), kTimeout);
+  ASSERT_TRUE(added.ok()) << added.status().ToString();
+  ASSERT_EQ(added->replicas_size(), 2);
+  ASSERT_NE(FindReplica(*added, nodes[2].address), nullptr);
+
+  // Bounded: 4 MiB at an unlimited rate takes milliseconds.
+  pb::Target last;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  bool healthy = false;
+  while (!healthy && std::chrono::steady_clock::now() < deadline) {
+    Result<pb::Target> got = client_->GetTarget(vol, kTimeout);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    last = *got;
+    const pb::ReplicaStatus* r = FindReplica(last, nodes[2].address);
+    ASSERT_NE(r, nullptr);
+    healthy = r->state() == pb::REPLICA_STATE_HEALTHY && last.rebuilds_completed() == 1;
+    if (!healthy) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(healthy) << last.DebugString();
+  EXPECT_EQ(last.state(), pb::TARGET_STATE_READY);
+  EXPECT_EQ(last.rebuild().state(), pb::REBUILD_STATE_DONE);
+  EXPECT_EQ(last.rebuild().replica(), nodes[2].address);
+  EXPECT_EQ(last.rebuild().source(), nodes[0].address);
+  EXPECT_EQ(last.rebuild().bytes_done(), last.rebuild().bytes_total());
+  EXPECT_GE(last.rebuild_bytes_copied(), a.size() + b.size());
+
+  // The rebuilt replica holds the survivor's bytes, holes included.
+  std::vector<uint8_t> want = ReadFile(nodes[0].data_path, kSize);
+  std::vector<uint8_t> got = ReadFile(nodes[2].data_path, kSize);
+  EXPECT_TRUE(std::equal(a.begin(), a.end(), got.begin()));
+  EXPECT_TRUE(std::equal(b.begin(), b.end(), got.end() - b.size()));
+  EXPECT_TRUE(want == got) << "the rebuilt replica differs from its source";
+
+  // CreateTarget with the live list (any order) is the same target; the
+  // original list is another spec now.
+  pb::CreateTargetRequest live = req;
+  live.clear_replicas();
+  *live.add_replicas() = nodes[2].Endpoint();
+  *live.add_replicas() = nodes[0].Endpoint();
+  Result<pb::Target> again = client_->CreateTarget(live, kTimeout);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->nbd_socket(), t->nbd_socket());
+  EXPECT_EQ(client_->CreateTarget(req, kTimeout).status().code(), StatusCode::kAlreadyExists);
+
+  ASSERT_TRUE(client_->DestroyTarget(vol, kTimeout).ok());
+  for (ReplicaNode& n : nodes) n.Stop();
+}
+
 class EngineServiceTokenTest : public EngineServiceTest {
  protected:
   void SetUp() override { StartEngine("mgmt-secret"); }
@@ -419,6 +615,14 @@ TEST_F(EngineServiceTokenTest, CallsWithoutTheTokenAreUnauthenticated) {
     EXPECT_EQ(c->DestroyTarget("vol-t", kTimeout).code(), StatusCode::kUnauthenticated);
     EXPECT_EQ(c->GetTarget("vol-t", kTimeout).status().code(), StatusCode::kUnauthenticated);
     EXPECT_EQ(c->ListTargets(kTimeout).status().code(), StatusCode::kUnauthenticated);
+    EXPECT_EQ(c->AddTargetReplica("vol-t", pb::ReplicaEndpoint(), kTimeout).status().code(),
+              StatusCode::kUnauthenticated);
+    EXPECT_EQ(c->RemoveTargetReplica("vol-t", "", kTimeout).status().code(),
+              StatusCode::kUnauthenticated);
+    EXPECT_EQ(c->RebuildTargetReplica("vol-t", "", kTimeout).status().code(),
+              StatusCode::kUnauthenticated);
+    EXPECT_EQ(c->SetRebuildRate("vol-t", 1, kTimeout).status().code(),
+              StatusCode::kUnauthenticated);
   }
   // Nothing was created by the rejected CreateReplica calls.
   EXPECT_EQ(client_->GetReplica("vol-1", kTimeout).status().code(), StatusCode::kNotFound);
