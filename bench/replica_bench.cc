@@ -7,6 +7,8 @@
 // and QD32. Prints IOPS, MB/s, p50/p99 latency, CPU time per I/O and the ratio
 // (b)/(a io_uring), plus a 4 KiB TCP ping-pong on 127.0.0.1 so the QD1 latency
 // budget is stated in the same run's units, and the engine's RSS before/after.
+// The targets run interleaved (each workload on (a) then (b)), so the ratios
+// compare measurements taken seconds apart on a shared, noisy machine.
 //
 // CPU per I/O counts every thread of the processes involved (for (b): this
 // process and the engine), so it includes the kernel time of io_uring workers.
@@ -256,7 +258,20 @@ Result Run(const std::string& target_name, Target* t, const Workload& w, uint64_
 }
 
 // 4 KiB each way over 127.0.0.1, blocking sockets, one echo thread.
-double PingPongP50Us(int iterations) {
+// `cpu_a` / `cpu_b` pin the two ends (-1: wherever the scheduler puts them):
+// on a small VM waking a peer on the other vCPU costs several times more than
+// on the same one, so the bench reports both.
+double PingPongP50Us(int iterations, int cpu_a, int cpu_b) {
+  cpu_set_t saved;
+  pthread_getaffinity_np(pthread_self(), sizeof(saved), &saved);
+  auto pin = [](int cpu) {
+    if (cpu < 0) return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+  };
+  pin(cpu_a);
   int lfd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -276,6 +291,7 @@ double PingPongP50Us(int iterations) {
     return true;
   };
   std::thread echo([&] {
+    pin(cpu_b);
     int fd = accept(lfd, nullptr, nullptr);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -299,6 +315,7 @@ double PingPongP50Us(int iterations) {
   close(fd);
   echo.join();
   close(lfd);
+  pthread_setaffinity_np(pthread_self(), sizeof(saved), &saved);
   return Percentile(lat, 0.5);
 }
 
@@ -405,26 +422,33 @@ int main(int argc, char** argv) {
   std::printf("%-22s %-18s %10s %9s %9s %9s %10s\n", "target", "workload", "IOPS", "MB/s",
               "p50(us)", "p99(us)", "cpu(us/io)");
 
-  // (a) raw backends.
+  // (a) raw backends, each on its own file.
+  struct Raw {
+    std::string name;
+    std::unique_ptr<tandem::backend::StorageBackend> backend;
+    std::string path;
+    int fd = -1;
+    std::unique_ptr<RawTarget> target;
+  };
+  std::vector<Raw> raws;
   for (const char* name : {"io_uring", "libaio"}) {
     auto b = tandem::backend::BackendFactory::Create(name);
     if (!b.ok()) {
       std::printf("%-22s unavailable: %s\n", name, b.status().ToString().c_str());
       continue;
     }
-    std::string path = dir + "/raw-" + name;
-    auto fd = (*b)->OpenFile(path.c_str(), true);
+    Raw r;
+    r.name = std::string("raw ") + name;
+    r.backend = std::move(*b);
+    r.path = dir + "/raw-" + name;
+    auto fd = r.backend->OpenFile(r.path.c_str(), true);
     if (!fd.ok() || ftruncate(*fd, static_cast<off_t>(size)) != 0) {
-      std::fprintf(stderr, "cannot create %s\n", path.c_str());
+      std::fprintf(stderr, "cannot create %s\n", r.path.c_str());
       return 1;
     }
-    RawTarget t(b->get(), *fd);
-    for (const Workload& w : kWorkloads) {
-      results.push_back(Run(std::string("raw ") + name, &t, w, size, seconds, lat));
-      print(results.back());
-    }
-    (*b)->CloseFile(*fd);
-    std::filesystem::remove(path);
+    r.fd = *fd;
+    r.target = std::make_unique<RawTarget>(r.backend.get(), r.fd);
+    raws.push_back(std::move(r));
   }
 
   // (b) one replica over loopback TCP.
@@ -447,7 +471,15 @@ int main(int argc, char** argv) {
   long rss_before = RssKiB(e.pid);
   ReplicaTarget rt(&loop, &client, e.pid);
   std::string rname = "replica tcp (" + flags.Get("server-backend") + ")";
+
+  // Interleaved: each workload runs on (a) and (b) back to back, so a change
+  // in the shared machine's load skews both sides of a ratio alike instead of
+  // landing on one of them (sequential phases drifted by 2x here).
   for (const Workload& w : kWorkloads) {
+    for (Raw& r : raws) {
+      results.push_back(Run(r.name, r.target.get(), w, size, seconds, lat));
+      print(results.back());
+    }
     results.push_back(Run(rname, &rt, w, size, seconds, lat));
     print(results.back());
   }
@@ -456,8 +488,14 @@ int main(int argc, char** argv) {
   kill(e.pid, SIGTERM);
   int status = 0;
   waitpid(e.pid, &status, 0);
+  for (Raw& r : raws) {
+    r.backend->CloseFile(r.fd);
+    std::filesystem::remove(r.path);
+  }
 
-  double rtt = PingPongP50Us(20000);
+  double rtt = PingPongP50Us(20000, -1, -1);
+  double rtt_same = PingPongP50Us(20000, 0, 0);
+  double rtt_cross = PingPongP50Us(20000, 0, 1);
 
   // Ratios (b)/(a io_uring).
   std::printf("\nratio replica/raw io_uring:\n");
@@ -474,7 +512,10 @@ int main(int argc, char** argv) {
     std::printf("  %-18s IOPS x%.2f   p50 %+.1f us\n", w.name, b->iops / a->iops,
                 b->p50_us - a->p50_us);
   }
-  std::printf("\n4 KiB TCP ping-pong p50 on 127.0.0.1: %.1f us\n", rtt);
+  std::printf(
+      "\n4 KiB TCP ping-pong p50 on 127.0.0.1: %.1f us (unpinned; pinned same CPU %.1f us, "
+      "CPUs 0/1 %.1f us)\n",
+      rtt, rtt_same, rtt_cross);
   for (const char* wl : {"randwrite 4K qd1", "randread 4K qd1"}) {
     const Result* a = find("raw io_uring", wl);
     const Result* b = find(rname, wl);
