@@ -41,6 +41,11 @@ namespace {
 constexpr const char* kTag = "engine";
 // Management calls still running at shutdown get this long to finish.
 constexpr std::chrono::milliseconds kGrpcShutdownGrace{2000};
+// The replica server's buffer pool splits its bytes evenly over nine size
+// classes (4 KiB .. 1 MiB); below 9 MiB the 1 MiB class is empty and every
+// 1 MiB request (a rebuild window, a large NBD write) waits forever. 16 MiB
+// leaves room for a few.
+constexpr uint64_t kMinBufferPool = 16ull << 20;
 
 tandem::Status ParseListen(const std::string& listen, std::string* host, uint16_t* port) {
   size_t colon = listen.rfind(':');
@@ -160,7 +165,7 @@ int main(int argc, char** argv) {
   flags.Define("create-replica", "", "VOLUME_ID:SIZE[:REPLICA_ID] to create at start (repeatable)");
   flags.Define("busy-poll-us", "0", "poll this long before sleeping (latency vs CPU)");
   flags.Define("cpu", "-1", "pin the I/O thread to this CPU");
-  flags.Define("buffer-pool", "128M", "bytes of aligned I/O buffers");
+  flags.Define("buffer-pool", "128M", "bytes of aligned I/O buffers (at least 16M)");
   flags.Define("port-file", "", "write the bound data port here once listening");
   flags.Define("grpc-listen", "127.0.0.1:9600",
                "management API address HOST:PORT (port 0: any) or unix:/path");
@@ -203,6 +208,9 @@ int main(int argc, char** argv) {
   if (!(st = flags.GetUint("busy-poll-us", &v)).ok()) return Fail(st);
   opts.busy_poll_us = static_cast<uint32_t>(v);
   if (!(st = flags.GetUint("buffer-pool", &v, true)).ok()) return Fail(st);
+  if (v < kMinBufferPool) {
+    return Fail(tandem::Status::InvalidArgument("--buffer-pool must be at least 16M"));
+  }
   opts.buffer_pool_bytes = v;
   opts.cpu = std::atoi(flags.Get("cpu").c_str());
   if (!(st = flags.GetUint("request-timeout-ms", &v)).ok()) return Fail(st);

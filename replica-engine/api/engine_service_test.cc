@@ -100,7 +100,7 @@ class EngineServiceTest : public ::testing::Test {
     replicas_ = std::make_unique<replica::ReplicaManager>(backend_.get(), tmp_ + "/data");
     ASSERT_TRUE(replicas_->LoadAll().ok());
     server::ServerOptions opts;
-    opts.buffer_pool_bytes = 8 << 20;
+    opts.buffer_pool_bytes = 16 << 20;  // a 1 MiB buffer in every size class
     replica_server_ =
         std::make_unique<server::ReplicaServer>(replicas_.get(), backend_.get(), opts);
     ASSERT_TRUE(replica_server_->Start().ok());
@@ -466,7 +466,9 @@ struct ReplicaNode {
     ASSERT_TRUE(manager->Create(cfg).ok());
     data_path = dir + "/" + volume + "/data";
     server::ServerOptions opts;
-    opts.buffer_pool_bytes = 8 << 20;
+    // Room for a 1 MiB buffer in every size class: the rebuild copies 1 MiB
+    // windows (an 8 MiB pool has none of that size).
+    opts.buffer_pool_bytes = 16 << 20;
     server = std::make_unique<server::ReplicaServer>(manager.get(), backend, opts);
     ASSERT_TRUE(server->Start().ok());
     address = "127.0.0.1:" + std::to_string(server->port());
@@ -522,7 +524,8 @@ TEST_F(EngineServiceTest, AddTargetReplicaRebuildsAFreshReplicaUntilHealthy) {
   }
   // The same data on the two original replicas (as a mirror left them), in
   // two extents with a hole between them.
-  std::vector<uint8_t> a(256 << 10), b(64 << 10);
+  // `a` spans more than one 1 MiB copy window.
+  std::vector<uint8_t> a(1536 << 10), b(64 << 10);
   for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<uint8_t>(i * 7 + 1);
   for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<uint8_t>(i * 13 + 5);
   for (int i = 0; i < 2; ++i) {

@@ -30,7 +30,7 @@ start_engine() {
   local log="$1"; shift
   rm -f "$tmp/grpc.port" "$tmp/data.port"
   "$engine_bin" --data-dir="$tmp/data" --listen=127.0.0.1:0 --grpc-listen=127.0.0.1:0 \
-    --grpc-port-file="$tmp/grpc.port" --port-file="$tmp/data.port" --node-id=test-node --buffer-pool=8M "$@" \
+    --grpc-port-file="$tmp/grpc.port" --port-file="$tmp/data.port" --node-id=test-node --buffer-pool=16M "$@" \
     >"$tmp/$log" 2>&1 &
   pid=$!
   for _ in $(seq 1 200); do
@@ -102,7 +102,7 @@ expect 0 '^usage: tandemctl' "$ctl_bin" --help
 # closes the replicas it had opened cleanly (checked after the restart below).
 timeout 20 "$engine_bin" --data-dir="$tmp/data2" --listen=127.0.0.1:0 \
   --grpc-listen="127.0.0.1:$(cat "$tmp/grpc.port")" --create-replica=vol-y:4M:ry \
-  --buffer-pool=8M >"$tmp/engine-busy.log" 2>&1
+  --buffer-pool=16M >"$tmp/engine-busy.log" 2>&1
 rc=$?
 [ "$rc" -eq 1 ] || fail "engine on a gRPC port in use exited $rc, want 1"
 grep -q 'cannot listen for gRPC' "$tmp/engine-busy.log" || fail "engine-busy.log names no gRPC error"
