@@ -133,6 +133,7 @@ start_engine() {
     --grpc-listen="127.0.0.1:$grpc_port" --grpc-port-file="$dir/grpc_port" \
     --nbd-dir="$dir/nbd" "$@"
   local pid="${TC_PID_OF[$name]}"
+  disown "$pid"  # engines are watched by pid; no "Killed" job notices from bash
   echo "$pid" >"$dir/pid"
   local deadline=$((SECONDS + 20))
   until [ -s "$dir/port" ] && [ -s "$dir/grpc_port" ]; do
@@ -176,7 +177,6 @@ kill9_engine() {
   local pid; pid="$(engine_pid "$1")"
   kill -KILL "$pid" 2>/dev/null || true
   _wait_exit "$pid" 10 || tc_fail "engine $1 survived SIGKILL"
-  { wait "$pid"; } 2>/dev/null || true  # reap it here, without bash's "Killed" notice
 }
 sigstop_engine() { kill -STOP "$(engine_pid "$1")"; }
 sigcont_engine() { kill -CONT "$(engine_pid "$1")" 2>/dev/null || true; }
