@@ -495,7 +495,9 @@ TEST_F(NbdServerTest, GarbageOptionMagicClosesOnlyThatConnection) {
   ASSERT_TRUE(good.Connect());
   RawClient bad(socket_);
   ASSERT_TRUE(bad.Hello());
-  ASSERT_TRUE(bad.SendOption(kOptGo, "garbage", 0, 0x0123456789abcdefull));
+  // The server may close as soon as it has the 16-byte header, before the
+  // option data is sent: the send may fail; the close is what matters.
+  (void)bad.SendOption(kOptGo, "garbage", 0, 0x0123456789abcdefull);
   EXPECT_TRUE(bad.WaitClosed());
   EXPECT_EQ(Stats().connections_closed_bad_input, 1u);
   // The connection opened before keeps working, and new ones are accepted.
