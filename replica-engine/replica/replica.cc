@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cinttypes>
+#include <cstdlib>
+#include <cstring>
 
 #include "common/logging.h"
 
@@ -91,6 +93,17 @@ Status SyncDir(const std::string& dir) {
   return Status::Ok();
 }
 
+// The meta file opened a second time, through the backend (O_DIRECT), for
+// asynchronous persists. -1 when that fails (e.g. a file system without
+// O_DIRECT): the replica then persists synchronously only.
+int OpenDirectMeta(backend::StorageBackend* backend, const std::string& path) {
+  Result<int> fd = backend->OpenFile(path.c_str(), /*create=*/false);
+  if (fd.ok()) return *fd;
+  TLOG_WARN(kTag, "%s: no O_DIRECT handle (%s); dirty-map updates will be synchronous",
+            path.c_str(), fd.status().ToString().c_str());
+  return -1;
+}
+
 std::string ParentDir(const std::string& path) {
   size_t end = path.find_last_not_of('/');
   if (end == std::string::npos) return "/";
@@ -120,15 +133,17 @@ Status ValidateId(const char* field, const std::string& id) {
 }
 
 Replica::Replica(backend::StorageBackend* backend, std::string dir, int fd,
-                 std::unique_ptr<MetadataFile> meta, bool was_clean)
+                 std::unique_ptr<MetadataFile> meta, bool was_clean, int direct_meta_fd)
     : backend_(backend),
       dir_(std::move(dir)),
       fd_(fd),
       meta_(std::move(meta)),
-      was_clean_(was_clean) {}
+      was_clean_(was_clean),
+      direct_meta_fd_(direct_meta_fd) {}
 
 Replica::~Replica() {
   if (!closed_ && fd_ >= 0) backend_->CloseFile(fd_);
+  if (direct_meta_fd_ >= 0) backend_->CloseFile(direct_meta_fd_);
 }
 
 Result<std::unique_ptr<Replica>> Replica::Create(backend::StorageBackend* backend,
@@ -197,8 +212,9 @@ Result<std::unique_ptr<Replica>> Replica::Create(backend::StorageBackend* backen
             config.volume_id.c_str(), config.replica_id.c_str(), dir.c_str(), config.size,
             data_path.c_str());
   // A new replica's data is all zeroes on every peer: nothing to resync.
+  const int direct_meta = OpenDirectMeta(backend, meta_path);
   return std::unique_ptr<Replica>(
-      new Replica(backend, dir, fd, std::move(*meta), /*was_clean=*/true));
+      new Replica(backend, dir, fd, std::move(*meta), /*was_clean=*/true, direct_meta));
 }
 
 Result<std::unique_ptr<Replica>> Replica::Open(backend::StorageBackend* backend,
@@ -223,12 +239,21 @@ Result<std::unique_ptr<Replica>> Replica::Open(backend::StorageBackend* backend,
     TLOG_WARN(kTag, "replica %s in %s was not shut down cleanly", md.volume_id.c_str(),
               dir.c_str());
   }
-  return std::unique_ptr<Replica>(new Replica(backend, dir, fd, std::move(meta), was_clean));
+  const int direct_meta = OpenDirectMeta(backend, MetaPath(dir));
+  return std::unique_ptr<Replica>(
+      new Replica(backend, dir, fd, std::move(meta), was_clean, direct_meta));
 }
 
 Status Replica::Close() {
   if (closed_) return Status::Ok();
+  if (persist_in_flight_) {
+    return Status::FailedPrecondition("replica " + dir_ + ": metadata write still in flight");
+  }
   closed_ = true;
+  if (direct_meta_fd_ >= 0) {
+    backend_->CloseFile(direct_meta_fd_);
+    direct_meta_fd_ = -1;
+  }
   // Data first: clean_shutdown = true promises every acknowledged write is on
   // disk, so it may only be written after the flush succeeded.
   Status st;
@@ -243,15 +268,31 @@ Status Replica::Close() {
   return st;
 }
 
+Status Replica::CheckCanUpdate() const {
+  if (closed_) return Status::FailedPrecondition("replica " + dir_ + " is closed");
+  if (persist_in_flight_) {
+    return Status::Unavailable("replica " + dir_ + ": a metadata write is in flight");
+  }
+  return Status::Ok();
+}
+
 Status Replica::UpdateMetadata(const ReplicaMetadata& md) {
   TANDEM_RETURN_IF_ERROR(meta_->Update(md));
   // md was copied from current(), so it carried every in-memory dirty bit.
   dirty_unsynced_ = false;
+  durable_seq_ = change_seq_;
+  return Status::Ok();
+}
+
+Status Replica::SyncRecord() {
+  TANDEM_RETURN_IF_ERROR(meta_->Sync());
+  dirty_unsynced_ = false;
+  durable_seq_ = change_seq_;
   return Status::Ok();
 }
 
 Status Replica::SetHighestEpoch(uint64_t epoch) {
-  if (closed_) return Status::FailedPrecondition("replica " + dir_ + " is closed");
+  TANDEM_RETURN_IF_ERROR(CheckCanUpdate());
   if (meta_->current().highest_epoch == epoch) return Status::Ok();
   ReplicaMetadata md = meta_->current();
   md.highest_epoch = epoch;
@@ -259,7 +300,7 @@ Status Replica::SetHighestEpoch(uint64_t epoch) {
 }
 
 Status Replica::SetGeneration(uint64_t generation, bool track_dirty) {
-  if (closed_) return Status::FailedPrecondition("replica " + dir_ + " is closed");
+  TANDEM_RETURN_IF_ERROR(CheckCanUpdate());
   const ReplicaMetadata& cur = meta_->current();
   if (generation < cur.generation) {
     return Status::FailedPrecondition("generation " + std::to_string(generation) +
@@ -284,7 +325,7 @@ Status Replica::SetGeneration(uint64_t generation, bool track_dirty) {
   } else if (!old_tracking) {
     md->dirty_since_generation = generation;
   }
-  Status st = meta_->Sync();
+  Status st = SyncRecord();
   if (!st.ok()) {
     // Undo: the server must not believe a generation or tracking state the
     // disk does not have (a write could then skip its dirty mark).
@@ -293,7 +334,6 @@ Status Replica::SetGeneration(uint64_t generation, bool track_dirty) {
     md->dirty_since_generation = old_since;
     return st;
   }
-  dirty_unsynced_ = false;
   return Status::Ok();
 }
 
@@ -352,7 +392,7 @@ Status Replica::FindAllocated(uint64_t offset, uint64_t length, DataExtent* out,
 }
 
 Status Replica::SetRebuildCursor(uint64_t cursor, uint64_t generation) {
-  if (closed_) return Status::FailedPrecondition("replica " + dir_ + " is closed");
+  TANDEM_RETURN_IF_ERROR(CheckCanUpdate());
   const ReplicaMetadata& cur = meta_->current();
   if (cursor > cur.size) {
     return Status::OutOfRange("rebuild cursor " + std::to_string(cursor) +
@@ -365,14 +405,13 @@ Status Replica::SetRebuildCursor(uint64_t cursor, uint64_t generation) {
   const uint64_t old_generation = md->rebuild_generation;
   md->rebuild_cursor = cursor;
   md->rebuild_generation = generation;
-  Status st = meta_->Sync();
+  Status st = SyncRecord();
   if (!st.ok()) {
     // Undo: GET_INFO must not report a checkpoint the disk does not have.
     md->rebuild_cursor = old_cursor;
     md->rebuild_generation = old_generation;
     return st;
   }
-  dirty_unsynced_ = false;
   return Status::Ok();
 }
 
@@ -413,7 +452,10 @@ bool Replica::SetRegions(uint64_t first, uint64_t last, bool dirty) {
 
 bool Replica::NoteWrite(uint64_t offset, uint64_t length) {
   const uint32_t region = meta_->current().dirty_region_size;
-  if (SetRegions(offset / region, (offset + length - 1) / region, true)) dirty_unsynced_ = true;
+  if (SetRegions(offset / region, (offset + length - 1) / region, true)) {
+    dirty_unsynced_ = true;
+    ++change_seq_;
+  }
   // Conservative: while any bit is unsynced, even a write whose own bits were
   // already set may be relying on a bit another pending write set, so it
   // waits for the same SyncDirty() (which covers all of them at once).
@@ -422,22 +464,23 @@ bool Replica::NoteWrite(uint64_t offset, uint64_t length) {
 
 Status Replica::SyncDirty() {
   if (!dirty_unsynced_) return Status::Ok();
-  if (closed_) return Status::FailedPrecondition("replica " + dir_ + " is closed");
-  TANDEM_RETURN_IF_ERROR(meta_->Sync());
-  dirty_unsynced_ = false;
-  return Status::Ok();
+  TANDEM_RETURN_IF_ERROR(CheckCanUpdate());
+  return SyncRecord();
 }
 
 Status Replica::MarkDirty(uint64_t offset, uint64_t length) {
-  if (closed_) return Status::FailedPrecondition("replica " + dir_ + " is closed");
+  TANDEM_RETURN_IF_ERROR(CheckCanUpdate());
   TANDEM_RETURN_IF_ERROR(CheckRange(offset, length));
   const uint32_t region = meta_->current().dirty_region_size;
-  if (SetRegions(offset / region, (offset + length - 1) / region, true)) dirty_unsynced_ = true;
+  if (SetRegions(offset / region, (offset + length - 1) / region, true)) {
+    dirty_unsynced_ = true;
+    ++change_seq_;
+  }
   return SyncDirty();
 }
 
 Status Replica::ClearDirty(uint64_t offset, uint64_t length) {
-  if (closed_) return Status::FailedPrecondition("replica " + dir_ + " is closed");
+  TANDEM_RETURN_IF_ERROR(CheckCanUpdate());
   TANDEM_RETURN_IF_ERROR(CheckRange(offset, length));
   const ReplicaMetadata& md = meta_->current();
   const uint32_t region = md.dirty_region_size;
@@ -452,9 +495,56 @@ Status Replica::ClearDirty(uint64_t offset, uint64_t length) {
   }
   // A failed Sync leaves the bits cleared in memory but set on disk; that is
   // the safe direction (the disk over-reports), and the next Sync retries.
-  TANDEM_RETURN_IF_ERROR(meta_->Sync());
-  dirty_unsynced_ = false;
+  return SyncRecord();
+}
+
+Status Replica::StartPersist(backend::StorageBackend* backend, backend::IoDoneFn done, void* ctx) {
+  TANDEM_RETURN_IF_ERROR(CheckCanUpdate());
+  if (direct_meta_fd_ < 0) return Status::FailedPrecondition("no O_DIRECT meta handle");
+  const size_t slot = meta_->slot_size();
+  if (slot > UINT32_MAX) return Status::FailedPrecondition("metadata slot too large");
+  if (persist_buf_ == nullptr) {
+    // Kept for the replica's life: one slot, allocated at the first persist.
+    persist_buf_.reset(
+        static_cast<uint8_t*>(std::aligned_alloc(backend::kDirectIoAlignment, slot)));
+    if (persist_buf_ == nullptr) return Status::ResourceExhausted("metadata slot buffer");
+  }
+  // The image is a snapshot: bits set after this wait for the next persist.
+  TANDEM_RETURN_IF_ERROR(meta_->EncodeNext(persist_buf_.get()));
+  persist_covers_ = change_seq_;
+  persist_req_ = backend::IoRequest{};
+  persist_req_.op = backend::IoOp::kWrite;
+  // FUA (RWF_DSYNC): durable at completion, with no separate flush; the slot's
+  // blocks were allocated and synced at Create, so nothing else needs syncing.
+  persist_req_.flags = backend::kFlagFua;
+  persist_req_.fd = direct_meta_fd_;
+  persist_req_.offset = meta_->next_slot_offset();
+  persist_req_.length = static_cast<uint32_t>(slot);
+  persist_req_.buf = persist_buf_.get();
+  persist_req_.done = done;
+  persist_req_.ctx = ctx;
+  persist_in_flight_ = true;
+  backend->Queue(&persist_req_);
   return Status::Ok();
+}
+
+Status Replica::FinishPersist(int32_t result) {
+  persist_in_flight_ = false;
+  if (result == static_cast<int32_t>(persist_req_.length)) {
+    meta_->CommitNext();
+    durable_seq_ = std::max(durable_seq_, persist_covers_);
+    dirty_unsynced_ = durable_seq_ != change_seq_;
+    return Status::Ok();
+  }
+  // The slot may be torn; the current slot still holds the previous record.
+  // Writes waiting for these bits fail; bumping the sequence makes the next
+  // write that needs them (already set in memory) wait for a fresh persist.
+  failed_seq_ = persist_covers_;
+  ++change_seq_;
+  dirty_unsynced_ = true;
+  if (result < 0) return PosixError("persisting metadata of " + dir_, -result);
+  return Status::Internal("persisting metadata of " + dir_ + ": short write of " +
+                          std::to_string(result) + " bytes");
 }
 
 }  // namespace tandem::replica

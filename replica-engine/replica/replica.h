@@ -18,8 +18,20 @@
 // memory but not yet persisted are harmless (a superset of the truth only
 // makes a rebuild copy more); what must never happen is a write reaching the
 // disk before its bit does.
+//
+// Asynchronous persist (the replica server's first-touch path): instead of
+// SyncDirty(), the server may StartPersist() — one O_DIRECT write of the next
+// metadata slot with FUA, queued on its StorageBackend, durable when it
+// completes (like pwrite + fdatasync, without blocking the loop) — and hand
+// the completion to FinishPersist(). Writes parked by NoteWrite() remember
+// dirty_seq() and are released once dirty_durable(seq) (or failed once
+// dirty_failed(seq)). While a persist is in flight every synchronous metadata
+// update (SetHighestEpoch, SetGeneration, SetRebuildCursor, the dirty-map
+// calls, Close) returns UNAVAILABLE without changing anything: both would
+// write the same slot; the server defers them until FinishPersist().
 
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -124,6 +136,32 @@ class Replica {
   Status SyncDirty();
   // Whether the in-memory dirty map has bits the disk does not have yet.
   bool dirty_unsynced() const { return dirty_unsynced_; }
+
+  // Asynchronous persist (see the top of this file). False when the meta
+  // file could not be opened for O_DIRECT (then only SyncDirty() persists).
+  bool can_persist_async() const { return direct_meta_fd_ >= 0; }
+  bool persist_in_flight() const { return persist_in_flight_; }
+  // Grows with every NoteWrite()/MarkDirty() that sets a bit (and after a
+  // failed persist); a write parked now needs a persist covering this value.
+  uint64_t dirty_seq() const { return change_seq_; }
+  // Every bit set up to `seq` is on disk.
+  bool dirty_durable(uint64_t seq) const { return durable_seq_ >= seq; }
+  // The persist that was to cover `seq` failed (and nothing later covered it):
+  // a write parked at `seq` must fail without reaching the disk.
+  bool dirty_failed(uint64_t seq) const { return seq <= failed_seq_ && durable_seq_ < seq; }
+  // Encodes the record into the next slot and queues its write (kWrite with
+  // kFlagFua on the O_DIRECT meta fd) on `backend`; `done(req)` runs from
+  // backend->Reap() with req->ctx == ctx and must call FinishPersist(req->result).
+  // REQUIRES: can_persist_async(), !persist_in_flight(), the caller owns
+  // `backend`'s thread and keeps this replica alive until `done` ran.
+  Status StartPersist(backend::StorageBackend* backend, backend::IoDoneFn done, void* ctx);
+  // The request StartPersist() queued (to recognise its completion).
+  const backend::IoRequest* persist_request() const { return &persist_req_; }
+  // Completes the persist: `result` is the write's (bytes or -errno). OK:
+  // the slot is now the current one and dirty_durable() covers every bit set
+  // before StartPersist(). Otherwise IO_ERROR, dirty_failed() covers them and
+  // the disk keeps the previous record (a later persist retries).
+  Status FinishPersist(int32_t result);
   // Marks every region overlapping the range and persists (if anything is
   // not yet durable). length 0 is INVALID_ARGUMENT.
   Status MarkDirty(uint64_t offset, uint64_t length);
@@ -135,7 +173,12 @@ class Replica {
 
  private:
   Replica(backend::StorageBackend* backend, std::string dir, int fd,
-          std::unique_ptr<MetadataFile> meta, bool was_clean);
+          std::unique_ptr<MetadataFile> meta, bool was_clean, int direct_meta_fd);
+  // UNAVAILABLE while an asynchronous persist is in flight, FAILED_PRECONDITION
+  // once closed.
+  Status CheckCanUpdate() const;
+  // meta_->Sync() that, on success, notes every in-memory dirty bit durable.
+  Status SyncRecord();
   Status CheckRange(uint64_t offset, uint64_t length) const;
   // Sets (or clears) the bits of regions [first, last]; true if any changed.
   bool SetRegions(uint64_t first, uint64_t last, bool dirty);
@@ -150,6 +193,16 @@ class Replica {
   bool closed_ = false;
   // The in-memory dirty map has bits the disk does not (yet) have.
   bool dirty_unsynced_ = false;
+
+  // Asynchronous persist state (the server's loop thread only).
+  int direct_meta_fd_;  // the meta file opened through backend_, O_DIRECT; -1: none
+  std::unique_ptr<uint8_t, void (*)(void*)> persist_buf_{nullptr, &std::free};  // slot image
+  backend::IoRequest persist_req_;
+  bool persist_in_flight_ = false;
+  uint64_t change_seq_ = 0;
+  uint64_t durable_seq_ = 0;
+  uint64_t failed_seq_ = 0;
+  uint64_t persist_covers_ = 0;  // change_seq_ when the in-flight persist was encoded
 };
 
 }  // namespace tandem::replica

@@ -8,6 +8,7 @@
 #include <cinttypes>
 #include <cstring>
 #include <string_view>
+#include <utility>
 
 #include "common/coding.h"
 #include "common/crc32c.h"
@@ -227,6 +228,14 @@ size_t MetadataSlotSize(uint64_t size, uint32_t dirty_region_size) {
 
 Status EncodeMetadataSlot(const ReplicaMetadata& md, uint64_t seq, size_t slot_size,
                           std::string* out) {
+  std::string image(slot_size, '\0');
+  TANDEM_RETURN_IF_ERROR(
+      EncodeMetadataSlotTo(md, seq, slot_size, reinterpret_cast<uint8_t*>(image.data())));
+  *out = std::move(image);
+  return Status::Ok();
+}
+
+Status EncodeMetadataSlotTo(const ReplicaMetadata& md, uint64_t seq, size_t slot_size, uint8_t* p) {
   TANDEM_RETURN_IF_ERROR(ValidateFields(md, md.dirty_map.size()));
   const size_t header = HeaderLength(md, kFormatVersion);
   const size_t total = header + md.dirty_map.size();
@@ -234,8 +243,7 @@ Status EncodeMetadataSlot(const ReplicaMetadata& md, uint64_t seq, size_t slot_s
     return Status::InvalidArgument("metadata needs " + std::to_string(total) + " bytes, slot has " +
                                    std::to_string(slot_size));
   }
-  out->assign(slot_size, '\0');
-  auto* p = reinterpret_cast<uint8_t*>(out->data());
+  std::memset(p, 0, slot_size);
   std::memcpy(p + kMagicOffset, kMagic, sizeof(kMagic));
   EncodeFixed32(p + kVersionOffset, kFormatVersion);
   EncodeFixed32(p + kHeaderLengthOffset, static_cast<uint32_t>(header));
@@ -436,5 +444,14 @@ Status MetadataFile::Update(const ReplicaMetadata& md) {
 }
 
 Status MetadataFile::Sync() { return WriteNextSlot(current_); }
+
+Status MetadataFile::EncodeNext(uint8_t* buf) const {
+  return EncodeMetadataSlotTo(current_, seq_ + 1, slot_size_, buf);
+}
+
+void MetadataFile::CommitNext() {
+  seq_ += 1;
+  current_slot_ = 1 - current_slot_;
+}
 
 }  // namespace tandem::replica

@@ -56,6 +56,10 @@ struct ReplicaMetadata {
 // field is out of range. Exposed for tests and the fuzzer.
 Status EncodeMetadataSlot(const ReplicaMetadata& md, uint64_t seq, size_t slot_size,
                           std::string* out);
+// The same into out[0, slot_size) (a caller's buffer, e.g. aligned for
+// O_DIRECT); out is untouched on error.
+Status EncodeMetadataSlotTo(const ReplicaMetadata& md, uint64_t seq, size_t slot_size,
+                            uint8_t* out);
 // Parses a slot image; DATA_LOSS on bad magic/crc/lengths. Never reads outside
 // [data, data + n). Accepts format versions 1 to 3 (kMetadataFormatVersion);
 // the encoder always writes the current version.
@@ -92,6 +96,18 @@ class MetadataFile {
   ReplicaMetadata* mutable_current() { return &current_; }
   // Durably writes current() (other slot, then fdatasync), like Update(current()).
   Status Sync();
+
+  // The same update split for a caller that does the I/O itself (the replica
+  // server, asynchronously through its StorageBackend): EncodeNext() encodes
+  // current() with the next sequence number into buf[0, slot_size()) for the
+  // file offset next_slot_offset(); once that image is durable on disk,
+  // CommitNext() makes it the current slot. Nothing else may write the file
+  // in between (Update/Sync would pick the same slot).
+  size_t slot_size() const { return slot_size_; }
+  const std::string& path() const { return path_; }
+  uint64_t next_slot_offset() const { return uint64_t(1 - current_slot_) * slot_size_; }
+  Status EncodeNext(uint8_t* buf) const;
+  void CommitNext();
 
  private:
   MetadataFile(std::string path, UniqueFd fd, size_t slot_size, ReplicaMetadata md, uint64_t seq,

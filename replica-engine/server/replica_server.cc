@@ -103,6 +103,8 @@ void ReplicaServer::Stop() {
   loop_.RemoveIdler(this);
   sessions_.clear();
   volumes_.clear();
+  persists_.clear();  // empty: the loop ran until the backend had nothing in flight
+  persists_done_.clear();
   TLOG_INFO(kTag, "stopped");
 }
 
@@ -153,11 +155,14 @@ void ReplicaServer::OnBackendEvents() {
 }
 
 void ReplicaServer::BeforeWait() {
-  // Parked writes first (persisting their dirty bits lets them go to the
-  // backend in this iteration's Submit); failing them queues replies, and
-  // servicing sessions may park more writes, so repeat until both are empty.
+  // Sessions first: one stalled on a metadata request retries it now, before
+  // RunDirtyWaiters starts the next asynchronous persist (else a steady
+  // stream of first touches could keep it waiting forever). Then the parked
+  // writes: release those whose bits became durable and start the persist
+  // for the rest, so both go out in this iteration's Submit. Failing writes
+  // queues replies and servicing may park more writes, so repeat until
+  // neither happened.
   do {
-    RunDirtyWaiters();
     // Service() may queue more sessions (a freed slot unstalls a peer); index loop.
     for (size_t i = 0; i < tx_pending_.size(); ++i) {
       ReplicaSession* s = tx_pending_[i];
@@ -165,8 +170,10 @@ void ReplicaServer::BeforeWait() {
       s->Service();
     }
     tx_pending_.clear();
-  } while (!dirty_waiting_.empty());
+    RunDirtyWaiters();
+  } while (dirty_new_ || !tx_pending_.empty());
   backend_->Submit();
+  persists_done_.clear();
   if (!graveyard_.empty()) {
     for (ReplicaSession* dead : graveyard_) {
       auto it = std::find_if(sessions_.begin(), sessions_.end(),
@@ -185,20 +192,55 @@ void ReplicaServer::MarkTxPending(ReplicaSession* session) {
 }
 
 void ReplicaServer::MarkDirtyWaiting(ReplicaSession* session) {
+  dirty_new_ = true;
   if (session->dirty_waiting_) return;
   session->dirty_waiting_ = true;
   dirty_waiting_.push_back(session);
 }
 
 void ReplicaServer::RunDirtyWaiters() {
+  dirty_new_ = false;
   // Sessions are deleted only in BeforeWait after this, and a session with
-  // parked writes has inflight_ > 0, so every entry is alive.
+  // parked writes has inflight_ > 0, so every entry is alive. Sessions still
+  // waiting for a persist in flight stay listed (compacted in place).
+  size_t keep = 0;
   for (size_t i = 0; i < dirty_waiting_.size(); ++i) {
     ReplicaSession* s = dirty_waiting_[i];
-    s->dirty_waiting_ = false;
-    s->ResumeDirtyWaiters();
+    if (s->ResumeDirtyWaiters()) {
+      dirty_waiting_[keep++] = s;
+    } else {
+      s->dirty_waiting_ = false;
+    }
   }
-  dirty_waiting_.clear();
+  dirty_waiting_.resize(keep);
+}
+
+Status ReplicaServer::StartPersist(const std::shared_ptr<replica::Replica>& replica) {
+  TANDEM_RETURN_IF_ERROR(replica->StartPersist(backend_, &ReplicaServer::OnPersistDone, this));
+  ++stats_.dirty_map_syncs;
+  persists_.push_back(PersistInFlight{replica, replica->persist_request(), nullptr});
+  return Status::Ok();
+}
+
+void ReplicaServer::OnPersistDone(backend::IoRequest* req) {
+  auto* self = static_cast<ReplicaServer*>(req->ctx);
+  auto it = std::find_if(self->persists_.begin(), self->persists_.end(),
+                         [req](const PersistInFlight& p) { return p.req == req; });
+  if (it == self->persists_.end()) return;  // not reached: every persist is listed
+  Status st = it->replica->FinishPersist(req->result);
+  if (!st.ok()) {
+    ++self->stats_.dirty_map_sync_failures;
+    TLOG_ERROR(kTag, "%s", st.ToString().c_str());
+  }
+  if (it->waiter != nullptr && --it->waiter->pending == 0) it->waiter->Signal();
+  self->persists_done_.push_back(std::move(it->replica));
+  self->persists_.erase(it);
+  // The parked writes it covered are released by the next BeforeWait (their
+  // sessions are still listed in dirty_waiting_); requests that waited for
+  // the metadata to be free are parsed again.
+  for (auto& s : self->sessions_) {
+    if (s->stalled() && !s->closing()) self->MarkTxPending(s.get());
+  }
 }
 
 Status ReplicaServer::DetachVolume(const std::string& volume_id) {
@@ -219,6 +261,12 @@ void ReplicaServer::StartDetach(const std::string& volume_id, DetachWaiter* wait
     s->detach_waiter_ = waiter;
     ++waiter->pending;
     s->Close("volume detached", false);
+  }
+  // A metadata write still in flight on the replica's meta file.
+  for (PersistInFlight& p : persists_) {
+    if (p.replica->metadata().volume_id != volume_id) continue;
+    p.waiter = waiter;
+    ++waiter->pending;
   }
   volumes_.erase(volume_id);
   TLOG_INFO(kTag, "volume '%s': detached %d session(s)", volume_id.c_str(), waiter->pending - 1);
@@ -257,7 +305,7 @@ void ReplicaServer::DetachSession(ReplicaSession* session) {
 
 protocol::WireStatus ReplicaServer::AcceptHello(ReplicaSession* session,
                                                 const protocol::HelloRequest& hello,
-                                                VolumeState** out) {
+                                                VolumeState** out, bool* retry) {
   using protocol::WireStatus;
   if (!options_.auth_token.empty() && !TokenEquals(hello.token, options_.auth_token)) {
     return WireStatus::kAuthFailed;
@@ -274,6 +322,11 @@ protocol::WireStatus ReplicaServer::AcceptHello(ReplicaSession* session,
   VolumeState& vol = it->second;
   if (hello.epoch < vol.highest_epoch) return WireStatus::kStaleEpoch;
   if (hello.epoch > vol.highest_epoch) {
+    if (vol.replica->persist_in_flight()) {
+      ++stats_.requests_waited_for_metadata;
+      *retry = true;  // SetHighestEpoch would write the same slot
+      return WireStatus::kOk;
+    }
     // Persist before answering: after a restart the replica must still refuse
     // the older target.
     Status st = vol.replica->SetHighestEpoch(hello.epoch);

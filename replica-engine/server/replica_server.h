@@ -24,10 +24,19 @@
 // data file, two syscalls per extent).
 // While a replica tracks dirty regions, a WRITE/TRIM/WRITE_ZEROES whose
 // regions are already durably dirty goes straight to the backend; one that
-// dirties a clean region is parked until BeforeWait, which persists the map
-// once for every write parked in that loop iteration and then submits them.
-// A failed persist fails the parked writes with IO_ERROR; nothing reaches the
-// disk before its dirty bit does.
+// dirties a clean region is parked. BeforeWait starts one asynchronous
+// persist of the replica's metadata for every write parked in that loop
+// iteration (Replica::StartPersist: an O_DIRECT FUA write of the next slot,
+// through the same StorageBackend, so the loop keeps serving every other
+// request meanwhile); its completion releases the writes it covers to the
+// backend. Writes parked while a persist is in flight wait for the next one,
+// started as soon as it completes (group commit). A failed persist fails the
+// writes it covered with IO_ERROR; nothing reaches the disk before its dirty
+// bit does. While a replica's persist is in flight, the requests that update
+// its metadata synchronously (SET_GENERATION, MARK_DIRTY, CLEAR_DIRTY,
+// SET_REBUILD_CURSOR, a HELLO raising the epoch) wait: the session stops
+// parsing (in order) until the persist completes. A replica whose meta file
+// cannot be opened O_DIRECT persists synchronously, as those requests do.
 
 #include <condition_variable>
 #include <cstdint>
@@ -71,9 +80,13 @@ struct ServerStats {
   uint64_t bytes_read = 0;
   uint64_t bytes_written = 0;
   // Writes that dirtied a clean region and waited for a dirty-map persist,
-  // and the persists done for them (fewer when batched).
+  // and the persists done for them (fewer when batched), of which failed.
   uint64_t writes_parked_for_dirty_map = 0;
   uint64_t dirty_map_syncs = 0;
+  uint64_t dirty_map_sync_failures = 0;
+  // Times a metadata-changing request (or epoch-raising HELLO) found its
+  // replica's metadata busy with an asynchronous persist and waited.
+  uint64_t requests_waited_for_metadata = 0;
 };
 
 class ReplicaSession;
@@ -141,8 +154,10 @@ class ReplicaServer final : private EventLoop::Handler, private EventLoop::Idler
   // Session callbacks (loop thread).
   // Resolves the volume and applies fencing; returns the WireStatus for the
   // HELLO reply and, on kOk, the volume state the session is bound to.
+  // *retry: the HELLO raises the epoch while the replica's metadata is busy
+  // with an asynchronous persist; the session retries it later.
   protocol::WireStatus AcceptHello(ReplicaSession* session, const protocol::HelloRequest& hello,
-                                   VolumeState** out);
+                                   VolumeState** out, bool* retry);
   void DetachSession(ReplicaSession* session);
   // Queues the session for Service() in BeforeWait (once per iteration).
   void MarkTxPending(ReplicaSession* session);
@@ -151,6 +166,10 @@ class ReplicaServer final : private EventLoop::Handler, private EventLoop::Idler
   // A session parked a write until its dirty bits are persisted.
   void MarkDirtyWaiting(ReplicaSession* session);
   void RunDirtyWaiters();
+  // Starts an asynchronous persist of `replica`'s metadata and keeps the
+  // replica alive until it completes.
+  Status StartPersist(const std::shared_ptr<replica::Replica>& replica);
+  static void OnPersistDone(backend::IoRequest* req);
   void StartDetach(const std::string& volume_id, DetachWaiter* waiter);
 
   class BackendHandler;
@@ -171,6 +190,18 @@ class ReplicaServer final : private EventLoop::Handler, private EventLoop::Idler
   std::vector<std::unique_ptr<ReplicaSession>> sessions_;
   std::vector<ReplicaSession*> tx_pending_;
   std::vector<ReplicaSession*> dirty_waiting_;
+  bool dirty_new_ = false;  // a write was parked since RunDirtyWaiters
+  // Asynchronous metadata persists in flight: the replica is kept alive (and
+  // a DetachVolume waits) until the write completes.
+  struct PersistInFlight {
+    std::shared_ptr<replica::Replica> replica;
+    const backend::IoRequest* req = nullptr;
+    DetachWaiter* waiter = nullptr;
+  };
+  std::vector<PersistInFlight> persists_;
+  // Replicas whose persist completed, released in BeforeWait (not inside the
+  // completion, which runs on the replica's own IoRequest).
+  std::vector<std::shared_ptr<replica::Replica>> persists_done_;
   std::vector<ReplicaSession*> graveyard_;
   bool pool_starved_ = false;  // some session waits for a buffer
   bool stopping_ = false;

@@ -160,7 +160,11 @@ WireStatus ReplicaSession::CheckRange(const FrameHeader& h, bool needs_length) c
 bool ReplicaSession::HandleRequest(const FrameHeader& h, const uint8_t* payload) {
   if (h.op() == Opcode::kHello) {
     Slot* s = AllocSlot(h);
-    HandleHello(s, payload, h.payload_length);
+    if (!HandleHello(s, payload, h.payload_length)) {
+      s->next = free_;
+      free_ = s;
+      return false;
+    }
     return true;
   }
   if (!hello_done_) {
@@ -175,6 +179,20 @@ bool ReplicaSession::HandleRequest(const FrameHeader& h, const uint8_t* payload)
     QueueReply(s, WireStatus::kStaleEpoch);
     close_after_flush_ = true;
     return true;
+  }
+  switch (h.op()) {
+    case Opcode::kSetGeneration:
+    case Opcode::kMarkDirty:
+    case Opcode::kClearDirty:
+    case Opcode::kSetRebuildCursor:
+      // Retried (Parse stalls, in order) once the persist in flight is done.
+      if (MetadataBusy()) {
+        ++server_->stats_.requests_waited_for_metadata;
+        return false;
+      }
+      break;
+    default:
+      break;
   }
   Slot* s = AllocSlot(h);
   WireStatus st = WireStatus::kOk;
@@ -359,7 +377,7 @@ WireStatus ReplicaSession::HandleSetRebuildCursor(const FrameHeader& h, const ui
   return FromReplicaStatus(st);
 }
 
-void ReplicaSession::HandleHello(Slot* s, const uint8_t* payload, uint32_t len) {
+bool ReplicaSession::HandleHello(Slot* s, const uint8_t* payload, uint32_t len) {
   protocol::HelloRequest hello;
   Status st =
       protocol::DecodeHello(std::string_view(reinterpret_cast<const char*>(payload), len), &hello);
@@ -367,22 +385,24 @@ void ReplicaSession::HandleHello(Slot* s, const uint8_t* payload, uint32_t len) 
     TLOG_WARN(kTag, "%s: bad HELLO: %s", peer_.c_str(), st.ToString().c_str());
     QueueReply(s, WireStatus::kInvalid);
     close_after_flush_ = true;
-    return;
+    return true;
   }
   if (hello_done_) {
     QueueReply(s, WireStatus::kInvalid);  // one HELLO per connection
     close_after_flush_ = true;
-    return;
+    return true;
   }
   VolumeState* vol = nullptr;
-  WireStatus ws = server_->AcceptHello(this, hello, &vol);
+  bool retry = false;
+  WireStatus ws = server_->AcceptHello(this, hello, &vol, &retry);
+  if (retry) return false;
   if (ws != WireStatus::kOk) {
     TLOG_WARN(kTag, "%s: HELLO for volume '%s' epoch %llu refused: %s", peer_.c_str(),
               hello.volume_id.c_str(), static_cast<unsigned long long>(hello.epoch),
               protocol::WireStatusName(ws));
     QueueReply(s, ws);
     close_after_flush_ = true;
-    return;
+    return true;
   }
   hello_done_ = true;
   epoch_ = hello.epoch;
@@ -396,6 +416,7 @@ void ReplicaSession::HandleHello(Slot* s, const uint8_t* payload, uint32_t len) 
   QueueReply(s, WireStatus::kOk);
   TLOG_INFO(kTag, "%s: volume '%s' attached at epoch %llu", peer_.c_str(), hello.volume_id.c_str(),
             static_cast<unsigned long long>(epoch_));
+  return true;
 }
 
 bool ReplicaSession::StartIo(Slot* s, const FrameHeader& h, const uint8_t* payload) {
@@ -441,8 +462,10 @@ bool ReplicaSession::StartIo(Slot* s, const FrameHeader& h, const uint8_t* paylo
   ++inflight_;
   if (h.op() != Opcode::kRead && h.op() != Opcode::kFlush && replica_->tracking_dirty() &&
       !replica_->NoteWrite(h.offset, h.length)) {
-    // Its dirty bits are only in memory: park it until BeforeWait persists
-    // the map (once for every write parked this iteration).
+    // Its dirty bits are only in memory: park it until a persist covering
+    // them is durable (BeforeWait starts one for every write parked this
+    // iteration, or the next one when a persist is already in flight).
+    s->dirty_seq = replica_->dirty_seq();
     s->next = nullptr;
     if (dirty_tail_ != nullptr) {
       dirty_tail_->next = s;
@@ -458,36 +481,64 @@ bool ReplicaSession::StartIo(Slot* s, const FrameHeader& h, const uint8_t* paylo
   return true;
 }
 
-void ReplicaSession::ResumeDirtyWaiters() {
-  Slot* head = dirty_head_;
-  dirty_head_ = dirty_tail_ = nullptr;
-  if (head == nullptr) return;
+bool ReplicaSession::ResumeDirtyWaiters() {
+  if (dirty_head_ == nullptr) return false;
   // A closing session's writes are dropped, not submitted: its target has
   // already seen the connection fail (and a fenced target must not write).
-  int result = 0;
   if (closing_) {
-    result = -ECANCELED;
-  } else {
-    // A no-op when another session of the same replica already persisted the
-    // map in this pass.
-    if (replica_->dirty_unsynced()) ++server_->stats_.dirty_map_syncs;
-    Status st = replica_->SyncDirty();
+    FailDirtyWaiters(-ECANCELED);
+    return false;
+  }
+  replica::Replica* r = replica_.get();
+  if (!r->can_persist_async()) {
+    // No O_DIRECT meta handle: persist synchronously on this thread. A no-op
+    // when another session of the same replica already did in this pass.
+    if (r->dirty_unsynced()) ++server_->stats_.dirty_map_syncs;
+    Status st = r->SyncDirty();
     if (!st.ok()) {
       TLOG_ERROR(kTag, "%s: persisting the dirty map failed, failing parked writes: %s",
                  peer_.c_str(), st.ToString().c_str());
-      result = -EIO;
+      FailDirtyWaiters(-EIO);
+      return false;
     }
   }
+  // Parked in dirty_seq order, so the releasable ones are a prefix.
+  while (dirty_head_ != nullptr) {
+    Slot* s = dirty_head_;
+    const bool durable = r->dirty_durable(s->dirty_seq);
+    if (!durable && !r->dirty_failed(s->dirty_seq)) break;
+    dirty_head_ = s->next;
+    if (dirty_head_ == nullptr) dirty_tail_ = nullptr;
+    s->next = nullptr;
+    if (durable) {
+      server_->backend_->Queue(&s->req);
+    } else {
+      s->req.result = -EIO;
+      OnIoDone(&s->req);
+    }
+  }
+  if (dirty_head_ == nullptr) return false;
+  if (!r->persist_in_flight()) {
+    Status st = server_->StartPersist(replica_);
+    if (!st.ok()) {
+      TLOG_ERROR(kTag, "%s: cannot persist the dirty map, failing parked writes: %s", peer_.c_str(),
+                 st.ToString().c_str());
+      FailDirtyWaiters(-EIO);
+      return false;
+    }
+  }
+  return true;
+}
+
+void ReplicaSession::FailDirtyWaiters(int result) {
+  Slot* head = dirty_head_;
+  dirty_head_ = dirty_tail_ = nullptr;
   while (head != nullptr) {
     Slot* s = head;
     head = s->next;
     s->next = nullptr;
-    if (result == 0) {
-      server_->backend_->Queue(&s->req);
-    } else {
-      s->req.result = result;
-      OnIoDone(&s->req);
-    }
+    s->req.result = result;
+    OnIoDone(&s->req);
   }
 }
 

@@ -62,9 +62,10 @@ class ReplicaSession final : public EventLoop::Handler {
     uint32_t buf_size = 0;
     const uint8_t* payload = nullptr;  // sent after the header
     uint32_t payload_len = 0;
-    std::string control;   // HELLO / GET_INFO / GET_DIRTY_MAP / GET_ALLOCATION reply payload
-    uint32_t sent = 0;     // bytes of header + payload already written
-    Slot* next = nullptr;  // free list or tx queue
+    std::string control;     // HELLO / GET_INFO / GET_DIRTY_MAP / GET_ALLOCATION reply payload
+    uint32_t sent = 0;       // bytes of header + payload already written
+    uint64_t dirty_seq = 0;  // parked write: the Replica::dirty_seq() it waits for
+    Slot* next = nullptr;    // free list or tx queue
   };
 
   void ReadMore();
@@ -73,7 +74,9 @@ class ReplicaSession final : public EventLoop::Handler {
   void Parse();
   // False when the request could not start for lack of a buffer (retry later).
   bool HandleRequest(const protocol::FrameHeader& h, const uint8_t* payload);
-  void HandleHello(Slot* slot, const uint8_t* payload, uint32_t len);
+  // False when the HELLO must be retried later (the replica's metadata is
+  // busy and a higher epoch must be persisted); the slot is not used then.
+  bool HandleHello(Slot* slot, const uint8_t* payload, uint32_t len);
   // SET_GENERATION, MARK_DIRTY, CLEAR_DIRTY, GET_DIRTY_MAP (synchronous).
   protocol::WireStatus HandleDirtyOp(Slot* slot, const protocol::FrameHeader& h);
   // GET_ALLOCATION (lseek on the loop thread) and SET_REBUILD_CURSOR
@@ -83,8 +86,14 @@ class ReplicaSession final : public EventLoop::Handler {
                                               const uint8_t* payload);
   // The ReplicaInfo payload of a HELLO or GET_INFO reply into slot->control.
   void SetInfoReply(Slot* slot);
-  // Submits (status OK) or fails every write parked for a dirty-map persist.
-  void ResumeDirtyWaiters();
+  // Submits the parked writes whose dirty bits are durable, fails those whose
+  // persist failed, and starts a persist for the rest if none is in flight.
+  // True while some stay parked (waiting for a persist in flight).
+  bool ResumeDirtyWaiters();
+  void FailDirtyWaiters(int result);
+  // Metadata-changing requests wait (the session stalls) while the replica
+  // has an asynchronous persist in flight: both would write the same slot.
+  bool MetadataBusy() const { return replica_ != nullptr && replica_->persist_in_flight(); }
   bool StartIo(Slot* slot, const protocol::FrameHeader& h, const uint8_t* payload);
   protocol::WireStatus CheckRange(const protocol::FrameHeader& h, bool needs_length) const;
   static void OnIoDone(backend::IoRequest* req);
