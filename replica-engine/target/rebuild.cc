@@ -14,10 +14,10 @@
 //   maps, when those maps cover everything the destination missed (tracking
 //   began no later than the generation after the destination's own);
 // - full: every allocated extent of the source (GET_ALLOCATION, i.e.
-//   SEEK_DATA/SEEK_HOLE), TRIMming the holes on a destination that may hold old
-//   data. A full rebuild persists a cursor on the destination every
-//   TargetOptions::rebuild_checkpoint_bytes; a later rebuild of the same replica resumes from it
-//   (plus the dirty regions below it) when the dirty maps cover the gap.
+//   SEEK_DATA/SEEK_HOLE), TRIMming the holes on the destination (cheap where it
+//   has a hole too; a half-rebuilt replica may hold data there). A full rebuild persists a cursor
+//   on the destination every TargetOptions::rebuild_checkpoint_bytes; a later rebuild of the same
+//   replica resumes from it (plus the dirty regions below it) when the dirty maps cover the gap.
 // When the copy is done the destination is flushed, moved to the current
 // generation and becomes HEALTHY in one loop turn. When every replica is
 // HEALTHY again, the dirty maps are cleared and tracking stops.
@@ -115,8 +115,6 @@ void VolumeTarget::Impl::StartRebuild(Replica* dest) {
     rb.dirty_limit = 0;
     rb.full_from = 0;
   }
-  // A replica that never served (generation 0) holds only zeros: no TRIMs.
-  rb.dest_fresh = g == 0 && di.rebuild_cursor == 0;
   rb_status_ = RebuildStatus{};
   rb_status_.state = RebuildState::kRunning;
   rb_status_.mode = rb.mode;
@@ -353,13 +351,6 @@ void VolumeTarget::Impl::RebuildStep() {
         rb.phase = RbPhase::kFinish;
       } else if (rb.phase != RbPhase::kCopy || rb.step == RbStep::kAlloc) {
         return;  // waiting for the allocation map
-      } else if (rb.win_is_hole && rb.dest_fresh) {
-        // Nothing to do for a hole on a fresh replica.
-        rb.cursor = rb.win_off + rb.win_len;
-        rb_status_.bytes_done += rb.win_len;
-        rb.win_len = 0;
-        loop_->Wake();
-        return;
       } else {
         rb.step = RbStep::kLockWait;  // new writes to the window wait from now on
       }

@@ -232,5 +232,32 @@ TEST_F(RebuildTest, FailedSourceIsReplacedByAnotherHealthyReplica) {
   kVolumeSize = 16ull << 20;
 }
 
+TEST_F(RebuildTest, TargetRestartMidRebuildLeavesTheDestinationStale) {
+  kVolumeSize = 32ull << 20;
+  AddNodes(3);
+  TargetOptions o = Options(1);
+  o.replicas.pop_back();
+  o.rebuild_rate_bytes_per_sec = 16ull << 20;
+  VolumeTarget* t = StartTarget(o);
+  for (uint64_t off = 0; off < kVolumeSize; off += 1 << 20) Fill(t, off, 1 << 20, 31);
+  ASSERT_TRUE(t->AddReplica({"127.0.0.1", nodes_[2]->port, false}).ok());
+  ASSERT_TRUE(RunUntil([&] { return t->GetStatus().rebuild.bytes_done >= (4ull << 20); }));
+  // The target goes away mid-copy (its engine restarts).
+  targets_.clear();
+  // A new target over all three: the half-copied replica is behind and is
+  // never served as HEALTHY until a rebuild completes.
+  TargetOptions o2 = Options(2, 2000, /*reconnect_ms=*/100);
+  VolumeTarget* t2 = StartTarget(o2);
+  TargetStatus st = t2->GetStatus();
+  EXPECT_EQ(st.replicas[2].state, ReplicaState::kStale);
+  EXPECT_EQ(st.replicas[0].state, ReplicaState::kHealthy);
+  ASSERT_TRUE(WaitHealthy(t2));
+  st = t2->GetStatus();
+  EXPECT_EQ(st.rebuild.state, RebuildState::kDone);
+  ASSERT_EQ(Do(t2, BlockOp::kFlush, 0, 0, nullptr), StatusCode::kOk);
+  ExpectIdentical();
+  kVolumeSize = 16ull << 20;
+}
+
 }  // namespace
 }  // namespace tandem::target

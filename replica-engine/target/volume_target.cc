@@ -135,6 +135,7 @@ VolumeTarget::Impl::~Impl() {
     loop_->RemoveTicker(this);
   }
   rb_.phase = RbPhase::kIdle;
+  destroying_ = true;  // requests cancelled by Close() below are not faults
   for (Replica& r : replicas_) {
     if (r.client) r.client->Close();
   }
@@ -244,8 +245,8 @@ void VolumeTarget::Impl::MaybeFinishStart() {
       tracking_since_ = std::max(tracking_since_, r.info.dirty_since_generation);
     }
     // Every attach moves the serving replicas to a new generation before the
-    // first write: a replica at generation 0 has then never served (a rebuild
-    // may skip its holes), and one that is not with us now is behind. If one
+    // first write, so a replica at generation 0 has never served (it is never
+    // rebuilt incrementally) and one that is not with us now is behind. If one
     // is missing, the survivors track dirty regions from this bump on.
     need_bump_ = true;
   }
@@ -297,6 +298,7 @@ void VolumeTarget::Impl::UpdateState() {
 }
 
 void VolumeTarget::Impl::Fault(Replica* r, const Status& why) {
+  if (destroying_) return;
   ++r->errors;
   if (r->state != ReplicaState::kHealthy && r->state != ReplicaState::kRebuilding) return;
   if (r->state == ReplicaState::kRebuilding && r->index == rb_.dest) {

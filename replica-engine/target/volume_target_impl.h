@@ -129,6 +129,7 @@ class VolumeTarget::Impl final : private EventLoop::Idler, private EventLoop::Ti
   uint32_t inflight_ = 0;  // IoCtx in use
   bool idler_added_ = false;
   bool in_submit_ = false;
+  bool destroying_ = false;
 
   // Requests waiting for an IoCtx, for start-up, or for a generation bump.
   BlockRequest* wait_head_ = nullptr;
@@ -212,8 +213,7 @@ class VolumeTarget::Impl final : private EventLoop::Idler, private EventLoop::Ti
     int source = -1;
     RebuildMode mode = RebuildMode::kNone;
     uint64_t drain_seq = 0;
-    bool dest_fresh = false;  // never served: holds only zeroes
-    int map_replica = -1;     // dirty-map union: replica and page being read
+    int map_replica = -1;  // dirty-map union: replica and page being read
     uint64_t map_offset = 0;
     uint8_t cursor_payload[protocol::kRebuildCursorSize] = {};
     // Plan: dirty regions below `dirty_limit` are copied; from `full_from`
