@@ -542,6 +542,9 @@ void VolumeTarget::Impl::FinishRebuild() {
   rb_status_.eta_seconds = 0;
   ++counters_.rebuilds_completed;
   double secs = static_cast<double>(MonotonicNanos() - rb_.started_ns) / 1e9;
+  // The average over the whole rebuild stays visible once it is done.
+  rb_status_.rate_bytes_per_sec =
+      secs > 0 ? static_cast<double>(rb_status_.bytes_copied) / secs : 0;
   TLOG_INFO(kTag, "volume '%s': %s rebuild of %s done: %llu bytes copied in %.1f s",
             options_.volume_id.c_str(), RebuildModeName(rb_.mode), Address(dest).c_str(),
             static_cast<unsigned long long>(rb_status_.bytes_copied), secs);
