@@ -50,6 +50,14 @@ ReplicaServer::~ReplicaServer() { Stop(); }
 Status ReplicaServer::Start() {
   if (started_) return Status::FailedPrecondition("replica server already started");
   TANDEM_RETURN_IF_ERROR(loop_.init_status());
+  // The pool splits its bytes evenly over its size classes; a class without a
+  // single kMaxIoSize buffer would park every 1 MiB request forever.
+  if (pool_.free_buffers(protocol::kMaxIoSize) == 0) {
+    return Status::InvalidArgument("buffer pool of " + std::to_string(options_.buffer_pool_bytes) +
+                                   " bytes is too small for one " +
+                                   std::to_string(protocol::kMaxIoSize) +
+                                   "-byte buffer per size class (use at least 16 MiB)");
+  }
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(options_.port);

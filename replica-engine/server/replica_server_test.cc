@@ -1260,6 +1260,17 @@ INSTANTIATE_TEST_SUITE_P(Backends, DirtyMapServerTest, ::testing::Values("io_uri
                            return std::string(p.param) == "io_uring" ? "IoUring" : "Libaio";
                          });
 
+TEST(ReplicaServerOptionsTest, PoolTooSmallForOneMaxSizeBufferPerClassIsInvalidArgument) {
+  auto b = backend::BackendFactory::Create("auto");
+  ASSERT_TRUE(b.ok());
+  replica::ReplicaManager manager(b->get(), "/var/tmp/tandem-no-such-dir-for-pool-test");
+  ServerOptions o;
+  o.buffer_pool_bytes = 8ull << 20;  // 9 classes: ~0.9 MiB each
+  ReplicaServer server(&manager, b->get(), o);
+  Status st = server.Start();
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.ToString();
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, ReplicaServerTest, ::testing::Values("io_uring", "libaio"),
                          [](const auto& p) {
                            return std::string(p.param) == "io_uring" ? "IoUring" : "Libaio";
