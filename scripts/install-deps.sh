@@ -16,7 +16,7 @@ PACKAGES=(
   # benchmarks and NBD clients used by tests
   fio libnbd-bin libnbd-dev qemu-utils
   # tools used by the scripts
-  procps util-linux psmisc
+  procps util-linux psmisc python3 coreutils
 )
 
 missing=()

@@ -277,3 +277,58 @@ replica_state_in_target() {
   [ -n "$i" ] || return 1
   ctl_field "$2" "replica\.$i\.state" target get --volume="$1"
 }
+
+# ---- rebuild helpers (issue 6) ----------------------------------------------
+#
+#   target_field V E KEY         KEY= of `target get --volume=V` on E ("" if absent)
+#   replica_data_file V E        E's replica file of V: <data-dir>/V/data
+#   add_fresh_replica V SIZE E TARGET_E
+#                                a new replica V-rE (generation 0) on E, added to
+#                                V's target on TARGET_E: a FULL rebuild starts
+#   wait_rebuilt V E SECONDS     until the target on E is READY (every replica
+#                                HEALTHY) and rebuild.state is DONE or IDLE
+#   nbd_flush URI                an NBD FLUSH through the export (qemu-io)
+#   replica_sha256 V E...        "E=<digest>" per engine: SHA-256 of the replica data
+#                                file's contents (sparse_sha256.py: holes are not read)
+#   same_replicas V E...         fails (tc_fail) unless every file hashes the same
+
+target_field() { ctl_field "$2" "$3" target get --volume="$1"; }
+
+replica_data_file() { echo "$(_engine_dir "$2")/data/$1/data"; }
+
+add_fresh_replica() {
+  local vol="$1" size="$2" e="$3" te="$4"
+  ctl "$e" replica create --volume="$vol" --replica-id="$vol-$e" --size="$size" \
+    >>"$TC_RUN_DIR/ctl.log" 2>&1 || tc_fail "replica create $vol-$e on $e"
+  ctl "$te" target add-replica --volume="$vol" --replica="$(engine_addr "$e")" \
+    >>"$TC_RUN_DIR/ctl.log" 2>&1 || tc_fail "target add-replica $(engine_addr "$e") to $vol on $te"
+}
+
+# _rebuilt V E: true when the target is READY and no rebuild is running.
+_rebuilt() {
+  local out; out="$(ctl "$2" target get --volume="$1" 2>/dev/null)" || return 1
+  grep -qx 'state=READY' <<<"$out" || return 1
+  grep -qxE 'rebuild\.state=(DONE|IDLE)' <<<"$out"
+}
+wait_rebuilt() {
+  wait_for "_rebuilt $1 $2" "$3" "volume $1 READY with every replica rebuilt (target on $2)"
+}
+
+nbd_flush() {
+  qemu-io -f raw -c flush "$1" >>"$TC_RUN_DIR/qemu-io.log" 2>&1 || tc_fail "NBD flush of $1"
+}
+
+replica_sha256() {
+  local vol="$1" e; shift
+  for e in "$@"; do
+    echo "$e=$(python3 "$TC_LIB_DIR/sparse_sha256.py" "$(replica_data_file "$vol" "$e")" | cut -d' ' -f1)"
+  done
+}
+
+same_replicas() {
+  local vol="$1"; shift
+  local sums; sums="$(replica_sha256 "$vol" "$@")"
+  echo "$sums" | sed "s/^/  sha256 $vol /"
+  [ "$(echo "$sums" | cut -d= -f2 | sort -u | wc -l)" = 1 ] ||
+    tc_fail "replicas of $vol differ: $(echo "$sums" | tr '\n' ' ')"
+}
