@@ -10,6 +10,13 @@
 
 namespace tandem {
 
+namespace {
+// The loop whose RunOnce is on this thread's stack (null outside). Lets
+// Wake() tell a call from inside the loop, which needs no syscall, from one
+// made by another thread.
+thread_local EventLoop* tls_running_loop = nullptr;
+}  // namespace
+
 class EventLoop::WakeHandler final : public EventLoop::Handler {
  public:
   explicit WakeHandler(int fd) : fd_(fd) {}
@@ -45,7 +52,8 @@ Status EventLoop::Add(int fd, uint32_t events, Handler* handler) {
   epoll_event ev{};
   ev.events = events;
   ev.data.ptr = handler;
-  if (epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) return PosixError("epoll_ctl ADD", errno);
+  if (epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, fd, &ev) != 0)
+    return PosixError("epoll_ctl ADD", errno);
   return Status::Ok();
 }
 
@@ -53,7 +61,8 @@ Status EventLoop::Modify(int fd, uint32_t events, Handler* handler) {
   epoll_event ev{};
   ev.events = events;
   ev.data.ptr = handler;
-  if (epoll_ctl(epfd_.get(), EPOLL_CTL_MOD, fd, &ev) != 0) return PosixError("epoll_ctl MOD", errno);
+  if (epoll_ctl(epfd_.get(), EPOLL_CTL_MOD, fd, &ev) != 0)
+    return PosixError("epoll_ctl MOD", errno);
   return Status::Ok();
 }
 
@@ -86,6 +95,13 @@ void EventLoop::Post(std::function<void()> fn) {
 }
 
 void EventLoop::Wake() {
+  if (tls_running_loop == this) {
+    // On the loop thread, before the wait of this iteration or of the next:
+    // RunOnce sees the flag and does not block. Writing the eventfd would
+    // cost a write, an epoll wake-up and two reads per call.
+    wake_pending_ = true;
+    return;
+  }
   uint64_t one = 1;
   ssize_t n = ::write(wakefd_.get(), &one, sizeof(one));
   (void)n;  // EAGAIN means the counter is already non-zero: the loop will wake.
@@ -131,9 +147,18 @@ void EventLoop::RunTickers(uint64_t now_ns) {
 }
 
 void EventLoop::RunOnce(int timeout_ms) {
+  EventLoop* outer = tls_running_loop;
+  tls_running_loop = this;
   // Index loop: an idler may add or remove idlers.
   for (size_t i = 0; i < idlers_.size(); ++i) idlers_[i]->BeforeWait();
 
+  // A Wake() from the loop thread since the last wait (in the handlers,
+  // tickers or posted closures of the previous iteration, or in the idlers
+  // just run): do not block.
+  if (wake_pending_) {
+    wake_pending_ = false;
+    timeout_ms = 0;
+  }
   constexpr int kMaxEvents = 64;
   epoll_event events[kMaxEvents];
   int n = 0;
@@ -152,6 +177,7 @@ void EventLoop::RunOnce(int timeout_ms) {
   }
   if (!tickers_.empty()) RunTickers(MonotonicNanos());
   RunPosted();
+  tls_running_loop = outer;
 }
 
 }  // namespace tandem

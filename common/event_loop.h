@@ -79,7 +79,10 @@ class EventLoop {
   // Runs `fn` on the loop thread at the next iteration. Thread-safe. Not for
   // the per-I/O path (it allocates and locks).
   void Post(std::function<void()> fn);
-  // Makes the next wait return immediately. Thread-safe.
+  // Makes the next wait return immediately. Thread-safe. Called on the loop
+  // thread while it runs this loop (from a handler, idler, ticker or posted
+  // closure) it only sets a flag, so the per-I/O "come round before you
+  // sleep" costs no syscall; from anywhere else it writes the eventfd.
   void Wake();
 
   // Runs until Stop().
@@ -106,6 +109,9 @@ class EventLoop {
   UniqueFd wakefd_;
   WakeHandler* wake_handler_;
   uint32_t busy_poll_us_ = 0;
+  // Wake() from the loop thread inside RunOnce: the next wait must not block.
+  // Loop thread only.
+  bool wake_pending_ = false;
   std::atomic<bool> stop_{false};
   std::vector<Idler*> idlers_;
   std::vector<TickerEntry> tickers_;

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <thread>
 
 #include "common/clock.h"
@@ -85,6 +86,80 @@ TEST(EventLoopTest, TickersFireAndIdlersRunEachIteration) {
   EXPECT_EQ(idle.runs, iterations);
   loop.RemoveTicker(&tick);
   loop.RemoveIdler(&idle);
+}
+
+// Calls Wake() from inside the loop at a chosen point, then records whether
+// the following RunOnce(timeout) came back before its timeout.
+struct WakeOnce : EventLoop::Idler, EventLoop::Handler {
+  EventLoop* loop = nullptr;
+  bool wake_in_idler = false;
+  int fd = -1;
+  void BeforeWait() override {
+    if (wake_in_idler) {
+      wake_in_idler = false;
+      loop->Wake();
+    }
+  }
+  void OnEvents(uint32_t) override {
+    char b[64];
+    while (read(fd, b, sizeof(b)) > 0) {
+    }
+    loop->Wake();  // from a handler: the next iteration must not block
+  }
+};
+
+uint64_t MillisOfRunOnce(EventLoop* loop, int timeout_ms) {
+  uint64_t start = MonotonicNanos();
+  loop->RunOnce(timeout_ms);
+  return (MonotonicNanos() - start) / 1000000;
+}
+
+TEST(EventLoopTest, WakeFromAnIdlerKeepsThisIterationFromBlocking) {
+  EventLoop loop;
+  WakeOnce w;
+  w.loop = &loop;
+  loop.AddIdler(&w);
+  w.wake_in_idler = true;
+  EXPECT_LT(MillisOfRunOnce(&loop, 5000), 4000u);
+  loop.RemoveIdler(&w);
+}
+
+TEST(EventLoopTest, WakeFromAHandlerKeepsTheNextIterationFromBlocking) {
+  EventLoop loop;
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+  WakeOnce w;
+  w.loop = &loop;
+  w.fd = sv[0];
+  ASSERT_TRUE(loop.Add(sv[0], EPOLLIN | EPOLLET, &w).ok());
+  ASSERT_EQ(write(sv[1], "x", 1), 1);
+  loop.RunOnce(5000);  // the handler runs and wakes
+  EXPECT_LT(MillisOfRunOnce(&loop, 5000), 4000u);
+  loop.Remove(sv[0]);
+  close(sv[0]);
+  close(sv[1]);
+}
+
+TEST(EventLoopTest, WakeOutsideRunOnceStillWorksFromTheSameThread) {
+  EventLoop loop;
+  loop.Wake();  // not inside RunOnce: goes through the eventfd
+  EXPECT_LT(MillisOfRunOnce(&loop, 5000), 4000u);
+}
+
+TEST(EventLoopTest, WakeFromAnotherThreadEndsABlockingWait) {
+  EventLoop loop;
+  std::atomic<bool> returned{false};
+  std::thread t([&] {
+    loop.RunOnce(10000);
+    returned = true;
+  });
+  uint64_t deadline = MonotonicNanos() + 8'000'000'000ull;
+  while (!returned.load() && MonotonicNanos() < deadline) {
+    loop.Wake();
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  t.join();
+  EXPECT_TRUE(returned.load());
 }
 
 }  // namespace

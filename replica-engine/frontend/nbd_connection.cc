@@ -78,9 +78,11 @@ Status NbdConnection::Start() {
   }
   iov_.resize(kMaxIov);
   // Edge-triggered: we read until EAGAIN (or until we stall on resources and
-  // come back from Service()), and write until EAGAIN, so no epoll_ctl is
-  // needed to toggle interest.
-  TANDEM_RETURN_IF_ERROR(loop_->Add(fd_.get(), EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, this));
+  // come back from Service()). EPOLLOUT is asked for only while a send has hit
+  // EAGAIN: on a unix socket every read the client makes of our replies
+  // signals write space, so a permanent EPOLLOUT would wake the loop once per
+  // reply for nothing.
+  TANDEM_RETURN_IF_ERROR(loop_->Add(fd_.get(), kReadEvents, this));
   registered_ = true;
   uint8_t greeting[nbd::kGreetingSize];
   nbd::EncodeGreeting(nbd::kFlagFixedNewstyle | nbd::kFlagNoZeroes, greeting);
@@ -97,10 +99,25 @@ void NbdConnection::OnEvents(uint32_t events) {
   } else {
     // EPOLLHUP/EPOLLRDHUP: read what the peer sent before it hung up; recv()
     // then reports EOF.
-    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) Pump();
+    if (events & (EPOLLRDHUP | EPOLLHUP)) rx_hup_seen_ = true;
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) {
+      rx_maybe_more_ = true;
+      Pump();
+    }
     Flush();
+    if (out_armed_ && writable_ && !dead_) SetWriteInterest(false);
   }
   MaybeFinish();
+}
+
+void NbdConnection::SetWriteInterest(bool on) {
+  Status st = loop_->Modify(fd_.get(), on ? kReadEvents | EPOLLOUT : kReadEvents, this);
+  if (!st.ok()) {
+    TLOG_WARN(kTag, "%s: %s", name_.c_str(), st.ToString().c_str());
+    CloseNow();
+    return;
+  }
+  out_armed_ = on;
 }
 
 void NbdConnection::Service() {
@@ -163,10 +180,13 @@ ssize_t NbdConnection::RecvToBuffer() {
     rx_end_ -= rx_begin_;
     rx_begin_ = 0;
   }
+  if (!rx_maybe_more_) return -1;
   for (;;) {
-    ssize_t n = ::recv(fd_.get(), rx_.get() + rx_end_, kRxCap - rx_end_, 0);
+    size_t want = kRxCap - rx_end_;
+    ssize_t n = ::recv(fd_.get(), rx_.get() + rx_end_, want, 0);
     if (n > 0) {
       rx_end_ += static_cast<size_t>(n);
+      NoteRecv(static_cast<size_t>(n), want);
       return n;
     }
     if (n == 0) {
@@ -180,8 +200,17 @@ ssize_t NbdConnection::RecvToBuffer() {
     }
     if (errno == EINTR) continue;
     if (errno != EAGAIN && errno != EWOULDBLOCK) CloseNow();
+    rx_maybe_more_ = false;
     return -1;
   }
+}
+
+void NbdConnection::NoteRecv(size_t got, size_t want) {
+  // A short read emptied the socket. With EPOLLET any byte arriving after
+  // that raises a new EPOLLIN, so the recv() that would only say EAGAIN is
+  // skipped (one syscall per wake-up). Not after a hang-up was reported:
+  // then we read on until recv() returns the EOF.
+  if (got < want && !rx_hup_seen_) rx_maybe_more_ = false;
 }
 
 void NbdConnection::Pump() {
@@ -196,9 +225,11 @@ void NbdConnection::Pump() {
         rx_done_ += static_cast<uint32_t>(take);
       } else {
         // Large payloads go straight into their arena buffer: no extra copy.
+        if (!rx_maybe_more_) return;
         ssize_t n = ::recv(fd_.get(), rx_slot_->buf + rx_done_, need, 0);
         if (n > 0) {
           rx_done_ += static_cast<uint32_t>(n);
+          NoteRecv(static_cast<size_t>(n), need);
         } else if (n == 0) {
           Drain();
           return;
@@ -206,6 +237,7 @@ void NbdConnection::Pump() {
           continue;
         } else {
           if (errno != EAGAIN && errno != EWOULDBLOCK) CloseNow();
+          rx_maybe_more_ = false;
           return;
         }
       }
@@ -571,6 +603,7 @@ void NbdConnection::Flush() {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
         writable_ = false;  // EPOLLOUT (edge) brings us back
+        if (!out_armed_) SetWriteInterest(true);
         return;
       }
       TLOG_DEBUG(kTag, "%s: send: %s", name_.c_str(), strerror(errno));

@@ -41,6 +41,7 @@ class NbdConnection final : public EventLoop::Handler {
   // acceptable request fits once the connection is idle.
   static constexpr size_t kArenaBytes = nbd::kMaxPayload;
   static constexpr uint32_t kPartsPerSlot = 4;
+  static constexpr uint32_t kReadEvents = EPOLLIN | EPOLLRDHUP | EPOLLET;
 
   NbdConnection(NbdServer* server, UniqueFd fd, std::string name);
   ~NbdConnection();
@@ -104,8 +105,10 @@ class NbdConnection final : public EventLoop::Handler {
   bool NameMatches(std::string_view name) const;
   void EnterTransmission();
   // recv() into the receive buffer; returns bytes read, 0 at EOF (reading
-  // stops), -1 on EAGAIN or error.
+  // stops), -1 on EAGAIN or error, or when the socket is known to be empty.
   ssize_t RecvToBuffer();
+  // After a recv() that returned `got` of `want` bytes.
+  void NoteRecv(size_t got, size_t want);
 
   void StartRequest(Slot* slot);
   void SubmitPart(Slot* slot, target::BlockRequest* part);
@@ -114,6 +117,8 @@ class NbdConnection final : public EventLoop::Handler {
   void QueueReply(Slot* slot);
   void ReleaseSlot(Slot* slot);
   void Flush();
+  // Adds (a send hit EAGAIN) or drops (drained) EPOLLOUT in the epoll set.
+  void SetWriteInterest(bool on);
 
   // Protocol violation: WARNING log, bad-input stat, hard close.
   void ProtocolError(const char* what);
@@ -144,6 +149,10 @@ class NbdConnection final : public EventLoop::Handler {
   Slot* rx_slot_ = nullptr;
   uint32_t rx_done_ = 0;
   uint64_t discard_left_ = 0;  // payload bytes of a rejected WRITE to skip
+  // False once a recv() came back short or with EAGAIN: the socket is empty
+  // until the next EPOLLIN. rx_hup_seen_: the peer hung up; read to the EOF.
+  bool rx_maybe_more_ = true;
+  bool rx_hup_seen_ = false;
 
   std::string hs_out_;  // handshake bytes not yet written
   size_t hs_sent_ = 0;
@@ -161,7 +170,8 @@ class NbdConnection final : public EventLoop::Handler {
   bool dead_ = false;         // socket unusable: replies are dropped
   bool stalled_ = false;      // waiting for a slot or an arena buffer
   bool writable_ = true;
-  bool pending_ = false;  // queued in the server's service list
+  bool out_armed_ = false;  // EPOLLOUT is in the epoll set
+  bool pending_ = false;    // queued in the server's service list
   bool in_service_ = false;
   bool again_ = false;  // Service() should run its body once more
   bool finished_ = false;

@@ -880,6 +880,45 @@ TEST_F(NbdServerTest, ExhaustedSlotsStopReadingUntilRequestsComplete) {
   EXPECT_LE(max_inflight, 4u);
 }
 
+TEST_F(NbdServerTest, RepliesBeyondTheSocketBufferArriveWhenTheClientReadsLate) {
+  // 16 MiB of READ replies queued while the client reads nothing: the
+  // server's sends hit EAGAIN (write interest is armed only then) and every
+  // byte must still arrive, in order, once the client starts reading.
+  StartServer();
+  RawClient c(socket_);
+  ASSERT_TRUE(c.Connect());
+  constexpr uint32_t kLen = 1u << 20;
+  constexpr int kN = 16;
+  for (int i = 0; i < 4; ++i) {
+    auto data = Pattern(kLen, static_cast<uint8_t>(i + 1));
+    ASSERT_TRUE(
+        c.SendRequest(kCmdWrite, static_cast<uint64_t>(i) * kLen, kLen, 500 + i, 0, data.data()));
+    uint32_t err;
+    uint64_t cookie;
+    ASSERT_TRUE(c.ReadReply(&err, &cookie));
+    ASSERT_EQ(err, 0u);
+  }
+  for (int i = 0; i < kN; ++i) {
+    ASSERT_TRUE(c.SendRequest(kCmdRead, static_cast<uint64_t>(i % 4) * kLen, kLen, i));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  std::vector<uint8_t> buf(kLen);
+  for (int i = 0; i < kN; ++i) {
+    uint32_t err;
+    uint64_t cookie;
+    ASSERT_TRUE(c.ReadReply(&err, &cookie)) << i;
+    ASSERT_EQ(err, 0u);
+    ASSERT_TRUE(c.Recv(buf.data(), buf.size())) << i;
+    EXPECT_EQ(buf, Pattern(kLen, static_cast<uint8_t>(cookie % 4 + 1))) << "reply " << cookie;
+  }
+  // The connection still serves requests after the backpressure episode.
+  std::vector<uint8_t> back;
+  ASSERT_EQ(c.Read(0, 4096, &back), 0u);
+  auto first = Pattern(kLen, 1);
+  first.resize(4096);
+  EXPECT_EQ(back, first);
+}
+
 TEST_F(NbdServerTest, DiscFinishesInflightRequestsThenCloses) {
   StartServer();
   RawClient c(socket_);
