@@ -257,7 +257,9 @@ int Watch(const Context& ctx, int argc, char** argv) {
   };
   while (true) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-    auto call_timeout = std::clamp(left, std::chrono::milliseconds(1), ctx.deadline);
+    // Every poll gets a fair deadline (a loaded engine may take a while to
+    // answer): the watch ends at most that much after --timeout-s.
+    auto call_timeout = std::min(std::max(left, std::chrono::milliseconds(2000)), ctx.deadline);
     Result<pb::Target> t = ctx.client->GetTarget(volume, call_timeout);
     if (!t.ok()) {
       end_line();
