@@ -7,7 +7,8 @@
 #   raw copy        dd bs=1M iflag=direct oflag=direct of e0's replica file to a
 #                   file in the same file system: the disk's sequential copy rate
 #   full, idle      the rebuild alone: bytes copied / time to HEALTHY
-#   load alone      fio 4 KiB randwrite QD16 through the 3-replica volume (all HEALTHY)
+#   load alone      fio 4 KiB randwrite QD16 through the 3-replica volume (all
+#                   HEALTHY), for --load-seconds right before each loaded rebuild
 #   full, loaded    the unthrottled rebuild while that load runs (until HEALTHY)
 #   throttled       --rate (default 50M = 50 MiB/s) while that load runs
 #   incremental     e2 killed -9, --degraded bytes written as 64 KiB blocks (each
@@ -40,7 +41,7 @@ for arg in "$@"; do
   esac
 done
 bytes() { numfmt --from=iec "$1"; }
-data_b="$(bytes "$data")" rate_b="$(bytes "$rate")" degraded_b="$(bytes "$degraded")"
+data_b="$(bytes "$data")" degraded_b="$(bytes "$degraded")"
 [ "$degraded_b" -le "$data_b" ] || { echo "rebuild_bench: --degraded above --data" >&2; exit 2; }
 TANDEM_BUILD="$build"
 TANDEM_ENGINE="$build/replica-engine/api/tandem-engine"
@@ -58,7 +59,7 @@ result() { echo "$1=$2" >>"$RESULTS"; }
 now_ns() { date +%s%N; }
 
 for e in e0 e1 e2; do start_engine "$e"; done
-vol=vol-rb
+vol="vol-rb"
 create_volume "$vol" "$data" e0 e1
 uri="$(volume_uri "$vol" e0)"
 a2="$(engine_addr e2)"
@@ -114,13 +115,20 @@ load_stop() {
   result "$1_iops" "$(python3 "$TC_LIB_DIR/fio_json.py" stats "$TC_RUN_DIR/$1.json" | cut -d' ' -f1)"
 }
 
+# load_alone NAME: the load for --load-seconds on the 3-replica volume, every
+# replica HEALTHY: the baseline, measured right before each loaded rebuild
+# (other work on a shared machine moves the numbers over minutes).
+load_alone() {
+  tc_log "load alone (${load_seconds}s, 3 replicas HEALTHY)"
+  fio_nbd "$1" "$uri" "${LOAD_ARGS[@]}" --runtime="$load_seconds" || tc_fail "fio load alone"
+  fio_check "$TC_RUN_DIR/$1.json" >/dev/null
+  result "$1_iops" "$(python3 "$TC_LIB_DIR/fio_json.py" stats "$TC_RUN_DIR/$1.json" | cut -d' ' -f1)"
+}
+
 tc_log "full rebuild, idle"
 rebuild_e2 full_idle
-tc_log "load alone (${load_seconds}s, 3 replicas HEALTHY)"
-fio_nbd load_alone "$uri" "${LOAD_ARGS[@]}" --runtime="$load_seconds" || tc_fail "fio load alone"
-fio_check "$TC_RUN_DIR/load_alone.json" >/dev/null
-result load_alone_iops "$(python3 "$TC_LIB_DIR/fio_json.py" stats "$TC_RUN_DIR/load_alone.json" | cut -d' ' -f1)"
 
+load_alone base_full
 tc_log "full rebuild under load"
 remove_e2
 load_start load_full
@@ -130,6 +138,7 @@ load_stop load_full
 tc_log "throttled rebuild ($rate/s) under load"
 ctl e0 target set-rate --volume="$vol" --rate="$rate" >>"$TC_RUN_DIR/ctl.log" 2>&1 || tc_fail "set-rate"
 result rate_limit "$(target_field "$vol" e0 rebuild.rate_limit_bytes_per_sec)"
+load_alone base_throttled
 remove_e2
 load_start load_throttled
 rebuild_e2 throttled
