@@ -4,7 +4,11 @@
 #   - the writer running across the hang sees no error,
 #   - a writer started after the hang completes its writes,
 #   - the target reports the hung replica FAULTED,
-#   - every acknowledged write reads back (the engine is SIGCONTed at the end).
+#   - every acknowledged write reads back (the engine is SIGCONTed at the end),
+#   - once resumed, the replica is reconnected and rebuilt by the target on its
+#     own (reconnects run every second while it is FAULTED; while the engine is
+#     stopped they time out and it stays FAULTED), and the three replica files
+#     are then identical.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/../../scripts/lib/cluster.sh"
@@ -39,4 +43,9 @@ grep -q 'acked=2000 failed=0' "$TC_RUN_DIR/ackv2.out" || tc_fail "not every writ
 sigcont_engine e2
 "$ACK_VERIFIER" verify --uri="$uri" --log="$log" | tee "$TC_RUN_DIR/verify.out" ||
   tc_fail "acknowledged writes lost around a hung replica"
-echo "PASS: hung replica faulted after the timeout, I/O continued, nothing lost"
+wait_rebuilt vol-h e0 60
+ctl e0 target get --volume=vol-h | grep -E '^rebuild\.(state|mode|replica|bytes_copied)='
+[ "$(target_field vol-h e0 rebuild.replica)" = "$victim_addr" ] || tc_fail "the resumed replica was not rebuilt"
+nbd_flush "$uri"
+same_replicas vol-h e0 e1 e2
+echo "PASS: hung replica faulted after the timeout, I/O continued, nothing lost, rebuilt once resumed"
