@@ -36,7 +36,7 @@ for arg in "$@"; do
     --rate=*) rate="${arg#*=}" ;;
     --load-seconds=*) load_seconds="${arg#*=}" ;;
     --degraded=*) degraded="${arg#*=}" ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "rebuild_bench: unknown argument $arg" >&2; exit 2 ;;
   esac
 done

@@ -46,7 +46,7 @@ for arg in "$@"; do
     --size=*) BENCH_SIZE="${arg#*=}" ;;
     --replicas=*) replicas="${arg#*=}" ;;
     --no-bench) bench=0 ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "main-job: unknown argument $arg (the replica benchmark: --replica-bench $arg)" >&2; exit 2 ;;
   esac
 done
