@@ -323,9 +323,11 @@ void VolumeTarget::Impl::RebuildStep() {
         }
         if (next < 0) {
           rb.phase = RbPhase::kCopy;
-          uint64_t regions = 0;
-          for (uint8_t b : rb.dirty) regions += static_cast<uint64_t>(__builtin_popcount(b));
+          // Dirty regions below dirty_limit only: above it a resumed full
+          // rebuild copies everything anyway.
           uint64_t region = rb.region_size == 0 ? protocol::kMaxIoSize : rb.region_size;
+          uint64_t regions = 0;
+          for (uint64_t r = 0; r * region < rb.dirty_limit; ++r) regions += IsDirty(r) ? 1 : 0;
           rb_status_.bytes_total = std::min(size_, regions * region);
           if (rb.full_from < size_) rb_status_.bytes_total += size_ - rb.full_from;
           TLOG_INFO(kTag, "volume '%s': %llu dirty region(s) of %llu bytes to copy",
@@ -569,6 +571,9 @@ void VolumeTarget::Impl::RebuildFailed(const std::string& why) {
     need_bump_ = true;  // it got some writes the others track from now on
   }
   rb_.phase = RbPhase::kIdle;
+  // Waiting (rate limit, range lock) is no request in flight: nothing will
+  // reset the step, and StartNextRebuild() waits for it.
+  if (rb_.step == RbStep::kLockWait) rb_.step = RbStep::kNone;
   UpdateState();
   loop_->Wake();
 }
@@ -585,6 +590,9 @@ void VolumeTarget::Impl::RebuildAborted(const std::string& why) {
   rb_status_.state = RebuildState::kFailed;
   rb_status_.last_error = "interrupted: " + why;
   rb_.phase = RbPhase::kIdle;
+  // Waiting (rate limit, range lock) is no request in flight: nothing will
+  // reset the step, and StartNextRebuild() waits for it.
+  if (rb_.step == RbStep::kLockWait) rb_.step = RbStep::kNone;
 }
 
 // Every replica is HEALTHY: clear the dirty maps, then stop tracking. Writes

@@ -259,5 +259,26 @@ TEST_F(RebuildTest, TargetRestartMidRebuildLeavesTheDestinationStale) {
   kVolumeSize = 16ull << 20;
 }
 
+TEST_F(RebuildTest, DestinationLostWhileTheCopyWaitsForTheRateLimitIsRebuiltAgain) {
+  kVolumeSize = 8ull << 20;
+  AddNodes(3);
+  TargetOptions o = Options(1, 2000, /*reconnect_ms=*/100);
+  o.replicas.pop_back();
+  o.rebuild_rate_bytes_per_sec = 2ull << 20;  // one window every 0.5 s: mostly waiting
+  VolumeTarget* t = StartTarget(o);
+  for (uint64_t off = 0; off < kVolumeSize; off += 1 << 20) Fill(t, off, 1 << 20, 41);
+  ASSERT_TRUE(t->AddReplica({"127.0.0.1", nodes_[2]->port, false}).ok());
+  ASSERT_TRUE(RunUntil([&] { return t->GetStatus().rebuild.bytes_done >= (2ull << 20); }));
+  nodes_[2]->server->Stop();
+  ASSERT_TRUE(RunUntil([&] { return t->GetStatus().rebuild.state != RebuildState::kRunning; }));
+  t->SetRebuildRate(0);
+  nodes_[2]->StartServer();
+  ASSERT_TRUE(WaitHealthy(t, 30000)) << t->GetStatus().rebuild.last_error;
+  EXPECT_EQ(t->GetStatus().rebuild.state, RebuildState::kDone);
+  ASSERT_EQ(Do(t, BlockOp::kFlush, 0, 0, nullptr), StatusCode::kOk);
+  ExpectIdentical();
+  kVolumeSize = 16ull << 20;
+}
+
 }  // namespace
 }  // namespace tandem::target
