@@ -70,8 +70,9 @@ const char* RebuildStateName(RebuildState s) {
 
 // Picks the next replica that is connected but not serving, and rebuilds it.
 void VolumeTarget::Impl::StartNextRebuild() {
-  // rb_.step: a last request (clearing the cursor) may still be in flight.
-  if (rb_.phase != RbPhase::kIdle || rb_.step != RbStep::kNone || shutting_down_) return;
+  // Requests of the last rebuild (clearing the cursor, aborted windows) may
+  // still be in flight.
+  if (rb_.phase != RbPhase::kIdle || RebuildBusy() || shutting_down_) return;
   if (state_ != TargetState::kReady && state_ != TargetState::kDegraded) return;
   for (Replica& r : replicas_) {
     if (r.removed || r.state == ReplicaState::kHealthy) continue;
@@ -91,7 +92,11 @@ void VolumeTarget::Impl::StartRebuild(Replica* dest) {
   rb.started_ns = MonotonicNanos();
   rb.rate_mark_ns = rb.started_ns;
   rb.tokens_ns = rb.started_ns;
-  rb.buf.reset(static_cast<uint8_t*>(std::aligned_alloc(4096, protocol::kMaxIoSize)));
+  for (RbWindow& w : rb.win) {
+    w.buf.reset(static_cast<uint8_t*>(std::aligned_alloc(4096, protocol::kMaxIoSize)));
+    w.req.ctx = this;
+    w.req.done = &Impl::OnRbDone;
+  }
   rb.reply.resize(protocol::kMaxPayload);
   rb.req.ctx = this;
   rb.req.done = &Impl::OnRbDone;
@@ -125,6 +130,11 @@ void VolumeTarget::Impl::StartRebuild(Replica* dest) {
             options_.volume_id.c_str(), RebuildModeName(rb.mode), Address(*dest).c_str(),
             static_cast<unsigned long long>(g), static_cast<unsigned long long>(generation_),
             rb_status_.resumed_from ? ", resuming from the persisted cursor" : "");
+  TLOG_DEBUG(kTag,
+             "volume '%s': destination cursor %llu at generation %llu, tracking %d since %llu",
+             options_.volume_id.c_str(), static_cast<unsigned long long>(di.rebuild_cursor),
+             static_cast<unsigned long long>(di.rebuild_generation), tracking_ ? 1 : 0,
+             static_cast<unsigned long long>(tracking_since_));
   rb.phase = RbPhase::kDrain;
   RebuildStep();
 }
@@ -148,34 +158,57 @@ bool VolumeTarget::Impl::PickRebuildSource() {
 // ------------------------------------------------------------ range lock
 
 bool VolumeTarget::Impl::RangeLockedFor(const BlockRequest* req) const {
-  if (rb_.phase != RbPhase::kCopy || rb_.win_len == 0 || req->op == BlockOp::kRead ||
-      req->op == BlockOp::kFlush) {
+  if (rb_.phase != RbPhase::kCopy || req->op == BlockOp::kRead || req->op == BlockOp::kFlush) {
     return false;
   }
-  return req->offset < rb_.win_off + rb_.win_len && rb_.win_off < req->offset + req->length;
+  for (const RbWindow& w : rb_.win) {
+    if (w.step != RbStep::kNone && req->offset < w.off + w.len &&
+        w.off < req->offset + req->length) {
+      return true;
+    }
+  }
+  return false;
 }
 
 // True when no live write overlapping the window is still in its data phase.
-bool VolumeTarget::Impl::WindowLocked() const {
+bool VolumeTarget::Impl::WindowLocked(const RbWindow& w) const {
   for (const IoCtx& c : ctx_pool_) {
     if (c.req == nullptr || c.phase != IoCtx::Phase::kData) continue;
     const BlockRequest* q = c.req;
     if (q->op == BlockOp::kRead || q->op == BlockOp::kFlush) continue;
-    if (q->offset < rb_.win_off + rb_.win_len && rb_.win_off < q->offset + q->length) return false;
+    if (q->offset < w.off + w.len && w.off < q->offset + q->length) return false;
   }
   return true;
 }
 
+// Writes held back by the range lock go back to the head of the queue (in
+// their order); those still overlapping a window are held again.
 void VolumeTarget::Impl::ReleaseRangeLock() {
-  rb_.win_len = 0;
-  rb_.win_locked = false;
   if (range_wait_head_ == nullptr) return;
-  // Held-back writes go first, in their order, ahead of what queued since.
   range_wait_tail_->next_ = wait_head_;
   if (wait_head_ == nullptr) wait_tail_ = range_wait_tail_;
   wait_head_ = range_wait_head_;
   range_wait_head_ = range_wait_tail_ = nullptr;
   loop_->Wake();
+}
+
+// A request of the rebuild (control or window) is still in flight.
+bool VolumeTarget::Impl::RebuildBusy() const {
+  if (rb_.step != RbStep::kNone && rb_.step != RbStep::kLockWait) return true;
+  for (const RbWindow& w : rb_.win) {
+    if (w.step != RbStep::kNone && w.step != RbStep::kLockWait) return true;
+  }
+  return false;
+}
+
+// Below this byte everything is on the destination: the lowest window not
+// yet done, or the planning cursor.
+uint64_t VolumeTarget::Impl::Checkpoint() const {
+  uint64_t c = rb_.cursor;
+  for (const RbWindow& w : rb_.win) {
+    if (w.step != RbStep::kNone) c = std::min(c, w.off);
+  }
+  return c;
 }
 
 // ---------------------------------------------------------- the copy loop
@@ -197,9 +230,10 @@ uint64_t VolumeTarget::Impl::Tokens(uint64_t now_ns) {
   return rb_.tokens;
 }
 
-// Chooses the next window at rb_.cursor. False when there is nothing left.
-// May leave rb_.step = kAlloc with a GET_ALLOCATION in flight instead.
-bool VolumeTarget::Impl::NextWindow() {
+// Plans window `w` at rb_.cursor and moves the cursor past it. False when
+// there is nothing left. May issue a GET_ALLOCATION (rb_.step = kAlloc) and
+// return true without planning `w`.
+bool VolumeTarget::Impl::NextWindow(RbWindow* w) {
   Rebuild& rb = rb_;
   uint64_t region = rb.region_size == 0 ? protocol::kMaxIoSize : rb.region_size;
   // Dirty regions below dirty_limit.
@@ -220,9 +254,10 @@ bool VolumeTarget::Impl::NextWindow() {
       end += region;
     }
     end = std::min({end, rb.dirty_limit, rb.cursor + protocol::kMaxIoSize});
-    rb.win_off = rb.cursor;
-    rb.win_len = static_cast<uint32_t>(end - rb.cursor);
-    rb.win_is_hole = false;
+    w->off = rb.cursor;
+    w->len = static_cast<uint32_t>(end - rb.cursor);
+    w->hole = false;
+    rb.cursor = end;
     return true;
   }
   if (rb.cursor < rb.full_from) rb.cursor = rb.full_from;
@@ -248,21 +283,22 @@ bool VolumeTarget::Impl::NextWindow() {
                            ? std::max(rb.extents[rb.extent_index].first, rb.cursor)
                            : rb.alloc_end;
   if (next_data > rb.cursor) {
-    // A hole in the source: punch it on the destination (if it can hold old
-    // data), or just step over it.
+    // A hole in the source: punch it on the destination too.
     uint64_t hole_end = std::min({next_data, rb.alloc_end, rb.cursor + kMaxHole});
-    rb.win_off = rb.cursor;
-    rb.win_len = static_cast<uint32_t>(hole_end - rb.cursor);
-    rb.win_is_hole = true;
+    w->off = rb.cursor;
+    w->len = static_cast<uint32_t>(hole_end - rb.cursor);
+    w->hole = true;
+    rb.cursor = hole_end;
     return true;
   }
   const auto& ext = rb.extents[rb.extent_index];
   uint64_t end = std::min({ext.first + ext.second, rb.alloc_end, rb.cursor + protocol::kMaxIoSize});
   // Windows stay block aligned (extents are file system blocks; be safe).
-  rb.win_off = rb.cursor / block_size_ * block_size_;
-  end = (end + block_size_ - 1) / block_size_ * block_size_;
-  rb.win_len = static_cast<uint32_t>(std::min(end, size_) - rb.win_off);
-  rb.win_is_hole = false;
+  w->off = rb.cursor / block_size_ * block_size_;
+  end = std::min((end + block_size_ - 1) / block_size_ * block_size_, size_);
+  w->len = static_cast<uint32_t>(end - w->off);
+  w->hole = false;
+  rb.cursor = end;
   return true;
 }
 
@@ -278,8 +314,86 @@ void VolumeTarget::Impl::IssueRb(RbStep step, Opcode op, Replica* r, uint64_t of
   r->client->Submit(&rb_.req);
 }
 
+void VolumeTarget::Impl::IssueWin(RbWindow* w, RbStep step, Opcode op, Replica* r) {
+  w->step = step;
+  w->req_target = r->index;
+  w->req.op = op;
+  w->req.flags = 0;
+  w->req.offset = w->off;
+  w->req.length = w->len;
+  w->req.buf = op == Opcode::kTrim ? nullptr : w->buf.get();
+  r->client->Submit(&w->req);
+}
+
 void VolumeTarget::Impl::OnRbDone(ClientRequest* req) {
-  static_cast<Impl*>(req->ctx)->OnRbReply(req);
+  Impl* self = static_cast<Impl*>(req->ctx);
+  if (req == &self->rb_.req) {
+    self->OnRbReply(req);
+    return;
+  }
+  for (RbWindow& w : self->rb_.win) {
+    if (&w.req == req) {
+      self->OnWinReply(&w);
+      return;
+    }
+  }
+}
+
+void VolumeTarget::Impl::OnWinReply(RbWindow* w) {
+  Rebuild& rb = rb_;
+  RbStep step = w->step;
+  w->step = RbStep::kNone;
+  if (rb.phase == RbPhase::kIdle) {  // aborted while in flight
+    loop_->Wake();
+    return;
+  }
+  Replica& target = replicas_[w->req_target];
+  if (w->req.status != StatusCode::kOk) {
+    Status why(w->req.status, std::string("rebuild ") +
+                                  protocol::OpcodeName(static_cast<uint8_t>(w->req.op)) + " on " +
+                                  Address(target) + " failed");
+    if (w->req.wire_status == WireStatus::kStaleEpoch) {
+      Fence("a replica refused a rebuild request: stale epoch");
+      RebuildFailed("fenced");
+      return;
+    }
+    if (w->req_target == rb.dest) {
+      Fault(&target, why);  // aborts the rebuild (see Fault)
+      ReleaseRangeLock();
+      return;
+    }
+    // The source failed: fault it; the window is copied again from another
+    // HEALTHY replica (it stays planned, so overlapping writes stay held).
+    w->step = RbStep::kLockWait;
+    Fault(&target, why);
+    if (rb.phase == RbPhase::kIdle) return;
+    if (!PickRebuildSource()) {
+      RebuildFailed("no HEALTHY replica left to copy from");
+      return;
+    }
+    loop_->Wake();
+    return;
+  }
+  if (step == RbStep::kRead) {
+    IssueWin(w, RbStep::kWrite, Opcode::kWrite, &replicas_[rb.dest]);
+    return;
+  }
+  // kWrite / kTrim: the window is on the destination.
+  if (step == RbStep::kWrite) {
+    rb_status_.bytes_copied += w->len;
+    counters_.rebuild_bytes_copied += w->len;
+  }
+  rb_status_.bytes_done += w->len;
+  ReleaseRangeLock();
+  uint64_t now = MonotonicNanos();
+  if (now - rb.rate_mark_ns >= 1000000000ull) {
+    double secs = static_cast<double>(now - rb.rate_mark_ns) / 1e9;
+    double r = static_cast<double>(rb_status_.bytes_done - rb.rate_mark_done) / secs;
+    rb.rate = rb.rate == 0 ? r : 0.5 * rb.rate + 0.5 * r;
+    rb.rate_mark_ns = now;
+    rb.rate_mark_done = rb_status_.bytes_done;
+  }
+  RebuildStep();
 }
 
 // Advances the rebuild as far as it can without waiting for a reply. Called
@@ -287,7 +401,7 @@ void VolumeTarget::Impl::OnRbDone(ClientRequest* req) {
 // lock, the rate limit or a generation bump.
 void VolumeTarget::Impl::RebuildStep() {
   Rebuild& rb = rb_;
-  if (rb.step != RbStep::kNone && rb.step != RbStep::kLockWait) return;  // a reply is due
+  if (rb.phase != RbPhase::kCopy && rb.step != RbStep::kNone) return;  // a reply is due
   Replica& dest = replicas_[rb.dest];
   switch (rb.phase) {
     case RbPhase::kIdle:
@@ -348,40 +462,68 @@ void VolumeTarget::Impl::RebuildStep() {
   }
   if (rb.phase == RbPhase::kCopy) {
     if (rb_status_.bytes_total == 0 && rb.dirty_limit == 0) rb_status_.bytes_total = size_;
-    if (rb.step == RbStep::kNone) {
-      if (!NextWindow()) {
-        rb.phase = RbPhase::kFinish;
-      } else if (rb.phase != RbPhase::kCopy || rb.step == RbStep::kAlloc) {
-        return;  // waiting for the allocation map
-      } else {
-        rb.step = RbStep::kLockWait;  // new writes to the window wait from now on
+    // Plan free windows in volume order (the control request may be busy
+    // fetching the allocation map: planning waits for it).
+    bool planned_all = false;
+    for (RbWindow& w : rb.win) {
+      if (w.step != RbStep::kNone) continue;
+      if (rb.step != RbStep::kNone) break;
+      if (!NextWindow(&w)) {
+        planned_all = true;
+        break;
       }
+      if (rb.phase != RbPhase::kCopy) return;  // failed
+      if (rb.step == RbStep::kAlloc) break;    // w stays free until the map is back
+      w.step = RbStep::kLockWait;              // overlapping writes wait from now on
     }
-    if (rb.step == RbStep::kLockWait) {
-      if (!rb.win_is_hole) {
-        uint64_t now = MonotonicNanos();
-        if (Tokens(now) < rb.win_len) return;  // OnTick comes back
-        // Application requests waiting for a slot go first.
-        if (wait_head_ != nullptr && free_ctx_ == nullptr) return;
+    // Start planned windows whose range is quiet, within the rate limit and
+    // after queued application requests; the lowest offset first, so the
+    // checkpoint moves on and no window starves for tokens.
+    RbWindow* order[kRbWindows];
+    int n = 0;
+    for (RbWindow& w : rb.win) {
+      if (w.step == RbStep::kLockWait) order[n++] = &w;
+    }
+    std::sort(order, order + n,
+              [](const RbWindow* a, const RbWindow* b) { return a->off < b->off; });
+    for (int i = 0; i < n; ++i) {
+      RbWindow& w = *order[i];
+      if (!w.hole) {
+        if (Tokens(MonotonicNanos()) < w.len) break;  // the ticker comes back
+        if (wait_head_ != nullptr && free_ctx_ == nullptr) break;
+        if (replicas_[rb.source].state != ReplicaState::kHealthy && !PickRebuildSource()) {
+          RebuildFailed("no HEALTHY replica to copy from");
+          return;
+        }
       }
-      if (!WindowLocked()) return;
-      if (!rb.win_is_hole && replicas_[rb.source].state != ReplicaState::kHealthy &&
-          !PickRebuildSource()) {
-        RebuildFailed("no HEALTHY replica to copy from");
-        return;
-      }
-      rb.win_locked = true;
-      if (rb.win_is_hole) {
-        IssueRb(RbStep::kTrim, Opcode::kTrim, &dest, rb.win_off, rb.win_len, nullptr);
+      if (!WindowLocked(w)) continue;
+      if (w.hole) {
+        IssueWin(&w, RbStep::kTrim, Opcode::kTrim, &dest);
       } else {
-        if (options_.rebuild_rate_bytes_per_sec != 0) rb.tokens -= rb.win_len;
-        IssueRb(RbStep::kRead, Opcode::kRead, &replicas_[rb.source], rb.win_off, rb.win_len,
-                rb.buf.get());
+        if (options_.rebuild_rate_bytes_per_sec != 0) rb.tokens -= w.len;
+        IssueWin(&w, RbStep::kRead, Opcode::kRead, &replicas_[rb.source]);
       }
+      if (rb.phase != RbPhase::kCopy) return;
+    }
+    // A checkpoint for a later resume: everything below it is on the
+    // destination (or in the dirty maps, if it misses writes later).
+    uint64_t cp = Checkpoint();
+    if (rb.step == RbStep::kNone && rb.mode == RebuildMode::kFull && cp >= rb.full_from &&
+        cp < size_ && cp - rb.last_cursor_persist >= options_.rebuild_checkpoint_bytes) {
+      rb.last_cursor_persist = cp;
+      EncodeCursor(cp, generation_);
+      IssueRb(RbStep::kCursor, Opcode::kSetRebuildCursor, &dest, 0, sizeof(rb.cursor_payload),
+              rb.cursor_payload);
       return;
     }
+    if (!planned_all || rb.step != RbStep::kNone) return;
+    for (const RbWindow& w : rb.win) {
+      if (w.step != RbStep::kNone) return;
+    }
+    rb.phase = RbPhase::kFinish;
   }
   if (rb.phase == RbPhase::kFinish) {
+    if (rb.step != RbStep::kNone) return;
     if (need_bump_ || bump_running_) return;  // the generation is about to move
     rb.finish_generation = generation_;
     IssueRb(RbStep::kFlush, Opcode::kFlush, &dest, 0, 0, nullptr);
@@ -412,7 +554,6 @@ void VolumeTarget::Impl::OnRbReply(ClientRequest* req) {
     }
     // The source (or a map holder) failed: fault it and carry on from
     // another HEALTHY replica, redoing the current step.
-    if (rb.win_locked) ReleaseRangeLock();
     Fault(&target, why);
     if (rb.phase == RbPhase::kIdle) return;
     if (!PickRebuildSource()) {
@@ -471,40 +612,6 @@ void VolumeTarget::Impl::OnRbReply(ClientRequest* req) {
       rb.alloc_end = std::min(list.covered_end, size_);
       break;
     }
-    case RbStep::kRead:
-      IssueRb(RbStep::kWrite, Opcode::kWrite, &replicas_[rb.dest], rb.win_off, rb.win_len,
-              rb.buf.get());
-      return;
-    case RbStep::kWrite:
-    case RbStep::kTrim: {
-      if (step == RbStep::kWrite) {
-        rb_status_.bytes_copied += rb.win_len;
-        counters_.rebuild_bytes_copied += rb.win_len;
-      }
-      rb_status_.bytes_done += rb.win_len;
-      rb.cursor = rb.win_off + rb.win_len;
-      ReleaseRangeLock();
-      uint64_t now = MonotonicNanos();
-      if (now - rb.rate_mark_ns >= 1000000000ull) {
-        double secs = static_cast<double>(now - rb.rate_mark_ns) / 1e9;
-        double r = static_cast<double>(rb_status_.bytes_done - rb.rate_mark_done) / secs;
-        rb.rate = rb.rate == 0 ? r : 0.5 * rb.rate + 0.5 * r;
-        rb.rate_mark_ns = now;
-        rb.rate_mark_done = rb_status_.bytes_done;
-      }
-      if (rb.mode == RebuildMode::kFull && rb.cursor >= rb.full_from &&
-          rb.cursor - rb.last_cursor_persist >= options_.rebuild_checkpoint_bytes &&
-          rb.cursor < size_) {
-        // A checkpoint for a later resume: everything below the cursor is on
-        // the destination (or in the dirty maps, if it misses writes later).
-        rb.last_cursor_persist = rb.cursor;
-        EncodeCursor(rb.cursor, generation_);
-        IssueRb(RbStep::kCursor, Opcode::kSetRebuildCursor, &replicas_[rb.dest], 0,
-                sizeof(rb.cursor_payload), rb.cursor_payload);
-        return;
-      }
-      break;
-    }
     case RbStep::kCursor:
       break;
     case RbStep::kFlush:
@@ -527,6 +634,9 @@ void VolumeTarget::Impl::OnRbReply(ClientRequest* req) {
     case RbStep::kClearCursor:
     case RbStep::kNone:
     case RbStep::kLockWait:
+    case RbStep::kRead:
+    case RbStep::kWrite:
+    case RbStep::kTrim:
       break;
   }
   RebuildStep();
@@ -560,7 +670,6 @@ void VolumeTarget::Impl::FinishRebuild() {
 
 void VolumeTarget::Impl::RebuildFailed(const std::string& why) {
   TLOG_WARN(kTag, "volume '%s': rebuild failed: %s", options_.volume_id.c_str(), why.c_str());
-  if (rb_.win_locked || rb_.win_len != 0) ReleaseRangeLock();
   rb_status_.state = RebuildState::kFailed;
   rb_status_.last_error = why;
   if (rb_.dest >= 0 && replicas_[rb_.dest].state == ReplicaState::kRebuilding) {
@@ -571,9 +680,13 @@ void VolumeTarget::Impl::RebuildFailed(const std::string& why) {
     need_bump_ = true;  // it got some writes the others track from now on
   }
   rb_.phase = RbPhase::kIdle;
-  // Waiting (rate limit, range lock) is no request in flight: nothing will
-  // reset the step, and StartNextRebuild() waits for it.
+  // Waiting windows (rate limit, range lock) have no request in flight:
+  // nothing else frees them, and StartNextRebuild() waits for all of them.
   if (rb_.step == RbStep::kLockWait) rb_.step = RbStep::kNone;
+  for (RbWindow& w : rb_.win) {
+    if (w.step == RbStep::kLockWait) w.step = RbStep::kNone;
+  }
+  ReleaseRangeLock();
   UpdateState();
   loop_->Wake();
 }
@@ -586,13 +699,16 @@ void VolumeTarget::Impl::RebuildAborted(const std::string& why) {
             options_.volume_id.c_str(), rb_status_.replica.c_str(),
             static_cast<unsigned long long>(rb_status_.bytes_done),
             static_cast<unsigned long long>(rb_status_.bytes_total), why.c_str());
-  if (rb_.win_locked || rb_.win_len != 0) ReleaseRangeLock();
   rb_status_.state = RebuildState::kFailed;
   rb_status_.last_error = "interrupted: " + why;
   rb_.phase = RbPhase::kIdle;
-  // Waiting (rate limit, range lock) is no request in flight: nothing will
-  // reset the step, and StartNextRebuild() waits for it.
+  // Waiting windows (rate limit, range lock) have no request in flight:
+  // nothing else frees them, and StartNextRebuild() waits for all of them.
   if (rb_.step == RbStep::kLockWait) rb_.step = RbStep::kNone;
+  for (RbWindow& w : rb_.win) {
+    if (w.step == RbStep::kLockWait) w.step = RbStep::kNone;
+  }
+  ReleaseRangeLock();
 }
 
 // Every replica is HEALTHY: clear the dirty maps, then stop tracking. Writes

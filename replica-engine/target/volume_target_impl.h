@@ -188,10 +188,15 @@ class VolumeTarget::Impl final : private EventLoop::Idler, private EventLoop::Ti
   void StartRebuild(Replica* dest);
   void RebuildStep();
   bool PickRebuildSource();
-  bool NextWindow();
-  bool WindowLocked() const;
+  struct RbWindow;
+  bool NextWindow(RbWindow* w);
+  bool WindowLocked(const RbWindow& w) const;
   bool RangeLockedFor(const BlockRequest* req) const;
   void ReleaseRangeLock();
+  bool RebuildBusy() const;
+  void IssueWin(RbWindow* w, RbStep step, protocol::Opcode op, Replica* r);
+  void OnWinReply(RbWindow* w);
+  uint64_t Checkpoint() const;
   void IssueRb(RbStep step, protocol::Opcode op, Replica* r, uint64_t off, uint32_t len, void* buf,
                uint16_t flags = 0);
   static void OnRbDone(ClientRequest* req);
@@ -205,6 +210,21 @@ class VolumeTarget::Impl final : private EventLoop::Idler, private EventLoop::Ti
   void EncodeCursor(uint64_t cursor, uint64_t generation);
   bool IsDirty(uint64_t region) const;
   uint64_t Tokens(uint64_t now_ns);
+
+  // One copy window: planned (kLockWait), then READ from the source and
+  // WRITE to the destination (or TRIM for a hole). kNone: free.
+  struct RbWindow {
+    RbStep step = RbStep::kNone;
+    uint64_t off = 0;
+    uint32_t len = 0;
+    bool hole = false;
+    ClientRequest req;
+    int req_target = -1;
+    std::unique_ptr<uint8_t, void (*)(void*)> buf{nullptr, &free};
+  };
+  // Windows in flight at once: the copy overlaps the source read of one
+  // window with the destination write of another.
+  static constexpr int kRbWindows = 4;
 
   struct Rebuild {
     RbPhase phase = RbPhase::kIdle;
@@ -227,13 +247,9 @@ class VolumeTarget::Impl final : private EventLoop::Idler, private EventLoop::Ti
     std::vector<std::pair<uint64_t, uint64_t>> extents;
     size_t extent_index = 0;
     uint64_t alloc_end = 0;
-    // The window being copied.
-    uint64_t win_off = 0;
-    uint32_t win_len = 0;
-    bool win_locked = false;
-    bool win_is_hole = false;
-    std::unique_ptr<uint8_t, void (*)(void*)> buf{nullptr, &free};
-    std::vector<uint8_t> reply;  // GET_INFO / GET_DIRTY_MAP / GET_ALLOCATION replies
+    RbWindow win[kRbWindows];
+    std::vector<uint8_t> reply;  // GET_DIRTY_MAP / GET_ALLOCATION replies
+    // The control request (maps, allocation, cursor, finish): one at a time.
     ClientRequest req;
     int req_target = -1;
     uint64_t last_cursor_persist = 0;  // cursor value last persisted
