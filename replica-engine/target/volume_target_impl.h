@@ -224,7 +224,7 @@ class VolumeTarget::Impl final : private EventLoop::Idler, private EventLoop::Ti
   };
   // Windows in flight at once: the copy overlaps the source read of one
   // window with the destination write of another.
-  static constexpr int kRbWindows = 4;
+  static constexpr int kRbWindows = 8;
 
   struct Rebuild {
     RbPhase phase = RbPhase::kIdle;
