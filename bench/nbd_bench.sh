@@ -5,14 +5,23 @@
 #               through fio's nbd engine (unix socket)
 # Jobs: 4 KiB randwrite and randread at QD1 and QD32, 1 MiB sequential write at QD8.
 # Prints IOPS, MB/s, p50/p99 completion latency, CPU time per I/O (fio's usr+sys
-# plus the engines' utime+stime from /proc/PID/stat), the ratio to raw and, for
-# writes, to raw / replicas; then the issue-5 targets as measured ratios.
+# plus the engines' utime+stime from /proc/PID/stat, also split fio / engine 0
+# (target + replica 0) / the other engines), the ratio to raw and, for writes,
+# to raw / replicas; the loopback 4 KiB TCP round trip; then the issue-5 targets.
+#
+# Every volume is created and filled first; then each job runs on raw and on
+# every volume back to back, and the whole set is repeated --rounds times, so
+# a ratio compares runs seconds apart (the machine is shared and its load
+# drifts). With several rounds the table shows medians and min..max ranges.
 #
 #   bench/nbd_bench.sh [--build=DIR] [--seconds=N] [--size=SIZE] [--jobs="JOB ..."]
-#                      [--replicas="1 2 3"] [--standin]
+#                      [--replicas="1 2 3"] [--rounds=N] [--taskset-fio=CPUS]
+#                      [--engine-flags="..."] [--standin]
 #
 # --build: where tandem-engine and tandemctl are (default build/release).
-# --seconds: per job (default 5; ~2.5 min in all). --standin: qemu-nbd instead of
+# --seconds: per job (default 5; ~2.5 min per round). --rounds: default 1.
+# --taskset-fio: run fio under taskset -c CPUS. --engine-flags: extra
+# tandem-engine flags (e.g. --busy-poll-us=20). --standin: qemu-nbd instead of
 # tandem-engine volumes (checks the script itself; rows say "standin").
 # Everything runs under /var/tmp/tandem-nbd-bench.* and is removed at exit/Ctrl-C.
 set -euo pipefail
@@ -20,7 +29,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 source "$root/scripts/lib/cluster.sh"
 source "$root/scripts/lib/nbd_bench.sh"
 
-build="$root/build/release" replicas="1 2 3" standin=0
+build="$root/build/release" replicas="1 2 3" standin=0 rounds=1 engine_flags=
 for arg in "$@"; do
   case "$arg" in
     --build=*) build="${arg#*=}" ;;
@@ -28,8 +37,11 @@ for arg in "$@"; do
     --size=*) BENCH_SIZE="${arg#*=}" ;;
     --jobs=*) BENCH_JOBS="${arg#*=}" ;;
     --replicas=*) replicas="${arg#*=}" ;;
+    --rounds=*) rounds="${arg#*=}" ;;
+    --taskset-fio=*) BENCH_TASKSET_FIO="${arg#*=}" ;;
+    --engine-flags=*) engine_flags="${arg#*=}" ;;
     --standin) standin=1 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "nbd_bench: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -37,18 +49,26 @@ TANDEM_BUILD="$build"
 tc_init nbd-bench
 bench_init
 
-tc_log "raw io_uring baseline (${BENCH_SECONDS}s per job, $BENCH_SIZE)"
-bench_raw
 if [ $standin = 1 ]; then
+  tc_log "raw io_uring baseline (${BENCH_SECONDS}s per job, $BENCH_SIZE)"
+  bench_raw
   for n in $replicas; do bench_standin "$n"; done
 else
   engine_tests_possible || tc_fail "need $TANDEM_ENGINE (with --grpc-listen) and $TANDEMCTL; build them first"
-  for e in e0 e1 e2; do start_engine "$e"; done
+  # shellcheck disable=SC2086
+  for e in e0 e1 e2; do start_engine "$e" $engine_flags; done
+  tc_log "preparing the raw file and the volumes ($replicas replicas, $BENCH_SIZE each)"
+  bench_prepare_raw
   for n in $replicas; do
     engines=(e0 e1 e2)
-    tc_log "$n-replica volume"
-    bench_volume "$n" "${engines[@]:0:$n}"
+    bench_prepare_volume "$n" "${engines[@]:0:$n}"
   done
+  for ((r = 1; r <= rounds; r++)); do
+    tc_log "round $r of $rounds (${BENCH_SECONDS}s per job)"
+    bench_rtt "$r"
+    bench_round "$r"
+  done
+  bench_cleanup
 fi
 echo
 bench_table

@@ -1,63 +1,135 @@
 #!/usr/bin/env python3
 """Prints the NBD benchmark table from the TSV written by scripts/lib/nbd_bench.sh.
 
-Rows: label replicas job iops p50_us p99_us ios cpu_us_per_io. The "raw" rows
-(replicas 0) are the baseline; every other row gets its ratio to raw, and write
-rows also the ratio to raw / replicas (what N-way mirroring on one disk can
-reach at best). Then the issue's targets, each as measured / wanted.
+Rows: label replicas job iops p50_us p99_us ios cpu_us_per_io [round fio_cpu
+engine0_cpu other_engines_cpu]. The "raw" rows (replicas 0) are the baseline;
+every other row gets its ratio to raw, and write rows also the ratio to raw /
+replicas (what N-way mirroring on one disk can reach at best). A row with
+replicas -1 is the loopback ping-pong (RTT of the QD1 target).
+
+With several rounds, each number is the median over the rounds and IOPS and
+the ratios also show their range (min..max); a ratio is always taken between
+the volume and raw of the same round (measured seconds apart). Then the
+issue's targets, each as measured / wanted.
 """
+import statistics
 import sys
 
 
-def main(path):
+def load(path):
     rows = []
     with open(path) as f:
         for line in f:
             p = line.rstrip("\n").split("\t")
-            if len(p) != 8:
+            if len(p) < 8:
                 continue
-            rows.append(dict(label=p[0], n=int(p[1]), job=p[2], iops=float(p[3]),
-                             p50=float(p[4]), p99=float(p[5]), ios=int(p[6]), cpu=float(p[7])))
-    raw = {r["job"]: r for r in rows if r["n"] == 0}
+            r = dict(label=p[0], n=int(p[1]), job=p[2], iops=float(p[3]), p50=float(p[4]),
+                     p99=float(p[5]), ios=int(p[6]), cpu=float(p[7]), round=1,
+                     cpu_fio=None, cpu_e0=None, cpu_rest=None)
+            if len(p) >= 12:
+                r["round"] = int(p[8])
+                r["cpu_fio"], r["cpu_e0"], r["cpu_rest"] = map(float, p[9:12])
+            rows.append(r)
+    return rows
+
+
+def med(values):
+    return statistics.median(values) if values else float("nan")
+
+
+def spread(values, fmt):
+    if len(values) < 2:
+        return ""
+    return f"{fmt.format(min(values))}..{fmt.format(max(values))}"
+
+
+def main(path):
+    rows = load(path)
+    rounds = sorted({r["round"] for r in rows})
+    multi = len(rounds) > 1
+    raw = {(r["job"], r["round"]): r for r in rows if r["n"] == 0}
+    rtt = [r["p50"] for r in rows if r["n"] == -1]
+    # Configurations in order of first appearance, jobs likewise.
+    keys = []
+    for r in rows:
+        k = (r["label"], r["n"], r["job"])
+        if r["n"] >= 0 and k not in keys:
+            keys.append(k)
+    if any(r["label"] == "raw" for r in rows):
+        order = {lbl: i for i, lbl in enumerate(dict.fromkeys(r["label"] for r in rows))}
+        jobs = {j: i for i, j in enumerate(dict.fromkeys(r["job"] for r in rows))}
+        keys.sort(key=lambda k: (order[k[0]], jobs[k[2]]))
+
     hdr = (f"{'config':<10} {'job':<18} {'IOPS':>9} {'MB/s':>8} {'p50 us':>8} {'p99 us':>9} "
            f"{'CPU us/IO':>9} {'x raw':>6} {'x raw/N':>7}")
+    if multi:
+        hdr += f"  {'IOPS range':>15} {'x raw range':>11}"
+    hdr += "   CPU fio/eng0/others"
+    print(f"rounds: {len(rounds)}" + (" (medians; ranges min..max)" if multi else ""))
     print(hdr)
     print("-" * len(hdr))
-    for r in rows:
-        bs = 1 << 20 if "-1m-" in r["job"] else 4096
-        base = raw.get(r["job"])
-        x_raw = x_raw_n = ""
-        if base and r["n"] > 0 and base["iops"] > 0:
-            x_raw = f"{r['iops'] / base['iops']:.2f}"
-            if "write" in r["job"]:
-                x_raw_n = f"{r['iops'] / (base['iops'] / r['n']):.2f}"
-        print(f"{r['label']:<10} {r['job']:<18} {r['iops']:>9.0f} {r['iops'] * bs / 1e6:>8.1f} "
-              f"{r['p50']:>8.1f} {r['p99']:>9.1f} {r['cpu']:>9.1f} {x_raw:>6} {x_raw_n:>7}")
-
-    def get(n, job):
-        for r in rows:
-            if r["n"] == n and r["job"] == job:
-                return r
-        return None
+    summary = {}
+    for label, n, job in keys:
+        rs = [r for r in rows if (r["label"], r["n"], r["job"]) == (label, n, job)]
+        bs = 1 << 20 if "-1m-" in job else 4096
+        iops = [r["iops"] for r in rs]
+        ratios, ratios_n = [], []
+        for r in rs:
+            base = raw.get((job, r["round"]))
+            if base and n > 0 and base["iops"] > 0:
+                ratios.append(r["iops"] / base["iops"])
+                if "write" in job:
+                    ratios_n.append(r["iops"] / (base["iops"] / n))
+        summary[(n, job)] = dict(rows=rs, ratios=ratios, ratios_n=ratios_n)
+        x_raw = f"{med(ratios):.2f}" if ratios else ""
+        x_raw_n = f"{med(ratios_n):.2f}" if ratios_n else ""
+        cpu_parts = ""
+        if rs[0]["cpu_fio"] is not None:
+            cpu_parts = (f"{med([r['cpu_fio'] for r in rs]):.1f}/{med([r['cpu_e0'] for r in rs]):.1f}/"
+                         f"{med([r['cpu_rest'] for r in rs]):.1f}")
+        line = (f"{label:<10} {job:<18} {med(iops):>9.0f} {med(iops) * bs / 1e6:>8.1f} "
+                f"{med([r['p50'] for r in rs]):>8.1f} {med([r['p99'] for r in rs]):>9.1f} "
+                f"{med([r['cpu'] for r in rs]):>9.1f} {x_raw:>6} {x_raw_n:>7}")
+        if multi:
+            line += f"  {spread(iops, '{:.0f}'):>15} {spread(ratios, '{:.2f}'):>11}"
+        print(line + "   " + cpu_parts)
+    if rtt:
+        print(f"loopback 4 KiB TCP ping-pong p50: {med(rtt):.1f} us"
+              + (f" (range {spread(rtt, '{:.1f}')})" if len(rtt) > 1 else ""))
 
     print()
     checks = []
-    r3, b = get(3, "randwrite-4k-qd32"), raw.get("randwrite-4k-qd32")
-    if r3 and b:
-        v = r3["iops"] / (b["iops"] / 3)
-        checks.append(("3 replicas 4K randwrite QD32 vs raw/3", f"{v:.2f}x", ">= 0.80x", v >= 0.8))
-    r3, b = get(3, "randwrite-4k-qd1"), raw.get("randwrite-4k-qd1")
-    if r3 and b:
-        d = r3["p50"] - b["p50"]
-        checks.append(("3 replicas 4K randwrite QD1 p50 - raw p50", f"{d:.1f} us",
-                       "<= 1 loopback RTT + 30 us", None))
-    r3, b = get(3, "randread-4k-qd32"), raw.get("randread-4k-qd32")
-    if r3 and b:
-        v = r3["iops"] / b["iops"]
-        checks.append(("3 replicas 4K randread QD32 vs raw", f"{v:.2f}x", ">= 0.70x", v >= 0.7))
-    for name, got, want, ok in checks:
+    s = summary.get((3, "randwrite-4k-qd32"))
+    if s and s["ratios_n"]:
+        v = med(s["ratios_n"])
+        checks.append(("3 replicas 4K randwrite QD32 vs raw/3", f"{v:.2f}x", ">= 0.80x", v >= 0.8,
+                       spread(s["ratios_n"], "{:.2f}")))
+    s = summary.get((3, "randwrite-4k-qd1"))
+    if s:
+        deltas = []
+        for r in s["rows"]:
+            base = raw.get(("randwrite-4k-qd1", r["round"]))
+            if base:
+                deltas.append(r["p50"] - base["p50"])
+        if deltas:
+            d = med(deltas)
+            if rtt:
+                budget = med(rtt) + 30
+                checks.append(("3 replicas 4K randwrite QD1 p50 - raw p50", f"{d:.1f} us",
+                               f"<= RTT {med(rtt):.1f} + 30 = {budget:.1f} us", d <= budget,
+                               spread(deltas, "{:.1f}")))
+            else:
+                checks.append(("3 replicas 4K randwrite QD1 p50 - raw p50", f"{d:.1f} us",
+                               "<= 1 loopback RTT + 30 us", None, spread(deltas, "{:.1f}")))
+    s = summary.get((3, "randread-4k-qd32"))
+    if s and s["ratios"]:
+        v = med(s["ratios"])
+        checks.append(("3 replicas 4K randread QD32 vs raw", f"{v:.2f}x", ">= 0.70x", v >= 0.7,
+                       spread(s["ratios"], "{:.2f}")))
+    for name, got, want, ok, rng in checks:
         verdict = "" if ok is None else ("met" if ok else "MISSED")
-        print(f"target: {name}: {got} (want {want}) {verdict}")
+        rng = f" [rounds {rng}]" if rng else ""
+        print(f"target: {name}: {got}{rng} (want {want}) {verdict}")
 
 
 if __name__ == "__main__":

@@ -9,9 +9,25 @@
 #                                  fio's nbd engine, then the volume is removed
 #   bench_table                    prints the table (ratios to raw from this run)
 #
+# Interleaved form (bench/nbd_bench.sh): on a shared, noisy machine the load
+# changes within minutes, so each job runs on raw and on every volume back to
+# back, and the whole set is repeated:
+#   bench_prepare_raw              creates and fills the raw file (kept)
+#   bench_prepare_volume N E0 [E1 ...]  creates and fills volume bench-rN (kept)
+#   bench_round R                  every job on raw, then on each prepared volume
+#   bench_rtt R                    4 KiB TCP ping-pong on 127.0.0.1 (fio's net
+#                                  engine, pingpong=1): the loopback round trip
+#                                  of the QD1 latency target, same run
+#   bench_cleanup                  destroys the prepared volumes, removes the file
+#
 # Knobs: BENCH_SECONDS (per job, default 5), BENCH_SIZE (default 512M),
-# BENCH_JOBS (default: all five below). The file and each volume are filled
-# with 1 MiB writes first (not measured), so reads hit written blocks.
+# BENCH_JOBS (default: all five below), BENCH_TASKSET_FIO (a CPU list: fio runs
+# under taskset -c). The file and each volume are filled with 1 MiB writes first
+# (not measured), so reads hit written blocks and no write lands in a hole.
+#
+# TSV rows: label replicas job iops p50_us p99_us ios cpu_us_per_io round
+# fio_cpu_us engine0_cpu_us other_engines_cpu_us (CPU per I/O; engine 0 hosts
+# the target and replica 0). The RTT row has replicas -1 and job pingpong-4k.
 
 BENCH_ALL_JOBS=(randwrite-4k-qd1 randwrite-4k-qd32 randread-4k-qd1 randread-4k-qd32 seqwrite-1m-qd8)
 
@@ -21,71 +37,171 @@ bench_init() {
   BENCH_TSV="$TC_RUN_DIR/bench.tsv"
   : >"$BENCH_TSV"
   BENCH_CLK_TCK="$(getconf CLK_TCK)"
+  BENCH_VOLUMES=()
+  declare -gA BENCH_URI=() BENCH_PIDS=() BENCH_ENGINES=()
 }
 
 # _bench_job_args JOB: fio arguments of a job name (rw, bs, iodepth).
 _bench_job_args() {
   local rw bs qd
   IFS=- read -r rw bs qd <<<"$1"
-  [ "$rw" = seqwrite ] && rw=write
+  [ "$rw" = seqwrite ] && rw="write"
   echo "--rw=$rw --bs=$bs --iodepth=${qd#qd}"
 }
 
+_bench_fio() {
+  if [ -n "${BENCH_TASKSET_FIO:-}" ]; then
+    taskset -c "$BENCH_TASKSET_FIO" fio "$@"
+  else
+    fio "$@"
+  fi
+}
+
 # _bench_run LABEL REPLICAS JOB PIDS -- FIO ARGS...: runs one timed job and appends
-# "label replicas job iops p50 p99 ios cpu_us_per_io" to the results.
+# its row to the results. PIDS: the engines, engine 0 (target) first.
 _bench_run() {
   local label="$1" replicas="$2" job="$3" pids="$4"; shift 5
-  local json="$TC_RUN_DIR/bench-$label-$job.json"
-  # shellcheck disable=SC2086,SC2046
-  local before; before="$(cpu_ticks $pids)"
+  local round="${BENCH_ROUND:-1}"
+  local json="$TC_RUN_DIR/bench-$label-$job-$round.json"
+  local pid0="${pids%% *}" rest=""
+  [ -n "$pid0" ] && rest="${pids#"$pid0"}"
+  local b0 br a0 ar
+  # shellcheck disable=SC2086
+  b0="$(cpu_ticks $pid0)"
+  # shellcheck disable=SC2086
+  br="$(cpu_ticks $rest)"
   # shellcheck disable=SC2046
-  fio --name="$job" --output-format=json --output="$json" --time_based --runtime="$BENCH_SECONDS" \
+  _bench_fio --name="$job" --output-format=json --output="$json" --time_based --runtime="$BENCH_SECONDS" \
     --ramp_time=1 --size="$BENCH_SIZE" --randrepeat=0 --norandommap $(_bench_job_args "$job") "$@" \
     2>>"$TC_RUN_DIR/bench-fio.log" || tc_fail "fio $job on $label"
   # shellcheck disable=SC2086
-  local after; after="$(cpu_ticks $pids)"
+  a0="$(cpu_ticks $pid0)"
+  # shellcheck disable=SC2086
+  ar="$(cpu_ticks $rest)"
   python3 "$TC_LIB_DIR/fio_json.py" check "$json" >/dev/null || tc_fail "fio $job on $label had errors"
   local iops p50 p99 ios cpu_s runtime
   read -r iops p50 p99 ios cpu_s runtime < <(python3 "$TC_LIB_DIR/fio_json.py" stats "$json")
+  # Engine ticks cover fio's ramp second too, fio's own numbers do not: scale
+  # the engines' CPU to the measured part.
   local per_io
-  per_io="$(python3 -c "import sys; f, t, hz, n = map(float, sys.argv[1:]); print(f'{(f + t / hz) / max(n, 1) * 1e6:.1f}')" \
-    "$cpu_s" "$((after - before))" "$BENCH_CLK_TCK" "$ios")"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$replicas" "$job" "$iops" "$p50" "$p99" \
-    "$ios" "$per_io" >>"$BENCH_TSV"
-  tc_log "bench $label $job: iops=$iops p50=${p50}us p99=${p99}us cpu/io=${per_io}us"
+  per_io="$(python3 -c "
+import sys
+f, e0, er, hz, n, rt = map(float, sys.argv[1:])
+k = rt / (rt + 1.0) / hz / max(n, 1) * 1e6
+fio, c0, cr = f / max(n, 1) * 1e6, e0 * k, er * k
+print(f'{fio + c0 + cr:.1f} {fio:.1f} {c0:.1f} {cr:.1f}')" \
+    "$cpu_s" "$((a0 - b0))" "$((ar - br))" "$BENCH_CLK_TCK" "$ios" "$runtime")"
+  local total cf c0 cr
+  read -r total cf c0 cr <<<"$per_io"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$replicas" "$job" "$iops" "$p50" \
+    "$p99" "$ios" "$total" "$round" "$cf" "$c0" "$cr" >>"$BENCH_TSV"
+  tc_log "bench $label $job (round $round): iops=$iops p50=${p50}us p99=${p99}us cpu/io=${total}us"
+}
+
+bench_prepare_raw() {
+  BENCH_RAW_FILE="$TC_RUN_DIR/raw.img"
+  fallocate -l "$BENCH_SIZE" "$BENCH_RAW_FILE" 2>/dev/null || truncate -s "$BENCH_SIZE" "$BENCH_RAW_FILE"
+  fio --name=fill --filename="$BENCH_RAW_FILE" --ioengine=io_uring --direct=1 --rw=write --bs=1M \
+    --iodepth=8 --size="$BENCH_SIZE" --output=/dev/null 2>>"$TC_RUN_DIR/bench-fio.log" ||
+    tc_fail "fio fill of $BENCH_RAW_FILE"
+}
+
+_bench_raw_job() {
+  _bench_run raw 0 "$1" "" -- --filename="$BENCH_RAW_FILE" --ioengine=io_uring --direct=1
 }
 
 bench_raw() {
-  local file="$TC_RUN_DIR/raw.img"
-  fallocate -l "$BENCH_SIZE" "$file" 2>/dev/null || truncate -s "$BENCH_SIZE" "$file"
-  fio --name=fill --filename="$file" --ioengine=io_uring --direct=1 --rw=write --bs=1M \
-    --iodepth=8 --size="$BENCH_SIZE" --output=/dev/null 2>>"$TC_RUN_DIR/bench-fio.log" ||
-    tc_fail "fio fill of $file"
+  bench_prepare_raw
   local job
-  for job in $BENCH_JOBS; do
-    _bench_run raw 0 "$job" "" -- --filename="$file" --ioengine=io_uring --direct=1
-  done
-  rm -f "$file"
+  for job in $BENCH_JOBS; do _bench_raw_job "$job"; done
+  rm -f "$BENCH_RAW_FILE"
 }
 
-# bench_volume N E0 [E1 ...]: volume "bench-rN" with a replica on each engine.
-bench_volume() {
+# bench_prepare_volume N E0 [E1 ...]: volume "bench-rN" with a replica on each
+# engine, filled; remembered for bench_round and bench_cleanup.
+bench_prepare_volume() {
   local n="$1"; shift
-  local vol="bench-r$n" engines=("$@") pids="" e
-  for e in "${engines[@]}"; do pids="$pids $(engine_pid "$e")"; done
-  create_volume "$vol" "$BENCH_SIZE" "${engines[@]}"
-  local uri; uri="$(volume_uri "$vol" "${engines[0]}")"
+  local vol="bench-r$n" pids="" e
+  for e in "$@"; do pids="$pids $(engine_pid "$e")"; done
+  create_volume "$vol" "$BENCH_SIZE" "$@"
+  local uri; uri="$(volume_uri "$vol" "$1")"
   fio --name=fill --ioengine=nbd --uri="$uri" --rw=write --bs=1M --iodepth=8 --size="$BENCH_SIZE" \
     --output=/dev/null 2>>"$TC_RUN_DIR/bench-fio.log" || tc_fail "fio fill of $vol"
-  local job
-  for job in $BENCH_JOBS; do
-    _bench_run "${n}-replica" "$n" "$job" "$pids" -- --ioengine=nbd --uri="$uri"
-  done
+  BENCH_VOLUMES+=("$n")
+  BENCH_URI[$n]="$uri"
+  BENCH_PIDS[$n]="${pids# }"
+  BENCH_ENGINES[$n]="$*"
+}
+
+_bench_volume_job() {
+  local n="$1" job="$2"
+  _bench_run "${n}-replica" "$n" "$job" "${BENCH_PIDS[$n]}" -- --ioengine=nbd --uri="${BENCH_URI[$n]}"
+}
+
+_bench_destroy_volume() {
+  local n="$1" vol="bench-r$1" e
+  # shellcheck disable=SC2206
+  local engines=(${BENCH_ENGINES[$n]})
   ctl "${engines[0]}" target destroy --volume="$vol" >>"$TC_RUN_DIR/ctl.log" 2>&1 ||
     tc_fail "target destroy $vol"
   for e in "${engines[@]}"; do
     ctl "$e" replica delete --volume="$vol" >>"$TC_RUN_DIR/ctl.log" 2>&1 || tc_fail "replica delete $vol on $e"
   done
+}
+
+# bench_volume N E0 [E1 ...]: volume "bench-rN" with a replica on each engine.
+bench_volume() {
+  local n="$1"
+  bench_prepare_volume "$@"
+  local job
+  for job in $BENCH_JOBS; do _bench_volume_job "$n" "$job"; done
+  _bench_destroy_volume "$n"
+  local keep=() v
+  for v in "${BENCH_VOLUMES[@]}"; do [ "$v" = "$n" ] || keep+=("$v"); done
+  BENCH_VOLUMES=("${keep[@]}")
+}
+
+# bench_round R: each job on raw and on every prepared volume, back to back.
+bench_round() {
+  BENCH_ROUND="$1"
+  local job n
+  for job in $BENCH_JOBS; do
+    _bench_raw_job "$job"
+    for n in "${BENCH_VOLUMES[@]}"; do _bench_volume_job "$n" "$job"; done
+  done
+}
+
+# bench_rtt R: p50 of a 4 KiB TCP ping-pong on 127.0.0.1 (fio net engine).
+bench_rtt() {
+  local round="$1" port json="$TC_RUN_DIR/bench-rtt-$1.json"
+  port=$((20000 + RANDOM % 20000))
+  fio --name=echo --ioengine=net --protocol=tcp --listen --port="$port" --rw=read --bs=4k \
+    --size=64M --pingpong=1 --output=/dev/null >>"$TC_RUN_DIR/bench-fio.log" 2>&1 &
+  local srv=$!
+  local ok=0 _
+  for _ in $(seq 1 50); do
+    if fio --name=pingpong --ioengine=net --protocol=tcp --hostname=127.0.0.1 --port="$port" \
+      --rw=write --bs=4k --size=64M --pingpong=1 --output-format=json --output="$json" \
+      >>"$TC_RUN_DIR/bench-fio.log" 2>&1; then
+      ok=1
+      break
+    fi
+    sleep 0.1  # the listener may not be up yet
+  done
+  wait "$srv" 2>/dev/null || true
+  [ $ok = 1 ] || { tc_log "bench: loopback ping-pong failed; no RTT row"; return 0; }
+  local iops p50 p99 ios cpu_s runtime
+  read -r iops p50 p99 ios cpu_s runtime < <(python3 "$TC_LIB_DIR/fio_json.py" stats "$json")
+  printf 'rtt\t-1\tpingpong-4k\t%s\t%s\t%s\t%s\t0\t%s\t0\t0\t0\n' "$iops" "$p50" "$p99" "$ios" "$round" \
+    >>"$BENCH_TSV"
+  tc_log "bench loopback 4 KiB ping-pong (round $round): p50=${p50}us p99=${p99}us"
+}
+
+bench_cleanup() {
+  local n
+  for n in "${BENCH_VOLUMES[@]}"; do _bench_destroy_volume "$n"; done
+  BENCH_VOLUMES=()
+  [ -n "${BENCH_RAW_FILE:-}" ] && rm -f "$BENCH_RAW_FILE"
 }
 
 bench_table() { python3 "$TC_LIB_DIR/bench_table.py" "$BENCH_TSV"; }
