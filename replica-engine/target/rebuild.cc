@@ -484,9 +484,20 @@ void VolumeTarget::Impl::RebuildStep() {
     for (RbWindow& w : rb.win) {
       if (w.step == RbStep::kLockWait) order[n++] = &w;
     }
-    std::sort(order, order + n,
-              [](const RbWindow* a, const RbWindow* b) { return a->off < b->off; });
-    for (int i = 0; i < n; ++i) {
+    for (int i = 1; i < n; ++i) {  // insertion sort: n <= kRbWindows
+      for (int j = i; j > 0 && order[j]->off < order[j - 1]->off; --j) {
+        std::swap(order[j], order[j - 1]);
+      }
+    }
+    // Priority: while the application has requests in flight, the copy keeps
+    // at most kRbWindowsUnderLoad windows going (the rate limit bounds it
+    // further); an idle volume gets all of them.
+    int busy = 0;
+    for (const RbWindow& w : rb.win) {
+      if (w.step != RbStep::kNone && w.step != RbStep::kLockWait) ++busy;
+    }
+    const int allowed = (inflight_ > 0 || wait_head_ != nullptr) ? kRbWindowsUnderLoad : kRbWindows;
+    for (int i = 0; i < n && busy < allowed; ++i) {
       RbWindow& w = *order[i];
       if (!w.hole) {
         if (Tokens(MonotonicNanos()) < w.len) break;  // the ticker comes back
@@ -497,6 +508,7 @@ void VolumeTarget::Impl::RebuildStep() {
         }
       }
       if (!WindowLocked(w)) continue;
+      ++busy;
       if (w.hole) {
         IssueWin(&w, RbStep::kTrim, Opcode::kTrim, &dest);
       } else {

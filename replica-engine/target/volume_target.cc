@@ -556,8 +556,10 @@ void VolumeTarget::Impl::Dispatch(BlockRequest* req) {
     Complete(req, st.code());
     return;
   }
-  if (RangeLockedFor(req)) {
-    // The rebuild is copying this range: the write follows the copy.
+  if (RangeLockedFor(req) || OverlapsInflightWrite(req)) {
+    // The rebuild is copying this range, or another write to it is on its
+    // way to the replicas: this write follows. Overlapping writes in flight
+    // together could land in different orders on different replicas.
     req->next_ = nullptr;
     if (range_wait_tail_ != nullptr) {
       range_wait_tail_->next_ = req;
@@ -638,6 +640,13 @@ void VolumeTarget::Impl::StartWriteLike(IoCtx* c) {
   }
   c->sent_mask = healthy;
   c->remaining = static_cast<uint32_t>(__builtin_popcount(healthy));
+  if (op != Opcode::kFlush) {
+    c->wprev = nullptr;
+    c->wnext = wlist_;
+    if (wlist_ != nullptr) wlist_->wprev = c;
+    wlist_ = c;
+    c->in_wlist = true;
+  }
   for (Replica& r : replicas_) {
     if (!(healthy & (1u << r.index))) continue;
     ClientRequest& s = c->sub[r.index];
@@ -699,7 +708,30 @@ void VolumeTarget::Impl::OnSubDone(ClientRequest* sub) {
   self->OnDataPhaseDone(c);
 }
 
+bool VolumeTarget::Impl::OverlapsInflightWrite(const BlockRequest* req) const {
+  if (req->op == BlockOp::kRead || req->op == BlockOp::kFlush) return false;
+  for (const IoCtx* c = wlist_; c != nullptr; c = c->wnext) {
+    const BlockRequest* q = c->req;
+    if (q->offset < req->offset + req->length && req->offset < q->offset + q->length) return true;
+  }
+  return false;
+}
+
+void VolumeTarget::Impl::UnlinkWrite(IoCtx* c) {
+  if (!c->in_wlist) return;
+  if (c->wprev != nullptr) {
+    c->wprev->wnext = c->wnext;
+  } else {
+    wlist_ = c->wnext;
+  }
+  if (c->wnext != nullptr) c->wnext->wprev = c->wprev;
+  c->wprev = c->wnext = nullptr;
+  c->in_wlist = false;
+  ReleaseRangeLock();  // held writes check again
+}
+
 void VolumeTarget::Impl::OnDataPhaseDone(IoCtx* c) {
+  UnlinkWrite(c);
   if (state_ == TargetState::kFenced) {
     Finish(c, StatusCode::kFailedPrecondition);
     return;
@@ -754,6 +786,7 @@ void VolumeTarget::Impl::AwaitBump(IoCtx* c) {
 }
 
 void VolumeTarget::Impl::Finish(IoCtx* c, StatusCode code) {
+  UnlinkWrite(c);
   BlockRequest* req = c->req;
   c->req = nullptr;
   c->next = free_ctx_;

@@ -31,6 +31,10 @@ struct IoCtx {
   bool marked = false;      // MARK_DIRTY done on the survivors
   StatusCode first_error = StatusCode::kOk;
   uint64_t seq = 0;  // dispatch order (the rebuild drains older writes)
+  // Writes in their data phase, for overlap checks (Impl::wlist_).
+  IoCtx* wprev = nullptr;
+  IoCtx* wnext = nullptr;
+  bool in_wlist = false;
   ClientRequest sub[VolumeTarget::kMaxReplicas];
   IoCtx* next = nullptr;
 };
@@ -109,6 +113,8 @@ class VolumeTarget::Impl final : private EventLoop::Idler, private EventLoop::Ti
   static void OnSubDone(ClientRequest* sub);
   void OnDataPhaseDone(IoCtx* c);
   void AwaitBump(IoCtx* c);
+  bool OverlapsInflightWrite(const BlockRequest* req) const;
+  void UnlinkWrite(IoCtx* c);
   void Finish(IoCtx* c, StatusCode code);
   // Completes `req` now, or at the next BeforeWait when inside Submit().
   void Complete(BlockRequest* req, StatusCode code);
@@ -225,6 +231,7 @@ class VolumeTarget::Impl final : private EventLoop::Idler, private EventLoop::Ti
   // Windows in flight at once: the copy overlaps the source read of one
   // window with the destination write of another.
   static constexpr int kRbWindows = 8;
+  static constexpr int kRbWindowsUnderLoad = 2;
 
   struct Rebuild {
     RbPhase phase = RbPhase::kIdle;
@@ -271,7 +278,9 @@ class VolumeTarget::Impl final : private EventLoop::Idler, private EventLoop::Ti
   // Whether the replicas record dirty regions, and since which generation.
   bool tracking_ = false;
   uint64_t tracking_since_ = 0;
-  BlockRequest* range_wait_head_ = nullptr;  // writes held by the range lock
+  IoCtx* wlist_ = nullptr;  // writes in their data phase
+  // Writes held back by the rebuild's range lock or by an overlapping write.
+  BlockRequest* range_wait_head_ = nullptr;
   BlockRequest* range_wait_tail_ = nullptr;
 };
 
