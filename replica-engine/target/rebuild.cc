@@ -98,6 +98,7 @@ void VolumeTarget::Impl::StartRebuild(Replica* dest) {
     w.req.done = &Impl::OnRbDone;
   }
   rb.reply.resize(protocol::kMaxPayload);
+  rb.touched.assign((size_ / protocol::kMaxIoSize + 8) / 8, 0);
   rb.req.ctx = this;
   rb.req.done = &Impl::OnRbDone;
   // From here on every live write reaches the destination too.
@@ -213,6 +214,17 @@ uint64_t VolumeTarget::Impl::Checkpoint() const {
 
 // ---------------------------------------------------------- the copy loop
 
+void VolumeTarget::Impl::MarkTouched(uint64_t off, uint64_t len) {
+  if (rb_.touched.empty() || len == 0) return;
+  for (uint64_t c = off / protocol::kMaxIoSize; c <= (off + len - 1) / protocol::kMaxIoSize; ++c) {
+    if (c / 8 < rb_.touched.size()) rb_.touched[c / 8] |= static_cast<uint8_t>(1u << (c % 8));
+  }
+}
+
+bool VolumeTarget::Impl::Touched(uint64_t chunk) const {
+  return chunk / 8 < rb_.touched.size() && ((rb_.touched[chunk / 8] >> (chunk % 8)) & 1) != 0;
+}
+
 bool VolumeTarget::Impl::IsDirty(uint64_t region) const {
   size_t byte = region / 8;
   return byte < rb_.dirty.size() && ((rb_.dirty[byte] >> (region % 8)) & 1) != 0;
@@ -283,8 +295,28 @@ bool VolumeTarget::Impl::NextWindow(RbWindow* w) {
                            ? std::max(rb.extents[rb.extent_index].first, rb.cursor)
                            : rb.alloc_end;
   if (next_data > rb.cursor) {
-    // A hole in the source: punch it on the destination too.
+    // A hole in the source when it was listed: punch it on the destination
+    // too, except where a live write has landed since (the listing predates
+    // it; the destination has that write). Those chunks are copied from the
+    // source as it is under the range lock. Every write that can touch this
+    // range before the window completes is dispatched already (newer ones are
+    // held by the lock), so its mark is visible here.
     uint64_t hole_end = std::min({next_data, rb.alloc_end, rb.cursor + kMaxHole});
+    uint64_t chunk = rb.cursor / protocol::kMaxIoSize;
+    if (Touched(chunk)) {
+      uint64_t end = std::min(hole_end, (chunk + 1) * protocol::kMaxIoSize);
+      w->off = rb.cursor;
+      w->len = static_cast<uint32_t>(end - rb.cursor);
+      w->hole = false;
+      rb.cursor = end;
+      return true;
+    }
+    for (uint64_t c = chunk + 1; c * protocol::kMaxIoSize < hole_end; ++c) {
+      if (Touched(c)) {
+        hole_end = c * protocol::kMaxIoSize;
+        break;
+      }
+    }
     w->off = rb.cursor;
     w->len = static_cast<uint32_t>(hole_end - rb.cursor);
     w->hole = true;
@@ -524,8 +556,10 @@ void VolumeTarget::Impl::RebuildStep() {
         cp < size_ && cp - rb.last_cursor_persist >= options_.rebuild_checkpoint_bytes) {
       rb.last_cursor_persist = cp;
       EncodeCursor(cp, generation_);
-      IssueRb(RbStep::kCursor, Opcode::kSetRebuildCursor, &dest, 0, sizeof(rb.cursor_payload),
-              rb.cursor_payload);
+      // The windows below cp have been answered but may sit in the
+      // destination's volatile cache: make them durable before the cursor
+      // says so, or a power loss there would resume past lost data.
+      IssueRb(RbStep::kCursorFlush, Opcode::kFlush, &dest, 0, 0, nullptr);
       return;
     }
     if (!planned_all || rb.step != RbStep::kNone) return;
@@ -624,6 +658,10 @@ void VolumeTarget::Impl::OnRbReply(ClientRequest* req) {
       rb.alloc_end = std::min(list.covered_end, size_);
       break;
     }
+    case RbStep::kCursorFlush:
+      IssueRb(RbStep::kCursor, Opcode::kSetRebuildCursor, &replicas_[rb.dest], 0,
+              sizeof(rb.cursor_payload), rb.cursor_payload);
+      return;
     case RbStep::kCursor:
       break;
     case RbStep::kFlush:

@@ -280,5 +280,48 @@ TEST_F(RebuildTest, DestinationLostWhileTheCopyWaitsForTheRateLimitIsRebuiltAgai
   kVolumeSize = 16ull << 20;
 }
 
+// Issue 9, loss 1: a full rebuild decided what to TRIM from an allocation
+// listing taken before the live writes landed, and TRIMmed them away on the
+// destination. Live writes go into what was a hole of the source when the
+// rebuild listed it; afterwards every replica must hold them.
+TEST_F(RebuildTest, LiveWritesIntoSourceHolesSurviveAFullRebuild) {
+  kVolumeSize = 64ull << 20;
+  AddNodes(3);
+  TargetOptions o = Options(1);
+  o.replicas.pop_back();
+  o.rebuild_rate_bytes_per_sec = 16ull << 20;  // ~1 s of copying the low 16 MiB
+  VolumeTarget* t = StartTarget(o);
+  for (uint64_t off = 0; off < (16ull << 20); off += 1 << 20) Fill(t, off, 1 << 20, 51);
+  ASSERT_EQ(Do(t, BlockOp::kFlush, 0, 0, nullptr), StatusCode::kOk);
+  std::vector<uint8_t> model = nodes_[0]->Data();
+  ASSERT_TRUE(t->AddReplica({"127.0.0.1", nodes_[2]->port, false}).ok());
+  // 64 KiB writes into the upper half (a hole of the source at listing time)
+  // for as long as the rebuild runs.
+  uint8_t* b = Buf(64 << 10);
+  uint64_t off = 32ull << 20;
+  int writes = 0;
+  while (t->GetStatus().rebuild.state == RebuildState::kRunning ||
+         t->GetStatus().state != TargetState::kReady) {
+    ASSERT_LT(writes, 100000);
+    for (uint32_t i = 0; i < (64u << 10); ++i) b[i] = static_cast<uint8_t>(writes * 13 + i);
+    ASSERT_EQ(Do(t, BlockOp::kWrite, off, 64 << 10, b), StatusCode::kOk);
+    std::memcpy(model.data() + off, b, 64 << 10);
+    ++writes;
+    off += 64 << 10;
+    if (off >= kVolumeSize) off = 32ull << 20;
+  }
+  EXPECT_GT(writes, 10);
+  EXPECT_EQ(t->GetStatus().rebuild.state, RebuildState::kDone);
+  EXPECT_EQ(t->GetStatus().rebuild.mode, RebuildMode::kFull);
+  ASSERT_EQ(Do(t, BlockOp::kFlush, 0, 0, nullptr), StatusCode::kOk);
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    std::vector<uint8_t> d = nodes_[i]->Data();
+    size_t diff = 0;
+    for (size_t k = 0; k < d.size(); ++k) diff += d[k] != model[k];
+    EXPECT_EQ(diff, 0u) << "replica " << i << " differs from the acknowledged writes";
+  }
+  kVolumeSize = 16ull << 20;
+}
+
 }  // namespace
 }  // namespace tandem::target

@@ -640,6 +640,10 @@ void VolumeTarget::Impl::StartWriteLike(IoCtx* c) {
   }
   c->sent_mask = healthy;
   c->remaining = static_cast<uint32_t>(__builtin_popcount(healthy));
+  if (op != Opcode::kFlush && rb_.phase != RbPhase::kIdle && rb_.dest >= 0 &&
+      (healthy & (1u << rb_.dest))) {
+    MarkTouched(c->req->offset, c->req->length);
+  }
   if (op != Opcode::kFlush) {
     c->wprev = nullptr;
     c->wnext = wlist_;

@@ -185,6 +185,7 @@ class VolumeTarget::Impl final : private EventLoop::Idler, private EventLoop::Ti
     kRead,
     kWrite,
     kTrim,
+    kCursorFlush,  // FLUSH on the destination before its checkpoint moves
     kCursor,
     kFlush,
     kSetGen,
@@ -215,6 +216,11 @@ class VolumeTarget::Impl final : private EventLoop::Idler, private EventLoop::Ti
   static void OnUntrackDone(ClientRequest* sub);
   void EncodeCursor(uint64_t cursor, uint64_t generation);
   bool IsDirty(uint64_t region) const;
+  // Live writes that reached the destination since the rebuild began, per
+  // kMaxIoSize chunk: a hole of the source's allocation listing that one of
+  // them touched is copied (under the range lock), never TRIMmed.
+  void MarkTouched(uint64_t off, uint64_t len);
+  bool Touched(uint64_t chunk) const;
   uint64_t Tokens(uint64_t now_ns);
 
   // One copy window: planned (kLockWait), then READ from the source and
@@ -254,6 +260,7 @@ class VolumeTarget::Impl final : private EventLoop::Idler, private EventLoop::Ti
     std::vector<std::pair<uint64_t, uint64_t>> extents;
     size_t extent_index = 0;
     uint64_t alloc_end = 0;
+    std::vector<uint8_t> touched;  // MarkTouched(), one bit per kMaxIoSize
     RbWindow win[kRbWindows];
     std::vector<uint8_t> reply;  // GET_DIRTY_MAP / GET_ALLOCATION replies
     // The control request (maps, allocation, cursor, finish): one at a time.
