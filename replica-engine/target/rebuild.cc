@@ -570,7 +570,10 @@ void VolumeTarget::Impl::RebuildStep() {
   }
   if (rb.phase == RbPhase::kFinish) {
     if (rb.step != RbStep::kNone) return;
-    if (need_bump_ || bump_running_) return;  // the generation is about to move
+    // The generation is about to move: finish at the new one. (A bump that
+    // waits for a majority may be waiting for this very replica: then finish
+    // at the current generation, and the bump includes it.)
+    if (bump_running_ || (need_bump_ && AckAllowed(HealthyMask()))) return;
     rb.finish_generation = generation_;
     IssueRb(RbStep::kFlush, Opcode::kFlush, &dest, 0, 0, nullptr);
   }
@@ -669,7 +672,8 @@ void VolumeTarget::Impl::OnRbReply(ClientRequest* req) {
               nullptr, tracking_ ? protocol::kFlagTrackDirty : 0);
       return;
     case RbStep::kSetGen:
-      if (need_bump_ || bump_running_ || generation_ != rb.finish_generation) {
+      if (bump_running_ || generation_ != rb.finish_generation ||
+          (need_bump_ && AckAllowed(HealthyMask()))) {
         // The survivors moved on meanwhile: catch up before serving.
         rb.phase = RbPhase::kFinish;
         loop_->Wake();

@@ -70,6 +70,7 @@ Status VolumeTarget::Impl::Start() {
     }
   }
   size_ = options_.size;
+  next_gen_id_ = NewGenerationId();
   uint32_t pool = std::max<uint32_t>(1, options_.max_inflight);
   ctx_pool_.resize(pool);
   for (uint32_t i = pool; i-- > 0;) {
@@ -130,6 +131,7 @@ std::unique_ptr<ReplicaClient> VolumeTarget::Impl::NewClient(Replica* r) {
 }
 
 VolumeTarget::Impl::~Impl() {
+  *self_ref_ = nullptr;  // an authority's late answer finds no target
   if (idler_added_) {
     loop_->RemoveIdler(this);
     loop_->RemoveTicker(this);
@@ -220,6 +222,23 @@ void VolumeTarget::Impl::MaybeFinishStart() {
     }
   }
   generation_ = top;
+  // An attach must reach a majority of the configured replicas (or be told
+  // by the controller which replicas are in sync): majorities intersect, so
+  // the newest history among them has every acknowledged write.
+  int configured = __builtin_popcount(AllMask());
+  int reached = 0;
+  for (const Replica& r : replicas_) reached += !r.removed && r.state == ReplicaState::kConnecting;
+  if (any && options_.in_sync.generation_id == 0 && 2 * reached <= configured) {
+    last_error_ = "reached " + std::to_string(reached) + " of " + std::to_string(configured) +
+                  " replicas; an attach needs a majority (or the controller's in-sync record)";
+    for (Replica& r : replicas_) {
+      if (!r.removed && r.state == ReplicaState::kConnecting) {
+        r.state = ReplicaState::kStale;
+        close_mask_ |= 1u << r.index;
+      }
+    }
+    any = false;
+  }
   for (Replica& r : replicas_) {
     if (r.removed || r.state != ReplicaState::kConnecting) continue;
     if (r.generation == top) {
@@ -235,8 +254,25 @@ void VolumeTarget::Impl::MaybeFinishStart() {
     }
   }
   if (!any) {
+    if (last_error_.empty()) last_error_ = "no replica reachable";
     state_ = TargetState::kFailed;
   } else {
+    if (!options_.in_sync.replica_ids.empty() && options_.in_sync.generation_id != 0) {
+      // The controller's in-sync record may acknowledge below a majority, but
+      // only while every replica it names is serving.
+      uint32_t mask = 0;
+      size_t found = 0;
+      for (const std::string& id : options_.in_sync.replica_ids) {
+        for (const Replica& r : replicas_) {
+          if (!r.removed && r.state == ReplicaState::kHealthy && r.replica_id == id) {
+            mask |= 1u << r.index;
+            ++found;
+            break;
+          }
+        }
+      }
+      if (found == options_.in_sync.replica_ids.size()) insync_mask_ = mask;
+    }
     state_ = TargetState::kDegraded;  // UpdateState() leaves kStarting alone
     UpdateState();
     for (const Replica& r : replicas_) {
@@ -319,6 +355,7 @@ void VolumeTarget::Impl::Fault(Replica* r, const Status& why) {
 
 void VolumeTarget::Impl::Fence(const std::string& why) {
   if (state_ == TargetState::kFenced) return;
+  last_error_ = "fenced: " + why;
   TLOG_WARN(kTag, "volume '%s' epoch %llu FENCED: %s", options_.volume_id.c_str(),
             static_cast<unsigned long long>(options_.epoch), why.c_str());
   state_ = TargetState::kFenced;
@@ -333,10 +370,105 @@ void VolumeTarget::Impl::Fence(const std::string& why) {
   loop_->Wake();
 }
 
+bool VolumeTarget::Impl::AckAllowed(uint32_t serving) const {
+  if (2 * __builtin_popcount(serving) > __builtin_popcount(AllMask())) return true;
+  return insync_mask_ != 0 && (serving & insync_mask_) == insync_mask_;
+}
+
+uint64_t VolumeTarget::Impl::NewGenerationId() {
+  uint64_t id = 0;
+  while (id == 0) id = rng_();
+  return id;
+}
+
+void VolumeTarget::Impl::AskShrink(uint32_t serving) {
+  std::vector<std::string> ids;
+  for (const Replica& r : replicas_) {
+    if (serving & (1u << r.index)) ids.push_back(r.replica_id);
+  }
+  shrink_pending_ = true;
+  TLOG_WARN(kTag,
+            "volume '%s': %d of %d replicas serving: asking the authority to shrink the "
+            "in-sync set",
+            options_.volume_id.c_str(), __builtin_popcount(serving), __builtin_popcount(AllMask()));
+  std::shared_ptr<Impl*> ref = self_ref_;
+  options_.authority->ShrinkInSync(
+      options_.volume_id, options_.epoch, ids, next_gen_id_, [ref, serving](Status st) {
+        Impl* self = *ref;
+        if (self == nullptr) return;
+        self->shrink_pending_ = false;
+        if (st.ok()) {
+          self->insync_mask_ = serving;
+          TLOG_INFO(kTag, "volume '%s': the authority recorded the in-sync set",
+                    self->options_.volume_id.c_str());
+        } else if (st.code() == StatusCode::kFailedPrecondition) {
+          self->Fence("the membership authority refused: " + st.ToString());
+        } else {
+          self->last_error_ = "in-sync shrink not recorded: " + st.ToString();
+          self->shrink_retry_ns_ =
+              MonotonicNanos() +
+              std::max<uint64_t>(self->options_.reconnect_interval_ms, 100) * 1000000ull;
+        }
+        self->loop_->Wake();
+      });
+}
+
+void VolumeTarget::Impl::FailQuorumWaiters() {
+  while (bump_wait_head_ != nullptr) {
+    IoCtx* c = bump_wait_head_;
+    bump_wait_head_ = c->next;
+    Finish(c, StatusCode::kUnavailable);
+  }
+  BlockRequest* keep_head = nullptr;
+  BlockRequest* keep_tail = nullptr;
+  while (wait_head_ != nullptr) {
+    BlockRequest* req = wait_head_;
+    wait_head_ = req->next_;
+    req->next_ = nullptr;
+    if (NeedsBump(req->op)) {
+      Complete(req, StatusCode::kUnavailable);
+      continue;
+    }
+    if (keep_tail != nullptr) {
+      keep_tail->next_ = req;
+    } else {
+      keep_head = req;
+    }
+    keep_tail = req;
+  }
+  wait_head_ = keep_head;
+  wait_tail_ = keep_tail;
+}
+
 void VolumeTarget::Impl::StartBump() {
   uint32_t healthy = HealthyMask();
+  if (healthy == 0) {
+    need_bump_ = false;
+    return;
+  }
+  if (!AckAllowed(healthy)) {
+    // Less than a majority: nothing that skipped a replica is acknowledged
+    // and no new generation starts (a minority's generation would diverge
+    // from the majority's). Writes wait for replicas to come back, or for the
+    // authority to record the smaller in-sync set; FailQuorumWaiters bounds it.
+    uint64_t now = MonotonicNanos();
+    if (quorum_lost_ns_ == 0) {
+      quorum_lost_ns_ = now;
+      last_error_ = std::to_string(__builtin_popcount(healthy)) + " of " +
+                    std::to_string(__builtin_popcount(AllMask())) +
+                    " replicas serving: writes wait for a majority";
+      TLOG_WARN(kTag, "volume '%s': %s", options_.volume_id.c_str(), last_error_.c_str());
+    }
+    if (options_.authority != nullptr && !shrink_pending_ && now >= shrink_retry_ns_) {
+      AskShrink(healthy);
+    }
+    return;
+  }
+  if (quorum_lost_ns_ != 0) {
+    quorum_lost_ns_ = 0;
+    last_error_.clear();
+  }
   need_bump_ = false;
-  if (healthy == 0) return;
   bump_running_ = true;
   bump_generation_ = generation_ + 1;
   bump_remaining_ = 0;
@@ -423,6 +555,12 @@ void VolumeTarget::Impl::BeforeWait() {
   if (need_bump_ && !bump_running_ && state_ != TargetState::kStarting &&
       state_ != TargetState::kFenced) {
     StartBump();
+    uint64_t bound =
+        options_.quorum_wait_ms != 0 ? options_.quorum_wait_ms : options_.request_timeout_ms;
+    if (need_bump_ && quorum_lost_ns_ != 0 &&
+        MonotonicNanos() - quorum_lost_ns_ >= bound * 1000000ull) {
+      FailQuorumWaiters();
+    }
   }
   while (failed_head_ != nullptr) {
     BlockRequest* req = failed_head_;
@@ -855,6 +993,8 @@ TargetStatus VolumeTarget::Impl::GetStatus() const {
   s.size = size_;
   s.epoch = options_.epoch;
   s.generation = generation_;
+  s.generation_id = gen_id_;
+  s.last_error = last_error_;
   s.rebuild = rb_status_;
   if (rb_.phase != RbPhase::kIdle && rb_.phase != RbPhase::kUntrack) {
     s.rebuild.rate_bytes_per_sec = rb_.rate;
@@ -878,6 +1018,8 @@ TargetStatus VolumeTarget::Impl::GetStatus() const {
     rs.replica_id = r.replica_id;
     rs.state = r.state;
     rs.generation = r.generation;
+    rs.generation_id = 0;  // TODO(generation ids): r.info.generation_id
+    if (insync_mask_ & (1u << r.index)) s.in_sync.push_back(r.replica_id);
     rs.inflight = r.client ? r.client->inflight() : 0;
     rs.reads = r.reads;
     rs.writes = r.writes;

@@ -35,6 +35,7 @@
 #include "common/status.h"
 #include "replica-engine/client/replica_client.h"
 #include "replica-engine/target/block_device.h"
+#include "replica-engine/target/membership_authority.h"
 
 namespace tandem::target {
 
@@ -44,11 +45,33 @@ struct ReplicaEndpoint {
   bool local = false;  // on this node: preferred for reads
 };
 
+// The controller's record of which replicas hold the volume's newest history
+// (docs/architecture.md, "Who may acknowledge").
+struct InSyncRequirement {
+  // The generation id the in-sync replicas were recorded at; 0: none given,
+  // the target then relies on reaching a majority of `replicas` alone.
+  uint64_t generation_id = 0;
+  std::vector<std::string> replica_ids;  // replica ids (HELLO), not addresses
+};
+
 struct TargetOptions {
   std::string volume_id;
   uint64_t epoch = 0;  // from the controller; must grow with every attach
   std::string token;
+  // The volume's configured replicas: a write is acknowledged only when it is
+  // on every serving replica and those are a majority of these (or the
+  // authority / in-sync record below says they are the in-sync set).
   std::vector<ReplicaEndpoint> replicas;
+  // With a generation id: serve only from replicas that prove they hold it
+  // (their generation id is it, or it is in their history); none reachable:
+  // the target does not start (UNAVAILABLE, naming what is missing).
+  InSyncRequirement in_sync;
+  // Consulted on a fault that leaves less than a majority serving; nullptr:
+  // the majority rule stands alone. Must outlive the target.
+  MembershipAuthority* authority = nullptr;
+  // How long writes wait for a majority (or the authority) before they fail
+  // with UNAVAILABLE (EIO at the frontend); 0: request_timeout_ms.
+  uint32_t quorum_wait_ms = 0;
   // Volume size in bytes; every replica must have exactly this size (a
   // replica reporting another size is FAULTED). 0: take the first replica's.
   uint64_t size = 0;
@@ -84,6 +107,7 @@ struct ReplicaStatus {
   std::string replica_id;
   ReplicaState state = ReplicaState::kConnecting;
   uint64_t generation = 0;
+  uint64_t generation_id = 0;  // from its last handshake, or set by this target
   uint32_t inflight = 0;
   uint64_t reads = 0;
   uint64_t writes = 0;
@@ -118,6 +142,12 @@ struct TargetStatus {
   uint64_t size = 0;
   uint64_t epoch = 0;
   uint64_t generation = 0;
+  uint64_t generation_id = 0;  // the newest history this target serves
+  // Why the target is FAILED or FENCED, or why writes wait (no majority).
+  std::string last_error;
+  // Replica ids of the set allowed to acknowledge below a majority (from
+  // TargetOptions::in_sync or the authority); empty: majority rule.
+  std::vector<std::string> in_sync;
   std::vector<ReplicaStatus> replicas;
   uint64_t reads = 0;
   uint64_t writes = 0;

@@ -4,6 +4,7 @@
 // rebuild under a range lock). Everything runs on the target's EventLoop.
 
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -99,6 +100,14 @@ class VolumeTarget::Impl final : private EventLoop::Idler, private EventLoop::Ti
   static void OnBumpDone(ClientRequest* sub);
   void ReleaseBumpWaiters();
   void UpdateState();
+  // The one place the acknowledgement rule lives: may writes that are on the
+  // replicas of `serving` be acknowledged (a majority of the configured
+  // replicas, or a superset of the recorded in-sync set)?
+  bool AckAllowed(uint32_t serving) const;
+  void AskShrink(uint32_t serving);
+  // Writes waited longer than quorum_wait_ms for a majority: fail them.
+  void FailQuorumWaiters();
+  uint64_t NewGenerationId();
   uint32_t HealthyMask() const;
   // HEALTHY and REBUILDING: the replicas every write goes to.
   uint32_t WriteMask() const;
@@ -163,6 +172,23 @@ class VolumeTarget::Impl final : private EventLoop::Idler, private EventLoop::Ti
   void* shutdown_arg_ = nullptr;
 
   TargetStatus counters_;
+  std::string last_error_;
+
+  // Who may acknowledge (AckAllowed). insync_mask_: the replicas the
+  // controller recorded as in sync (TargetOptions::in_sync, all HEALTHY at
+  // start) or the authority accepted on a shrink; 0: majority rule only.
+  uint32_t insync_mask_ = 0;
+  bool shrink_pending_ = false;
+  uint64_t shrink_retry_ns_ = 0;
+  uint64_t quorum_lost_ns_ = 0;  // since when a bump waits for a majority
+  // Cleared by ~Impl: callbacks of the authority check it before touching us.
+  std::shared_ptr<Impl*> self_ref_ = std::make_shared<Impl*>(this);
+  // Generation ids (DRBD's data-generation UUIDs): a random id per
+  // generation, and the ids of the ones before it, newest first.
+  std::mt19937_64 rng_{std::random_device{}()};
+  uint64_t gen_id_ = 0;
+  std::vector<uint64_t> gen_history_;
+  uint64_t next_gen_id_ = 0;  // the id the next bump will use (promised to the authority)
 
   // ---------------------------------------------------------------- rebuild
   // (rebuild.cc) One rebuild at a time: the destination is REBUILDING and

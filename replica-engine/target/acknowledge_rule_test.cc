@@ -1,0 +1,159 @@
+// Who may acknowledge (docs/architecture.md): a write is acknowledged only
+// when it is on every serving replica and those are a majority of the
+// configured replicas, or the membership authority recorded them as the
+// in-sync set; an attach must reach a majority (or be told the in-sync set)
+// and serves only from replicas holding the newest history. Real replica
+// servers on 127.0.0.1; the authority is a test fake (the controller
+// implements the real one).
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "replica-engine/target/testing_cluster.h"
+
+namespace tandem::target {
+namespace {
+
+using namespace target_testing;  // NOLINT
+
+class AcknowledgeRuleTest : public TargetFixture {
+ protected:
+  // Counts the writes of `n` 4 KiB writes at `off` that were acknowledged.
+  int AckedWrites(VolumeTarget* t, uint64_t off, int n, uint8_t byte) {
+    int acked = 0;
+    for (int i = 0; i < n; ++i) {
+      if (WritePattern(t, off + 4096ull * (i % 16), 4096, byte) == StatusCode::kOk) ++acked;
+    }
+    return acked;
+  }
+};
+
+// A fake authority: answers every ShrinkInSync with `answer`, on the loop.
+class FakeAuthority final : public MembershipAuthority {
+ public:
+  FakeAuthority(EventLoop* loop, Status answer) : loop_(loop), answer_(std::move(answer)) {}
+  void ShrinkInSync(const std::string& volume_id, uint64_t epoch,
+                    const std::vector<std::string>& remaining, uint64_t new_generation_id,
+                    std::function<void(Status)> done) override {
+    ++calls;
+    last_volume = volume_id;
+    last_epoch = epoch;
+    last_remaining = remaining;
+    last_generation_id = new_generation_id;
+    Status answer = answer_;
+    loop_->Post([done = std::move(done), answer] { done(answer); });
+  }
+  int calls = 0;
+  std::string last_volume;
+  uint64_t last_epoch = 0;
+  std::vector<std::string> last_remaining;
+  uint64_t last_generation_id = 0;
+
+ private:
+  EventLoop* loop_;
+  Status answer_;
+};
+
+// Issue 9, loss 2: target A (epoch 1) over r0, r1, r2; target B (epoch 2)
+// over r1 and r2 only, as in a partition that cuts r0 off from B. Every later
+// write of A must fail: on r0 alone it is on a minority.
+TEST_F(AcknowledgeRuleTest, FencedOutTargetAcknowledgesNothingOnItsMinority) {
+  AddNodes(3);
+  VolumeTarget* a = StartTarget(Options(1, 2000, /*reconnect_ms=*/100));
+  ASSERT_EQ(WritePattern(a, 0, 4096, 0x01), StatusCode::kOk);
+  TargetOptions ob = Options(2);
+  ob.replicas.erase(ob.replicas.begin());  // B cannot reach r0
+  VolumeTarget* b = StartTarget(ob);
+  ASSERT_NE(b->state(), TargetState::kFailed) << b->GetStatus().last_error;
+  EXPECT_EQ(AckedWrites(a, 1 << 20, 40, 0xEE), 0);
+  ASSERT_TRUE(RunUntil([&] { return a->state() == TargetState::kFenced; }))
+      << TargetStateName(a->state()) << ": " << a->GetStatus().last_error;
+  EXPECT_EQ(WritePattern(a, 0, 4096, 0xEE), StatusCode::kFailedPrecondition);
+  // B's view is the truth: nothing of A's lands on B's replicas.
+  for (int i = 1; i < 3; ++i) EXPECT_EQ(nodes_[i]->Data()[1 << 20], 0);
+}
+
+TEST_F(AcknowledgeRuleTest, MinorityWritesWaitThenFailAndResumeWithAMajority) {
+  AddNodes(3);
+  TargetOptions o = Options(1, 2000, /*reconnect_ms=*/100);
+  o.quorum_wait_ms = 300;
+  VolumeTarget* t = StartTarget(o);
+  ASSERT_EQ(WritePattern(t, 0, 4096, 0x10), StatusCode::kOk);
+  nodes_[1]->server->Stop();
+  nodes_[2]->server->Stop();
+  uint64_t t0 = MonotonicNanos();
+  EXPECT_EQ(WritePattern(t, 8192, 4096, 0x11), StatusCode::kUnavailable);
+  EXPECT_GE(MonotonicNanos() - t0, 250ull * 1000000);  // it waited for a majority first
+  EXPECT_NE(t->GetStatus().last_error.find("majority"), std::string::npos)
+      << t->GetStatus().last_error;
+  // Reads are still served from the newest history.
+  uint8_t* b = Buf(4096);
+  ASSERT_EQ(Do(t, BlockOp::kRead, 0, 4096, b), StatusCode::kOk);
+  EXPECT_EQ(b[0], 0x10);
+  // A replica back and rebuilt: a majority again, writes are acknowledged.
+  nodes_[1]->StartServer();
+  ASSERT_TRUE(
+      RunUntil([&] { return WritePattern(t, 8192, 4096, 0x12) == StatusCode::kOk; }, 20000));
+  ASSERT_EQ(Do(t, BlockOp::kFlush, 0, 0, nullptr), StatusCode::kOk);
+  EXPECT_EQ(nodes_[0]->Data()[8192], 0x12);
+  EXPECT_EQ(nodes_[1]->Data()[8192], 0x12);
+}
+
+TEST_F(AcknowledgeRuleTest, AttachThatReachesOnlyAMinorityDoesNotServe) {
+  AddNodes(3);
+  nodes_[1]->server->Stop();
+  nodes_[2]->server->Stop();
+  VolumeTarget* t = NewTarget(1);
+  EXPECT_EQ(t->state(), TargetState::kFailed);
+  EXPECT_NE(t->GetStatus().last_error.find("majority"), std::string::npos)
+      << t->GetStatus().last_error;
+  uint8_t* b = Buf(4096);
+  EXPECT_EQ(Do(t, BlockOp::kRead, 0, 4096, b), StatusCode::kUnavailable);
+}
+
+TEST_F(AcknowledgeRuleTest, AuthorityLetsATwoReplicaVolumeSurviveOneFault) {
+  AddNodes(2);
+  FakeAuthority authority(&loop_, Status::Ok());
+  TargetOptions o = Options(7);
+  o.authority = &authority;
+  VolumeTarget* t = StartTarget(o);
+  ASSERT_EQ(WritePattern(t, 0, 4096, 0x21), StatusCode::kOk);
+  EXPECT_EQ(authority.calls, 0);  // both serving: a majority, nobody asked
+  nodes_[1]->server->Stop();
+  ASSERT_EQ(WritePattern(t, 4096, 4096, 0x22), StatusCode::kOk);
+  EXPECT_EQ(authority.calls, 1);
+  EXPECT_EQ(authority.last_volume, kVolume);
+  EXPECT_EQ(authority.last_epoch, 7u);
+  EXPECT_EQ(authority.last_remaining, std::vector<std::string>{"r0"});
+  EXPECT_NE(authority.last_generation_id, 0u);
+  TargetStatus st = t->GetStatus();
+  EXPECT_EQ(st.in_sync, std::vector<std::string>{"r0"});
+  EXPECT_EQ(nodes_[0]->Data()[4096], 0x22);
+}
+
+TEST_F(AcknowledgeRuleTest, AuthorityRefusingAStaleEpochFencesTheTarget) {
+  AddNodes(2);
+  FakeAuthority authority(&loop_, Status::FailedPrecondition("epoch 3 is not current"));
+  TargetOptions o = Options(3);
+  o.authority = &authority;
+  VolumeTarget* t = StartTarget(o);
+  ASSERT_EQ(WritePattern(t, 0, 4096, 0x31), StatusCode::kOk);
+  nodes_[1]->server->Stop();
+  EXPECT_EQ(WritePattern(t, 4096, 4096, 0x32), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(t->state(), TargetState::kFenced);
+  EXPECT_EQ(authority.calls, 1);
+}
+
+TEST_F(AcknowledgeRuleTest, WithoutAnAuthorityATwoReplicaVolumeStopsAcknowledgingOnAFault) {
+  AddNodes(2);
+  TargetOptions o = Options(1);
+  o.quorum_wait_ms = 200;
+  VolumeTarget* t = StartTarget(o);
+  ASSERT_EQ(WritePattern(t, 0, 4096, 0x41), StatusCode::kOk);
+  nodes_[1]->server->Stop();
+  EXPECT_EQ(AckedWrites(t, 4096, 5, 0x42), 0);
+}
+
+}  // namespace
+}  // namespace tandem::target
