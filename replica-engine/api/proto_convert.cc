@@ -144,6 +144,17 @@ Result<target::TargetSpec> TargetSpecFromProto(const pb::CreateTargetRequest& re
   o.rebuild_rate_bytes_per_sec = req.rebuild_rate_bytes_per_sec() != 0
                                      ? req.rebuild_rate_bytes_per_sec()
                                      : defaults.rebuild_rate_bytes_per_sec;
+  o.in_sync.generation_id = req.in_sync_generation_id();
+  for (int i = 0; i < req.in_sync_replica_ids_size(); ++i) {
+    const std::string field = "in_sync_replica_ids[" + std::to_string(i) + "]";
+    TANDEM_RETURN_IF_ERROR(replica::ValidateId(field.c_str(), req.in_sync_replica_ids(i)));
+    o.in_sync.replica_ids.push_back(req.in_sync_replica_ids(i));
+  }
+  if (!o.in_sync.replica_ids.empty() && o.in_sync.generation_id == 0) {
+    return Status::InvalidArgument(
+        "in_sync_replica_ids given without in_sync_generation_id (the generation they hold)");
+  }
+  o.quorum_wait_ms = req.quorum_wait_ms();
   std::set<std::pair<std::string, uint32_t>> seen;
   for (int i = 0; i < n; ++i) {
     const pb::ReplicaEndpoint& e = req.replicas(i);
@@ -259,7 +270,11 @@ void TargetToProto(const target::TargetInfo& info, pb::Target* out) {
     p->set_writes(r.writes);
     p->set_errors(r.errors);
     p->set_last_error(r.last_error);
+    p->set_generation_id(r.generation_id);
   }
+  out->set_generation_id(s.generation_id);
+  out->set_last_error(s.last_error);
+  for (const std::string& id : s.in_sync) out->add_in_sync_replica_ids(id);
   out->set_reads(s.reads);
   out->set_writes(s.writes);
   out->set_flushes(s.flushes);

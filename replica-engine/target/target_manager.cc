@@ -159,8 +159,8 @@ Result<TargetInfo> TargetManager::Create(const TargetSpec& spec) {
     if (state == TargetState::kFenced) {
       return Status::FailedPrecondition("volume '" + vol + "': a newer epoch owns it;" + why);
     }
-    return Status::Unavailable("volume '" + vol + "': no healthy replica (" +
-                               TargetStateName(state) + "):" + why);
+    return Status::Unavailable("volume '" + vol + "': not serving (" + TargetStateName(state) +
+                               (ts.last_error.empty() ? "" : ": " + ts.last_error) + "):" + why);
   }
 
   st = RunOnLoop<Status>(&loop_, [&] {

@@ -4,8 +4,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <thread>
 #include <vector>
@@ -18,6 +20,13 @@ namespace {
 
 namespace pb = ::tandem::engine::v1;
 
+// Generation ids print as 16 hex digits (they are random 64-bit ids).
+std::string HexId(uint64_t id) {
+  char buf[24];
+  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(id));
+  return buf;
+}
+
 void PrintTarget(const pb::Target& t) {
   PrintField("volume_id", t.volume_id());
   PrintField("nbd_socket", t.nbd_socket());
@@ -25,6 +34,12 @@ void PrintTarget(const pb::Target& t) {
   PrintField("epoch", std::to_string(t.epoch()));
   PrintField("state", EnumSuffix(pb::TargetState_Name(t.state()), "TARGET_STATE_"));
   PrintField("generation", std::to_string(t.generation()));
+  PrintField("generation_id", HexId(t.generation_id()));
+  PrintField("last_error", t.last_error());
+  std::string in_sync;
+  for (const std::string& id : t.in_sync_replica_ids())
+    in_sync += (in_sync.empty() ? "" : ",") + id;
+  PrintField("in_sync", in_sync);
   PrintField("size_bytes", std::to_string(t.size_bytes()));
   PrintField("reads", std::to_string(t.reads()));
   PrintField("writes", std::to_string(t.writes()));
@@ -39,6 +54,7 @@ void PrintTarget(const pb::Target& t) {
     PrintField(p + "replica_id", r.replica_id());
     PrintField(p + "state", EnumSuffix(pb::ReplicaState_Name(r.state()), "REPLICA_STATE_"));
     PrintField(p + "generation", std::to_string(r.generation()));
+    PrintField(p + "generation_id", HexId(r.generation_id()));
     PrintField(p + "inflight", std::to_string(r.inflight()));
     PrintField(p + "reads", std::to_string(r.reads()));
     PrintField(p + "writes", std::to_string(r.writes()));
@@ -99,6 +115,13 @@ int Create(const Context& ctx, int argc, char** argv) {
   flags.Define("rebuild-rate", "0", "rebuild rate limit, bytes/s (K/M/G); 0: the engine default");
   flags.Define("reconnect-interval-ms", "0",
                "reconnect/rebuild interval of faulted replicas; 0: the engine default");
+  flags.Define("in-sync-generation-id", "",
+               "the controller's in-sync record: the generation id (16 hex digits, as "
+               "`target get` prints it) the in-sync replicas hold");
+  flags.Define("in-sync-replica", "",
+               "replica id in the in-sync record (repeatable; needs --in-sync-generation-id)");
+  flags.Define("quorum-wait-ms", "0",
+               "how long writes wait for a majority before failing; 0: the request timeout");
   int exit = kExitOk;
   if (!ParseVerbFlags("target", &flags, argc, argv, {"volume", "epoch", "replica"}, &exit)) {
     return exit;
@@ -131,6 +154,27 @@ int Create(const Context& ctx, int argc, char** argv) {
   req.set_nbd_tcp_address(flags.Get("nbd-tcp"));
   req.set_rebuild_rate_bytes_per_sec(rate);
   req.set_reconnect_interval_ms(static_cast<uint32_t>(reconnect_ms));
+  if (std::string g = flags.Get("in-sync-generation-id"); !g.empty()) {
+    char* end = nullptr;
+    errno = 0;
+    unsigned long long id = std::strtoull(g.c_str(), &end, 16);
+    if (errno != 0 || end == g.c_str() || *end != '\0' || g.size() > 16 || id == 0) {
+      return UsageError(
+          "--in-sync-generation-id must be a non-zero hex id of up to 16 digits, "
+          "got \"" +
+          g + "\"");
+    }
+    req.set_in_sync_generation_id(id);
+  }
+  for (const std::string& id : flags.GetAll("in-sync-replica")) {
+    if (!id.empty()) req.add_in_sync_replica_ids(id);
+  }
+  uint64_t quorum_wait_ms = 0;
+  if (Status st = flags.GetUint("quorum-wait-ms", &quorum_wait_ms);
+      !st.ok() || quorum_wait_ms > UINT32_MAX) {
+    return UsageError("--quorum-wait-ms must be a number of milliseconds below 2^32");
+  }
+  req.set_quorum_wait_ms(static_cast<uint32_t>(quorum_wait_ms));
   for (const std::string& spec : flags.GetAll("replica")) {
     if (!ParseEndpoint(spec, req.add_replicas())) {
       return UsageError("--replica must be HOST:PORT[:local], got \"" + spec + "\"");
