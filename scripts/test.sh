@@ -23,17 +23,12 @@ echo "== ctest =="
 ctest --test-dir "$out/dev" --output-on-failure -j"$jobs" -E "$serial"
 ctest --test-dir "$out/dev" --output-on-failure -R "$serial"
 
-# Known bug, open: under ASan a replica server sometimes leaves a request
-# unanswered (idle in epoll) during a rebuild; these two tests hit it most
-# runs there and pass in the RelWithDebInfo stage above. Repro and notes:
-# docs/known_issues.md. Remove this exclusion with the fix.
-asan_known_hang='EngineServiceTest.AddTargetReplicaRebuildsAFreshReplicaUntilHealthy|TargetManagerTest.AddAndRemoveReplicaKeepCreateIdempotentForTheLiveList'
 if [ "${TANDEM_SANITIZE:-1}" != "0" ]; then
   echo "== build (ASan + UBSan) =="
   "$root/scripts/build.sh" "$out/asan" -DCMAKE_BUILD_TYPE=Debug -DTANDEM_SANITIZE=ON
   echo "== ctest under ASan + UBSan =="
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-    ctest --test-dir "$out/asan" --output-on-failure -j"$jobs" -E "$serial|$asan_known_hang"
+    ctest --test-dir "$out/asan" --output-on-failure -j"$jobs" -E "$serial"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     ctest --test-dir "$out/asan" --output-on-failure -R "$serial"
 fi

@@ -447,17 +447,22 @@ TEST_F(EngineServiceTest, ClientOfAnEngineThatIsNotThereFailsUnavailable) {
   EXPECT_EQ(info.status().code(), StatusCode::kUnavailable) << info.status().ToString();
 }
 
-// Another "node" for the rebuild test: a replica manager and replica server of
-// its own in the test's temp dir, holding one replica of `volume`.
+// Another "node" for the rebuild test: a backend, replica manager and replica
+// server of its own in the test's temp dir, holding one replica of `volume`.
+// Its own backend, as every node has one: a backend belongs to one thread
+// (storage_backend.h), and each ReplicaServer runs its own loop thread.
 struct ReplicaNode {
+  std::unique_ptr<backend::StorageBackend> backend;  // outlives the two below
   std::unique_ptr<replica::ReplicaManager> manager;
   std::unique_ptr<server::ReplicaServer> server;
   std::string data_path;
   std::string address;
 
-  void Start(backend::StorageBackend* backend, const std::string& dir, const std::string& volume,
-             uint64_t size) {
-    manager = std::make_unique<replica::ReplicaManager>(backend, dir);
+  void Start(const std::string& dir, const std::string& volume, uint64_t size) {
+    auto b = backend::BackendFactory::Create("auto");
+    ASSERT_TRUE(b.ok()) << b.status().ToString();
+    backend = std::move(*b);
+    manager = std::make_unique<replica::ReplicaManager>(backend.get(), dir);
     ASSERT_TRUE(manager->LoadAll().ok());
     replica::ReplicaConfig cfg;
     cfg.volume_id = volume;
@@ -469,7 +474,7 @@ struct ReplicaNode {
     // Room for a 1 MiB buffer in every size class: the rebuild copies 1 MiB
     // windows (an 8 MiB pool has none of that size).
     opts.buffer_pool_bytes = 16 << 20;
-    server = std::make_unique<server::ReplicaServer>(manager.get(), backend, opts);
+    server = std::make_unique<server::ReplicaServer>(manager.get(), backend.get(), opts);
     ASSERT_TRUE(server->Start().ok());
     address = "127.0.0.1:" + std::to_string(server->port());
   }
@@ -520,7 +525,7 @@ TEST_F(EngineServiceTest, AddTargetReplicaRebuildsAFreshReplicaUntilHealthy) {
   const std::string vol = "vol-r";
   ReplicaNode nodes[3];
   for (int i = 0; i < 3; ++i) {
-    nodes[i].Start(backend_.get(), tmp_ + "/node" + std::to_string(i), vol, kSize);
+    nodes[i].Start(tmp_ + "/node" + std::to_string(i), vol, kSize);
   }
   // The same data on the two original replicas (as a mirror left them), in
   // two extents with a hole between them.

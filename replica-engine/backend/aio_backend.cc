@@ -97,6 +97,7 @@ void AioBackend::CloseFile(int fd) {
 }
 
 void AioBackend::Queue(IoRequest* req) {
+  CheckOwnerThread("Queue");
   ++in_flight_;
   req->done_bytes_ = 0;
   req->result = 0;
@@ -158,6 +159,7 @@ void AioBackend::RunSyncOps() {
 }
 
 int AioBackend::Submit() {
+  CheckOwnerThread("Submit");
   RunSyncOps();
   int submitted = 0;
   while (!pending_.empty() && !free_iocbs_.empty()) {
@@ -252,6 +254,7 @@ bool AioBackend::OnCompletion(iocb* cb, long res) {
 }
 
 int AioBackend::Reap(int min_complete, int64_t timeout_us) {
+  CheckOwnerThread("Reap");
   // `done` may Queue/Submit, but a nested Reap would overwrite events_.
   if (in_reap_) return 0;
   in_reap_ = true;

@@ -18,11 +18,13 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <memory>
 #include <optional>
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -911,6 +913,85 @@ TEST_P(BackendConformanceTest, CompletionFdSignalsPendingCompletions) {
   EXPECT_EQ(backend_->Reap(0, 0), 1);
   EXPECT_EQ(done, 2);
   EXPECT_EQ(r.result, -EINVAL);
+}
+
+// The one-thread contract, as two replica servers sharing one backend break
+// it: a loop thread owns the backend (it made the first call and is still
+// running) and another thread reaps. Debug builds abort naming the contract;
+// without the check the other thread would silently run the loop's `done`
+// callbacks.
+TEST_P(BackendConformanceTest, ASecondThreadUsingTheBackendAbortsInDebugBuilds) {
+  if (!StorageBackend::ChecksOwnerThread()) {
+    GTEST_SKIP() << "built with NDEBUG: the owner-thread check is compiled out";
+  }
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  auto two_threads = [this](bool queue) {
+    std::promise<void> owned, stop;
+    std::future<void> owned_f = owned.get_future();
+    std::shared_future<void> stop_f = stop.get_future().share();
+    std::thread loop([&] {
+      WritePattern(0, kBlock, 1);  // binds the backend to this thread
+      owned.set_value();
+      stop_f.wait();  // the owner keeps running
+    });
+    owned_f.wait();
+    Buffer buf = NewBuffer(kBlock);
+    IoRequest r;
+    r.op = IoOp::kRead;
+    r.fd = fd_;
+    r.length = kBlock;
+    r.buf = buf.get();
+    if (queue) {
+      backend_->Queue(&r);
+    } else {
+      backend_->Reap(0, 0);
+    }
+    // Not reached with the check. Without it, leave cleanly so that
+    // EXPECT_DEATH reports the missing abort.
+    stop.set_value();
+    loop.join();
+    if (queue) backend_->Reap(1, 1'000'000);
+  };
+  EXPECT_DEATH(two_threads(/*queue=*/false),
+               "one-thread contract violated: .*Reap\\(\\) called on thread");
+  EXPECT_DEATH(two_threads(/*queue=*/true),
+               "one-thread contract violated: .*Queue\\(\\) called on thread");
+}
+
+// Legitimate hand-overs under the same check: a backend created on one thread
+// and used only by a loop thread; a loop thread that exits (a server stopped
+// and started again) and the next user; an explicit hand-over from an owner
+// that keeps running.
+TEST_P(BackendConformanceTest, HandingTheBackendToAnotherThreadWorks) {
+  // Created (and its file opened) on this thread, first used by a loop thread.
+  std::thread first([&] { WritePattern(0, kBlock, 1); });
+  first.join();
+  // That thread has exited: this one takes over at its first call.
+  EXPECT_EQ(ReadBack(0, kBlock), Pattern(kBlock, 1));
+  // This thread keeps running: it detaches, and a new loop thread binds.
+  backend_->DetachFromThread();
+  std::thread second([&] {
+    WritePattern(kBlock, kBlock, 2);
+    // The new owner pins itself explicitly too (a no-op here).
+    backend_->BindToCurrentThread();
+    EXPECT_EQ(ReadBack(0, kBlock), Pattern(kBlock, 1));
+  });
+  second.join();
+  // BindToCurrentThread() takes over from a live owner that is done with it.
+  std::promise<void> stop;
+  std::shared_future<void> stop_f = stop.get_future().share();
+  std::promise<void> owned;
+  std::thread third([&] {
+    WritePattern(2 * kBlock, kBlock, 3);
+    owned.set_value();
+    stop_f.wait();
+  });
+  owned.get_future().wait();
+  backend_->BindToCurrentThread();
+  EXPECT_EQ(ReadBack(kBlock, kBlock), Pattern(kBlock, 2));
+  EXPECT_EQ(ReadBack(2 * kBlock, kBlock), Pattern(kBlock, 3));
+  stop.set_value();
+  third.join();
 }
 
 std::string BackendName(const ::testing::TestParamInfo<const char*>& param) { return param.param; }

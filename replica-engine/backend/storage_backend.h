@@ -14,6 +14,18 @@
 // - Queue/Submit/Reap/InFlight belong to one thread (an event loop): use one
 //   backend per thread. OpenFile/CloseFile may be called from any thread (they
 //   serialise internally), so a management thread can add replicas.
+//   Debug builds (no NDEBUG) enforce this for Queue/Submit/Reap: the first call
+//   binds the backend to the calling thread (its owner), and a call from any
+//   other thread while the owner is still running aborts with a message naming
+//   this contract. Handing a backend over therefore works as is when the old
+//   owner is gone: a backend created (and even used) on one thread and then
+//   used only by a loop thread, or a server stopped (thread joined) and started
+//   again on the same backend, binds to the new thread at its first call. A
+//   live owner that is done with the backend hands it over explicitly:
+//   DetachFromThread() on the old owner, or BindToCurrentThread() on the new
+//   one (either way the old owner's last call must happen-before the new
+//   owner's first, e.g. through a join or a mutex). With NDEBUG the check
+//   compiles away (no per-I/O cost).
 // - Queue() never fails and never blocks. A request the kernel queue has no room
 //   for waits inside the backend and is submitted by a later Submit()/Reap();
 //   it is never failed for lack of room.
@@ -45,8 +57,11 @@
 //   does not order against writes still in flight.
 //   kFlagFua on a write makes it durable before completion (RWF_DSYNC).
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 
 #include "common/result.h"
 
@@ -123,8 +138,42 @@ class StorageBackend {
   // Requests queued or in the kernel and not yet completed.
   virtual uint32_t InFlight() const = 0;
 
+  // The one-thread contract (see the top of this file). BindToCurrentThread()
+  // makes the calling thread the owner now; DetachFromThread() unbinds, so the
+  // next Queue/Submit/Reap binds whichever thread makes it. Neither checks
+  // anything: the caller vouches that the previous owner is done.
+  void BindToCurrentThread();
+  void DetachFromThread();
+  // Whether this build enforces the contract (false when built with NDEBUG).
+  static bool ChecksOwnerThread();
+
  protected:
   StorageBackend() = default;
+
+  // First thing in Queue/Submit/Reap. Debug builds: binds the owner at the
+  // first call, aborts on a call from another thread while the owner runs.
+  // NDEBUG builds: nothing.
+  void CheckOwnerThread(const char* call) {
+#ifndef NDEBUG
+    if (owner_.load(std::memory_order_relaxed) != CurrentThreadToken().get()) OwnerMismatch(call);
+#else
+    (void)call;
+#endif
+  }
+
+ private:
+  // One per thread that has touched a backend; `alive` turns false when the
+  // thread exits.
+  struct ThreadToken;
+  static const std::shared_ptr<ThreadToken>& CurrentThreadToken();
+  // Slow path of CheckOwnerThread: binds when unbound or when the owner has
+  // exited, else aborts.
+  void OwnerMismatch(const char* call);
+
+  std::atomic<ThreadToken*> owner_{nullptr};
+  std::mutex owner_mu_;
+  // Keeps the owner's token (and so its address) alive while bound.
+  std::shared_ptr<ThreadToken> owner_ref_;  // GUARDED_BY(owner_mu_)
 };
 
 }  // namespace tandem::backend

@@ -175,6 +175,7 @@ void UringBackend::CloseFile(int fd) {
 }
 
 void UringBackend::Queue(IoRequest* req) {
+  CheckOwnerThread("Queue");
   ++in_flight_;
   req->done_bytes_ = 0;
   req->result = 0;
@@ -339,6 +340,7 @@ int UringBackend::DrainCompletions() {
 }
 
 int UringBackend::Submit() {
+  CheckOwnerThread("Submit");
   FillFromOverflow();
   if (io_uring_sq_ready(&ring_) == 0) return 0;
   const int ret = io_uring_submit(&ring_);
@@ -348,6 +350,7 @@ int UringBackend::Submit() {
 }
 
 int UringBackend::Reap(int min_complete, int64_t timeout_us) {
+  CheckOwnerThread("Reap");
   // `done` may Queue/Submit, but a nested Reap would reorder completions.
   if (in_reap_) return 0;
   in_reap_ = true;

@@ -54,16 +54,22 @@ class TargetManagerTest : public ::testing::Test {
     if (manager2_) (void)manager2_->CloseAll();
     std::filesystem::remove_all(root_);
   }
-  // A second node holding a fresh replica of vol-m; returns its port.
+  // A second node holding a fresh replica of vol-m; returns its port. It has
+  // its own backend, as every node does: a backend belongs to one thread
+  // (storage_backend.h), and each ReplicaServer runs its own loop thread.
   uint16_t StartSecondNode() {
-    manager2_ = std::make_unique<replica::ReplicaManager>(backend_.get(), root_ + "/replicas2");
+    auto b = backend::BackendFactory::Create("auto");
+    EXPECT_TRUE(b.ok()) << b.status().ToString();
+    if (!b.ok()) return 0;
+    backend2_ = std::move(*b);
+    manager2_ = std::make_unique<replica::ReplicaManager>(backend2_.get(), root_ + "/replicas2");
     EXPECT_TRUE(manager2_->LoadAll().ok());
     replica::ReplicaConfig cfg;
     cfg.volume_id = "vol-m";
     cfg.replica_id = "r1";
     cfg.size = kSize;
     EXPECT_TRUE(manager2_->Create(cfg).ok());
-    server2_ = std::make_unique<server::ReplicaServer>(manager2_.get(), backend_.get(),
+    server2_ = std::make_unique<server::ReplicaServer>(manager2_.get(), backend2_.get(),
                                                        server::ServerOptions{});
     EXPECT_TRUE(server2_->Start().ok());
     return server2_->port();
@@ -92,6 +98,7 @@ class TargetManagerTest : public ::testing::Test {
   std::unique_ptr<replica::ReplicaManager> manager_;
   std::unique_ptr<server::ReplicaServer> server_;
   std::unique_ptr<TargetManager> tm_;
+  std::unique_ptr<backend::StorageBackend> backend2_;  // outlives the two below
   std::unique_ptr<replica::ReplicaManager> manager2_;
   std::unique_ptr<server::ReplicaServer> server2_;
 };
