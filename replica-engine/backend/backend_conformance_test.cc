@@ -926,6 +926,9 @@ TEST_P(BackendConformanceTest, ASecondThreadUsingTheBackendAbortsInDebugBuilds) 
   }
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   auto two_threads = [this](bool queue) {
+    // This runs in the death test's child, which dies without TearDown: take
+    // its temp dir away now (the open file keeps working, unlinked).
+    std::filesystem::remove_all(dir_);
     std::promise<void> owned, stop;
     std::future<void> owned_f = owned.get_future();
     std::shared_future<void> stop_f = stop.get_future().share();
