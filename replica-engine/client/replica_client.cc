@@ -90,7 +90,8 @@ Status ReplicaClient::Connect() {
   if (inet_pton(AF_INET, options_.host.c_str(), &addr.sin_addr) != 1) {
     return Status::InvalidArgument("replica host is not an IPv4 address: " + options_.host);
   }
-  protocol::HelloRequest hello{options_.epoch, options_.volume_id, options_.token};
+  protocol::HelloRequest hello{options_.epoch, options_.volume_id, options_.token,
+                               options_.target_id};
   std::string payload;
   TANDEM_RETURN_IF_ERROR(protocol::EncodeHello(hello, &payload));
   FrameHeader h;
@@ -337,7 +338,9 @@ void ReplicaClient::StartQueued() {
     s->req = req;
     s->sent = 0;
     s->sent_ns = MonotonicNanos();
-    const bool sends_payload = req->op == Opcode::kWrite || req->op == Opcode::kSetRebuildCursor;
+    const bool sends_payload =
+        req->op == Opcode::kWrite || req->op == Opcode::kSetRebuildCursor ||
+        (req->op == Opcode::kSetGeneration && req->buf != nullptr && req->length != 0);
     s->payload = sends_payload ? static_cast<const uint8_t*>(req->buf) : nullptr;
     s->payload_len = sends_payload ? req->length : 0;
     FrameHeader h;

@@ -41,6 +41,10 @@ struct ClientOptions {
   std::string volume_id;
   std::string token;
   uint64_t epoch = 0;
+  // Sent in HELLO: the random non-zero id of the target instance. At an
+  // epoch equal to the replica's highest, only the target that owns it is
+  // accepted (0: an older target; accepted only where the owner is 0 too).
+  uint64_t target_id = 0;
   // Upper bound on requests in flight; the effective limit is the smaller of
   // this and the server's advertised max_inflight.
   uint32_t max_inflight = 256;
@@ -65,7 +69,13 @@ using ClientDoneFn = void (*)(ClientRequest* req);
 //                          protocol::DecodeReplicaInfo) is copied there and
 //                          its size set in reply_length
 //   kSetGeneration         offset = the new generation; flags kFlagTrackDirty
-//                          to start recording dirty regions, 0 to stop
+//                          to start recording dirty regions, 0 to stop;
+//                          optionally buf = a GenerationRecord payload
+//                          (protocol::EncodeGenerationRecord, at most
+//                          kMaxGenerationRecordSize bytes) and length = its
+//                          size, sent like WRITE data (keep it alive until
+//                          `done`); buf null or length 0: no payload (the
+//                          replica draws the id itself)
 //   kMarkDirty,
 //   kClearDirty            offset, length (bytes of the volume)
 //   kGetDirtyMap           offset = first byte of the volume covered (a
@@ -90,8 +100,9 @@ using ClientDoneFn = void (*)(ClientRequest* req);
 //                          bytes (protocol::EncodeRebuildCursor); length =
 //                          kRebuildCursorSize. Sent like WRITE data (straight
 //                          from buf; keep it alive until `done`).
-// Requests that carry a payload: kWrite and kSetRebuildCursor (length bytes
-// from buf). Every other request is sent without one.
+// Requests that carry a payload: kWrite, kSetRebuildCursor and kSetGeneration
+// with a buf and a non-zero length (length bytes from buf). Every other
+// request is sent without one.
 struct ClientRequest {
   protocol::Opcode op = protocol::Opcode::kRead;
   uint16_t flags = 0;   // protocol::kFlagFua, protocol::kFlagTrackDirty

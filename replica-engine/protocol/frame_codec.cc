@@ -2,6 +2,7 @@
 
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "common/coding.h"
 #include "common/crc32c.h"
@@ -171,6 +172,39 @@ Status ValidateAllocation(uint64_t covered_end, uint32_t count, At at) {
   return Status::Ok();
 }
 
+// A generation id and its history (ReplicaInfo, GenerationRecord).
+Status ValidateGenerationIds(const char* what, uint64_t id, const std::vector<uint64_t>& history) {
+  if (history.size() > kMaxGenerationHistory) {
+    return Status::InvalidArgument(std::string(what) + ": " + std::to_string(history.size()) +
+                                   " history ids exceed " + std::to_string(kMaxGenerationHistory));
+  }
+  if (id == 0 && !history.empty()) {
+    return Status::InvalidArgument(std::string(what) + ": a history without a generation id");
+  }
+  for (uint64_t h : history) {
+    if (h == 0) return Status::InvalidArgument(std::string(what) + ": a history id is 0");
+  }
+  return Status::Ok();
+}
+
+// The ReplicaInfo rules Encode and Decode share.
+Status ValidateReplicaInfo(const ReplicaInfo& info) {
+  if (!info.tracking_dirty && info.dirty_since_generation != 0) {
+    return Status::InvalidArgument("replica info: dirty_since_generation set without tracking");
+  }
+  TANDEM_RETURN_IF_ERROR(
+      ValidateGenerationIds("replica info", info.generation_id, info.generation_history));
+  const uint32_t a = info.activity_extent_size;
+  if (a != 0 && (a < 512 || (a & (a - 1)) != 0)) {
+    return Status::InvalidArgument("replica info: activity_extent_size " + std::to_string(a) +
+                                   " is not 0 or a power of two >= 512");
+  }
+  if (a == 0 && info.activity_count != 0) {
+    return Status::InvalidArgument("replica info: activity_count without an activity log");
+  }
+  return Status::Ok();
+}
+
 AllocationExtent ExtentAt(const char* p) {
   const auto* b = reinterpret_cast<const uint8_t*>(p);
   return AllocationExtent{DecodeFixed64(b), DecodeFixed64(b + 8)};
@@ -252,10 +286,11 @@ Status EncodeHello(const HelloRequest& hello, std::string* out) {
   out->clear();
   TANDEM_RETURN_IF_ERROR(CheckLimit("hello volume_id", hello.volume_id.size(), kMaxVolumeIdLength));
   TANDEM_RETURN_IF_ERROR(CheckLimit("hello token", hello.token.size(), kMaxTokenLength));
-  out->reserve(8 + 2 + hello.volume_id.size() + 2 + hello.token.size());
+  out->reserve(8 + 2 + hello.volume_id.size() + 2 + hello.token.size() + 8);
   PutFixed64(out, hello.epoch);
   PutString(out, hello.volume_id);
   PutString(out, hello.token);
+  PutFixed64(out, hello.target_id);
   return Status::Ok();
 }
 
@@ -263,10 +298,9 @@ Status EncodeReplicaInfo(const ReplicaInfo& info, std::string* out) {
   out->clear();
   TANDEM_RETURN_IF_ERROR(
       CheckLimit("replica info replica_id", info.replica_id.size(), kMaxVolumeIdLength));
-  if (!info.tracking_dirty && info.dirty_since_generation != 0) {
-    return Status::InvalidArgument("replica info: dirty_since_generation set without tracking");
-  }
-  out->reserve(kReplicaInfoLegacySize + info.replica_id.size() + kReplicaInfoRebuildFieldsSize);
+  TANDEM_RETURN_IF_ERROR(ValidateReplicaInfo(info));
+  out->reserve(kReplicaInfoLegacySize + info.replica_id.size() + kReplicaInfoRebuildFieldsSize +
+               kReplicaInfoGenerationFieldsSize + 8 * info.generation_history.size());
   PutFixed64(out, info.size);
   PutFixed32(out, info.block_size);
   PutFixed32(out, info.max_inflight);
@@ -277,6 +311,12 @@ Status EncodeReplicaInfo(const ReplicaInfo& info, std::string* out) {
   PutFixed64(out, info.dirty_since_generation);
   PutFixed64(out, info.rebuild_cursor);
   PutFixed64(out, info.rebuild_generation);
+  PutFixed64(out, info.generation_id);
+  PutFixed8(out, static_cast<uint8_t>(info.generation_history.size()));
+  for (uint64_t id : info.generation_history) PutFixed64(out, id);
+  PutFixed8(out, info.clean_shutdown ? 1 : 0);
+  PutFixed32(out, info.activity_extent_size);
+  PutFixed32(out, info.activity_count);
   return Status::Ok();
 }
 
@@ -288,6 +328,8 @@ Status DecodeHello(std::string_view payload, HelloRequest* hello) {
   TANDEM_RETURN_IF_ERROR(r.U64("epoch", &d.epoch));
   TANDEM_RETURN_IF_ERROR(r.String("volume_id", kMaxVolumeIdLength, &d.volume_id));
   TANDEM_RETURN_IF_ERROR(r.String("token", kMaxTokenLength, &d.token));
+  // An older target stops here: target_id 0.
+  if (r.remaining() != 0) TANDEM_RETURN_IF_ERROR(r.U64("target_id", &d.target_id));
   TANDEM_RETURN_IF_ERROR(r.Finish());
   *hello = std::move(d);
   return Status::Ok();
@@ -311,11 +353,29 @@ Status DecodeReplicaInfo(std::string_view payload, ReplicaInfo* info) {
     TANDEM_RETURN_IF_ERROR(r.U64("dirty_since_generation", &d.dirty_since_generation));
     TANDEM_RETURN_IF_ERROR(r.U64("rebuild_cursor", &d.rebuild_cursor));
     TANDEM_RETURN_IF_ERROR(r.U64("rebuild_generation", &d.rebuild_generation));
-    if (!d.tracking_dirty && d.dirty_since_generation != 0) {
-      return Status::InvalidArgument("replica info: dirty_since_generation set without tracking");
+  }
+  // A replica from before generation ids stops here: none, no activity log.
+  if (r.remaining() != 0) {
+    TANDEM_RETURN_IF_ERROR(r.U64("generation_id", &d.generation_id));
+    uint8_t count = 0;
+    TANDEM_RETURN_IF_ERROR(r.U8("history_count", &count));
+    if (count > kMaxGenerationHistory) {
+      return Status::InvalidArgument("replica info: history_count " + std::to_string(count) +
+                                     " exceeds " + std::to_string(kMaxGenerationHistory));
     }
+    d.generation_history.resize(count);
+    for (uint8_t i = 0; i < count; ++i) {
+      TANDEM_RETURN_IF_ERROR(r.U64("generation_history", &d.generation_history[i]));
+    }
+    uint8_t clean = 0;
+    TANDEM_RETURN_IF_ERROR(r.U8("clean_shutdown", &clean));
+    if (clean > 1) return Status::InvalidArgument("replica info: bad clean_shutdown value");
+    d.clean_shutdown = clean != 0;
+    TANDEM_RETURN_IF_ERROR(r.U32("activity_extent_size", &d.activity_extent_size));
+    TANDEM_RETURN_IF_ERROR(r.U32("activity_count", &d.activity_count));
   }
   TANDEM_RETURN_IF_ERROR(r.Finish());
+  TANDEM_RETURN_IF_ERROR(ValidateReplicaInfo(d));
   *info = std::move(d);
   return Status::Ok();
 }
@@ -409,6 +469,36 @@ Status DecodeRebuildCursor(std::string_view payload, RebuildCursor* c) {
   const auto* p = reinterpret_cast<const uint8_t*>(payload.data());
   c->cursor = DecodeFixed64(p);
   c->generation = DecodeFixed64(p + 8);
+  return Status::Ok();
+}
+
+Status EncodeGenerationRecord(const GenerationRecord& record, std::string* out) {
+  out->clear();
+  if (record.id == 0) return Status::InvalidArgument("generation record: id is 0");
+  TANDEM_RETURN_IF_ERROR(ValidateGenerationIds("generation record", record.id, record.history));
+  out->reserve(9 + 8 * record.history.size());
+  PutFixed64(out, record.id);
+  PutFixed8(out, static_cast<uint8_t>(record.history.size()));
+  for (uint64_t id : record.history) PutFixed64(out, id);
+  return Status::Ok();
+}
+
+Status DecodeGenerationRecord(std::string_view payload, GenerationRecord* record) {
+  Reader r(payload, "generation record");
+  GenerationRecord d;
+  TANDEM_RETURN_IF_ERROR(r.U64("id", &d.id));
+  if (d.id == 0) return Status::InvalidArgument("generation record: id is 0");
+  uint8_t count = 0;
+  TANDEM_RETURN_IF_ERROR(r.U8("history_count", &count));
+  if (count > kMaxGenerationHistory) {
+    return Status::InvalidArgument("generation record: history_count " + std::to_string(count) +
+                                   " exceeds " + std::to_string(kMaxGenerationHistory));
+  }
+  d.history.resize(count);
+  for (uint8_t i = 0; i < count; ++i) TANDEM_RETURN_IF_ERROR(r.U64("history", &d.history[i]));
+  TANDEM_RETURN_IF_ERROR(r.Finish());
+  TANDEM_RETURN_IF_ERROR(ValidateGenerationIds("generation record", d.id, d.history));
+  *record = std::move(d);
   return Status::Ok();
 }
 

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/status.h"
 #include "replica-engine/protocol/wire_format.h"
@@ -52,20 +53,30 @@ DecodeResult DecodeHeader(const uint8_t* in, FrameHeader* h);
 bool CheckPayload(const FrameHeader& h, const void* payload);
 
 // HELLO request payload.
-//   u64 epoch | u16 volume_id_len | volume_id | u16 token_len | token
+//   u64 epoch | u16 volume_id_len | volume_id | u16 token_len | token |
+//   u64 target_id
+// target_id was appended: a payload that ends after the token (an older
+// target) decodes with target_id 0. The encoder always writes it.
 struct HelloRequest {
   uint64_t epoch = 0;
   std::string volume_id;
   std::string token;
+  // Random non-zero id of the target instance (0: an older target). At an
+  // epoch equal to the replica's highest, only the target that owns that
+  // epoch is accepted (docs/protocol.md, Fencing).
+  uint64_t target_id = 0;
 };
 // HELLO reply (and GET_INFO reply) payload.
 //   u64 size | u32 block_size | u32 max_inflight | u64 generation |
 //   u64 highest_epoch | u16 replica_id_len | replica_id |
 //   u8 tracking_dirty | u64 dirty_since_generation | u64 rebuild_cursor |
-//   u64 rebuild_generation
-// The last four fields were appended for rebuild; a payload that ends after
-// replica_id (an older replica) decodes with them all 0/false. The encoder
-// always writes them.
+//   u64 rebuild_generation |
+//   u64 generation_id | u8 history_count | history_count x u64 |
+//   u8 clean_shutdown | u32 activity_extent_size | u32 activity_count
+// Fields were appended twice: a payload that ends after replica_id (an older
+// replica) decodes with everything after it 0/false/empty, one that ends
+// after rebuild_generation with the generation-id and activity fields 0/empty.
+// The encoder always writes every field.
 struct ReplicaInfo {
   uint64_t size = 0;
   uint32_t block_size = 0;
@@ -84,11 +95,41 @@ struct ReplicaInfo {
   // generation recorded with it.
   uint64_t rebuild_cursor = 0;
   uint64_t rebuild_generation = 0;
+  // The id of the current generation (random, non-zero; 0: never set) and
+  // the ids of the previous ones, newest first (at most
+  // kMaxGenerationHistory; empty when generation_id is 0; no id is 0).
+  uint64_t generation_id = 0;
+  std::vector<uint64_t> generation_history;
+  // Whether the replica's previous shutdown was clean (read when it was
+  // opened; a replica created by this engine run counts as clean).
+  bool clean_shutdown = false;
+  // The activity log (docs/protocol.md, GET_DIRTY_MAP with kFlagActivity):
+  // bytes per extent (0: the replica keeps none; else a power of two >= 512)
+  // and the extents currently marked active (0 when activity_extent_size is 0).
+  uint32_t activity_extent_size = 0;
+  uint32_t activity_count = 0;
 };
 // Size of a ReplicaInfo payload without / with the appended rebuild fields,
-// for a replica_id of n bytes.
+// for a replica_id of n bytes; the generation-id fields take
+// kReplicaInfoGenerationFieldsSize + 8 per history id.
 inline constexpr size_t kReplicaInfoLegacySize = 8 + 4 + 4 + 8 + 8 + 2;
 inline constexpr size_t kReplicaInfoRebuildFieldsSize = 1 + 8 + 8 + 8;
+inline constexpr size_t kReplicaInfoGenerationFieldsSize = 8 + 1 + 1 + 4 + 4;
+
+// SET_GENERATION request payload (optional; docs/protocol.md, SET_GENERATION).
+//   u64 id | u8 history_count | history_count x u64 history
+// id != 0; history_count <= kMaxGenerationHistory; no history id is 0. The
+// replica persists exactly this id and history with the generation number.
+struct GenerationRecord {
+  uint64_t id = 0;
+  std::vector<uint64_t> history;  // newest first
+};
+// Encode into `out` (cleared first); INVALID_ARGUMENT when the record breaks
+// the rules above. At most kMaxGenerationRecordSize bytes.
+Status EncodeGenerationRecord(const GenerationRecord& record, std::string* out);
+// INVALID_ARGUMENT on a payload that is truncated, has trailing bytes, or
+// breaks the rules above.
+Status DecodeGenerationRecord(std::string_view payload, GenerationRecord* record);
 
 // GET_DIRTY_MAP reply payload (docs/protocol.md, GET_DIRTY_MAP).
 //   u32 region_size | u64 volume_size | bitmap bytes
@@ -163,8 +204,11 @@ Status DecodeRebuildCursor(std::string_view payload, RebuildCursor* c);
 Status EncodeHello(const HelloRequest& hello, std::string* out);
 Status EncodeReplicaInfo(const ReplicaInfo& info, std::string* out);
 // Decode; INVALID_ARGUMENT naming the field on truncated, oversized or trailing bytes
-// (and, for ReplicaInfo, a tracking_dirty byte other than 0/1, or tracking off
-// with a non-zero dirty_since_generation).
+// (and, for ReplicaInfo, a tracking_dirty or clean_shutdown byte other than
+// 0/1, tracking off with a non-zero dirty_since_generation, a history longer
+// than kMaxGenerationHistory, a zero id in it, a history without a
+// generation_id, or activity fields that break the rules above). Encode
+// refuses the same values.
 Status DecodeHello(std::string_view payload, HelloRequest* hello);
 Status DecodeReplicaInfo(std::string_view payload, ReplicaInfo* info);
 // INVALID_ARGUMENT on a region size that is not a power of two >= 512, a zero

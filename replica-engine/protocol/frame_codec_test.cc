@@ -220,22 +220,30 @@ TEST(FrameCodecTest, HelloRoundTripAndLayout) {
   in.epoch = 0x0A0B0C0D0E0F1011ull;
   in.volume_id = "vol-1";
   in.token = "s3cret";
+  in.target_id = 0x2122232425262728ull;
   std::string payload = "garbage that must be cleared";
   ASSERT_TRUE(EncodeHello(in, &payload).ok());
-  ASSERT_EQ(payload.size(), 8u + 2 + 5 + 2 + 6);
+  ASSERT_EQ(payload.size(), 8u + 2 + 5 + 2 + 6 + 8);
   EXPECT_EQ(payload.substr(0, 8), std::string("\x11\x10\x0F\x0E\x0D\x0C\x0B\x0A", 8));
   EXPECT_EQ(payload.substr(8, 7), std::string("\x05\x00vol-1", 7));
-  EXPECT_EQ(payload.substr(15), std::string("\x06\x00s3cret", 8));
+  EXPECT_EQ(payload.substr(15, 8), std::string("\x06\x00s3cret", 8));
+  EXPECT_EQ(payload.substr(23), std::string("\x28\x27\x26\x25\x24\x23\x22\x21", 8));
 
   HelloRequest out;
   ASSERT_TRUE(DecodeHello(payload, &out).ok());
   EXPECT_EQ(out.epoch, in.epoch);
   EXPECT_EQ(out.volume_id, in.volume_id);
   EXPECT_EQ(out.token, in.token);
+  EXPECT_EQ(out.target_id, in.target_id);
+
+  // An older target's HELLO ends after the token: target_id 0.
+  ASSERT_TRUE(DecodeHello(payload.substr(0, 23), &out).ok());
+  EXPECT_EQ(out.token, in.token);
+  EXPECT_EQ(out.target_id, 0u);
 
   HelloRequest empty;
   ASSERT_TRUE(EncodeHello(empty, &payload).ok());
-  EXPECT_EQ(payload.size(), 12u);
+  EXPECT_EQ(payload.size(), 20u);
   ASSERT_TRUE(DecodeHello(payload, &out).ok());
   EXPECT_TRUE(out.volume_id.empty());
   EXPECT_TRUE(out.token.empty());
@@ -251,7 +259,7 @@ TEST(FrameCodecTest, ReplicaInfoRoundTrip) {
   in.replica_id = std::string(kMaxVolumeIdLength, 'r');
   std::string payload;
   ASSERT_TRUE(EncodeReplicaInfo(in, &payload).ok());
-  EXPECT_EQ(payload.size(), 34u + kMaxVolumeIdLength + 25u);
+  EXPECT_EQ(payload.size(), 34u + kMaxVolumeIdLength + 25u + 18u);
   ReplicaInfo out;
   ASSERT_TRUE(DecodeReplicaInfo(payload, &out).ok());
   EXPECT_EQ(out.size, in.size);
@@ -264,6 +272,9 @@ TEST(FrameCodecTest, ReplicaInfoRoundTrip) {
   EXPECT_EQ(out.dirty_since_generation, 0u);
   EXPECT_EQ(out.rebuild_cursor, 0u);
   EXPECT_EQ(out.rebuild_generation, 0u);
+  EXPECT_EQ(out.generation_id, 0u);
+  EXPECT_TRUE(out.generation_history.empty());
+  EXPECT_FALSE(out.clean_shutdown);
 }
 
 TEST(FrameCodecTest, DirtyMapBytesRoundsUpToWholeRegionsAndBytes) {
@@ -349,6 +360,7 @@ TEST(FrameCodecTest, TruncatedAndTrailingPayloadsAreRejected) {
   ASSERT_TRUE(EncodeHello(hello, &payload).ok());
   HelloRequest out;
   for (size_t n = 0; n < payload.size(); ++n) {
+    if (n == payload.size() - 8) continue;  // an older target's HELLO ends here
     Status st = DecodeHello(std::string_view(payload).substr(0, n), &out);
     EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << n;
   }
@@ -365,8 +377,9 @@ TEST(FrameCodecTest, TruncatedAndTrailingPayloadsAreRejected) {
   ASSERT_TRUE(EncodeReplicaInfo(info, &payload).ok());
   ReplicaInfo iout;
   const size_t legacy = kReplicaInfoLegacySize + 2;  // an older replica's reply ends here
+  const size_t rebuild = legacy + kReplicaInfoRebuildFieldsSize;  // or here
   for (size_t n = 0; n < payload.size(); ++n) {
-    if (n == legacy) continue;
+    if (n == legacy || n == rebuild) continue;
     EXPECT_EQ(DecodeReplicaInfo(std::string_view(payload).substr(0, n), &iout).code(),
               StatusCode::kInvalidArgument)
         << n;
@@ -389,7 +402,8 @@ TEST(FrameCodecTest, ReplicaInfoRebuildFieldsRoundTrip) {
   in.rebuild_generation = 8;
   std::string payload;
   ASSERT_TRUE(EncodeReplicaInfo(in, &payload).ok());
-  ASSERT_EQ(payload.size(), kReplicaInfoLegacySize + 2 + kReplicaInfoRebuildFieldsSize);
+  ASSERT_EQ(payload.size(), kReplicaInfoLegacySize + 2 + kReplicaInfoRebuildFieldsSize +
+                                kReplicaInfoGenerationFieldsSize);
   ReplicaInfo out;
   ASSERT_TRUE(DecodeReplicaInfo(payload, &out).ok());
   EXPECT_TRUE(out.tracking_dirty);
@@ -414,6 +428,134 @@ TEST(FrameCodecTest, ReplicaInfoRebuildFieldsRoundTrip) {
   EXPECT_EQ(DecodeReplicaInfo(bad, &out).code(), StatusCode::kInvalidArgument);
   in.tracking_dirty = false;
   EXPECT_EQ(EncodeReplicaInfo(in, &payload).code(), StatusCode::kInvalidArgument);
+}
+
+TEST(FrameCodecTest, ReplicaInfoGenerationIdsRoundTrip) {
+  ReplicaInfo in;
+  in.size = 1ull << 30;
+  in.block_size = 4096;
+  in.generation = 9;
+  in.replica_id = "r3";
+  in.rebuild_cursor = 4096;
+  in.rebuild_generation = 8;
+  in.generation_id = 0x1111222233334444ull;
+  in.generation_history = {0xAAAAull, 0xBBBBull, 0xCCCCull};
+  in.clean_shutdown = true;
+  in.activity_extent_size = 4u << 20;
+  in.activity_count = 17;
+  std::string payload;
+  ASSERT_TRUE(EncodeReplicaInfo(in, &payload).ok());
+  const size_t rebuild_end = kReplicaInfoLegacySize + 2 + kReplicaInfoRebuildFieldsSize;
+  ASSERT_EQ(payload.size(), rebuild_end + kReplicaInfoGenerationFieldsSize + 3 * 8);
+  // Layout: id, count, ids, clean, extent size, count.
+  EXPECT_EQ(DecodeFixed64(reinterpret_cast<const uint8_t*>(payload.data()) + rebuild_end),
+            in.generation_id);
+  EXPECT_EQ(static_cast<uint8_t>(payload[rebuild_end + 8]), 3);
+  EXPECT_EQ(DecodeFixed64(reinterpret_cast<const uint8_t*>(payload.data()) + rebuild_end + 9),
+            0xAAAAull);
+  EXPECT_EQ(static_cast<uint8_t>(payload[rebuild_end + 33]), 1);
+  ReplicaInfo out;
+  ASSERT_TRUE(DecodeReplicaInfo(payload, &out).ok());
+  EXPECT_EQ(out.generation_id, in.generation_id);
+  EXPECT_EQ(out.generation_history, in.generation_history);
+  EXPECT_TRUE(out.clean_shutdown);
+  EXPECT_EQ(out.activity_extent_size, 4u << 20);
+  EXPECT_EQ(out.activity_count, 17u);
+  EXPECT_EQ(out.rebuild_cursor, 4096u);
+
+  // A replica from before generation ids: its reply ends after the rebuild
+  // fields and decodes with no id, no history, not clean, no activity log.
+  ReplicaInfo older;
+  ASSERT_TRUE(DecodeReplicaInfo(payload.substr(0, rebuild_end), &older).ok());
+  EXPECT_EQ(older.rebuild_cursor, 4096u);
+  EXPECT_EQ(older.generation_id, 0u);
+  EXPECT_TRUE(older.generation_history.empty());
+  EXPECT_FALSE(older.clean_shutdown);
+  EXPECT_EQ(older.activity_extent_size, 0u);
+
+  // Refused both ways: a history of 9, a zero id in it, a history without an
+  // id, a clean_shutdown byte of 2, an activity count without a log, an
+  // extent size that is not a power of two.
+  ReplicaInfo bad = in;
+  bad.generation_history.assign(kMaxGenerationHistory + 1, 5);
+  EXPECT_EQ(EncodeReplicaInfo(bad, &payload).code(), StatusCode::kInvalidArgument);
+  bad = in;
+  bad.generation_history[1] = 0;
+  EXPECT_EQ(EncodeReplicaInfo(bad, &payload).code(), StatusCode::kInvalidArgument);
+  bad = in;
+  bad.generation_id = 0;
+  EXPECT_EQ(EncodeReplicaInfo(bad, &payload).code(), StatusCode::kInvalidArgument);
+  bad = in;
+  bad.activity_extent_size = 0;
+  EXPECT_EQ(EncodeReplicaInfo(bad, &payload).code(), StatusCode::kInvalidArgument);
+  bad = in;
+  bad.activity_extent_size = 3000;
+  EXPECT_EQ(EncodeReplicaInfo(bad, &payload).code(), StatusCode::kInvalidArgument);
+  ASSERT_TRUE(EncodeReplicaInfo(in, &payload).ok());
+  std::string raw = payload;
+  raw[rebuild_end + 8] = 9;  // history_count over the limit
+  EXPECT_EQ(DecodeReplicaInfo(raw, &out).code(), StatusCode::kInvalidArgument);
+  raw = payload;
+  std::memset(raw.data() + rebuild_end + 17, 0, 8);  // second history id 0
+  EXPECT_EQ(DecodeReplicaInfo(raw, &out).code(), StatusCode::kInvalidArgument);
+  raw = payload;
+  raw[rebuild_end + 33] = 2;  // clean_shutdown not 0/1
+  EXPECT_EQ(DecodeReplicaInfo(raw, &out).code(), StatusCode::kInvalidArgument);
+  raw = payload;
+  std::memset(raw.data() + rebuild_end, 0, 8);  // a history without an id
+  EXPECT_EQ(DecodeReplicaInfo(raw, &out).code(), StatusCode::kInvalidArgument);
+}
+
+TEST(FrameCodecTest, GenerationRecordRoundTripAndRules) {
+  GenerationRecord in;
+  in.id = 0x0102030405060708ull;
+  in.history = {11, 12};
+  std::string payload;
+  ASSERT_TRUE(EncodeGenerationRecord(in, &payload).ok());
+  ASSERT_EQ(payload.size(), 8u + 1 + 16);
+  EXPECT_EQ(payload.substr(0, 9), std::string("\x08\x07\x06\x05\x04\x03\x02\x01\x02", 9));
+  GenerationRecord out;
+  ASSERT_TRUE(DecodeGenerationRecord(payload, &out).ok());
+  EXPECT_EQ(out.id, in.id);
+  EXPECT_EQ(out.history, in.history);
+
+  // The largest record fits kMaxGenerationRecordSize; an empty history is 9 bytes.
+  in.history.assign(kMaxGenerationHistory, 7);
+  ASSERT_TRUE(EncodeGenerationRecord(in, &payload).ok());
+  EXPECT_EQ(payload.size(), kMaxGenerationRecordSize);
+  ASSERT_TRUE(DecodeGenerationRecord(payload, &out).ok());
+  EXPECT_EQ(out.history.size(), kMaxGenerationHistory);
+  in.history.clear();
+  ASSERT_TRUE(EncodeGenerationRecord(in, &payload).ok());
+  EXPECT_EQ(payload.size(), 9u);
+
+  // Every truncation, trailing bytes, id 0, too long a history, a zero
+  // history id: refused.
+  in.history = {11, 12};
+  ASSERT_TRUE(EncodeGenerationRecord(in, &payload).ok());
+  for (size_t n = 0; n < payload.size(); ++n) {
+    EXPECT_EQ(DecodeGenerationRecord(std::string_view(payload).substr(0, n), &out).code(),
+              StatusCode::kInvalidArgument)
+        << n;
+  }
+  EXPECT_EQ(DecodeGenerationRecord(payload + "x", &out).code(), StatusCode::kInvalidArgument);
+  std::string raw = payload;
+  std::memset(raw.data(), 0, 8);
+  EXPECT_EQ(DecodeGenerationRecord(raw, &out).code(), StatusCode::kInvalidArgument);
+  raw = payload;
+  raw[8] = 9;
+  raw.append(7 * 8, '\x01');
+  EXPECT_EQ(DecodeGenerationRecord(raw, &out).code(), StatusCode::kInvalidArgument);
+  raw = payload;
+  std::memset(raw.data() + 17, 0, 8);
+  EXPECT_EQ(DecodeGenerationRecord(raw, &out).code(), StatusCode::kInvalidArgument);
+  GenerationRecord bad;
+  EXPECT_EQ(EncodeGenerationRecord(bad, &payload).code(), StatusCode::kInvalidArgument);
+  bad.id = 1;
+  bad.history = {3, 0};
+  EXPECT_EQ(EncodeGenerationRecord(bad, &payload).code(), StatusCode::kInvalidArgument);
+  bad.history.assign(kMaxGenerationHistory + 1, 3);
+  EXPECT_EQ(EncodeGenerationRecord(bad, &payload).code(), StatusCode::kInvalidArgument);
 }
 
 TEST(FrameCodecTest, AllocationListRoundTripAndRules) {

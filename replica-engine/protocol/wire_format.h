@@ -52,6 +52,9 @@ enum class Opcode : uint8_t {
   // before the reply. With kFlagTrackDirty the replica starts recording the
   // regions of every later WRITE/TRIM/WRITE_ZEROES in its dirty map (persisted
   // before the write is submitted); without it, stops recording (map kept).
+  // Optional request payload (length == payload_length): a GenerationRecord
+  // (frame_codec.h), the generation's id and history, persisted as given;
+  // without one the replica draws the id itself when the number grows.
   kSetGeneration = 8,
   // Marks every region overlapping [offset, offset + length) dirty and persists
   // the map before replying.
@@ -86,6 +89,11 @@ inline constexpr uint32_t kMaxAllocationReply =
     kAllocationPrefixSize + kMaxAllocationExtents * kAllocationExtentSize;  // 16396
 // SET_REBUILD_CURSOR request payload: u64 cursor | u64 generation.
 inline constexpr uint32_t kRebuildCursorSize = 16;
+// Generation ids (DRBD's data-generation UUIDs): most previous ids a
+// GenerationRecord / ReplicaInfo carries, newest first.
+inline constexpr uint32_t kMaxGenerationHistory = 8;
+// SET_GENERATION payload: u64 id | u8 history_count | history_count x u64.
+inline constexpr uint32_t kMaxGenerationRecordSize = 8 + 1 + 8 * kMaxGenerationHistory;  // 73
 
 inline constexpr uint16_t kFlagFua = 1u << 0;
 inline constexpr uint16_t kFlagTrackDirty = 1u << 1;  // kSetGeneration only; ignored elsewhere

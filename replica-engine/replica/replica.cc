@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 #include <cinttypes>
 #include <cstdlib>
 #include <cstring>
+#include <random>
 
 #include "common/logging.h"
 
@@ -22,6 +24,19 @@ constexpr size_t kMaxIdLength = 128;
 constexpr size_t kMaxDataPathLength = 1024;
 
 bool IsPowerOfTwo(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
+
+// A random non-zero 64-bit id (a new generation's). getrandom(2) never fails
+// for 8 bytes once the pool is initialised; std::random_device backs it up.
+uint64_t NewGenerationId() {
+  uint64_t id = 0;
+  while (id == 0) {
+    if (::getrandom(&id, sizeof(id), 0) != static_cast<ssize_t>(sizeof(id))) {
+      std::random_device rd;
+      id = (uint64_t{rd()} << 32) | rd();
+    }
+  }
+  return id;
+}
 
 // One bit per dirty region, a partial last region included.
 size_t DirtyMapBytes(uint64_t size, uint32_t region) {
@@ -291,15 +306,54 @@ Status Replica::SyncRecord() {
   return Status::Ok();
 }
 
-Status Replica::SetHighestEpoch(uint64_t epoch) {
+Status Replica::SetHighestEpoch(uint64_t epoch, uint64_t owner) {
   TANDEM_RETURN_IF_ERROR(CheckCanUpdate());
-  if (meta_->current().highest_epoch == epoch) return Status::Ok();
-  ReplicaMetadata md = meta_->current();
-  md.highest_epoch = epoch;
-  return UpdateMetadata(md);
+  const ReplicaMetadata& cur = meta_->current();
+  if (cur.highest_epoch == epoch && cur.epoch_owner == owner) return Status::Ok();
+  // In place, not a copy: the record holds the maps.
+  ReplicaMetadata* md = meta_->mutable_current();
+  const uint64_t old_epoch = md->highest_epoch;
+  const uint64_t old_owner = md->epoch_owner;
+  md->highest_epoch = epoch;
+  md->epoch_owner = owner;
+  Status st = SyncRecord();
+  if (!st.ok()) {
+    md->highest_epoch = old_epoch;
+    md->epoch_owner = old_owner;
+  }
+  return st;
+}
+
+Status Replica::SetGeneration(uint64_t generation, bool track_dirty, uint64_t generation_id,
+                              const std::vector<uint64_t>& history) {
+  if (generation_id == 0) return Status::InvalidArgument("generation id 0");
+  if (history.size() > kMaxGenerationHistory) {
+    return Status::InvalidArgument(std::to_string(history.size()) +
+                                   " generation history ids exceed " +
+                                   std::to_string(kMaxGenerationHistory));
+  }
+  for (uint64_t id : history) {
+    if (id == 0) return Status::InvalidArgument("a generation history id is 0");
+  }
+  return ApplyGeneration(generation, track_dirty, generation_id, history);
 }
 
 Status Replica::SetGeneration(uint64_t generation, bool track_dirty) {
+  const ReplicaMetadata& cur = meta_->current();
+  if (generation <= cur.generation) {
+    // Same number (or refused below): the id stays.
+    return ApplyGeneration(generation, track_dirty, cur.generation_id, cur.generation_history);
+  }
+  std::vector<uint64_t> history = cur.generation_history;
+  if (cur.generation_id != 0) {
+    history.insert(history.begin(), cur.generation_id);
+    if (history.size() > kMaxGenerationHistory) history.resize(kMaxGenerationHistory);
+  }
+  return ApplyGeneration(generation, track_dirty, NewGenerationId(), std::move(history));
+}
+
+Status Replica::ApplyGeneration(uint64_t generation, bool track_dirty, uint64_t generation_id,
+                                std::vector<uint64_t> history) {
   TANDEM_RETURN_IF_ERROR(CheckCanUpdate());
   const ReplicaMetadata& cur = meta_->current();
   if (generation < cur.generation) {
@@ -310,14 +364,21 @@ Status Replica::SetGeneration(uint64_t generation, bool track_dirty) {
   if (track_dirty && cur.dirty_region_size == 0) {
     return Status::InvalidArgument("replica " + dir_ + " has no dirty map to track into");
   }
-  if (cur.generation == generation && cur.tracking_dirty == track_dirty) return Status::Ok();
+  if (cur.generation == generation && cur.tracking_dirty == track_dirty &&
+      cur.generation_id == generation_id && cur.generation_history == history) {
+    return Status::Ok();
+  }
   // In place, not a copy: the record holds the dirty map.
   ReplicaMetadata* md = meta_->mutable_current();
   const uint64_t old_generation = md->generation;
   const bool old_tracking = md->tracking_dirty;
   const uint64_t old_since = md->dirty_since_generation;
+  const uint64_t old_id = md->generation_id;
+  std::vector<uint64_t> old_history = std::move(md->generation_history);
   md->generation = generation;
   md->tracking_dirty = track_dirty;
+  md->generation_id = generation_id;
+  md->generation_history = std::move(history);
   // The map covers every write since tracking was turned on; while it stays
   // on that point does not move, however often the generation is bumped.
   if (!track_dirty) {
@@ -332,6 +393,8 @@ Status Replica::SetGeneration(uint64_t generation, bool track_dirty) {
     md->generation = old_generation;
     md->tracking_dirty = old_tracking;
     md->dirty_since_generation = old_since;
+    md->generation_id = old_id;
+    md->generation_history = std::move(old_history);
     return st;
   }
   return Status::Ok();

@@ -88,16 +88,36 @@ class Replica {
   bool was_clean() const { return was_clean_; }
 
   // Durable metadata updates (one fdatasync each).
-  Status SetHighestEpoch(uint64_t epoch);
+  // Persists the highest accepted epoch and the target that holds it
+  // (epoch_owner) together.
+  Status SetHighestEpoch(uint64_t epoch, uint64_t owner);
+  // Same, keeping the current owner.
+  Status SetHighestEpoch(uint64_t epoch) { return SetHighestEpoch(epoch, epoch_owner()); }
+  uint64_t epoch_owner() const { return meta_->current().epoch_owner; }
+
   // Generations only grow: FAILED_PRECONDITION if `generation` is lower than
-  // the current one; equal is OK (idempotent). Persists generation and the
-  // tracking flag together. INVALID_ARGUMENT when tracking is asked of a
-  // replica without a dirty map (dirty_region_size 0). Turning tracking on
-  // sets dirty_since_generation to `generation`; keeping it on keeps it;
-  // turning it off sets it to 0 (the map itself is kept).
+  // the current one; equal is OK (idempotent). Persists generation, its id
+  // and history and the tracking flag together. INVALID_ARGUMENT when
+  // tracking is asked of a replica without a dirty map (dirty_region_size 0).
+  // Turning tracking on sets dirty_since_generation to `generation`; keeping
+  // it on keeps it; turning it off sets it to 0 (the map itself is kept).
+  //
+  // With a generation id (the target's record): exactly `generation_id` and
+  // `history` are persisted (INVALID_ARGUMENT if the id is 0, the history is
+  // longer than kMaxGenerationHistory or holds a 0).
+  Status SetGeneration(uint64_t generation, bool track_dirty, uint64_t generation_id,
+                       const std::vector<uint64_t>& history);
+  // Without one (an older target): when the number grows the replica draws a
+  // random non-zero id itself and pushes the previous id (if any) on the
+  // front of the history (keeping the newest kMaxGenerationHistory); an equal
+  // number keeps the id.
   Status SetGeneration(uint64_t generation, bool track_dirty);
   // Same, keeping the current tracking flag.
   Status SetGeneration(uint64_t generation) { return SetGeneration(generation, tracking_dirty()); }
+  uint64_t generation_id() const { return meta_->current().generation_id; }
+  const std::vector<uint64_t>& generation_history() const {
+    return meta_->current().generation_history;
+  }
 
   // The allocated (data) extents of the data file within [offset, offset +
   // length), in order, clipped to the range and rounded out to block_size
@@ -184,6 +204,9 @@ class Replica {
   bool SetRegions(uint64_t first, uint64_t last, bool dirty);
   // Update() wrapper that notes the in-memory map is durable on success.
   Status UpdateMetadata(const ReplicaMetadata& md);
+  // The common part of both SetGeneration()s.
+  Status ApplyGeneration(uint64_t generation, bool track_dirty, uint64_t generation_id,
+                         std::vector<uint64_t> history);
 
   backend::StorageBackend* backend_;
   std::string dir_;

@@ -20,8 +20,9 @@ namespace {
 constexpr char kTag[] = "replica";
 constexpr char kMagic[8] = {'T', 'N', 'D', 'M', 'M', 'E', 'T', 'A'};
 // Version 2 appended tracking_dirty to the fields, version 3
-// dirty_since_generation, rebuild_cursor and rebuild_generation; versions 1
-// and 2 are still read.
+// dirty_since_generation, rebuild_cursor and rebuild_generation, version 4
+// the generation ids, epoch_owner and the activity log; versions 1 to 3 are
+// still read.
 constexpr uint32_t kFormatVersion = kMetadataFormatVersion;
 constexpr uint32_t kOldestReadableVersion = 1;
 
@@ -59,13 +60,17 @@ size_t HeaderLength(const ReplicaMetadata& md, uint32_t version) {
          4 /*dirty_map_bytes*/ + (version >= 2 ? 1 /*tracking_dirty*/ : 0) +
          (version >= 3
               ? 8 /*dirty_since_generation*/ + 8 /*rebuild_cursor*/ + 8 /*rebuild_generation*/
+              : 0) +
+         (version >= 4
+              ? 8 /*generation_id*/ + 1 /*history_count*/ + 8 * md.generation_history.size() +
+                    8 /*epoch_owner*/ + 4 /*activity_extent_size*/ + 4 /*activity_map_bytes*/
               : 0);
 }
 
 // The field checks shared by Encode and Decode, so that everything Decode
 // accepts re-encodes (the fuzzer relies on it). `map_bytes` is the bitmap
-// length the record carries.
-Status ValidateFields(const ReplicaMetadata& md, uint64_t map_bytes) {
+// length the record carries, `activity_bytes` the activity map's.
+Status ValidateFields(const ReplicaMetadata& md, uint64_t map_bytes, uint64_t activity_bytes) {
   if (md.volume_id.size() > kMaxIdLength) return Status::InvalidArgument("volume_id too long");
   if (md.replica_id.size() > kMaxIdLength) return Status::InvalidArgument("replica_id too long");
   if (md.data_path.size() > kMaxDataPathLength) {
@@ -108,6 +113,29 @@ Status ValidateFields(const ReplicaMetadata& md, uint64_t map_bytes) {
   if (map_bytes != want) {
     return Status::InvalidArgument("dirty map has " + std::to_string(map_bytes) +
                                    " bytes, expected " + std::to_string(want));
+  }
+  if (md.generation_history.size() > kMaxGenerationHistory) {
+    return Status::InvalidArgument(std::to_string(md.generation_history.size()) +
+                                   " generation history ids exceed " +
+                                   std::to_string(kMaxGenerationHistory));
+  }
+  if (md.generation_id == 0 && !md.generation_history.empty()) {
+    return Status::InvalidArgument("generation history without a generation_id");
+  }
+  for (uint64_t id : md.generation_history) {
+    if (id == 0) return Status::InvalidArgument("a generation history id is 0");
+  }
+  const uint32_t al = md.activity_extent_size;
+  if (al != 0 && (!IsPowerOfTwo(al) || al < md.block_size || al < md.dirty_region_size)) {
+    return Status::InvalidArgument("activity_extent_size " + std::to_string(al) +
+                                   " is not 0 or a power of two >= block_size and "
+                                   ">= dirty_region_size");
+  }
+  const uint64_t want_al = DirtyMapBytes(md.size, al);
+  if (want_al > UINT32_MAX - want) return Status::InvalidArgument("activity map too large");
+  if (activity_bytes != want_al) {
+    return Status::InvalidArgument("activity map has " + std::to_string(activity_bytes) +
+                                   " bytes, expected " + std::to_string(want_al));
   }
   return Status::Ok();
 }
@@ -221,8 +249,8 @@ Status SyncParentDir(const std::string& path) {
 
 }  // namespace
 
-size_t MetadataSlotSize(uint64_t size, uint32_t dirty_region_size) {
-  uint64_t map = DirtyMapBytes(size, dirty_region_size);
+size_t MetadataSlotSize(uint64_t size, uint32_t dirty_region_size, uint32_t activity_extent_size) {
+  uint64_t map = DirtyMapBytes(size, dirty_region_size) + DirtyMapBytes(size, activity_extent_size);
   return kHeaderArea + (map + kSlotAlignment - 1) / kSlotAlignment * kSlotAlignment;
 }
 
@@ -236,9 +264,9 @@ Status EncodeMetadataSlot(const ReplicaMetadata& md, uint64_t seq, size_t slot_s
 }
 
 Status EncodeMetadataSlotTo(const ReplicaMetadata& md, uint64_t seq, size_t slot_size, uint8_t* p) {
-  TANDEM_RETURN_IF_ERROR(ValidateFields(md, md.dirty_map.size()));
+  TANDEM_RETURN_IF_ERROR(ValidateFields(md, md.dirty_map.size(), md.activity_map.size()));
   const size_t header = HeaderLength(md, kFormatVersion);
-  const size_t total = header + md.dirty_map.size();
+  const size_t total = header + md.dirty_map.size() + md.activity_map.size();
   if (total > slot_size) {
     return Status::InvalidArgument("metadata needs " + std::to_string(total) + " bytes, slot has " +
                                    std::to_string(slot_size));
@@ -273,7 +301,24 @@ Status EncodeMetadataSlotTo(const ReplicaMetadata& md, uint64_t seq, size_t slot
   pos += 8;
   EncodeFixed64(p + pos, md.rebuild_generation);
   pos += 8;
+  EncodeFixed64(p + pos, md.generation_id);
+  pos += 8;
+  p[pos++] = static_cast<uint8_t>(md.generation_history.size());
+  for (uint64_t id : md.generation_history) {
+    EncodeFixed64(p + pos, id);
+    pos += 8;
+  }
+  EncodeFixed64(p + pos, md.epoch_owner);
+  pos += 8;
+  EncodeFixed32(p + pos, md.activity_extent_size);
+  pos += 4;
+  EncodeFixed32(p + pos, static_cast<uint32_t>(md.activity_map.size()));
+  pos += 4;
   if (!md.dirty_map.empty()) std::memcpy(p + pos, md.dirty_map.data(), md.dirty_map.size());
+  pos += md.dirty_map.size();
+  if (!md.activity_map.empty()) {
+    std::memcpy(p + pos, md.activity_map.data(), md.activity_map.size());
+  }
   EncodeFixed32(p + kCrcOffset, SlotCrc(p, total));
   return Status::Ok();
 }
@@ -318,6 +363,17 @@ Status DecodeMetadataSlot(const void* data, size_t n, ReplicaMetadata* md, uint6
     m.rebuild_cursor = r.U64();
     m.rebuild_generation = r.U64();
   }
+  uint32_t activity_bytes = 0;
+  if (version >= 4) {
+    m.generation_id = r.U64();
+    const uint8_t count = r.U8();
+    if (count > kMaxGenerationHistory) return Status::DataLoss("generation history too long");
+    m.generation_history.resize(count);
+    for (uint8_t i = 0; i < count; ++i) m.generation_history[i] = r.U64();
+    m.epoch_owner = r.U64();
+    m.activity_extent_size = r.U32();
+    activity_bytes = r.U32();
+  }
   if (!r.ok() || r.pos() != header) return Status::DataLoss("malformed fields");
   if (clean > 1) return Status::DataLoss("bad clean_shutdown value");
   if (tracking > 1) return Status::DataLoss("bad tracking_dirty value");
@@ -326,14 +382,17 @@ Status DecodeMetadataSlot(const void* data, size_t n, ReplicaMetadata* md, uint6
   // Before version 3 the start of tracking was not recorded: the current
   // generation is the latest it can have been (see the header).
   if (version < 3 && m.tracking_dirty) m.dirty_since_generation = m.generation;
-  if (Status st = ValidateFields(m, map_bytes); !st.ok()) {
+  if (Status st = ValidateFields(m, map_bytes, activity_bytes); !st.ok()) {
     return Status::DataLoss(st.message());
   }
-  if (total != header + map_bytes) return Status::DataLoss("total length mismatch");
+  if (total != header + uint64_t{map_bytes} + activity_bytes) {
+    return Status::DataLoss("total length mismatch");
+  }
   // The encoder zero-fills the rest of the slot; anything else there means the
   // slot was damaged (outside the crc's reach) or not written by us.
   if (!AllZero(p + total, n - total)) return Status::DataLoss("non-zero padding");
-  m.dirty_map.assign(p + header, p + total);
+  m.dirty_map.assign(p + header, p + header + map_bytes);
+  m.activity_map.assign(p + header + map_bytes, p + total);
   *md = std::move(m);
   *seq = DecodeFixed64(p + kSequenceOffset);
   return Status::Ok();
@@ -350,7 +409,7 @@ MetadataFile::MetadataFile(std::string path, UniqueFd fd, size_t slot_size, Repl
 
 Result<std::unique_ptr<MetadataFile>> MetadataFile::Create(const std::string& path,
                                                            const ReplicaMetadata& md) {
-  const size_t slot_size = MetadataSlotSize(md.size, md.dirty_region_size);
+  const size_t slot_size = MetadataSlotSize(md.size, md.dirty_region_size, md.activity_extent_size);
   std::string image;
   TANDEM_RETURN_IF_ERROR(EncodeMetadataSlot(md, 1, slot_size, &image));
   // Slot 1 stays zero ("never written") until the first Update.
@@ -392,7 +451,8 @@ Result<std::unique_ptr<MetadataFile>> MetadataFile::Open(const std::string& path
   for (int i = 0; i < 2; ++i) {
     TANDEM_RETURN_IF_ERROR(ReadAll(fd.get(), buf.data(), slot_size, i * slot_size, path));
     why[i] = DecodeMetadataSlot(buf.data(), slot_size, &mds[i], &seqs[i]);
-    if (why[i].ok() && MetadataSlotSize(mds[i].size, mds[i].dirty_region_size) != slot_size) {
+    if (why[i].ok() && MetadataSlotSize(mds[i].size, mds[i].dirty_region_size,
+                                        mds[i].activity_extent_size) != slot_size) {
       why[i] = Status::DataLoss("slot size " + std::to_string(slot_size) +
                                 " does not match the volume size");
     }
@@ -435,8 +495,10 @@ Status MetadataFile::WriteNextSlot(const ReplicaMetadata& md) {
 }
 
 Status MetadataFile::Update(const ReplicaMetadata& md) {
-  if (md.size != current_.size || md.dirty_region_size != current_.dirty_region_size) {
-    return Status::InvalidArgument("metadata update may not change size or dirty_region_size");
+  if (md.size != current_.size || md.dirty_region_size != current_.dirty_region_size ||
+      md.activity_extent_size != current_.activity_extent_size) {
+    return Status::InvalidArgument(
+        "metadata update may not change size, dirty_region_size or activity_extent_size");
   }
   TANDEM_RETURN_IF_ERROR(WriteNextSlot(md));
   current_ = md;

@@ -47,9 +47,27 @@ struct ReplicaMetadata {
   uint64_t dirty_since_generation = 0;
   uint64_t rebuild_cursor = 0;
   uint64_t rebuild_generation = 0;
+  // Format version 4 (older versions decode with all of these 0/empty).
+  // Generation ids (DRBD's data-generation UUIDs): the random non-zero id of
+  // the current generation (0: never set) and the ids of the previous ones,
+  // newest first (at most kMaxGenerationHistory, none 0, empty while
+  // generation_id is 0).
+  uint64_t generation_id = 0;
+  std::vector<uint64_t> generation_history;
+  // The target_id (HELLO) that holds highest_epoch: at an equal epoch only it
+  // is accepted. 0: not recorded (a fresh replica, or an older target).
+  uint64_t epoch_owner = 0;
+  // Activity log: one bit per `activity_extent_size` bytes (a power of two
+  // >= block_size and >= dirty_region_size; 0: no log), set before a write
+  // to the extent reaches the disk and cleared lazily once the extent's
+  // writes are flushed. Laid out like dirty_map; stored after it in the slot.
+  uint32_t activity_extent_size = 0;
+  std::vector<uint8_t> activity_map;  // ceil(size / activity_extent_size / 8) bytes
 
   bool operator==(const ReplicaMetadata&) const = default;
 };
+
+inline constexpr size_t kMaxGenerationHistory = 8;
 
 // Serialises `md` into one slot image of exactly `slot_size` bytes with
 // sequence number `seq` (crc included). INVALID_ARGUMENT if it does not fit or a
@@ -61,14 +79,16 @@ Status EncodeMetadataSlot(const ReplicaMetadata& md, uint64_t seq, size_t slot_s
 Status EncodeMetadataSlotTo(const ReplicaMetadata& md, uint64_t seq, size_t slot_size,
                             uint8_t* out);
 // Parses a slot image; DATA_LOSS on bad magic/crc/lengths. Never reads outside
-// [data, data + n). Accepts format versions 1 to 3 (kMetadataFormatVersion);
+// [data, data + n). Accepts format versions 1 to 4 (kMetadataFormatVersion);
 // the encoder always writes the current version.
-inline constexpr uint32_t kMetadataFormatVersion = 3;
+inline constexpr uint32_t kMetadataFormatVersion = 4;
 Status DecodeMetadataSlot(const void* data, size_t n, ReplicaMetadata* md, uint64_t* seq);
 
 // Bytes one slot needs for metadata of a volume of `size` bytes with the given
-// dirty region size (4 KiB header plus the bitmap, rounded up to 4 KiB).
-size_t MetadataSlotSize(uint64_t size, uint32_t dirty_region_size);
+// dirty region and activity extent sizes (4 KiB header plus both bitmaps,
+// rounded up to 4 KiB).
+size_t MetadataSlotSize(uint64_t size, uint32_t dirty_region_size,
+                        uint32_t activity_extent_size = 0);
 
 class MetadataFile {
  public:
@@ -85,13 +105,13 @@ class MetadataFile {
 
   // Durably replaces the record (other slot, then fdatasync). On error the
   // in-memory record is unchanged and the previous on-disk record still valid.
-  // REQUIRES: md.size and md.dirty_region_size equal the current ones (they fix
-  // the slot size).
+  // REQUIRES: md.size, md.dirty_region_size and md.activity_extent_size equal
+  // the current ones (they fix the slot size).
   Status Update(const ReplicaMetadata& md);
 
   // In-place edits without copying the record (the dirty map may be large):
-  // the caller changes fields of *mutable_current() (never size or
-  // dirty_region_size) and then calls Sync(). Between the two, and after a
+  // the caller changes fields of *mutable_current() (never size,
+  // dirty_region_size or activity_extent_size) and then calls Sync(). Between the two, and after a
   // failed Sync(), the in-memory record is ahead of the disk.
   ReplicaMetadata* mutable_current() { return &current_; }
   // Durably writes current() (other slot, then fdatasync), like Update(current()).

@@ -18,6 +18,11 @@
 namespace tandem::replica {
 namespace {
 
+uint64_t DirtyMapBytesForTest(uint64_t size, uint32_t region) {
+  const uint64_t regions = (size + region - 1) / region;
+  return (regions + 7) / 8;
+}
+
 ReplicaMetadata SampleMetadata() {
   ReplicaMetadata md;
   md.volume_id = "vol-1";
@@ -113,15 +118,23 @@ TEST(MetadataSlotTest, TrackingDirtyRoundTripsInVersion2) {
   EXPECT_EQ(out, md);
 }
 
-// Rewrites a current-version image in an older format `version`: version 2
-// lacks the 24 bytes of dirty_since_generation, rebuild_cursor and
-// rebuild_generation, version 1 also the tracking_dirty byte before them.
-// Those fields must hold their defaults to have an older form.
+// Bytes the fields of format versions after `version` add to the header
+// (with an empty generation history): version 4 adds generation_id,
+// history_count, epoch_owner, activity_extent_size and the activity map
+// length (25), version 3 dirty_since_generation, rebuild_cursor and
+// rebuild_generation (24), version 2 tracking_dirty (1).
+uint32_t FieldsAfter(uint32_t version) {
+  return (version < 4 ? 25 : 0) + (version < 3 ? 24 : 0) + (version < 2 ? 1 : 0);
+}
+
+// Rewrites a current-version image in an older format `version`, dropping
+// the fields the later versions appended. Those fields must hold their
+// defaults to have an older form.
 std::string ToVersion(std::string image, uint32_t version) {
   auto* p = reinterpret_cast<uint8_t*>(image.data());
   const uint32_t header = DecodeFixed32(p + 12);
   const uint32_t total = DecodeFixed32(p + 16);
-  const uint32_t cut = version == 1 ? 25 : 24;
+  const uint32_t cut = FieldsAfter(version);
   for (uint32_t i = header - cut; i < header; ++i) {
     EXPECT_EQ(p[i], 0) << "field at " << i << " must be 0 to have a version-" << version << " form";
   }
@@ -189,7 +202,8 @@ TEST(MetadataSlotTest, RebuildFieldsRoundTripInVersion3) {
   size_t slot_size = MetadataSlotSize(md.size, md.dirty_region_size);
   std::string image;
   ASSERT_TRUE(EncodeMetadataSlot(md, 4, slot_size, &image).ok());
-  EXPECT_EQ(DecodeFixed32(reinterpret_cast<const uint8_t*>(image.data()) + 8), 3u);
+  EXPECT_EQ(DecodeFixed32(reinterpret_cast<const uint8_t*>(image.data()) + 8),
+            kMetadataFormatVersion);
   ReplicaMetadata out;
   uint64_t seq = 0;
   ASSERT_TRUE(DecodeMetadataSlot(image.data(), image.size(), &out, &seq).ok());
@@ -197,6 +211,67 @@ TEST(MetadataSlotTest, RebuildFieldsRoundTripInVersion3) {
   EXPECT_EQ(out.dirty_since_generation, 7u);
   EXPECT_EQ(out.rebuild_cursor, md.size / 2);
   EXPECT_EQ(out.rebuild_generation, 8u);
+  // The same record in version 3 (no generation ids, owner, activity log).
+  std::string v3 = ToVersion(image, 3);
+  ASSERT_TRUE(DecodeMetadataSlot(v3.data(), v3.size(), &out, &seq).ok());
+  EXPECT_EQ(out, md);
+  EXPECT_EQ(out.rebuild_cursor, md.size / 2);
+}
+
+TEST(MetadataSlotTest, GenerationIdsOwnerAndActivityMapRoundTripInVersion4) {
+  ReplicaMetadata md = SampleMetadata();
+  md.generation_id = 0x1234567890ABCDEFull;
+  md.generation_history = {3, 2, 0xFFFFFFFFFFFFFFFFull};
+  md.epoch_owner = 0x5555AAAA5555AAAAull;
+  md.activity_extent_size = 4u << 20;  // 1 GiB / 4 MiB = 256 extents = 32 bytes
+  md.activity_map.assign(32, 0);
+  md.activity_map[0] = 0x01;
+  md.activity_map[31] = 0x80;
+  const size_t slot_size = MetadataSlotSize(md.size, md.dirty_region_size, md.activity_extent_size);
+  EXPECT_EQ(slot_size, 4096u + 4096u);  // 2048 + 32 map bytes
+  std::string image;
+  ASSERT_TRUE(EncodeMetadataSlot(md, 6, slot_size, &image).ok());
+  ReplicaMetadata out;
+  uint64_t seq = 0;
+  Status st = DecodeMetadataSlot(image.data(), image.size(), &out, &seq);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_EQ(out, md);
+  EXPECT_EQ(out.generation_history.size(), 3u);
+  EXPECT_EQ(out.activity_map[31], 0x80);
+  // The activity map follows the dirty map.
+  const uint32_t header = DecodeFixed32(reinterpret_cast<const uint8_t*>(image.data()) + 12);
+  EXPECT_EQ(static_cast<uint8_t>(image[header + 2048]), 0x01);
+  EXPECT_EQ(static_cast<uint8_t>(image[header + 2048 + 31]), 0x80);
+
+  // Refused: too long a history, a zero id in it, a history without an id,
+  // an activity extent smaller than the dirty region or not a power of two,
+  // an activity map of the wrong length.
+  auto refused = [&](const ReplicaMetadata& m) {
+    return EncodeMetadataSlot(m, 1, 1 << 20, &image).code() == StatusCode::kInvalidArgument;
+  };
+  ReplicaMetadata bad = md;
+  bad.generation_history.assign(kMaxGenerationHistory + 1, 9);
+  EXPECT_TRUE(refused(bad));
+  bad = md;
+  bad.generation_history[2] = 0;
+  EXPECT_TRUE(refused(bad));
+  bad = md;
+  bad.generation_id = 0;
+  EXPECT_TRUE(refused(bad));
+  bad = md;
+  bad.activity_extent_size = 32 * 1024;
+  bad.activity_map.assign(DirtyMapBytesForTest(md.size, 32 * 1024), 0);
+  EXPECT_TRUE(refused(bad));
+  bad = md;
+  bad.activity_extent_size = 3u << 20;
+  EXPECT_TRUE(refused(bad));
+  bad = md;
+  bad.activity_map.resize(31);
+  EXPECT_TRUE(refused(bad));
+  // A history of exactly kMaxGenerationHistory is fine.
+  bad = md;
+  bad.generation_history.assign(kMaxGenerationHistory, 9);
+  EXPECT_FALSE(refused(bad));
 }
 
 TEST(MetadataSlotTest, Version2SlotsDecodeWithoutCursorAndTrackingSinceTheirGeneration) {

@@ -148,6 +148,71 @@ TEST_F(ReplicaTest, EpochAndGenerationPersist) {
   EXPECT_EQ((*p)->metadata().generation, 3u);
 }
 
+TEST_F(ReplicaTest, GenerationIdsAndEpochOwnerPersist) {
+  auto r = Replica::Create(backend_.get(), dir_, Config());
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ((*r)->generation_id(), 0u);  // never set
+  EXPECT_TRUE((*r)->generation_history().empty());
+
+  // Without a record (an older target): a growing number draws a fresh
+  // non-zero id and pushes the previous one (none the first time).
+  ASSERT_TRUE((*r)->SetGeneration(1, false).ok());
+  const uint64_t id1 = (*r)->generation_id();
+  EXPECT_NE(id1, 0u);
+  EXPECT_TRUE((*r)->generation_history().empty());
+  ASSERT_TRUE((*r)->SetGeneration(2, false).ok());
+  const uint64_t id2 = (*r)->generation_id();
+  EXPECT_NE(id2, 0u);
+  EXPECT_NE(id2, id1);
+  EXPECT_EQ((*r)->generation_history(), std::vector<uint64_t>{id1});
+  // An equal number keeps the id (turning tracking on is no new generation).
+  ASSERT_TRUE((*r)->SetGeneration(2, true).ok());
+  EXPECT_EQ((*r)->generation_id(), id2);
+  EXPECT_EQ((*r)->generation_history(), std::vector<uint64_t>{id1});
+
+  // With a record: exactly what the target says, replacing the history.
+  const std::vector<uint64_t> history = {70, 60, 50};
+  ASSERT_TRUE((*r)->SetGeneration(3, true, 80, history).ok());
+  EXPECT_EQ((*r)->generation_id(), 80u);
+  EXPECT_EQ((*r)->generation_history(), history);
+  EXPECT_TRUE((*r)->tracking_dirty());
+  // An equal number with another record replaces it; a lower one is refused.
+  ASSERT_TRUE((*r)->SetGeneration(3, true, 81, {80}).ok());
+  EXPECT_EQ((*r)->generation_id(), 81u);
+  EXPECT_EQ((*r)->SetGeneration(2, true, 99, {}).code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*r)->SetGeneration(4, true, 0, {}).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ((*r)->SetGeneration(4, true, 5, {1, 0}).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ((*r)->SetGeneration(4, true, 5, std::vector<uint64_t>(9, 1)).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ((*r)->generation_id(), 81u);
+  EXPECT_EQ((*r)->metadata().generation, 3u);
+
+  // The history is capped at the newest kMaxGenerationHistory ids.
+  for (uint64_t g = 4; g < 4 + kMaxGenerationHistory + 2; ++g) {
+    ASSERT_TRUE((*r)->SetGeneration(g, true).ok());
+  }
+  EXPECT_EQ((*r)->generation_history().size(), kMaxGenerationHistory);
+
+  ASSERT_TRUE((*r)->SetHighestEpoch(7, 0xABCDull).ok());
+  EXPECT_EQ((*r)->epoch_owner(), 0xABCDull);
+  ASSERT_TRUE((*r)->SetHighestEpoch(8).ok());  // keeps the owner
+  EXPECT_EQ((*r)->epoch_owner(), 0xABCDull);
+  const uint64_t id = (*r)->generation_id();
+  const std::vector<uint64_t> hist = (*r)->generation_history();
+  r->reset();  // crash
+
+  ReplicaMetadata disk = OnDisk();
+  EXPECT_EQ(disk.generation_id, id);
+  EXPECT_EQ(disk.generation_history, hist);
+  EXPECT_EQ(disk.highest_epoch, 8u);
+  EXPECT_EQ(disk.epoch_owner, 0xABCDull);
+  auto o = Replica::Open(backend_.get(), dir_);
+  ASSERT_TRUE(o.ok());
+  EXPECT_EQ((*o)->generation_id(), id);
+  EXPECT_EQ((*o)->generation_history(), hist);
+  EXPECT_EQ((*o)->epoch_owner(), 0xABCDull);
+}
+
 TEST_F(ReplicaTest, GenerationsOnlyGrow) {
   auto r = Replica::Create(backend_.get(), dir_, Config());
   ASSERT_TRUE(r.ok());

@@ -1255,6 +1255,83 @@ TEST_P(DirtyMapServerTest, DirtySinceGenerationIsWhereTrackingStarted) {
   EXPECT_EQ(info.dirty_since_generation, 6u);
 }
 
+TEST_P(DirtyMapServerTest, SetGenerationPersistsTheTargetsGenerationRecord) {
+  Listener l;
+  ReplicaClient* c = Connect(&l, Options());
+  ASSERT_TRUE(l.connected);
+  EXPECT_EQ(l.info.generation_id, 0u);  // never set
+  EXPECT_TRUE(l.info.generation_history.empty());
+  EXPECT_TRUE(l.info.clean_shutdown);  // created by this engine run
+
+  // SET_GENERATION with a GenerationRecord payload (length == payload_length).
+  auto set = [&](uint64_t gen, const protocol::GenerationRecord& rec, bool track = false,
+                 int64_t length = -1) {
+    std::string payload;
+    EXPECT_TRUE(protocol::EncodeGenerationRecord(rec, &payload).ok());
+    ClientRequest req;
+    req.op = Opcode::kSetGeneration;
+    req.offset = gen;
+    req.flags = track ? protocol::kFlagTrackDirty : 0;
+    req.buf = payload.data();
+    req.length = length < 0 ? static_cast<uint32_t>(payload.size()) : static_cast<uint32_t>(length);
+    Run(c, &req);
+    return req.wire_status;
+  };
+  EXPECT_EQ(set(4, {0xA4, {0xA3, 0xA2}}, true), protocol::WireStatus::kOk);
+  protocol::ReplicaInfo info = Info(c);
+  EXPECT_EQ(info.generation, 4u);
+  EXPECT_TRUE(info.tracking_dirty);
+  EXPECT_EQ(info.generation_id, 0xA4u);
+  EXPECT_EQ(info.generation_history, (std::vector<uint64_t>{0xA3, 0xA2}));
+  // Equal number: accepted, the record replaced.
+  EXPECT_EQ(set(4, {0xB4, {0xA4}}, true), protocol::WireStatus::kOk);
+  // Lower number: INVALID, nothing changes.
+  EXPECT_EQ(set(3, {0xC3, {}}), protocol::WireStatus::kInvalid);
+  // Malformed payloads: INVALID, nothing changes, the connection stays.
+  EXPECT_EQ(set(5, {0xD5, {}}, false, 4), protocol::WireStatus::kInvalid);  // length mismatch
+  {
+    uint8_t raw[9] = {0};  // id 0
+    ClientRequest req;
+    req.op = Opcode::kSetGeneration;
+    req.offset = 5;
+    req.buf = raw;
+    req.length = sizeof(raw);
+    Run(c, &req);
+    EXPECT_EQ(req.wire_status, protocol::WireStatus::kInvalid);
+    raw[0] = 1;
+    req.length = 8;  // truncated before history_count
+    Run(c, &req);
+    EXPECT_EQ(req.wire_status, protocol::WireStatus::kInvalid);
+  }
+  EXPECT_FALSE(l.disconnected);
+  info = Info(c);
+  EXPECT_EQ(info.generation, 4u);
+  EXPECT_EQ(info.generation_id, 0xB4u);
+  EXPECT_EQ(info.generation_history, std::vector<uint64_t>{0xA4});
+
+  // Without a payload (an older target) a bump draws a new id and pushes the
+  // previous one; an equal number keeps it.
+  ASSERT_EQ(SetGeneration(c, 5, true), StatusCode::kOk);
+  info = Info(c);
+  EXPECT_NE(info.generation_id, 0u);
+  EXPECT_NE(info.generation_id, 0xB4u);
+  EXPECT_EQ(info.generation_history, (std::vector<uint64_t>{0xB4, 0xA4}));
+  const uint64_t drawn = info.generation_id;
+  ASSERT_EQ(SetGeneration(c, 5, false), StatusCode::kOk);
+  EXPECT_EQ(Info(c).generation_id, drawn);
+
+  // Durable before the reply; after a crash the HELLO carries it, and the
+  // replica reports its unclean shutdown.
+  CrashAndRestart();
+  Listener m;
+  Connect(&m, Options());
+  ASSERT_TRUE(m.connected);
+  EXPECT_EQ(m.info.generation, 5u);
+  EXPECT_EQ(m.info.generation_id, drawn);
+  EXPECT_EQ(m.info.generation_history, (std::vector<uint64_t>{0xB4, 0xA4}));
+  EXPECT_FALSE(m.info.clean_shutdown);
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, DirtyMapServerTest, ::testing::Values("io_uring", "libaio"),
                          [](const auto& p) {
                            return std::string(p.param) == "io_uring" ? "IoUring" : "Libaio";

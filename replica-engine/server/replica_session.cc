@@ -219,7 +219,7 @@ bool ReplicaSession::HandleRequest(const FrameHeader& h, const uint8_t* payload)
     case Opcode::kMarkDirty:
     case Opcode::kClearDirty:
     case Opcode::kGetDirtyMap:
-      QueueReply(s, HandleDirtyOp(s, h));
+      QueueReply(s, HandleDirtyOp(s, h, payload));
       return true;
     case Opcode::kGetAllocation:
       QueueReply(s, HandleGetAllocation(s, h));
@@ -261,16 +261,33 @@ WireStatus FromReplicaStatus(const Status& st) {
 }
 }  // namespace
 
-WireStatus ReplicaSession::HandleDirtyOp(Slot* s, const FrameHeader& h) {
-  if (h.payload_length != 0) return WireStatus::kInvalid;
+WireStatus ReplicaSession::HandleDirtyOp(Slot* s, const FrameHeader& h, const uint8_t* payload) {
+  // Only SET_GENERATION may carry a payload (its GenerationRecord).
+  if (h.payload_length != 0 && h.op() != Opcode::kSetGeneration) return WireStatus::kInvalid;
   replica::Replica* r = replica_.get();
   const uint32_t region = r->dirty_region_size();
   Status st;
   switch (h.op()) {
     case Opcode::kSetGeneration: {
       const bool track = (h.flags & protocol::kFlagTrackDirty) != 0;
-      if (track && region == 0) return WireStatus::kUnsupported;
-      st = r->SetGeneration(h.offset, track);
+      if (h.payload_length != 0) {
+        protocol::GenerationRecord rec;
+        st = h.length != h.payload_length
+                 ? Status::InvalidArgument("length differs from payload_length")
+                 : protocol::DecodeGenerationRecord(
+                       std::string_view(reinterpret_cast<const char*>(payload), h.payload_length),
+                       &rec);
+        if (!st.ok()) {
+          TLOG_WARN(kTag, "%s: SET_GENERATION %llu: bad generation record: %s", peer_.c_str(),
+                    static_cast<unsigned long long>(h.offset), st.ToString().c_str());
+          return WireStatus::kInvalid;
+        }
+        if (track && region == 0) return WireStatus::kUnsupported;
+        st = r->SetGeneration(h.offset, track, rec.id, rec.history);
+      } else {
+        if (track && region == 0) return WireStatus::kUnsupported;
+        st = r->SetGeneration(h.offset, track);
+      }
       if (!st.ok()) {
         TLOG_WARN(kTag, "%s: SET_GENERATION %llu refused: %s", peer_.c_str(),
                   static_cast<unsigned long long>(h.offset), st.ToString().c_str());
@@ -331,6 +348,9 @@ void ReplicaSession::SetInfoReply(Slot* s) {
   info.dirty_since_generation = md.dirty_since_generation;
   info.rebuild_cursor = md.rebuild_cursor;
   info.rebuild_generation = md.rebuild_generation;
+  info.generation_id = md.generation_id;
+  info.generation_history = md.generation_history;
+  info.clean_shutdown = replica_->was_clean();
   // Cannot fail: the ids were validated when the replica was created.
   (void)protocol::EncodeReplicaInfo(info, &s->control);
   s->payload = reinterpret_cast<const uint8_t*>(s->control.data());

@@ -77,8 +77,10 @@ class ReplicaSession final : public EventLoop::Handler {
   // False when the HELLO must be retried later (the replica's metadata is
   // busy and a higher epoch must be persisted); the slot is not used then.
   bool HandleHello(Slot* slot, const uint8_t* payload, uint32_t len);
-  // SET_GENERATION, MARK_DIRTY, CLEAR_DIRTY, GET_DIRTY_MAP (synchronous).
-  protocol::WireStatus HandleDirtyOp(Slot* slot, const protocol::FrameHeader& h);
+  // SET_GENERATION (with its optional GenerationRecord payload), MARK_DIRTY,
+  // CLEAR_DIRTY, GET_DIRTY_MAP (synchronous).
+  protocol::WireStatus HandleDirtyOp(Slot* slot, const protocol::FrameHeader& h,
+                                     const uint8_t* payload);
   // GET_ALLOCATION (lseek on the loop thread) and SET_REBUILD_CURSOR
   // (persisted before the reply), synchronous.
   protocol::WireStatus HandleGetAllocation(Slot* slot, const protocol::FrameHeader& h);

@@ -4,12 +4,14 @@
 // Input: a 48-byte header followed by payload bytes. Every header goes through
 // DecodeHeader; an accepted one has its payload crc checked against the
 // remaining bytes, and the payload is parsed as HELLO, ReplicaInfo, a
-// GET_DIRTY_MAP chunk, a GET_ALLOCATION list and a SET_REBUILD_CURSOR payload
-// (a peer parses whichever its opcode says; here all are exercised on every
-// input). A decoded message must re-encode to bytes that decode to the same
-// value (the encodings are canonical, except that a ReplicaInfo of an older
-// replica re-encodes with its rebuild fields appended), and an accepted
-// header must re-encode to the same 48 bytes.
+// GET_DIRTY_MAP chunk, a GET_ALLOCATION list, a SET_REBUILD_CURSOR payload
+// and a SET_GENERATION GenerationRecord (a peer parses whichever its opcode
+// says; here all are exercised on every input). A decoded message must
+// re-encode to bytes that decode to the same value (the encodings are
+// canonical, except that the shorter forms of older peers re-encode with the
+// appended fields as zeroes: a HELLO without target_id, a ReplicaInfo without
+// the rebuild or generation-id fields), and an accepted header must re-encode
+// to the same 48 bytes.
 
 #include <cstddef>
 #include <cstdint>
@@ -25,6 +27,7 @@ using tandem::protocol::AllocationExtent;
 using tandem::protocol::AllocationList;
 using tandem::protocol::DecodeAllocation;
 using tandem::protocol::DecodeDirtyMap;
+using tandem::protocol::DecodeGenerationRecord;
 using tandem::protocol::DecodeHeader;
 using tandem::protocol::DecodeHello;
 using tandem::protocol::DecodeRebuildCursor;
@@ -33,11 +36,13 @@ using tandem::protocol::DecodeResult;
 using tandem::protocol::DirtyMapChunk;
 using tandem::protocol::EncodeAllocation;
 using tandem::protocol::EncodeDirtyMap;
+using tandem::protocol::EncodeGenerationRecord;
 using tandem::protocol::EncodeHeader;
 using tandem::protocol::EncodeHello;
 using tandem::protocol::EncodeRebuildCursor;
 using tandem::protocol::EncodeReplicaInfo;
 using tandem::protocol::FrameHeader;
+using tandem::protocol::GenerationRecord;
 using tandem::protocol::HelloRequest;
 using tandem::protocol::kHeaderSize;
 using tandem::protocol::kMaxPayload;
@@ -53,12 +58,29 @@ void FuzzHello(std::string_view payload) {
   if (!DecodeHello(payload, &hello).ok()) return;
   std::string encoded;
   Check(EncodeHello(hello, &encoded).ok());
-  // The encoding is canonical: whatever decoded must be exactly that encoding.
-  Check(encoded == payload);
+  // The encoding is canonical: whatever decoded must be exactly that
+  // encoding, except an older target's HELLO, which gains a zero target_id.
+  if (encoded.size() == payload.size() + 8) {
+    Check(hello.target_id == 0);
+    Check(encoded.compare(0, payload.size(), payload) == 0);
+  } else {
+    Check(encoded == payload);
+  }
   HelloRequest again;
   Check(DecodeHello(encoded, &again).ok());
   Check(again.epoch == hello.epoch && again.volume_id == hello.volume_id &&
-        again.token == hello.token);
+        again.token == hello.token && again.target_id == hello.target_id);
+}
+
+void FuzzGenerationRecord(std::string_view payload) {
+  GenerationRecord rec;
+  if (!DecodeGenerationRecord(payload, &rec).ok()) return;
+  Check(rec.id != 0 && rec.history.size() <= tandem::protocol::kMaxGenerationHistory);
+  for (uint64_t id : rec.history) Check(id != 0);
+  Check(payload.size() <= tandem::protocol::kMaxGenerationRecordSize);
+  std::string encoded;
+  Check(EncodeGenerationRecord(rec, &encoded).ok());
+  Check(encoded == payload);
 }
 
 void FuzzReplicaInfo(std::string_view payload) {
@@ -66,16 +88,21 @@ void FuzzReplicaInfo(std::string_view payload) {
   if (!DecodeReplicaInfo(payload, &info).ok()) return;
   std::string encoded;
   Check(EncodeReplicaInfo(info, &encoded).ok());
-  if (payload.size() == tandem::protocol::kReplicaInfoLegacySize + info.replica_id.size()) {
-    // An older replica's reply: the same bytes, then the rebuild fields as
+  const size_t legacy = tandem::protocol::kReplicaInfoLegacySize + info.replica_id.size();
+  const size_t rebuild = legacy + tandem::protocol::kReplicaInfoRebuildFieldsSize;
+  if (payload.size() == legacy || payload.size() == rebuild) {
+    // An older replica's reply: the same bytes, then the appended fields as
     // "none" (all zero).
-    Check(encoded.size() == payload.size() + tandem::protocol::kReplicaInfoRebuildFieldsSize);
+    Check(encoded.size() == rebuild + tandem::protocol::kReplicaInfoGenerationFieldsSize);
     Check(encoded.compare(0, payload.size(), payload) == 0);
     Check(encoded.find_first_not_of('\0', payload.size()) == std::string::npos);
   } else {
     Check(encoded == payload);
   }
   Check(info.tracking_dirty || info.dirty_since_generation == 0);
+  Check(info.generation_history.size() <= tandem::protocol::kMaxGenerationHistory);
+  Check(info.generation_id != 0 || info.generation_history.empty());
+  Check(info.activity_extent_size != 0 || info.activity_count == 0);
   ReplicaInfo again;
   Check(DecodeReplicaInfo(encoded, &again).ok());
   Check(again.size == info.size && again.block_size == info.block_size &&
@@ -84,7 +111,12 @@ void FuzzReplicaInfo(std::string_view payload) {
         again.tracking_dirty == info.tracking_dirty &&
         again.dirty_since_generation == info.dirty_since_generation &&
         again.rebuild_cursor == info.rebuild_cursor &&
-        again.rebuild_generation == info.rebuild_generation);
+        again.rebuild_generation == info.rebuild_generation &&
+        again.generation_id == info.generation_id &&
+        again.generation_history == info.generation_history &&
+        again.clean_shutdown == info.clean_shutdown &&
+        again.activity_extent_size == info.activity_extent_size &&
+        again.activity_count == info.activity_count);
 }
 
 void FuzzAllocation(std::string_view payload) {
@@ -155,6 +187,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FuzzDirtyMap(all);
   FuzzAllocation(all);
   FuzzRebuildCursor(all);
+  FuzzGenerationRecord(all);
 
   if (size < kHeaderSize) return 0;
   FrameHeader h;
@@ -186,5 +219,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FuzzDirtyMap(p);
   FuzzAllocation(p);
   FuzzRebuildCursor(p);
+  FuzzGenerationRecord(p);
   return 0;
 }
