@@ -52,7 +52,8 @@ bool ParseU64(std::string_view s, int base, uint64_t* out) {
   return true;
 }
 
-Status ParseLine(std::string_view line, AckLogContents* log) {
+// `fence`: the current run's fence mark (UINT64_MAX: none yet).
+Status ParseLine(std::string_view line, AckLogContents* log, uint64_t* fence) {
   if (line.empty() || line[0] == '#') return Status::Ok();
   std::vector<std::string_view> f = Fields(line);
   if (f[0] == "R") {
@@ -67,14 +68,31 @@ Status ParseLine(std::string_view line, AckLogContents* log) {
     }
     log->runs.push_back(
         AckLogRun{static_cast<uint32_t>(run), writer, static_cast<uint32_t>(bs), off, len});
+    *fence = UINT64_MAX;
     return Status::Ok();
   }
   if (log->runs.empty()) return Status::DataLoss("record before the first run header");
   uint64_t offset, seq, err;
+  if (f[0] == "M" && f.size() == 2 && ParseU64(f[1], 10, &seq)) {
+    if ((seq >> kRunSeqShift) != log->runs.back().run) {
+      return Status::DataLoss("fence mark outside its run's sequence numbers");
+    }
+    if (seq < *fence) *fence = seq;
+    ++log->fence_marks;
+    return Status::Ok();
+  }
   if (f[0] == "A" && f.size() == 3 && ParseU64(f[1], 10, &offset) && ParseU64(f[2], 10, &seq)) {
+    ++log->acked;
+    if (seq >= *fence && (seq >> kRunSeqShift) == log->runs.back().run) {
+      // Issued after a newer target took over: a fenced ack. Its block may
+      // hold either content, as for a failed write.
+      ++log->fenced_acked;
+      uint64_t& newest = log->newest_failed[offset];
+      if (seq > newest) newest = seq;
+      return Status::Ok();
+    }
     uint64_t& newest = log->newest_acked[offset];
     if (seq > newest) newest = seq;
-    ++log->acked;
     return Status::Ok();
   }
   if (f[0] == "F" && f.size() == 4 && ParseU64(f[1], 10, &offset) && ParseU64(f[2], 10, &seq) &&
@@ -93,6 +111,7 @@ Result<AckLogContents> ParseAckLog(std::string_view text) {
   AckLogContents log;
   size_t pos = 0;
   size_t line_no = 0;
+  uint64_t fence = UINT64_MAX;
   while (pos < text.size()) {
     ++line_no;
     size_t nl = text.find('\n', pos);
@@ -100,7 +119,7 @@ Result<AckLogContents> ParseAckLog(std::string_view text) {
       log.torn_tail = true;  // a writer died mid-line: that record was never complete
       break;
     }
-    Status st = ParseLine(text.substr(pos, nl - pos), &log);
+    Status st = ParseLine(text.substr(pos, nl - pos), &log, &fence);
     if (!st.ok()) return st.WithContext("ack log line " + std::to_string(line_no));
     pos = nl + 1;
   }
@@ -177,6 +196,12 @@ void AckLogWriter::Acked(uint64_t offset, uint64_t seq) {
 
 void AckLogWriter::Failed(uint64_t offset, uint64_t seq, int error) {
   if (file_) std::fprintf(file_, "F %" PRIu64 " %" PRIu64 " %d\n", offset, seq, error);
+}
+
+Status AckLogWriter::Fence(uint64_t next_seq) {
+  if (file_ == nullptr) return Status::Ok();
+  std::fprintf(file_, "M %" PRIu64 "\n", next_seq);
+  return Sync();
 }
 
 Status AckLogWriter::Sync() {

@@ -7,6 +7,14 @@
 //   R <run> <writer_id hex> <block_size> <region_offset> <region_length>
 //   A <offset> <seq>            a write the NBD server acknowledged
 //   F <offset> <seq> <errno>    a write that failed (its block is undefined)
+//   M <seq>                     fence mark: a newer target took over the volume
+//                               before this run issued write <seq>
+//
+// Writes of a run issued at or after its fence mark went to a target that
+// had been superseded: acknowledging any of them is a bug (a "fenced ack",
+// counted in fenced_acked). Their blocks are judged like failed writes (old
+// or new content accepted), so a fenced ack is reported once, as such, and
+// not again as a lost write.
 //
 // Run r numbers its writes (r << kRunSeqShift) + 1, + 2, ..., so sequence
 // numbers grow strictly across every run appended to one log and "older than
@@ -43,6 +51,8 @@ struct AckLogContents {
   std::unordered_map<uint64_t, uint64_t> newest_failed;  // offset -> newest failed seq
   uint64_t acked = 0;
   uint64_t failed = 0;
+  uint64_t fenced_acked = 0;  // acks of writes issued after their run's fence mark
+  uint64_t fence_marks = 0;
   bool torn_tail = false;  // the last line had no newline and was ignored
 };
 
@@ -73,6 +83,9 @@ class AckLogWriter {
 
   void Acked(uint64_t offset, uint64_t seq);
   void Failed(uint64_t offset, uint64_t seq, int error);
+  // Records a fence mark: writes of this run from `next_seq` on were issued
+  // after a newer target took over. Syncs the log.
+  Status Fence(uint64_t next_seq);
   Status Sync();
   // Syncs and closes; further calls are ignored.
   Status Close();

@@ -5,18 +5,28 @@
 // (LOST) and blocks that are torn or misplaced (CORRUPT).
 //
 //   ack_verifier write  --uri=nbd+unix:///vol?socket=/run/vol.sock --log=/var/tmp/acks.log
-//                       [--blocks=N] [--block-size=4096] [--seconds=S | --ops=N] [--qd=16]
+//                       [--blocks=N] [--block-size=4096]
+//                       [--seconds=S | --ops=N | --until-stopped] [--qd=16]
 //                       [--seed=X] [--region=OFF:LEN] [--allow-errors] [--fua]
 //                       [--verify-after-write]
 //   ack_verifier verify --uri=... --log=FILE
+//   ack_verifier verify --file=PATH --log=FILE   (a replica's data file, read directly)
 //
-// Exit status: 0 success; 1 lost or corrupt blocks, write errors (without
-// --allow-errors) or stalled I/O; 2 bad usage or no connection.
+// A writer stops on SIGINT/SIGTERM (in-flight writes are completed and
+// logged first); --until-stopped writes until then, reconnecting for as long
+// as it takes with --allow-errors. SIGUSR1 writes a fence mark into the log
+// (tests/tools/ack_log.h): the volume was taken over by a newer target, so
+// every write this run acknowledges from then on is a "fenced ack" (a bug);
+// the writer counts them (fenced_acked=) and verify reports them.
+//
+// Exit status: 0 success; 1 lost or corrupt blocks, fenced acks, write errors
+// (without --allow-errors) or stalled I/O; 2 bad usage or no connection.
 //
 // Two writes to one block are never in flight together: the server may apply
 // concurrent writes in any order, which would make "newest acknowledged"
 // ambiguous.
 
+#include <fcntl.h>
 #include <libnbd.h>
 #include <signal.h>
 #include <unistd.h>
@@ -49,7 +59,9 @@ constexpr uint64_t kLogSyncIntervalNs = 1000 * kMsToNs;
 constexpr uint64_t kMaxReportedProblems = 20;
 
 volatile std::sig_atomic_t g_stop = 0;
+volatile std::sig_atomic_t g_fence = 0;
 void OnSignal(int) { g_stop = 1; }
+void OnFenceSignal(int) { g_fence = 1; }
 
 struct NbdCloser {
   void operator()(nbd_handle* h) const { nbd_close(h); }
@@ -84,6 +96,8 @@ struct Options {
   uint64_t block_size = 4096;
   uint64_t seconds = 0;
   uint64_t ops = 0;
+  bool until_stopped = false;
+  std::string file;
   uint64_t qd = 16;
   uint64_t seed = 0;
   bool seed_set = false;
@@ -157,6 +171,13 @@ class Writer {
     uint64_t last_progress = start, last_sync = start;
     bool stalled = false;
     for (;;) {
+      if (g_fence) {
+        g_fence = 0;
+        if (fence_seq_ == UINT64_MAX) fence_seq_ = next_seq_;
+        Status fst = log_->Fence(next_seq_);
+        if (!fst.ok()) return Fail(fst, 1);
+        std::fprintf(stderr, "ack_verifier: fence mark at seq %" PRIu64 "\n", next_seq_);
+      }
       uint64_t now = MonotonicNanos();
       bool stopping = g_stop || now >= deadline || (opts_.ops && issued_ >= opts_.ops) ||
                       (failed_ > 0 && !opts_.allow_errors) || !handle_;
@@ -192,11 +213,12 @@ class Writer {
     if (!st.ok()) return Fail(st, 1);
     double secs = static_cast<double>(MonotonicNanos() - start) / 1e9;
     std::printf("write: run=%u writer=%" PRIx64 " acked=%" PRIu64 " failed=%" PRIu64
-                " seconds=%.2f iops=%.0f%s\n",
+                " seconds=%.2f iops=%.0f fenced_acked=%" PRIu64 "%s\n",
                 log_->run(), writer_id_, acked_, failed_, secs,
-                secs > 0 ? static_cast<double>(acked_) / secs : 0.0, stalled ? " STALLED" : "");
+                secs > 0 ? static_cast<double>(acked_) / secs : 0.0, fenced_acked_,
+                stalled ? " STALLED" : "");
     std::fflush(stdout);
-    if (stalled) return 1;
+    if (stalled || fenced_acked_ > 0) return 1;
     if (failed_ > 0 && !opts_.allow_errors) return 1;
     return 0;
   }
@@ -245,6 +267,14 @@ class Writer {
       if (slot->error == 0) {
         log_->Acked(slot->offset, slot->seq);
         ++acked_;
+        if (slot->seq >= fence_seq_) {
+          if (++fenced_acked_ <= kMaxReportedProblems) {
+            std::fprintf(stderr,
+                         "ack_verifier: FENCED_ACK offset=%" PRIu64 " seq=%" PRIu64
+                         " acknowledged after the fence mark\n",
+                         slot->offset, slot->seq);
+          }
+        }
       } else {
         log_->Failed(slot->offset, slot->seq, slot->error);
         ReportError("write", slot, slot->error);
@@ -263,11 +293,13 @@ class Writer {
   }
 
   // With --allow-errors a dropped connection is re-established (bounded by
-  // --io-timeout-ms); otherwise the run ends.
+  // --io-timeout-ms, or until a stop signal with --until-stopped); otherwise
+  // the run ends.
   bool Reconnect(uint64_t deadline) {
     handle_.reset();
     if (!opts_.allow_errors) return false;
-    uint64_t give_up = MonotonicNanos() + opts_.io_timeout_ms * kMsToNs;
+    uint64_t give_up =
+        opts_.until_stopped ? UINT64_MAX : MonotonicNanos() + opts_.io_timeout_ms * kMsToNs;
     while (!g_stop && MonotonicNanos() < std::min(give_up, deadline)) {
       auto h = Connect(opts_.uri);
       if (h.ok()) {
@@ -296,6 +328,8 @@ class Writer {
   uint64_t issued_ = 0;
   uint64_t acked_ = 0;
   uint64_t failed_ = 0;
+  uint64_t fence_seq_ = UINT64_MAX;  // writes from this seq on were issued after the fence mark
+  uint64_t fenced_acked_ = 0;
 };
 
 // ---------------------------------------------------------------------------
@@ -353,30 +387,11 @@ void CheckBlock(const AckLogContents& log, uint64_t offset, const uint8_t* block
   }
 }
 
-int Verify(const Options& opts) {
-  auto log = ReadAckLog(opts.log);
-  if (!log.ok()) {
-    std::fprintf(stderr, "ack_verifier: %s\n", log.status().ToString().c_str());
-    return 2;
-  }
-  if (log->runs.empty()) {
-    std::fprintf(stderr, "ack_verifier: %s has no write run\n", opts.log.c_str());
-    return 2;
-  }
-  const uint64_t bs = log->runs.front().block_size;
-  // The union of every run's region, in block order.
-  std::vector<std::pair<uint64_t, uint64_t>> ranges;
-  for (const AckLogRun& r : log->runs)
-    ranges.emplace_back(r.region_offset, r.region_offset + r.region_length);
-  std::sort(ranges.begin(), ranges.end());
-  std::vector<std::pair<uint64_t, uint64_t>> merged;
-  for (const auto& r : ranges) {
-    if (!merged.empty() && r.first <= merged.back().second) {
-      merged.back().second = std::max(merged.back().second, r.second);
-    } else {
-      merged.push_back(r);
-    }
-  }
+// Reads every block of `ranges` from the NBD export at opts.uri and checks it.
+// Returns 0, or 1/2 (exit status) when the reads could not be done.
+int VerifyNbd(const Options& opts, const AckLogContents& log,
+              const std::vector<std::pair<uint64_t, uint64_t>>& merged, uint64_t bs,
+              VerifyCounts* counts, uint64_t* read_errors) {
   auto conn = Connect(opts.uri);
   if (!conn.ok()) {
     std::fprintf(stderr, "ack_verifier: %s\n", conn.status().ToString().c_str());
@@ -394,8 +409,6 @@ int Verify(const Options& opts) {
     s.completed = &completed;
     free_slots.push_back(&s);
   }
-  VerifyCounts counts;
-  uint64_t read_errors = 0;
   size_t range = 0;
   uint64_t next = merged.empty() ? 0 : merged[0].first;
   uint64_t last_progress = MonotonicNanos();
@@ -421,10 +434,10 @@ int Verify(const Options& opts) {
     if (!completed.empty()) last_progress = now;
     for (Slot* slot : completed) {
       if (slot->error != 0) {
-        ++read_errors;
+        ++*read_errors;
         std::printf("READ_ERROR offset=%" PRIu64 " %s\n", slot->offset, std::strerror(slot->error));
       } else {
-        CheckBlock(*log, slot->offset, slot->buf.get(), bs, &counts);
+        CheckBlock(log, slot->offset, slot->buf.get(), bs, counts);
       }
       free_slots.push_back(slot);
     }
@@ -438,13 +451,84 @@ int Verify(const Options& opts) {
     if (g_stop) return 1;
   }
   nbd_shutdown(h.get(), 0);
+  return 0;
+}
+
+// The same over a plain file (a replica's data file): pread, holes read as zeroes.
+int VerifyFile(const Options& opts, const AckLogContents& log,
+               const std::vector<std::pair<uint64_t, uint64_t>>& merged, uint64_t bs,
+               VerifyCounts* counts, uint64_t* read_errors) {
+  int fd = ::open(opts.file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    std::fprintf(stderr, "ack_verifier: open %s: %s\n", opts.file.c_str(), std::strerror(errno));
+    return 2;
+  }
+  std::vector<uint8_t> buf(bs);
+  for (const auto& [begin, end] : merged) {
+    for (uint64_t off = begin; off + bs <= end; off += bs) {
+      if (g_stop) {
+        ::close(fd);
+        return 1;
+      }
+      size_t got = 0;
+      while (got < bs) {
+        ssize_t n = ::pread(fd, buf.data() + got, bs - got, static_cast<off_t>(off + got));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        got += static_cast<size_t>(n);
+      }
+      if (got < bs) {
+        // Past the end of the file: zeroes (a sparse file's tail).
+        std::memset(buf.data() + got, 0, bs - got);
+      }
+      CheckBlock(log, off, buf.data(), bs, counts);
+    }
+  }
+  (void)read_errors;
+  ::close(fd);
+  return 0;
+}
+
+int Verify(const Options& opts) {
+  auto log = ReadAckLog(opts.log);
+  if (!log.ok()) {
+    std::fprintf(stderr, "ack_verifier: %s\n", log.status().ToString().c_str());
+    return 2;
+  }
+  if (log->runs.empty()) {
+    std::fprintf(stderr, "ack_verifier: %s has no write run\n", opts.log.c_str());
+    return 2;
+  }
+  const uint64_t bs = log->runs.front().block_size;
+  // The union of every run's region, in block order.
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  for (const AckLogRun& r : log->runs)
+    ranges.emplace_back(r.region_offset, r.region_offset + r.region_length);
+  std::sort(ranges.begin(), ranges.end());
+  std::vector<std::pair<uint64_t, uint64_t>> merged;
+  for (const auto& r : ranges) {
+    if (!merged.empty() && r.first <= merged.back().second) {
+      merged.back().second = std::max(merged.back().second, r.second);
+    } else {
+      merged.push_back(r);
+    }
+  }
+  VerifyCounts counts;
+  uint64_t read_errors = 0;
+  int rc = opts.file.empty() ? VerifyNbd(opts, *log, merged, bs, &counts, &read_errors)
+                             : VerifyFile(opts, *log, merged, bs, &counts, &read_errors);
+  if (rc != 0) return rc;
   std::printf("verify: runs=%zu acked_writes=%" PRIu64 " failed_writes=%" PRIu64 " blocks=%" PRIu64
               " ok=%" PRIu64 " lost=%" PRIu64 " corrupt=%" PRIu64 " unwritten=%" PRIu64
-              " foreign=%" PRIu64 " undefined=%" PRIu64 " read_errors=%" PRIu64 "\n",
+              " foreign=%" PRIu64 " undefined=%" PRIu64 " read_errors=%" PRIu64
+              " fenced_acks=%" PRIu64 "\n",
               log->runs.size(), log->acked, log->failed, counts.blocks, counts.ok, counts.lost,
-              counts.corrupt, counts.unwritten, counts.foreign, counts.undefined, read_errors);
+              counts.corrupt, counts.unwritten, counts.foreign, counts.undefined, read_errors,
+              log->fenced_acked);
   std::fflush(stdout);
-  return counts.lost == 0 && counts.corrupt == 0 && read_errors == 0 ? 0 : 1;
+  const bool clean =
+      counts.lost == 0 && counts.corrupt == 0 && read_errors == 0 && log->fenced_acked == 0;
+  return clean ? 0 : 1;
 }
 
 int Usage(const Flags& flags, const std::string& error) {
@@ -462,6 +546,8 @@ int Main(int argc, char** argv) {
   flags.Define("block-size", "4096", "write: block size in bytes");
   flags.Define("seconds", "0", "write: stop after this many seconds");
   flags.Define("ops", "0", "write: stop after this many writes");
+  flags.Define("until-stopped", "false", "write: until SIGINT/SIGTERM (SIGUSR1: fence mark)");
+  flags.Define("file", "", "verify: read this file (a replica's data file) instead of --uri");
   flags.Define("qd", "16", "queue depth");
   flags.Define("seed", "", "random seed (default: random)");
   flags.Define("region", "", "write: OFF:LEN byte range (default: the whole export)");
@@ -482,6 +568,8 @@ int Main(int argc, char** argv) {
   o.allow_errors = flags.GetBool("allow-errors");
   o.fua = flags.GetBool("fua");
   o.verify_after_write = flags.GetBool("verify-after-write");
+  o.until_stopped = flags.GetBool("until-stopped");
+  o.file = flags.Get("file");
   for (auto [name, out, sizes] : {std::tuple{"blocks", &o.blocks, false},
                                   {"block-size", &o.block_size, true},
                                   {"seconds", &o.seconds, false},
@@ -500,7 +588,11 @@ int Main(int argc, char** argv) {
     }
     o.region_set = true;
   }
-  if (o.uri.empty() || o.log.empty()) return Usage(flags, "--uri and --log are required");
+  if (o.log.empty()) return Usage(flags, "--log is required");
+  if (o.uri.empty() && (cmd == "write" || o.file.empty())) {
+    return Usage(flags, cmd == "write" ? "--uri is required" : "--uri or --file is required");
+  }
+  if (!o.file.empty() && cmd == "write") return Usage(flags, "--file is for verify only");
   if (o.qd == 0 || o.io_timeout_ms == 0)
     return Usage(flags, "--qd and --io-timeout-ms must be > 0");
 
@@ -508,6 +600,9 @@ int Main(int argc, char** argv) {
   sa.sa_handler = OnSignal;
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  struct sigaction fa = {};
+  fa.sa_handler = OnFenceSignal;
+  sigaction(SIGUSR1, &fa, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
   if (cmd == "verify") return Verify(o);
@@ -515,7 +610,9 @@ int Main(int argc, char** argv) {
   if (o.block_size < kMinStampBlockSize || o.block_size % 512 != 0 || o.block_size > (1u << 24)) {
     return Usage(flags, "--block-size must be a multiple of 512 between 512 and 16M");
   }
-  if (o.seconds == 0 && o.ops == 0) return Usage(flags, "one of --seconds or --ops is required");
+  if (o.seconds == 0 && o.ops == 0 && !o.until_stopped) {
+    return Usage(flags, "one of --seconds, --ops or --until-stopped is required");
+  }
   auto conn = Connect(o.uri);
   if (!conn.ok()) {
     std::fprintf(stderr, "ack_verifier: %s\n", conn.status().ToString().c_str());

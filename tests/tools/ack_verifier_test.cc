@@ -82,6 +82,35 @@ TEST(AckLogTest, NewestAckedSeqPerOffsetAcrossRuns) {
   EXPECT_FALSE(log->torn_tail);
 }
 
+TEST(AckLogTest, AcksAfterAFenceMarkAreFencedAndJudgedLikeFailedWrites) {
+  // Run 1 (seqs 1<<40 + n): the mark says writes from n=3 on were issued after
+  // a newer target took over; n=2 acked late is still a normal ack. Run 2's
+  // acks are normal again.
+  auto log = ParseAckLog(
+      "R 1 a 4096 0 65536\n"
+      "A 0 1099511627777\n"
+      "M 1099511627779\n"
+      "A 4096 1099511627778\n"
+      "A 0 1099511627779\n"
+      "A 8192 1099511627780\n"
+      "R 2 b 4096 0 65536\n"
+      "A 8192 2199023255553\n");
+  ASSERT_TRUE(log.ok()) << log.status().ToString();
+  EXPECT_EQ(log->acked, 5u);
+  EXPECT_EQ(log->fenced_acked, 2u);
+  EXPECT_EQ(log->fence_marks, 1u);
+  EXPECT_EQ(log->newest_acked.at(0), 1099511627777u);   // the fenced ack does not count
+  EXPECT_EQ(log->newest_failed.at(0), 1099511627779u);  // ... either content is accepted
+  EXPECT_EQ(log->newest_acked.at(4096), 1099511627778u);
+  EXPECT_EQ(log->newest_acked.at(8192), 2199023255553u);
+}
+
+TEST(AckLogTest, FenceMarkOutsideItsRunIsDataLoss) {
+  auto log = ParseAckLog("R 1 a 4096 0 65536\nM 2199023255553\n");
+  ASSERT_FALSE(log.ok());
+  EXPECT_EQ(log.status().code(), StatusCode::kDataLoss);
+}
+
 TEST(AckLogTest, TornLastLineIsIgnored) {
   auto log = ParseAckLog("R 1 1 4096 0 8192\nA 0 5\nA 40");
   ASSERT_TRUE(log.ok());
@@ -128,12 +157,15 @@ TEST_F(AckLogWriterTest, RunsAppendAndNumberTheirSeqsAboveEarlierRuns) {
     EXPECT_EQ((*w)->run(), 2u);
     EXPECT_GT((*w)->seq_base() + 1, (1ull << kRunSeqShift) + 2);
     (*w)->Acked(0, (*w)->seq_base() + 1);
+    ASSERT_TRUE((*w)->Fence((*w)->seq_base() + 2).ok());
+    (*w)->Acked(4096, (*w)->seq_base() + 2);
   }  // destructor syncs
   auto log = ReadAckLog(path_);
   ASSERT_TRUE(log.ok()) << log.status().ToString();
   ASSERT_EQ(log->runs.size(), 2u);
   EXPECT_EQ(log->newest_acked.at(0), (2ull << kRunSeqShift) + 1);
-  EXPECT_EQ(log->newest_failed.at(4096), (1ull << kRunSeqShift) + 2);
+  EXPECT_EQ(log->newest_failed.at(4096), (2ull << kRunSeqShift) + 2);  // fenced ack
+  EXPECT_EQ(log->fenced_acked, 1u);
 }
 
 TEST_F(AckLogWriterTest, OpenCutsATornTailBeforeAppending) {
