@@ -6,6 +6,7 @@
 // servers on 127.0.0.1; the authority is a test fake (the controller
 // implements the real one).
 
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -153,6 +154,129 @@ TEST_F(AcknowledgeRuleTest, WithoutAnAuthorityATwoReplicaVolumeStopsAcknowledgin
   ASSERT_EQ(WritePattern(t, 0, 4096, 0x41), StatusCode::kOk);
   nodes_[1]->server->Stop();
   EXPECT_EQ(AckedWrites(t, 4096, 5, 0x42), 0);
+}
+
+// Issue 9, loss 3: r1 faulted (r0 and r2 went on at a new generation), r0's
+// node gone, r1 back. A target over r1 alone, told the controller's in-sync
+// record (r0, r2 at the newest generation id), must refuse to serve; a target
+// that reaches a majority serves the newest history and keeps r1 STALE.
+TEST_F(AcknowledgeRuleTest, StaleReplicaCannotProveTheInSyncGenerationAndIsNotServed) {
+  AddNodes(3);
+  VolumeTarget* t1 = NewTarget(1);
+  ASSERT_EQ(WritePattern(t1, 0, 65536, 0x0A), StatusCode::kOk);
+  nodes_[1]->server->Stop();
+  ASSERT_EQ(WritePattern(t1, 0, 65536, 0x0B), StatusCode::kOk);
+  TargetStatus s1 = t1->GetStatus();
+  ASSERT_EQ(s1.replicas[1].state, ReplicaState::kFaulted);
+  ASSERT_NE(s1.generation_id, 0u);
+  InSyncRequirement in_sync;
+  in_sync.generation_id = s1.generation_id;
+  for (const ReplicaStatus& r : s1.replicas) {
+    if (r.state == ReplicaState::kHealthy) in_sync.replica_ids.push_back(r.replica_id);
+  }
+  ASSERT_EQ(in_sync.replica_ids, (std::vector<std::string>{"r0", "r2"}));
+  targets_.clear();
+  nodes_[0]->server->Stop();
+  nodes_[1]->StartServer();
+
+  TargetOptions o = Options(2);
+  o.replicas = {{"127.0.0.1", nodes_[1]->port, false}};
+  o.in_sync = in_sync;
+  VolumeTarget* t2 = StartTarget(o);
+  EXPECT_EQ(t2->state(), TargetState::kFailed);
+  std::string why = t2->GetStatus().last_error;
+  EXPECT_NE(why.find("UNAVAILABLE"), std::string::npos) << why;
+  char hex[24];
+  std::snprintf(hex, sizeof(hex), "%016llx",
+                static_cast<unsigned long long>(in_sync.generation_id));
+  EXPECT_NE(why.find(hex), std::string::npos) << why;
+  EXPECT_NE(why.find("r0 r2"), std::string::npos) << why;
+  uint8_t* b = Buf(4096);
+  EXPECT_EQ(Do(t2, BlockOp::kRead, 0, 4096, b), StatusCode::kUnavailable);
+
+  // Over all three (r0 down): a majority is reached; r2 holds the newest
+  // history, r1 does not and is never read.
+  VolumeTarget* t3 = NewTarget(3);
+  ASSERT_EQ(t3->state(), TargetState::kDegraded) << t3->GetStatus().last_error;
+  TargetStatus s3 = t3->GetStatus();
+  EXPECT_EQ(s3.replicas[1].state, ReplicaState::kStale);
+  EXPECT_EQ(s3.replicas[2].state, ReplicaState::kHealthy);
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_EQ(Do(t3, BlockOp::kRead, 4096ull * i, 4096, b), StatusCode::kOk);
+    EXPECT_EQ(b[0], 0x0B);
+  }
+  EXPECT_EQ(t3->GetStatus().replicas[1].reads, 0u);
+}
+
+// Equal generation numbers do not make equal histories: two replicas that
+// reached the same number by different bumps are not both served.
+TEST_F(AcknowledgeRuleTest, SameGenerationNumberWithDifferentIdsIsNotServedAsOne) {
+  AddNodes(3);
+  for (int i = 0; i < 3; ++i) nodes_[i]->server->Stop();
+  auto set = [&](int i, uint64_t gen, uint64_t id) {
+    ASSERT_TRUE(nodes_[i]->replica()->SetGeneration(gen, false, id, {}).ok());
+  };
+  set(0, 5, 0x1111);
+  set(1, 5, 0x2222);
+  set(2, 5, 0x1111);
+  for (auto& n : nodes_) n->StartServer();
+  InSyncRequirement in_sync;
+  in_sync.generation_id = 0x1111;
+  in_sync.replica_ids = {"r0", "r2"};
+  TargetOptions o = Options(1);
+  o.in_sync = in_sync;
+  VolumeTarget* t = StartTarget(o);
+  ASSERT_EQ(t->state(), TargetState::kDegraded) << t->GetStatus().last_error;
+  TargetStatus st = t->GetStatus();
+  EXPECT_EQ(st.replicas[0].state, ReplicaState::kHealthy);
+  EXPECT_EQ(st.replicas[1].state, ReplicaState::kStale);
+  EXPECT_EQ(st.replicas[2].state, ReplicaState::kHealthy);
+  // Without the controller's record the histories at generation 5 conflict.
+  targets_.clear();
+  for (int i = 0; i < 3; ++i) nodes_[i]->server->Stop();
+  set(0, 6, 0x3333);
+  set(2, 6, 0x4444);
+  for (auto& n : nodes_) n->StartServer();
+  VolumeTarget* t2 = NewTarget(2);
+  EXPECT_EQ(t2->state(), TargetState::kFailed);
+  EXPECT_NE(t2->GetStatus().last_error.find("different histories"), std::string::npos)
+      << t2->GetStatus().last_error;
+}
+
+// Issue 9, "target crash leaves replicas divergent": writes in flight when a
+// target dies may be on some replicas and not others. The activity log names
+// their extents; the next attach copies them from one replica to the others
+// before it serves, so every replica reads the same.
+TEST_F(AcknowledgeRuleTest, AttachAfterATargetCrashResyncsTheActivityLogExtents) {
+  AddNodes(3);
+  if (nodes_[0]->replica()->metadata().activity_extent_size == 0) {
+    GTEST_SKIP() << "these replicas keep no activity log";
+  }
+  VolumeTarget* t1 = NewTarget(1);
+  ASSERT_EQ(WritePattern(t1, 0, 1 << 20, 0x51), StatusCode::kOk);
+  ASSERT_EQ(Do(t1, BlockOp::kFlush, 0, 0, nullptr), StatusCode::kOk);
+  ASSERT_EQ(WritePattern(t1, 8 << 20, 65536, 0x52), StatusCode::kOk);
+  targets_.clear();  // the target dies (no flush, no clean detach)
+  // A write of the dead target that reached r0 only.
+  {
+    std::vector<uint8_t> b(65536, 0x5F);
+    int fd = ::open((nodes_[0]->dir + "/replicas/" + kVolume + "/data").c_str(), O_WRONLY);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::pwrite(fd, b.data(), b.size(), (8 << 20) + 65536), 65536);
+    ::fsync(fd);
+    ::close(fd);
+  }
+  ASSERT_NE(nodes_[0]->Data()[(8 << 20) + 65536], nodes_[1]->Data()[(8 << 20) + 65536]);
+  VolumeTarget* t2 = NewTarget(2);
+  ASSERT_EQ(t2->state(), TargetState::kReady) << t2->GetStatus().last_error;
+  TargetStatus st = t2->GetStatus();
+  EXPECT_GT(st.activity_resync_bytes, 0u);
+  // Only the active extents, not the volume.
+  EXPECT_LE(st.activity_resync_bytes, 2 * 2 * (4ull << 20));
+  ASSERT_EQ(Do(t2, BlockOp::kFlush, 0, 0, nullptr), StatusCode::kOk);
+  std::vector<uint8_t> d0 = nodes_[0]->Data();
+  for (int i = 1; i < 3; ++i) EXPECT_TRUE(nodes_[i]->Data() == d0) << "replica " << i << " differs";
+  EXPECT_EQ(d0[8 << 20], 0x52);  // the acknowledged write is everywhere
 }
 
 }  // namespace

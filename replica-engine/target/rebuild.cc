@@ -106,7 +106,9 @@ void VolumeTarget::Impl::StartRebuild(Replica* dest) {
   rb.drain_seq = dispatch_seq_;
   const protocol::ReplicaInfo& di = dest->info;
   uint64_t g = di.generation;
-  bool covered = tracking_ && tracking_since_ != 0;
+  // The dirty maps only describe what a replica of our own history missed:
+  // one whose generation id we do not know has diverged, copy everything.
+  bool covered = tracking_ && tracking_since_ != 0 && InLineage(di.generation_id);
   if (covered && g >= 1 && tracking_since_ <= g + 1) {
     rb.mode = RebuildMode::kIncremental;
     rb.dirty_limit = size_;
@@ -462,10 +464,20 @@ void VolumeTarget::Impl::RebuildStep() {
       if (rb.map_replica < 0 || rb.map_offset == UINT64_MAX) {
         int next = -1;
         for (const Replica& r : replicas_) {
-          if (r.index > rb.map_replica && r.state == ReplicaState::kHealthy) {
+          if (!rb.map_activity && r.index > rb.map_replica && r.state == ReplicaState::kHealthy) {
             next = r.index;
             break;
           }
+        }
+        if (next < 0 && !rb.dest_activity_done && rb.region_size != 0 &&
+            dest.info.activity_count > 0) {
+          rb.dest_activity_done = true;
+          rb.map_activity = true;
+          rb.map_replica = rb.dest;
+          rb.map_offset = 0;
+          IssueRb(RbStep::kMap, Opcode::kGetDirtyMap, &dest, 0,
+                  static_cast<uint32_t>(rb.reply.size()), rb.reply.data(), kFlagActivityLog);
+          return;
         }
         if (next < 0) {
           rb.phase = RbPhase::kCopy;
@@ -485,7 +497,8 @@ void VolumeTarget::Impl::RebuildStep() {
         rb.map_offset = 0;
       }
       IssueRb(RbStep::kMap, Opcode::kGetDirtyMap, &replicas_[rb.map_replica], rb.map_offset,
-              static_cast<uint32_t>(rb.reply.size()), rb.reply.data());
+              static_cast<uint32_t>(rb.reply.size()), rb.reply.data(),
+              rb.map_activity ? kFlagActivityLog : 0);
       return;
     }
     case RbPhase::kCopy:
@@ -612,7 +625,10 @@ void VolumeTarget::Impl::OnRbReply(ClientRequest* req) {
     if (rb.phase == RbPhase::kDirtyMap) {
       // Start the union again: a map holder went away mid-way.
       rb.dirty.clear();
+      rb.region_size = 0;
       rb.map_replica = -1;
+      rb.map_activity = false;
+      rb.dest_activity_done = false;
     }
     loop_->Wake();
     return;
@@ -626,6 +642,25 @@ void VolumeTarget::Impl::OnRbReply(ClientRequest* req) {
       if (!st.ok()) {
         RebuildFailed("bad GET_DIRTY_MAP reply: " + st.ToString());
         return;
+      }
+      if (rb.map_activity) {
+        // The destination's log: its extents (multiples of the region size)
+        // become dirty regions.
+        uint64_t first = rb.map_offset / chunk.region_size;
+        for (size_t i = 0; i < chunk.bitmap.size(); ++i) {
+          uint8_t b = static_cast<uint8_t>(chunk.bitmap[i]);
+          for (int bit = 0; b != 0 && bit < 8; ++bit) {
+            if (!((b >> bit) & 1)) continue;
+            uint64_t off = (first + i * 8 + bit) * chunk.region_size;
+            uint64_t end = std::min(size_, off + chunk.region_size);
+            for (uint64_t r = off / rb.region_size; r * rb.region_size < end; ++r) {
+              if (r / 8 < rb.dirty.size()) rb.dirty[r / 8] |= static_cast<uint8_t>(1u << (r % 8));
+            }
+          }
+        }
+        uint64_t covered = (first + chunk.bitmap.size() * 8) * chunk.region_size;
+        rb.map_offset = (chunk.bitmap.empty() || covered >= size_) ? UINT64_MAX : covered;
+        break;
       }
       if (rb.region_size == 0) {
         rb.region_size = chunk.region_size;
@@ -668,8 +703,11 @@ void VolumeTarget::Impl::OnRbReply(ClientRequest* req) {
     case RbStep::kCursor:
       break;
     case RbStep::kFlush:
-      IssueRb(RbStep::kSetGen, Opcode::kSetGeneration, &replicas_[rb.dest], rb.finish_generation, 0,
-              nullptr, tracking_ ? protocol::kFlagTrackDirty : 0);
+      // The destination takes our generation id and history with the number.
+      EncodeCurrentRecord(&rb.gen_payload);
+      IssueRb(RbStep::kSetGen, Opcode::kSetGeneration, &replicas_[rb.dest], rb.finish_generation,
+              static_cast<uint32_t>(rb.gen_payload.size()), rb.gen_payload.data(),
+              tracking_ ? protocol::kFlagTrackDirty : 0);
       return;
     case RbStep::kSetGen:
       if (bump_running_ || generation_ != rb.finish_generation ||
@@ -704,6 +742,7 @@ void VolumeTarget::Impl::FinishRebuild() {
   Replica& dest = replicas_[rb_.dest];
   dest.state = ReplicaState::kHealthy;
   dest.generation = rb_.finish_generation;
+  dest.info.generation_id = gen_id_;
   rb_status_.state = RebuildState::kDone;
   rb_status_.eta_seconds = 0;
   ++counters_.rebuilds_completed;
@@ -791,6 +830,7 @@ void VolumeTarget::Impl::IssueClearRound() {
   rb.untrack_clear_offset += len;
   if (!clear) rb.untrack_clear_done = true;
   rb.untrack_remaining = 0;
+  if (!clear) EncodeCurrentRecord(&rb.untrack_payload);  // keep our id and history
   for (Replica& r : replicas_) {
     if (!(healthy & (1u << r.index))) continue;
     ClientRequest& s = rb.untrack_sub[r.index];
@@ -799,7 +839,9 @@ void VolumeTarget::Impl::IssueClearRound() {
     s.done = &Impl::OnUntrackDone;
     s.op = clear ? Opcode::kClearDirty : Opcode::kSetGeneration;
     s.offset = clear ? off : generation_;
-    s.length = static_cast<uint32_t>(len);
+    s.length =
+        clear ? static_cast<uint32_t>(len) : static_cast<uint32_t>(rb.untrack_payload.size());
+    s.buf = clear ? nullptr : rb.untrack_payload.data();
     s.flags = 0;  // SET_GENERATION without TRACK_DIRTY: stop tracking
     ++rb.untrack_remaining;
   }

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 #include "common/clock.h"
@@ -71,6 +72,7 @@ Status VolumeTarget::Impl::Start() {
   }
   size_ = options_.size;
   next_gen_id_ = NewGenerationId();
+  target_id_ = NewGenerationId();
   uint32_t pool = std::max<uint32_t>(1, options_.max_inflight);
   ctx_pool_.resize(pool);
   for (uint32_t i = pool; i-- > 0;) {
@@ -124,6 +126,7 @@ std::unique_ptr<ReplicaClient> VolumeTarget::Impl::NewClient(Replica* r) {
   co.volume_id = options_.volume_id;
   co.token = options_.token;
   co.epoch = options_.epoch;
+  co.target_id = target_id_;
   co.max_inflight = static_cast<uint32_t>(ctx_pool_.size());
   co.request_timeout_ms = options_.request_timeout_ms;
   co.connect_timeout_ms = options_.connect_timeout_ms;
@@ -209,7 +212,7 @@ void VolumeTarget::Impl::OnReplicaDisconnected(Replica* r, const Status& why) {
 }
 
 void VolumeTarget::Impl::MaybeFinishStart() {
-  if (state_ != TargetState::kStarting) return;
+  if (state_ != TargetState::kStarting || start_chosen_) return;
   for (const Replica& r : replicas_) {
     if (!r.settled) return;
   }
@@ -239,58 +242,146 @@ void VolumeTarget::Impl::MaybeFinishStart() {
     }
     any = false;
   }
-  for (Replica& r : replicas_) {
-    if (r.removed || r.state != ReplicaState::kConnecting) continue;
-    if (r.generation == top) {
-      r.state = ReplicaState::kHealthy;
-    } else {
-      // Missed writes the others have: never read, rebuilt before it serves.
-      r.state = ReplicaState::kStale;
-      close_mask_ |= 1u << r.index;
-      TLOG_WARN(kTag, "volume '%s': replica %s:%u is at generation %llu < %llu: STALE",
-                options_.volume_id.c_str(), r.endpoint.host.c_str(), r.endpoint.port,
-                static_cast<unsigned long long>(r.generation),
-                static_cast<unsigned long long>(top));
-    }
-  }
+  if (any && !ChooseNewest()) any = false;
   if (!any) {
     if (last_error_.empty()) last_error_ = "no replica reachable";
     state_ = TargetState::kFailed;
-  } else {
-    if (!options_.in_sync.replica_ids.empty() && options_.in_sync.generation_id != 0) {
-      // The controller's in-sync record may acknowledge below a majority, but
-      // only while every replica it names is serving.
-      uint32_t mask = 0;
-      size_t found = 0;
-      for (const std::string& id : options_.in_sync.replica_ids) {
-        for (const Replica& r : replicas_) {
-          if (!r.removed && r.state == ReplicaState::kHealthy && r.replica_id == id) {
-            mask |= 1u << r.index;
-            ++found;
-            break;
-          }
+    TLOG_INFO(kTag, "volume '%s' epoch %llu: FAILED: %s", options_.volume_id.c_str(),
+              static_cast<unsigned long long>(options_.epoch), last_error_.c_str());
+    loop_->Wake();
+    return;
+  }
+  start_chosen_ = true;
+  StartResync();  // FinishStart() when done
+}
+
+void VolumeTarget::Impl::FinishStart() {
+  if (state_ != TargetState::kStarting) return;  // shut down meanwhile
+  if (!options_.in_sync.replica_ids.empty() && options_.in_sync.generation_id != 0) {
+    // The controller's in-sync record may acknowledge below a majority, but
+    // only while every replica it names is serving.
+    uint32_t mask = 0;
+    size_t found = 0;
+    for (const std::string& id : options_.in_sync.replica_ids) {
+      for (const Replica& r : replicas_) {
+        if (!r.removed && r.state == ReplicaState::kHealthy && r.replica_id == id) {
+          mask |= 1u << r.index;
+          ++found;
+          break;
         }
       }
-      if (found == options_.in_sync.replica_ids.size()) insync_mask_ = mask;
     }
-    state_ = TargetState::kDegraded;  // UpdateState() leaves kStarting alone
-    UpdateState();
-    for (const Replica& r : replicas_) {
-      if (r.state != ReplicaState::kHealthy || !r.info.tracking_dirty) continue;
-      tracking_ = true;
-      tracking_since_ = std::max(tracking_since_, r.info.dirty_since_generation);
-    }
-    // Every attach moves the serving replicas to a new generation before the
-    // first write, so a replica at generation 0 has never served (it is never
-    // rebuilt incrementally) and one that is not with us now is behind. If one
-    // is missing, the survivors track dirty regions from this bump on.
-    need_bump_ = true;
+    if (found == options_.in_sync.replica_ids.size()) insync_mask_ = mask;
   }
+  state_ = TargetState::kDegraded;  // UpdateState() leaves kStarting alone
+  UpdateState();
+  for (const Replica& r : replicas_) {
+    if (r.state != ReplicaState::kHealthy || !r.info.tracking_dirty) continue;
+    tracking_ = true;
+    tracking_since_ = std::max(tracking_since_, r.info.dirty_since_generation);
+  }
+  // Every attach moves the serving replicas to a new generation before the
+  // first write, so a replica at generation 0 has never served (it is never
+  // rebuilt incrementally) and one that is not with us now is behind. If one
+  // is missing, the survivors track dirty regions from this bump on.
+  need_bump_ = true;
   TLOG_INFO(kTag, "volume '%s' epoch %llu: %s, generation %llu, size %llu",
             options_.volume_id.c_str(), static_cast<unsigned long long>(options_.epoch),
             TargetStateName(state_), static_cast<unsigned long long>(generation_),
             static_cast<unsigned long long>(size_));
   loop_->Wake();
+}
+
+namespace {
+std::string Hex(uint64_t id) {
+  char buf[24];
+  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(id));
+  return buf;
+}
+bool Holds(const protocol::ReplicaInfo& info, uint64_t id) {
+  return info.generation_id == id ||
+         std::find(info.generation_history.begin(), info.generation_history.end(), id) !=
+             info.generation_history.end();
+}
+}  // namespace
+
+// Generations are identified by random ids (DRBD's data-generation UUIDs),
+// not only counted: a replica serves only if it holds the newest history
+// among those reached, and the controller's required id when it gave one.
+bool VolumeTarget::Impl::ChooseNewest() {
+  const uint64_t required = options_.in_sync.generation_id;
+  uint32_t cand = 0;
+  std::string reached;
+  for (const Replica& r : replicas_) {
+    if (r.removed || r.state != ReplicaState::kConnecting) continue;
+    reached += " " + Address(r) + "(" + r.replica_id + " generation " +
+               std::to_string(r.generation) + " id " + Hex(r.info.generation_id) + ")";
+    if (required == 0 || Holds(r.info, required)) cand |= 1u << r.index;
+  }
+  auto stale_all = [&] {
+    for (Replica& r : replicas_) {
+      if (r.removed || r.state != ReplicaState::kConnecting) continue;
+      r.state = ReplicaState::kStale;
+      close_mask_ |= 1u << r.index;
+    }
+  };
+  if (cand == 0) {
+    std::string ids;
+    for (const std::string& id : options_.in_sync.replica_ids) ids += " " + id;
+    last_error_ = "UNAVAILABLE: no reachable replica holds generation id " + Hex(required) +
+                  " (in-sync replicas:" + (ids.empty() ? " not named" : ids) +
+                  "); reached:" + reached;
+    stale_all();
+    return false;
+  }
+  uint64_t top = 0;
+  for (const Replica& r : replicas_) {
+    if (cand & (1u << r.index)) top = std::max(top, r.generation);
+  }
+  uint64_t top_id = 0;
+  for (const Replica& r : replicas_) {
+    if (!(cand & (1u << r.index)) || r.generation != top || r.info.generation_id == 0) continue;
+    if (top_id != 0 && r.info.generation_id != top_id) {
+      last_error_ = "replicas at generation " + std::to_string(top) +
+                    " hold different histories; refusing to choose:" + reached;
+      stale_all();
+      return false;
+    }
+    top_id = r.info.generation_id;
+  }
+  generation_ = top;
+  gen_id_ = top_id;
+  for (Replica& r : replicas_) {
+    if (r.removed || r.state != ReplicaState::kConnecting) continue;
+    if ((cand & (1u << r.index)) && r.generation == top && r.info.generation_id == top_id) {
+      r.state = ReplicaState::kHealthy;
+      gen_history_ = r.info.generation_history;
+      continue;
+    }
+    // Missed writes the others have (or a history nobody vouches for):
+    // never read, rebuilt before it serves.
+    r.state = ReplicaState::kStale;
+    close_mask_ |= 1u << r.index;
+    TLOG_WARN(kTag, "volume '%s': replica %s (generation %llu id %s) is behind %llu id %s: STALE",
+              options_.volume_id.c_str(), Address(r).c_str(),
+              static_cast<unsigned long long>(r.generation), Hex(r.info.generation_id).c_str(),
+              static_cast<unsigned long long>(top), Hex(top_id).c_str());
+  }
+  return true;
+}
+
+bool VolumeTarget::Impl::InLineage(uint64_t id) const {
+  return id == 0 || id == gen_id_ ||
+         std::find(gen_history_.begin(), gen_history_.end(), id) != gen_history_.end();
+}
+
+void VolumeTarget::Impl::EncodeCurrentRecord(std::string* out) const {
+  out->clear();
+  if (gen_id_ == 0) return;  // an older replica set: no record to keep
+  protocol::GenerationRecord rec;
+  rec.id = gen_id_;
+  rec.history = gen_history_;
+  (void)protocol::EncodeGenerationRecord(rec, out);
 }
 
 // --------------------------------------------------- faults, bumps, fencing
@@ -471,6 +562,17 @@ void VolumeTarget::Impl::StartBump() {
   need_bump_ = false;
   bump_running_ = true;
   bump_generation_ = generation_ + 1;
+  {
+    // The new generation's id, and ours on the front of its history.
+    protocol::GenerationRecord rec;
+    rec.id = next_gen_id_;
+    if (gen_id_ != 0) rec.history.push_back(gen_id_);
+    for (uint64_t h : gen_history_) {
+      if (rec.history.size() >= protocol::kMaxGenerationHistory) break;
+      rec.history.push_back(h);
+    }
+    (void)protocol::EncodeGenerationRecord(rec, &bump_payload_);
+  }
   bump_remaining_ = 0;
   // Track dirty regions while any replica is not HEALTHY (and keep tracking
   // once on: only StartUntrack turns it off, after clearing the maps).
@@ -481,8 +583,8 @@ void VolumeTarget::Impl::StartBump() {
     s.op = Opcode::kSetGeneration;
     s.flags = bump_track_ ? protocol::kFlagTrackDirty : 0;
     s.offset = bump_generation_;
-    s.length = 0;
-    s.buf = nullptr;
+    s.length = static_cast<uint32_t>(bump_payload_.size());
+    s.buf = bump_payload_.data();
     ++bump_remaining_;
   }
   TLOG_INFO(kTag, "volume '%s': bumping generation %llu -> %llu on %u replica(s)",
@@ -500,6 +602,7 @@ void VolumeTarget::Impl::OnBumpDone(ClientRequest* sub) {
   Replica& r = self->replicas_[sub - self->bump_sub_];
   if (sub->status == StatusCode::kOk) {
     r.generation = self->bump_generation_;
+    r.info.generation_id = self->next_gen_id_;
   } else if (sub->wire_status == WireStatus::kStaleEpoch) {
     self->Fence("SET_GENERATION refused: stale epoch");
   } else {
@@ -508,6 +611,14 @@ void VolumeTarget::Impl::OnBumpDone(ClientRequest* sub) {
   if (--self->bump_remaining_ != 0) return;
   self->bump_running_ = false;
   self->generation_ = self->bump_generation_;
+  {
+    protocol::GenerationRecord rec;
+    if (protocol::DecodeGenerationRecord(self->bump_payload_, &rec).ok()) {
+      self->gen_id_ = rec.id;
+      self->gen_history_ = std::move(rec.history);
+    }
+    self->next_gen_id_ = self->NewGenerationId();
+  }
   if (self->bump_track_ && !self->tracking_) {
     self->tracking_ = true;
     self->tracking_since_ = self->bump_generation_;
@@ -980,6 +1091,7 @@ void VolumeTarget::Impl::Shutdown(void (*done)(void*), void* arg) {
   shutdown_done_ = done;
   shutdown_arg_ = arg;
   RebuildAborted("target shutting down");
+  resync_.active = false;
   if (state_ == TargetState::kStarting) {
     state_ = TargetState::kFailed;  // stop waiting for replicas
   }
@@ -1018,7 +1130,7 @@ TargetStatus VolumeTarget::Impl::GetStatus() const {
     rs.replica_id = r.replica_id;
     rs.state = r.state;
     rs.generation = r.generation;
-    rs.generation_id = 0;  // TODO(generation ids): r.info.generation_id
+    rs.generation_id = r.info.generation_id;
     if (insync_mask_ & (1u << r.index)) s.in_sync.push_back(r.replica_id);
     rs.inflight = r.client ? r.client->inflight() : 0;
     rs.reads = r.reads;

@@ -156,6 +156,9 @@ struct TargetStatus {
   uint64_t bytes_read = 0;
   uint64_t bytes_written = 0;
   RebuildStatus rebuild;
+  // Bytes the activity-log resync at attach wrote (0: the last target
+  // stopped cleanly, or nothing was in flight).
+  uint64_t activity_resync_bytes = 0;
   // Totals over every rebuild of this target.
   uint64_t rebuilds_completed = 0;
   uint64_t rebuild_bytes_copied = 0;

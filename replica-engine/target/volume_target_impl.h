@@ -17,6 +17,10 @@ namespace tandem::target {
 using client::ClientRequest;
 using client::ReplicaClient;
 
+// GET_DIRTY_MAP flag selecting the activity log (docs/protocol.md). Only sent
+// to replicas that report one (ReplicaInfo::activity_count > 0).
+inline constexpr uint16_t kFlagActivityLog = 1u << 2;
+
 // One frontend request in flight through the mirror. A fixed pool of these is
 // allocated at construction (TargetOptions::max_inflight); a request that finds
 // the pool empty waits in a FIFO, so nothing is allocated per I/O.
@@ -92,6 +96,10 @@ class VolumeTarget::Impl final : private EventLoop::Idler, private EventLoop::Ti
   void OnReplicaConnected(Replica* r, const protocol::ReplicaInfo& info);
   void OnReplicaDisconnected(Replica* r, const Status& why);
   void MaybeFinishStart();
+  // The rest of the attach once the serving replicas are chosen (and their
+  // activity logs resynced): the in-sync record, tracking, the first bump.
+  void FinishStart();
+  bool start_chosen_ = false;
 
   // Faults, generation bumps, fencing.
   void Fault(Replica* r, const Status& why);
@@ -162,7 +170,8 @@ class VolumeTarget::Impl final : private EventLoop::Idler, private EventLoop::Ti
   uint64_t bump_generation_ = 0;
   bool bump_track_ = false;
   ClientRequest bump_sub_[kMaxReplicas];
-  uint32_t close_mask_ = 0;  // clients to Close() at BeforeWait
+  std::string bump_payload_;  // the GenerationRecord of the bump in flight
+  uint32_t close_mask_ = 0;   // clients to Close() at BeforeWait
 
   bool shutting_down_ = false;
   bool shutdown_flush_sent_ = false;
@@ -189,6 +198,59 @@ class VolumeTarget::Impl final : private EventLoop::Idler, private EventLoop::Ti
   uint64_t gen_id_ = 0;
   std::vector<uint64_t> gen_history_;
   uint64_t next_gen_id_ = 0;  // the id the next bump will use (promised to the authority)
+  uint64_t target_id_ = 0;    // random, sent in HELLO: one owner per epoch
+  // True when `id` is this target's generation id or in its history (a
+  // replica at that id has a prefix of our history; 0 = unknown: true).
+  bool InLineage(uint64_t id) const;
+  // Encodes {gen_id_, gen_history_} into `out` for a SET_GENERATION that
+  // keeps the current generation (rebuild finish, untrack).
+  void EncodeCurrentRecord(std::string* out) const;
+  // Start-up: picks the replicas holding the newest history among those
+  // reached; false (last_error_ set) when none can serve.
+  bool ChooseNewest();
+
+  // ------------------------------------------------ activity-log resync
+  // (activity_resync.cc) After an unclean end of the last target, the
+  // extents in the HEALTHY replicas' activity logs are copied from one of
+  // them to the others before the attach finishes.
+  struct ResyncWindow {
+    enum Step : uint8_t { kFree, kRead, kWrite };
+    Step step = kFree;
+    uint64_t off = 0;
+    uint32_t len = 0;
+    int read_from = -1;
+    uint32_t remaining = 0;  // writes outstanding
+    ClientRequest read;
+    ClientRequest write[kMaxReplicas];
+    std::unique_ptr<uint8_t, void (*)(void*)> buf{nullptr, &free};
+  };
+  enum class ResyncPhase : uint8_t { kMap, kCopy, kFlush };
+  static constexpr int kResyncWindows = 4;
+  struct Resync {
+    bool active = false;
+    ResyncPhase phase = ResyncPhase::kMap;
+    int source = -1;
+    int map_replica = -1;
+    uint64_t map_offset = 0;
+    uint32_t extent = 0;       // bytes per bit of `map`
+    std::vector<uint8_t> map;  // union of the logs
+    std::vector<uint8_t> reply;
+    ClientRequest req;  // GET_DIRTY_MAP (activity)
+    bool req_busy = false;
+    uint64_t cursor = 0;
+    uint32_t flush_remaining = 0;
+    ClientRequest flush[kMaxReplicas];
+    ResyncWindow win[kResyncWindows];
+  } resync_;
+  void StartResync();
+  void ResyncStep();
+  void ResyncMark(uint64_t off, uint64_t len);
+  bool ResyncMarked(uint64_t extent) const;
+  bool PickResyncSource();
+  void IssueResyncRead(ResyncWindow* w);
+  static void OnResyncDone(ClientRequest* req);
+  void OnResyncReply(ClientRequest* req);
+  void ResyncLost(Replica* r, const Status& why);
 
   // ---------------------------------------------------------------- rebuild
   // (rebuild.cc) One rebuild at a time: the destination is REBUILDING and
@@ -274,7 +336,12 @@ class VolumeTarget::Impl final : private EventLoop::Idler, private EventLoop::Ti
     uint64_t drain_seq = 0;
     int map_replica = -1;  // dirty-map union: replica and page being read
     uint64_t map_offset = 0;
+    // The destination's own activity log joins the union (what it held
+    // unflushed, or in flight from a dead target, may differ from the source).
+    bool map_activity = false;  // the page being read is the destination's log
+    bool dest_activity_done = false;
     uint8_t cursor_payload[protocol::kRebuildCursorSize] = {};
+    std::string gen_payload;  // GenerationRecord of the finishing SET_GENERATION
     // Plan: dirty regions below `dirty_limit` are copied; from `full_from`
     // on, every allocated byte of the source is.
     std::vector<uint8_t> dirty;
@@ -297,6 +364,7 @@ class VolumeTarget::Impl final : private EventLoop::Idler, private EventLoop::Ti
     uint32_t untrack_remaining = 0;
     ClientRequest untrack_sub[kMaxReplicas];
     bool untrack_clear_done = false;
+    std::string untrack_payload;
     uint64_t untrack_clear_offset = 0;
     // Rate limit (token bucket) and progress.
     uint64_t tokens = 0;

@@ -176,11 +176,12 @@ TEST_F(VolumeTargetTest, NoHealthyReplicaFailsEveryRequest) {
 
 TEST_F(VolumeTargetTest, LowerGenerationReplicaIsStaleAndNeverRead) {
   AddNodes(3);
-  // Replica 2 missed writes: its generation is behind the others'.
+  // Replica 2 missed writes: its generation is behind the others'. (Replicas
+  // at one generation share its id; generation ids tell histories apart.)
   for (int i = 0; i < 3; ++i) nodes_[i]->server->Stop();
-  ASSERT_TRUE(nodes_[0]->replica()->SetGeneration(5).ok());
-  ASSERT_TRUE(nodes_[1]->replica()->SetGeneration(5).ok());
-  ASSERT_TRUE(nodes_[2]->replica()->SetGeneration(4).ok());
+  ASSERT_TRUE(nodes_[0]->replica()->SetGeneration(5, false, 0xAAAA, {0xBBBB}).ok());
+  ASSERT_TRUE(nodes_[1]->replica()->SetGeneration(5, false, 0xAAAA, {0xBBBB}).ok());
+  ASSERT_TRUE(nodes_[2]->replica()->SetGeneration(4, false, 0xBBBB, {}).ok());
   for (auto& n : nodes_) n->StartServer();
   VolumeTarget* t = NewTarget(1);
   TargetStatus st = t->GetStatus();
