@@ -638,8 +638,10 @@ void VolumeTarget::Impl::ReleaseBumpWaiters() {
     if (need_bump_ || bump_running_) {  // another replica left meanwhile: wait for the next bump
       c->next = bump_wait_head_;
       bump_wait_head_ = c;
-    } else if (c->marked || c->req->op == BlockOp::kFlush) {
+    } else if (c->req->op == BlockOp::kFlush) {
       Finish(c, StatusCode::kOk);
+    } else if (c->marked) {
+      FinishWrite(c);
     } else {
       StartMarkDirty(c);
     }
@@ -828,6 +830,7 @@ void VolumeTarget::Impl::Dispatch(BlockRequest* req) {
   c->remaining = 0;
   c->sent_mask = c->ok_mask = c->tried_mask = 0;
   c->marked = false;
+  c->fua_flushed = false;
   c->first_error = StatusCode::kOk;
   if (req->op == BlockOp::kRead) {
     StartRead(c);
@@ -989,6 +992,20 @@ void VolumeTarget::Impl::OnDataPhaseDone(IoCtx* c) {
     Finish(c, StatusCode::kFailedPrecondition);
     return;
   }
+  if (c->phase == IoCtx::Phase::kFuaFlush) {
+    if (c->ok_mask == 0) {
+      Finish(c, DownCode());
+    } else if (c->ok_mask == c->sent_mask) {
+      Finish(c, StatusCode::kOk);
+    } else {
+      // A replica failed the FLUSH (and is FAULTED): as for a write that
+      // skipped one, the survivors move on and mark the range, then flush.
+      c->marked = false;
+      c->fua_flushed = false;
+      AwaitBump(c);
+    }
+    return;
+  }
   if (c->req->op == BlockOp::kRead) {
     if (c->ok_mask != 0) {
       Finish(c, StatusCode::kOk);
@@ -1010,12 +1027,12 @@ void VolumeTarget::Impl::OnDataPhaseDone(IoCtx* c) {
     if (bump_ahead) {
       AwaitBump(c);
     } else {
-      Finish(c, StatusCode::kOk);
+      FinishWrite(c);
     }
     return;
   }
   if (c->ok_mask == c->sent_mask) {
-    Finish(c, StatusCode::kOk);  // on every replica it was sent to
+    FinishWrite(c);  // on every replica it was sent to
     return;
   }
   // Some replica missed this write: it is acknowledged only once the survivors
@@ -1036,6 +1053,37 @@ void VolumeTarget::Impl::AwaitBump(IoCtx* c) {
   c->next = bump_wait_head_;
   bump_wait_head_ = c;
   loop_->Wake();
+}
+
+void VolumeTarget::Impl::FinishWrite(IoCtx* c) {
+  const BlockRequest* q = c->req;
+  if (c->fua_flushed || !(q->flags & kBlockFua) ||
+      (q->op != BlockOp::kTrim && q->op != BlockOp::kWriteZeroes)) {
+    Finish(c, StatusCode::kOk);
+    return;
+  }
+  uint32_t mask = c->ok_mask & WriteMask();
+  if (mask == 0) {
+    Finish(c, DownCode());
+    return;
+  }
+  c->fua_flushed = true;
+  c->phase = IoCtx::Phase::kFuaFlush;
+  c->sent_mask = mask;
+  c->ok_mask = 0;
+  c->remaining = static_cast<uint32_t>(__builtin_popcount(mask));
+  for (Replica& r : replicas_) {
+    if (!(mask & (1u << r.index))) continue;
+    ClientRequest& s = c->sub[r.index];
+    s.op = Opcode::kFlush;
+    s.flags = 0;
+    s.offset = 0;
+    s.length = 0;
+    s.buf = nullptr;
+  }
+  for (Replica& r : replicas_) {
+    if (mask & (1u << r.index)) r.client->Submit(&c->sub[r.index]);
+  }
 }
 
 void VolumeTarget::Impl::Finish(IoCtx* c, StatusCode code) {

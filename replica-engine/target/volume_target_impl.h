@@ -25,15 +25,16 @@ inline constexpr uint16_t kFlagActivityLog = 1u << 2;
 // allocated at construction (TargetOptions::max_inflight); a request that finds
 // the pool empty waits in a FIFO, so nothing is allocated per I/O.
 struct IoCtx {
-  enum class Phase : uint8_t { kData, kAwaitBump, kMarkDirty };
+  enum class Phase : uint8_t { kData, kAwaitBump, kMarkDirty, kFuaFlush };
   void* impl = nullptr;  // VolumeTarget::Impl
   BlockRequest* req = nullptr;
   Phase phase = Phase::kData;
-  uint32_t remaining = 0;   // sub-requests outstanding
-  uint32_t sent_mask = 0;   // replicas the data phase went to
-  uint32_t ok_mask = 0;     // replicas that acknowledged the data phase
-  uint32_t tried_mask = 0;  // reads: replicas already tried
-  bool marked = false;      // MARK_DIRTY done on the survivors
+  uint32_t remaining = 0;    // sub-requests outstanding
+  uint32_t sent_mask = 0;    // replicas the data phase went to
+  uint32_t ok_mask = 0;      // replicas that acknowledged the data phase
+  uint32_t tried_mask = 0;   // reads: replicas already tried
+  bool marked = false;       // MARK_DIRTY done on the survivors
+  bool fua_flushed = false;  // TRIM/WRITE_ZEROES with FUA: FLUSH sent after it
   StatusCode first_error = StatusCode::kOk;
   uint64_t seq = 0;  // dispatch order (the rebuild drains older writes)
   // Writes in their data phase, for overlap checks (Impl::wlist_).
@@ -133,6 +134,10 @@ class VolumeTarget::Impl final : private EventLoop::Idler, private EventLoop::Ti
   bool OverlapsInflightWrite(const BlockRequest* req) const;
   void UnlinkWrite(IoCtx* c);
   void Finish(IoCtx* c, StatusCode code);
+  // Finish(OK) for a write-like request, after a FLUSH of the replicas that
+  // hold it when it is a TRIM/WRITE_ZEROES with FUA (the protocol has FUA on
+  // WRITE only; NBD requires the reply after durability).
+  void FinishWrite(IoCtx* c);
   // Completes `req` now, or at the next BeforeWait when inside Submit().
   void Complete(BlockRequest* req, StatusCode code);
   void FailLater(BlockRequest* req, StatusCode code);

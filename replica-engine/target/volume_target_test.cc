@@ -6,6 +6,7 @@
 #include "replica-engine/target/volume_target.h"
 
 #include "replica-engine/target/testing_cluster.h"
+#include "replica-engine/target/testing_proxy.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -296,6 +297,32 @@ TEST_F(VolumeTargetTest, OverlappingWritesInFlightTogetherLeaveReplicasIdentical
   std::vector<uint8_t> first = nodes_[0]->Data();
   for (size_t i = 1; i < nodes_.size(); ++i) {
     EXPECT_TRUE(nodes_[i]->Data() == first) << "replica " << i << " differs";
+  }
+}
+
+// Issue 9: FUA was dropped for TRIM and WRITE_ZEROES (the data protocol has
+// FUA on WRITE only), so the NBD reply went out before durability. With FUA
+// the target flushes every replica that holds the change before it answers.
+TEST_F(VolumeTargetTest, FuaTrimAndWriteZeroesAreFlushedOnEveryReplicaBeforeTheReply) {
+  AddNodes(2);
+  CountingProxy p0(nodes_[0]->port), p1(nodes_[1]->port);
+  TargetOptions o = Options(1);
+  o.replicas = {{"127.0.0.1", p0.port(), false}, {"127.0.0.1", p1.port(), false}};
+  VolumeTarget* t = StartTarget(o);
+  ASSERT_EQ(WritePattern(t, 0, 65536, 0x61), StatusCode::kOk);
+  uint64_t f0 = p0.Count(protocol::Opcode::kFlush), f1 = p1.Count(protocol::Opcode::kFlush);
+  ASSERT_EQ(Do(t, BlockOp::kTrim, 0, 8192, nullptr), StatusCode::kOk);
+  EXPECT_EQ(p0.Count(protocol::Opcode::kFlush), f0) << "a TRIM without FUA needs no flush";
+  ASSERT_EQ(Do(t, BlockOp::kTrim, 8192, 8192, nullptr, kBlockFua), StatusCode::kOk);
+  EXPECT_EQ(p0.Count(protocol::Opcode::kFlush), f0 + 1);
+  EXPECT_EQ(p1.Count(protocol::Opcode::kFlush), f1 + 1);
+  ASSERT_EQ(Do(t, BlockOp::kWriteZeroes, 16384, 8192, nullptr, kBlockFua), StatusCode::kOk);
+  EXPECT_EQ(p0.Count(protocol::Opcode::kFlush), f0 + 2);
+  EXPECT_EQ(p1.Count(protocol::Opcode::kFlush), f1 + 2);
+  for (auto& n : nodes_) {
+    std::vector<uint8_t> d = n->Data();
+    for (size_t i = 0; i < 24576; ++i) ASSERT_EQ(d[i], 0) << i;
+    EXPECT_EQ(d[24576], 0x61);
   }
 }
 
