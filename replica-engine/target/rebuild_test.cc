@@ -8,6 +8,7 @@
 #include <random>
 
 #include "replica-engine/target/testing_cluster.h"
+#include "replica-engine/target/testing_proxy.h"
 
 namespace tandem::target {
 namespace {
@@ -320,6 +321,31 @@ TEST_F(RebuildTest, LiveWritesIntoSourceHolesSurviveAFullRebuild) {
     for (size_t k = 0; k < d.size(); ++k) diff += d[k] != model[k];
     EXPECT_EQ(diff, 0u) << "replica " << i << " differs from the acknowledged writes";
   }
+  kVolumeSize = 16ull << 20;
+}
+
+// Issue 9: the rebuild cursor was persisted before the copied data was
+// durable on the destination; a power loss there would resume past data it
+// never had. Every checkpoint now follows a FLUSH of the destination.
+TEST_F(RebuildTest, EveryCheckpointFollowsAFlushOfTheDestination) {
+  kVolumeSize = 32ull << 20;
+  AddNodes(3);
+  CountingProxy dest(nodes_[2]->port);
+  TargetOptions o = Options(1);
+  o.replicas.pop_back();
+  o.rebuild_checkpoint_bytes = 2ull << 20;
+  VolumeTarget* t = StartTarget(o);
+  for (uint64_t off = 0; off < kVolumeSize; off += 1 << 20) Fill(t, off, 1 << 20, 61);
+  ASSERT_TRUE(t->AddReplica({"127.0.0.1", dest.port(), false}).ok());
+  ASSERT_TRUE(WaitHealthy(t));
+  uint64_t cursors = dest.Count(protocol::Opcode::kSetRebuildCursor);
+  uint64_t flushes = dest.Count(protocol::Opcode::kFlush);
+  ASSERT_GE(cursors, 4u);  // several checkpoints, and the final clear
+  // One FLUSH before each checkpoint (the clear at the end follows the
+  // finishing FLUSH).
+  EXPECT_GE(flushes, cursors);
+  ASSERT_EQ(Do(t, BlockOp::kFlush, 0, 0, nullptr), StatusCode::kOk);
+  ExpectIdentical();
   kVolumeSize = 16ull << 20;
 }
 
