@@ -401,7 +401,12 @@ void ReplicaClient::Flush() {
         writable_ = false;
         return;
       }
-      Fail(PosixError("send to replica", errno), true);
+      // The replica may have answered before hanging up (a superseded
+      // connection sends STALE_EPOCH replies, then closes): take those
+      // replies first, so the caller learns why, then fail the rest.
+      const int err = errno;
+      ReadMore();
+      if (state_ == ClientState::kConnected) Fail(PosixError("send to replica", err), true);
       return;
     }
     stats_.bytes_sent += static_cast<uint64_t>(w);

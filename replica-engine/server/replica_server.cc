@@ -328,40 +328,95 @@ protocol::WireStatus ReplicaServer::AcceptHello(ReplicaSession* session,
     it = volumes_.emplace(hello.volume_id, std::move(vs)).first;
   }
   VolumeState& vol = it->second;
-  if (hello.epoch < vol.highest_epoch) return WireStatus::kStaleEpoch;
+  if (hello.epoch < vol.highest_epoch) {
+    TLOG_WARN(kTag, "volume '%s': HELLO at epoch %llu refused: epoch %llu has taken over",
+              hello.volume_id.c_str(), static_cast<unsigned long long>(hello.epoch),
+              static_cast<unsigned long long>(vol.highest_epoch));
+    return WireStatus::kStaleEpoch;
+  }
+  replica::Replica* r = vol.replica.get();
   if (hello.epoch > vol.highest_epoch) {
-    if (vol.replica->persist_in_flight()) {
+    if (r->persist_in_flight()) {
       ++stats_.requests_waited_for_metadata;
       *retry = true;  // SetHighestEpoch would write the same slot
       return WireStatus::kOk;
     }
     // Persist before answering: after a restart the replica must still refuse
-    // the older target.
-    Status st = vol.replica->SetHighestEpoch(hello.epoch);
+    // the older target, and any other target at this epoch.
+    Status st = r->SetHighestEpoch(hello.epoch, hello.target_id);
     if (!st.ok()) {
       TLOG_ERROR(kTag, "volume '%s': persisting epoch %llu failed: %s", hello.volume_id.c_str(),
                  static_cast<unsigned long long>(hello.epoch), st.ToString().c_str());
       return WireStatus::kIoError;
     }
     vol.highest_epoch = hello.epoch;
-    // Join before fencing: closing the last old session must not erase `vol`.
-    std::vector<ReplicaSession*> old = vol.sessions;
-    vol.sessions.push_back(session);
-    for (ReplicaSession* s : old) {
-      if (s->epoch() < hello.epoch) {
+    // Every session of a lower epoch is superseded: from now on each of its
+    // requests (new ones, and the ones in flight when they complete) is
+    // answered STALE_EPOCH; its writes still parked for a dirty-map persist
+    // never reach the disk.
+    for (ReplicaSession* s : vol.sessions) {
+      if (s->epoch() < hello.epoch && !s->superseded_) {
         ++stats_.sessions_fenced;
-        TLOG_INFO(kTag, "volume '%s': fencing %s (epoch %llu < %llu)", hello.volume_id.c_str(),
-                  s->peer().c_str(), static_cast<unsigned long long>(s->epoch()),
+        TLOG_INFO(kTag, "volume '%s': %s superseded (epoch %llu < %llu): answering STALE_EPOCH",
+                  hello.volume_id.c_str(), s->peer().c_str(),
+                  static_cast<unsigned long long>(s->epoch()),
                   static_cast<unsigned long long>(hello.epoch));
-        s->Close("fenced by a newer epoch", false);
+        s->Supersede();
       }
     }
-    *out = &vol;
-    return WireStatus::kOk;
+  } else if (r->epoch_owner() != hello.target_id) {
+    // An equal epoch: only the target that holds it may connect (again). An
+    // unrecorded owner (a fresh replica, or one from before owners were
+    // recorded) is claimed by the first target, unless another target still
+    // has a session at this epoch.
+    bool other = r->epoch_owner() != 0;
+    for (ReplicaSession* s : vol.sessions) {
+      if (s->epoch() == hello.epoch && s->target_id_ != hello.target_id && !s->closing()) {
+        other = true;
+      }
+    }
+    if (other) {
+      TLOG_WARN(kTag,
+                "volume '%s': HELLO at epoch %llu from target %016llx refused: that epoch "
+                "belongs to target %016llx (STALE_EPOCH)",
+                hello.volume_id.c_str(), static_cast<unsigned long long>(hello.epoch),
+                static_cast<unsigned long long>(hello.target_id),
+                static_cast<unsigned long long>(r->epoch_owner()));
+      return WireStatus::kStaleEpoch;
+    }
+    if (r->persist_in_flight()) {
+      ++stats_.requests_waited_for_metadata;
+      *retry = true;
+      return WireStatus::kOk;
+    }
+    Status st = r->SetHighestEpoch(hello.epoch, hello.target_id);
+    if (!st.ok()) {
+      TLOG_ERROR(kTag, "volume '%s': persisting the owner of epoch %llu failed: %s",
+                 hello.volume_id.c_str(), static_cast<unsigned long long>(hello.epoch),
+                 st.ToString().c_str());
+      return WireStatus::kIoError;
+    }
+  }
+  // The reply waits until no write of a superseded (lower-epoch) session is
+  // still in flight on the backend: none may land after this target's first
+  // request.
+  for (const auto& s : sessions_) {
+    if (s.get() != session && s->replica_ == vol.replica && s->epoch() < hello.epoch &&
+        s->inflight() > 0) {
+      ++stats_.hellos_waited_for_fenced_io;
+      *retry = true;
+      return WireStatus::kOk;
+    }
   }
   vol.sessions.push_back(session);
   *out = &vol;
   return WireStatus::kOk;
+}
+
+void ReplicaServer::WakeStalled() {
+  for (auto& s : sessions_) {
+    if (s->stalled() && !s->closing()) MarkTxPending(s.get());
+  }
 }
 
 }  // namespace tandem::server

@@ -9,10 +9,15 @@
 // bounded AlignedBufferPool. When the pool or a session's slots run out, the
 // server stops reading that socket (backpressure) instead of growing.
 //
-// Fencing: per volume the server keeps the highest epoch accepted (persisted in
-// the replica metadata before the HELLO is answered). A HELLO with a lower epoch
-// is refused with kStaleEpoch; a higher one closes every session of that volume
-// with a lower epoch.
+// Fencing: per volume the server keeps the highest epoch accepted and the
+// target that holds it (target_id from its HELLO), both persisted in the
+// replica metadata before the HELLO is answered. A HELLO with a lower epoch is
+// refused with kStaleEpoch, and so is one at the same epoch from another
+// target; a higher one supersedes every session of that volume with a lower
+// epoch: each request on them (new, or in flight when it completes) is
+// answered kStaleEpoch, parked writes never reach the disk, and such a session
+// closes once those replies are sent. The epoch-raising HELLO is answered only
+// after the superseded sessions' backend I/O has completed.
 //
 // Bad input: a framing error (bad magic/version/crc, oversized frame, unknown
 // flags) closes only that connection, with a WARNING naming the peer and reason.
@@ -87,6 +92,11 @@ struct ServerStats {
   // Times a metadata-changing request (or epoch-raising HELLO) found its
   // replica's metadata busy with an asynchronous persist and waited.
   uint64_t requests_waited_for_metadata = 0;
+  // Times an epoch-raising HELLO waited for the backend I/O of the sessions
+  // it superseded.
+  uint64_t hellos_waited_for_fenced_io = 0;
+  // Requests answered STALE_EPOCH on superseded sessions.
+  uint64_t stale_epoch_replies = 0;
 };
 
 class ReplicaSession;
@@ -159,6 +169,8 @@ class ReplicaServer final : private EventLoop::Handler, private EventLoop::Idler
   protocol::WireStatus AcceptHello(ReplicaSession* session, const protocol::HelloRequest& hello,
                                    VolumeState** out, bool* retry);
   void DetachSession(ReplicaSession* session);
+  // Lets every stalled session retry (a HELLO waiting for superseded I/O).
+  void WakeStalled();
   // Queues the session for Service() in BeforeWait (once per iteration).
   void MarkTxPending(ReplicaSession* session);
   void OnBufferReleased();

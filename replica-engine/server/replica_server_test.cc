@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -75,6 +76,64 @@ struct Op {
 
 void* AlignedAlloc(size_t n) { return std::aligned_alloc(4096, (n + 4095) / 4096 * 4096); }
 
+// A StorageBackend that forwards to a real one, except that while the gate is
+// closed it holds data writes (kWrite without FUA: not the metadata persists)
+// back from the kernel, so a test can keep a write "in flight" on the
+// server for as long as it needs. Queue/Submit/Reap run on the server's loop
+// thread; Close()/Open() on the test thread (Open wakes the loop through the
+// completion eventfd; held writes go to the real backend at the next
+// Submit/Reap).
+class GateBackend final : public backend::StorageBackend {
+ public:
+  explicit GateBackend(std::unique_ptr<backend::StorageBackend> inner) : inner_(std::move(inner)) {}
+  void Close() { closed_.store(true); }
+  void Open() {
+    closed_.store(false);
+    uint64_t one = 1;
+    (void)!::write(inner_->CompletionFd(), &one, sizeof(one));
+  }
+  uint32_t held() const { return held_count_.load(); }
+
+  const char* Name() const override { return inner_->Name(); }
+  Result<int> OpenFile(const char* path, bool create) override {
+    return inner_->OpenFile(path, create);
+  }
+  void CloseFile(int fd) override { inner_->CloseFile(fd); }
+  void Queue(backend::IoRequest* req) override {
+    if (closed_.load() && req->op == backend::IoOp::kWrite && !(req->flags & backend::kFlagFua)) {
+      held_.push_back(req);
+      held_count_.store(static_cast<uint32_t>(held_.size()));
+      return;
+    }
+    inner_->Queue(req);
+  }
+  int Submit() override {
+    Release();
+    return inner_->Submit();
+  }
+  int Reap(int min_complete, int64_t timeout_us) override {
+    Release();
+    return inner_->Reap(min_complete, timeout_us);
+  }
+  int CompletionFd() const override { return inner_->CompletionFd(); }
+  uint32_t InFlight() const override {
+    return inner_->InFlight() + static_cast<uint32_t>(held_count_.load());
+  }
+
+ private:
+  void Release() {
+    if (closed_.load() || held_.empty()) return;
+    for (backend::IoRequest* r : held_) inner_->Queue(r);
+    held_.clear();
+    held_count_.store(0);
+  }
+
+  std::unique_ptr<backend::StorageBackend> inner_;
+  std::atomic<bool> closed_{false};
+  std::vector<backend::IoRequest*> held_;  // loop thread only
+  std::atomic<uint32_t> held_count_{0};
+};
+
 class ReplicaServerTest : public ::testing::TestWithParam<const char*> {
  protected:
   void SetUp() override {
@@ -83,7 +142,9 @@ class ReplicaServerTest : public ::testing::TestWithParam<const char*> {
     dir_ = tmpl;
     auto b = backend::BackendFactory::Create(GetParam());
     if (!b.ok()) GTEST_SKIP() << "backend " << GetParam() << ": " << b.status().ToString();
-    backend_ = std::move(*b);
+    auto gate = std::make_unique<GateBackend>(std::move(*b));
+    gate_ = gate.get();
+    backend_ = std::move(gate);
     manager_ = std::make_unique<replica::ReplicaManager>(backend_.get(), dir_ + "/replicas");
     ASSERT_TRUE(manager_->LoadAll().ok());
     replica::ReplicaConfig cfg;
@@ -94,6 +155,7 @@ class ReplicaServerTest : public ::testing::TestWithParam<const char*> {
     StartServer(0);
   }
   void TearDown() override {
+    if (gate_ != nullptr) gate_->Open();
     clients_.clear();
     if (server_) server_->Stop();
     server_.reset();
@@ -153,6 +215,7 @@ class ReplicaServerTest : public ::testing::TestWithParam<const char*> {
 
   std::string dir_;
   std::unique_ptr<backend::StorageBackend> backend_;
+  GateBackend* gate_ = nullptr;  // backend_, which forwards to the real one
   std::unique_ptr<replica::ReplicaManager> manager_;
   std::unique_ptr<ReplicaServer> server_;
   uint16_t port_ = 0;
@@ -312,10 +375,17 @@ TEST_P(ReplicaServerTest, HigherEpochFencesOlderTarget) {
   ReplicaClient* cb = Connect(&b, Options(6));
   ASSERT_TRUE(b.connected);
   EXPECT_EQ(b.info.highest_epoch, 6u);
-  // The old target's connection is dropped; its write must fail and not land.
-  ASSERT_TRUE(RunUntil([&] { return a.disconnected; }));
+  // The old target is told why (not a silent hang-up, which it would take
+  // for a replica fault and go on): its next write is answered STALE_EPOCH
+  // and does not land; then the replica closes the connection.
+  EXPECT_FALSE(a.disconnected);
   std::memcpy(buf, old_data.data(), 4096);
-  EXPECT_NE(Do(ca, Opcode::kWrite, 8192, 4096, buf), StatusCode::kOk);
+  Op stale(Opcode::kWrite, 8192, 4096, buf);
+  ca->Submit(&stale.req);
+  ASSERT_TRUE(RunUntil([&] { return stale.done; }));
+  EXPECT_EQ(stale.req.status, StatusCode::kFailedPrecondition);
+  EXPECT_EQ(stale.req.wire_status, protocol::WireStatus::kStaleEpoch);
+  ASSERT_TRUE(RunUntil([&] { return a.disconnected; }));
   ASSERT_EQ(Do(cb, Opcode::kRead, 8192, 4096, buf), StatusCode::kOk);
   EXPECT_EQ(std::vector<uint8_t>(buf, buf + 4096), std::vector<uint8_t>(4096, 0));
 
@@ -340,6 +410,135 @@ TEST_P(ReplicaServerTest, HigherEpochFencesOlderTarget) {
   ASSERT_TRUE(e.connected);
   std::memcpy(buf, new_data.data(), 4096);
   EXPECT_EQ(Do(ce, Opcode::kWrite, 0, 4096, buf), StatusCode::kOk);
+  std::free(buf);
+}
+
+TEST_P(ReplicaServerTest, SupersededInFlightWritesAreAnsweredStaleAndLandBeforeTheNewHello) {
+  uint8_t* buf = static_cast<uint8_t*>(AlignedAlloc(4096));
+  uint8_t* buf2 = static_cast<uint8_t*>(AlignedAlloc(4096));
+  Listener a;
+  ClientOptions oa = Options(1);
+  oa.target_id = 0xA;
+  ReplicaClient* ca = Connect(&a, oa);
+  ASSERT_TRUE(a.connected);
+
+  // A write of the old target is in flight on the backend (held back)...
+  gate_->Close();
+  std::memset(buf, 0x11, 4096);
+  Op held(Opcode::kWrite, 0, 4096, buf);
+  ca->Submit(&held.req);
+  ASSERT_TRUE(RunUntil([&] { return gate_->held() == 1; }));
+
+  // ...when a newer target says HELLO: it is not answered while that write
+  // can still land.
+  Listener b;
+  ClientOptions ob = Options(2);
+  ob.target_id = 0xB;
+  clients_.push_back(std::make_unique<ReplicaClient>(&loop_, ob, &b));
+  ReplicaClient* cb = clients_.back().get();
+  ASSERT_TRUE(cb->Connect().ok());
+  RunUntil([&] { return b.connected || b.disconnected; }, 300);
+  EXPECT_FALSE(b.connected);
+  EXPECT_FALSE(b.disconnected);
+  EXPECT_FALSE(held.done);
+
+  // A new write on the superseded session is answered STALE_EPOCH at once
+  // and never reaches the disk.
+  std::memset(buf2, 0x33, 4096);
+  Op late(Opcode::kWrite, 8192, 4096, buf2);
+  ca->Submit(&late.req);
+  ASSERT_TRUE(RunUntil([&] { return late.done; }));
+  EXPECT_EQ(late.req.wire_status, protocol::WireStatus::kStaleEpoch);
+  EXPECT_EQ(late.req.status, StatusCode::kFailedPrecondition);
+  EXPECT_FALSE(b.connected);
+
+  // Once the held write completes the old target hears STALE_EPOCH for it
+  // too (it must not count it as acknowledged), its connection closes, and
+  // only then is the new target's HELLO answered.
+  gate_->Open();
+  ASSERT_TRUE(RunUntil([&] { return held.done && b.connected; }));
+  EXPECT_EQ(held.req.wire_status, protocol::WireStatus::kStaleEpoch);
+  ASSERT_TRUE(RunUntil([&] { return a.disconnected; }));
+  EXPECT_EQ(b.info.highest_epoch, 2u);
+  // The held write landed before the HELLO reply; the late one never did.
+  ASSERT_EQ(Do(cb, Opcode::kRead, 0, 4096, buf), StatusCode::kOk);
+  EXPECT_EQ(buf[0], 0x11);
+  ASSERT_EQ(Do(cb, Opcode::kRead, 8192, 4096, buf), StatusCode::kOk);
+  EXPECT_EQ(std::vector<uint8_t>(buf, buf + 4096), std::vector<uint8_t>(4096, 0));
+  ServerStats stats = server_->GetStats();
+  EXPECT_GE(stats.hellos_waited_for_fenced_io, 1u);
+  EXPECT_EQ(stats.stale_epoch_replies, 2u);
+  std::free(buf);
+  std::free(buf2);
+}
+
+TEST_P(ReplicaServerTest, AnEqualEpochBelongsToOneTargetAcrossRestarts) {
+  // A fresh replica (epoch 0, no owner) is claimed by the first HELLO, even
+  // at epoch 0.
+  ClientOptions o0 = Options(0);
+  o0.target_id = 0xF0;
+  Listener first;
+  Connect(&first, o0);
+  ASSERT_TRUE(first.connected);
+  {
+    auto r = manager_->Get("vol-1");
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ((*r)->epoch_owner(), 0xF0u);
+  }
+  o0.target_id = 0xF1;
+  Listener second;
+  Connect(&second, o0);
+  EXPECT_FALSE(second.connected);
+  EXPECT_EQ(second.why.code(), StatusCode::kFailedPrecondition) << second.why.ToString();
+
+  // Epoch 3 raised by target A: A may open more connections, B may not.
+  ClientOptions oa = Options(3);
+  oa.target_id = 0xA;
+  ClientOptions ob = Options(3);
+  ob.target_id = 0xB;
+  Listener a1, a2, b1;
+  ReplicaClient* ca = Connect(&a1, oa);
+  ASSERT_TRUE(a1.connected);
+  Connect(&b1, ob);
+  EXPECT_FALSE(b1.connected);
+  EXPECT_EQ(b1.why.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(b1.why.message().find("STALE_EPOCH"), std::string::npos) << b1.why.ToString();
+  Connect(&a2, oa);
+  EXPECT_TRUE(a2.connected);
+  // An older target (target_id 0) is another target too.
+  Listener legacy;
+  Connect(&legacy, Options(3));
+  EXPECT_FALSE(legacy.connected);
+  // A's sessions were not disturbed.
+  uint8_t* buf = static_cast<uint8_t*>(AlignedAlloc(4096));
+  std::memset(buf, 0x5A, 4096);
+  EXPECT_EQ(Do(ca, Opcode::kWrite, 0, 4096, buf), StatusCode::kOk);
+
+  // The owner is persisted with the epoch: after a restart B is still
+  // refused and A (reconnecting) accepted.
+  clients_.clear();
+  server_->Stop();
+  ASSERT_TRUE(manager_->CloseAll().ok());
+  manager_ = std::make_unique<replica::ReplicaManager>(backend_.get(), dir_ + "/replicas");
+  ASSERT_TRUE(manager_->LoadAll().ok());
+  auto r = manager_->Get("vol-1");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ((*r)->metadata().highest_epoch, 3u);
+  EXPECT_EQ((*r)->epoch_owner(), 0xAu);
+  StartServer(0);
+  oa.port = ob.port = port_;
+  Listener b2, a3;
+  Connect(&b2, ob);
+  EXPECT_FALSE(b2.connected);
+  EXPECT_EQ(b2.why.code(), StatusCode::kFailedPrecondition);
+  Connect(&a3, oa);
+  EXPECT_TRUE(a3.connected);
+  // A higher epoch from B takes over and becomes the owner.
+  ob.epoch = 4;
+  Listener b3;
+  Connect(&b3, ob);
+  EXPECT_TRUE(b3.connected);
+  EXPECT_EQ((*r)->epoch_owner(), 0xBu);
   std::free(buf);
 }
 
@@ -1336,6 +1535,92 @@ INSTANTIATE_TEST_SUITE_P(Backends, DirtyMapServerTest, ::testing::Values("io_uri
                          [](const auto& p) {
                            return std::string(p.param) == "io_uring" ? "IoUring" : "Libaio";
                          });
+
+// A fake replica answers the client's request STALE_EPOCH and resets the
+// connection before the client read the reply; the client's next send then
+// fails. It must still deliver the STALE_EPOCH it was sent (the old target
+// must learn it is fenced, not see a replica fault).
+TEST(ReplicaClientTest, RepliesSentBeforeAResetAreDeliveredBeforeTheSendError) {
+  int lfd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(lfd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(lfd, 1), 0);
+  socklen_t alen = sizeof(addr);
+  ::getsockname(lfd, reinterpret_cast<sockaddr*>(&addr), &alen);
+  std::atomic<bool> got_request{false}, go{false}, reset{false};
+  std::thread fake([&] {
+    int fd = ::accept(lfd, nullptr, nullptr);
+    auto read_frame = [&](protocol::FrameHeader* h) {
+      uint8_t hdr[protocol::kHeaderSize];
+      if (::recv(fd, hdr, sizeof(hdr), MSG_WAITALL) != sizeof(hdr)) return false;
+      if (protocol::DecodeHeader(hdr, h) != protocol::DecodeResult::kOk) return false;
+      std::string payload(h->payload_length, '\0');
+      return h->payload_length == 0 || ::recv(fd, payload.data(), payload.size(), MSG_WAITALL) ==
+                                           static_cast<ssize_t>(payload.size());
+    };
+    auto reply = [&](const protocol::FrameHeader& req, protocol::WireStatus st,
+                     const std::string& payload) {
+      protocol::FrameHeader h;
+      h.opcode = static_cast<uint8_t>(req.opcode | protocol::kReplyBit);
+      h.request_id = req.request_id;
+      h.status = st;
+      std::string f = Frame(h, payload);
+      (void)!::send(fd, f.data(), f.size(), MSG_NOSIGNAL);
+    };
+    protocol::FrameHeader h;
+    if (!read_frame(&h)) return;
+    protocol::ReplicaInfo info;
+    info.size = kVolumeSize;
+    info.block_size = 4096;
+    info.max_inflight = 8;
+    info.replica_id = "fake";
+    std::string body;
+    (void)protocol::EncodeReplicaInfo(info, &body);
+    reply(h, protocol::WireStatus::kOk, body);
+    if (!read_frame(&h)) return;
+    got_request = true;
+    while (!go) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    reply(h, protocol::WireStatus::kStaleEpoch, "");
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the reply is in flight
+    linger lg{1, 0};                                             // close with RST
+    ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    ::close(fd);
+    reset = true;
+  });
+
+  EventLoop loop;
+  Listener l;
+  ClientOptions o;
+  o.port = ntohs(addr.sin_port);
+  o.volume_id = "vol-1";
+  o.epoch = 1;
+  ReplicaClient c(&loop, o, &l);
+  ASSERT_TRUE(c.Connect().ok());
+  auto run_until = [&](const std::function<bool()>& pred) {
+    const uint64_t deadline = MonotonicNanos() + 10'000'000'000ull;
+    while (!pred() && MonotonicNanos() < deadline) loop.RunOnce(10);
+    return pred();
+  };
+  ASSERT_TRUE(run_until([&] { return l.connected; }));
+  Op first(Opcode::kFlush, 0, 0, nullptr);
+  c.Submit(&first.req);
+  ASSERT_TRUE(run_until([&] { return got_request.load(); }));
+  // Not running the loop now: the reply and the reset arrive unread.
+  go = true;
+  while (!reset) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  Op second(Opcode::kFlush, 0, 0, nullptr);
+  c.Submit(&second.req);  // sent by the next BeforeWait, into the reset socket
+  ASSERT_TRUE(run_until([&] { return first.done && second.done && l.disconnected; }));
+  EXPECT_EQ(first.req.wire_status, protocol::WireStatus::kStaleEpoch);
+  EXPECT_EQ(first.req.status, StatusCode::kFailedPrecondition);
+  EXPECT_NE(second.req.status, StatusCode::kOk);
+  fake.join();
+  ::close(lfd);
+}
 
 TEST(ReplicaServerOptionsTest, PoolTooSmallForOneMaxSizeBufferPerClassIsInvalidArgument) {
   auto b = backend::BackendFactory::Create("auto");

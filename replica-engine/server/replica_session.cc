@@ -173,11 +173,11 @@ bool ReplicaSession::HandleRequest(const FrameHeader& h, const uint8_t* payload)
     close_after_flush_ = true;
     return true;
   }
-  if (epoch_ < volume_->highest_epoch) {
-    // Superseded by a newer target: answer, then hang up (docs/protocol.md, Fencing).
+  if (superseded_) {
+    // Superseded by a newer target: answer, then hang up once every reply is
+    // out (docs/protocol.md, Fencing).
     Slot* s = AllocSlot(h);
     QueueReply(s, WireStatus::kStaleEpoch);
-    close_after_flush_ = true;
     return true;
   }
   switch (h.op()) {
@@ -426,6 +426,7 @@ bool ReplicaSession::HandleHello(Slot* s, const uint8_t* payload, uint32_t len) 
   }
   hello_done_ = true;
   epoch_ = hello.epoch;
+  target_id_ = hello.target_id;
   volume_ = vol;
   const replica::ReplicaMetadata& md = vol->replica->metadata();
   replica_ = vol->replica;
@@ -566,9 +567,24 @@ void ReplicaSession::OnIoDone(backend::IoRequest* req) {
   Slot* s = static_cast<Slot*>(req->ctx);
   ReplicaSession* self = s->session;
   --self->inflight_;
+  // A HELLO of a newer epoch may be waiting for this session's I/O to drain.
+  if (self->inflight_ == 0 && (self->closing_ || self->superseded_)) {
+    self->server_->WakeStalled();
+  }
   if (self->closing_) {
     self->FreeSlot(s);
     if (self->inflight_ == 0) self->server_->ScheduleDelete(self);
+    return;
+  }
+  if (self->superseded_) {
+    // Whatever the backend did, the target that sent it no longer owns the
+    // volume: it must not count this as done.
+    if (s->buf != nullptr && req->op == backend::IoOp::kWrite) {
+      self->server_->pool_.Put(s->buf, s->buf_size);
+      s->buf = nullptr;
+      self->server_->OnBufferReleased();
+    }
+    self->QueueReply(s, WireStatus::kStaleEpoch);
     return;
   }
   ServerStats& stats = self->server_->stats_;
@@ -601,6 +617,10 @@ void ReplicaSession::OnIoDone(backend::IoRequest* req) {
 }
 
 void ReplicaSession::QueueReply(Slot* s, WireStatus status) {
+  if (status == WireStatus::kStaleEpoch && superseded_) {
+    stale_sent_ = true;
+    ++server_->stats_.stale_epoch_replies;
+  }
   s->reply.status = status;
   s->reply.payload_length = status == WireStatus::kOk ? s->payload_len : 0;
   if (status != WireStatus::kOk) s->payload_len = 0;
@@ -664,7 +684,20 @@ void ReplicaSession::Flush() {
       FreeSlot(s);
     }
   }
-  if (tx_head_ == nullptr && close_after_flush_) Close("closed after error reply", false);
+  if (tx_head_ == nullptr && inflight_ == 0) {
+    if (close_after_flush_) {
+      Close("closed after error reply", false);
+    } else if (stale_sent_) {
+      Close("superseded by a newer epoch; STALE_EPOCH replies sent", false);
+    }
+  }
+}
+
+void ReplicaSession::Supersede() {
+  if (superseded_ || closing_) return;
+  superseded_ = true;
+  // Parked writes have not reached the disk; they never will.
+  FailDirtyWaiters(-ESTALE);
 }
 
 void ReplicaSession::Close(const char* reason, bool bad_input) {

@@ -50,6 +50,10 @@ class ReplicaSession final : public EventLoop::Handler {
   // Stops reading, drops unsent replies, shuts the socket down. In-flight backend
   // I/O finishes first; then the server deletes the session.
   void Close(const char* reason, bool bad_input);
+  // A HELLO with a higher epoch took the volume over: every later reply is
+  // kStaleEpoch (new requests, and in-flight ones as they complete), parked
+  // writes are dropped, and the session closes once those replies are sent.
+  void Supersede();
 
  private:
   friend class ReplicaServer;
@@ -129,6 +133,8 @@ class ReplicaSession final : public EventLoop::Handler {
   bool writable_ = true;
   bool hello_done_ = false;
   bool dirty_waiting_ = false;  // queued in the server's dirty-waiter list
+  bool superseded_ = false;     // see Supersede()
+  bool stale_sent_ = false;     // a kStaleEpoch reply was queued: close when drained
   // Writes parked until the replica's dirty map is persisted (intrusive via
   // Slot::next; they count in inflight_).
   Slot* dirty_head_ = nullptr;
@@ -136,6 +142,7 @@ class ReplicaSession final : public EventLoop::Handler {
   // Set by DetachVolume; signalled from the destructor.
   DetachWaiter* detach_waiter_ = nullptr;
   uint64_t epoch_ = 0;
+  uint64_t target_id_ = 0;  // from the HELLO
   // Bound at HELLO; valid while hello_done_ (owned by the server).
   VolumeState* volume_ = nullptr;
   // Held until the session is destroyed, so the replica (and its data fd)
