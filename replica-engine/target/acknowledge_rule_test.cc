@@ -279,5 +279,30 @@ TEST_F(AcknowledgeRuleTest, AttachAfterATargetCrashResyncsTheActivityLogExtents)
   EXPECT_EQ(d0[8 << 20], 0x52);  // the acknowledged write is everywhere
 }
 
+// A replica added to a live volume has never held it: until its rebuild makes
+// it HEALTHY it does not count toward the majority, so growing a 1-replica
+// volume to 2 does not stall writes (and a fault of the new one loses nothing).
+TEST_F(AcknowledgeRuleTest, AnAddedReplicaCountsTowardTheMajorityOnlyOnceRebuilt) {
+  AddNodes(2);
+  TargetOptions o = Options(1);
+  o.replicas.pop_back();
+  o.rebuild_rate_bytes_per_sec = 8ull << 20;  // ~2 s of copying
+  o.quorum_wait_ms = 200;
+  VolumeTarget* t = StartTarget(o);
+  for (uint64_t off = 0; off < kVolumeSize; off += 1 << 20) {
+    ASSERT_EQ(WritePattern(t, off, 1 << 20, 0x71), StatusCode::kOk);
+  }
+  ASSERT_TRUE(t->AddReplica({"127.0.0.1", nodes_[1]->port, false}).ok());
+  ASSERT_TRUE(RunUntil([&] { return t->GetStatus().rebuild.state == RebuildState::kRunning; }));
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_EQ(WritePattern(t, 4096ull * i, 4096, 0x72), StatusCode::kOk) << "write " << i;
+  }
+  EXPECT_EQ(t->GetStatus().rebuild.state, RebuildState::kRunning);
+  ASSERT_TRUE(RunUntil([&] { return t->GetStatus().state == TargetState::kReady; }, 30000));
+  // Now both count: one of two is not a majority.
+  nodes_[1]->server->Stop();
+  EXPECT_EQ(WritePattern(t, 0, 4096, 0x73), StatusCode::kUnavailable);
+}
+
 }  // namespace
 }  // namespace tandem::target

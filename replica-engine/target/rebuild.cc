@@ -741,6 +741,7 @@ void VolumeTarget::Impl::EncodeCursor(uint64_t cursor, uint64_t generation) {
 void VolumeTarget::Impl::FinishRebuild() {
   Replica& dest = replicas_[rb_.dest];
   dest.state = ReplicaState::kHealthy;
+  dest.member = true;
   dest.generation = rb_.finish_generation;
   dest.info.generation_id = gen_id_;
   rb_status_.state = RebuildState::kDone;

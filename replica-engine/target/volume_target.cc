@@ -228,7 +228,7 @@ void VolumeTarget::Impl::MaybeFinishStart() {
   // An attach must reach a majority of the configured replicas (or be told
   // by the controller which replicas are in sync): majorities intersect, so
   // the newest history among them has every acknowledged write.
-  int configured = __builtin_popcount(AllMask());
+  int configured = __builtin_popcount(MemberMask());
   int reached = 0;
   for (const Replica& r : replicas_) reached += !r.removed && r.state == ReplicaState::kConnecting;
   if (any && options_.in_sync.generation_id == 0 && 2 * reached <= configured) {
@@ -404,6 +404,14 @@ uint32_t VolumeTarget::Impl::WriteMask() const {
   return m;
 }
 
+uint32_t VolumeTarget::Impl::MemberMask() const {
+  uint32_t m = 0;
+  for (const Replica& r : replicas_) {
+    if (!r.removed && r.member) m |= 1u << r.index;
+  }
+  return m;
+}
+
 uint32_t VolumeTarget::Impl::AllMask() const {
   uint32_t m = 0;
   for (const Replica& r : replicas_) {
@@ -462,7 +470,9 @@ void VolumeTarget::Impl::Fence(const std::string& why) {
 }
 
 bool VolumeTarget::Impl::AckAllowed(uint32_t serving) const {
-  if (2 * __builtin_popcount(serving) > __builtin_popcount(AllMask())) return true;
+  if (2 * __builtin_popcount(serving & MemberMask()) > __builtin_popcount(MemberMask())) {
+    return true;
+  }
   return insync_mask_ != 0 && (serving & insync_mask_) == insync_mask_;
 }
 
@@ -481,7 +491,8 @@ void VolumeTarget::Impl::AskShrink(uint32_t serving) {
   TLOG_WARN(kTag,
             "volume '%s': %d of %d replicas serving: asking the authority to shrink the "
             "in-sync set",
-            options_.volume_id.c_str(), __builtin_popcount(serving), __builtin_popcount(AllMask()));
+            options_.volume_id.c_str(), __builtin_popcount(serving),
+            __builtin_popcount(MemberMask()));
   std::shared_ptr<Impl*> ref = self_ref_;
   options_.authority->ShrinkInSync(
       options_.volume_id, options_.epoch, ids, next_gen_id_, [ref, serving](Status st) {
@@ -546,7 +557,7 @@ void VolumeTarget::Impl::StartBump() {
     if (quorum_lost_ns_ == 0) {
       quorum_lost_ns_ = now;
       last_error_ = std::to_string(__builtin_popcount(healthy)) + " of " +
-                    std::to_string(__builtin_popcount(AllMask())) +
+                    std::to_string(__builtin_popcount(MemberMask())) +
                     " replicas serving: writes wait for a majority";
       TLOG_WARN(kTag, "volume '%s': %s", options_.volume_id.c_str(), last_error_.c_str());
     }
@@ -1244,6 +1255,7 @@ Status VolumeTarget::Impl::AddReplica(const ReplicaEndpoint& endpoint) {
     r.index = static_cast<int>(&r - replicas_.data());
     r.endpoint = endpoint;
     r.state = ReplicaState::kFaulted;  // rebuilt once connected
+    r.member = false;                  // a member once rebuilt
     r.settled = true;
     r.client = NewClient(&r);
     Status st = r.client->Connect();

@@ -74,6 +74,10 @@ class VolumeTarget::Impl final : private EventLoop::Idler, private EventLoop::Ti
     ReplicaState state = ReplicaState::kConnecting;
     bool settled = false;  // connected or failed during start-up
     bool removed = false;  // RemoveReplica(): slot unused
+    // Counts toward the majority: listed at create, or added and since
+    // rebuilt to HEALTHY (a replica that never held the volume cannot make a
+    // quorum lose anything, so adding one does not stall writes).
+    bool member = true;
     uint64_t generation = 0;
     protocol::ReplicaInfo info;  // from the last handshake
     uint64_t next_reconnect_ns = 0;
@@ -120,7 +124,8 @@ class VolumeTarget::Impl final : private EventLoop::Idler, private EventLoop::Ti
   uint32_t HealthyMask() const;
   // HEALTHY and REBUILDING: the replicas every write goes to.
   uint32_t WriteMask() const;
-  uint32_t AllMask() const;  // every slot not removed
+  uint32_t AllMask() const;     // every slot not removed
+  uint32_t MemberMask() const;  // the configured replicas the majority counts
 
   // The I/O path.
   Status Validate(const BlockRequest* req) const;
