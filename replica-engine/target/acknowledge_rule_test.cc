@@ -304,5 +304,21 @@ TEST_F(AcknowledgeRuleTest, AnAddedReplicaCountsTowardTheMajorityOnlyOnceRebuilt
   EXPECT_EQ(WritePattern(t, 0, 4096, 0x73), StatusCode::kUnavailable);
 }
 
+// Issue 9: equal epochs must not be accepted from a second target. The
+// replicas remember which target owns their highest epoch.
+TEST_F(AcknowledgeRuleTest, ASecondTargetWithTheSameEpochIsRefused) {
+  AddNodes(3);
+  VolumeTarget* a = NewTarget(4);
+  ASSERT_EQ(WritePattern(a, 0, 4096, 0x81), StatusCode::kOk);
+  VolumeTarget* b = NewTarget(4);
+  EXPECT_TRUE(b->state() == TargetState::kFenced || b->state() == TargetState::kFailed)
+      << TargetStateName(b->state());
+  uint8_t* buf = Buf(4096);
+  EXPECT_NE(Do(b, BlockOp::kRead, 0, 4096, buf), StatusCode::kOk);
+  // The owner is untouched by the refused one.
+  ASSERT_EQ(WritePattern(a, 4096, 4096, 0x82), StatusCode::kOk);
+  EXPECT_EQ(a->state(), TargetState::kReady);
+}
+
 }  // namespace
 }  // namespace tandem::target
