@@ -2,22 +2,29 @@
 // VolumeTarget: the mirror. Presents one volume as a BlockDevice and keeps N
 // replicas (one ReplicaClient each) in step.
 //
-// Rules (../shared/design/brief.md §3, docs/architecture.md "Volume target"):
-// - Writes (and TRIM, WRITE_ZEROES) fan out to every HEALTHY replica and
-//   complete when all of them answered; the frontend gets OK only if at least
-//   one replica has the data and every replica that missed it is FAULTED with
-//   the generation already bumped on the survivors.
-// - Reads go to one HEALTHY replica (the local one first, then the one with the
-//   fewest requests outstanding). A failed read faults that replica and is
+// Rules (../shared/design/brief.md §3, docs/architecture.md "Volume target"
+// and "Who may acknowledge"):
+// - Writes (and TRIM, WRITE_ZEROES) fan out to every HEALTHY and REBUILDING
+//   replica and complete when all of them answered. The frontend gets OK only
+//   when the write is on every serving replica and those are a majority of
+//   the configured replicas, or the in-sync set the controller recorded
+//   (TargetOptions::in_sync, MembershipAuthority); otherwise it waits up to
+//   quorum_wait_ms and fails with UNAVAILABLE. Every replica that missed an
+//   acknowledged write is FAULTED with the generation already bumped on the
+//   survivors.
+// - Reads go to one HEALTHY replica (the local one first, then the one with
+//   the fewest requests outstanding). A failed read faults that replica and is
 //   retried on another.
 // - A replica that errors, disconnects or times out becomes FAULTED. Before any
-//   write that skipped it completes, the generation is bumped and persisted on
-//   every remaining HEALTHY replica (SET_GENERATION with dirty tracking on), and
-//   the regions of writes that reached only some replicas are marked dirty
-//   there (MARK_DIRTY). Writes submitted while a bump is pending wait for it.
-// - At start the target connects to every replica; only replicas at the highest
-//   generation become HEALTHY; lower ones are STALE (need rebuild) and are
-//   never read. If any replica is not HEALTHY, the generation is bumped before
+//   write that skipped it completes, the survivors move to a new generation
+//   (a new random generation id, the old one pushed on their history, dirty
+//   tracking on), and the regions of writes that reached only some replicas
+//   are marked dirty there (MARK_DIRTY). Writes submitted meanwhile wait.
+// - At start the target must reach a majority of its replicas (or be given
+//   the in-sync record); only replicas holding the newest history (generation
+//   number and id) become HEALTHY; the others are STALE (rebuilt before they
+//   serve, never read). The activity logs of the HEALTHY replicas are resynced
+//   among them before the first request, and the generation is bumped before
 //   the first write.
 // - Zero HEALTHY replicas: every request fails with UNAVAILABLE.
 // - Fencing: a replica answering STALE_EPOCH means a newer target owns the
