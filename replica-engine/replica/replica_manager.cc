@@ -127,6 +127,10 @@ Result<std::shared_ptr<Replica>> ReplicaManager::Create(const ReplicaConfig& con
   // Validated before the id is used as a path component.
   TANDEM_RETURN_IF_ERROR(ValidateId("volume_id", config.volume_id));
   std::lock_guard<std::mutex> lock(mu_);
+  if (deleting_.count(config.volume_id) != 0) {
+    return Status::Unavailable("replica of volume " + config.volume_id +
+                               " is being deleted; retry when the delete is done");
+  }
   auto it = replicas_.find(config.volume_id);
   if (it != replicas_.end()) {
     std::string diff = Difference(it->second->metadata(), config);
@@ -144,6 +148,9 @@ Result<std::shared_ptr<Replica>> ReplicaManager::Create(const ReplicaConfig& con
 
 Result<std::shared_ptr<Replica>> ReplicaManager::Get(const std::string& volume_id) const {
   std::lock_guard<std::mutex> lock(mu_);
+  if (deleting_.count(volume_id) != 0) {
+    return Status::NotFound("replica of volume " + volume_id + " is being deleted");
+  }
   auto it = replicas_.find(volume_id);
   if (it == replicas_.end()) {
     return Status::NotFound("no replica of volume " + volume_id + " on this node");
@@ -151,9 +158,31 @@ Result<std::shared_ptr<Replica>> ReplicaManager::Get(const std::string& volume_i
   return it->second;
 }
 
+void ReplicaManager::BeginDelete(const std::string& volume_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  deleting_.insert(volume_id);
+}
+
+void ReplicaManager::EndDelete(const std::string& volume_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  deleting_.erase(volume_id);
+}
+
+bool ReplicaManager::IsDeleting(const std::string& volume_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return deleting_.count(volume_id) != 0;
+}
+
 Status ReplicaManager::Delete(const std::string& volume_id) {
   TANDEM_RETURN_IF_ERROR(ValidateId("volume_id", volume_id));
   std::lock_guard<std::mutex> lock(mu_);
+  // Whatever happens below, the delete is over: Get() may find the volume
+  // again once it is re-created.
+  struct Unmark {
+    std::unordered_set<std::string>* set;
+    const std::string& id;
+    ~Unmark() { set->erase(id); }
+  } unmark{&deleting_, volume_id};
   auto it = replicas_.find(volume_id);
   if (it != replicas_.end()) {
     // A close error does not matter: the data is about to be removed.

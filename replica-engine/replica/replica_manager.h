@@ -11,6 +11,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "common/result.h"
@@ -35,7 +36,17 @@ class ReplicaManager {
   // NOT_FOUND if absent.
   Result<std::shared_ptr<Replica>> Get(const std::string& volume_id) const;
   // Removes the replica's files. Deleting an absent replica is OK (idempotent).
+  // Ends a BeginDelete() of this volume, whatever the result.
   Status Delete(const std::string& volume_id);
+  // Marks the volume as being deleted, before its sessions are detached
+  // (ReplicaServer::DetachVolume does it) and until Delete() or EndDelete():
+  // meanwhile Get() answers NOT_FOUND (so no new session can bind a replica
+  // whose files are about to be closed) and Create() UNAVAILABLE. Idempotent
+  // (one mark per volume, not a count).
+  void BeginDelete(const std::string& volume_id);
+  // Clears the mark without deleting (a delete given up).
+  void EndDelete(const std::string& volume_id);
+  bool IsDeleting(const std::string& volume_id) const;
   std::vector<std::shared_ptr<Replica>> List() const;
   // Close()s every replica (clean shutdown).
   Status CloseAll();
@@ -45,6 +56,7 @@ class ReplicaManager {
   std::string root_;
   mutable std::mutex mu_;
   std::unordered_map<std::string, std::shared_ptr<Replica>> replicas_;  // GUARDED_BY(mu_)
+  std::unordered_set<std::string> deleting_;                            // GUARDED_BY(mu_)
 };
 
 }  // namespace tandem::replica

@@ -97,6 +97,30 @@ TEST_F(ReplicaManagerTest, LoadAllFindsReplicasOfPreviousManager) {
   EXPECT_FALSE((*a3)->was_clean());
 }
 
+TEST_F(ReplicaManagerTest, AVolumeBeingDeletedCannotBeOpenedOrCreated) {
+  ASSERT_TRUE(manager_->Create(Config("vol-1")).ok());
+  ASSERT_TRUE(manager_->Create(Config("vol-2", "r2")).ok());
+  manager_->BeginDelete("vol-1");
+  manager_->BeginDelete("vol-1");  // idempotent
+  EXPECT_TRUE(manager_->IsDeleting("vol-1"));
+  EXPECT_EQ(manager_->Get("vol-1").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(manager_->Create(Config("vol-1")).status().code(), StatusCode::kUnavailable);
+  EXPECT_TRUE(manager_->Get("vol-2").ok());  // other volumes unaffected
+  // Given up: served again.
+  manager_->EndDelete("vol-1");
+  EXPECT_TRUE(manager_->Get("vol-1").ok());
+  // Delete ends the mark, also for a volume that is not there.
+  manager_->BeginDelete("vol-1");
+  ASSERT_TRUE(manager_->Delete("vol-1").ok());
+  EXPECT_FALSE(manager_->IsDeleting("vol-1"));
+  EXPECT_EQ(manager_->Get("vol-1").status().code(), StatusCode::kNotFound);
+  ASSERT_TRUE(manager_->Create(Config("vol-1")).ok());
+  EXPECT_TRUE(manager_->Get("vol-1").ok());
+  manager_->BeginDelete("never-existed");
+  ASSERT_TRUE(manager_->Delete("never-existed").ok());
+  EXPECT_FALSE(manager_->IsDeleting("never-existed"));
+}
+
 TEST_F(ReplicaManagerTest, CreateIsIdempotent) {
   auto first = manager_->Create(Config("vol-1"));  // root created on demand
   ASSERT_TRUE(first.ok()) << first.status().ToString();

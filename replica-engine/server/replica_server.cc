@@ -252,6 +252,10 @@ void ReplicaServer::OnPersistDone(backend::IoRequest* req) {
 }
 
 Status ReplicaServer::DetachVolume(const std::string& volume_id) {
+  // First, so that no HELLO binds a new session to the replica between the
+  // detach and the Delete() that closes its files (whose fds could then be
+  // reused by another volume while that session still writes to them).
+  manager_->BeginDelete(volume_id);
   if (!started_) return Status::Ok();
   DetachWaiter waiter;
   loop_.Post([this, &volume_id, &waiter] { StartDetach(volume_id, &waiter); });
@@ -319,6 +323,10 @@ protocol::WireStatus ReplicaServer::AcceptHello(ReplicaSession* session,
     return WireStatus::kAuthFailed;
   }
   auto it = volumes_.find(hello.volume_id);
+  if (it != volumes_.end() && manager_->IsDeleting(hello.volume_id)) {
+    // Its sessions are about to be detached: do not bind another.
+    return WireStatus::kNotFound;
+  }
   if (it == volumes_.end()) {
     Result<std::shared_ptr<replica::Replica>> r = manager_->Get(hello.volume_id);
     if (!r.ok()) return WireStatus::kNotFound;

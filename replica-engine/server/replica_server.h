@@ -143,14 +143,16 @@ class ReplicaServer final : private EventLoop::Handler, private EventLoop::Idler
   // A snapshot, taken on the loop thread (blocks until it answers).
   ServerStats GetStats();
 
-  // Closes every session of `volume_id` (their outstanding requests get no
-  // reply; the targets see the connection drop), waits until their in-flight
-  // backend I/O has completed and the sessions are gone, and forgets the
-  // volume's state. After it returns nothing on the server touches the
-  // replica's files, so the caller may ReplicaManager::Delete() it. A HELLO
-  // arriving afterwards attaches again while the manager still has the
-  // replica. OK also when the volume has no session. Thread-safe; blocks until
-  // the loop has done it, so never call it from the server's own loop thread.
+  // The first half of deleting a replica. Marks the volume as being deleted
+  // in the manager (ReplicaManager::BeginDelete: from now on a HELLO for it is
+  // refused NOT_FOUND), closes every session of `volume_id` (their
+  // outstanding requests get no reply; the targets see the connection drop),
+  // waits until their in-flight backend I/O has completed and the sessions
+  // are gone, and forgets the volume's state. After it returns nothing on the
+  // server touches the replica's files, and nothing will until the caller's
+  // ReplicaManager::Delete() (or EndDelete(), to give up) clears the mark.
+  // OK also when the volume has no session. Thread-safe; blocks until the
+  // loop has done it, so never call it from the server's own loop thread.
   // Must not race with Stop().
   Status DetachVolume(const std::string& volume_id);
 

@@ -1002,6 +1002,51 @@ TEST_P(DirtyMapServerTest, MarkClearAndGetDirtyMapRoundTrip) {
   EXPECT_FALSE(l.disconnected);
 }
 
+// Issue 9, delete race: a HELLO between DetachVolume and Delete bound a
+// session to the replica whose fds Delete then closed; its later writes
+// could reach a reused fd of another volume. Forced deterministically: the
+// HELLO is made while the test holds the gap open.
+TEST_P(DirtyMapServerTest, HelloBetweenDetachAndDeleteIsRefused) {
+  Listener before;
+  ReplicaClient* c = Connect(&before, Options());
+  ASSERT_TRUE(before.connected);
+  ASSERT_TRUE(server_->DetachVolume("vol-1").ok());
+  ASSERT_TRUE(RunUntil([&] { return before.disconnected; }));
+  EXPECT_TRUE(manager_->IsDeleting("vol-1"));
+  (void)c;
+
+  // The gap: the replica is still in the manager, its files still open.
+  Listener racer;
+  Connect(&racer, Options());
+  EXPECT_FALSE(racer.connected);
+  EXPECT_EQ(racer.why.code(), StatusCode::kNotFound) << racer.why.ToString();
+  // Nor can it be re-created under the delete's feet.
+  replica::ReplicaConfig cfg;
+  cfg.volume_id = "vol-1";
+  cfg.replica_id = "r1";
+  cfg.size = kVolumeSize;
+  EXPECT_EQ(manager_->Create(cfg).status().code(), StatusCode::kUnavailable);
+
+  ASSERT_TRUE(manager_->Delete("vol-1").ok());
+  EXPECT_FALSE(manager_->IsDeleting("vol-1"));
+  // Another volume opened now may get the deleted replica's fd numbers; a
+  // re-created vol-1 is served again, empty.
+  cfg.volume_id = "vol-2";
+  cfg.replica_id = "r2";
+  ASSERT_TRUE(manager_->Create(cfg).ok());
+  cfg.volume_id = "vol-1";
+  cfg.replica_id = "r1";
+  ASSERT_TRUE(manager_->Create(cfg).ok());
+  Listener after;
+  ReplicaClient* d = Connect(&after, Options());
+  ASSERT_TRUE(after.connected) << after.why.ToString();
+  uint8_t* buf = static_cast<uint8_t*>(AlignedAlloc(4096));
+  std::memset(buf, 0xEE, 4096);
+  ASSERT_EQ(Do(d, Opcode::kRead, 0, 4096, buf), StatusCode::kOk);
+  EXPECT_EQ(buf[0], 0);
+  std::free(buf);
+}
+
 TEST_P(DirtyMapServerTest, DetachVolumeClosesOnlyThatVolumesSessions) {
   replica::ReplicaConfig cfg;
   cfg.volume_id = "vol-2";
