@@ -288,6 +288,11 @@ class SeedRun:
             self.stats["result"] = "interrupted"
             self.log("interrupted")
             raise
+        except Exception as e:  # a bug of the checker itself: say so, keep the evidence
+            import traceback
+            self.stats["result"] = f"ERROR (checker): {type(e).__name__}: {e}"
+            self.stats["failure"] = traceback.format_exc()
+            self.log("checker error: " + traceback.format_exc())
         finally:
             self.monitor_stop.set()
             if monitor:
@@ -402,9 +407,12 @@ class SeedRun:
         w, self.writer = self.writer, None
         res = w.stop()
         self.stats["acked"] += res["acked"]
-        self.stats["failed"] += res["failed"]
+        # Writes a fenced-out target failed are as they should be; "failed"
+        # counts the ones the serving target failed (availability).
+        self.stats["failed"] += res["failed"] - res["fenced_failed"]
         self.log(f"  writer run {res['run']}: acked={res['acked']} failed={res['failed']}"
-                 f" fenced_acked={res['fenced_acked']}{' STALLED' if res['stalled'] else ''}")
+                 f" fenced_acked={res['fenced_acked']} fenced_failed={res['fenced_failed']}"
+                 f"{' STALLED' if res['stalled'] else ''}")
         if res["stalled"]:
             raise CheckFailed(f"writes stalled: no write completed for {self.cfg.io_timeout_ms} ms "
                               f"(writer run {res['run']})\n" + tail(w.out_path, 15))
@@ -615,9 +623,7 @@ class SeedRun:
                 e.kill9()
             return
         for e in engines:  # all at once, then wait for each
-            if e.alive():
-                e.sigcont()
-                e.proc.terminate()
+            e.send_term()
         for e in engines:
             rc = e.terminate()
             if rc != 0:
@@ -664,8 +670,11 @@ class SeedRun:
             if not e.alive():
                 raise CheckFailed(f"engine {e.name} died on its own (exit {e.proc.returncode})\n"
                                   + tail(e.log_path))
-        r = subprocess.run(["qemu-io", "-f", "raw", "-c", "flush", self.uri],
-                           capture_output=True, text=True, timeout=60)
+        try:
+            r = subprocess.run(["qemu-io", "-f", "raw", "-c", "flush", self.uri],
+                               capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            raise CheckFailed("NBD flush through the target took over 60 s")
         if r.returncode != 0:
             raise CheckFailed(f"NBD flush through the target failed: {r.stderr.strip()[:300]}")
         verify = self.verify(["--uri=" + self.uri])

@@ -186,12 +186,21 @@ class Engine:
             raise CheckFailed(f"engine {self.name} survived SIGKILL for 10 s")
         self.stopped = False
 
+    def send_term(self):
+        if self.alive():
+            os.kill(self.proc.pid, signal.SIGCONT)
+            os.kill(self.proc.pid, signal.SIGTERM)
+            self.term_sent = True
+
     def terminate(self):
-        """SIGTERM; returns the exit status. An engine that ignores it is a failure."""
+        """SIGTERM (unless send_term() sent it); returns the exit status. An
+        engine that ignores it is a failure."""
         if not self.alive():
+            self.term_sent = False
             return self.proc.returncode if self.proc else 0
-        os.kill(self.proc.pid, signal.SIGCONT)
-        os.kill(self.proc.pid, signal.SIGTERM)
+        if not getattr(self, "term_sent", False):
+            self.send_term()
+        self.term_sent = False
         try:
             rc = self.proc.wait(timeout=GRACE_TERM_S)
         except subprocess.TimeoutExpired:
@@ -282,14 +291,18 @@ class TargetView:
         return self.state in ("READY", "DEGRADED")
 
     def in_sync(self):
-        """(generation id, [replica ids]) of the HEALTHY replicas holding the
-        target's newest history, or None when the engine does not report ids."""
-        if not self.generation_id:
+        """(generation id, [replica ids]): the target's in-sync record as
+        `target get` reports it (in_sync=), else the HEALTHY replicas at the
+        target's generation id; None when the engine reports no generation id."""
+        gid = self.generation_id
+        if not gid or int(gid, 16) == 0:
             return None
-        ids = [r["replica_id"] for r in self.replicas
-               if r["state"] == "HEALTHY" and r["replica_id"]
-               and r["generation_id"] in (None, self.generation_id)]
-        return (self.generation_id, ids) if ids else None
+        ids = [i for i in self.fields.get("in_sync", "").split(",") if i]
+        if not ids:
+            ids = [r["replica_id"] for r in self.replicas
+                   if r["state"] == "HEALTHY" and r["replica_id"]
+                   and r["generation_id"] in (None, gid)]
+        return (gid, ids) if ids else None
 
     def summary(self):
         reps = " ".join(f"{r['address']}={r['state']}/g{r['generation']}" for r in self.replicas)
@@ -358,8 +371,8 @@ class Ctl:
 class Writer:
     """ack_verifier write --until-stopped against one target: one run of the log."""
 
-    SUMMARY = re.compile(r"^write: run=(\d+) .*acked=(\d+) failed=(\d+) .*fenced_acked=(\d+)(.*)$",
-                         re.M)
+    SUMMARY = re.compile(r"^write: run=(\d+) .*acked=(\d+) failed=(\d+) .*fenced_acked=(\d+)"
+                         r" fenced_failed=(\d+)(.*)$", re.M)
 
     def __init__(self, run, binary, uri, log_path, out_path, region, qd, seed, fua,
                  io_timeout_ms):
@@ -403,4 +416,4 @@ class Writer:
         m = ms[-1]
         return {"rc": rc, "run": int(m.group(1)), "acked": int(m.group(2)),
                 "failed": int(m.group(3)), "fenced_acked": int(m.group(4)),
-                "stalled": "STALLED" in m.group(5)}
+                "fenced_failed": int(m.group(5)), "stalled": "STALLED" in m.group(6)}

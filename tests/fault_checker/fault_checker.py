@@ -191,6 +191,8 @@ def print_table(results, out):
     print(f"  ({', '.join(f'{SHORT[k]}={k}' for k in KINDS)})", file=out)
     print("must be 0: lost (acknowledged writes lost or corrupt), divergent (HEALTHY replicas "
           "that differ), fenced_acks (writes acknowledged by a fenced-out target)", file=out)
+    print("failed: writes the serving target failed (EIO etc.; not acknowledged, so either "
+          "content is accepted); those a fenced-out target failed are not counted", file=out)
     return n_fail
 
 

@@ -87,6 +87,12 @@ rebuilds_completed=2
     def test_no_generation_ids_no_in_sync_set(self):
         text = "\n".join(l for l in self.GET.splitlines() if "generation_id" not in l)
         self.assertIsNone(TargetView(parse_fields(text)).in_sync())
+        zero = self.GET.replace("generation_id=00000000deadbeef", "generation_id=0000000000000000")
+        self.assertIsNone(TargetView(parse_fields(zero)).in_sync())
+
+    def test_the_targets_own_in_sync_record_wins(self):
+        v = TargetView(parse_fields(self.GET + "in_sync=v-r2\n"))
+        self.assertEqual(v.in_sync(), ("00000000deadbeef", ["v-r2"]))
 
 
 class CtlAdapterTest(unittest.TestCase):

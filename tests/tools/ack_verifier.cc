@@ -17,7 +17,8 @@
 // as it takes with --allow-errors. SIGUSR1 writes a fence mark into the log
 // (tests/tools/ack_log.h): the volume was taken over by a newer target, so
 // every write this run acknowledges from then on is a "fenced ack" (a bug);
-// the writer counts them (fenced_acked=) and verify reports them.
+// the writer counts them (fenced_acked=; fenced_failed= counts the ones that
+// failed, as they should) and verify reports them.
 //
 // Exit status: 0 success; 1 lost or corrupt blocks, fenced acks, write errors
 // (without --allow-errors) or stalled I/O; 2 bad usage or no connection.
@@ -213,9 +214,9 @@ class Writer {
     if (!st.ok()) return Fail(st, 1);
     double secs = static_cast<double>(MonotonicNanos() - start) / 1e9;
     std::printf("write: run=%u writer=%" PRIx64 " acked=%" PRIu64 " failed=%" PRIu64
-                " seconds=%.2f iops=%.0f fenced_acked=%" PRIu64 "%s\n",
+                " seconds=%.2f iops=%.0f fenced_acked=%" PRIu64 " fenced_failed=%" PRIu64 "%s\n",
                 log_->run(), writer_id_, acked_, failed_, secs,
-                secs > 0 ? static_cast<double>(acked_) / secs : 0.0, fenced_acked_,
+                secs > 0 ? static_cast<double>(acked_) / secs : 0.0, fenced_acked_, fenced_failed_,
                 stalled ? " STALLED" : "");
     std::fflush(stdout);
     if (stalled || fenced_acked_ > 0) return 1;
@@ -278,6 +279,7 @@ class Writer {
       } else {
         log_->Failed(slot->offset, slot->seq, slot->error);
         ReportError("write", slot, slot->error);
+        if (slot->seq >= fence_seq_) ++fenced_failed_;
       }
       free_.push_back(slot);
     }
@@ -330,6 +332,7 @@ class Writer {
   uint64_t failed_ = 0;
   uint64_t fence_seq_ = UINT64_MAX;  // writes from this seq on were issued after the fence mark
   uint64_t fenced_acked_ = 0;
+  uint64_t fenced_failed_ = 0;
 };
 
 // ---------------------------------------------------------------------------
