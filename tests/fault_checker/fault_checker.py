@@ -120,12 +120,13 @@ class Config:
         # Generous: a step normally takes 10-30 s.
         self.seed_budget_s = 120 + self.faults * (self.converge_timeout_s + 90)
         kinds = "" if set(a.kinds) == set(KINDS) else f" --kinds={','.join(a.kinds)}"
-        self._repro = (f"{os.path.relpath(os.path.join(HERE, 'fault_checker.py'))} "
+        # From the source dir (ctest runs it from elsewhere).
+        self._repro = (f"(cd {SOURCE_DIR} && tests/fault_checker/fault_checker.py "
                        f"--seed={{seed}} --faults-per-seed={self.faults}{kinds}"
                        + (f" --overlap={a.overlap}" if a.overlap != 0.3 else "")
                        + (f" --region={a.region}" if a.region else "")
                        + (f" --volume-size={a.volume_size}" if a.volume_size != "256M" else "")
-                       + (f" --in-sync={a.in_sync}" if a.in_sync != "auto" else ""))
+                       + (f" --in-sync={a.in_sync}" if a.in_sync != "auto" else "") + ")")
 
     def repro(self, seed):
         return self._repro.format(seed=seed)
