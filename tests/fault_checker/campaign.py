@@ -294,6 +294,14 @@ class SeedRun:
             self.stats["failure"] = traceback.format_exc()
             self.log("checker error: " + traceback.format_exc())
         finally:
+            if self.writer is not None:  # a failed step: still count what it acknowledged
+                try:
+                    res = self.writer.stop(timeout_s=5)
+                    self.stats["acked"] += res["acked"]
+                    self.stats["failed"] += res["failed"] - res["fenced_failed"]
+                except CheckFailed:
+                    pass
+                self.writer = None
             self.monitor_stop.set()
             if monitor:
                 monitor.join(timeout=15)

@@ -398,16 +398,19 @@ class Writer:
             os.kill(self.proc.pid, signal.SIGUSR1)
             self.fenced_at = now()
 
-    def stop(self):
-        """SIGTERM, then the summary: dict(rc, run, acked, failed, fenced_acked, stalled)."""
+    def stop(self, timeout_s=None):
+        """SIGTERM, then the summary: dict(rc, run, acked, failed, fenced_acked,
+        fenced_failed, stalled). Waits up to timeout_s (default: the I/O timeout
+        + 15 s: in-flight writes may take that long to fail)."""
+        timeout_s = self.io_timeout_s + 15 if timeout_s is None else timeout_s
         if self.alive():
             os.kill(self.proc.pid, signal.SIGTERM)
         try:
-            rc = self.proc.wait(timeout=self.io_timeout_s + 15)
+            rc = self.proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
-            raise CheckFailed(f"the writer did not stop within {self.io_timeout_s + 15:.0f} s of "
+            raise CheckFailed(f"the writer did not stop within {timeout_s:.0f} s of "
                               f"SIGTERM\n" + tail(self.out_path))
         text = open(self.out_path, errors="replace").read()
         ms = list(self.SUMMARY.finditer(text))
