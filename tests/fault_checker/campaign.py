@@ -189,6 +189,12 @@ def plan_seed(seed, faults, kinds, overlap_p):
                 step.desc.append(f"at +{t2 - t:.1f} s SIGSTOP e{v2} for {d2:.1f} s")
             step.kinds.append(kind2)
             budget -= 1
+        if rng.random() < 0.5:
+            # Read everything back while the fault is not yet recovered from
+            # (the writer paused): degraded reads must not return old data.
+            tm = round(t + rng.uniform(0.1, span), 2)
+            step.events.append(Event(tm, "mid_verify"))
+            step.desc.append(f"verify all at +{tm - t:.1f} s")
         step.events.sort(key=lambda e: e.t)
         step.tail_s = round(rng.uniform(1.0, 3.0), 2)
         steps.append(step)
@@ -215,7 +221,7 @@ class SeedRun:
         self.stats = {
             "faults": collections.Counter(), "acked": 0, "failed": 0, "lost": 0, "corrupt": 0,
             "divergent": 0, "fenced": 0, "rebuilds": 0, "degraded_s": 0.0, "steps": 0,
-            "failed_kinds": [], "result": "", "notes": [], "seconds": 0.0,
+            "failed_kinds": [], "result": "", "notes": [], "seconds": 0.0, "mid_verifies": 0,
         }
         self.run = None
         self.ctl = Ctl(bins["tandemctl"], cfg.in_sync)
@@ -643,6 +649,42 @@ class SeedRun:
         for e in self.engines.values():
             e.start()
         self.create_target(self.engines[engine], self.members, self.last_in_sync)
+        self.start_writer()
+
+    def act_mid_verify(self):
+        """Pauses the writer and reads every block back through the current
+        target, degraded as it may be. Lost/corrupt/fenced fail the step; read
+        errors (no majority, target gone) are availability, noted only."""
+        view = self.ctl.target_get(self.target, VOLUME) if self.target else None
+        if self.writer is None or view is None or not view.serving():
+            self.log(f"  mid-step verify skipped: target "
+                     f"{view.state if view else 'not answering'}")
+            return
+        self.stop_writer()
+        try:
+            v = self.verify(["--uri=" + self.uri])
+        except CheckFailed as e:
+            self.log(f"  mid-step verify could not run: {e.short}")
+            self.stats["notes"].append(f"step {self.current_step.index}: mid-step verify "
+                                       f"could not run: {e.short}")
+            v = None
+        if v:
+            self.stats["mid_verifies"] += 1
+            self.log(f"  mid-step check ({view.summary()}): {v['line']}")
+            if v["read_errors"]:
+                self.stats["notes"].append(f"step {self.current_step.index}: {v['read_errors']}"
+                                           f" read errors while degraded")
+            if v["lost"] or v["corrupt"] or v["fenced_acks"]:
+                self.stats["lost"] = v["lost"] + v["corrupt"]
+                self.stats["fenced"] = max(self.stats["fenced"], v["fenced_acks"])
+                short = " ".join(x for x in (
+                    f"lost={v['lost'] + v['corrupt']}" if v["lost"] or v["corrupt"] else "",
+                    f"fenced_acks={v['fenced_acks']}" if v["fenced_acks"] else "") if x)
+                raise CheckFailed("\n".join(
+                    [f"step {self.current_step.index} ({self.current_step.describe()}): reading "
+                     f"back while degraded ({view.summary()}): {v['line']}"]
+                    + v["problems"][:10] + self.per_replica_diagnosis()),
+                    short=short + " (degraded read)")
         self.start_writer()
 
     # ------------------------------------------------------------ convergence
