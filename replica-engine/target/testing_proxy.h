@@ -60,6 +60,7 @@ class CountingProxy {
     int client = -1;
     int server = -1;
     std::vector<uint8_t> parse;  // client->server bytes not yet parsed
+    bool dead = false;           // shut down: no longer polled
   };
 
   void Run() {
@@ -67,16 +68,17 @@ class CountingProxy {
       std::vector<pollfd> fds;
       fds.push_back({listen_fd_, POLLIN, 0});
       for (Pipe& p : pipes_) {
-        fds.push_back({p.client, POLLIN, 0});
-        fds.push_back({p.server, POLLIN, 0});
+        fds.push_back({p.dead ? -1 : p.client, POLLIN, 0});  // fd -1: ignored by poll
+        fds.push_back({p.dead ? -1 : p.server, POLLIN, 0});
       }
       if (::poll(fds.data(), fds.size(), 20) <= 0) continue;
-      if (fds[0].revents & POLLIN) Accept();
-      for (size_t i = 0; i < pipes_.size(); ++i) {
+      const size_t polled = (fds.size() - 1) / 2;  // Accept() below adds pipes
+      for (size_t i = 0; i < polled; ++i) {
         Pipe& p = pipes_[i];
         if (fds[1 + 2 * i].revents & (POLLIN | POLLHUP | POLLERR)) Forward(&p, true);
         if (fds[2 + 2 * i].revents & (POLLIN | POLLHUP | POLLERR)) Forward(&p, false);
       }
+      if (fds[0].revents & POLLIN) Accept();
     }
   }
 
@@ -93,7 +95,7 @@ class CountingProxy {
       ::close(s);
       return;
     }
-    pipes_.push_back({c, s, {}});
+    pipes_.push_back({c, s, {}, false});
   }
 
   void Forward(Pipe* p, bool from_client) {
@@ -105,6 +107,7 @@ class CountingProxy {
       if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
         ::shutdown(p->client, SHUT_RDWR);
         ::shutdown(p->server, SHUT_RDWR);
+        p->dead = true;
       }
       return;
     }
