@@ -62,6 +62,31 @@ bool SameSpec(const TargetSpec& a, const TargetSpec& b) {
 }
 }  // namespace
 
+class TargetManager::VolumeGuard {
+ public:
+  VolumeGuard(TargetManager* m, const std::string& volume_id) : m_(m), volume_id_(volume_id) {
+    std::lock_guard<std::mutex> l(m_->mu_);
+    held_ = m_->busy_.insert(volume_id_).second;
+  }
+  ~VolumeGuard() {
+    if (!held_) return;
+    std::lock_guard<std::mutex> l(m_->mu_);
+    m_->busy_.erase(volume_id_);
+  }
+  VolumeGuard(const VolumeGuard&) = delete;
+  VolumeGuard& operator=(const VolumeGuard&) = delete;
+  Status status() const {
+    return held_ ? Status::Ok()
+                 : Status::Aborted("another create/destroy of volume '" + volume_id_ +
+                                   "' is in progress; retry");
+  }
+
+ private:
+  TargetManager* m_;
+  std::string volume_id_;
+  bool held_ = false;
+};
+
 struct TargetManager::Entry {
   TargetSpec spec;
   std::string socket_path;
@@ -103,12 +128,13 @@ TargetInfo TargetManager::InfoOf(const Entry& e) const {
 }
 
 Result<TargetInfo> TargetManager::Create(const TargetSpec& spec) {
-  std::lock_guard<std::mutex> l(mu_);
   if (!started_) return Status::FailedPrecondition("target manager not started");
   const std::string& vol = spec.options.volume_id;
   if (vol.empty() || vol.find('/') != std::string::npos || vol == "." || vol == "..") {
     return Status::InvalidArgument("volume_id: '" + vol + "' is not a valid volume id");
   }
+  VolumeGuard guard(this, vol);
+  TANDEM_RETURN_IF_ERROR(guard.status());
   // Existing target: the same request is answered again, another is refused.
   Result<TargetInfo> existing = RunOnLoop<Result<TargetInfo>>(&loop_, [&]() -> Result<TargetInfo> {
     auto it = targets_.find(vol);
@@ -220,8 +246,9 @@ void TargetManager::DestroyEntry(std::unique_ptr<Entry> entry) {
 }
 
 Status TargetManager::Destroy(const std::string& volume_id) {
-  std::lock_guard<std::mutex> l(mu_);
   if (!started_) return Status::Ok();
+  VolumeGuard guard(this, volume_id);
+  TANDEM_RETURN_IF_ERROR(guard.status());
   std::unique_ptr<Entry> entry = RunOnLoop<std::unique_ptr<Entry>>(&loop_, [&] {
     std::unique_ptr<Entry> out;
     auto it = targets_.find(volume_id);
@@ -238,7 +265,6 @@ Status TargetManager::Destroy(const std::string& volume_id) {
 }
 
 Result<TargetInfo> TargetManager::Get(const std::string& volume_id) {
-  std::lock_guard<std::mutex> l(mu_);
   if (!started_) return Status::NotFound("no target for volume '" + volume_id + "'");
   return RunOnLoop<Result<TargetInfo>>(&loop_, [&]() -> Result<TargetInfo> {
     auto it = targets_.find(volume_id);
@@ -248,7 +274,6 @@ Result<TargetInfo> TargetManager::Get(const std::string& volume_id) {
 }
 
 std::vector<TargetInfo> TargetManager::List() {
-  std::lock_guard<std::mutex> l(mu_);
   if (!started_) return {};
   return RunOnLoop<std::vector<TargetInfo>>(&loop_, [&] {
     std::vector<TargetInfo> out;
@@ -259,7 +284,6 @@ std::vector<TargetInfo> TargetManager::List() {
 
 Status TargetManager::WithEntry(const std::string& volume_id,
                                 const std::function<Status(Entry*)>& fn) {
-  std::lock_guard<std::mutex> l(mu_);
   if (!started_) return Status::NotFound("no target for volume '" + volume_id + "'");
   return RunOnLoop<Status>(&loop_, [&] {
     auto it = targets_.find(volume_id);
@@ -323,16 +347,12 @@ Status TargetManager::SetRebuildRate(const std::string& volume_id, uint64_t byte
 }
 
 void TargetManager::Shutdown() {
-  std::vector<std::string> vols;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    if (!started_) return;
-    vols = RunOnLoop<std::vector<std::string>>(&loop_, [&] {
-      std::vector<std::string> v;
-      for (const auto& [vol, e] : targets_) v.push_back(vol);
-      return v;
-    });
-  }
+  if (!started_) return;
+  std::vector<std::string> vols = RunOnLoop<std::vector<std::string>>(&loop_, [&] {
+    std::vector<std::string> v;
+    for (const auto& [vol, e] : targets_) v.push_back(vol);
+    return v;
+  });
   for (const std::string& v : vols) (void)Destroy(v);
 }
 

@@ -5,13 +5,18 @@
 //
 // Thread-safety: every method may be called from any thread (the gRPC
 // management threads); work is posted to the loop and the call waits for it.
-// Create/Destroy are idempotent.
+// Create/Destroy are idempotent. Calls on different volumes run concurrently
+// (a slow attach never holds up another volume); a Create or Destroy while
+// another Create or Destroy of the same volume runs gets ABORTED (as the CSI
+// spec expects of concurrent calls on one volume) and may be retried.
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -91,9 +96,12 @@ class TargetManager {
   std::string socket_dir_;
   EventLoop loop_;
   std::thread thread_;
-  std::mutex mu_;                                          // serialises Create/Destroy
+  // Marks a volume whose Create/Destroy is running (released on return).
+  class VolumeGuard;
+  std::mutex mu_;               // guards busy_ and Start; held only briefly
+  std::set<std::string> busy_;  // volumes with a Create/Destroy running
   std::map<std::string, std::unique_ptr<Entry>> targets_;  // loop thread only
-  bool started_ = false;
+  std::atomic<bool> started_{false};
 };
 
 }  // namespace tandem::target

@@ -6,12 +6,16 @@
 
 #include "replica-engine/target/target_manager.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
+#include <future>
 #include <thread>
 
 #include "gtest/gtest.h"
@@ -223,6 +227,43 @@ TEST_F(TargetManagerTest, AddAndRemoveReplicaKeepCreateIdempotentForTheLiveList)
   EXPECT_EQ(info->status.replicas[0].address, "127.0.0.1:" + std::to_string(server_->port()));
   EXPECT_TRUE(tm_->Create(Spec(1)).ok());
   EXPECT_EQ(tm_->Create(live).status().code(), StatusCode::kAlreadyExists);
+}
+
+// One slow attach (its replica accepts TCP but never answers the HELLO) must
+// not hold up another volume's attach; a second create of the slow volume
+// while the first runs is ABORTED (the CSI spec's answer to concurrent calls
+// on one volume).
+TEST_F(TargetManagerTest, ASlowAttachDoesNotBlockOtherVolumesAndConcurrentCallsAreAborted) {
+  int silent = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(silent, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(silent, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  ASSERT_EQ(::listen(silent, 8), 0);  // the kernel completes connects; nobody answers
+  socklen_t len = sizeof(a);
+  ASSERT_EQ(::getsockname(silent, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  TargetSpec slow;
+  slow.options.volume_id = "vol-slow";
+  slow.options.epoch = 1;
+  slow.options.replicas = {{"127.0.0.1", ntohs(a.sin_port), false}};
+  slow.options.connect_timeout_ms = 2500;
+  slow.options.request_timeout_ms = 2500;
+  slow.ready_timeout_ms = 5000;
+  auto slow_create = std::async(std::launch::async, [&] { return tm_->Create(slow); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // it is waiting now
+  auto again = tm_->Create(slow);
+  EXPECT_EQ(again.status().code(), StatusCode::kAborted) << again.status().ToString();
+  auto t0 = std::chrono::steady_clock::now();
+  auto fast = tm_->Create(Spec(1));
+  auto took = std::chrono::steady_clock::now() - t0;
+  ASSERT_TRUE(fast.ok()) << fast.status().ToString();
+  EXPECT_LT(took, std::chrono::milliseconds(1500)) << "the other volume's attach was held up";
+  EXPECT_EQ(slow_create.wait_for(std::chrono::seconds(0)), std::future_status::timeout);
+  auto s = slow_create.get();
+  EXPECT_EQ(s.status().code(), StatusCode::kUnavailable) << s.status().ToString();
+  EXPECT_TRUE(tm_->Destroy("vol-slow").ok());
+  ::close(silent);
 }
 
 }  // namespace
