@@ -122,6 +122,22 @@ TEST(FrameCodecTest, UnknownFlagBits) {
   EXPECT_EQ(DecodeHeader(buf, &h), DecodeResult::kBadFlags);
 }
 
+TEST(FrameCodecTest, ActivityFlagIsKnownAndTheNextBitIsNot) {
+  FrameHeader in = SampleHeader();
+  in.opcode = static_cast<uint8_t>(Opcode::kGetDirtyMap);
+  in.payload_length = 0;
+  in.flags = kFlagActivity;
+  EXPECT_EQ(kFlagActivity, 1u << 2);
+  uint8_t buf[kHeaderSize];
+  EncodeHeader(in, buf);
+  FrameHeader h;
+  ASSERT_EQ(DecodeHeader(buf, &h), DecodeResult::kOk);
+  EXPECT_EQ(h.flags, kFlagActivity);
+  in.flags = 1u << 3;
+  EncodeHeader(in, buf);
+  EXPECT_EQ(DecodeHeader(buf, &h), DecodeResult::kBadFlags);
+}
+
 TEST(FrameCodecTest, PayloadLimits) {
   uint8_t buf[kHeaderSize];
   FrameHeader h;

@@ -61,7 +61,7 @@ enum class Opcode : uint8_t {
   kMarkDirty = 9,
   // Reply payload: a DirtyMapChunk (frame_codec.h) starting at the region of
   // byte `offset` (a multiple of 8 regions); request `length` caps the reply
-  // payload (0: kMaxPayload).
+  // payload (0: kMaxPayload). With kFlagActivity: the activity log instead.
   kGetDirtyMap = 10,
   // Clears the regions of [offset, offset + length) (region-aligned, or ending
   // at the volume end) and persists the map before replying.
@@ -97,7 +97,11 @@ inline constexpr uint32_t kMaxGenerationRecordSize = 8 + 1 + 8 * kMaxGenerationH
 
 inline constexpr uint16_t kFlagFua = 1u << 0;
 inline constexpr uint16_t kFlagTrackDirty = 1u << 1;  // kSetGeneration only; ignored elsewhere
-inline constexpr uint16_t kKnownFlags = kFlagFua | kFlagTrackDirty;
+// kGetDirtyMap only (ignored elsewhere): return the activity log instead of
+// the dirty map, in the same DirtyMapChunk format (region_size = the
+// activity extent size).
+inline constexpr uint16_t kFlagActivity = 1u << 2;
+inline constexpr uint16_t kKnownFlags = kFlagFua | kFlagTrackDirty | kFlagActivity;
 
 // Status carried in a reply header. Stable numbers: they are on the wire.
 enum class WireStatus : int32_t {

@@ -68,6 +68,12 @@ Status ValidateConfig(const ReplicaConfig& c) {
     return Status::InvalidArgument("dirty_region_size " + std::to_string(c.dirty_region_size) +
                                    " is not a power of two >= block_size");
   }
+  if (c.activity_extent_size != 0 &&
+      (!IsPowerOfTwo(c.activity_extent_size) || c.activity_extent_size < c.block_size)) {
+    return Status::InvalidArgument("activity_extent_size " +
+                                   std::to_string(c.activity_extent_size) +
+                                   " is not 0 or a power of two >= block_size");
+  }
   if (c.data_path.size() > kMaxDataPathLength) {
     return Status::InvalidArgument("data_path is longer than 1024 bytes");
   }
@@ -154,7 +160,21 @@ Replica::Replica(backend::StorageBackend* backend, std::string dir, int fd,
       fd_(fd),
       meta_(std::move(meta)),
       was_clean_(was_clean),
-      direct_meta_fd_(direct_meta_fd) {}
+      direct_meta_fd_(direct_meta_fd) {
+  InitActivity();
+}
+
+void Replica::InitActivity() {
+  const ReplicaMetadata& md = meta_->current();
+  open_generation_ = md.generation;
+  if (md.activity_extent_size == 0) return;
+  const uint64_t extents = (md.size + md.activity_extent_size - 1) / md.activity_extent_size;
+  al_inflight_.assign(extents, 0);
+  al_quiesced_.assign(extents, 0);
+  // Whatever the log holds now was set by an earlier run: sticky.
+  al_sticky_ = md.activity_map;
+  any_sticky_ = std::any_of(al_sticky_.begin(), al_sticky_.end(), [](uint8_t b) { return b != 0; });
+}
 
 Replica::~Replica() {
   if (!closed_ && fd_ >= 0) backend_->CloseFile(fd_);
@@ -219,6 +239,10 @@ Result<std::unique_ptr<Replica>> Replica::Create(backend::StorageBackend* backen
   md.block_size = config.block_size;
   md.dirty_region_size = config.dirty_region_size;
   md.dirty_map.assign(DirtyMapBytes(config.size, config.dirty_region_size), 0);
+  if (config.activity_extent_size != 0) {
+    md.activity_extent_size = std::max(config.activity_extent_size, config.dirty_region_size);
+    md.activity_map.assign(DirtyMapBytes(config.size, md.activity_extent_size), 0);
+  }
   md.clean_shutdown = false;  // open from now until Close()
   // MetadataFile::Create fsyncs `dir`, which also persists the data entry.
   Result<std::unique_ptr<MetadataFile>> meta = MetadataFile::Create(meta_path, md);
@@ -276,6 +300,11 @@ Status Replica::Close() {
   if (st.ok()) {
     ReplicaMetadata md = meta_->current();
     md.clean_shutdown = true;
+    // Every write is on disk now: the activity log keeps only the extents an
+    // earlier run left for a target to resync (sticky).
+    for (size_t i = 0; i < md.activity_map.size(); ++i) {
+      md.activity_map[i] &= i < al_sticky_.size() ? al_sticky_[i] : 0;
+    }
     st = UpdateMetadata(md);
   }
   backend_->CloseFile(fd_);
@@ -294,16 +323,20 @@ Status Replica::CheckCanUpdate() const {
 Status Replica::UpdateMetadata(const ReplicaMetadata& md) {
   TANDEM_RETURN_IF_ERROR(meta_->Update(md));
   // md was copied from current(), so it carried every in-memory dirty bit.
-  dirty_unsynced_ = false;
-  durable_seq_ = change_seq_;
+  NoteRecordDurable();
   return Status::Ok();
 }
 
 Status Replica::SyncRecord() {
   TANDEM_RETURN_IF_ERROR(meta_->Sync());
+  NoteRecordDurable();
+  return Status::Ok();
+}
+
+void Replica::NoteRecordDurable() {
   dirty_unsynced_ = false;
   durable_seq_ = change_seq_;
-  return Status::Ok();
+  clear_durable_ = clear_seq_;
 }
 
 Status Replica::SetHighestEpoch(uint64_t epoch, uint64_t owner) {
@@ -396,6 +429,13 @@ Status Replica::ApplyGeneration(uint64_t generation, bool track_dirty, uint64_t 
     md->generation_id = old_id;
     md->generation_history = std::move(old_history);
     return st;
+  }
+  // The target moves a replica past its generation only once it holds the
+  // current data (after an attach's resync, at the end of its rebuild): the
+  // extents an earlier run left in the activity log retire like any other.
+  if (any_sticky_ && generation > open_generation_) {
+    std::fill(al_sticky_.begin(), al_sticky_.end(), 0);
+    any_sticky_ = false;
   }
   return Status::Ok();
 }
@@ -514,8 +554,24 @@ bool Replica::SetRegions(uint64_t first, uint64_t last, bool dirty) {
 }
 
 bool Replica::NoteWrite(uint64_t offset, uint64_t length) {
-  const uint32_t region = meta_->current().dirty_region_size;
-  if (SetRegions(offset / region, (offset + length - 1) / region, true)) {
+  ReplicaMetadata* md = meta_->mutable_current();
+  bool changed = false;
+  if (md->tracking_dirty) {
+    const uint32_t region = md->dirty_region_size;
+    changed = SetRegions(offset / region, (offset + length - 1) / region, true);
+  }
+  if (const uint32_t ext = md->activity_extent_size; ext != 0) {
+    std::vector<uint8_t>& map = md->activity_map;
+    for (uint64_t e = offset / ext; e <= (offset + length - 1) / ext; ++e) {
+      ++al_inflight_[e];
+      const uint8_t mask = static_cast<uint8_t>(1u << (e % 8));
+      if ((map[e / 8] & mask) == 0) {
+        map[e / 8] |= mask;
+        changed = true;
+      }
+    }
+  }
+  if (changed) {
     dirty_unsynced_ = true;
     ++change_seq_;
   }
@@ -523,6 +579,68 @@ bool Replica::NoteWrite(uint64_t offset, uint64_t length) {
   // already set may be relying on a bit another pending write set, so it
   // waits for the same SyncDirty() (which covers all of them at once).
   return !dirty_unsynced_;
+}
+
+void Replica::NoteWriteDone(uint64_t offset, uint64_t length) {
+  const uint32_t ext = meta_->current().activity_extent_size;
+  if (ext == 0) return;
+  for (uint64_t e = offset / ext; e <= (offset + length - 1) / ext; ++e) {
+    if (al_inflight_[e] > 0 && --al_inflight_[e] == 0) al_quiesced_[e] = ++activity_seq_;
+  }
+}
+
+uint64_t Replica::NoteFlushReceived() { return ++activity_seq_; }
+
+void Replica::NoteFlushDone(uint64_t flush_seq, uint64_t now_ns) {
+  if (meta_->current().activity_extent_size == 0) return;
+  // A FLUSH covers every write completed before it was received; one
+  // received later covers more, so only the highest receipt counts.
+  flush_max_ = std::max(flush_max_, flush_seq);
+  if (flush_count_ == kFlushRing) {
+    // Full: fold into the newest entry (its later time only delays retiring).
+    FlushDone& last = flush_ring_[(flush_head_ + flush_count_ - 1) % kFlushRing];
+    last.done_ns = now_ns;
+    last.upto = flush_max_;
+    return;
+  }
+  flush_ring_[(flush_head_ + flush_count_) % kFlushRing] = FlushDone{now_ns, flush_max_};
+  ++flush_count_;
+}
+
+uint64_t Replica::RetireActivity(uint64_t now_ns, uint64_t delay_ns) {
+  ReplicaMetadata* md = meta_->mutable_current();
+  if (md->activity_extent_size == 0 || closed_) return 0;
+  while (flush_count_ > 0 && flush_ring_[flush_head_].done_ns + delay_ns <= now_ns) {
+    retire_upto_ = std::max(retire_upto_, flush_ring_[flush_head_].upto);
+    flush_head_ = (flush_head_ + 1) % kFlushRing;
+    --flush_count_;
+  }
+  if (retire_upto_ == 0) return 0;
+  std::vector<uint8_t>& map = md->activity_map;
+  uint64_t cleared = 0;
+  for (size_t i = 0; i < map.size(); ++i) {
+    uint8_t byte = map[i];
+    if (byte == 0) continue;
+    if (any_sticky_) byte &= static_cast<uint8_t>(~al_sticky_[i]);
+    for (int b = 0; b < 8 && byte != 0; ++b, byte >>= 1) {
+      if ((byte & 1) == 0) continue;
+      const uint64_t e = uint64_t{i} * 8 + b;
+      // Nothing in flight, and its last write completed before a FLUSH was
+      // received that has completed (long enough ago).
+      if (al_inflight_[e] == 0 && al_quiesced_[e] < retire_upto_) {
+        map[i] &= static_cast<uint8_t>(~(1u << b));
+        ++cleared;
+      }
+    }
+  }
+  if (cleared > 0) ++clear_seq_;
+  return cleared;
+}
+
+uint64_t Replica::activity_count() const {
+  uint64_t n = 0;
+  for (uint8_t b : meta_->current().activity_map) n += static_cast<uint64_t>(__builtin_popcount(b));
+  return n;
 }
 
 Status Replica::SyncDirty() {
@@ -575,6 +693,7 @@ Status Replica::StartPersist(backend::StorageBackend* backend, backend::IoDoneFn
   // The image is a snapshot: bits set after this wait for the next persist.
   TANDEM_RETURN_IF_ERROR(meta_->EncodeNext(persist_buf_.get()));
   persist_covers_ = change_seq_;
+  persist_clears_ = clear_seq_;
   persist_req_ = backend::IoRequest{};
   persist_req_.op = backend::IoOp::kWrite;
   // FUA (RWF_DSYNC): durable at completion, with no separate flush; the slot's
@@ -597,6 +716,7 @@ Status Replica::FinishPersist(int32_t result) {
     meta_->CommitNext();
     durable_seq_ = std::max(durable_seq_, persist_covers_);
     dirty_unsynced_ = durable_seq_ != change_seq_;
+    clear_durable_ = std::max(clear_durable_, persist_clears_);
     return Status::Ok();
   }
   // The slot may be torn; the current slot still holds the previous record.

@@ -19,6 +19,21 @@
 // makes a rebuild copy more); what must never happen is a write reaching the
 // disk before its bit does.
 //
+// Activity log (docs/replica_metadata.md): one bit per activity_extent_size
+// bytes, held in the metadata record like the dirty map. NoteWrite() also
+// sets the bits of the extents a write touches (the same rule: durable before
+// the write reaches the disk; they ride the same persist), and counts the
+// write in flight until NoteWriteDone(). NoteFlushReceived() /
+// NoteFlushDone() track completed FLUSHes; RetireActivity() clears, in
+// memory, the bits of extents whose every write completed before a FLUSH was
+// received that has completed at least `delay` ago (and none arrived since);
+// the cleared bits reach the disk with the next persist (a stale set bit only
+// costs a resync). Bits found at Open are kept (sticky) until a
+// SET_GENERATION raises the generation above the one held at Open: they name
+// extents that may differ from the peers, and only the target knows when they
+// have been resynced. A clean Close() clears every other bit. The per-extent
+// state is allocated at Open; nothing is allocated per write.
+//
 // Asynchronous persist (the replica server's first-touch path): instead of
 // SyncDirty(), the server may StartPersist() — one O_DIRECT write of the next
 // metadata slot with FUA, queued on its StorageBackend, durable when it
@@ -54,6 +69,9 @@ struct ReplicaConfig {
   uint64_t size = 0;       // > 0, multiple of block_size
   uint32_t block_size = 4096;
   uint32_t dirty_region_size = 64 * 1024;  // power of two >= block_size
+  // Activity log extent (docs/replica_metadata.md): 0 (no log) or a power of
+  // two >= block_size; raised to dirty_region_size when smaller.
+  uint32_t activity_extent_size = 4u << 20;
   // Empty: a sparse file <dir>/data of `size` bytes. Otherwise an existing block
   // device or file of at least `size` bytes.
   std::string data_path;
@@ -146,11 +164,33 @@ class Replica {
   const std::vector<uint8_t>& dirty_map() const { return meta_->current().dirty_map; }
   // Whether region `region` (index, not bytes) is dirty in memory.
   bool IsRegionDirty(uint64_t region) const;
-  // Data path (no I/O, no allocation): marks every region overlapping the
-  // range in memory. True when the write may be submitted at once, i.e. every
-  // bit it needs was already on disk; false when SyncDirty() must succeed
-  // first. REQUIRES: tracking_dirty(), a valid range, length > 0.
+  // Data path (no I/O, no allocation), for every WRITE/TRIM/WRITE_ZEROES when
+  // it is received: while tracking_dirty() marks every region overlapping the
+  // range in memory, and with an activity log marks its extents and counts
+  // the write in flight there (NoteWriteDone() must follow, once, whatever
+  // becomes of the write). True when the write may be submitted at once,
+  // i.e. every bit it needs was already on disk; false when a persist
+  // (SyncDirty() or StartPersist()) must succeed first. REQUIRES: a valid
+  // range, length > 0.
   bool NoteWrite(uint64_t offset, uint64_t length);
+  // The write noted with these bounds completed (or failed, or was dropped).
+  void NoteWriteDone(uint64_t offset, uint64_t length);
+  // A FLUSH was received (before it is submitted); pass the value returned
+  // to NoteFlushDone() when it completed successfully, at `now_ns`
+  // (MonotonicNanos()).
+  uint64_t NoteFlushReceived();
+  void NoteFlushDone(uint64_t flush_seq, uint64_t now_ns);
+  // Clears in memory the bits of the extents that may retire (see the top of
+  // this file), using FLUSHes completed at least `delay_ns` before `now_ns`.
+  // Returns how many were cleared. Cheap when nothing is set: one pass over
+  // the map bytes.
+  uint64_t RetireActivity(uint64_t now_ns, uint64_t delay_ns);
+  // Bits cleared in memory that the disk still has set.
+  bool activity_clear_pending() const { return clear_durable_ < clear_seq_; }
+  uint32_t activity_extent_size() const { return meta_->current().activity_extent_size; }
+  const std::vector<uint8_t>& activity_map() const { return meta_->current().activity_map; }
+  // Extents marked in the activity log (in memory).
+  uint64_t activity_count() const;
   // Persists the in-memory dirty map if it is ahead of the disk (one metadata
   // update, however many NoteWrite()s it covers); OK at once otherwise.
   Status SyncDirty();
@@ -207,6 +247,10 @@ class Replica {
   // The common part of both SetGeneration()s.
   Status ApplyGeneration(uint64_t generation, bool track_dirty, uint64_t generation_id,
                          std::vector<uint64_t> history);
+  // Sizes the per-extent activity state (at Create/Open).
+  void InitActivity();
+  // Notes that a persist encoded now will make every change so far durable.
+  void NoteRecordDurable();
 
   backend::StorageBackend* backend_;
   std::string dir_;
@@ -226,6 +270,32 @@ class Replica {
   uint64_t durable_seq_ = 0;
   uint64_t failed_seq_ = 0;
   uint64_t persist_covers_ = 0;  // change_seq_ when the in-flight persist was encoded
+
+  // Activity log state (loop thread only), one entry per extent, allocated at
+  // Open. inflight: writes noted and not done. quiesced: activity_seq_ when
+  // inflight last dropped to 0 (0: never, this run). sticky: bits found at
+  // Open, kept until the generation moves past open_generation_.
+  std::vector<uint32_t> al_inflight_;
+  std::vector<uint64_t> al_quiesced_;
+  std::vector<uint8_t> al_sticky_;
+  bool any_sticky_ = false;
+  uint64_t open_generation_ = 0;
+  uint64_t activity_seq_ = 0;  // orders write completions and FLUSH receipts
+  // Completed FLUSHes not yet old enough to retire with: (completion time,
+  // highest receipt seq so far), oldest first, in a fixed ring.
+  static constexpr size_t kFlushRing = 64;
+  struct FlushDone {
+    uint64_t done_ns = 0;
+    uint64_t upto = 0;
+  };
+  FlushDone flush_ring_[kFlushRing];
+  size_t flush_head_ = 0;
+  size_t flush_count_ = 0;
+  uint64_t flush_max_ = 0;    // highest receipt seq of any completed FLUSH
+  uint64_t retire_upto_ = 0;  // extents quiesced before this seq may retire
+  uint64_t clear_seq_ = 0;    // grows with every RetireActivity() that cleared bits
+  uint64_t clear_durable_ = 0;
+  uint64_t persist_clears_ = 0;  // clear_seq_ when the in-flight persist was encoded
 };
 
 }  // namespace tandem::replica

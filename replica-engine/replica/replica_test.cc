@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <filesystem>
 #include <string>
@@ -211,6 +212,139 @@ TEST_F(ReplicaTest, GenerationIdsAndEpochOwnerPersist) {
   EXPECT_EQ((*o)->generation_id(), id);
   EXPECT_EQ((*o)->generation_history(), hist);
   EXPECT_EQ((*o)->epoch_owner(), 0xABCDull);
+}
+
+constexpr uint64_t kExtent = 4u << 20;  // ReplicaConfig's default activity_extent_size
+
+bool ActiveOnDisk(const ReplicaMetadata& md, uint64_t e) {
+  return e / 8 < md.activity_map.size() && (md.activity_map[e / 8] >> (e % 8)) & 1;
+}
+
+TEST_F(ReplicaTest, ActivityLogMarksBeforeTheWriteAndRetiresAfterAFlush) {
+  auto r = Replica::Create(backend_.get(), dir_, Config());
+  ASSERT_TRUE(r.ok());
+  Replica& rep = **r;
+  EXPECT_EQ(rep.activity_extent_size(), kExtent);
+  EXPECT_EQ(rep.activity_map().size(), 2u);  // 64 MiB / 4 MiB = 16 extents
+  EXPECT_EQ(OnDisk().activity_extent_size, kExtent);
+
+  // First touch of extent 0: must be persisted before the write goes out.
+  EXPECT_FALSE(rep.NoteWrite(0, 4096));
+  EXPECT_EQ(rep.activity_count(), 1u);
+  EXPECT_FALSE(ActiveOnDisk(OnDisk(), 0));
+  ASSERT_TRUE(rep.SyncDirty().ok());
+  EXPECT_TRUE(ActiveOnDisk(OnDisk(), 0));
+  // Already durable: free. A write across extents 1 and 2 marks both.
+  EXPECT_TRUE(rep.NoteWrite(8192, 4096));
+  EXPECT_FALSE(rep.NoteWrite(2 * kExtent - 4096, 8192));
+  ASSERT_TRUE(rep.SyncDirty().ok());
+  ReplicaMetadata disk = OnDisk();
+  EXPECT_TRUE(ActiveOnDisk(disk, 1) && ActiveOnDisk(disk, 2));
+  EXPECT_EQ(rep.activity_count(), 3u);
+
+  uint64_t t = 1000000000ull;
+  // Nothing retires without a completed FLUSH, nor with one received while
+  // the writes were still in flight.
+  EXPECT_EQ(rep.RetireActivity(t, 0), 0u);
+  const uint64_t early = rep.NoteFlushReceived();
+  rep.NoteWriteDone(0, 4096);
+  rep.NoteWriteDone(8192, 4096);
+  rep.NoteWriteDone(2 * kExtent - 4096, 8192);
+  rep.NoteFlushDone(early, t);
+  EXPECT_EQ(rep.RetireActivity(t, 0), 0u);
+  // A FLUSH received after they completed, but a new write to extent 2
+  // arrives after it: extents 0 and 1 retire, 2 stays — once the FLUSH is
+  // `delay` old.
+  const uint64_t flush = rep.NoteFlushReceived();
+  EXPECT_TRUE(rep.NoteWrite(2 * kExtent, 4096));
+  rep.NoteFlushDone(flush, t);
+  EXPECT_EQ(rep.RetireActivity(t + 500, 1000), 0u);  // too recent
+  EXPECT_EQ(rep.RetireActivity(t + 1000, 1000), 2u);
+  EXPECT_EQ(rep.activity_count(), 1u);
+  rep.NoteWriteDone(2 * kExtent, 4096);
+  EXPECT_EQ(rep.RetireActivity(t + 2000, 1000), 0u);  // its write completed after the FLUSH
+  // Cleared in memory only; the disk keeps the bits until the next persist
+  // (here a synchronous metadata update).
+  EXPECT_TRUE(rep.activity_clear_pending());
+  EXPECT_TRUE(ActiveOnDisk(OnDisk(), 0));
+  ASSERT_TRUE(rep.SetHighestEpoch(3).ok());
+  EXPECT_FALSE(rep.activity_clear_pending());
+  disk = OnDisk();
+  EXPECT_FALSE(ActiveOnDisk(disk, 0) || ActiveOnDisk(disk, 1));
+  EXPECT_TRUE(ActiveOnDisk(disk, 2));
+  // Re-touching a retired extent needs a persist again.
+  EXPECT_FALSE(rep.NoteWrite(0, 4096));
+  ASSERT_TRUE(rep.SyncDirty().ok());
+  rep.NoteWriteDone(0, 4096);
+
+  // A clean shutdown clears the log.
+  ASSERT_TRUE(rep.Close().ok());
+  r->reset();
+  disk = OnDisk();
+  EXPECT_TRUE(disk.clean_shutdown);
+  EXPECT_EQ(std::count(disk.activity_map.begin(), disk.activity_map.end(), 0),
+            static_cast<long>(disk.activity_map.size()));
+}
+
+TEST_F(ReplicaTest, ActivityLogOfACrashedRunIsKeptUntilTheGenerationMovesOn) {
+  auto r = Replica::Create(backend_.get(), dir_, Config());
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE((*r)->SetGeneration(4).ok());
+  EXPECT_FALSE((*r)->NoteWrite(5 * kExtent, 4096));  // acknowledged, never flushed
+  ASSERT_TRUE((*r)->SyncDirty().ok());
+  (*r)->NoteWriteDone(5 * kExtent, 4096);
+  r->reset();  // the host crashes
+
+  auto o = Replica::Open(backend_.get(), dir_);
+  ASSERT_TRUE(o.ok());
+  Replica& rep = **o;
+  EXPECT_FALSE(rep.was_clean());
+  EXPECT_EQ(rep.activity_count(), 1u);  // what a target must resync
+  // FLUSHes of this run do not retire it (the write may be missing here)...
+  const uint64_t f = rep.NoteFlushReceived();
+  rep.NoteFlushDone(f, 10);
+  EXPECT_EQ(rep.RetireActivity(20, 0), 0u);
+  // ...nor does a clean shutdown.
+  ASSERT_TRUE(rep.Close().ok());
+  o->reset();
+  EXPECT_TRUE(ActiveOnDisk(OnDisk(), 5));
+  auto p = Replica::Open(backend_.get(), dir_);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ((*p)->activity_count(), 1u);
+  // An equal generation is no proof of resync; a higher one is (the target
+  // raises it once the replica holds the current data).
+  ASSERT_TRUE((*p)->SetGeneration(4, true).ok());
+  uint64_t f2 = (*p)->NoteFlushReceived();
+  (*p)->NoteFlushDone(f2, 10);
+  EXPECT_EQ((*p)->RetireActivity(20, 0), 0u);
+  ASSERT_TRUE((*p)->SetGeneration(5, true, 0x55, {}).ok());
+  EXPECT_EQ((*p)->RetireActivity(30, 0), 1u);
+  EXPECT_EQ((*p)->activity_count(), 0u);
+}
+
+TEST_F(ReplicaTest, ActivityExtentConfig) {
+  ReplicaConfig c = Config();
+  c.activity_extent_size = 3000;
+  EXPECT_EQ(Replica::Create(backend_.get(), dir_, c).status().code(), StatusCode::kInvalidArgument);
+  // Smaller than the dirty region: raised to it.
+  c.activity_extent_size = 8192;
+  c.dirty_region_size = 1u << 20;
+  {
+    auto r = Replica::Create(backend_.get(), dir_, c);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ((*r)->activity_extent_size(), 1u << 20);
+  }
+  std::filesystem::remove_all(dir_);
+  // 0: no activity log; without tracking a write needs no metadata at all.
+  c = Config();
+  c.activity_extent_size = 0;
+  auto r = Replica::Create(backend_.get(), dir_, c);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ((*r)->activity_extent_size(), 0u);
+  EXPECT_TRUE((*r)->activity_map().empty());
+  EXPECT_TRUE((*r)->NoteWrite(0, 4096));
+  (*r)->NoteWriteDone(0, 4096);
+  EXPECT_EQ((*r)->RetireActivity(1, 0), 0u);
 }
 
 TEST_F(ReplicaTest, GenerationsOnlyGrow) {

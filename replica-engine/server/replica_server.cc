@@ -81,6 +81,7 @@ Status ReplicaServer::Start() {
   TANDEM_RETURN_IF_ERROR(loop_.Add(listen_fd_.get(), EPOLLIN, this));
   TANDEM_RETURN_IF_ERROR(loop_.Add(backend_->CompletionFd(), EPOLLIN, backend_handler_.get()));
   loop_.AddIdler(this);
+  loop_.AddTicker(this, 1000);
   loop_.SetBusyPollMicros(options_.busy_poll_us);
   started_ = true;
   thread_ = std::thread([this] {
@@ -109,6 +110,7 @@ void ReplicaServer::Stop() {
   thread_.join();
   loop_.Remove(backend_->CompletionFd());
   loop_.RemoveIdler(this);
+  loop_.RemoveTicker(this);
   sessions_.clear();
   volumes_.clear();
   persists_.clear();  // empty: the loop ran until the backend had nothing in flight
@@ -191,6 +193,28 @@ void ReplicaServer::BeforeWait() {
     graveyard_.clear();
   }
   if (stopping_ && sessions_.empty() && backend_->InFlight() == 0) loop_.Stop();
+}
+
+void ReplicaServer::OnTick(uint64_t now_ns) { RetireActivity(now_ns); }
+
+void ReplicaServer::RetireActivity(uint64_t now) {
+  if (now < next_retire_ns_ || stopping_) return;
+  next_retire_ns_ = now + 900000000ull;  // the 1 s tick, with slack for jitter
+  const uint64_t delay = uint64_t{options_.activity_retire_delay_ms} * 1000000ull;
+  for (auto& [id, vol] : volumes_) {
+    replica::Replica* r = vol.replica.get();
+    stats_.activity_extents_retired += r->RetireActivity(now, delay);
+    // Lazily: the cleared bits also ride any persist a write starts.
+    if (r->activity_clear_pending() && r->can_persist_async() && !r->persist_in_flight()) {
+      Status st = StartPersist(vol.replica);
+      if (st.ok()) {
+        ++stats_.activity_lazy_persists;
+      } else {
+        TLOG_WARN(kTag, "volume '%s': persisting retired activity-log bits: %s", id.c_str(),
+                  st.ToString().c_str());
+      }
+    }
+  }
 }
 
 void ReplicaServer::MarkTxPending(ReplicaSession* session) {

@@ -42,6 +42,14 @@
 // SET_REBUILD_CURSOR, a HELLO raising the epoch) wait: the session stops
 // parsing (in order) until the persist completes. A replica whose meta file
 // cannot be opened O_DIRECT persists synchronously, as those requests do.
+//
+// Activity log (docs/replica_metadata.md): every WRITE/TRIM/WRITE_ZEROES marks
+// the extents it touches through the same first-touch path (a write to
+// extents already durably marked costs nothing), and FLUSH completions let
+// extents retire: a once-per-second tick clears the retirable
+// bits of the volumes with sessions and, when bits were cleared and no
+// persist is in flight, starts one to write them (lazily: a set bit too many
+// only costs a resync).
 
 #include <condition_variable>
 #include <cstdint>
@@ -75,6 +83,13 @@ struct ServerOptions {
   uint32_t busy_poll_us = 0;
   // Pin the loop thread to this CPU (-1: no pinning).
   int cpu = -1;
+  // Activity log: an extent retires only with a FLUSH that completed at
+  // least this long ago (docs/replica_metadata.md: a replica cannot see
+  // whether the target still has a write to that extent pending to another
+  // replica; this leaves the target its request timeout to fault that
+  // replica and record the write in the survivors' dirty maps). The retire
+  // pass runs at most once per second.
+  uint32_t activity_retire_delay_ms = 10000;
 };
 
 struct ServerStats {
@@ -97,6 +112,10 @@ struct ServerStats {
   uint64_t hellos_waited_for_fenced_io = 0;
   // Requests answered STALE_EPOCH on superseded sessions.
   uint64_t stale_epoch_replies = 0;
+  // Activity-log extents retired (cleared in memory), and the persists
+  // started only to write cleared bits.
+  uint64_t activity_extents_retired = 0;
+  uint64_t activity_lazy_persists = 0;
 };
 
 class ReplicaSession;
@@ -122,7 +141,9 @@ struct VolumeState {
   std::vector<ReplicaSession*> sessions;
 };
 
-class ReplicaServer final : private EventLoop::Handler, private EventLoop::Idler {
+class ReplicaServer final : private EventLoop::Handler,
+                            private EventLoop::Idler,
+                            private EventLoop::Ticker {
  public:
   // REQUIRES: manager and backend outlive the server; the backend is used only
   // by the server's thread once Start() succeeded.
@@ -161,6 +182,7 @@ class ReplicaServer final : private EventLoop::Handler, private EventLoop::Idler
 
   void OnEvents(uint32_t events) override;  // listening socket
   void BeforeWait() override;
+  void OnTick(uint64_t now_ns) override;  // the activity log's retire pass
   void OnBackendEvents();
 
   // Session callbacks (loop thread).
@@ -180,6 +202,8 @@ class ReplicaServer final : private EventLoop::Handler, private EventLoop::Idler
   // A session parked a write until its dirty bits are persisted.
   void MarkDirtyWaiting(ReplicaSession* session);
   void RunDirtyWaiters();
+  // The activity log's retire pass (at most once per second).
+  void RetireActivity(uint64_t now_ns);
   // Starts an asynchronous persist of `replica`'s metadata and keeps the
   // replica alive until it completes.
   Status StartPersist(const std::shared_ptr<replica::Replica>& replica);
@@ -217,7 +241,8 @@ class ReplicaServer final : private EventLoop::Handler, private EventLoop::Idler
   // completion, which runs on the replica's own IoRequest).
   std::vector<std::shared_ptr<replica::Replica>> persists_done_;
   std::vector<ReplicaSession*> graveyard_;
-  bool pool_starved_ = false;  // some session waits for a buffer
+  bool pool_starved_ = false;    // some session waits for a buffer
+  uint64_t next_retire_ns_ = 0;  // next activity-log retire pass
   bool stopping_ = false;
   ServerStats stats_;
 };

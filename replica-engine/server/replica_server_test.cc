@@ -171,6 +171,7 @@ class ReplicaServerTest : public ::testing::TestWithParam<const char*> {
     opts.auth_token = kToken;
     opts.max_inflight_per_session = 64;
     opts.buffer_pool_bytes = 32ull << 20;
+    opts.activity_retire_delay_ms = retire_delay_ms_;
     server_ = std::make_unique<ReplicaServer>(manager_.get(), backend_.get(), opts);
     ASSERT_TRUE(server_->Start().ok());
     port_ = server_->port();
@@ -216,6 +217,7 @@ class ReplicaServerTest : public ::testing::TestWithParam<const char*> {
   std::string dir_;
   std::unique_ptr<backend::StorageBackend> backend_;
   GateBackend* gate_ = nullptr;  // backend_, which forwards to the real one
+  uint32_t retire_delay_ms_ = ServerOptions{}.activity_retire_delay_ms;
   std::unique_ptr<replica::ReplicaManager> manager_;
   std::unique_ptr<ReplicaServer> server_;
   uint16_t port_ = 0;
@@ -913,7 +915,10 @@ TEST_P(DirtyMapServerTest, TrackedWritesMarkExactlyTheirRegionsAndSurviveACrash)
   for (auto& o : ops) EXPECT_EQ(o->req.status, StatusCode::kOk);
   ServerStats stats = server_->GetStats();
   // Every first touch waited for a persist; concurrent ones may share one.
-  EXPECT_EQ(stats.writes_parked_for_dirty_map, 4u + 8u);  // not the second write to region 5
+  // Not the second write to region 5; plus the very first write (before
+  // tracking), whose activity-log extent (0: every write here is in the
+  // first 4 MiB) was new.
+  EXPECT_EQ(stats.writes_parked_for_dirty_map, 1u + 4u + 8u);
   EXPECT_GE(stats.dirty_map_syncs, 4u + 1u);
   EXPECT_LE(stats.dirty_map_syncs, stats.writes_parked_for_dirty_map);
   std::printf("[ dirty-map batching, %s ] %llu parked writes, %llu metadata syncs\n", GetParam(),
@@ -1574,6 +1579,116 @@ TEST_P(DirtyMapServerTest, SetGenerationPersistsTheTargetsGenerationRecord) {
   EXPECT_EQ(m.info.generation_id, drawn);
   EXPECT_EQ(m.info.generation_history, (std::vector<uint64_t>{0xB4, 0xA4}));
   EXPECT_FALSE(m.info.clean_shutdown);
+}
+
+// The activity log as GET_DIRTY_MAP with kFlagActivity returns it.
+std::vector<uint64_t> ActiveExtents(const std::function<StatusCode(ClientRequest*)>& run,
+                                    uint32_t* extent_size = nullptr) {
+  std::vector<char> buf(4096);
+  ClientRequest req;
+  req.op = Opcode::kGetDirtyMap;
+  req.flags = protocol::kFlagActivity;
+  req.length = static_cast<uint32_t>(buf.size());
+  req.buf = buf.data();
+  EXPECT_EQ(run(&req), StatusCode::kOk);
+  protocol::DirtyMapChunk chunk;
+  Status st = protocol::DecodeDirtyMap(std::string_view(buf.data(), req.reply_length), &chunk);
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  if (extent_size != nullptr) *extent_size = chunk.region_size;
+  std::vector<uint64_t> out;
+  for (uint64_t i = 0; i < chunk.bitmap.size() * 8; ++i) {
+    if (static_cast<uint8_t>(chunk.bitmap[i / 8]) & (1u << (i % 8))) out.push_back(i);
+  }
+  return out;
+}
+
+constexpr uint64_t kExtent = 4u << 20;  // ReplicaConfig's default activity_extent_size
+
+TEST_P(DirtyMapServerTest, ActivityLogMarksWrittenExtentsDurablyAndSurvivesACrash) {
+  Listener l;
+  ReplicaClient* c = Connect(&l, Options());
+  ASSERT_TRUE(l.connected);
+  EXPECT_EQ(l.info.activity_extent_size, kExtent);
+  EXPECT_EQ(l.info.activity_count, 0u);
+  auto run = [&](ClientRequest* r) { return Run(c, r); };
+  uint8_t* buf = static_cast<uint8_t*>(AlignedAlloc(8192));
+  std::memset(buf, 0x61, 8192);
+  // Not tracking dirty regions: only the activity log costs a persist, on
+  // the first write to each extent.
+  ASSERT_EQ(Do(c, Opcode::kWrite, 0, 4096, buf), StatusCode::kOk);
+  ASSERT_EQ(Do(c, Opcode::kWrite, 8192, 4096, buf), StatusCode::kOk);  // extent 0 again: free
+  ASSERT_EQ(Do(c, Opcode::kTrim, 5 * kExtent, 4096, nullptr), StatusCode::kOk);
+  ASSERT_EQ(Do(c, Opcode::kWriteZeroes, 9 * kExtent - 4096, 8192, nullptr), StatusCode::kOk);
+  ASSERT_EQ(Do(c, Opcode::kRead, 12 * kExtent, 4096, buf), StatusCode::kOk);  // reads don't mark
+  ServerStats stats = server_->GetStats();
+  EXPECT_EQ(stats.writes_parked_for_dirty_map, 3u);
+  uint32_t unit = 0;
+  const std::vector<uint64_t> want = {0, 5, 8, 9};
+  EXPECT_EQ(ActiveExtents(run, &unit), want);
+  EXPECT_EQ(unit, kExtent);
+  EXPECT_EQ(Info(c).activity_count, 4u);
+  // Durable before the writes were answered.
+  auto md = replica::MetadataFile::Open(dir_ + "/replicas/vol-1/meta");
+  ASSERT_TRUE(md.ok());
+  EXPECT_EQ((*md)->current().activity_map[0], 0x21);  // extents 0 and 5
+  EXPECT_EQ((*md)->current().activity_map[1], 0x03);  // extents 8 and 9
+
+  CrashAndRestart();
+  Listener m;
+  ReplicaClient* d = Connect(&m, Options());
+  ASSERT_TRUE(m.connected);
+  EXPECT_FALSE(m.info.clean_shutdown);
+  EXPECT_EQ(m.info.activity_count, 4u);
+  EXPECT_EQ(ActiveExtents([&](ClientRequest* r) { return Run(d, r); }), want);
+  std::free(buf);
+}
+
+TEST_P(DirtyMapServerTest, ActivityLogRetiresFlushedExtentsLazilyAndCleanShutdownClearsIt) {
+  server_->Stop();
+  retire_delay_ms_ = 0;
+  StartServer(0);
+  Listener l;
+  ReplicaClient* c = Connect(&l, Options());
+  ASSERT_TRUE(l.connected);
+  auto run = [&](ClientRequest* r) { return Run(c, r); };
+  uint8_t* buf = static_cast<uint8_t*>(AlignedAlloc(4096));
+  std::memset(buf, 0x62, 4096);
+  ASSERT_EQ(Do(c, Opcode::kWrite, 1 * kExtent, 4096, buf), StatusCode::kOk);
+  ASSERT_EQ(Do(c, Opcode::kWrite, 2 * kExtent, 4096, buf), StatusCode::kOk);
+  ASSERT_EQ(Do(c, Opcode::kFlush, 0, 0, nullptr), StatusCode::kOk);
+  // Written after the FLUSH was received: not covered by it.
+  ASSERT_EQ(Do(c, Opcode::kWrite, 3 * kExtent, 4096, buf), StatusCode::kOk);
+  const std::string meta = dir_ + "/replicas/vol-1/meta";
+  auto on_disk = [&] {
+    auto md = replica::MetadataFile::Open(meta);
+    EXPECT_TRUE(md.ok());
+    return md.ok() ? (*md)->current().activity_map[0] : 0xFF;
+  };
+  EXPECT_EQ(on_disk(), 0x0E);  // 1, 2, 3
+  // The retire pass runs about once per second and persists what it cleared.
+  ASSERT_TRUE(RunUntil([&] { return on_disk() == 0x08; }, 5000)) << int(on_disk());
+  EXPECT_EQ(ActiveExtents(run), std::vector<uint64_t>{3});
+  ServerStats stats = server_->GetStats();
+  EXPECT_EQ(stats.activity_extents_retired, 2u);
+  EXPECT_GE(stats.activity_lazy_persists, 1u);
+  // Rewriting a retired extent marks it durably again.
+  ASSERT_EQ(Do(c, Opcode::kWrite, 1 * kExtent + 4096, 4096, buf), StatusCode::kOk);
+  EXPECT_EQ(on_disk(), 0x0A);
+
+  // A clean shutdown clears the log.
+  clients_.clear();
+  server_->Stop();
+  ASSERT_TRUE(manager_->CloseAll().ok());
+  manager_ = std::make_unique<replica::ReplicaManager>(backend_.get(), dir_ + "/replicas");
+  ASSERT_TRUE(manager_->LoadAll().ok());
+  StartServer(0);
+  Listener m;
+  Connect(&m, Options());
+  ASSERT_TRUE(m.connected);
+  EXPECT_TRUE(m.info.clean_shutdown);
+  EXPECT_EQ(m.info.activity_count, 0u);
+  EXPECT_EQ(on_disk(), 0);
+  std::free(buf);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, DirtyMapServerTest, ::testing::Values("io_uring", "libaio"),

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <string_view>
 
+#include "common/clock.h"
 #include "common/crc32c.h"
 #include "common/logging.h"
 #include "replica-engine/server/replica_server.h"
@@ -308,19 +309,22 @@ WireStatus ReplicaSession::HandleDirtyOp(Slot* s, const FrameHeader& h, const ui
       return FromReplicaStatus(st);
     }
     case Opcode::kGetDirtyMap: {
-      if (region == 0) return WireStatus::kUnsupported;
-      const uint64_t per_byte = uint64_t{region} * 8;  // bytes of volume per map byte
+      // kFlagActivity: the activity log, in the same format.
+      const bool activity = (h.flags & protocol::kFlagActivity) != 0;
+      const uint32_t unit = activity ? r->activity_extent_size() : region;
+      if (unit == 0) return WireStatus::kUnsupported;
+      const uint64_t per_byte = uint64_t{unit} * 8;  // bytes of volume per map byte
       if (h.offset % per_byte != 0) return WireStatus::kInvalid;
       if (h.offset >= size_) return WireStatus::kOutOfRange;
       const uint32_t limit =
           h.length == 0 || h.length > protocol::kMaxPayload ? protocol::kMaxPayload : h.length;
       if (limit <= protocol::kDirtyMapPrefixSize) return WireStatus::kInvalid;
-      const std::vector<uint8_t>& map = r->dirty_map();
+      const std::vector<uint8_t>& map = activity ? r->activity_map() : r->dirty_map();
       const uint64_t first = h.offset / per_byte;
       const uint64_t n =
           std::min<uint64_t>(map.size() - first, limit - protocol::kDirtyMapPrefixSize);
       protocol::DirtyMapChunk chunk;
-      chunk.region_size = region;
+      chunk.region_size = unit;
       chunk.volume_size = size_;
       chunk.bitmap = std::string_view(reinterpret_cast<const char*>(map.data() + first), n);
       // Copied: the map may change while the reply waits for the socket.
@@ -351,6 +355,8 @@ void ReplicaSession::SetInfoReply(Slot* s) {
   info.generation_id = md.generation_id;
   info.generation_history = md.generation_history;
   info.clean_shutdown = replica_->was_clean();
+  info.activity_extent_size = replica_->activity_extent_size();
+  info.activity_count = static_cast<uint32_t>(replica_->activity_count());
   // Cannot fail: the ids were validated when the replica was created.
   (void)protocol::EncodeReplicaInfo(info, &s->control);
   s->payload = reinterpret_cast<const uint8_t*>(s->control.data());
@@ -470,6 +476,7 @@ bool ReplicaSession::StartIo(Slot* s, const FrameHeader& h, const uint8_t* paylo
     }
     case Opcode::kFlush:
       req.op = backend::IoOp::kFlush;
+      s->flush_seq = replica_->NoteFlushReceived();
       break;
     case Opcode::kTrim:
       req.op = backend::IoOp::kDiscard;
@@ -481,11 +488,12 @@ bool ReplicaSession::StartIo(Slot* s, const FrameHeader& h, const uint8_t* paylo
       return true;  // not reached: HandleRequest filters opcodes
   }
   ++inflight_;
-  if (h.op() != Opcode::kRead && h.op() != Opcode::kFlush && replica_->tracking_dirty() &&
+  if (h.op() != Opcode::kRead && h.op() != Opcode::kFlush &&
       !replica_->NoteWrite(h.offset, h.length)) {
-    // Its dirty bits are only in memory: park it until a persist covering
-    // them is durable (BeforeWait starts one for every write parked this
-    // iteration, or the next one when a persist is already in flight).
+    // Its dirty-map or activity-log bits are only in memory: park it until a
+    // persist covering them is durable (BeforeWait starts one for every write
+    // parked this iteration, or the next one when a persist is already in
+    // flight).
     s->dirty_seq = replica_->dirty_seq();
     s->next = nullptr;
     if (dirty_tail_ != nullptr) {
@@ -567,6 +575,21 @@ void ReplicaSession::OnIoDone(backend::IoRequest* req) {
   Slot* s = static_cast<Slot*>(req->ctx);
   ReplicaSession* self = s->session;
   --self->inflight_;
+  // The activity log counts every write noted at receipt until it is done,
+  // whatever became of it (failed, dropped, or answered STALE_EPOCH), and
+  // every FLUSH that made the disk durable.
+  switch (req->op) {
+    case backend::IoOp::kWrite:
+    case backend::IoOp::kDiscard:
+    case backend::IoOp::kWriteZeroes:
+      self->replica_->NoteWriteDone(s->reply.offset, s->reply.length);
+      break;
+    case backend::IoOp::kFlush:
+      if (req->result >= 0) self->replica_->NoteFlushDone(s->flush_seq, MonotonicNanos());
+      break;
+    default:
+      break;
+  }
   // A HELLO of a newer epoch may be waiting for this session's I/O to drain.
   if (self->inflight_ == 0 && (self->closing_ || self->superseded_)) {
     self->server_->WakeStalled();

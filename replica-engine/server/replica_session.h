@@ -69,6 +69,7 @@ class ReplicaSession final : public EventLoop::Handler {
     std::string control;     // HELLO / GET_INFO / GET_DIRTY_MAP / GET_ALLOCATION reply payload
     uint32_t sent = 0;       // bytes of header + payload already written
     uint64_t dirty_seq = 0;  // parked write: the Replica::dirty_seq() it waits for
+    uint64_t flush_seq = 0;  // FLUSH: Replica::NoteFlushReceived()
     Slot* next = nullptr;    // free list or tx queue
   };
 
