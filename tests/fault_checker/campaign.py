@@ -173,7 +173,7 @@ def plan_seed(seed, faults, kinds, overlap_p):
             raise ValueError(kind)
         step.kinds.append(kind)
         budget -= 1
-        if budget > 0 and rng.random() < overlap_p:
+        if rng.random() < overlap_p:
             # A second, overlapping fault on another replica while the first
             # one is still being recovered from.
             kind2 = rng.choice(["replica_kill", "replica_stop"])
@@ -188,7 +188,6 @@ def plan_seed(seed, faults, kinds, overlap_p):
                 step.events += [Event(t2, "stop_replica", i=v2), Event(t2 + d2, "cont_replica", i=v2)]
                 step.desc.append(f"at +{t2 - t:.1f} s SIGSTOP e{v2} for {d2:.1f} s")
             step.kinds.append(kind2)
-            budget -= 1
         if rng.random() < 0.5:
             # Read everything back while the fault is not yet recovered from
             # (the writer paused): degraded reads must not return old data.

@@ -47,7 +47,8 @@ def parse_args(argv):
     p.add_argument("--seed", default=None,
                    help="comma-separated seeds to run (instead of --seeds)")
     p.add_argument("--faults-per-seed", type=int, default=6,
-                   help="faults injected per seed (overlapping ones count too; default 6)")
+                   help="steps per seed, one fault each (default 6: every kind once); "
+                   "overlapping faults (--overlap) come on top")
     p.add_argument("--kinds", default=",".join(KINDS),
                    help="comma-separated fault kinds to draw from (default: all): "
                    + ", ".join(KINDS))
@@ -245,7 +246,10 @@ def main(argv):
         if results:
             print_table(results, sys.stdout)
         return 130
-    print(f"\nfault_checker: {len(results)} seeds, {time.monotonic() - t0:.0f} s", file=sys.stdout)
+    steps = sum(st.get("steps", 0) for _, st in results)
+    mids = sum(st.get("mid_verifies", 0) for _, st in results)
+    print(f"\nfault_checker: {len(results)} seeds, {steps} steps checked, {mids} mid-step "
+          f"verifies, {time.monotonic() - t0:.0f} s", file=sys.stdout)
     n_fail = print_table(results, sys.stdout)
     failing = [(s, st) for s, st in results if st["result"] != "ok"]
     if failing:
