@@ -24,6 +24,7 @@ namespace {
 constexpr uint32_t kMaxTransfer = 0x7ffff000;
 // Keeps io_setup within typical fs.aio-max-nr budgets.
 constexpr uint32_t kMaxDepth = 65536;
+constexpr uint32_t kMaxSyncThreads = 16;
 
 // 0 when `req` may go to the kernel, else the -errno it completes with.
 int32_t CheckRequest(const IoRequest& req) {
@@ -60,7 +61,9 @@ Result<std::unique_ptr<AioBackend>> AioBackend::Create(const BackendOptions& opt
 }
 
 AioBackend::AioBackend(const BackendOptions& options)
-    : depth_(std::clamp<uint32_t>(options.queue_depth, 1, kMaxDepth)) {}
+    : depth_(std::clamp<uint32_t>(options.queue_depth, 1, kMaxDepth)),
+      sync_threads_(std::clamp<uint32_t>(options.aio_sync_threads, 1, kMaxSyncThreads)),
+      worker_(&AioBackend::ExecSyncOp) {}
 
 Status AioBackend::Init() {
   const int ret = io_setup(static_cast<int>(depth_), &ctx_);
@@ -76,7 +79,8 @@ Status AioBackend::Init() {
   for (uint32_t i = depth_; i-- > 0;) free_iocbs_.push_back(&iocbs_[i]);
   batch_.resize(depth_);
   events_.resize(depth_);
-  return Status::Ok();
+  worker_.SetCompletionFd(event_fd_.get());
+  return worker_.Start(sync_threads_);
 }
 
 AioBackend::~AioBackend() {
@@ -129,38 +133,44 @@ void AioBackend::PrepIocb(iocb* cb, IoRequest* req) {
   cb->data = req;
 }
 
-void AioBackend::RunSyncOps() {
-  RequestList list = sync_ops_;
-  sync_ops_ = {};
-  while (!list.empty()) {
-    IoRequest* req = list.PopFront();
-    int ret;
-    do {
-      switch (req->op) {
-        case IoOp::kFlush:
-          ret = fdatasync(req->fd);
-          break;
-        case IoOp::kDiscard:
-          ret = fallocate(req->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                          static_cast<off_t>(req->offset), req->length);
-          break;
-        default:  // kWriteZeroes; CheckRequest admits nothing else here
-          ret = fallocate(req->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
-                          static_cast<off_t>(req->offset), req->length);
-          break;
-      }
-    } while (ret < 0 && errno == EINTR);
-    if (ret < 0) {
-      CompleteLocally(req, -errno);
-    } else {
-      CompleteLocally(req, req->op == IoOp::kFlush ? 0 : static_cast<int32_t>(req->length));
+int32_t AioBackend::ExecSyncOp(const IoRequest& req) {
+  // On a worker thread (BackendWorker): the syscall and nothing else.
+  int ret;
+  do {
+    switch (req.op) {
+      case IoOp::kFlush:
+        ret = fdatasync(req.fd);
+        break;
+      case IoOp::kDiscard:
+        ret = fallocate(req.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                        static_cast<off_t>(req.offset), req.length);
+        break;
+      default:  // kWriteZeroes; CheckRequest admits nothing else here
+        ret = fallocate(req.fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+                        static_cast<off_t>(req.offset), req.length);
+        break;
     }
+  } while (ret < 0 && errno == EINTR);
+  if (ret < 0) return -errno;
+  return req.op == IoOp::kFlush ? 0 : static_cast<int32_t>(req.length);
+}
+
+int AioBackend::RunWorkerCompletions() {
+  if (worker_.outstanding() == 0) return 0;
+  int n = 0;
+  for (IoRequest* req = worker_.TakeCompleted(); req != nullptr;) {
+    IoRequest* next = req->next_;  // `done` may queue req again
+    req->next_ = nullptr;
+    Finish(req, req->result);
+    ++n;
+    req = next;
   }
+  return n;
 }
 
 int AioBackend::Submit() {
   CheckOwnerThread("Submit");
-  RunSyncOps();
+  while (!sync_ops_.empty()) worker_.Post(sync_ops_.PopFront());
   int submitted = 0;
   while (!pending_.empty() && !free_iocbs_.empty()) {
     int n = 0;
@@ -172,20 +182,24 @@ int AioBackend::Submit() {
     }
     int sent = 0;
     while (sent < n) {
-      const int ret = io_submit(ctx_, n - sent, batch_.data() + sent);
+      int ret;
+      if (!TakeInjectedSubmitFailure(&ret)) ret = io_submit(ctx_, n - sent, batch_.data() + sent);
       if (ret > 0) {
         sent += ret;
         in_kernel_ += static_cast<uint32_t>(ret);
         submitted += ret;
+        worker_.SubmitAccepted();
         continue;
       }
       if (ret == -EINTR) continue;
       if (ret == 0 || ret == -EAGAIN) {
-        // Kernel out of resources: put the rest back, in order, for later.
+        // Kernel out of resources: put the rest back, in order, for later,
+        // and make sure a later Reap comes even if nothing else completes.
         for (int i = n - 1; i >= sent; --i) {
           pending_.PushFront(static_cast<IoRequest*>(batch_[i]->data));
           free_iocbs_.push_back(batch_[i]);
         }
+        worker_.ArmSubmitRetry();
         return submitted;
       }
       // io_submit reports an error only for the first iocb (e.g. -EBADF,
@@ -264,27 +278,42 @@ int AioBackend::Reap(int min_complete, int64_t timeout_us) {
   for (;;) {
     Submit();
     n += RunLocalCompletions();
-    if (in_kernel_ == 0) break;  // nothing can complete: do not wait
+    n += RunWorkerCompletions();
+    // Requests the kernel refused (there were iocbs for them): the retry
+    // wakes the completion fd.
+    const bool refused = !pending_.empty() && !free_iocbs_.empty();
+    if (in_kernel_ == 0 && worker_.outstanding() == 0 && !refused) {
+      break;  // nothing can complete: do not wait
+    }
     int want = std::max(0, min_complete - n);
-    want = std::min<int>(want, static_cast<int>(in_kernel_));
     timespec ts{};
     timespec* tsp = &ts;  // zero: poll
-    if (want > 0) {
-      if (timeout_us < 0) {
-        tsp = nullptr;
+    if (want > 0 && timeout_us >= 0) {
+      const uint64_t now = MonotonicNanos();
+      if (timeout_us == 0 || now >= deadline) {
+        want = 0;
       } else {
-        const uint64_t now = MonotonicNanos();
-        if (timeout_us == 0 || now >= deadline) {
-          want = 0;
-        } else {
-          const uint64_t left = deadline - now;
-          ts.tv_sec = static_cast<time_t>(left / 1000000000);
-          ts.tv_nsec = static_cast<long>(left % 1000000000);
-        }
+        const uint64_t left = deadline - now;
+        ts.tv_sec = static_cast<time_t>(left / 1000000000);
+        ts.tv_nsec = static_cast<long>(left % 1000000000);
       }
+    } else if (want > 0) {
+      tsp = nullptr;
     }
-    const int got =
-        io_getevents(ctx_, want, static_cast<long>(events_.size()), events_.data(), tsp);
+    int min_events = 0;
+    if (want > 0 && (worker_.outstanding() > 0 || refused)) {
+      // Completions come from the kernel, the workers and the retry, and all
+      // of them write the completion fd: wait for that, then collect.
+      WaitAndDrainCompletionFd(event_fd_.get(), timeout_us < 0 ? 0 : deadline);
+      ts = {};
+      tsp = &ts;
+    } else {
+      min_events = std::min<int>(want, static_cast<int>(in_kernel_));
+    }
+    const int got = in_kernel_ == 0
+                        ? 0
+                        : io_getevents(ctx_, min_events, static_cast<long>(events_.size()),
+                                       events_.data(), tsp);
     if (got < 0 && got != -EINTR) {
       TLOG_ERROR("backend", "io_getevents failed: %s", std::strerror(-got));
       break;

@@ -11,7 +11,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -30,6 +32,7 @@
 #include <gtest/gtest.h>
 
 #include "common/clock.h"
+#include "replica-engine/backend/aio_backend.h"
 #include "replica-engine/backend/backend_factory.h"
 #include "replica-engine/backend/storage_backend.h"
 
@@ -913,6 +916,226 @@ TEST_P(BackendConformanceTest, CompletionFdSignalsPendingCompletions) {
   EXPECT_EQ(backend_->Reap(0, 0), 1);
   EXPECT_EQ(done, 2);
   EXPECT_EQ(r.result, -EINVAL);
+}
+
+// What ReplicaServer's loop does with a backend once BeforeWait has submitted
+// (the caller's Submit()): epoll sleeps until the completion fd is readable
+// (nothing else wakes it here), the handler drains the fd and reaps, then
+// BeforeWait submits again. Runs until *count >= n or `max_ns` passes; returns
+// how many times the completion fd woke it.
+int RunLoop(StorageBackend* b, const int* count, int n, uint64_t max_ns) {
+  const uint64_t deadline = MonotonicNanos() + max_ns;
+  int wakes = 0;
+  while (*count < n) {
+    const uint64_t now = MonotonicNanos();
+    if (now >= deadline) break;
+    pollfd p{b->CompletionFd(), POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>((deadline - now + 999'999) / 1'000'000)) != 1) continue;
+    ++wakes;
+    eventfd_t drained;
+    eventfd_read(b->CompletionFd(), &drained);
+    b->Reap(0, 0);
+    b->Submit();
+  }
+  return wakes;
+}
+
+// Declared after a test's requests and buffers (so destroyed before them):
+// completes whatever is still in flight when the test returns early, so a
+// failing test never leaves the backend holding requests that are gone.
+struct DrainOnExit {
+  StorageBackend* b;
+  ~DrainOnExit() {
+    b->FailNextSubmitsForTesting(0, 0);
+    const uint64_t deadline = MonotonicNanos() + kWaitNs;
+    while (b->InFlight() > 0 && MonotonicNanos() < deadline) {
+      b->Submit();
+      b->Reap(1, 100'000);
+    }
+  }
+};
+
+// A submission the kernel refuses (io_uring_enter -EAGAIN/-EBUSY, io_submit
+// -EAGAIN: out of memory) while nothing else is in flight: no completion will
+// ever make the completion fd readable, so the backend must arrange a wake-up
+// itself, or the request waits until unrelated I/O happens to arrive.
+TEST_P(BackendConformanceTest, RefusedSubmitWithNothingInFlightCompletesWithoutOtherIo) {
+  std::vector<int> errors = {-EAGAIN};
+  if (std::string(GetParam()) == "io_uring") errors.push_back(-EBUSY);
+  for (const int error : errors) {
+    eventfd_t drained;
+    eventfd_read(backend_->CompletionFd(), &drained);  // start from zero
+    Buffer buf = NewBuffer(kBlock);
+    FillPattern(buf.get(), kBlock, 101);
+    int done = 0;
+    IoRequest r;
+    r.op = IoOp::kWrite;
+    r.fd = fd_;
+    r.offset = 5 * kBlock;
+    r.length = kBlock;
+    r.buf = buf.get();
+    r.done = CountDone;
+    r.ctx = &done;
+    DrainOnExit drain{backend_.get()};
+    backend_->FailNextSubmitsForTesting(error, 1);
+    backend_->Queue(&r);
+    EXPECT_EQ(backend_->Submit(), 0) << "the injected refusal";
+    EXPECT_EQ(backend_->InFlight(), 1u);
+    const int wakes = RunLoop(backend_.get(), &done, 1, 3'000'000'000ull);
+    ASSERT_EQ(done, 1) << "error " << error << ": after a refused submit with nothing in flight "
+                       << "the completion fd never became readable (" << wakes
+                       << " wake-ups): the request waits for I/O that never comes";
+    EXPECT_EQ(r.result, static_cast<int32_t>(kBlock));
+    EXPECT_EQ(ReadBack(5 * kBlock, kBlock), Pattern(kBlock, 101));
+  }
+}
+
+// A kernel that keeps refusing is retried with a backoff, not in a spin (the
+// loop would burn a CPU for as long as memory is short), and the request goes
+// through once the kernel accepts again.
+TEST_P(BackendConformanceTest, PersistentlyRefusedSubmitIsRetriedWithBackoff) {
+  eventfd_t drained;
+  eventfd_read(backend_->CompletionFd(), &drained);
+  Buffer buf = NewBuffer(kBlock);
+  FillPattern(buf.get(), kBlock, 102);
+  int done = 0;
+  IoRequest r;
+  r.op = IoOp::kWrite;
+  r.fd = fd_;
+  r.offset = 6 * kBlock;
+  r.length = kBlock;
+  r.buf = buf.get();
+  r.done = CountDone;
+  r.ctx = &done;
+  DrainOnExit drain{backend_.get()};
+  backend_->FailNextSubmitsForTesting(-EAGAIN, 1 << 30);
+  backend_->Queue(&r);
+  EXPECT_EQ(backend_->Submit(), 0);
+  const int wakes = RunLoop(backend_.get(), &done, 1, 300'000'000ull);
+  EXPECT_EQ(done, 0);
+  EXPECT_GE(wakes, 2) << "a refused submit is never retried";
+  EXPECT_LE(wakes, 40) << "retries spin instead of backing off";
+  backend_->FailNextSubmitsForTesting(0, 0);  // the kernel has memory again
+  RunLoop(backend_.get(), &done, 1, 3'000'000'000ull);
+  ASSERT_EQ(done, 1) << "the request never went through after the kernel accepted again";
+  EXPECT_EQ(r.result, static_cast<int32_t>(kBlock));
+}
+
+// A blocking Reap (tools, benchmarks) waits through refusals too.
+TEST_P(BackendConformanceTest, BlockingReapWaitsThroughRefusedSubmits) {
+  Buffer buf = NewBuffer(kBlock);
+  FillPattern(buf.get(), kBlock, 103);
+  int done = 0;
+  IoRequest r;
+  r.op = IoOp::kWrite;
+  r.fd = fd_;
+  r.offset = 7 * kBlock;
+  r.length = kBlock;
+  r.buf = buf.get();
+  r.done = CountDone;
+  r.ctx = &done;
+  DrainOnExit drain{backend_.get()};
+  backend_->FailNextSubmitsForTesting(-EAGAIN, 3);
+  backend_->Queue(&r);
+  EXPECT_EQ(backend_->Reap(1, 5'000'000), 1);
+  EXPECT_EQ(done, 1);
+  EXPECT_EQ(r.result, static_cast<int32_t>(kBlock));
+}
+
+// libaio has no usable async flush/fallocate, so the backend runs them on a
+// worker thread: a slow fdatasync (a device with a slow cache flush, a
+// filesystem committing a big journal) must not hold back the completions of
+// other requests on the same loop, i.e. of every other volume of the engine.
+TEST_P(BackendConformanceTest, SlowSyncOpDoesNotHoldBackOtherCompletions) {
+  if (std::string(GetParam()) != "libaio") {
+    GTEST_SKIP() << "io_uring runs fsync and fallocate asynchronously in the kernel";
+  }
+  auto* aio = static_cast<AioBackend*>(backend_.get());
+  WritePattern(0, 8 * kBlock, 111);
+
+  struct Gate {
+    const IoRequest* slow = nullptr;
+    std::promise<void> release;
+    std::shared_future<void> released = release.get_future().share();
+    std::atomic<bool> held{false};
+    std::atomic<bool> ran_on_owner{false};
+    std::thread::id owner = std::this_thread::get_id();
+  } gate;
+  aio->SetSyncOpHookForTesting(
+      [](const IoRequest& req, void* arg) {
+        auto* g = static_cast<Gate*>(arg);
+        if (std::this_thread::get_id() == g->owner) g->ran_on_owner = true;
+        if (&req != g->slow) return;
+        g->held = true;
+        // Bounded, so that a backend running this on the loop fails the test
+        // instead of hanging it.
+        g->released.wait_for(std::chrono::seconds(2));
+      },
+      &gate);
+
+  struct Counter {
+    int done = 0;
+    bool on_owner = true;
+    std::thread::id owner = std::this_thread::get_id();
+  };
+  auto count = [](IoRequest* r) {
+    auto* c = static_cast<Counter*>(r->ctx);
+    ++c->done;
+    if (std::this_thread::get_id() != c->owner) c->on_owner = false;
+  };
+  Counter flush_c, other_c;
+  IoRequest flush;
+  flush.op = IoOp::kFlush;
+  flush.fd = fd_;
+  flush.done = count;
+  flush.ctx = &flush_c;
+  gate.slow = &flush;
+  constexpr int kReads = 4;
+  Buffer rbuf = NewBuffer(kReads * kBlock);
+  IoRequest reads[kReads];
+  for (int i = 0; i < kReads; ++i) {
+    reads[i].op = IoOp::kRead;
+    reads[i].fd = fd_;
+    reads[i].offset = static_cast<uint64_t>(i) * kBlock;
+    reads[i].length = kBlock;
+    reads[i].buf = rbuf.get() + i * kBlock;
+    reads[i].done = count;
+    reads[i].ctx = &other_c;
+  }
+  // A write-zeroes queued behind the slow flush goes to the second worker.
+  IoRequest zeroes;
+  zeroes.op = IoOp::kWriteZeroes;
+  zeroes.fd = fd_;
+  zeroes.offset = 16 * kBlock;
+  zeroes.length = 4 * kBlock;
+  zeroes.done = count;
+  zeroes.ctx = &other_c;
+  DrainOnExit drain{backend_.get()};
+
+  const uint64_t start = MonotonicNanos();
+  backend_->Queue(&flush);
+  for (IoRequest& r : reads) backend_->Queue(&r);
+  backend_->Queue(&zeroes);
+  backend_->Submit();
+  RunLoop(backend_.get(), &other_c.done, kReads + 1, 5'000'000'000ull);
+  const uint64_t took = MonotonicNanos() - start;
+  EXPECT_EQ(other_c.done, kReads + 1);
+  EXPECT_EQ(flush_c.done, 0) << "the reads completed only after the slow flush";
+  EXPECT_FALSE(gate.ran_on_owner) << "FLUSH/TRIM/WRITE_ZEROES ran on the loop thread";
+  EXPECT_LT(took, 1'000'000'000ull) << "reads waited " << took / 1'000'000 << " ms";
+  for (IoRequest& r : reads) EXPECT_EQ(r.result, static_cast<int32_t>(kBlock));
+  EXPECT_EQ(zeroes.result, static_cast<int32_t>(4 * kBlock));
+  std::vector<uint8_t> want = Pattern(8 * kBlock, 111);
+  want.resize(kReads * kBlock);
+  EXPECT_EQ(std::vector<uint8_t>(rbuf.get(), rbuf.get() + kReads * kBlock), want);
+
+  // Released, the flush completes through the completion fd, on this thread.
+  gate.release.set_value();
+  RunLoop(backend_.get(), &flush_c.done, 1, 5'000'000'000ull);
+  EXPECT_EQ(flush_c.done, 1);
+  EXPECT_EQ(flush.result, 0);
+  EXPECT_TRUE(flush_c.on_owner && other_c.on_owner) << "done ran off the owner thread";
+  aio->SetSyncOpHookForTesting(nullptr, nullptr);
 }
 
 // The one-thread contract, as two replica servers sharing one backend break

@@ -1,9 +1,20 @@
 #include "replica-engine/backend/storage_backend.h"
 
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
+#include <system_error>
+
+#include "common/clock.h"
+#include "common/logging.h"
+#include "replica-engine/backend/backend_worker.h"
 
 namespace tandem::backend {
 
@@ -82,6 +93,150 @@ void StorageBackend::OwnerMismatch(const char* call) {
                Name(), static_cast<void*>(this), call, static_cast<int>(me->tid),
                static_cast<int>(owner_ref_->tid));
   std::abort();
+}
+
+}  // namespace tandem::backend
+
+// --- BackendWorker (backend_worker.h) ---------------------------------------
+
+namespace tandem::backend {
+
+BackendWorker::~BackendWorker() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  for (std::thread& t : threads_) t.join();
+}
+
+Status BackendWorker::Start(unsigned threads) {
+  // Workers take no signals: the daemon takes its own synchronously
+  // (sigwait), and a worker must never run a handler meant for the loop.
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  Status st;
+  while (threads_.size() < threads) {
+    try {
+      threads_.emplace_back([this] { Run(); });
+    } catch (const std::system_error& e) {
+      st = Status::Unavailable(std::string("backend worker thread: ") + e.what());
+      break;
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  return st;
+}
+
+void BackendWorker::Post(IoRequest* req) {
+  ++outstanding_;
+  req->next_ = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (queue_tail_ != nullptr) {
+      queue_tail_->next_ = req;
+    } else {
+      queue_head_ = req;
+    }
+    queue_tail_ = req;
+  }
+  cv_.notify_one();
+}
+
+IoRequest* BackendWorker::TakeCompleted() {
+  IoRequest* head;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    head = done_head_;
+    done_head_ = done_tail_ = nullptr;
+  }
+  for (IoRequest* r = head; r != nullptr; r = r->next_) --outstanding_;
+  return head;
+}
+
+void BackendWorker::ArmSubmitRetry() {
+  if (threads_.empty()) {
+    Status st = Start(1);
+    if (threads_.empty()) {
+      static std::atomic<bool> logged{false};
+      if (!logged.exchange(true)) {
+        TLOG_ERROR("backend", "%s; retrying refused submissions without a pause",
+                   st.ToString().c_str());
+      }
+      WriteCompletionFd();
+      return;
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (wake_armed_) return;  // the pending wake-up covers this refusal too
+    wake_armed_ = true;
+    wake_at_ = std::chrono::steady_clock::now() + backoff_;
+  }
+  backoff_ = std::min(backoff_ * 2, kMaxRetry);
+  cv_.notify_all();  // the waiter on the timer may be any thread
+}
+
+void BackendWorker::SetHookForTesting(HookFn hook, void* arg) {
+  std::lock_guard<std::mutex> lock(mu_);
+  hook_ = hook;
+  hook_arg_ = arg;
+}
+
+void BackendWorker::WriteCompletionFd() const { eventfd_write(completion_fd_, 1); }
+
+void BackendWorker::Run() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stop_) {
+    if (queue_head_ != nullptr) {
+      IoRequest* req = queue_head_;
+      queue_head_ = req->next_;
+      if (queue_head_ == nullptr) queue_tail_ = nullptr;
+      req->next_ = nullptr;
+      const HookFn hook = hook_;
+      void* const hook_arg = hook_arg_;
+      lock.unlock();
+      if (hook != nullptr) hook(*req, hook_arg);
+      req->result = exec_(*req);
+      lock.lock();
+      if (done_tail_ != nullptr) {
+        done_tail_->next_ = req;
+      } else {
+        done_head_ = req;
+      }
+      done_tail_ = req;
+      WriteCompletionFd();
+      continue;
+    }
+    if (wake_armed_) {
+      if (std::chrono::steady_clock::now() >= wake_at_) {
+        wake_armed_ = false;
+        WriteCompletionFd();
+        continue;
+      }
+      cv_.wait_until(lock, wake_at_);
+    } else {
+      cv_.wait(lock);
+    }
+  }
+}
+
+void WaitAndDrainCompletionFd(int fd, uint64_t deadline_ns) {
+  pollfd p{fd, POLLIN, 0};
+  timespec ts{};
+  timespec* tsp = nullptr;
+  if (deadline_ns != 0) {
+    const uint64_t now = MonotonicNanos();
+    const uint64_t left = deadline_ns > now ? deadline_ns - now : 0;
+    ts.tv_sec = static_cast<time_t>(left / 1000000000);
+    ts.tv_nsec = static_cast<long>(left % 1000000000);
+    tsp = &ts;
+  }
+  if (::ppoll(&p, 1, tsp, nullptr) == 1) {
+    eventfd_t drained;
+    eventfd_read(fd, &drained);
+  }
 }
 
 }  // namespace tandem::backend

@@ -12,8 +12,11 @@
 //
 // Contract
 // - Queue/Submit/Reap/InFlight belong to one thread (an event loop): use one
-//   backend per thread. OpenFile/CloseFile may be called from any thread (they
-//   serialise internally), so a management thread can add replicas.
+//   backend per thread. (A backend may run helper threads of its own, see
+//   below; they never call `done`, and touch a request only to run its
+//   syscall and record the result.) OpenFile/CloseFile may be called from any
+//   thread (they serialise internally), so a management thread can add
+//   replicas.
 //   Debug builds (no NDEBUG) enforce this for Queue/Submit/Reap: the first call
 //   binds the backend to the calling thread (its owner), and a call from any
 //   other thread while the owner is still running aborts with a message naming
@@ -29,6 +32,13 @@
 // - Queue() never fails and never blocks. A request the kernel queue has no room
 //   for waits inside the backend and is submitted by a later Submit()/Reap();
 //   it is never failed for lack of room.
+// - A submission the kernel refuses (io_uring_enter -EAGAIN/-EBUSY, io_submit
+//   -EAGAIN: out of memory or resources) is not an error either: the requests
+//   stay queued, and the backend itself makes CompletionFd() readable again
+//   after a short backoff (1 ms, doubling to 64 ms while refusals continue),
+//   so an owner loop sleeping in epoll comes back and its Reap() submits
+//   again, even when nothing else is in flight to wake it. The owner needs no
+//   timer of its own. A blocking Reap() waits through refusals the same way.
 // - Every queued request completes exactly once: `done(req)` is called from
 //   Reap() (never from Queue/Submit) with req->result set to the number of bytes
 //   transferred (== length) or a negative errno. Short transfers are resubmitted
@@ -50,8 +60,10 @@
 // - kDiscard punches a hole (space is released; reads return zeroes).
 //   kWriteZeroes makes the range read as zeroes (FALLOC_FL_ZERO_RANGE on files,
 //   BLKZEROOUT semantics on devices). io_uring runs them as IORING_OP_FALLOCATE;
-//   libaio has no async fallocate, so it runs fallocate(2) at Submit() time on
-//   the calling thread. Either way they complete through Reap().
+//   libaio has no async fallocate (nor a usable async fdatasync), so it hands
+//   them and kFlush at Submit() to worker threads that run only the syscall
+//   (BackendWorker); the owner thread never blocks on them, and they complete
+//   through Reap() on the owner thread like everything else.
 // - kFlush is fdatasync(2) of the file. It makes durable every write whose
 //   `done` ran before the flush was queued (block-layer flush semantics); it
 //   does not order against writes still in flight.
@@ -102,6 +114,10 @@ struct BackendOptions {
   // io_uring: register the file table (IORING_REGISTER_FILES) so each request
   // skips the fd lookup.
   bool register_files = true;
+  // libaio: threads that run flush / discard / write-zeroes (fdatasync,
+  // fallocate) off the owner loop; two, so one slow flush does not hold up
+  // another volume's. 1..16.
+  uint32_t aio_sync_threads = 2;
 };
 
 class StorageBackend {
@@ -147,8 +163,26 @@ class StorageBackend {
   // Whether this build enforces the contract (false when built with NDEBUG).
   static bool ChecksOwnerThread();
 
+  // Test seam (owner thread): the next `count` submissions to the kernel (each
+  // io_uring_enter / io_submit call that would hand over requests) fail with
+  // `error` (a negative errno such as -EAGAIN or -EBUSY) without reaching the
+  // kernel, as a kernel out of resources refuses them. count 0 clears it.
+  void FailNextSubmitsForTesting(int error, int count) {
+    injected_submit_error_ = error;
+    injected_submit_failures_ = count;
+  }
+
  protected:
   StorageBackend() = default;
+
+  // In the backends' submit paths: true, with *error set, when an injected
+  // failure is due (see FailNextSubmitsForTesting).
+  bool TakeInjectedSubmitFailure(int* error) {
+    if (injected_submit_failures_ <= 0) return false;
+    --injected_submit_failures_;
+    *error = injected_submit_error_;
+    return true;
+  }
 
   // First thing in Queue/Submit/Reap. Debug builds: binds the owner at the
   // first call, aborts on a call from another thread while the owner runs.
@@ -169,6 +203,9 @@ class StorageBackend {
   // Slow path of CheckOwnerThread: binds when unbound or when the owner has
   // exited, else aborts.
   void OwnerMismatch(const char* call);
+
+  int injected_submit_error_ = 0;     // owner thread
+  int injected_submit_failures_ = 0;  // owner thread
 
   std::atomic<ThreadToken*> owner_{nullptr};
   std::mutex owner_mu_;

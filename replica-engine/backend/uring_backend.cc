@@ -94,6 +94,7 @@ Status UringBackend::Init() {
 
   event_fd_.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!event_fd_.valid()) return PosixError("eventfd", errno);
+  worker_.SetCompletionFd(event_fd_.get());
   ret = io_uring_register_eventfd(&ring_, event_fd_.get());
   if (ret < 0) {
     return Status::Unavailable(std::string("io_uring_register_eventfd: ") + std::strerror(-ret));
@@ -339,13 +340,35 @@ int UringBackend::DrainCompletions() {
   return n;
 }
 
+int UringBackend::Enter(unsigned wait_nr, __kernel_timespec* ts) {
+  const bool submitting = io_uring_sq_ready(&ring_) > 0;
+  int ret = 0;
+  if (submitting && TakeInjectedSubmitFailure(&ret)) {
+    // Refused as the kernel refuses: nothing submitted, nothing waited for.
+  } else if (wait_nr > 0) {
+    io_uring_cqe* cqe = nullptr;
+    // One syscall submits the batch and waits for `wait_nr` completions.
+    ret = io_uring_submit_and_wait_timeout(&ring_, &cqe, wait_nr, ts, nullptr);
+  } else if (submitting) {
+    ret = io_uring_submit(&ring_);
+  }
+  if (submitting) {
+    // On a refusal (-EAGAIN/-EBUSY/-EINTR) the SQEs stay in the ring and go
+    // with the next Submit/Reap; the retry makes sure one comes.
+    if (io_uring_sq_ready(&ring_) > 0) {
+      worker_.ArmSubmitRetry();
+    } else {
+      worker_.SubmitAccepted();
+    }
+  }
+  return ret;
+}
+
 int UringBackend::Submit() {
   CheckOwnerThread("Submit");
   FillFromOverflow();
   if (io_uring_sq_ready(&ring_) == 0) return 0;
-  const int ret = io_uring_submit(&ring_);
-  // On failure (-EBUSY/-EAGAIN/-EINTR) the SQEs stay in the ring and go with
-  // the next Submit/Reap; nothing is lost.
+  const int ret = Enter(0, nullptr);
   return ret > 0 ? ret : 0;
 }
 
@@ -376,17 +399,15 @@ int UringBackend::Reap(int min_complete, int64_t timeout_us) {
         tsp = &ts;
       }
     }
-    int ret = 0;
-    if (want > 0) {
-      io_uring_cqe* cqe = nullptr;
-      // One syscall submits the batch and waits for `want` completions.
-      ret =
-          io_uring_submit_and_wait_timeout(&ring_, &cqe, static_cast<unsigned>(want), tsp, nullptr);
-    } else if (io_uring_sq_ready(&ring_) > 0) {
-      io_uring_submit(&ring_);
-    }
+    const int ret = Enter(static_cast<unsigned>(want), tsp);
     n += DrainCompletions();
     if (want == 0 || n >= min_complete) break;
+    if (io_uring_sq_ready(&ring_) > 0) {
+      // The submission was refused, so nothing was waited for. What the
+      // kernel has and the retry both write the completion fd: wait for it.
+      WaitAndDrainCompletionFd(event_fd_.get(), timeout_us < 0 ? 0 : deadline);
+      continue;
+    }
     if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
       TLOG_ERROR("backend", "io_uring wait failed: %s", std::strerror(-ret));
       break;

@@ -17,7 +17,10 @@
 //   IORING_OP_FALLOCATE with PUNCH_HOLE / ZERO_RANGE (| KEEP_SIZE), which the
 //   kernel implements for block devices too (zero-out with / without unmap).
 // - The completion eventfd is registered with the ring (io_uring_register_eventfd)
-//   and also signalled when a request completes without reaching the kernel.
+//   and also signalled when a request completes without reaching the kernel,
+//   and by the submit retry (storage_backend.h) after io_uring_enter refused a
+//   submission (-EAGAIN/-EBUSY); its BackendWorker thread starts at the first
+//   refusal, so a backend that never sees one has no thread of its own.
 // - REQUIRES at destruction: InFlight() == 0. The destructor still waits for
 //   requests the kernel owns so it never frees a ring with DMA in progress, but
 //   their `done` is not called.
@@ -32,6 +35,7 @@
 
 #include "common/result.h"
 #include "common/unique_fd.h"
+#include "replica-engine/backend/backend_worker.h"
 #include "replica-engine/backend/storage_backend.h"
 
 namespace tandem::backend {
@@ -88,6 +92,10 @@ class UringBackend final : public StorageBackend {
   explicit UringBackend(const BackendOptions& options);
   Status Init();
 
+  // One io_uring_enter: submits what the SQ holds and waits for `wait_nr`
+  // completions (bounded by `ts`); arms the submit retry when the kernel
+  // refuses the submission. Returns the liburing result.
+  int Enter(unsigned wait_nr, __kernel_timespec* ts);
   // Puts `req` into the ring if there is room, else on the overflow list.
   void Enqueue(IoRequest* req);
   // Writes one SQE for `req` (the remainder of a short transfer included).
@@ -123,6 +131,10 @@ class UringBackend final : public StorageBackend {
   std::mutex files_mu_;
   std::vector<int> free_slots_;  // GUARDED_BY(files_mu_)
   std::array<std::atomic<int32_t>, kFdTableSize> fixed_index_;
+
+  // Submit retry only. After event_fd_: destroyed (thread joined) before the
+  // fd closes.
+  BackendWorker worker_;
 };
 
 }  // namespace tandem::backend
