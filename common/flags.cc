@@ -56,10 +56,13 @@ std::vector<std::string> Flags::GetAll(const std::string& name) const {
 
 Status ParseSize(const std::string& text, uint64_t* out) {
   if (text.empty()) return Status::InvalidArgument("empty number");
+  // strtoull alone would also take leading white space, a sign, and a minus
+  // that wraps around (" -1" is 2^64 - 1).
+  if (text[0] < '0' || text[0] > '9') return Status::InvalidArgument("not a number: " + text);
   char* end = nullptr;
   errno = 0;
   unsigned long long v = std::strtoull(text.c_str(), &end, 10);
-  if (errno != 0 || end == text.c_str() || text[0] == '-') {
+  if (errno != 0 || end == text.c_str()) {
     return Status::InvalidArgument("not a number: " + text);
   }
   std::string suffix(end);
