@@ -15,8 +15,12 @@ bool IsPowerOfTwo(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
 bool IsDottedQuadIpv4(const std::string& host) {
   // inet_pton(AF_INET) accepts exactly the four-part decimal form; inet_aton
   // would also take "127.1" or hex parts, which we do not want on the wire.
+  // inet_pton reads up to the first NUL: "10.1.2.3\0x" (valid UTF-8, so a
+  // proto3 string may hold it) must not pass as 10.1.2.3, or two spellings of
+  // one endpoint would pass as distinct replicas.
   in_addr addr;
-  return !host.empty() && inet_pton(AF_INET, host.c_str(), &addr) == 1;
+  return !host.empty() && host.find('\0') == std::string::npos &&
+         inet_pton(AF_INET, host.c_str(), &addr) == 1;
 }
 
 Status ParseIpv4HostPort(const std::string& field, const std::string& text, bool allow_any_port,
