@@ -136,7 +136,7 @@ void VolumeTarget::Impl::ResyncStep() {
       Replica& r = replicas_[rs.map_replica];
       rs.req_busy = true;
       rs.req.op = Opcode::kGetDirtyMap;
-      rs.req.flags = kFlagActivityLog;
+      rs.req.flags = protocol::kFlagActivity;
       rs.req.offset = rs.map_offset;
       rs.req.length = static_cast<uint32_t>(rs.reply.size());
       rs.req.buf = rs.reply.data();

@@ -469,14 +469,21 @@ void VolumeTarget::Impl::RebuildStep() {
             break;
           }
         }
+        // Only a destination reopened after an unclean shutdown (its engine
+        // or host crashed) can have lost writes it had acknowledged: then its
+        // log joins the plan. One that merely lost its connection lost
+        // nothing; and a resumed full rebuild needs none of it (below its
+        // checkpoint everything was flushed before the cursor moved, and the
+        // live writes it got are in the survivors' dirty maps).
         if (next < 0 && !rb.dest_activity_done && rb.region_size != 0 &&
-            dest.info.activity_count > 0) {
+            rb.mode == RebuildMode::kIncremental && dest.info.activity_count > 0 &&
+            !dest.info.clean_shutdown) {
           rb.dest_activity_done = true;
           rb.map_activity = true;
           rb.map_replica = rb.dest;
           rb.map_offset = 0;
           IssueRb(RbStep::kMap, Opcode::kGetDirtyMap, &dest, 0,
-                  static_cast<uint32_t>(rb.reply.size()), rb.reply.data(), kFlagActivityLog);
+                  static_cast<uint32_t>(rb.reply.size()), rb.reply.data(), protocol::kFlagActivity);
           return;
         }
         if (next < 0) {
@@ -498,7 +505,7 @@ void VolumeTarget::Impl::RebuildStep() {
       }
       IssueRb(RbStep::kMap, Opcode::kGetDirtyMap, &replicas_[rb.map_replica], rb.map_offset,
               static_cast<uint32_t>(rb.reply.size()), rb.reply.data(),
-              rb.map_activity ? kFlagActivityLog : 0);
+              rb.map_activity ? protocol::kFlagActivity : 0);
       return;
     }
     case RbPhase::kCopy:

@@ -17,10 +17,6 @@ namespace tandem::target {
 using client::ClientRequest;
 using client::ReplicaClient;
 
-// GET_DIRTY_MAP flag selecting the activity log (docs/protocol.md). Only sent
-// to replicas that report one (ReplicaInfo::activity_count > 0).
-inline constexpr uint16_t kFlagActivityLog = 1u << 2;
-
 // One frontend request in flight through the mirror. A fixed pool of these is
 // allocated at construction (TargetOptions::max_inflight); a request that finds
 // the pool empty waits in a FIFO, so nothing is allocated per I/O.

@@ -40,8 +40,17 @@ copied="$(target_field vol-i e0 rebuild.bytes_copied)"
 who="$(target_field vol-i e0 rebuild.replica)"
 [ "$who" = "$victim" ] || tc_fail "rebuild.replica=$who, want $victim"
 [ "$mode" = INCREMENTAL ] || tc_fail "rebuild.mode=$mode, want INCREMENTAL"
-[ "$copied" = $((regions * 65536)) ] ||
-  tc_fail "rebuild.bytes_copied=$copied, want $regions x 65536 = $((regions * 65536)) (volume: $((256 << 20)))"
+# kill -9 is an unclean shutdown: e2 may have lost writes it acknowledged but
+# had not flushed (a volatile device cache), which the survivors' dirty maps do
+# not cover. Its activity log does: the 4 MiB extents of the initial 16 MiB
+# write (not yet retired: a FLUSH retires them 10 s later) are copied too.
+outside=0
+for ((i = 0; i < regions; i++)); do
+  [ $((i * 3 * 1048576 + 65536 + 8192)) -ge $((16 << 20)) ] && outside=$((outside + 1))
+done
+want_al=$((16 * 1048576 + outside * 65536))
+[ "$copied" = $((regions * 65536)) ] || [ "$copied" = "$want_al" ] ||
+  tc_fail "rebuild.bytes_copied=$copied, want $regions x 65536 = $((regions * 65536)), or $want_al with e2's activity log (volume: $((256 << 20)))"
 [ "$(replica_state_in_target vol-i e0 "$victim")" = HEALTHY ] || tc_fail "e2 not HEALTHY after its rebuild"
 
 for ((i = 0; i < regions; i++)); do
