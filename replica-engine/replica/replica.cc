@@ -300,11 +300,11 @@ Status Replica::Close() {
   if (st.ok()) {
     ReplicaMetadata md = meta_->current();
     md.clean_shutdown = true;
-    // Every write is on disk now: the activity log keeps only the extents an
-    // earlier run left for a target to resync (sticky).
-    for (size_t i = 0; i < md.activity_map.size(); ++i) {
-      md.activity_map[i] &= i < al_sticky_.size() ? al_sticky_[i] : 0;
-    }
+    // The activity log is kept: every write is on *this* disk now, but a
+    // write a target had in flight may have reached this replica and not its
+    // peers (they may be shutting down at the same moment). Only a target
+    // knows; the next attach resyncs these extents and its generation bump
+    // retires them (found at Open, they are sticky).
     st = UpdateMetadata(md);
   }
   backend_->CloseFile(fd_);

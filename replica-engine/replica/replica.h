@@ -31,7 +31,8 @@
 // costs a resync). Bits found at Open are kept (sticky) until a
 // SET_GENERATION raises the generation above the one held at Open: they name
 // extents that may differ from the peers, and only the target knows when they
-// have been resynced. A clean Close() clears every other bit. The per-extent
+// have been resynced. A clean Close() keeps every bit (a write this replica
+// has may be missing on a peer that stopped first). The per-extent
 // state is allocated at Open; nothing is allocated per write.
 //
 // Asynchronous persist (the replica server's first-touch path): instead of

@@ -1643,7 +1643,7 @@ TEST_P(DirtyMapServerTest, ActivityLogMarksWrittenExtentsDurablyAndSurvivesACras
   std::free(buf);
 }
 
-TEST_P(DirtyMapServerTest, ActivityLogRetiresFlushedExtentsLazilyAndCleanShutdownClearsIt) {
+TEST_P(DirtyMapServerTest, ActivityLogRetiresFlushedExtentsLazilyAndCleanShutdownKeepsIt) {
   server_->Stop();
   retire_delay_ms_ = 0;
   StartServer(0);
@@ -1675,7 +1675,9 @@ TEST_P(DirtyMapServerTest, ActivityLogRetiresFlushedExtentsLazilyAndCleanShutdow
   ASSERT_EQ(Do(c, Opcode::kWrite, 1 * kExtent + 4096, 4096, buf), StatusCode::kOk);
   EXPECT_EQ(on_disk(), 0x0A);
 
-  // A clean shutdown clears the log.
+  // A clean shutdown keeps the log: a write this replica has may be missing
+  // on a peer that stopped first (all engines restarted at once); the next
+  // target resyncs these extents.
   clients_.clear();
   server_->Stop();
   ASSERT_TRUE(manager_->CloseAll().ok());
@@ -1686,8 +1688,8 @@ TEST_P(DirtyMapServerTest, ActivityLogRetiresFlushedExtentsLazilyAndCleanShutdow
   Connect(&m, Options());
   ASSERT_TRUE(m.connected);
   EXPECT_TRUE(m.info.clean_shutdown);
-  EXPECT_EQ(m.info.activity_count, 0u);
-  EXPECT_EQ(on_disk(), 0);
+  EXPECT_EQ(m.info.activity_count, 2u);
+  EXPECT_EQ(on_disk(), 0x0A);
   std::free(buf);
 }
 
