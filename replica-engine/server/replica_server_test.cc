@@ -1685,11 +1685,22 @@ TEST_P(DirtyMapServerTest, ActivityLogRetiresFlushedExtentsLazilyAndCleanShutdow
   ASSERT_TRUE(manager_->LoadAll().ok());
   StartServer(0);
   Listener m;
-  Connect(&m, Options());
+  ReplicaClient* d = Connect(&m, Options());
   ASSERT_TRUE(m.connected);
   EXPECT_TRUE(m.info.clean_shutdown);
   EXPECT_EQ(m.info.activity_count, 2u);
   EXPECT_EQ(on_disk(), 0x0A);
+  // Found at open, they are kept through FLUSHes until the generation moves
+  // past the one the replica had at open (the next target's resync is done);
+  // then they retire like any other.
+  auto rund = [&](ClientRequest* r) { return Run(d, r); };
+  ASSERT_EQ(Do(d, Opcode::kFlush, 0, 0, nullptr), StatusCode::kOk);
+  RunUntil([] { return false; }, 1500);  // a retire pass or two
+  EXPECT_EQ(ActiveExtents(rund), (std::vector<uint64_t>{1, 3}));
+  ASSERT_EQ(SetGeneration(d, 1, false), StatusCode::kOk);
+  ASSERT_EQ(Do(d, Opcode::kFlush, 0, 0, nullptr), StatusCode::kOk);
+  ASSERT_TRUE(RunUntil([&] { return on_disk() == 0; }, 5000)) << int(on_disk());
+  EXPECT_EQ(Info(d).activity_count, 0u);
   std::free(buf);
 }
 
