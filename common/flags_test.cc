@@ -19,8 +19,8 @@ TEST(FlagsTest, ParsesEqualsAndSeparateValuesAndRepeats) {
   f.Define("size", "1M", "");
   f.Define("verbose", "false", "");
   f.Define("replica", "", "");
-  ASSERT_TRUE(ParseArgs(f, {"--dir=/x", "--size", "2G", "--verbose", "--replica=a", "--replica=b"})
-                  .ok());
+  ASSERT_TRUE(
+      ParseArgs(f, {"--dir=/x", "--size", "2G", "--verbose", "--replica=a", "--replica=b"}).ok());
   EXPECT_EQ(f.Get("dir"), "/x");
   uint64_t v = 0;
   ASSERT_TRUE(f.GetUint("size", &v, true).ok());
@@ -52,6 +52,63 @@ TEST(FlagsTest, BadNumbersNameTheFlag) {
   EXPECT_FALSE(ParseSize("99999999999999T", &v).ok());
   ASSERT_TRUE(ParseSize("4K", &v).ok());
   EXPECT_EQ(v, 4096u);
+}
+
+// Regression (flags fuzzer): strtoull skips leading white space and takes a
+// sign, so " -1" used to parse as 2^64 - 1 and " 5" / "+5" as 5.
+TEST(FlagsTest, ParseSizeRefusesWhiteSpaceAndSigns) {
+  for (const char* text : {" -1", "-1", " 5", "\t5", "\n5", "+5", " +5", "-0", " 4K", "5 "}) {
+    uint64_t v = 77;
+    Status st = ParseSize(text, &v);
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << "'" << text << "'";
+    EXPECT_EQ(v, 77u) << "'" << text << "' wrote the output";
+  }
+  uint64_t v = 0;
+  Flags f;
+  f.Define("buffer-pool", " -1", "");
+  EXPECT_EQ(f.GetUint("buffer-pool", &v, /*sizes=*/true).code(), StatusCode::kInvalidArgument);
+}
+
+TEST(FlagsTest, ParsePortTakesPlainDecimalInRange) {
+  uint16_t p = 0;
+  ASSERT_TRUE(ParsePort("9500", false, &p).ok());
+  EXPECT_EQ(p, 9500);
+  ASSERT_TRUE(ParsePort("1", false, &p).ok());
+  EXPECT_EQ(p, 1);
+  ASSERT_TRUE(ParsePort("65535", false, &p).ok());
+  EXPECT_EQ(p, 65535);
+  ASSERT_TRUE(ParsePort("0", /*allow_zero=*/true, &p).ok());
+  EXPECT_EQ(p, 0);
+  // "9k" used to be port 9216 (ParseSize's suffix).
+  for (const char* text : {"9k", "9K", "1M", "", "0", "65536", "99999", "100000", "-1", " 1", "1 ",
+                           "+1", "0x10", "1.5", "00000001"}) {
+    p = 4242;
+    Status st = ParsePort(text, /*allow_zero=*/false, &p);
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << "'" << text << "'";
+    EXPECT_NE(st.message().find("1..65535"), std::string::npos) << st.ToString();
+    EXPECT_EQ(p, 4242) << "'" << text << "' wrote the output";
+  }
+  Status st = ParsePort("9k", /*allow_zero=*/true, &p);
+  EXPECT_NE(st.message().find("0..65535"), std::string::npos) << st.ToString();
+}
+
+TEST(FlagsTest, ParseHostPortSplitsAtTheLastColonAndNamesTheFlag) {
+  std::string host = "unset";
+  uint16_t port = 1;
+  ASSERT_TRUE(
+      ParseHostPort("--listen", "127.0.0.1:0", /*allow_zero_port=*/true, &host, &port).ok());
+  EXPECT_EQ(host, "127.0.0.1");
+  EXPECT_EQ(port, 0);
+  ASSERT_TRUE(ParseHostPort("--listen", "a:b:9500", false, &host, &port).ok());
+  EXPECT_EQ(host, "a:b");
+  EXPECT_EQ(port, 9500);
+  for (const char* text : {"127.0.0.1:9k", "127.0.0.1", "127.0.0.1:", "127.0.0.1:70000"}) {
+    host = "unset";
+    Status st = ParseHostPort("--listen", text, true, &host, &port);
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << text;
+    EXPECT_NE(st.message().find("--listen"), std::string::npos) << st.ToString();
+    EXPECT_EQ(host, "unset") << text;
+  }
 }
 
 }  // namespace

@@ -10,6 +10,9 @@
 // Replicas found under --data-dir at start are loaded and served again.
 // --request-timeout-ms, --rebuild-rate and --reconnect-interval-ms are the
 // defaults of targets whose CreateTarget request leaves those fields 0.
+// A bad flag or flag value (ports are plain decimal: --listen=HOST:9k is
+// refused; --create-replica follows CreateReplica's size rules) exits 2
+// before anything is opened; a failure to start exits 1.
 //
 // SIGTERM/SIGINT, in this order: stop the gRPC server (running calls get a
 // short grace period), destroy every target (flushing it), stop the replica
@@ -26,6 +29,8 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "common/flags.h"
 #include "common/logging.h"
@@ -46,21 +51,6 @@ constexpr std::chrono::milliseconds kGrpcShutdownGrace{2000};
 // 1 MiB request (a rebuild window, a large NBD write) waits forever. 16 MiB
 // leaves room for a few.
 constexpr uint64_t kMinBufferPool = 16ull << 20;
-
-tandem::Status ParseListen(const std::string& listen, std::string* host, uint16_t* port) {
-  size_t colon = listen.rfind(':');
-  if (colon == std::string::npos) {
-    return tandem::Status::InvalidArgument("--listen must be HOST:PORT, got '" + listen + "'");
-  }
-  *host = listen.substr(0, colon);
-  uint64_t p = 0;
-  tandem::Status st = tandem::ParseSize(listen.substr(colon + 1), &p);
-  if (!st.ok() || p > 65535) {
-    return tandem::Status::InvalidArgument("--listen has a bad port: '" + listen + "'");
-  }
-  *port = static_cast<uint16_t>(p);
-  return tandem::Status::Ok();
-}
 
 // "VOLUME_ID:SIZE[:REPLICA_ID]"
 tandem::Status ParseReplicaSpec(const std::string& spec, tandem::replica::ReplicaConfig* cfg) {
@@ -149,9 +139,16 @@ tandem::Status Serve(const tandem::Flags& flags, const tandem::server::ServerOpt
   return st;
 }
 
+// A failure at run time: exit 1.
 int Fail(const tandem::Status& st) {
   TLOG_ERROR(kTag, "%s", st.ToString().c_str());
   return 1;
+}
+
+// A bad flag value: exit 2, like an unknown flag.
+int UsageFail(const tandem::Status& st) {
+  std::fprintf(stderr, "%s\n(see tandem-engine --help)\n", st.ToString().c_str());
+  return 2;
 }
 
 }  // namespace
@@ -200,49 +197,63 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  // Bad flag values exit 2 (usage), before anything is opened.
   tandem::server::ServerOptions opts;
-  st = ParseListen(flags.Get("listen"), &opts.listen_address, &opts.port);
-  if (!st.ok()) return Fail(st);
+  st = tandem::ParseHostPort("--listen", flags.Get("listen"), /*allow_zero_port=*/true,
+                             &opts.listen_address, &opts.port);
+  if (!st.ok()) return UsageFail(st);
   opts.auth_token = flags.Get("auth-token");
   uint64_t v = 0;
-  if (!(st = flags.GetUint("busy-poll-us", &v)).ok()) return Fail(st);
+  if (!(st = flags.GetUint("busy-poll-us", &v)).ok()) return UsageFail(st);
   opts.busy_poll_us = static_cast<uint32_t>(v);
-  if (!(st = flags.GetUint("buffer-pool", &v, true)).ok()) return Fail(st);
+  if (!(st = flags.GetUint("buffer-pool", &v, true)).ok()) return UsageFail(st);
   if (v < kMinBufferPool) {
-    return Fail(tandem::Status::InvalidArgument("--buffer-pool must be at least 16M"));
+    return UsageFail(tandem::Status::InvalidArgument("--buffer-pool must be at least 16M"));
   }
   opts.buffer_pool_bytes = v;
   opts.cpu = std::atoi(flags.Get("cpu").c_str());
-  if (!(st = flags.GetUint("request-timeout-ms", &v)).ok()) return Fail(st);
+  if (!(st = flags.GetUint("request-timeout-ms", &v)).ok()) return UsageFail(st);
   if (v == 0 || v > UINT32_MAX) {
-    return Fail(tandem::Status::InvalidArgument("--request-timeout-ms must be in 1..2^32-1"));
+    return UsageFail(tandem::Status::InvalidArgument("--request-timeout-ms must be in 1..2^32-1"));
   }
   const std::string data_dir = flags.Get("data-dir");
   tandem::api::EngineServiceOptions service_opts;
   service_opts.node_id = flags.Get("node-id").empty() ? Hostname() : flags.Get("node-id");
   service_opts.target_defaults.request_timeout_ms = static_cast<uint32_t>(v);
-  if (!(st = flags.GetUint("rebuild-rate", &v, /*sizes=*/true)).ok()) return Fail(st);
-  if (!(st = tandem::api::ValidateRebuildRate("--rebuild-rate", v)).ok()) return Fail(st);
+  if (!(st = flags.GetUint("rebuild-rate", &v, /*sizes=*/true)).ok()) return UsageFail(st);
+  if (!(st = tandem::api::ValidateRebuildRate("--rebuild-rate", v)).ok()) return UsageFail(st);
   service_opts.target_defaults.rebuild_rate_bytes_per_sec = v;
-  if (!(st = flags.GetUint("reconnect-interval-ms", &v)).ok()) return Fail(st);
+  if (!(st = flags.GetUint("reconnect-interval-ms", &v)).ok()) return UsageFail(st);
   if (v != 0 &&
       (v < tandem::api::kMinReconnectIntervalMs || v > tandem::api::kMaxReconnectIntervalMs)) {
-    return Fail(tandem::Status::InvalidArgument(
+    return UsageFail(tandem::Status::InvalidArgument(
         "--reconnect-interval-ms must be 0 or in " +
         std::to_string(tandem::api::kMinReconnectIntervalMs) + ".." +
         std::to_string(tandem::api::kMaxReconnectIntervalMs)));
   }
   service_opts.target_defaults.reconnect_interval_ms = static_cast<uint32_t>(v);
   service_opts.mgmt_token = flags.Get("mgmt-token");
+  service_opts.data_dir = data_dir;
+  // The same size rules as CreateReplica (block size 4096, a bounded dirty
+  // map); the storage is checked once the data dir exists, below.
+  std::vector<tandem::replica::ReplicaConfig> create;
+  for (const std::string& spec : flags.GetAll("create-replica")) {
+    tandem::replica::ReplicaConfig cfg;
+    if (!(st = ParseReplicaSpec(spec, &cfg)).ok()) return UsageFail(st);
+    if (!(st = tandem::api::ValidateReplicaSize(cfg)).ok()) {
+      return UsageFail(st.WithContext("--create-replica=" + spec));
+    }
+    create.push_back(std::move(cfg));
+  }
 
   auto backend = tandem::backend::BackendFactory::Create(flags.Get("backend"));
   if (!backend.ok()) return Fail(backend.status());
   tandem::replica::ReplicaManager manager(backend->get(), data_dir);
   st = manager.LoadAll();
   if (!st.ok()) TLOG_WARN(kTag, "%s", st.ToString().c_str());
-  for (const std::string& spec : flags.GetAll("create-replica")) {
-    tandem::replica::ReplicaConfig cfg;
-    if ((st = ParseReplicaSpec(spec, &cfg)).ok()) st = manager.Create(cfg).status();
+  for (const tandem::replica::ReplicaConfig& cfg : create) {
+    st = tandem::api::CheckReplicaCapacity(cfg, data_dir);
+    if (st.ok()) st = manager.Create(cfg).status();
     if (!st.ok()) {
       (void)manager.CloseAll();  // see below
       return Fail(st);

@@ -4,9 +4,12 @@
 // TargetManager.
 //
 // Every request is validated here, before it reaches a manager, so a bad
-// request is INVALID_ARGUMENT naming the field and never half-applied. Errors
-// are our Status codes, which are gRPC's (grpc_status.h). When a management
-// token is configured every call must carry the metadata
+// request is INVALID_ARGUMENT (OUT_OF_RANGE for a size beyond the engine's
+// limits) naming the field and never half-applied. Errors are our Status
+// codes, which are gRPC's (grpc_status.h). No handler lets an exception out:
+// GuardHandler answers std::bad_alloc with RESOURCE_EXHAUSTED and any other
+// exception with INTERNAL, and logs it; the engine keeps serving. When a
+// management token is configured every call must carry the metadata
 // "authorization: Bearer <token>", else UNAUTHENTICATED.
 //
 // Thread-safety: gRPC calls the handlers from its own threads, concurrently;
@@ -14,6 +17,8 @@
 // thread-safe.
 
 #include <cstdint>
+#include <exception>
+#include <new>
 #include <string>
 
 #include "replica-engine/api/proto_convert.h"
@@ -38,7 +43,35 @@ struct EngineServiceOptions {
   TargetDefaults target_defaults;
   // Empty: no authentication.
   std::string mgmt_token;
+  // The ReplicaManager's root; required. CreateReplica bounds size_bytes by
+  // the total size of its file system (CheckReplicaCapacity) and fails if it
+  // cannot statvfs it.
+  std::string data_dir;
 };
+
+namespace internal {
+// GuardHandler's answers; they never throw.
+grpc::Status AnswerBadAlloc(const char* method) noexcept;
+grpc::Status AnswerException(const char* method, const char* what) noexcept;
+}  // namespace internal
+
+// Runs the body of the handler `method` and returns its status; an exception
+// it throws is logged and answered instead (std::bad_alloc:
+// RESOURCE_EXHAUSTED, anything else: INTERNAL), naming `method`. (gRPC's
+// own catch-all answers UNKNOWN "Unexpected error in RPC handling" and logs
+// nothing; built without exception support it would let it end the process.)
+template <typename Body>
+grpc::Status GuardHandler(const char* method, Body&& body) noexcept {
+  try {
+    return body();
+  } catch (const std::bad_alloc&) {
+    return internal::AnswerBadAlloc(method);
+  } catch (const std::exception& e) {
+    return internal::AnswerException(method, e.what());
+  } catch (...) {
+    return internal::AnswerException(method, "an exception that is not a std::exception");
+  }
+}
 
 class EngineService final : public ::tandem::engine::v1::Engine::Service {
  public:

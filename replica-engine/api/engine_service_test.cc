@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -17,6 +18,8 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <new>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -111,6 +114,7 @@ class EngineServiceTest : public ::testing::Test {
     so.data_address = "127.0.0.1:" + std::to_string(replica_server_->port());
     so.backend = backend_->Name();
     so.mgmt_token = mgmt_token;
+    so.data_dir = tmp_ + "/data";
     service_ =
         std::make_unique<EngineService>(replicas_.get(), replica_server_.get(), targets_.get(), so);
     auto grpc = GrpcServer::Start("127.0.0.1:0", service_.get());
@@ -205,14 +209,109 @@ TEST_F(EngineServiceTest, CreateReplicaRejectsBadFieldsNamingThem) {
   pb::CreateReplicaRequest req = ReplicaRequest("vol-1");
   req.set_block_size(1000);
   ExpectInvalid(client_->CreateReplica(req, kTimeout).status(), "block_size");
-  req.set_block_size(8192);
-  req.set_size_bytes(8192 * 3 + 4096);
+  req.set_block_size(4096);
+  req.set_size_bytes(4096 * 3 + 2048);
   ExpectInvalid(client_->CreateReplica(req, kTimeout).status(), "size_bytes");
   req = ReplicaRequest("vol-1");
   req.set_replica_id("no spaces");
   ExpectInvalid(client_->CreateReplica(req, kTimeout).status(), "replica_id");
   // Nothing was created by any of them.
   EXPECT_EQ(client_->GetReplica("vol-1", kTimeout).status().code(), StatusCode::kNotFound);
+}
+
+// Issue 10: 2^62 bytes made Replica::Create allocate and zero-fill a dirty
+// map of 2^43 bytes inside the gRPC handler.
+TEST_F(EngineServiceTest, CreateReplicaOfAHugeSizeIsOutOfRangeAndTheEngineKeepsServing) {
+  Result<pb::Replica> huge =
+      client_->CreateReplica(ReplicaRequest("vol-huge", 1ull << 62), kTimeout);
+  EXPECT_EQ(huge.status().code(), StatusCode::kOutOfRange) << huge.status().ToString();
+  EXPECT_EQ(huge.status().message().rfind("size_bytes", 0), 0u) << huge.status().ToString();
+  EXPECT_NE(huge.status().message().find(std::to_string(kMaxReplicaMetadataBytes)),
+            std::string::npos)
+      << huge.status().ToString();
+  EXPECT_EQ(client_->GetReplica("vol-huge", kTimeout).status().code(), StatusCode::kNotFound);
+  EXPECT_FALSE(Exists(tmp_ + "/data/vol-huge"));
+  // Another volume is served as before.
+  Result<pb::Replica> r = client_->CreateReplica(ReplicaRequest("vol-1"), kTimeout);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  Result<std::vector<pb::Replica>> all = client_->ListReplicas(kTimeout);
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  ASSERT_EQ(all->size(), 1u);
+  EXPECT_EQ((*all)[0].volume_id(), "vol-1");
+}
+
+TEST_F(EngineServiceTest, CreateReplicaBeyondTheDataDirsFileSystemIsOutOfRange) {
+  struct statvfs vfs;
+  ASSERT_EQ(::statvfs((tmp_ + "/data").c_str(), &vfs), 0);
+  const uint64_t total = uint64_t(vfs.f_blocks) * vfs.f_frsize;
+  const uint64_t size = (total / 4096 + 1) * 4096;
+  replica::ReplicaConfig defaults;
+  if (size > MaxReplicaSize(defaults)) {
+    GTEST_SKIP() << "the file system is larger than the metadata limit allows";
+  }
+  Result<pb::Replica> r = client_->CreateReplica(ReplicaRequest("vol-big", size), kTimeout);
+  EXPECT_EQ(r.status().code(), StatusCode::kOutOfRange) << r.status().ToString();
+  EXPECT_EQ(r.status().message().rfind("size_bytes " + std::to_string(size), 0), 0u)
+      << r.status().ToString();
+  EXPECT_NE(r.status().message().find("not its free space"), std::string::npos)
+      << r.status().ToString();
+  EXPECT_FALSE(Exists(tmp_ + "/data/vol-big"));
+}
+
+TEST_F(EngineServiceTest, CreateReplicaWithADataPathSmallerThanTheSizeIsOutOfRange) {
+  const std::string path = tmp_ + "/disk.img";
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::ftruncate(fd, kSize), 0);
+  ::close(fd);
+  pb::CreateReplicaRequest req = ReplicaRequest("vol-1", 2 * kSize);
+  req.set_data_path(path);
+  Result<pb::Replica> r = client_->CreateReplica(req, kTimeout);
+  EXPECT_EQ(r.status().code(), StatusCode::kOutOfRange) << r.status().ToString();
+  EXPECT_NE(r.status().message().find(path), std::string::npos) << r.status().ToString();
+  req.set_size_bytes(kSize);
+  Result<pb::Replica> fits = client_->CreateReplica(req, kTimeout);
+  ASSERT_TRUE(fits.ok()) << fits.status().ToString();
+  EXPECT_EQ(fits->data_path(), path);
+}
+
+// Issue 10: block_size 512 was accepted, and one 512-byte read then faulted
+// every replica (the backends need 4 KiB alignment).
+TEST_F(EngineServiceTest, CreateReplicaWith512ByteBlocksIsInvalidArgument) {
+  pb::CreateReplicaRequest req = ReplicaRequest("vol-1");
+  req.set_block_size(512);
+  Result<pb::Replica> r = client_->CreateReplica(req, kTimeout);
+  ExpectInvalid(r.status(), "block_size");
+  EXPECT_NE(r.status().message().find("4096"), std::string::npos) << r.status().ToString();
+  EXPECT_EQ(client_->GetReplica("vol-1", kTimeout).status().code(), StatusCode::kNotFound);
+}
+
+TEST(GuardHandlerTest, ExceptionsBecomeStatusesNamingTheMethod) {
+  grpc::Status ok = GuardHandler("GetReplica", [] { return grpc::Status::OK; });
+  EXPECT_TRUE(ok.ok());
+  grpc::Status passed = GuardHandler(
+      "GetReplica", [] { return grpc::Status(grpc::NOT_FOUND, "no replica of vol-1"); });
+  EXPECT_EQ(passed.error_code(), grpc::NOT_FOUND);
+  EXPECT_EQ(passed.error_message(), "no replica of vol-1");
+
+  grpc::Status oom =
+      GuardHandler("CreateReplica", []() -> grpc::Status { throw std::bad_alloc(); });
+  EXPECT_EQ(oom.error_code(), grpc::RESOURCE_EXHAUSTED);
+  EXPECT_NE(oom.error_message().find("CreateReplica"), std::string::npos) << oom.error_message();
+  // A bad_alloc subclass is still out of memory.
+  grpc::Status len =
+      GuardHandler("CreateReplica", []() -> grpc::Status { throw std::bad_array_new_length(); });
+  EXPECT_EQ(len.error_code(), grpc::RESOURCE_EXHAUSTED);
+
+  grpc::Status other =
+      GuardHandler("CreateTarget", []() -> grpc::Status { throw std::out_of_range("vector::at"); });
+  EXPECT_EQ(other.error_code(), grpc::INTERNAL);
+  EXPECT_NE(other.error_message().find("CreateTarget"), std::string::npos);
+  EXPECT_NE(other.error_message().find("vector::at"), std::string::npos);
+
+  grpc::Status odd = GuardHandler("ListTargets", []() -> grpc::Status { throw 42; });
+  EXPECT_EQ(odd.error_code(), grpc::INTERNAL);
+  EXPECT_NE(odd.error_message().find("ListTargets"), std::string::npos);
 }
 
 TEST_F(EngineServiceTest, GetReplicaOfAbsentVolumeIsNotFound) {

@@ -1,16 +1,108 @@
 #include "replica-engine/api/proto_convert.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <set>
 #include <utility>
+
+#include "common/unique_fd.h"
+#include "replica-engine/replica/replica_metadata.h"
 
 namespace tandem::api {
 namespace {
 
-bool IsPowerOfTwo(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
+// Bytes of one metadata slot of a replica of `size` bytes with `c`'s dirty
+// region and activity extent sizes (the extent is raised to the region size
+// as Replica::Create does).
+uint64_t MetadataBytes(const replica::ReplicaConfig& c, uint64_t size) {
+  const uint32_t activity =
+      c.activity_extent_size == 0 ? 0 : std::max(c.activity_extent_size, c.dirty_region_size);
+  return replica::MetadataSlotSize(size, c.dirty_region_size, activity);
+}
 
 }  // namespace
+
+uint64_t MaxReplicaSize(const replica::ReplicaConfig& c) {
+  if (c.block_size == 0) return 0;
+  // The slot size grows with the size: the largest block count that fits.
+  uint64_t lo = 0, hi = UINT64_MAX / c.block_size;
+  while (lo < hi) {
+    const uint64_t mid = lo + (hi - lo + 1) / 2;
+    if (MetadataBytes(c, mid * c.block_size) <= kMaxReplicaMetadataBytes) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  return lo * c.block_size;
+}
+
+Status ValidateReplicaSize(const replica::ReplicaConfig& c) {
+  if (c.size == 0 || c.block_size == 0 || c.size % c.block_size != 0) {
+    return Status::InvalidArgument("size_bytes " + std::to_string(c.size) +
+                                   " is not a positive multiple of block_size " +
+                                   std::to_string(c.block_size));
+  }
+  const uint64_t meta = MetadataBytes(c, c.size);
+  if (meta > kMaxReplicaMetadataBytes) {
+    return Status::OutOfRange(
+        "size_bytes " + std::to_string(c.size) + " needs " + std::to_string(meta) +
+        " bytes of replica metadata (dirty map and activity log), over the limit of " +
+        std::to_string(kMaxReplicaMetadataBytes) + " per replica: at most " +
+        std::to_string(MaxReplicaSize(c)) + " bytes");
+  }
+  return Status::Ok();
+}
+
+Status CheckReplicaCapacity(const replica::ReplicaConfig& c, const std::string& data_dir) {
+  const std::string size = "size_bytes " + std::to_string(c.size);
+  if (c.data_path.empty()) {
+    struct statvfs vfs;
+    if (::statvfs(data_dir.c_str(), &vfs) != 0) return PosixError("statvfs " + data_dir, errno);
+    uint64_t total = 0;
+    if (__builtin_mul_overflow(static_cast<uint64_t>(vfs.f_blocks),
+                               static_cast<uint64_t>(vfs.f_frsize), &total)) {
+      total = UINT64_MAX;
+    }
+    if (c.size > total) {
+      return Status::OutOfRange(size + " exceeds the " + std::to_string(total) +
+                                "-byte file system of the data directory " + data_dir +
+                                " (replicas are thin-provisioned: the limit is the file "
+                                "system's total size, not its free space)");
+    }
+    return Status::Ok();
+  }
+  // stat before open: opening a FIFO would block the handler.
+  struct stat sb;
+  if (::stat(c.data_path.c_str(), &sb) != 0) return Status::Ok();  // Create says why
+  uint64_t have = 0;
+  const char* what = nullptr;
+  if (S_ISREG(sb.st_mode)) {
+    have = static_cast<uint64_t>(sb.st_size);
+    what = "file";
+  } else if (S_ISBLK(sb.st_mode)) {
+    UniqueFd fd(::open(c.data_path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+    if (!fd.valid()) return Status::Ok();  // Create says why
+    if (::ioctl(fd.get(), BLKGETSIZE64, &have) != 0) {
+      return PosixError("BLKGETSIZE64 " + c.data_path, errno);
+    }
+    what = "block device";
+  } else {
+    return Status::Ok();  // Create refuses it
+  }
+  if (c.size > have) {
+    return Status::OutOfRange(size + " exceeds data_path " + c.data_path + ", a " + what + " of " +
+                              std::to_string(have) + " bytes");
+  }
+  return Status::Ok();
+}
 
 bool IsDottedQuadIpv4(const std::string& host) {
   // inet_pton(AF_INET) accepts exactly the four-part decimal form; inet_aton
@@ -53,19 +145,21 @@ Result<replica::ReplicaConfig> ReplicaConfigFromProto(const pb::CreateReplicaReq
   c.volume_id = req.volume_id();
   c.replica_id = req.replica_id();
   c.block_size = req.block_size() == 0 ? kDefaultBlockSize : req.block_size();
-  if (!IsPowerOfTwo(c.block_size) || c.block_size < 512 || c.block_size > 65536) {
-    return Status::InvalidArgument("block_size " + std::to_string(req.block_size()) +
-                                   " is not a power of two in [512, 65536]");
-  }
-  if (req.size_bytes() == 0 || req.size_bytes() % c.block_size != 0) {
-    return Status::InvalidArgument("size_bytes " + std::to_string(req.size_bytes()) +
-                                   " is not a positive multiple of block_size " +
-                                   std::to_string(c.block_size));
+  if (c.block_size != kSupportedBlockSize) {
+    return Status::InvalidArgument(
+        "block_size " + std::to_string(req.block_size()) + " is not supported: only " +
+        std::to_string(kSupportedBlockSize) + " (or 0 for it) is, as both storage backends " +
+        "need 4 KiB-aligned I/O");
   }
   c.size = req.size_bytes();
+  TANDEM_RETURN_IF_ERROR(ValidateReplicaSize(c));
   c.data_path = req.data_path();
   if (c.data_path.size() > 1024) {
     return Status::InvalidArgument("data_path is longer than 1024 bytes");
+  }
+  if (c.data_path.find('\0') != std::string::npos) {
+    // open() would stop at the NUL and use another file than the one named.
+    return Status::InvalidArgument("data_path contains a NUL byte");
   }
   return c;
 }

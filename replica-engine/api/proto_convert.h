@@ -3,8 +3,9 @@
 // engine's own types, with the request validation that must happen before a
 // request reaches ReplicaManager or TargetManager.
 //
-// Every validation error is INVALID_ARGUMENT and its message starts with the
-// proto field it is about ("size_bytes 0 is not ...", "replicas[2].port ...").
+// Every validation error is INVALID_ARGUMENT (OUT_OF_RANGE for a size beyond
+// the engine's limits) and its message starts with the proto field it is
+// about ("size_bytes 0 is not ...", "replicas[2].port ...").
 
 #include <cstdint>
 #include <string>
@@ -18,8 +19,19 @@ namespace tandem::api {
 
 namespace pb = ::tandem::engine::v1;
 
-// Default block size when CreateReplicaRequest.block_size is 0.
+// Default block size when CreateReplicaRequest.block_size is 0, and the only
+// one supported: both backends do O_DIRECT I/O in 4 KiB-aligned buffers and
+// offsets, so a 512-byte logical block would fault every replica on its
+// first unaligned request.
 constexpr uint32_t kDefaultBlockSize = 4096;
+constexpr uint32_t kSupportedBlockSize = 4096;
+// Upper bound on one replica's metadata slot: the 4 KiB header, the dirty map
+// (one bit per ReplicaConfig::dirty_region_size, 64 KiB) and the activity log
+// (one bit per activity_extent_size, 4 MiB). The engine holds the maps in
+// memory (and a slot image per persist), and zero-fills them at create, so an
+// unbounded size_bytes would be an unbounded allocation. 64 MiB of maps
+// allow volumes up to about 31.5 TiB with the default region sizes.
+constexpr uint64_t kMaxReplicaMetadataBytes = 64ull << 20;
 // CreateTargetRequest.size_bytes must be a multiple of this.
 constexpr uint64_t kTargetSizeAlignment = 4096;
 // A rebuild rate limit is 0 (none) or at least this many bytes/s: a smaller
@@ -38,8 +50,31 @@ struct TargetDefaults {
   uint64_t rebuild_rate_bytes_per_sec = 0;  // 0: unlimited
 };
 
-// Validates a CreateReplicaRequest and turns it into a ReplicaConfig.
+// Validates a CreateReplicaRequest and turns it into a ReplicaConfig: the
+// ids, block_size (0 or kSupportedBlockSize, else INVALID_ARGUMENT), data_path
+// (<= 1024 bytes, no NUL), and size_bytes as ValidateReplicaSize. Touches no
+// file: CheckReplicaCapacity is the check against the storage.
 Result<replica::ReplicaConfig> ReplicaConfigFromProto(const pb::CreateReplicaRequest& req);
+// INVALID_ARGUMENT naming size_bytes unless config.size is a positive
+// multiple of config.block_size; OUT_OF_RANGE naming size_bytes and the
+// limit when its metadata (MetadataSlotSize with config's dirty region and
+// activity extent sizes) would exceed kMaxReplicaMetadataBytes.
+Status ValidateReplicaSize(const replica::ReplicaConfig& config);
+// The largest size (a multiple of config.block_size) whose metadata fits in
+// kMaxReplicaMetadataBytes, with config's region sizes (about 31.5 TiB with
+// the defaults).
+uint64_t MaxReplicaSize(const replica::ReplicaConfig& config);
+// Whether the storage can hold config.size bytes, else OUT_OF_RANGE naming
+// size_bytes and the limit:
+// - no data_path: the data is a sparse file under `data_dir`, so size_bytes
+//   may exceed the free space (thin provisioning) but not the total size of
+//   the file system holding `data_dir` (statvfs f_blocks * f_frsize);
+// - data_path a block device: its size (BLKGETSIZE64);
+// - data_path a regular file: its size (it is used as is, never extended).
+// A data_path that cannot be opened or is neither is left to
+// ReplicaManager::Create to refuse. An error reading the sizes is returned
+// as is (statvfs failing on `data_dir`, say).
+Status CheckReplicaCapacity(const replica::ReplicaConfig& config, const std::string& data_dir);
 void ReplicaToProto(const replica::Replica& replica, pb::Replica* out);
 
 // Validates a CreateTargetRequest (volume_id, epoch > 0, 1..5 distinct

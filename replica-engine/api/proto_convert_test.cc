@@ -4,8 +4,18 @@
 
 #include "replica-engine/api/proto_convert.h"
 
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <stdlib.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <filesystem>
 #include <string>
 
 namespace tandem::api {
@@ -200,11 +210,13 @@ TEST(ReplicaConfigFromProtoTest, BadFieldsAreInvalidArgumentNamingTheField) {
     const char* field;
   };
   const Case cases[] = {
-      {"", "r1", 1 << 20, 0, "volume_id"},      {"..", "r1", 1 << 20, 0, "volume_id"},
-      {"a b", "r1", 1 << 20, 0, "volume_id"},   {"v", "", 1 << 20, 0, "replica_id"},
-      {"v", "r/1", 1 << 20, 0, "replica_id"},   {"v", "r1", 0, 0, "size_bytes"},
-      {"v", "r1", 4096 + 512, 0, "size_bytes"}, {"v", "r1", 1 << 20, 1000, "block_size"},
-      {"v", "r1", 1 << 20, 256, "block_size"},  {"v", "r1", 1 << 20, 131072, "block_size"},
+      {"", "r1", 1 << 20, 0, "volume_id"},       {"..", "r1", 1 << 20, 0, "volume_id"},
+      {"a b", "r1", 1 << 20, 0, "volume_id"},    {"v", "", 1 << 20, 0, "replica_id"},
+      {"v", "r/1", 1 << 20, 0, "replica_id"},    {"v", "r1", 0, 0, "size_bytes"},
+      {"v", "r1", 4096 + 512, 0, "size_bytes"},  {"v", "r1", 1 << 20, 1000, "block_size"},
+      {"v", "r1", 1 << 20, 256, "block_size"},   {"v", "r1", 1 << 20, 131072, "block_size"},
+      {"v", "r1", 1 << 20, 512, "block_size"},   {"v", "r1", 1 << 20, 8192, "block_size"},
+      {"v", "r1", 1 << 20, 65536, "block_size"},
   };
   for (const Case& c : cases) {
     pb::CreateReplicaRequest req;
@@ -217,6 +229,183 @@ TEST(ReplicaConfigFromProtoTest, BadFieldsAreInvalidArgumentNamingTheField) {
     EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
     EXPECT_NE(r.status().message().find(c.field), std::string::npos) << r.status().ToString();
   }
+}
+
+pb::CreateReplicaRequest GoodReplicaRequest(uint64_t size) {
+  pb::CreateReplicaRequest req;
+  req.set_volume_id("vol-1");
+  req.set_replica_id("r1");
+  req.set_size_bytes(size);
+  return req;
+}
+
+// Issue 10: both backends need 4 KiB-aligned I/O, so a 512-byte block size
+// would let one 512-byte read fault every replica.
+TEST(ReplicaConfigFromProtoTest, OnlyTheSupportedBlockSizeIsAccepted) {
+  pb::CreateReplicaRequest req = GoodReplicaRequest(1 << 20);
+  req.set_block_size(4096);
+  ASSERT_TRUE(ReplicaConfigFromProto(req).ok());
+  for (uint32_t bs : {512u, 1024u, 2048u, 8192u, 65536u}) {
+    req.set_block_size(bs);
+    Result<replica::ReplicaConfig> r = ReplicaConfigFromProto(req);
+    ASSERT_FALSE(r.ok()) << "accepted block_size " << bs;
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_EQ(r.status().message().rfind("block_size " + std::to_string(bs), 0), 0u)
+        << r.status().ToString();
+    EXPECT_NE(r.status().message().find("only 4096"), std::string::npos) << r.status().ToString();
+  }
+}
+
+// Issue 10: a huge size_bytes made Replica::Create zero-fill a dirty map of
+// size / 512 KiB bytes (8 TiB for 2^62).
+TEST(ReplicaConfigFromProtoTest, SizeWhoseMetadataExceedsTheLimitIsOutOfRange) {
+  replica::ReplicaConfig defaults;
+  const uint64_t max = MaxReplicaSize(defaults);
+  // 64 MiB of maps at 1 bit per 64 KiB + 1 bit per 4 MiB, less the header.
+  EXPECT_GT(max, 31ull << 40);
+  EXPECT_LT(max, 32ull << 40);
+  EXPECT_EQ(max % 4096, 0u);
+  defaults.size = max;
+  EXPECT_TRUE(ValidateReplicaSize(defaults).ok());
+
+  ASSERT_TRUE(ReplicaConfigFromProto(GoodReplicaRequest(max)).ok());
+  for (uint64_t size : {uint64_t{max + 4096}, uint64_t{32} << 40, uint64_t{1} << 50,
+                        uint64_t{1} << 62, uint64_t{UINT64_MAX - 4095}}) {
+    Result<replica::ReplicaConfig> r = ReplicaConfigFromProto(GoodReplicaRequest(size));
+    ASSERT_FALSE(r.ok()) << "accepted size_bytes " << size;
+    EXPECT_EQ(r.status().code(), StatusCode::kOutOfRange) << r.status().ToString();
+    EXPECT_EQ(r.status().message().rfind("size_bytes " + std::to_string(size), 0), 0u)
+        << r.status().ToString();
+    EXPECT_NE(r.status().message().find(std::to_string(kMaxReplicaMetadataBytes)),
+              std::string::npos)
+        << r.status().ToString();
+    EXPECT_NE(r.status().message().find("at most " + std::to_string(max)), std::string::npos)
+        << r.status().ToString();
+  }
+}
+
+TEST(ReplicaConfigFromProtoTest, DataPathWithANulIsInvalid) {
+  pb::CreateReplicaRequest req = GoodReplicaRequest(1 << 20);
+  req.set_data_path(std::string("/dev/sdb\0/x", 11));
+  Result<replica::ReplicaConfig> r = ReplicaConfigFromProto(req);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(r.status().message().rfind("data_path", 0), 0u) << r.status().ToString();
+}
+
+class CheckReplicaCapacityTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/var/tmp/tandem-capacity-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override {
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+  static replica::ReplicaConfig Config(uint64_t size, const std::string& data_path = "") {
+    replica::ReplicaConfig c;
+    c.volume_id = "vol-1";
+    c.replica_id = "r1";
+    c.size = size;
+    c.data_path = data_path;
+    return c;
+  }
+  std::string dir_;
+};
+
+TEST_F(CheckReplicaCapacityTest, SparseFileIsBoundedByTheFileSystemsTotalSizeNotItsFreeSpace) {
+  struct statvfs vfs;
+  ASSERT_EQ(::statvfs(dir_.c_str(), &vfs), 0);
+  const uint64_t total = uint64_t(vfs.f_blocks) * vfs.f_frsize / 4096 * 4096;
+  const uint64_t free_bytes = uint64_t(vfs.f_bavail) * vfs.f_frsize;
+  // The whole file system: more than is free, still fine (thin provisioning).
+  ASSERT_GT(total, free_bytes);
+  EXPECT_TRUE(CheckReplicaCapacity(Config(total), dir_).ok());
+  Status st = CheckReplicaCapacity(Config(total + 4096), dir_);
+  EXPECT_EQ(st.code(), StatusCode::kOutOfRange) << st.ToString();
+  EXPECT_EQ(st.message().rfind("size_bytes " + std::to_string(total + 4096), 0), 0u)
+      << st.ToString();
+  EXPECT_NE(st.message().find("file system"), std::string::npos) << st.ToString();
+  EXPECT_NE(st.message().find("not its free space"), std::string::npos) << st.ToString();
+  EXPECT_EQ(CheckReplicaCapacity(Config(1ull << 62), dir_).code(), StatusCode::kOutOfRange);
+  // A data dir that is not there: the error, not a pass.
+  EXPECT_FALSE(CheckReplicaCapacity(Config(4096), dir_ + "/missing").ok());
+}
+
+TEST_F(CheckReplicaCapacityTest, DataPathFileIsBoundedByItsSize) {
+  const std::string path = dir_ + "/disk.img";
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::ftruncate(fd, 1 << 20), 0);
+  ::close(fd);
+  EXPECT_TRUE(CheckReplicaCapacity(Config(1 << 20, path), dir_).ok());
+  Status st = CheckReplicaCapacity(Config(2 << 20, path), dir_);
+  EXPECT_EQ(st.code(), StatusCode::kOutOfRange) << st.ToString();
+  EXPECT_EQ(st.message().rfind("size_bytes", 0), 0u) << st.ToString();
+  EXPECT_NE(st.message().find(path), std::string::npos) << st.ToString();
+  EXPECT_NE(st.message().find("1048576"), std::string::npos) << st.ToString();
+  // Missing, a directory, a FIFO (must not block): left to Replica::Create.
+  EXPECT_TRUE(CheckReplicaCapacity(Config(1 << 20, dir_ + "/missing"), dir_).ok());
+  EXPECT_TRUE(CheckReplicaCapacity(Config(1 << 20, dir_), dir_).ok());
+  ASSERT_EQ(::mkfifo((dir_ + "/fifo").c_str(), 0644), 0);
+  EXPECT_TRUE(CheckReplicaCapacity(Config(1 << 20, dir_ + "/fifo"), dir_).ok());
+}
+
+TEST_F(CheckReplicaCapacityTest, DataPathBlockDeviceIsBoundedByItsSize) {
+  // Any block device we may open read-only (nothing is read or written).
+  std::string dev;
+  uint64_t dev_size = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/dev")) {
+    struct stat sb;
+    if (::stat(e.path().c_str(), &sb) != 0 || !S_ISBLK(sb.st_mode)) continue;
+    int fd = ::open(e.path().c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) continue;
+    uint64_t size = 0;
+    const bool got = ::ioctl(fd, BLKGETSIZE64, &size) == 0 && size >= 4096;
+    ::close(fd);
+    if (got) {
+      dev = e.path();
+      dev_size = size;
+      break;
+    }
+  }
+  if (dev.empty()) GTEST_SKIP() << "no block device to open read-only";
+  const uint64_t fits = dev_size / 4096 * 4096;
+  EXPECT_TRUE(CheckReplicaCapacity(Config(fits, dev), dir_).ok()) << dev;
+  Status st = CheckReplicaCapacity(Config(fits + 4096, dev), dir_);
+  EXPECT_EQ(st.code(), StatusCode::kOutOfRange) << st.ToString();
+  EXPECT_NE(st.message().find("block device of " + std::to_string(dev_size) + " bytes"),
+            std::string::npos)
+      << st.ToString();
+}
+
+// Regression (engine API fuzzer): inet_pton stops at a NUL, so
+// "127.0.0.1\0x" passed as 127.0.0.1 and two spellings of one endpoint
+// passed as distinct replicas.
+TEST(IsDottedQuadIpv4Test, AHostWithAnEmbeddedNulIsNotAnAddress) {
+  EXPECT_TRUE(IsDottedQuadIpv4("127.0.0.1"));
+  EXPECT_FALSE(IsDottedQuadIpv4(std::string("127.0.0.1\0", 10)));
+  EXPECT_FALSE(IsDottedQuadIpv4(std::string("127.0.0.1\0x", 11)));
+  EXPECT_FALSE(IsDottedQuadIpv4(std::string(1, '\0') + "127.0.0.1"));
+
+  pb::ReplicaEndpoint e;
+  e.set_host(std::string("10.1.2.3\0evil", 13));
+  e.set_port(9501);
+  Result<target::ReplicaEndpoint> r = EndpointFromProto("replica", e);
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(r.status().message().rfind("replica.host", 0), 0u) << r.status().ToString();
+
+  Result<std::string> a = ReplicaAddressFromProto("address", std::string("127.0.0.1\0:9501", 15));
+  EXPECT_EQ(a.status().code(), StatusCode::kInvalidArgument) << a.status().ToString();
+
+  pb::CreateTargetRequest req = GoodTargetRequest();
+  req.mutable_replicas(1)->set_port(9501);
+  req.mutable_replicas(1)->set_host(std::string("127.0.0.1\0", 10));
+  Result<target::TargetSpec> spec = TargetSpecFromProto(req, TargetDefaults{});
+  ASSERT_FALSE(spec.ok()) << "the same endpoint twice, spelt two ways, was accepted";
+  EXPECT_EQ(spec.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(spec.status().message().rfind("replicas[1]", 0), 0u) << spec.status().ToString();
 }
 
 TEST(TargetToProtoTest, EveryFieldIsMapped) {

@@ -8,10 +8,14 @@
 // Remove/RebuildTargetReplica, SetRebuildRate), and the checks run what that
 // handler runs before it touches a manager. Checked properties:
 // - conversion never crashes, and fails only with INVALID_ARGUMENT whose
-//   message starts with a field of the request;
+//   message starts with a field of the request (or OUT_OF_RANGE naming
+//   size_bytes: a replica whose metadata would exceed the limit);
 // - whatever it accepts satisfies the documented rules, re-checked here
 //   independently: ids in [A-Za-z0-9._-]{1,128} (not "." / ".."), block size
-//   a power of two in [512, 65536], sizes positive multiples, 1..kMaxReplicas
+//   4096, a replica's metadata (header, dirty map at 1 bit per 64 KiB,
+//   activity log at 1 bit per 4 MiB) within kMaxReplicaMetadataBytes, and a
+//   CreateReplicaRequest meeting every rule is accepted; sizes positive
+//   multiples, data_path without NUL, 1..kMaxReplicas
 //   endpoints that are dotted-quad IPv4 hosts (no bytes after the address,
 //   e.g. an embedded NUL) with ports 1..65535 and distinct as endpoints (not
 //   only as strings), rebuild rate 0 or >= kMinRebuildRate, reconnect
@@ -90,19 +94,41 @@ void CheckReplicaAddress(const std::string& field, const std::string& address) {
   Check(again.ok() && *again == *r);  // canonical
 }
 
+// Bytes of a replica's metadata slot, computed from docs/replica_metadata.md
+// rather than with the engine's helper: a 4 KiB header, then the dirty map
+// (1 bit per 64 KiB) and the activity log (1 bit per 4 MiB), rounded up to
+// 4 KiB.
+uint64_t MetadataBytes(uint64_t size) {
+  auto map_bytes = [size](uint64_t unit) {
+    const uint64_t bits = size / unit + (size % unit != 0);
+    return bits / 8 + (bits % 8 != 0);
+  };
+  const uint64_t maps = map_bytes(64 << 10) + map_bytes(4 << 20);
+  return 4096 + (maps + 4095) / 4096 * 4096;
+}
+
 void CreateReplica(const pb::CreateReplicaRequest& req) {
   tandem::Result<tandem::replica::ReplicaConfig> c = api::ReplicaConfigFromProto(req);
+  const std::string& path = req.data_path();
+  const bool valid = ValidId(req.volume_id()) && ValidId(req.replica_id()) &&
+                     (req.block_size() == 0 || req.block_size() == 4096) && req.size_bytes() > 0 &&
+                     req.size_bytes() % 4096 == 0 &&
+                     MetadataBytes(req.size_bytes()) <= api::kMaxReplicaMetadataBytes &&
+                     path.size() <= 1024 && path.find('\0') == std::string::npos;
+  Check(c.ok() == valid);
   if (!c.ok()) {
+    if (c.status().code() == StatusCode::kOutOfRange) {
+      Check(c.status().message().rfind("size_bytes", 0) == 0);
+      Check(MetadataBytes(req.size_bytes()) > api::kMaxReplicaMetadataBytes);
+      return;
+    }
     CheckError(c.status(), {"volume_id", "replica_id", "block_size", "size_bytes", "data_path"});
     return;
   }
-  Check(ValidId(c->volume_id) && c->volume_id == req.volume_id());
-  Check(ValidId(c->replica_id) && c->replica_id == req.replica_id());
-  const uint32_t bs = c->block_size;
-  Check(bs >= 512 && bs <= 65536 && (bs & (bs - 1)) == 0);
-  Check(req.block_size() == 0 ? bs == api::kDefaultBlockSize : bs == req.block_size());
-  Check(c->size > 0 && c->size % bs == 0 && c->size == req.size_bytes());
-  Check(c->data_path == req.data_path() && c->data_path.size() <= 1024);
+  Check(c->volume_id == req.volume_id() && c->replica_id == req.replica_id());
+  Check(c->block_size == api::kSupportedBlockSize);
+  Check(c->size == req.size_bytes());
+  Check(c->data_path == path);
 }
 
 void CreateTarget(const pb::CreateTargetRequest& req, const api::TargetDefaults& defaults) {

@@ -13,7 +13,10 @@
 // - ParseSize / GetUint accept exactly "DIGITS" (GetUint without sizes) or
 //   "DIGITS[KMGTkmgt]" and return the exact value, and reject anything that
 //   would not fit in 64 bits, checked against an independent reference
-//   parser over every argument and every flag value.
+//   parser over every argument and every flag value;
+// - ParsePort / ParseHostPort (the engine's --listen) accept exactly 1 to 5
+//   decimal digits of a value in 1..65535 (0 too when allowed), never a
+//   suffix, and ParseHostPort splits at the last ':'.
 
 #include <cstddef>
 #include <cstdint>
@@ -78,6 +81,35 @@ void CheckSize(const std::string& text) {
   if (!st.ok()) Check(st.code() == tandem::StatusCode::kInvalidArgument);
 }
 
+void CheckPort(const std::string& text) {
+  // Reference: 1..5 digits, value in range.
+  bool digits = !text.empty() && text.size() <= 5;
+  uint32_t v = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') digits = false;
+    if (digits) v = v * 10 + static_cast<uint32_t>(c - '0');
+  }
+  for (bool allow_zero : {false, true}) {
+    const bool want = digits && v <= 65535 && (allow_zero || v != 0);
+    uint16_t got = 7;
+    const tandem::Status st = tandem::ParsePort(text, allow_zero, &got);
+    Check(st.ok() == want);
+    Check(st.ok() ? got == v : got == 7 && st.code() == tandem::StatusCode::kInvalidArgument);
+  }
+  std::string host = "h";
+  uint16_t port = 7;
+  const tandem::Status st = tandem::ParseHostPort("--listen", text, true, &host, &port);
+  const size_t colon = text.rfind(':');
+  if (colon == std::string::npos) {
+    Check(!st.ok());
+    return;
+  }
+  uint16_t want_port = 0;
+  Check(st.ok() == tandem::ParsePort(text.substr(colon + 1), true, &want_port).ok());
+  if (st.ok()) Check(host == text.substr(0, colon) && port == want_port);
+  if (!st.ok()) Check(host == "h" && port == 7 && st.message().rfind("--listen", 0) == 0);
+}
+
 struct FlagDef {
   const char* name;
   const char* default_value;
@@ -117,7 +149,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);  // as a real argv
 
-  for (size_t i = 1; i < args.size(); ++i) CheckSize(args[i]);
+  for (size_t i = 1; i < args.size(); ++i) {
+    CheckSize(args[i]);
+    CheckPort(args[i]);
+  }
 
   tandem::Flags flags;
   for (const FlagDef& d : kDefs) flags.Define(d.name, d.default_value, "help");
