@@ -37,7 +37,7 @@ void VolumeTarget::Impl::StartResync() {
   for (const Replica& r : replicas_) {
     if ((healthy & (1u << r.index)) && r.info.activity_count > 0) logged = true;
   }
-  if (!logged || __builtin_popcount(healthy) < 2) {
+  if (!logged) {
     FinishStart();
     return;
   }
@@ -115,7 +115,10 @@ void VolumeTarget::Impl::ResyncStep() {
           for (uint64_t e = 0; rs.extent != 0 && e * rs.extent < size_; ++e) {
             extents += ResyncMarked(e) ? 1 : 0;
           }
-          if (extents == 0 || !PickResyncSource()) {
+          // Kept for the rebuilds of the replicas that are STALE now.
+          start_al_ = rs.map;
+          start_al_extent_ = rs.extent;
+          if (extents == 0 || __builtin_popcount(HealthyMask()) < 2 || !PickResyncSource()) {
             rs.active = false;
             FinishStart();
             return;

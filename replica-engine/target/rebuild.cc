@@ -227,6 +227,23 @@ bool VolumeTarget::Impl::Touched(uint64_t chunk) const {
   return chunk / 8 < rb_.touched.size() && ((rb_.touched[chunk / 8] >> (chunk % 8)) & 1) != 0;
 }
 
+// Marks the regions of every extent set in `map` (one bit per `extent`
+// bytes, a multiple of the region size) dirty in the rebuild plan.
+void VolumeTarget::Impl::MergeActivity(const std::vector<uint8_t>& map, uint32_t extent) {
+  Rebuild& rb = rb_;
+  if (extent == 0 || rb.region_size == 0) return;
+  for (size_t i = 0; i < map.size(); ++i) {
+    for (int bit = 0; map[i] != 0 && bit < 8; ++bit) {
+      if (!((map[i] >> bit) & 1)) continue;
+      uint64_t off = (i * 8 + bit) * uint64_t{extent};
+      uint64_t end = std::min(size_, off + extent);
+      for (uint64_t r = off / rb.region_size; r * rb.region_size < end; ++r) {
+        if (r / 8 < rb.dirty.size()) rb.dirty[r / 8] |= static_cast<uint8_t>(1u << (r % 8));
+      }
+    }
+  }
+}
+
 bool VolumeTarget::Impl::IsDirty(uint64_t region) const {
   size_t byte = region / 8;
   return byte < rb_.dirty.size() && ((rb_.dirty[byte] >> (region % 8)) & 1) != 0;
@@ -475,9 +492,19 @@ void VolumeTarget::Impl::RebuildStep() {
         // nothing; and a resumed full rebuild needs none of it (below its
         // checkpoint everything was flushed before the cursor moved, and the
         // live writes it got are in the survivors' dirty maps).
+        // A destination this target did not fault itself (STALE at attach)
+        // may also hold writes the last target had in flight that reached
+        // it and not the source: its log joins too, and so does the union of
+        // the logs the HEALTHY replicas had at attach.
+        const bool foreign_fault = !dest.faulted_here;
+        const bool lost_unflushed =
+            !dest.info.clean_shutdown && rb.mode == RebuildMode::kIncremental;
+        if (next < 0 && !rb.dest_activity_done && rb.region_size != 0 && foreign_fault &&
+            !start_al_.empty()) {
+          MergeActivity(start_al_, start_al_extent_);
+        }
         if (next < 0 && !rb.dest_activity_done && rb.region_size != 0 &&
-            rb.mode == RebuildMode::kIncremental && dest.info.activity_count > 0 &&
-            !dest.info.clean_shutdown) {
+            dest.info.activity_count > 0 && (foreign_fault || lost_unflushed)) {
           rb.dest_activity_done = true;
           rb.map_activity = true;
           rb.map_replica = rb.dest;
@@ -654,17 +681,11 @@ void VolumeTarget::Impl::OnRbReply(ClientRequest* req) {
         // The destination's log: its extents (multiples of the region size)
         // become dirty regions.
         uint64_t first = rb.map_offset / chunk.region_size;
-        for (size_t i = 0; i < chunk.bitmap.size(); ++i) {
-          uint8_t b = static_cast<uint8_t>(chunk.bitmap[i]);
-          for (int bit = 0; b != 0 && bit < 8; ++bit) {
-            if (!((b >> bit) & 1)) continue;
-            uint64_t off = (first + i * 8 + bit) * chunk.region_size;
-            uint64_t end = std::min(size_, off + chunk.region_size);
-            for (uint64_t r = off / rb.region_size; r * rb.region_size < end; ++r) {
-              if (r / 8 < rb.dirty.size()) rb.dirty[r / 8] |= static_cast<uint8_t>(1u << (r % 8));
-            }
-          }
+        std::vector<uint8_t> page(protocol::DirtyMapBytes(size_, chunk.region_size), 0);
+        for (size_t i = 0; i < chunk.bitmap.size() && first / 8 + i < page.size(); ++i) {
+          page[first / 8 + i] = static_cast<uint8_t>(chunk.bitmap[i]);
         }
+        MergeActivity(page, chunk.region_size);
         uint64_t covered = (first + chunk.bitmap.size() * 8) * chunk.region_size;
         rb.map_offset = (chunk.bitmap.empty() || covered >= size_) ? UINT64_MAX : covered;
         break;

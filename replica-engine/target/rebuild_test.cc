@@ -388,5 +388,47 @@ TEST_F(RebuildTest, ReplicaReopenedAfterACrashGetsItsActivityLogExtentsBack) {
   EXPECT_EQ(n.Data()[4 << 20], static_cast<uint8_t>(71));
 }
 
+// Found by the fault checker (every engine restarted at once): the last
+// target's generation bump reached r0 only, and a write it had in flight
+// reached r1 only. The next attach serves r0 and rebuilds r1 incrementally
+// from r0's dirty map — which cannot hold that write (it predates the bump).
+// The activity logs do: a replica STALE at attach gets its own log's extents
+// and those of the HEALTHY replicas' logs copied too.
+TEST_F(RebuildTest, ReplicaStaleAtAttachGetsTheExtentsTheLastTargetHadInFlight) {
+  AddNodes(3);
+  if (nodes_[1]->replica()->metadata().activity_extent_size == 0) {
+    GTEST_SKIP() << "these replicas keep no activity log";
+  }
+  VolumeTarget* t1 = NewTarget(1);
+  Fill(t1, 8 << 20, 65536, 81);
+  ASSERT_EQ(Do(t1, BlockOp::kFlush, 0, 0, nullptr), StatusCode::kOk);
+  Fill(t1, 4 << 20, 65536, 82);
+  targets_.clear();
+  for (auto& n : nodes_) n->server->Stop();
+  // The bump to generation 7 reached r0 only (it tracks dirty regions from
+  // then on); r1 and r2 stayed at 6.
+  ASSERT_TRUE(nodes_[0]->replica()->SetGeneration(7, true, 0x7777, {0x6666}).ok());
+  ASSERT_TRUE(nodes_[1]->replica()->SetGeneration(6, false, 0x6666, {}).ok());
+  ASSERT_TRUE(nodes_[2]->replica()->SetGeneration(6, false, 0x6666, {}).ok());
+  {
+    // The write in flight that reached r1 only.
+    std::vector<uint8_t> b(65536, 0x8F);
+    int fd = ::open((nodes_[1]->dir + "/replicas/" + kVolume + "/data").c_str(), O_WRONLY);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::pwrite(fd, b.data(), b.size(), (4 << 20) + 65536), 65536);
+    ::close(fd);
+  }
+  for (auto& n : nodes_) n->StartServer();
+  VolumeTarget* t2 = NewTarget(2, 2000, /*reconnect_ms=*/100);
+  TargetStatus st = t2->GetStatus();
+  ASSERT_EQ(st.replicas[0].state, ReplicaState::kHealthy) << st.last_error;
+  EXPECT_EQ(st.replicas[1].state, ReplicaState::kStale);
+  ASSERT_TRUE(WaitHealthy(t2));
+  EXPECT_EQ(t2->GetStatus().rebuild.mode, RebuildMode::kIncremental);
+  ASSERT_EQ(Do(t2, BlockOp::kFlush, 0, 0, nullptr), StatusCode::kOk);
+  ExpectIdentical();
+  EXPECT_EQ(nodes_[1]->Data()[(4 << 20) + 65536], 0);
+}
+
 }  // namespace
 }  // namespace tandem::target

@@ -442,6 +442,7 @@ void VolumeTarget::Impl::Fault(Replica* r, const Status& why) {
   // A REBUILDING replica leaving also needs the bump: what it misses from now
   // on must be in the dirty maps for its rebuild to resume.
   r->state = ReplicaState::kFaulted;
+  r->faulted_here = true;
   r->next_reconnect_ns = MonotonicNanos() + options_.reconnect_interval_ms * 1000000ull;
   r->last_error = why.ToString();
   close_mask_ |= 1u << r->index;
@@ -937,20 +938,27 @@ void VolumeTarget::Impl::StartMarkDirty(IoCtx* c) {
   }
   c->phase = IoCtx::Phase::kMarkDirty;
   c->marked = true;
-  c->sent_mask = healthy;
+  SendControl(c, healthy, Opcode::kMarkDirty, c->req->offset, c->req->length);
+}
+
+// A control phase of a request (MARK_DIRTY, FLUSH): one sub-request per
+// replica of `mask`, no payload; OnDataPhaseDone runs when all answered.
+void VolumeTarget::Impl::SendControl(IoCtx* c, uint32_t mask, Opcode op, uint64_t offset,
+                                     uint32_t length) {
+  c->sent_mask = mask;
   c->ok_mask = 0;
-  c->remaining = static_cast<uint32_t>(__builtin_popcount(healthy));
+  c->remaining = static_cast<uint32_t>(__builtin_popcount(mask));
   for (Replica& r : replicas_) {
-    if (!(healthy & (1u << r.index))) continue;
+    if (!(mask & (1u << r.index))) continue;
     ClientRequest& s = c->sub[r.index];
-    s.op = Opcode::kMarkDirty;
+    s.op = op;
     s.flags = 0;
-    s.offset = c->req->offset;
-    s.length = c->req->length;
+    s.offset = offset;
+    s.length = length;
     s.buf = nullptr;
   }
   for (Replica& r : replicas_) {
-    if (healthy & (1u << r.index)) r.client->Submit(&c->sub[r.index]);
+    if (mask & (1u << r.index)) r.client->Submit(&c->sub[r.index]);
   }
 }
 
@@ -1080,21 +1088,7 @@ void VolumeTarget::Impl::FinishWrite(IoCtx* c) {
   }
   c->fua_flushed = true;
   c->phase = IoCtx::Phase::kFuaFlush;
-  c->sent_mask = mask;
-  c->ok_mask = 0;
-  c->remaining = static_cast<uint32_t>(__builtin_popcount(mask));
-  for (Replica& r : replicas_) {
-    if (!(mask & (1u << r.index))) continue;
-    ClientRequest& s = c->sub[r.index];
-    s.op = Opcode::kFlush;
-    s.flags = 0;
-    s.offset = 0;
-    s.length = 0;
-    s.buf = nullptr;
-  }
-  for (Replica& r : replicas_) {
-    if (mask & (1u << r.index)) r.client->Submit(&c->sub[r.index]);
-  }
+  SendControl(c, mask, Opcode::kFlush, 0, 0);
 }
 
 void VolumeTarget::Impl::Finish(IoCtx* c, StatusCode code) {

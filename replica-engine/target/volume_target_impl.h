@@ -74,6 +74,11 @@ class VolumeTarget::Impl final : private EventLoop::Idler, private EventLoop::Ti
     // rebuilt to HEALTHY (a replica that never held the volume cannot make a
     // quorum lose anything, so adding one does not stall writes).
     bool member = true;
+    // This target saw it serve and faulted it itself: the fault handling
+    // (dirty marking of every partial write) covers what it may differ in.
+    // A replica STALE at attach, or added, was not: what the last target had
+    // in flight is in the activity logs only.
+    bool faulted_here = false;
     uint64_t generation = 0;
     protocol::ReplicaInfo info;  // from the last handshake
     uint64_t next_reconnect_ns = 0;
@@ -129,6 +134,7 @@ class VolumeTarget::Impl final : private EventLoop::Idler, private EventLoop::Ti
   void StartWriteLike(IoCtx* c);
   void StartRead(IoCtx* c);
   void StartMarkDirty(IoCtx* c);
+  void SendControl(IoCtx* c, uint32_t mask, protocol::Opcode op, uint64_t offset, uint32_t length);
   static void OnSubDone(ClientRequest* sub);
   void OnDataPhaseDone(IoCtx* c);
   void AwaitBump(IoCtx* c);
@@ -248,6 +254,13 @@ class VolumeTarget::Impl final : private EventLoop::Idler, private EventLoop::Ti
     ClientRequest flush[kMaxReplicas];
     ResyncWindow win[kResyncWindows];
   } resync_;
+  // The union of the HEALTHY replicas' activity logs at attach (extent
+  // granularity `start_al_extent_`), kept for the rebuilds of the replicas
+  // that were STALE then: the extents the last target had in flight may differ
+  // between the chosen replicas and them, and the dirty maps do not say so.
+  std::vector<uint8_t> start_al_;
+  uint32_t start_al_extent_ = 0;
+  void MergeActivity(const std::vector<uint8_t>& map, uint32_t extent);
   void StartResync();
   void ResyncStep();
   void ResyncMark(uint64_t off, uint64_t len);
