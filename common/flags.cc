@@ -1,7 +1,10 @@
 #include "common/flags.h"
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <utility>
 
 namespace tandem {
 
@@ -136,6 +139,32 @@ std::string Flags::Usage(const std::string& program) const {
     s += "  --" + name + " (default \"" + def.default_value + "\")\n      " + def.help + "\n";
   }
   return s;
+}
+
+Status ReadSecretFile(const std::string& flag, const std::string& path, std::string* out) {
+  constexpr size_t kMaxSecret = 4096;
+  const std::string what = flag + " " + path;
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) {
+    return Status::InvalidArgument(what + ": " + std::strerror(errno));
+  }
+  std::string data(kMaxSecret + 1, '\0');
+  const size_t n = std::fread(data.data(), 1, data.size(), f);
+  const bool failed = std::ferror(f) != 0;
+  std::fclose(f);
+  if (failed) return Status::InvalidArgument(what + ": read error");
+  if (n > kMaxSecret) {
+    return Status::InvalidArgument(what + " is larger than " + std::to_string(kMaxSecret) +
+                                   " bytes");
+  }
+  data.resize(n);
+  while (!data.empty() && (data.back() == '\n' || data.back() == '\r')) data.pop_back();
+  if (data.empty()) {
+    // An empty token would silently mean "no authentication".
+    return Status::InvalidArgument(what + " holds an empty secret");
+  }
+  *out = std::move(data);
+  return Status::Ok();
 }
 
 }  // namespace tandem

@@ -53,4 +53,11 @@ Status ParsePort(const std::string& text, bool allow_zero, uint16_t* out);
 Status ParseHostPort(const std::string& what, const std::string& text, bool allow_zero_port,
                      std::string* host, uint16_t* port);
 
+// Reads a secret (a token) for the flag `flag` from the file `path`, so it
+// is not on the command line (visible to every local user in ps): the
+// file's contents without trailing "\n"/"\r\n". INVALID_ARGUMENT naming
+// `flag` and `path` (never the contents) when the file cannot be read, is
+// larger than 4096 bytes, or holds an empty secret.
+Status ReadSecretFile(const std::string& flag, const std::string& path, std::string* out);
+
 }  // namespace tandem

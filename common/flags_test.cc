@@ -1,5 +1,10 @@
 #include "common/flags.h"
 
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <fstream>
+
 #include "gtest/gtest.h"
 
 namespace tandem {
@@ -109,6 +114,36 @@ TEST(FlagsTest, ParseHostPortSplitsAtTheLastColonAndNamesTheFlag) {
     EXPECT_NE(st.message().find("--listen"), std::string::npos) << st.ToString();
     EXPECT_EQ(host, "unset") << text;
   }
+}
+
+// Issue 10: tokens from files, so they are not in ps.
+TEST(ReadSecretFileTest, ReadsTheSecretWithoutTrailingNewlines) {
+  char tmpl[] = "/var/tmp/tandem-secret-test-XXXXXX";
+  int fd = mkstemp(tmpl);
+  ASSERT_GE(fd, 0);
+  ::close(fd);
+  const std::string path = tmpl;
+  auto write = [&](const std::string& text) { std::ofstream(path, std::ios::binary) << text; };
+  std::string out;
+  write("s3cret\n");
+  ASSERT_TRUE(ReadSecretFile("--auth-token-file", path, &out).ok());
+  EXPECT_EQ(out, "s3cret");
+  write("s3cret\r\n");
+  ASSERT_TRUE(ReadSecretFile("--auth-token-file", path, &out).ok());
+  EXPECT_EQ(out, "s3cret");
+  write("\n");
+  Status st = ReadSecretFile("--auth-token-file", path, &out);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("--auth-token-file"), std::string::npos) << st.ToString();
+  EXPECT_NE(st.message().find("empty"), std::string::npos) << st.ToString();
+  write(std::string(5000, 'x'));
+  EXPECT_EQ(ReadSecretFile("--auth-token-file", path, &out).code(), StatusCode::kInvalidArgument);
+  write("hidden-value");
+  ::unlink(path.c_str());
+  st = ReadSecretFile("--mgmt-token-file", path, &out);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find(path), std::string::npos) << st.ToString();
+  EXPECT_EQ(out, "s3cret");  // untouched on error
 }
 
 }  // namespace

@@ -14,6 +14,13 @@
 // refused; --create-replica follows CreateReplica's size rules) exits 2
 // before anything is opened; a failure to start exits 1.
 //
+// Secure defaults (docs/security.md): without --auth-token, --listen must be
+// loopback; without --mgmt-token, --grpc-listen must be loopback or a unix
+// socket (created 0600); else exit 2, unless --insecure-bind. A missing token
+// is logged as one "WARNING: unprotected: ..." line at start. CreateReplica's
+// data_path must be under --data-dir or an --allowed-device; CreateTarget's
+// nbd_tcp_address must be loopback unless --allow-remote-nbd.
+//
 // SIGTERM/SIGINT, in this order: stop the gRPC server (running calls get a
 // short grace period), destroy every target (flushing it), stop the replica
 // server (in-flight I/O finishes), flush and mark every replica cleanly shut
@@ -36,6 +43,7 @@
 #include "common/logging.h"
 #include "replica-engine/api/engine_service.h"
 #include "replica-engine/api/grpc_server.h"
+#include "replica-engine/api/secure_defaults.h"
 #include "replica-engine/backend/backend_factory.h"
 #include "replica-engine/replica/replica_manager.h"
 #include "replica-engine/server/replica_server.h"
@@ -79,6 +87,9 @@ tandem::Status WriteFileAtomically(const std::string& path, const std::string& v
   }
   return tandem::Status::Ok();
 }
+
+// The host of "HOST:PORT".
+std::string HostOf(const std::string& address) { return address.substr(0, address.rfind(':')); }
 
 std::string Hostname() {
   char name[HOST_NAME_MAX + 1] = {};
@@ -124,6 +135,15 @@ tandem::Status Serve(const tandem::Flags& flags, const tandem::server::ServerOpt
     TLOG_INFO(kTag, "node %s: management API on %s (port %u), NBD sockets in %s",
               service_opts.node_id.c_str(), flags.Get("grpc-listen").c_str(), mgmt->port(),
               nbd_dir.c_str());
+    const std::string grpc_address =
+        mgmt->port() == 0 ? flags.Get("grpc-listen")
+                          : HostOf(flags.Get("grpc-listen")) + ":" + std::to_string(mgmt->port());
+    if (std::string warning =
+            tandem::api::UnprotectedWarning(!opts.auth_token.empty(), service_opts.data_address,
+                                            !service_opts.mgmt_token.empty(), grpc_address);
+        !warning.empty()) {
+      TLOG_WARN(kTag, "%s", warning.c_str());
+    }
     if (std::string pf = flags.Get("grpc-port-file"); !pf.empty()) {
       st = WriteFileAtomically(pf, std::to_string(mgmt->port()));
     }
@@ -180,6 +200,19 @@ int main(int argc, char** argv) {
                "request, else 100..3600000)");
   flags.Define("mgmt-token", "",
                "when set, every gRPC call needs metadata 'authorization: Bearer <token>'");
+  flags.Define("auth-token-file", "",
+               "read --auth-token from this file (not visible in ps; trailing newline dropped)");
+  flags.Define("mgmt-token-file", "",
+               "read --mgmt-token from this file (not visible in ps; trailing newline dropped)");
+  flags.Define("insecure-bind", "false",
+               "allow --listen without --auth-token and --grpc-listen without --mgmt-token on a "
+               "non-loopback address (anyone who reaches them has full access)");
+  flags.Define("allowed-device", "",
+               "a block device (or file) outside --data-dir that CreateReplica's data_path may "
+               "name (repeatable; symlinks are resolved)");
+  flags.Define("allow-remote-nbd", "false",
+               "let CreateTarget export NBD over TCP on a non-loopback nbd_tcp_address (NBD has "
+               "no authentication)");
   tandem::Status st = flags.Parse(argc, argv);
   if (!st.ok() || flags.help_requested()) {
     std::fprintf(stderr, "%s%s\n", st.ok() ? "" : (st.ToString() + "\n").c_str(),
@@ -202,7 +235,29 @@ int main(int argc, char** argv) {
   st = tandem::ParseHostPort("--listen", flags.Get("listen"), /*allow_zero_port=*/true,
                              &opts.listen_address, &opts.port);
   if (!st.ok()) return UsageFail(st);
-  opts.auth_token = flags.Get("auth-token");
+  std::string mgmt_token;
+  for (auto [flag, token] : {std::pair<std::string, std::string*>{"auth-token", &opts.auth_token},
+                             {"mgmt-token", &mgmt_token}}) {
+    *token = flags.Get(flag);
+    if (const std::string file = flags.Get(flag + "-file"); !file.empty()) {
+      if (!token->empty()) {
+        return UsageFail(tandem::Status::InvalidArgument("--" + flag + " and --" + flag +
+                                                         "-file are exclusive"));
+      }
+      if (!(st = tandem::ReadSecretFile("--" + flag + "-file", file, token)).ok()) {
+        return UsageFail(st);
+      }
+    }
+  }
+  // Secure defaults (docs/security.md): without its token, a port binds
+  // loopback (or a unix socket) unless --insecure-bind.
+  const bool insecure_bind = flags.GetBool("insecure-bind");
+  st = tandem::api::CheckBindAddress("--listen", flags.Get("listen"), !opts.auth_token.empty(),
+                                     "--auth-token", insecure_bind);
+  if (!st.ok()) return UsageFail(st);
+  st = tandem::api::CheckBindAddress("--grpc-listen", flags.Get("grpc-listen"), !mgmt_token.empty(),
+                                     "--mgmt-token", insecure_bind);
+  if (!st.ok()) return UsageFail(st);
   uint64_t v = 0;
   if (!(st = flags.GetUint("busy-poll-us", &v)).ok()) return UsageFail(st);
   opts.busy_poll_us = static_cast<uint32_t>(v);
@@ -232,8 +287,10 @@ int main(int argc, char** argv) {
         std::to_string(tandem::api::kMaxReconnectIntervalMs)));
   }
   service_opts.target_defaults.reconnect_interval_ms = static_cast<uint32_t>(v);
-  service_opts.mgmt_token = flags.Get("mgmt-token");
+  service_opts.mgmt_token = mgmt_token;
   service_opts.data_dir = data_dir;
+  service_opts.allowed_devices = flags.GetAll("allowed-device");
+  service_opts.allow_remote_nbd = flags.GetBool("allow-remote-nbd");
   // The same size rules as CreateReplica (block size 4096, a bounded dirty
   // map); the storage is checked once the data dir exists, below.
   std::vector<tandem::replica::ReplicaConfig> create;

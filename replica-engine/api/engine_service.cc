@@ -7,6 +7,7 @@
 #include "common/logging.h"
 #include "replica-engine/api/grpc_status.h"
 #include "replica-engine/api/proto_convert.h"
+#include "replica-engine/api/secure_defaults.h"
 
 #ifndef TANDEM_VERSION
 #define TANDEM_VERSION "0.0.0"
@@ -97,6 +98,13 @@ grpc::Status EngineService::CreateReplica(Ctx* ctx, const pb::CreateReplicaReque
     if (Status st = Authorize(ctx); !st.ok()) return ToGrpcStatus(st);
     Result<replica::ReplicaConfig> config = ReplicaConfigFromProto(*req);
     if (!config.ok()) return ToGrpcStatus(config.status());
+    if (!config->data_path.empty()) {
+      if (Status st = CheckDataPath(config->data_path, config->volume_id, options_.data_dir,
+                                    options_.allowed_devices);
+          !st.ok()) {
+        return ToGrpcStatus(st);
+      }
+    }
     if (Status st = CheckReplicaCapacity(*config, options_.data_dir); !st.ok()) {
       return ToGrpcStatus(st);
     }
@@ -160,6 +168,12 @@ grpc::Status EngineService::CreateTarget(Ctx* ctx, const pb::CreateTargetRequest
     if (Status st = Authorize(ctx); !st.ok()) return ToGrpcStatus(st);
     Result<target::TargetSpec> spec = TargetSpecFromProto(*req, options_.target_defaults);
     if (!spec.ok()) return ToGrpcStatus(spec.status());
+    if (!spec->nbd_tcp_address.empty()) {
+      if (Status st = CheckNbdTcpAddress(spec->nbd_tcp_address, options_.allow_remote_nbd);
+          !st.ok()) {
+        return ToGrpcStatus(st);
+      }
+    }
     Result<target::TargetInfo> info = targets_->Create(*spec);
     TLOG_INFO(kTag, "CreateTarget %s epoch %llu: %s", req->volume_id().c_str(),
               static_cast<unsigned long long>(req->epoch()),

@@ -5,7 +5,9 @@
 //
 // Every request is validated here, before it reaches a manager, so a bad
 // request is INVALID_ARGUMENT (OUT_OF_RANGE for a size beyond the engine's
-// limits) naming the field and never half-applied. Errors are our Status
+// limits, PERMISSION_DENIED for a data_path or nbd_tcp_address the secure
+// defaults refuse: secure_defaults.h) naming the field and never
+// half-applied. Errors are our Status
 // codes, which are gRPC's (grpc_status.h). No handler lets an exception out:
 // GuardHandler answers std::bad_alloc with RESOURCE_EXHAUSTED and any other
 // exception with INTERNAL, and logs it; the engine keeps serving. When a
@@ -20,6 +22,7 @@
 #include <exception>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "replica-engine/api/proto_convert.h"
 #include "replica-engine/proto/engine.grpc.pb.h"
@@ -47,6 +50,12 @@ struct EngineServiceOptions {
   // the total size of its file system (CheckReplicaCapacity) and fails if it
   // cannot statvfs it.
   std::string data_dir;
+  // Secure defaults (secure_defaults.h, docs/security.md): a CreateReplica
+  // data_path must be under data_dir or one of these (tandem-engine
+  // --allowed-device); a CreateTarget nbd_tcp_address must be loopback
+  // unless allow_remote_nbd (--allow-remote-nbd).
+  std::vector<std::string> allowed_devices;
+  bool allow_remote_nbd = false;
 };
 
 namespace internal {

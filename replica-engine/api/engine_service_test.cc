@@ -115,6 +115,8 @@ class EngineServiceTest : public ::testing::Test {
     so.backend = backend_->Name();
     so.mgmt_token = mgmt_token;
     so.data_dir = tmp_ + "/data";
+    so.allowed_devices = allowed_devices_;
+    so.allow_remote_nbd = allow_remote_nbd_;
     service_ =
         std::make_unique<EngineService>(replicas_.get(), replica_server_.get(), targets_.get(), so);
     auto grpc = GrpcServer::Start("127.0.0.1:0", service_.get());
@@ -123,6 +125,15 @@ class EngineServiceTest : public ::testing::Test {
     ASSERT_NE(grpc_->port(), 0);
     address_ = "127.0.0.1:" + std::to_string(grpc_->port());
     client_ = std::make_unique<EngineClient>(address_, mgmt_token);
+  }
+
+  // Restarts the engine on a new temp dir with these secure-default options.
+  void RestartEngine(std::vector<std::string> allowed_devices, bool allow_remote_nbd) {
+    TearDown();
+    tmp_.clear();
+    allowed_devices_ = std::move(allowed_devices);
+    allow_remote_nbd_ = allow_remote_nbd;
+    StartEngine("");
   }
 
   void TearDown() override {
@@ -140,6 +151,8 @@ class EngineServiceTest : public ::testing::Test {
     if (!tmp_.empty()) std::filesystem::remove_all(tmp_);
   }
 
+  std::vector<std::string> allowed_devices_;
+  bool allow_remote_nbd_ = false;
   std::string tmp_;
   std::unique_ptr<backend::StorageBackend> backend_;
   std::unique_ptr<replica::ReplicaManager> replicas_;
@@ -259,7 +272,7 @@ TEST_F(EngineServiceTest, CreateReplicaBeyondTheDataDirsFileSystemIsOutOfRange) 
 }
 
 TEST_F(EngineServiceTest, CreateReplicaWithADataPathSmallerThanTheSizeIsOutOfRange) {
-  const std::string path = tmp_ + "/disk.img";
+  const std::string path = tmp_ + "/data/disk.img";  // under the data dir
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT, 0644);
   ASSERT_GE(fd, 0);
   ASSERT_EQ(::ftruncate(fd, kSize), 0);
@@ -273,6 +286,76 @@ TEST_F(EngineServiceTest, CreateReplicaWithADataPathSmallerThanTheSizeIsOutOfRan
   Result<pb::Replica> fits = client_->CreateReplica(req, kTimeout);
   ASSERT_TRUE(fits.ok()) << fits.status().ToString();
   EXPECT_EQ(fits->data_path(), path);
+}
+
+// Issue 10, secure defaults: data_path is resolved (symlinks, "..") and must
+// be under the data dir or an --allowed-device.
+TEST_F(EngineServiceTest, CreateReplicaWithADataPathOutsideTheDataDirIsPermissionDenied) {
+  const std::string outside = tmp_ + "/outside.img";
+  int fd = ::open(outside.c_str(), O_RDWR | O_CREAT, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::ftruncate(fd, kSize), 0);
+  ::close(fd);
+  ASSERT_EQ(::symlink(outside.c_str(), (tmp_ + "/data/link.img").c_str()), 0);
+  for (const std::string& path :
+       {outside, tmp_ + "/data/../outside.img", tmp_ + "/data/link.img"}) {
+    pb::CreateReplicaRequest req = ReplicaRequest("vol-1");
+    req.set_data_path(path);
+    Status st = client_->CreateReplica(req, kTimeout).status();
+    EXPECT_EQ(st.code(), StatusCode::kPermissionDenied) << path << ": " << st.ToString();
+    EXPECT_NE(st.message().find("data_path"), std::string::npos) << st.ToString();
+    EXPECT_EQ(client_->GetReplica("vol-1", kTimeout).status().code(), StatusCode::kNotFound);
+  }
+  // Another replica's data file is not a data_path either.
+  ASSERT_TRUE(client_->CreateReplica(ReplicaRequest("vol-2"), kTimeout).ok());
+  pb::CreateReplicaRequest steal = ReplicaRequest("vol-1");
+  steal.set_data_path(tmp_ + "/data/vol-2/data");
+  EXPECT_EQ(client_->CreateReplica(steal, kTimeout).status().code(), StatusCode::kPermissionDenied);
+
+  // Listed with --allowed-device (through a link), the file is accepted.
+  const std::string dir = tmp_;
+  tmp_.clear();  // keep the files across the restart
+  RestartEngine({dir + "/data/link.img"}, false);
+  pb::CreateReplicaRequest req = ReplicaRequest("vol-1");
+  req.set_data_path(outside);
+  Result<pb::Replica> r = client_->CreateReplica(req, kTimeout);
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  std::filesystem::remove_all(dir);
+}
+
+// Issue 10, secure defaults: the NBD TCP export binds loopback unless the
+// engine allows other addresses.
+TEST_F(EngineServiceTest, CreateTargetWithANonLoopbackNbdTcpAddressIsPermissionDenied) {
+  pb::CreateTargetRequest req = TargetRequest(1);
+  req.set_nbd_tcp_address("0.0.0.0:0");
+  Status st = client_->CreateTarget(req, kTimeout).status();
+  EXPECT_EQ(st.code(), StatusCode::kPermissionDenied) << st.ToString();
+  EXPECT_EQ(st.message().rfind("nbd_tcp_address", 0), 0u) << st.ToString();
+  EXPECT_NE(st.message().find("--allow-remote-nbd"), std::string::npos) << st.ToString();
+  EXPECT_EQ(client_->GetTarget("vol-t", kTimeout).status().code(), StatusCode::kNotFound);
+}
+
+// Issue 10, secure defaults: management gRPC on a unix socket, mode 0600
+// whatever the umask, in both spellings of the address.
+TEST_F(EngineServiceTest, GrpcOnAUnixSocketIsMode0600AndServes) {
+  const mode_t old_umask = ::umask(0);  // would make a 0777 socket
+  for (const std::string& prefix : {std::string("unix:"), std::string("unix://")}) {
+    const std::string path = tmp_ + "/mgmt.sock";
+    EXPECT_EQ(UnixSocketPath(prefix + path), path);
+    auto server = GrpcServer::Start(prefix + path, service_.get());
+    ASSERT_TRUE(server.ok()) << server.status().ToString();
+    EXPECT_EQ((*server)->port(), 0);
+    struct stat sb;
+    ASSERT_EQ(::stat(path.c_str(), &sb), 0);
+    EXPECT_TRUE(S_ISSOCK(sb.st_mode));
+    EXPECT_EQ(sb.st_mode & 0777, 0600u) << std::oct << (sb.st_mode & 0777);
+    EngineClient client("unix:" + path, "");
+    Result<pb::EngineInfo> info = client.GetEngineInfo(kTimeout);
+    EXPECT_TRUE(info.ok()) << info.status().ToString();
+    (*server)->Shutdown(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(::umask(old_umask), 0u);  // restored
+  EXPECT_EQ(UnixSocketPath("127.0.0.1:9600"), "");
 }
 
 // Issue 10: block_size 512 was accepted, and one 512-byte read then faulted

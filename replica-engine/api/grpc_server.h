@@ -2,9 +2,13 @@
 // GrpcServer: one gRPC server serving one service on one address, for the
 // engine daemon and the in-process tests.
 //
-// Addresses: "HOST:PORT" (port 0: the kernel picks one, see port()) or
-// "unix:/path/to.sock". SO_REUSEPORT is off, so a second engine on a port in
-// use fails to start instead of silently sharing it.
+// Addresses: "HOST:PORT" (port 0: the kernel picks one, see port()) or a unix
+// socket "unix:/path/to.sock" (also "unix:///path/to.sock"), created with
+// mode 0600 (kUnixSocketMode): only the engine's user can connect. Start sets
+// the process umask while gRPC binds a unix socket, so it must not run while
+// other threads create files whose mode matters (the engine starts it before
+// any request is served). SO_REUSEPORT is off, so a second engine on a port
+// in use fails to start instead of silently sharing it.
 //
 // Thread-safety: Shutdown() may be called from any thread, but not
 // concurrently with itself or the destructor.
@@ -19,6 +23,13 @@
 #include "common/result.h"
 
 namespace tandem::api {
+
+// Mode of a unix socket GrpcServer listens on.
+constexpr unsigned kUnixSocketMode = 0600;
+
+// The file of a "unix:" address ("unix:/a" and "unix:///a": "/a"); "" for
+// any other address.
+std::string UnixSocketPath(const std::string& address);
 
 class GrpcServer {
  public:

@@ -1,6 +1,7 @@
 // tandemctl: the operator CLI of a tandem-engine's management API.
 //
-//   tandemctl [--engine=HOST:PORT|unix:/path] [--token=T] [--deadline-ms=N] <command>
+//   tandemctl [--engine=HOST:PORT|unix:/path] [--token=T|--token-file=F] [--deadline-ms=N]
+//             <command>
 //
 // Global flags come before the command. Commands and their output: see Usage()
 // below and commands.h.
@@ -19,10 +20,12 @@ namespace pb = ::tandem::engine::v1;
 namespace {
 
 const char kUsage[] =
-    "usage: tandemctl [--engine=HOST:PORT] [--token=T] [--deadline-ms=N] <command>\n"
+    "usage: tandemctl [--engine=HOST:PORT] [--token=T|--token-file=F] [--deadline-ms=N] "
+    "<command>\n"
     "  --engine       engine management address, HOST:PORT or unix:/path (default "
     "127.0.0.1:9600)\n"
     "  --token        management token (the engine's --mgmt-token)\n"
+    "  --token-file   read the management token from this file (not visible in ps)\n"
     "  --deadline-ms  per-call deadline (default 30000)\n"
     "commands:\n"
     "  info\n"
@@ -116,6 +119,7 @@ int Main(int argc, char** argv) {
   Flags flags;
   flags.Define("engine", "127.0.0.1:9600", "engine management address");
   flags.Define("token", "", "management token");
+  flags.Define("token-file", "", "file holding the management token");
   flags.Define("deadline-ms", "30000", "per-call deadline");
   Status st = flags.Parse(cmd, argv);
   if (!st.ok()) return UsageError(st.message());
@@ -129,7 +133,12 @@ int Main(int argc, char** argv) {
     return UsageError("--deadline-ms must be a positive number");
   }
 
-  api::EngineClient client(flags.Get("engine"), flags.Get("token"));
+  std::string token = flags.Get("token");
+  if (const std::string file = flags.Get("token-file"); !file.empty()) {
+    if (!token.empty()) return UsageError("--token and --token-file are exclusive");
+    if (!(st = ReadSecretFile("--token-file", file, &token)).ok()) return UsageError(st.message());
+  }
+  api::EngineClient client(flags.Get("engine"), token);
   Context ctx{&client, std::chrono::milliseconds(deadline_ms)};
   const std::string group = argv[cmd];
   int rest_argc = argc - cmd - 1;
