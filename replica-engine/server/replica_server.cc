@@ -250,7 +250,7 @@ void ReplicaServer::RunDirtyWaiters() {
 Status ReplicaServer::StartPersist(const std::shared_ptr<replica::Replica>& replica) {
   TANDEM_RETURN_IF_ERROR(replica->StartPersist(backend_, &ReplicaServer::OnPersistDone, this));
   ++stats_.dirty_map_syncs;
-  persists_.push_back(PersistInFlight{replica, replica->persist_request(), nullptr});
+  persists_.push_back(PersistInFlight{replica, replica->persist_request(), {}});
   return Status::Ok();
 }
 
@@ -264,7 +264,9 @@ void ReplicaServer::OnPersistDone(backend::IoRequest* req) {
     ++self->stats_.dirty_map_sync_failures;
     TLOG_ERROR(kTag, "%s", st.ToString().c_str());
   }
-  if (it->waiter != nullptr && --it->waiter->pending == 0) it->waiter->Signal();
+  for (DetachWaiter* w : it->waiters) {
+    if (--w->pending == 0) w->Signal();
+  }
   self->persists_done_.push_back(std::move(it->replica));
   self->persists_.erase(it);
   // The parked writes it covered are released by the next BeforeWait (their
@@ -294,14 +296,16 @@ void ReplicaServer::StartDetach(const std::string& volume_id, DetachWaiter* wait
   waiter->pending = 1;  // held until the scan is done
   for (auto& s : sessions_) {
     if (s->replica_ == nullptr || s->replica_->metadata().volume_id != volume_id) continue;
-    s->detach_waiter_ = waiter;
+    // A second DetachVolume of the volume waits for the same sessions; it
+    // must not replace the first one's waiter (which would then wait forever).
+    s->detach_waiters_.push_back(waiter);
     ++waiter->pending;
     s->Close("volume detached", false);
   }
   // A metadata write still in flight on the replica's meta file.
   for (PersistInFlight& p : persists_) {
     if (p.replica->metadata().volume_id != volume_id) continue;
-    p.waiter = waiter;
+    p.waiters.push_back(waiter);
     ++waiter->pending;
   }
   volumes_.erase(volume_id);

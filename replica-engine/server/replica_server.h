@@ -234,7 +234,7 @@ class ReplicaServer final : private EventLoop::Handler,
   struct PersistInFlight {
     std::shared_ptr<replica::Replica> replica;
     const backend::IoRequest* req = nullptr;
-    DetachWaiter* waiter = nullptr;
+    std::vector<DetachWaiter*> waiters;  // DetachVolume calls waiting for it
   };
   std::vector<PersistInFlight> persists_;
   // Replicas whose persist completed, released in BeforeWait (not inside the

@@ -17,6 +17,7 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <future>
 #include <random>
 #include <string_view>
 #include <thread>
@@ -412,6 +413,37 @@ TEST_P(ReplicaServerTest, HigherEpochFencesOlderTarget) {
   ASSERT_TRUE(e.connected);
   std::memcpy(buf, new_data.data(), 4096);
   EXPECT_EQ(Do(ce, Opcode::kWrite, 0, 4096, buf), StatusCode::kOk);
+  std::free(buf);
+}
+
+// Issue 10: two DetachVolume calls for one volume while its session still has
+// I/O in flight. The second used to replace the first one's waiter, and the
+// first then waited forever. Both must return once the I/O is done.
+TEST_P(ReplicaServerTest, TwoOverlappingDetachVolumeCallsBothReturn) {
+  uint8_t* buf = static_cast<uint8_t*>(AlignedAlloc(4096));
+  Listener a;
+  ReplicaClient* ca = Connect(&a, Options(1));
+  ASSERT_TRUE(a.connected);
+  gate_->Close();
+  std::memset(buf, 0x21, 4096);
+  Op held(Opcode::kWrite, 0, 4096, buf);
+  ca->Submit(&held.req);
+  ASSERT_TRUE(RunUntil([&] { return gate_->held() == 1; }));
+  auto first = std::async(std::launch::async, [&] { return server_->DetachVolume("vol-1"); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  auto second = std::async(std::launch::async, [&] { return server_->DetachVolume("vol-1"); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // The write is still in flight: neither may return yet.
+  EXPECT_EQ(first.wait_for(std::chrono::milliseconds(0)), std::future_status::timeout);
+  EXPECT_EQ(second.wait_for(std::chrono::milliseconds(0)), std::future_status::timeout);
+  gate_->Open();
+  RunUntil([&] { return held.done; }, 5000);
+  ASSERT_EQ(first.wait_for(std::chrono::seconds(10)), std::future_status::ready)
+      << "the first DetachVolume never returned";
+  ASSERT_EQ(second.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_TRUE(first.get().ok());
+  EXPECT_TRUE(second.get().ok());
+  manager_->EndDelete("vol-1");  // detached without a Delete: serve it again
   std::free(buf);
 }
 

@@ -45,7 +45,9 @@ ReplicaSession::ReplicaSession(ReplicaServer* server, UniqueFd fd, std::string p
 }
 
 ReplicaSession::~ReplicaSession() {
-  if (detach_waiter_ != nullptr && --detach_waiter_->pending == 0) detach_waiter_->Signal();
+  for (DetachWaiter* w : detach_waiters_) {
+    if (--w->pending == 0) w->Signal();
+  }
 }
 
 void ReplicaSession::OnEvents(uint32_t events) {

@@ -141,7 +141,8 @@ class ReplicaSession final : public EventLoop::Handler {
   Slot* dirty_head_ = nullptr;
   Slot* dirty_tail_ = nullptr;
   // Set by DetachVolume; signalled from the destructor.
-  DetachWaiter* detach_waiter_ = nullptr;
+  // Every DetachVolume waiting for this session to go (two may overlap).
+  std::vector<DetachWaiter*> detach_waiters_;
   uint64_t epoch_ = 0;
   uint64_t target_id_ = 0;  // from the HELLO
   // Bound at HELLO; valid while hello_done_ (owned by the server).
