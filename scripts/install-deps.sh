@@ -13,8 +13,12 @@ PACKAGES=(
   libgtest-dev libgmock-dev
   # management API (gRPC) and CLI
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  # data-port HMAC (libcrypto), the controller's stores (SQLite, etcd for tests)
+  libssl-dev libsqlite3-dev etcd-server
+  # the node's block device: FUSE file + loop, filesystems
+  libfuse3-dev fuse3 e2fsprogs xfsprogs
   # benchmarks and NBD clients used by tests
-  fio libnbd-bin libnbd-dev qemu-utils
+  fio libnbd-bin libnbd-dev qemu-utils nbdkit
   # tools used by the scripts
   procps util-linux psmisc python3 coreutils
 )
