@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # NBD benchmark, in one run on this machine:
 #   raw         fio io_uring, O_DIRECT, on a file in the same filesystem as the replicas
+#   nbdkit      nbdkit's file plugin on such a file, through fio's nbd engine (unix
+#               socket): a published user-space NBD server, one copy, no replication
 #   1-, 2-, 3-replica volumes on three local tandem-engine processes (target on engine 0),
 #               through fio's nbd engine (unix socket)
 # Jobs: 4 KiB randwrite and randread at QD1 and QD32, 1 MiB sequential write at QD8.
@@ -59,6 +61,7 @@ else
   for e in e0 e1 e2; do start_engine "$e" $engine_flags; done
   tc_log "preparing the raw file and the volumes ($replicas replicas, $BENCH_SIZE each)"
   bench_prepare_raw
+  bench_prepare_nbdkit
   for n in $replicas; do
     engines=(e0 e1 e2)
     bench_prepare_volume "$n" "${engines[@]:0:$n}"

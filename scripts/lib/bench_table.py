@@ -80,7 +80,7 @@ def main(path):
                 ratios.append(r["iops"] / base["iops"])
                 if "write" in job:
                     ratios_n.append(r["iops"] / (base["iops"] / n))
-        summary[(n, job)] = dict(rows=rs, ratios=ratios, ratios_n=ratios_n)
+        summary[(label, job)] = dict(rows=rs, ratios=ratios, ratios_n=ratios_n)
         x_raw = f"{med(ratios):.2f}" if ratios else ""
         x_raw_n = f"{med(ratios_n):.2f}" if ratios_n else ""
         cpu_parts = ""
@@ -99,33 +99,46 @@ def main(path):
 
     print()
     checks = []
-    s = summary.get((3, "randwrite-4k-qd32"))
-    if s and s["ratios_n"]:
-        v = med(s["ratios_n"])
-        checks.append(("3 replicas 4K randwrite QD32 vs raw/3", f"{v:.2f}x", ">= 0.80x", v >= 0.8,
-                       spread(s["ratios_n"], "{:.2f}")))
-    s = summary.get((3, "randwrite-4k-qd1"))
-    if s:
+
+    def ratio_check(label, job, key, name, want, limit):
+        s = summary.get((label, job))
+        if s and s[key]:
+            v = med(s[key])
+            checks.append((name, f"{v:.2f}x", f">= {limit:.2f}x", v >= limit, spread(s[key], "{:.2f}")))
+
+    def latency_check(label, name, extra_us, with_rtt):
+        s = summary.get((label, "randwrite-4k-qd1"))
+        if not s:
+            return
         deltas = []
         for r in s["rows"]:
             base = raw.get(("randwrite-4k-qd1", r["round"]))
             if base:
                 deltas.append(r["p50"] - base["p50"])
-        if deltas:
-            d = med(deltas)
-            if rtt:
-                budget = med(rtt) + 30
-                checks.append(("3 replicas 4K randwrite QD1 p50 - raw p50", f"{d:.1f} us",
-                               f"<= RTT {med(rtt):.1f} + 30 = {budget:.1f} us", d <= budget,
-                               spread(deltas, "{:.1f}")))
-            else:
-                checks.append(("3 replicas 4K randwrite QD1 p50 - raw p50", f"{d:.1f} us",
-                               "<= 1 loopback RTT + 30 us", None, spread(deltas, "{:.1f}")))
-    s = summary.get((3, "randread-4k-qd32"))
-    if s and s["ratios"]:
-        v = med(s["ratios"])
-        checks.append(("3 replicas 4K randread QD32 vs raw", f"{v:.2f}x", ">= 0.70x", v >= 0.7,
-                       spread(s["ratios"], "{:.2f}")))
+        if not deltas:
+            return
+        d = med(deltas)
+        if with_rtt and not rtt:
+            checks.append((name, f"{d:.1f} us", f"<= 1 loopback RTT + {extra_us} us", None,
+                           spread(deltas, "{:.1f}")))
+            return
+        budget = (med(rtt) if with_rtt else 0) + extra_us
+        want = f"<= RTT {med(rtt):.1f} + {extra_us} = {budget:.1f} us" if with_rtt else f"<= {budget} us"
+        checks.append((name, f"{d:.1f} us", want, d <= budget, spread(deltas, "{:.1f}")))
+
+    # Issue 12's targets.
+    latency_check("1-replica", "1 replica 4K randwrite QD1 p50 - raw p50", 25, False)
+    latency_check("3-replica", "3 replicas 4K randwrite QD1 p50 - raw p50", 40, True)
+    ratio_check("1-replica", "randwrite-4k-qd32", "ratios", "1 replica 4K randwrite QD32 vs raw", "", 0.8)
+    ratio_check("3-replica", "randwrite-4k-qd32", "ratios_n", "3 replicas 4K randwrite QD32 vs raw/3", "", 0.9)
+    for label in ("1-replica", "2-replica", "3-replica"):
+        ratio_check(label, "randread-4k-qd32", "ratios", f"{label[0]} replica(s) 4K randread QD32 vs raw", "",
+                    0.8)
+    s = summary.get(("3-replica", "randwrite-4k-qd32"))
+    if s:
+        v = med([r["cpu"] for r in s["rows"]])
+        checks.append(("CPU per 4K write, 3 replicas QD32 (fio + engines)", f"{v:.1f} us", "<= 20 us", v <= 20,
+                       ""))
     for name, got, want, ok, rng in checks:
         verdict = "" if ok is None else ("met" if ok else "MISSED")
         rng = f" [rounds {rng}]" if rng else ""

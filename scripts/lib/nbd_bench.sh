@@ -18,7 +18,12 @@
 #   bench_rtt R                    4 KiB TCP ping-pong on 127.0.0.1 (fio's net
 #                                  engine, pingpong=1): the loopback round trip
 #                                  of the QD1 latency target, same run
-#   bench_cleanup                  destroys the prepared volumes, removes the file
+#   bench_prepare_nbdkit           nbdkit's file plugin serving a file in the same
+#                                  filesystem over a unix socket ("nbdkit" rows): a
+#                                  published user-space NBD server with one copy and
+#                                  no replication, the peer every volume is read against
+#   bench_cleanup                  destroys the prepared volumes, stops nbdkit,
+#                                  removes the files
 #
 # Knobs: BENCH_SECONDS (per job, default 5), BENCH_SIZE (default 512M),
 # BENCH_JOBS (default: all five below), BENCH_TASKSET_FIO (a CPU list: fio runs
@@ -161,12 +166,35 @@ bench_volume() {
   BENCH_VOLUMES=("${keep[@]}")
 }
 
-# bench_round R: each job on raw and on every prepared volume, back to back.
+# bench_prepare_nbdkit: nbdkit's file plugin on a filled file beside the raw one,
+# on a unix socket, one connection per fio job like the volumes. cache=none asks
+# the plugin to keep its writes out of the page cache (it has no O_DIRECT), so it
+# is one copy and no replication: what a user-space NBD hop costs on this machine.
+bench_prepare_nbdkit() {
+  command -v nbdkit >/dev/null || { tc_log "bench: nbdkit not installed; no nbdkit rows"; return 0; }
+  local img="$TC_RUN_DIR/nbdkit.img" sock="$TC_RUN_DIR/nbdkit.sock"
+  fallocate -l "$BENCH_SIZE" "$img" 2>/dev/null || truncate -s "$BENCH_SIZE" "$img"
+  tc_spawn nbdkit nbdkit --foreground --exit-with-parent --unix="$sock" file file="$img" cache=none
+  BENCH_NBDKIT_PID="${TC_PID_OF[nbdkit]}"
+  BENCH_NBDKIT_URI="nbd+unix:///?socket=$sock"
+  BENCH_NBDKIT_FILE="$img"
+  wait_for "nbdinfo --size '$BENCH_NBDKIT_URI'" 10 "nbdkit"
+  fio --name=fill --ioengine=nbd --uri="$BENCH_NBDKIT_URI" --rw=write --bs=1M --iodepth=8 \
+    --size="$BENCH_SIZE" --output=/dev/null 2>>"$TC_RUN_DIR/bench-fio.log" || tc_fail "fio fill of nbdkit"
+}
+
+_bench_nbdkit_job() {
+  [ -n "${BENCH_NBDKIT_PID:-}" ] || return 0
+  _bench_run nbdkit 1 "$1" "$BENCH_NBDKIT_PID" -- --ioengine=nbd --uri="$BENCH_NBDKIT_URI"
+}
+
+# bench_round R: each job on raw, nbdkit and every prepared volume, back to back.
 bench_round() {
   BENCH_ROUND="$1"
   local job n
   for job in $BENCH_JOBS; do
     _bench_raw_job "$job"
+    _bench_nbdkit_job "$job"
     for n in "${BENCH_VOLUMES[@]}"; do _bench_volume_job "$n" "$job"; done
   done
 }
@@ -201,7 +229,14 @@ bench_cleanup() {
   local n
   for n in "${BENCH_VOLUMES[@]}"; do _bench_destroy_volume "$n"; done
   BENCH_VOLUMES=()
+  if [ -n "${BENCH_NBDKIT_PID:-}" ]; then
+    kill -TERM "$BENCH_NBDKIT_PID" 2>/dev/null || true
+    _wait_exit "$BENCH_NBDKIT_PID" 10 || tc_fail "nbdkit did not exit"
+    rm -f "$BENCH_NBDKIT_FILE"
+    BENCH_NBDKIT_PID=""
+  fi
   [ -n "${BENCH_RAW_FILE:-}" ] && rm -f "$BENCH_RAW_FILE"
+  return 0
 }
 
 bench_table() { python3 "$TC_LIB_DIR/bench_table.py" "$BENCH_TSV"; }
