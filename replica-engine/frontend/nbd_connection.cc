@@ -557,7 +557,15 @@ void NbdConnection::QueueReply(Slot* slot) {
   nbd::EncodeSimpleReply(slot->error, slot->req.cookie, slot->reply);
   slot->payload_len = slot->req.type == nbd::kCmdRead && slot->error == 0 ? slot->req.length : 0;
   slot->sent = 0;
-  if (slot->error != 0 && server_ != nullptr) ++server_->stats_.errors;
+  if (server_ != nullptr) {
+    if (slot->error != 0) {
+      ++server_->stats_.errors;
+    } else if (slot->req.type == nbd::kCmdRead) {
+      server_->stats_.bytes_read += slot->req.length;
+    } else if (slot->req.type == nbd::kCmdWrite) {
+      server_->stats_.bytes_written += slot->req.length;
+    }
+  }
   slot->next_slot = nullptr;
   if (tx_tail_ != nullptr) {
     tx_tail_->next_slot = slot;

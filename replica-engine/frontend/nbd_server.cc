@@ -23,6 +23,16 @@ constexpr const char* kTag = "nbd";
 constexpr int kBacklog = 64;
 }  // namespace
 
+const char* ExportKindName(ExportKind kind) {
+  switch (kind) {
+    case ExportKind::kNbd:
+      return "nbd";
+    case ExportKind::kFuseFile:
+      return "fuse_file";
+  }
+  return "unknown";
+}
+
 class NbdServer::Listener final : public EventLoop::Handler {
  public:
   Listener(NbdServer* server, UniqueFd fd, bool tcp)
@@ -117,6 +127,15 @@ Status NbdServer::ListenUnix() {
     return Status::Unavailable("bind unix:" + path + ": " + strerror(errno));
   }
   unix_bound_ = true;
+  // Whoever can connect can read and write the volume: owner only. bind()
+  // made the file 0777 & ~umask; nobody can connect before listen(), so
+  // narrowing it here leaves no window (the process-wide umask is not ours to
+  // change while other threads create files).
+  if (chmod(path.c_str(), kNbdSocketMode) != 0) {
+    Status s = PosixError("chmod 0600 " + path, errno).WithContext("NBD listen");
+    CloseListeners();
+    return s;
+  }
   if (listen(fd.get(), kBacklog) != 0) {
     Status s = Status::Unavailable("listen unix:" + path + ": " + strerror(errno));
     CloseListeners();
@@ -289,6 +308,22 @@ void NbdServer::OnTick(uint64_t now_ns) {
       conn->BeginShutdown();  // closes at once in the handshake phase
     }
   }
+}
+
+ExportDescription NbdServer::Describe() const {
+  ExportDescription d;
+  d.kind = ExportKind::kNbd;
+  if (unix_listener_ != nullptr) d.path = options_.unix_path;
+  if (tcp_listener_ != nullptr) {
+    std::string host = options_.tcp_address.substr(0, options_.tcp_address.rfind(':'));
+    d.address = host + ":" + std::to_string(tcp_port_);
+  }
+  d.counters.connections = connections_.size();
+  d.counters.requests = stats_.requests;
+  d.counters.errors = stats_.errors;
+  d.counters.bytes_read = stats_.bytes_read;
+  d.counters.bytes_written = stats_.bytes_written;
+  return d;
 }
 
 void NbdServer::Shutdown(void (*done)(void*), void* arg) {

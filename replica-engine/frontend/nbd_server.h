@@ -21,6 +21,8 @@
 // Thread-safety: none. REQUIRES: `loop` and `device` outlive the server, and
 // every method runs on loop's thread (or before the loop runs).
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -30,11 +32,15 @@
 #include "common/event_loop.h"
 #include "common/status.h"
 #include "common/unique_fd.h"
+#include "replica-engine/frontend/export.h"
 #include "replica-engine/target/block_device.h"
 
 namespace tandem::frontend {
 
 class NbdConnection;
+
+// Mode of the unix socket file.
+inline constexpr mode_t kNbdSocketMode = 0600;
 
 struct NbdServerOptions {
   std::string export_name;  // the only export (the volume id); NBD_OPT_LIST lists it
@@ -60,22 +66,27 @@ struct NbdServerStats {
   uint64_t connections_closed_bad_input = 0;  // protocol violations
   uint64_t requests = 0;                      // transmission requests parsed
   uint64_t errors = 0;                        // replies with a non-zero error
+  uint64_t bytes_read = 0;                    // data of successful READs
+  uint64_t bytes_written = 0;                 // data of successful WRITEs
 };
 
-class NbdServer final : private EventLoop::Idler, private EventLoop::Ticker {
+// The Export (export.h) of kind kNbd: Describe() gives the unix socket as
+// `path` and "host:port" (bound port) as `address`.
+class NbdServer final : public Export, private EventLoop::Idler, private EventLoop::Ticker {
  public:
   NbdServer(EventLoop* loop, target::BlockDevice* device, NbdServerOptions options);
   // Closes everything immediately. Device requests still in flight are
   // abandoned safely: their connection's memory lives until they complete,
   // and their results are dropped.
-  ~NbdServer();
+  ~NbdServer() override;
   NbdServer(const NbdServer&) = delete;
   NbdServer& operator=(const NbdServer&) = delete;
 
   // Binds and listens. INVALID_ARGUMENT (bad options or address, naming it),
   // UNAVAILABLE (bind/listen failed, naming the address),
-  // FAILED_PRECONDITION (called twice).
-  Status Start();
+  // FAILED_PRECONDITION (called twice). The unix socket is created mode 0600
+  // (owner only: whoever can connect can read and write the volume).
+  Status Start() override;
   // The bound TCP port (useful with port 0); 0 without TCP.
   uint16_t tcp_port() const { return tcp_port_; }
   const std::string& unix_path() const { return options_.unix_path; }
@@ -85,7 +96,9 @@ class NbdServer final : private EventLoop::Idler, private EventLoop::Ticker {
   // finish and their replies be written (best effort), closes them, then
   // runs done(arg) on the loop (never inside this call). Idempotent: every
   // call's `done` runs once, after the drain. `done` may destroy the server.
-  void Shutdown(void (*done)(void*), void* arg);
+  void Shutdown(void (*done)(void*), void* arg) override;
+
+  ExportDescription Describe() const override;
 
   NbdServerStats stats() const { return stats_; }
   // Open connections (handshake or transmission).

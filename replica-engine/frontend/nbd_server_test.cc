@@ -974,6 +974,41 @@ TEST_F(NbdServerTest, ShutdownWaitsForInflightRequestsAndRemovesSocket) {
   ASSERT_TRUE(WaitFor([&] { return done2; }));
 }
 
+TEST_F(NbdServerTest, UnixSocketIsOwnerOnlyWhateverTheUmask) {
+  // Issue 10: whoever can connect can read and write the volume.
+  mode_t old = umask(0);
+  StartServer();
+  umask(old);
+  struct stat st;
+  ASSERT_EQ(lstat(socket_.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 07777, 0600u) << std::oct << (st.st_mode & 07777);
+}
+
+TEST_F(NbdServerTest, DescribeThroughTheExportSeam) {
+  NbdServerOptions opts;
+  opts.tcp_address = "127.0.0.1:0";
+  StartServer({}, opts);
+  RawClient c(socket_);
+  ASSERT_TRUE(c.Connect());
+  auto data = Pattern(8192, 3);
+  ASSERT_EQ(c.Write(0, data), 0u);
+  std::vector<uint8_t> back;
+  ASSERT_EQ(c.Read(0, 4096, &back), 0u);
+  ExportDescription d;
+  Export* e = server_.get();
+  OnLoop([&] { d = e->Describe(); });
+  EXPECT_EQ(d.kind, ExportKind::kNbd);
+  EXPECT_STREQ(ExportKindName(d.kind), "nbd");
+  EXPECT_EQ(d.path, socket_);
+  EXPECT_EQ(d.address, "127.0.0.1:" + std::to_string(server_->tcp_port()));
+  EXPECT_EQ(d.counters.connections, 1u);
+  EXPECT_EQ(d.counters.requests, 2u);
+  EXPECT_EQ(d.counters.errors, 0u);
+  EXPECT_EQ(d.counters.bytes_written, 8192u);
+  EXPECT_EQ(d.counters.bytes_read, 4096u);
+}
+
 TEST_F(NbdServerTest, DestroyingServerWithInflightRequestsIsSafe) {
   StartServer();
   RawClient c(socket_);

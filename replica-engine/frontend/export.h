@@ -1,0 +1,73 @@
+#pragma once
+// Export: one BlockDevice made reachable by a kernel or user-space block
+// protocol — the seam between a volume target and whatever the node attaches
+// (an NBD socket today, a file on a FUSE mount for `losetup`, ublk later).
+// The attach layer owns "a target + its export" through this interface only.
+//
+// Lifecycle: construct (the implementation's own options), Start() once,
+// Shutdown() any number of times, destroy after the first Shutdown's `done`
+// ran (or without Shutdown: the destructor then tears down at once, abandoning
+// in-flight requests safely; it never blocks on the kernel).
+//
+// Thread-safety: every method runs on the exported device's loop thread (or
+// before that loop runs). An implementation may run threads of its own (FUSE
+// workers) but completes Shutdown's `done` on the loop thread.
+// REQUIRES: the device and its loop outlive the export.
+
+#include <cstdint>
+#include <string>
+
+#include "common/status.h"
+
+namespace tandem::frontend {
+
+enum class ExportKind : uint8_t {
+  kNbd,       // NBD server on a unix socket and/or TCP (nbd_server.h)
+  kFuseFile,  // one regular file on a FUSE mount, for `losetup --direct-io=on`
+};
+
+// "nbd", "fuse_file".
+const char* ExportKindName(ExportKind kind);
+
+// Counters every export keeps (since Start). Exports that have no notion of
+// a connection (FUSE) report the mount as one.
+struct ExportCounters {
+  uint64_t connections = 0;  // open now
+  uint64_t requests = 0;     // block requests received from the client
+  uint64_t errors = 0;       // requests answered with an error
+  uint64_t bytes_read = 0;
+  uint64_t bytes_written = 0;
+};
+
+struct ExportDescription {
+  ExportKind kind = ExportKind::kNbd;
+  // Where a client finds it: the NBD unix socket, or the exported file on the
+  // FUSE mount (what `losetup` is given). Empty when not listening there.
+  std::string path;
+  // NBD over TCP: "host:port" with the bound port; empty otherwise.
+  std::string address;
+  ExportCounters counters;
+};
+
+class Export {
+ public:
+  virtual ~Export() = default;
+
+  // Makes the device reachable (binds, mounts). Errors: INVALID_ARGUMENT (bad
+  // options or device geometry), UNAVAILABLE (the kernel refused: bind,
+  // mount), FAILED_PRECONDITION (called twice or after Shutdown). On error
+  // nothing is left behind (no socket file, no mount).
+  virtual Status Start() = 0;
+
+  // Stops accepting new requests, lets requests in flight on the device
+  // finish (bounded: an implementation that depends on a kernel client gives
+  // up after its documented timeout and fails what is left with EIO), removes
+  // what Start created, then runs done(arg) on the loop thread — never inside
+  // this call. Idempotent: every call's `done` runs once, after the drain.
+  // `done` may destroy the export. `done` may be null.
+  virtual void Shutdown(void (*done)(void*), void* arg) = 0;
+
+  virtual ExportDescription Describe() const = 0;
+};
+
+}  // namespace tandem::frontend
