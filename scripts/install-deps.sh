@@ -16,7 +16,7 @@ PACKAGES=(
   # data-port HMAC (libcrypto), the controller's stores (SQLite, etcd for tests)
   libssl-dev libsqlite3-dev etcd-server
   # the node's block device: FUSE file + loop, filesystems
-  libfuse3-dev fuse3 e2fsprogs xfsprogs
+  libfuse3-dev fuse3 e2fsprogs xfsprogs libblkid-dev
   # benchmarks and NBD clients used by tests
   fio libnbd-bin libnbd-dev qemu-utils nbdkit
   # tools used by the scripts
