@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "common/address.h"  // ParsePort, ParseHostPort (were here)
 #include "common/status.h"
 
 namespace tandem {
@@ -42,16 +43,6 @@ class Flags {
 // Parses "123", "4K", "1G" (powers of 1024). INVALID_ARGUMENT on anything else
 // (white space, a sign, an unknown suffix, more than 2^64 - 1).
 Status ParseSize(const std::string& text, uint64_t* out);
-
-// Parses a TCP port: plain decimal digits (no suffix, sign or white space) of
-// a value in 1..65535, or 0..65535 when `allow_zero` (0: "any port").
-// INVALID_ARGUMENT saying what is allowed otherwise.
-Status ParsePort(const std::string& text, bool allow_zero, uint16_t* out);
-
-// Parses "HOST:PORT" (split at the last ':'; HOST may be empty) with PORT as
-// ParsePort. INVALID_ARGUMENT naming `what` (e.g. "--listen") otherwise.
-Status ParseHostPort(const std::string& what, const std::string& text, bool allow_zero_port,
-                     std::string* host, uint16_t* port);
 
 // Reads a secret (a token) for the flag `flag` from the file `path`, so it
 // is not on the command line (visible to every local user in ps): the

@@ -40,9 +40,10 @@
 #include <vector>
 
 #include "common/flags.h"
+#include "common/grpc/endpoint.h"
+#include "common/grpc/grpc_server.h"
 #include "common/logging.h"
 #include "replica-engine/api/engine_service.h"
-#include "replica-engine/api/grpc_server.h"
 #include "replica-engine/api/secure_defaults.h"
 #include "replica-engine/backend/backend_factory.h"
 #include "replica-engine/replica/replica_manager.h"
@@ -88,9 +89,6 @@ tandem::Status WriteFileAtomically(const std::string& path, const std::string& v
   return tandem::Status::Ok();
 }
 
-// The host of "HOST:PORT".
-std::string HostOf(const std::string& address) { return address.substr(0, address.rfind(':')); }
-
 std::string Hostname() {
   char name[HOST_NAME_MAX + 1] = {};
   if (gethostname(name, sizeof(name) - 1) != 0) return "localhost";
@@ -122,9 +120,17 @@ tandem::Status Serve(const tandem::Flags& flags, const tandem::server::ServerOpt
   tandem::target::TargetManager targets(nbd_dir);
   tandem::Status st = targets.Start();
   tandem::api::EngineService service(manager, &server, &targets, service_opts);
-  std::unique_ptr<tandem::api::GrpcServer> mgmt;
+  std::unique_ptr<tandem::rpc::GrpcServer> mgmt;
   if (st.ok()) {
-    auto started = tandem::api::GrpcServer::Start(flags.Get("grpc-listen"), &service);
+    tandem::rpc::GrpcServerOptions grpc_opts;
+    grpc_opts.endpoint = flags.Get("grpc-listen");
+    grpc_opts.services = {&service};
+    grpc_opts.log_tag = "engine_api";
+    // Successful calls at debug: `tandemctl target watch` and node plugins
+    // poll GetTarget; the service logs every change it makes itself, and
+    // failed calls are still logged at info.
+    grpc_opts.ok_level = tandem::LogLevel::kDebug;
+    auto started = tandem::rpc::GrpcServer::Start(grpc_opts);
     if (started.ok()) {
       mgmt = std::move(*started);
     } else {
@@ -137,7 +143,7 @@ tandem::Status Serve(const tandem::Flags& flags, const tandem::server::ServerOpt
               nbd_dir.c_str());
     const std::string grpc_address =
         mgmt->port() == 0 ? flags.Get("grpc-listen")
-                          : HostOf(flags.Get("grpc-listen")) + ":" + std::to_string(mgmt->port());
+                          : mgmt->endpoint().host + ":" + std::to_string(mgmt->port());
     if (std::string warning =
             tandem::api::UnprotectedWarning(!opts.auth_token.empty(), service_opts.data_address,
                                             !service_opts.mgmt_token.empty(), grpc_address);
@@ -185,7 +191,8 @@ int main(int argc, char** argv) {
   flags.Define("buffer-pool", "128M", "bytes of aligned I/O buffers (at least 16M)");
   flags.Define("port-file", "", "write the bound data port here once listening");
   flags.Define("grpc-listen", "127.0.0.1:9600",
-               "management API address HOST:PORT (port 0: any) or unix:/path");
+               "management API endpoint HOST:PORT (port 0: any), tcp://HOST:PORT, "
+               "unix:/path or unix:///path");
   flags.Define("grpc-port-file", "",
                "write the bound gRPC port here once listening (0 for a unix socket)");
   flags.Define("node-id", "", "this node's id (default: the hostname)");
@@ -255,8 +262,10 @@ int main(int argc, char** argv) {
   st = tandem::api::CheckBindAddress("--listen", flags.Get("listen"), !opts.auth_token.empty(),
                                      "--auth-token", insecure_bind);
   if (!st.ok()) return UsageFail(st);
-  st = tandem::api::CheckBindAddress("--grpc-listen", flags.Get("grpc-listen"), !mgmt_token.empty(),
-                                     "--mgmt-token", insecure_bind);
+  auto grpc_endpoint = tandem::rpc::ParseEndpoint(flags.Get("grpc-listen"));
+  if (!grpc_endpoint.ok()) return UsageFail(grpc_endpoint.status().WithContext("--grpc-listen"));
+  st = tandem::api::CheckBindAddress("--grpc-listen", grpc_endpoint->GrpcAddress(),
+                                     !mgmt_token.empty(), "--mgmt-token", insecure_bind);
   if (!st.ok()) return UsageFail(st);
   uint64_t v = 0;
   if (!(st = flags.GetUint("busy-poll-us", &v)).ok()) return UsageFail(st);

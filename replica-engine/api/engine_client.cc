@@ -1,15 +1,17 @@
 #include "replica-engine/api/engine_client.h"
 
 #include <grpcpp/client_context.h>
-#include <grpcpp/create_channel.h>
-#include <grpcpp/security/credentials.h>
 
 #include <utility>
 
-#include "replica-engine/api/grpc_status.h"
+#include "common/grpc/bearer_auth.h"
+#include "common/grpc/client_channel.h"
+#include "common/grpc/grpc_status.h"
 
 namespace tandem::api {
 namespace {
+
+using rpc::FromGrpcStatus;
 
 namespace pb = ::tandem::engine::v1;
 
@@ -23,14 +25,12 @@ Result<Resp> Finish(const grpc::Status& status, Resp resp) {
 }  // namespace
 
 EngineClient::EngineClient(const std::string& address, std::string token)
-    : token_(std::move(token)),
-      stub_(pb::Engine::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()))) {
-}
+    : token_(std::move(token)), stub_(pb::Engine::NewStub(rpc::NewClientChannel(address))) {}
 
 std::unique_ptr<grpc::ClientContext> EngineClient::NewContext(Timeout timeout) const {
   auto ctx = std::make_unique<grpc::ClientContext>();
   ctx->set_deadline(std::chrono::system_clock::now() + timeout);
-  if (!token_.empty()) ctx->AddMetadata("authorization", "Bearer " + token_);
+  rpc::AddBearerToken(ctx.get(), token_);
   return ctx;
 }
 

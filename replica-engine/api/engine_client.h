@@ -9,7 +9,7 @@
 // Every call takes a timeout; a call that does not finish in time fails with
 // DEADLINE_EXCEEDED. Calls fail fast (UNAVAILABLE) when the engine cannot be
 // reached rather than waiting for it to come up. Errors carry the engine's
-// code and message unchanged (grpc_status.h).
+// code and message unchanged (common/grpc/grpc_status.h).
 //
 // Thread-safety: all methods may be called concurrently (one shared channel).
 
@@ -30,7 +30,8 @@ class EngineClient {
   // Long enough for CreateTarget, which waits for the replicas to connect.
   static constexpr Timeout kDefaultTimeout{30000};
 
-  // `address`: "HOST:PORT" or "unix:/path". `token`: the engine's management
+  // `address`: an endpoint (common/grpc/endpoint.h): "HOST:PORT",
+  // "tcp://HOST:PORT", "unix:/path", "unix:///path". `token`: the engine's management
   // token, sent as "authorization: Bearer <token>"; empty sends none. No
   // connection is made until the first call.
   EngineClient(const std::string& address, std::string token);

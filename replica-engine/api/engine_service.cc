@@ -4,8 +4,9 @@
 #include <utility>
 #include <vector>
 
+#include "common/grpc/grpc_status.h"
+#include "common/grpc/handler_guard.h"
 #include "common/logging.h"
-#include "replica-engine/api/grpc_status.h"
 #include "replica-engine/api/proto_convert.h"
 #include "replica-engine/api/secure_defaults.h"
 
@@ -15,48 +16,17 @@
 
 namespace tandem::api {
 
+using rpc::ToGrpcStatus;
+
 const char kEngineVersion[] = TANDEM_VERSION;
 
 namespace {
 
 constexpr char kTag[] = "engine_api";
-constexpr char kBearer[] = "Bearer ";
 
 namespace pb = ::tandem::engine::v1;
 
-// Compares in time independent of where the strings differ, so the token
-// cannot be guessed byte by byte from response times.
-bool ConstantTimeEqual(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
-}
-
 }  // namespace
-
-namespace internal {
-
-grpc::Status AnswerBadAlloc(const char* method) noexcept {
-  try {
-    TLOG_ERROR(kTag, "%s: out of memory (std::bad_alloc); the call fails, the engine goes on",
-               method);
-    return grpc::Status(grpc::RESOURCE_EXHAUSTED, std::string(method) + ": out of memory");
-  } catch (...) {
-    return grpc::Status(grpc::RESOURCE_EXHAUSTED, std::string());
-  }
-}
-
-grpc::Status AnswerException(const char* method, const char* what) noexcept {
-  try {
-    TLOG_ERROR(kTag, "%s: unexpected exception: %s", method, what);
-    return grpc::Status(grpc::INTERNAL, std::string(method) + ": unexpected exception: " + what);
-  } catch (...) {
-    return grpc::Status(grpc::INTERNAL, std::string());
-  }
-}
-
-}  // namespace internal
 
 EngineService::EngineService(replica::ReplicaManager* replicas,
                              server::ReplicaServer* replica_server, target::TargetManager* targets,
@@ -64,26 +34,12 @@ EngineService::EngineService(replica::ReplicaManager* replicas,
     : replicas_(replicas),
       replica_server_(replica_server),
       targets_(targets),
-      options_(std::move(options)) {}
-
-Status EngineService::Authorize(const Ctx* ctx) const {
-  if (options_.mgmt_token.empty()) return Status::Ok();
-  const auto& md = ctx->client_metadata();
-  auto it = md.find("authorization");
-  if (it == md.end()) return Status::Unauthenticated("missing authorization metadata");
-  std::string_view value(it->second.data(), it->second.size());
-  std::string_view prefix(kBearer);
-  if (value.substr(0, prefix.size()) != prefix ||
-      !ConstantTimeEqual(value.substr(prefix.size()), options_.mgmt_token)) {
-    return Status::Unauthenticated("bad management token");
-  }
-  return Status::Ok();
-}
+      options_(std::move(options)),
+      auth_(options_.mgmt_token) {}
 
 grpc::Status EngineService::GetEngineInfo(Ctx* ctx, const pb::GetEngineInfoRequest*,
                                           pb::EngineInfo* resp) {
-  return GuardHandler("GetEngineInfo", [&]() -> grpc::Status {
-    if (Status st = Authorize(ctx); !st.ok()) return ToGrpcStatus(st);
+  return rpc::ServeCall("GetEngineInfo", auth_, *ctx, [&]() -> grpc::Status {
     resp->set_node_id(options_.node_id);
     resp->set_data_address(options_.data_address);
     resp->set_backend(options_.backend);
@@ -94,8 +50,7 @@ grpc::Status EngineService::GetEngineInfo(Ctx* ctx, const pb::GetEngineInfoReque
 
 grpc::Status EngineService::CreateReplica(Ctx* ctx, const pb::CreateReplicaRequest* req,
                                           pb::Replica* resp) {
-  return GuardHandler("CreateReplica", [&]() -> grpc::Status {
-    if (Status st = Authorize(ctx); !st.ok()) return ToGrpcStatus(st);
+  return rpc::ServeCall("CreateReplica", auth_, *ctx, [&]() -> grpc::Status {
     Result<replica::ReplicaConfig> config = ReplicaConfigFromProto(*req);
     if (!config.ok()) return ToGrpcStatus(config.status());
     if (!config->data_path.empty()) {
@@ -119,8 +74,7 @@ grpc::Status EngineService::CreateReplica(Ctx* ctx, const pb::CreateReplicaReque
 
 grpc::Status EngineService::DeleteReplica(Ctx* ctx, const pb::DeleteReplicaRequest* req,
                                           pb::DeleteReplicaResponse*) {
-  return GuardHandler("DeleteReplica", [&]() -> grpc::Status {
-    if (Status st = Authorize(ctx); !st.ok()) return ToGrpcStatus(st);
+  return rpc::ServeCall("DeleteReplica", auth_, *ctx, [&]() -> grpc::Status {
     if (Status st = replica::ValidateId("volume_id", req->volume_id()); !st.ok()) {
       return ToGrpcStatus(st);
     }
@@ -137,8 +91,7 @@ grpc::Status EngineService::DeleteReplica(Ctx* ctx, const pb::DeleteReplicaReque
 
 grpc::Status EngineService::GetReplica(Ctx* ctx, const pb::GetReplicaRequest* req,
                                        pb::Replica* resp) {
-  return GuardHandler("GetReplica", [&]() -> grpc::Status {
-    if (Status st = Authorize(ctx); !st.ok()) return ToGrpcStatus(st);
+  return rpc::ServeCall("GetReplica", auth_, *ctx, [&]() -> grpc::Status {
     if (Status st = replica::ValidateId("volume_id", req->volume_id()); !st.ok()) {
       return ToGrpcStatus(st);
     }
@@ -151,8 +104,7 @@ grpc::Status EngineService::GetReplica(Ctx* ctx, const pb::GetReplicaRequest* re
 
 grpc::Status EngineService::ListReplicas(Ctx* ctx, const pb::ListReplicasRequest*,
                                          pb::ListReplicasResponse* resp) {
-  return GuardHandler("ListReplicas", [&]() -> grpc::Status {
-    if (Status st = Authorize(ctx); !st.ok()) return ToGrpcStatus(st);
+  return rpc::ServeCall("ListReplicas", auth_, *ctx, [&]() -> grpc::Status {
     std::vector<std::shared_ptr<replica::Replica>> all = replicas_->List();
     std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) {
       return a->metadata().volume_id < b->metadata().volume_id;
@@ -164,8 +116,7 @@ grpc::Status EngineService::ListReplicas(Ctx* ctx, const pb::ListReplicasRequest
 
 grpc::Status EngineService::CreateTarget(Ctx* ctx, const pb::CreateTargetRequest* req,
                                          pb::Target* resp) {
-  return GuardHandler("CreateTarget", [&]() -> grpc::Status {
-    if (Status st = Authorize(ctx); !st.ok()) return ToGrpcStatus(st);
+  return rpc::ServeCall("CreateTarget", auth_, *ctx, [&]() -> grpc::Status {
     Result<target::TargetSpec> spec = TargetSpecFromProto(*req, options_.target_defaults);
     if (!spec.ok()) return ToGrpcStatus(spec.status());
     if (!spec->nbd_tcp_address.empty()) {
@@ -186,8 +137,7 @@ grpc::Status EngineService::CreateTarget(Ctx* ctx, const pb::CreateTargetRequest
 
 grpc::Status EngineService::DestroyTarget(Ctx* ctx, const pb::DestroyTargetRequest* req,
                                           pb::DestroyTargetResponse*) {
-  return GuardHandler("DestroyTarget", [&]() -> grpc::Status {
-    if (Status st = Authorize(ctx); !st.ok()) return ToGrpcStatus(st);
+  return rpc::ServeCall("DestroyTarget", auth_, *ctx, [&]() -> grpc::Status {
     if (Status st = replica::ValidateId("volume_id", req->volume_id()); !st.ok()) {
       return ToGrpcStatus(st);
     }
@@ -198,8 +148,7 @@ grpc::Status EngineService::DestroyTarget(Ctx* ctx, const pb::DestroyTargetReque
 }
 
 grpc::Status EngineService::GetTarget(Ctx* ctx, const pb::GetTargetRequest* req, pb::Target* resp) {
-  return GuardHandler("GetTarget", [&]() -> grpc::Status {
-    if (Status st = Authorize(ctx); !st.ok()) return ToGrpcStatus(st);
+  return rpc::ServeCall("GetTarget", auth_, *ctx, [&]() -> grpc::Status {
     if (Status st = replica::ValidateId("volume_id", req->volume_id()); !st.ok()) {
       return ToGrpcStatus(st);
     }
@@ -212,8 +161,7 @@ grpc::Status EngineService::GetTarget(Ctx* ctx, const pb::GetTargetRequest* req,
 
 grpc::Status EngineService::ListTargets(Ctx* ctx, const pb::ListTargetsRequest*,
                                         pb::ListTargetsResponse* resp) {
-  return GuardHandler("ListTargets", [&]() -> grpc::Status {
-    if (Status st = Authorize(ctx); !st.ok()) return ToGrpcStatus(st);
+  return rpc::ServeCall("ListTargets", auth_, *ctx, [&]() -> grpc::Status {
     std::vector<target::TargetInfo> all = targets_->List();
     std::sort(all.begin(), all.end(),
               [](const auto& a, const auto& b) { return a.volume_id < b.volume_id; });
@@ -233,8 +181,7 @@ grpc::Status EngineService::ReplyWithTarget(const Status& st, const std::string&
 
 grpc::Status EngineService::AddTargetReplica(Ctx* ctx, const pb::AddTargetReplicaRequest* req,
                                              pb::Target* resp) {
-  return GuardHandler("AddTargetReplica", [&]() -> grpc::Status {
-    if (Status st = Authorize(ctx); !st.ok()) return ToGrpcStatus(st);
+  return rpc::ServeCall("AddTargetReplica", auth_, *ctx, [&]() -> grpc::Status {
     if (Status st = replica::ValidateId("volume_id", req->volume_id()); !st.ok()) {
       return ToGrpcStatus(st);
     }
@@ -249,8 +196,7 @@ grpc::Status EngineService::AddTargetReplica(Ctx* ctx, const pb::AddTargetReplic
 
 grpc::Status EngineService::RemoveTargetReplica(Ctx* ctx, const pb::RemoveTargetReplicaRequest* req,
                                                 pb::Target* resp) {
-  return GuardHandler("RemoveTargetReplica", [&]() -> grpc::Status {
-    if (Status st = Authorize(ctx); !st.ok()) return ToGrpcStatus(st);
+  return rpc::ServeCall("RemoveTargetReplica", auth_, *ctx, [&]() -> grpc::Status {
     if (Status st = replica::ValidateId("volume_id", req->volume_id()); !st.ok()) {
       return ToGrpcStatus(st);
     }
@@ -266,8 +212,7 @@ grpc::Status EngineService::RemoveTargetReplica(Ctx* ctx, const pb::RemoveTarget
 grpc::Status EngineService::RebuildTargetReplica(Ctx* ctx,
                                                  const pb::RebuildTargetReplicaRequest* req,
                                                  pb::Target* resp) {
-  return GuardHandler("RebuildTargetReplica", [&]() -> grpc::Status {
-    if (Status st = Authorize(ctx); !st.ok()) return ToGrpcStatus(st);
+  return rpc::ServeCall("RebuildTargetReplica", auth_, *ctx, [&]() -> grpc::Status {
     if (Status st = replica::ValidateId("volume_id", req->volume_id()); !st.ok()) {
       return ToGrpcStatus(st);
     }
@@ -282,8 +227,7 @@ grpc::Status EngineService::RebuildTargetReplica(Ctx* ctx,
 
 grpc::Status EngineService::SetRebuildRate(Ctx* ctx, const pb::SetRebuildRateRequest* req,
                                            pb::Target* resp) {
-  return GuardHandler("SetRebuildRate", [&]() -> grpc::Status {
-    if (Status st = Authorize(ctx); !st.ok()) return ToGrpcStatus(st);
+  return rpc::ServeCall("SetRebuildRate", auth_, *ctx, [&]() -> grpc::Status {
     if (Status st = replica::ValidateId("volume_id", req->volume_id()); !st.ok()) {
       return ToGrpcStatus(st);
     }

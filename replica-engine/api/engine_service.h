@@ -8,8 +8,9 @@
 // limits, PERMISSION_DENIED for a data_path or nbd_tcp_address the secure
 // defaults refuse: secure_defaults.h) naming the field and never
 // half-applied. Errors are our Status
-// codes, which are gRPC's (grpc_status.h). No handler lets an exception out:
-// GuardHandler answers std::bad_alloc with RESOURCE_EXHAUSTED and any other
+// codes, which are gRPC's (common/grpc/grpc_status.h). No handler lets an
+// exception out: each runs in rpc::ServeCall (common/grpc/handler_guard.h),
+// which answers std::bad_alloc with RESOURCE_EXHAUSTED and any other
 // exception with INTERNAL, and logs it; the engine keeps serving. When a
 // management token is configured every call must carry the metadata
 // "authorization: Bearer <token>", else UNAUTHENTICATED.
@@ -19,11 +20,10 @@
 // thread-safe.
 
 #include <cstdint>
-#include <exception>
-#include <new>
 #include <string>
 #include <vector>
 
+#include "common/grpc/bearer_auth.h"
 #include "replica-engine/api/proto_convert.h"
 #include "replica-engine/proto/engine.grpc.pb.h"
 #include "replica-engine/replica/replica_manager.h"
@@ -57,30 +57,6 @@ struct EngineServiceOptions {
   std::vector<std::string> allowed_devices;
   bool allow_remote_nbd = false;
 };
-
-namespace internal {
-// GuardHandler's answers; they never throw.
-grpc::Status AnswerBadAlloc(const char* method) noexcept;
-grpc::Status AnswerException(const char* method, const char* what) noexcept;
-}  // namespace internal
-
-// Runs the body of the handler `method` and returns its status; an exception
-// it throws is logged and answered instead (std::bad_alloc:
-// RESOURCE_EXHAUSTED, anything else: INTERNAL), naming `method`. (gRPC's
-// own catch-all answers UNKNOWN "Unexpected error in RPC handling" and logs
-// nothing; built without exception support it would let it end the process.)
-template <typename Body>
-grpc::Status GuardHandler(const char* method, Body&& body) noexcept {
-  try {
-    return body();
-  } catch (const std::bad_alloc&) {
-    return internal::AnswerBadAlloc(method);
-  } catch (const std::exception& e) {
-    return internal::AnswerException(method, e.what());
-  } catch (...) {
-    return internal::AnswerException(method, "an exception that is not a std::exception");
-  }
-}
 
 class EngineService final : public ::tandem::engine::v1::Engine::Service {
  public:
@@ -118,8 +94,6 @@ class EngineService final : public ::tandem::engine::v1::Engine::Service {
                               engine::v1::Target* resp) override;
 
  private:
-  // OK when no token is configured or the call carries the right one.
-  Status Authorize(const Ctx* ctx) const;
   // Answers a target call that changed `volume_id`'s target: `st` if it
   // failed, else the target as it is now.
   grpc::Status ReplyWithTarget(const Status& st, const std::string& volume_id,
@@ -129,6 +103,7 @@ class EngineService final : public ::tandem::engine::v1::Engine::Service {
   server::ReplicaServer* replica_server_;
   target::TargetManager* targets_;
   EngineServiceOptions options_;
+  rpc::BearerTokenAuth auth_;  // options_.mgmt_token
 };
 
 }  // namespace tandem::api

@@ -18,16 +18,14 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
-#include <new>
-#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "common/clock.h"
 #include "common/event_loop.h"
+#include "common/grpc/grpc_server.h"
 #include "replica-engine/api/engine_client.h"
-#include "replica-engine/api/grpc_server.h"
 #include "replica-engine/backend/backend_factory.h"
 #include "replica-engine/client/replica_client.h"
 
@@ -35,6 +33,8 @@ namespace tandem::api {
 namespace {
 
 namespace pb = ::tandem::engine::v1;
+using rpc::GrpcServer;
+using rpc::UnixSocketPath;
 
 constexpr uint64_t kSize = 4ull << 20;
 constexpr EngineClient::Timeout kTimeout{10000};
@@ -367,34 +367,6 @@ TEST_F(EngineServiceTest, CreateReplicaWith512ByteBlocksIsInvalidArgument) {
   ExpectInvalid(r.status(), "block_size");
   EXPECT_NE(r.status().message().find("4096"), std::string::npos) << r.status().ToString();
   EXPECT_EQ(client_->GetReplica("vol-1", kTimeout).status().code(), StatusCode::kNotFound);
-}
-
-TEST(GuardHandlerTest, ExceptionsBecomeStatusesNamingTheMethod) {
-  grpc::Status ok = GuardHandler("GetReplica", [] { return grpc::Status::OK; });
-  EXPECT_TRUE(ok.ok());
-  grpc::Status passed = GuardHandler(
-      "GetReplica", [] { return grpc::Status(grpc::NOT_FOUND, "no replica of vol-1"); });
-  EXPECT_EQ(passed.error_code(), grpc::NOT_FOUND);
-  EXPECT_EQ(passed.error_message(), "no replica of vol-1");
-
-  grpc::Status oom =
-      GuardHandler("CreateReplica", []() -> grpc::Status { throw std::bad_alloc(); });
-  EXPECT_EQ(oom.error_code(), grpc::RESOURCE_EXHAUSTED);
-  EXPECT_NE(oom.error_message().find("CreateReplica"), std::string::npos) << oom.error_message();
-  // A bad_alloc subclass is still out of memory.
-  grpc::Status len =
-      GuardHandler("CreateReplica", []() -> grpc::Status { throw std::bad_array_new_length(); });
-  EXPECT_EQ(len.error_code(), grpc::RESOURCE_EXHAUSTED);
-
-  grpc::Status other =
-      GuardHandler("CreateTarget", []() -> grpc::Status { throw std::out_of_range("vector::at"); });
-  EXPECT_EQ(other.error_code(), grpc::INTERNAL);
-  EXPECT_NE(other.error_message().find("CreateTarget"), std::string::npos);
-  EXPECT_NE(other.error_message().find("vector::at"), std::string::npos);
-
-  grpc::Status odd = GuardHandler("ListTargets", []() -> grpc::Status { throw 42; });
-  EXPECT_EQ(odd.error_code(), grpc::INTERNAL);
-  EXPECT_NE(odd.error_message().find("ListTargets"), std::string::npos);
 }
 
 TEST_F(EngineServiceTest, GetReplicaOfAbsentVolumeIsNotFound) {

@@ -1,6 +1,6 @@
-#include "replica-engine/api/grpc_status.h"
+#include "common/grpc/grpc_status.h"
 
-namespace tandem::api {
+namespace tandem::rpc {
 
 // The static_asserts pin the "codes are gRPC's" promise of common/status.h; if
 // either enum ever moves, this file stops compiling instead of mislabelling
@@ -26,4 +26,4 @@ Status FromGrpcStatus(const grpc::Status& status) {
   return Status(static_cast<StatusCode>(code), status.error_message());
 }
 
-}  // namespace tandem::api
+}  // namespace tandem::rpc
