@@ -39,6 +39,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/file_util.h"
 #include "common/flags.h"
 #include "common/grpc/endpoint.h"
 #include "common/grpc/grpc_server.h"
@@ -75,20 +76,6 @@ tandem::Status ParseReplicaSpec(const std::string& spec, tandem::replica::Replic
   return tandem::ParseSize(size, &cfg->size).WithContext("--create-replica size");
 }
 
-// Writes "<value>\n" to `path` through a temp file and rename, so a reader
-// polling for the file never sees it half written.
-tandem::Status WriteFileAtomically(const std::string& path, const std::string& value) {
-  std::string tmp = path + ".tmp";
-  FILE* f = std::fopen(tmp.c_str(), "w");
-  if (f == nullptr) return tandem::PosixError("open " + tmp, errno);
-  std::fprintf(f, "%s\n", value.c_str());
-  if (std::fclose(f) != 0) return tandem::PosixError("write " + tmp, errno);
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    return tandem::PosixError("rename " + tmp, errno);
-  }
-  return tandem::Status::Ok();
-}
-
 std::string Hostname() {
   char name[HOST_NAME_MAX + 1] = {};
   if (gethostname(name, sizeof(name) - 1) != 0) return "localhost";
@@ -112,7 +99,7 @@ tandem::Status Serve(const tandem::Flags& flags, const tandem::server::ServerOpt
   std::printf("listening on %s\n", service_opts.data_address.c_str());
   std::fflush(stdout);
   if (std::string pf = flags.Get("port-file"); !pf.empty()) {
-    TANDEM_RETURN_IF_ERROR(WriteFileAtomically(pf, std::to_string(server.port())));
+    TANDEM_RETURN_IF_ERROR(tandem::WriteFileAtomically(pf, std::to_string(server.port()) + "\n"));
   }
 
   const std::string nbd_dir =
@@ -151,7 +138,7 @@ tandem::Status Serve(const tandem::Flags& flags, const tandem::server::ServerOpt
       TLOG_WARN(kTag, "%s", warning.c_str());
     }
     if (std::string pf = flags.Get("grpc-port-file"); !pf.empty()) {
-      st = WriteFileAtomically(pf, std::to_string(mgmt->port()));
+      st = tandem::WriteFileAtomically(pf, std::to_string(mgmt->port()) + "\n");
     }
   }
   if (st.ok()) {

@@ -6,6 +6,7 @@
 
 #include "common/grpc/grpc_status.h"
 #include "common/grpc/handler_guard.h"
+#include "common/id.h"
 #include "common/logging.h"
 #include "replica-engine/api/proto_convert.h"
 #include "replica-engine/api/secure_defaults.h"
@@ -75,7 +76,7 @@ grpc::Status EngineService::CreateReplica(Ctx* ctx, const pb::CreateReplicaReque
 grpc::Status EngineService::DeleteReplica(Ctx* ctx, const pb::DeleteReplicaRequest* req,
                                           pb::DeleteReplicaResponse*) {
   return rpc::ServeCall("DeleteReplica", auth_, *ctx, [&]() -> grpc::Status {
-    if (Status st = replica::ValidateId("volume_id", req->volume_id()); !st.ok()) {
+    if (Status st = ValidateId("volume_id", req->volume_id()); !st.ok()) {
       return ToGrpcStatus(st);
     }
     // Sessions hold the replica's shared_ptr; closing them first means no
@@ -92,7 +93,7 @@ grpc::Status EngineService::DeleteReplica(Ctx* ctx, const pb::DeleteReplicaReque
 grpc::Status EngineService::GetReplica(Ctx* ctx, const pb::GetReplicaRequest* req,
                                        pb::Replica* resp) {
   return rpc::ServeCall("GetReplica", auth_, *ctx, [&]() -> grpc::Status {
-    if (Status st = replica::ValidateId("volume_id", req->volume_id()); !st.ok()) {
+    if (Status st = ValidateId("volume_id", req->volume_id()); !st.ok()) {
       return ToGrpcStatus(st);
     }
     Result<std::shared_ptr<replica::Replica>> r = replicas_->Get(req->volume_id());
@@ -138,7 +139,7 @@ grpc::Status EngineService::CreateTarget(Ctx* ctx, const pb::CreateTargetRequest
 grpc::Status EngineService::DestroyTarget(Ctx* ctx, const pb::DestroyTargetRequest* req,
                                           pb::DestroyTargetResponse*) {
   return rpc::ServeCall("DestroyTarget", auth_, *ctx, [&]() -> grpc::Status {
-    if (Status st = replica::ValidateId("volume_id", req->volume_id()); !st.ok()) {
+    if (Status st = ValidateId("volume_id", req->volume_id()); !st.ok()) {
       return ToGrpcStatus(st);
     }
     Status st = targets_->Destroy(req->volume_id());
@@ -149,7 +150,7 @@ grpc::Status EngineService::DestroyTarget(Ctx* ctx, const pb::DestroyTargetReque
 
 grpc::Status EngineService::GetTarget(Ctx* ctx, const pb::GetTargetRequest* req, pb::Target* resp) {
   return rpc::ServeCall("GetTarget", auth_, *ctx, [&]() -> grpc::Status {
-    if (Status st = replica::ValidateId("volume_id", req->volume_id()); !st.ok()) {
+    if (Status st = ValidateId("volume_id", req->volume_id()); !st.ok()) {
       return ToGrpcStatus(st);
     }
     Result<target::TargetInfo> info = targets_->Get(req->volume_id());
@@ -182,7 +183,7 @@ grpc::Status EngineService::ReplyWithTarget(const Status& st, const std::string&
 grpc::Status EngineService::AddTargetReplica(Ctx* ctx, const pb::AddTargetReplicaRequest* req,
                                              pb::Target* resp) {
   return rpc::ServeCall("AddTargetReplica", auth_, *ctx, [&]() -> grpc::Status {
-    if (Status st = replica::ValidateId("volume_id", req->volume_id()); !st.ok()) {
+    if (Status st = ValidateId("volume_id", req->volume_id()); !st.ok()) {
       return ToGrpcStatus(st);
     }
     Result<target::ReplicaEndpoint> endpoint = EndpointFromProto("replica", req->replica());
@@ -197,7 +198,7 @@ grpc::Status EngineService::AddTargetReplica(Ctx* ctx, const pb::AddTargetReplic
 grpc::Status EngineService::RemoveTargetReplica(Ctx* ctx, const pb::RemoveTargetReplicaRequest* req,
                                                 pb::Target* resp) {
   return rpc::ServeCall("RemoveTargetReplica", auth_, *ctx, [&]() -> grpc::Status {
-    if (Status st = replica::ValidateId("volume_id", req->volume_id()); !st.ok()) {
+    if (Status st = ValidateId("volume_id", req->volume_id()); !st.ok()) {
       return ToGrpcStatus(st);
     }
     Result<std::string> address = ReplicaAddressFromProto("address", req->address());
@@ -213,7 +214,7 @@ grpc::Status EngineService::RebuildTargetReplica(Ctx* ctx,
                                                  const pb::RebuildTargetReplicaRequest* req,
                                                  pb::Target* resp) {
   return rpc::ServeCall("RebuildTargetReplica", auth_, *ctx, [&]() -> grpc::Status {
-    if (Status st = replica::ValidateId("volume_id", req->volume_id()); !st.ok()) {
+    if (Status st = ValidateId("volume_id", req->volume_id()); !st.ok()) {
       return ToGrpcStatus(st);
     }
     Result<std::string> address = ReplicaAddressFromProto("address", req->address());
@@ -228,7 +229,7 @@ grpc::Status EngineService::RebuildTargetReplica(Ctx* ctx,
 grpc::Status EngineService::SetRebuildRate(Ctx* ctx, const pb::SetRebuildRateRequest* req,
                                            pb::Target* resp) {
   return rpc::ServeCall("SetRebuildRate", auth_, *ctx, [&]() -> grpc::Status {
-    if (Status st = replica::ValidateId("volume_id", req->volume_id()); !st.ok()) {
+    if (Status st = ValidateId("volume_id", req->volume_id()); !st.ok()) {
       return ToGrpcStatus(st);
     }
     if (Status st = ValidateRebuildRate("bytes_per_sec", req->bytes_per_sec()); !st.ok()) {

@@ -12,6 +12,8 @@
 #include <set>
 #include <utility>
 
+#include "common/address.h"
+#include "common/id.h"
 #include "common/unique_fd.h"
 #include "replica-engine/replica/replica_metadata.h"
 
@@ -117,30 +119,20 @@ bool IsDottedQuadIpv4(const std::string& host) {
 
 Status ParseIpv4HostPort(const std::string& field, const std::string& text, bool allow_any_port,
                          std::string* host, uint16_t* port) {
-  size_t colon = text.rfind(':');
-  if (colon == std::string::npos) {
-    return Status::InvalidArgument(field + " must be IPV4:PORT, got \"" + text + "\"");
-  }
-  std::string h = text.substr(0, colon);
-  std::string p = text.substr(colon + 1);
+  std::string h;
+  uint16_t p = 0;
+  TANDEM_RETURN_IF_ERROR(ParseHostPort(field, text, allow_any_port, &h, &p));
   if (!IsDottedQuadIpv4(h)) {
     return Status::InvalidArgument(field + " host \"" + h + "\" is not a dotted-quad IPv4 address");
   }
-  if (p.empty() || p.size() > 5 || p.find_first_not_of("0123456789") != std::string::npos) {
-    return Status::InvalidArgument(field + " port \"" + p + "\" is not a number");
-  }
-  unsigned long v = std::stoul(p);
-  if (v > 65535 || (v == 0 && !allow_any_port)) {
-    return Status::InvalidArgument(field + " port " + p + " is out of range");
-  }
   *host = std::move(h);
-  *port = static_cast<uint16_t>(v);
+  *port = p;
   return Status::Ok();
 }
 
 Result<replica::ReplicaConfig> ReplicaConfigFromProto(const pb::CreateReplicaRequest& req) {
-  TANDEM_RETURN_IF_ERROR(replica::ValidateId("volume_id", req.volume_id()));
-  TANDEM_RETURN_IF_ERROR(replica::ValidateId("replica_id", req.replica_id()));
+  TANDEM_RETURN_IF_ERROR(ValidateId("volume_id", req.volume_id()));
+  TANDEM_RETURN_IF_ERROR(ValidateId("replica_id", req.replica_id()));
   replica::ReplicaConfig c;
   c.volume_id = req.volume_id();
   c.replica_id = req.replica_id();
@@ -208,7 +200,7 @@ Status ValidateRebuildRate(const std::string& field, uint64_t bytes_per_sec) {
 
 Result<target::TargetSpec> TargetSpecFromProto(const pb::CreateTargetRequest& req,
                                                const TargetDefaults& defaults) {
-  TANDEM_RETURN_IF_ERROR(replica::ValidateId("volume_id", req.volume_id()));
+  TANDEM_RETURN_IF_ERROR(ValidateId("volume_id", req.volume_id()));
   if (req.epoch() == 0) return Status::InvalidArgument("epoch must be > 0");
   const int n = req.replicas_size();
   if (n < 1 || static_cast<size_t>(n) > target::VolumeTarget::kMaxReplicas) {
@@ -245,7 +237,7 @@ Result<target::TargetSpec> TargetSpecFromProto(const pb::CreateTargetRequest& re
   o.in_sync.generation_id = req.in_sync_generation_id();
   for (int i = 0; i < req.in_sync_replica_ids_size(); ++i) {
     const std::string field = "in_sync_replica_ids[" + std::to_string(i) + "]";
-    TANDEM_RETURN_IF_ERROR(replica::ValidateId(field.c_str(), req.in_sync_replica_ids(i)));
+    TANDEM_RETURN_IF_ERROR(ValidateId(field.c_str(), req.in_sync_replica_ids(i)));
     o.in_sync.replica_ids.push_back(req.in_sync_replica_ids(i));
   }
   if (!o.in_sync.replica_ids.empty() && o.in_sync.generation_id == 0) {
