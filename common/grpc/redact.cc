@@ -16,6 +16,24 @@ using google::protobuf::Reflection;
 
 constexpr char kRedacted[] = "[redacted]";
 
+// A map<string, string> entry whose key names a secret ("tandem.csi.io/secret"
+// in CSI's publish_context) keeps its key and loses its value.
+void RedactSecretMapValues(Message* m, const FieldDescriptor* map_field) {
+  const Reflection* r = m->GetReflection();
+  const auto* entry_type = map_field->message_type();
+  const FieldDescriptor* key = entry_type->map_key();
+  const FieldDescriptor* value = entry_type->map_value();
+  if (key->cpp_type() != FieldDescriptor::CPPTYPE_STRING ||
+      value->cpp_type() != FieldDescriptor::CPPTYPE_STRING) {
+    return;
+  }
+  for (int i = 0; i < r->FieldSize(*m, map_field); ++i) {
+    Message* entry = r->MutableRepeatedMessage(m, map_field, i);
+    const Reflection* er = entry->GetReflection();
+    if (IsSecretFieldName(er->GetString(*entry, key))) er->SetString(entry, value, kRedacted);
+  }
+}
+
 // Redacts `m` in place; appends the names of dropped secret fields to `dropped`.
 void RedactInPlace(Message* m, std::vector<std::string>* dropped) {
   const Reflection* r = m->GetReflection();
@@ -33,6 +51,7 @@ void RedactInPlace(Message* m, std::vector<std::string>* dropped) {
       continue;
     }
     if (f->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) continue;
+    if (f->is_map()) RedactSecretMapValues(m, f);
     if (f->is_repeated()) {
       // Map entries too: their value may be a message with secrets of its own.
       for (int i = 0; i < r->FieldSize(*m, f); ++i) {

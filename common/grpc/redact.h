@@ -8,7 +8,9 @@
 // secret field (map, repeated, message, number) is left out and named in a
 // trailing "[redacted: a, b]". Unknown fields are dropped too (a newer
 // client's secrets could hide there). Nested messages are redacted the same
-// way, at every depth.
+// way, at every depth. In a map<string, string> (CSI's publish_context,
+// volume_context), an entry whose key names a secret keeps its key and prints
+// its value as "[redacted]".
 
 #include <cstddef>
 #include <string>

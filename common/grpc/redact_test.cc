@@ -45,6 +45,16 @@ TEST(RedactTest, NoSecretFieldAtAnyDepthReachesTheText) {
   EXPECT_EQ(req.secrets().size(), 2u);
 }
 
+TEST(RedactTest, AMapEntryWhoseKeyNamesASecretLosesItsValue) {
+  pb::EchoRequest req;
+  (*req.mutable_context())["tandem.csi.io/secret"] = std::string(kSecret) + "-volume";
+  (*req.mutable_context())["tandem.csi.io/epoch"] = "7";
+  const std::string text = RedactedText(req);
+  EXPECT_EQ(text.find(kSecret), std::string::npos) << text;
+  EXPECT_NE(text.find("tandem.csi.io/secret"), std::string::npos) << text;
+  EXPECT_NE(text.find("\"7\""), std::string::npos) << text;
+}
+
 TEST(RedactTest, UnknownFieldsAreDropped) {
   // A newer client's field this binary does not know: its bytes would be
   // printed by number.
