@@ -11,7 +11,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "common/unique_fd.h"
+#include "common/file_util.h"
+#include "common/id.h"
 
 namespace tandem::node {
 namespace {
@@ -22,25 +23,6 @@ constexpr const char* kSuffix = ".staged";
 // hostile path must not forge a second key: refuse it.
 Status CheckValue(const std::string& v) {
   if (v.find('\n') != std::string::npos) return Status::InvalidArgument("value contains a newline");
-  return Status::Ok();
-}
-
-Status WriteFileDurably(const std::string& dir, const std::string& path, const std::string& data) {
-  const std::string tmp = path + ".tmp";
-  UniqueFd fd(open(tmp.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600));
-  if (!fd.valid()) return PosixError("create " + tmp, errno);
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = write(fd.get(), data.data() + done, data.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return PosixError("write " + tmp, errno);
-    done += static_cast<size_t>(n);
-  }
-  if (fsync(fd.get()) != 0) return PosixError("fsync " + tmp, errno);
-  fd.Reset();
-  if (rename(tmp.c_str(), path.c_str()) != 0) return PosixError("rename " + tmp, errno);
-  UniqueFd d(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!d.valid() || fsync(d.get()) != 0) return PosixError("fsync " + dir, errno);
   return Status::Ok();
 }
 
@@ -76,19 +58,7 @@ Result<StagedVolume> Parse(const std::string& path) {
 
 }  // namespace
 
-Status ValidateVolumeId(const std::string& id) {
-  if (id.empty() || id.size() > 128 || id == "." || id == "..") {
-    return Status::InvalidArgument("volume_id must be 1..128 characters, not '.' or '..'");
-  }
-  for (char c : id) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-';
-    if (!ok)
-      return Status::InvalidArgument("volume_id '" + id +
-                                     "' has characters outside [A-Za-z0-9._-]");
-  }
-  return Status::Ok();
-}
+Status ValidateVolumeId(const std::string& id) { return ValidateId("volume_id", id); }
 
 Result<NodeState> NodeState::Open(const std::string& dir) {
   if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return PosixError("mkdir " + dir, errno);
@@ -109,7 +79,7 @@ Status NodeState::Put(const StagedVolume& v) {
       << "\nexport_path=" << v.export_path << "\ndevice=" << v.device << "\nfs_type=" << v.fs_type
       << "\nblock=" << (v.block ? 1 : 0) << "\nread_only=" << (v.read_only ? 1 : 0)
       << "\nepoch=" << v.epoch << "\n";
-  return WriteFileDurably(dir_, PathOf(v.volume_id), out.str());
+  return WriteFileAtomically(PathOf(v.volume_id), out.str(), 0600);
 }
 
 Result<std::optional<StagedVolume>> NodeState::Get(const std::string& volume_id) const {
@@ -147,9 +117,7 @@ Status NodeState::Remove(const std::string& volume_id) {
   if (unlink(PathOf(volume_id).c_str()) != 0 && errno != ENOENT) {
     return PosixError("remove state of " + volume_id, errno);
   }
-  UniqueFd d(open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (d.valid()) fsync(d.get());
-  return Status::Ok();
+  return SyncDir(dir_);
 }
 
 }  // namespace tandem::node
