@@ -23,6 +23,7 @@ AlignedBufferPool::AlignedBufferPool(size_t arena_bytes, size_t max_buffer_size)
   for (size_t s = kMinBufferSize; s <= max_buffer_size; s <<= 1) ++num_classes;
   free_.assign(num_classes, nullptr);
   free_count_.assign(num_classes, 0);
+  total_count_.assign(num_classes, 0);
   if (num_classes == 0 || arena_bytes == 0) return;
 
   // Page-rounded so munmap sees the same length; the extra tail stays unused.
@@ -54,6 +55,7 @@ AlignedBufferPool::AlignedBufferPool(size_t arena_bytes, size_t max_buffer_size)
       free_[c] = node;
     }
     free_count_[c] = count;
+    total_count_[c] = count;
   }
 }
 
@@ -89,6 +91,11 @@ void AlignedBufferPool::Put(void* buf, size_t size) {
 size_t AlignedBufferPool::free_buffers(size_t size) const {
   const int c = ClassOf(size);
   return c < 0 ? 0 : free_count_[c];
+}
+
+size_t AlignedBufferPool::total_buffers(size_t size) const {
+  const int c = ClassOf(size);
+  return c < 0 ? 0 : total_count_[c];
 }
 
 }  // namespace tandem::backend

@@ -36,6 +36,13 @@ class AlignedBufferPool {
   size_t arena_bytes() const { return arena_bytes_; }
   size_t max_buffer_size() const { return max_buffer_size_; }
   size_t free_buffers(size_t size) const;
+  // Buffers the class of `size` holds in all (free or not); 0 for a size
+  // over max_buffer_size. Callers derive per-user quotas from it.
+  size_t total_buffers(size_t size) const;
+  // The class index of `size` (0 for <= 4 KiB, ...), -1 when size >
+  // max_buffer_size; num_classes() classes in all.
+  int size_class(size_t size) const { return ClassOf(size); }
+  int num_classes() const { return static_cast<int>(free_.size()); }
 
  private:
   struct FreeNode {
@@ -46,8 +53,9 @@ class AlignedBufferPool {
   void* arena_ = nullptr;
   size_t arena_bytes_ = 0;
   size_t max_buffer_size_ = 0;
-  std::vector<FreeNode*> free_;     // per class
-  std::vector<size_t> free_count_;  // per class
+  std::vector<FreeNode*> free_;      // per class
+  std::vector<size_t> free_count_;   // per class
+  std::vector<size_t> total_count_;  // per class
 };
 
 }  // namespace tandem::backend

@@ -55,6 +55,7 @@ TEST(AlignedBufferPoolTest, EachClassIsBoundedAndExhaustionReturnsNull) {
       got.push_back(p);
     }
     EXPECT_EQ(pool.free_buffers(size), 0u);
+    EXPECT_EQ(pool.total_buffers(size), expected) << "the total counts buffers handed out";
     EXPECT_EQ(pool.Get(size), nullptr) << "class " << size << " must be exhausted";
     EXPECT_EQ(pool.Get(size), nullptr) << "exhaustion is sticky until a Put";
     for (void* p : got) pool.Put(p, size);

@@ -43,7 +43,15 @@ ReplicaServer::ReplicaServer(replica::ReplicaManager* manager, backend::StorageB
       backend_(backend),
       options_(std::move(options)),
       backend_handler_(std::make_unique<BackendHandler>(this)),
-      pool_(options_.buffer_pool_bytes, protocol::kMaxIoSize) {}
+      pool_(options_.buffer_pool_bytes, protocol::kMaxIoSize) {
+  const uint32_t share = std::max<uint32_t>(1, options_.session_pool_share);
+  session_quota_.resize(static_cast<size_t>(pool_.num_classes()));
+  for (int c = 0; c < pool_.num_classes(); ++c) {
+    const size_t total = pool_.total_buffers(size_t{4096} << c);
+    session_quota_[static_cast<size_t>(c)] =
+        share == 1 ? UINT32_MAX : static_cast<uint32_t>(std::max<size_t>(1, total / share));
+  }
+}
 
 ReplicaServer::~ReplicaServer() { Stop(); }
 

@@ -79,6 +79,14 @@ struct ServerOptions {
   uint32_t max_inflight_per_session = 256;
   // Bytes of aligned buffers for all sessions together.
   size_t buffer_pool_bytes = 128ull << 20;
+  // Per-session quota: one session holds at most 1/session_pool_share of
+  // each buffer size class (at least one buffer), so at most
+  // buffer_pool_bytes / session_pool_share in all, counting reads and writes
+  // on the disk and READ replies waiting for the socket. A peer that stops
+  // reading its socket pins only that share and stalls only itself; the
+  // others keep flowing until session_pool_share such peers hold the pool.
+  // 1: no quota (one session may take everything).
+  uint32_t session_pool_share = 4;
   // EventLoop busy-poll before sleeping (see EventLoop::SetBusyPollMicros).
   uint32_t busy_poll_us = 0;
   // Pin the loop thread to this CPU (-1: no pinning).
@@ -97,6 +105,9 @@ struct ServerStats {
   uint64_t sessions_closed_bad_input = 0;
   uint64_t sessions_fenced = 0;
   uint64_t requests = 0;
+  // Times a session stopped parsing because it held its quota of a buffer
+  // class (ServerOptions::session_pool_share).
+  uint64_t session_quota_stalls = 0;
   uint64_t bytes_read = 0;
   uint64_t bytes_written = 0;
   // Writes that dirtied a clean region and waited for a dirty-map persist,
@@ -218,6 +229,8 @@ class ReplicaServer final : private EventLoop::Handler,
   EventLoop loop_;
   std::unique_ptr<BackendHandler> backend_handler_;
   backend::AlignedBufferPool pool_;
+  // Per size class of pool_: the most buffers one session may hold.
+  std::vector<uint32_t> session_quota_;
   UniqueFd listen_fd_;
   uint16_t bound_port_ = 0;
   std::thread thread_;

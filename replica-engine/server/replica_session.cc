@@ -33,7 +33,8 @@ ReplicaSession::ReplicaSession(ReplicaServer* server, UniqueFd fd, std::string p
       peer_(std::move(peer)),
       rx_(new uint8_t[protocol::kHeaderSize + protocol::kMaxPayload + kRxSlack]),
       rx_cap_(protocol::kHeaderSize + protocol::kMaxPayload + kRxSlack),
-      slots_(max_inflight) {
+      slots_(max_inflight),
+      held_(server->session_quota_.size(), 0) {
   for (Slot& s : slots_) {
     s.session = this;
     s.req.ctx = &s;
@@ -138,12 +139,39 @@ ReplicaSession::Slot* ReplicaSession::AllocSlot(const FrameHeader& h) {
   return s;
 }
 
-void ReplicaSession::FreeSlot(Slot* s) {
-  if (s->buf != nullptr) {
-    server_->pool_.Put(s->buf, s->buf_size);
-    s->buf = nullptr;
-    server_->OnBufferReleased();
+bool ReplicaSession::TakeBuffer(Slot* s, uint32_t size) {
+  const int c = server_->pool_.size_class(size);
+  if (c < 0) return false;  // not reached: lengths are checked against kMaxIoSize
+  uint32_t& held = held_[static_cast<size_t>(c)];
+  if (held >= server_->session_quota_[static_cast<size_t>(c)]) {
+    // This session holds its share of the class (e.g. READ replies its peer
+    // does not read): it waits for its own buffers, the others keep theirs.
+    ++server_->stats_.session_quota_stalls;
+    return false;
   }
+  void* buf = server_->pool_.Get(size);
+  if (buf == nullptr) {
+    server_->pool_starved_ = true;
+    return false;
+  }
+  ++held;
+  s->buf = buf;
+  s->buf_size = size;
+  return true;
+}
+
+void ReplicaSession::ReleaseBuffer(Slot* s) {
+  if (s->buf == nullptr) return;
+  server_->pool_.Put(s->buf, s->buf_size);
+  --held_[static_cast<size_t>(server_->pool_.size_class(s->buf_size))];
+  s->buf = nullptr;
+  server_->OnBufferReleased();
+  // A session stalled on its own quota resumes with its own buffers.
+  if (stalled_) server_->MarkTxPending(this);
+}
+
+void ReplicaSession::FreeSlot(Slot* s) {
+  ReleaseBuffer(s);
   s->control.clear();
   // A GET_DIRTY_MAP reply may have grown the string to a megabyte; do not
   // keep that per slot.
@@ -459,13 +487,8 @@ bool ReplicaSession::StartIo(Slot* s, const FrameHeader& h, const uint8_t* paylo
   switch (h.op()) {
     case Opcode::kRead:
     case Opcode::kWrite: {
-      void* buf = server_->pool_.Get(h.length);
-      if (buf == nullptr) {
-        server_->pool_starved_ = true;
-        return false;
-      }
-      s->buf = buf;
-      s->buf_size = h.length;
+      if (!TakeBuffer(s, h.length)) return false;
+      void* buf = s->buf;
       req.buf = buf;
       if (h.op() == Opcode::kWrite) {
         req.op = backend::IoOp::kWrite;
@@ -604,11 +627,7 @@ void ReplicaSession::OnIoDone(backend::IoRequest* req) {
   if (self->superseded_) {
     // Whatever the backend did, the target that sent it no longer owns the
     // volume: it must not count this as done.
-    if (s->buf != nullptr && req->op == backend::IoOp::kWrite) {
-      self->server_->pool_.Put(s->buf, s->buf_size);
-      s->buf = nullptr;
-      self->server_->OnBufferReleased();
-    }
+    if (req->op == backend::IoOp::kWrite) self->ReleaseBuffer(s);
     self->QueueReply(s, WireStatus::kStaleEpoch);
     return;
   }
@@ -634,9 +653,7 @@ void ReplicaSession::OnIoDone(backend::IoRequest* req) {
     stats.bytes_written += req->length;
     // The data is on disk; the buffer can serve another request while the
     // reply waits for the socket.
-    self->server_->pool_.Put(s->buf, s->buf_size);
-    s->buf = nullptr;
-    self->server_->OnBufferReleased();
+    self->ReleaseBuffer(s);
   }
   self->QueueReply(s, st);
 }

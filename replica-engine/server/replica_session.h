@@ -107,6 +107,12 @@ class ReplicaSession final : public EventLoop::Handler {
 
   Slot* AllocSlot(const protocol::FrameHeader& h);
   void FreeSlot(Slot* slot);
+  // Takes a pool buffer of `size` for the slot within this session's quota;
+  // false (and the session stalls) when the quota or the pool is exhausted.
+  bool TakeBuffer(Slot* slot, uint32_t size);
+  // Returns the slot's buffer (if any) to the pool and lets this session, or
+  // one starved by the pool, resume.
+  void ReleaseBuffer(Slot* slot);
   // Finishes the reply header (and payload crc) and queues the slot for sending.
   void QueueReply(Slot* slot, protocol::WireStatus status);
   void Flush();
@@ -127,6 +133,9 @@ class ReplicaSession final : public EventLoop::Handler {
   std::vector<iovec> iov_;
 
   uint32_t inflight_ = 0;
+  // Pool buffers this session holds, per size class (bounded by the server's
+  // session_quota_).
+  std::vector<uint32_t> held_;
   bool stalled_ = false;
   bool tx_pending_ = false;  // queued in the server's service list
   bool closing_ = false;
