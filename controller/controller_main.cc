@@ -1,0 +1,258 @@
+// tandem-controller: the CSI Identity and Controller services, the node
+// registry and the cluster metadata store.
+//
+//   tandem-controller --endpoint=unix:///csi/csi.sock --data-dir=/var/lib/tandem-controller
+//   tandem-controller --endpoint=unix:///csi/csi.sock --etcd-endpoints=10.0.0.1:2379,10.0.0.2:2379
+//
+// The embedded SQLite store in --data-dir is the default; --etcd-endpoints
+// switches to etcd (several controllers then elect one leader; the others
+// answer Probe not-ready and every CSI call UNAVAILABLE until they lead).
+// Nodes register through tandem.controller.v1.Registration, served on
+// --endpoint and on --registration-endpoint (TCP, for tandem-node on other
+// machines) when given, or with --register-node=ID=ENGINE[,label=value...].
+//
+// Exit codes: 2 for a bad flag, 1 for a failure to start; SIGTERM/SIGINT
+// stop the servers (running calls get a grace period), resign and exit 0.
+
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/flags.h"
+#include "common/grpc/grpc_server.h"
+#include "common/logging.h"
+#include "controller/controller_service.h"
+#include "controller/engine_directory.h"
+#include "controller/node_registry.h"
+#include "controller/records.h"
+#include "controller/registration_service.h"
+#include "controller/store/metadata_store.h"
+#include "csi/identity_service.h"
+
+namespace {
+
+constexpr const char* kTag = "controller";
+constexpr std::chrono::milliseconds kShutdownGrace{2000};
+
+using tandem::Status;
+
+// "ID=ENGINE[,key=value...]" -> NodeRecord.
+Status ParseNodeSpec(const std::string& spec, tandem::controller::rec::NodeRecord* out) {
+  size_t eq = spec.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    return Status::InvalidArgument("--register-node must be ID=ENGINE_ADDRESS[,label=value...]: " +
+                                   spec);
+  }
+  out->set_node_id(spec.substr(0, eq));
+  std::string rest = spec.substr(eq + 1);
+  size_t comma = rest.find(',');
+  out->set_engine_address(rest.substr(0, comma));
+  while (comma != std::string::npos) {
+    size_t next = rest.find(',', comma + 1);
+    std::string label = rest.substr(comma + 1, next - comma - 1);
+    size_t leq = label.find('=');
+    if (leq == std::string::npos || leq == 0) {
+      return Status::InvalidArgument("--register-node label must be key=value: " + label);
+    }
+    (*out->mutable_topology())[label.substr(0, leq)] = label.substr(leq + 1);
+    comma = next;
+  }
+  return Status::Ok();
+}
+
+int Run(int argc, char** argv) {
+  tandem::Flags flags;
+  flags.Define("endpoint", "", "CSI endpoint: unix:///path/csi.sock or tcp://HOST:PORT (required)");
+  flags.Define("data-dir", "", "directory of the embedded SQLite metadata store");
+  flags.Define("etcd-endpoints", "",
+               "HOST:PORT[,HOST:PORT...] of an etcd v3 cluster (instead of --data-dir)");
+  flags.Define("registration-endpoint", "",
+               "extra endpoint serving only the node Registration API (e.g. tcp://0.0.0.0:9700)");
+  flags.Define("register-node", "",
+               "ID=ENGINE_ADDRESS[,label=value...]: register a node at start (repeatable)");
+  flags.Define("engine-token-file", "", "file holding the engines' management token");
+  flags.Define("heartbeat-interval-ms", "2000", "engine heartbeat (GetEngineInfo) interval");
+  flags.Define("node-grace-ms", "10000", "a node whose engine is silent this long is down");
+  flags.Define("engine-timeout-ms", "10000", "timeout of each engine call");
+  flags.Define("candidate-id", "", "this instance's id in the leader election (default host-pid)");
+  flags.Define("debug", "false", "log at debug level");
+  Status st = flags.Parse(argc, argv);
+  if (flags.help_requested()) {
+    std::fputs(flags.Usage("tandem-controller").c_str(), stdout);
+    return 0;
+  }
+  if (!st.ok()) {
+    std::fprintf(stderr, "tandem-controller: %s\n", st.ToString().c_str());
+    return 2;
+  }
+  if (flags.GetBool("debug")) tandem::SetLogLevel(tandem::LogLevel::kDebug);
+  std::string endpoint = flags.Get("endpoint");
+  std::string data_dir = flags.Get("data-dir");
+  std::string etcd = flags.Get("etcd-endpoints");
+  auto usage_error = [](const std::string& msg) {
+    std::fprintf(stderr, "tandem-controller: %s (--help lists the flags)\n", msg.c_str());
+    return 2;
+  };
+  if (endpoint.empty()) return usage_error("--endpoint is required");
+  if (data_dir.empty() == etcd.empty()) {
+    return usage_error("exactly one of --data-dir and --etcd-endpoints is required");
+  }
+  if (!data_dir.empty() && data_dir[0] != '/') {
+    return usage_error("--data-dir must be an absolute path");
+  }
+  uint64_t heartbeat_ms = 0, grace_ms = 0, engine_timeout_ms = 0;
+  for (auto [name, out] :
+       {std::pair{"heartbeat-interval-ms", &heartbeat_ms}, std::pair{"node-grace-ms", &grace_ms},
+        std::pair{"engine-timeout-ms", &engine_timeout_ms}}) {
+    if (Status s = flags.GetUint(name, out); !s.ok() || *out == 0) {
+      return usage_error(std::string("--") + name + " must be a positive number of ms");
+    }
+  }
+  std::vector<tandem::controller::rec::NodeRecord> initial_nodes;
+  for (const auto& spec : flags.GetAll("register-node")) {
+    if (spec.empty()) continue;
+    tandem::controller::rec::NodeRecord n;
+    if (Status s = ParseNodeSpec(spec, &n); !s.ok()) return usage_error(s.message());
+    initial_nodes.push_back(std::move(n));
+  }
+  std::string engine_token;
+  if (!flags.Get("engine-token-file").empty()) {
+    Status s = tandem::ReadSecretFile("--engine-token-file", flags.Get("engine-token-file"),
+                                      &engine_token);
+    if (!s.ok()) return usage_error(s.message());
+  }
+
+  // Signals are taken by sigwait below; block them before any thread starts.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  tandem::store::StoreOptions store_opts;
+  store_opts.candidate_id = flags.Get("candidate-id");
+  std::string uri = data_dir.empty() ? "etcd://" + etcd : "sqlite://" + data_dir;
+  auto opened = tandem::store::OpenStore(uri, store_opts);
+  if (!opened.ok()) {
+    TLOG_ERROR(kTag, "opening the metadata store %s: %s", uri.c_str(),
+               opened.status().ToString().c_str());
+    return 1;
+  }
+  std::unique_ptr<tandem::store::MetadataStore> store = std::move(*opened);
+  tandem::controller::Records records(store.get());
+  tandem::controller::GrpcEngineDirectory engines(engine_token);
+  tandem::controller::NodeRegistryOptions reg_opts;
+  reg_opts.heartbeat_interval = std::chrono::milliseconds(heartbeat_ms);
+  reg_opts.grace = std::chrono::milliseconds(grace_ms);
+  tandem::controller::NodeRegistry registry(&records, &engines, reg_opts);
+  tandem::controller::ControllerOptions ctl_opts;
+  ctl_opts.engine_timeout = std::chrono::milliseconds(engine_timeout_ms);
+  tandem::controller::ControllerService controller(&records, &registry, &engines, ctl_opts);
+  tandem::controller::RegistrationService registration(&registry, store.get(), &records);
+
+  using PC = ::csi::v1::PluginCapability;
+  tandem::csi::IdentityOptions id_opts;
+  id_opts.vendor_version = TANDEM_VERSION;
+  id_opts.capabilities = {
+      tandem::csi::IdentityService::ServiceCapability(PC::Service::CONTROLLER_SERVICE),
+      tandem::csi::IdentityService::ServiceCapability(
+          PC::Service::VOLUME_ACCESSIBILITY_CONSTRAINTS)};
+  tandem::store::MetadataStore* store_ptr = store.get();
+  id_opts.probe = [store_ptr]() -> Status {
+    auto got = store_ptr->Get("/tandem/probe");
+    if (!got.ok()) return got.status().WithContext("metadata store");
+    if (!store_ptr->IsLeader()) return Status::Unavailable("not the leader");
+    return Status::Ok();
+  };
+  tandem::csi::IdentityService identity(std::move(id_opts));
+
+  // Leadership: campaign until elected, then load the registry and register
+  // the --register-node nodes. The election thread keeps campaigning if the
+  // leadership is lost (etcd lease), so a follower takes over by itself.
+  std::atomic<bool> stopping{false};
+  std::thread election([&] {
+    bool led = false;
+    while (!stopping.load()) {
+      if (store_ptr->IsLeader()) {
+        if (!led) {
+          led = true;
+          TLOG_INFO(kTag, "leading (store %s)", std::string(store_ptr->Backend()).c_str());
+          if (Status s = registry.Load(); !s.ok()) {
+            TLOG_ERROR(kTag, "loading the node registry: %s", s.ToString().c_str());
+          }
+          for (const auto& n : initial_nodes) {
+            if (Status s = registry.Register(n); !s.ok()) {
+              TLOG_ERROR(kTag, "--register-node %s: %s", n.node_id().c_str(), s.ToString().c_str());
+            }
+          }
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        continue;
+      }
+      if (led) {
+        led = false;
+        TLOG_WARN(kTag, "lost the leadership");
+      }
+      Status s = store_ptr->Campaign(std::chrono::milliseconds(1000));
+      if (!s.ok() && s.code() != tandem::StatusCode::kDeadlineExceeded) {
+        TLOG_WARN(kTag, "campaign: %s", s.ToString().c_str());
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      }
+    }
+  });
+  registry.Start();
+
+  tandem::rpc::GrpcServerOptions server_opts;
+  server_opts.endpoint = endpoint;
+  server_opts.services = {&identity, &controller, &registration};
+  server_opts.log_tag = "csi";
+  auto server = tandem::rpc::GrpcServer::Start(server_opts);
+  std::unique_ptr<tandem::rpc::GrpcServer> reg_server;
+  Status start_status = server.ok() ? Status::Ok() : server.status();
+  if (start_status.ok() && !flags.Get("registration-endpoint").empty()) {
+    tandem::rpc::GrpcServerOptions reg_opts2;
+    reg_opts2.endpoint = flags.Get("registration-endpoint");
+    reg_opts2.services = {&registration};
+    reg_opts2.log_tag = "registration";
+    auto r = tandem::rpc::GrpcServer::Start(reg_opts2);
+    if (r.ok()) {
+      reg_server = std::move(*r);
+    } else {
+      start_status = r.status().WithContext("--registration-endpoint");
+    }
+  }
+  int rc = 0;
+  if (!start_status.ok()) {
+    TLOG_ERROR(kTag, "starting: %s", start_status.ToString().c_str());
+    rc = 1;
+  } else {
+    TLOG_INFO(kTag, "tandem-controller %s serving CSI on %s", TANDEM_VERSION, endpoint.c_str());
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    TLOG_INFO(kTag, "signal %d: shutting down", sig);
+  }
+  if (reg_server) reg_server->Shutdown(kShutdownGrace);
+  if (server.ok()) (*server)->Shutdown(kShutdownGrace);
+  stopping = true;
+  election.join();
+  registry.Stop();
+  (void)store->Resign();
+  return rc;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return Run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tandem-controller: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,114 @@
+#pragma once
+// ControllerService: the CSI Controller service of tandem-controller.
+//
+// Every handler has the same shape (docs/controller.md): validate the
+// request (INVALID_ARGUMENT naming the field), take the per-volume in-flight
+// guard (a concurrent call for the same volume id or name is ABORTED), check
+// that this instance leads (UNAVAILABLE otherwise: the sidecars retry, and
+// with leader election they talk to the leader), look the volume up
+// idempotently, act, answer. State lives only in the metadata store (every
+// change is a compare-and-swap Txn that requires leadership), so a
+// controller killed between or during calls loses nothing: a retried call
+// finds the record and finishes the job.
+//
+// The handlers are split by verb over controller_service*.cc:
+//   controller_service.cc          capabilities, validate, list, get, capacity
+//   controller_service_create.cc   CreateVolume, DeleteVolume
+//   controller_service_publish.cc  ControllerPublish/UnpublishVolume (epochs, fencing)
+//
+// Thread-safety: gRPC runs handlers concurrently; all state is in the store,
+// the registry and the engine directory, which are thread-safe.
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "controller/engine_directory.h"
+#include "controller/node_registry.h"
+#include "controller/placement.h"
+#include "controller/records.h"
+#include "controller/volume_params.h"
+#include "csi/csi.grpc.pb.h"
+#include "csi/inflight.h"
+
+namespace tandem::controller {
+
+namespace csipb = ::csi::v1;
+
+struct ControllerOptions {
+  // Timeout of each engine call (CreateReplica, DeleteReplica, FenceReplica).
+  std::chrono::milliseconds engine_timeout{10000};
+  // Thin over-commit limit for placement (placement.h).
+  double overcommit = 4.0;
+};
+
+class ControllerService final : public csipb::Controller::Service {
+ public:
+  ControllerService(Records* records, NodeRegistry* nodes, EngineDirectory* engines,
+                    ControllerOptions options);
+
+  grpc::Status CreateVolume(grpc::ServerContext* ctx, const csipb::CreateVolumeRequest* req,
+                            csipb::CreateVolumeResponse* resp) override;
+  grpc::Status DeleteVolume(grpc::ServerContext* ctx, const csipb::DeleteVolumeRequest* req,
+                            csipb::DeleteVolumeResponse* resp) override;
+  grpc::Status ControllerPublishVolume(grpc::ServerContext* ctx,
+                                       const csipb::ControllerPublishVolumeRequest* req,
+                                       csipb::ControllerPublishVolumeResponse* resp) override;
+  grpc::Status ControllerUnpublishVolume(grpc::ServerContext* ctx,
+                                         const csipb::ControllerUnpublishVolumeRequest* req,
+                                         csipb::ControllerUnpublishVolumeResponse* resp) override;
+  grpc::Status ValidateVolumeCapabilities(grpc::ServerContext* ctx,
+                                          const csipb::ValidateVolumeCapabilitiesRequest* req,
+                                          csipb::ValidateVolumeCapabilitiesResponse* resp) override;
+  grpc::Status ListVolumes(grpc::ServerContext* ctx, const csipb::ListVolumesRequest* req,
+                           csipb::ListVolumesResponse* resp) override;
+  grpc::Status ControllerGetVolume(grpc::ServerContext* ctx,
+                                   const csipb::ControllerGetVolumeRequest* req,
+                                   csipb::ControllerGetVolumeResponse* resp) override;
+  grpc::Status GetCapacity(grpc::ServerContext* ctx, const csipb::GetCapacityRequest* req,
+                           csipb::GetCapacityResponse* resp) override;
+  grpc::Status ControllerGetCapabilities(grpc::ServerContext* ctx,
+                                         const csipb::ControllerGetCapabilitiesRequest* req,
+                                         csipb::ControllerGetCapabilitiesResponse* resp) override;
+
+ private:
+  // The bodies, in our Status world (the overrides wrap them).
+  Status DoCreateVolume(const csipb::CreateVolumeRequest& req, csipb::CreateVolumeResponse* resp);
+  Status DoDeleteVolume(const csipb::DeleteVolumeRequest& req);
+  Status DoPublish(const csipb::ControllerPublishVolumeRequest& req,
+                   csipb::ControllerPublishVolumeResponse* resp);
+  Status DoUnpublish(const csipb::ControllerUnpublishVolumeRequest& req);
+  Status DoValidate(const csipb::ValidateVolumeCapabilitiesRequest& req,
+                    csipb::ValidateVolumeCapabilitiesResponse* resp);
+  Status DoListVolumes(const csipb::ListVolumesRequest& req, csipb::ListVolumesResponse* resp);
+  Status DoGetVolume(const csipb::ControllerGetVolumeRequest& req,
+                     csipb::ControllerGetVolumeResponse* resp);
+  Status DoGetCapacity(const csipb::GetCapacityRequest& req, csipb::GetCapacityResponse* resp);
+
+  // UNAVAILABLE unless this instance leads.
+  Status CheckLeader() const;
+  // Creates every replica of a CREATING volume on its engine (in parallel)
+  // and marks it READY. On a failure the replicas made are deleted again and
+  // the record removed, so a retry places afresh.
+  Status FinishCreate(Versioned<rec::VolumeRecord> v);
+  // Deletes every replica on its engine (in parallel); OK when all are gone.
+  Status DeleteReplicas(const rec::VolumeRecord& record);
+  // Raises every replica's epoch to `epoch`; OK when the old target can no
+  // longer acknowledge a write (see the .cc).
+  Status Fence(const rec::VolumeRecord& record, uint64_t epoch);
+  // Candidates for placement: the registry's nodes with what the store says
+  // is placed on each.
+  Result<std::vector<NodeCandidate>> Candidates();
+  // The CSI Volume of a record.
+  void FillVolume(const rec::VolumeRecord& record, csipb::Volume* volume) const;
+  std::string EngineAddress(const std::string& node_id) const;
+
+  Records* const records_;
+  NodeRegistry* const nodes_;
+  EngineDirectory* const engines_;
+  const ControllerOptions options_;
+  csi::InFlight inflight_;
+};
+
+}  // namespace tandem::controller

@@ -1,0 +1,69 @@
+#include "controller/registration_service.h"
+
+#include <chrono>
+#include <map>
+
+#include "common/grpc/grpc_status.h"
+#include "common/grpc/handler_guard.h"
+
+namespace tandem::controller {
+
+RegistrationService::RegistrationService(NodeRegistry* nodes, store::MetadataStore* store,
+                                         Records* records)
+    : nodes_(nodes), store_(store), records_(records) {}
+
+grpc::Status RegistrationService::RegisterNode(grpc::ServerContext*,
+                                               const v1::RegisterNodeRequest* req,
+                                               v1::RegisterNodeResponse*) {
+  return rpc::GuardHandler("RegisterNode", [&]() -> grpc::Status {
+    if (!store_->IsLeader()) {
+      return rpc::ToGrpcStatus(
+          Status::Unavailable("this tandem-controller does not lead; retry against the leader"));
+    }
+    rec::NodeRecord record;
+    record.set_node_id(req->node_id());
+    record.set_engine_address(req->engine_address());
+    *record.mutable_topology() = req->topology();
+    record.set_registered_unix_ms(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      std::chrono::system_clock::now().time_since_epoch())
+                                      .count());
+    return rpc::ToGrpcStatus(nodes_->Register(record));
+  });
+}
+
+grpc::Status RegistrationService::ListNodes(grpc::ServerContext*, const v1::ListNodesRequest*,
+                                            v1::ListNodesResponse* resp) {
+  return rpc::GuardHandler("ListNodes", [&]() -> grpc::Status {
+    // What is placed on each node, from the volume records.
+    std::map<std::string, std::pair<uint64_t, uint32_t>> placed;
+    std::string after;
+    for (int page = 0; page < 1000000; ++page) {
+      bool more = false;
+      auto volumes = records_->ListVolumes(after, 500, &more);
+      if (!volumes.ok()) return rpc::ToGrpcStatus(volumes.status());
+      for (const auto& v : *volumes) {
+        for (const auto& r : v.record.replicas()) {
+          placed[r.node_id()].first += v.record.size_bytes();
+          placed[r.node_id()].second++;
+        }
+      }
+      if (!more || volumes->empty()) break;
+      after = volumes->back().record.volume_id();
+    }
+    for (const auto& n : nodes_->Snapshot()) {
+      auto* out = resp->add_nodes();
+      out->set_node_id(n.record.node_id());
+      out->set_engine_address(n.record.engine_address());
+      *out->mutable_topology() = n.record.topology();
+      out->set_up(n.up);
+      out->set_data_address(n.info.data_address());
+      out->set_last_seen_ms_ago(n.last_seen_ms_ago);
+      out->set_last_error(n.last_error);
+      out->set_provisioned_bytes(placed[n.record.node_id()].first);
+      out->set_replica_count(placed[n.record.node_id()].second);
+    }
+    return grpc::Status::OK;
+  });
+}
+
+}  // namespace tandem::controller
