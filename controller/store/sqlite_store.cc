@@ -1,0 +1,382 @@
+#include "controller/store/sqlite_store.h"
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <thread>
+
+#include "controller/store/txn_validation.h"
+
+namespace tandem::store {
+
+namespace {
+
+// Keys and values are BLOBs: SQLite orders BLOBs with memcmp, which is the
+// bytewise key order etcd uses, and a BLOB holds any bytes.
+constexpr const char* kSchema =
+    "CREATE TABLE IF NOT EXISTS kv("
+    "  key BLOB PRIMARY KEY NOT NULL,"
+    "  value BLOB NOT NULL,"
+    "  create_revision INTEGER NOT NULL,"
+    "  mod_revision INTEGER NOT NULL,"
+    "  version INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL);"
+    // etcd starts at revision 1 too; the first write makes it 2.
+    "INSERT OR IGNORE INTO meta(name, value) VALUES('revision', 1);";
+
+// Resets a statement (and its bindings) when the scope ends, so a cached
+// statement never keeps a read transaction open.
+class StmtReset {
+ public:
+  explicit StmtReset(sqlite3_stmt* s) : s_(s) {}
+  ~StmtReset() {
+    sqlite3_reset(s_);
+    sqlite3_clear_bindings(s_);
+  }
+  StmtReset(const StmtReset&) = delete;
+  StmtReset& operator=(const StmtReset&) = delete;
+
+ private:
+  sqlite3_stmt* s_;
+};
+
+void BindBlob(sqlite3_stmt* s, int index, std::string_view bytes) {
+  if (bytes.empty()) {
+    // A NULL pointer would bind SQL NULL, which compares with nothing.
+    sqlite3_bind_zeroblob(s, index, 0);
+  } else {
+    sqlite3_bind_blob(s, index, bytes.data(), static_cast<int>(bytes.size()), SQLITE_TRANSIENT);
+  }
+}
+
+std::string ColumnBlob(sqlite3_stmt* s, int col) {
+  const void* p = sqlite3_column_blob(s, col);
+  int n = sqlite3_column_bytes(s, col);
+  return p ? std::string(static_cast<const char*>(p), static_cast<size_t>(n)) : std::string();
+}
+
+KeyValue ReadRow(sqlite3_stmt* s) {
+  KeyValue kv;
+  kv.key = ColumnBlob(s, 0);
+  kv.value = ColumnBlob(s, 1);
+  kv.create_revision = sqlite3_column_int64(s, 2);
+  kv.mod_revision = sqlite3_column_int64(s, 3);
+  kv.version = sqlite3_column_int64(s, 4);
+  return kv;
+}
+
+}  // namespace
+
+struct SqliteStore::Statements {
+  sqlite3_stmt* get = nullptr;
+  sqlite3_stmt* range_bounded = nullptr;
+  sqlite3_stmt* range_open = nullptr;
+  sqlite3_stmt* upsert = nullptr;
+  sqlite3_stmt* del = nullptr;
+  sqlite3_stmt* rev_get = nullptr;
+  sqlite3_stmt* rev_set = nullptr;
+
+  ~Statements() {
+    for (sqlite3_stmt* s : {get, range_bounded, range_open, upsert, del, rev_get, rev_set}) {
+      sqlite3_finalize(s);
+    }
+  }
+};
+
+SqliteStore::SqliteStore(std::string dir, const StoreOptions& options)
+    : dir_(std::move(dir)),
+      lock_path_(dir_ + "/" + options.election_name + ".lock"),
+      options_(options) {}
+
+SqliteStore::~SqliteStore() {
+  (void)Resign();
+  stmts_.reset();
+  if (db_ != nullptr) sqlite3_close_v2(db_);
+}
+
+Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& dir,
+                                                       const StoreOptions& options) {
+  if (dir.empty() || dir[0] != '/') {
+    return Status::InvalidArgument("sqlite store directory must be an absolute path: " + dir);
+  }
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return PosixError("mkdir " + dir, errno);
+  }
+  std::unique_ptr<SqliteStore> store(new SqliteStore(dir, options));
+  TANDEM_RETURN_IF_ERROR(store->Init());
+  return store;
+}
+
+Status SqliteStore::SqliteError(std::string_view context, int rc) const {
+  std::string msg = "sqlite " + std::string(context) + " (" + dir_ +
+                    "): " + (db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(rc));
+  switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return Status::Unavailable(msg);
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+      return Status::DataLoss(msg);
+    case SQLITE_FULL:
+      return Status::ResourceExhausted(msg);
+    case SQLITE_CANTOPEN:
+    case SQLITE_PERM:
+    case SQLITE_READONLY:
+      return Status::PermissionDenied(msg);
+    default:
+      return Status::Internal(msg);
+  }
+}
+
+Status SqliteStore::Exec(const char* sql) {
+  int rc = sqlite3_exec(db_, sql, nullptr, nullptr, nullptr);
+  return rc == SQLITE_OK ? Status::Ok() : SqliteError(sql, rc);
+}
+
+Status SqliteStore::Init() {
+  const std::string path = dir_ + "/metadata.db";
+  int rc =
+      sqlite3_open_v2(path.c_str(), &db_,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) return SqliteError("open " + path, rc);
+  sqlite3_extended_result_codes(db_, 1);
+  sqlite3_busy_timeout(db_, static_cast<int>(options_.request_timeout.count()));
+
+  // WAL: readers never block the writer and a commit is one sequential
+  // append; synchronous=FULL fsyncs the WAL at every commit, which is what
+  // makes an acknowledged Txn survive power loss (NORMAL would not).
+  sqlite3_stmt* s = nullptr;
+  rc = sqlite3_prepare_v2(db_, "PRAGMA journal_mode=WAL", -1, &s, nullptr);
+  if (rc != SQLITE_OK) return SqliteError("PRAGMA journal_mode", rc);
+  std::string mode;
+  if (sqlite3_step(s) == SQLITE_ROW) {
+    mode = reinterpret_cast<const char*>(sqlite3_column_text(s, 0));
+  }
+  sqlite3_finalize(s);
+  if (mode != "wal") {
+    return Status::FailedPrecondition("sqlite at " + path + " refused WAL mode (got '" + mode +
+                                      "'); is the directory on a network file system?");
+  }
+  TANDEM_RETURN_IF_ERROR(Exec("PRAGMA synchronous=FULL"));
+  TANDEM_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  Status st = Exec(kSchema);
+  if (!st.ok()) {
+    (void)Exec("ROLLBACK");
+    return st;
+  }
+  TANDEM_RETURN_IF_ERROR(Exec("COMMIT"));
+
+  stmts_ = std::make_unique<Statements>();
+  struct {
+    sqlite3_stmt** slot;
+    const char* sql;
+  } prepared[] = {
+      {&stmts_->get,
+       "SELECT key, value, create_revision, mod_revision, version FROM kv WHERE key = ?1"},
+      {&stmts_->range_bounded,
+       "SELECT key, value, create_revision, mod_revision, version FROM kv "
+       "WHERE key >= ?1 AND key < ?2 ORDER BY key LIMIT ?3"},
+      {&stmts_->range_open,
+       "SELECT key, value, create_revision, mod_revision, version FROM kv "
+       "WHERE key >= ?1 ORDER BY key LIMIT ?3"},
+      {&stmts_->upsert,
+       "INSERT INTO kv(key, value, create_revision, mod_revision, version) "
+       "VALUES(?1, ?2, ?3, ?3, 1) ON CONFLICT(key) DO UPDATE SET "
+       "value = excluded.value, mod_revision = excluded.mod_revision, version = version + 1"},
+      {&stmts_->del, "DELETE FROM kv WHERE key = ?1"},
+      {&stmts_->rev_get, "SELECT value FROM meta WHERE name = 'revision'"},
+      {&stmts_->rev_set, "UPDATE meta SET value = ?1 WHERE name = 'revision'"},
+  };
+  for (auto& p : prepared) {
+    rc = sqlite3_prepare_v3(db_, p.sql, -1, SQLITE_PREPARE_PERSISTENT, p.slot, nullptr);
+    if (rc != SQLITE_OK) return SqliteError(p.sql, rc);
+  }
+  return Status::Ok();
+}
+
+Result<int64_t> SqliteStore::ReadRevision() {
+  StmtReset reset(stmts_->rev_get);
+  int rc = sqlite3_step(stmts_->rev_get);
+  if (rc != SQLITE_ROW) return SqliteError("read revision", rc);
+  return static_cast<int64_t>(sqlite3_column_int64(stmts_->rev_get, 0));
+}
+
+Result<std::optional<KeyValue>> SqliteStore::Get(std::string_view key) {
+  TANDEM_RETURN_IF_ERROR(ValidateKey(key));
+  std::lock_guard lock(mu_);
+  StmtReset reset(stmts_->get);
+  BindBlob(stmts_->get, 1, key);
+  int rc = sqlite3_step(stmts_->get);
+  if (rc == SQLITE_DONE) return std::optional<KeyValue>();
+  if (rc != SQLITE_ROW) return SqliteError("get", rc);
+  return std::optional<KeyValue>(ReadRow(stmts_->get));
+}
+
+Result<RangeResult> SqliteStore::Range(std::string_view prefix, std::string_view start_after,
+                                       size_t limit) {
+  // Lower bound: the prefix itself, or just past start_after if that is later.
+  std::string lo(prefix);
+  if (!start_after.empty()) {
+    std::string after = std::string(start_after) + '\0';
+    if (after > lo) lo = std::move(after);
+  }
+  const std::string hi = PrefixEnd(prefix);
+
+  std::lock_guard lock(mu_);
+  // One read transaction, so the rows and the revision are one snapshot.
+  TANDEM_RETURN_IF_ERROR(Exec("BEGIN"));
+  RangeResult out;
+  Status st = [&]() -> Status {
+    TANDEM_ASSIGN_OR_RETURN(out.revision, ReadRevision());
+    sqlite3_stmt* s = hi.empty() ? stmts_->range_open : stmts_->range_bounded;
+    StmtReset reset(s);
+    BindBlob(s, 1, lo);
+    if (!hi.empty()) BindBlob(s, 2, hi);
+    // One row more than asked tells whether there are more.
+    sqlite3_bind_int64(s, 3, limit == 0 ? -1 : static_cast<int64_t>(limit) + 1);
+    for (;;) {
+      int rc = sqlite3_step(s);
+      if (rc == SQLITE_DONE) break;
+      if (rc != SQLITE_ROW) return SqliteError("range", rc);
+      if (limit != 0 && out.kvs.size() == limit) {
+        out.more = true;
+        break;
+      }
+      out.kvs.push_back(ReadRow(s));
+    }
+    return Status::Ok();
+  }();
+  (void)Exec("COMMIT");
+  if (!st.ok()) return st;
+  return out;
+}
+
+Result<TxnResult> SqliteStore::ApplyLocked(const TxnRequest& txn) {
+  TANDEM_ASSIGN_OR_RETURN(int64_t revision, ReadRevision());
+  for (const Compare& c : txn.compares) {
+    StmtReset reset(stmts_->get);
+    BindBlob(stmts_->get, 1, c.key);
+    int rc = sqlite3_step(stmts_->get);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return SqliteError("compare", rc);
+    const bool exists = rc == SQLITE_ROW;
+    bool holds = false;
+    switch (c.kind) {
+      case Compare::Kind::kExists:
+        holds = exists;
+        break;
+      case Compare::Kind::kAbsent:
+        holds = !exists;
+        break;
+      case Compare::Kind::kModRevisionEquals:
+        // An absent key has mod_revision 0, as in etcd.
+        holds = (exists ? sqlite3_column_int64(stmts_->get, 3) : 0) == c.mod_revision;
+        break;
+    }
+    if (!holds) return TxnResult{.succeeded = false, .revision = revision};
+  }
+
+  const int64_t next = revision + 1;
+  bool changed = false;
+  for (const Op& op : txn.ops) {
+    sqlite3_stmt* s = op.kind == Op::Kind::kPut ? stmts_->upsert : stmts_->del;
+    StmtReset reset(s);
+    BindBlob(s, 1, op.key);
+    if (op.kind == Op::Kind::kPut) {
+      BindBlob(s, 2, op.value);
+      sqlite3_bind_int64(s, 3, next);
+    }
+    int rc = sqlite3_step(s);
+    if (rc != SQLITE_DONE) return SqliteError(op.kind == Op::Kind::kPut ? "put" : "delete", rc);
+    // Like etcd: a delete of a missing key is not a change.
+    if (op.kind == Op::Kind::kPut || sqlite3_changes(db_) > 0) changed = true;
+  }
+  if (!changed) return TxnResult{.succeeded = true, .revision = revision};
+  StmtReset reset(stmts_->rev_set);
+  sqlite3_bind_int64(stmts_->rev_set, 1, next);
+  int rc = sqlite3_step(stmts_->rev_set);
+  if (rc != SQLITE_DONE) return SqliteError("set revision", rc);
+  return TxnResult{.succeeded = true, .revision = next};
+}
+
+Result<TxnResult> SqliteStore::Txn(const TxnRequest& txn) {
+  TANDEM_RETURN_IF_ERROR(ValidateTxn(txn));
+  std::lock_guard lock(mu_);
+  // The flock cannot be lost while held, so checking it before the write
+  // transaction is as strong as checking it inside.
+  if (txn.require_leader && !IsLeader()) {
+    return Status::FailedPrecondition("this controller is not the leader (sqlite store " + dir_ +
+                                      ")");
+  }
+  // IMMEDIATE takes the write lock up front: compares and writes then see
+  // one state, and a concurrent writer waits (busy timeout) instead of
+  // failing at COMMIT with a stale read.
+  TANDEM_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  Result<TxnResult> r = ApplyLocked(txn);
+  if (!r.ok() || !r->succeeded || txn.ops.empty()) {
+    (void)Exec("ROLLBACK");
+    return r;
+  }
+  Status st = Exec("COMMIT");
+  if (!st.ok()) {
+    (void)Exec("ROLLBACK");
+    return st;
+  }
+  return r;
+}
+
+Status SqliteStore::Campaign(std::chrono::milliseconds timeout) {
+  std::lock_guard lock(election_mu_);
+  if (IsLeader()) return Status::Ok();
+  int fd = ::open(lock_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return PosixError("open " + lock_path_, errno);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) break;
+    if (errno != EWOULDBLOCK && errno != EINTR) {
+      Status st = PosixError("flock " + lock_path_, errno);
+      ::close(fd);
+      return st;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      ::close(fd);
+      return Status::DeadlineExceeded("another controller leads (holds " + lock_path_ + ")");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  // Best effort: the id is only informational (Leader()).
+  if (::ftruncate(fd, 0) == 0) {
+    (void)!::pwrite(fd, options_.candidate_id.data(), options_.candidate_id.size(), 0);
+  }
+  leader_fd_.store(fd);
+  return Status::Ok();
+}
+
+Status SqliteStore::Resign() {
+  std::lock_guard lock(election_mu_);
+  int fd = leader_fd_.exchange(-1);
+  if (fd >= 0) ::close(fd);  // closing the only descriptor releases the flock
+  return Status::Ok();
+}
+
+Result<std::optional<std::string>> SqliteStore::Leader() {
+  int fd = ::open(lock_path_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return std::optional<std::string>();
+    return PosixError("open " + lock_path_, errno);
+  }
+  std::optional<std::string> leader;
+  // A shared lock we can take means nobody holds the exclusive one.
+  if (::flock(fd, LOCK_SH | LOCK_NB) != 0) {
+    char buf[256];
+    ssize_t n = ::pread(fd, buf, sizeof(buf), 0);
+    leader = std::string(buf, n > 0 ? static_cast<size_t>(n) : 0);
+  }
+  ::close(fd);
+  return leader;
+}
+
+}  // namespace tandem::store

@@ -1,0 +1,72 @@
+#pragma once
+// SqliteStore: the embedded MetadataStore, one SQLite database in a local
+// directory (<dir>/metadata.db), for a controller without etcd.
+//
+// Durability: WAL journal with synchronous=FULL, so a Txn that returned OK is
+// on disk (the WAL is fsynced at every commit) and survives kill -9 and power
+// loss; every Txn is one SQLite transaction (BEGIN IMMEDIATE ... COMMIT), so
+// no partial Txn is ever visible, to readers or after a crash.
+//
+// Several SqliteStore instances (threads or processes) may open one directory;
+// SQLite's file locks serialize their writes, and a writer waits up to
+// StoreOptions::request_timeout for the lock before answering UNAVAILABLE.
+//
+// Leadership: an exclusive flock on <dir>/<election_name>.lock, held until
+// Resign or until the process dies (the kernel releases it), so two
+// controllers on one directory never both lead. The lock file holds the
+// leader's candidate id for Leader().
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "common/result.h"
+#include "controller/store/metadata_store.h"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace tandem::store {
+
+class SqliteStore final : public MetadataStore {
+ public:
+  // Creates `dir` if missing and opens (or creates) its database.
+  static Result<std::unique_ptr<SqliteStore>> Open(const std::string& dir,
+                                                   const StoreOptions& options);
+  ~SqliteStore() override;
+
+  std::string_view Backend() const override { return "sqlite"; }
+  Result<std::optional<KeyValue>> Get(std::string_view key) override;
+  Result<RangeResult> Range(std::string_view prefix, std::string_view start_after,
+                            size_t limit) override;
+  Result<TxnResult> Txn(const TxnRequest& txn) override;
+
+  Status Campaign(std::chrono::milliseconds timeout) override;
+  Status Resign() override;
+  bool IsLeader() const override { return leader_fd_.load() >= 0; }
+  Result<std::optional<std::string>> Leader() override;
+
+ private:
+  struct Statements;
+  SqliteStore(std::string dir, const StoreOptions& options);
+  Status Init();
+  Status Exec(const char* sql);
+  Status SqliteError(std::string_view context, int rc) const;
+  Result<int64_t> ReadRevision();
+  // Applies `txn` inside an open write transaction.
+  Result<TxnResult> ApplyLocked(const TxnRequest& txn);
+
+  const std::string dir_;
+  const std::string lock_path_;
+  const StoreOptions options_;
+
+  std::mutex mu_;  // serializes use of db_ and the statements
+  sqlite3* db_ = nullptr;
+  std::unique_ptr<Statements> stmts_;
+
+  std::mutex election_mu_;          // serializes Campaign / Resign
+  std::atomic<int> leader_fd_{-1};  // the flocked lock file while leading
+};
+
+}  // namespace tandem::store

@@ -1,0 +1,76 @@
+#pragma once
+// EtcdProcess: a real single-member etcd (Debian's /usr/bin/etcd from
+// etcd-server) for tests, on 127.0.0.1 at free ports with a temporary data
+// directory. Reusable by any test that needs etcd (store conformance,
+// controller tests):
+//
+//   auto etcd = tandem::store::testing::EtcdProcess::Start();
+//   ASSERT_TRUE(etcd.ok()) << etcd.status().ToString();
+//   auto store = tandem::store::OpenStore((*etcd)->uri());
+//
+// Lifetime: the destructor SIGKILLs etcd, reaps it and removes the data
+// directory. etcd is also started with PR_SET_PDEATHSIG=SIGKILL, so it dies
+// with the test process even if the test crashes or is killed by a timeout:
+// no test leaves an etcd running. Not thread-safe; one owner.
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "common/result.h"
+
+namespace tandem::store::testing {
+
+struct EtcdOptions {
+  // The etcd binary; empty: $TANDEM_ETCD, else /usr/bin/etcd.
+  std::string binary;
+  // How long Start (and Restart) wait for /health to answer true.
+  std::chrono::milliseconds start_timeout{30000};
+};
+
+class EtcdProcess {
+ public:
+  // Starts etcd and waits until it serves. UNAVAILABLE if it does not come
+  // up in time (the tail of its log is in the message); NOT_FOUND if the
+  // binary is missing (callers usually GTEST_SKIP then).
+  static Result<std::unique_ptr<EtcdProcess>> Start(const EtcdOptions& options = {});
+  ~EtcdProcess();
+  EtcdProcess(const EtcdProcess&) = delete;
+  EtcdProcess& operator=(const EtcdProcess&) = delete;
+
+  // "127.0.0.1:<client port>".
+  const std::string& endpoint() const { return endpoint_; }
+  // "etcd://127.0.0.1:<client port>", for OpenStore.
+  std::string uri() const { return "etcd://" + endpoint_; }
+  pid_t pid() const { return pid_; }
+  bool running() const { return pid_ > 0; }
+
+  // SIGKILL now (simulates losing etcd); data directory kept.
+  void Kill();
+  // SIGSTOP / SIGCONT: etcd stays "up" (TCP accepts) but answers nothing.
+  void Pause();
+  void Resume();
+  // Starts again on the same ports and data directory (after Kill).
+  Status Restart();
+
+ private:
+  EtcdProcess() = default;
+  Status Spawn();
+  Status WaitHealthy();
+  std::string LogTail() const;
+
+  EtcdOptions options_;
+  std::string binary_;
+  std::string dir_;  // temp root: data/ and etcd.log
+  std::string endpoint_;
+  int client_port_ = 0;
+  int peer_port_ = 0;
+  pid_t pid_ = -1;
+};
+
+// True when an etcd binary exists (for GTEST_SKIP with a clear reason).
+bool EtcdAvailable(std::string* binary_out = nullptr);
+
+}  // namespace tandem::store::testing
