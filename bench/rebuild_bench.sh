@@ -44,7 +44,7 @@ bytes() { numfmt --from=iec "$1"; }
 data_b="$(bytes "$data")" degraded_b="$(bytes "$degraded")"
 [ "$degraded_b" -le "$data_b" ] || { echo "rebuild_bench: --degraded above --data" >&2; exit 2; }
 TANDEM_BUILD="$build"
-TANDEM_ENGINE="$build/replica-engine/api/tandem-engine"
+TANDEM_ENGINE="$build/replica-engine/service/tandem-engine"
 TANDEMCTL="$build/tools/tandemctl/tandemctl"
 engine_tests_possible || { echo "rebuild_bench: need $TANDEM_ENGINE and $TANDEMCTL; build them first" >&2; exit 1; }
 free_kib="$(df -Pk /var/tmp | awk 'NR == 2 { print $4 }')"

@@ -52,7 +52,7 @@ for arg in "$@"; do
 done
 
 build_targets tandem-engine tandemctl ack_verifier
-TANDEM_ENGINE="$out/replica-engine/api/tandem-engine"
+TANDEM_ENGINE="$out/replica-engine/service/tandem-engine"
 TANDEMCTL="$out/tools/tandemctl/tandemctl"
 ACK_VERIFIER="$out/tests/ack_verifier"
 source "$root/scripts/lib/cluster.sh"

@@ -17,7 +17,7 @@
 #   tc_spawn NAME CMD...         any background process, logged to $TC_RUN_DIR/NAME.log
 #   tc_fail MSG                  prints MSG and the tail of every log, exits 1
 #
-# Binaries: $TANDEM_ENGINE, $TANDEMCTL (defaults: $TANDEM_BUILD/replica-engine/api/tandem-engine
+# Binaries: $TANDEM_ENGINE, $TANDEMCTL (defaults: $TANDEM_BUILD/replica-engine/service/tandem-engine
 # and $TANDEM_BUILD/tools/tandemctl/tandemctl). Every wait is bounded.
 # TANDEM_KEEP_RUN_DIR=1 keeps the run dir for debugging.
 
@@ -30,7 +30,7 @@ tc_log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 tc_init() {
   local name="${1:-cluster}"
   : "${TANDEM_BUILD:=${TANDEM_SOURCE_DIR:-.}/build/dev}"
-  : "${TANDEM_ENGINE:=$TANDEM_BUILD/replica-engine/api/tandem-engine}"
+  : "${TANDEM_ENGINE:=$TANDEM_BUILD/replica-engine/service/tandem-engine}"
   : "${TANDEMCTL:=$TANDEM_BUILD/tools/tandemctl/tandemctl}"
   TC_RUN_DIR="$(mktemp -d "/var/tmp/tandem-$name.XXXXXX")"
   trap tc_cleanup EXIT

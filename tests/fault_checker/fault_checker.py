@@ -136,7 +136,7 @@ class Config:
 def find_binaries(a):
     bins = {
         "engine": os.environ.get("TANDEM_ENGINE")
-        or os.path.join(a.build_dir, "replica-engine", "api", "tandem-engine"),
+        or os.path.join(a.build_dir, "replica-engine", "service", "tandem-engine"),
         "tandemctl": os.environ.get("TANDEMCTL")
         or os.path.join(a.build_dir, "tools", "tandemctl", "tandemctl"),
         "ack_verifier": os.environ.get("ACK_VERIFIER")

@@ -1,5 +1,5 @@
 // libFuzzer target for the management API's request conversion
-// (replica-engine/api/proto_convert.h): what stands between a gRPC request
+// (replica-engine/service/proto_convert.h): what stands between a gRPC request
 // (anyone holding the management token) and ReplicaManager / TargetManager.
 //
 // Input: one selector byte, then the serialized request message exactly as
@@ -39,12 +39,12 @@
 
 #include <google/protobuf/stubs/logging.h>
 
-#include "replica-engine/api/proto_convert.h"
+#include "replica-engine/service/proto_convert.h"
 
 namespace {
 
-namespace api = tandem::api;
-namespace pb = tandem::api::pb;
+namespace service = tandem::service;
+namespace pb = tandem::service::pb;
 using tandem::Status;
 using tandem::StatusCode;
 
@@ -78,7 +78,7 @@ void CheckError(const Status& st, std::initializer_list<const char*> fields) {
 }
 
 void CheckReplicaAddress(const std::string& field, const std::string& address) {
-  tandem::Result<std::string> r = api::ReplicaAddressFromProto(field, address);
+  tandem::Result<std::string> r = service::ReplicaAddressFromProto(field, address);
   if (!r.ok()) {
     CheckError(r.status(), {field.c_str()});
     return;
@@ -90,7 +90,7 @@ void CheckReplicaAddress(const std::string& field, const std::string& address) {
   const std::string port = r->substr(colon + 1);
   Check(!port.empty() && port[0] != '0' && port.size() <= 5);
   Check(std::stoul(port) >= 1 && std::stoul(port) <= 65535);
-  tandem::Result<std::string> again = api::ReplicaAddressFromProto(field, *r);
+  tandem::Result<std::string> again = service::ReplicaAddressFromProto(field, *r);
   Check(again.ok() && *again == *r);  // canonical
 }
 
@@ -108,31 +108,31 @@ uint64_t MetadataBytes(uint64_t size) {
 }
 
 void CreateReplica(const pb::CreateReplicaRequest& req) {
-  tandem::Result<tandem::replica::ReplicaConfig> c = api::ReplicaConfigFromProto(req);
+  tandem::Result<tandem::replica::ReplicaConfig> c = service::ReplicaConfigFromProto(req);
   const std::string& path = req.data_path();
   const bool valid = ValidId(req.volume_id()) && ValidId(req.replica_id()) &&
                      (req.block_size() == 0 || req.block_size() == 4096) && req.size_bytes() > 0 &&
                      req.size_bytes() % 4096 == 0 &&
-                     MetadataBytes(req.size_bytes()) <= api::kMaxReplicaMetadataBytes &&
+                     MetadataBytes(req.size_bytes()) <= service::kMaxReplicaMetadataBytes &&
                      path.size() <= 1024 && path.find('\0') == std::string::npos;
   Check(c.ok() == valid);
   if (!c.ok()) {
     if (c.status().code() == StatusCode::kOutOfRange) {
       Check(c.status().message().rfind("size_bytes", 0) == 0);
-      Check(MetadataBytes(req.size_bytes()) > api::kMaxReplicaMetadataBytes);
+      Check(MetadataBytes(req.size_bytes()) > service::kMaxReplicaMetadataBytes);
       return;
     }
     CheckError(c.status(), {"volume_id", "replica_id", "block_size", "size_bytes", "data_path"});
     return;
   }
   Check(c->volume_id == req.volume_id() && c->replica_id == req.replica_id());
-  Check(c->block_size == api::kSupportedBlockSize);
+  Check(c->block_size == service::kSupportedBlockSize);
   Check(c->size == req.size_bytes());
   Check(c->data_path == path);
 }
 
-void CreateTarget(const pb::CreateTargetRequest& req, const api::TargetDefaults& defaults) {
-  tandem::Result<tandem::target::TargetSpec> spec = api::TargetSpecFromProto(req, defaults);
+void CreateTarget(const pb::CreateTargetRequest& req, const service::TargetDefaults& defaults) {
+  tandem::Result<tandem::target::TargetSpec> spec = service::TargetSpecFromProto(req, defaults);
   if (!spec.ok()) {
     CheckError(spec.status(),
                {"volume_id", "epoch", "replicas", "size_bytes", "rebuild_rate_bytes_per_sec",
@@ -143,7 +143,7 @@ void CreateTarget(const pb::CreateTargetRequest& req, const api::TargetDefaults&
   Check(ValidId(o.volume_id) && o.volume_id == req.volume_id());
   Check(o.epoch > 0 && o.epoch == req.epoch());
   Check(o.token == req.token());
-  Check(o.size % api::kTargetSizeAlignment == 0 && o.size == req.size_bytes());
+  Check(o.size % service::kTargetSizeAlignment == 0 && o.size == req.size_bytes());
   Check(!o.replicas.empty() && o.replicas.size() <= tandem::target::VolumeTarget::kMaxReplicas);
   Check(o.replicas.size() == static_cast<size_t>(req.replicas_size()));
   std::set<std::pair<uint32_t, uint16_t>> endpoints;
@@ -159,12 +159,12 @@ void CreateTarget(const pb::CreateTargetRequest& req, const api::TargetDefaults&
   const uint64_t rate = o.rebuild_rate_bytes_per_sec;
   Check(req.rebuild_rate_bytes_per_sec() == 0
             ? rate == defaults.rebuild_rate_bytes_per_sec
-            : rate == req.rebuild_rate_bytes_per_sec() && rate >= api::kMinRebuildRate);
+            : rate == req.rebuild_rate_bytes_per_sec() && rate >= service::kMinRebuildRate);
   const uint32_t reconnect = o.reconnect_interval_ms;
   Check(req.reconnect_interval_ms() == 0 ? reconnect == defaults.reconnect_interval_ms
                                          : reconnect == req.reconnect_interval_ms() &&
-                                               reconnect >= api::kMinReconnectIntervalMs &&
-                                               reconnect <= api::kMaxReconnectIntervalMs);
+                                               reconnect >= service::kMinReconnectIntervalMs &&
+                                               reconnect <= service::kMaxReconnectIntervalMs);
   Check(o.request_timeout_ms ==
         (req.request_timeout_ms() != 0 ? req.request_timeout_ms() : defaults.request_timeout_ms));
   Check(o.in_sync.generation_id == req.in_sync_generation_id());
@@ -180,7 +180,7 @@ void CreateTarget(const pb::CreateTargetRequest& req, const api::TargetDefaults&
     std::string host;
     uint16_t port = 0;
     Check(
-        api::ParseIpv4HostPort("nbd_tcp_address", spec->nbd_tcp_address, true, &host, &port).ok());
+        service::ParseIpv4HostPort("nbd_tcp_address", spec->nbd_tcp_address, true, &host, &port).ok());
     Check(ValidHost(host, &addr));
   }
 }
@@ -192,7 +192,7 @@ void AddTargetReplica(const pb::AddTargetReplicaRequest& req) {
   }
   Check(ValidId(req.volume_id()));
   tandem::Result<tandem::target::ReplicaEndpoint> e =
-      api::EndpointFromProto("replica", req.replica());
+      service::EndpointFromProto("replica", req.replica());
   if (!e.ok()) {
     CheckError(e.status(), {"replica"});
     return;
@@ -225,12 +225,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 1: {
       pb::CreateTargetRequest req;
       if (!req.ParseFromArray(msg, len)) break;
-      CreateTarget(req, api::TargetDefaults{});
+      CreateTarget(req, service::TargetDefaults{});
       // The engine's defaults come from its flags; any values work the same.
-      api::TargetDefaults d;
+      service::TargetDefaults d;
       d.request_timeout_ms = 1;
       d.reconnect_interval_ms = 0;
-      d.rebuild_rate_bytes_per_sec = api::kMinRebuildRate;
+      d.rebuild_rate_bytes_per_sec = service::kMinRebuildRate;
       CreateTarget(req, d);
       break;
     }
@@ -251,7 +251,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       // The same parser with port 0 allowed (nbd_tcp_address).
       std::string host;
       uint16_t port = 0;
-      if (api::ParseIpv4HostPort("nbd_tcp_address", req.address(), true, &host, &port).ok()) {
+      if (service::ParseIpv4HostPort("nbd_tcp_address", req.address(), true, &host, &port).ok()) {
         in_addr addr;
         Check(ValidHost(host, &addr));
       }
@@ -260,8 +260,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 5: {
       pb::SetRebuildRateRequest req;
       if (!req.ParseFromArray(msg, len)) break;
-      const Status st = api::ValidateRebuildRate("bytes_per_sec", req.bytes_per_sec());
-      Check(st.ok() == (req.bytes_per_sec() == 0 || req.bytes_per_sec() >= api::kMinRebuildRate));
+      const Status st = service::ValidateRebuildRate("bytes_per_sec", req.bytes_per_sec());
+      Check(st.ok() == (req.bytes_per_sec() == 0 || req.bytes_per_sec() >= service::kMinRebuildRate));
       if (!st.ok()) CheckError(st, {"bytes_per_sec"});
       break;
     }

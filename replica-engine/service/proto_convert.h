@@ -15,7 +15,7 @@
 #include "replica-engine/replica/replica.h"
 #include "replica-engine/target/target_manager.h"
 
-namespace tandem::api {
+namespace tandem::service {
 
 namespace pb = ::tandem::engine::v1;
 
@@ -110,4 +110,4 @@ Status ParseIpv4HostPort(const std::string& field, const std::string& text, bool
 // Whether `host` is a dotted-quad IPv4 address ("127.0.0.1").
 bool IsDottedQuadIpv4(const std::string& host);
 
-}  // namespace tandem::api
+}  // namespace tandem::service

@@ -11,7 +11,7 @@
 
 #include "common/status.h"
 
-namespace tandem::api {
+namespace tandem::service {
 
 // Whether `host` names this machine's loopback interface only: "localhost",
 // an IPv4 address in 127.0.0.0/8 ("127.0.0.1", dotted quad), or "::1" (also
@@ -54,4 +54,4 @@ Status CheckDataPath(const std::string& data_path, const std::string& volume_id,
 // naming nbd_tcp_address and the flag otherwise.
 Status CheckNbdTcpAddress(const std::string& address, bool allow_remote);
 
-}  // namespace tandem::api
+}  // namespace tandem::service

@@ -1,4 +1,4 @@
-#include "replica-engine/api/engine_service.h"
+#include "replica-engine/service/engine_service.h"
 
 #include <algorithm>
 #include <utility>
@@ -8,14 +8,14 @@
 #include "common/grpc/handler_guard.h"
 #include "common/id.h"
 #include "common/logging.h"
-#include "replica-engine/api/proto_convert.h"
-#include "replica-engine/api/secure_defaults.h"
+#include "replica-engine/service/proto_convert.h"
+#include "replica-engine/service/secure_defaults.h"
 
 #ifndef TANDEM_VERSION
 #define TANDEM_VERSION "0.0.0"
 #endif
 
-namespace tandem::api {
+namespace tandem::service {
 
 using rpc::ToGrpcStatus;
 
@@ -242,4 +242,4 @@ grpc::Status EngineService::SetRebuildRate(Ctx* ctx, const pb::SetRebuildRateReq
   });
 }
 
-}  // namespace tandem::api
+}  // namespace tandem::service

@@ -44,8 +44,8 @@
 #include "common/grpc/endpoint.h"
 #include "common/grpc/grpc_server.h"
 #include "common/logging.h"
-#include "replica-engine/api/engine_service.h"
-#include "replica-engine/api/secure_defaults.h"
+#include "replica-engine/service/engine_service.h"
+#include "replica-engine/service/secure_defaults.h"
 #include "replica-engine/backend/backend_factory.h"
 #include "replica-engine/replica/replica_manager.h"
 #include "replica-engine/server/replica_server.h"
@@ -89,7 +89,7 @@ std::string Hostname() {
 // startup error stops whatever had started, in the same order, and is
 // returned.
 tandem::Status Serve(const tandem::Flags& flags, const tandem::server::ServerOptions& opts,
-                     tandem::api::EngineServiceOptions service_opts, sigset_t* sigs,
+                     tandem::service::EngineServiceOptions service_opts, sigset_t* sigs,
                      tandem::replica::ReplicaManager* manager,
                      tandem::backend::StorageBackend* backend) {
   tandem::server::ReplicaServer server(manager, backend, opts);
@@ -106,7 +106,7 @@ tandem::Status Serve(const tandem::Flags& flags, const tandem::server::ServerOpt
       flags.Get("nbd-dir").empty() ? flags.Get("data-dir") + "/nbd" : flags.Get("nbd-dir");
   tandem::target::TargetManager targets(nbd_dir);
   tandem::Status st = targets.Start();
-  tandem::api::EngineService service(manager, &server, &targets, service_opts);
+  tandem::service::EngineService service(manager, &server, &targets, service_opts);
   std::unique_ptr<tandem::rpc::GrpcServer> mgmt;
   if (st.ok()) {
     tandem::rpc::GrpcServerOptions grpc_opts;
@@ -132,7 +132,7 @@ tandem::Status Serve(const tandem::Flags& flags, const tandem::server::ServerOpt
         mgmt->port() == 0 ? flags.Get("grpc-listen")
                           : mgmt->endpoint().host + ":" + std::to_string(mgmt->port());
     if (std::string warning =
-            tandem::api::UnprotectedWarning(!opts.auth_token.empty(), service_opts.data_address,
+            tandem::service::UnprotectedWarning(!opts.auth_token.empty(), service_opts.data_address,
                                             !service_opts.mgmt_token.empty(), grpc_address);
         !warning.empty()) {
       TLOG_WARN(kTag, "%s", warning.c_str());
@@ -246,12 +246,12 @@ int main(int argc, char** argv) {
   // Secure defaults (docs/security.md): without its token, a port binds
   // loopback (or a unix socket) unless --insecure-bind.
   const bool insecure_bind = flags.GetBool("insecure-bind");
-  st = tandem::api::CheckBindAddress("--listen", flags.Get("listen"), !opts.auth_token.empty(),
+  st = tandem::service::CheckBindAddress("--listen", flags.Get("listen"), !opts.auth_token.empty(),
                                      "--auth-token", insecure_bind);
   if (!st.ok()) return UsageFail(st);
   auto grpc_endpoint = tandem::rpc::ParseEndpoint(flags.Get("grpc-listen"));
   if (!grpc_endpoint.ok()) return UsageFail(grpc_endpoint.status().WithContext("--grpc-listen"));
-  st = tandem::api::CheckBindAddress("--grpc-listen", grpc_endpoint->GrpcAddress(),
+  st = tandem::service::CheckBindAddress("--grpc-listen", grpc_endpoint->GrpcAddress(),
                                      !mgmt_token.empty(), "--mgmt-token", insecure_bind);
   if (!st.ok()) return UsageFail(st);
   uint64_t v = 0;
@@ -268,19 +268,19 @@ int main(int argc, char** argv) {
     return UsageFail(tandem::Status::InvalidArgument("--request-timeout-ms must be in 1..2^32-1"));
   }
   const std::string data_dir = flags.Get("data-dir");
-  tandem::api::EngineServiceOptions service_opts;
+  tandem::service::EngineServiceOptions service_opts;
   service_opts.node_id = flags.Get("node-id").empty() ? Hostname() : flags.Get("node-id");
   service_opts.target_defaults.request_timeout_ms = static_cast<uint32_t>(v);
   if (!(st = flags.GetUint("rebuild-rate", &v, /*sizes=*/true)).ok()) return UsageFail(st);
-  if (!(st = tandem::api::ValidateRebuildRate("--rebuild-rate", v)).ok()) return UsageFail(st);
+  if (!(st = tandem::service::ValidateRebuildRate("--rebuild-rate", v)).ok()) return UsageFail(st);
   service_opts.target_defaults.rebuild_rate_bytes_per_sec = v;
   if (!(st = flags.GetUint("reconnect-interval-ms", &v)).ok()) return UsageFail(st);
   if (v != 0 &&
-      (v < tandem::api::kMinReconnectIntervalMs || v > tandem::api::kMaxReconnectIntervalMs)) {
+      (v < tandem::service::kMinReconnectIntervalMs || v > tandem::service::kMaxReconnectIntervalMs)) {
     return UsageFail(tandem::Status::InvalidArgument(
         "--reconnect-interval-ms must be 0 or in " +
-        std::to_string(tandem::api::kMinReconnectIntervalMs) + ".." +
-        std::to_string(tandem::api::kMaxReconnectIntervalMs)));
+        std::to_string(tandem::service::kMinReconnectIntervalMs) + ".." +
+        std::to_string(tandem::service::kMaxReconnectIntervalMs)));
   }
   service_opts.target_defaults.reconnect_interval_ms = static_cast<uint32_t>(v);
   service_opts.mgmt_token = mgmt_token;
@@ -293,7 +293,7 @@ int main(int argc, char** argv) {
   for (const std::string& spec : flags.GetAll("create-replica")) {
     tandem::replica::ReplicaConfig cfg;
     if (!(st = ParseReplicaSpec(spec, &cfg)).ok()) return UsageFail(st);
-    if (!(st = tandem::api::ValidateReplicaSize(cfg)).ok()) {
+    if (!(st = tandem::service::ValidateReplicaSize(cfg)).ok()) {
       return UsageFail(st.WithContext("--create-replica=" + spec));
     }
     create.push_back(std::move(cfg));
@@ -305,7 +305,7 @@ int main(int argc, char** argv) {
   st = manager.LoadAll();
   if (!st.ok()) TLOG_WARN(kTag, "%s", st.ToString().c_str());
   for (const tandem::replica::ReplicaConfig& cfg : create) {
-    st = tandem::api::CheckReplicaCapacity(cfg, data_dir);
+    st = tandem::service::CheckReplicaCapacity(cfg, data_dir);
     if (st.ok()) st = manager.Create(cfg).status();
     if (!st.ok()) {
       (void)manager.CloseAll();  // see below

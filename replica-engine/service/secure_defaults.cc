@@ -1,4 +1,4 @@
-#include "replica-engine/api/secure_defaults.h"
+#include "replica-engine/service/secure_defaults.h"
 
 #include <arpa/inet.h>
 #include <sys/stat.h>
@@ -7,7 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 
-namespace tandem::api {
+namespace tandem::service {
 namespace {
 
 constexpr char kUnixPrefix[] = "unix:";
@@ -115,4 +115,4 @@ Status CheckNbdTcpAddress(const std::string& address, bool allow_remote) {
       "and writes the volume. Use 127.0.0.1, or start the engine with --allow-remote-nbd");
 }
 
-}  // namespace tandem::api
+}  // namespace tandem::service

@@ -4,7 +4,7 @@
 // status codes of engine.proto's contract and that validation messages name
 // the bad field.
 
-#include "replica-engine/api/engine_service.h"
+#include "replica-engine/service/engine_service.h"
 
 #include <fcntl.h>
 #include <stdlib.h>
@@ -29,10 +29,11 @@
 #include "replica-engine/backend/backend_factory.h"
 #include "replica-engine/client/replica_client.h"
 
-namespace tandem::api {
+namespace tandem::service {
 namespace {
 
 namespace pb = ::tandem::engine::v1;
+using api::EngineClient;
 using rpc::GrpcServer;
 using rpc::UnixSocketPath;
 
@@ -798,4 +799,4 @@ TEST_F(EngineServiceTokenTest, CallsWithTheTokenSucceed) {
 }
 
 }  // namespace
-}  // namespace tandem::api
+}  // namespace tandem::service

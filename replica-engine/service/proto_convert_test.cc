@@ -2,7 +2,7 @@
 // server: each bad field is INVALID_ARGUMENT naming that field, and every
 // field of TargetInfo reaches the proto Target.
 
-#include "replica-engine/api/proto_convert.h"
+#include "replica-engine/service/proto_convert.h"
 
 #include <fcntl.h>
 #include <linux/fs.h>
@@ -18,7 +18,7 @@
 #include <filesystem>
 #include <string>
 
-namespace tandem::api {
+namespace tandem::service {
 namespace {
 
 pb::CreateTargetRequest GoodTargetRequest() {
@@ -534,4 +534,4 @@ TEST(ParseIpv4HostPortTest, AcceptsDottedQuadAndRangeChecksPort) {
 }
 
 }  // namespace
-}  // namespace tandem::api
+}  // namespace tandem::service

@@ -24,13 +24,13 @@
 #include <vector>
 
 #include "common/grpc/bearer_auth.h"
-#include "replica-engine/api/proto_convert.h"
+#include "replica-engine/service/proto_convert.h"
 #include "replica-engine/proto/engine.grpc.pb.h"
 #include "replica-engine/replica/replica_manager.h"
 #include "replica-engine/server/replica_server.h"
 #include "replica-engine/target/target_manager.h"
 
-namespace tandem::api {
+namespace tandem::service {
 
 // tandem-engine's version, reported by GetEngineInfo.
 extern const char kEngineVersion[];
@@ -106,4 +106,4 @@ class EngineService final : public ::tandem::engine::v1::Engine::Service {
   rpc::BearerTokenAuth auth_;  // options_.mgmt_token
 };
 
-}  // namespace tandem::api
+}  // namespace tandem::service

@@ -1,4 +1,4 @@
-#include "replica-engine/api/proto_convert.h"
+#include "replica-engine/service/proto_convert.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -17,7 +17,7 @@
 #include "common/unique_fd.h"
 #include "replica-engine/replica/replica_metadata.h"
 
-namespace tandem::api {
+namespace tandem::service {
 namespace {
 
 // Bytes of one metadata slot of a replica of `size` bytes with `c`'s dirty
@@ -376,4 +376,4 @@ void TargetToProto(const target::TargetInfo& info, pb::Target* out) {
   out->set_rebuild_bytes_copied(s.rebuild_bytes_copied);
 }
 
-}  // namespace tandem::api
+}  // namespace tandem::service

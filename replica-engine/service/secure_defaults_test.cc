@@ -2,7 +2,7 @@
 // without tokens, the data_path rule of CreateReplica (realpath first) and the
 // NBD TCP export rule.
 
-#include "replica-engine/api/secure_defaults.h"
+#include "replica-engine/service/secure_defaults.h"
 
 #include <fcntl.h>
 #include <stdlib.h>
@@ -13,7 +13,7 @@
 #include <filesystem>
 #include <string>
 
-namespace tandem::api {
+namespace tandem::service {
 namespace {
 
 TEST(IsLoopbackHostTest, OnlyLoopbackAddressesAndLocalhost) {
@@ -173,4 +173,4 @@ TEST_F(CheckDataPathTest, AMissingPathIsInvalidArgument) {
 }
 
 }  // namespace
-}  // namespace tandem::api
+}  // namespace tandem::service
