@@ -7,6 +7,8 @@
 
 #include "replica-engine/frontend/fuse_export.h"
 
+#include "replica-engine/frontend/export_factory.h"
+
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <sys/stat.h>
@@ -398,6 +400,47 @@ TEST_F(FuseExportTest, BadOptionsAreRefusedAndLeaveNothingBehind) {
   });
   EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.ToString();
   EXPECT_TRUE(std::filesystem::exists(mount_dir_ + "/x"));
+}
+
+TEST_F(FuseExportTest, FactoryCreatesEitherKindBehindTheExportSeam) {
+  auto kind = ParseExportKind("fuse_file");
+  ASSERT_TRUE(kind.ok());
+  EXPECT_EQ(*kind, ExportKind::kFuseFile);
+  EXPECT_EQ(ParseExportKind("ublk").status().code(), StatusCode::kInvalidArgument);
+
+  ExportSpec spec;
+  spec.kind = ExportKind::kFuseFile;
+  spec.name = "vol";
+  EXPECT_EQ(CreateExport(loop_.get(), device_.get(), spec).status().code(),
+            StatusCode::kInvalidArgument);
+  spec.fuse_mount_dir = mount_dir_;
+  auto fuse = CreateExport(loop_.get(), device_.get(), spec);
+  ASSERT_TRUE(fuse.ok()) << fuse.status().ToString();
+  spec.kind = ExportKind::kNbd;
+  EXPECT_EQ(CreateExport(loop_.get(), device_.get(), spec).status().code(),
+            StatusCode::kInvalidArgument);
+  spec.nbd_unix_path = dir_ + "/nbd.sock";
+  auto nbd = CreateExport(loop_.get(), device_.get(), spec);
+  ASSERT_TRUE(nbd.ok()) << nbd.status().ToString();
+
+  std::unique_ptr<Export> exports[] = {std::move(*fuse), std::move(*nbd)};
+  for (auto& e : exports) {
+    Status st;
+    ExportDescription d;
+    OnLoop([&] {
+      st = e->Start();
+      d = e->Describe();
+    });
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    struct stat sb;
+    EXPECT_EQ(stat(d.path.c_str(), &sb), 0) << d.path;
+    EXPECT_EQ(sb.st_mode & 0777, 0600u) << ExportKindName(d.kind);
+    bool done = false;
+    OnLoop([&] { e->Shutdown([](void* a) { *static_cast<bool*>(a) = true; }, &done); });
+    ASSERT_TRUE(WaitFor([&] { return done; }));
+    OnLoop([&] { e.reset(); });
+    EXPECT_NE(stat(d.path.c_str(), &sb), 0) << d.path << " left behind";
+  }
 }
 
 // --- Shutdown and teardown -------------------------------------------------------

@@ -1,0 +1,39 @@
+#pragma once
+// CreateExport: the one place that knows every Export implementation, so the
+// attach layer (a target + its export) picks one by kind without including
+// them. Creates; the caller calls Start() on the device's loop thread.
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "common/event_loop.h"
+#include "common/result.h"
+#include "replica-engine/frontend/export.h"
+#include "replica-engine/target/block_device.h"
+
+namespace tandem::frontend {
+
+struct ExportSpec {
+  ExportKind kind = ExportKind::kNbd;
+  std::string name;  // the volume id: NBD export name, FUSE fsname
+  // kNbd: at least one of these.
+  std::string nbd_unix_path;
+  std::string nbd_tcp_address;
+  // kFuseFile: the mount point (created, removed at shutdown) and the file
+  // in it that losetup is given.
+  std::string fuse_mount_dir;
+  std::string fuse_file_name = "volume";
+};
+
+// INVALID_ARGUMENT naming the missing field (nbd_unix_path/nbd_tcp_address
+// for kNbd, fuse_mount_dir for kFuseFile).
+// REQUIRES: loop and device outlive the export.
+Result<std::unique_ptr<Export>> CreateExport(EventLoop* loop, target::BlockDevice* device,
+                                             const ExportSpec& spec);
+
+// "nbd" -> kNbd, "fuse_file" -> kFuseFile (ExportKindName's inverse);
+// INVALID_ARGUMENT otherwise.
+Result<ExportKind> ParseExportKind(std::string_view name);
+
+}  // namespace tandem::frontend
