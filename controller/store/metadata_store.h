@@ -27,7 +27,8 @@
 //     busy beyond the busy timeout); nothing was changed, or, for a Txn, the
 //     outcome is unknown only if the connection broke after it was sent
 //     (etcd) — callers retry with compares that make the retry safe.
-//   - INVALID_ARGUMENT: empty key, value too large, malformed request.
+//   - INVALID_ARGUMENT: empty key, value or whole Txn too large, a key
+//     written twice in one Txn, malformed request.
 //   - FAILED_PRECONDITION: a Txn with require_leader while this instance does
 //     not hold the leadership (it was lost, resigned or never won).
 //   - A Txn whose compares do not hold is NOT an error: it returns OK with
@@ -58,6 +59,8 @@ namespace tandem::store {
 // for the key and the request framing.
 inline constexpr size_t kMaxValueBytes = 1400 * 1024;
 inline constexpr size_t kMaxKeyBytes = 4096;
+// The same bound on a whole Txn (keys + values of its ops), for the same reason.
+inline constexpr size_t kMaxTxnBytes = 1400 * 1024;
 
 struct KeyValue {
   std::string key;

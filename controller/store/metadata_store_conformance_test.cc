@@ -272,6 +272,9 @@ TEST_P(StoreConformanceTest, InvalidRequestsAreInvalidArgumentAndChangeNothing) 
             StatusCode::kInvalidArgument);
   auto dup = store_->Txn({.compares = {}, .ops = {Op::Put("/d", "1"), Op::Delete("/d")}});
   EXPECT_EQ(dup.status().code(), StatusCode::kInvalidArgument);
+  const std::string mib(1 << 20, 'm');  // each fits, together they exceed kMaxTxnBytes
+  auto big = store_->Txn({.compares = {}, .ops = {Op::Put("/d", mib), Op::Put("/k", mib)}});
+  EXPECT_EQ(big.status().code(), StatusCode::kInvalidArgument);
   EXPECT_FALSE(MustGet(store_.get(), "/d").has_value());
   EXPECT_FALSE(MustGet(store_.get(), "/k").has_value());
 }

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <thread>
 
@@ -69,6 +70,24 @@ KeyValue ReadRow(sqlite3_stmt* s) {
   return kv;
 }
 
+Status SyncDir(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return PosixError("open " + dir, errno);
+  int rc = ::fsync(fd);
+  int err = errno;
+  ::close(fd);
+  return rc == 0 ? Status::Ok() : PosixError("fsync " + dir, err);
+}
+
+// True when `fd` is still the file at `path`: a lock on a file that was
+// deleted or replaced locks nothing anybody else will look at.
+bool SameFile(int fd, const std::string& path) {
+  struct stat by_fd {
+  }, by_path{};
+  return ::fstat(fd, &by_fd) == 0 && ::stat(path.c_str(), &by_path) == 0 &&
+         by_fd.st_dev == by_path.st_dev && by_fd.st_ino == by_path.st_ino;
+}
+
 }  // namespace
 
 struct SqliteStore::Statements {
@@ -103,7 +122,11 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& dir,
   if (dir.empty() || dir[0] != '/') {
     return Status::InvalidArgument("sqlite store directory must be an absolute path: " + dir);
   }
-  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+  if (::mkdir(dir.c_str(), 0700) == 0) {
+    // A new directory's entry must survive power loss like its contents.
+    const std::string parent = dir.substr(0, std::max<size_t>(1, dir.find_last_of('/')));
+    TANDEM_RETURN_IF_ERROR(SyncDir(parent));
+  } else if (errno != EEXIST) {
     return PosixError("mkdir " + dir, errno);
   }
   std::unique_ptr<SqliteStore> store(new SqliteStore(dir, options));
@@ -169,6 +192,9 @@ Status SqliteStore::Init() {
     return st;
   }
   TANDEM_RETURN_IF_ERROR(Exec("COMMIT"));
+  // SQLite syncs the directory for the journal files it creates but not for
+  // the database file itself: make a new metadata.db's name durable too.
+  TANDEM_RETURN_IF_ERROR(SyncDir(dir_));
 
   stmts_ = std::make_unique<Statements>();
   struct {
@@ -307,9 +333,18 @@ Result<TxnResult> SqliteStore::Txn(const TxnRequest& txn) {
   std::lock_guard lock(mu_);
   // The flock cannot be lost while held, so checking it before the write
   // transaction is as strong as checking it inside.
-  if (txn.require_leader && !IsLeader()) {
-    return Status::FailedPrecondition("this controller is not the leader (sqlite store " + dir_ +
-                                      ")");
+  if (txn.require_leader) {
+    int fd = leader_fd_.load();
+    if (fd < 0) {
+      return Status::FailedPrecondition("this controller is not the leader (sqlite store " + dir_ +
+                                        ")");
+    }
+    if (!SameFile(fd, lock_path_)) {
+      // Someone removed or replaced the lock file: another controller can
+      // now lock the new one, so this one must stop leading.
+      (void)Resign();
+      return Status::FailedPrecondition("leadership lost: " + lock_path_ + " was replaced");
+    }
   }
   // IMMEDIATE takes the write lock up front: compares and writes then see
   // one state, and a concurrent writer waits (busy timeout) instead of
@@ -335,7 +370,14 @@ Status SqliteStore::Campaign(std::chrono::milliseconds timeout) {
   if (fd < 0) return PosixError("open " + lock_path_, errno);
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
-    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) break;
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
+      if (SameFile(fd, lock_path_)) break;
+      // We locked a file that was unlinked meanwhile; lock the current one.
+      ::close(fd);
+      fd = ::open(lock_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+      if (fd < 0) return PosixError("open " + lock_path_, errno);
+      continue;
+    }
     if (errno != EWOULDBLOCK && errno != EINTR) {
       Status st = PosixError("flock " + lock_path_, errno);
       ::close(fd);

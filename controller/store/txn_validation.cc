@@ -16,8 +16,10 @@ Status ValidateKey(std::string_view key) {
 Status ValidateTxn(const TxnRequest& txn) {
   for (const Compare& c : txn.compares) TANDEM_RETURN_IF_ERROR(ValidateKey(c.key));
   std::set<std::string_view> written;
+  size_t total = 0;
   for (const Op& op : txn.ops) {
     TANDEM_RETURN_IF_ERROR(ValidateKey(op.key));
+    total += op.key.size() + op.value.size();
     if (op.kind == Op::Kind::kPut && op.value.size() > kMaxValueBytes) {
       return Status::InvalidArgument("value of " + op.key + " is " +
                                      std::to_string(op.value.size()) + " bytes, limit " +
@@ -27,6 +29,11 @@ Status ValidateTxn(const TxnRequest& txn) {
     if (!written.insert(op.key).second) {
       return Status::InvalidArgument("txn writes key " + op.key + " more than once");
     }
+  }
+  // etcd would refuse it ("request is too large"); refuse it on both backends.
+  if (total > kMaxTxnBytes) {
+    return Status::InvalidArgument("txn writes " + std::to_string(total) + " bytes, limit " +
+                                   std::to_string(kMaxTxnBytes));
   }
   return Status::Ok();
 }

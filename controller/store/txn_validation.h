@@ -12,7 +12,8 @@ namespace tandem::store {
 
 // Non-empty, at most kMaxKeyBytes.
 Status ValidateKey(std::string_view key);
-// Every key valid, values within kMaxValueBytes, no key written twice.
+// Every key valid, values within kMaxValueBytes, the ops within
+// kMaxTxnBytes, no key written twice.
 Status ValidateTxn(const TxnRequest& txn);
 // The smallest key greater than every key starting with `prefix` (etcd's
 // "range_end = prefix + 1"); empty when there is none (prefix empty or all

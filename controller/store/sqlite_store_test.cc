@@ -1,0 +1,110 @@
+// SQLite-specific behaviour (the shared semantics are in the conformance suite).
+
+#include "controller/store/sqlite_store.h"
+
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include "controller/store/store_test_util.h"
+
+namespace tandem::store {
+namespace {
+
+using namespace std::chrono_literals;
+
+TEST(SqliteStoreTest, DatabaseIsInWalModeInTheGivenDirectory) {
+  TempDir dir;
+  const std::string path = dir.path() + "/ctl";
+  auto store = OpenStore("sqlite://" + path);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  ASSERT_TRUE((*store)->Put("/k", "v").ok());
+  EXPECT_EQ((*store)->Backend(), "sqlite");
+  // journal_mode is persistent in the file; read it with a plain connection.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open_v2((path + "/metadata.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr),
+            SQLITE_OK);
+  sqlite3_stmt* s = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &s, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(s), SQLITE_ROW);
+  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(s, 0)), "wal");
+  sqlite3_finalize(s);
+  sqlite3_close(db);
+}
+
+TEST(SqliteStoreTest, UnusableDirectoryIsAnErrorNotACrash) {
+  TempDir dir;
+  const std::string file = dir.path() + "/plain-file";
+  FILE* f = std::fopen(file.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fclose(f);
+  auto store = OpenStore("sqlite://" + file);  // a file, not a directory
+  EXPECT_FALSE(store.ok());
+  auto nested = OpenStore("sqlite://" + file + "/sub");
+  EXPECT_FALSE(nested.ok());
+}
+
+TEST(SqliteStoreTest, ReplacedLockFileEndsTheOldLeadersWrites) {
+  TempDir dir;
+  const std::string uri = "sqlite://" + dir.path() + "/ctl";
+  StoreOptions a_opts, b_opts;
+  a_opts.candidate_id = "a";
+  b_opts.candidate_id = "b";
+  auto a = OpenStore(uri, a_opts);
+  auto b = OpenStore(uri, b_opts);
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_OK((*a)->Campaign(5s));
+  // An operator (or a cleanup script) deletes the lock file: b can now lock
+  // a new one. a must not write from then on.
+  ASSERT_EQ(::unlink((dir.path() + "/ctl/leader.lock").c_str()), 0);
+  ASSERT_OK((*b)->Campaign(5s));
+  auto stale = (*a)->Txn({.compares = {}, .ops = {Op::Put("/x", "a")}, .require_leader = true});
+  EXPECT_EQ(stale.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_FALSE((*a)->IsLeader());
+  auto fresh = (*b)->Txn({.compares = {}, .ops = {Op::Put("/x", "b")}, .require_leader = true});
+  ASSERT_TRUE(fresh.ok()) << fresh.status().ToString();
+  EXPECT_EQ((*(*b)->Get("/x"))->value, "b");
+  EXPECT_EQ((*b)->Leader()->value_or("<none>"), "b");
+}
+
+TEST(SqliteStoreTest, WriterWaitsForAnotherInstancesTransactionInsteadOfFailing) {
+  TempDir dir;
+  const std::string path = dir.path() + "/ctl";
+  auto store = OpenStore("sqlite://" + path);
+  ASSERT_TRUE(store.ok());
+  // Hold SQLite's write lock from a raw connection for a moment.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((path + "/metadata.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  std::thread release([db] {
+    std::this_thread::sleep_for(300ms);
+    sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
+  });
+  auto r = (*store)->Put("/k", "v");  // busy timeout (5 s) covers the 300 ms
+  release.join();
+  sqlite3_close(db);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE(r->succeeded);
+}
+
+TEST(SqliteStoreTest, WriteLockHeldBeyondTheBusyTimeoutIsUnavailable) {
+  TempDir dir;
+  const std::string path = dir.path() + "/ctl";
+  StoreOptions options;
+  options.request_timeout = 200ms;
+  auto store = OpenStore("sqlite://" + path, options);
+  ASSERT_TRUE(store.ok());
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((path + "/metadata.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  auto r = (*store)->Put("/k", "v");
+  sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+  sqlite3_close(db);
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().ToString();
+  // And nothing was written.
+  EXPECT_FALSE((*(*store)->Get("/k")).has_value());
+}
+
+}  // namespace
+}  // namespace tandem::store
