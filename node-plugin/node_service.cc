@@ -8,72 +8,29 @@
 
 #include "common/grpc/handler_guard.h"
 #include "common/logging.h"
+#include "csi/validation.h"
 #include "node-plugin/filesystem.h"
 #include "node-plugin/loop_device.h"
 
 namespace tandem::node {
 
-using csi::v1::VolumeCapability;
-
-// Marks a volume id busy for the lifetime of a call; a second call for the
-// same id fails to take it (ABORTED) instead of queueing behind a slow mkfs.
-class NodeService::VolumeLock {
- public:
-  VolumeLock(NodeService* s, const std::string& id) : service_(s), id_(id) {
-    std::lock_guard<std::mutex> lock(s->mu_);
-    held_ = s->busy_.insert(id).second;
-  }
-  ~VolumeLock() {
-    if (!held_) return;
-    std::lock_guard<std::mutex> lock(service_->mu_);
-    service_->busy_.erase(id_);
-  }
-  bool held() const { return held_; }
-
- private:
-  NodeService* service_;
-  std::string id_;
-  bool held_ = false;
-};
+using ::csi::v1::VolumeCapability;
 
 namespace {
 
 constexpr const char* kDefaultFsType = "ext4";
 
-Status Require(bool present, const char* field) {
-  if (!present) return Status::InvalidArgument(std::string(field) + " is required");
-  return Status::Ok();
-}
-
-// The capabilities a replicated block volume attached on one node can honour.
+// Shape and support of a capability, as csi/validation.h defines them.
 Status CheckCapability(const VolumeCapability& cap, const char* field) {
-  if (!cap.has_mount() && !cap.has_block()) {
-    return Status::InvalidArgument(std::string(field) + " needs an access_type (mount or block)");
-  }
-  using Mode = VolumeCapability::AccessMode;
-  switch (cap.access_mode().mode()) {
-    case Mode::SINGLE_NODE_WRITER:
-    case Mode::SINGLE_NODE_READER_ONLY:
-    case Mode::SINGLE_NODE_SINGLE_WRITER:
-    case Mode::SINGLE_NODE_MULTI_WRITER:
-      break;
-    default:
-      return Status::InvalidArgument(
-          std::string(field) + ".access_mode " + Mode::Mode_Name(cap.access_mode().mode()) +
-          " is not supported: a Tandem volume attaches to one node at a time");
-  }
-  if (cap.has_mount()) {
-    std::string fs = cap.mount().fs_type().empty() ? kDefaultFsType : cap.mount().fs_type();
-    if (!IsSupportedFilesystem(fs)) {
-      return Status::InvalidArgument(std::string(field) + ".mount.fs_type '" + fs +
-                                     "' is not supported (ext4, xfs)");
-    }
+  TANDEM_RETURN_IF_ERROR(csi::CheckCapabilityShape(field, cap));
+  if (std::string why = csi::UnsupportedCapabilityReason(field, cap); !why.empty()) {
+    return Status::InvalidArgument(why);
   }
   return Status::Ok();
 }
 
 bool IsReadOnlyMode(const VolumeCapability& cap) {
-  return cap.access_mode().mode() == VolumeCapability::AccessMode::SINGLE_NODE_READER_ONLY;
+  return csi::IsReadOnlyMode(cap.access_mode().mode());
 }
 
 Status RemovePath(const std::string& path) {
@@ -89,15 +46,14 @@ grpc::Status Answer(const Status& st) { return rpc::ToGrpcStatus(st); }
 NodeService::NodeService(NodeServiceOptions options, VolumeHost* host, NodeState* state)
     : options_(std::move(options)), host_(host), state_(state) {}
 
-Status NodeService::Stage(const csi::v1::NodeStageVolumeRequest& req) {
-  TANDEM_RETURN_IF_ERROR(Require(!req.volume_id().empty(), "volume_id"));
+Status NodeService::Stage(const ::csi::v1::NodeStageVolumeRequest& req) {
+  TANDEM_RETURN_IF_ERROR(csi::RequireField("volume_id", req.volume_id()));
   TANDEM_RETURN_IF_ERROR(ValidateVolumeId(req.volume_id()));
-  TANDEM_RETURN_IF_ERROR(Require(!req.staging_target_path().empty(), "staging_target_path"));
-  TANDEM_RETURN_IF_ERROR(Require(req.has_volume_capability(), "volume_capability"));
+  TANDEM_RETURN_IF_ERROR(csi::RequireField("staging_target_path", req.staging_target_path()));
+  TANDEM_RETURN_IF_ERROR(csi::RequirePresent("volume_capability", req.has_volume_capability()));
   TANDEM_RETURN_IF_ERROR(CheckCapability(req.volume_capability(), "volume_capability"));
-  std::map<std::string, std::string> context(req.publish_context().begin(),
-                                             req.publish_context().end());
-  TANDEM_ASSIGN_OR_RETURN(PublishInfo info, ParsePublishContext(context));
+  TANDEM_ASSIGN_OR_RETURN(csi::PublishContext info,
+                          csi::DecodePublishContext(req.publish_context()));
 
   const VolumeCapability& cap = req.volume_capability();
   const bool block = cap.has_block();
@@ -163,9 +119,9 @@ Status NodeService::Stage(const csi::v1::NodeStageVolumeRequest& req) {
 }
 
 Status NodeService::Unstage(const std::string& volume_id, const std::string& staging_path) {
-  TANDEM_RETURN_IF_ERROR(Require(!volume_id.empty(), "volume_id"));
+  TANDEM_RETURN_IF_ERROR(csi::RequireField("volume_id", volume_id));
   TANDEM_RETURN_IF_ERROR(ValidateVolumeId(volume_id));
-  TANDEM_RETURN_IF_ERROR(Require(!staging_path.empty(), "staging_target_path"));
+  TANDEM_RETURN_IF_ERROR(csi::RequireField("staging_target_path", staging_path));
   TANDEM_ASSIGN_OR_RETURN(auto staged, state_->Get(volume_id));
   // Unmount first: it writes the filesystem's dirty state back through the
   // loop device to the engine, which flushes it to every replica when the
@@ -182,11 +138,11 @@ Status NodeService::Unstage(const std::string& volume_id, const std::string& sta
   return Status::Ok();
 }
 
-Status NodeService::Publish(const csi::v1::NodePublishVolumeRequest& req) {
-  TANDEM_RETURN_IF_ERROR(Require(!req.volume_id().empty(), "volume_id"));
+Status NodeService::Publish(const ::csi::v1::NodePublishVolumeRequest& req) {
+  TANDEM_RETURN_IF_ERROR(csi::RequireField("volume_id", req.volume_id()));
   TANDEM_RETURN_IF_ERROR(ValidateVolumeId(req.volume_id()));
-  TANDEM_RETURN_IF_ERROR(Require(!req.target_path().empty(), "target_path"));
-  TANDEM_RETURN_IF_ERROR(Require(req.has_volume_capability(), "volume_capability"));
+  TANDEM_RETURN_IF_ERROR(csi::RequireField("target_path", req.target_path()));
+  TANDEM_RETURN_IF_ERROR(csi::RequirePresent("volume_capability", req.has_volume_capability()));
   TANDEM_RETURN_IF_ERROR(CheckCapability(req.volume_capability(), "volume_capability"));
   if (req.staging_target_path().empty()) {
     return Status::FailedPrecondition(
@@ -215,18 +171,18 @@ Status NodeService::Publish(const csi::v1::NodePublishVolumeRequest& req) {
 }
 
 Status NodeService::Unpublish(const std::string& volume_id, const std::string& target_path) {
-  TANDEM_RETURN_IF_ERROR(Require(!volume_id.empty(), "volume_id"));
+  TANDEM_RETURN_IF_ERROR(csi::RequireField("volume_id", volume_id));
   TANDEM_RETURN_IF_ERROR(ValidateVolumeId(volume_id));
-  TANDEM_RETURN_IF_ERROR(Require(!target_path.empty(), "target_path"));
+  TANDEM_RETURN_IF_ERROR(csi::RequireField("target_path", target_path));
   TANDEM_RETURN_IF_ERROR(Unmount(target_path));
   return RemovePath(target_path);  // CSI: the SP removes the target path
 }
 
-Status NodeService::Stats(const csi::v1::NodeGetVolumeStatsRequest& req,
-                          csi::v1::NodeGetVolumeStatsResponse* resp) {
-  TANDEM_RETURN_IF_ERROR(Require(!req.volume_id().empty(), "volume_id"));
+Status NodeService::Stats(const ::csi::v1::NodeGetVolumeStatsRequest& req,
+                          ::csi::v1::NodeGetVolumeStatsResponse* resp) {
+  TANDEM_RETURN_IF_ERROR(csi::RequireField("volume_id", req.volume_id()));
   TANDEM_RETURN_IF_ERROR(ValidateVolumeId(req.volume_id()));
-  TANDEM_RETURN_IF_ERROR(Require(!req.volume_path().empty(), "volume_path"));
+  TANDEM_RETURN_IF_ERROR(csi::RequireField("volume_path", req.volume_path()));
   TANDEM_ASSIGN_OR_RETURN(auto staged, state_->Get(req.volume_id()));
   if (!staged) return Status::NotFound("volume " + req.volume_id() + " is not staged on this node");
   struct stat st;
@@ -236,17 +192,17 @@ Status NodeService::Stats(const csi::v1::NodeGetVolumeStatsRequest& req,
   if (staged->block) {
     TANDEM_ASSIGN_OR_RETURN(uint64_t size, BlockDeviceSize(staged->device));
     auto* u = resp->add_usage();
-    u->set_unit(csi::v1::VolumeUsage::BYTES);
+    u->set_unit(::csi::v1::VolumeUsage::BYTES);
     u->set_total(static_cast<int64_t>(size));
   } else {
     TANDEM_ASSIGN_OR_RETURN(FilesystemStats fs, StatFilesystem(req.volume_path()));
     auto* b = resp->add_usage();
-    b->set_unit(csi::v1::VolumeUsage::BYTES);
+    b->set_unit(::csi::v1::VolumeUsage::BYTES);
     b->set_total(static_cast<int64_t>(fs.total_bytes));
     b->set_available(static_cast<int64_t>(fs.available_bytes));
     b->set_used(static_cast<int64_t>(fs.used_bytes));
     auto* i = resp->add_usage();
-    i->set_unit(csi::v1::VolumeUsage::INODES);
+    i->set_unit(::csi::v1::VolumeUsage::INODES);
     i->set_total(static_cast<int64_t>(fs.total_inodes));
     i->set_available(static_cast<int64_t>(fs.free_inodes));
     i->set_used(static_cast<int64_t>(fs.used_inodes));
@@ -263,11 +219,11 @@ Status NodeService::Stats(const csi::v1::NodeGetVolumeStatsRequest& req,
   return Status::Ok();
 }
 
-Status NodeService::Expand(const csi::v1::NodeExpandVolumeRequest& req,
-                           csi::v1::NodeExpandVolumeResponse* resp) {
-  TANDEM_RETURN_IF_ERROR(Require(!req.volume_id().empty(), "volume_id"));
+Status NodeService::Expand(const ::csi::v1::NodeExpandVolumeRequest& req,
+                           ::csi::v1::NodeExpandVolumeResponse* resp) {
+  TANDEM_RETURN_IF_ERROR(csi::RequireField("volume_id", req.volume_id()));
   TANDEM_RETURN_IF_ERROR(ValidateVolumeId(req.volume_id()));
-  TANDEM_RETURN_IF_ERROR(Require(!req.volume_path().empty(), "volume_path"));
+  TANDEM_RETURN_IF_ERROR(csi::RequireField("volume_path", req.volume_path()));
   TANDEM_ASSIGN_OR_RETURN(auto staged, state_->Get(req.volume_id()));
   if (!staged || staged->device.empty()) {
     return Status::NotFound("volume " + req.volume_id() + " is not staged on this node");
@@ -285,45 +241,44 @@ Status NodeService::Expand(const csi::v1::NodeExpandVolumeRequest& req,
   return Status::Ok();
 }
 
-#define TANDEM_NODE_CALL(name, volume_id, body)                                          \
-  rpc::ServeCall(name, no_auth_, *ctx, [&]() -> grpc::Status {                           \
-    VolumeLock lock(this, volume_id);                                                    \
-    if (!lock.held()) {                                                                  \
-      return Answer(Status::Aborted("an operation on volume " + std::string(volume_id) + \
-                                    " is in progress; retry later"));                    \
-    }                                                                                    \
-    return Answer(body);                                                                 \
+// A call that holds its volume id: a second call for the same volume while
+// this one runs answers ABORTED instead of racing it (a slow mkfs).
+#define TANDEM_NODE_CALL(name, volume_id, body)                         \
+  rpc::ServeCall(name, no_auth_, *ctx, [&]() -> grpc::Status {          \
+    auto guard = inflight_.TryAcquire("vol:" + std::string(volume_id)); \
+    if (!guard.ok()) return Answer(guard.status());                     \
+    return Answer(body);                                                \
   })
 
 grpc::Status NodeService::NodeStageVolume(grpc::ServerContext* ctx,
-                                          const csi::v1::NodeStageVolumeRequest* req,
-                                          csi::v1::NodeStageVolumeResponse*) {
+                                          const ::csi::v1::NodeStageVolumeRequest* req,
+                                          ::csi::v1::NodeStageVolumeResponse*) {
   return TANDEM_NODE_CALL("NodeStageVolume", req->volume_id(), Stage(*req));
 }
 
 grpc::Status NodeService::NodeUnstageVolume(grpc::ServerContext* ctx,
-                                            const csi::v1::NodeUnstageVolumeRequest* req,
-                                            csi::v1::NodeUnstageVolumeResponse*) {
+                                            const ::csi::v1::NodeUnstageVolumeRequest* req,
+                                            ::csi::v1::NodeUnstageVolumeResponse*) {
   return TANDEM_NODE_CALL("NodeUnstageVolume", req->volume_id(),
                           Unstage(req->volume_id(), req->staging_target_path()));
 }
 
 grpc::Status NodeService::NodePublishVolume(grpc::ServerContext* ctx,
-                                            const csi::v1::NodePublishVolumeRequest* req,
-                                            csi::v1::NodePublishVolumeResponse*) {
+                                            const ::csi::v1::NodePublishVolumeRequest* req,
+                                            ::csi::v1::NodePublishVolumeResponse*) {
   return TANDEM_NODE_CALL("NodePublishVolume", req->volume_id(), Publish(*req));
 }
 
 grpc::Status NodeService::NodeUnpublishVolume(grpc::ServerContext* ctx,
-                                              const csi::v1::NodeUnpublishVolumeRequest* req,
-                                              csi::v1::NodeUnpublishVolumeResponse*) {
+                                              const ::csi::v1::NodeUnpublishVolumeRequest* req,
+                                              ::csi::v1::NodeUnpublishVolumeResponse*) {
   return TANDEM_NODE_CALL("NodeUnpublishVolume", req->volume_id(),
                           Unpublish(req->volume_id(), req->target_path()));
 }
 
 grpc::Status NodeService::NodeGetVolumeStats(grpc::ServerContext* ctx,
-                                             const csi::v1::NodeGetVolumeStatsRequest* req,
-                                             csi::v1::NodeGetVolumeStatsResponse* resp) {
+                                             const ::csi::v1::NodeGetVolumeStatsRequest* req,
+                                             ::csi::v1::NodeGetVolumeStatsResponse* resp) {
   // Stats never take the volume's lock: kubelet polls them while a slow
   // stage of another call may be running, and they only read.
   return rpc::ServeCall("NodeGetVolumeStats", no_auth_, *ctx,
@@ -331,16 +286,16 @@ grpc::Status NodeService::NodeGetVolumeStats(grpc::ServerContext* ctx,
 }
 
 grpc::Status NodeService::NodeExpandVolume(grpc::ServerContext* ctx,
-                                           const csi::v1::NodeExpandVolumeRequest* req,
-                                           csi::v1::NodeExpandVolumeResponse* resp) {
+                                           const ::csi::v1::NodeExpandVolumeRequest* req,
+                                           ::csi::v1::NodeExpandVolumeResponse* resp) {
   return TANDEM_NODE_CALL("NodeExpandVolume", req->volume_id(), Expand(*req, resp));
 }
 
 grpc::Status NodeService::NodeGetCapabilities(grpc::ServerContext* ctx,
-                                              const csi::v1::NodeGetCapabilitiesRequest*,
-                                              csi::v1::NodeGetCapabilitiesResponse* resp) {
+                                              const ::csi::v1::NodeGetCapabilitiesRequest*,
+                                              ::csi::v1::NodeGetCapabilitiesResponse* resp) {
   return rpc::ServeCall("NodeGetCapabilities", no_auth_, *ctx, [&]() -> grpc::Status {
-    using Rpc = csi::v1::NodeServiceCapability::RPC;
+    using Rpc = ::csi::v1::NodeServiceCapability::RPC;
     for (auto type : {Rpc::STAGE_UNSTAGE_VOLUME, Rpc::GET_VOLUME_STATS, Rpc::EXPAND_VOLUME,
                       Rpc::VOLUME_CONDITION, Rpc::SINGLE_NODE_MULTI_WRITER}) {
       resp->add_capabilities()->mutable_rpc()->set_type(type);
@@ -349,42 +304,15 @@ grpc::Status NodeService::NodeGetCapabilities(grpc::ServerContext* ctx,
   });
 }
 
-grpc::Status NodeService::NodeGetInfo(grpc::ServerContext* ctx, const csi::v1::NodeGetInfoRequest*,
-                                      csi::v1::NodeGetInfoResponse* resp) {
+grpc::Status NodeService::NodeGetInfo(grpc::ServerContext* ctx,
+                                      const ::csi::v1::NodeGetInfoRequest*,
+                                      ::csi::v1::NodeGetInfoResponse* resp) {
   return rpc::ServeCall("NodeGetInfo", no_auth_, *ctx, [&]() -> grpc::Status {
     resp->set_node_id(options_.node_id);
     resp->set_max_volumes_per_node(options_.max_volumes_per_node);
     auto* segments = resp->mutable_accessible_topology()->mutable_segments();
     (*segments)[kTopologyNodeKey] = options_.node_id;
     if (!options_.zone.empty()) (*segments)[kTopologyZoneKey] = options_.zone;
-    return grpc::Status::OK;
-  });
-}
-
-grpc::Status IdentityService::GetPluginInfo(grpc::ServerContext* ctx,
-                                            const csi::v1::GetPluginInfoRequest*,
-                                            csi::v1::GetPluginInfoResponse* resp) {
-  return rpc::ServeCall("GetPluginInfo", no_auth_, *ctx, [&]() -> grpc::Status {
-    resp->set_name(options_.driver_name);
-    resp->set_vendor_version(options_.version);
-    return grpc::Status::OK;
-  });
-}
-
-grpc::Status IdentityService::GetPluginCapabilities(grpc::ServerContext* ctx,
-                                                    const csi::v1::GetPluginCapabilitiesRequest*,
-                                                    csi::v1::GetPluginCapabilitiesResponse* resp) {
-  return rpc::ServeCall("GetPluginCapabilities", no_auth_, *ctx, [&]() -> grpc::Status {
-    resp->add_capabilities()->mutable_service()->set_type(
-        csi::v1::PluginCapability::Service::VOLUME_ACCESSIBILITY_CONSTRAINTS);
-    return grpc::Status::OK;
-  });
-}
-
-grpc::Status IdentityService::Probe(grpc::ServerContext* ctx, const csi::v1::ProbeRequest*,
-                                    csi::v1::ProbeResponse* resp) {
-  return rpc::ServeCall("Probe", no_auth_, *ctx, [&]() -> grpc::Status {
-    resp->mutable_ready()->set_value(true);
     return grpc::Status::OK;
   });
 }

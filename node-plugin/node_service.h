@@ -1,5 +1,5 @@
 #pragma once
-// NodeService: CSI's Node and Identity services for tandem-node.
+// NodeService: CSI's Node service for tandem-node (Identity is csi/identity_service.h).
 //
 // Stage: the engine on this node creates the volume's target with a file
 // export (VolumeHost::Attach), the node attaches that file to a loop device
@@ -12,12 +12,11 @@
 // Concurrent calls for one volume id answer ABORTED (CSI's "operation pending
 // for volume"); calls for different volumes run in parallel.
 
-#include <mutex>
-#include <set>
 #include <string>
 
 #include "common/grpc/bearer_auth.h"
 #include "csi/csi.grpc.pb.h"
+#include "csi/inflight.h"
 #include "node-plugin/node_state.h"
 #include "node-plugin/volume_host.h"
 
@@ -27,74 +26,55 @@ struct NodeServiceOptions {
   std::string node_id;
   std::string zone;                  // topology.tandem.csi.io/zone; "" = none
   int64_t max_volumes_per_node = 0;  // 0: no limit
-  std::string driver_name = "tandem.csi.io";
-  std::string version = "0.1.0";
 };
 
 inline constexpr const char* kTopologyZoneKey = "topology.tandem.csi.io/zone";
 inline constexpr const char* kTopologyNodeKey = "topology.tandem.csi.io/node";
 
-class NodeService final : public csi::v1::Node::Service {
+class NodeService final : public ::csi::v1::Node::Service {
  public:
   // `host` and `state` must outlive the service.
   NodeService(NodeServiceOptions options, VolumeHost* host, NodeState* state);
 
-  grpc::Status NodeStageVolume(grpc::ServerContext* ctx, const csi::v1::NodeStageVolumeRequest* req,
-                               csi::v1::NodeStageVolumeResponse* resp) override;
+  grpc::Status NodeStageVolume(grpc::ServerContext* ctx,
+                               const ::csi::v1::NodeStageVolumeRequest* req,
+                               ::csi::v1::NodeStageVolumeResponse* resp) override;
   grpc::Status NodeUnstageVolume(grpc::ServerContext* ctx,
-                                 const csi::v1::NodeUnstageVolumeRequest* req,
-                                 csi::v1::NodeUnstageVolumeResponse* resp) override;
+                                 const ::csi::v1::NodeUnstageVolumeRequest* req,
+                                 ::csi::v1::NodeUnstageVolumeResponse* resp) override;
   grpc::Status NodePublishVolume(grpc::ServerContext* ctx,
-                                 const csi::v1::NodePublishVolumeRequest* req,
-                                 csi::v1::NodePublishVolumeResponse* resp) override;
+                                 const ::csi::v1::NodePublishVolumeRequest* req,
+                                 ::csi::v1::NodePublishVolumeResponse* resp) override;
   grpc::Status NodeUnpublishVolume(grpc::ServerContext* ctx,
-                                   const csi::v1::NodeUnpublishVolumeRequest* req,
-                                   csi::v1::NodeUnpublishVolumeResponse* resp) override;
+                                   const ::csi::v1::NodeUnpublishVolumeRequest* req,
+                                   ::csi::v1::NodeUnpublishVolumeResponse* resp) override;
   grpc::Status NodeGetVolumeStats(grpc::ServerContext* ctx,
-                                  const csi::v1::NodeGetVolumeStatsRequest* req,
-                                  csi::v1::NodeGetVolumeStatsResponse* resp) override;
+                                  const ::csi::v1::NodeGetVolumeStatsRequest* req,
+                                  ::csi::v1::NodeGetVolumeStatsResponse* resp) override;
   grpc::Status NodeExpandVolume(grpc::ServerContext* ctx,
-                                const csi::v1::NodeExpandVolumeRequest* req,
-                                csi::v1::NodeExpandVolumeResponse* resp) override;
+                                const ::csi::v1::NodeExpandVolumeRequest* req,
+                                ::csi::v1::NodeExpandVolumeResponse* resp) override;
   grpc::Status NodeGetCapabilities(grpc::ServerContext* ctx,
-                                   const csi::v1::NodeGetCapabilitiesRequest* req,
-                                   csi::v1::NodeGetCapabilitiesResponse* resp) override;
-  grpc::Status NodeGetInfo(grpc::ServerContext* ctx, const csi::v1::NodeGetInfoRequest* req,
-                           csi::v1::NodeGetInfoResponse* resp) override;
+                                   const ::csi::v1::NodeGetCapabilitiesRequest* req,
+                                   ::csi::v1::NodeGetCapabilitiesResponse* resp) override;
+  grpc::Status NodeGetInfo(grpc::ServerContext* ctx, const ::csi::v1::NodeGetInfoRequest* req,
+                           ::csi::v1::NodeGetInfoResponse* resp) override;
 
  private:
-  class VolumeLock;
-  Status Stage(const csi::v1::NodeStageVolumeRequest& req);
+  Status Stage(const ::csi::v1::NodeStageVolumeRequest& req);
   Status Unstage(const std::string& volume_id, const std::string& staging_path);
-  Status Publish(const csi::v1::NodePublishVolumeRequest& req);
+  Status Publish(const ::csi::v1::NodePublishVolumeRequest& req);
   Status Unpublish(const std::string& volume_id, const std::string& target_path);
-  Status Stats(const csi::v1::NodeGetVolumeStatsRequest& req,
-               csi::v1::NodeGetVolumeStatsResponse* resp);
-  Status Expand(const csi::v1::NodeExpandVolumeRequest& req,
-                csi::v1::NodeExpandVolumeResponse* resp);
+  Status Stats(const ::csi::v1::NodeGetVolumeStatsRequest& req,
+               ::csi::v1::NodeGetVolumeStatsResponse* resp);
+  Status Expand(const ::csi::v1::NodeExpandVolumeRequest& req,
+                ::csi::v1::NodeExpandVolumeResponse* resp);
 
   NodeServiceOptions options_;
   VolumeHost* host_;
   NodeState* state_;
   rpc::BearerTokenAuth no_auth_;  // CSI runs on a unix socket only kubelet reaches
-  std::mutex mu_;
-  std::set<std::string> busy_;  // volume ids with a call in flight
-};
-
-class IdentityService final : public csi::v1::Identity::Service {
- public:
-  explicit IdentityService(NodeServiceOptions options) : options_(std::move(options)) {}
-  grpc::Status GetPluginInfo(grpc::ServerContext* ctx, const csi::v1::GetPluginInfoRequest* req,
-                             csi::v1::GetPluginInfoResponse* resp) override;
-  grpc::Status GetPluginCapabilities(grpc::ServerContext* ctx,
-                                     const csi::v1::GetPluginCapabilitiesRequest* req,
-                                     csi::v1::GetPluginCapabilitiesResponse* resp) override;
-  grpc::Status Probe(grpc::ServerContext* ctx, const csi::v1::ProbeRequest* req,
-                     csi::v1::ProbeResponse* resp) override;
-
- private:
-  NodeServiceOptions options_;
-  rpc::BearerTokenAuth no_auth_;
+  csi::InFlight inflight_;        // volume ids with a call running
 };
 
 }  // namespace tandem::node

@@ -26,7 +26,7 @@ constexpr uint64_t kMiB = 1 << 20;
 class FileVolumeHost : public VolumeHost {
  public:
   explicit FileVolumeHost(std::string dir) : dir_(std::move(dir)) {}
-  Result<HostedVolume> Attach(const std::string& id, const PublishInfo& info) override {
+  Result<HostedVolume> Attach(const std::string& id, const csi::PublishContext& info) override {
     {
       std::unique_lock<std::mutex> lock(mu_);
       ++attach_calls_;
@@ -81,19 +81,20 @@ class FileVolumeHost : public VolumeHost {
   std::map<std::string, uint64_t> epochs_;
 };
 
-csi::v1::VolumeCapability MountCap(const std::string& fs = "ext4",
-                                   csi::v1::VolumeCapability::AccessMode::Mode mode =
-                                       csi::v1::VolumeCapability::AccessMode::SINGLE_NODE_WRITER) {
-  csi::v1::VolumeCapability cap;
+::csi::v1::VolumeCapability MountCap(
+    const std::string& fs = "ext4",
+    ::csi::v1::VolumeCapability::AccessMode::Mode mode =
+        ::csi::v1::VolumeCapability::AccessMode::SINGLE_NODE_WRITER) {
+  ::csi::v1::VolumeCapability cap;
   cap.mutable_mount()->set_fs_type(fs);
   cap.mutable_access_mode()->set_mode(mode);
   return cap;
 }
 
-csi::v1::VolumeCapability BlockCap() {
-  csi::v1::VolumeCapability cap;
+::csi::v1::VolumeCapability BlockCap() {
+  ::csi::v1::VolumeCapability cap;
   cap.mutable_block();
-  cap.mutable_access_mode()->set_mode(csi::v1::VolumeCapability::AccessMode::SINGLE_NODE_WRITER);
+  cap.mutable_access_mode()->set_mode(::csi::v1::VolumeCapability::AccessMode::SINGLE_NODE_WRITER);
   return cap;
 }
 
@@ -116,35 +117,35 @@ class NodeServiceTest : public ::testing::Test {
   }
 
   std::map<std::string, std::string> Context(uint64_t epoch) {
-    PublishInfo info;
+    csi::PublishContext info;
     info.epoch = epoch;
-    info.replicas = {{"127.0.0.1", 9701}, {"127.0.0.1", 9702}};
+    info.replicas = {{"r1", "127.0.0.1:9701"}, {"r2", "127.0.0.1:9702"}};
     info.size_bytes = 128 * kMiB;
-    return EncodePublishContext(info);
+    return csi::EncodePublishContext(info);
   }
   grpc::Status Stage(const std::string& id, const std::string& staging,
-                     const csi::v1::VolumeCapability& cap, uint64_t epoch = 1) {
-    csi::v1::NodeStageVolumeRequest req;
+                     const ::csi::v1::VolumeCapability& cap, uint64_t epoch = 1) {
+    ::csi::v1::NodeStageVolumeRequest req;
     req.set_volume_id(id);
     req.set_staging_target_path(staging);
     *req.mutable_volume_capability() = cap;
     for (const auto& [k, v] : Context(epoch)) (*req.mutable_publish_context())[k] = v;
     staged_[id] = staging;
     grpc::ServerContext ctx;
-    csi::v1::NodeStageVolumeResponse resp;
+    ::csi::v1::NodeStageVolumeResponse resp;
     return service_->NodeStageVolume(&ctx, &req, &resp);
   }
   grpc::Status Unstage(const std::string& id, const std::string& staging) {
-    csi::v1::NodeUnstageVolumeRequest req;
+    ::csi::v1::NodeUnstageVolumeRequest req;
     req.set_volume_id(id);
     req.set_staging_target_path(staging);
     grpc::ServerContext ctx;
-    csi::v1::NodeUnstageVolumeResponse resp;
+    ::csi::v1::NodeUnstageVolumeResponse resp;
     return service_->NodeUnstageVolume(&ctx, &req, &resp);
   }
   grpc::Status Publish(const std::string& id, const std::string& staging, const std::string& target,
-                       const csi::v1::VolumeCapability& cap, bool readonly = false) {
-    csi::v1::NodePublishVolumeRequest req;
+                       const ::csi::v1::VolumeCapability& cap, bool readonly = false) {
+    ::csi::v1::NodePublishVolumeRequest req;
     req.set_volume_id(id);
     req.set_staging_target_path(staging);
     req.set_target_path(target);
@@ -152,20 +153,20 @@ class NodeServiceTest : public ::testing::Test {
     *req.mutable_volume_capability() = cap;
     published_.push_back(target);
     grpc::ServerContext ctx;
-    csi::v1::NodePublishVolumeResponse resp;
+    ::csi::v1::NodePublishVolumeResponse resp;
     return service_->NodePublishVolume(&ctx, &req, &resp);
   }
   grpc::Status Unpublish(const std::string& id, const std::string& target) {
-    csi::v1::NodeUnpublishVolumeRequest req;
+    ::csi::v1::NodeUnpublishVolumeRequest req;
     req.set_volume_id(id);
     req.set_target_path(target);
     grpc::ServerContext ctx;
-    csi::v1::NodeUnpublishVolumeResponse resp;
+    ::csi::v1::NodeUnpublishVolumeResponse resp;
     return service_->NodeUnpublishVolume(&ctx, &req, &resp);
   }
   grpc::Status Stats(const std::string& id, const std::string& path,
-                     csi::v1::NodeGetVolumeStatsResponse* resp) {
-    csi::v1::NodeGetVolumeStatsRequest req;
+                     ::csi::v1::NodeGetVolumeStatsResponse* resp) {
+    ::csi::v1::NodeGetVolumeStatsRequest req;
     req.set_volume_id(id);
     req.set_volume_path(path);
     grpc::ServerContext ctx;
@@ -205,16 +206,16 @@ TEST_F(NodeServiceTest, FilesystemVolumeStagesPublishesAndKeepsItsDataAcrossUnst
   EXPECT_LT(fd, 0) << "a readonly publish must refuse writes";
   if (fd >= 0) close(fd);
 
-  csi::v1::NodeGetVolumeStatsResponse stats;
+  ::csi::v1::NodeGetVolumeStatsResponse stats;
   ASSERT_TRUE(Stats("vol-1", pod, &stats).ok());
   ASSERT_EQ(stats.usage_size(), 2);
-  EXPECT_EQ(stats.usage(0).unit(), csi::v1::VolumeUsage::BYTES);
+  EXPECT_EQ(stats.usage(0).unit(), ::csi::v1::VolumeUsage::BYTES);
   EXPECT_GT(stats.usage(0).total(), static_cast<int64_t>(100 * kMiB));
-  EXPECT_EQ(stats.usage(1).unit(), csi::v1::VolumeUsage::INODES);
+  EXPECT_EQ(stats.usage(1).unit(), ::csi::v1::VolumeUsage::INODES);
   EXPECT_GT(stats.usage(1).used(), 0);
   EXPECT_FALSE(stats.volume_condition().abnormal());
   host_->degraded_ = true;
-  csi::v1::NodeGetVolumeStatsResponse degraded;
+  ::csi::v1::NodeGetVolumeStatsResponse degraded;
   ASSERT_TRUE(Stats("vol-1", pod, &degraded).ok());
   EXPECT_TRUE(degraded.volume_condition().abnormal());
   EXPECT_NE(degraded.volume_condition().message().find("FAULTED"), std::string::npos);
@@ -271,18 +272,19 @@ TEST_F(NodeServiceTest, BadRequestsGetTheCodeTheSpecNames) {
   EXPECT_NE(missing_path.error_message().find("staging_target_path"), std::string::npos);
   EXPECT_EQ(Stage("vol-x", staging, MountCap("btrfs")).error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(Stage("vol-x", staging,
-                  MountCap("ext4", csi::v1::VolumeCapability::AccessMode::MULTI_NODE_MULTI_WRITER))
-                .error_code(),
-            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(
+      Stage("vol-x", staging,
+            MountCap("ext4", ::csi::v1::VolumeCapability::AccessMode::MULTI_NODE_MULTI_WRITER))
+          .error_code(),
+      grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(Stage("../etc", staging, MountCap()).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   {
-    csi::v1::NodeStageVolumeRequest req;
+    ::csi::v1::NodeStageVolumeRequest req;
     req.set_volume_id("vol-x");
     req.set_staging_target_path(staging);
     *req.mutable_volume_capability() = MountCap();
     grpc::ServerContext ctx;
-    csi::v1::NodeStageVolumeResponse resp;
+    ::csi::v1::NodeStageVolumeResponse resp;
     auto st = service_->NodeStageVolume(&ctx, &req, &resp);
     EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
     EXPECT_NE(st.error_message().find("tandem.csi.io/epoch"), std::string::npos)
@@ -293,7 +295,7 @@ TEST_F(NodeServiceTest, BadRequestsGetTheCodeTheSpecNames) {
       << "publish before stage";
   EXPECT_EQ(Publish("vol-x", "", dir_ / "p", MountCap()).error_code(),
             grpc::StatusCode::FAILED_PRECONDITION);
-  csi::v1::NodeGetVolumeStatsResponse stats;
+  ::csi::v1::NodeGetVolumeStatsResponse stats;
   EXPECT_EQ(Stats("vol-x", staging, &stats).error_code(), grpc::StatusCode::NOT_FOUND);
 
   ASSERT_TRUE(Stage("vol-y", staging, MountCap(), 5).ok());
@@ -331,19 +333,19 @@ TEST_F(NodeServiceTest, ASecondCallForTheSameVolumeIsAbortedWhileTheFirstRuns) {
 
 TEST_F(NodeServiceTest, NodeInfoAndCapabilities) {
   grpc::ServerContext ctx;
-  csi::v1::NodeGetInfoRequest req;
-  csi::v1::NodeGetInfoResponse info;
+  ::csi::v1::NodeGetInfoRequest req;
+  ::csi::v1::NodeGetInfoResponse info;
   ASSERT_TRUE(service_->NodeGetInfo(&ctx, &req, &info).ok());
   EXPECT_EQ(info.node_id(), "node-a");
   EXPECT_EQ(info.accessible_topology().segments().at(kTopologyZoneKey), "zone-1");
-  csi::v1::NodeGetCapabilitiesRequest creq;
-  csi::v1::NodeGetCapabilitiesResponse caps;
+  ::csi::v1::NodeGetCapabilitiesRequest creq;
+  ::csi::v1::NodeGetCapabilitiesResponse caps;
   ASSERT_TRUE(service_->NodeGetCapabilities(&ctx, &creq, &caps).ok());
   bool stage = false, stats = false, expand = false;
   for (const auto& c : caps.capabilities()) {
-    stage |= c.rpc().type() == csi::v1::NodeServiceCapability::RPC::STAGE_UNSTAGE_VOLUME;
-    stats |= c.rpc().type() == csi::v1::NodeServiceCapability::RPC::GET_VOLUME_STATS;
-    expand |= c.rpc().type() == csi::v1::NodeServiceCapability::RPC::EXPAND_VOLUME;
+    stage |= c.rpc().type() == ::csi::v1::NodeServiceCapability::RPC::STAGE_UNSTAGE_VOLUME;
+    stats |= c.rpc().type() == ::csi::v1::NodeServiceCapability::RPC::GET_VOLUME_STATS;
+    expand |= c.rpc().type() == ::csi::v1::NodeServiceCapability::RPC::EXPAND_VOLUME;
   }
   EXPECT_TRUE(stage && stats && expand);
 }

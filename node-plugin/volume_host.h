@@ -10,7 +10,7 @@
 #include <string>
 
 #include "common/result.h"
-#include "node-plugin/publish_context.h"
+#include "csi/publish_context.h"
 
 namespace tandem::node {
 
@@ -32,7 +32,8 @@ class VolumeHost {
   // one when it was created for the same epoch (idempotent). A target left at
   // an older epoch is replaced; FAILED_PRECONDITION when this node's target
   // holds a newer epoch than `info` (the publish was superseded).
-  virtual Result<HostedVolume> Attach(const std::string& volume_id, const PublishInfo& info) = 0;
+  virtual Result<HostedVolume> Attach(const std::string& volume_id,
+                                      const csi::PublishContext& info) = 0;
   // Destroys the target (flushing it first). OK when there is none.
   virtual Status Detach(const std::string& volume_id) = 0;
   virtual Result<HostedVolume> Describe(const std::string& volume_id) = 0;  // NOT_FOUND
