@@ -82,7 +82,8 @@ bool EtcdAvailable(std::string* binary_out) {
   return ::access(binary.c_str(), X_OK) == 0;
 }
 
-Result<std::unique_ptr<EtcdProcess>> EtcdProcess::Start(const EtcdOptions& options) {
+Result<std::unique_ptr<EtcdProcess>> EtcdProcess::Prepare(const EtcdOptions& options,
+                                                          const std::string& name) {
   std::unique_ptr<EtcdProcess> p(new EtcdProcess());
   p->options_ = options;
   p->binary_ = ResolveBinary(options.binary);
@@ -93,12 +94,47 @@ Result<std::unique_ptr<EtcdProcess>> EtcdProcess::Start(const EtcdOptions& optio
   std::string tmpl = (std::filesystem::temp_directory_path() / "tandem-etcd-XXXXXX").string();
   if (::mkdtemp(tmpl.data()) == nullptr) return PosixError("mkdtemp", errno);
   p->dir_ = tmpl;
+  p->name_ = name;
   TANDEM_ASSIGN_OR_RETURN(p->client_port_, FreePort());
   TANDEM_ASSIGN_OR_RETURN(p->peer_port_, FreePort());
   p->endpoint_ = "127.0.0.1:" + std::to_string(p->client_port_);
+  p->initial_cluster_ = name + "=http://127.0.0.1:" + std::to_string(p->peer_port_);
+  p->cluster_token_ = p->dir_;
+  return p;
+}
+
+Result<std::unique_ptr<EtcdProcess>> EtcdProcess::Start(const EtcdOptions& options) {
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<EtcdProcess> p, Prepare(options, "tandem-test"));
   TANDEM_RETURN_IF_ERROR(p->Spawn());
   TANDEM_RETURN_IF_ERROR(p->WaitHealthy());
   return p;
+}
+
+Result<std::unique_ptr<EtcdCluster>> EtcdCluster::Start(int members, const EtcdOptions& options) {
+  if (members < 1) return Status::InvalidArgument("EtcdCluster needs at least one member");
+  std::unique_ptr<EtcdCluster> cluster(new EtcdCluster());
+  std::string initial;
+  for (int i = 0; i < members; ++i) {
+    TANDEM_ASSIGN_OR_RETURN(auto m, EtcdProcess::Prepare(options, "m" + std::to_string(i)));
+    initial += (i ? "," : "") + m->initial_cluster_;
+    cluster->members_.push_back(std::move(m));
+  }
+  // Every member must run before any can be healthy (it needs a quorum).
+  for (auto& m : cluster->members_) {
+    m->initial_cluster_ = initial;
+    m->cluster_token_ = cluster->members_.front()->dir_;
+    TANDEM_RETURN_IF_ERROR(m->Spawn());
+  }
+  for (auto& m : cluster->members_) TANDEM_RETURN_IF_ERROR(m->WaitHealthy());
+  return cluster;
+}
+
+std::string EtcdCluster::uri() const {
+  std::string uri = "etcd://";
+  for (size_t i = 0; i < members_.size(); ++i) {
+    uri += (i ? "," : "") + members_[i]->endpoint();
+  }
+  return uri;
 }
 
 EtcdProcess::~EtcdProcess() {
@@ -114,13 +150,15 @@ Status EtcdProcess::Spawn() {
   const std::string peer = "http://127.0.0.1:" + std::to_string(peer_port_);
   std::vector<std::string> args = {
       binary_,
-      "--name=tandem-test",
+      "--name=" + name_,
       "--data-dir=" + dir_ + "/data",
       "--listen-client-urls=" + client,
       "--advertise-client-urls=" + client,
       "--listen-peer-urls=" + peer,
       "--initial-advertise-peer-urls=" + peer,
-      "--initial-cluster=tandem-test=" + peer,
+      "--initial-cluster=" + initial_cluster_,
+      // Unique per cluster: members never join another test's cluster.
+      "--initial-cluster-token=" + cluster_token_,
       "--initial-cluster-state=new",
       // No listeners beyond the two above (metrics default to the client URL).
       "--log-level=warn",

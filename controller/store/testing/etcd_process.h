@@ -18,6 +18,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/result.h"
 
@@ -56,7 +57,11 @@ class EtcdProcess {
   Status Restart();
 
  private:
+  friend class EtcdCluster;
   EtcdProcess() = default;
+  // Temp dir, binary and ports; not started yet.
+  static Result<std::unique_ptr<EtcdProcess>> Prepare(const EtcdOptions& options,
+                                                      const std::string& name);
   Status Spawn();
   Status WaitHealthy();
   std::string LogTail() const;
@@ -65,9 +70,29 @@ class EtcdProcess {
   std::string binary_;
   std::string dir_;  // temp root: data/ and etcd.log
   std::string endpoint_;
+  std::string name_;
+  std::string initial_cluster_;  // "name=http://127.0.0.1:peer,..."
+  std::string cluster_token_;
   int client_port_ = 0;
   int peer_port_ = 0;
   pid_t pid_ = -1;
+};
+
+// EtcdCluster: `members` etcd processes forming one cluster (each an
+// EtcdProcess above, same cleanup guarantees), for failover tests:
+//   auto cluster = EtcdCluster::Start(3);
+//   OpenStore((*cluster)->uri());          // etcd://m0,m1,m2
+//   (*cluster)->member(0).Kill();          // the store fails over
+class EtcdCluster {
+ public:
+  static Result<std::unique_ptr<EtcdCluster>> Start(int members, const EtcdOptions& options = {});
+  int size() const { return static_cast<int>(members_.size()); }
+  EtcdProcess& member(int i) { return *members_.at(static_cast<size_t>(i)); }
+  // "etcd://127.0.0.1:a,127.0.0.1:b,..." in member order.
+  std::string uri() const;
+
+ private:
+  std::vector<std::unique_ptr<EtcdProcess>> members_;
 };
 
 // True when an etcd binary exists (for GTEST_SKIP with a clear reason).
