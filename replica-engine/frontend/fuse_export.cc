@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -143,8 +144,11 @@ Status FuseExport::Impl::Start() {
 Status FuseExport::Impl::Mount() {
   const std::string& dir = options_.mount_dir;
   struct stat st;
-  if (stat(dir.c_str(), &st) != 0 && errno == ENOTCONN) {
-    // A FUSE mount whose server died (a crashed engine): detach it.
+  // A FUSE mount whose server died (a crashed engine): statfs() is always
+  // sent to the server and fails with ENOTCONN (stat() may be answered from
+  // the attribute cache). Detach it.
+  struct statfs sf;
+  if (statfs(dir.c_str(), &sf) != 0 && errno == ENOTCONN) {
     TLOG_WARN(kTag, "export '%s': detaching a stale FUSE mount at %s", options_.name.c_str(),
               dir.c_str());
     if (umount2(dir.c_str(), MNT_DETACH) != 0) {

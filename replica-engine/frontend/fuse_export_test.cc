@@ -11,7 +11,10 @@
 
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -507,6 +510,74 @@ TEST_F(FuseExportTest, DestroyWithoutShutdownWhileARequestWaitsIsBounded) {
   OnLoop([&] { device_->Resume(); });
   ASSERT_TRUE(WaitFor([&] { return device_->inflight() == 0; }));
   EXPECT_FALSE(std::filesystem::exists(mount_dir_));
+}
+
+// Run only as the child of StaleMountOfAKilledEngineIsDetachedAtTheNextStart:
+// serves an export until it is killed.
+TEST_F(FuseExportTest, DISABLED_ServeUntilKilled) {
+  const char* dir = getenv("TANDEM_FUSE_HELPER_DIR");
+  if (dir == nullptr) GTEST_SKIP() << "helper of StaleMountOfAKilledEngineIsDetachedAtTheNextStart";
+  // This process dies by SIGKILL: its own temporary directory goes now.
+  std::error_code ec;
+  std::filesystem::remove_all(dir_, ec);
+  mount_dir_ = dir;
+  StartExport();
+  FILE* f = fopen((std::string(dir) + ".ready").c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  fclose(f);
+  std::this_thread::sleep_for(std::chrono::seconds(60));
+}
+
+TEST_F(FuseExportTest, StaleMountOfAKilledEngineIsDetachedAtTheNextStart) {
+  REQUIRE_LOOP_TOOLS();
+  // A child process mounts the export and is killed with -9, as a crashed
+  // engine would be: its mount stays, "Transport endpoint is not connected".
+  std::filesystem::create_directories(mount_dir_);
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    setenv("TANDEM_FUSE_HELPER_DIR", mount_dir_.c_str(), 1);
+    execl("/proc/self/exe", "frontend_tests",
+          "--gtest_filter=FuseExportTest.DISABLED_ServeUntilKilled",
+          "--gtest_also_run_disabled_tests", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  Cleanup cleanup;
+  cleanup.Add([child] {
+    kill(child, SIGKILL);
+    waitpid(child, nullptr, 0);
+  });
+  const std::string ready = mount_dir_ + ".ready";
+  auto deadline = std::chrono::steady_clock::now() + kWait;
+  while (access(ready.c_str(), F_OK) != 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_EQ(access(ready.c_str(), F_OK), 0) << "helper did not mount";
+  file_ = mount_dir_ + "/volume";
+  std::string out;
+  ASSERT_EQ(Sh("losetup --direct-io=on --sector-size 4096 --find --show " + file_, &out), 0) << out;
+  std::string old_loop = Trim(out);
+  cleanup.Add([old_loop] { Sh("losetup -d " + old_loop + " 2>/dev/null"); });
+  kill(child, SIGKILL);
+  ASSERT_EQ(waitpid(child, nullptr, 0), child);
+
+  struct statfs sf;
+  int statfs_rc = statfs(mount_dir_.c_str(), &sf);
+  int statfs_err = errno;
+  EXPECT_NE(statfs_rc, 0);
+  EXPECT_EQ(statfs_err, ENOTCONN) << "expected a stale FUSE mount";
+  // The loop device of the dead export fails I/O promptly and detaches.
+  int rc = Sh("dd if=" + old_loop + " of=/dev/null bs=4096 count=1 iflag=direct", &out, 20);
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(rc, 124) << "read of the dead export's loop device hung";
+  EXPECT_EQ(Sh("losetup -d " + old_loop, &out, 30), 0) << out;
+  // A new export on the same directory detaches the stale mount and serves.
+  StartExport();
+  std::vector<uint8_t> b(4096);
+  int fd = open(file_.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0) << strerror(errno);
+  EXPECT_EQ(pread(fd, b.data(), b.size(), 0), 4096);
+  close(fd);
 }
 
 // --- Through a loop device -------------------------------------------------------
