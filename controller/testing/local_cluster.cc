@@ -30,6 +30,7 @@ LocalCluster::LocalCluster()
   char tmpl[] = "/var/tmp/tandem-ctl.XXXXXX";
   char* dir = mkdtemp(tmpl);
   root_ = dir != nullptr ? dir : "/var/tmp/tandem-ctl.failed";
+  store_flag_ = "--data-dir=" + root_ + "/controller";
 }
 
 LocalCluster::~LocalCluster() {
@@ -77,8 +78,7 @@ Status LocalCluster::StartEngine(EngineNode* e) {
 }
 
 std::vector<std::string> LocalCluster::ControllerArgv(const std::string& socket_path) const {
-  std::vector<std::string> argv = {controller_bin_, "--endpoint=unix://" + socket_path,
-                                   "--data-dir=" + root_ + "/controller",
+  std::vector<std::string> argv = {controller_bin_, "--endpoint=unix://" + socket_path, store_flag_,
                                    "--heartbeat-interval-ms=200", "--node-grace-ms=3000"};
   argv.insert(argv.end(), controller_extra_.begin(), controller_extra_.end());
   return argv;
@@ -103,8 +103,9 @@ Status LocalCluster::StartController(const std::vector<std::string>& extra_flags
   return Status::Ok();
 }
 
-Status LocalCluster::StartSecondController(Process* process, const std::string& socket_path) {
-  return process->Start(ControllerArgv(socket_path), root_ + "/controller2.log");
+Status LocalCluster::StartSecondController(Process* process, const std::string& socket_path,
+                                           const std::string& log_name) {
+  return process->Start(ControllerArgv(socket_path), root_ + "/" + log_name);
 }
 
 void LocalCluster::KillController() { controller_->Kill(); }

@@ -42,6 +42,9 @@ class LocalCluster {
   // Starts tandem-controller on <root>/csi.sock with its store in
   // <root>/controller, and waits until Probe says ready.
   Status StartController(const std::vector<std::string>& extra_flags = {});
+  // Controllers started from now on use etcd at `endpoints` (HOST:PORT)
+  // instead of SQLite in <root>/controller.
+  void UseEtcd(const std::string& endpoints) { store_flag_ = "--etcd-endpoints=" + endpoints; }
   // SIGKILL (no cleanup at all), as after a crash.
   void KillController();
   // Registers every engine with the controller; zone "z<i>" for e<i>.
@@ -57,9 +60,10 @@ class LocalCluster {
   std::unique_ptr<::csi::v1::Controller::Stub> Controller();
   std::unique_ptr<::tandem::controller::v1::Registration::Stub> Registration();
 
-  // Starts a second controller process on the same store (for the leader
-  // election tests); its socket is <root>/csi2.sock.
-  Status StartSecondController(Process* process, const std::string& socket_path);
+  // Starts another controller process on the same store (leader election
+  // tests), serving on `socket_path`, logging to <root>/<log_name>.
+  Status StartSecondController(Process* process, const std::string& socket_path,
+                               const std::string& log_name = "controller2.log");
 
  private:
   std::vector<std::string> ControllerArgv(const std::string& socket_path) const;
@@ -70,6 +74,7 @@ class LocalCluster {
   std::vector<EngineNode> engines_;
   std::unique_ptr<Process> controller_;
   std::vector<std::string> controller_extra_;
+  std::string store_flag_;
 };
 
 }  // namespace tandem::controller::testing
