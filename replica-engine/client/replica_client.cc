@@ -69,8 +69,15 @@ ReplicaClient::ReplicaClient(EventLoop* loop, ClientOptions options, Listener* l
       rx_cap_(protocol::kHeaderSize + protocol::kMaxPayload + kRxSlack),
       slots_(options_.max_inflight == 0 ? 1 : options_.max_inflight),
       iov_(kMaxIov) {
+  keepalive_.op = Opcode::kGetInfo;
+  keepalive_.done = &ReplicaClient::KeepaliveDone;
+  keepalive_.ctx = this;
   loop_->AddIdler(this);
   loop_->AddTicker(this, kTickMs);
+}
+
+void ReplicaClient::KeepaliveDone(ClientRequest* req) {
+  static_cast<ReplicaClient*>(req->ctx)->keepalive_busy_ = false;
 }
 
 ReplicaClient::~ReplicaClient() {
@@ -248,6 +255,7 @@ void ReplicaClient::HandleReply(const FrameHeader& h, const uint8_t* payload) {
       free_ = &slots_[i];
     }
     state_ = ClientState::kConnected;
+    last_send_ns_ = MonotonicNanos();
     TLOG_DEBUG(kTag, "connected to %s:%u volume '%s' replica '%s' (window %u)",
                options_.host.c_str(), options_.port, options_.volume_id.c_str(),
                info_.replica_id.c_str(), window_);
@@ -338,6 +346,7 @@ void ReplicaClient::StartQueued() {
     s->req = req;
     s->sent = 0;
     s->sent_ns = MonotonicNanos();
+    last_send_ns_ = s->sent_ns;
     const bool sends_payload =
         req->op == Opcode::kWrite || req->op == Opcode::kSetRebuildCursor ||
         (req->op == Opcode::kSetGeneration && req->buf != nullptr && req->length != 0);
@@ -437,7 +446,15 @@ void ReplicaClient::OnTick(uint64_t now_ns) {
     }
     return;
   }
-  if (state_ != ClientState::kConnected || inflight_ == 0) return;
+  if (state_ != ClientState::kConnected) return;
+  if (inflight_ == 0) {
+    if (options_.keepalive_ms != 0 && !keepalive_busy_ && queued_head_ == nullptr &&
+        now_ns > last_send_ns_ && now_ns - last_send_ns_ > options_.keepalive_ms * 1000000ull) {
+      keepalive_busy_ = true;
+      Submit(&keepalive_);
+    }
+    return;
+  }
   uint64_t limit = options_.request_timeout_ms * 1000000ull;
   for (uint32_t i = 0; i < window_; ++i) {
     if (slots_[i].req != nullptr && now_ns > slots_[i].sent_ns &&

@@ -52,6 +52,10 @@ struct ClientOptions {
   // (DEADLINE_EXCEEDED): a hung replica must not hang the volume.
   uint32_t request_timeout_ms = 5000;
   uint32_t connect_timeout_ms = 3000;
+  // A connection with nothing sent for this long sends a GET_INFO, so the
+  // replica's idle timeout (ServerOptions::idle_timeout_ms, 10 min by
+  // default) never closes an idle volume's connection. 0: never.
+  uint32_t keepalive_ms = 30000;
 };
 
 struct ClientRequest;
@@ -204,6 +208,7 @@ class ReplicaClient final : private EventLoop::Handler,
   void Flush();
   void Fail(const Status& why, bool notify);
   void Complete(ClientRequest* req, StatusCode code);
+  static void KeepaliveDone(ClientRequest* req);
 
   EventLoop* loop_;
   ClientOptions options_;
@@ -231,6 +236,9 @@ class ReplicaClient final : private EventLoop::Handler,
   ClientRequest* failed_tail_ = nullptr;
   std::vector<iovec> iov_;
   uint32_t inflight_ = 0;
+  uint64_t last_send_ns_ = 0;  // when the last request was started
+  ClientRequest keepalive_;    // GET_INFO, reply dropped
+  bool keepalive_busy_ = false;
   bool writable_ = false;
   bool registered_idler_ = false;
   ClientStats stats_;

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <future>
 
+#include "common/clock.h"
 #include "common/logging.h"
 #include "replica-engine/server/replica_session.h"
 
@@ -89,7 +90,9 @@ Status ReplicaServer::Start() {
   TANDEM_RETURN_IF_ERROR(loop_.Add(listen_fd_.get(), EPOLLIN, this));
   TANDEM_RETURN_IF_ERROR(loop_.Add(backend_->CompletionFd(), EPOLLIN, backend_handler_.get()));
   loop_.AddIdler(this);
-  loop_.AddTicker(this, 1000);
+  // 100 ms: the granularity of the handshake and idle timeouts (the activity
+  // log's pass keeps its own 1 s pace).
+  loop_.AddTicker(this, 100);
   loop_.SetBusyPollMicros(options_.busy_poll_us);
   started_ = true;
   thread_ = std::thread([this] {
@@ -130,7 +133,16 @@ ServerStats ReplicaServer::GetStats() {
   if (!started_) return stats_;
   std::promise<ServerStats> p;
   std::future<ServerStats> f = p.get_future();
-  loop_.Post([this, &p] { p.set_value(stats_); });
+  loop_.Post([this, &p] {
+    ServerStats st = stats_;
+    for (const auto& session : sessions_) {
+      if (session->closing()) continue;
+      ++st.sessions_open;
+      if (!session->hello_done()) ++st.sessions_handshaking;
+    }
+    st.rx_buffer_bytes = rx_bytes_;
+    p.set_value(st);
+  });
   return f.get();
 }
 
@@ -147,11 +159,15 @@ void ReplicaServer::OnEvents(uint32_t) {
       }
       return;
     }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     char ip[INET_ADDRSTRLEN] = "?";
     inet_ntop(AF_INET, &peer.sin_addr, ip, sizeof(ip));
     std::string name = std::string(ip) + ":" + std::to_string(ntohs(peer.sin_port));
+    if (!AdmitConnection(name)) {
+      ::close(fd);
+      continue;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     auto session = std::make_unique<ReplicaSession>(this, UniqueFd(fd), name,
                                                     options_.max_inflight_per_session);
     Status st = loop_.Add(fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, session.get());
@@ -203,7 +219,66 @@ void ReplicaServer::BeforeWait() {
   if (stopping_ && sessions_.empty() && backend_->InFlight() == 0) loop_.Stop();
 }
 
-void ReplicaServer::OnTick(uint64_t now_ns) { RetireActivity(now_ns); }
+void ReplicaServer::OnTick(uint64_t now_ns) {
+  ExpireSessions(now_ns);
+  RetireActivity(now_ns);
+}
+
+bool ReplicaServer::AdmitConnection(const std::string& peer) {
+  uint32_t open = 0;
+  uint32_t handshaking = 0;
+  ReplicaSession* oldest = nullptr;  // sessions_ is in accept order
+  for (const auto& s : sessions_) {
+    if (s->closing()) continue;
+    ++open;
+    if (!s->hello_done()) {
+      ++handshaking;
+      if (oldest == nullptr) oldest = s.get();
+    }
+  }
+  if (open >= options_.max_connections) {
+    ++stats_.connections_refused;
+    // One line per 10 s at most: a flood must not flood the log too.
+    const uint64_t now = MonotonicNanos();
+    if (last_refusal_log_ns_ == 0 || now - last_refusal_log_ns_ > 10'000'000'000ull) {
+      last_refusal_log_ns_ = now;
+      TLOG_WARN(kTag, "%s: refused: %u connections open (max_connections); %llu refused so far",
+                peer.c_str(), open, static_cast<unsigned long long>(stats_.connections_refused));
+    }
+    return false;
+  }
+  if (handshaking >= options_.max_handshaking && oldest != nullptr) {
+    ++stats_.handshakes_evicted;
+    oldest->Close("evicted: too many connections without HELLO (max_handshaking)", false);
+  }
+  return true;
+}
+
+void ReplicaServer::ExpireSessions(uint64_t now) {
+  const uint64_t handshake_ns = uint64_t{options_.handshake_timeout_ms} * 1000000ull;
+  const uint64_t idle_ns = uint64_t{options_.idle_timeout_ms} * 1000000ull;
+  for (auto& s : sessions_) {
+    if (s->closing()) continue;
+    if (!s->hello_done()) {
+      if (now > s->accepted_ns_ && now - s->accepted_ns_ > handshake_ns) {
+        ++stats_.handshakes_timed_out;
+        s->Close("no HELLO within the handshake timeout", false);
+      }
+      continue;
+    }
+    // Busy since the last tick: received bytes, I/O in flight or replies
+    // still to send.
+    if (s->rx_activity_ || s->inflight() > 0 || s->tx_head_ != nullptr) {
+      s->rx_activity_ = false;
+      s->last_active_ns_ = now;
+      continue;
+    }
+    if (idle_ns != 0 && now > s->last_active_ns_ && now - s->last_active_ns_ > idle_ns) {
+      ++stats_.sessions_idle_closed;
+      s->Close("idle for longer than the idle timeout", false);
+    }
+  }
+}
 
 void ReplicaServer::RetireActivity(uint64_t now) {
   if (now < next_retire_ns_ || stopping_) return;

@@ -87,6 +87,21 @@ struct ServerOptions {
   // others keep flowing until session_pool_share such peers hold the pool.
   // 1: no quota (one session may take everything).
   uint32_t session_pool_share = 4;
+  // Data-port limits (docs/security.md). Connections open at once, HELLO
+  // done or not; beyond it a new connection is closed as soon as accepted.
+  uint32_t max_connections = 1024;
+  // Connections that have not completed HELLO; a new one beyond it evicts
+  // the oldest (a peer that floods connections cannot keep a real target
+  // out for longer than one handshake round trip).
+  uint32_t max_handshaking = 64;
+  // A connection that has not completed HELLO this long after it was
+  // accepted is closed.
+  uint32_t handshake_timeout_ms = 10000;
+  // An authenticated session that sent nothing and had nothing in flight
+  // for this long is closed (0: never). The ReplicaClient's keepalive
+  // (ClientOptions::keepalive_ms, 30 s) keeps an idle target's connections
+  // well inside it.
+  uint32_t idle_timeout_ms = 600000;
   // EventLoop busy-poll before sleeping (see EventLoop::SetBusyPollMicros).
   uint32_t busy_poll_us = 0;
   // Pin the loop thread to this CPU (-1: no pinning).
@@ -102,6 +117,18 @@ struct ServerOptions {
 
 struct ServerStats {
   uint64_t sessions_accepted = 0;
+  // Data-port limits: connections closed at accept (max_connections), the
+  // oldest handshaking ones closed for a newer one (max_handshaking), closed
+  // without HELLO in time, and authenticated ones closed idle.
+  uint64_t connections_refused = 0;
+  uint64_t handshakes_evicted = 0;
+  uint64_t handshakes_timed_out = 0;
+  uint64_t sessions_idle_closed = 0;
+  // Now: connections open (not closing), of which before HELLO, and the
+  // bytes of their receive buffers (one control frame each before HELLO).
+  uint64_t sessions_open = 0;
+  uint64_t sessions_handshaking = 0;
+  uint64_t rx_buffer_bytes = 0;
   uint64_t sessions_closed_bad_input = 0;
   uint64_t sessions_fenced = 0;
   uint64_t requests = 0;
@@ -193,7 +220,13 @@ class ReplicaServer final : private EventLoop::Handler,
 
   void OnEvents(uint32_t events) override;  // listening socket
   void BeforeWait() override;
-  void OnTick(uint64_t now_ns) override;  // the activity log's retire pass
+  // The activity log's retire pass, the handshake and idle timeouts.
+  void OnTick(uint64_t now_ns) override;
+  // Closes sessions past the handshake or idle timeout.
+  void ExpireSessions(uint64_t now_ns);
+  // Applies max_connections / max_handshaking to a connection just accepted;
+  // false when it must be closed instead.
+  bool AdmitConnection(const std::string& peer);
   void OnBackendEvents();
 
   // Session callbacks (loop thread).
@@ -254,8 +287,10 @@ class ReplicaServer final : private EventLoop::Handler,
   // completion, which runs on the replica's own IoRequest).
   std::vector<std::shared_ptr<replica::Replica>> persists_done_;
   std::vector<ReplicaSession*> graveyard_;
-  bool pool_starved_ = false;    // some session waits for a buffer
-  uint64_t next_retire_ns_ = 0;  // next activity-log retire pass
+  bool pool_starved_ = false;         // some session waits for a buffer
+  uint64_t next_retire_ns_ = 0;       // next activity-log retire pass
+  uint64_t rx_bytes_ = 0;             // receive buffers of all sessions
+  uint64_t last_refusal_log_ns_ = 0;  // connections_refused is logged sparingly
   bool stopping_ = false;
   ServerStats stats_;
 };

@@ -21,8 +21,12 @@ using protocol::WireStatus;
 
 namespace {
 constexpr const char* kTag = "replica_session";
-// Room for one maximal frame plus slack so a batch of small frames can follow.
+// After HELLO: room for one maximal frame plus slack so a batch of small
+// frames can follow. Before HELLO only a control frame (HELLO itself) is
+// accepted, so that is all a connection gets until it authenticated.
 constexpr size_t kRxSlack = 256 * 1024;
+constexpr size_t kRxFull = protocol::kHeaderSize + protocol::kMaxPayload + kRxSlack;
+constexpr size_t kRxPreAuth = protocol::kHeaderSize + protocol::kMaxControlPayload;
 constexpr size_t kMaxIov = 256;
 }  // namespace
 
@@ -31,8 +35,8 @@ ReplicaSession::ReplicaSession(ReplicaServer* server, UniqueFd fd, std::string p
     : server_(server),
       fd_(std::move(fd)),
       peer_(std::move(peer)),
-      rx_(new uint8_t[protocol::kHeaderSize + protocol::kMaxPayload + kRxSlack]),
-      rx_cap_(protocol::kHeaderSize + protocol::kMaxPayload + kRxSlack),
+      rx_(new uint8_t[kRxPreAuth]),
+      rx_cap_(kRxPreAuth),
       slots_(max_inflight),
       held_(server->session_quota_.size(), 0) {
   for (Slot& s : slots_) {
@@ -43,9 +47,13 @@ ReplicaSession::ReplicaSession(ReplicaServer* server, UniqueFd fd, std::string p
     free_ = &s;
   }
   iov_.resize(kMaxIov);
+  accepted_ns_ = MonotonicNanos();
+  last_active_ns_ = accepted_ns_;
+  server_->rx_bytes_ += rx_cap_;
 }
 
 ReplicaSession::~ReplicaSession() {
+  server_->rx_bytes_ -= rx_cap_;
   for (DetachWaiter* w : detach_waiters_) {
     if (--w->pending == 0) w->Signal();
   }
@@ -79,6 +87,7 @@ void ReplicaSession::ReadMore() {
     ssize_t n = ::recv(fd_.get(), rx_.get() + rx_end_, rx_cap_ - rx_end_, 0);
     if (n > 0) {
       rx_end_ += static_cast<size_t>(n);
+      rx_activity_ = true;
       Parse();
       if (stalled_) return;
       continue;
@@ -109,6 +118,12 @@ void ReplicaSession::Parse() {
       return;
     }
     size_t total = protocol::kHeaderSize + h.payload_length;
+    if (total > rx_cap_) {
+      // Only before HELLO (after it the buffer holds any valid frame): the
+      // payload is refused on the header, never read or buffered.
+      Close("frame larger than a control frame before HELLO", true);
+      return;
+    }
     if (rx_end_ - rx_begin_ < total) break;  // wait for the rest of the payload
     const uint8_t* payload = p + protocol::kHeaderSize;
     if (!protocol::CheckPayload(h, payload)) {
@@ -461,6 +476,7 @@ bool ReplicaSession::HandleHello(Slot* s, const uint8_t* payload, uint32_t len) 
     return true;
   }
   hello_done_ = true;
+  GrowRx();
   epoch_ = hello.epoch;
   target_id_ = hello.target_id;
   volume_ = vol;
@@ -474,6 +490,16 @@ bool ReplicaSession::HandleHello(Slot* s, const uint8_t* payload, uint32_t len) 
   TLOG_INFO(kTag, "%s: volume '%s' attached at epoch %llu", peer_.c_str(), hello.volume_id.c_str(),
             static_cast<unsigned long long>(epoch_));
   return true;
+}
+
+void ReplicaSession::GrowRx() {
+  if (rx_cap_ >= kRxFull) return;
+  // Offsets are kept: Parse() still holds rx_begin_ of the HELLO frame.
+  std::unique_ptr<uint8_t[]> bigger(new uint8_t[kRxFull]);
+  std::memcpy(bigger.get(), rx_.get(), rx_end_);
+  rx_ = std::move(bigger);
+  server_->rx_bytes_ += kRxFull - rx_cap_;
+  rx_cap_ = kRxFull;
 }
 
 bool ReplicaSession::StartIo(Slot* s, const FrameHeader& h, const uint8_t* payload) {

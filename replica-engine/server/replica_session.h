@@ -39,6 +39,7 @@ class ReplicaSession final : public EventLoop::Handler {
   uint64_t epoch() const { return epoch_; }
   VolumeState* volume() const { return volume_; }
   bool closing() const { return closing_; }
+  bool hello_done() const { return hello_done_; }
   bool stalled() const { return stalled_; }
   // Backend requests still in flight; the session may be deleted only at 0.
   uint32_t inflight() const { return inflight_; }
@@ -74,6 +75,9 @@ class ReplicaSession final : public EventLoop::Handler {
   };
 
   void ReadMore();
+  // After HELLO: the receive buffer grows from one control frame to one
+  // maximal frame (before HELLO nothing larger is accepted).
+  void GrowRx();
   // Parses complete frames from the receive buffer. Stops (stalled_) when no
   // slot or buffer is free; Service() resumes it.
   void Parse();
@@ -152,6 +156,12 @@ class ReplicaSession final : public EventLoop::Handler {
   // Set by DetachVolume; signalled from the destructor.
   // Every DetachVolume waiting for this session to go (two may overlap).
   std::vector<DetachWaiter*> detach_waiters_;
+  // Timeouts (ReplicaServer::ExpireSessions): when the connection was
+  // accepted, whether bytes arrived since the last tick, and when it was last
+  // seen busy.
+  uint64_t accepted_ns_ = 0;
+  uint64_t last_active_ns_ = 0;
+  bool rx_activity_ = false;
   uint64_t epoch_ = 0;
   uint64_t target_id_ = 0;  // from the HELLO
   // Bound at HELLO; valid while hello_done_ (owned by the server).

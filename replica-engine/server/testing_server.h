@@ -116,14 +116,18 @@ class RawPeer {
   // timeout_ms, reading and dropping whatever it sent first.
   bool WaitClosed(int timeout_ms) {
     const uint64_t deadline = MonotonicNanos() + uint64_t(timeout_ms) * 1000000;
-    char sink[4096];
     while (MonotonicNanos() < deadline) {
-      pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, 50) <= 0) continue;
-      ssize_t n = ::recv(fd_, sink, sizeof(sink), MSG_DONTWAIT);
-      if (n == 0 || (n < 0 && errno == ECONNRESET)) return true;
+      if (ClosedNow(50)) return true;
     }
     return false;
+  }
+  // One check, waiting at most wait_ms: true when the server has closed it.
+  bool ClosedNow(int wait_ms = 0) {
+    char sink[4096];
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, wait_ms) <= 0) return false;
+    ssize_t n = ::recv(fd_, sink, sizeof(sink), MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno == ECONNRESET);
   }
 
  private:
