@@ -8,6 +8,9 @@
 // atomicity are etcd's own. gRPC UNAVAILABLE / DEADLINE_EXCEEDED become
 // UNAVAILABLE; every RPC has StoreOptions::request_timeout as its deadline.
 //
+// History: etcd keeps every revision until compacted; the leader compacts
+// every StoreOptions::compact_interval (from the keepalive thread).
+//
 // Leader election (etcd_store_election.cc): a lease of lease_ttl seconds,
 // renewed by a keepalive thread every ttl/3; the leader holds the key
 // "/tandem/election/<name>" bound to that lease (created only if absent).
@@ -77,6 +80,8 @@ class EtcdStore final : public MetadataStore {
   void DropLease(bool revoke);
   void KeepAliveLoop();
   bool KeepAliveOnce(int64_t lease_id);
+  // Compacts history older than compact_keep_revisions (leader only).
+  void CompactOnce();
 
   const StoreOptions options_;
   const std::string election_key_;
@@ -96,6 +101,7 @@ class EtcdStore final : public MetadataStore {
   // steady_clock nanoseconds until which the lease is certainly alive.
   std::atomic<int64_t> lease_valid_until_ns_{0};
   std::atomic<int64_t> leader_create_revision_{0};
+  int64_t compacted_revision_ = 0;  // keepalive thread only
   std::thread keepalive_;
 };
 

@@ -167,6 +167,7 @@ bool EtcdStore::KeepAliveOnce(int64_t lease_id) {
 }
 
 void EtcdStore::KeepAliveLoop() {
+  auto next_compact = std::chrono::steady_clock::now() + options_.compact_interval;
   std::unique_lock lock(mu_);
   while (!stop_) {
     if (lease_id_ == 0) {
@@ -193,7 +194,42 @@ void EtcdStore::KeepAliveLoop() {
       }
       continue;
     }
+    if (options_.compact_interval.count() > 0 && IsLeader() &&
+        std::chrono::steady_clock::now() >= next_compact) {
+      next_compact = std::chrono::steady_clock::now() + options_.compact_interval;
+      lock.unlock();
+      CompactOnce();
+      lock.lock();
+    }
     cv_.wait_for(lock, interval, [this, id] { return stop_ || lease_id_ != id; });
+  }
+}
+
+void EtcdStore::CompactOnce() {
+  // The current revision, from a cheap read.
+  etcdserverpb::RangeRequest probe;
+  probe.set_key(election_key_);
+  probe.set_count_only(true);
+  etcdserverpb::RangeResponse head;
+  grpc::ClientContext rctx;
+  SetDeadline(&rctx);
+  std::shared_ptr<Connection> c = conn();
+  if (!c->kv->Range(&rctx, probe, &head).ok()) return;
+  const int64_t target = head.header().revision() - options_.compact_keep_revisions;
+  if (target <= compacted_revision_) return;
+  etcdserverpb::CompactionRequest req;
+  req.set_revision(target);
+  etcdserverpb::CompactionResponse resp;
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx);
+  grpc::Status st = c->kv->Compact(&ctx, req, &resp);
+  // OUT_OF_RANGE: already compacted further (by an operator or etcd's own
+  // auto-compaction); nothing to do either way.
+  if (st.ok() || st.error_code() == grpc::StatusCode::OUT_OF_RANGE) {
+    compacted_revision_ = target;
+  } else {
+    TLOG_WARN(kTag, "compacting etcd history to revision %lld: %s", static_cast<long long>(target),
+              st.error_message().c_str());
   }
 }
 

@@ -188,6 +188,12 @@ struct StoreOptions {
   std::chrono::seconds lease_ttl{10};
   // Per-RPC deadline for etcd; SQLite busy timeout.
   std::chrono::milliseconds request_timeout{5000};
+  // etcd keeps every old revision until compacted. While this instance
+  // leads it compacts every compact_interval, keeping the newest
+  // compact_keep_revisions (kube-apiserver does the same); 0s disables.
+  // SQLite keeps no history.
+  std::chrono::seconds compact_interval{300};
+  int64_t compact_keep_revisions = 10000;
 };
 
 // Opens the store named by `uri`:
