@@ -114,7 +114,7 @@ void ReplicaServer::Stop() {
   started_ = false;
   loop_.Post([this] {
     stopping_ = true;
-    loop_.Remove(listen_fd_.get());
+    if (!accept_paused_) loop_.Remove(listen_fd_.get());
     listen_fd_.Reset();
     for (auto& s : sessions_) s->Close("server shutting down", false);
   });
@@ -147,17 +147,28 @@ ServerStats ReplicaServer::GetStats() {
 }
 
 void ReplicaServer::OnEvents(uint32_t) {
-  for (;;) {
+  // Bounded: the listening socket is level-triggered, so connections left in
+  // the backlog bring the loop back after the other handlers had their turn.
+  for (int i = 0; i < 64; ++i) {
     sockaddr_in peer{};
     socklen_t len = sizeof(peer);
     int fd = ::accept4(listen_fd_.get(), reinterpret_cast<sockaddr*>(&peer), &len,
                        SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) {
-        TLOG_WARN(kTag, "accept: %s", std::strerror(errno));
-      }
+      const int err = errno;
+      if (err == EINTR || err == ECONNABORTED || err == EPROTO) continue;  // that one is gone
+      if (err == EAGAIN || err == EWOULDBLOCK) return;
+      // EMFILE/ENFILE/ENOBUFS/ENOMEM: the connection stays in the backlog and
+      // the level-triggered listening fd stays readable, so retrying at once
+      // would spin the loop at 100 % CPU (and log each time).
+      PauseAccepting(err);
       return;
+    }
+    if (accept_failures_ != 0) {
+      TLOG_INFO(kTag, "accepting connections again (%llu accept attempts failed meanwhile)",
+                static_cast<unsigned long long>(accept_failures_));
+      accept_failures_ = 0;
+      accept_backoff_ms_ = 0;
     }
     char ip[INET_ADDRSTRLEN] = "?";
     inet_ntop(AF_INET, &peer.sin_addr, ip, sizeof(ip));
@@ -179,6 +190,33 @@ void ReplicaServer::OnEvents(uint32_t) {
     TLOG_DEBUG(kTag, "%s: connected", name.c_str());
     sessions_.push_back(std::move(session));
   }
+}
+
+void ReplicaServer::PauseAccepting(int err) {
+  ++stats_.accept_errors;
+  if (accept_failures_++ == 0) {
+    ++stats_.accept_pauses;
+    TLOG_WARN(
+        kTag,
+        "accept: %s: not accepting for a while (retrying every 100 ms to 1 s; new connections "
+        "wait in the backlog, sessions carry on); logged once until it recovers",
+        std::strerror(err));
+  }
+  // 100 ms (the tick), doubling to 1 s while it lasts: fds come back when sessions or
+  // other users close theirs, and nothing tells us when.
+  accept_backoff_ms_ = accept_backoff_ms_ == 0 ? 100 : std::min(accept_backoff_ms_ * 2, 1000u);
+  accept_resume_ns_ = MonotonicNanos() + uint64_t{accept_backoff_ms_} * 1000000ull;
+  if (!accept_paused_) {
+    accept_paused_ = true;
+    loop_.Remove(listen_fd_.get());
+  }
+}
+
+void ReplicaServer::MaybeResumeAccepting(uint64_t now) {
+  if (!accept_paused_ || now < accept_resume_ns_ || stopping_) return;
+  accept_paused_ = false;
+  Status st = loop_.Add(listen_fd_.get(), EPOLLIN, this);
+  if (!st.ok()) PauseAccepting(ENOMEM);  // epoll itself out of memory: later
 }
 
 void ReplicaServer::OnBackendEvents() {
@@ -220,6 +258,7 @@ void ReplicaServer::BeforeWait() {
 }
 
 void ReplicaServer::OnTick(uint64_t now_ns) {
+  MaybeResumeAccepting(now_ns);
   ExpireSessions(now_ns);
   RetireActivity(now_ns);
 }

@@ -121,6 +121,11 @@ struct ServerStats {
   // oldest handshaking ones closed for a newer one (max_handshaking), closed
   // without HELLO in time, and authenticated ones closed idle.
   uint64_t connections_refused = 0;
+  // accept() failures for lack of fds or memory (EMFILE, ENFILE, ENOBUFS,
+  // ENOMEM), and the episodes of them: the listening socket is left alone
+  // for 100 ms to 1 s after each, and each episode is logged once.
+  uint64_t accept_errors = 0;
+  uint64_t accept_pauses = 0;
   uint64_t handshakes_evicted = 0;
   uint64_t handshakes_timed_out = 0;
   uint64_t sessions_idle_closed = 0;
@@ -227,6 +232,10 @@ class ReplicaServer final : private EventLoop::Handler,
   // Applies max_connections / max_handshaking to a connection just accepted;
   // false when it must be closed instead.
   bool AdmitConnection(const std::string& peer);
+  // accept() failed for lack of resources: stop polling the listening socket
+  // for a backoff (the tick resumes it), logging once per episode.
+  void PauseAccepting(int err);
+  void MaybeResumeAccepting(uint64_t now_ns);
   void OnBackendEvents();
 
   // Session callbacks (loop thread).
@@ -287,9 +296,13 @@ class ReplicaServer final : private EventLoop::Handler,
   // completion, which runs on the replica's own IoRequest).
   std::vector<std::shared_ptr<replica::Replica>> persists_done_;
   std::vector<ReplicaSession*> graveyard_;
-  bool pool_starved_ = false;         // some session waits for a buffer
-  uint64_t next_retire_ns_ = 0;       // next activity-log retire pass
-  uint64_t rx_bytes_ = 0;             // receive buffers of all sessions
+  bool pool_starved_ = false;    // some session waits for a buffer
+  uint64_t next_retire_ns_ = 0;  // next activity-log retire pass
+  uint64_t rx_bytes_ = 0;        // receive buffers of all sessions
+  bool accept_paused_ = false;   // the listening fd is out of the epoll set
+  uint64_t accept_resume_ns_ = 0;
+  uint32_t accept_backoff_ms_ = 0;
+  uint64_t accept_failures_ = 0;      // in the current episode
   uint64_t last_refusal_log_ns_ = 0;  // connections_refused is logged sparingly
   bool stopping_ = false;
   ServerStats stats_;
