@@ -151,4 +151,37 @@ Result<pb::Target> EngineClient::SetRebuildRate(const std::string& volume_id,
   return Finish(st, std::move(resp));
 }
 
+Result<pb::Replica> EngineClient::ResizeReplica(const std::string& volume_id, uint64_t size_bytes,
+                                                Timeout timeout) {
+  auto ctx = NewContext(timeout);
+  pb::ResizeReplicaRequest req;
+  req.set_volume_id(volume_id);
+  req.set_size_bytes(size_bytes);
+  pb::Replica resp;
+  grpc::Status st = stub_->ResizeReplica(ctx.get(), req, &resp);
+  return Finish(st, std::move(resp));
+}
+
+Result<pb::Target> EngineClient::ResizeTarget(const std::string& volume_id, uint64_t size_bytes,
+                                              Timeout timeout) {
+  auto ctx = NewContext(timeout);
+  pb::ResizeTargetRequest req;
+  req.set_volume_id(volume_id);
+  req.set_size_bytes(size_bytes);
+  pb::Target resp;
+  grpc::Status st = stub_->ResizeTarget(ctx.get(), req, &resp);
+  return Finish(st, std::move(resp));
+}
+
+Result<pb::Replica> EngineClient::FenceReplica(const std::string& volume_id, uint64_t epoch,
+                                               Timeout timeout) {
+  auto ctx = NewContext(timeout);
+  pb::FenceReplicaRequest req;
+  req.set_volume_id(volume_id);
+  req.set_epoch(epoch);
+  pb::Replica resp;
+  grpc::Status st = stub_->FenceReplica(ctx.get(), req, &resp);
+  return Finish(st, std::move(resp));
+}
+
 }  // namespace tandem::api

@@ -66,6 +66,19 @@ class EngineClient {
   Result<engine::v1::Target> SetRebuildRate(const std::string& volume_id, uint64_t bytes_per_sec,
                                             Timeout timeout = kDefaultTimeout);
 
+  // Grow only (engine.proto): the same size is OK, a smaller one
+  // OUT_OF_RANGE; growing answers UNIMPLEMENTED until the engine's layers
+  // support it.
+  Result<engine::v1::Replica> ResizeReplica(const std::string& volume_id, uint64_t size_bytes,
+                                            Timeout timeout = kDefaultTimeout);
+  Result<engine::v1::Target> ResizeTarget(const std::string& volume_id, uint64_t size_bytes,
+                                          Timeout timeout = kDefaultTimeout);
+  // Raises the replica's highest epoch to `epoch` so every older target is
+  // refused (OK at once when it is already there; UNIMPLEMENTED otherwise
+  // until the replica server supports it).
+  Result<engine::v1::Replica> FenceReplica(const std::string& volume_id, uint64_t epoch,
+                                           Timeout timeout = kDefaultTimeout);
+
  private:
   // A context with the deadline and the token set.
   std::unique_ptr<grpc::ClientContext> NewContext(Timeout timeout) const;

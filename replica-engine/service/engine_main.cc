@@ -44,11 +44,12 @@
 #include "common/grpc/endpoint.h"
 #include "common/grpc/grpc_server.h"
 #include "common/logging.h"
-#include "replica-engine/service/engine_service.h"
-#include "replica-engine/service/secure_defaults.h"
 #include "replica-engine/backend/backend_factory.h"
 #include "replica-engine/replica/replica_manager.h"
 #include "replica-engine/server/replica_server.h"
+#include "replica-engine/service/engine_flags.h"
+#include "replica-engine/service/engine_service.h"
+#include "replica-engine/service/secure_defaults.h"
 #include "replica-engine/target/target_manager.h"
 
 namespace {
@@ -133,7 +134,7 @@ tandem::Status Serve(const tandem::Flags& flags, const tandem::server::ServerOpt
                           : mgmt->endpoint().host + ":" + std::to_string(mgmt->port());
     if (std::string warning =
             tandem::service::UnprotectedWarning(!opts.auth_token.empty(), service_opts.data_address,
-                                            !service_opts.mgmt_token.empty(), grpc_address);
+                                                !service_opts.mgmt_token.empty(), grpc_address);
         !warning.empty()) {
       TLOG_WARN(kTag, "%s", warning.c_str());
     }
@@ -247,12 +248,12 @@ int main(int argc, char** argv) {
   // loopback (or a unix socket) unless --insecure-bind.
   const bool insecure_bind = flags.GetBool("insecure-bind");
   st = tandem::service::CheckBindAddress("--listen", flags.Get("listen"), !opts.auth_token.empty(),
-                                     "--auth-token", insecure_bind);
+                                         "--auth-token", insecure_bind);
   if (!st.ok()) return UsageFail(st);
   auto grpc_endpoint = tandem::rpc::ParseEndpoint(flags.Get("grpc-listen"));
   if (!grpc_endpoint.ok()) return UsageFail(grpc_endpoint.status().WithContext("--grpc-listen"));
   st = tandem::service::CheckBindAddress("--grpc-listen", grpc_endpoint->GrpcAddress(),
-                                     !mgmt_token.empty(), "--mgmt-token", insecure_bind);
+                                         !mgmt_token.empty(), "--mgmt-token", insecure_bind);
   if (!st.ok()) return UsageFail(st);
   uint64_t v = 0;
   if (!(st = flags.GetUint("busy-poll-us", &v)).ok()) return UsageFail(st);
@@ -262,7 +263,11 @@ int main(int argc, char** argv) {
     return UsageFail(tandem::Status::InvalidArgument("--buffer-pool must be at least 16M"));
   }
   opts.buffer_pool_bytes = v;
-  opts.cpu = std::atoi(flags.Get("cpu").c_str());
+  if (!(st =
+            tandem::service::ParseCpu(flags.Get("cpu"), ::sysconf(_SC_NPROCESSORS_CONF), &opts.cpu))
+           .ok()) {
+    return UsageFail(st);
+  }
   if (!(st = flags.GetUint("request-timeout-ms", &v)).ok()) return UsageFail(st);
   if (v == 0 || v > UINT32_MAX) {
     return UsageFail(tandem::Status::InvalidArgument("--request-timeout-ms must be in 1..2^32-1"));
@@ -275,8 +280,8 @@ int main(int argc, char** argv) {
   if (!(st = tandem::service::ValidateRebuildRate("--rebuild-rate", v)).ok()) return UsageFail(st);
   service_opts.target_defaults.rebuild_rate_bytes_per_sec = v;
   if (!(st = flags.GetUint("reconnect-interval-ms", &v)).ok()) return UsageFail(st);
-  if (v != 0 &&
-      (v < tandem::service::kMinReconnectIntervalMs || v > tandem::service::kMaxReconnectIntervalMs)) {
+  if (v != 0 && (v < tandem::service::kMinReconnectIntervalMs ||
+                 v > tandem::service::kMaxReconnectIntervalMs)) {
     return UsageFail(tandem::Status::InvalidArgument(
         "--reconnect-interval-ms must be 0 or in " +
         std::to_string(tandem::service::kMinReconnectIntervalMs) + ".." +

@@ -8,6 +8,7 @@
 #include "common/grpc/handler_guard.h"
 #include "common/id.h"
 #include "common/logging.h"
+#include "replica-engine/service/node_capacity.h"
 #include "replica-engine/service/proto_convert.h"
 #include "replica-engine/service/secure_defaults.h"
 
@@ -45,6 +46,22 @@ grpc::Status EngineService::GetEngineInfo(Ctx* ctx, const pb::GetEngineInfoReque
     resp->set_data_address(options_.data_address);
     resp->set_backend(options_.backend);
     resp->set_version(kEngineVersion);
+    // A data dir that cannot be statted reports no capacity (so nothing is
+    // placed here) rather than failing the call, which callers also use to
+    // see that the engine is up.
+    if (Result<FileSystemCapacity> fs = StatFileSystem(options_.data_dir); fs.ok()) {
+      resp->set_capacity_total_bytes(fs->total_bytes);
+      resp->set_capacity_free_bytes(fs->free_bytes);
+      resp->set_capacity_available_bytes(fs->available_bytes);
+    } else {
+      TLOG_WARN(kTag, "GetEngineInfo: %s", fs.status().ToString().c_str());
+    }
+    uint64_t provisioned = 0;
+    const std::vector<std::shared_ptr<replica::Replica>> all = replicas_->List();
+    for (const auto& r : all) provisioned += r->metadata().size;
+    resp->set_replica_count(static_cast<uint32_t>(all.size()));
+    resp->set_provisioned_bytes(provisioned);
+    resp->set_target_count(static_cast<uint32_t>(targets_->List().size()));
     return grpc::Status::OK;
   });
 }
@@ -120,6 +137,11 @@ grpc::Status EngineService::CreateTarget(Ctx* ctx, const pb::CreateTargetRequest
   return rpc::ServeCall("CreateTarget", auth_, *ctx, [&]() -> grpc::Status {
     Result<target::TargetSpec> spec = TargetSpecFromProto(*req, options_.target_defaults);
     if (!spec.ok()) return ToGrpcStatus(spec.status());
+    if (ExportKindFromProto(*req).value() == pb::EXPORT_KIND_FUSE_FILE) {
+      return ToGrpcStatus(Status::Unimplemented(
+          "export_kind FUSE_FILE: this engine's targets export NBD only so far (the FUSE file "
+          "export is not wired into the target manager yet)"));
+    }
     if (!spec->nbd_tcp_address.empty()) {
       if (Status st = CheckNbdTcpAddress(spec->nbd_tcp_address, options_.allow_remote_nbd);
           !st.ok()) {
@@ -239,6 +261,70 @@ grpc::Status EngineService::SetRebuildRate(Ctx* ctx, const pb::SetRebuildRateReq
     TLOG_INFO(kTag, "SetRebuildRate %s %llu: %s", req->volume_id().c_str(),
               static_cast<unsigned long long>(req->bytes_per_sec()), st.ToString().c_str());
     return ReplyWithTarget(st, req->volume_id(), resp);
+  });
+}
+
+grpc::Status EngineService::ResizeReplica(Ctx* ctx, const pb::ResizeReplicaRequest* req,
+                                          pb::Replica* resp) {
+  return rpc::ServeCall("ResizeReplica", auth_, *ctx, [&]() -> grpc::Status {
+    if (Status st = ValidateResizeReplica(*req); !st.ok()) return ToGrpcStatus(st);
+    Result<std::shared_ptr<replica::Replica>> r = replicas_->Get(req->volume_id());
+    if (!r.ok()) return ToGrpcStatus(r.status());
+    const replica::ReplicaMetadata& md = (*r)->metadata();
+    if (req->size_bytes() < md.size) {
+      return ToGrpcStatus(Status::OutOfRange("size_bytes " + std::to_string(req->size_bytes()) +
+                                             " is smaller than the replica's " +
+                                             std::to_string(md.size) + " bytes: never shrunk"));
+    }
+    if (req->size_bytes() == md.size) {
+      ReplicaToProto(**r, resp);
+      return grpc::Status::OK;
+    }
+    return ToGrpcStatus(
+        Status::Unimplemented("ResizeReplica: growing a replica is not supported by the replica "
+                              "layer yet (the request is valid; retry after an engine upgrade)"));
+  });
+}
+
+grpc::Status EngineService::ResizeTarget(Ctx* ctx, const pb::ResizeTargetRequest* req,
+                                         pb::Target* resp) {
+  return rpc::ServeCall("ResizeTarget", auth_, *ctx, [&]() -> grpc::Status {
+    if (Status st = ValidateResizeTarget(*req); !st.ok()) return ToGrpcStatus(st);
+    Result<target::TargetInfo> info = targets_->Get(req->volume_id());
+    if (!info.ok()) return ToGrpcStatus(info.status());
+    if (req->size_bytes() < info->status.size) {
+      return ToGrpcStatus(Status::OutOfRange(
+          "size_bytes " + std::to_string(req->size_bytes()) + " is smaller than the volume's " +
+          std::to_string(info->status.size) + " bytes: never shrunk"));
+    }
+    if (req->size_bytes() == info->status.size) {
+      TargetToProto(*info, resp);
+      return grpc::Status::OK;
+    }
+    return ToGrpcStatus(
+        Status::Unimplemented("ResizeTarget: growing an attached volume is not supported by the "
+                              "target layer yet (the request is valid)"));
+  });
+}
+
+grpc::Status EngineService::FenceReplica(Ctx* ctx, const pb::FenceReplicaRequest* req,
+                                         pb::Replica* resp) {
+  return rpc::ServeCall("FenceReplica", auth_, *ctx, [&]() -> grpc::Status {
+    if (Status st = ValidateFenceReplica(*req); !st.ok()) return ToGrpcStatus(st);
+    Result<std::shared_ptr<replica::Replica>> r = replicas_->Get(req->volume_id());
+    if (!r.ok()) return ToGrpcStatus(r.status());
+    // An epoch at or above the requested one already refuses every older
+    // session: nothing to do, and the answer is the same on a retry.
+    if ((*r)->metadata().highest_epoch >= req->epoch()) {
+      ReplicaToProto(**r, resp);
+      return grpc::Status::OK;
+    }
+    // Raising it needs the replica server: it owns the replica's metadata
+    // (changed on its loop only) and the live sessions to supersede.
+    return ToGrpcStatus(Status::Unimplemented(
+        "FenceReplica: raising a replica's epoch outside a target's HELLO is not supported by "
+        "the replica server yet (replica at epoch " +
+        std::to_string((*r)->metadata().highest_epoch) + ")"));
   });
 }
 

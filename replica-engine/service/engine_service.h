@@ -24,10 +24,10 @@
 #include <vector>
 
 #include "common/grpc/bearer_auth.h"
-#include "replica-engine/service/proto_convert.h"
 #include "replica-engine/proto/engine.grpc.pb.h"
 #include "replica-engine/replica/replica_manager.h"
 #include "replica-engine/server/replica_server.h"
+#include "replica-engine/service/proto_convert.h"
 #include "replica-engine/target/target_manager.h"
 
 namespace tandem::service {
@@ -92,6 +92,15 @@ class EngineService final : public ::tandem::engine::v1::Engine::Service {
                                     engine::v1::Target* resp) override;
   grpc::Status SetRebuildRate(Ctx* ctx, const engine::v1::SetRebuildRateRequest* req,
                               engine::v1::Target* resp) override;
+  // Validated, answered for the cases that need no change (same size, an
+  // epoch already in force), UNIMPLEMENTED otherwise until the replica and
+  // target layers support them (engine.proto).
+  grpc::Status ResizeReplica(Ctx* ctx, const engine::v1::ResizeReplicaRequest* req,
+                             engine::v1::Replica* resp) override;
+  grpc::Status ResizeTarget(Ctx* ctx, const engine::v1::ResizeTargetRequest* req,
+                            engine::v1::Target* resp) override;
+  grpc::Status FenceReplica(Ctx* ctx, const engine::v1::FenceReplicaRequest* req,
+                            engine::v1::Replica* resp) override;
 
  private:
   // Answers a target call that changed `volume_id`'s target: `st` if it

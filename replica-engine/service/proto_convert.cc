@@ -257,7 +257,12 @@ Result<target::TargetSpec> TargetSpecFromProto(const pb::CreateTargetRequest& re
     }
     o.replicas.push_back(std::move(*endpoint));
   }
+  TANDEM_ASSIGN_OR_RETURN(const pb::ExportKind kind, ExportKindFromProto(req));
   if (!req.nbd_tcp_address().empty()) {
+    if (kind != pb::EXPORT_KIND_NBD) {
+      return Status::InvalidArgument("nbd_tcp_address is only for export_kind NBD, not " +
+                                     pb::ExportKind_Name(kind));
+    }
     std::string host;
     uint16_t port = 0;
     TANDEM_RETURN_IF_ERROR(ParseIpv4HostPort("nbd_tcp_address", req.nbd_tcp_address(),
@@ -265,6 +270,42 @@ Result<target::TargetSpec> TargetSpecFromProto(const pb::CreateTargetRequest& re
     spec.nbd_tcp_address = req.nbd_tcp_address();
   }
   return spec;
+}
+
+Result<pb::ExportKind> ExportKindFromProto(const pb::CreateTargetRequest& req) {
+  // The raw number: a newer client may send a value this engine's enum lacks.
+  const int kind = static_cast<int>(req.export_kind());
+  if (kind == pb::EXPORT_KIND_UNSPECIFIED || kind == pb::EXPORT_KIND_NBD) {
+    return pb::EXPORT_KIND_NBD;
+  }
+  if (kind == pb::EXPORT_KIND_FUSE_FILE) return pb::EXPORT_KIND_FUSE_FILE;
+  return Status::InvalidArgument("export_kind " + std::to_string(kind) +
+                                 " is not NBD (1) or FUSE_FILE (2)");
+}
+
+Status ValidateResizeReplica(const pb::ResizeReplicaRequest& req) {
+  TANDEM_RETURN_IF_ERROR(ValidateId("volume_id", req.volume_id()));
+  replica::ReplicaConfig config;
+  config.volume_id = req.volume_id();
+  config.size = req.size_bytes();
+  config.block_size = kDefaultBlockSize;
+  return ValidateReplicaSize(config);
+}
+
+Status ValidateResizeTarget(const pb::ResizeTargetRequest& req) {
+  TANDEM_RETURN_IF_ERROR(ValidateId("volume_id", req.volume_id()));
+  if (req.size_bytes() == 0 || req.size_bytes() % kTargetSizeAlignment != 0) {
+    return Status::InvalidArgument("size_bytes " + std::to_string(req.size_bytes()) +
+                                   " is not a positive multiple of " +
+                                   std::to_string(kTargetSizeAlignment));
+  }
+  return Status::Ok();
+}
+
+Status ValidateFenceReplica(const pb::FenceReplicaRequest& req) {
+  TANDEM_RETURN_IF_ERROR(ValidateId("volume_id", req.volume_id()));
+  if (req.epoch() == 0) return Status::InvalidArgument("epoch must be > 0");
+  return Status::Ok();
 }
 
 pb::ReplicaState ReplicaStateToProto(target::ReplicaState state) {
@@ -345,6 +386,10 @@ void TargetToProto(const target::TargetInfo& info, pb::Target* out) {
   out->set_volume_id(info.volume_id);
   out->set_nbd_socket(info.nbd_socket);
   out->set_nbd_tcp_port(info.nbd_tcp_port);
+  // Every target TargetManager builds today exports NBD; FUSE_FILE comes
+  // with the target layer's export seam (issue 11).
+  out->set_export_kind(pb::EXPORT_KIND_NBD);
+  out->set_export_path(info.nbd_socket);
   out->set_epoch(info.epoch);
   out->set_state(TargetStateToProto(s.state));
   out->set_generation(s.generation);

@@ -81,10 +81,22 @@ void ReplicaToProto(const replica::Replica& replica, pb::Replica* out);
 // dotted-quad IPv4 endpoints with ports 1..65535, size a multiple of 4096,
 // nbd_tcp_address "IPv4:PORT" with PORT 0..65535, rebuild rate 0 or >=
 // kMinRebuildRate, reconnect interval 0 or in [kMinReconnectIntervalMs,
-// kMaxReconnectIntervalMs]) and turns it into a TargetSpec. Fields that say 0
+// kMaxReconnectIntervalMs], export_kind as ExportKindFromProto) and turns it
+// into a TargetSpec. Fields that say 0
 // take the value in `defaults`.
 Result<target::TargetSpec> TargetSpecFromProto(const pb::CreateTargetRequest& req,
                                                const TargetDefaults& defaults);
+// CreateTargetRequest.export_kind: UNSPECIFIED and NBD are NBD, FUSE_FILE is
+// FUSE_FILE; any other number is INVALID_ARGUMENT naming export_kind.
+// (TargetSpecFromProto checks it too, and that nbd_tcp_address comes only
+// with NBD.)
+Result<pb::ExportKind> ExportKindFromProto(const pb::CreateTargetRequest& req);
+// Resize and fence requests: volume_id; size_bytes a positive multiple of
+// 4096 (ResizeReplica also within the metadata bound, OUT_OF_RANGE, as
+// ValidateReplicaSize); epoch > 0. INVALID_ARGUMENT naming the field.
+Status ValidateResizeReplica(const pb::ResizeReplicaRequest& req);
+Status ValidateResizeTarget(const pb::ResizeTargetRequest& req);
+Status ValidateFenceReplica(const pb::FenceReplicaRequest& req);
 // Validates one endpoint (dotted-quad host, port 1..65535); errors name
 // `field` ("replicas[2].port ...", "replica.host ...").
 Result<target::ReplicaEndpoint> EndpointFromProto(const std::string& field,

@@ -136,9 +136,13 @@ void CreateTarget(const pb::CreateTargetRequest& req, const service::TargetDefau
   if (!spec.ok()) {
     CheckError(spec.status(),
                {"volume_id", "epoch", "replicas", "size_bytes", "rebuild_rate_bytes_per_sec",
-                "reconnect_interval_ms", "in_sync_replica_ids", "nbd_tcp_address"});
+                "reconnect_interval_ms", "in_sync_replica_ids", "nbd_tcp_address", "export_kind"});
     return;
   }
+  // export_kind: UNSPECIFIED, NBD or FUSE_FILE; a TCP address only with NBD.
+  const int kind = static_cast<int>(req.export_kind());
+  Check(kind >= 0 && kind <= 2);
+  Check(req.nbd_tcp_address().empty() || kind <= 1);
   const tandem::target::TargetOptions& o = spec->options;
   Check(ValidId(o.volume_id) && o.volume_id == req.volume_id());
   Check(o.epoch > 0 && o.epoch == req.epoch());
@@ -179,8 +183,8 @@ void CreateTarget(const pb::CreateTargetRequest& req, const service::TargetDefau
     Check(ValidHost(spec->nbd_tcp_address.substr(0, colon), &addr));
     std::string host;
     uint16_t port = 0;
-    Check(
-        service::ParseIpv4HostPort("nbd_tcp_address", spec->nbd_tcp_address, true, &host, &port).ok());
+    Check(service::ParseIpv4HostPort("nbd_tcp_address", spec->nbd_tcp_address, true, &host, &port)
+              .ok());
     Check(ValidHost(host, &addr));
   }
 }
@@ -261,7 +265,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       pb::SetRebuildRateRequest req;
       if (!req.ParseFromArray(msg, len)) break;
       const Status st = service::ValidateRebuildRate("bytes_per_sec", req.bytes_per_sec());
-      Check(st.ok() == (req.bytes_per_sec() == 0 || req.bytes_per_sec() >= service::kMinRebuildRate));
+      Check(st.ok() ==
+            (req.bytes_per_sec() == 0 || req.bytes_per_sec() >= service::kMinRebuildRate));
       if (!st.ok()) CheckError(st, {"bytes_per_sec"});
       break;
     }

@@ -62,6 +62,9 @@ expect_engine_usage_error "--listen '127.0.0.1:9k': port '9k' is not a decimal n
 expect_engine_usage_error "--listen" --listen=127.0.0.1:65536
 expect_engine_usage_error "--listen" --listen=127.0.0.1:-1
 expect_engine_usage_error "OUT_OF_RANGE" --listen=127.0.0.1:0 --create-replica=big:4194304T
+# --cpu went through atoi: "abc" and "1x" pinned to CPU 0 / 1 silently.
+expect_engine_usage_error "--cpu 'abc' is not -1" --listen=127.0.0.1:0 --cpu=abc
+expect_engine_usage_error "--cpu '1x' is not -1" --listen=127.0.0.1:0 --cpu=1x
 
 # Idempotent create; a conflicting create is ALREADY_EXISTS.
 ctl e0 replica create --volume=v1 --replica-id=v1-r0 --size=16M >/dev/null || tc_fail "replica create"

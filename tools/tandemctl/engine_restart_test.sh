@@ -81,12 +81,23 @@ expect() {
 # --- first run: create through the API --------------------------------------
 start_engine engine1.log
 expect 0 '^node_id=test-node$' "${ctl[@]}" info
+expect 0 '^capacity_total_bytes=[1-9][0-9]*$' "${ctl[@]}" info
+expect 0 '^replica_count=0$' "${ctl[@]}" info
 expect 0 '^size_bytes=8388608$' "${ctl[@]}" replica create --volume=vol-a --replica-id=r1 --size=8M
 expect 0 '^replica_id=r1$' "${ctl[@]}" replica create --volume=vol-a --replica-id=r1 --size=8M
 expect 1 '^error: ALREADY_EXISTS: ' "${ctl[@]}" replica create --volume=vol-a --replica-id=r1 --size=16M
 expect 1 '^error: INVALID_ARGUMENT: size_bytes' "${ctl[@]}" replica create --volume=vol-b --replica-id=r1 --size=1000
 expect 1 '^error: NOT_FOUND: ' "${ctl[@]}" replica get --volume=missing
 expect 0 '^volume_id=vol-a$' "${ctl[@]}" replica list
+expect 0 '^provisioned_bytes=8388608$' "${ctl[@]}" info
+# Resize and fence (issue 11): validated; what needs no change is answered.
+expect 0 '^size_bytes=8388608$' "${ctl[@]}" replica resize --volume=vol-a --size=8M
+expect 1 '^error: OUT_OF_RANGE: ' "${ctl[@]}" replica resize --volume=vol-a --size=4M
+expect 1 '^error: INVALID_ARGUMENT: epoch' "${ctl[@]}" replica fence --volume=vol-a --epoch=0
+expect 1 '^error: NOT_FOUND: ' "${ctl[@]}" replica fence --volume=missing --epoch=3
+expect 1 '^error: NOT_FOUND: ' "${ctl[@]}" target resize --volume=vol-a --size=8M
+expect 2 'export' "${ctl[@]}" target create --volume=vol-a --epoch=1 --replica=127.0.0.1:9501 --export=ublk
+expect 1 '^error: UNIMPLEMENTED: export_kind FUSE_FILE' "${ctl[@]}" target create --volume=vol-a --epoch=1 --replica=127.0.0.1:9501 --export=fuse-file
 expect 1 '^error: NOT_FOUND: ' "${ctl[@]}" target get --volume=vol-a
 expect 0 '' "${ctl[@]}" target destroy --volume=vol-a
 expect 1 '^error: INVALID_ARGUMENT: epoch' "${ctl[@]}" target create --volume=vol-a --epoch=0 --replica=127.0.0.1:9501
@@ -121,6 +132,10 @@ data_port="$(cat "$tmp/data.port")"
 expect 0 '^state=READY$' "${ctl[@]}" target create --volume=vol-a --epoch=1 --replica="127.0.0.1:$data_port:local"
 expect 0 '^replica\.0\.state=HEALTHY$' "${ctl[@]}" target get --volume=vol-a
 expect 0 "^nbd_socket=$tmp/data/nbd/vol-a.sock\$" "${ctl[@]}" target list
+expect 0 "^export_path=$tmp/data/nbd/vol-a.sock\$" "${ctl[@]}" target list
+expect 0 '^export_kind=NBD$' "${ctl[@]}" target list
+expect 0 '^target_count=1$' "${ctl[@]}" info
+expect 0 '^highest_epoch=1$' "${ctl[@]}" replica fence --volume=vol-a --epoch=1
 expect 0 '^replica\.0\.replica_id=r1$' "${ctl[@]}" target create --volume=vol-a --epoch=1 --replica="127.0.0.1:$data_port:local"
 expect 1 '^error: ALREADY_EXISTS: ' "${ctl[@]}" target create --volume=vol-a --epoch=2 --replica="127.0.0.1:$data_port:local"
 # SIGTERM with the target attached: it is flushed and destroyed, exit 0.

@@ -22,7 +22,8 @@ namespace {
 const char kUsage[] =
     "usage: tandemctl [--engine=HOST:PORT] [--token=T|--token-file=F] [--deadline-ms=N] "
     "<command>\n"
-    "  --engine       engine management address, HOST:PORT or unix:/path (default "
+    "  --engine       engine management endpoint: HOST:PORT, tcp://HOST:PORT, unix:/path or "
+    "unix:///path (default "
     "127.0.0.1:9600)\n"
     "  --token        management token (the engine's --mgmt-token)\n"
     "  --token-file   read the management token from this file (not visible in ps)\n"
@@ -33,9 +34,11 @@ const char kUsage[] =
     "  replica delete --volume=V\n"
     "  replica get --volume=V\n"
     "  replica list\n"
+    "  replica resize --volume=V --size=SIZE             (grow only)\n"
+    "  replica fence --volume=V --epoch=N                (refuse every older epoch)\n"
     "  target create --volume=V --epoch=N --replica=HOST:PORT[:local] [--replica=...]...\n"
     "                [--size=SIZE] [--token=T] [--timeout-ms=N] [--nbd-tcp=HOST:PORT]\n"
-    "                [--rebuild-rate=SIZE] [--reconnect-interval-ms=N]\n"
+    "                [--rebuild-rate=SIZE] [--reconnect-interval-ms=N] [--export=nbd|fuse-file]\n"
     "  target destroy --volume=V\n"
     "  target get --volume=V\n"
     "  target list\n"
@@ -43,6 +46,7 @@ const char kUsage[] =
     "  target remove-replica --volume=V --replica=HOST:PORT\n"
     "  target rebuild --volume=V --replica=HOST:PORT\n"
     "  target set-rate --volume=V --rate=SIZE           (bytes/s; 0: unlimited)\n"
+    "  target resize --volume=V --size=SIZE             (grow only)\n"
     "  target watch --volume=V [--interval-ms=500] [--until-done] [--timeout-s=3600]\n"
     "      rebuild progress; --until-done: exit 0 when done, 1 if it failed or timed out\n"
     "SIZE takes the suffixes K, M, G, T (powers of 1024).\n";
@@ -55,6 +59,12 @@ int RunInfo(const Context& ctx, int argc) {
   PrintField("data_address", info->data_address());
   PrintField("backend", info->backend());
   PrintField("version", info->version());
+  PrintField("capacity_total_bytes", std::to_string(info->capacity_total_bytes()));
+  PrintField("capacity_free_bytes", std::to_string(info->capacity_free_bytes()));
+  PrintField("capacity_available_bytes", std::to_string(info->capacity_available_bytes()));
+  PrintField("replica_count", std::to_string(info->replica_count()));
+  PrintField("provisioned_bytes", std::to_string(info->provisioned_bytes()));
+  PrintField("target_count", std::to_string(info->target_count()));
   return kExitOk;
 }
 

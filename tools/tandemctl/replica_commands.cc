@@ -1,4 +1,4 @@
-// tandemctl replica create|delete|get|list.
+// tandemctl replica create|delete|get|list|resize|fence.
 
 #include <cstdio>
 #include <string>
@@ -87,6 +87,37 @@ int List(const Context& ctx, int argc, char** argv) {
   return kExitOk;
 }
 
+int Resize(const Context& ctx, int argc, char** argv) {
+  Flags flags;
+  flags.Define("volume", "", "volume id");
+  flags.Define("size", "", "new size, bytes (K/M/G suffixes); grow only");
+  int exit = kExitOk;
+  if (!ParseVerbFlags("replica", &flags, argc, argv, {"volume", "size"}, &exit)) return exit;
+  uint64_t size = 0;
+  if (Status st = flags.GetUint("size", &size, /*sizes=*/true); !st.ok()) {
+    return UsageError(st.message());
+  }
+  Result<pb::Replica> r = ctx.client->ResizeReplica(flags.Get("volume"), size, ctx.deadline);
+  if (!r.ok()) return ReportError(r.status());
+  PrintReplica(*r);
+  return kExitOk;
+}
+
+// Raises the replica's epoch so every target of an older epoch is refused.
+int Fence(const Context& ctx, int argc, char** argv) {
+  Flags flags;
+  flags.Define("volume", "", "volume id");
+  flags.Define("epoch", "", "the epoch to raise the replica to (> 0)");
+  int exit = kExitOk;
+  if (!ParseVerbFlags("replica", &flags, argc, argv, {"volume", "epoch"}, &exit)) return exit;
+  uint64_t epoch = 0;
+  if (Status st = flags.GetUint("epoch", &epoch); !st.ok()) return UsageError(st.message());
+  Result<pb::Replica> r = ctx.client->FenceReplica(flags.Get("volume"), epoch, ctx.deadline);
+  if (!r.ok()) return ReportError(r.status());
+  PrintReplica(*r);
+  return kExitOk;
+}
+
 }  // namespace
 
 int RunReplicaCommand(const Context& ctx, int argc, char** argv) {
@@ -95,6 +126,8 @@ int RunReplicaCommand(const Context& ctx, int argc, char** argv) {
   if (verb == "delete") return Delete(ctx, argc, argv);
   if (verb == "get") return Get(ctx, argc, argv);
   if (verb == "list") return List(ctx, argc, argv);
+  if (verb == "resize") return Resize(ctx, argc, argv);
+  if (verb == "fence") return Fence(ctx, argc, argv);
   return UsageError("unknown replica command \"" + verb + "\"");
 }
 

@@ -29,6 +29,8 @@ std::string HexId(uint64_t id) {
 
 void PrintTarget(const pb::Target& t) {
   PrintField("volume_id", t.volume_id());
+  PrintField("export_kind", EnumSuffix(pb::ExportKind_Name(t.export_kind()), "EXPORT_KIND_"));
+  PrintField("export_path", t.export_path());
   PrintField("nbd_socket", t.nbd_socket());
   PrintField("nbd_tcp_port", std::to_string(t.nbd_tcp_port()));
   PrintField("epoch", std::to_string(t.epoch()));
@@ -112,6 +114,7 @@ int Create(const Context& ctx, int argc, char** argv) {
   flags.Define("token", "", "data-protocol token presented to the replicas");
   flags.Define("timeout-ms", "0", "per-request replica timeout; 0: the engine default");
   flags.Define("nbd-tcp", "", "extra NBD export on HOST:PORT");
+  flags.Define("export", "nbd", "how the volume is exposed: nbd or fuse-file");
   flags.Define("rebuild-rate", "0", "rebuild rate limit, bytes/s (K/M/G); 0: the engine default");
   flags.Define("reconnect-interval-ms", "0",
                "reconnect/rebuild interval of faulted replicas; 0: the engine default");
@@ -152,6 +155,13 @@ int Create(const Context& ctx, int argc, char** argv) {
   req.set_size_bytes(size);
   req.set_request_timeout_ms(static_cast<uint32_t>(timeout_ms));
   req.set_nbd_tcp_address(flags.Get("nbd-tcp"));
+  if (const std::string kind = flags.Get("export"); kind == "nbd") {
+    req.set_export_kind(pb::EXPORT_KIND_NBD);
+  } else if (kind == "fuse-file") {
+    req.set_export_kind(pb::EXPORT_KIND_FUSE_FILE);
+  } else {
+    return UsageError("--export must be nbd or fuse-file, got \"" + kind + "\"");
+  }
   req.set_rebuild_rate_bytes_per_sec(rate);
   req.set_reconnect_interval_ms(static_cast<uint32_t>(reconnect_ms));
   if (std::string g = flags.Get("in-sync-generation-id"); !g.empty()) {
@@ -267,6 +277,22 @@ int SetRate(const Context& ctx, int argc, char** argv) {
   return kExitOk;
 }
 
+int Resize(const Context& ctx, int argc, char** argv) {
+  Flags flags;
+  flags.Define("volume", "", "volume id");
+  flags.Define("size", "", "new size, bytes (K/M/G suffixes); grow only");
+  int exit = kExitOk;
+  if (!ParseVerbFlags("target", &flags, argc, argv, {"volume", "size"}, &exit)) return exit;
+  uint64_t size = 0;
+  if (Status st = flags.GetUint("size", &size, /*sizes=*/true); !st.ok()) {
+    return UsageError(st.message());
+  }
+  Result<pb::Target> t = ctx.client->ResizeTarget(flags.Get("volume"), size, ctx.deadline);
+  if (!t.ok()) return ReportError(t.status());
+  PrintTarget(*t);
+  return kExitOk;
+}
+
 // Polls GetTarget every --interval-ms and shows the rebuild: a bar redrawn in
 // place on a terminal, a line per change otherwise (logs, pipes). Every wait,
 // RPCs included, ends by --timeout-s.
@@ -356,6 +382,7 @@ int RunTargetCommand(const Context& ctx, int argc, char** argv) {
   if (verb == "remove-replica") return ReplicaVerb(ctx, argc, argv, /*remove=*/true);
   if (verb == "rebuild") return ReplicaVerb(ctx, argc, argv, /*remove=*/false);
   if (verb == "set-rate") return SetRate(ctx, argc, argv);
+  if (verb == "resize") return Resize(ctx, argc, argv);
   if (verb == "watch") return Watch(ctx, argc, argv);
   return UsageError("unknown target command \"" + verb + "\"");
 }

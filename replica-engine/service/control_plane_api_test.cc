@@ -1,0 +1,154 @@
+// What engine.proto grew for the control plane (issue 11), through the real
+// gRPC service: node capacity and counts in EngineInfo, the export of a
+// target (kind and path, also in ListTargets for a restarted node plugin),
+// and the resize and fence calls (validated, answered where nothing has to
+// change, UNIMPLEMENTED until the replica and target layers support them).
+
+#include <sys/statvfs.h>
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "replica-engine/service/testing_engine_service.h"
+
+namespace tandem::service {
+namespace {
+
+using namespace ::tandem::service::test_support;  // NOLINT: the shared fixture
+namespace pb = ::tandem::engine::v1;
+
+// A one-replica target over this engine's own replica of "vol-t".
+pb::CreateTargetRequest LocalTarget(uint16_t port) {
+  pb::CreateTargetRequest req;
+  req.set_volume_id("vol-t");
+  req.set_epoch(3);
+  pb::ReplicaEndpoint* e = req.add_replicas();
+  e->set_host("127.0.0.1");
+  e->set_port(port);
+  e->set_local(true);
+  return req;
+}
+
+TEST_F(EngineServiceTest, EngineInfoReportsDataDirCapacityAndNodeCounts) {
+  ASSERT_TRUE(client_->CreateReplica(ReplicaRequest("vol-a"), kTimeout).ok());
+  ASSERT_TRUE(client_->CreateReplica(ReplicaRequest("vol-b", 2 * kSize), kTimeout).ok());
+  Result<pb::EngineInfo> info = client_->GetEngineInfo(kTimeout);
+  ASSERT_TRUE(info.ok()) << info.status().ToString();
+  struct statvfs vfs;
+  ASSERT_EQ(::statvfs((tmp_ + "/data").c_str(), &vfs), 0);
+  EXPECT_EQ(info->capacity_total_bytes(), uint64_t{vfs.f_blocks} * vfs.f_frsize);
+  EXPECT_GT(info->capacity_available_bytes(), 0u);
+  EXPECT_LE(info->capacity_available_bytes(), info->capacity_free_bytes());
+  EXPECT_LE(info->capacity_free_bytes(), info->capacity_total_bytes());
+  EXPECT_EQ(info->replica_count(), 2u);
+  EXPECT_EQ(info->provisioned_bytes(), 3 * kSize);
+  EXPECT_EQ(info->target_count(), 0u);
+  EXPECT_FALSE(info->version().empty());
+
+  ASSERT_TRUE(client_->CreateReplica(ReplicaRequest("vol-t"), kTimeout).ok());
+  ASSERT_TRUE(client_->CreateTarget(LocalTarget(replica_server_->port()), kTimeout).ok());
+  info = client_->GetEngineInfo(kTimeout);
+  ASSERT_TRUE(info.ok()) << info.status().ToString();
+  EXPECT_EQ(info->replica_count(), 3u);
+  EXPECT_EQ(info->target_count(), 1u);
+}
+
+TEST_F(EngineServiceTest, TargetsReportTheirNbdExportAlsoInListTargets) {
+  ASSERT_TRUE(client_->CreateReplica(ReplicaRequest("vol-t"), kTimeout).ok());
+  pb::CreateTargetRequest req = LocalTarget(replica_server_->port());
+  Result<pb::Target> t = client_->CreateTarget(req, kTimeout);  // UNSPECIFIED: NBD
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  EXPECT_EQ(t->export_kind(), pb::EXPORT_KIND_NBD);
+  EXPECT_EQ(t->export_path(), tmp_ + "/nbd/vol-t.sock");
+  EXPECT_EQ(t->export_path(), t->nbd_socket());
+  // Explicit NBD is the same spec: idempotent.
+  req.set_export_kind(pb::EXPORT_KIND_NBD);
+  Result<pb::Target> again = client_->CreateTarget(req, kTimeout);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->export_path(), t->export_path());
+
+  // What a restarted node plugin sees: every target with its export, epoch
+  // and replicas.
+  Result<std::vector<pb::Target>> all = client_->ListTargets(kTimeout);
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  ASSERT_EQ(all->size(), 1u);
+  const pb::Target& listed = (*all)[0];
+  EXPECT_EQ(listed.volume_id(), "vol-t");
+  EXPECT_EQ(listed.export_kind(), pb::EXPORT_KIND_NBD);
+  EXPECT_EQ(listed.export_path(), t->export_path());
+  EXPECT_EQ(listed.epoch(), 3u);
+  ASSERT_EQ(listed.replicas_size(), 1);
+  EXPECT_EQ(listed.replicas(0).address(), "127.0.0.1:" + std::to_string(replica_server_->port()));
+}
+
+TEST_F(EngineServiceTest, FuseFileExportIsUnimplementedAndBadKindsAreInvalid) {
+  ASSERT_TRUE(client_->CreateReplica(ReplicaRequest("vol-t"), kTimeout).ok());
+  pb::CreateTargetRequest req = LocalTarget(replica_server_->port());
+  req.set_export_kind(pb::EXPORT_KIND_FUSE_FILE);
+  Status st = client_->CreateTarget(req, kTimeout).status();
+  EXPECT_EQ(st.code(), StatusCode::kUnimplemented) << st.ToString();
+  EXPECT_NE(st.message().find("FUSE_FILE"), std::string::npos) << st.ToString();
+  EXPECT_EQ(client_->GetTarget("vol-t", kTimeout).status().code(), StatusCode::kNotFound);
+
+  req.set_nbd_tcp_address("127.0.0.1:0");  // only for NBD
+  ExpectInvalid(client_->CreateTarget(req, kTimeout).status(), "nbd_tcp_address");
+  req.clear_nbd_tcp_address();
+  req.set_export_kind(static_cast<pb::ExportKind>(3));  // reserved (ublk)
+  ExpectInvalid(client_->CreateTarget(req, kTimeout).status(), "export_kind");
+  req.set_export_kind(static_cast<pb::ExportKind>(77));
+  ExpectInvalid(client_->CreateTarget(req, kTimeout).status(), "export_kind");
+  EXPECT_EQ(client_->GetTarget("vol-t", kTimeout).status().code(), StatusCode::kNotFound);
+}
+
+TEST_F(EngineServiceTest, ResizeReplicaIsValidatedAndNeverShrinks) {
+  ExpectInvalid(client_->ResizeReplica("bad/id", kSize, kTimeout).status(), "volume_id");
+  ExpectInvalid(client_->ResizeReplica("vol-1", 1000, kTimeout).status(), "size_bytes");
+  EXPECT_EQ(client_->ResizeReplica("vol-1", 1ull << 60, kTimeout).status().code(),
+            StatusCode::kOutOfRange);
+  EXPECT_EQ(client_->ResizeReplica("vol-1", kSize, kTimeout).status().code(),
+            StatusCode::kNotFound);
+  ASSERT_TRUE(client_->CreateReplica(ReplicaRequest("vol-1"), kTimeout).ok());
+  EXPECT_EQ(client_->ResizeReplica("vol-1", kSize / 2, kTimeout).status().code(),
+            StatusCode::kOutOfRange);
+  Result<pb::Replica> same = client_->ResizeReplica("vol-1", kSize, kTimeout);
+  ASSERT_TRUE(same.ok()) << same.status().ToString();
+  EXPECT_EQ(same->size_bytes(), kSize);
+  Status grow = client_->ResizeReplica("vol-1", 2 * kSize, kTimeout).status();
+  EXPECT_EQ(grow.code(), StatusCode::kUnimplemented) << grow.ToString();
+  EXPECT_EQ(client_->GetReplica("vol-1", kTimeout)->size_bytes(), kSize);  // untouched
+}
+
+TEST_F(EngineServiceTest, ResizeTargetIsValidatedAndNeverShrinks) {
+  ExpectInvalid(client_->ResizeTarget("vol-t", 4097, kTimeout).status(), "size_bytes");
+  ExpectInvalid(client_->ResizeTarget("vol-t", 0, kTimeout).status(), "size_bytes");
+  EXPECT_EQ(client_->ResizeTarget("vol-t", kSize, kTimeout).status().code(), StatusCode::kNotFound);
+  ASSERT_TRUE(client_->CreateReplica(ReplicaRequest("vol-t"), kTimeout).ok());
+  ASSERT_TRUE(client_->CreateTarget(LocalTarget(replica_server_->port()), kTimeout).ok());
+  EXPECT_EQ(client_->ResizeTarget("vol-t", kSize - 4096, kTimeout).status().code(),
+            StatusCode::kOutOfRange);
+  Result<pb::Target> same = client_->ResizeTarget("vol-t", kSize, kTimeout);
+  ASSERT_TRUE(same.ok()) << same.status().ToString();
+  EXPECT_EQ(same->size_bytes(), kSize);
+  EXPECT_EQ(client_->ResizeTarget("vol-t", 2 * kSize, kTimeout).status().code(),
+            StatusCode::kUnimplemented);
+}
+
+TEST_F(EngineServiceTest, FenceReplicaIsValidatedAndAnEpochInForceIsOk) {
+  ExpectInvalid(client_->FenceReplica("vol-t", 0, kTimeout).status(), "epoch");
+  ExpectInvalid(client_->FenceReplica("", 5, kTimeout).status(), "volume_id");
+  EXPECT_EQ(client_->FenceReplica("vol-t", 5, kTimeout).status().code(), StatusCode::kNotFound);
+  ASSERT_TRUE(client_->CreateReplica(ReplicaRequest("vol-t"), kTimeout).ok());
+  // A target at epoch 3 raises the replica to 3.
+  ASSERT_TRUE(client_->CreateTarget(LocalTarget(replica_server_->port()), kTimeout).ok());
+  for (uint64_t epoch : {1, 3}) {
+    Result<pb::Replica> r = client_->FenceReplica("vol-t", epoch, kTimeout);
+    ASSERT_TRUE(r.ok()) << epoch << ": " << r.status().ToString();
+    EXPECT_EQ(r->highest_epoch(), 3u);
+  }
+  Status higher = client_->FenceReplica("vol-t", 4, kTimeout).status();
+  EXPECT_EQ(higher.code(), StatusCode::kUnimplemented) << higher.ToString();
+}
+
+}  // namespace
+}  // namespace tandem::service
