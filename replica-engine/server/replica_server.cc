@@ -468,6 +468,22 @@ void ReplicaServer::DetachSession(ReplicaSession* session) {
 protocol::WireStatus ReplicaServer::AcceptHello(ReplicaSession* session,
                                                 const protocol::HelloRequest& hello,
                                                 VolumeState** out, bool* retry) {
+  const protocol::WireStatus ws = BindHello(session, hello, out, retry);
+  if (*out == nullptr) {
+    // Refused, or to be retried: a volume entry this HELLO loaded must not
+    // outlive it. A cached entry without sessions would keep the replica
+    // open and its highest epoch frozen past a delete, a re-create or a
+    // fence reset made meanwhile (the next HELLO must reload both), and the
+    // activity-log pass would keep persisting a replica no one serves.
+    auto it = volumes_.find(hello.volume_id);
+    if (it != volumes_.end() && it->second.sessions.empty()) volumes_.erase(it);
+  }
+  return ws;
+}
+
+protocol::WireStatus ReplicaServer::BindHello(ReplicaSession* session,
+                                              const protocol::HelloRequest& hello,
+                                              VolumeState** out, bool* retry) {
   using protocol::WireStatus;
   if (!options_.auth_token.empty() && !TokenEquals(hello.token, options_.auth_token)) {
     return WireStatus::kAuthFailed;

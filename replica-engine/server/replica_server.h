@@ -245,6 +245,9 @@ class ReplicaServer final : private EventLoop::Handler,
   // with an asynchronous persist; the session retries it later.
   protocol::WireStatus AcceptHello(ReplicaSession* session, const protocol::HelloRequest& hello,
                                    VolumeState** out, bool* retry);
+  // AcceptHello's rules; AcceptHello drops a volume entry it leaves unbound.
+  protocol::WireStatus BindHello(ReplicaSession* session, const protocol::HelloRequest& hello,
+                                 VolumeState** out, bool* retry);
   void DetachSession(ReplicaSession* session);
   // Lets every stalled session retry (a HELLO waiting for superseded I/O).
   void WakeStalled();
