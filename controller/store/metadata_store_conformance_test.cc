@@ -312,6 +312,42 @@ TEST_P(StoreConformanceTest, ConcurrentCasIncrementsFromTwoInstancesLoseNoUpdate
   std::printf("CAS conflicts retried: %d\n", conflicts.load());
 }
 
+TEST_P(StoreConformanceTest, TxnIsNeverPartlyVisibleToAConcurrentReader) {
+  auto reader = Open("b");
+  ASSERT_NE(reader, nullptr);
+  constexpr int kTxns = 60;
+  std::atomic<bool> done{false};
+  int reads = 0, torn = 0, went_back = 0;
+  std::thread read_loop([&] {
+    int64_t last_revision = 0;
+    while (!done.load()) {
+      auto r = reader->Range("/atomic/", "", 0);
+      if (!r.ok()) continue;
+      ++reads;
+      if (r->revision < last_revision) ++went_back;
+      last_revision = r->revision;
+      // x, y and z are written by one Txn each time: all or nothing.
+      if (r->kvs.empty()) continue;
+      if (r->kvs.size() != 3 || r->kvs[0].value != r->kvs[1].value ||
+          r->kvs[1].value != r->kvs[2].value || r->kvs[0].mod_revision != r->kvs[2].mod_revision) {
+        ++torn;
+      }
+    }
+  });
+  for (int i = 0; i < kTxns; ++i) {
+    const std::string v = std::to_string(i);
+    auto w = store_->Txn(
+        {.compares = {},
+         .ops = {Op::Put("/atomic/x", v), Op::Put("/atomic/y", v), Op::Put("/atomic/z", v)}});
+    ASSERT_TRUE(w.ok() && w->succeeded);
+  }
+  done.store(true);
+  read_loop.join();
+  EXPECT_GT(reads, 0);
+  EXPECT_EQ(torn, 0);
+  EXPECT_EQ(went_back, 0) << "a later read saw an older revision";
+}
+
 TEST_P(StoreConformanceTest, ReopenedStoreHasEveryKeyAndKeepsRevisionsGrowing) {
   MustPut("/a", "1");
   const int64_t rev = MustPut("/b", "2");
