@@ -29,7 +29,9 @@ TEST(EtcdStoreClusterTest, SurvivesLosingTheMemberItTalksToAndKeepsEveryWrite) {
   ASSERT_TRUE(cluster.ok()) << cluster.status().ToString();
   StoreOptions options;
   options.candidate_id = "a";
-  options.lease_ttl = 3s;
+  // Long enough to outlast a raft election after killing member 0 (it may be
+  // the raft leader) plus the reconnect, on a loaded 2-vCPU machine.
+  options.lease_ttl = 8s;
   options.request_timeout = 1s;
   auto store = OpenStore((*cluster)->uri(), options);
   ASSERT_TRUE(store.ok()) << store.status().ToString();
