@@ -1,0 +1,136 @@
+#include "node-plugin/engine_volume_host.h"
+
+#include <cstdio>
+
+#include "common/address.h"
+
+namespace tandem::node {
+namespace {
+
+namespace pb = engine::v1;
+
+HostedVolume HostedOf(const pb::Target& t) {
+  return HostedVolume{t.export_path(), t.size_bytes(), t.epoch()};
+}
+
+const char* ReplicaStateName(pb::ReplicaState s) {
+  switch (s) {
+    case pb::REPLICA_STATE_CONNECTING:
+      return "CONNECTING";
+    case pb::REPLICA_STATE_HEALTHY:
+      return "HEALTHY";
+    case pb::REPLICA_STATE_STALE:
+      return "STALE";
+    case pb::REPLICA_STATE_FAULTED:
+      return "FAULTED";
+    case pb::REPLICA_STATE_REBUILDING:
+      return "REBUILDING";
+    default:
+      return "UNKNOWN";
+  }
+}
+
+}  // namespace
+
+VolumeHealth HealthOf(const pb::Target& t) {
+  VolumeHealth h;
+  switch (t.state()) {
+    case pb::TARGET_STATE_READY:
+      break;
+    case pb::TARGET_STATE_FENCED:
+      h.abnormal = true;
+      h.message = "fenced: a newer attach (epoch) took the volume over; I/O fails here. ";
+      break;
+    case pb::TARGET_STATE_FAILED:
+      h.abnormal = true;
+      h.message = "inaccessible: no in-sync replica is reachable. ";
+      break;
+    default:
+      h.abnormal = true;
+      h.message = "degraded. ";
+      break;
+  }
+  if (!h.abnormal) return h;
+  for (const auto& r : t.replicas()) {
+    h.message += "replica " + (r.replica_id().empty() ? r.address() : r.replica_id()) + " " +
+                 ReplicaStateName(r.state());
+    if (!r.last_error().empty()) h.message += " (" + r.last_error() + ")";
+    h.message += "; ";
+  }
+  if (t.rebuild().state() == pb::REBUILD_STATE_RUNNING && t.rebuild().bytes_total() > 0) {
+    char buf[160];
+    snprintf(buf, sizeof buf, "rebuilding %s: %.1f%% done, ETA %.0f s",
+             t.rebuild().replica().c_str(),
+             100.0 * static_cast<double>(t.rebuild().bytes_done()) /
+                 static_cast<double>(t.rebuild().bytes_total()),
+             t.rebuild().eta_seconds());
+    h.message += buf;
+  }
+  return h;
+}
+
+Result<HostedVolume> EngineVolumeHost::Attach(const std::string& volume_id,
+                                              const csi::PublishContext& info) {
+  auto existing = engine_->GetTarget(volume_id);
+  if (existing.ok()) {
+    if (existing->epoch() == info.epoch) return HostedOf(*existing);
+    if (existing->epoch() > info.epoch) {
+      return Status::FailedPrecondition(
+          "volume " + volume_id + " is attached here at epoch " +
+          std::to_string(existing->epoch()) + ", newer than this publish's " +
+          std::to_string(info.epoch) + ": the publish was superseded");
+    }
+    // A target left by an older attach (tandem-node or the pod moved away and
+    // back without a clean unstage): it is fenced by the new epoch anyway.
+    TANDEM_RETURN_IF_ERROR(Detach(volume_id));
+  } else if (existing.status().code() != StatusCode::kNotFound) {
+    return existing.status();
+  }
+  pb::CreateTargetRequest req;
+  req.set_volume_id(volume_id);
+  req.set_epoch(info.epoch);
+  for (const auto& r : info.replicas) {
+    std::string host;
+    uint16_t port = 0;
+    TANDEM_RETURN_IF_ERROR(
+        ParseHostPort("publish_context replica", r.address, false, &host, &port));
+    auto* e = req.add_replicas();
+    e->set_host(host);
+    e->set_port(port);
+    e->set_local(!local_host_.empty() && host == local_host_);
+  }
+  req.set_size_bytes(info.size_bytes);
+  req.set_in_sync_generation_id(info.in_sync_generation_id);
+  for (const auto& id : info.in_sync_replica_ids) req.add_in_sync_replica_ids(id);
+  req.set_rebuild_rate_bytes_per_sec(info.rebuild_rate_bytes_per_sec);
+  req.set_export_kind(pb::EXPORT_KIND_FUSE_FILE);
+  TANDEM_ASSIGN_OR_RETURN(pb::Target target, engine_->CreateTarget(req));
+  if (target.export_path().empty()) {
+    return Status::Internal("the engine created the target of " + volume_id +
+                            " without a file export");
+  }
+  return HostedOf(target);
+}
+
+Status EngineVolumeHost::Detach(const std::string& volume_id) {
+  Status st = engine_->DestroyTarget(volume_id);
+  if (st.code() == StatusCode::kNotFound) return Status::Ok();
+  return st;
+}
+
+Result<HostedVolume> EngineVolumeHost::Describe(const std::string& volume_id) {
+  TANDEM_ASSIGN_OR_RETURN(pb::Target t, engine_->GetTarget(volume_id));
+  return HostedOf(t);
+}
+
+Result<VolumeHealth> EngineVolumeHost::Health(const std::string& volume_id) {
+  TANDEM_ASSIGN_OR_RETURN(pb::Target t, engine_->GetTarget(volume_id));
+  return HealthOf(t);
+}
+
+Result<uint64_t> EngineVolumeHost::Resize(const std::string& volume_id, uint64_t size_bytes) {
+  TANDEM_ASSIGN_OR_RETURN(engine::v1::Target t, engine_->ResizeTarget(volume_id, size_bytes));
+  return t.size_bytes();
+}
+
+}  // namespace tandem::node
