@@ -68,6 +68,14 @@ class Export {
   virtual void Shutdown(void (*done)(void*), void* arg) = 0;
 
   virtual ExportDescription Describe() const = 0;
+
+  // The device's size() changed (a resized volume): make the new size
+  // visible where the protocol can. NBD: connections opened from now on (a
+  // connected client keeps the size it negotiated). FUSE file: the file's
+  // size; the kernel's cached attributes are invalidated, so the next stat()
+  // of the file reports it, and `losetup -c` after that resizes the loop
+  // device. Default: nothing to do.
+  virtual void SizeChanged() {}
 };
 
 }  // namespace tandem::frontend

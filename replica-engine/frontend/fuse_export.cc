@@ -79,6 +79,7 @@ Status FuseExport::Impl::Start() {
   }
   block_size_ = device_->block_size();
   size_ = device_->size();
+  const uint64_t size = size_;
   const uint32_t max_io = device_->max_io_size();
   if (!IsPowerOfTwo(block_size_) || block_size_ > 65536 || size_ == 0 || size_ % block_size_ != 0 ||
       max_io < block_size_) {
@@ -137,7 +138,7 @@ Status FuseExport::Impl::Start() {
   idler_added_ = true;
   state_ = State::kRunning;
   TLOG_INFO(kTag, "export '%s' (%llu bytes) as %s, %u threads", options_.name.c_str(),
-            static_cast<unsigned long long>(size_), file_path().c_str(), options_.threads);
+            static_cast<unsigned long long>(size), file_path().c_str(), options_.threads);
   return Status::Ok();
 }
 
@@ -342,6 +343,23 @@ ExportDescription FuseExport::Impl::Describe() const {
   return d;
 }
 
+void FuseExport::Impl::SizeChanged() {
+  const uint64_t size = device_->size();
+  if (size == size_.load() || size % block_size_ != 0) return;
+  size_.store(size, std::memory_order_release);
+  TLOG_INFO(kTag, "export '%s': size now %llu bytes", options_.name.c_str(),
+            static_cast<unsigned long long>(size));
+  if (state_ != State::kRunning) return;
+  // The kernel caches the file's attributes (kAttrTimeoutS): drop them, so
+  // the next stat() asks us. A notification, not a request: no worker and
+  // no reply are waited for, which keeps it safe on the loop thread.
+  int rc = fuse_lowlevel_notify_inval_inode(se_, kFileIno, 0, 0);
+  if (rc != 0 && rc != -ENOENT) {
+    TLOG_WARN(kTag, "export '%s': invalidating the file's attributes: %s", options_.name.c_str(),
+              strerror(-rc));
+  }
+}
+
 void FuseExport::Impl::CountRequest(bool error, uint64_t read_bytes, uint64_t written_bytes) {
   requests_.fetch_add(1, std::memory_order_relaxed);
   if (error) errors_.fetch_add(1, std::memory_order_relaxed);
@@ -367,6 +385,8 @@ Status FuseExport::Start() {
 void FuseExport::Shutdown(void (*done)(void*), void* arg) { impl_->Shutdown(done, arg); }
 
 ExportDescription FuseExport::Describe() const { return impl_->Describe(); }
+
+void FuseExport::SizeChanged() { impl_->SizeChanged(); }
 
 std::string FuseExport::file_path() const { return impl_->file_path(); }
 

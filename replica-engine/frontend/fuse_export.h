@@ -99,6 +99,8 @@ class FuseExport final : public Export {
   void Shutdown(void (*done)(void*), void* arg) override;
   // kind kFuseFile, path = mount_dir/file_name (what losetup is given).
   ExportDescription Describe() const override;
+  // The file takes the device's new size (export.h).
+  void SizeChanged() override;
 
   // The exported file's path.
   std::string file_path() const;

@@ -81,7 +81,8 @@ class FuseExport::Impl final : private EventLoop::Idler {
   static const fuse_lowlevel_ops& Ops();
   target::BlockDevice* device() const { return device_; }
   const FuseExportOptions& options() const { return options_; }
-  uint64_t size() const { return size_; }
+  uint64_t size() const { return size_.load(std::memory_order_acquire); }
+  void SizeChanged();
   uint32_t block_size() const { return block_size_; }
   void CountRequest(bool error, uint64_t read_bytes, uint64_t written_bytes);
 
@@ -104,7 +105,7 @@ class FuseExport::Impl final : private EventLoop::Idler {
   EventLoop* loop_;
   target::BlockDevice* device_;
   FuseExportOptions options_;
-  uint64_t size_ = 0;
+  std::atomic<uint64_t> size_{0};  // read by the workers
   uint32_t block_size_ = 0;
   // Largest piece handed to the device (max_io_size() in whole blocks); TRIM
   // and WRITE_ZEROES are cut the same way, as the NBD server does.

@@ -658,6 +658,54 @@ TEST_F(FuseExportTest, BlkdiscardOnTheLoopDeviceReachesTrim) {
       << "data before the range was discarded too";
 }
 
+TEST_F(FuseExportTest, AGrownDeviceGrowsTheFileAndTheLoopDevice) {
+  REQUIRE_LOOP_TOOLS();
+  // A device with room to grow (a volume resized while attached).
+  OnLoop([&] { device_.reset(); });
+  MemoryBlockDeviceOptions dev;
+  dev.size = kSize;
+  dev.capacity = kSize + (64 << 20);
+  dev.block_size = 4096;
+  OnLoop([&] { device_ = std::make_unique<MemoryBlockDevice>(loop_.get(), dev); });
+  StartExport();
+  Cleanup cleanup;
+  std::string loopdev = AttachLoop(&cleanup);
+  ASSERT_FALSE(loopdev.empty());
+  std::string out;
+  ASSERT_EQ(Sh("blockdev --getsize64 " + loopdev, &out), 0);
+  EXPECT_EQ(Trim(out), std::to_string(kSize));
+
+  OnLoop([&] {
+    ASSERT_TRUE(device_->SetSize(kSize + (64 << 20)));
+    export_->SizeChanged();
+  });
+  struct stat st;
+  ASSERT_EQ(stat(file_.c_str(), &st), 0);
+  EXPECT_EQ(static_cast<uint64_t>(st.st_size), kSize + (64 << 20)) << "file size not refreshed";
+  ASSERT_EQ(Sh("losetup -c " + loopdev, &out), 0) << out;
+  out.clear();
+  ASSERT_EQ(Sh("blockdev --getsize64 " + loopdev, &out), 0);
+  EXPECT_EQ(Trim(out), std::to_string(kSize + (64 << 20)));
+  // The new last block is writable through the loop device.
+  ASSERT_EQ(Sh("head -c 4096 /dev/urandom > " + dir_ + "/blk && dd if=" + dir_ + "/blk of=" +
+                   loopdev + " bs=4096 seek=" + std::to_string((kSize + (64 << 20)) / 4096 - 1) +
+                   " oflag=direct status=none",
+               &out),
+            0)
+      << out;
+  std::vector<uint8_t> mem;
+  OnLoop([&] {
+    const uint8_t* p = device_->data() + kSize + (64 << 20) - 4096;
+    mem.assign(p, p + 4096);
+  });
+  std::vector<uint8_t> want(4096);
+  FILE* f = fopen((dir_ + "/blk").c_str(), "rb");
+  ASSERT_NE(f, nullptr);
+  ASSERT_EQ(fread(want.data(), 1, want.size(), f), want.size());
+  fclose(f);
+  EXPECT_EQ(mem, want);
+}
+
 TEST_F(FuseExportTest, ShutdownWithTheLoopAndAFilesystemStillAttachedFailsIoAndIsBounded) {
   REQUIRE_LOOP_TOOLS();
   StartExport();

@@ -17,7 +17,8 @@ MemoryBlockDevice::MemoryBlockDevice(EventLoop* loop, MemoryBlockDeviceOptions o
     : loop_(loop), options_(options) {
   // Anonymous memory reads as zeroes and is committed only where written, so
   // a large sparse test volume is cheap.
-  void* p = mmap(nullptr, std::max<uint64_t>(options_.size, 1), PROT_READ | PROT_WRITE,
+  if (options_.capacity < options_.size) options_.capacity = options_.size;
+  void* p = mmap(nullptr, std::max<uint64_t>(options_.capacity, 1), PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED) {
     init_status_ = PosixError("mmap memory block device", errno);
@@ -31,7 +32,7 @@ MemoryBlockDevice::~MemoryBlockDevice() {
   if (data_ == nullptr) return;
   loop_->RemoveIdler(this);
   if (ticking_) loop_->RemoveTicker(this);
-  munmap(data_, std::max<uint64_t>(options_.size, 1));
+  munmap(data_, std::max<uint64_t>(options_.capacity, 1));
 }
 
 void MemoryBlockDevice::InjectError(BlockOp op, StatusCode code, uint32_t count) {
@@ -49,6 +50,12 @@ void MemoryBlockDevice::SetDelayMs(uint32_t ms) {
     loop_->RemoveTicker(this);
     ticking_ = false;
   }
+}
+
+bool MemoryBlockDevice::SetSize(uint64_t size) {
+  if (size > options_.capacity || size % options_.block_size != 0) return false;
+  options_.size = size;
+  return true;
 }
 
 void MemoryBlockDevice::Resume() {

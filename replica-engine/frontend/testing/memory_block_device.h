@@ -25,6 +25,8 @@ namespace tandem::frontend::testing {
 
 struct MemoryBlockDeviceOptions {
   uint64_t size = 64ull << 20;
+  // Memory reserved for SetSize() to grow into; 0: size.
+  uint64_t capacity = 0;
   uint32_t block_size = 512;
   uint32_t max_io_size = 1u << 20;
 };
@@ -75,6 +77,9 @@ class MemoryBlockDevice final : public target::BlockDevice,
   // While paused nothing completes; Resume() lets queued requests complete.
   void Pause() { paused_ = true; }
   void Resume();
+  // Grows or shrinks the device (a resized volume). REQUIRES: a multiple of
+  // block_size, at most the capacity. Returns false otherwise.
+  bool SetSize(uint64_t size);
   // Complete each batch last-submitted first (exercises out-of-order replies).
   void SetReverseOrder(bool reverse) { reverse_ = reverse; }
 
