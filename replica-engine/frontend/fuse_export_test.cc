@@ -75,6 +75,21 @@ std::vector<uint8_t> Pattern(size_t n, uint64_t seed) {
   return v;
 }
 
+// Detaches loop device `dev` only while it is still attached to `file`: the
+// number may have been handed to another test (or another user of this
+// machine) since this one detached it.
+void DetachLoopIfOurs(const std::string& dev, const std::string& file) {
+  std::string backing;
+  std::string name = dev.substr(dev.rfind('/') + 1);
+  FILE* f = fopen(("/sys/block/" + name + "/loop/backing_file").c_str(), "r");
+  if (f == nullptr) return;  // not attached
+  char buf[4096];
+  if (fgets(buf, sizeof(buf), f) != nullptr) backing = buf;
+  fclose(f);
+  while (!backing.empty() && backing.back() == '\n') backing.pop_back();
+  if (backing == file) Sh("losetup -d " + dev + " 2>/dev/null");
+}
+
 // Undoes what a test set up, in reverse order, even when it failed half-way.
 class Cleanup {
  public:
@@ -182,7 +197,7 @@ class FuseExportTest : public ::testing::Test {
     EXPECT_EQ(rc, 0) << out;
     std::string dev = Trim(out);
     if (rc != 0 || dev.rfind("/dev/loop", 0) != 0) return "";
-    cleanup->Add([dev] { Sh("losetup -d " + dev + " 2>/dev/null"); });
+    cleanup->Add([dev, file = file_] { DetachLoopIfOurs(dev, file); });
     return dev;
   }
 
@@ -557,7 +572,7 @@ TEST_F(FuseExportTest, StaleMountOfAKilledEngineIsDetachedAtTheNextStart) {
   std::string out;
   ASSERT_EQ(Sh("losetup --direct-io=on --sector-size 4096 --find --show " + file_, &out), 0) << out;
   std::string old_loop = Trim(out);
-  cleanup.Add([old_loop] { Sh("losetup -d " + old_loop + " 2>/dev/null"); });
+  cleanup.Add([old_loop, file = file_] { DetachLoopIfOurs(old_loop, file); });
   kill(child, SIGKILL);
   ASSERT_EQ(waitpid(child, nullptr, 0), child);
 
