@@ -31,10 +31,10 @@ namespace {
 constexpr const char* kTag = "activity_resync";
 }  // namespace
 
-void VolumeTarget::Impl::StartResync() {
-  uint32_t healthy = HealthyMask();
+void VolumeTargetImpl::StartResync() {
+  uint32_t healthy = replicas_.HealthyMask();
   bool logged = false;
-  for (const Replica& r : replicas_) {
+  for (const ReplicaSlot& r : replicas_) {
     if ((healthy & (1u << r.index)) && r.info.activity_count > 0) logged = true;
   }
   if (!logged) {
@@ -46,26 +46,26 @@ void VolumeTarget::Impl::StartResync() {
   rs.active = true;
   rs.reply.resize(protocol::kMaxPayload);
   rs.req.ctx = this;
-  rs.req.done = &Impl::OnResyncDone;
+  rs.req.done = &VolumeTargetImpl::OnResyncDone;
   for (ResyncWindow& w : rs.win) {
     w.buf.reset(static_cast<uint8_t*>(std::aligned_alloc(4096, protocol::kMaxIoSize)));
     w.read.ctx = this;
-    w.read.done = &Impl::OnResyncDone;
+    w.read.done = &VolumeTargetImpl::OnResyncDone;
     for (ClientRequest& c : w.write) {
       c.ctx = this;
-      c.done = &Impl::OnResyncDone;
+      c.done = &VolumeTargetImpl::OnResyncDone;
     }
   }
   for (ClientRequest& c : rs.flush) {
     c.ctx = this;
-    c.done = &Impl::OnResyncDone;
+    c.done = &VolumeTargetImpl::OnResyncDone;
   }
   rs.phase = ResyncPhase::kMap;
   ResyncStep();
 }
 
 // Marks [off, off + len) in the union (at resync_.extent granularity).
-void VolumeTarget::Impl::ResyncMark(uint64_t off, uint64_t len) {
+void VolumeTargetImpl::ResyncMark(uint64_t off, uint64_t len) {
   Resync& rs = resync_;
   if (len == 0 || off >= size_) return;
   uint64_t end = std::min(size_, off + len);
@@ -74,13 +74,13 @@ void VolumeTarget::Impl::ResyncMark(uint64_t off, uint64_t len) {
   }
 }
 
-bool VolumeTarget::Impl::ResyncMarked(uint64_t e) const {
+bool VolumeTargetImpl::ResyncMarked(uint64_t e) const {
   return e / 8 < resync_.map.size() && ((resync_.map[e / 8] >> (e % 8)) & 1) != 0;
 }
 
-bool VolumeTarget::Impl::PickResyncSource() {
-  Replica* best = nullptr;
-  for (Replica& r : replicas_) {
+bool VolumeTargetImpl::PickResyncSource() {
+  ReplicaSlot* best = nullptr;
+  for (ReplicaSlot& r : replicas_) {
     if (r.removed || r.state != ReplicaState::kHealthy) continue;
     if (best == nullptr || (r.endpoint.local && !best->endpoint.local)) best = &r;
   }
@@ -88,10 +88,10 @@ bool VolumeTarget::Impl::PickResyncSource() {
   return best != nullptr;
 }
 
-void VolumeTarget::Impl::ResyncStep() {
+void VolumeTargetImpl::ResyncStep() {
   Resync& rs = resync_;
   if (!rs.active) return;
-  if (HealthyMask() == 0) {
+  if (replicas_.HealthyMask() == 0) {
     rs.active = false;
     last_error_ = "every replica failed during the activity-log resync";
     state_ = TargetState::kFailed;
@@ -99,104 +99,116 @@ void VolumeTarget::Impl::ResyncStep() {
     return;
   }
   switch (rs.phase) {
-    case ResyncPhase::kMap: {
-      if (rs.req_busy) return;
-      if (rs.map_replica < 0 || rs.map_offset == UINT64_MAX) {
-        int next = -1;
-        for (const Replica& r : replicas_) {
-          if (r.index > rs.map_replica && !r.removed && r.state == ReplicaState::kHealthy &&
-              r.info.activity_count > 0) {
-            next = r.index;
-            break;
-          }
-        }
-        if (next < 0) {
-          uint64_t extents = 0;
-          for (uint64_t e = 0; rs.extent != 0 && e * rs.extent < size_; ++e) {
-            extents += ResyncMarked(e) ? 1 : 0;
-          }
-          // Kept for the rebuilds of the replicas that are STALE now.
-          start_al_ = rs.map;
-          start_al_extent_ = rs.extent;
-          if (extents == 0 || __builtin_popcount(HealthyMask()) < 2 || !PickResyncSource()) {
-            rs.active = false;
-            FinishStart();
-            return;
-          }
-          TLOG_WARN(kTag,
-                    "volume '%s': the last target did not stop cleanly: resyncing %llu active "
-                    "extent(s) of %u bytes from %s before serving",
-                    options_.volume_id.c_str(), static_cast<unsigned long long>(extents), rs.extent,
-                    Address(replicas_[rs.source]).c_str());
-          rs.phase = ResyncPhase::kCopy;
-          rs.cursor = 0;
-          ResyncStep();
-          return;
-        }
-        rs.map_replica = next;
-        rs.map_offset = 0;
-      }
-      Replica& r = replicas_[rs.map_replica];
-      rs.req_busy = true;
-      rs.req.op = Opcode::kGetDirtyMap;
-      rs.req.flags = protocol::kFlagActivity;
-      rs.req.offset = rs.map_offset;
-      rs.req.length = static_cast<uint32_t>(rs.reply.size());
-      rs.req.buf = rs.reply.data();
-      r.client->Submit(&rs.req);
+    case ResyncPhase::kMap:
+      if (ResyncMapStep()) ResyncStep();  // on to kCopy
       return;
-    }
-    case ResyncPhase::kCopy: {
-      bool busy = false;
-      for (ResyncWindow& w : rs.win) {
-        if (w.step != ResyncWindow::kFree) {
-          busy = true;
-          continue;
-        }
-        // The next marked extent from the cursor, at most kMaxIoSize.
-        while (rs.cursor < size_ && !ResyncMarked(rs.cursor / rs.extent)) {
-          rs.cursor = (rs.cursor / rs.extent + 1) * rs.extent;
-        }
-        if (rs.cursor >= size_) continue;
-        uint64_t end = std::min(
-            {size_, (rs.cursor / rs.extent + 1) * rs.extent, rs.cursor + protocol::kMaxIoSize});
-        w.off = rs.cursor;
-        w.len = static_cast<uint32_t>(end - rs.cursor);
-        rs.cursor = end;
-        busy = true;
-        IssueResyncRead(&w);
-      }
-      if (busy || rs.cursor < size_) return;
-      // Everything copied: make it durable on the replicas that received it.
-      rs.phase = ResyncPhase::kFlush;
-      rs.flush_remaining = 0;
-      for (Replica& r : replicas_) {
-        if (r.removed || r.state != ReplicaState::kHealthy || r.index == rs.source) continue;
-        ClientRequest& f = rs.flush[r.index];
-        f.op = Opcode::kFlush;
-        f.flags = 0;
-        f.offset = 0;
-        f.length = 0;
-        f.buf = nullptr;
-        ++rs.flush_remaining;
-      }
-      if (rs.flush_remaining == 0) {
-        rs.active = false;
-        FinishStart();
-        return;
-      }
-      for (Replica& r : replicas_) {
-        if (r.removed || r.state != ReplicaState::kHealthy || r.index == rs.source) continue;
-        r.client->Submit(&rs.flush[r.index]);
-      }
+    case ResyncPhase::kCopy:
+      ResyncCopyStep();
       return;
-    }
     case ResyncPhase::kFlush:
       return;
   }
 }
 
-void VolumeTarget::Impl::IssueResyncRead(ResyncWindow* w) {
+// Reads the next page of the union of the logs. True when the union is
+// complete and the copy phase begins.
+bool VolumeTargetImpl::ResyncMapStep() {
+  Resync& rs = resync_;
+  if (rs.req_busy) return false;
+  if (rs.map_replica < 0 || rs.map_offset == UINT64_MAX) {
+    int next = -1;
+    for (const ReplicaSlot& r : replicas_) {
+      if (r.index > rs.map_replica && !r.removed && r.state == ReplicaState::kHealthy &&
+          r.info.activity_count > 0) {
+        next = r.index;
+        break;
+      }
+    }
+    if (next < 0) {
+      uint64_t extents = 0;
+      for (uint64_t e = 0; rs.extent != 0 && e * rs.extent < size_; ++e) {
+        extents += ResyncMarked(e) ? 1 : 0;
+      }
+      // Kept for the rebuilds of the replicas that are STALE now.
+      start_al_ = rs.map;
+      start_al_extent_ = rs.extent;
+      if (extents == 0 || __builtin_popcount(replicas_.HealthyMask()) < 2 || !PickResyncSource()) {
+        rs.active = false;
+        FinishStart();
+        return false;
+      }
+      TLOG_WARN(kTag,
+                "volume '%s': the last target did not stop cleanly: resyncing %llu active "
+                "extent(s) of %u bytes from %s before serving",
+                options_.volume_id.c_str(), static_cast<unsigned long long>(extents), rs.extent,
+                replicas_[rs.source].Address().c_str());
+      rs.phase = ResyncPhase::kCopy;
+      rs.cursor = 0;
+      return true;
+    }
+    rs.map_replica = next;
+    rs.map_offset = 0;
+  }
+  ReplicaSlot& r = replicas_[rs.map_replica];
+  rs.req_busy = true;
+  rs.req.op = Opcode::kGetDirtyMap;
+  rs.req.flags = protocol::kFlagActivity;
+  rs.req.offset = rs.map_offset;
+  rs.req.length = static_cast<uint32_t>(rs.reply.size());
+  rs.req.buf = rs.reply.data();
+  r.client->Submit(&rs.req);
+  return false;
+}
+
+// Copies the marked extents, a window at a time, then flushes the replicas
+// that received them.
+void VolumeTargetImpl::ResyncCopyStep() {
+  Resync& rs = resync_;
+  bool busy = false;
+  for (ResyncWindow& w : rs.win) {
+    if (w.step != ResyncWindow::kFree) {
+      busy = true;
+      continue;
+    }
+    // The next marked extent from the cursor, at most kMaxIoSize.
+    while (rs.cursor < size_ && !ResyncMarked(rs.cursor / rs.extent)) {
+      rs.cursor = (rs.cursor / rs.extent + 1) * rs.extent;
+    }
+    if (rs.cursor >= size_) continue;
+    uint64_t end = std::min(
+        {size_, (rs.cursor / rs.extent + 1) * rs.extent, rs.cursor + protocol::kMaxIoSize});
+    w.off = rs.cursor;
+    w.len = static_cast<uint32_t>(end - rs.cursor);
+    rs.cursor = end;
+    busy = true;
+    IssueResyncRead(&w);
+  }
+  if (busy || rs.cursor < size_) return;
+  // Everything copied: make it durable on the replicas that received it.
+  rs.phase = ResyncPhase::kFlush;
+  rs.flush_remaining = 0;
+  for (ReplicaSlot& r : replicas_) {
+    if (r.removed || r.state != ReplicaState::kHealthy || r.index == rs.source) continue;
+    ClientRequest& f = rs.flush[r.index];
+    f.op = Opcode::kFlush;
+    f.flags = 0;
+    f.offset = 0;
+    f.length = 0;
+    f.buf = nullptr;
+    ++rs.flush_remaining;
+  }
+  if (rs.flush_remaining == 0) {
+    rs.active = false;
+    FinishStart();
+    return;
+  }
+  for (ReplicaSlot& r : replicas_) {
+    if (r.removed || r.state != ReplicaState::kHealthy || r.index == rs.source) continue;
+    r.client->Submit(&rs.flush[r.index]);
+  }
+}
+
+void VolumeTargetImpl::IssueResyncRead(ResyncWindow* w) {
   Resync& rs = resync_;
   if ((rs.source < 0 || replicas_[rs.source].state != ReplicaState::kHealthy) &&
       !PickResyncSource()) {
@@ -214,24 +226,24 @@ void VolumeTarget::Impl::IssueResyncRead(ResyncWindow* w) {
   replicas_[rs.source].client->Submit(&w->read);
 }
 
-void VolumeTarget::Impl::OnResyncDone(ClientRequest* req) {
-  static_cast<Impl*>(req->ctx)->OnResyncReply(req);
+void VolumeTargetImpl::OnResyncDone(ClientRequest* req) {
+  static_cast<VolumeTargetImpl*>(req->ctx)->OnResyncReply(req);
 }
 
 // A replica failed during the resync: it is not HEALTHY any more (it is
 // rebuilt later, like any replica that missed writes).
-void VolumeTarget::Impl::ResyncLost(Replica* r, const Status& why) {
+void VolumeTargetImpl::ResyncLost(ReplicaSlot* r, const Status& why) {
   if (r->state == ReplicaState::kHealthy) {
     r->state = ReplicaState::kFaulted;
     r->last_error = "activity-log resync: " + why.ToString();
     r->next_reconnect_ns = MonotonicNanos() + options_.reconnect_interval_ms * 1000000ull;
-    close_mask_ |= 1u << r->index;
+    replicas_.ScheduleClose(*r);
     TLOG_WARN(kTag, "volume '%s': replica %s FAULTED: %s", options_.volume_id.c_str(),
-              Address(*r).c_str(), r->last_error.c_str());
+              r->Address().c_str(), r->last_error.c_str());
   }
 }
 
-void VolumeTarget::Impl::OnResyncReply(ClientRequest* req) {
+void VolumeTargetImpl::OnResyncReply(ClientRequest* req) {
   Resync& rs = resync_;
   if (!rs.active || destroying_) return;
   if (req->status != StatusCode::kOk && req->wire_status == WireStatus::kStaleEpoch) {
@@ -240,74 +252,18 @@ void VolumeTarget::Impl::OnResyncReply(ClientRequest* req) {
     return;
   }
   if (req == &rs.req) {
-    rs.req_busy = false;
-    Replica& r = replicas_[rs.map_replica];
-    protocol::DirtyMapChunk chunk;
-    Status st = req->status == StatusCode::kOk
-                    ? protocol::DecodeDirtyMap(
-                          std::string_view(reinterpret_cast<const char*>(rs.reply.data()),
-                                           req->reply_length),
-                          &chunk)
-                    : Status(req->status, "GET_DIRTY_MAP (activity) failed");
-    if (!st.ok()) {
-      ResyncLost(&r, st);
-      rs.map_offset = UINT64_MAX;  // on to the next replica
-      ResyncStep();
-      return;
-    }
-    if (rs.extent == 0) {
-      rs.extent = chunk.region_size;
-      rs.map.assign(protocol::DirtyMapBytes(size_, rs.extent), 0);
-    }
-    uint64_t first = rs.map_offset / chunk.region_size;  // a multiple of 8 regions
-    for (size_t i = 0; i < chunk.bitmap.size(); ++i) {
-      uint8_t b = static_cast<uint8_t>(chunk.bitmap[i]);
-      for (int bit = 0; b != 0 && bit < 8; ++bit) {
-        if ((b >> bit) & 1)
-          ResyncMark((first + i * 8 + bit) * chunk.region_size, chunk.region_size);
-      }
-    }
-    uint64_t covered = (first + chunk.bitmap.size() * 8) * chunk.region_size;
-    rs.map_offset = (chunk.bitmap.empty() || covered >= size_) ? UINT64_MAX : covered;
-    ResyncStep();
+    OnResyncMapReply(req);
     return;
   }
   for (ResyncWindow& w : rs.win) {
     if (req == &w.read) {
-      if (req->status != StatusCode::kOk) {
-        ResyncLost(&replicas_[w.read_from], Status(req->status, "READ failed"));
-        IssueResyncRead(&w);  // from another HEALTHY replica
-        ResyncStep();
-        return;
-      }
-      w.step = ResyncWindow::kWrite;
-      w.remaining = 0;
-      uint32_t mask = 0;
-      for (Replica& r : replicas_) {
-        if (r.removed || r.state != ReplicaState::kHealthy || r.index == w.read_from) continue;
-        ClientRequest& c = w.write[r.index];
-        c.op = Opcode::kWrite;
-        c.flags = 0;
-        c.offset = w.off;
-        c.length = w.len;
-        c.buf = w.buf.get();
-        mask |= 1u << r.index;
-        ++w.remaining;
-      }
-      if (w.remaining == 0) {
-        w.step = ResyncWindow::kFree;
-        ResyncStep();
-        return;
-      }
-      for (Replica& r : replicas_) {
-        if (mask & (1u << r.index)) r.client->Submit(&w.write[r.index]);
-      }
+      OnResyncReadReply(&w);
       return;
     }
     for (ClientRequest& c : w.write) {
       if (req != &c) continue;
       if (req->status != StatusCode::kOk) {
-        ResyncLost(&replicas_[&c - w.write], Status(req->status, "WRITE failed"));
+        ResyncLost(&replicas_[static_cast<int>(&c - w.write)], Status(req->status, "WRITE failed"));
       } else {
         counters_.activity_resync_bytes += w.len;
       }
@@ -321,14 +277,14 @@ void VolumeTarget::Impl::OnResyncReply(ClientRequest* req) {
   for (ClientRequest& f : rs.flush) {
     if (req != &f) continue;
     if (req->status != StatusCode::kOk) {
-      ResyncLost(&replicas_[&f - rs.flush], Status(req->status, "FLUSH failed"));
+      ResyncLost(&replicas_[static_cast<int>(&f - rs.flush)], Status(req->status, "FLUSH failed"));
     }
     if (--rs.flush_remaining == 0) {
       rs.active = false;
       TLOG_INFO(kTag, "volume '%s': activity-log resync done: %llu bytes copied",
                 options_.volume_id.c_str(),
                 static_cast<unsigned long long>(counters_.activity_resync_bytes));
-      if (HealthyMask() == 0) {
+      if (replicas_.HealthyMask() == 0) {
         last_error_ = "every replica failed during the activity-log resync";
         state_ = TargetState::kFailed;
         loop_->Wake();
@@ -337,6 +293,72 @@ void VolumeTarget::Impl::OnResyncReply(ClientRequest* req) {
       FinishStart();
     }
     return;
+  }
+}
+
+// A page of one replica's activity log: its extents join the union.
+void VolumeTargetImpl::OnResyncMapReply(ClientRequest* req) {
+  Resync& rs = resync_;
+  rs.req_busy = false;
+  ReplicaSlot& r = replicas_[rs.map_replica];
+  protocol::DirtyMapChunk chunk;
+  Status st =
+      req->status == StatusCode::kOk
+          ? protocol::DecodeDirtyMap(
+                std::string_view(reinterpret_cast<const char*>(rs.reply.data()), req->reply_length),
+                &chunk)
+          : Status(req->status, "GET_DIRTY_MAP (activity) failed");
+  if (!st.ok()) {
+    ResyncLost(&r, st);
+    rs.map_offset = UINT64_MAX;  // on to the next replica
+    ResyncStep();
+    return;
+  }
+  if (rs.extent == 0) {
+    rs.extent = chunk.region_size;
+    rs.map.assign(protocol::DirtyMapBytes(size_, rs.extent), 0);
+  }
+  uint64_t first = rs.map_offset / chunk.region_size;  // a multiple of 8 regions
+  for (size_t i = 0; i < chunk.bitmap.size(); ++i) {
+    uint8_t b = static_cast<uint8_t>(chunk.bitmap[i]);
+    for (int bit = 0; b != 0 && bit < 8; ++bit) {
+      if ((b >> bit) & 1) ResyncMark((first + i * 8 + bit) * chunk.region_size, chunk.region_size);
+    }
+  }
+  uint64_t covered = (first + chunk.bitmap.size() * 8) * chunk.region_size;
+  rs.map_offset = (chunk.bitmap.empty() || covered >= size_) ? UINT64_MAX : covered;
+  ResyncStep();
+}
+
+// A window was read from the source: write it to every other HEALTHY replica.
+void VolumeTargetImpl::OnResyncReadReply(ResyncWindow* w) {
+  if (w->read.status != StatusCode::kOk) {
+    ResyncLost(&replicas_[w->read_from], Status(w->read.status, "READ failed"));
+    IssueResyncRead(w);  // from another HEALTHY replica
+    ResyncStep();
+    return;
+  }
+  w->step = ResyncWindow::kWrite;
+  w->remaining = 0;
+  uint32_t mask = 0;
+  for (ReplicaSlot& r : replicas_) {
+    if (r.removed || r.state != ReplicaState::kHealthy || r.index == w->read_from) continue;
+    ClientRequest& c = w->write[r.index];
+    c.op = Opcode::kWrite;
+    c.flags = 0;
+    c.offset = w->off;
+    c.length = w->len;
+    c.buf = w->buf.get();
+    mask |= r.bit();
+    ++w->remaining;
+  }
+  if (w->remaining == 0) {
+    w->step = ResyncWindow::kFree;
+    ResyncStep();
+    return;
+  }
+  for (ReplicaSlot& r : replicas_) {
+    if (mask & r.bit()) r.client->Submit(&w->write[r.index]);
   }
 }
 

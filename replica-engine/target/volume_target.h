@@ -46,6 +46,8 @@
 
 namespace tandem::target {
 
+class VolumeTargetImpl;
+
 struct ReplicaEndpoint {
   std::string host;  // IPv4
   uint16_t port = 0;
@@ -217,9 +219,8 @@ class VolumeTarget final : public BlockDevice {
   static constexpr size_t kMaxReplicas = 5;
 
  private:
-  class Impl;
   EventLoop* loop_;
-  std::unique_ptr<Impl> impl_;
+  std::unique_ptr<VolumeTargetImpl> impl_;
 };
 
 }  // namespace tandem::target

@@ -1,0 +1,18 @@
+#include "replica-engine/target/token_bucket.h"
+
+#include <algorithm>
+
+namespace tandem::target {
+
+uint64_t TokenBucket::Available(uint64_t now_ns) {
+  if (rate_ == 0) return UINT64_MAX;
+  uint64_t cap = std::max<uint64_t>(min_burst_, rate_ / 10);
+  uint64_t add = (now_ns - last_ns_) * rate_ / 1000000000ull;
+  if (add > 0) {
+    tokens_ = std::min(cap, tokens_ + add);
+    last_ns_ = now_ns;
+  }
+  return tokens_;
+}
+
+}  // namespace tandem::target

@@ -1,0 +1,211 @@
+// Faults, generation bumps, the quorum wait and fencing: what happens when a
+// replica leaves, so that nothing is acknowledged that is not on every
+// serving replica (docs/architecture.md "Volume target", "Who may
+// acknowledge").
+
+#include <algorithm>
+
+#include "common/clock.h"
+#include "common/logging.h"
+#include "replica-engine/target/volume_target_impl.h"
+
+namespace tandem::target {
+
+using protocol::Opcode;
+using protocol::WireStatus;
+
+namespace {
+constexpr const char* kTag = "volume_target";
+}  // namespace
+
+void VolumeTargetImpl::UpdateState() {
+  if (state_ == TargetState::kFenced || state_ == TargetState::kStarting) return;
+  uint32_t healthy = replicas_.HealthyMask();
+  if (healthy == 0) {
+    state_ = TargetState::kFailed;
+  } else if (healthy == replicas_.AllMask()) {
+    state_ = TargetState::kReady;
+  } else {
+    state_ = TargetState::kDegraded;
+  }
+}
+
+void VolumeTargetImpl::Fault(ReplicaSlot* r, const Status& why) {
+  if (destroying_) return;
+  ++r->errors;
+  if (r->state != ReplicaState::kHealthy && r->state != ReplicaState::kRebuilding) return;
+  if (r->state == ReplicaState::kRebuilding && r->index == rebuild_.destination()) {
+    rebuild_.Abort(why.ToString());
+  }
+  // A REBUILDING replica leaving also needs the bump: what it misses from now
+  // on must be in the dirty maps for its rebuild to resume.
+  r->state = ReplicaState::kFaulted;
+  r->faulted_here = true;
+  r->next_reconnect_ns = MonotonicNanos() + options_.reconnect_interval_ms * 1000000ull;
+  r->last_error = why.ToString();
+  replicas_.ScheduleClose(*r);
+  need_bump_ = true;
+  TLOG_WARN(kTag, "volume '%s': replica %s:%u FAULTED: %s", options_.volume_id.c_str(),
+            r->endpoint.host.c_str(), r->endpoint.port, why.ToString().c_str());
+  UpdateState();
+  loop_->Wake();  // BeforeWait closes the client and starts the bump
+}
+
+void VolumeTargetImpl::Fence(const std::string& why) {
+  if (state_ == TargetState::kFenced) return;
+  last_error_ = "fenced: " + why;
+  TLOG_WARN(kTag, "volume '%s' epoch %llu FENCED: %s", options_.volume_id.c_str(),
+            static_cast<unsigned long long>(options_.epoch), why.c_str());
+  state_ = TargetState::kFenced;
+  rebuild_.Abort("fenced");
+  replicas_.FaultAllForFencing();
+  loop_->Wake();
+}
+
+void VolumeTargetImpl::AskShrink(uint32_t serving) {
+  std::vector<std::string> ids;
+  for (const ReplicaSlot& r : replicas_) {
+    if (serving & r.bit()) ids.push_back(r.replica_id);
+  }
+  shrink_pending_ = true;
+  TLOG_WARN(kTag,
+            "volume '%s': %d of %d replicas serving: asking the authority to shrink the "
+            "in-sync set",
+            options_.volume_id.c_str(), __builtin_popcount(serving),
+            __builtin_popcount(replicas_.MemberMask()));
+  std::shared_ptr<VolumeTargetImpl*> ref = self_ref_;
+  options_.authority->ShrinkInSync(
+      options_.volume_id, options_.epoch, ids, replicas_.next_generation_id(),
+      [ref, serving](Status st) {
+        VolumeTargetImpl* self = *ref;
+        if (self == nullptr) return;
+        self->shrink_pending_ = false;
+        if (st.ok()) {
+          self->replicas_.set_in_sync_mask(serving);
+          TLOG_INFO(kTag, "volume '%s': the authority recorded the in-sync set",
+                    self->options_.volume_id.c_str());
+        } else if (st.code() == StatusCode::kFailedPrecondition) {
+          self->Fence("the membership authority refused: " + st.ToString());
+        } else {
+          self->last_error_ = "in-sync shrink not recorded: " + st.ToString();
+          self->shrink_retry_ns_ =
+              MonotonicNanos() +
+              std::max<uint64_t>(self->options_.reconnect_interval_ms, 100) * 1000000ull;
+        }
+        self->loop_->Wake();
+      });
+}
+
+void VolumeTargetImpl::FailQuorumWaiters() {
+  while (IoCtx* c = bump_waiters_.PopFront()) Finish(c, StatusCode::kUnavailable);
+  // Writes waiting for the bump fail; reads keep their place.
+  BlockRequestQueue pending;
+  pending.SpliceBack(&waiting_);
+  BlockRequestQueue keep;
+  while (BlockRequest* req = pending.PopFront()) {
+    if (NeedsBump(req->op)) {
+      Complete(req, StatusCode::kUnavailable);
+    } else {
+      keep.PushBack(req);
+    }
+  }
+  waiting_.SpliceFront(&keep);
+}
+
+void VolumeTargetImpl::StartBump() {
+  uint32_t healthy = replicas_.HealthyMask();
+  if (healthy == 0) {
+    need_bump_ = false;
+    return;
+  }
+  if (!replicas_.AckAllowed(healthy)) {
+    // Less than a majority: nothing that skipped a replica is acknowledged
+    // and no new generation starts (a minority's generation would diverge
+    // from the majority's). Writes wait for replicas to come back, or for the
+    // authority to record the smaller in-sync set; FailQuorumWaiters bounds it.
+    uint64_t now = MonotonicNanos();
+    if (quorum_lost_ns_ == 0) {
+      quorum_lost_ns_ = now;
+      last_error_ = std::to_string(__builtin_popcount(healthy)) + " of " +
+                    std::to_string(__builtin_popcount(replicas_.MemberMask())) +
+                    " replicas serving: writes wait for a majority";
+      TLOG_WARN(kTag, "volume '%s': %s", options_.volume_id.c_str(), last_error_.c_str());
+    }
+    if (options_.authority != nullptr && !shrink_pending_ && now >= shrink_retry_ns_) {
+      AskShrink(healthy);
+    }
+    return;
+  }
+  if (quorum_lost_ns_ != 0) {
+    quorum_lost_ns_ = 0;
+    last_error_.clear();
+  }
+  need_bump_ = false;
+  bump_running_ = true;
+  bump_generation_ = replicas_.generation() + 1;
+  // The new generation's id, and ours on the front of its history.
+  replicas_.EncodeNextRecord(&bump_payload_);
+  bump_remaining_ = 0;
+  // Track dirty regions while any replica is not HEALTHY (and keep tracking
+  // once on: only StartUntrack turns it off, after clearing the maps).
+  bump_track_ = replicas_.tracking() || healthy != replicas_.AllMask();
+  for (ReplicaSlot& r : replicas_) {
+    if (!(healthy & r.bit())) continue;
+    ClientRequest& s = bump_sub_[r.index];
+    s.op = Opcode::kSetGeneration;
+    s.flags = bump_track_ ? protocol::kFlagTrackDirty : 0;
+    s.offset = bump_generation_;
+    s.length = static_cast<uint32_t>(bump_payload_.size());
+    s.buf = bump_payload_.data();
+    ++bump_remaining_;
+  }
+  TLOG_INFO(kTag, "volume '%s': bumping generation %llu -> %llu on %u replica(s)",
+            options_.volume_id.c_str(), static_cast<unsigned long long>(replicas_.generation()),
+            static_cast<unsigned long long>(bump_generation_), bump_remaining_);
+  // Submit after counting: a submit may complete (fail) re-entrantly later in
+  // this loop turn, never inside Submit, but keep the count exact regardless.
+  for (ReplicaSlot& r : replicas_) {
+    if (healthy & r.bit()) r.client->Submit(&bump_sub_[r.index]);
+  }
+}
+
+void VolumeTargetImpl::OnBumpDone(ClientRequest* sub) {
+  VolumeTargetImpl* self = static_cast<VolumeTargetImpl*>(sub->ctx);
+  ReplicaSlot& r = self->replicas_[static_cast<int>(sub - self->bump_sub_)];
+  if (sub->status == StatusCode::kOk) {
+    r.generation = self->bump_generation_;
+    r.info.generation_id = self->replicas_.next_generation_id();
+  } else if (sub->wire_status == WireStatus::kStaleEpoch) {
+    self->Fence("SET_GENERATION refused: stale epoch");
+  } else {
+    self->Fault(&r, Status(sub->status, "SET_GENERATION failed"));
+  }
+  if (--self->bump_remaining_ != 0) return;
+  self->bump_running_ = false;
+  self->replicas_.AdoptBump(self->bump_generation_, self->bump_payload_);
+  if (self->bump_track_ && !self->replicas_.tracking()) {
+    self->replicas_.NoteTracking(self->bump_generation_);
+  }
+  self->ReleaseBumpWaiters();
+}
+
+// Writes that skipped a replica may complete once the survivors are at the
+// new generation, and (if not yet done) after their range is marked dirty.
+void VolumeTargetImpl::ReleaseBumpWaiters() {
+  IoCtxQueue list;
+  list.SpliceBack(&bump_waiters_);
+  while (IoCtx* c = list.PopFront()) {
+    if (need_bump_ || bump_running_) {  // another replica left meanwhile: wait for the next bump
+      bump_waiters_.PushFront(c);
+    } else if (c->req->op == BlockOp::kFlush) {
+      Finish(c, StatusCode::kOk);
+    } else if (c->marked) {
+      FinishWrite(c);
+    } else {
+      StartMarkDirty(c);
+    }
+  }
+  loop_->Wake();
+}
+
+}  // namespace tandem::target
