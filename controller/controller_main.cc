@@ -80,6 +80,8 @@ int Run(int argc, char** argv) {
   flags.Define("heartbeat-interval-ms", "2000", "engine heartbeat (GetEngineInfo) interval");
   flags.Define("node-grace-ms", "10000", "a node whose engine is silent this long is down");
   flags.Define("engine-timeout-ms", "10000", "timeout of each engine call");
+  flags.Define("lease-ttl-seconds", "10",
+               "etcd leader lease TTL: a dead leader is replaced within about this long");
   flags.Define("candidate-id", "", "this instance's id in the leader election (default host-pid)");
   flags.Define("debug", "false", "log at debug level");
   Status st = flags.Parse(argc, argv);
@@ -106,12 +108,13 @@ int Run(int argc, char** argv) {
   if (!data_dir.empty() && data_dir[0] != '/') {
     return usage_error("--data-dir must be an absolute path");
   }
-  uint64_t heartbeat_ms = 0, grace_ms = 0, engine_timeout_ms = 0;
+  uint64_t heartbeat_ms = 0, grace_ms = 0, engine_timeout_ms = 0, lease_ttl_s = 0;
   for (auto [name, out] :
-       {std::pair{"heartbeat-interval-ms", &heartbeat_ms}, std::pair{"node-grace-ms", &grace_ms},
+       {std::pair{"lease-ttl-seconds", &lease_ttl_s},
+        std::pair{"heartbeat-interval-ms", &heartbeat_ms}, std::pair{"node-grace-ms", &grace_ms},
         std::pair{"engine-timeout-ms", &engine_timeout_ms}}) {
     if (Status s = flags.GetUint(name, out); !s.ok() || *out == 0) {
-      return usage_error(std::string("--") + name + " must be a positive number of ms");
+      return usage_error(std::string("--") + name + " must be a positive number");
     }
   }
   std::vector<tandem::controller::rec::NodeRecord> initial_nodes;
@@ -137,6 +140,7 @@ int Run(int argc, char** argv) {
 
   tandem::store::StoreOptions store_opts;
   store_opts.candidate_id = flags.Get("candidate-id");
+  store_opts.lease_ttl = std::chrono::seconds(lease_ttl_s);
   std::string uri = data_dir.empty() ? "etcd://" + etcd : "sqlite://" + data_dir;
   auto opened = tandem::store::OpenStore(uri, store_opts);
   if (!opened.ok()) {
@@ -164,10 +168,13 @@ int Run(int argc, char** argv) {
       tandem::csi::IdentityService::ServiceCapability(
           PC::Service::VOLUME_ACCESSIBILITY_CONSTRAINTS)};
   tandem::store::MetadataStore* store_ptr = store.get();
-  id_opts.probe = [store_ptr]() -> Status {
+  // Set once this instance leads and has loaded and polled the nodes.
+  std::atomic<bool> loaded{false};
+  id_opts.probe = [store_ptr, &loaded]() -> Status {
     auto got = store_ptr->Get("/tandem/probe");
     if (!got.ok()) return got.status().WithContext("metadata store");
     if (!store_ptr->IsLeader()) return Status::Unavailable("not the leader");
+    if (!loaded.load()) return Status::Unavailable("loading the node registry");
     return Status::Ok();
   };
   tandem::csi::IdentityService identity(std::move(id_opts));
@@ -191,12 +198,15 @@ int Run(int argc, char** argv) {
               TLOG_ERROR(kTag, "--register-node %s: %s", n.node_id().c_str(), s.ToString().c_str());
             }
           }
+          registry.PollUnseen();
+          loaded = true;
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
         continue;
       }
       if (led) {
         led = false;
+        loaded = false;
         TLOG_WARN(kTag, "lost the leadership");
       }
       Status s = store_ptr->Campaign(std::chrono::milliseconds(1000));

@@ -244,6 +244,7 @@ Status ControllerService::DoGetCapacity(const csipb::GetCapacityRequest& req,
 }
 
 Result<std::vector<NodeCandidate>> ControllerService::Candidates() {
+  nodes_->PollUnseen();
   std::map<std::string, NodeCandidate> by_id;
   for (const auto& n : nodes_->Snapshot()) {
     NodeCandidate c;

@@ -76,6 +76,7 @@ void NodeRegistry::PollOne(const std::string& node_id, const std::string& addres
   auto it = nodes_.find(node_id);
   if (it == nodes_.end() || it->second.record.engine_address() != address) return;
   Entry& e = it->second;
+  e.polled = true;
   if (info.ok()) {
     if (!e.last_error.empty() || e.last_seen == std::chrono::steady_clock::time_point{}) {
       TLOG_INFO(kTag, "node %s: engine %s answers (data %s)", node_id.c_str(), address.c_str(),
@@ -99,6 +100,17 @@ void NodeRegistry::PollAll() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (const auto& [id, e] : nodes_) targets.emplace_back(id, e.record.engine_address());
+  }
+  for (const auto& [id, address] : targets) PollOne(id, address);
+}
+
+void NodeRegistry::PollUnseen() {
+  std::vector<std::pair<std::string, std::string>> targets;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [id, e] : nodes_) {
+      if (!e.polled) targets.emplace_back(id, e.record.engine_address());
+    }
   }
   for (const auto& [id, address] : targets) PollOne(id, address);
 }

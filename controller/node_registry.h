@@ -60,6 +60,10 @@ class NodeRegistry {
   void Stop();
   // One heartbeat round over every node, now (also used by Start's thread).
   void PollAll();
+  // Polls the nodes not polled since they were loaded or registered, so a
+  // controller that just started (or just became leader) does not take
+  // nodes it has not asked yet for down ones.
+  void PollUnseen();
 
   std::vector<NodeView> Snapshot() const;
   std::optional<NodeView> Get(const std::string& node_id) const;
@@ -70,6 +74,7 @@ class NodeRegistry {
     epb::EngineInfo info;
     std::chrono::steady_clock::time_point last_seen{};  // epoch: never
     std::string last_error;
+    bool polled = false;  // at least one heartbeat attempt since loaded
   };
   void PollOne(const std::string& node_id, const std::string& address);
   NodeView ViewOf(const Entry& e, std::chrono::steady_clock::time_point now) const;

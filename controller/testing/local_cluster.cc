@@ -77,18 +77,19 @@ Status LocalCluster::StartEngine(EngineNode* e) {
   return Status::Ok();
 }
 
-std::vector<std::string> LocalCluster::ControllerArgv(const std::string& socket_path) const {
+std::vector<std::string> LocalCluster::ControllerArgv(const std::string& socket_path,
+                                                      const std::vector<std::string>& extra) const {
   std::vector<std::string> argv = {controller_bin_, "--endpoint=unix://" + socket_path, store_flag_,
                                    "--heartbeat-interval-ms=200", "--node-grace-ms=3000"};
-  argv.insert(argv.end(), controller_extra_.begin(), controller_extra_.end());
+  argv.insert(argv.end(), extra.begin(), extra.end());
   return argv;
 }
 
 Status LocalCluster::StartController(const std::vector<std::string>& extra_flags) {
   controller_extra_ = extra_flags;
   controller_->Kill();
-  TANDEM_RETURN_IF_ERROR(
-      controller_->Start(ControllerArgv(root_ + "/csi.sock"), root_ + "/controller.log"));
+  TANDEM_RETURN_IF_ERROR(controller_->Start(ControllerArgv(root_ + "/csi.sock", controller_extra_),
+                                            root_ + "/controller.log"));
   bool ready = WaitFor(
       [&] {
         auto stub = Identity();
@@ -104,8 +105,9 @@ Status LocalCluster::StartController(const std::vector<std::string>& extra_flags
 }
 
 Status LocalCluster::StartSecondController(Process* process, const std::string& socket_path,
-                                           const std::string& log_name) {
-  return process->Start(ControllerArgv(socket_path), root_ + "/" + log_name);
+                                           const std::string& log_name,
+                                           const std::vector<std::string>& extra_flags) {
+  return process->Start(ControllerArgv(socket_path, extra_flags), root_ + "/" + log_name);
 }
 
 void LocalCluster::KillController() { controller_->Kill(); }

@@ -61,12 +61,15 @@ class LocalCluster {
   std::unique_ptr<::tandem::controller::v1::Registration::Stub> Registration();
 
   // Starts another controller process on the same store (leader election
-  // tests), serving on `socket_path`, logging to <root>/<log_name>.
+  // tests), serving on `socket_path`, logging to <root>/<log_name>, with
+  // `extra_flags` instead of the main controller's.
   Status StartSecondController(Process* process, const std::string& socket_path,
-                               const std::string& log_name = "controller2.log");
+                               const std::string& log_name = "controller2.log",
+                               const std::vector<std::string>& extra_flags = {});
 
  private:
-  std::vector<std::string> ControllerArgv(const std::string& socket_path) const;
+  std::vector<std::string> ControllerArgv(const std::string& socket_path,
+                                          const std::vector<std::string>& extra) const;
 
   std::string root_;
   std::string engine_bin_;
