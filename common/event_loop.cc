@@ -151,6 +151,7 @@ void EventLoop::RunOnce(int timeout_ms) {
   tls_running_loop = this;
   // Index loop: an idler may add or remove idlers.
   for (size_t i = 0; i < idlers_.size(); ++i) idlers_[i]->BeforeWait();
+  ++wait_count_;
 
   // A Wake() from the loop thread since the last wait (in the handlers,
   // tickers or posted closures of the previous iteration, or in the idlers

@@ -91,6 +91,11 @@ class EventLoop {
   void RunOnce(int timeout_ms);
   void Stop();
   bool stopped() const { return stop_.load(std::memory_order_acquire); }
+  // How many times the loop has finished its idlers and gone to wait. An
+  // idler that records it in BeforeWait and finds it unchanged later knows
+  // the loop has not waited since: work it is handed then (by an idler that
+  // runs after it) would otherwise sit until the next iteration. Loop thread.
+  uint64_t wait_count() const { return wait_count_; }
 
  private:
   struct TickerEntry {
@@ -112,6 +117,7 @@ class EventLoop {
   // Wake() from the loop thread inside RunOnce: the next wait must not block.
   // Loop thread only.
   bool wake_pending_ = false;
+  uint64_t wait_count_ = 0;  // loop thread only
   std::atomic<bool> stop_{false};
   std::vector<Idler*> idlers_;
   std::vector<TickerEntry> tickers_;

@@ -331,7 +331,16 @@ void ReplicaClient::Submit(ClientRequest* req) {
     return;
   }
   Append(queued_head_, queued_tail_, req);
-  if (state_ == ClientState::kConnected) StartQueued();
+  if (state_ != ClientState::kConnected) return;
+  StartQueued();
+  // Our BeforeWait has run in this iteration and the loop is about to wait:
+  // nothing would send this request until something else wakes the loop (a
+  // tick, up to tens of ms later). Send now; it was going to be the last
+  // batch of this iteration anyway.
+  if (loop_->wait_count() == flushed_at_wait_ && tx_head_ != nullptr) {
+    ++stats_.late_submits_sent;
+    Flush(/*may_fail=*/false);
+  }
 }
 
 void ReplicaClient::StartQueued() {
@@ -382,10 +391,11 @@ void ReplicaClient::BeforeWait() {
       r = next;
     }
   }
+  flushed_at_wait_ = loop_->wait_count();
   if (state_ == ClientState::kConnected) Flush();
 }
 
-void ReplicaClient::Flush() {
+void ReplicaClient::Flush(bool may_fail) {
   while (tx_head_ != nullptr && writable_) {
     size_t n = 0;
     for (Slot* s = tx_head_; s != nullptr && n + 2 <= iov_.size(); s = s->next) {
@@ -408,6 +418,10 @@ void ReplicaClient::Flush() {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
         writable_ = false;
+        return;
+      }
+      if (!may_fail) {
+        loop_->Wake();
         return;
       }
       // The replica may have answered before hanging up (a superseded

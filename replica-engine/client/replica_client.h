@@ -145,6 +145,9 @@ struct ClientStats {
   uint64_t requests_failed = 0;
   uint64_t bytes_sent = 0;
   uint64_t bytes_received = 0;
+  // Requests handed over after this client's BeforeWait had run in that loop
+  // iteration, and therefore sent at once (not at the next iteration).
+  uint64_t late_submits_sent = 0;
 };
 
 class ReplicaClient final : private EventLoop::Handler,
@@ -171,7 +174,9 @@ class ReplicaClient final : private EventLoop::Handler,
   // listener.
   Status Connect();
   // Queues a request (sent at the end of this loop iteration, batched with
-  // others). When not connected the request fails with UNAVAILABLE (via done,
+  // others; or at once when handed over after this client's BeforeWait ran
+  // in this iteration, e.g. by a later idler: it must not sit until the next
+  // wakeup). When not connected the request fails with UNAVAILABLE (via done,
   // from the loop).
   void Submit(ClientRequest* req);
   // Fails everything outstanding with CANCELLED and closes the socket. No
@@ -205,7 +210,10 @@ class ReplicaClient final : private EventLoop::Handler,
   void Parse();
   void HandleReply(const protocol::FrameHeader& h, const uint8_t* payload);
   void StartQueued();
-  void Flush();
+  // Writes queued frames until EAGAIN. A send error fails the connection,
+  // unless !may_fail (inside Submit, whose caller must not see `done` run):
+  // then the loop is woken and the next BeforeWait's Flush fails it.
+  void Flush(bool may_fail = true);
   void Fail(const Status& why, bool notify);
   void Complete(ClientRequest* req, StatusCode code);
   static void KeepaliveDone(ClientRequest* req);
@@ -237,7 +245,10 @@ class ReplicaClient final : private EventLoop::Handler,
   std::vector<iovec> iov_;
   uint32_t inflight_ = 0;
   uint64_t last_send_ns_ = 0;  // when the last request was started
-  ClientRequest keepalive_;    // GET_INFO, reply dropped
+  // EventLoop::wait_count() when BeforeWait last flushed: equal to the
+  // current count means BeforeWait already ran in this iteration.
+  uint64_t flushed_at_wait_ = UINT64_MAX;
+  ClientRequest keepalive_;  // GET_INFO, reply dropped
   bool keepalive_busy_ = false;
   bool writable_ = false;
   bool registered_idler_ = false;
