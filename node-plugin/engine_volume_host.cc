@@ -100,8 +100,13 @@ Result<HostedVolume> EngineVolumeHost::Attach(const std::string& volume_id,
     e->set_local(!local_host_.empty() && host == local_host_);
   }
   req.set_size_bytes(info.size_bytes);
-  req.set_in_sync_generation_id(info.in_sync_generation_id);
-  for (const auto& id : info.in_sync_replica_ids) req.add_in_sync_replica_ids(id);
+  // The engine takes the in-sync set only with the generation id it was
+  // recorded at; a volume that never recorded one (new, nothing written
+  // below a majority yet) attaches by the majority rule.
+  if (info.in_sync_generation_id != 0) {
+    req.set_in_sync_generation_id(info.in_sync_generation_id);
+    for (const auto& id : info.in_sync_replica_ids) req.add_in_sync_replica_ids(id);
+  }
   req.set_rebuild_rate_bytes_per_sec(info.rebuild_rate_bytes_per_sec);
   req.set_export_kind(pb::EXPORT_KIND_FUSE_FILE);
   TANDEM_ASSIGN_OR_RETURN(pb::Target target, engine_->CreateTarget(req));
