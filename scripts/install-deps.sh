@@ -13,8 +13,9 @@ PACKAGES=(
   libgtest-dev libgmock-dev
   # management API (gRPC) and CLI
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
-  # data-port HMAC (libcrypto), the controller's stores (SQLite, etcd for tests)
-  libssl-dev libsqlite3-dev etcd-server
+  # data-port HMAC (libcrypto), the controller's stores (SQLite, etcd for tests; openssl
+  # makes the etcd TLS test certificates)
+  libssl-dev libsqlite3-dev etcd-server openssl
   # the node's block device: FUSE file + loop, filesystems
   libfuse3-dev fuse3 e2fsprogs xfsprogs libblkid-dev
   # benchmarks and NBD clients used by tests

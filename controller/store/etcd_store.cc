@@ -3,6 +3,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include <cctype>
+#include <fstream>
+#include <sstream>
 
 #include "controller/store/txn_validation.h"
 
@@ -66,6 +68,17 @@ std::string ChannelTarget(const std::vector<std::string>& endpoints) {
   return target;
 }
 
+Result<std::string> ReadPem(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return Status::InvalidArgument("etcd TLS: cannot read " + path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (ss.str().find("-----BEGIN") == std::string::npos) {
+    return Status::InvalidArgument("etcd TLS: " + path + " is not PEM");
+  }
+  return ss.str();
+}
+
 }  // namespace
 
 Status EtcdError(std::string_view what, const grpc::Status& status) {
@@ -84,10 +97,12 @@ Status EtcdStore::RpcError(std::string_view what, const grpc::Status& status) {
   return EtcdError(what, status);
 }
 
-EtcdStore::EtcdStore(std::string target, const StoreOptions& options)
+EtcdStore::EtcdStore(std::string target, const StoreOptions& options,
+                     std::optional<grpc::SslCredentialsOptions> tls)
     : options_(options),
       election_key_("/tandem/election/" + options.election_name),
       target_(std::move(target)),
+      tls_(std::move(tls)),
       conn_(Connect()),
       last_reconnect_(std::chrono::steady_clock::now()) {
   keepalive_ = std::thread([this] { KeepAliveLoop(); });
@@ -102,7 +117,8 @@ std::shared_ptr<EtcdStore::Connection> EtcdStore::Connect() const {
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   auto c = std::make_shared<Connection>();
-  c->channel = grpc::CreateCustomChannel(target_, grpc::InsecureChannelCredentials(), args);
+  c->channel = grpc::CreateCustomChannel(
+      target_, tls_ ? grpc::SslCredentials(*tls_) : grpc::InsecureChannelCredentials(), args);
   c->kv = etcdserverpb::KV::NewStub(c->channel);
   c->lease = etcdserverpb::Lease::NewStub(c->channel);
   return c;
@@ -124,7 +140,23 @@ void EtcdStore::Reconnect() {
 Result<std::unique_ptr<EtcdStore>> EtcdStore::Open(const std::vector<std::string>& endpoints,
                                                    const StoreOptions& options) {
   if (endpoints.empty()) return Status::InvalidArgument("etcd store needs at least one endpoint");
-  std::unique_ptr<EtcdStore> store(new EtcdStore(ChannelTarget(endpoints), options));
+  std::optional<grpc::SslCredentialsOptions> tls;
+  if (!options.tls_ca_file.empty()) {
+    if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+      return Status::InvalidArgument(
+          "etcd TLS: give both tls_cert_file and tls_key_file, or neither");
+    }
+    tls.emplace();
+    TANDEM_ASSIGN_OR_RETURN(tls->pem_root_certs, ReadPem(options.tls_ca_file));
+    if (!options.tls_cert_file.empty()) {
+      TANDEM_ASSIGN_OR_RETURN(tls->pem_cert_chain, ReadPem(options.tls_cert_file));
+      TANDEM_ASSIGN_OR_RETURN(tls->pem_private_key, ReadPem(options.tls_key_file));
+    }
+  } else if (!options.tls_cert_file.empty() || !options.tls_key_file.empty()) {
+    return Status::InvalidArgument("etcd TLS: a client certificate needs tls_ca_file too");
+  }
+  std::unique_ptr<EtcdStore> store(
+      new EtcdStore(ChannelTarget(endpoints), options, std::move(tls)));
   // Reachability check: one linearizable read.
   auto probe = store->Get(store->election_key_);
   if (!probe.ok()) return probe.status();

@@ -23,10 +23,13 @@
 // Endpoints: all-numeric "ip:port" lists use gRPC's pick_first over the list
 // (failover to the next address); with host names only the first is used.
 
+#include <grpcpp/security/credentials.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -67,7 +70,8 @@ class EtcdStore final : public MetadataStore {
     std::unique_ptr<etcdserverpb::KV::Stub> kv;
     std::unique_ptr<etcdserverpb::Lease::Stub> lease;
   };
-  EtcdStore(std::string target, const StoreOptions& options);
+  EtcdStore(std::string target, const StoreOptions& options,
+            std::optional<grpc::SslCredentialsOptions> tls);
   std::shared_ptr<Connection> Connect() const;
   std::shared_ptr<Connection> conn() const;
   void Reconnect();
@@ -86,6 +90,8 @@ class EtcdStore final : public MetadataStore {
   const StoreOptions options_;
   const std::string election_key_;
   const std::string target_;
+  // Plain text when tls_ is empty; PEM contents read at Open.
+  std::optional<grpc::SslCredentialsOptions> tls_;
   mutable std::mutex conn_mu_;
   std::shared_ptr<Connection> conn_;                      // guarded by conn_mu_
   std::chrono::steady_clock::time_point last_reconnect_;  // guarded by conn_mu_

@@ -64,5 +64,72 @@ TEST(EtcdStoreTest, LeaderCompactsHistoryKeepingTheNewestRevisions) {
   EXPECT_EQ((*now)->value, "29");
 }
 
+class EtcdTlsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!testing::EtcdAvailable()) GTEST_SKIP() << "no etcd binary";
+    Status certs = testing::MakeTestCertificates(dir_.path());
+    if (certs.code() == StatusCode::kNotFound) GTEST_SKIP() << certs.ToString();
+    ASSERT_OK(certs);
+    testing::EtcdOptions options;
+    options.tls = {.cert_file = Path("server.pem"),
+                   .key_file = Path("server-key.pem"),
+                   .client_ca_file = Path("ca.pem")};
+    auto etcd = EtcdProcess::Start(options);
+    ASSERT_TRUE(etcd.ok()) << etcd.status().ToString();
+    etcd_ = std::move(etcd).value();
+  }
+  std::string Path(const std::string& name) const { return dir_.path() + "/" + name; }
+  StoreOptions Tls(const std::string& ca, bool client_cert) const {
+    StoreOptions o;
+    o.request_timeout = 2s;
+    o.tls_ca_file = ca.empty() ? "" : Path(ca);
+    if (client_cert) {
+      o.tls_cert_file = Path("client.pem");
+      o.tls_key_file = Path("client-key.pem");
+    }
+    return o;
+  }
+
+  TempDir dir_;
+  std::unique_ptr<EtcdProcess> etcd_;
+};
+
+TEST_F(EtcdTlsTest, MutualTlsStoreWorks) {
+  auto store = OpenStore(etcd_->uri(), Tls("ca.pem", true));
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  auto put = (*store)->Put("/tls", "yes");
+  ASSERT_TRUE(put.ok()) << put.status().ToString();
+  EXPECT_EQ((*(*store)->Get("/tls"))->value, "yes");
+  ASSERT_OK((*store)->Campaign(5s));
+  auto fenced =
+      (*store)->Txn({.compares = {}, .ops = {Op::Put("/tls", "led")}, .require_leader = true});
+  ASSERT_TRUE(fenced.ok() && fenced->succeeded) << fenced.status().ToString();
+}
+
+TEST_F(EtcdTlsTest, ConnectionsEtcdMustRefuseAreUnavailable) {
+  // No client certificate, while etcd requires one.
+  EXPECT_EQ(OpenStore(etcd_->uri(), Tls("ca.pem", false)).status().code(),
+            StatusCode::kUnavailable);
+  // A CA that did not sign etcd's certificate.
+  EXPECT_EQ(OpenStore(etcd_->uri(), Tls("other-ca.pem", true)).status().code(),
+            StatusCode::kUnavailable);
+  // Plain text to a TLS port.
+  EXPECT_EQ(OpenStore(etcd_->uri(), Tls("", false)).status().code(), StatusCode::kUnavailable);
+}
+
+TEST_F(EtcdTlsTest, InconsistentTlsOptionsAreInvalidArgument) {
+  StoreOptions cert_without_key = Tls("ca.pem", true);
+  cert_without_key.tls_key_file.clear();
+  EXPECT_EQ(OpenStore(etcd_->uri(), cert_without_key).status().code(),
+            StatusCode::kInvalidArgument);
+  StoreOptions cert_without_ca = Tls("", true);
+  EXPECT_EQ(OpenStore(etcd_->uri(), cert_without_ca).status().code(), StatusCode::kInvalidArgument);
+  StoreOptions missing = Tls("no-such-ca.pem", false);
+  EXPECT_EQ(OpenStore(etcd_->uri(), missing).status().code(), StatusCode::kInvalidArgument);
+  StoreOptions not_pem = Tls("server.ext", false);
+  EXPECT_EQ(OpenStore(etcd_->uri(), not_pem).status().code(), StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace tandem::store

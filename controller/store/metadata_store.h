@@ -188,6 +188,13 @@ struct StoreOptions {
   std::chrono::seconds lease_ttl{10};
   // Per-RPC deadline for etcd; SQLite busy timeout.
   std::chrono::milliseconds request_timeout{5000};
+  // etcd over TLS: tls_ca_file is the CA (PEM) that signed etcd's server
+  // certificate; tls_cert_file + tls_key_file add a client certificate (for
+  // etcd's --client-cert-auth). All empty: plain text. The files are read
+  // once, at OpenStore.
+  std::string tls_ca_file;
+  std::string tls_cert_file;
+  std::string tls_key_file;
   // etcd keeps every old revision until compacted. While this instance
   // leads it compacts every compact_interval, keeping the newest
   // compact_keep_revisions (kube-apiserver does the same); 0s disables.
@@ -198,7 +205,8 @@ struct StoreOptions {
 
 // Opens the store named by `uri`:
 //   sqlite:///abs/dir           directory created if missing (db: <dir>/metadata.db)
-//   etcd://host:port[,host:port...]   plain-text gRPC; the first reachable endpoint is used
+//   etcd://host:port[,host:port...]   gRPC (TLS when options.tls_ca_file is set); fails over
+//                                     between numeric endpoints
 // INVALID_ARGUMENT for a malformed uri, UNAVAILABLE when etcd cannot be
 // reached within request_timeout, an I/O error code if the directory cannot
 // be used.

@@ -97,6 +97,7 @@ Result<std::unique_ptr<EtcdProcess>> EtcdProcess::Prepare(const EtcdOptions& opt
   p->name_ = name;
   TANDEM_ASSIGN_OR_RETURN(p->client_port_, FreePort());
   TANDEM_ASSIGN_OR_RETURN(p->peer_port_, FreePort());
+  TANDEM_ASSIGN_OR_RETURN(p->metrics_port_, FreePort());
   p->endpoint_ = "127.0.0.1:" + std::to_string(p->client_port_);
   p->initial_cluster_ = name + "=http://127.0.0.1:" + std::to_string(p->peer_port_);
   p->cluster_token_ = p->dir_;
@@ -146,7 +147,8 @@ EtcdProcess::~EtcdProcess() {
 }
 
 Status EtcdProcess::Spawn() {
-  const std::string client = "http://" + endpoint_;
+  const bool tls = !options_.tls.cert_file.empty();
+  const std::string client = (tls ? "https://" : "http://") + endpoint_;
   const std::string peer = "http://127.0.0.1:" + std::to_string(peer_port_);
   std::vector<std::string> args = {
       binary_,
@@ -160,10 +162,19 @@ Status EtcdProcess::Spawn() {
       // Unique per cluster: members never join another test's cluster.
       "--initial-cluster-token=" + cluster_token_,
       "--initial-cluster-state=new",
-      // No listeners beyond the two above (metrics default to the client URL).
+      // Plain-HTTP /health for WaitHealthy, whether the client port is TLS or not.
+      "--listen-metrics-urls=http://127.0.0.1:" + std::to_string(metrics_port_),
       "--log-level=warn",
       "--logger=zap",
   };
+  if (tls) {
+    args.push_back("--cert-file=" + options_.tls.cert_file);
+    args.push_back("--key-file=" + options_.tls.key_file);
+    if (!options_.tls.client_ca_file.empty()) {
+      args.push_back("--client-cert-auth");
+      args.push_back("--trusted-ca-file=" + options_.tls.client_ca_file);
+    }
+  }
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -201,7 +212,7 @@ Status EtcdProcess::WaitHealthy() {
       pid_ = -1;
       return Status::Unavailable("etcd exited during start-up; log tail:\n" + LogTail());
     }
-    if (Healthy(client_port_)) return Status::Ok();
+    if (Healthy(metrics_port_)) return Status::Ok();
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   Kill();

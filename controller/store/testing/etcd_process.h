@@ -24,11 +24,19 @@
 
 namespace tandem::store::testing {
 
+// TLS on the client port (peers stay plain: they are all on 127.0.0.1).
+struct EtcdTls {
+  std::string cert_file;       // server certificate (PEM); empty: no TLS
+  std::string key_file;        // its key
+  std::string client_ca_file;  // non-empty: require client certificates signed by it
+};
+
 struct EtcdOptions {
   // The etcd binary; empty: $TANDEM_ETCD, else /usr/bin/etcd.
   std::string binary;
   // How long Start (and Restart) wait for /health to answer true.
   std::chrono::milliseconds start_timeout{30000};
+  EtcdTls tls;
 };
 
 class EtcdProcess {
@@ -43,7 +51,8 @@ class EtcdProcess {
 
   // "127.0.0.1:<client port>".
   const std::string& endpoint() const { return endpoint_; }
-  // "etcd://127.0.0.1:<client port>", for OpenStore.
+  // "etcd://127.0.0.1:<client port>", for OpenStore (with TLS, also set
+  // StoreOptions::tls_*).
   std::string uri() const { return "etcd://" + endpoint_; }
   pid_t pid() const { return pid_; }
   bool running() const { return pid_ > 0; }
@@ -75,6 +84,7 @@ class EtcdProcess {
   std::string cluster_token_;
   int client_port_ = 0;
   int peer_port_ = 0;
+  int metrics_port_ = 0;
   pid_t pid_ = -1;
 };
 
@@ -94,6 +104,12 @@ class EtcdCluster {
  private:
   std::vector<std::unique_ptr<EtcdProcess>> members_;
 };
+
+// Writes a throw-away CA and certificates for TLS tests into `dir` with the
+// openssl command line: ca.pem; server.pem / server-key.pem (for IP
+// 127.0.0.1 and DNS localhost); client.pem / client-key.pem; and other-ca.pem,
+// a CA that signed none of them. NOT_FOUND without openssl.
+Status MakeTestCertificates(const std::string& dir);
 
 // True when an etcd binary exists (for GTEST_SKIP with a clear reason).
 bool EtcdAvailable(std::string* binary_out = nullptr);
