@@ -7,6 +7,7 @@
 
 #include <thread>
 
+#include "controller/store/metadata_store_wrapper.h"
 #include "controller/store/store_test_util.h"
 
 namespace tandem::store {
@@ -104,6 +105,38 @@ TEST(SqliteStoreTest, WriteLockHeldBeyondTheBusyTimeoutIsUnavailable) {
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().ToString();
   // And nothing was written.
   EXPECT_FALSE((*(*store)->Get("/k")).has_value());
+}
+
+// The wrapper forwards everything, and an override sees the real result.
+TEST(MetadataStoreWrapperTest, ForwardsEveryCallAndLetsATestBreakOne) {
+  class LosesTxnReplies : public MetadataStoreWrapper {
+   public:
+    using MetadataStoreWrapper::MetadataStoreWrapper;
+    Result<TxnResult> Txn(const TxnRequest& t) override {
+      auto applied = MetadataStoreWrapper::Txn(t);
+      if (!applied.ok()) return applied;
+      return Status::Unavailable("reply lost after commit");
+    }
+  };
+  TempDir dir;
+  auto real = OpenStore("sqlite://" + dir.path() + "/ctl");
+  ASSERT_TRUE(real.ok());
+  LosesTxnReplies store(real->get());
+  EXPECT_EQ(store.Backend(), "sqlite");
+  EXPECT_EQ(store.Put("/k", "v").status().code(), StatusCode::kUnavailable);
+  // ...yet the write happened: the outcome of an UNAVAILABLE Txn is unknown.
+  auto got = store.Get("/k");
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ((*got)->value, "v");
+  auto range = store.Range("/", "", 0);
+  ASSERT_TRUE(range.ok());
+  EXPECT_EQ(range->kvs.size(), 1u);
+  ASSERT_OK(store.Campaign(1s));
+  EXPECT_TRUE(store.IsLeader());
+  EXPECT_TRUE((*real)->IsLeader());
+  EXPECT_TRUE(store.Leader()->has_value());
+  ASSERT_OK(store.Resign());
+  EXPECT_FALSE((*real)->IsLeader());
 }
 
 }  // namespace
