@@ -28,6 +28,7 @@ constexpr uint32_t kMaxSyncThreads = 16;
 
 // 0 when `req` may go to the kernel, else the -errno it completes with.
 int32_t CheckRequest(const IoRequest& req) {
+  if (req.op == IoOp::kNop) return 0;  // needs no file
   if (req.fd < 0) return -EBADF;
   switch (req.op) {
     case IoOp::kRead:
@@ -42,6 +43,8 @@ int32_t CheckRequest(const IoRequest& req) {
     case IoOp::kWriteZeroes:
       if (req.length == 0 || (req.offset | req.length) % kDirectIoAlignment) return -EINVAL;
       return 0;
+    case IoOp::kNop:
+      return 0;  // not reached: returned above
   }
   return -EINVAL;
 }
@@ -106,8 +109,8 @@ void AioBackend::Queue(IoRequest* req) {
   req->done_bytes_ = 0;
   req->result = 0;
   const int32_t err = CheckRequest(*req);
-  if (err != 0) {
-    CompleteLocally(req, err);
+  if (err != 0 || req->op == IoOp::kNop) {
+    CompleteLocally(req, err);  // kNop: 0, through Reap() like the rest
     return;
   }
   if (req->op == IoOp::kRead || req->op == IoOp::kWrite) {

@@ -424,6 +424,22 @@ TEST_P(BackendConformanceTest, NegativeDescriptorCompletesWithEbadf) {
   }
 }
 
+TEST_P(BackendConformanceTest, NopCompletesWithZeroThroughReapWithoutAFile) {
+  // No file, no buffer, any range: the request only travels the completion path.
+  EXPECT_EQ(Run(IoOp::kNop, 12345, 7, nullptr, 0, -1), 0);
+  int done = 0;
+  IoRequest r;
+  r.op = IoOp::kNop;
+  r.done = CountDone;
+  r.ctx = &done;
+  backend_->Queue(&r);
+  EXPECT_EQ(done, 0) << "done runs from Reap, never from Queue";
+  EXPECT_EQ(backend_->InFlight(), 1u);
+  ReapUntil(backend_.get(), &done, 1);
+  EXPECT_EQ(r.result, 0);
+  EXPECT_EQ(backend_->InFlight(), 0u);
+}
+
 TEST_P(BackendConformanceTest, DiscardAndWriteZeroesNeedOnlyAnAlignedRange) {
   for (IoOp op : {IoOp::kDiscard, IoOp::kWriteZeroes}) {
     // The buffer is ignored: null or even a misaligned pointer is fine.
@@ -697,6 +713,7 @@ struct ModelWorkload {
             w->version[b] = 0;
             break;
           case IoOp::kFlush:
+          case IoOp::kNop:
             break;
         }
       }

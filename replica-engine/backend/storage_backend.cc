@@ -30,6 +30,8 @@ const char* IoOpName(IoOp op) {
       return "DISCARD";
     case IoOp::kWriteZeroes:
       return "WRITE_ZEROES";
+    case IoOp::kNop:
+      return "NOP";
   }
   // Reachable only through a corrupted enum value (e.g. decoded from the wire
   // without validation); a string beats undefined behaviour in a log line.

@@ -81,7 +81,18 @@ namespace tandem::backend {
 
 inline constexpr uint32_t kDirectIoAlignment = 4096;
 
-enum class IoOp : uint8_t { kRead = 0, kWrite = 1, kFlush = 2, kDiscard = 3, kWriteZeroes = 4 };
+// kNop does no I/O: it completes with result 0 through Reap(), like any
+// request, ignoring fd/offset/length/buf. It lets a layer above answer a
+// request that needs no disk I/O (a MARK_DIRTY whose bits are durable) on
+// the same completion path as those that do.
+enum class IoOp : uint8_t {
+  kRead = 0,
+  kWrite = 1,
+  kFlush = 2,
+  kDiscard = 3,
+  kWriteZeroes = 4,
+  kNop = 5,
+};
 
 const char* IoOpName(IoOp op);
 

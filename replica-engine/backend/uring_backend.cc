@@ -28,6 +28,7 @@ constexpr uint32_t kMaxDepth = 32768;
 
 // 0 when `req` may go to the kernel, else the -errno it completes with.
 int32_t CheckRequest(const IoRequest& req) {
+  if (req.op == IoOp::kNop) return 0;  // needs no file
   if (req.fd < 0) return -EBADF;
   switch (req.op) {
     case IoOp::kRead:
@@ -42,6 +43,8 @@ int32_t CheckRequest(const IoRequest& req) {
     case IoOp::kWriteZeroes:
       if (req.length == 0 || (req.offset | req.length) % kDirectIoAlignment) return -EINVAL;
       return 0;
+    case IoOp::kNop:
+      return 0;  // not reached: returned above
   }
   return -EINVAL;
 }
@@ -181,8 +184,8 @@ void UringBackend::Queue(IoRequest* req) {
   req->done_bytes_ = 0;
   req->result = 0;
   const int32_t err = CheckRequest(*req);
-  if (err != 0) {
-    CompleteLocally(req, err);
+  if (err != 0 || req->op == IoOp::kNop) {
+    CompleteLocally(req, err);  // kNop: 0, through Reap() like the rest
     return;
   }
   Enqueue(req);
@@ -235,6 +238,9 @@ void UringBackend::PrepSqe(IoRequest* req) {
     case IoOp::kWriteZeroes:
       io_uring_prep_fallocate(sqe, fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
                               static_cast<off_t>(req->offset), req->length);
+      break;
+    case IoOp::kNop:  // not reached: completed locally by Queue()
+      io_uring_prep_nop(sqe);
       break;
   }
   sqe->flags |= sqe_flags;
@@ -303,6 +309,7 @@ bool UringBackend::OnCompletion(IoRequest* req, int32_t res) {
       Finish(req, static_cast<int32_t>(req->done_bytes_));
       return true;
     case IoOp::kFlush:
+    case IoOp::kNop:
       Finish(req, 0);
       return true;
     case IoOp::kDiscard:

@@ -649,19 +649,21 @@ Status Replica::SyncDirty() {
   return SyncRecord();
 }
 
-Status Replica::MarkDirty(uint64_t offset, uint64_t length) {
-  TANDEM_RETURN_IF_ERROR(CheckCanUpdate());
+Result<bool> Replica::NoteMarkDirty(uint64_t offset, uint64_t length) {
+  if (closed_) return Status::FailedPrecondition("replica " + dir_ + " is closed");
   TANDEM_RETURN_IF_ERROR(CheckRange(offset, length));
   const uint32_t region = meta_->current().dirty_region_size;
   if (SetRegions(offset / region, (offset + length - 1) / region, true)) {
     dirty_unsynced_ = true;
     ++change_seq_;
   }
-  return SyncDirty();
+  // As NoteWrite: while anything is unsynced, even bits already set in
+  // memory may be waiting for the same persist.
+  return !dirty_unsynced_;
 }
 
-Status Replica::ClearDirty(uint64_t offset, uint64_t length) {
-  TANDEM_RETURN_IF_ERROR(CheckCanUpdate());
+Result<bool> Replica::NoteClearDirty(uint64_t offset, uint64_t length) {
+  if (closed_) return Status::FailedPrecondition("replica " + dir_ + " is closed");
   TANDEM_RETURN_IF_ERROR(CheckRange(offset, length));
   const ReplicaMetadata& md = meta_->current();
   const uint32_t region = md.dirty_region_size;
@@ -671,12 +673,28 @@ Status Replica::ClearDirty(uint64_t offset, uint64_t length) {
                                    std::to_string(length) + " is not aligned to the " +
                                    std::to_string(region) + "-byte dirty regions");
   }
-  if (!SetRegions(offset / region, (end - 1) / region, false) && !dirty_unsynced_) {
-    return Status::Ok();  // nothing to persist
+  // Cleared in memory now: a write (or MARK_DIRTY) received from here on
+  // sets its bit again and waits for a persist encoded after that, so a
+  // region re-dirtied meanwhile is never cleared on disk by this request.
+  if (SetRegions(offset / region, (end - 1) / region, false)) {
+    dirty_unsynced_ = true;
+    ++change_seq_;
   }
+  return !dirty_unsynced_;
+}
+
+Status Replica::MarkDirty(uint64_t offset, uint64_t length) {
+  TANDEM_RETURN_IF_ERROR(CheckCanUpdate());
+  TANDEM_ASSIGN_OR_RETURN(bool durable, NoteMarkDirty(offset, length));
+  return durable ? Status::Ok() : SyncRecord();
+}
+
+Status Replica::ClearDirty(uint64_t offset, uint64_t length) {
+  TANDEM_RETURN_IF_ERROR(CheckCanUpdate());
+  TANDEM_ASSIGN_OR_RETURN(bool durable, NoteClearDirty(offset, length));
   // A failed Sync leaves the bits cleared in memory but set on disk; that is
   // the safe direction (the disk over-reports), and the next Sync retries.
-  return SyncRecord();
+  return durable ? Status::Ok() : SyncRecord();
 }
 
 Status Replica::StartPersist(backend::StorageBackend* backend, backend::IoDoneFn done, void* ctx) {

@@ -202,8 +202,8 @@ class Replica {
   // file could not be opened for O_DIRECT (then only SyncDirty() persists).
   bool can_persist_async() const { return direct_meta_fd_ >= 0; }
   bool persist_in_flight() const { return persist_in_flight_; }
-  // Grows with every NoteWrite()/MarkDirty() that sets a bit (and after a
-  // failed persist); a write parked now needs a persist covering this value.
+  // Grows with every NoteWrite() and dirty-map call that changes a bit (and
+  // after a failed persist); a write parked now needs a persist covering this value.
   uint64_t dirty_seq() const { return change_seq_; }
   // Every bit set up to `seq` is on disk.
   bool dirty_durable(uint64_t seq) const { return durable_seq_ >= seq; }
@@ -226,6 +226,19 @@ class Replica {
   // Marks every region overlapping the range and persists (if anything is
   // not yet durable). length 0 is INVALID_ARGUMENT.
   Status MarkDirty(uint64_t offset, uint64_t length);
+  // MARK_DIRTY / CLEAR_DIRTY without the persist (the replica server's
+  // asynchronous path; allowed while a persist is in flight): the change is
+  // made in memory only, with the argument checks of MarkDirty()/ClearDirty()
+  // (nothing changed on error; FAILED_PRECONDITION once closed). True when
+  // the state asked for is already durable; false when the caller must wait,
+  // like a parked write, for dirty_durable(dirty_seq()) (read right after this
+  // call; or dirty_failed()). Any number of such changes share one persist
+  // (StartPersist(), or SyncDirty() without an O_DIRECT handle). A clear
+  // takes effect in memory at once: a write noted after it sets the bit
+  // again and needs a later persist, so a region re-dirtied meanwhile stays
+  // dirty on disk.
+  Result<bool> NoteMarkDirty(uint64_t offset, uint64_t length);
+  Result<bool> NoteClearDirty(uint64_t offset, uint64_t length);
   // Clears the regions of the range and persists. offset must be a multiple
   // of dirty_region_size and the range must end on a region boundary or at
   // the replica's end (INVALID_ARGUMENT), so no partly-copied region is

@@ -22,11 +22,13 @@
 // Bad input: a framing error (bad magic/version/crc, oversized frame, unknown
 // flags) closes only that connection, with a WARNING naming the peer and reason.
 //
-// Generations and dirty maps (docs/protocol.md): SET_GENERATION, MARK_DIRTY,
-// CLEAR_DIRTY, GET_DIRTY_MAP and SET_REBUILD_CURSOR run synchronously on the
-// loop thread (each persisting the metadata with one pwrite + fdatasync when
-// it changes it); so does GET_ALLOCATION (lseek SEEK_DATA/SEEK_HOLE on the
-// data file, two syscalls per extent).
+// Generations and dirty maps (docs/protocol.md): SET_GENERATION, GET_DIRTY_MAP
+// and SET_REBUILD_CURSOR run synchronously on the loop thread (each persisting
+// the metadata with one pwrite + fdatasync when it changes it); so does
+// GET_ALLOCATION (lseek SEEK_DATA/SEEK_HOLE on the data file, two syscalls per
+// extent). MARK_DIRTY and CLEAR_DIRTY change the map in memory and are parked
+// like first-touch writes (below) until a persist covers them, then answered
+// through a backend kNop: a storm of them shares a few slot writes.
 // While a replica tracks dirty regions, a WRITE/TRIM/WRITE_ZEROES whose
 // regions are already durably dirty goes straight to the backend; one that
 // dirties a clean region is parked. BeforeWait starts one asynchronous
@@ -38,8 +40,8 @@
 // started as soon as it completes (group commit). A failed persist fails the
 // writes it covered with IO_ERROR; nothing reaches the disk before its dirty
 // bit does. While a replica's persist is in flight, the requests that update
-// its metadata synchronously (SET_GENERATION, MARK_DIRTY, CLEAR_DIRTY,
-// SET_REBUILD_CURSOR, a HELLO raising the epoch) wait: the session stops
+// its metadata synchronously (SET_GENERATION, SET_REBUILD_CURSOR, a HELLO
+// raising the epoch) wait: the session stops
 // parsing (in order) until the persist completes. A replica whose meta file
 // cannot be opened O_DIRECT persists synchronously, as those requests do.
 //

@@ -228,8 +228,6 @@ bool ReplicaSession::HandleRequest(const FrameHeader& h, const uint8_t* payload)
   }
   switch (h.op()) {
     case Opcode::kSetGeneration:
-    case Opcode::kMarkDirty:
-    case Opcode::kClearDirty:
     case Opcode::kSetRebuildCursor:
       // Retried (Parse stalls, in order) once the persist in flight is done.
       if (MetadataBusy()) {
@@ -261,9 +259,13 @@ bool ReplicaSession::HandleRequest(const FrameHeader& h, const uint8_t* payload)
       SetInfoReply(s);
       QueueReply(s, WireStatus::kOk);
       return true;
-    case Opcode::kSetGeneration:
     case Opcode::kMarkDirty:
     case Opcode::kClearDirty:
+      st = StartDirtyUpdate(s, h);
+      if (st == WireStatus::kOk) return true;  // answered once durable
+      QueueReply(s, st);
+      return true;
+    case Opcode::kSetGeneration:
     case Opcode::kGetDirtyMap:
       QueueReply(s, HandleDirtyOp(s, h, payload));
       return true;
@@ -340,19 +342,6 @@ WireStatus ReplicaSession::HandleDirtyOp(Slot* s, const FrameHeader& h, const ui
       }
       return FromReplicaStatus(st);
     }
-    case Opcode::kMarkDirty:
-    case Opcode::kClearDirty: {
-      if (region == 0) return WireStatus::kUnsupported;
-      WireStatus ws = CheckRange(h, true);
-      if (ws != WireStatus::kOk) return ws;
-      st = h.op() == Opcode::kMarkDirty ? r->MarkDirty(h.offset, h.length)
-                                        : r->ClearDirty(h.offset, h.length);
-      if (!st.ok() && st.code() != StatusCode::kInvalidArgument) {
-        TLOG_ERROR(kTag, "%s: %s %llu+%u: %s", peer_.c_str(), protocol::OpcodeName(h.opcode),
-                   static_cast<unsigned long long>(h.offset), h.length, st.ToString().c_str());
-      }
-      return FromReplicaStatus(st);
-    }
     case Opcode::kGetDirtyMap: {
       // kFlagActivity: the activity log, in the same format.
       const bool activity = (h.flags & protocol::kFlagActivity) != 0;
@@ -382,6 +371,46 @@ WireStatus ReplicaSession::HandleDirtyOp(Slot* s, const FrameHeader& h, const ui
     default:
       return WireStatus::kUnsupported;  // not reached
   }
+}
+
+WireStatus ReplicaSession::StartDirtyUpdate(Slot* s, const FrameHeader& h) {
+  if (h.payload_length != 0) return WireStatus::kInvalid;
+  if (replica_->dirty_region_size() == 0) return WireStatus::kUnsupported;
+  WireStatus ws = CheckRange(h, true);
+  if (ws != WireStatus::kOk) return ws;
+  // In memory now; the reply waits for a persist covering it, which the
+  // parked writes' group commit provides (one slot write for every change of
+  // a loop iteration), so a MARK_DIRTY storm costs no fdatasync on the loop.
+  Result<bool> durable = h.op() == Opcode::kMarkDirty
+                             ? replica_->NoteMarkDirty(h.offset, h.length)
+                             : replica_->NoteClearDirty(h.offset, h.length);
+  if (!durable.ok()) return FromReplicaStatus(durable.status());
+  s->req.op = backend::IoOp::kNop;  // completes with 0: answered like an I/O
+  s->req.fd = data_fd_;
+  s->req.offset = h.offset;
+  s->req.length = h.length;
+  s->req.flags = 0;
+  s->req.buf = nullptr;
+  s->req.result = 0;
+  ++inflight_;
+  if (*durable) {
+    server_->backend_->Queue(&s->req);
+  } else {
+    ParkForPersist(s);
+  }
+  return WireStatus::kOk;
+}
+
+void ReplicaSession::ParkForPersist(Slot* s) {
+  s->dirty_seq = replica_->dirty_seq();
+  s->next = nullptr;
+  if (dirty_tail_ != nullptr) {
+    dirty_tail_->next = s;
+  } else {
+    dirty_head_ = s;
+  }
+  dirty_tail_ = s;
+  server_->MarkDirtyWaiting(this);
 }
 
 void ReplicaSession::SetInfoReply(Slot* s) {
@@ -545,16 +574,8 @@ bool ReplicaSession::StartIo(Slot* s, const FrameHeader& h, const uint8_t* paylo
     // persist covering them is durable (BeforeWait starts one for every write
     // parked this iteration, or the next one when a persist is already in
     // flight).
-    s->dirty_seq = replica_->dirty_seq();
-    s->next = nullptr;
-    if (dirty_tail_ != nullptr) {
-      dirty_tail_->next = s;
-    } else {
-      dirty_head_ = s;
-    }
-    dirty_tail_ = s;
     ++server_->stats_.writes_parked_for_dirty_map;
-    server_->MarkDirtyWaiting(this);
+    ParkForPersist(s);
     return true;
   }
   server_->backend_->Queue(&req);

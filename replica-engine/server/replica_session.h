@@ -86,10 +86,17 @@ class ReplicaSession final : public EventLoop::Handler {
   // False when the HELLO must be retried later (the replica's metadata is
   // busy and a higher epoch must be persisted); the slot is not used then.
   bool HandleHello(Slot* slot, const uint8_t* payload, uint32_t len);
-  // SET_GENERATION (with its optional GenerationRecord payload), MARK_DIRTY,
-  // CLEAR_DIRTY, GET_DIRTY_MAP (synchronous).
+  // SET_GENERATION (with its optional GenerationRecord payload) and
+  // GET_DIRTY_MAP (synchronous).
   protocol::WireStatus HandleDirtyOp(Slot* slot, const protocol::FrameHeader& h,
                                      const uint8_t* payload);
+  // MARK_DIRTY, CLEAR_DIRTY: changed in memory, then answered (kOk, through
+  // a backend kNop) once a persist covers the change; parked like a write
+  // meanwhile. Another status: answer it now (nothing changed).
+  protocol::WireStatus StartDirtyUpdate(Slot* slot, const protocol::FrameHeader& h);
+  // Parks a slot (counted in inflight_) until the replica's dirty_seq() now
+  // is durable; ResumeDirtyWaiters() queues its request then.
+  void ParkForPersist(Slot* slot);
   // GET_ALLOCATION (lseek on the loop thread) and SET_REBUILD_CURSOR
   // (persisted before the reply), synchronous.
   protocol::WireStatus HandleGetAllocation(Slot* slot, const protocol::FrameHeader& h);
