@@ -1,8 +1,169 @@
 #include "replica-engine/service/engine_flags.h"
 
+#include <unistd.h>
+
+#include <climits>
 #include <cstdint>
+#include <utility>
+
+#include "common/address.h"
+#include "common/grpc/endpoint.h"
+#include "replica-engine/service/proto_convert.h"
+#include "replica-engine/service/secure_defaults.h"
 
 namespace tandem::service {
+namespace {
+
+std::string Hostname() {
+  char name[HOST_NAME_MAX + 1] = {};
+  if (gethostname(name, sizeof(name) - 1) != 0) return "localhost";
+  return name;
+}
+
+// --auth-token / --mgmt-token, or the file named by --<flag>-file (not
+// visible in ps); both at once is an error.
+Status ReadToken(const Flags& flags, const std::string& flag, std::string* token) {
+  *token = flags.Get(flag);
+  const std::string file = flags.Get(flag + "-file");
+  if (file.empty()) return Status::Ok();
+  if (!token->empty()) {
+    return Status::InvalidArgument("--" + flag + " and --" + flag + "-file are exclusive");
+  }
+  return ReadSecretFile("--" + flag + "-file", file, token);
+}
+
+// --listen, the tokens and the secure defaults' bind rules
+// (docs/security.md): without its token, a port binds loopback (or a unix
+// socket) unless --insecure-bind.
+Status ParseEndpoints(const Flags& flags, EngineConfig* c) {
+  TANDEM_RETURN_IF_ERROR(ParseHostPort("--listen", flags.Get("listen"), /*allow_zero_port=*/true,
+                                       &c->server.listen_address, &c->server.port));
+  TANDEM_RETURN_IF_ERROR(ReadToken(flags, "auth-token", &c->server.auth_token));
+  TANDEM_RETURN_IF_ERROR(ReadToken(flags, "mgmt-token", &c->service.mgmt_token));
+  const bool insecure_bind = flags.GetBool("insecure-bind");
+  TANDEM_RETURN_IF_ERROR(CheckBindAddress("--listen", flags.Get("listen"),
+                                          !c->server.auth_token.empty(), "--auth-token",
+                                          insecure_bind));
+  c->grpc_listen = flags.Get("grpc-listen");
+  Result<rpc::Endpoint> grpc = rpc::ParseEndpoint(c->grpc_listen);
+  if (!grpc.ok()) return grpc.status().WithContext("--grpc-listen");
+  return CheckBindAddress("--grpc-listen", grpc->GrpcAddress(), !c->service.mgmt_token.empty(),
+                          "--mgmt-token", insecure_bind);
+}
+
+// The replica server's knobs.
+Status ParseServerOptions(const Flags& flags, long configured_cpus, EngineConfig* c) {
+  uint64_t v = 0;
+  TANDEM_RETURN_IF_ERROR(flags.GetUint("busy-poll-us", &v));
+  c->server.busy_poll_us = static_cast<uint32_t>(v);
+  TANDEM_RETURN_IF_ERROR(flags.GetUint("buffer-pool", &v, /*sizes=*/true));
+  if (v < kMinBufferPool) return Status::InvalidArgument("--buffer-pool must be at least 16M");
+  c->server.buffer_pool_bytes = v;
+  return ParseCpu(flags.Get("cpu"), configured_cpus, &c->server.cpu);
+}
+
+// What CreateTarget uses when a request leaves a field 0.
+Status ParseTargetDefaults(const Flags& flags, TargetDefaults* d) {
+  uint64_t v = 0;
+  TANDEM_RETURN_IF_ERROR(flags.GetUint("request-timeout-ms", &v));
+  if (v == 0 || v > UINT32_MAX) {
+    return Status::InvalidArgument("--request-timeout-ms must be in 1..2^32-1");
+  }
+  d->request_timeout_ms = static_cast<uint32_t>(v);
+  TANDEM_RETURN_IF_ERROR(flags.GetUint("rebuild-rate", &v, /*sizes=*/true));
+  TANDEM_RETURN_IF_ERROR(ValidateRebuildRate("--rebuild-rate", v));
+  d->rebuild_rate_bytes_per_sec = v;
+  TANDEM_RETURN_IF_ERROR(flags.GetUint("reconnect-interval-ms", &v));
+  if (v != 0 && (v < kMinReconnectIntervalMs || v > kMaxReconnectIntervalMs)) {
+    return Status::InvalidArgument("--reconnect-interval-ms must be 0 or in " +
+                                   std::to_string(kMinReconnectIntervalMs) + ".." +
+                                   std::to_string(kMaxReconnectIntervalMs));
+  }
+  d->reconnect_interval_ms = static_cast<uint32_t>(v);
+  return Status::Ok();
+}
+
+}  // namespace
+
+void DefineEngineFlags(Flags* flags) {
+  flags->Define("data-dir", "/var/lib/tandem", "directory holding this node's replicas");
+  flags->Define("listen", "127.0.0.1:9500", "data protocol address HOST:PORT (port 0: any)");
+  flags->Define("backend", "auto", "storage backend: auto, io_uring or libaio");
+  flags->Define("auth-token", "", "token every target must present (empty: none)");
+  flags->Define("create-replica", "",
+                "VOLUME_ID:SIZE[:REPLICA_ID] to create at start (repeatable)");
+  flags->Define("busy-poll-us", "0", "poll this long before sleeping (latency vs CPU)");
+  flags->Define("cpu", "-1", "pin the I/O thread to this CPU");
+  flags->Define("buffer-pool", "128M", "bytes of aligned I/O buffers (at least 16M)");
+  flags->Define("port-file", "", "write the bound data port here once listening");
+  flags->Define("grpc-listen", "127.0.0.1:9600",
+                "management API endpoint HOST:PORT (port 0: any), tcp://HOST:PORT, "
+                "unix:/path or unix:///path");
+  flags->Define("grpc-port-file", "",
+                "write the bound gRPC port here once listening (0 for a unix socket)");
+  flags->Define("node-id", "", "this node's id (default: the hostname)");
+  flags->Define("nbd-dir", "",
+                "directory of the targets' NBD unix sockets (default: <data-dir>/nbd)");
+  flags->Define("request-timeout-ms", "5000", "default per-request replica timeout of targets");
+  flags->Define("rebuild-rate", "0",
+                "default rebuild copy rate limit of targets, bytes/s (K/M/G suffixes; 0: "
+                "unlimited, else at least 1M)");
+  flags->Define("reconnect-interval-ms", "1000",
+                "targets reconnect and rebuild FAULTED/STALE replicas this often (0: only on "
+                "request, else 100..3600000)");
+  flags->Define("mgmt-token", "",
+                "when set, every gRPC call needs metadata 'authorization: Bearer <token>'");
+  flags->Define("auth-token-file", "",
+                "read --auth-token from this file (not visible in ps; trailing newline dropped)");
+  flags->Define("mgmt-token-file", "",
+                "read --mgmt-token from this file (not visible in ps; trailing newline dropped)");
+  flags->Define("insecure-bind", "false",
+                "allow --listen without --auth-token and --grpc-listen without --mgmt-token on a "
+                "non-loopback address (anyone who reaches them has full access)");
+  flags->Define("allowed-device", "",
+                "a block device (or file) outside --data-dir that CreateReplica's data_path may "
+                "name (repeatable; symlinks are resolved)");
+  flags->Define("allow-remote-nbd", "false",
+                "let CreateTarget export NBD over TCP on a non-loopback nbd_tcp_address (NBD has "
+                "no authentication)");
+}
+
+Status ParseEngineConfig(const Flags& flags, long configured_cpus, EngineConfig* c) {
+  TANDEM_RETURN_IF_ERROR(ParseEndpoints(flags, c));
+  TANDEM_RETURN_IF_ERROR(ParseServerOptions(flags, configured_cpus, c));
+  TANDEM_RETURN_IF_ERROR(ParseTargetDefaults(flags, &c->service.target_defaults));
+  const std::string data_dir = flags.Get("data-dir");
+  c->service.node_id = flags.Get("node-id").empty() ? Hostname() : flags.Get("node-id");
+  c->service.data_dir = data_dir;
+  c->service.allowed_devices = flags.GetAll("allowed-device");
+  c->service.allow_remote_nbd = flags.GetBool("allow-remote-nbd");
+  c->backend = flags.Get("backend");
+  c->nbd_dir = flags.Get("nbd-dir").empty() ? data_dir + "/nbd" : flags.Get("nbd-dir");
+  c->port_file = flags.Get("port-file");
+  c->grpc_port_file = flags.Get("grpc-port-file");
+  // The same size rules as CreateReplica (block size 4096, a bounded dirty
+  // map); the storage is checked once the data dir exists (engine_main).
+  for (const std::string& spec : flags.GetAll("create-replica")) {
+    replica::ReplicaConfig cfg;
+    TANDEM_RETURN_IF_ERROR(ParseReplicaSpec(spec, &cfg));
+    TANDEM_RETURN_IF_ERROR(ValidateReplicaSize(cfg).WithContext("--create-replica=" + spec));
+    c->create.push_back(std::move(cfg));
+  }
+  return Status::Ok();
+}
+
+Status ParseReplicaSpec(const std::string& spec, replica::ReplicaConfig* cfg) {
+  size_t c1 = spec.find(':');
+  if (c1 == std::string::npos) {
+    return Status::InvalidArgument("--create-replica must be VOLUME_ID:SIZE[:REPLICA_ID]");
+  }
+  cfg->volume_id = spec.substr(0, c1);
+  std::string rest = spec.substr(c1 + 1);
+  size_t c2 = rest.find(':');
+  std::string size = rest.substr(0, c2);
+  cfg->replica_id = c2 == std::string::npos ? cfg->volume_id + "-r" : rest.substr(c2 + 1);
+  return ParseSize(size, &cfg->size).WithContext("--create-replica size");
+}
 
 Status ParseCpu(const std::string& text, long configured_cpus, int* cpu) {
   if (text == "-1") {

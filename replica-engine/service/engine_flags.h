@@ -1,17 +1,60 @@
 #pragma once
-// tandem-engine flag values that need more than Flags::GetUint: each parser
-// is pure, so the daemon's exit-2 paths are unit-tested.
+// tandem-engine's command line: the flags, and their values parsed and
+// validated into an EngineConfig before anything is opened (a bad value is
+// a usage error, exit 2). Pure apart from reading the token files, so the
+// daemon's exit-2 paths are unit-tested.
 
 #include <string>
+#include <vector>
 
+#include "common/flags.h"
 #include "common/status.h"
+#include "replica-engine/replica/replica.h"
+#include "replica-engine/server/replica_server.h"
+#include "replica-engine/service/engine_service.h"
 
 namespace tandem::service {
+
+// The replica server's buffer pool splits its bytes evenly over nine size
+// classes (4 KiB .. 1 MiB); below 9 MiB the 1 MiB class is empty and every
+// 1 MiB request (a rebuild window, a large NBD write) waits forever. 16 MiB
+// leaves room for a few.
+constexpr uint64_t kMinBufferPool = 16ull << 20;
+
+// Everything the flags decide.
+struct EngineConfig {
+  // --listen, --auth-token(-file), --busy-poll-us, --cpu, --buffer-pool.
+  server::ServerOptions server;
+  // --node-id (default: the hostname), the target defaults, --mgmt-token
+  // (-file), --data-dir, --allowed-device, --allow-remote-nbd. data_address
+  // and backend are filled in once the server runs.
+  EngineServiceOptions service;
+  std::string backend;      // --backend
+  std::string grpc_listen;  // --grpc-listen, as given (a valid endpoint)
+  std::string nbd_dir;      // --nbd-dir, default <data-dir>/nbd
+  std::string port_file;    // --port-file
+  std::string grpc_port_file;
+  // --create-replica, each already within CreateReplica's size rules.
+  std::vector<replica::ReplicaConfig> create;
+};
+
+// Declares every tandem-engine flag with its default and help text.
+void DefineEngineFlags(Flags* flags);
+
+// Parses the values of `flags` (already Parse()d). INVALID_ARGUMENT naming
+// the flag (OUT_OF_RANGE for a --create-replica size beyond the metadata
+// bound); the secure defaults' bind rules (CheckBindAddress) apply.
+// `configured_cpus` bounds --cpu.
+Status ParseEngineConfig(const Flags& flags, long configured_cpus, EngineConfig* config);
 
 // --cpu: "-1" (no pinning) or a CPU number in 0..configured_cpus-1, plain
 // decimal (no sign, suffix or white space). INVALID_ARGUMENT naming --cpu
 // and the range otherwise ("abc", "1x", "" and a CPU the machine does not
 // have were silently CPU 0 or a failing pin under atoi).
 Status ParseCpu(const std::string& text, long configured_cpus, int* cpu);
+
+// --create-replica "VOLUME_ID:SIZE[:REPLICA_ID]" (replica id default
+// "<volume>-r"), size with K/M/G/T suffixes. INVALID_ARGUMENT otherwise.
+Status ParseReplicaSpec(const std::string& spec, replica::ReplicaConfig* config);
 
 }  // namespace tandem::service

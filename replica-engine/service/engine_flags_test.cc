@@ -1,6 +1,13 @@
 #include "replica-engine/service/engine_flags.h"
 
+#include <stdlib.h>
+
 #include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
 
 namespace tandem::service {
 namespace {
@@ -28,6 +35,89 @@ TEST(EngineFlagsTest, CpuGarbageIsInvalidArgumentNamingTheFlag) {
     EXPECT_EQ(st.message().rfind("--cpu", 0), 0u) << st.ToString();
     EXPECT_EQ(cpu, 7) << "'" << bad << "' changed the output";
   }
+}
+
+// Parses `args` (flags only) into a config, as tandem-engine's main does.
+Status Parse(std::vector<std::string> args, EngineConfig* config) {
+  args.insert(args.begin(), "tandem-engine");
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  Flags flags;
+  DefineEngineFlags(&flags);
+  TANDEM_RETURN_IF_ERROR(flags.Parse(static_cast<int>(argv.size()), argv.data()));
+  return ParseEngineConfig(flags, /*configured_cpus=*/4, config);
+}
+
+TEST(EngineConfigTest, DefaultsAndDerivedValues) {
+  EngineConfig c;
+  ASSERT_TRUE(Parse({"--data-dir=/d", "--node-id=n1", "--grpc-listen=unix:///run/e.sock",
+                     "--listen=127.0.0.1:0", "--cpu=3", "--create-replica=v1:8M",
+                     "--create-replica=v2:4M:r9", "--allowed-device=/dev/sdb"},
+                    &c)
+                  .ok());
+  EXPECT_EQ(c.service.node_id, "n1");
+  EXPECT_EQ(c.service.data_dir, "/d");
+  EXPECT_EQ(c.nbd_dir, "/d/nbd");
+  EXPECT_EQ(c.grpc_listen, "unix:///run/e.sock");
+  EXPECT_EQ(c.server.listen_address, "127.0.0.1");
+  EXPECT_EQ(c.server.port, 0);
+  EXPECT_EQ(c.server.cpu, 3);
+  EXPECT_EQ(c.server.buffer_pool_bytes, 128ull << 20);
+  EXPECT_EQ(c.backend, "auto");
+  EXPECT_EQ(c.service.target_defaults.request_timeout_ms, 5000u);
+  EXPECT_EQ(c.service.target_defaults.reconnect_interval_ms, 1000u);
+  ASSERT_EQ(c.create.size(), 2u);
+  EXPECT_EQ(c.create[0].replica_id, "v1-r");
+  EXPECT_EQ(c.create[0].size, 8ull << 20);
+  EXPECT_EQ(c.create[1].replica_id, "r9");
+  EXPECT_EQ(c.service.allowed_devices, std::vector<std::string>{"/dev/sdb"});
+  EXPECT_FALSE(c.service.node_id.empty());
+  EngineConfig d;
+  ASSERT_TRUE(Parse({}, &d).ok());
+  EXPECT_FALSE(d.service.node_id.empty());  // the hostname
+}
+
+TEST(EngineConfigTest, BadValuesAreUsageErrorsNamingTheFlag) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--listen=127.0.0.1:9k"}, "--listen"},
+      {{"--listen=0.0.0.0:9500"}, "--auth-token"},  // secure default
+      {{"--grpc-listen=0.0.0.0:9600"}, "--mgmt-token"},
+      {{"--grpc-listen=http://x:1"}, "--grpc-listen"},
+      {{"--buffer-pool=8M"}, "--buffer-pool"},
+      {{"--cpu=4"}, "--cpu"},
+      {{"--cpu=abc"}, "--cpu"},
+      {{"--request-timeout-ms=0"}, "--request-timeout-ms"},
+      {{"--rebuild-rate=100"}, "--rebuild-rate"},
+      {{"--reconnect-interval-ms=50"}, "--reconnect-interval-ms"},
+      {{"--create-replica=v1"}, "--create-replica"},
+      {{"--create-replica=v1:1000"}, "--create-replica"},
+      {{"--mgmt-token=a", "--mgmt-token-file=/nonexistent"}, "exclusive"},
+      {{"--auth-token-file=/nonexistent"}, "--auth-token-file"},
+  };
+  for (const auto& [args, want] : cases) {
+    EngineConfig c;
+    Status st = Parse(args, &c);
+    EXPECT_FALSE(st.ok()) << args[0];
+    EXPECT_NE(st.message().find(want), std::string::npos) << args[0] << ": " << st.ToString();
+  }
+  // --insecure-bind accepts the risk.
+  EngineConfig c;
+  EXPECT_TRUE(Parse({"--listen=0.0.0.0:9500", "--insecure-bind"}, &c).ok());
+}
+
+TEST(EngineConfigTest, TokensComeFromFilesWithoutTheirNewline) {
+  char tmpl[] = "/tmp/tandem_engine_flags.XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  { std::ofstream(dir + "/mgmt") << "m-tok\n"; }
+  { std::ofstream(dir + "/auth") << "a-tok\r\n"; }
+  EngineConfig c;
+  Status st =
+      Parse({"--mgmt-token-file=" + dir + "/mgmt", "--auth-token-file=" + dir + "/auth"}, &c);
+  std::filesystem::remove_all(dir);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_EQ(c.service.mgmt_token, "m-tok");
+  EXPECT_EQ(c.server.auth_token, "a-tok");
 }
 
 }  // namespace
