@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# A local Tandem cluster to explore, on 127.0.0.1 (issue 14):
+#
+#   scripts/cluster.sh up [--nodes=3] [--dir=DIR] [--build=DIR]
+#   scripts/cluster.sh down [--dir=DIR]
+#   scripts/cluster.sh status [--dir=DIR]
+#
+# `up` starts tandem-controller (embedded SQLite store) and, per simulated
+# node nI, a tandem-engine and a tandem-node registered with the controller
+# (zone zone-I), then prints one `name=value` line per endpoint:
+#   controller_csi=unix:///.../controller/csi.sock
+#   node_n0_csi=unix:///.../n0/csi.sock   node_n0_engine=127.0.0.1:PORT   node_n0_id=n0
+# so any CSI client (a kubelet-like driver, csc, tandemctl --engine=...) can be
+# pointed at it. The daemons keep running after `up` returns.
+# `down` removes everything `up` made — mounts and loop devices under DIR,
+# the FUSE exports, every process, DIR itself — also after a crash of any
+# daemon, and is safe to run twice. DIR defaults to /var/tmp/tandem-cluster.
+# Network namespaces (--netns) are not implemented yet.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cmd="${1:-}"
+[ $# -gt 0 ] && shift
+dir=/var/tmp/tandem-cluster nodes=3 build="$root/build/release"
+for arg in "$@"; do
+  case "$arg" in
+    --nodes=*) nodes="${arg#*=}" ;;
+    --dir=*) dir="${arg#*=}" ;;
+    --build=*) build="${arg#*=}" ;;
+    --netns) echo "cluster.sh: --netns is not implemented yet" >&2; exit 2 ;;
+    *) echo "cluster.sh: unknown argument $arg" >&2; exit 2 ;;
+  esac
+done
+case "$nodes" in ''|*[!0-9]*) echo "cluster.sh: --nodes must be 1..9" >&2; exit 2 ;; esac
+[ "$nodes" -ge 1 ] && [ "$nodes" -le 9 ] || { echo "cluster.sh: --nodes must be 1..9" >&2; exit 2; }
+
+log() { echo "[cluster $(date +%H:%M:%S)] $*" >&2; }
+
+# wait_file FILE SECONDS: until FILE exists and is not empty.
+wait_file() {
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do
+    [ -s "$1" ] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# spawn NAME DIR CMD...: a daemon in its own session, pid in DIR/NAME.pid.
+spawn() {
+  local name="$1" d="$2"; shift 2
+  setsid "$@" >>"$d/$name.log" 2>&1 </dev/null &
+  echo $! >"$d/$name.pid"
+}
+
+stop_pid_file() {
+  local f="$1" pid i
+  [ -f "$f" ] || return 0
+  pid="$(cat "$f")"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$f"
+}
+
+up() {
+  local engine="$build/replica-engine/service/tandem-engine" node_bin="$build/node-plugin/tandem-node"
+  local controller="$build/controller/tandem-controller"
+  if [ ! -x "$engine" ] || [ ! -x "$node_bin" ] || [ ! -x "$controller" ]; then
+    log "building tandem-engine, tandem-node, tandem-controller in $build"
+    "$root/scripts/install-deps.sh"
+    cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+    cmake --build "$build" -j"${TANDEM_JOBS:-2}" --target tandem-engine tandem-node tandem-controller
+  fi
+  [ -e "$dir/controller/controller.pid" ] && { log "a cluster is already up in $dir (down first)"; exit 1; }
+  mkdir -p "$dir/controller"
+  chmod 0700 "$dir"
+  spawn controller "$dir/controller" "$controller" --endpoint="unix://$dir/controller/csi.sock" \
+    --data-dir="$dir/controller/store"
+  local i
+  for ((i = 0; i < 100; i++)); do [ -S "$dir/controller/csi.sock" ] && break; sleep 0.1; done
+  [ -S "$dir/controller/csi.sock" ] || { log "tandem-controller did not start: $(tail -3 "$dir/controller/controller.log")"; exit 1; }
+  echo "controller_csi=unix://$dir/controller/csi.sock"
+  local n
+  for ((n = 0; n < nodes; n++)); do
+    local d="$dir/n$n"
+    mkdir -p "$d/data"
+    spawn engine "$d" "$engine" --data-dir="$d/data" --node-id="n$n" --listen=127.0.0.1:0 \
+      --port-file="$d/data_port" --grpc-listen=127.0.0.1:0 --grpc-port-file="$d/grpc_port" --nbd-dir="$d/nbd"
+    wait_file "$d/grpc_port" 20 || { log "engine n$n did not start: $(tail -3 "$d/engine.log")"; exit 1; }
+    local grpc="127.0.0.1:$(cat "$d/grpc_port")"
+    spawn node "$d" "$node_bin" --endpoint="unix://$d/csi.sock" --node-id="n$n" --engine="$grpc" \
+      --node-address=127.0.0.1 --state-dir="$d/state" --zone="zone-$n" \
+      --controller="unix://$dir/controller/csi.sock"
+    for ((i = 0; i < 100; i++)); do [ -S "$d/csi.sock" ] && break; sleep 0.1; done
+    [ -S "$d/csi.sock" ] || { log "tandem-node n$n did not start: $(tail -3 "$d/node.log")"; exit 1; }
+    echo "node_n${n}_id=n$n"
+    echo "node_n${n}_csi=unix://$d/csi.sock"
+    echo "node_n${n}_engine=$grpc"
+    echo "node_n${n}_data=127.0.0.1:$(cat "$d/data_port")"
+  done
+}
+
+down() {
+  [ -d "$dir" ] || { log "nothing in $dir"; return 0; }
+  # Mounts first, deepest first (pods' bind mounts before staging mounts).
+  local m
+  while read -r m; do
+    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "could not unmount $m"
+  done < <(awk -v d="$dir" 'index($2, d) == 1 && $3 != "fuse.tandem" { print $2 }' /proc/mounts | sort -r)
+  # Loop devices over files under DIR (the FUSE file exports).
+  local line dev
+  while read -r line; do
+    dev="${line%%:*}"
+    [ -n "$dev" ] && losetup -d "$dev" 2>/dev/null || true
+  done < <(losetup -a 2>/dev/null | grep -F "($dir/" || true)
+  local d
+  for d in "$dir"/n*; do
+    [ -d "$d" ] || continue
+    stop_pid_file "$d/node.pid"
+    stop_pid_file "$d/engine.pid"
+  done
+  stop_pid_file "$dir/controller/controller.pid"
+  # FUSE mounts left by an engine that died without unmounting.
+  while read -r m; do
+    fusermount3 -u -z "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+  done < <(awk -v d="$dir" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r)
+  rm -rf "$dir"
+  log "cluster in $dir removed"
+}
+
+status() {
+  local f
+  for f in "$dir"/controller/controller.pid "$dir"/n*/engine.pid "$dir"/n*/node.pid; do
+    [ -f "$f" ] || continue
+    if kill -0 "$(cat "$f")" 2>/dev/null; then echo "${f#"$dir"/} running"; else echo "${f#"$dir"/} DEAD"; fi
+  done
+}
+
+case "$cmd" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  *) sed -n '2,20p' "$0"; exit 2 ;;
+esac
