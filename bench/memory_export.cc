@@ -126,5 +126,14 @@ int main(int argc, char** argv) {
   fuse.Shutdown(done, &pending);
   if (nbd) nbd->Shutdown(done, &pending);
   for (int i = 0; i < 300 && pending > 0; ++i) loop.RunOnce(100);
+  const auto& s = device.stats();
+  fprintf(stderr,
+          "memory_export: device requests %llu: reads %llu writes %llu (fua %llu) flushes %llu "
+          "trims %llu write-zeroes %llu, max in flight %llu\n",
+          static_cast<unsigned long long>(s.submitted), static_cast<unsigned long long>(s.reads),
+          static_cast<unsigned long long>(s.writes), static_cast<unsigned long long>(s.fua_writes),
+          static_cast<unsigned long long>(s.flushes), static_cast<unsigned long long>(s.trims),
+          static_cast<unsigned long long>(s.write_zeroes),
+          static_cast<unsigned long long>(s.max_inflight));
   return pending == 0 ? 0 : 1;
 }

@@ -382,6 +382,44 @@ TEST_F(FuseExportTest, ConcurrentWritersFromManyThreadsAllLand) {
   }
 }
 
+TEST_F(FuseExportTest, RequestsReachADeviceThatBatchesInBeforeWaitWithoutAWake) {
+  // The export submits from its own BeforeWait, which runs after the
+  // device's: the loop must take another turn rather than sleep with the
+  // request queued (VolumeTarget's clients flush their sends in BeforeWait;
+  // without the turn a QD1 write waited for the 10 ms ticker).
+  OnLoop([&] { device_.reset(); });
+  MemoryBlockDeviceOptions dev;
+  dev.size = kSize;
+  dev.block_size = 4096;
+  dev.wake_on_submit = false;
+  OnLoop([&] { device_ = std::make_unique<MemoryBlockDevice>(loop_.get(), dev); });
+  StartExport();
+  int fd = open(file_.c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  auto t0 = std::chrono::steady_clock::now();
+  auto data = Pattern(4096, 5);
+  std::unique_ptr<void, decltype(&free)> buf(aligned_alloc(4096, 4096), &free);
+  memcpy(buf.get(), data.data(), 4096);
+  std::atomic<int> done{0};
+  std::thread io([&] {
+    for (int i = 0; i < 200; ++i) {
+      if (pwrite(fd, buf.get(), 4096, static_cast<off_t>(i) * 4096) != 4096) return;
+      if (pread(fd, buf.get(), 4096, static_cast<off_t>(i) * 4096) != 4096) return;
+      ++done;
+    }
+  });
+  // Generous on a loaded machine; a lost wake-up stalls forever (nothing
+  // else wakes this loop).
+  auto deadline = t0 + std::chrono::seconds(20);
+  while (done < 200 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(done.load(), 200) << "requests stalled in the hand-off";
+  if (done < 200) OnLoop([&] { device_->SetDelayMs(1); });  // unstick the thread for join
+  io.join();
+  close(fd);
+}
+
 TEST_F(FuseExportTest, BadOptionsAreRefusedAndLeaveNothingBehind) {
   Status st;
   FuseExportOptions opts;

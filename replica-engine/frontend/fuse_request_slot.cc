@@ -85,6 +85,14 @@ void FuseExport::Impl::BeforeWait() {
     fifo = list;
     list = next;
   }
+  if (fifo != nullptr) {
+    // We submit from an idler: a device that batches its own sends in
+    // BeforeWait (VolumeTarget's replica clients) may have run that already
+    // in this iteration, and would then send only when something else wakes
+    // the loop (up to a ticker period, 10 ms). Take one more turn instead of
+    // sleeping; on the loop thread Wake() is a flag, not a syscall.
+    loop_->Wake();
+  }
   while (fifo != nullptr) {
     FuseSlot* slot = fifo;
     fifo = fifo->next_queued;

@@ -78,7 +78,7 @@ void MemoryBlockDevice::Submit(BlockRequest* req) {
   tail_ = req;
   // Our BeforeWait may already have run in this iteration: make sure the loop
   // comes round again instead of sleeping on a queued request.
-  if (was_empty && delay_ns_ == 0) loop_->Wake();
+  if (was_empty && delay_ns_ == 0 && options_.wake_on_submit) loop_->Wake();
 }
 
 StatusCode MemoryBlockDevice::Execute(BlockRequest* req) {

@@ -27,6 +27,11 @@ struct MemoryBlockDeviceOptions {
   uint64_t size = 64ull << 20;
   // Memory reserved for SetSize() to grow into; 0: size.
   uint64_t capacity = 0;
+  // Submit() wakes the loop so the request completes at the next iteration.
+  // false: like a device that batches its sends in BeforeWait (VolumeTarget's
+  // replica clients), a request submitted after this device's BeforeWait ran
+  // waits until something else wakes the loop.
+  bool wake_on_submit = true;
   uint32_t block_size = 512;
   uint32_t max_io_size = 1u << 20;
 };
