@@ -7,10 +7,24 @@
 
 namespace tandem::rpc {
 
-std::shared_ptr<grpc::Channel> NewClientChannel(const std::string& endpoint) {
+namespace {
+
+std::string Target(const std::string& endpoint) {
   Result<Endpoint> parsed = ParseEndpoint(endpoint);
-  const std::string target = parsed.ok() ? parsed->GrpcAddress() : endpoint;
-  return grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
+  return parsed.ok() ? parsed->GrpcAddress() : endpoint;
+}
+
+}  // namespace
+
+std::shared_ptr<grpc::Channel> NewClientChannel(const std::string& endpoint) {
+  return grpc::CreateChannel(Target(endpoint), grpc::InsecureChannelCredentials());
+}
+
+Result<std::shared_ptr<grpc::Channel>> NewClientChannel(const std::string& endpoint,
+                                                        const TlsConfig& tls) {
+  TANDEM_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> credentials,
+                          NewChannelCredentials(tls));
+  return grpc::CreateChannel(Target(endpoint), credentials);
 }
 
 }  // namespace tandem::rpc

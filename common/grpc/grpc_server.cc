@@ -83,15 +83,15 @@ Result<std::unique_ptr<GrpcServer>> GrpcServer::Start(const GrpcServerOptions& o
   TANDEM_ASSIGN_OR_RETURN(Endpoint endpoint, ParseEndpoint(options.endpoint));
   if (options.services.empty()) return Status::InvalidArgument("gRPC server without a service");
   const bool unix_socket = endpoint.is_unix();
+  TANDEM_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
+                          NewServerCredentials(options.tls));
   if (unix_socket) TANDEM_RETURN_IF_ERROR(ClearStaleSocket(endpoint.path));
-
   grpc::ServerBuilder builder;
   int selected_port = 0;
   // Management traffic only, over loopback or a unix socket (the daemons
-  // refuse other addresses without a token); the bearer token checked by
-  // each handler is the access control. docs/security.md.
-  builder.AddListeningPort(endpoint.GrpcAddress(), grpc::InsecureServerCredentials(),
-                           &selected_port);
+  // refuse other addresses without a token), or TLS; the bearer token
+  // checked by each handler is the access control. docs/security.md.
+  builder.AddListeningPort(endpoint.GrpcAddress(), credentials, &selected_port);
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   for (grpc::Service* service : options.services) builder.RegisterService(service);
   if (options.log_calls) {

@@ -30,6 +30,8 @@
 // Every call is logged as one line (call_log.h: method, peer, duration,
 // status code and message, the request with secrets redacted).
 //
+// Transport: plaintext, or TLS / mutual TLS from PEM files (options.tls).
+//
 // Authentication: with insecure credentials gRPC 1.51 has no server hook that
 // can refuse a call before its handler runs, so the server does not check
 // tokens itself: each handler starts with BearerTokenAuth::Check, most simply
@@ -49,6 +51,7 @@
 #include <grpcpp/server.h>
 
 #include "common/grpc/endpoint.h"
+#include "common/grpc/tls.h"
 #include "common/logging.h"
 #include "common/result.h"
 
@@ -75,11 +78,14 @@ struct GrpcServerOptions {
   LogLevel ok_level = LogLevel::kInfo;
   // Log each request (redacted, at most 1 KiB of it) with its call.
   bool log_requests = true;
+  // TLS (tls.h): none by default (plaintext); with a CA file, mutual TLS.
+  TlsConfig tls;
 };
 
 class GrpcServer {
  public:
-  // Starts serving. INVALID_ARGUMENT for a malformed endpoint or no service,
+  // Starts serving. INVALID_ARGUMENT for a malformed endpoint, no service or
+  // an unusable TLS configuration,
   // UNAVAILABLE when the endpoint cannot be bound or a live server owns the
   // unix socket, FAILED_PRECONDITION when the socket path is another kind of
   // file.
