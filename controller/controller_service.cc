@@ -251,6 +251,10 @@ Result<std::vector<NodeCandidate>> ControllerService::Candidates() {
     c.node_id = n.record.node_id();
     c.topology = Segments(n.record.topology().begin(), n.record.topology().end());
     c.up = n.up;
+    // The data directory's file system (statvfs): replicas are sparse files
+    // there. 0 (an engine that does not report it): capacity unknown.
+    c.total_bytes = n.info.capacity_total_bytes();
+    c.free_bytes = n.info.capacity_available_bytes();
     by_id[c.node_id] = std::move(c);
   }
   std::string after;

@@ -34,13 +34,13 @@ Status GrpcEngineDirectory::DeleteReplica(const std::string& address, const std:
 
 Status GrpcEngineDirectory::FenceReplica(const std::string& address, const std::string& volume_id,
                                          uint64_t epoch, Timeout timeout) {
-  (void)address;
-  (void)volume_id;
-  (void)epoch;
-  (void)timeout;
-  // engine.proto gains FenceReplica in the engine seams change (issue 13);
-  // until then a fence cannot be done, and unpublish must not pretend.
-  return Status::Unimplemented("the engine API has no FenceReplica yet");
+  auto r = Client(address)->FenceReplica(volume_id, epoch, timeout);
+  if (!r.ok()) return r.status();
+  if (r->highest_epoch() < epoch) {
+    return Status::Internal("FenceReplica answered OK at epoch " +
+                            std::to_string(r->highest_epoch()) + " < " + std::to_string(epoch));
+  }
+  return Status::Ok();
 }
 
 }  // namespace tandem::controller

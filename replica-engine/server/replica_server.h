@@ -222,6 +222,18 @@ class ReplicaServer final : private EventLoop::Handler,
   // Must not race with Stop().
   Status DetachVolume(const std::string& volume_id);
 
+  // Fences the volume for the controller (engine API FenceReplica): raises
+  // the replica's persisted highest epoch to `epoch` (a no-op when it is
+  // already >= epoch) and supersedes every session of a lower epoch exactly
+  // as an epoch-raising HELLO does (their requests are answered STALE_EPOCH
+  // from now on). Returns once those sessions' disk I/O has completed, so no
+  // write of an older target lands after it. The new epoch has no owner: the
+  // controller never hands a fence epoch to a target. NOT_FOUND without a
+  // replica of the volume (or while it is being deleted); the persist's
+  // error if it fails. Thread-safe; blocks until the loop has done it, so
+  // never call it from the server's own loop thread.
+  Status FenceVolume(const std::string& volume_id, uint64_t epoch);
+
  private:
   friend class ReplicaSession;
 
@@ -267,6 +279,21 @@ class ReplicaServer final : private EventLoop::Handler,
   Status StartPersist(const std::shared_ptr<replica::Replica>& replica);
   static void OnPersistDone(backend::IoRequest* req);
   void StartDetach(const std::string& volume_id, DetachWaiter* waiter);
+  // FenceVolume's rendezvous and its step on the loop thread (re-posted
+  // while a metadata persist or superseded I/O is in flight).
+  struct FenceWaiter {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;  // GUARDED_BY(mu)
+    Status status;      // GUARDED_BY(mu)
+    void Finish(Status st) {
+      std::lock_guard<std::mutex> lock(mu);
+      status = std::move(st);
+      done = true;
+      cv.notify_all();
+    }
+  };
+  void StepFence(const std::string& volume_id, uint64_t epoch, FenceWaiter* waiter);
 
   class BackendHandler;
 

@@ -134,7 +134,7 @@ TEST_F(EngineServiceTest, ResizeTargetIsValidatedAndNeverShrinks) {
             StatusCode::kUnimplemented);
 }
 
-TEST_F(EngineServiceTest, FenceReplicaIsValidatedAndAnEpochInForceIsOk) {
+TEST_F(EngineServiceTest, FenceReplicaIsValidatedAndRaisesTheEpoch) {
   ExpectInvalid(client_->FenceReplica("vol-t", 0, kTimeout).status(), "epoch");
   ExpectInvalid(client_->FenceReplica("", 5, kTimeout).status(), "volume_id");
   EXPECT_EQ(client_->FenceReplica("vol-t", 5, kTimeout).status().code(), StatusCode::kNotFound);
@@ -146,8 +146,10 @@ TEST_F(EngineServiceTest, FenceReplicaIsValidatedAndAnEpochInForceIsOk) {
     ASSERT_TRUE(r.ok()) << epoch << ": " << r.status().ToString();
     EXPECT_EQ(r->highest_epoch(), 3u);
   }
-  Status higher = client_->FenceReplica("vol-t", 4, kTimeout).status();
-  EXPECT_EQ(higher.code(), StatusCode::kUnimplemented) << higher.ToString();
+  // A higher epoch is raised (the replica server supersedes the target).
+  Result<pb::Replica> higher = client_->FenceReplica("vol-t", 4, kTimeout);
+  ASSERT_TRUE(higher.ok()) << higher.status().ToString();
+  EXPECT_EQ(higher->highest_epoch(), 4u);
 }
 
 }  // namespace

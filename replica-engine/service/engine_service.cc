@@ -319,12 +319,13 @@ grpc::Status EngineService::FenceReplica(Ctx* ctx, const pb::FenceReplicaRequest
       ReplicaToProto(**r, resp);
       return grpc::Status::OK;
     }
-    // Raising it needs the replica server: it owns the replica's metadata
-    // (changed on its loop only) and the live sessions to supersede.
-    return ToGrpcStatus(Status::Unimplemented(
-        "FenceReplica: raising a replica's epoch outside a target's HELLO is not supported by "
-        "the replica server yet (replica at epoch " +
-        std::to_string((*r)->metadata().highest_epoch) + ")"));
+    // The replica server owns the replica's metadata (changed on its loop
+    // only) and the live sessions to supersede.
+    if (Status st = replica_server_->FenceVolume(req->volume_id(), req->epoch()); !st.ok()) {
+      return ToGrpcStatus(st);
+    }
+    ReplicaToProto(**r, resp);
+    return grpc::Status::OK;
   });
 }
 
