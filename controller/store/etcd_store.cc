@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "controller/store/etcd_watcher.h"
 #include "controller/store/txn_validation.h"
 
 namespace tandem::store {
@@ -259,6 +260,16 @@ Result<TxnResult> EtcdStore::Txn(const TxnRequest& txn) {
     out.succeeded = resp.responses_size() == 1 && resp.responses(0).response_txn().succeeded();
   }
   return out;
+}
+
+Result<std::unique_ptr<Watcher>> EtcdStore::Watch(std::string_view prefix, int64_t after_revision) {
+  if (after_revision < 0) return Status::InvalidArgument("watch after a negative revision");
+  auto w = EtcdWatcher::Start(conn()->channel, prefix, after_revision, options_.request_timeout);
+  if (!w.ok()) {
+    if (w.status().code() == StatusCode::kUnavailable) Reconnect();
+    return w.status();
+  }
+  return std::unique_ptr<Watcher>(std::move(w).value());
 }
 
 }  // namespace tandem::store

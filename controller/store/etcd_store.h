@@ -59,6 +59,8 @@ class EtcdStore final : public MetadataStore {
   Status Resign() override;
   bool IsLeader() const override;
   Result<std::optional<std::string>> Leader() override;
+  // One etcd Watch stream per Watcher (etcd_watcher.h).
+  Result<std::unique_ptr<Watcher>> Watch(std::string_view prefix, int64_t after_revision) override;
 
  private:
   // One gRPC channel and its stubs. Replaced (Reconnect) after UNAVAILABLE:

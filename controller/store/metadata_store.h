@@ -123,6 +123,28 @@ struct TxnResult {
   }
 };
 
+// One change seen by a Watcher.
+struct WatchEvent {
+  enum class Kind { kPut, kDelete };
+  Kind kind = Kind::kPut;
+  // kPut: the key as written. kDelete: key, and mod_revision = the revision
+  // of the delete; value empty, create_revision and version 0 (as etcd).
+  KeyValue kv;
+};
+
+// A stream of the changes under one prefix, in revision order (within one
+// revision the order is unspecified). Owned by one thread at a time.
+class Watcher {
+ public:
+  virtual ~Watcher() = default;
+  // Waits up to `timeout` for changes; returns those that arrived (empty
+  // when the timeout passed first). OUT_OF_RANGE: the history the watcher
+  // needs was compacted (re-read with Range, then watch from its revision).
+  // UNAVAILABLE: the store was lost; this Watcher is done, open a new one
+  // after the last revision seen.
+  virtual Result<std::vector<WatchEvent>> Next(std::chrono::milliseconds timeout) = 0;
+};
+
 class MetadataStore {
  public:
   virtual ~MetadataStore() = default;
@@ -173,6 +195,16 @@ class MetadataStore {
   // The candidate id of the current leader (any instance), or std::nullopt.
   virtual Result<std::optional<std::string>> Leader() = 0;
 
+  // --- Watch -----------------------------------------------------------------
+  //
+  // Changes to keys starting with `prefix` at revisions > after_revision
+  // (0: from now on). History goes back compact_keep_revisions (StoreOptions)
+  // revisions; older is OUT_OF_RANGE, from Watch or from the Watcher's Next.
+  // etcd: a Watch stream; sqlite: an event table written in each Txn's
+  // transaction, polled (so changes by other processes are seen too).
+  virtual Result<std::unique_ptr<Watcher>> Watch(std::string_view prefix,
+                                                 int64_t after_revision) = 0;
+
  protected:
   MetadataStore() = default;
 };
@@ -198,7 +230,8 @@ struct StoreOptions {
   // etcd keeps every old revision until compacted. While this instance
   // leads it compacts every compact_interval, keeping the newest
   // compact_keep_revisions (kube-apiserver does the same); 0s disables.
-  // SQLite keeps no history.
+  // SQLite keeps Watch history for compact_keep_revisions revisions, pruned
+  // at every Txn.
   std::chrono::seconds compact_interval{300};
   int64_t compact_keep_revisions = 10000;
 };

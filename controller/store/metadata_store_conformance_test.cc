@@ -1,6 +1,7 @@
 // One conformance suite, run against both MetadataStore backends: a fresh
 // SQLite directory, and a real etcd started for the test (EtcdProcess).
 
+#include <algorithm>
 #include <chrono>
 #include <random>
 #include <thread>
@@ -359,6 +360,109 @@ TEST_P(StoreConformanceTest, ReopenedStoreHasEveryKeyAndKeepsRevisionsGrowing) {
   EXPECT_GT(MustPut("/c", "3"), rev);
 }
 
+// --- watch -------------------------------------------------------------------
+
+// Collects at least `n` events (bounded wait).
+std::vector<WatchEvent> Collect(Watcher* w, size_t n) {
+  std::vector<WatchEvent> all;
+  for (int i = 0; i < 50 && all.size() < n; ++i) {
+    auto r = w->Next(200ms);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    if (!r.ok()) break;
+    all.insert(all.end(), r->begin(), r->end());
+  }
+  return all;
+}
+
+// "put /k=v@rev" / "delete /k@rev", sorted within a revision.
+std::vector<std::string> Describe(const std::vector<WatchEvent>& events) {
+  std::vector<std::string> out;
+  for (const auto& e : events) {
+    out.push_back(e.kind == WatchEvent::Kind::kPut
+                      ? "put " + e.kv.key + "=" + e.kv.value + "@" +
+                            std::to_string(e.kv.mod_revision)
+                      : "delete " + e.kv.key + "@" + std::to_string(e.kv.mod_revision));
+  }
+  return out;
+}
+
+TEST_P(StoreConformanceTest, WatchSeesPutsAndDeletesUnderThePrefixInRevisionOrder) {
+  MustPut("/w/old", "before the watch");
+  auto watcher = store_->Watch("/w/", 0);
+  ASSERT_TRUE(watcher.ok()) << watcher.status().ToString();
+  auto quiet = (*watcher)->Next(50ms);
+  ASSERT_TRUE(quiet.ok());
+  EXPECT_TRUE(quiet->empty());  // nothing happened since "now"
+
+  // Writes from another instance, as another controller process would.
+  auto other = Open("b");
+  ASSERT_NE(other, nullptr);
+  const int64_t r1 = other->Put("/w/a", "1")->revision;
+  ASSERT_TRUE(other->Put("/x", "outside").ok());
+  auto t = other->Txn(
+      {.compares = {}, .ops = {Op::Put("/w/b", "2"), Op::Delete("/w/old"), Op::Delete("/w/none")}});
+  ASSERT_TRUE(t.ok() && t->succeeded);
+  const int64_t r2 = t->revision;
+
+  std::vector<WatchEvent> events = Collect(watcher->get(), 3);
+  ASSERT_EQ(events.size(), 3u);
+  EXPECT_EQ(Describe({events[0]}), std::vector<std::string>{"put /w/a=1@" + std::to_string(r1)});
+  std::vector<std::string> second = Describe({events[1], events[2]});
+  std::sort(second.begin(), second.end());
+  EXPECT_EQ(second, (std::vector<std::string>{"delete /w/old@" + std::to_string(r2),
+                                              "put /w/b=2@" + std::to_string(r2)}));
+  for (const auto& e : events) {
+    if (e.kind == WatchEvent::Kind::kPut) {
+      EXPECT_EQ(e.kv.create_revision, e.kv.mod_revision);
+      EXPECT_EQ(e.kv.version, 1);
+    }
+  }
+}
+
+TEST_P(StoreConformanceTest, WatchFromAPastRevisionReplaysWhatFollowed) {
+  const int64_t r0 = MustPut("/w/k", "v1");
+  MustPut("/w/k", "v2");
+  ASSERT_TRUE(store_->Delete("/w/k").ok());
+  auto watcher = store_->Watch("/w/", r0);
+  ASSERT_TRUE(watcher.ok()) << watcher.status().ToString();
+  std::vector<WatchEvent> events = Collect(watcher->get(), 2);
+  EXPECT_EQ(Describe(events), (std::vector<std::string>{"put /w/k=v2@" + std::to_string(r0 + 1),
+                                                        "delete /w/k@" + std::to_string(r0 + 2)}));
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0].kv.version, 2);
+  EXPECT_EQ(events[0].kv.create_revision, r0);
+}
+
+TEST_P(StoreConformanceTest, WatchOfCompactedHistoryIsOutOfRange) {
+  StoreOptions options;
+  options.candidate_id = "compactor";
+  options.lease_ttl = kTtl;
+  options.compact_interval = 1s;
+  options.compact_keep_revisions = 5;
+  auto s = OpenStore(uri_, options);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  ASSERT_OK((*s)->Campaign(10s));  // etcd: only the leader compacts
+  const int64_t first = (*s)->Put("/w/c", "0")->revision;
+  for (int i = 1; i < 20; ++i) ASSERT_TRUE((*s)->Put("/w/c", std::to_string(i)).ok());
+  // SQLite prunes at every Txn; etcd within a compaction interval or two.
+  StatusCode code = StatusCode::kOk;
+  for (int i = 0; i < 50 && code != StatusCode::kOutOfRange; ++i) {
+    auto w = (*s)->Watch("/w/", first);
+    if (!w.ok()) {
+      code = w.status().code();
+    } else {
+      auto next = (*w)->Next(100ms);
+      code = next.ok() ? StatusCode::kOk : next.status().code();
+    }
+    if (code != StatusCode::kOutOfRange) std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(code, StatusCode::kOutOfRange);
+  // Recent history is still there.
+  auto recent = (*s)->Watch("/w/", (*(*s)->Get("/w/c"))->mod_revision - 2);
+  ASSERT_TRUE(recent.ok()) << recent.status().ToString();
+  EXPECT_EQ(Collect(recent->get(), 2).size(), 2u);
+}
+
 // --- leader election -------------------------------------------------------
 
 TEST_P(StoreConformanceTest, OneOfTwoContendersLeads) {
@@ -491,6 +595,24 @@ TEST(EtcdStoreTest, OperationsFailUnavailableWhileEtcdIsDownAndWorkAfterRestart)
   ASSERT_TRUE(got.ok()) << got.status().ToString();
   ASSERT_TRUE(got->has_value());
   EXPECT_EQ((*got)->value, "v");
+}
+
+TEST(EtcdStoreTest, WatcherReportsUnavailableWhenEtcdDies) {
+  auto etcd = EtcdProcess::Start();
+  if (!etcd.ok() && etcd.status().code() == StatusCode::kNotFound) GTEST_SKIP();
+  ASSERT_TRUE(etcd.ok()) << etcd.status().ToString();
+  auto s = OpenStore((*etcd)->uri());
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  auto w = (*s)->Watch("/w/", 0);
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  ASSERT_TRUE((*s)->Put("/w/a", "1").ok());
+  auto first = (*w)->Next(5s);
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->size(), 1u);
+  (*etcd)->Kill();
+  Result<std::vector<WatchEvent>> next = std::vector<WatchEvent>();
+  for (int i = 0; i < 50 && next.ok(); ++i) next = (*w)->Next(100ms);
+  EXPECT_EQ(next.status().code(), StatusCode::kUnavailable) << next.status().ToString();
 }
 
 TEST(EtcdStoreTest, LeaderThatCannotRenewItsLeaseStopsLeadingBeforeItExpires) {

@@ -33,6 +33,9 @@ class MetadataStoreWrapper : public MetadataStore {
   Status Resign() override { return target_->Resign(); }
   bool IsLeader() const override { return target_->IsLeader(); }
   Result<std::optional<std::string>> Leader() override { return target_->Leader(); }
+  Result<std::unique_ptr<Watcher>> Watch(std::string_view prefix, int64_t after_revision) override {
+    return target_->Watch(prefix, after_revision);
+  }
 
  private:
   MetadataStore* const target_;

@@ -27,7 +27,19 @@ constexpr const char* kSchema =
     "  version INTEGER NOT NULL) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL);"
     // etcd starts at revision 1 too; the first write makes it 2.
-    "INSERT OR IGNORE INTO meta(name, value) VALUES('revision', 1);";
+    "INSERT OR IGNORE INTO meta(name, value) VALUES('revision', 1);"
+    // Watch history: one row per changed key per revision (kind 0 put, 1
+    // delete), pruned to the newest compact_keep_revisions; 'compacted' is
+    // the newest revision pruned.
+    "CREATE TABLE IF NOT EXISTS events("
+    "  revision INTEGER NOT NULL,"
+    "  key BLOB NOT NULL,"
+    "  kind INTEGER NOT NULL,"
+    "  value BLOB NOT NULL,"
+    "  create_revision INTEGER NOT NULL,"
+    "  version INTEGER NOT NULL,"
+    "  PRIMARY KEY(revision, key)) WITHOUT ROWID;"
+    "INSERT OR IGNORE INTO meta(name, value) VALUES('compacted', 0);";
 
 // Resets a statement (and its bindings) when the scope ends, so a cached
 // statement never keeps a read transaction open.
@@ -98,9 +110,17 @@ struct SqliteStore::Statements {
   sqlite3_stmt* del = nullptr;
   sqlite3_stmt* rev_get = nullptr;
   sqlite3_stmt* rev_set = nullptr;
+  sqlite3_stmt* event_insert = nullptr;
+  sqlite3_stmt* events_prune = nullptr;
+  sqlite3_stmt* compacted_get = nullptr;
+  sqlite3_stmt* compacted_set = nullptr;
+  sqlite3_stmt* events_bounded = nullptr;
+  sqlite3_stmt* events_open = nullptr;
 
   ~Statements() {
-    for (sqlite3_stmt* s : {get, range_bounded, range_open, upsert, del, rev_get, rev_set}) {
+    for (sqlite3_stmt* s :
+         {get, range_bounded, range_open, upsert, del, rev_get, rev_set, event_insert, events_prune,
+          compacted_get, compacted_set, events_bounded, events_open}) {
       sqlite3_finalize(s);
     }
   }
@@ -212,10 +232,24 @@ Status SqliteStore::Init() {
       {&stmts_->upsert,
        "INSERT INTO kv(key, value, create_revision, mod_revision, version) "
        "VALUES(?1, ?2, ?3, ?3, 1) ON CONFLICT(key) DO UPDATE SET "
-       "value = excluded.value, mod_revision = excluded.mod_revision, version = version + 1"},
+       "value = excluded.value, mod_revision = excluded.mod_revision, version = version + 1 "
+       "RETURNING create_revision, version"},
       {&stmts_->del, "DELETE FROM kv WHERE key = ?1"},
       {&stmts_->rev_get, "SELECT value FROM meta WHERE name = 'revision'"},
       {&stmts_->rev_set, "UPDATE meta SET value = ?1 WHERE name = 'revision'"},
+      {&stmts_->event_insert,
+       "INSERT INTO events(revision, key, kind, value, create_revision, version) "
+       "VALUES(?1, ?2, ?3, ?4, ?5, ?6)"},
+      {&stmts_->events_prune, "DELETE FROM events WHERE revision <= ?1"},
+      {&stmts_->compacted_get, "SELECT value FROM meta WHERE name = 'compacted'"},
+      {&stmts_->compacted_set,
+       "UPDATE meta SET value = ?1 WHERE name = 'compacted' AND value < ?1"},
+      {&stmts_->events_bounded,
+       "SELECT revision, key, kind, value, create_revision, version FROM events "
+       "WHERE revision > ?1 AND key >= ?2 AND key < ?3 ORDER BY revision, key"},
+      {&stmts_->events_open,
+       "SELECT revision, key, kind, value, create_revision, version FROM events "
+       "WHERE revision > ?1 AND key >= ?2 ORDER BY revision, key"},
   };
   for (auto& p : prepared) {
     rc = sqlite3_prepare_v3(db_, p.sql, -1, SQLITE_PREPARE_PERSISTENT, p.slot, nullptr);
@@ -316,11 +350,38 @@ Result<TxnResult> SqliteStore::ApplyLocked(const TxnRequest& txn) {
       sqlite3_bind_int64(s, 3, next);
     }
     int rc = sqlite3_step(s);
+    int64_t create_revision = 0, version = 0;
+    if (op.kind == Op::Kind::kPut) {
+      if (rc != SQLITE_ROW) return SqliteError("put", rc);
+      create_revision = sqlite3_column_int64(s, 0);
+      version = sqlite3_column_int64(s, 1);
+      rc = sqlite3_step(s);
+    }
     if (rc != SQLITE_DONE) return SqliteError(op.kind == Op::Kind::kPut ? "put" : "delete", rc);
-    // Like etcd: a delete of a missing key is not a change.
-    if (op.kind == Op::Kind::kPut || sqlite3_changes(db_) > 0) changed = true;
+    // Like etcd: a delete of a missing key is not a change (and no event).
+    if (op.kind == Op::Kind::kDelete && sqlite3_changes(db_) == 0) continue;
+    changed = true;
+    StmtReset reset_event(stmts_->event_insert);
+    sqlite3_bind_int64(stmts_->event_insert, 1, next);
+    BindBlob(stmts_->event_insert, 2, op.key);
+    sqlite3_bind_int(stmts_->event_insert, 3, op.kind == Op::Kind::kPut ? 0 : 1);
+    BindBlob(stmts_->event_insert, 4, op.kind == Op::Kind::kPut ? op.value : std::string_view());
+    sqlite3_bind_int64(stmts_->event_insert, 5, create_revision);
+    sqlite3_bind_int64(stmts_->event_insert, 6, version);
+    rc = sqlite3_step(stmts_->event_insert);
+    if (rc != SQLITE_DONE) return SqliteError("record event", rc);
   }
   if (!changed) return TxnResult{.succeeded = true, .revision = revision};
+  // Keep compact_keep_revisions of watch history (one index range delete).
+  const int64_t prune_to = next - std::max<int64_t>(1, options_.compact_keep_revisions);
+  if (prune_to > 0) {
+    for (sqlite3_stmt* st : {stmts_->events_prune, stmts_->compacted_set}) {
+      StmtReset reset_prune(st);
+      sqlite3_bind_int64(st, 1, prune_to);
+      int prc = sqlite3_step(st);
+      if (prc != SQLITE_DONE) return SqliteError("prune events", prc);
+    }
+  }
   StmtReset reset(stmts_->rev_set);
   sqlite3_bind_int64(stmts_->rev_set, 1, next);
   int rc = sqlite3_step(stmts_->rev_set);
@@ -361,6 +422,92 @@ Result<TxnResult> SqliteStore::Txn(const TxnRequest& txn) {
     return st;
   }
   return r;
+}
+
+// --- Watch: polls the events table ------------------------------------------
+
+namespace {
+
+class SqliteWatcher final : public Watcher {
+ public:
+  SqliteWatcher(SqliteStore* store, std::string prefix, int64_t after)
+      : store_(store), prefix_(std::move(prefix)), after_(after) {}
+
+  Result<std::vector<WatchEvent>> Next(std::chrono::milliseconds timeout) override {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      TANDEM_ASSIGN_OR_RETURN(std::vector<WatchEvent> events, store_->ReadEvents(prefix_, after_));
+      if (!events.empty()) {
+        after_ = events.back().kv.mod_revision;
+        return events;
+      }
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= deadline) return events;
+      // Polling: changes may come from another process, which no in-process
+      // notification would see; 20 ms is far below any controller reaction.
+      std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
+          std::chrono::milliseconds(20), deadline - now));
+    }
+  }
+
+ private:
+  SqliteStore* const store_;
+  const std::string prefix_;
+  int64_t after_;
+};
+
+}  // namespace
+
+Result<std::vector<WatchEvent>> SqliteStore::ReadEvents(const std::string& prefix, int64_t after) {
+  const std::string hi = PrefixEnd(prefix);
+  std::lock_guard lock(mu_);
+  TANDEM_RETURN_IF_ERROR(Exec("BEGIN"));
+  std::vector<WatchEvent> events;
+  Status st = [&]() -> Status {
+    StmtReset reset_c(stmts_->compacted_get);
+    int rc = sqlite3_step(stmts_->compacted_get);
+    if (rc != SQLITE_ROW) return SqliteError("read compacted", rc);
+    const int64_t compacted = sqlite3_column_int64(stmts_->compacted_get, 0);
+    if (after < compacted) {
+      return Status::OutOfRange("watch history after revision " + std::to_string(after) +
+                                " is compacted (kept from " + std::to_string(compacted + 1) + ")");
+    }
+    sqlite3_stmt* s = hi.empty() ? stmts_->events_open : stmts_->events_bounded;
+    StmtReset reset(s);
+    sqlite3_bind_int64(s, 1, after);
+    BindBlob(s, 2, prefix);
+    if (!hi.empty()) BindBlob(s, 3, hi);
+    for (;;) {
+      rc = sqlite3_step(s);
+      if (rc == SQLITE_DONE) break;
+      if (rc != SQLITE_ROW) return SqliteError("read events", rc);
+      WatchEvent e;
+      e.kind = sqlite3_column_int(s, 2) == 0 ? WatchEvent::Kind::kPut : WatchEvent::Kind::kDelete;
+      e.kv.mod_revision = sqlite3_column_int64(s, 0);
+      e.kv.key = ColumnBlob(s, 1);
+      e.kv.value = ColumnBlob(s, 3);
+      e.kv.create_revision = sqlite3_column_int64(s, 4);
+      e.kv.version = sqlite3_column_int64(s, 5);
+      events.push_back(std::move(e));
+    }
+    return Status::Ok();
+  }();
+  (void)Exec("COMMIT");
+  if (!st.ok()) return st;
+  return events;
+}
+
+Result<std::unique_ptr<Watcher>> SqliteStore::Watch(std::string_view prefix,
+                                                    int64_t after_revision) {
+  if (after_revision < 0) return Status::InvalidArgument("watch after a negative revision");
+  int64_t after = after_revision;
+  if (after == 0) {
+    std::lock_guard lock(mu_);
+    TANDEM_ASSIGN_OR_RETURN(after, ReadRevision());
+  }
+  // Fail now rather than at the first Next when the history is gone.
+  TANDEM_RETURN_IF_ERROR(ReadEvents(std::string(prefix), after).status());
+  return std::unique_ptr<Watcher>(new SqliteWatcher(this, std::string(prefix), after));
 }
 
 Status SqliteStore::Campaign(std::chrono::milliseconds timeout) {

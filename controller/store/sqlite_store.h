@@ -20,6 +20,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "common/result.h"
 #include "controller/store/metadata_store.h"
@@ -46,6 +47,12 @@ class SqliteStore final : public MetadataStore {
   Status Resign() override;
   bool IsLeader() const override { return leader_fd_.load() >= 0; }
   Result<std::optional<std::string>> Leader() override;
+  // The returned Watcher must not outlive this store.
+  Result<std::unique_ptr<Watcher>> Watch(std::string_view prefix, int64_t after_revision) override;
+
+  // Events under `prefix` after revision `after` (OUT_OF_RANGE if pruned).
+  // For SqliteWatcher.
+  Result<std::vector<WatchEvent>> ReadEvents(const std::string& prefix, int64_t after);
 
  private:
   struct Statements;
