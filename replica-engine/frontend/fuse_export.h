@@ -11,8 +11,8 @@
 //                       range; reads past the end are short, as for a file)
 //   write            -> kWrite (O_DSYNC/RWF_DSYNC writes carry kBlockFua; past
 //                       the end: ENOSPC). A write that is not whole blocks is
-//                       a read-modify-write, serialized only against other
-//                       partial writes (a loop device never sends one).
+//                       a read-modify-write that excludes every other write
+//                       while it runs (docs/fuse_export.md).
 //   fsync/fdatasync  -> kFlush
 //   fallocate PUNCH_HOLE|KEEP_SIZE -> kTrim, ZERO_RANGE -> kWriteZeroes,
 //                       mode 0 inside the file -> no-op (thin provisioned)

@@ -75,6 +75,16 @@ class FuseExport::Impl final : private EventLoop::Idler {
   // be lost). BeginRequest returns false once shutting down (answer EIO).
   bool BeginRequest();
   void EndRequest();
+  // The write gate: a partial-block write (read-modify-write) must not
+  // interleave with any other write, or a write landing between its read and
+  // its write would be undone. Whole-block writes, trims and write-zeroes
+  // bracket themselves with EnterWrite/ExitWrite (two atomic operations when
+  // no partial write runs); a partial write holds ExclusiveWrite for its
+  // whole read-modify-write. Worker threads only.
+  void EnterWrite();
+  void ExitWrite();
+  void BeginExclusiveWrite();
+  void EndExclusiveWrite();
   // Runs `slot`'s request on the device and waits for it. Returns 0 or a
   // positive errno. Worker thread only, between Begin/EndRequest.
   int Execute(FuseSlot* slot);
@@ -141,6 +151,10 @@ class FuseExport::Impl final : private EventLoop::Idler {
   std::atomic<bool> abandon_{false};  // Destroy: fail every Execute
   // Slots on the device (loop thread): an orphaned Impl lives until 0.
   uint32_t device_inflight_ = 0;
+
+  std::atomic<uint32_t> writers_{0};    // whole-block writes in the gate
+  std::atomic<bool> exclusive_{false};  // a partial write holds the gate
+  std::mutex exclusive_mu_;             // one partial write at a time
 
   std::atomic<uint64_t> requests_{0};
   std::atomic<uint64_t> errors_{0};

@@ -41,6 +41,32 @@ class RequestScope {
   bool ok_;
 };
 
+// Brackets a whole-block write, trim or write-zeroes (Impl::EnterWrite).
+class WriteScope {
+ public:
+  explicit WriteScope(FuseExport::Impl* self) : self_(self) { self_->EnterWrite(); }
+  ~WriteScope() { self_->ExitWrite(); }
+  WriteScope(const WriteScope&) = delete;
+  WriteScope& operator=(const WriteScope&) = delete;
+
+ private:
+  FuseExport::Impl* self_;
+};
+
+// Brackets a read-modify-write (Impl::BeginExclusiveWrite).
+class ExclusiveWriteScope {
+ public:
+  explicit ExclusiveWriteScope(FuseExport::Impl* self) : self_(self) {
+    self_->BeginExclusiveWrite();
+  }
+  ~ExclusiveWriteScope() { self_->EndExclusiveWrite(); }
+  ExclusiveWriteScope(const ExclusiveWriteScope&) = delete;
+  ExclusiveWriteScope& operator=(const ExclusiveWriteScope&) = delete;
+
+ private:
+  FuseExport::Impl* self_;
+};
+
 FuseExport::Impl* Self(fuse_req_t req) {
   return static_cast<FuseExport::Impl*>(fuse_req_userdata(req));
 }
@@ -176,15 +202,15 @@ void OpRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*)
 // from a buffer that is not page aligned at page boundaries, so a plain
 // pwrite() of whole blocks can arrive that way; a loop device never sends
 // one): read the partial head and tail blocks, patch, write the whole range.
-// Serialized against other partial writes only (see docs/fuse_export.md).
+// No other write of this export runs meanwhile (the write gate), so none can
+// land between the read and the write and be undone.
 int ReadModifyWrite(FuseExport::Impl* self, FuseSlot* slot, const char* data, uint64_t offset,
                     uint64_t size, uint32_t flags) {
-  static std::mutex rmw_mu;  // rare path: one at a time across exports
   const uint64_t bs = self->block_size();
   const uint64_t start = offset / bs * bs;
   const uint64_t end = (offset + size + bs - 1) / bs * bs;
   uint8_t* bounce = slot->read_buf;  // max_request + 2 blocks
-  std::lock_guard<std::mutex> lock(rmw_mu);
+  ExclusiveWriteScope exclusive(self);
   int err = 0;
   if (offset != start) err = Run(self, slot, target::BlockOp::kRead, 0, start, bs, bounce);
   // The tail block, unless it is the head block just read.
@@ -221,6 +247,7 @@ void OpWrite(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off
   } else {
     // libfuse's receive buffer (slot->fbuf) holds the data until we reply:
     // the device reads it in place.
+    WriteScope gate(self);
     err = Run(self, slot, target::BlockOp::kWrite, flags, offset, size,
               reinterpret_cast<uint8_t*>(const_cast<char*>(buf)));
   }
@@ -278,7 +305,12 @@ void OpFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t leng
       err = EINVAL;
     } else {
       RequestScope scope(self);
-      err = scope.ok() ? Run(self, tls_slot, op, 0, offset, len, nullptr) : EIO;
+      if (scope.ok()) {
+        WriteScope gate(self);
+        err = Run(self, tls_slot, op, 0, offset, len, nullptr);
+      } else {
+        err = EIO;
+      }
       self->CountRequest(err != 0, 0, 0);
       fuse_reply_err(req, err);
       return;

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <thread>
 
 #include "replica-engine/frontend/fuse_export_impl.h"
 
@@ -45,6 +46,32 @@ void FuseExport::Impl::EndRequest() {
       stopping_.load(std::memory_order_seq_cst)) {
     loop_->Wake();  // the drain may be complete
   }
+}
+
+void FuseExport::Impl::EnterWrite() {
+  for (;;) {
+    // Dekker with BeginExclusiveWrite: count in, then look.
+    writers_.fetch_add(1, std::memory_order_seq_cst);
+    if (!exclusive_.load(std::memory_order_seq_cst)) return;
+    writers_.fetch_sub(1, std::memory_order_seq_cst);
+    // A partial write runs: wait for it by taking its mutex, then retry.
+    std::lock_guard<std::mutex> wait(exclusive_mu_);
+  }
+}
+
+void FuseExport::Impl::ExitWrite() { writers_.fetch_sub(1, std::memory_order_seq_cst); }
+
+void FuseExport::Impl::BeginExclusiveWrite() {
+  exclusive_mu_.lock();
+  exclusive_.store(true, std::memory_order_seq_cst);
+  // Writes already inside finish (they are on the device: milliseconds);
+  // new ones wait on exclusive_mu_. Rare path: a yield loop is enough.
+  while (writers_.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
+}
+
+void FuseExport::Impl::EndExclusiveWrite() {
+  exclusive_.store(false, std::memory_order_seq_cst);
+  exclusive_mu_.unlock();
 }
 
 int FuseExport::Impl::Execute(FuseSlot* slot) {
