@@ -4,15 +4,11 @@
 #include "common/grpc/tls.h"
 
 #include <grpcpp/client_context.h>
-#include <stdlib.h>
 
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
 #include <string>
 
 #include "common/grpc/bearer_auth.h"
@@ -21,6 +17,7 @@
 #include "common/grpc/grpc_status.h"
 #include "common/grpc/handler_guard.h"
 #include "common/grpc/testdata/echo.grpc.pb.h"
+#include "common/grpc/testing_certs.h"
 
 namespace tandem::rpc {
 namespace {
@@ -43,49 +40,20 @@ class CountingEcho final : public pb::Echo::Service {
   BearerTokenAuth auth_;
 };
 
-// A CA, a server certificate for 127.0.0.1 and a client certificate signed
-// by it, and a client certificate from another CA; made once per run.
+// The certificates are made once per test binary run (testing_certs.h).
 class TlsTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    char tmpl[] = "/tmp/tandem_tls_test.XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    const std::string d = dir_;
-    const std::string ec = " -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-    const std::string script =
-        "set -e; cd " + d + "; exec 2>openssl.log;" +
-        // Two CAs.
-        "for ca in ca other; do openssl req -x509" + ec +
-        " -keyout $ca.key -out $ca.crt -days 2 -subj /CN=tandem-test-$ca; done;" +
-        "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > server.ext;" + "openssl req" + ec +
-        " -keyout server.key -out server.csr -subj /CN=tandem-server;" +
-        "openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial"
-        " -out server.crt -days 2 -extfile server.ext;" +
-        "for c in client:ca stranger:other; do n=${c%%:*}; s=${c##*:};"
-        " openssl req" +
-        ec +
-        " -keyout $n.key -out $n.csr -subj /CN=$n;"
-        " openssl x509 -req -in $n.csr -CA $s.crt -CAkey $s.key -CAcreateserial"
-        " -out $n.crt -days 2; done";
-    {
-      std::ofstream(d + "/make_certs.sh") << script << "\n";
-    }
-    if (std::system(("bash " + d + "/make_certs.sh").c_str()) != 0) {
-      skip_reason_ = "openssl could not make the test certificates (see " + d + "/openssl.log)";
-    }
-  }
+  static void SetUpTestSuite() { certs_ = new test_certs::TestCertificates(); }
   static void TearDownTestSuite() {
-    if (skip_reason_.empty()) std::filesystem::remove_all(dir_);
+    delete certs_;
+    certs_ = nullptr;
   }
   void SetUp() override {
-    if (!skip_reason_.empty()) GTEST_SKIP() << skip_reason_;
+    if (!certs_->ok()) GTEST_SKIP() << certs_->error();
   }
 
-  static std::string F(const std::string& name) { return dir_ + "/" + name; }
-  static TlsConfig Server(bool mutual) {
-    return {F("server.crt"), F("server.key"), mutual ? F("ca.crt") : ""};
-  }
+  static std::string F(const std::string& name) { return certs_->File(name); }
+  static TlsConfig Server(bool mutual) { return certs_->Server(mutual); }
 
   // Starts a server with `tls` on 127.0.0.1:0; returns its endpoint.
   std::string Start(const TlsConfig& tls) {
@@ -117,13 +85,11 @@ class TlsTest : public ::testing::Test {
     return st;
   }
 
-  static std::string dir_;
-  static std::string skip_reason_;
+  static test_certs::TestCertificates* certs_;
   CountingEcho service_;
   std::unique_ptr<GrpcServer> server_;
 };
-std::string TlsTest::dir_;
-std::string TlsTest::skip_reason_;
+test_certs::TestCertificates* TlsTest::certs_ = nullptr;
 
 TEST_F(TlsTest, MutualTlsServesOnlyClientsWithACertificateFromItsCa) {
   const std::string endpoint = Start(Server(/*mutual=*/true));

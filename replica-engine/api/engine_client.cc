@@ -25,7 +25,18 @@ Result<Resp> Finish(const grpc::Status& status, Resp resp) {
 }  // namespace
 
 EngineClient::EngineClient(const std::string& address, std::string token)
-    : token_(std::move(token)), stub_(pb::Engine::NewStub(rpc::NewClientChannel(address))) {}
+    : EngineClient(rpc::NewClientChannel(address), std::move(token)) {}
+
+EngineClient::EngineClient(std::shared_ptr<grpc::Channel> channel, std::string token)
+    : token_(std::move(token)), stub_(pb::Engine::NewStub(std::move(channel))) {}
+
+Result<std::unique_ptr<EngineClient>> EngineClient::Connect(const std::string& address,
+                                                            std::string token,
+                                                            const rpc::TlsConfig& tls) {
+  TANDEM_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel,
+                          rpc::NewClientChannel(address, tls));
+  return std::unique_ptr<EngineClient>(new EngineClient(std::move(channel), std::move(token)));
+}
 
 std::unique_ptr<grpc::ClientContext> EngineClient::NewContext(Timeout timeout) const {
   auto ctx = std::make_unique<grpc::ClientContext>();

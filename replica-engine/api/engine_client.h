@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "common/grpc/tls.h"
 #include "common/result.h"
 #include "replica-engine/proto/engine.grpc.pb.h"
 
@@ -35,6 +36,11 @@ class EngineClient {
   // token, sent as "authorization: Bearer <token>"; empty sends none. No
   // connection is made until the first call.
   EngineClient(const std::string& address, std::string token);
+  // The same over TLS (common/grpc/tls.h; plaintext when !tls.enabled()).
+  // INVALID_ARGUMENT naming the file when a TLS file is unusable.
+  static Result<std::unique_ptr<EngineClient>> Connect(const std::string& address,
+                                                       std::string token,
+                                                       const rpc::TlsConfig& tls);
 
   Result<engine::v1::EngineInfo> GetEngineInfo(Timeout timeout = kDefaultTimeout);
 
@@ -82,6 +88,8 @@ class EngineClient {
  private:
   // A context with the deadline and the token set.
   std::unique_ptr<grpc::ClientContext> NewContext(Timeout timeout) const;
+
+  EngineClient(std::shared_ptr<grpc::Channel> channel, std::string token);
 
   std::string token_;
   std::unique_ptr<engine::v1::Engine::Stub> stub_;

@@ -44,6 +44,13 @@ Status ParseEndpoints(const Flags& flags, EngineConfig* c) {
   TANDEM_RETURN_IF_ERROR(CheckBindAddress("--listen", flags.Get("listen"),
                                           !c->server.auth_token.empty(), "--auth-token",
                                           insecure_bind));
+  c->grpc_tls = {flags.Get("grpc-tls-cert"), flags.Get("grpc-tls-key"),
+                 flags.Get("grpc-tls-client-ca")};
+  if (c->grpc_tls.enabled() && (c->grpc_tls.cert_file.empty() || c->grpc_tls.key_file.empty())) {
+    return Status::InvalidArgument(
+        "--grpc-tls-cert and --grpc-tls-key are both needed for TLS (--grpc-tls-client-ca "
+        "adds client certificates)");
+  }
   c->grpc_listen = flags.Get("grpc-listen");
   Result<rpc::Endpoint> grpc = rpc::ParseEndpoint(c->grpc_listen);
   if (!grpc.ok()) return grpc.status().WithContext("--grpc-listen");
@@ -123,6 +130,10 @@ void DefineEngineFlags(Flags* flags) {
   flags->Define("allowed-device", "",
                 "a block device (or file) outside --data-dir that CreateReplica's data_path may "
                 "name (repeatable; symlinks are resolved)");
+  flags->Define("grpc-tls-cert", "", "TLS certificate (PEM) of the management API");
+  flags->Define("grpc-tls-key", "", "TLS private key (PEM) of the management API");
+  flags->Define("grpc-tls-client-ca", "",
+                "CA (PEM) whose client certificates the management API requires (mutual TLS)");
   flags->Define("allow-remote-nbd", "false",
                 "let CreateTarget export NBD over TCP on a non-loopback nbd_tcp_address (NBD has "
                 "no authentication)");

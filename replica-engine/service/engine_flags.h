@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/flags.h"
+#include "common/grpc/tls.h"
 #include "common/status.h"
 #include "replica-engine/replica/replica.h"
 #include "replica-engine/server/replica_server.h"
@@ -31,8 +32,11 @@ struct EngineConfig {
   EngineServiceOptions service;
   std::string backend;      // --backend
   std::string grpc_listen;  // --grpc-listen, as given (a valid endpoint)
-  std::string nbd_dir;      // --nbd-dir, default <data-dir>/nbd
-  std::string port_file;    // --port-file
+  // --grpc-tls-cert, --grpc-tls-key, --grpc-tls-client-ca: TLS for the
+  // management API (mutual with a client CA); none: plaintext.
+  rpc::TlsConfig grpc_tls;
+  std::string nbd_dir;    // --nbd-dir, default <data-dir>/nbd
+  std::string port_file;  // --port-file
   std::string grpc_port_file;
   // --create-replica, each already within CreateReplica's size rules.
   std::vector<replica::ReplicaConfig> create;

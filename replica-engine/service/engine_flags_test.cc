@@ -93,6 +93,8 @@ TEST(EngineConfigTest, BadValuesAreUsageErrorsNamingTheFlag) {
       {{"--create-replica=v1:1000"}, "--create-replica"},
       {{"--mgmt-token=a", "--mgmt-token-file=/nonexistent"}, "exclusive"},
       {{"--auth-token-file=/nonexistent"}, "--auth-token-file"},
+      {{"--grpc-tls-cert=/c.pem"}, "--grpc-tls-key"},
+      {{"--grpc-tls-client-ca=/ca.pem"}, "--grpc-tls-cert"},
   };
   for (const auto& [args, want] : cases) {
     EngineConfig c;

@@ -86,6 +86,7 @@ tandem::Status Serve(const tandem::service::EngineConfig& config, sigset_t* sigs
   if (st.ok()) {
     tandem::rpc::GrpcServerOptions grpc_opts;
     grpc_opts.endpoint = config.grpc_listen;
+    grpc_opts.tls = config.grpc_tls;
     grpc_opts.services = {&service};
     grpc_opts.log_tag = "engine_api";
     // Successful calls at debug: `tandemctl target watch` and node plugins

@@ -3,7 +3,8 @@
 # management API survives SIGTERM (exit 0) and a restart; a target over it is
 # READY and SIGTERM with it attached still exits 0; command-line errors exit 2,
 # API errors exit 1 with "error: CODE: ..."; the management token is enforced;
-# --create-replica and SIGINT work. Every wait is bounded.
+# --create-replica and SIGINT work; the management API over mutual TLS.
+# Every wait is bounded.
 #
 #   engine_restart_test.sh <tandem-engine> <tandemctl>
 set -uo pipefail
@@ -161,6 +162,30 @@ stop_engine INT
 start_engine engine5.log --data-dir="$tmp/data2"
 expect 0 '^clean_shutdown=true$' "${ctl[@]}" replica get --volume=vol-y
 stop_engine
+
+# --- the management API over mutual TLS (--grpc-tls-*, tandemctl --tls-*) ---
+if command -v openssl >/dev/null; then
+  ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+  if (cd "$tmp" &&
+      openssl req -x509 "${ec[@]}" -keyout ca.key -out ca.crt -days 2 -subj /CN=test-ca &&
+      printf 'subjectAltName=IP:127.0.0.1\n' >server.ext &&
+      for n in server client; do
+        openssl req "${ec[@]}" -keyout $n.key -out $n.csr -subj /CN=$n &&
+          openssl x509 -req -in $n.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out $n.crt \
+            -days 2 $([ $n = server ] && echo -extfile server.ext) || exit 1
+      done) 2>"$tmp/openssl.log"; then
+    start_engine engine6.log --grpc-tls-cert="$tmp/server.crt" --grpc-tls-key="$tmp/server.key" \
+      --grpc-tls-client-ca="$tmp/ca.crt"
+    tls=(--tls-ca="$tmp/ca.crt" --tls-cert="$tmp/client.crt" --tls-key="$tmp/client.key")
+    expect 0 '^node_id=test-node$' "${ctl[@]}" "${tls[@]}" info
+    expect 1 '^error: UNAVAILABLE' "${ctl[@]}" --tls-ca="$tmp/ca.crt" --deadline-ms=2000 info
+    expect 1 '^error: ' "${ctl[@]}" --deadline-ms=2000 info
+    expect 2 'TLS CA file' "${ctl[@]}" --tls-ca="$tmp/missing.crt" info
+    stop_engine
+  else
+    fail "openssl could not make the TLS test certificates: $(cat "$tmp/openssl.log")"
+  fi
+fi
 
 if [ "$failures" -ne 0 ]; then
   echo "engine logs:" >&2

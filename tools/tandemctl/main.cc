@@ -28,6 +28,7 @@ const char kUsage[] =
     "  --token        management token (the engine's --mgmt-token)\n"
     "  --token-file   read the management token from this file (not visible in ps)\n"
     "  --deadline-ms  per-call deadline (default 30000)\n"
+    "  --tls-ca=F [--tls-cert=F --tls-key=F]  TLS to the engine (mutual with cert and key)\n"
     "commands:\n"
     "  info\n"
     "  replica create --volume=V --replica-id=R --size=SIZE [--block-size=N] [--data-path=P]\n"
@@ -131,6 +132,9 @@ int Main(int argc, char** argv) {
   flags.Define("token", "", "management token");
   flags.Define("token-file", "", "file holding the management token");
   flags.Define("deadline-ms", "30000", "per-call deadline");
+  flags.Define("tls-ca", "", "TLS: CA file to verify the engine with");
+  flags.Define("tls-cert", "", "TLS: client certificate file (mutual TLS)");
+  flags.Define("tls-key", "", "TLS: client key file (mutual TLS)");
   Status st = flags.Parse(cmd, argv);
   if (!st.ok()) return UsageError(st.message());
   if (flags.help_requested()) {
@@ -148,8 +152,11 @@ int Main(int argc, char** argv) {
     if (!token.empty()) return UsageError("--token and --token-file are exclusive");
     if (!(st = ReadSecretFile("--token-file", file, &token)).ok()) return UsageError(st.message());
   }
-  api::EngineClient client(flags.Get("engine"), token);
-  Context ctx{&client, std::chrono::milliseconds(deadline_ms)};
+  const rpc::TlsConfig tls{flags.Get("tls-cert"), flags.Get("tls-key"), flags.Get("tls-ca")};
+  Result<std::unique_ptr<api::EngineClient>> client =
+      api::EngineClient::Connect(flags.Get("engine"), token, tls);
+  if (!client.ok()) return UsageError(client.status().message());
+  Context ctx{client->get(), std::chrono::milliseconds(deadline_ms)};
   const std::string group = argv[cmd];
   int rest_argc = argc - cmd - 1;
   char** rest_argv = argv + cmd + 1;
