@@ -3,6 +3,9 @@
 find_package(PkgConfig REQUIRED)
 find_package(Threads REQUIRED)
 pkg_check_modules(LIBURING REQUIRED IMPORTED_TARGET liburing)
+# OpenSSL's libcrypto (libssl-dev): HMAC-SHA256 and random nonces of the data
+# protocol's HELLO proof (docs/protocol.md, CHALLENGE).
+pkg_check_modules(LIBCRYPTO REQUIRED IMPORTED_TARGET libcrypto)
 
 find_library(LIBAIO_LIBRARY NAMES aio REQUIRED)
 find_path(LIBAIO_INCLUDE_DIR NAMES libaio.h REQUIRED)

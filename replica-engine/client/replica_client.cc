@@ -11,6 +11,7 @@
 #include "common/clock.h"
 #include "common/crc32c.h"
 #include "common/logging.h"
+#include "replica-engine/protocol/hello_proof.h"
 
 namespace tandem::client {
 
@@ -97,17 +98,18 @@ Status ReplicaClient::Connect() {
   if (inet_pton(AF_INET, options_.host.c_str(), &addr.sin_addr) != 1) {
     return Status::InvalidArgument("replica host is not an IPv4 address: " + options_.host);
   }
-  protocol::HelloRequest hello{options_.epoch, options_.volume_id, options_.token,
-                               options_.target_id};
-  std::string payload;
-  TANDEM_RETURN_IF_ERROR(protocol::EncodeHello(hello, &payload));
-  FrameHeader h;
-  h.opcode = static_cast<uint8_t>(Opcode::kHello);
-  h.payload_length = static_cast<uint32_t>(payload.size());
-  h.payload_crc = Crc32c(payload.data(), payload.size());
-  hello_frame_.assign(protocol::kHeaderSize, '\0');
-  protocol::EncodeHeader(h, reinterpret_cast<uint8_t*>(hello_frame_.data()));
-  hello_frame_ += payload;
+  TANDEM_RETURN_IF_ERROR(protocol::ValidateSecret(options_.secret));
+  awaiting_nonce_ = !options_.secret.empty();
+  if (awaiting_nonce_) {
+    // Ask for this connection's nonce first; the HELLO proves the secret
+    // over it (OnChallengeReply).
+    FrameHeader h;
+    h.opcode = static_cast<uint8_t>(Opcode::kChallenge);
+    hello_frame_.assign(protocol::kHeaderSize, '\0');
+    protocol::EncodeHeader(h, reinterpret_cast<uint8_t*>(hello_frame_.data()));
+  } else {
+    TANDEM_RETURN_IF_ERROR(BuildHello({}));
+  }
   hello_sent_ = 0;
 
   fd_.Reset(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
@@ -153,6 +155,49 @@ void ReplicaClient::OnConnectDone() {
   }
   state_ = ClientState::kHandshaking;
   writable_ = true;
+}
+
+Status ReplicaClient::BuildHello(std::string_view nonce) {
+  protocol::HelloRequest hello{options_.epoch, options_.volume_id, options_.token,
+                               options_.target_id};
+  if (!options_.secret.empty())
+    hello.proof = protocol::ComputeHelloProof(options_.secret, nonce, hello);
+  std::string payload;
+  TANDEM_RETURN_IF_ERROR(protocol::EncodeHello(hello, &payload));
+  FrameHeader h;
+  h.opcode = static_cast<uint8_t>(Opcode::kHello);
+  h.payload_length = static_cast<uint32_t>(payload.size());
+  h.payload_crc = Crc32c(payload.data(), payload.size());
+  hello_frame_.assign(protocol::kHeaderSize, '\0');
+  protocol::EncodeHeader(h, reinterpret_cast<uint8_t*>(hello_frame_.data()));
+  hello_frame_ += payload;
+  return Status::Ok();
+}
+
+void ReplicaClient::OnChallengeReply(const FrameHeader& h, const uint8_t* payload) {
+  awaiting_nonce_ = false;
+  if (h.op() != Opcode::kChallenge) {
+    Fail(Status::DataLoss("expected a CHALLENGE reply"), true);
+    return;
+  }
+  if (h.status != WireStatus::kOk || h.payload_length != protocol::kNonceSize) {
+    // NOT_READY: a replica from before per-volume secrets.
+    Fail(Status(h.status == WireStatus::kOk ? StatusCode::kDataLoss : CodeOf(h.status),
+                std::string("replica refused CHALLENGE for volume '") + options_.volume_id +
+                    "': " + protocol::WireStatusName(h.status) +
+                    (h.status == WireStatus::kNotReady ? " (a replica without per-volume secrets?)"
+                                                       : "")),
+         true);
+    return;
+  }
+  Status st =
+      BuildHello(std::string_view(reinterpret_cast<const char*>(payload), h.payload_length));
+  if (!st.ok()) {
+    Fail(st.WithContext("HELLO"), true);
+    return;
+  }
+  hello_sent_ = 0;
+  SendHello();
 }
 
 void ReplicaClient::SendHello() {
@@ -229,6 +274,10 @@ void ReplicaClient::Parse() {
 
 void ReplicaClient::HandleReply(const FrameHeader& h, const uint8_t* payload) {
   if (state_ == ClientState::kHandshaking) {
+    if (awaiting_nonce_) {
+      OnChallengeReply(h, payload);
+      return;
+    }
     if (h.op() != Opcode::kHello) {
       Fail(Status::DataLoss("expected a HELLO reply"), true);
       return;

@@ -40,6 +40,10 @@ struct ClientOptions {
   uint16_t port = 0;
   std::string volume_id;
   std::string token;
+  // The volume's secret (docs/protocol.md, CHALLENGE), or empty: none. When
+  // set the client asks for the replica's nonce first and proves the secret
+  // in HELLO; the secret itself is never sent nor logged.
+  std::string secret;
   uint64_t epoch = 0;
   // Sent in HELLO: the random non-zero id of the target instance. At an
   // epoch equal to the replica's highest, only the target that owns it is
@@ -206,6 +210,11 @@ class ReplicaClient final : private EventLoop::Handler,
 
   void OnConnectDone();
   void SendHello();
+  // Frames the HELLO (with its proof over `nonce` when a secret is set) into
+  // hello_frame_.
+  Status BuildHello(std::string_view nonce);
+  // The CHALLENGE reply: build and send the HELLO.
+  void OnChallengeReply(const protocol::FrameHeader& h, const uint8_t* payload);
   void ReadMore();
   void Parse();
   void HandleReply(const protocol::FrameHeader& h, const uint8_t* payload);
@@ -236,7 +245,8 @@ class ReplicaClient final : private EventLoop::Handler,
   Slot* free_ = nullptr;
   Slot* tx_head_ = nullptr;
   Slot* tx_tail_ = nullptr;
-  std::string hello_frame_;  // HELLO header + payload while handshaking
+  std::string hello_frame_;      // CHALLENGE or HELLO frame while handshaking
+  bool awaiting_nonce_ = false;  // a CHALLENGE was sent, its reply not in
   size_t hello_sent_ = 0;
   ClientRequest* queued_head_ = nullptr;  // waiting for a slot
   ClientRequest* queued_tail_ = nullptr;

@@ -64,6 +64,11 @@ class Reader {
   }
 
   size_t remaining() const { return data_.size() - pos_; }
+  // `n` raw bytes. REQUIRES: n <= remaining().
+  void Bytes(size_t n, std::string* out) {
+    out->assign(data_.data() + pos_, n);
+    pos_ += n;
+  }
 
   Status Finish() const {
     if (pos_ == data_.size()) return Status::Ok();
@@ -291,6 +296,14 @@ Status EncodeHello(const HelloRequest& hello, std::string* out) {
   PutString(out, hello.volume_id);
   PutString(out, hello.token);
   PutFixed64(out, hello.target_id);
+  if (!hello.proof.empty()) {
+    if (hello.proof.size() != kProofSize) {
+      out->clear();
+      return Status::InvalidArgument("hello proof must be " + std::to_string(kProofSize) +
+                                     " bytes");
+    }
+    out->append(hello.proof);
+  }
   return Status::Ok();
 }
 
@@ -330,6 +343,10 @@ Status DecodeHello(std::string_view payload, HelloRequest* hello) {
   TANDEM_RETURN_IF_ERROR(r.String("token", kMaxTokenLength, &d.token));
   // An older target stops here: target_id 0.
   if (r.remaining() != 0) TANDEM_RETURN_IF_ERROR(r.U64("target_id", &d.target_id));
+  // A proof follows only for a volume with a secret: exactly kProofSize bytes.
+  if (r.remaining() == kProofSize) {
+    r.Bytes(kProofSize, &d.proof);
+  }
   TANDEM_RETURN_IF_ERROR(r.Finish());
   *hello = std::move(d);
   return Status::Ok();

@@ -54,9 +54,10 @@ bool CheckPayload(const FrameHeader& h, const void* payload);
 
 // HELLO request payload.
 //   u64 epoch | u16 volume_id_len | volume_id | u16 token_len | token |
-//   u64 target_id
+//   u64 target_id | [proof: kProofSize bytes]
 // target_id was appended: a payload that ends after the token (an older
-// target) decodes with target_id 0. The encoder always writes it.
+// target) decodes with target_id 0. The encoder always writes it. The proof
+// (hello_proof.h) follows only when present (a volume with a secret).
 struct HelloRequest {
   uint64_t epoch = 0;
   std::string volume_id;
@@ -65,6 +66,9 @@ struct HelloRequest {
   // epoch equal to the replica's highest, only the target that owns that
   // epoch is accepted (docs/protocol.md, Fencing).
   uint64_t target_id = 0;
+  // Empty, or kProofSize bytes: HMAC-SHA256 of the volume's secret over the
+  // connection's CHALLENGE nonce and this HELLO (hello_proof.h).
+  std::string proof;
 };
 // HELLO reply (and GET_INFO reply) payload.
 //   u64 size | u32 block_size | u32 max_inflight | u64 generation |

@@ -32,6 +32,8 @@ const char* OpcodeName(uint8_t opcode) {
       return "GET_ALLOCATION";
     case Opcode::kSetRebuildCursor:
       return "SET_REBUILD_CURSOR";
+    case Opcode::kChallenge:
+      return "CHALLENGE";
   }
   return "UNKNOWN";
 }

@@ -37,6 +37,12 @@ inline constexpr uint32_t kMaxPayload = kMaxIoSize;
 inline constexpr uint32_t kMaxControlPayload = 4096;
 inline constexpr size_t kMaxVolumeIdLength = 128;
 inline constexpr size_t kMaxTokenLength = 256;
+// Per-volume secrets and the HELLO proof: HMAC-SHA256(secret, nonce ||
+// u16 volume_id_len || volume_id || u64 epoch || u64 target_id).
+inline constexpr size_t kNonceSize = 32;
+inline constexpr size_t kProofSize = 32;  // SHA-256
+inline constexpr size_t kMinSecretLength = 16;
+inline constexpr size_t kMaxSecretLength = 256;
 
 inline constexpr uint8_t kReplyBit = 0x80;
 
@@ -76,7 +82,12 @@ enum class Opcode : uint8_t {
   // RebuildCursor (frame_codec.h), persisted in the replica metadata before
   // the reply. cursor 0 clears it. Reported in every ReplicaInfo.
   kSetRebuildCursor = 13,
-  // 14..31 reserved.
+  // Before HELLO, at most once per connection, for a volume with a secret
+  // (docs/protocol.md, CHALLENGE): no request payload; reply payload: the
+  // connection's random nonce (kNonceSize bytes), over which the HELLO's
+  // proof is computed.
+  kChallenge = 14,
+  // 15..31 reserved.
 };
 
 // GET_ALLOCATION: most extents one reply carries, and the largest reply

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <random>
 
+#include "common/file_util.h"
 #include "common/logging.h"
 
 namespace tandem::replica {
@@ -46,6 +47,23 @@ size_t DirtyMapBytes(uint64_t size, uint32_t region) {
 
 std::string MetaPath(const std::string& dir) { return dir + "/meta"; }
 std::string DefaultDataPath(const std::string& dir) { return dir + "/data"; }
+std::string SecretPath(const std::string& dir) { return dir + "/secret"; }
+
+// <dir>/secret, or empty when there is none. Any other error fails the open:
+// a replica whose secret cannot be read must not be served without one.
+Status ReadSecret(const std::string& dir, std::string* out) {
+  out->clear();
+  const std::string path = SecretPath(dir);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno == ENOENT ? Status::Ok() : PosixError("open " + path, errno);
+  char buf[4096];
+  ssize_t n = ::read(fd, buf, sizeof(buf));
+  const int err = errno;
+  ::close(fd);
+  if (n < 0) return PosixError("read " + path, err);
+  out->assign(buf, static_cast<size_t>(n));
+  return Status::Ok();
+}
 
 bool Exists(const std::string& path) {
   struct stat sb;
@@ -197,6 +215,9 @@ Result<std::unique_ptr<Replica>> Replica::Create(backend::StorageBackend* backen
     return PosixError("mkdir " + dir, errno);
   } else if (Exists(meta_path)) {
     return Status::AlreadyExists("a replica already exists in " + dir);
+  } else if (::unlink(SecretPath(dir).c_str()) != 0 && errno != ENOENT) {
+    // A secret left by an interrupted create must not guard the new replica.
+    return PosixError("unlink " + SecretPath(dir), errno);
   } else if (own_data && Exists(data_path)) {
     // The meta file is written last, so a directory with data but no meta is
     // what an interrupted Create leaves behind; its contents are not a replica.
@@ -206,10 +227,12 @@ Result<std::unique_ptr<Replica>> Replica::Create(backend::StorageBackend* backen
 
   int fd = -1;
   bool made_data = false;
+  bool made_secret = false;
   // Undoes whatever this call created, newest first, so a failed Create leaves
   // the directory as it found it.
   auto rollback = [&](const Status& st) -> Status {
     if (fd >= 0) backend->CloseFile(fd);
+    if (made_secret) ::unlink(SecretPath(dir).c_str());
     if (made_data) ::unlink(data_path.c_str());
     if (made_dir) ::rmdir(dir.c_str());
     return st;
@@ -244,6 +267,11 @@ Result<std::unique_ptr<Replica>> Replica::Create(backend::StorageBackend* backen
     md.activity_map.assign(DirtyMapBytes(config.size, md.activity_extent_size), 0);
   }
   md.clean_shutdown = false;  // open from now until Close()
+  if (!config.secret.empty()) {
+    made_secret = true;
+    Status st = WriteFileAtomically(SecretPath(dir), config.secret, 0600);
+    if (!st.ok()) return rollback(st);
+  }
   // MetadataFile::Create fsyncs `dir`, which also persists the data entry.
   Result<std::unique_ptr<MetadataFile>> meta = MetadataFile::Create(meta_path, md);
   if (!meta.ok()) return rollback(meta.status());
@@ -252,8 +280,10 @@ Result<std::unique_ptr<Replica>> Replica::Create(backend::StorageBackend* backen
             data_path.c_str());
   // A new replica's data is all zeroes on every peer: nothing to resync.
   const int direct_meta = OpenDirectMeta(backend, meta_path);
-  return std::unique_ptr<Replica>(
+  std::unique_ptr<Replica> r(
       new Replica(backend, dir, fd, std::move(*meta), /*was_clean=*/true, direct_meta));
+  r->secret_ = config.secret;
+  return r;
 }
 
 Result<std::unique_ptr<Replica>> Replica::Open(backend::StorageBackend* backend,
@@ -261,6 +291,8 @@ Result<std::unique_ptr<Replica>> Replica::Open(backend::StorageBackend* backend,
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<MetadataFile> meta, MetadataFile::Open(MetaPath(dir)));
   ReplicaMetadata md = meta->current();
   const std::string data_path = md.data_path.empty() ? DefaultDataPath(dir) : md.data_path;
+  std::string secret;
+  TANDEM_RETURN_IF_ERROR(ReadSecret(dir, &secret));
   TANDEM_ASSIGN_OR_RETURN(int fd, backend->OpenFile(data_path.c_str(), /*create=*/false));
   Status st = CheckCapacity(fd, data_path, md.size);
   const bool was_clean = md.clean_shutdown;
@@ -279,8 +311,9 @@ Result<std::unique_ptr<Replica>> Replica::Open(backend::StorageBackend* backend,
               dir.c_str());
   }
   const int direct_meta = OpenDirectMeta(backend, MetaPath(dir));
-  return std::unique_ptr<Replica>(
-      new Replica(backend, dir, fd, std::move(meta), was_clean, direct_meta));
+  std::unique_ptr<Replica> r(new Replica(backend, dir, fd, std::move(meta), was_clean, direct_meta));
+  r->secret_ = std::move(secret);
+  return r;
 }
 
 Status Replica::Close() {

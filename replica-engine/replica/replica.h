@@ -76,6 +76,11 @@ struct ReplicaConfig {
   // Empty: a sparse file <dir>/data of `size` bytes. Otherwise an existing block
   // device or file of at least `size` bytes.
   std::string data_path;
+  // The volume's data-protocol secret (docs/protocol.md, CHALLENGE), or
+  // empty: none. Kept in <dir>/secret (0600), written before the metadata so
+  // a replica never exists without the secret it was created with. Never
+  // logged.
+  std::string secret;
 };
 
 // INVALID_ARGUMENT naming the field when an id is empty, too long, or has a
@@ -105,6 +110,8 @@ class Replica {
   const std::string& dir() const { return dir_; }
   // Whether the previous run ended with Close().
   bool was_clean() const { return was_clean_; }
+  // ReplicaConfig::secret as created (read at Open); empty: none.
+  const std::string& secret() const { return secret_; }
 
   // Durable metadata updates (one fdatasync each).
   // Persists the highest accepted epoch and the target that holds it
@@ -268,6 +275,7 @@ class Replica {
 
   backend::StorageBackend* backend_;
   std::string dir_;
+  std::string secret_;
   int fd_;
   std::unique_ptr<MetadataFile> meta_;
   bool was_clean_;

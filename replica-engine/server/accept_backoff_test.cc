@@ -21,38 +21,6 @@ namespace {
 
 using protocol::Opcode;
 
-// Sends this process's stderr (where the log goes) to a file while alive.
-class CaptureStderr {
- public:
-  explicit CaptureStderr(const std::string& path) : path_(path) {
-    std::fflush(stderr);
-    saved_ = ::dup(2);
-    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    ::dup2(fd, 2);
-    ::close(fd);
-  }
-  ~CaptureStderr() { Restore(); }
-  void Restore() {
-    if (saved_ < 0) return;
-    std::fflush(stderr);
-    ::dup2(saved_, 2);
-    ::close(saved_);
-    saved_ = -1;
-  }
-  // Log lines containing `needle`.
-  int Count(const std::string& needle) const {
-    std::ifstream in(path_);
-    std::string line;
-    int n = 0;
-    while (std::getline(in, line)) n += line.find(needle) != std::string::npos;
-    return n;
-  }
-
- private:
-  std::string path_;
-  int saved_ = -1;
-};
-
 class AcceptBackoffTest : public ServerFixture {};
 
 TEST_F(AcceptBackoffTest, EmfileOnAcceptBacksOffLogsOnceAndResumes) {

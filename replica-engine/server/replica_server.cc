@@ -12,6 +12,7 @@
 
 #include "common/clock.h"
 #include "common/logging.h"
+#include "replica-engine/protocol/hello_proof.h"
 #include "replica-engine/server/replica_session.h"
 
 namespace tandem::server {
@@ -576,6 +577,18 @@ protocol::WireStatus ReplicaServer::BindHello(ReplicaSession* session,
     it = volumes_.emplace(hello.volume_id, std::move(vs)).first;
   }
   VolumeState& vol = it->second;
+  // A volume with a secret admits only a HELLO proving it over this
+  // connection's CHALLENGE nonce (before anything else, the epoch included:
+  // without the secret no one fences the volume either).
+  const std::string& secret = vol.replica->secret();
+  if (!secret.empty() && !protocol::VerifyHelloProof(secret, session->nonce_, hello)) {
+    TLOG_WARN(kTag, "volume '%s': HELLO from %s without a valid proof of the volume's secret (%s)",
+              hello.volume_id.c_str(), session->peer().c_str(),
+              session->nonce_.empty() ? "no CHALLENGE on this connection"
+              : hello.proof.empty()   ? "no proof"
+                                      : "wrong proof");
+    return WireStatus::kAuthFailed;
+  }
   if (hello.epoch < vol.highest_epoch) {
     TLOG_WARN(kTag, "volume '%s': HELLO at epoch %llu refused: epoch %llu has taken over",
               hello.volume_id.c_str(), static_cast<unsigned long long>(hello.epoch),

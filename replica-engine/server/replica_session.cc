@@ -11,6 +11,7 @@
 #include "common/clock.h"
 #include "common/crc32c.h"
 #include "common/logging.h"
+#include "replica-engine/protocol/hello_proof.h"
 #include "replica-engine/server/replica_server.h"
 
 namespace tandem::server {
@@ -211,6 +212,10 @@ bool ReplicaSession::HandleRequest(const FrameHeader& h, const uint8_t* payload)
       free_ = s;
       return false;
     }
+    return true;
+  }
+  if (h.op() == Opcode::kChallenge) {
+    HandleChallenge(AllocSlot(h), h);
     return true;
   }
   if (!hello_done_) {
@@ -475,6 +480,27 @@ WireStatus ReplicaSession::HandleSetRebuildCursor(const FrameHeader& h, const ui
                static_cast<unsigned long long>(c.cursor), st.ToString().c_str());
   }
   return FromReplicaStatus(st);
+}
+
+void ReplicaSession::HandleChallenge(Slot* s, const FrameHeader& h) {
+  // One nonce per connection, before HELLO: a second one, or one after HELLO,
+  // is a broken peer.
+  if (hello_done_ || !nonce_.empty() || h.payload_length != 0) {
+    QueueReply(s, WireStatus::kInvalid);
+    close_after_flush_ = true;
+    return;
+  }
+  Status st = protocol::RandomNonce(&nonce_);
+  if (!st.ok()) {
+    TLOG_ERROR(kTag, "%s: CHALLENGE: %s", peer_.c_str(), st.ToString().c_str());
+    QueueReply(s, WireStatus::kIoError);
+    close_after_flush_ = true;
+    return;
+  }
+  s->control = nonce_;
+  s->payload = reinterpret_cast<const uint8_t*>(s->control.data());
+  s->payload_len = static_cast<uint32_t>(s->control.size());
+  QueueReply(s, WireStatus::kOk);
 }
 
 bool ReplicaSession::HandleHello(Slot* s, const uint8_t* payload, uint32_t len) {

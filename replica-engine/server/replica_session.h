@@ -86,6 +86,8 @@ class ReplicaSession final : public EventLoop::Handler {
   // False when the HELLO must be retried later (the replica's metadata is
   // busy and a higher epoch must be persisted); the slot is not used then.
   bool HandleHello(Slot* slot, const uint8_t* payload, uint32_t len);
+  // CHALLENGE: before HELLO, once; answers a fresh random nonce.
+  void HandleChallenge(Slot* slot, const protocol::FrameHeader& h);
   // SET_GENERATION (with its optional GenerationRecord payload) and
   // GET_DIRTY_MAP (synchronous).
   protocol::WireStatus HandleDirtyOp(Slot* slot, const protocol::FrameHeader& h,
@@ -169,6 +171,9 @@ class ReplicaSession final : public EventLoop::Handler {
   uint64_t accepted_ns_ = 0;
   uint64_t last_active_ns_ = 0;
   bool rx_activity_ = false;
+  // The CHALLENGE nonce of this connection (empty until one was asked for):
+  // a HELLO for a volume with a secret must prove it over this.
+  std::string nonce_;
   uint64_t epoch_ = 0;
   uint64_t target_id_ = 0;  // from the HELLO
   // Bound at HELLO; valid while hello_done_ (owned by the server).

@@ -8,14 +8,17 @@
 // Header-only, tests only. Every wait is bounded.
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <string>
@@ -255,6 +258,38 @@ class ServerFixture : public ::testing::Test {
   uint16_t port_ = 0;
   EventLoop loop_;
   std::vector<std::unique_ptr<client::ReplicaClient>> clients_;
+};
+
+// Sends this process's stderr (where the log goes) to a file while alive.
+class CaptureStderr {
+ public:
+  explicit CaptureStderr(const std::string& path) : path_(path) {
+    std::fflush(stderr);
+    saved_ = ::dup(2);
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    ::dup2(fd, 2);
+    ::close(fd);
+  }
+  ~CaptureStderr() { Restore(); }
+  void Restore() {
+    if (saved_ < 0) return;
+    std::fflush(stderr);
+    ::dup2(saved_, 2);
+    ::close(saved_);
+    saved_ = -1;
+  }
+  // Log lines containing `needle`.
+  int Count(const std::string& needle) const {
+    std::ifstream in(path_);
+    std::string line;
+    int n = 0;
+    while (std::getline(in, line)) n += line.find(needle) != std::string::npos;
+    return n;
+  }
+
+ private:
+  std::string path_;
+  int saved_ = -1;
 };
 
 inline void* AlignedBuffer(size_t n) { return std::aligned_alloc(4096, (n + 4095) / 4096 * 4096); }
