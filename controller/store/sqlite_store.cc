@@ -389,39 +389,99 @@ Result<TxnResult> SqliteStore::ApplyLocked(const TxnRequest& txn) {
   return TxnResult{.succeeded = true, .revision = next};
 }
 
+Status SqliteStore::CheckLeader() {
+  int fd = leader_fd_.load();
+  if (fd < 0) {
+    return Status::FailedPrecondition("this controller is not the leader (sqlite store " + dir_ +
+                                      ")");
+  }
+  if (!SameFile(fd, lock_path_)) {
+    // Someone removed or replaced the lock file: another controller can now
+    // lock the new one, so this one must stop leading.
+    (void)Resign();
+    return Status::FailedPrecondition("leadership lost: " + lock_path_ + " was replaced");
+  }
+  return Status::Ok();
+}
+
+// Group commit (leveldb's writer queue): concurrent Txns queue up; the one at
+// the front applies every queued Txn in one SQLite transaction, each inside
+// its own SAVEPOINT (so a failed compare or error undoes only that Txn), and
+// commits once: one fdatasync for the whole group instead of one per Txn.
+// Each Txn still gets its own revision, in queue order, and nobody is
+// answered before the COMMIT that made its Txn durable returned.
 Result<TxnResult> SqliteStore::Txn(const TxnRequest& txn) {
   TANDEM_RETURN_IF_ERROR(ValidateTxn(txn));
+  PendingTxn self{.txn = &txn};
+  std::unique_lock queue_lock(queue_mu_);
+  queue_.push_back(&self);
+  while (!self.done && queue_.front() != &self) self.cv.wait(queue_lock);
+  if (self.done) return std::move(self.result);
+
+  // This thread leads the group: everything queued so far (bounded, so one
+  // group's transaction stays short).
+  std::vector<PendingTxn*> group;
+  for (PendingTxn* p : queue_) {
+    group.push_back(p);
+    if (group.size() == kMaxGroup) break;
+  }
+  queue_lock.unlock();
+  ApplyGroup(group);
+  queue_lock.lock();
+  for (PendingTxn* p : group) {
+    queue_.pop_front();
+    p->done = true;
+    if (p != &self) p->cv.notify_one();
+  }
+  if (!queue_.empty()) queue_.front()->cv.notify_one();
+  return std::move(self.result);
+}
+
+void SqliteStore::ApplyGroup(const std::vector<PendingTxn*>& group) {
   std::lock_guard lock(mu_);
-  // The flock cannot be lost while held, so checking it before the write
-  // transaction is as strong as checking it inside.
-  if (txn.require_leader) {
-    int fd = leader_fd_.load();
-    if (fd < 0) {
-      return Status::FailedPrecondition("this controller is not the leader (sqlite store " + dir_ +
-                                        ")");
-    }
-    if (!SameFile(fd, lock_path_)) {
-      // Someone removed or replaced the lock file: another controller can
-      // now lock the new one, so this one must stop leading.
-      (void)Resign();
-      return Status::FailedPrecondition("leadership lost: " + lock_path_ + " was replaced");
-    }
-  }
   // IMMEDIATE takes the write lock up front: compares and writes then see
-  // one state, and a concurrent writer waits (busy timeout) instead of
+  // one state, and another instance's writer waits (busy timeout) instead of
   // failing at COMMIT with a stale read.
-  TANDEM_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-  Result<TxnResult> r = ApplyLocked(txn);
-  if (!r.ok() || !r->succeeded || txn.ops.empty()) {
-    (void)Exec("ROLLBACK");
-    return r;
+  Status begin = Exec("BEGIN IMMEDIATE");
+  if (!begin.ok()) {
+    for (PendingTxn* p : group) p->result = begin;
+    return;
   }
-  Status st = Exec("COMMIT");
-  if (!st.ok()) {
-    (void)Exec("ROLLBACK");
-    return st;
+  bool any_change = false;
+  for (PendingTxn* p : group) {
+    const TxnRequest& txn = *p->txn;
+    // The flock cannot be lost while held: checking it here, inside the
+    // write transaction, is as strong as it gets.
+    if (txn.require_leader) {
+      if (Status st = CheckLeader(); !st.ok()) {
+        p->result = st;
+        continue;
+      }
+    }
+    if (Status st = Exec("SAVEPOINT txn"); !st.ok()) {
+      p->result = st;
+      continue;
+    }
+    p->result = ApplyLocked(txn);
+    if (!p->result.ok() || !p->result->succeeded) {
+      (void)Exec("ROLLBACK TO txn");
+    } else if (!txn.ops.empty()) {
+      any_change = true;
+    }
+    (void)Exec("RELEASE txn");
   }
-  return r;
+  if (!any_change) {
+    (void)Exec("ROLLBACK");
+    return;
+  }
+  Status commit = Exec("COMMIT");
+  if (!commit.ok()) {
+    (void)Exec("ROLLBACK");
+    // Nothing of the group is durable: every Txn that was to apply fails.
+    for (PendingTxn* p : group) {
+      if (p->result.ok() && p->result->succeeded && !p->txn->ops.empty()) p->result = commit;
+    }
+  }
 }
 
 // --- Watch: polls the events table ------------------------------------------

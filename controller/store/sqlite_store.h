@@ -4,8 +4,10 @@
 //
 // Durability: WAL journal with synchronous=FULL, so a Txn that returned OK is
 // on disk (the WAL is fsynced at every commit) and survives kill -9 and power
-// loss; every Txn is one SQLite transaction (BEGIN IMMEDIATE ... COMMIT), so
-// no partial Txn is ever visible, to readers or after a crash.
+// loss; every Txn runs inside one SQLite transaction (BEGIN IMMEDIATE ...
+// COMMIT; concurrent Txns of one instance share it, each in its own
+// SAVEPOINT: group commit), so no partial Txn is ever visible, to readers or
+// after a crash.
 //
 // Several SqliteStore instances (threads or processes) may open one directory;
 // SQLite's file locks serialize their writes, and a writer waits up to
@@ -17,6 +19,8 @@
 // leader's candidate id for Leader().
 
 #include <atomic>
+#include <condition_variable>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -63,6 +67,19 @@ class SqliteStore final : public MetadataStore {
   Result<int64_t> ReadRevision();
   // Applies `txn` inside an open write transaction.
   Result<TxnResult> ApplyLocked(const TxnRequest& txn);
+  // OK while this instance holds a lock on the current lock file.
+  Status CheckLeader();
+
+  // A Txn waiting in the group-commit queue (see Txn in sqlite_store.cc).
+  struct PendingTxn {
+    const TxnRequest* txn = nullptr;
+    Result<TxnResult> result = Status::Internal("not applied");
+    bool done = false;  // guarded by queue_mu_
+    std::condition_variable cv;
+  };
+  static constexpr size_t kMaxGroup = 64;
+  // Applies and commits `group` in one SQLite transaction; sets each result.
+  void ApplyGroup(const std::vector<PendingTxn*>& group);
 
   const std::string dir_;
   const std::string lock_path_;
@@ -71,6 +88,9 @@ class SqliteStore final : public MetadataStore {
   std::mutex mu_;  // serializes use of db_ and the statements
   sqlite3* db_ = nullptr;
   std::unique_ptr<Statements> stmts_;
+
+  std::mutex queue_mu_;            // guards queue_ and PendingTxn::done
+  std::deque<PendingTxn*> queue_;  // the front one leads the next group
 
   std::mutex election_mu_;          // serializes Campaign / Resign
   std::atomic<int> leader_fd_{-1};  // the flocked lock file while leading
