@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Checks every #include "..." of the repository against allowlist.txt.
+"""Checks every #include "..." and every CMake library link of the
+repository against allowlist.txt.
 
   check_includes.py <repo root> [<allowlist>]   exit 0: clean, 1: violations
   check_includes.py --self-test                 the checker on a synthetic tree
@@ -104,8 +105,80 @@ def check(root, allowlist):
     # A stale exception is only a note: whoever fixes the violation may land
     # before the line is removed, and that must not turn the suite red.
     for rel, inc in sorted(exceptions - used_exceptions):
+        if os.path.basename(rel) == "CMakeLists.txt":
+            continue  # check_links reports those
         notes.append(f"NOTE: exception {rel}: {inc} is no longer needed; remove it from {allowlist}")
     return files, problems, notes
+
+
+CMAKE_CALL_RE = r"\b{}\(\s*([^\s)]+)([^)]*)\)"
+
+
+def cmake_calls(text, command):
+    """(first argument, the other arguments) of each call of `command`."""
+    text = re.sub(r"#[^\n]*", "", text)  # comments
+    for m in re.finditer(CMAKE_CALL_RE.format(command), text):
+        yield m.group(1), m.group(2).split()
+
+
+def check_links(root, allowlist):
+    """Each CMake library links only modules its module may include.
+
+    A library belongs to the module of its first source (tandem_proto_library:
+    of its .proto); an item that is no library of ours (gRPC::grpc++,
+    tandem_options) is not checked. Libraries named *testing* are test code.
+    """
+    allowed, test_allowed, exceptions = parse_allowlist(allowlist)
+    lists = [os.path.relpath(os.path.join(d, "CMakeLists.txt"), root)
+             for d, dirs, files in os.walk(root)
+             if "CMakeLists.txt" in files and not os.path.relpath(d, root).startswith("build")
+             and "/build" not in d and "/.git" not in d]
+    module_of_lib, aliases, links = {}, {}, []
+    for rel in sorted(lists):
+        folder = os.path.dirname(rel)
+        with open(os.path.join(root, rel)) as f:
+            text = f.read()
+        for command in ("add_library", "tandem_proto_library"):
+            for name, args in cmake_calls(text, command):
+                if args[:1] == ["ALIAS"]:
+                    aliases[name] = args[1]
+                    continue
+                srcs = [a for a in args if not a.isupper() and "$<" not in a]
+                if not srcs:
+                    continue  # INTERFACE / IMPORTED
+                src = srcs[0]
+                for var in ("${CMAKE_SOURCE_DIR}/", "${PROJECT_SOURCE_DIR}/"):
+                    if src.startswith(var):
+                        src = src[len(var):]
+                        break
+                else:
+                    src = os.path.normpath(os.path.join(
+                        folder, src.replace("${CMAKE_CURRENT_SOURCE_DIR}/", "")))
+                module_of_lib[name] = module_of(src, allowed)
+        for name, args in cmake_calls(text, "target_link_libraries"):
+            links.append((rel, name, [a for a in args if a not in ("PUBLIC", "PRIVATE", "INTERFACE")]))
+    problems, used = [], set()
+    for rel, name, items in links:
+        own = module_of_lib.get(name)
+        if own is None:
+            continue  # an executable, a test binary, or not ours
+        ok = allowed[own] | {own}
+        if "testing" in name:
+            ok |= test_allowed.get(own, set())
+        for item in items:
+            target = module_of_lib.get(aliases.get(item, item))
+            if target is None or target in ok:
+                continue
+            if (rel, item) in exceptions:
+                used.add((rel, item))
+                continue
+            problems.append(f"{rel}: {name} links {item}: {own} may not use {target} "
+                            f"(allowed: {', '.join(sorted(allowed[own])) or 'nothing'}); "
+                            f"see {allowlist}")
+    cmake_exceptions = {e for e in exceptions if os.path.basename(e[0]) == "CMakeLists.txt"}
+    notes = [f"NOTE: exception {rel}: {item} is no longer needed; remove it from {allowlist}"
+             for rel, item in sorted(cmake_exceptions - used)]
+    return len(module_of_lib), problems, notes
 
 
 def self_test():
@@ -140,6 +213,24 @@ def self_test():
         write("other/o.cc", "")  # a folder nobody declared
         _, problems, _ = check(root, allow)
         assert any("no module for this folder" in p for p in problems), problems
+    with tempfile.TemporaryDirectory() as root:
+        def write(rel, text):
+            os.makedirs(os.path.dirname(os.path.join(root, rel)), exist_ok=True)
+            with open(os.path.join(root, rel), "w") as f:
+                f.write(text)
+        write("allow.txt", "common:\nlow: common\nhigh: low common\n")
+        write("common/CMakeLists.txt", "add_library(t_common c.cc)\nadd_library(t::common ALIAS t_common)\n")
+        write("low/CMakeLists.txt", "add_library(t_low\n  l.cc # comment)\n)\n"
+                                    "target_link_libraries(t_low PUBLIC t::common gRPC::grpc++)\n")
+        write("high/CMakeLists.txt", "add_library(t_high h.cc)\n"
+                                     "target_link_libraries(t_high PRIVATE t_low t::common)\n")
+        allow = os.path.join(root, "allow.txt")
+        libs, problems, notes = check_links(root, allow)
+        assert libs == 3 and problems == [] and notes == [], (libs, problems, notes)
+        write("low/CMakeLists.txt", "add_library(t_low l.cc)\n"
+                                    "target_link_libraries(t_low PUBLIC t_high)\n")  # upward
+        _, problems, _ = check_links(root, allow)
+        assert len(problems) == 1 and "low may not use high" in problems[0], problems
     print("check_includes self-test: OK")
     return 0
 
@@ -154,9 +245,11 @@ def main(argv):
     allowlist = argv[2] if len(argv) == 3 else os.path.join(os.path.dirname(__file__),
                                                               "allowlist.txt")
     files, problems, notes = check(root, allowlist)
-    for p in problems + notes:
+    libs, link_problems, link_notes = check_links(root, allowlist)
+    problems += link_problems
+    for p in problems + notes + link_notes:
         print(p)
-    print(f"check_includes: {files} files, {len(problems)} problem(s)")
+    print(f"check_includes: {files} files, {libs} CMake libraries, {len(problems)} problem(s)")
     return 1 if problems else 0
 
 
