@@ -95,16 +95,22 @@ grpc::Status ControllerService::GetCapacity(grpc::ServerContext*,
   return Serve("GetCapacity", [&] { return DoGetCapacity(*req, resp); });
 }
 
+grpc::Status ControllerService::ControllerModifyVolume(
+    grpc::ServerContext*, const csipb::ControllerModifyVolumeRequest* req,
+    csipb::ControllerModifyVolumeResponse*) {
+  return Serve("ControllerModifyVolume", [&] { return DoModifyVolume(*req); });
+}
+
 grpc::Status ControllerService::ControllerGetCapabilities(
     grpc::ServerContext*, const csipb::ControllerGetCapabilitiesRequest*,
     csipb::ControllerGetCapabilitiesResponse* resp) {
   return Serve("ControllerGetCapabilities", [&] {
     using T = csipb::ControllerServiceCapability::RPC;
-    // Only what is implemented: EXPAND_VOLUME and MODIFY_VOLUME wait for the
-    // engine's ResizeReplica and live replica changes (docs/controller.md).
+    // Only what is implemented: EXPAND_VOLUME waits for the engine's
+    // ResizeReplica (docs/controller.md).
     for (auto type : {T::CREATE_DELETE_VOLUME, T::PUBLISH_UNPUBLISH_VOLUME, T::LIST_VOLUMES,
                       T::GET_CAPACITY, T::LIST_VOLUMES_PUBLISHED_NODES, T::GET_VOLUME,
-                      T::PUBLISH_READONLY, T::SINGLE_NODE_MULTI_WRITER}) {
+                      T::PUBLISH_READONLY, T::SINGLE_NODE_MULTI_WRITER, T::MODIFY_VOLUME}) {
       resp->add_capabilities()->mutable_rpc()->set_type(type);
     }
     return Status::Ok();

@@ -15,6 +15,7 @@
 //   controller_service.cc          capabilities, validate, list, get, capacity
 //   controller_service_create.cc   CreateVolume, DeleteVolume
 //   controller_service_publish.cc  ControllerPublish/UnpublishVolume (epochs, fencing)
+//   controller_service_modify.cc   ControllerModifyVolume
 //
 // Thread-safety: gRPC runs handlers concurrently; all state is in the store,
 // the registry and the engine directory, which are thread-safe.
@@ -68,6 +69,9 @@ class ControllerService final : public csipb::Controller::Service {
                                    csipb::ControllerGetVolumeResponse* resp) override;
   grpc::Status GetCapacity(grpc::ServerContext* ctx, const csipb::GetCapacityRequest* req,
                            csipb::GetCapacityResponse* resp) override;
+  grpc::Status ControllerModifyVolume(grpc::ServerContext* ctx,
+                                      const csipb::ControllerModifyVolumeRequest* req,
+                                      csipb::ControllerModifyVolumeResponse* resp) override;
   grpc::Status ControllerGetCapabilities(grpc::ServerContext* ctx,
                                          const csipb::ControllerGetCapabilitiesRequest* req,
                                          csipb::ControllerGetCapabilitiesResponse* resp) override;
@@ -85,6 +89,7 @@ class ControllerService final : public csipb::Controller::Service {
   Status DoGetVolume(const csipb::ControllerGetVolumeRequest& req,
                      csipb::ControllerGetVolumeResponse* resp);
   Status DoGetCapacity(const csipb::GetCapacityRequest& req, csipb::GetCapacityResponse* resp);
+  Status DoModifyVolume(const csipb::ControllerModifyVolumeRequest& req);
 
   // UNAVAILABLE unless this instance leads.
   Status CheckLeader() const;

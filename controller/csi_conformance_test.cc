@@ -17,6 +17,7 @@
 
 #include "controller/store/testing/etcd_process.h"
 #include "controller/testing/local_cluster.h"
+#include "csi/publish_context.h"
 #include "replica-engine/api/engine_client.h"
 
 namespace tandem::controller {
@@ -166,9 +167,10 @@ TEST_F(CsiConformanceTest, ControllerCapabilitiesListWhatIsImplemented) {
   std::set<int> rpcs;
   for (const auto& c : resp.capabilities()) rpcs.insert(c.rpc().type());
   using T = csi::ControllerServiceCapability::RPC;
-  EXPECT_EQ(rpcs, (std::set<int>{T::CREATE_DELETE_VOLUME, T::PUBLISH_UNPUBLISH_VOLUME,
-                                 T::LIST_VOLUMES, T::GET_CAPACITY, T::LIST_VOLUMES_PUBLISHED_NODES,
-                                 T::GET_VOLUME, T::PUBLISH_READONLY, T::SINGLE_NODE_MULTI_WRITER}));
+  EXPECT_EQ(rpcs,
+            (std::set<int>{T::CREATE_DELETE_VOLUME, T::PUBLISH_UNPUBLISH_VOLUME, T::LIST_VOLUMES,
+                           T::GET_CAPACITY, T::LIST_VOLUMES_PUBLISHED_NODES, T::GET_VOLUME,
+                           T::PUBLISH_READONLY, T::SINGLE_NODE_MULTI_WRITER, T::MODIFY_VOLUME}));
 }
 
 // ------------------------------------------------------------- CreateVolume
@@ -403,6 +405,71 @@ TEST_F(CsiConformanceTest, UnpublishFencesTheReplicasAndIsIdempotent) {
   // Unpublish from a node it is not published on: OK, still published.
   EXPECT_TRUE(Unpublish(id, "e0").ok());
   EXPECT_CODE(Publish(id, "e1", &pub), FAILED_PRECONDITION);
+}
+
+TEST_F(CsiConformanceTest, PublishContextBuildsATargetAndModifyVolumeRetunesItsRebuildRate) {
+  std::string id = CreateOk("live", 16 * kMiB);
+  csi::ControllerPublishVolumeResponse pub;
+  ASSERT_TRUE(Publish(id, "e0", &pub).ok());
+  // What tandem-node does at NodeStage: the target from publish_context.
+  auto ctx = ::tandem::csi::DecodePublishContext(pub.publish_context());
+  ASSERT_TRUE(ctx.ok()) << ctx.status().ToString();
+  engine::v1::CreateTargetRequest treq;
+  treq.set_volume_id(id);
+  treq.set_epoch(ctx->epoch);
+  treq.set_size_bytes(ctx->size_bytes);
+  for (const auto& r : ctx->replicas) {
+    auto* ep = treq.add_replicas();
+    ep->set_host(r.address.substr(0, r.address.rfind(':')));
+    ep->set_port(static_cast<uint32_t>(std::stoi(r.address.substr(r.address.rfind(':') + 1))));
+    ep->set_local(r.address == cluster_->engines()[0].data_address());
+  }
+  api::EngineClient e0(cluster_->engines()[0].grpc_address(), "");
+  auto target = e0.CreateTarget(treq, std::chrono::seconds(30));
+  ASSERT_TRUE(target.ok()) << target.status().ToString();
+
+  csi::ControllerModifyVolumeRequest mod;
+  mod.set_volume_id(id);
+  (*mod.mutable_mutable_parameters())["rebuildRate"] = "64M";
+  csi::ControllerModifyVolumeResponse mresp;
+  grpc::Status st = ctl_->ControllerModifyVolume(Ctx().get(), mod, &mresp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  auto live = e0.GetTarget(id, std::chrono::seconds(5));
+  ASSERT_TRUE(live.ok());
+  EXPECT_EQ(live->rebuild().rate_limit_bytes_per_sec(), 64u << 20);
+  EXPECT_TRUE(ctl_->ControllerModifyVolume(Ctx().get(), mod, &mresp).ok());  // repeated
+
+  // Unpublish fences the replicas past the live target's epoch.
+  ASSERT_UNPUBLISH_OK(id, "e0");
+  for (int e = 0; e < 3; ++e) {
+    auto r = ReplicaOn(e, id);
+    ASSERT_TRUE(r.ok());
+    EXPECT_GT(r->highest_epoch(), ctx->epoch);
+  }
+  EXPECT_TRUE(e0.DestroyTarget(id, std::chrono::seconds(30)).ok());
+  // The next publish hands the new rate to the node.
+  ASSERT_TRUE(Publish(id, "e1", &pub).ok());
+  EXPECT_EQ(pub.publish_context().at("tandem.csi.io/rebuild-rate"), std::to_string(64 << 20));
+  ASSERT_UNPUBLISH_OK(id, "e1");
+}
+
+TEST_F(CsiConformanceTest, ModifyVolumeErrors) {
+  std::string id = CreateOk("modify-errors", 4 * kMiB);
+  auto modify = [&](const std::string& vid, const std::string& key, const std::string& value) {
+    csi::ControllerModifyVolumeRequest mod;
+    mod.set_volume_id(vid);
+    (*mod.mutable_mutable_parameters())[key] = value;
+    csi::ControllerModifyVolumeResponse resp;
+    return ctl_->ControllerModifyVolume(Ctx().get(), mod, &resp);
+  };
+  grpc::Status st = modify(id, "replicas", "2");
+  EXPECT_CODE(st, INVALID_ARGUMENT);
+  EXPECT_NE(st.error_message().find("mutable_parameters.replicas"), std::string::npos);
+  EXPECT_TRUE(modify(id, "replicas", "3").ok());  // unchanged: fine
+  EXPECT_CODE(modify(id, "fsType", "xfs"), INVALID_ARGUMENT);
+  EXPECT_CODE(modify(id, "rebuildRate", "1K"), INVALID_ARGUMENT);
+  EXPECT_CODE(modify("tv-nope", "rebuildRate", "8M"), NOT_FOUND);
+  EXPECT_CODE(modify("", "rebuildRate", "8M"), INVALID_ARGUMENT);
 }
 
 // ------------------------------------------------- list, get, validate, capacity

@@ -43,4 +43,10 @@ Status GrpcEngineDirectory::FenceReplica(const std::string& address, const std::
   return Status::Ok();
 }
 
+Status GrpcEngineDirectory::SetRebuildRate(const std::string& address, const std::string& volume_id,
+                                           uint64_t bytes_per_sec, Timeout timeout) {
+  auto r = Client(address)->SetRebuildRate(volume_id, bytes_per_sec, timeout);
+  return r.ok() ? Status::Ok() : r.status();
+}
+
 }  // namespace tandem::controller

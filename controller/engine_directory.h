@@ -46,6 +46,10 @@ class EngineDirectory {
   // target with a lower epoch can never write it again.
   virtual Status FenceReplica(const std::string& address, const std::string& volume_id,
                               uint64_t epoch, Timeout timeout) = 0;
+  // Changes the rebuild rate of the volume's target on that engine (0:
+  // unlimited). NOT_FOUND when the volume has no target there.
+  virtual Status SetRebuildRate(const std::string& address, const std::string& volume_id,
+                                uint64_t bytes_per_sec, Timeout timeout) = 0;
 };
 
 class GrpcEngineDirectory final : public EngineDirectory {
@@ -62,6 +66,8 @@ class GrpcEngineDirectory final : public EngineDirectory {
                        Timeout timeout) override;
   Status FenceReplica(const std::string& address, const std::string& volume_id, uint64_t epoch,
                       Timeout timeout) override;
+  Status SetRebuildRate(const std::string& address, const std::string& volume_id,
+                        uint64_t bytes_per_sec, Timeout timeout) override;
 
  private:
   api::EngineClient* Client(const std::string& address);
