@@ -1,8 +1,9 @@
 #pragma once
 // ChildProcess: runs a helper binary with its stdout on a pipe, so a test can
 // wait for a line it prints ("LEADER", "ACK 41") and SIGKILL it at a chosen
-// moment. Every wait is bounded. The child gets PR_SET_PDEATHSIG=SIGKILL, and
-// the destructor kills and reaps it, so none outlives its test.
+// moment. Every wait is bounded. The child gets PR_SET_PDEATHSIG=SIGKILL (it
+// dies when the thread that spawned it exits: spawn from the test's main
+// thread), and the destructor kills and reaps it, so none outlives its test.
 
 #include <sys/types.h>
 

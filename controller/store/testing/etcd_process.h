@@ -11,7 +11,9 @@
 // Lifetime: the destructor SIGKILLs etcd, reaps it and removes the data
 // directory. etcd is also started with PR_SET_PDEATHSIG=SIGKILL, so it dies
 // with the test process even if the test crashes or is killed by a timeout:
-// no test leaves an etcd running. Not thread-safe; one owner.
+// no test leaves an etcd running. PDEATHSIG fires when the *thread* that
+// called Start (or Restart) exits, so call them from a thread that outlives
+// the EtcdProcess (the test's main thread). Not thread-safe; one owner.
 
 #include <sys/types.h>
 
