@@ -19,13 +19,16 @@ namespace tandem::rpc {
 namespace {
 
 // Whether a server accepts connections on the unix socket `path`.
+// Non-blocking: a live server whose backlog is full answers EAGAIN instead of
+// making us wait for it; only a refused connect means nobody is there.
 bool SomeoneListens(const std::string& path) {
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) return false;
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd.valid()) return true;  // cannot tell: do not remove it
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   std::memcpy(addr.sun_path, path.data(), path.size());  // ParseEndpoint bounds the size
-  return ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) return true;
+  return errno != ECONNREFUSED && errno != ENOENT;
 }
 
 // Makes `path` free for a new socket: nothing there, or a socket nobody
