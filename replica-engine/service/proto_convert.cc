@@ -15,6 +15,7 @@
 #include "common/address.h"
 #include "common/id.h"
 #include "common/unique_fd.h"
+#include "replica-engine/protocol/hello_proof.h"
 #include "replica-engine/replica/replica_metadata.h"
 
 namespace tandem::service {
@@ -130,6 +131,13 @@ Status ParseIpv4HostPort(const std::string& field, const std::string& text, bool
   return Status::Ok();
 }
 
+// The `secret` field of CreateReplica/CreateTarget: empty or a length the
+// data protocol accepts; the message names the field ("secret must be 16 to
+// 256 bytes"), never its value.
+static Status ValidateSecretField(const std::string& secret) {
+  return protocol::ValidateSecret(secret);
+}
+
 Result<replica::ReplicaConfig> ReplicaConfigFromProto(const pb::CreateReplicaRequest& req) {
   TANDEM_RETURN_IF_ERROR(ValidateId("volume_id", req.volume_id()));
   TANDEM_RETURN_IF_ERROR(ValidateId("replica_id", req.replica_id()));
@@ -153,6 +161,8 @@ Result<replica::ReplicaConfig> ReplicaConfigFromProto(const pb::CreateReplicaReq
     // open() would stop at the NUL and use another file than the one named.
     return Status::InvalidArgument("data_path contains a NUL byte");
   }
+  TANDEM_RETURN_IF_ERROR(ValidateSecretField(req.secret()));
+  c.secret = req.secret();
   return c;
 }
 
@@ -227,6 +237,8 @@ Result<target::TargetSpec> TargetSpecFromProto(const pb::CreateTargetRequest& re
   o.volume_id = req.volume_id();
   o.epoch = req.epoch();
   o.token = req.token();
+  TANDEM_RETURN_IF_ERROR(ValidateSecretField(req.secret()));
+  o.secret = req.secret();
   o.size = req.size_bytes();
   o.request_timeout_ms =
       req.request_timeout_ms() != 0 ? req.request_timeout_ms() : defaults.request_timeout_ms;

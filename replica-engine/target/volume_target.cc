@@ -146,6 +146,7 @@ std::unique_ptr<ReplicaClient> VolumeTargetImpl::NewClient(ReplicaSlot* r) {
   co.port = r->endpoint.port;
   co.volume_id = options_.volume_id;
   co.token = options_.token;
+  co.secret = options_.secret;
   co.epoch = options_.epoch;
   co.target_id = replicas_.target_id();
   co.max_inflight = static_cast<uint32_t>(ctx_pool_.size());

@@ -67,6 +67,7 @@ struct TargetOptions {
   std::string volume_id;
   uint64_t epoch = 0;  // from the controller; must grow with every attach
   std::string token;
+  std::string secret;  // the volume's data-protocol secret (ClientOptions::secret)
   // The volume's configured replicas: a write is acknowledged only when it is
   // on every serving replica and those are a majority of these (or the
   // authority / in-sync record below says they are the in-sync set).
