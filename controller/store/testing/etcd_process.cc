@@ -104,30 +104,73 @@ Result<std::unique_ptr<EtcdProcess>> EtcdProcess::Prepare(const EtcdOptions& opt
   return p;
 }
 
+namespace {
+
+// FreePort's ports are free when chosen, but another process (or an
+// outgoing connection's ephemeral port) can take one before etcd binds it.
+// etcd then exits at once saying so, and a retry with new ports is right.
+bool PortClash(const Status& st) {
+  return st.message().find("address already in use") != std::string::npos;
+}
+constexpr int kStartAttempts = 3;
+
+}  // namespace
+
 Result<std::unique_ptr<EtcdProcess>> EtcdProcess::Start(const EtcdOptions& options) {
-  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<EtcdProcess> p, Prepare(options, "tandem-test"));
-  TANDEM_RETURN_IF_ERROR(p->Spawn());
-  TANDEM_RETURN_IF_ERROR(p->WaitHealthy());
-  return p;
+  for (int attempt = 1;; ++attempt) {
+    TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<EtcdProcess> p, Prepare(options, "tandem-test"));
+    Status st = p->Spawn();
+    if (st.ok()) st = p->WaitHealthy();
+    if (st.ok()) return p;
+    if (attempt == kStartAttempts || !PortClash(st)) return st;
+  }
 }
 
 Result<std::unique_ptr<EtcdCluster>> EtcdCluster::Start(int members, const EtcdOptions& options) {
   if (members < 1) return Status::InvalidArgument("EtcdCluster needs at least one member");
-  std::unique_ptr<EtcdCluster> cluster(new EtcdCluster());
-  std::string initial;
-  for (int i = 0; i < members; ++i) {
-    TANDEM_ASSIGN_OR_RETURN(auto m, EtcdProcess::Prepare(options, "m" + std::to_string(i)));
-    initial += (i ? "," : "") + m->initial_cluster_;
-    cluster->members_.push_back(std::move(m));
+  for (int attempt = 1;; ++attempt) {
+    std::unique_ptr<EtcdCluster> cluster(new EtcdCluster());
+    std::string initial;
+    for (int i = 0; i < members; ++i) {
+      TANDEM_ASSIGN_OR_RETURN(auto m, EtcdProcess::Prepare(options, "m" + std::to_string(i)));
+      initial += (i ? "," : "") + m->initial_cluster_;
+      cluster->members_.push_back(std::move(m));
+    }
+    // Every member must run before any can be healthy (it needs a quorum).
+    Status st;
+    for (auto& m : cluster->members_) {
+      m->initial_cluster_ = initial;
+      m->cluster_token_ = cluster->members_.front()->dir_;
+      if (st.ok()) st = m->Spawn();
+    }
+    // Wait for all of them; a member that exits (a port clash) fails the
+    // start at once rather than leaving the others waiting for a quorum.
+    const auto deadline = std::chrono::steady_clock::now() + options.start_timeout;
+    while (st.ok()) {
+      bool all_healthy = true;
+      for (auto& m : cluster->members_) {
+        int wstatus = 0;
+        if (::waitpid(m->pid_, &wstatus, WNOHANG) == m->pid_) {
+          m->pid_ = -1;
+          st = Status::Unavailable("etcd " + m->name_ + " exited during start-up; log tail:\n" +
+                                   m->LogTail());
+          break;
+        }
+        if (!Healthy(m->metrics_port_)) all_healthy = false;
+      }
+      if (!st.ok() || all_healthy) break;
+      if (std::chrono::steady_clock::now() >= deadline) {
+        st = Status::Unavailable("etcd cluster did not become healthy in time; log tail of " +
+                                 cluster->members_.front()->name_ + ":\n" +
+                                 cluster->members_.front()->LogTail());
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (st.ok()) return cluster;
+    if (attempt == kStartAttempts || !PortClash(st)) return st;
+    // The destructors kill the members that did start and remove their dirs.
   }
-  // Every member must run before any can be healthy (it needs a quorum).
-  for (auto& m : cluster->members_) {
-    m->initial_cluster_ = initial;
-    m->cluster_token_ = cluster->members_.front()->dir_;
-    TANDEM_RETURN_IF_ERROR(m->Spawn());
-  }
-  for (auto& m : cluster->members_) TANDEM_RETURN_IF_ERROR(m->WaitHealthy());
-  return cluster;
 }
 
 std::string EtcdCluster::uri() const {
