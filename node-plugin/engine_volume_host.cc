@@ -109,6 +109,9 @@ Result<HostedVolume> EngineVolumeHost::Attach(const std::string& volume_id,
   }
   req.set_rebuild_rate_bytes_per_sec(info.rebuild_rate_bytes_per_sec);
   req.set_export_kind(pb::EXPORT_KIND_FUSE_FILE);
+  // The volume's secret proves the target to replicas created with it
+  // (docs/protocol.md, "Per-volume secrets"); ignored by replicas without one.
+  req.set_secret(info.volume_secret);
   TANDEM_ASSIGN_OR_RETURN(pb::Target target, engine_->CreateTarget(req));
   if (target.export_path().empty()) {
     return Status::Internal("the engine created the target of " + volume_id +
