@@ -149,8 +149,10 @@ ServerStats ReplicaServer::GetStats() {
 
 void ReplicaServer::OnEvents(uint32_t) {
   // Bounded: the listening socket is level-triggered, so connections left in
-  // the backlog bring the loop back after the other handlers had their turn.
-  for (int i = 0; i < 64; ++i) {
+  // the backlog bring the loop back after the other handlers had their turn
+  // (and the HELLOs of the ones just accepted are read before more pile up
+  // against max_handshaking: a burst of reconnecting targets is not evicted).
+  for (int i = 0; i < 16; ++i) {
     sockaddr_in peer{};
     socklen_t len = sizeof(peer);
     int fd = ::accept4(listen_fd_.get(), reinterpret_cast<sockaddr*>(&peer), &len,

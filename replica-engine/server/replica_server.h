@@ -95,7 +95,7 @@ struct ServerOptions {
   // Connections that have not completed HELLO; a new one beyond it evicts
   // the oldest (a peer that floods connections cannot keep a real target
   // out for longer than one handshake round trip).
-  uint32_t max_handshaking = 64;
+  uint32_t max_handshaking = 256;
   // A connection that has not completed HELLO this long after it was
   // accepted is closed.
   uint32_t handshake_timeout_ms = 10000;

@@ -69,7 +69,10 @@ void FuzzHello(std::string_view payload) {
   HelloRequest again;
   Check(DecodeHello(encoded, &again).ok());
   Check(again.epoch == hello.epoch && again.volume_id == hello.volume_id &&
-        again.token == hello.token && again.target_id == hello.target_id);
+        again.token == hello.token && again.target_id == hello.target_id &&
+        again.proof == hello.proof);
+  // A proof, when there is one, is exactly kProofSize bytes.
+  Check(hello.proof.empty() || hello.proof.size() == tandem::protocol::kProofSize);
 }
 
 void FuzzGenerationRecord(std::string_view payload) {
