@@ -9,6 +9,29 @@ bool StartsWith(std::string_view text, std::string_view prefix) {
   return text.substr(0, prefix.size()) == prefix;
 }
 
+bool NameChar(char ch) {
+  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+         ch == '.' || ch == '-' || ch == '_';
+}
+
+// A host name or IPv4 address ([A-Za-z0-9._-]), or an IPv6 address in
+// brackets ("[::1]"). Anything else (a second "tcp://", a '/', spaces)
+// would make GrpcAddress() mean something else to gRPC.
+bool ValidHost(std::string_view host) {
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    for (char ch : host.substr(1, host.size() - 2)) {
+      const bool hex =
+          (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
+      if (!hex && ch != ':' && ch != '.') return false;
+    }
+    return host.size() > 2;
+  }
+  for (char ch : host) {
+    if (!NameChar(ch)) return false;
+  }
+  return true;
+}
+
 Result<Endpoint> ParseUnix(std::string_view text, std::string_view path) {
   if (path.empty()) {
     return Status::InvalidArgument("endpoint \"" + std::string(text) + "\" has no socket path");
@@ -23,6 +46,9 @@ Result<Endpoint> ParseUnix(std::string_view text, std::string_view path) {
   }
   Endpoint e;
   e.kind = Endpoint::Kind::kUnix;
+  // "//x" is "/x" to the kernel, but "unix:" + "//x" would be a URI with
+  // authority "x" to gRPC: one leading slash keeps GrpcAddress() faithful.
+  while (path.size() > 1 && path[0] == '/' && path[1] == '/') path.remove_prefix(1);
   e.path = std::string(path);
   return e;
 }
@@ -53,6 +79,10 @@ Result<Endpoint> ParseEndpoint(std::string_view text, bool allow_zero_port) {
   if (e.host.empty()) {
     return Status::InvalidArgument("endpoint \"" + std::string(text) +
                                    "\" has no host (use 0.0.0.0:PORT for every interface)");
+  }
+  if (!ValidHost(e.host)) {
+    return Status::InvalidArgument("endpoint \"" + std::string(text) + "\": host \"" + e.host +
+                                   "\" is not a name, an IPv4 address or a bracketed IPv6 one");
   }
   return e;
 }

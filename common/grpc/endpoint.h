@@ -10,7 +10,8 @@
 //
 // "unix://" followed by a path is the CSI sidecars' spelling (kubelet passes
 // unix:///csi/csi.sock); gRPC's own is "unix:PATH". Ports are plain decimal
-// (common/address.h ParsePort); a TCP host must not be empty.
+// (common/address.h ParsePort); a TCP host is a name or IPv4 address
+// ([A-Za-z0-9._-]) or an IPv6 address in brackets.
 
 #include <cstdint>
 #include <string>
@@ -38,7 +39,8 @@ constexpr size_t kMaxUnixPathLength = 107;
 
 // Parses `text` as above. INVALID_ARGUMENT naming the text and what is wrong
 // (no socket path, a path longer than kMaxUnixPathLength, no or a bad port,
-// an empty host, another scheme). Port 0 only when `allow_zero_port`.
+// an empty or malformed host, another scheme). Leading slashes of a unix
+// path are collapsed to one ("unix:////a" is "/a"). Port 0 only when `allow_zero_port`.
 Result<Endpoint> ParseEndpoint(std::string_view text, bool allow_zero_port = true);
 
 }  // namespace tandem::rpc

@@ -20,6 +20,7 @@ TEST(EndpointTest, ParsesEverySpellingOperatorsAndKubeletUse) {
       {"unix:///run/tandem/engine.sock", Endpoint::Kind::kUnix, "/run/tandem/engine.sock", 0,
        "unix:/run/tandem/engine.sock"},
       {"unix:/run/x.sock", Endpoint::Kind::kUnix, "/run/x.sock", 0, "unix:/run/x.sock"},
+      {"unix:////run/x.sock", Endpoint::Kind::kUnix, "/run/x.sock", 0, "unix:/run/x.sock"},
       {"unix://csi.sock", Endpoint::Kind::kUnix, "csi.sock", 0, "unix:csi.sock"},
       {"unix:csi.sock", Endpoint::Kind::kUnix, "csi.sock", 0, "unix:csi.sock"},
       {"tcp://127.0.0.1:9600", Endpoint::Kind::kTcp, "127.0.0.1", 9600, "127.0.0.1:9600"},
@@ -44,7 +45,9 @@ TEST(EndpointTest, RejectsMalformedEndpointsAsInvalidArgument) {
        {std::string("unix:"), std::string("unix://"), too_long, std::string("127.0.0.1"),
         std::string("127.0.0.1:"), std::string("127.0.0.1:99999"), std::string("127.0.0.1:9k"),
         std::string("127.0.0.1: 80"), std::string(":9600"), std::string("tcp://:9600"),
-        std::string("http://127.0.0.1:80"), std::string("dns:///x:1"), std::string("")}) {
+        std::string("http://127.0.0.1:80"), std::string("dns:///x:1"), std::string(""),
+        std::string("tcp://tcp://127.0.0.1:1"), std::string("a/b:1"), std::string("a b:1"),
+        std::string("[::1:1"), std::string("[]:1"), std::string("[::g]:1")}) {
     Result<Endpoint> e = ParseEndpoint(bad);
     EXPECT_EQ(e.status().code(), StatusCode::kInvalidArgument) << "'" << bad << "'";
   }
