@@ -30,6 +30,7 @@
 #include "controller/controller_service.h"
 #include "controller/engine_directory.h"
 #include "controller/node_registry.h"
+#include "controller/reconciler.h"
 #include "controller/records.h"
 #include "controller/registration_service.h"
 #include "controller/store/metadata_store.h"
@@ -82,6 +83,11 @@ int Run(int argc, char** argv) {
   flags.Define("engine-timeout-ms", "10000", "timeout of each engine call");
   flags.Define("lease-ttl-seconds", "10",
                "etcd leader lease TTL: a dead leader is replaced within about this long");
+  flags.Define("reconcile-interval-ms", "5000", "self-healing pass interval");
+  flags.Define("replace-after-ms", "60000",
+               "a replica whose node has been down this long is replaced on another node");
+  flags.Define("max-rebuilds-per-node", "2",
+               "replacements started on one node per minute (rebuild admission)");
   flags.Define("candidate-id", "", "this instance's id in the leader election (default host-pid)");
   flags.Define("debug", "false", "log at debug level");
   Status st = flags.Parse(argc, argv);
@@ -109,8 +115,12 @@ int Run(int argc, char** argv) {
     return usage_error("--data-dir must be an absolute path");
   }
   uint64_t heartbeat_ms = 0, grace_ms = 0, engine_timeout_ms = 0, lease_ttl_s = 0;
+  uint64_t reconcile_ms = 0, replace_after_ms = 0, max_rebuilds = 0;
   for (auto [name, out] :
        {std::pair{"lease-ttl-seconds", &lease_ttl_s},
+        std::pair{"reconcile-interval-ms", &reconcile_ms},
+        std::pair{"replace-after-ms", &replace_after_ms},
+        std::pair{"max-rebuilds-per-node", &max_rebuilds},
         std::pair{"heartbeat-interval-ms", &heartbeat_ms}, std::pair{"node-grace-ms", &grace_ms},
         std::pair{"engine-timeout-ms", &engine_timeout_ms}}) {
     if (Status s = flags.GetUint(name, out); !s.ok() || *out == 0) {
@@ -157,7 +167,15 @@ int Run(int argc, char** argv) {
   tandem::controller::NodeRegistry registry(&records, &engines, reg_opts);
   tandem::controller::ControllerOptions ctl_opts;
   ctl_opts.engine_timeout = std::chrono::milliseconds(engine_timeout_ms);
-  tandem::controller::ControllerService controller(&records, &registry, &engines, ctl_opts);
+  tandem::csi::InFlight inflight;
+  tandem::controller::ControllerService controller(&records, &registry, &engines, &inflight,
+                                                   ctl_opts);
+  tandem::controller::ReconcilerOptions rec_opts;
+  rec_opts.interval = std::chrono::milliseconds(reconcile_ms);
+  rec_opts.replace_after = std::chrono::milliseconds(replace_after_ms);
+  rec_opts.max_rebuilds_per_node = static_cast<uint32_t>(max_rebuilds);
+  rec_opts.engine_timeout = std::chrono::milliseconds(engine_timeout_ms);
+  tandem::controller::Reconciler reconciler(&records, &registry, &engines, &inflight, rec_opts);
   tandem::controller::RegistrationService registration(&registry, store.get(), &records);
 
   using PC = ::csi::v1::PluginCapability;
@@ -217,6 +235,7 @@ int Run(int argc, char** argv) {
     }
   });
   registry.Start();
+  reconciler.Start();
 
   tandem::rpc::GrpcServerOptions server_opts;
   server_opts.endpoint = endpoint;
@@ -249,6 +268,7 @@ int Run(int argc, char** argv) {
   }
   if (reg_server) reg_server->Shutdown(kShutdownGrace);
   if (server.ok()) (*server)->Shutdown(kShutdownGrace);
+  reconciler.Stop();
   stopping = true;
   election.join();
   registry.Stop();

@@ -46,8 +46,9 @@ struct ControllerOptions {
 
 class ControllerService final : public csipb::Controller::Service {
  public:
+  // `inflight`: the per-volume guard set, shared with the reconciler.
   ControllerService(Records* records, NodeRegistry* nodes, EngineDirectory* engines,
-                    ControllerOptions options);
+                    csi::InFlight* inflight, ControllerOptions options);
 
   grpc::Status CreateVolume(grpc::ServerContext* ctx, const csipb::CreateVolumeRequest* req,
                             csipb::CreateVolumeResponse* resp) override;
@@ -113,7 +114,7 @@ class ControllerService final : public csipb::Controller::Service {
   NodeRegistry* const nodes_;
   EngineDirectory* const engines_;
   const ControllerOptions options_;
-  csi::InFlight inflight_;
+  csi::InFlight& inflight_;
 };
 
 }  // namespace tandem::controller

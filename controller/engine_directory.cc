@@ -49,4 +49,19 @@ Status GrpcEngineDirectory::SetRebuildRate(const std::string& address, const std
   return r.ok() ? Status::Ok() : r.status();
 }
 
+Status GrpcEngineDirectory::AddTargetReplica(const std::string& address,
+                                             const std::string& volume_id,
+                                             const epb::ReplicaEndpoint& replica, Timeout timeout) {
+  auto r = Client(address)->AddTargetReplica(volume_id, replica, timeout);
+  return r.ok() ? Status::Ok() : r.status();
+}
+
+Status GrpcEngineDirectory::RemoveTargetReplica(const std::string& address,
+                                                const std::string& volume_id,
+                                                const std::string& replica_address,
+                                                Timeout timeout) {
+  auto r = Client(address)->RemoveTargetReplica(volume_id, replica_address, timeout);
+  return r.ok() ? Status::Ok() : r.status();
+}
+
 }  // namespace tandem::controller

@@ -50,6 +50,13 @@ class EngineDirectory {
   // unlimited). NOT_FOUND when the volume has no target there.
   virtual Status SetRebuildRate(const std::string& address, const std::string& volume_id,
                                 uint64_t bytes_per_sec, Timeout timeout) = 0;
+  // The volume's live target on that engine gains / loses a replica
+  // (engine.proto AddTargetReplica / RemoveTargetReplica). NOT_FOUND when the
+  // volume has no target there.
+  virtual Status AddTargetReplica(const std::string& address, const std::string& volume_id,
+                                  const epb::ReplicaEndpoint& replica, Timeout timeout) = 0;
+  virtual Status RemoveTargetReplica(const std::string& address, const std::string& volume_id,
+                                     const std::string& replica_address, Timeout timeout) = 0;
 };
 
 class GrpcEngineDirectory final : public EngineDirectory {
@@ -68,6 +75,10 @@ class GrpcEngineDirectory final : public EngineDirectory {
                       Timeout timeout) override;
   Status SetRebuildRate(const std::string& address, const std::string& volume_id,
                         uint64_t bytes_per_sec, Timeout timeout) override;
+  Status AddTargetReplica(const std::string& address, const std::string& volume_id,
+                          const epb::ReplicaEndpoint& replica, Timeout timeout) override;
+  Status RemoveTargetReplica(const std::string& address, const std::string& volume_id,
+                             const std::string& replica_address, Timeout timeout) override;
 
  private:
   api::EngineClient* Client(const std::string& address);

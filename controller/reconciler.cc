@@ -1,0 +1,252 @@
+#include "controller/reconciler.h"
+
+#include <algorithm>
+
+#include "common/logging.h"
+#include "controller/candidates.h"
+#include "controller/placement.h"
+
+namespace tandem::controller {
+
+namespace {
+
+constexpr const char* kTag = "reconciler";
+
+bool SplitHostPort(const std::string& address, std::string* host, uint32_t* port) {
+  size_t colon = address.rfind(':');
+  if (colon == std::string::npos || colon == 0) return false;
+  *host = address.substr(0, colon);
+  unsigned long p = std::strtoul(address.c_str() + colon + 1, nullptr, 10);
+  if (p == 0 || p > 65535) return false;
+  *port = static_cast<uint32_t>(p);
+  return true;
+}
+
+const NodeView* Find(const std::vector<NodeView>& nodes, const std::string& id) {
+  for (const auto& n : nodes) {
+    if (n.record.node_id() == id) return &n;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+Reconciler::Reconciler(Records* records, NodeRegistry* nodes, EngineDirectory* engines,
+                       csi::InFlight* inflight, ReconcilerOptions options)
+    : records_(records), nodes_(nodes), engines_(engines), inflight_(inflight), options_(options) {}
+
+Reconciler::~Reconciler() { Stop(); }
+
+void Reconciler::Start() {
+  std::lock_guard<std::mutex> guard(mu_);
+  if (thread_.joinable()) return;
+  stop_ = false;
+  thread_ = std::thread([this] {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!stop_) {
+      cv_.wait_for(lock, options_.interval, [this] { return stop_; });
+      if (stop_) break;
+      lock.unlock();
+      RunOnce();
+      lock.lock();
+    }
+  });
+}
+
+void Reconciler::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+bool Reconciler::Admit(const std::string& node_id) {
+  auto now = std::chrono::steady_clock::now();
+  auto& starts = admitted_[node_id];
+  starts.erase(std::remove_if(starts.begin(), starts.end(),
+                              [&](auto t) { return now - t >= options_.admission_window; }),
+               starts.end());
+  if (starts.size() >= options_.max_rebuilds_per_node) return false;
+  starts.push_back(now);
+  return true;
+}
+
+int Reconciler::RunOnce() {
+  if (!records_->store()->IsLeader()) return 0;
+  std::vector<NodeView> nodes = nodes_->Snapshot();
+  auto since_start = std::chrono::duration_cast<std::chrono::milliseconds>(
+                         std::chrono::steady_clock::now() - started_)
+                         .count();
+  auto dead = [&](const std::string& node_id) {
+    const NodeView* n = Find(nodes, node_id);
+    if (n == nullptr) return false;  // unregistered: nothing to compare
+    if (n->up) return false;
+    // Never seen since this controller started: down at least that long.
+    int64_t down_for = n->last_seen_ms_ago >= 0 ? n->last_seen_ms_ago : since_start;
+    return down_for >= options_.replace_after.count();
+  };
+  int replaced = 0;
+  std::string after;
+  for (int page = 0; page < 1000000; ++page) {
+    bool more = false;
+    auto volumes = records_->ListVolumes(after, 200, &more);
+    if (!volumes.ok()) {
+      TLOG_WARN(kTag, "listing volumes: %s", volumes.status().ToString().c_str());
+      return replaced;
+    }
+    for (auto& v : *volumes) {
+      if (v.record.state() != rec::VolumeRecord::READY) continue;
+      if (!v.record.retired_replicas().empty()) DeleteRetired(v, nodes);
+      for (int i = 0; i < v.record.replicas_size(); ++i) {
+        if (!dead(v.record.replicas(i).node_id())) continue;
+        // One replacement per volume per pass: the record changed.
+        Status st = Replace(v, i, nodes);
+        if (st.ok()) {
+          ++replaced;
+        } else {
+          TLOG_WARN(kTag, "volume %s: replacing replica %s: %s", v.record.volume_id().c_str(),
+                    v.record.replicas(i).replica_id().c_str(), st.ToString().c_str());
+        }
+        break;
+      }
+    }
+    if (!more || volumes->empty()) break;
+    after = volumes->back().record.volume_id();
+  }
+  return replaced;
+}
+
+Status Reconciler::Replace(Versioned<rec::VolumeRecord> v, int index,
+                           const std::vector<NodeView>& nodes) {
+  auto guard = inflight_->TryAcquire("vol:" + v.record.volume_id());
+  if (!guard.ok()) return Status::Ok();  // a CSI call is busy with it: next pass
+  // Re-read under the guard: the record may have changed since the listing.
+  TANDEM_ASSIGN_OR_RETURN(auto fresh, records_->GetVolume(v.record.volume_id()));
+  if (!fresh || fresh->mod_revision != v.mod_revision) return Status::Ok();
+  rec::VolumeRecord record = fresh->record;
+  const rec::ReplicaRecord old = record.replicas(index);
+
+  TANDEM_ASSIGN_OR_RETURN(auto candidates, CollectCandidates(nodes_, records_));
+  PlacementRequest req;
+  req.replicas = 1;
+  req.size_bytes = record.size_bytes();
+  req.thin = record.thin();
+  req.overcommit = options_.overcommit;
+  for (const auto& r : record.replicas()) req.exclude_nodes.push_back(r.node_id());
+  for (const auto& t : record.accessible_topology()) {
+    req.requisite.emplace_back(t.segments().begin(), t.segments().end());
+  }
+  // Nodes whose admission window is full are not candidates this pass.
+  for (auto& c : candidates) {
+    auto it = admitted_.find(c.node_id);
+    if (it != admitted_.end() && it->second.size() >= options_.max_rebuilds_per_node) {
+      auto now = std::chrono::steady_clock::now();
+      size_t recent =
+          static_cast<size_t>(std::count_if(it->second.begin(), it->second.end(), [&](auto t) {
+            return now - t < options_.admission_window;
+          }));
+      if (recent >= options_.max_rebuilds_per_node) c.up = false;
+    }
+  }
+  TANDEM_ASSIGN_OR_RETURN(auto chosen, Place(req, candidates));
+  const std::string& node_id = chosen[0];
+  const NodeView* dest = Find(nodes, node_id);
+  if (dest == nullptr || dest->info.data_address().empty()) {
+    return Status::Unavailable("node " + node_id + " has no known data address");
+  }
+  if (!Admit(node_id)) return Status::Ok();
+
+  rec::ReplicaRecord fresh_replica;
+  fresh_replica.set_replica_id(record.volume_id() + "-r" +
+                               std::to_string(record.next_replica_index()));
+  fresh_replica.set_node_id(node_id);
+  epb::CreateReplicaRequest creq;
+  creq.set_volume_id(record.volume_id());
+  creq.set_replica_id(fresh_replica.replica_id());
+  creq.set_size_bytes(record.size_bytes());
+  creq.set_block_size(4096);
+  auto created =
+      engines_->CreateReplica(dest->record.engine_address(), creq, options_.engine_timeout);
+  if (!created.ok()) return created.status().WithContext("CreateReplica on " + node_id);
+
+  // The live target first: it must stop counting the dead replica before the
+  // new one joins (its quorum is a majority of its configured replicas), and
+  // the record changes only once the target has the new replica.
+  if (record.has_attachment()) {
+    const NodeView* attached = Find(nodes, record.attachment().node_id());
+    const NodeView* gone = Find(nodes, old.node_id());
+    if (attached != nullptr) {
+      const std::string& engine = attached->record.engine_address();
+      if (gone != nullptr && !gone->info.data_address().empty()) {
+        Status st = engines_->RemoveTargetReplica(
+            engine, record.volume_id(), gone->info.data_address(), options_.engine_timeout);
+        if (!st.ok() && st.code() != StatusCode::kNotFound) {
+          return st.WithContext("RemoveTargetReplica on " + record.attachment().node_id());
+        }
+      }
+      epb::ReplicaEndpoint ep;
+      std::string host;
+      uint32_t port = 0;
+      if (!SplitHostPort(dest->info.data_address(), &host, &port)) {
+        return Status::Internal("bad data address " + dest->info.data_address());
+      }
+      ep.set_host(host);
+      ep.set_port(port);
+      ep.set_local(node_id == record.attachment().node_id());
+      Status st =
+          engines_->AddTargetReplica(engine, record.volume_id(), ep, options_.engine_timeout);
+      // NOT_FOUND: published but not staged; the next stage gets the new set.
+      if (!st.ok() && st.code() != StatusCode::kNotFound) {
+        return st.WithContext("AddTargetReplica on " + record.attachment().node_id());
+      }
+    }
+  }
+
+  *record.mutable_replicas(index) = fresh_replica;
+  record.set_next_replica_index(record.next_replica_index() + 1);
+  *record.add_retired_replicas() = old;
+  auto* ids = record.mutable_in_sync_replica_ids();
+  ids->erase(std::remove(ids->begin(), ids->end(), old.replica_id()), ids->end());
+  TANDEM_ASSIGN_OR_RETURN(int64_t rev, records_->UpdateVolume(record, fresh->mod_revision));
+  (void)rev;
+  TLOG_INFO(kTag, "volume %s: replica %s on down node %s replaced by %s on %s%s",
+            record.volume_id().c_str(), old.replica_id().c_str(), old.node_id().c_str(),
+            fresh_replica.replica_id().c_str(), node_id.c_str(),
+            record.has_attachment() ? " (added to the live target: rebuilding online)" : "");
+  return Status::Ok();
+}
+
+void Reconciler::DeleteRetired(Versioned<rec::VolumeRecord> v, const std::vector<NodeView>& nodes) {
+  auto guard = inflight_->TryAcquire("vol:" + v.record.volume_id());
+  if (!guard.ok()) return;
+  rec::VolumeRecord record = v.record;
+  bool changed = false;
+  auto* retired = record.mutable_retired_replicas();
+  for (int i = retired->size() - 1; i >= 0; --i) {
+    const NodeView* n = Find(nodes, retired->Get(i).node_id());
+    if (n == nullptr) {
+      retired->DeleteSubrange(i, 1);  // node forgotten
+      changed = true;
+      continue;
+    }
+    if (!n->up) continue;
+    // Only if the replica there is still the retired one (the volume may
+    // have been placed back on that node since).
+    bool still_in_use = false;
+    for (const auto& r : record.replicas()) still_in_use |= r.node_id() == n->record.node_id();
+    if (!still_in_use) {
+      Status st = engines_->DeleteReplica(n->record.engine_address(), record.volume_id(),
+                                          options_.engine_timeout);
+      if (!st.ok()) continue;
+      TLOG_INFO(kTag, "volume %s: retired replica %s deleted on %s", record.volume_id().c_str(),
+                retired->Get(i).replica_id().c_str(), n->record.node_id().c_str());
+    }
+    retired->DeleteSubrange(i, 1);
+    changed = true;
+  }
+  if (changed) (void)records_->UpdateVolume(record, v.mod_revision);
+}
+
+}  // namespace tandem::controller
