@@ -134,7 +134,9 @@ SqliteStore::SqliteStore(std::string dir, const StoreOptions& options)
 SqliteStore::~SqliteStore() {
   (void)Resign();
   stmts_.reset();
+  rstmts_.reset();
   if (db_ != nullptr) sqlite3_close_v2(db_);
+  if (rdb_ != nullptr) sqlite3_close_v2(rdb_);
 }
 
 Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& dir,
@@ -154,9 +156,10 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& dir,
   return store;
 }
 
-Status SqliteStore::SqliteError(std::string_view context, int rc) const {
+Status SqliteStore::SqliteError(std::string_view context, int rc, sqlite3* db) const {
+  if (db == nullptr) db = db_;
   std::string msg = "sqlite " + std::string(context) + " (" + dir_ +
-                    "): " + (db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(rc));
+                    "): " + (db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
   switch (rc & 0xff) {
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
@@ -175,9 +178,10 @@ Status SqliteStore::SqliteError(std::string_view context, int rc) const {
   }
 }
 
-Status SqliteStore::Exec(const char* sql) {
-  int rc = sqlite3_exec(db_, sql, nullptr, nullptr, nullptr);
-  return rc == SQLITE_OK ? Status::Ok() : SqliteError(sql, rc);
+Status SqliteStore::Exec(const char* sql, sqlite3* db) {
+  if (db == nullptr) db = db_;
+  int rc = sqlite3_exec(db, sql, nullptr, nullptr, nullptr);
+  return rc == SQLITE_OK ? Status::Ok() : SqliteError(sql, rc, db);
 }
 
 Status SqliteStore::Init() {
@@ -217,63 +221,79 @@ Status SqliteStore::Init() {
   TANDEM_RETURN_IF_ERROR(SyncDir(dir_));
 
   stmts_ = std::make_unique<Statements>();
+  TANDEM_RETURN_IF_ERROR(PrepareStatements(db_, stmts_.get()));
+
+  // A second connection for reads (Get, Range, Watch): in WAL mode readers
+  // never wait for the writer, so a read does not queue behind a group
+  // commit's fdatasync. query_only: this connection never writes.
+  rc = sqlite3_open_v2(path.c_str(), &rdb_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) return SqliteError("open (reader) " + path, rc, rdb_);
+  sqlite3_extended_result_codes(rdb_, 1);
+  sqlite3_busy_timeout(rdb_, static_cast<int>(options_.request_timeout.count()));
+  TANDEM_RETURN_IF_ERROR(Exec("PRAGMA query_only=1", rdb_));
+  rstmts_ = std::make_unique<Statements>();
+  TANDEM_RETURN_IF_ERROR(PrepareStatements(rdb_, rstmts_.get()));
+  return Status::Ok();
+}
+
+Status SqliteStore::PrepareStatements(sqlite3* db, Statements* st) {
+  int rc = SQLITE_OK;
   struct {
     sqlite3_stmt** slot;
     const char* sql;
   } prepared[] = {
-      {&stmts_->get,
+      {&st->get,
        "SELECT key, value, create_revision, mod_revision, version FROM kv WHERE key = ?1"},
-      {&stmts_->range_bounded,
+      {&st->range_bounded,
        "SELECT key, value, create_revision, mod_revision, version FROM kv "
        "WHERE key >= ?1 AND key < ?2 ORDER BY key LIMIT ?3"},
-      {&stmts_->range_open,
+      {&st->range_open,
        "SELECT key, value, create_revision, mod_revision, version FROM kv "
        "WHERE key >= ?1 ORDER BY key LIMIT ?3"},
-      {&stmts_->upsert,
+      {&st->upsert,
        "INSERT INTO kv(key, value, create_revision, mod_revision, version) "
        "VALUES(?1, ?2, ?3, ?3, 1) ON CONFLICT(key) DO UPDATE SET "
        "value = excluded.value, mod_revision = excluded.mod_revision, version = version + 1 "
        "RETURNING create_revision, version"},
-      {&stmts_->del, "DELETE FROM kv WHERE key = ?1"},
-      {&stmts_->rev_get, "SELECT value FROM meta WHERE name = 'revision'"},
-      {&stmts_->rev_set, "UPDATE meta SET value = ?1 WHERE name = 'revision'"},
-      {&stmts_->event_insert,
+      {&st->del, "DELETE FROM kv WHERE key = ?1"},
+      {&st->rev_get, "SELECT value FROM meta WHERE name = 'revision'"},
+      {&st->rev_set, "UPDATE meta SET value = ?1 WHERE name = 'revision'"},
+      {&st->event_insert,
        "INSERT INTO events(revision, key, kind, value, create_revision, version) "
        "VALUES(?1, ?2, ?3, ?4, ?5, ?6)"},
-      {&stmts_->events_prune, "DELETE FROM events WHERE revision <= ?1"},
-      {&stmts_->compacted_get, "SELECT value FROM meta WHERE name = 'compacted'"},
-      {&stmts_->compacted_set,
-       "UPDATE meta SET value = ?1 WHERE name = 'compacted' AND value < ?1"},
-      {&stmts_->events_bounded,
+      {&st->events_prune, "DELETE FROM events WHERE revision <= ?1"},
+      {&st->compacted_get, "SELECT value FROM meta WHERE name = 'compacted'"},
+      {&st->compacted_set, "UPDATE meta SET value = ?1 WHERE name = 'compacted' AND value < ?1"},
+      {&st->events_bounded,
        "SELECT revision, key, kind, value, create_revision, version FROM events "
        "WHERE revision > ?1 AND key >= ?2 AND key < ?3 ORDER BY revision, key"},
-      {&stmts_->events_open,
+      {&st->events_open,
        "SELECT revision, key, kind, value, create_revision, version FROM events "
        "WHERE revision > ?1 AND key >= ?2 ORDER BY revision, key"},
   };
   for (auto& p : prepared) {
-    rc = sqlite3_prepare_v3(db_, p.sql, -1, SQLITE_PREPARE_PERSISTENT, p.slot, nullptr);
-    if (rc != SQLITE_OK) return SqliteError(p.sql, rc);
+    rc = sqlite3_prepare_v3(db, p.sql, -1, SQLITE_PREPARE_PERSISTENT, p.slot, nullptr);
+    if (rc != SQLITE_OK) return SqliteError(p.sql, rc, db);
   }
   return Status::Ok();
 }
 
-Result<int64_t> SqliteStore::ReadRevision() {
-  StmtReset reset(stmts_->rev_get);
-  int rc = sqlite3_step(stmts_->rev_get);
-  if (rc != SQLITE_ROW) return SqliteError("read revision", rc);
-  return static_cast<int64_t>(sqlite3_column_int64(stmts_->rev_get, 0));
+Result<int64_t> SqliteStore::ReadRevision(Statements* st, sqlite3* db) {
+  StmtReset reset(st->rev_get);
+  int rc = sqlite3_step(st->rev_get);
+  if (rc != SQLITE_ROW) return SqliteError("read revision", rc, db);
+  return static_cast<int64_t>(sqlite3_column_int64(st->rev_get, 0));
 }
 
 Result<std::optional<KeyValue>> SqliteStore::Get(std::string_view key) {
   TANDEM_RETURN_IF_ERROR(ValidateKey(key));
-  std::lock_guard lock(mu_);
-  StmtReset reset(stmts_->get);
-  BindBlob(stmts_->get, 1, key);
-  int rc = sqlite3_step(stmts_->get);
+  std::lock_guard lock(rmu_);
+  StmtReset reset(rstmts_->get);
+  BindBlob(rstmts_->get, 1, key);
+  int rc = sqlite3_step(rstmts_->get);
   if (rc == SQLITE_DONE) return std::optional<KeyValue>();
-  if (rc != SQLITE_ROW) return SqliteError("get", rc);
-  return std::optional<KeyValue>(ReadRow(stmts_->get));
+  if (rc != SQLITE_ROW) return SqliteError("get", rc, rdb_);
+  return std::optional<KeyValue>(ReadRow(rstmts_->get));
 }
 
 Result<RangeResult> SqliteStore::Range(std::string_view prefix, std::string_view start_after,
@@ -286,13 +306,13 @@ Result<RangeResult> SqliteStore::Range(std::string_view prefix, std::string_view
   }
   const std::string hi = PrefixEnd(prefix);
 
-  std::lock_guard lock(mu_);
+  std::lock_guard lock(rmu_);
   // One read transaction, so the rows and the revision are one snapshot.
-  TANDEM_RETURN_IF_ERROR(Exec("BEGIN"));
+  TANDEM_RETURN_IF_ERROR(Exec("BEGIN", rdb_));
   RangeResult out;
   Status st = [&]() -> Status {
-    TANDEM_ASSIGN_OR_RETURN(out.revision, ReadRevision());
-    sqlite3_stmt* s = hi.empty() ? stmts_->range_open : stmts_->range_bounded;
+    TANDEM_ASSIGN_OR_RETURN(out.revision, ReadRevision(rstmts_.get(), rdb_));
+    sqlite3_stmt* s = hi.empty() ? rstmts_->range_open : rstmts_->range_bounded;
     StmtReset reset(s);
     BindBlob(s, 1, lo);
     if (!hi.empty()) BindBlob(s, 2, hi);
@@ -301,7 +321,7 @@ Result<RangeResult> SqliteStore::Range(std::string_view prefix, std::string_view
     for (;;) {
       int rc = sqlite3_step(s);
       if (rc == SQLITE_DONE) break;
-      if (rc != SQLITE_ROW) return SqliteError("range", rc);
+      if (rc != SQLITE_ROW) return SqliteError("range", rc, rdb_);
       if (limit != 0 && out.kvs.size() == limit) {
         out.more = true;
         break;
@@ -310,13 +330,13 @@ Result<RangeResult> SqliteStore::Range(std::string_view prefix, std::string_view
     }
     return Status::Ok();
   }();
-  (void)Exec("COMMIT");
+  (void)Exec("COMMIT", rdb_);
   if (!st.ok()) return st;
   return out;
 }
 
 Result<TxnResult> SqliteStore::ApplyLocked(const TxnRequest& txn) {
-  TANDEM_ASSIGN_OR_RETURN(int64_t revision, ReadRevision());
+  TANDEM_ASSIGN_OR_RETURN(int64_t revision, ReadRevision(stmts_.get(), db_));
   for (const Compare& c : txn.compares) {
     StmtReset reset(stmts_->get);
     BindBlob(stmts_->get, 1, c.key);
@@ -520,19 +540,19 @@ class SqliteWatcher final : public Watcher {
 
 Result<std::vector<WatchEvent>> SqliteStore::ReadEvents(const std::string& prefix, int64_t after) {
   const std::string hi = PrefixEnd(prefix);
-  std::lock_guard lock(mu_);
-  TANDEM_RETURN_IF_ERROR(Exec("BEGIN"));
+  std::lock_guard lock(rmu_);
+  TANDEM_RETURN_IF_ERROR(Exec("BEGIN", rdb_));
   std::vector<WatchEvent> events;
   Status st = [&]() -> Status {
-    StmtReset reset_c(stmts_->compacted_get);
-    int rc = sqlite3_step(stmts_->compacted_get);
-    if (rc != SQLITE_ROW) return SqliteError("read compacted", rc);
-    const int64_t compacted = sqlite3_column_int64(stmts_->compacted_get, 0);
+    StmtReset reset_c(rstmts_->compacted_get);
+    int rc = sqlite3_step(rstmts_->compacted_get);
+    if (rc != SQLITE_ROW) return SqliteError("read compacted", rc, rdb_);
+    const int64_t compacted = sqlite3_column_int64(rstmts_->compacted_get, 0);
     if (after < compacted) {
       return Status::OutOfRange("watch history after revision " + std::to_string(after) +
                                 " is compacted (kept from " + std::to_string(compacted + 1) + ")");
     }
-    sqlite3_stmt* s = hi.empty() ? stmts_->events_open : stmts_->events_bounded;
+    sqlite3_stmt* s = hi.empty() ? rstmts_->events_open : rstmts_->events_bounded;
     StmtReset reset(s);
     sqlite3_bind_int64(s, 1, after);
     BindBlob(s, 2, prefix);
@@ -540,7 +560,7 @@ Result<std::vector<WatchEvent>> SqliteStore::ReadEvents(const std::string& prefi
     for (;;) {
       rc = sqlite3_step(s);
       if (rc == SQLITE_DONE) break;
-      if (rc != SQLITE_ROW) return SqliteError("read events", rc);
+      if (rc != SQLITE_ROW) return SqliteError("read events", rc, rdb_);
       WatchEvent e;
       e.kind = sqlite3_column_int(s, 2) == 0 ? WatchEvent::Kind::kPut : WatchEvent::Kind::kDelete;
       e.kv.mod_revision = sqlite3_column_int64(s, 0);
@@ -552,7 +572,7 @@ Result<std::vector<WatchEvent>> SqliteStore::ReadEvents(const std::string& prefi
     }
     return Status::Ok();
   }();
-  (void)Exec("COMMIT");
+  (void)Exec("COMMIT", rdb_);
   if (!st.ok()) return st;
   return events;
 }
@@ -562,8 +582,8 @@ Result<std::unique_ptr<Watcher>> SqliteStore::Watch(std::string_view prefix,
   if (after_revision < 0) return Status::InvalidArgument("watch after a negative revision");
   int64_t after = after_revision;
   if (after == 0) {
-    std::lock_guard lock(mu_);
-    TANDEM_ASSIGN_OR_RETURN(after, ReadRevision());
+    std::lock_guard lock(rmu_);
+    TANDEM_ASSIGN_OR_RETURN(after, ReadRevision(rstmts_.get(), rdb_));
   }
   // Fail now rather than at the first Next when the history is gone.
   TANDEM_RETURN_IF_ERROR(ReadEvents(std::string(prefix), after).status());

@@ -9,6 +9,10 @@
 // SAVEPOINT: group commit), so no partial Txn is ever visible, to readers or
 // after a crash.
 //
+// Each instance has two connections: one writer (Txn) and one reader (Get,
+// Range, Watch); in WAL mode a reader never waits for the writer, so reads do
+// not queue behind a commit's fdatasync.
+//
 // Several SqliteStore instances (threads or processes) may open one directory;
 // SQLite's file locks serialize their writes, and a writer waits up to
 // StoreOptions::request_timeout for the lock before answering UNAVAILABLE.
@@ -62,9 +66,12 @@ class SqliteStore final : public MetadataStore {
   struct Statements;
   SqliteStore(std::string dir, const StoreOptions& options);
   Status Init();
-  Status Exec(const char* sql);
-  Status SqliteError(std::string_view context, int rc) const;
-  Result<int64_t> ReadRevision();
+  // On `db` (default: the writer connection).
+  Status Exec(const char* sql, sqlite3* db = nullptr);
+  // `db`'s last error message, the code mapped to ours.
+  Status SqliteError(std::string_view context, int rc, sqlite3* db = nullptr) const;
+  Status PrepareStatements(sqlite3* db, Statements* st);
+  Result<int64_t> ReadRevision(Statements* st, sqlite3* db);
   // Applies `txn` inside an open write transaction.
   Result<TxnResult> ApplyLocked(const TxnRequest& txn);
   // OK while this instance holds a lock on the current lock file.
@@ -85,9 +92,12 @@ class SqliteStore final : public MetadataStore {
   const std::string lock_path_;
   const StoreOptions options_;
 
-  std::mutex mu_;  // serializes use of db_ and the statements
+  std::mutex mu_;  // serializes use of db_ and stmts_ (writes)
   sqlite3* db_ = nullptr;
   std::unique_ptr<Statements> stmts_;
+  std::mutex rmu_;  // serializes use of rdb_ and rstmts_ (reads)
+  sqlite3* rdb_ = nullptr;
+  std::unique_ptr<Statements> rstmts_;
 
   std::mutex queue_mu_;            // guards queue_ and PendingTxn::done
   std::deque<PendingTxn*> queue_;  // the front one leads the next group
