@@ -107,6 +107,9 @@ uint64_t MetadataBytes(uint64_t size) {
   return 4096 + (maps + 4095) / 4096 * 4096;
 }
 
+// docs/protocol.md, "Per-volume secrets": none, or 16 to 256 bytes.
+bool ValidSecret(const std::string& s) { return s.empty() || (s.size() >= 16 && s.size() <= 256); }
+
 void CreateReplica(const pb::CreateReplicaRequest& req) {
   tandem::Result<tandem::replica::ReplicaConfig> c = service::ReplicaConfigFromProto(req);
   const std::string& path = req.data_path();
@@ -114,7 +117,8 @@ void CreateReplica(const pb::CreateReplicaRequest& req) {
                      (req.block_size() == 0 || req.block_size() == 4096) && req.size_bytes() > 0 &&
                      req.size_bytes() % 4096 == 0 &&
                      MetadataBytes(req.size_bytes()) <= service::kMaxReplicaMetadataBytes &&
-                     path.size() <= 1024 && path.find('\0') == std::string::npos;
+                     path.size() <= 1024 && path.find('\0') == std::string::npos &&
+                     ValidSecret(req.secret());
   Check(c.ok() == valid);
   if (!c.ok()) {
     if (c.status().code() == StatusCode::kOutOfRange) {
@@ -122,21 +126,23 @@ void CreateReplica(const pb::CreateReplicaRequest& req) {
       Check(MetadataBytes(req.size_bytes()) > service::kMaxReplicaMetadataBytes);
       return;
     }
-    CheckError(c.status(), {"volume_id", "replica_id", "block_size", "size_bytes", "data_path"});
+    CheckError(c.status(),
+               {"volume_id", "replica_id", "block_size", "size_bytes", "data_path", "secret"});
     return;
   }
   Check(c->volume_id == req.volume_id() && c->replica_id == req.replica_id());
   Check(c->block_size == service::kSupportedBlockSize);
   Check(c->size == req.size_bytes());
   Check(c->data_path == path);
+  Check(c->secret == req.secret());
 }
 
 void CreateTarget(const pb::CreateTargetRequest& req, const service::TargetDefaults& defaults) {
   tandem::Result<tandem::target::TargetSpec> spec = service::TargetSpecFromProto(req, defaults);
   if (!spec.ok()) {
-    CheckError(spec.status(),
-               {"volume_id", "epoch", "replicas", "size_bytes", "rebuild_rate_bytes_per_sec",
-                "reconnect_interval_ms", "in_sync_replica_ids", "nbd_tcp_address", "export_kind"});
+    CheckError(spec.status(), {"volume_id", "epoch", "replicas", "size_bytes",
+                               "rebuild_rate_bytes_per_sec", "reconnect_interval_ms",
+                               "in_sync_replica_ids", "nbd_tcp_address", "export_kind", "secret"});
     return;
   }
   // export_kind: UNSPECIFIED, NBD or FUSE_FILE; a TCP address only with NBD.
@@ -147,6 +153,8 @@ void CreateTarget(const pb::CreateTargetRequest& req, const service::TargetDefau
   Check(ValidId(o.volume_id) && o.volume_id == req.volume_id());
   Check(o.epoch > 0 && o.epoch == req.epoch());
   Check(o.token == req.token());
+  // The volume's secret: empty or 16..256 bytes, passed through unchanged.
+  Check(ValidSecret(req.secret()) && o.secret == req.secret());
   Check(o.size % service::kTargetSizeAlignment == 0 && o.size == req.size_bytes());
   Check(!o.replicas.empty() && o.replicas.size() <= tandem::target::VolumeTarget::kMaxReplicas);
   Check(o.replicas.size() == static_cast<size_t>(req.replicas_size()));
