@@ -546,6 +546,96 @@ TEST_F(CsiConformanceTest, ControllerGetVolumeAndValidateVolumeCapabilities) {
   EXPECT_CODE(ctl_->ValidateVolumeCapabilities(Ctx().get(), v, &vr), INVALID_ARGUMENT);
 }
 
+TEST_F(CsiConformanceTest, GetCapacityComesFromTheEnginesPerTopologySegment) {
+  csi::GetCapacityRequest req;
+  (*req.mutable_parameters())["replicas"] = "1";
+  csi::GetCapacityResponse all, one;
+  ASSERT_TRUE(ctl_->GetCapacity(Ctx().get(), req, &all).ok());
+  EXPECT_GT(all.available_capacity(), 0);
+  ASSERT_TRUE(all.has_maximum_volume_size());
+  EXPECT_GT(all.maximum_volume_size().value(), 0);
+  EXPECT_EQ(all.maximum_volume_size().value() % 4096, 0);
+  (*req.mutable_accessible_topology()->mutable_segments())[kZone] = "z0";
+  ASSERT_TRUE(ctl_->GetCapacity(Ctx().get(), req, &one).ok());
+  // One node of three (all on this machine's file system): a third of it.
+  EXPECT_GT(one.available_capacity(), 0);
+  EXPECT_LT(one.available_capacity(), all.available_capacity());
+  (*req.mutable_accessible_topology()->mutable_segments())[kZone] = "nowhere";
+  ASSERT_TRUE(ctl_->GetCapacity(Ctx().get(), req, &one).ok());
+  EXPECT_EQ(one.available_capacity(), 0);
+  // Three replicas need three nodes: a single zone offers no 3-replica volume.
+  (*req.mutable_parameters())["replicas"] = "3";
+  (*req.mutable_accessible_topology()->mutable_segments())[kZone] = "z1";
+  ASSERT_TRUE(ctl_->GetCapacity(Ctx().get(), req, &one).ok());
+  EXPECT_EQ(one.maximum_volume_size().value(), 0);
+  (*req.mutable_parameters())["bogus"] = "1";
+  EXPECT_CODE(ctl_->GetCapacity(Ctx().get(), req, &one), INVALID_ARGUMENT);
+}
+
+// The calls Kubernetes' sidecars make, in their order: the
+// external-provisioner's start-up probing and a WaitForFirstConsumer
+// CreateVolume (requisite = every zone, preferred = the consumer's zone
+// first), the external-attacher's publish to the consumer's node, and the
+// teardown (unpublish, delete), each retried once as the sidecars do after a
+// timeout.
+TEST_F(CsiConformanceTest, ExternalProvisionerAndAttacherCallSequences) {
+  auto id = cluster_->Identity();
+  csi::GetPluginInfoResponse info;
+  ASSERT_TRUE(id->GetPluginInfo(Ctx().get(), {}, &info).ok());
+  csi::GetPluginCapabilitiesResponse pcaps;
+  ASSERT_TRUE(id->GetPluginCapabilities(Ctx().get(), {}, &pcaps).ok());
+  csi::ControllerGetCapabilitiesResponse ccaps;
+  ASSERT_TRUE(ctl_->ControllerGetCapabilities(Ctx().get(), {}, &ccaps).ok());
+  csi::ProbeResponse probe;
+  ASSERT_TRUE(id->Probe(Ctx().get(), {}, &probe).ok());
+
+  csi::CreateVolumeRequest req = CreateReq("pvc-7d0c3a2e-wffc", 20 * kMiB);
+  (*req.mutable_parameters())["csi.storage.k8s.io/pvc/namespace"] = "default";
+  (*req.mutable_parameters())["csi.storage.k8s.io/pv/name"] = "pvc-7d0c3a2e-wffc";
+  (*req.mutable_parameters())["fsType"] = "xfs";
+  auto* topo = req.mutable_accessibility_requirements();
+  for (const char* z : {"z0", "z1", "z2"}) {
+    (*topo->add_requisite()->mutable_segments())[kZone] = z;
+  }
+  for (const char* z : {"z1", "z2", "z0"}) {
+    (*topo->add_preferred()->mutable_segments())[kZone] = z;
+  }
+  csi::CreateVolumeResponse created, again;
+  ASSERT_TRUE(Create(req, &created).ok());
+  ASSERT_TRUE(Create(req, &again).ok());  // the provisioner's retry
+  EXPECT_TRUE(Same(created, again));
+  const std::string vid = created.volume().volume_id();
+  EXPECT_EQ(created.volume().volume_context().at("fsType"), "xfs");
+  EXPECT_EQ(created.volume().accessible_topology_size(), 3);
+  EXPECT_EQ(ReplicasOf(vid), 3);
+  // The first replica went to the consumer's zone (the first preferred).
+  auto first = ReplicaOn(1, vid);
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->replica_id(), vid + "-r0");
+
+  // The attacher publishes to the consumer's node (z1 = e1), twice.
+  csi::ControllerPublishVolumeResponse pub, pub2;
+  ASSERT_TRUE(Publish(vid, "e1", &pub).ok());
+  ASSERT_TRUE(Publish(vid, "e1", &pub2).ok());
+  EXPECT_TRUE(Same(pub, pub2));
+  csi::ListVolumesResponse list;
+  ASSERT_TRUE(ctl_->ListVolumes(Ctx().get(), {}, &list).ok());
+  bool listed = false;
+  for (const auto& e : list.entries()) {
+    if (e.volume().volume_id() != vid) continue;
+    listed = true;
+    ASSERT_EQ(e.status().published_node_ids_size(), 1);
+    EXPECT_EQ(e.status().published_node_ids(0), "e1");
+  }
+  EXPECT_TRUE(listed);
+  // Teardown: unpublish (twice), delete (twice).
+  ASSERT_UNPUBLISH_OK(vid, "e1");
+  ASSERT_UNPUBLISH_OK(vid, "e1");
+  ASSERT_TRUE(Delete(vid).ok());
+  ASSERT_TRUE(Delete(vid).ok());
+  EXPECT_EQ(ReplicasOf(vid), 0);
+}
+
 TEST_F(CsiConformanceTest, RegistrationValidatesAndListsNodes) {
   auto reg = cluster_->Registration();
   ::tandem::controller::v1::RegisterNodeRequest bad;
