@@ -9,8 +9,8 @@
 
 #include "common/event_loop.h"
 #include "common/result.h"
+#include "replica-engine/block_device/block_device.h"
 #include "replica-engine/frontend/export.h"
-#include "replica-engine/target/block_device.h"
 
 namespace tandem::frontend {
 

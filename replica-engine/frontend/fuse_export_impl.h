@@ -17,8 +17,8 @@
 
 #include "common/event_loop.h"
 #include "common/status.h"
+#include "replica-engine/block_device/block_device.h"
 #include "replica-engine/frontend/fuse_export.h"
-#include "replica-engine/target/block_device.h"
 
 namespace tandem::frontend {
 

@@ -27,9 +27,9 @@
 
 #include "common/event_loop.h"
 #include "common/unique_fd.h"
+#include "replica-engine/block_device/block_device.h"
 #include "replica-engine/frontend/buffer_arena.h"
 #include "replica-engine/frontend/nbd_protocol.h"
-#include "replica-engine/target/block_device.h"
 
 namespace tandem::frontend {
 

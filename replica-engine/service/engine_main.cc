@@ -49,7 +49,7 @@
 #include "replica-engine/service/engine_flags.h"
 #include "replica-engine/service/engine_service.h"
 #include "replica-engine/service/secure_defaults.h"
-#include "replica-engine/target/target_manager.h"
+#include "replica-engine/attach/target_manager.h"
 
 namespace {
 
@@ -79,7 +79,7 @@ tandem::Status Serve(const tandem::service::EngineConfig& config, sigset_t* sigs
   }
 
   const std::string& nbd_dir = config.nbd_dir;
-  tandem::target::TargetManager targets(nbd_dir);
+  tandem::attach::TargetManager targets(nbd_dir);
   tandem::Status st = targets.Start();
   tandem::service::EngineService service(manager, &server, &targets, service_opts);
   std::unique_ptr<tandem::rpc::GrpcServer> mgmt;

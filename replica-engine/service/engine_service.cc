@@ -31,7 +31,7 @@ namespace pb = ::tandem::engine::v1;
 }  // namespace
 
 EngineService::EngineService(replica::ReplicaManager* replicas,
-                             server::ReplicaServer* replica_server, target::TargetManager* targets,
+                             server::ReplicaServer* replica_server, attach::TargetManager* targets,
                              EngineServiceOptions options)
     : replicas_(replicas),
       replica_server_(replica_server),
@@ -135,7 +135,7 @@ grpc::Status EngineService::ListReplicas(Ctx* ctx, const pb::ListReplicasRequest
 grpc::Status EngineService::CreateTarget(Ctx* ctx, const pb::CreateTargetRequest* req,
                                          pb::Target* resp) {
   return rpc::ServeCall("CreateTarget", auth_, *ctx, [&]() -> grpc::Status {
-    Result<target::TargetSpec> spec = TargetSpecFromProto(*req, options_.target_defaults);
+    Result<attach::TargetSpec> spec = TargetSpecFromProto(*req, options_.target_defaults);
     if (!spec.ok()) return ToGrpcStatus(spec.status());
     if (ExportKindFromProto(*req).value() == pb::EXPORT_KIND_FUSE_FILE) {
       return ToGrpcStatus(Status::Unimplemented(
@@ -148,7 +148,7 @@ grpc::Status EngineService::CreateTarget(Ctx* ctx, const pb::CreateTargetRequest
         return ToGrpcStatus(st);
       }
     }
-    Result<target::TargetInfo> info = targets_->Create(*spec);
+    Result<attach::TargetInfo> info = targets_->Create(*spec);
     TLOG_INFO(kTag, "CreateTarget %s epoch %llu: %s", req->volume_id().c_str(),
               static_cast<unsigned long long>(req->epoch()),
               info.ok() ? "OK" : info.status().ToString().c_str());
@@ -175,7 +175,7 @@ grpc::Status EngineService::GetTarget(Ctx* ctx, const pb::GetTargetRequest* req,
     if (Status st = ValidateId("volume_id", req->volume_id()); !st.ok()) {
       return ToGrpcStatus(st);
     }
-    Result<target::TargetInfo> info = targets_->Get(req->volume_id());
+    Result<attach::TargetInfo> info = targets_->Get(req->volume_id());
     if (!info.ok()) return ToGrpcStatus(info.status());
     TargetToProto(*info, resp);
     return grpc::Status::OK;
@@ -185,7 +185,7 @@ grpc::Status EngineService::GetTarget(Ctx* ctx, const pb::GetTargetRequest* req,
 grpc::Status EngineService::ListTargets(Ctx* ctx, const pb::ListTargetsRequest*,
                                         pb::ListTargetsResponse* resp) {
   return rpc::ServeCall("ListTargets", auth_, *ctx, [&]() -> grpc::Status {
-    std::vector<target::TargetInfo> all = targets_->List();
+    std::vector<attach::TargetInfo> all = targets_->List();
     std::sort(all.begin(), all.end(),
               [](const auto& a, const auto& b) { return a.volume_id < b.volume_id; });
     for (const auto& t : all) TargetToProto(t, resp->add_targets());
@@ -196,7 +196,7 @@ grpc::Status EngineService::ListTargets(Ctx* ctx, const pb::ListTargetsRequest*,
 grpc::Status EngineService::ReplyWithTarget(const Status& st, const std::string& volume_id,
                                             pb::Target* resp) {
   if (!st.ok()) return ToGrpcStatus(st);
-  Result<target::TargetInfo> info = targets_->Get(volume_id);
+  Result<attach::TargetInfo> info = targets_->Get(volume_id);
   if (!info.ok()) return ToGrpcStatus(info.status());  // destroyed meanwhile
   TargetToProto(*info, resp);
   return grpc::Status::OK;
@@ -290,7 +290,7 @@ grpc::Status EngineService::ResizeTarget(Ctx* ctx, const pb::ResizeTargetRequest
                                          pb::Target* resp) {
   return rpc::ServeCall("ResizeTarget", auth_, *ctx, [&]() -> grpc::Status {
     if (Status st = ValidateResizeTarget(*req); !st.ok()) return ToGrpcStatus(st);
-    Result<target::TargetInfo> info = targets_->Get(req->volume_id());
+    Result<attach::TargetInfo> info = targets_->Get(req->volume_id());
     if (!info.ok()) return ToGrpcStatus(info.status());
     if (req->size_bytes() < info->status.size) {
       return ToGrpcStatus(Status::OutOfRange(

@@ -28,7 +28,7 @@
 #include "replica-engine/replica/replica_manager.h"
 #include "replica-engine/server/replica_server.h"
 #include "replica-engine/service/proto_convert.h"
-#include "replica-engine/target/target_manager.h"
+#include "replica-engine/attach/target_manager.h"
 
 namespace tandem::service {
 
@@ -63,7 +63,7 @@ class EngineService final : public ::tandem::engine::v1::Engine::Service {
   // REQUIRES: the managers and the server outlive the service (and the gRPC
   // server it is registered with).
   EngineService(replica::ReplicaManager* replicas, server::ReplicaServer* replica_server,
-                target::TargetManager* targets, EngineServiceOptions options);
+                attach::TargetManager* targets, EngineServiceOptions options);
 
   using Ctx = grpc::ServerContext;
   grpc::Status GetEngineInfo(Ctx* ctx, const engine::v1::GetEngineInfoRequest* req,
@@ -110,7 +110,7 @@ class EngineService final : public ::tandem::engine::v1::Engine::Service {
 
   replica::ReplicaManager* replicas_;
   server::ReplicaServer* replica_server_;
-  target::TargetManager* targets_;
+  attach::TargetManager* targets_;
   EngineServiceOptions options_;
   rpc::BearerTokenAuth auth_;  // options_.mgmt_token
 };

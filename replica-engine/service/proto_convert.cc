@@ -208,7 +208,7 @@ Status ValidateRebuildRate(const std::string& field, uint64_t bytes_per_sec) {
   return Status::Ok();
 }
 
-Result<target::TargetSpec> TargetSpecFromProto(const pb::CreateTargetRequest& req,
+Result<attach::TargetSpec> TargetSpecFromProto(const pb::CreateTargetRequest& req,
                                                const TargetDefaults& defaults) {
   TANDEM_RETURN_IF_ERROR(ValidateId("volume_id", req.volume_id()));
   if (req.epoch() == 0) return Status::InvalidArgument("epoch must be > 0");
@@ -232,7 +232,7 @@ Result<target::TargetSpec> TargetSpecFromProto(const pb::CreateTargetRequest& re
                                    ".." + std::to_string(kMaxReconnectIntervalMs));
   }
 
-  target::TargetSpec spec;
+  attach::TargetSpec spec;
   target::TargetOptions& o = spec.options;
   o.volume_id = req.volume_id();
   o.epoch = req.epoch();
@@ -393,7 +393,7 @@ void RebuildStatusToProto(const target::RebuildStatus& s, pb::RebuildStatus* out
   out->set_last_error(s.last_error);
 }
 
-void TargetToProto(const target::TargetInfo& info, pb::Target* out) {
+void TargetToProto(const attach::TargetInfo& info, pb::Target* out) {
   const target::TargetStatus& s = info.status;
   out->set_volume_id(info.volume_id);
   out->set_nbd_socket(info.nbd_socket);

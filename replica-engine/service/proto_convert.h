@@ -13,7 +13,7 @@
 #include "common/result.h"
 #include "replica-engine/proto/engine.pb.h"
 #include "replica-engine/replica/replica.h"
-#include "replica-engine/target/target_manager.h"
+#include "replica-engine/attach/target_manager.h"
 
 namespace tandem::service {
 
@@ -84,7 +84,7 @@ void ReplicaToProto(const replica::Replica& replica, pb::Replica* out);
 // kMaxReconnectIntervalMs], export_kind as ExportKindFromProto) and turns it
 // into a TargetSpec. Fields that say 0
 // take the value in `defaults`.
-Result<target::TargetSpec> TargetSpecFromProto(const pb::CreateTargetRequest& req,
+Result<attach::TargetSpec> TargetSpecFromProto(const pb::CreateTargetRequest& req,
                                                const TargetDefaults& defaults);
 // CreateTargetRequest.export_kind: UNSPECIFIED and NBD are NBD, FUSE_FILE is
 // FUSE_FILE; any other number is INVALID_ARGUMENT naming export_kind.
@@ -107,7 +107,7 @@ Result<std::string> ReplicaAddressFromProto(const std::string& field, const std:
 // 0 or at least kMinRebuildRate; INVALID_ARGUMENT naming `field` otherwise.
 Status ValidateRebuildRate(const std::string& field, uint64_t bytes_per_sec);
 
-void TargetToProto(const target::TargetInfo& info, pb::Target* out);
+void TargetToProto(const attach::TargetInfo& info, pb::Target* out);
 void RebuildStatusToProto(const target::RebuildStatus& status, pb::RebuildStatus* out);
 
 pb::ReplicaState ReplicaStateToProto(target::ReplicaState state);

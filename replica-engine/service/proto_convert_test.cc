@@ -38,7 +38,7 @@ pb::CreateTargetRequest GoodTargetRequest() {
 
 // Expects INVALID_ARGUMENT whose message mentions `field`.
 void ExpectInvalid(const pb::CreateTargetRequest& req, const std::string& field) {
-  Result<target::TargetSpec> spec = TargetSpecFromProto(req, TargetDefaults{});
+  Result<attach::TargetSpec> spec = TargetSpecFromProto(req, TargetDefaults{});
   ASSERT_FALSE(spec.ok()) << "accepted a request with a bad " << field;
   EXPECT_EQ(spec.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(spec.status().message().find(field), std::string::npos) << spec.status().ToString();
@@ -51,7 +51,7 @@ TEST(TargetSpecFromProtoTest, GoodRequestIsCopiedFieldByField) {
   defaults.request_timeout_ms = 4321;
   defaults.reconnect_interval_ms = 750;
   defaults.rebuild_rate_bytes_per_sec = 50 << 20;
-  Result<target::TargetSpec> spec = TargetSpecFromProto(req, defaults);
+  Result<attach::TargetSpec> spec = TargetSpecFromProto(req, defaults);
   ASSERT_TRUE(spec.ok()) << spec.status().ToString();
   const target::TargetOptions& o = spec->options;
   EXPECT_EQ(o.volume_id, "vol-1");
@@ -79,7 +79,7 @@ TEST(TargetSpecFromProtoTest, ExplicitValuesOverrideTheDefaultsAndZeroSizeIsKept
   req.set_rebuild_rate_bytes_per_sec(1 << 20);
   TargetDefaults defaults;
   defaults.rebuild_rate_bytes_per_sec = 7 << 20;
-  Result<target::TargetSpec> spec = TargetSpecFromProto(req, defaults);
+  Result<attach::TargetSpec> spec = TargetSpecFromProto(req, defaults);
   ASSERT_TRUE(spec.ok()) << spec.status().ToString();
   EXPECT_EQ(spec->options.request_timeout_ms, 250u);
   EXPECT_EQ(spec->options.size, 0u);
@@ -402,14 +402,14 @@ TEST(IsDottedQuadIpv4Test, AHostWithAnEmbeddedNulIsNotAnAddress) {
   pb::CreateTargetRequest req = GoodTargetRequest();
   req.mutable_replicas(1)->set_port(9501);
   req.mutable_replicas(1)->set_host(std::string("127.0.0.1\0", 10));
-  Result<target::TargetSpec> spec = TargetSpecFromProto(req, TargetDefaults{});
+  Result<attach::TargetSpec> spec = TargetSpecFromProto(req, TargetDefaults{});
   ASSERT_FALSE(spec.ok()) << "the same endpoint twice, spelt two ways, was accepted";
   EXPECT_EQ(spec.status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(spec.status().message().rfind("replicas[1]", 0), 0u) << spec.status().ToString();
 }
 
 TEST(TargetToProtoTest, EveryFieldIsMapped) {
-  target::TargetInfo info;
+  attach::TargetInfo info;
   info.volume_id = "vol-9";
   info.nbd_socket = "/run/tandem/nbd/vol-9.sock";
   info.nbd_tcp_port = 10809;

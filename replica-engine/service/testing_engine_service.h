@@ -103,7 +103,7 @@ class EngineServiceTest : public ::testing::Test {
     replica_server_ =
         std::make_unique<server::ReplicaServer>(replicas_.get(), backend_.get(), opts);
     ASSERT_TRUE(replica_server_->Start().ok());
-    targets_ = std::make_unique<target::TargetManager>(tmp_ + "/nbd");
+    targets_ = std::make_unique<attach::TargetManager>(tmp_ + "/nbd");
     ASSERT_TRUE(targets_->Start().ok());
     EngineServiceOptions so;
     so.node_id = "node-a";
@@ -153,7 +153,7 @@ class EngineServiceTest : public ::testing::Test {
   std::unique_ptr<backend::StorageBackend> backend_;
   std::unique_ptr<replica::ReplicaManager> replicas_;
   std::unique_ptr<server::ReplicaServer> replica_server_;
-  std::unique_ptr<target::TargetManager> targets_;
+  std::unique_ptr<attach::TargetManager> targets_;
   std::unique_ptr<EngineService> service_;
   std::unique_ptr<GrpcServer> grpc_;
   std::string address_;

@@ -7,7 +7,7 @@
 #include <cstdint>
 
 #include "replica-engine/client/replica_client.h"
-#include "replica-engine/target/block_device.h"
+#include "replica-engine/block_device/block_device.h"
 #include "replica-engine/target/range_lock.h"
 #include "replica-engine/target/volume_target.h"
 

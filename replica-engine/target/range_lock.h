@@ -24,7 +24,7 @@
 #include <cstdint>
 
 #include "common/intrusive_list.h"
-#include "replica-engine/target/block_device.h"
+#include "replica-engine/block_device/block_device.h"
 
 namespace tandem::target {
 

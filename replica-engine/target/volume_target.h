@@ -41,7 +41,7 @@
 #include "common/event_loop.h"
 #include "common/status.h"
 #include "replica-engine/client/replica_client.h"
-#include "replica-engine/target/block_device.h"
+#include "replica-engine/block_device/block_device.h"
 #include "replica-engine/target/membership_authority.h"
 
 namespace tandem::target {

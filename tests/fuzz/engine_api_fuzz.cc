@@ -138,7 +138,7 @@ void CreateReplica(const pb::CreateReplicaRequest& req) {
 }
 
 void CreateTarget(const pb::CreateTargetRequest& req, const service::TargetDefaults& defaults) {
-  tandem::Result<tandem::target::TargetSpec> spec = service::TargetSpecFromProto(req, defaults);
+  tandem::Result<tandem::attach::TargetSpec> spec = service::TargetSpecFromProto(req, defaults);
   if (!spec.ok()) {
     CheckError(spec.status(), {"volume_id", "epoch", "replicas", "size_bytes",
                                "rebuild_rate_bytes_per_sec", "reconnect_interval_ms",

@@ -2,7 +2,7 @@
 // MemoryBlockDevice: a BlockDevice backed by anonymous memory, for tests of
 // anything that submits to a BlockDevice (the NBD server, FUSE frontend...).
 //
-// It keeps the BlockDevice contract (target/block_device.h): loop-bound;
+// It keeps the BlockDevice contract (block_device/block_device.h): loop-bound;
 // `done` runs on the loop exactly once per request and never inside Submit()
 // (requests are queued and completed from the loop's BeforeWait, or from a
 // 1 ms Ticker when a delay is set); misaligned or out-of-range requests fail
@@ -19,7 +19,7 @@
 
 #include "common/event_loop.h"
 #include "common/status.h"
-#include "replica-engine/target/block_device.h"
+#include "replica-engine/block_device/block_device.h"
 
 namespace tandem::frontend::testing {
 

@@ -1,12 +1,14 @@
 // TargetManager: create/destroy are idempotent, a conflicting spec is
 // ALREADY_EXISTS, unreachable replicas are UNAVAILABLE with nothing left
-// behind, the NBD export answers a real NBD client (nbdinfo), and the live
-// replica calls are NOT_FOUND for an unknown volume, retry-safe, and keep
-// Create idempotent for the live replica list.
+// behind, the NBD export answers a real NBD client (nbdinfo), a FUSE file
+// export carries writes to the replicas, and the live replica calls are
+// NOT_FOUND for an unknown volume, retry-safe, and keep Create idempotent for
+// the live replica list.
 
-#include "replica-engine/target/target_manager.h"
+#include "replica-engine/attach/target_manager.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -23,8 +25,11 @@
 #include "replica-engine/replica/replica_manager.h"
 #include "replica-engine/server/replica_server.h"
 
-namespace tandem::target {
+namespace tandem::attach {
 namespace {
+
+using target::ReplicaEndpoint;
+using target::TargetState;
 
 constexpr uint64_t kSize = 8ull << 20;
 
@@ -266,5 +271,39 @@ TEST_F(TargetManagerTest, ASlowAttachDoesNotBlockOtherVolumesAndConcurrentCallsA
   ::close(silent);
 }
 
+// The attach layer owns "a target + its export" through the Export seam: the
+// same target exported as a file on a FUSE mount (what losetup is given).
+TEST_F(TargetManagerTest, FuseFileExportCarriesWritesToTheReplica) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root (FUSE mount)";
+  if (access("/dev/fuse", R_OK | W_OK) != 0) GTEST_SKIP() << "no /dev/fuse";
+  TargetSpec s = Spec(1);
+  s.export_kind = frontend::ExportKind::kFuseFile;
+  auto a = tm_->Create(s);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ(a->export_description.kind, frontend::ExportKind::kFuseFile);
+  const std::string file = root_ + "/nbd/vol-m.fuse/volume";
+  EXPECT_EQ(a->export_description.path, file);
+  EXPECT_TRUE(a->nbd_socket.empty());
+  EXPECT_TRUE(tm_->Create(s).ok());                                             // idempotent
+  EXPECT_EQ(tm_->Create(Spec(1)).status().code(), StatusCode::kAlreadyExists);  // NBD: another spec
+
+  const std::string block(4096, 'x');
+  int fd = ::open(file.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0) << file;
+  EXPECT_EQ(::pwrite(fd, block.data(), block.size(), 8192), ssize_t(block.size()));
+  EXPECT_EQ(::fsync(fd), 0);
+  ::close(fd);
+  ASSERT_TRUE(tm_->Destroy("vol-m").ok());
+  EXPECT_FALSE(std::filesystem::exists(root_ + "/nbd/vol-m.fuse"));
+
+  // On the replica's data file.
+  std::string got(block.size(), '\0');
+  fd = ::open((root_ + "/replicas/vol-m/data").c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(::pread(fd, got.data(), got.size(), 8192), ssize_t(got.size()));
+  ::close(fd);
+  EXPECT_EQ(got, block);
+}
+
 }  // namespace
-}  // namespace tandem::target
+}  // namespace tandem::attach

@@ -1,7 +1,9 @@
 #pragma once
-// BlockDevice: what a frontend (NBD server, FUSE file) submits block requests
-// to. The VolumeTarget (the mirror) implements it; tests may use a memory-backed
-// fake.
+// BlockDevice: what a frontend export (NBD server, FUSE file) submits block
+// requests to. The VolumeTarget (the mirror, target/) implements it; tests
+// use a memory-backed one (frontend/testing/memory_block_device.h). A header
+// of its own, below both, so that neither frontend/ nor target/ includes
+// the other (docs/architecture.md, the link graph).
 //
 // Contract
 // - Loop-bound: Submit() must be called on loop()'s thread, and `done` runs on
@@ -26,7 +28,7 @@
 #include "common/event_loop.h"
 #include "common/status.h"
 
-namespace tandem::target {
+namespace tandem {
 
 enum class BlockOp : uint8_t { kRead, kWrite, kFlush, kTrim, kWriteZeroes };
 
@@ -60,4 +62,14 @@ class BlockDevice {
   virtual void Submit(BlockRequest* req) = 0;
 };
 
-}  // namespace tandem::target
+// The names the device was first declared under (code written as
+// target::BlockRequest keeps compiling); new code says tandem::BlockDevice.
+namespace target {
+using tandem::BlockDevice;
+using tandem::BlockDoneFn;
+using tandem::BlockOp;
+using tandem::BlockRequest;
+using tandem::kBlockFua;
+}  // namespace target
+
+}  // namespace tandem

@@ -1,14 +1,18 @@
 #pragma once
-// TargetManager: the volume targets attached on this node, each exported by an
-// NBD server. Owns one event-loop thread on which every target, its replica
-// clients and its NBD server run.
+// TargetManager: the volumes attached on this node. An attached volume is a
+// VolumeTarget (the mirror, target/) plus the Export that makes it reachable
+// (frontend/export.h: an NBD socket today, a file on a FUSE mount for
+// `losetup`). The manager owns one event-loop thread on which every target,
+// its replica clients and its export run; it is the only place that knows
+// both sides, so target/ and frontend/ never include each other.
 //
 // Thread-safety: every method may be called from any thread (the gRPC
 // management threads); work is posted to the loop and the call waits for it.
 // Create/Destroy are idempotent. Calls on different volumes run concurrently
-// (a slow attach never holds up another volume); a Create or Destroy while
-// another Create or Destroy of the same volume runs gets ABORTED (as the CSI
-// spec expects of concurrent calls on one volume) and may be retried.
+// (a slow attach never holds up another volume: no node-wide lock is held
+// while a Create waits for replicas); a Create or Destroy while another
+// Create or Destroy of the same volume runs gets ABORTED (as the CSI spec
+// expects of concurrent calls on one volume) and may be retried.
 
 #include <atomic>
 #include <cstdint>
@@ -23,16 +27,19 @@
 
 #include "common/event_loop.h"
 #include "common/result.h"
+#include "replica-engine/frontend/export.h"
 #include "replica-engine/target/volume_target.h"
 
-namespace tandem::target {
+namespace tandem::attach {
 
 struct TargetSpec {
   // Volume id, epoch, token, replicas, size, timeouts, reconnect interval and
   // rebuild rate limit.
-  TargetOptions options;
-  // NBD export: the unix socket is <socket_dir>/<volume_id>.sock; TCP is
-  // optional ("host:port", port 0 = any; empty = none).
+  target::TargetOptions options;
+  // How the volume is exported (see TargetManager for the paths).
+  frontend::ExportKind export_kind = frontend::ExportKind::kNbd;
+  // NBD over TCP as well as the unix socket ("host:port", port 0 = any;
+  // empty = unix socket only).
   std::string nbd_tcp_address;
   // How long Create waits for the target to leave kStarting.
   uint32_t ready_timeout_ms = 10000;
@@ -40,30 +47,35 @@ struct TargetSpec {
 
 struct TargetInfo {
   std::string volume_id;
-  std::string nbd_socket;  // unix socket path
+  // Where clients find the volume: kind, path (NBD unix socket or the FUSE
+  // file), TCP address, counters.
+  frontend::ExportDescription export_description;
+  std::string nbd_socket;  // NBD: the unix socket path; empty otherwise
   uint16_t nbd_tcp_port = 0;
   uint64_t epoch = 0;
-  TargetStatus status;
+  target::TargetStatus status;
 };
 
 class TargetManager {
  public:
-  // `socket_dir` holds the NBD unix sockets (created if missing).
-  explicit TargetManager(std::string socket_dir);
+  // `export_dir` holds the exports' endpoints (created if missing): the NBD
+  // unix socket <export_dir>/<volume_id>.sock, and for a FUSE file export the
+  // mount point <export_dir>/<volume_id>.fuse with the file `volume` in it.
+  explicit TargetManager(std::string export_dir);
   ~TargetManager();  // destroys every target
 
   // Starts the loop thread. Non-OK if the loop cannot be created.
   Status Start();
 
-  // Creates a target and its NBD export and waits until it is ready (at least
+  // Creates a target and its export and waits until it is ready (at least
   // one HEALTHY replica) or `ready_timeout_ms` passes.
-  // - Same volume, same epoch and replicas: returns the existing target
-  //   (idempotent). "Replicas" is the live set (after AddReplica and
+  // - Same volume, same epoch, replicas and export: returns the existing
+  //   target (idempotent). "Replicas" is the live set (after AddReplica and
   //   RemoveReplica), compared regardless of order.
   // - Same volume, different spec: ALREADY_EXISTS.
   // - No replica reachable in time: UNAVAILABLE, nothing left behind.
   Result<TargetInfo> Create(const TargetSpec& spec);
-  // Flushes and shuts down the target and its export. OK if absent.
+  // Shuts the export down, then flushes and shuts down the target. OK if absent.
   Status Destroy(const std::string& volume_id);
   Result<TargetInfo> Get(const std::string& volume_id);
   std::vector<TargetInfo> List();
@@ -75,7 +87,7 @@ class TargetManager {
   // AddReplica: OK if the identical endpoint is already in the target (a
   // retried call); ALREADY_EXISTS if its host:port is there with another
   // `local` flag.
-  Status AddReplica(const std::string& volume_id, const ReplicaEndpoint& endpoint);
+  Status AddReplica(const std::string& volume_id, const target::ReplicaEndpoint& endpoint);
   // RemoveReplica: OK if `address` ("host:port") is not in the target (a
   // retried call); FAILED_PRECONDITION if it is the last HEALTHY replica.
   Status RemoveReplica(const std::string& volume_id, const std::string& address);
@@ -88,20 +100,22 @@ class TargetManager {
 
  private:
   struct Entry;
+  class VolumeGuard;
   TargetInfo InfoOf(const Entry& e) const;
+  // Create's steps: the target until it serves, then its export.
+  Status StartTarget(Entry* e);
+  Status StartExport(Entry* e);
   void DestroyEntry(std::unique_ptr<Entry> entry);
   // Runs `fn` on the loop with the volume's entry; NOT_FOUND if it has none.
   Status WithEntry(const std::string& volume_id, const std::function<Status(Entry*)>& fn);
 
-  std::string socket_dir_;
+  std::string export_dir_;
   EventLoop loop_;
   std::thread thread_;
-  // Marks a volume whose Create/Destroy is running (released on return).
-  class VolumeGuard;
   std::mutex mu_;               // guards busy_ and Start; held only briefly
   std::set<std::string> busy_;  // volumes with a Create/Destroy running
   std::map<std::string, std::unique_ptr<Entry>> targets_;  // loop thread only
   std::atomic<bool> started_{false};
 };
 
-}  // namespace tandem::target
+}  // namespace tandem::attach

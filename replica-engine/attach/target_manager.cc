@@ -1,19 +1,22 @@
-#include "replica-engine/target/target_manager.h"
-
-#include <sys/stat.h>
+#include "replica-engine/attach/target_manager.h"
 
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <optional>
 #include <tuple>
 
 #include "common/logging.h"
-#include "replica-engine/frontend/nbd_server.h"
+#include "replica-engine/frontend/export_factory.h"
 
-namespace tandem::target {
+namespace tandem::attach {
+
+using target::ReplicaEndpoint;
+using target::TargetState;
+using target::VolumeTarget;
 
 namespace {
 constexpr const char* kTag = "target_manager";
@@ -57,11 +60,20 @@ bool SameEndpoints(std::vector<ReplicaEndpoint> a, std::vector<ReplicaEndpoint> 
 bool SameSpec(const TargetSpec& a, const TargetSpec& b) {
   return a.options.epoch == b.options.epoch && a.options.token == b.options.token &&
          (a.options.size == b.options.size || b.options.size == 0) &&
-         SameEndpoints(a.options.replicas, b.options.replicas) &&
+         SameEndpoints(a.options.replicas, b.options.replicas) && a.export_kind == b.export_kind &&
          a.nbd_tcp_address == b.nbd_tcp_address;
+}
+
+// The port of "host:port"; 0 when there is none.
+uint16_t PortOf(const std::string& address) {
+  size_t colon = address.rfind(':');
+  if (colon == std::string::npos) return 0;
+  unsigned long port = std::strtoul(address.c_str() + colon + 1, nullptr, 10);
+  return port <= 65535 ? static_cast<uint16_t>(port) : 0;
 }
 }  // namespace
 
+// Marks a volume whose Create/Destroy is running (released on return).
 class TargetManager::VolumeGuard {
  public:
   VolumeGuard(TargetManager* m, const std::string& volume_id) : m_(m), volume_id_(volume_id) {
@@ -87,14 +99,14 @@ class TargetManager::VolumeGuard {
   bool held_ = false;
 };
 
+// A volume attached on this node: its target and the export of it.
 struct TargetManager::Entry {
   TargetSpec spec;
-  std::string socket_path;
   std::unique_ptr<VolumeTarget> target;
-  std::unique_ptr<frontend::NbdServer> nbd;
+  std::unique_ptr<frontend::Export> exp;
 };
 
-TargetManager::TargetManager(std::string socket_dir) : socket_dir_(std::move(socket_dir)) {}
+TargetManager::TargetManager(std::string export_dir) : export_dir_(std::move(export_dir)) {}
 
 TargetManager::~TargetManager() {
   Shutdown();
@@ -109,9 +121,8 @@ Status TargetManager::Start() {
   if (started_) return Status::Ok();
   if (!loop_.init_status().ok()) return loop_.init_status();
   std::error_code ec;
-  std::filesystem::create_directories(socket_dir_, ec);
-  if (ec)
-    return Status::Internal("creating NBD socket directory " + socket_dir_ + ": " + ec.message());
+  std::filesystem::create_directories(export_dir_, ec);
+  if (ec) return Status::Internal("creating export directory " + export_dir_ + ": " + ec.message());
   thread_ = std::thread([this] { loop_.Run(); });
   started_ = true;
   return Status::Ok();
@@ -120,8 +131,11 @@ Status TargetManager::Start() {
 TargetInfo TargetManager::InfoOf(const Entry& e) const {
   TargetInfo info;
   info.volume_id = e.spec.options.volume_id;
-  info.nbd_socket = e.socket_path;
-  info.nbd_tcp_port = e.nbd ? e.nbd->tcp_port() : 0;
+  if (e.exp) info.export_description = e.exp->Describe();
+  if (info.export_description.kind == frontend::ExportKind::kNbd) {
+    info.nbd_socket = info.export_description.path;
+    info.nbd_tcp_port = PortOf(info.export_description.address);
+  }
   info.epoch = e.spec.options.epoch;
   info.status = e.target->GetStatus();
   return info;
@@ -150,21 +164,38 @@ Result<TargetInfo> TargetManager::Create(const TargetSpec& spec) {
 
   auto entry = std::make_unique<Entry>();
   entry->spec = spec;
-  entry->socket_path = socket_dir_ + "/" + vol + ".sock";
   Entry* e = entry.get();
-  Status st = RunOnLoop<Status>(&loop_, [&] {
-    e->target = std::make_unique<VolumeTarget>(&loop_, spec.options);
-    return e->target->Start();
-  });
+  Status st = StartTarget(e);
+  if (st.ok()) st = StartExport(e);
   if (!st.ok()) {
-    RunOnLoop<bool>(&loop_, [&] {
-      e->target.reset();
-      return true;
-    });
+    DestroyEntry(std::move(entry));
     return st;
   }
+  TargetInfo info = RunOnLoop<TargetInfo>(&loop_, [&] {
+    TargetInfo i = InfoOf(*e);
+    targets_[vol] = std::move(entry);
+    return i;
+  });
+  TLOG_INFO(kTag, "volume '%s' attached at epoch %llu, %s export %s", vol.c_str(),
+            static_cast<unsigned long long>(spec.options.epoch),
+            frontend::ExportKindName(spec.export_kind), info.export_description.path.c_str());
+  return info;
+}
 
-  // Wait (off the loop) until the target knows its replicas.
+// Starts the target and waits, off the loop and holding no lock, until it
+// knows its replicas. UNAVAILABLE (FAILED_PRECONDITION when fenced) naming
+// every replica's state when it does not serve in time.
+Status TargetManager::StartTarget(Entry* e) {
+  const TargetSpec& spec = e->spec;
+  const std::string& vol = spec.options.volume_id;
+  Status st = RunOnLoop<Status>(&loop_, [&] {
+    e->target = std::make_unique<VolumeTarget>(&loop_, spec.options);
+    Status started = e->target->Start();
+    // A target that did not start has nothing to shut down.
+    if (!started.ok()) e->target.reset();
+    return started;
+  });
+  if (!st.ok()) return st;
   auto deadline =
       std::chrono::steady_clock::now() +
       std::chrono::milliseconds(spec.ready_timeout_ms == 0 ? 10000 : spec.ready_timeout_ms);
@@ -174,45 +205,46 @@ Result<TargetInfo> TargetManager::Create(const TargetSpec& spec) {
     if (state != TargetState::kStarting || std::chrono::steady_clock::now() > deadline) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  if (state != TargetState::kReady && state != TargetState::kDegraded) {
-    TargetStatus ts = RunOnLoop<TargetStatus>(&loop_, [&] { return e->target->GetStatus(); });
-    std::string why;
-    for (const ReplicaStatus& r : ts.replicas) {
-      why += " " + r.address + "=" + ReplicaStateName(r.state);
-      if (!r.last_error.empty()) why += " (" + r.last_error + ")";
-    }
-    DestroyEntry(std::move(entry));
-    if (state == TargetState::kFenced) {
-      return Status::FailedPrecondition("volume '" + vol + "': a newer epoch owns it;" + why);
-    }
-    return Status::Unavailable("volume '" + vol + "': not serving (" + TargetStateName(state) +
-                               (ts.last_error.empty() ? "" : ": " + ts.last_error) + "):" + why);
+  if (state == TargetState::kReady || state == TargetState::kDegraded) return Status::Ok();
+  target::TargetStatus ts =
+      RunOnLoop<target::TargetStatus>(&loop_, [&] { return e->target->GetStatus(); });
+  std::string why;
+  for (const target::ReplicaStatus& r : ts.replicas) {
+    why += " " + r.address + "=" + target::ReplicaStateName(r.state);
+    if (!r.last_error.empty()) why += " (" + r.last_error + ")";
   }
-
-  st = RunOnLoop<Status>(&loop_, [&] {
-    frontend::NbdServerOptions no;
-    no.export_name = vol;
-    no.unix_path = e->socket_path;
-    no.tcp_address = spec.nbd_tcp_address;
-    e->nbd = std::make_unique<frontend::NbdServer>(&loop_, e->target.get(), no);
-    return e->nbd->Start();
-  });
-  if (!st.ok()) {
-    DestroyEntry(std::move(entry));
-    return st.WithContext("NBD export of volume '" + vol + "'");
+  if (state == TargetState::kFenced) {
+    return Status::FailedPrecondition("volume '" + vol + "': a newer epoch owns it;" + why);
   }
-  TargetInfo info = RunOnLoop<TargetInfo>(&loop_, [&] {
-    TargetInfo i = InfoOf(*e);
-    targets_[vol] = std::move(entry);
-    return i;
-  });
-  TLOG_INFO(kTag, "volume '%s' attached at epoch %llu, NBD export %s", vol.c_str(),
-            static_cast<unsigned long long>(spec.options.epoch), info.nbd_socket.c_str());
-  return info;
+  return Status::Unavailable("volume '" + vol + "': not serving (" +
+                             target::TargetStateName(state) +
+                             (ts.last_error.empty() ? "" : ": " + ts.last_error) + "):" + why);
 }
 
-// Shuts the NBD export down (in-flight requests finish), then the target
-// (final flush, replica connections closed), then frees both on the loop.
+Status TargetManager::StartExport(Entry* e) {
+  const std::string& vol = e->spec.options.volume_id;
+  frontend::ExportSpec es;
+  es.kind = e->spec.export_kind;
+  es.name = vol;
+  if (es.kind == frontend::ExportKind::kNbd) {
+    es.nbd_unix_path = export_dir_ + "/" + vol + ".sock";
+    es.nbd_tcp_address = e->spec.nbd_tcp_address;
+  } else {
+    es.fuse_mount_dir = export_dir_ + "/" + vol + ".fuse";
+  }
+  Status st = RunOnLoop<Status>(&loop_, [&] {
+    Result<std::unique_ptr<frontend::Export>> exp =
+        frontend::CreateExport(&loop_, e->target.get(), es);
+    if (!exp.ok()) return exp.status();
+    e->exp = std::move(*exp);
+    return e->exp->Start();
+  });
+  const char* kind = es.kind == frontend::ExportKind::kNbd ? "NBD" : "FUSE file";
+  return st.WithContext(std::string(kind) + " export of volume '" + vol + "'");
+}
+
+// Shuts the export down (in-flight requests finish), then the target (final
+// flush, replica connections closed), then frees both on the loop.
 void TargetManager::DestroyEntry(std::unique_ptr<Entry> entry) {
   struct Wait {
     std::mutex mu;
@@ -231,8 +263,8 @@ void TargetManager::DestroyEntry(std::unique_ptr<Entry> entry) {
     }
   } wait;
   Entry* e = entry.get();
-  if (e->nbd) {
-    loop_.Post([&] { e->nbd->Shutdown(&Wait::Done, &wait); });
+  if (e->exp) {
+    loop_.Post([&] { e->exp->Shutdown(&Wait::Done, &wait); });
     wait.Await();
   }
   if (e->target) {
@@ -356,4 +388,4 @@ void TargetManager::Shutdown() {
   for (const std::string& v : vols) (void)Destroy(v);
 }
 
-}  // namespace tandem::target
+}  // namespace tandem::attach
