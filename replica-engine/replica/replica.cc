@@ -175,11 +175,42 @@ Replica::Replica(backend::StorageBackend* backend, std::string dir, int fd,
                  std::unique_ptr<MetadataFile> meta, bool was_clean, int direct_meta_fd)
     : backend_(backend),
       dir_(std::move(dir)),
+      volume_id_(meta->current().volume_id),
       fd_(fd),
       meta_(std::move(meta)),
       was_clean_(was_clean),
       direct_meta_fd_(direct_meta_fd) {
   InitActivity();
+  const ReplicaMetadata& md = meta_->current();
+  summary_.volume_id = md.volume_id;
+  summary_.replica_id = md.replica_id;
+  summary_.data_path = md.data_path;
+  summary_.dir = dir_;
+  summary_.block_size = md.block_size;
+  summary_.dirty_region_size = md.dirty_region_size;
+  summary_.was_clean = was_clean_;
+  PublishSummary();
+}
+
+ReplicaSummary Replica::summary() const {
+  std::lock_guard<std::mutex> lock(summary_mu_);
+  return summary_;
+}
+
+void Replica::PublishSummary() {
+  // Only the fields that change after creation; the strings are fixed.
+  const ReplicaMetadata& md = meta_->current();
+  std::lock_guard<std::mutex> lock(summary_mu_);
+  summary_.size = md.size;
+  summary_.generation = md.generation;
+  summary_.generation_id = md.generation_id;
+  summary_.highest_epoch = md.highest_epoch;
+  summary_.epoch_owner = md.epoch_owner;
+  summary_.tracking_dirty = md.tracking_dirty;
+  summary_.dirty_since_generation = md.dirty_since_generation;
+  summary_.rebuild_cursor = md.rebuild_cursor;
+  summary_.rebuild_generation = md.rebuild_generation;
+  summary_.closed = closed_;
 }
 
 void Replica::InitActivity() {
@@ -342,6 +373,7 @@ Status Replica::Close() {
   }
   backend_->CloseFile(fd_);
   fd_ = -1;
+  PublishSummary();
   return st;
 }
 
@@ -370,6 +402,7 @@ void Replica::NoteRecordDurable() {
   dirty_unsynced_ = false;
   durable_seq_ = change_seq_;
   clear_durable_ = clear_seq_;
+  PublishSummary();
 }
 
 Status Replica::SetHighestEpoch(uint64_t epoch, uint64_t owner) {

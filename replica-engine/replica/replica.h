@@ -8,7 +8,10 @@
 //
 // Thread-safety: metadata changes (SetHighestEpoch, SetGeneration, the dirty
 // map, Close) must be serialised by the caller (the replica server does them
-// on its loop thread); fd() may be used from the backend's thread.
+// on its loop thread); fd() may be used from the backend's thread. metadata()
+// is for that same thread only. Any other thread (gRPC handlers, the
+// manager) reads summary(): a copy of the durable state, published under a
+// small lock at every durable metadata update (never per I/O).
 //
 // Dirty map (docs/replica_metadata.md): one bit per dirty_region_size bytes,
 // held once, in the metadata record (no second copy in memory). While
@@ -49,6 +52,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -87,6 +91,30 @@ struct ReplicaConfig {
 // character outside [A-Za-z0-9._-].
 Status ValidateId(const char* field, const std::string& id);
 
+// What other threads may know about a replica (Replica::summary()): the
+// identity and the scalar fields of the last durable metadata record.
+struct ReplicaSummary {
+  std::string volume_id;
+  std::string replica_id;
+  std::string data_path;  // as recorded: empty means <dir>/data
+  std::string dir;
+  uint64_t size = 0;
+  uint32_t block_size = 0;
+  uint32_t dirty_region_size = 0;
+  uint64_t generation = 0;
+  uint64_t generation_id = 0;
+  uint64_t highest_epoch = 0;
+  uint64_t epoch_owner = 0;
+  bool tracking_dirty = false;
+  uint64_t dirty_since_generation = 0;
+  uint64_t rebuild_cursor = 0;
+  uint64_t rebuild_generation = 0;
+  bool was_clean = false;  // the previous run ended with Close()
+  bool closed = false;
+  // The data file or device actually used.
+  std::string resolved_data_path() const { return data_path.empty() ? dir + "/data" : data_path; }
+};
+
 class Replica {
  public:
   // Creates `dir` (its parent must exist), the data file and the metadata
@@ -106,7 +134,12 @@ class Replica {
   Status Close();
 
   int fd() const { return fd_; }
+  // The metadata owner's view (see Thread-safety above).
   const ReplicaMetadata& metadata() const { return meta_->current(); }
+  // Any thread: a copy of the last durable state.
+  ReplicaSummary summary() const;
+  // Any thread: fixed at creation.
+  const std::string& volume_id() const { return volume_id_; }
   const std::string& dir() const { return dir_; }
   // Whether the previous run ended with Close().
   bool was_clean() const { return was_clean_; }
@@ -272,10 +305,13 @@ class Replica {
   void InitActivity();
   // Notes that a persist encoded now will make every change so far durable.
   void NoteRecordDurable();
+  // Copies the record's scalars into summary_ (after a durable update).
+  void PublishSummary();
 
   backend::StorageBackend* backend_;
   std::string dir_;
   std::string secret_;
+  const std::string volume_id_;  // never changes: readable from any thread
   int fd_;
   std::unique_ptr<MetadataFile> meta_;
   bool was_clean_;
@@ -318,6 +354,9 @@ class Replica {
   uint64_t clear_seq_ = 0;    // grows with every RetireActivity() that cleared bits
   uint64_t clear_durable_ = 0;
   uint64_t persist_clears_ = 0;  // clear_seq_ when the in-flight persist was encoded
+
+  mutable std::mutex summary_mu_;
+  ReplicaSummary summary_;  // GUARDED_BY(summary_mu_)
 };
 
 }  // namespace tandem::replica

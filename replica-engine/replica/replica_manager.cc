@@ -47,7 +47,7 @@ Status SyncDir(const std::string& dir) {
 
 // Names the first field in which an existing replica differs from a requested
 // config, or returns "" when they match.
-std::string Difference(const ReplicaMetadata& md, const ReplicaConfig& c) {
+std::string Difference(const ReplicaSummary& md, const ReplicaConfig& c) {
   auto diff = [](const char* field, const std::string& have, const std::string& want) {
     return std::string(field) + " is " + have + ", requested " + want;
   };
@@ -133,7 +133,9 @@ Result<std::shared_ptr<Replica>> ReplicaManager::Create(const ReplicaConfig& con
   }
   auto it = replicas_.find(config.volume_id);
   if (it != replicas_.end()) {
-    std::string diff = Difference(it->second->metadata(), config);
+    // The summary, not metadata(): the server's loop may be changing the
+    // record right now.
+    std::string diff = Difference(it->second->summary(), config);
     if (diff.empty()) return it->second;
     return Status::AlreadyExists("replica of volume " + config.volume_id +
                                  " exists with a different config: " + diff);

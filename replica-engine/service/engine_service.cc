@@ -58,7 +58,7 @@ grpc::Status EngineService::GetEngineInfo(Ctx* ctx, const pb::GetEngineInfoReque
     }
     uint64_t provisioned = 0;
     const std::vector<std::shared_ptr<replica::Replica>> all = replicas_->List();
-    for (const auto& r : all) provisioned += r->metadata().size;
+    for (const auto& r : all) provisioned += r->summary().size;
     resp->set_replica_count(static_cast<uint32_t>(all.size()));
     resp->set_provisioned_bytes(provisioned);
     resp->set_target_count(static_cast<uint32_t>(targets_->List().size()));
@@ -124,9 +124,8 @@ grpc::Status EngineService::ListReplicas(Ctx* ctx, const pb::ListReplicasRequest
                                          pb::ListReplicasResponse* resp) {
   return rpc::ServeCall("ListReplicas", auth_, *ctx, [&]() -> grpc::Status {
     std::vector<std::shared_ptr<replica::Replica>> all = replicas_->List();
-    std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) {
-      return a->metadata().volume_id < b->metadata().volume_id;
-    });
+    std::sort(all.begin(), all.end(),
+              [](const auto& a, const auto& b) { return a->volume_id() < b->volume_id(); });
     for (const auto& r : all) ReplicaToProto(*r, resp->add_replicas());
     return grpc::Status::OK;
   });
@@ -270,7 +269,7 @@ grpc::Status EngineService::ResizeReplica(Ctx* ctx, const pb::ResizeReplicaReque
     if (Status st = ValidateResizeReplica(*req); !st.ok()) return ToGrpcStatus(st);
     Result<std::shared_ptr<replica::Replica>> r = replicas_->Get(req->volume_id());
     if (!r.ok()) return ToGrpcStatus(r.status());
-    const replica::ReplicaMetadata& md = (*r)->metadata();
+    const replica::ReplicaSummary md = (*r)->summary();
     if (req->size_bytes() < md.size) {
       return ToGrpcStatus(Status::OutOfRange("size_bytes " + std::to_string(req->size_bytes()) +
                                              " is smaller than the replica's " +
@@ -315,7 +314,7 @@ grpc::Status EngineService::FenceReplica(Ctx* ctx, const pb::FenceReplicaRequest
     if (!r.ok()) return ToGrpcStatus(r.status());
     // An epoch at or above the requested one already refuses every older
     // session: nothing to do, and the answer is the same on a retry.
-    if ((*r)->metadata().highest_epoch >= req->epoch()) {
+    if ((*r)->summary().highest_epoch >= req->epoch()) {
       ReplicaToProto(**r, resp);
       return grpc::Status::OK;
     }

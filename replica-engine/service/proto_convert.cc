@@ -167,15 +167,17 @@ Result<replica::ReplicaConfig> ReplicaConfigFromProto(const pb::CreateReplicaReq
 }
 
 void ReplicaToProto(const replica::Replica& replica, pb::Replica* out) {
-  const replica::ReplicaMetadata& md = replica.metadata();
+  // A gRPC thread: the summary, never metadata(), which the server's loop
+  // may be changing.
+  const replica::ReplicaSummary md = replica.summary();
   out->set_volume_id(md.volume_id);
   out->set_replica_id(md.replica_id);
   out->set_size_bytes(md.size);
   out->set_block_size(md.block_size);
   out->set_generation(md.generation);
   out->set_highest_epoch(md.highest_epoch);
-  out->set_clean_shutdown(replica.was_clean());
-  out->set_data_path(md.data_path.empty() ? replica.dir() + "/data" : md.data_path);
+  out->set_clean_shutdown(md.was_clean);
+  out->set_data_path(md.resolved_data_path());
 }
 
 Result<target::ReplicaEndpoint> EndpointFromProto(const std::string& field,
