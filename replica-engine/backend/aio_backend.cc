@@ -94,7 +94,8 @@ AioBackend::~AioBackend() {
 
 Result<int> AioBackend::OpenFile(const char* path, bool create) {
   // Nothing to register for aio; the descriptor is used as is.
-  const int fd = ::open(path, O_RDWR | O_DIRECT | O_CLOEXEC | (create ? O_CREAT : 0), 0644);
+  // 0600: a replica's data is a tenant's; no other local user may read it.
+  const int fd = ::open(path, O_RDWR | O_DIRECT | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
   if (fd < 0) return PosixError(std::string("open ") + path, errno);
   return fd;
 }

@@ -140,7 +140,8 @@ class StorageBackend {
   // "io_uring" or "libaio".
   virtual const char* Name() const = 0;
 
-  // Opens `path` for direct I/O (O_RDWR | O_DIRECT; O_CREAT when create) and
+  // Opens `path` for direct I/O (O_RDWR | O_DIRECT; O_CREAT, mode 0600, when
+  // create) and
   // returns a descriptor usable in IoRequest::fd. Block devices are accepted.
   // The backend may register it with the kernel; CloseFile() releases it.
   // REQUIRES: no request on this fd is in flight at CloseFile().

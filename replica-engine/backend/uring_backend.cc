@@ -142,7 +142,8 @@ UringBackend::~UringBackend() {
 }
 
 Result<int> UringBackend::OpenFile(const char* path, bool create) {
-  const int fd = ::open(path, O_RDWR | O_DIRECT | O_CLOEXEC | (create ? O_CREAT : 0), 0644);
+  // 0600: a replica's data is a tenant's; no other local user may read it.
+  const int fd = ::open(path, O_RDWR | O_DIRECT | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
   if (fd < 0) return PosixError(std::string("open ") + path, errno);
   if (!files_registered_ || fd >= kFdTableSize) return fd;
 

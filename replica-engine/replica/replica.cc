@@ -21,6 +21,10 @@ namespace tandem::replica {
 namespace {
 
 constexpr char kTag[] = "replica";
+// A replica holds a tenant's data: only the engine's user may read it, even
+// where the umask would allow more (docs/security.md).
+constexpr mode_t kDirMode = 0700;
+constexpr mode_t kFileMode = 0600;
 constexpr size_t kMaxIdLength = 128;
 constexpr size_t kMaxDataPathLength = 1024;
 
@@ -132,6 +136,26 @@ Status SyncDir(const std::string& dir) {
   return Status::Ok();
 }
 
+// Tightens what an older engine (or the umask) left looser than kDirMode /
+// kFileMode: the directory, the meta file and a data file of our own (never
+// a device or file named by data_path, which the operator manages).
+Status TightenModes(const std::string& dir, bool own_data) {
+  std::string paths[3] = {dir, dir + "/meta", own_data ? dir + "/data" : std::string()};
+  for (int i = 0; i < 3; ++i) {
+    if (paths[i].empty()) continue;
+    const mode_t want = i == 0 ? kDirMode : kFileMode;
+    struct stat sb;
+    if (::stat(paths[i].c_str(), &sb) != 0) return PosixError("stat " + paths[i], errno);
+    if ((sb.st_mode & 07777 & ~want) == 0) continue;
+    if (::chmod(paths[i].c_str(), sb.st_mode & want) != 0) {
+      return PosixError("chmod " + paths[i], errno);
+    }
+    TLOG_INFO(kTag, "%s: mode %04o tightened to %04o", paths[i].c_str(),
+              static_cast<unsigned>(sb.st_mode & 07777), static_cast<unsigned>(sb.st_mode & want));
+  }
+  return Status::Ok();
+}
+
 // The meta file opened a second time, through the backend (O_DIRECT), for
 // asynchronous persists. -1 when that fails (e.g. a file system without
 // O_DIRECT): the replica then persists synchronously only.
@@ -239,7 +263,7 @@ Result<std::unique_ptr<Replica>> Replica::Create(backend::StorageBackend* backen
   const std::string data_path = own_data ? DefaultDataPath(dir) : config.data_path;
 
   bool made_dir = false;
-  if (::mkdir(dir.c_str(), 0755) == 0) {
+  if (::mkdir(dir.c_str(), kDirMode) == 0) {
     made_dir = true;
     TANDEM_RETURN_IF_ERROR(SyncDir(ParentDir(dir)));
   } else if (errno != EEXIST) {
@@ -306,6 +330,13 @@ Result<std::unique_ptr<Replica>> Replica::Create(backend::StorageBackend* backen
   // MetadataFile::Create fsyncs `dir`, which also persists the data entry.
   Result<std::unique_ptr<MetadataFile>> meta = MetadataFile::Create(meta_path, md);
   if (!meta.ok()) return rollback(meta.status());
+  // A directory that existed already (left by an interrupted create, or made
+  // by hand) gets the same modes as one made here.
+  if (Status st = TightenModes(dir, own_data); !st.ok()) {
+    meta->reset();
+    ::unlink(meta_path.c_str());
+    return rollback(st);
+  }
   TLOG_INFO(kTag, "created replica %s/%s in %s (%" PRIu64 " bytes, data %s)",
             config.volume_id.c_str(), config.replica_id.c_str(), dir.c_str(), config.size,
             data_path.c_str());
@@ -321,6 +352,7 @@ Result<std::unique_ptr<Replica>> Replica::Open(backend::StorageBackend* backend,
                                                const std::string& dir) {
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<MetadataFile> meta, MetadataFile::Open(MetaPath(dir)));
   ReplicaMetadata md = meta->current();
+  TANDEM_RETURN_IF_ERROR(TightenModes(dir, md.data_path.empty()));
   const std::string data_path = md.data_path.empty() ? DefaultDataPath(dir) : md.data_path;
   std::string secret;
   TANDEM_RETURN_IF_ERROR(ReadSecret(dir, &secret));

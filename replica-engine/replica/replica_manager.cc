@@ -18,7 +18,12 @@ constexpr char kTag[] = "replica_manager";
 
 Status EnsureDir(const std::string& path) {
   std::error_code ec;
-  std::filesystem::create_directories(path, ec);
+  if (std::filesystem::create_directories(path, ec)) {
+    // Made by us: the replicas' root is the engine's alone (0700); a root
+    // the operator made keeps the mode they gave it.
+    std::filesystem::permissions(path, std::filesystem::perms::owner_all,
+                                 std::filesystem::perm_options::replace, ec);
+  }
   if (ec) return PosixError("create directory " + path, ec.value());
   return Status::Ok();
 }

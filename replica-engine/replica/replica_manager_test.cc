@@ -97,6 +97,16 @@ TEST_F(ReplicaManagerTest, LoadAllFindsReplicasOfPreviousManager) {
   EXPECT_FALSE((*a3)->was_clean());
 }
 
+TEST_F(ReplicaManagerTest, RootItCreatesIsPrivate) {
+  const mode_t old_umask = ::umask(0);
+  Status st = manager_->LoadAll();
+  ::umask(old_umask);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  struct stat sb;
+  ASSERT_EQ(::stat(root_.c_str(), &sb), 0);
+  EXPECT_EQ(sb.st_mode & 07777, 0700u);
+}
+
 TEST_F(ReplicaManagerTest, AVolumeBeingDeletedCannotBeOpenedOrCreated) {
   ASSERT_TRUE(manager_->Create(Config("vol-1")).ok());
   ASSERT_TRUE(manager_->Create(Config("vol-2", "r2")).ok());

@@ -415,7 +415,7 @@ Result<std::unique_ptr<MetadataFile>> MetadataFile::Create(const std::string& pa
   // Slot 1 stays zero ("never written") until the first Update.
   image.resize(2 * slot_size, '\0');
 
-  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
   if (!fd.valid()) return PosixError("create " + path, errno);
   Status st = WriteAll(fd.get(), image.data(), image.size(), 0, path);
   // fsync, not fdatasync: the new file's size and allocation must be durable.

@@ -85,6 +85,38 @@ TEST_F(ReplicaTest, CreateMakesSparseDataFileAndMetadata) {
   EXPECT_EQ(OnDisk(), md);
 }
 
+mode_t ModeOf(const std::string& path) {
+  struct stat sb;
+  EXPECT_EQ(::stat(path.c_str(), &sb), 0) << path;
+  return sb.st_mode & 07777;
+}
+
+TEST_F(ReplicaTest, FilesAndDirectoryArePrivateWhateverTheUmask) {
+  // A permissive umask must not widen what the engine creates.
+  const mode_t old_umask = ::umask(0);
+  auto r = Replica::Create(backend_.get(), dir_, Config());
+  ::umask(old_umask);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(ModeOf(dir_), 0700u);
+  EXPECT_EQ(ModeOf(dir_ + "/meta"), 0600u);
+  EXPECT_EQ(ModeOf(dir_ + "/data"), 0600u);
+}
+
+TEST_F(ReplicaTest, OpenTightensModesAnOlderEngineLeft) {
+  auto r = Replica::Create(backend_.get(), dir_, Config());
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE((*r)->Close().ok());
+  r->reset();
+  ASSERT_EQ(::chmod(dir_.c_str(), 0755), 0);
+  ASSERT_EQ(::chmod((dir_ + "/meta").c_str(), 0644), 0);
+  ASSERT_EQ(::chmod((dir_ + "/data").c_str(), 0664), 0);
+  auto o = Replica::Open(backend_.get(), dir_);
+  ASSERT_TRUE(o.ok()) << o.status().ToString();
+  EXPECT_EQ(ModeOf(dir_), 0700u);
+  EXPECT_EQ(ModeOf(dir_ + "/meta"), 0600u);
+  EXPECT_EQ(ModeOf(dir_ + "/data"), 0600u);
+}
+
 TEST_F(ReplicaTest, ReopenAfterCloseIsClean) {
   auto r = Replica::Create(backend_.get(), dir_, Config());
   ASSERT_TRUE(r.ok());
