@@ -538,6 +538,56 @@ Status Replica::ApplyGeneration(uint64_t generation, bool track_dirty, uint64_t 
   return Status::Ok();
 }
 
+Status Replica::Resize(uint64_t new_size) {
+  TANDEM_RETURN_IF_ERROR(CheckCanUpdate());
+  const ReplicaMetadata& cur = meta_->current();
+  if (new_size == 0 || new_size % cur.block_size != 0) {
+    return Status::InvalidArgument("size " + std::to_string(new_size) +
+                                   " is not a positive multiple of block_size " +
+                                   std::to_string(cur.block_size));
+  }
+  if (new_size < cur.size) {
+    return Status::OutOfRange("size " + std::to_string(new_size) +
+                              " is smaller than the replica's " + std::to_string(cur.size) +
+                              " bytes: a replica never shrinks");
+  }
+  if (new_size == cur.size) return Status::Ok();
+  // Data first: the record may only name a size the data already has.
+  const std::string data_path = cur.data_path.empty() ? DefaultDataPath(dir_) : cur.data_path;
+  if (cur.data_path.empty()) {
+    if (::ftruncate(fd_, static_cast<off_t>(new_size)) != 0) {
+      return PosixError("ftruncate " + data_path, errno);
+    }
+    if (::fsync(fd_) != 0) return PosixError("fsync " + data_path, errno);
+  } else if (Status st = CheckCapacity(fd_, data_path, new_size); !st.ok()) {
+    return Status::OutOfRange(st.message());
+  }
+  ReplicaMetadata md = cur;  // a copy of the maps, once per expansion
+  md.size = new_size;
+  // New regions and extents start clean: every replica's grown space reads
+  // as zeroes.
+  if (md.dirty_region_size != 0) {
+    md.dirty_map.resize(DirtyMapBytes(new_size, md.dirty_region_size), 0);
+  }
+  if (md.activity_extent_size != 0) {
+    md.activity_map.resize(DirtyMapBytes(new_size, md.activity_extent_size), 0);
+  }
+  TANDEM_RETURN_IF_ERROR(meta_->Replace(md));
+  NoteRecordDurable();  // it carried every in-memory bit
+  if (md.activity_extent_size != 0) {
+    const uint64_t extents = (new_size + md.activity_extent_size - 1) / md.activity_extent_size;
+    al_inflight_.resize(extents, 0);
+    al_quiesced_.resize(extents, 0);
+    al_sticky_.resize(md.activity_map.size(), 0);
+  }
+  // The O_DIRECT handle and the slot buffer belong to the replaced file.
+  if (direct_meta_fd_ >= 0) backend_->CloseFile(direct_meta_fd_);
+  direct_meta_fd_ = OpenDirectMeta(backend_, MetaPath(dir_));
+  persist_buf_.reset();
+  TLOG_INFO(kTag, "replica %s grown to %" PRIu64 " bytes", dir_.c_str(), new_size);
+  return Status::Ok();
+}
+
 Status Replica::FindAllocated(uint64_t offset, uint64_t length, DataExtent* out, uint32_t max,
                               uint32_t* count, uint64_t* covered_end) const {
   *count = 0;

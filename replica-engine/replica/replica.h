@@ -178,6 +178,20 @@ class Replica {
     return meta_->current().generation_history;
   }
 
+  // Grows the replica to `new_size` bytes: the data file is extended (sparse;
+  // a device or a file named by data_path must already hold it) and synced
+  // first, then the metadata is replaced with the new size and dirty map and
+  // activity log grown (new regions clean) in one crash-safe file
+  // replacement (MetadataFile::Replace), so a crash leaves the old size or
+  // the new one, never a record larger than its data. The same size is OK
+  // (nothing done). INVALID_ARGUMENT unless a positive multiple of
+  // block_size; OUT_OF_RANGE when smaller (a replica never shrinks) or when
+  // the device or data_path file is too small; UNAVAILABLE while an
+  // asynchronous persist is in flight. Blocks for a few fsyncs: the caller's
+  // thread is the metadata owner's (the server runs it on its loop, once per
+  // expansion).
+  Status Resize(uint64_t new_size);
+
   // The allocated (data) extents of the data file within [offset, offset +
   // length), in order, clipped to the range and rounded out to block_size
   // (adjacent ones merged): at most `max` of them into out[0, *count).

@@ -12,6 +12,7 @@
 
 #include "common/coding.h"
 #include "common/crc32c.h"
+#include "common/file_util.h"
 #include "common/logging.h"
 
 namespace tandem::replica {
@@ -506,6 +507,30 @@ Status MetadataFile::Update(const ReplicaMetadata& md) {
 }
 
 Status MetadataFile::Sync() { return WriteNextSlot(current_); }
+
+Status MetadataFile::Replace(const ReplicaMetadata& md) {
+  if (md.dirty_region_size != current_.dirty_region_size ||
+      md.activity_extent_size != current_.activity_extent_size) {
+    return Status::InvalidArgument(
+        "metadata replace may not change dirty_region_size or activity_extent_size");
+  }
+  const size_t slot_size = MetadataSlotSize(md.size, md.dirty_region_size, md.activity_extent_size);
+  std::string image;
+  TANDEM_RETURN_IF_ERROR(EncodeMetadataSlot(md, seq_ + 1, slot_size, &image));
+  image.resize(2 * slot_size, '\0');  // slot 1: never written, as after Create
+  TANDEM_RETURN_IF_ERROR(WriteFileAtomically(path_, image, 0600));
+  // The new file is the record now, whatever happens next.
+  fd_.Reset(::open(path_.c_str(), O_RDWR | O_CLOEXEC));
+  const int open_errno = errno;
+  slot_size_ = slot_size;
+  current_ = md;
+  seq_ += 1;
+  current_slot_ = 0;
+  // Without a handle every later update fails (EBADF) instead of writing the
+  // replaced, unlinked file; the next Open reads the new one.
+  if (!fd_.valid()) return PosixError("reopen " + path_ + " after replacing it", open_errno);
+  return Status::Ok();
+}
 
 Status MetadataFile::EncodeNext(uint8_t* buf) const {
   return EncodeMetadataSlotTo(current_, seq_ + 1, slot_size_, buf);

@@ -117,6 +117,16 @@ class MetadataFile {
   // Durably writes current() (other slot, then fdatasync), like Update(current()).
   Status Sync();
 
+  // Replaces the whole file with one holding `md` (a new size, dirty map and
+  // activity map, hence possibly a new slot size) in slot 0 with the next
+  // sequence number: written to <path>.tmp, fsynced, renamed over the file,
+  // directory fsynced (common/file_util.h), so a crash leaves the old file
+  // or the new one. The descriptor is reopened; any other handle on the old
+  // file (an O_DIRECT one) must be reopened by its owner. On error the
+  // in-memory record is unchanged. REQUIRES: md.dirty_region_size and
+  // md.activity_extent_size equal the current ones.
+  Status Replace(const ReplicaMetadata& md);
+
   // The same update split for a caller that does the I/O itself (the replica
   // server, asynchronously through its StorageBackend): EncodeNext() encodes
   // current() with the next sequence number into buf[0, slot_size()) for the

@@ -13,6 +13,7 @@
 
 #include <gtest/gtest.h>
 
+#include "common/unique_fd.h"
 #include "replica-engine/backend/backend_factory.h"
 
 namespace tandem::replica {
@@ -513,6 +514,102 @@ TEST_F(ReplicaTest, DirtySinceGenerationAndRebuildCursorPersist) {
 
 // The asynchronous persist the server uses for first touches, driven here
 // by hand through the backend.
+TEST_F(ReplicaTest, ResizeGrowsDataAndMapsDurablyAndKeepsTheBits) {
+  ReplicaConfig cfg = Config();
+  cfg.activity_extent_size = 4u << 20;
+  auto r = Replica::Create(backend_.get(), dir_, cfg);
+  ASSERT_TRUE(r.ok());
+  Replica& rep = **r;
+  ASSERT_TRUE(rep.MarkDirty(3 * kRegionSize, 4096).ok());
+  ASSERT_TRUE(rep.SetGeneration(1, true).ok());
+  EXPECT_FALSE(rep.NoteWrite(kSize - 4096, 4096));  // last region, last extent
+  rep.NoteWriteDone(kSize - 4096, 4096);
+  ASSERT_TRUE(rep.SyncDirty().ok());
+
+  ASSERT_TRUE(rep.Resize(4 * kSize).ok());
+  EXPECT_EQ(rep.metadata().size, 4 * kSize);
+  EXPECT_EQ(rep.summary().size, 4 * kSize);
+  struct stat sb;
+  ASSERT_EQ(::stat((dir_ + "/data").c_str(), &sb), 0);
+  EXPECT_EQ(static_cast<uint64_t>(sb.st_size), 4 * kSize);
+  ReplicaMetadata md = OnDisk();
+  EXPECT_EQ(md.size, 4 * kSize);
+  ASSERT_EQ(md.dirty_map.size(), 4 * kSize / kRegionSize / 8);
+  EXPECT_TRUE(rep.IsRegionDirty(3));
+  EXPECT_TRUE(rep.IsRegionDirty(kSize / kRegionSize - 1));
+  EXPECT_FALSE(rep.IsRegionDirty(kSize / kRegionSize));  // grown space is clean
+  EXPECT_EQ(md.dirty_map, rep.dirty_map());
+  EXPECT_EQ(md.activity_map.size(), rep.activity_map().size());
+  EXPECT_EQ(rep.activity_count(), 1u);
+  EXPECT_TRUE(md.tracking_dirty);
+
+  // The grown space works on every path: a first touch there is persisted
+  // through the (reopened) O_DIRECT handle, data lands in the new range.
+  ASSERT_TRUE(rep.can_persist_async());
+  EXPECT_FALSE(rep.NoteWrite(3 * kSize, 4096));
+  const uint64_t seq = rep.dirty_seq();
+  struct Done {
+    Replica* rep;
+    bool ran = false;
+    Status st;
+  } done{&rep};
+  ASSERT_TRUE(rep.StartPersist(
+                     backend_.get(),
+                     [](backend::IoRequest* req) {
+                       auto* d = static_cast<Done*>(req->ctx);
+                       d->ran = true;
+                       d->st = d->rep->FinishPersist(req->result);
+                     },
+                     &done)
+                  .ok());
+  backend_->Submit();
+  for (int i = 0; i < 100 && !done.ran; ++i) backend_->Reap(1, 100000);
+  ASSERT_TRUE(done.ran);
+  ASSERT_TRUE(done.st.ok()) << done.st.ToString();
+  EXPECT_TRUE(rep.dirty_durable(seq));
+  EXPECT_TRUE(OnDisk().dirty_map[3 * kSize / kRegionSize / 8] & 1);
+  rep.NoteWriteDone(3 * kSize, 4096);
+
+  // A crash now and a reopen: the new size, with both bits.
+  r->reset();
+  auto o = Replica::Open(backend_.get(), dir_);
+  ASSERT_TRUE(o.ok()) << o.status().ToString();
+  EXPECT_EQ((*o)->metadata().size, 4 * kSize);
+  EXPECT_TRUE((*o)->IsRegionDirty(3));
+  EXPECT_TRUE((*o)->IsRegionDirty(3 * kSize / kRegionSize));
+  EXPECT_FALSE(Exists(dir_ + "/meta.tmp"));
+}
+
+TEST_F(ReplicaTest, ResizeNeverShrinksAndChecksTheSize) {
+  auto r = Replica::Create(backend_.get(), dir_, Config());
+  ASSERT_TRUE(r.ok());
+  Replica& rep = **r;
+  EXPECT_EQ(rep.Resize(kSize / 2).code(), StatusCode::kOutOfRange);
+  EXPECT_EQ(rep.Resize(kSize + 1000).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(rep.Resize(0).code(), StatusCode::kInvalidArgument);
+  const ReplicaMetadata before = OnDisk();
+  EXPECT_TRUE(rep.Resize(kSize).ok());  // same size: nothing written
+  EXPECT_EQ(OnDisk(), before);
+  EXPECT_EQ(rep.metadata().size, kSize);
+
+  // A data_path file is the operator's: it must already hold the new size.
+  const std::string ext = root_ + "/external";
+  {
+    UniqueFd fd(::open(ext.c_str(), O_RDWR | O_CREAT, 0600));
+    ASSERT_TRUE(fd.valid());
+    ASSERT_EQ(::ftruncate(fd.get(), static_cast<off_t>(2 * kSize)), 0);
+  }
+  ReplicaConfig cfg = Config();
+  cfg.volume_id = "vol-2";
+  cfg.data_path = ext;
+  auto e = Replica::Create(backend_.get(), root_ + "/vol-2", cfg);
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  EXPECT_EQ((*e)->Resize(4 * kSize).code(), StatusCode::kOutOfRange);
+  EXPECT_EQ((*e)->metadata().size, kSize);
+  EXPECT_TRUE((*e)->Resize(2 * kSize).ok());
+  EXPECT_EQ((*e)->metadata().size, 2 * kSize);
+}
+
 TEST_F(ReplicaTest, AsyncPersistMakesBitsDurableAndFailsThemOnError) {
   auto r = Replica::Create(backend_.get(), dir_, Config());
   ASSERT_TRUE(r.ok());

@@ -230,6 +230,7 @@ void ReplicaServer::OnBackendEvents() {
 }
 
 void ReplicaServer::BeforeWait() {
+  if (!replica_tasks_.empty()) RunReplicaTasks();
   // Sessions first: one stalled on a metadata request retries it now, before
   // RunDirtyWaiters starts the next asynchronous persist (else a steady
   // stream of first touches could keep it waiting forever). Then the parked
@@ -413,80 +414,6 @@ Status ReplicaServer::DetachVolume(const std::string& volume_id) {
   std::unique_lock<std::mutex> lock(waiter.mu);
   waiter.cv.wait(lock, [&] { return waiter.done; });
   return Status::Ok();
-}
-
-Status ReplicaServer::FenceVolume(const std::string& volume_id, uint64_t epoch) {
-  if (!started_) {
-    // No loop and no session: the caller is the only user of the replica.
-    TANDEM_ASSIGN_OR_RETURN(auto r, manager_->Get(volume_id));
-    if (r->metadata().highest_epoch >= epoch) return Status::Ok();
-    return r->SetHighestEpoch(epoch, 0);
-  }
-  FenceWaiter waiter;
-  loop_.Post([this, volume_id, epoch, &waiter] { StepFence(volume_id, epoch, &waiter); });
-  std::unique_lock<std::mutex> lock(waiter.mu);
-  waiter.cv.wait(lock, [&] { return waiter.done; });
-  return waiter.status;
-}
-
-void ReplicaServer::StepFence(const std::string& volume_id, uint64_t epoch,
-                              FenceWaiter* waiter) {
-  auto again = [this, volume_id, epoch, waiter] { StepFence(volume_id, epoch, waiter); };
-  if (manager_->IsDeleting(volume_id)) {
-    waiter->Finish(Status::NotFound("replica of volume " + volume_id + " is being deleted"));
-    return;
-  }
-  auto it = volumes_.find(volume_id);
-  std::shared_ptr<replica::Replica> r;
-  if (it != volumes_.end()) {
-    r = it->second.replica;
-  } else {
-    Result<std::shared_ptr<replica::Replica>> got = manager_->Get(volume_id);
-    if (!got.ok()) {
-      waiter->Finish(got.status());
-      return;
-    }
-    r = *got;
-  }
-  if (r->metadata().highest_epoch < epoch) {
-    if (r->persist_in_flight()) {
-      loop_.Post(again);  // SetHighestEpoch would write the same slot
-      return;
-    }
-    // Persisted before anything is superseded or answered: after a restart
-    // the replica still refuses every older target.
-    Status st = r->SetHighestEpoch(epoch, 0);
-    if (!st.ok()) {
-      TLOG_ERROR(kTag, "volume '%s': persisting fence epoch %llu failed: %s", volume_id.c_str(),
-                 static_cast<unsigned long long>(epoch), st.ToString().c_str());
-      waiter->Finish(st);
-      return;
-    }
-    TLOG_INFO(kTag, "volume '%s': fenced at epoch %llu", volume_id.c_str(),
-              static_cast<unsigned long long>(epoch));
-    if (it != volumes_.end()) {
-      it->second.highest_epoch = epoch;
-      for (ReplicaSession* s : it->second.sessions) {
-        if (s->epoch() < epoch && !s->superseded_) {
-          ++stats_.sessions_fenced;
-          TLOG_INFO(kTag, "volume '%s': %s superseded by a fence (epoch %llu < %llu)",
-                    volume_id.c_str(), s->peer().c_str(),
-                    static_cast<unsigned long long>(s->epoch()),
-                    static_cast<unsigned long long>(epoch));
-          s->Supersede();
-        }
-      }
-    }
-  }
-  // As for an epoch-raising HELLO: done only when no write of a superseded
-  // session is still in flight on the backend.
-  for (const auto& s : sessions_) {
-    if (s->replica_ == r && s->epoch() < epoch && s->inflight() > 0) {
-      loop_.Post(again);
-      return;
-    }
-  }
-  waiter->Finish(Status::Ok());
 }
 
 void ReplicaServer::StartDetach(const std::string& volume_id, DetachWaiter* waiter) {

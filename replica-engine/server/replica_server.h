@@ -56,8 +56,11 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -222,17 +225,23 @@ class ReplicaServer final : private EventLoop::Handler,
   // Must not race with Stop().
   Status DetachVolume(const std::string& volume_id);
 
-  // Fences the volume for the controller (engine API FenceReplica): raises
-  // the replica's persisted highest epoch to `epoch` (a no-op when it is
-  // already >= epoch) and supersedes every session of a lower epoch exactly
-  // as an epoch-raising HELLO does (their requests are answered STALE_EPOCH
-  // from now on). Returns once those sessions' disk I/O has completed, so no
-  // write of an older target lands after it. The new epoch has no owner: the
-  // controller never hands a fence epoch to a target. NOT_FOUND without a
-  // replica of the volume (or while it is being deleted); the persist's
-  // error if it fails. Thread-safe; blocks until the loop has done it, so
-  // never call it from the server's own loop thread.
+  // Fencing without a target (the controller's unpublish and failover): if
+  // the volume's persisted highest epoch is below `epoch`, raises it durably
+  // (owner cleared: the first target at `epoch` claims it) before returning,
+  // and supersedes every session of an older epoch as an epoch-raising HELLO
+  // does (STALE_EPOCH from now on, parked writes dropped). Returns once none
+  // of their backend I/O is still in flight. An epoch at or below the
+  // persisted one changes nothing (OK: a retry gets the same answer).
+  // NOT_FOUND without the replica (or while it is being deleted);
+  // INVALID_ARGUMENT for epoch 0; the persist's error otherwise. Thread-safe,
+  // blocks until the loop has done it (it waits for an asynchronous
+  // metadata persist in flight first); not from the loop thread, not racing
+  // Start()/Stop().
   Status FenceVolume(const std::string& volume_id, uint64_t epoch);
+  // Grows the volume's replica (Replica::Resize) on the loop, and lets its
+  // sessions address the new size. Same threading and NOT_FOUND as
+  // FenceVolume; Replica::Resize's errors.
+  Status ResizeVolume(const std::string& volume_id, uint64_t new_size);
 
  private:
   friend class ReplicaSession;
@@ -279,21 +288,18 @@ class ReplicaServer final : private EventLoop::Handler,
   Status StartPersist(const std::shared_ptr<replica::Replica>& replica);
   static void OnPersistDone(backend::IoRequest* req);
   void StartDetach(const std::string& volume_id, DetachWaiter* waiter);
-  // FenceVolume's rendezvous and its step on the loop thread (re-posted
-  // while a metadata persist or superseded I/O is in flight).
-  struct FenceWaiter {
-    std::mutex mu;
-    std::condition_variable cv;
-    bool done = false;  // GUARDED_BY(mu)
-    Status status;      // GUARDED_BY(mu)
-    void Finish(Status st) {
-      std::lock_guard<std::mutex> lock(mu);
-      status = std::move(st);
-      done = true;
-      cv.notify_all();
-    }
+  // Management steps on one replica's metadata, run on the loop
+  // (replica_server_control.cc). A step runs only while the replica has no
+  // asynchronous persist in flight; nullopt: not done yet, retried at every
+  // BeforeWait; a Status: done, handed to the waiting caller.
+  using ReplicaTaskFn = std::function<std::optional<Status>(replica::Replica*, VolumeState*)>;
+  struct ReplicaTask {
+    std::string volume_id;
+    ReplicaTaskFn step;
+    std::promise<Status>* done = nullptr;
   };
-  void StepFence(const std::string& volume_id, uint64_t epoch, FenceWaiter* waiter);
+  Status RunReplicaTask(const std::string& volume_id, ReplicaTaskFn fn);
+  void RunReplicaTasks();
 
   class BackendHandler;
 
@@ -328,10 +334,11 @@ class ReplicaServer final : private EventLoop::Handler,
   // completion, which runs on the replica's own IoRequest).
   std::vector<std::shared_ptr<replica::Replica>> persists_done_;
   std::vector<ReplicaSession*> graveyard_;
-  bool pool_starved_ = false;    // some session waits for a buffer
-  uint64_t next_retire_ns_ = 0;  // next activity-log retire pass
-  uint64_t rx_bytes_ = 0;        // receive buffers of all sessions
-  bool accept_paused_ = false;   // the listening fd is out of the epoll set
+  std::vector<ReplicaTask> replica_tasks_;  // FenceVolume/ResizeVolume waiting
+  bool pool_starved_ = false;               // some session waits for a buffer
+  uint64_t next_retire_ns_ = 0;             // next activity-log retire pass
+  uint64_t rx_bytes_ = 0;                   // receive buffers of all sessions
+  bool accept_paused_ = false;              // the listening fd is out of the epoll set
   uint64_t accept_resume_ns_ = 0;
   uint32_t accept_backoff_ms_ = 0;
   uint64_t accept_failures_ = 0;      // in the current episode

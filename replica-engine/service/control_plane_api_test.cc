@@ -1,8 +1,9 @@
 // What engine.proto grew for the control plane (issue 11), through the real
 // gRPC service: node capacity and counts in EngineInfo, the export of a
 // target (kind and path, also in ListTargets for a restarted node plugin),
-// and the resize and fence calls (validated, answered where nothing has to
-// change, UNIMPLEMENTED until the replica and target layers support them).
+// and the resize and fence calls (validated; ResizeReplica and FenceReplica
+// done by the replica server, ResizeTarget UNIMPLEMENTED until the target
+// layer supports it).
 
 #include <sys/statvfs.h>
 
@@ -115,9 +116,12 @@ TEST_F(EngineServiceTest, ResizeReplicaIsValidatedAndNeverShrinks) {
   Result<pb::Replica> same = client_->ResizeReplica("vol-1", kSize, kTimeout);
   ASSERT_TRUE(same.ok()) << same.status().ToString();
   EXPECT_EQ(same->size_bytes(), kSize);
-  Status grow = client_->ResizeReplica("vol-1", 2 * kSize, kTimeout).status();
-  EXPECT_EQ(grow.code(), StatusCode::kUnimplemented) << grow.ToString();
-  EXPECT_EQ(client_->GetReplica("vol-1", kTimeout)->size_bytes(), kSize);  // untouched
+  Result<pb::Replica> grown = client_->ResizeReplica("vol-1", 2 * kSize, kTimeout);
+  ASSERT_TRUE(grown.ok()) << grown.status().ToString();
+  EXPECT_EQ(grown->size_bytes(), 2 * kSize);
+  EXPECT_EQ(client_->GetReplica("vol-1", kTimeout)->size_bytes(), 2 * kSize);
+  EXPECT_EQ(client_->ResizeReplica("vol-1", kSize, kTimeout).status().code(),
+            StatusCode::kOutOfRange);  // never shrunk back
 }
 
 TEST_F(EngineServiceTest, ResizeTargetIsValidatedAndNeverShrinks) {

@@ -275,13 +275,16 @@ grpc::Status EngineService::ResizeReplica(Ctx* ctx, const pb::ResizeReplicaReque
                                              " is smaller than the replica's " +
                                              std::to_string(md.size) + " bytes: never shrunk"));
     }
-    if (req->size_bytes() == md.size) {
-      ReplicaToProto(**r, resp);
-      return grpc::Status::OK;
+    if (req->size_bytes() > md.size) {
+      // On the replica server's loop: it owns the replica's metadata and the
+      // sessions that must see the new size.
+      Status st = replica_server_->ResizeVolume(req->volume_id(), req->size_bytes());
+      TLOG_INFO(kTag, "ResizeReplica %s to %llu bytes: %s", req->volume_id().c_str(),
+                static_cast<unsigned long long>(req->size_bytes()), st.ToString().c_str());
+      if (!st.ok()) return ToGrpcStatus(st);
     }
-    return ToGrpcStatus(
-        Status::Unimplemented("ResizeReplica: growing a replica is not supported by the replica "
-                              "layer yet (the request is valid; retry after an engine upgrade)"));
+    ReplicaToProto(**r, resp);
+    return grpc::Status::OK;
   });
 }
 
@@ -314,14 +317,13 @@ grpc::Status EngineService::FenceReplica(Ctx* ctx, const pb::FenceReplicaRequest
     if (!r.ok()) return ToGrpcStatus(r.status());
     // An epoch at or above the requested one already refuses every older
     // session: nothing to do, and the answer is the same on a retry.
-    if ((*r)->summary().highest_epoch >= req->epoch()) {
-      ReplicaToProto(**r, resp);
-      return grpc::Status::OK;
-    }
-    // The replica server owns the replica's metadata (changed on its loop
-    // only) and the live sessions to supersede.
-    if (Status st = replica_server_->FenceVolume(req->volume_id(), req->epoch()); !st.ok()) {
-      return ToGrpcStatus(st);
+    if ((*r)->summary().highest_epoch < req->epoch()) {
+      // Raising it needs the replica server: it owns the replica's metadata
+      // (changed on its loop only) and the live sessions to supersede.
+      Status st = replica_server_->FenceVolume(req->volume_id(), req->epoch());
+      TLOG_INFO(kTag, "FenceReplica %s at epoch %llu: %s", req->volume_id().c_str(),
+                static_cast<unsigned long long>(req->epoch()), st.ToString().c_str());
+      if (!st.ok()) return ToGrpcStatus(st);
     }
     ReplicaToProto(**r, resp);
     return grpc::Status::OK;
