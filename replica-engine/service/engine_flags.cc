@@ -66,6 +66,23 @@ Status ParseServerOptions(const Flags& flags, long configured_cpus, EngineConfig
   TANDEM_RETURN_IF_ERROR(flags.GetUint("buffer-pool", &v, /*sizes=*/true));
   if (v < kMinBufferPool) return Status::InvalidArgument("--buffer-pool must be at least 16M");
   c->server.buffer_pool_bytes = v;
+  // Data-port limits (docs/security.md).
+  TANDEM_RETURN_IF_ERROR(flags.GetUint("max-connections", &v));
+  if (v == 0 || v > 1000000) {
+    return Status::InvalidArgument("--max-connections must be 1..1000000");
+  }
+  c->server.max_connections = static_cast<uint32_t>(v);
+  TANDEM_RETURN_IF_ERROR(flags.GetUint("handshake-timeout-ms", &v));
+  if (v < 100 || v > 600000) {
+    return Status::InvalidArgument("--handshake-timeout-ms must be 100..600000");
+  }
+  c->server.handshake_timeout_ms = static_cast<uint32_t>(v);
+  TANDEM_RETURN_IF_ERROR(flags.GetUint("idle-timeout-ms", &v));
+  if (v != 0 && (v < 60000 || v > 86400000)) {
+    // Below a minute it would race the targets' 30 s keepalive.
+    return Status::InvalidArgument("--idle-timeout-ms must be 0 (never) or 60000..86400000");
+  }
+  c->server.idle_timeout_ms = static_cast<uint32_t>(v);
   return ParseCpu(flags.Get("cpu"), configured_cpus, &c->server.cpu);
 }
 
@@ -102,6 +119,11 @@ void DefineEngineFlags(Flags* flags) {
   flags->Define("busy-poll-us", "0", "poll this long before sleeping (latency vs CPU)");
   flags->Define("cpu", "-1", "pin the I/O thread to this CPU");
   flags->Define("buffer-pool", "128M", "bytes of aligned I/O buffers (at least 16M)");
+  flags->Define("max-connections", "1024", "data-port connections open at once");
+  flags->Define("handshake-timeout-ms", "10000",
+                "close a data-port connection without HELLO after this long");
+  flags->Define("idle-timeout-ms", "600000",
+                "close an authenticated data-port session idle this long (0: never)");
   flags->Define("port-file", "", "write the bound data port here once listening");
   flags->Define("grpc-listen", "127.0.0.1:9600",
                 "management API endpoint HOST:PORT (port 0: any), tcp://HOST:PORT, "

@@ -63,6 +63,16 @@ TEST(EngineConfigTest, DefaultsAndDerivedValues) {
   EXPECT_EQ(c.server.port, 0);
   EXPECT_EQ(c.server.cpu, 3);
   EXPECT_EQ(c.server.buffer_pool_bytes, 128ull << 20);
+  EXPECT_EQ(c.server.max_connections, 1024u);
+  EXPECT_EQ(c.server.handshake_timeout_ms, 10000u);
+  EXPECT_EQ(c.server.idle_timeout_ms, 600000u);
+  EngineConfig limits;
+  ASSERT_TRUE(
+      Parse({"--max-connections=8", "--handshake-timeout-ms=500", "--idle-timeout-ms=0"}, &limits)
+          .ok());
+  EXPECT_EQ(limits.server.max_connections, 8u);
+  EXPECT_EQ(limits.server.handshake_timeout_ms, 500u);
+  EXPECT_EQ(limits.server.idle_timeout_ms, 0u);
   EXPECT_EQ(c.backend, "auto");
   EXPECT_EQ(c.service.target_defaults.request_timeout_ms, 5000u);
   EXPECT_EQ(c.service.target_defaults.reconnect_interval_ms, 1000u);
@@ -84,6 +94,9 @@ TEST(EngineConfigTest, BadValuesAreUsageErrorsNamingTheFlag) {
       {{"--grpc-listen=0.0.0.0:9600"}, "--mgmt-token"},
       {{"--grpc-listen=http://x:1"}, "--grpc-listen"},
       {{"--buffer-pool=8M"}, "--buffer-pool"},
+      {{"--max-connections=0"}, "--max-connections"},
+      {{"--handshake-timeout-ms=10"}, "--handshake-timeout-ms"},
+      {{"--idle-timeout-ms=1000"}, "--idle-timeout-ms"},
       {{"--cpu=4"}, "--cpu"},
       {{"--cpu=abc"}, "--cpu"},
       {{"--request-timeout-ms=0"}, "--request-timeout-ms"},
