@@ -5,7 +5,9 @@
 // done by the replica server, ResizeTarget UNIMPLEMENTED until the target
 // layer supports it).
 
+#include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
@@ -84,13 +86,27 @@ TEST_F(EngineServiceTest, TargetsReportTheirNbdExportAlsoInListTargets) {
   EXPECT_EQ(listed.replicas(0).address(), "127.0.0.1:" + std::to_string(replica_server_->port()));
 }
 
-TEST_F(EngineServiceTest, FuseFileExportIsUnimplementedAndBadKindsAreInvalid) {
+TEST_F(EngineServiceTest, FuseFileExportServesTheFileAndBadKindsAreInvalid) {
   ASSERT_TRUE(client_->CreateReplica(ReplicaRequest("vol-t"), kTimeout).ok());
   pb::CreateTargetRequest req = LocalTarget(replica_server_->port());
   req.set_export_kind(pb::EXPORT_KIND_FUSE_FILE);
-  Status st = client_->CreateTarget(req, kTimeout).status();
-  EXPECT_EQ(st.code(), StatusCode::kUnimplemented) << st.ToString();
-  EXPECT_NE(st.message().find("FUSE_FILE"), std::string::npos) << st.ToString();
+  if (geteuid() == 0 && access("/dev/fuse", R_OK | W_OK) == 0) {
+    Result<pb::Target> t = client_->CreateTarget(req, kTimeout);
+    ASSERT_TRUE(t.ok()) << t.status().ToString();
+    EXPECT_EQ(t->export_kind(), pb::EXPORT_KIND_FUSE_FILE);
+    EXPECT_EQ(t->export_path(), tmp_ + "/nbd/vol-t.fuse/volume");
+    EXPECT_TRUE(t->nbd_socket().empty()) << t->nbd_socket();
+    struct stat st;
+    ASSERT_EQ(stat(t->export_path().c_str(), &st), 0) << t->export_path();
+    EXPECT_TRUE(S_ISREG(st.st_mode));
+    EXPECT_EQ(static_cast<uint64_t>(st.st_size), t->size_bytes());
+    // Another export kind for the same volume is another spec.
+    pb::CreateTargetRequest nbd = req;
+    nbd.set_export_kind(pb::EXPORT_KIND_NBD);
+    EXPECT_EQ(client_->CreateTarget(nbd, kTimeout).status().code(), StatusCode::kAlreadyExists);
+    ASSERT_TRUE(client_->DestroyTarget("vol-t", kTimeout).ok());
+    EXPECT_NE(stat(t->export_path().c_str(), &st), 0) << "FUSE file left after destroy";
+  }
   EXPECT_EQ(client_->GetTarget("vol-t", kTimeout).status().code(), StatusCode::kNotFound);
 
   req.set_nbd_tcp_address("127.0.0.1:0");  // only for NBD

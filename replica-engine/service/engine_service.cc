@@ -136,11 +136,6 @@ grpc::Status EngineService::CreateTarget(Ctx* ctx, const pb::CreateTargetRequest
   return rpc::ServeCall("CreateTarget", auth_, *ctx, [&]() -> grpc::Status {
     Result<attach::TargetSpec> spec = TargetSpecFromProto(*req, options_.target_defaults);
     if (!spec.ok()) return ToGrpcStatus(spec.status());
-    if (ExportKindFromProto(*req).value() == pb::EXPORT_KIND_FUSE_FILE) {
-      return ToGrpcStatus(Status::Unimplemented(
-          "export_kind FUSE_FILE: this engine's targets export NBD only so far (the FUSE file "
-          "export is not wired into the target manager yet)"));
-    }
     if (!spec->nbd_tcp_address.empty()) {
       if (Status st = CheckNbdTcpAddress(spec->nbd_tcp_address, options_.allow_remote_nbd);
           !st.ok()) {

@@ -272,6 +272,8 @@ Result<attach::TargetSpec> TargetSpecFromProto(const pb::CreateTargetRequest& re
     o.replicas.push_back(std::move(*endpoint));
   }
   TANDEM_ASSIGN_OR_RETURN(const pb::ExportKind kind, ExportKindFromProto(req));
+  spec.export_kind = kind == pb::EXPORT_KIND_FUSE_FILE ? frontend::ExportKind::kFuseFile
+                                                       : frontend::ExportKind::kNbd;
   if (!req.nbd_tcp_address().empty()) {
     if (kind != pb::EXPORT_KIND_NBD) {
       return Status::InvalidArgument("nbd_tcp_address is only for export_kind NBD, not " +
@@ -400,10 +402,10 @@ void TargetToProto(const attach::TargetInfo& info, pb::Target* out) {
   out->set_volume_id(info.volume_id);
   out->set_nbd_socket(info.nbd_socket);
   out->set_nbd_tcp_port(info.nbd_tcp_port);
-  // Every target TargetManager builds today exports NBD; FUSE_FILE comes
-  // with the target layer's export seam (issue 11).
-  out->set_export_kind(pb::EXPORT_KIND_NBD);
-  out->set_export_path(info.nbd_socket);
+  out->set_export_kind(info.export_description.kind == frontend::ExportKind::kFuseFile
+                           ? pb::EXPORT_KIND_FUSE_FILE
+                           : pb::EXPORT_KIND_NBD);
+  out->set_export_path(info.export_description.path);
   out->set_epoch(info.epoch);
   out->set_state(TargetStateToProto(s.state));
   out->set_generation(s.generation);

@@ -98,7 +98,7 @@ expect 1 '^error: INVALID_ARGUMENT: epoch' "${ctl[@]}" replica fence --volume=vo
 expect 1 '^error: NOT_FOUND: ' "${ctl[@]}" replica fence --volume=missing --epoch=3
 expect 1 '^error: NOT_FOUND: ' "${ctl[@]}" target resize --volume=vol-a --size=8M
 expect 2 'export' "${ctl[@]}" target create --volume=vol-a --epoch=1 --replica=127.0.0.1:9501 --export=ublk
-expect 1 '^error: UNIMPLEMENTED: export_kind FUSE_FILE' "${ctl[@]}" target create --volume=vol-a --epoch=1 --replica=127.0.0.1:9501 --export=fuse-file
+expect 1 '^error: INVALID_ARGUMENT: nbd_tcp_address' "${ctl[@]}" target create --volume=vol-a --epoch=1 --replica=127.0.0.1:9501 --export=fuse-file --nbd-tcp=127.0.0.1:0
 expect 1 '^error: NOT_FOUND: ' "${ctl[@]}" target get --volume=vol-a
 expect 0 '' "${ctl[@]}" target destroy --volume=vol-a
 expect 1 '^error: INVALID_ARGUMENT: epoch' "${ctl[@]}" target create --volume=vol-a --epoch=0 --replica=127.0.0.1:9501
