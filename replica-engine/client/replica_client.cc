@@ -11,6 +11,7 @@
 #include "common/clock.h"
 #include "common/crc32c.h"
 #include "common/logging.h"
+#include "replica-engine/protocol/frame_tx.h"
 #include "replica-engine/protocol/hello_proof.h"
 
 namespace tandem::client {
@@ -446,19 +447,7 @@ void ReplicaClient::BeforeWait() {
 
 void ReplicaClient::Flush(bool may_fail) {
   while (tx_head_ != nullptr && writable_) {
-    size_t n = 0;
-    for (Slot* s = tx_head_; s != nullptr && n + 2 <= iov_.size(); s = s->next) {
-      uint32_t sent = s->sent;
-      if (sent < protocol::kHeaderSize) {
-        iov_[n++] = {s->hdr + sent, protocol::kHeaderSize - sent};
-        sent = 0;
-      } else {
-        sent -= protocol::kHeaderSize;
-      }
-      if (s->payload_len > sent) {
-        iov_[n++] = {const_cast<uint8_t*>(s->payload) + sent, s->payload_len - sent};
-      }
-    }
+    const size_t n = protocol::GatherFrames(tx_head_, iov_.data(), iov_.size());
     msghdr msg{};
     msg.msg_iov = iov_.data();
     msg.msg_iovlen = n;
@@ -482,19 +471,8 @@ void ReplicaClient::Flush(bool may_fail) {
       return;
     }
     stats_.bytes_sent += static_cast<uint64_t>(w);
-    size_t left = static_cast<size_t>(w);
-    while (tx_head_ != nullptr) {
-      Slot* s = tx_head_;
-      size_t remaining = protocol::kHeaderSize + s->payload_len - s->sent;
-      if (left < remaining) {
-        s->sent += static_cast<uint32_t>(left);
-        break;
-      }
-      left -= remaining;
-      s->sent += static_cast<uint32_t>(remaining);
-      tx_head_ = s->next;
-      if (tx_head_ == nullptr) tx_tail_ = nullptr;
-    }
+    // A request written completely stays in its slot until its reply.
+    protocol::ConsumeFrames(&tx_head_, &tx_tail_, static_cast<size_t>(w), [](Slot*) {});
   }
 }
 

@@ -11,6 +11,7 @@
 #include "common/clock.h"
 #include "common/crc32c.h"
 #include "common/logging.h"
+#include "replica-engine/protocol/frame_tx.h"
 #include "replica-engine/protocol/hello_proof.h"
 #include "replica-engine/server/replica_server.h"
 
@@ -740,7 +741,7 @@ void ReplicaSession::QueueReply(Slot* s, WireStatus status) {
   s->reply.payload_length = status == WireStatus::kOk ? s->payload_len : 0;
   if (status != WireStatus::kOk) s->payload_len = 0;
   s->reply.payload_crc = s->payload_len ? Crc32c(s->payload, s->payload_len) : 0;
-  protocol::EncodeHeader(s->reply, s->reply_bytes);
+  protocol::EncodeHeader(s->reply, s->hdr);
   s->next = nullptr;
   if (tx_tail_ != nullptr) {
     tx_tail_->next = s;
@@ -762,19 +763,7 @@ void ReplicaSession::Service() {
 
 void ReplicaSession::Flush() {
   while (tx_head_ != nullptr && writable_) {
-    size_t n = 0;
-    for (Slot* s = tx_head_; s != nullptr && n + 2 <= iov_.size(); s = s->next) {
-      uint32_t sent = s->sent;
-      if (sent < protocol::kHeaderSize) {
-        iov_[n++] = {s->reply_bytes + sent, protocol::kHeaderSize - sent};
-        sent = 0;
-      } else {
-        sent -= protocol::kHeaderSize;
-      }
-      if (s->payload_len > sent) {
-        iov_[n++] = {const_cast<uint8_t*>(s->payload) + sent, s->payload_len - sent};
-      }
-    }
+    const size_t n = protocol::GatherFrames(tx_head_, iov_.data(), iov_.size());
     ssize_t w = ::writev(fd_.get(), iov_.data(), static_cast<int>(n));
     if (w < 0) {
       if (errno == EINTR) continue;
@@ -785,19 +774,9 @@ void ReplicaSession::Flush() {
       Close(std::strerror(errno), false);
       return;
     }
-    size_t left = static_cast<size_t>(w);
-    while (tx_head_ != nullptr) {
-      Slot* s = tx_head_;
-      size_t remaining = protocol::kHeaderSize + s->payload_len - s->sent;
-      if (left < remaining) {
-        s->sent += static_cast<uint32_t>(left);
-        break;
-      }
-      left -= remaining;
-      tx_head_ = s->next;
-      if (tx_head_ == nullptr) tx_tail_ = nullptr;
-      FreeSlot(s);
-    }
+    // A reply written completely frees its slot (and buffer).
+    protocol::ConsumeFrames(&tx_head_, &tx_tail_, static_cast<size_t>(w),
+                            [this](Slot* s) { FreeSlot(s); });
   }
   if (tx_head_ == nullptr && inflight_ == 0) {
     if (close_after_flush_) {

@@ -62,13 +62,13 @@ class ReplicaSession final : public EventLoop::Handler {
     backend::IoRequest req;
     ReplicaSession* session = nullptr;
     protocol::FrameHeader reply;
-    uint8_t reply_bytes[protocol::kHeaderSize];
-    void* buf = nullptr;  // from the server's pool
+    uint8_t hdr[protocol::kHeaderSize];  // the encoded reply header
+    void* buf = nullptr;                 // from the server's pool
     uint32_t buf_size = 0;
     const uint8_t* payload = nullptr;  // sent after the header
     uint32_t payload_len = 0;
     std::string control;     // HELLO / GET_INFO / GET_DIRTY_MAP / GET_ALLOCATION reply payload
-    uint32_t sent = 0;       // bytes of header + payload already written
+    uint32_t sent = 0;       // bytes of header + payload already written (frame_tx.h)
     uint64_t dirty_seq = 0;  // parked write: the Replica::dirty_seq() it waits for
     uint64_t flush_seq = 0;  // FLUSH: Replica::NoteFlushReceived()
     Slot* next = nullptr;    // free list or tx queue
