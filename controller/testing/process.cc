@@ -47,12 +47,13 @@ void Process::Signal(int sig) {
   if (pid_ > 0) kill(pid_, sig);
 }
 
-bool Process::Wait(std::chrono::milliseconds timeout) {
+bool Process::Wait(std::chrono::milliseconds timeout, int* status) {
   if (pid_ <= 0) return true;
   bool done = WaitFor(
       [&] {
-        int status = 0;
-        pid_t r = waitpid(pid_, &status, WNOHANG);
+        int st = 0;
+        pid_t r = waitpid(pid_, &st, WNOHANG);
+        if (r == pid_ && status != nullptr) *status = st;
         return r == pid_ || (r < 0 && errno == ECHILD);
       },
       timeout);

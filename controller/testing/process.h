@@ -26,7 +26,8 @@ class Process {
   // Sends `sig` (no-op if not running).
   void Signal(int sig);
   // Waits up to `timeout` for the child to exit; true if it did (and reaped).
-  bool Wait(std::chrono::milliseconds timeout);
+  // `status`, when given, gets waitpid's status.
+  bool Wait(std::chrono::milliseconds timeout, int* status = nullptr);
   // SIGKILL and reap.
   void Kill();
   bool running() const { return pid_ > 0; }
