@@ -296,9 +296,18 @@ TEST_F(CsiConformanceTest, ConcurrentCallForTheSameNameIsAborted) {
     csi::CreateVolumeResponse resp;
     return stub->CreateVolume(Ctx(60).get(), CreateReq("racy", 4 * kMiB), &resp);
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  // Whichever call holds the name's guard stays blocked on the stopped
+  // engine, so a later call is ABORTED; retried with short deadlines so a
+  // slow machine where the first call starts late cannot fool the test.
   csi::CreateVolumeResponse resp;
-  grpc::Status second = Create(CreateReq("racy", 4 * kMiB), &resp);
+  grpc::Status second;
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    second = ctl_->CreateVolume(ctx.get(), CreateReq("racy", 4 * kMiB), &resp);
+    if (second.error_code() == grpc::StatusCode::ABORTED) break;
+  }
   e2.process->Signal(SIGCONT);
   EXPECT_CODE(second, ABORTED);
   // The first finishes once the engine resumes (or times out, leaving the
