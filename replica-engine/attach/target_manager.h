@@ -28,7 +28,7 @@
 #include "common/event_loop.h"
 #include "common/result.h"
 #include "replica-engine/frontend/export.h"
-#include "replica-engine/target/volume_target.h"
+#include "replica-engine/volume/volume_target.h"
 
 namespace tandem::attach {
 

@@ -2,14 +2,14 @@
 // IoCtx: one frontend request in flight through the mirror. A fixed pool of
 // these is allocated when the target starts (TargetOptions::max_inflight); a
 // request that finds the pool empty waits in a FIFO, so nothing is allocated
-// per I/O. Private to replica-engine/target.
+// per I/O. Private to replica-engine/volume.
 
 #include <cstdint>
 
 #include "replica-engine/client/replica_client.h"
 #include "replica-engine/block_device/block_device.h"
-#include "replica-engine/target/range_lock.h"
-#include "replica-engine/target/volume_target.h"
+#include "replica-engine/volume/range_lock.h"
+#include "replica-engine/volume/volume_target.h"
 
 namespace tandem::target {
 

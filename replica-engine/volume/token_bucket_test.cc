@@ -1,4 +1,4 @@
-#include "replica-engine/target/token_bucket.h"
+#include "replica-engine/volume/token_bucket.h"
 
 #include <cstdint>
 

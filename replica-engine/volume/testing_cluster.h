@@ -19,7 +19,7 @@
 #include "replica-engine/backend/backend_factory.h"
 #include "replica-engine/replica/replica_manager.h"
 #include "replica-engine/server/replica_server.h"
-#include "replica-engine/target/volume_target.h"
+#include "replica-engine/volume/volume_target.h"
 
 namespace tandem::target::target_testing {
 

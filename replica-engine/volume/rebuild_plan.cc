@@ -1,4 +1,4 @@
-#include "replica-engine/target/rebuild_plan.h"
+#include "replica-engine/volume/rebuild_plan.h"
 
 #include <algorithm>
 

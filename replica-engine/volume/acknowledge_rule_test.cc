@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "replica-engine/target/testing_cluster.h"
+#include "replica-engine/volume/testing_cluster.h"
 
 namespace tandem::target {
 namespace {

@@ -1,4 +1,4 @@
-#include "replica-engine/target/replica_set.h"
+#include "replica-engine/volume/replica_set.h"
 
 #include <algorithm>
 #include <cstdio>

@@ -3,10 +3,10 @@
 // generation before the next acknowledgement, stale replicas are never read,
 // a newer epoch fences the older target, and no healthy replica means errors.
 
-#include "replica-engine/target/volume_target.h"
+#include "replica-engine/volume/volume_target.h"
 
-#include "replica-engine/target/testing_cluster.h"
-#include "replica-engine/target/testing_proxy.h"
+#include "replica-engine/volume/testing_cluster.h"
+#include "replica-engine/volume/testing_proxy.h"
 
 #include <fcntl.h>
 #include <unistd.h>

@@ -42,7 +42,7 @@
 #include "common/status.h"
 #include "replica-engine/client/replica_client.h"
 #include "replica-engine/block_device/block_device.h"
-#include "replica-engine/target/membership_authority.h"
+#include "replica-engine/volume/membership_authority.h"
 
 namespace tandem::target {
 

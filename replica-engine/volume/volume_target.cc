@@ -2,7 +2,7 @@
 // status and live replica changes. The rest of the target is described in
 // volume_target_impl.h.
 
-#include "replica-engine/target/volume_target.h"
+#include "replica-engine/volume/volume_target.h"
 
 #include <arpa/inet.h>
 
@@ -10,7 +10,7 @@
 
 #include "common/clock.h"
 #include "common/logging.h"
-#include "replica-engine/target/volume_target_impl.h"
+#include "replica-engine/volume/volume_target_impl.h"
 
 namespace tandem::target {
 

@@ -1,4 +1,4 @@
-#include "replica-engine/target/range_lock.h"
+#include "replica-engine/volume/range_lock.h"
 
 namespace tandem::target {
 

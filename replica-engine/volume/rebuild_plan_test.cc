@@ -1,6 +1,6 @@
 // RebuildPlan is pure: these tests feed it dirty-map pages, activity logs,
 // allocation listings and live writes, and check which windows it plans.
-#include "replica-engine/target/rebuild_plan.h"
+#include "replica-engine/volume/rebuild_plan.h"
 
 #include <string>
 #include <vector>

@@ -1,6 +1,6 @@
 // ReplicaSet holds no I/O: these tests set slot states directly and check
 // the acknowledgement rule, the attach choice and the generation ids.
-#include "replica-engine/target/replica_set.h"
+#include "replica-engine/volume/replica_set.h"
 
 #include <string>
 #include <vector>

@@ -10,8 +10,8 @@
 
 #include <random>
 
-#include "replica-engine/target/testing_cluster.h"
-#include "replica-engine/target/testing_proxy.h"
+#include "replica-engine/volume/testing_cluster.h"
+#include "replica-engine/volume/testing_proxy.h"
 
 namespace tandem::target {
 namespace {

@@ -1,5 +1,5 @@
 #pragma once
-// Private to replica-engine/target: the state of one VolumeTarget, all on the
+// Private to replica-engine/volume: the state of one VolumeTarget, all on the
 // target's EventLoop. The target is made of
 // - ReplicaSet (replica_set.h): the replicas, their states and masks, the
 //   generation and its ids, AckAllowed();
@@ -22,11 +22,11 @@
 #include "common/event_loop.h"
 #include "common/intrusive_list.h"
 #include "replica-engine/client/replica_client.h"
-#include "replica-engine/target/io_context.h"
-#include "replica-engine/target/range_lock.h"
-#include "replica-engine/target/rebuild_job.h"
-#include "replica-engine/target/replica_set.h"
-#include "replica-engine/target/volume_target.h"
+#include "replica-engine/volume/io_context.h"
+#include "replica-engine/volume/range_lock.h"
+#include "replica-engine/volume/rebuild_job.h"
+#include "replica-engine/volume/replica_set.h"
+#include "replica-engine/volume/volume_target.h"
 
 namespace tandem::target {
 

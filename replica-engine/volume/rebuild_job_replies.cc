@@ -7,8 +7,8 @@
 
 #include "common/clock.h"
 #include "common/logging.h"
-#include "replica-engine/target/rebuild_job.h"
-#include "replica-engine/target/volume_target_impl.h"
+#include "replica-engine/volume/rebuild_job.h"
+#include "replica-engine/volume/volume_target_impl.h"
 
 namespace tandem::target {
 

@@ -5,7 +5,7 @@
 // some replica missed it.
 
 #include "common/logging.h"
-#include "replica-engine/target/volume_target_impl.h"
+#include "replica-engine/volume/volume_target_impl.h"
 
 namespace tandem::target {
 

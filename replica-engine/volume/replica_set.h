@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "replica-engine/client/replica_client.h"
-#include "replica-engine/target/volume_target.h"
+#include "replica-engine/volume/volume_target.h"
 
 namespace tandem::target {
 

@@ -1,14 +1,14 @@
 // The rebuild's I/O driver; see rebuild_job.h for the walk and
 // rebuild_plan.h for what is copied.
 
-#include "replica-engine/target/rebuild_job.h"
+#include "replica-engine/volume/rebuild_job.h"
 
 #include <algorithm>
 #include <cstdlib>
 
 #include "common/clock.h"
 #include "common/logging.h"
-#include "replica-engine/target/volume_target_impl.h"
+#include "replica-engine/volume/volume_target_impl.h"
 
 namespace tandem::target {
 

@@ -32,11 +32,11 @@
 #include <vector>
 
 #include "replica-engine/client/replica_client.h"
-#include "replica-engine/target/range_lock.h"
-#include "replica-engine/target/rebuild_plan.h"
-#include "replica-engine/target/replica_set.h"
-#include "replica-engine/target/token_bucket.h"
-#include "replica-engine/target/volume_target.h"
+#include "replica-engine/volume/range_lock.h"
+#include "replica-engine/volume/rebuild_plan.h"
+#include "replica-engine/volume/replica_set.h"
+#include "replica-engine/volume/token_bucket.h"
+#include "replica-engine/volume/volume_target.h"
 
 namespace tandem::target {
 

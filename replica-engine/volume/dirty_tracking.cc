@@ -6,7 +6,7 @@
 #include <algorithm>
 
 #include "common/logging.h"
-#include "replica-engine/target/volume_target_impl.h"
+#include "replica-engine/volume/volume_target_impl.h"
 
 namespace tandem::target {
 

@@ -20,7 +20,7 @@
 
 #include "common/clock.h"
 #include "common/logging.h"
-#include "replica-engine/target/volume_target_impl.h"
+#include "replica-engine/volume/volume_target_impl.h"
 
 namespace tandem::target {
 
