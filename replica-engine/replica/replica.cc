@@ -129,13 +129,6 @@ Status CheckCapacity(int fd, const std::string& path, uint64_t want) {
   return Status::Ok();
 }
 
-Status SyncDir(const std::string& dir) {
-  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd.valid()) return PosixError("open directory " + dir, errno);
-  if (::fsync(fd.get()) != 0) return PosixError("fsync directory " + dir, errno);
-  return Status::Ok();
-}
-
 // Tightens what an older engine (or the umask) left looser than kDirMode /
 // kFileMode: the directory, the meta file and a data file of our own (never
 // a device or file named by data_path, which the operator manages).
@@ -165,14 +158,6 @@ int OpenDirectMeta(backend::StorageBackend* backend, const std::string& path) {
   TLOG_WARN(kTag, "%s: no O_DIRECT handle (%s); dirty-map updates will be synchronous",
             path.c_str(), fd.status().ToString().c_str());
   return -1;
-}
-
-std::string ParentDir(const std::string& path) {
-  size_t end = path.find_last_not_of('/');
-  if (end == std::string::npos) return "/";
-  size_t slash = path.rfind('/', end);
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? "/" : path.substr(0, slash);
 }
 
 }  // namespace
@@ -265,7 +250,7 @@ Result<std::unique_ptr<Replica>> Replica::Create(backend::StorageBackend* backen
   bool made_dir = false;
   if (::mkdir(dir.c_str(), kDirMode) == 0) {
     made_dir = true;
-    TANDEM_RETURN_IF_ERROR(SyncDir(ParentDir(dir)));
+    TANDEM_RETURN_IF_ERROR(SyncDir(DirName(dir)));
   } else if (errno != EEXIST) {
     return PosixError("mkdir " + dir, errno);
   } else if (Exists(meta_path)) {
@@ -374,7 +359,8 @@ Result<std::unique_ptr<Replica>> Replica::Open(backend::StorageBackend* backend,
               dir.c_str());
   }
   const int direct_meta = OpenDirectMeta(backend, MetaPath(dir));
-  std::unique_ptr<Replica> r(new Replica(backend, dir, fd, std::move(meta), was_clean, direct_meta));
+  std::unique_ptr<Replica> r(
+      new Replica(backend, dir, fd, std::move(meta), was_clean, direct_meta));
   r->secret_ = std::move(secret);
   return r;
 }

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <system_error>
 
+#include "common/file_util.h"
 #include "common/logging.h"
 
 namespace tandem::replica {
@@ -40,13 +41,6 @@ bool Exists(const std::string& path) {
 
 Status UnlinkIfPresent(const std::string& path) {
   if (::unlink(path.c_str()) != 0 && errno != ENOENT) return PosixError("unlink " + path, errno);
-  return Status::Ok();
-}
-
-Status SyncDir(const std::string& dir) {
-  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd.valid()) return PosixError("open directory " + dir, errno);
-  if (::fsync(fd.get()) != 0) return PosixError("fsync directory " + dir, errno);
   return Status::Ok();
 }
 

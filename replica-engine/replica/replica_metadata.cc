@@ -238,16 +238,6 @@ Status ReadAll(int fd, void* data, size_t n, uint64_t offset, const std::string&
   return Status::Ok();
 }
 
-// A new directory entry is durable only once its directory is fsync()ed.
-Status SyncParentDir(const std::string& path) {
-  size_t slash = path.rfind('/');
-  std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd.valid()) return PosixError("open directory " + dir, errno);
-  if (::fsync(fd.get()) != 0) return PosixError("fsync directory " + dir, errno);
-  return Status::Ok();
-}
-
 }  // namespace
 
 size_t MetadataSlotSize(uint64_t size, uint32_t dirty_region_size, uint32_t activity_extent_size) {
@@ -421,7 +411,7 @@ Result<std::unique_ptr<MetadataFile>> MetadataFile::Create(const std::string& pa
   Status st = WriteAll(fd.get(), image.data(), image.size(), 0, path);
   // fsync, not fdatasync: the new file's size and allocation must be durable.
   if (st.ok() && ::fsync(fd.get()) != 0) st = PosixError("fsync " + path, errno);
-  if (st.ok()) st = SyncParentDir(path);
+  if (st.ok()) st = SyncDir(DirName(path));  // the new entry
   if (!st.ok()) {
     // Our O_EXCL create succeeded, so the file is ours to remove.
     ::unlink(path.c_str());
