@@ -19,35 +19,9 @@ namespace tandem::backend {
 
 namespace {
 
-// Linux caps one read/write at MAX_RW_COUNT; larger lengths would also not fit
-// IoRequest::result.
-constexpr uint32_t kMaxTransfer = 0x7ffff000;
 // Keeps io_setup within typical fs.aio-max-nr budgets.
 constexpr uint32_t kMaxDepth = 65536;
 constexpr uint32_t kMaxSyncThreads = 16;
-
-// 0 when `req` may go to the kernel, else the -errno it completes with.
-int32_t CheckRequest(const IoRequest& req) {
-  if (req.op == IoOp::kNop) return 0;  // needs no file
-  if (req.fd < 0) return -EBADF;
-  switch (req.op) {
-    case IoOp::kRead:
-    case IoOp::kWrite:
-      if (req.buf == nullptr || req.length == 0 || req.length > kMaxTransfer ||
-          (reinterpret_cast<uintptr_t>(req.buf) | req.offset | req.length) % kDirectIoAlignment)
-        return -EINVAL;
-      return 0;
-    case IoOp::kFlush:
-      return 0;
-    case IoOp::kDiscard:
-    case IoOp::kWriteZeroes:
-      if (req.length == 0 || (req.offset | req.length) % kDirectIoAlignment) return -EINVAL;
-      return 0;
-    case IoOp::kNop:
-      return 0;  // not reached: returned above
-  }
-  return -EINVAL;
-}
 
 }  // namespace
 
@@ -106,14 +80,7 @@ void AioBackend::CloseFile(int fd) {
 
 void AioBackend::Queue(IoRequest* req) {
   CheckOwnerThread("Queue");
-  ++in_flight_;
-  req->done_bytes_ = 0;
-  req->result = 0;
-  const int32_t err = CheckRequest(*req);
-  if (err != 0 || req->op == IoOp::kNop) {
-    CompleteLocally(req, err);  // kNop: 0, through Reap() like the rest
-    return;
-  }
+  if (!Admit(req)) return;
   if (req->op == IoOp::kRead || req->op == IoOp::kWrite) {
     pending_.PushBack(req);
   } else {
@@ -149,7 +116,7 @@ int32_t AioBackend::ExecSyncOp(const IoRequest& req) {
         ret = fallocate(req.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                         static_cast<off_t>(req.offset), req.length);
         break;
-      default:  // kWriteZeroes; CheckRequest admits nothing else here
+      default:  // kWriteZeroes; Admit() lets nothing else get here
         ret = fallocate(req.fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
                         static_cast<off_t>(req.offset), req.length);
         break;
@@ -214,34 +181,6 @@ int AioBackend::Submit() {
     }
   }
   return submitted;
-}
-
-void AioBackend::CompleteLocally(IoRequest* req, int32_t result) {
-  req->result = result;
-  const bool was_empty = local_done_.empty();
-  local_done_.PushBack(req);
-  // The epoll loop only calls Reap when the eventfd fires; make sure it does.
-  if (was_empty) eventfd_write(event_fd_.get(), 1);
-}
-
-int AioBackend::RunLocalCompletions() {
-  // Detach first: a `done` that queues another invalid request adds to a fresh
-  // list, completed by the next Reap, so this loop always terminates.
-  RequestList list = local_done_;
-  local_done_ = {};
-  int n = 0;
-  while (!list.empty()) {
-    IoRequest* req = list.PopFront();
-    Finish(req, req->result);
-    ++n;
-  }
-  return n;
-}
-
-void AioBackend::Finish(IoRequest* req, int32_t result) {
-  req->result = result;
-  --in_flight_;
-  if (req->done != nullptr) req->done(req);
 }
 
 bool AioBackend::OnCompletion(iocb* cb, long res) {

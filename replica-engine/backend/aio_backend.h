@@ -30,12 +30,12 @@
 
 #include "common/result.h"
 #include "common/unique_fd.h"
+#include "replica-engine/backend/backend_base.h"
 #include "replica-engine/backend/backend_worker.h"
-#include "replica-engine/backend/storage_backend.h"
 
 namespace tandem::backend {
 
-class AioBackend final : public StorageBackend {
+class AioBackend final : public BackendBase {
  public:
   // UNAVAILABLE when io_setup fails (e.g. EAGAIN: fs.aio-max-nr exhausted).
   static Result<std::unique_ptr<AioBackend>> Create(const BackendOptions& options);
@@ -47,8 +47,6 @@ class AioBackend final : public StorageBackend {
   void Queue(IoRequest* req) override;
   int Submit() override;
   int Reap(int min_complete, int64_t timeout_us) override;
-  int CompletionFd() const override { return event_fd_.get(); }
-  uint32_t InFlight() const override { return in_flight_; }
 
   // Test seam: `hook` runs on the worker thread before each flush / discard /
   // write-zeroes syscall (e.g. to hold one back, as a slow device would).
@@ -57,34 +55,6 @@ class AioBackend final : public StorageBackend {
   void SetSyncOpHookForTesting(SyncOpHook hook, void* arg) { worker_.SetHookForTesting(hook, arg); }
 
  private:
-  // FIFO of requests linked through IoRequest::next_.
-  struct RequestList {
-    IoRequest* head = nullptr;
-    IoRequest* tail = nullptr;
-    bool empty() const { return head == nullptr; }
-    void PushBack(IoRequest* r) {
-      r->next_ = nullptr;
-      if (tail != nullptr) {
-        tail->next_ = r;
-      } else {
-        head = r;
-      }
-      tail = r;
-    }
-    void PushFront(IoRequest* r) {
-      r->next_ = head;
-      head = r;
-      if (tail == nullptr) tail = r;
-    }
-    IoRequest* PopFront() {
-      IoRequest* r = head;
-      head = r->next_;
-      if (head == nullptr) tail = nullptr;
-      r->next_ = nullptr;
-      return r;
-    }
-  };
-
   explicit AioBackend(const BackendOptions& options);
   Status Init();
 
@@ -93,29 +63,23 @@ class AioBackend final : public StorageBackend {
   // Runs `done` for what the workers finished; returns how many ran.
   int RunWorkerCompletions();
   void PrepIocb(iocb* cb, IoRequest* req);
-  void CompleteLocally(IoRequest* req, int32_t result);
-  int RunLocalCompletions();
   // Handles one io_event; returns true when `done` ran (false when resubmitted).
   bool OnCompletion(iocb* cb, long res);
-  void Finish(IoRequest* req, int32_t result);
 
   io_context_t ctx_ = nullptr;
   const uint32_t depth_;
   const uint32_t sync_threads_;
-  UniqueFd event_fd_;
 
   std::vector<iocb> iocbs_;        // the pool
   std::vector<iocb*> free_iocbs_;  // stack of unused pool entries
   std::vector<iocb*> batch_;       // io_submit argument
   std::vector<io_event> events_;   // io_getevents result
 
-  uint32_t in_flight_ = 0;  // queued and not yet completed
   uint32_t in_kernel_ = 0;  // iocbs the kernel owns
   RequestList pending_;     // reads/writes waiting for an iocb / io_submit
   RequestList sync_ops_;    // flush/discard/write-zeroes for the next Submit
-  RequestList local_done_;  // completed without the kernel, for the next Reap
   bool in_reap_ = false;
-  // After event_fd_: destroyed (threads joined) before the fd closes.
+  // Destroyed (threads joined) before BackendBase's event_fd_ closes.
   BackendWorker worker_;
 };
 

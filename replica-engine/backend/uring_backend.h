@@ -35,12 +35,12 @@
 
 #include "common/result.h"
 #include "common/unique_fd.h"
+#include "replica-engine/backend/backend_base.h"
 #include "replica-engine/backend/backend_worker.h"
-#include "replica-engine/backend/storage_backend.h"
 
 namespace tandem::backend {
 
-class UringBackend final : public StorageBackend {
+class UringBackend final : public BackendBase {
  public:
   // UNAVAILABLE when the ring cannot be created (EPERM from seccomp or
   // kernel.io_uring_disabled, ENOSYS, or TANDEM_DISABLE_IO_URING=1 in the
@@ -54,37 +54,12 @@ class UringBackend final : public StorageBackend {
   void Queue(IoRequest* req) override;
   int Submit() override;
   int Reap(int min_complete, int64_t timeout_us) override;
-  int CompletionFd() const override { return event_fd_.get(); }
-  uint32_t InFlight() const override { return in_flight_; }
 
   // Whether the sparse file table was registered (false when disabled by
   // options or refused by the kernel). For tests and diagnostics.
   bool files_registered() const { return files_registered_; }
 
  private:
-  // FIFO of requests linked through IoRequest::next_.
-  struct RequestList {
-    IoRequest* head = nullptr;
-    IoRequest* tail = nullptr;
-    bool empty() const { return head == nullptr; }
-    void PushBack(IoRequest* r) {
-      r->next_ = nullptr;
-      if (tail != nullptr) {
-        tail->next_ = r;
-      } else {
-        head = r;
-      }
-      tail = r;
-    }
-    IoRequest* PopFront() {
-      IoRequest* r = head;
-      head = r->next_;
-      if (head == nullptr) tail = nullptr;
-      r->next_ = nullptr;
-      return r;
-    }
-  };
-
   // Descriptors below this are looked up in fixed_index_; higher ones run
   // unregistered.
   static constexpr int kFdTableSize = 4096;
@@ -103,27 +78,20 @@ class UringBackend final : public StorageBackend {
   void PrepSqe(IoRequest* req);
   // Moves overflow requests into the ring while it has room.
   void FillFromOverflow();
-  // Completes `req` with `result` at the next Reap without involving the kernel.
-  void CompleteLocally(IoRequest* req, int32_t result);
-  int RunLocalCompletions();
   // Consumes every available CQE; returns how many `done` callbacks ran.
   int DrainCompletions();
   // Handles one CQE; returns true when `done` ran (false when resubmitted).
   bool OnCompletion(IoRequest* req, int32_t res);
-  void Finish(IoRequest* req, int32_t result);
 
   io_uring ring_{};
   bool ring_ready_ = false;
   const uint32_t depth_;
   const bool want_registered_files_;
   bool files_registered_ = false;
-  UniqueFd event_fd_;
 
   // I/O-thread state.
-  uint32_t in_flight_ = 0;  // queued and not yet completed
-  uint32_t in_ring_ = 0;    // SQE written, CQE not yet consumed
+  uint32_t in_ring_ = 0;  // SQE written, CQE not yet consumed
   RequestList overflow_;
-  RequestList local_done_;
   bool in_reap_ = false;
 
   // fd -> registered-file slot, -1 when unregistered. Written under files_mu_
@@ -132,8 +100,8 @@ class UringBackend final : public StorageBackend {
   std::vector<int> free_slots_;  // GUARDED_BY(files_mu_)
   std::array<std::atomic<int32_t>, kFdTableSize> fixed_index_;
 
-  // Submit retry only. After event_fd_: destroyed (thread joined) before the
-  // fd closes.
+  // Submit retry only. Destroyed (thread joined) before BackendBase's
+  // event_fd_ closes.
   BackendWorker worker_;
 };
 
