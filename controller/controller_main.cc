@@ -184,7 +184,8 @@ int Run(int argc, char** argv) {
   id_opts.capabilities = {
       tandem::csi::IdentityService::ServiceCapability(PC::Service::CONTROLLER_SERVICE),
       tandem::csi::IdentityService::ServiceCapability(
-          PC::Service::VOLUME_ACCESSIBILITY_CONSTRAINTS)};
+          PC::Service::VOLUME_ACCESSIBILITY_CONSTRAINTS),
+      tandem::csi::IdentityService::ExpansionCapability(PC::VolumeExpansion::OFFLINE)};
   tandem::store::MetadataStore* store_ptr = store.get();
   // Set once this instance leads and has loaded and polled the nodes.
   std::atomic<bool> loaded{false};

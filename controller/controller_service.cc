@@ -101,6 +101,12 @@ grpc::Status ControllerService::GetCapacity(grpc::ServerContext*,
   return Serve("GetCapacity", [&] { return DoGetCapacity(*req, resp); });
 }
 
+grpc::Status ControllerService::ControllerExpandVolume(
+    grpc::ServerContext*, const csipb::ControllerExpandVolumeRequest* req,
+    csipb::ControllerExpandVolumeResponse* resp) {
+  return Serve("ControllerExpandVolume", [&] { return DoExpandVolume(*req, resp); });
+}
+
 grpc::Status ControllerService::ControllerModifyVolume(
     grpc::ServerContext*, const csipb::ControllerModifyVolumeRequest* req,
     csipb::ControllerModifyVolumeResponse*) {
@@ -112,11 +118,12 @@ grpc::Status ControllerService::ControllerGetCapabilities(
     csipb::ControllerGetCapabilitiesResponse* resp) {
   return Serve("ControllerGetCapabilities", [&] {
     using T = csipb::ControllerServiceCapability::RPC;
-    // Only what is implemented: EXPAND_VOLUME waits for the engine's
-    // ResizeReplica (docs/controller.md).
-    for (auto type : {T::CREATE_DELETE_VOLUME, T::PUBLISH_UNPUBLISH_VOLUME, T::LIST_VOLUMES,
-                      T::GET_CAPACITY, T::LIST_VOLUMES_PUBLISHED_NODES, T::GET_VOLUME,
-                      T::PUBLISH_READONLY, T::SINGLE_NODE_MULTI_WRITER, T::MODIFY_VOLUME}) {
+    // Only what is implemented. EXPAND_VOLUME is offline only (the engine
+    // cannot grow an attached target yet): the plugin capability says so.
+    for (auto type :
+         {T::CREATE_DELETE_VOLUME, T::PUBLISH_UNPUBLISH_VOLUME, T::LIST_VOLUMES, T::GET_CAPACITY,
+          T::LIST_VOLUMES_PUBLISHED_NODES, T::GET_VOLUME, T::PUBLISH_READONLY,
+          T::SINGLE_NODE_MULTI_WRITER, T::MODIFY_VOLUME, T::EXPAND_VOLUME}) {
       resp->add_capabilities()->mutable_rpc()->set_type(type);
     }
     return Status::Ok();

@@ -15,7 +15,7 @@
 //   controller_service.cc          capabilities, validate, list, get, capacity
 //   controller_service_create.cc   CreateVolume, DeleteVolume
 //   controller_service_publish.cc  ControllerPublish/UnpublishVolume (epochs, fencing)
-//   controller_service_modify.cc   ControllerModifyVolume
+//   controller_service_modify.cc   ControllerModifyVolume, ControllerExpandVolume
 //
 // Thread-safety: gRPC runs handlers concurrently; all state is in the store,
 // the registry and the engine directory, which are thread-safe.
@@ -70,6 +70,9 @@ class ControllerService final : public csipb::Controller::Service {
                                    csipb::ControllerGetVolumeResponse* resp) override;
   grpc::Status GetCapacity(grpc::ServerContext* ctx, const csipb::GetCapacityRequest* req,
                            csipb::GetCapacityResponse* resp) override;
+  grpc::Status ControllerExpandVolume(grpc::ServerContext* ctx,
+                                      const csipb::ControllerExpandVolumeRequest* req,
+                                      csipb::ControllerExpandVolumeResponse* resp) override;
   grpc::Status ControllerModifyVolume(grpc::ServerContext* ctx,
                                       const csipb::ControllerModifyVolumeRequest* req,
                                       csipb::ControllerModifyVolumeResponse* resp) override;
@@ -91,6 +94,8 @@ class ControllerService final : public csipb::Controller::Service {
                      csipb::ControllerGetVolumeResponse* resp);
   Status DoGetCapacity(const csipb::GetCapacityRequest& req, csipb::GetCapacityResponse* resp);
   Status DoModifyVolume(const csipb::ControllerModifyVolumeRequest& req);
+  Status DoExpandVolume(const csipb::ControllerExpandVolumeRequest& req,
+                        csipb::ControllerExpandVolumeResponse* resp);
 
   // UNAVAILABLE unless this instance leads.
   Status CheckLeader() const;

@@ -6,6 +6,8 @@
 // needs the target's AddTargetReplica plus an in-sync record the controller
 // does not maintain yet (docs/controller.md), so it is refused, not faked.
 
+#include <future>
+
 #include "common/logging.h"
 #include "controller/controller_service.h"
 #include "csi/validation.h"
@@ -64,6 +66,56 @@ Status ControllerService::DoModifyVolume(const csipb::ControllerModifyVolumeRequ
       }
     }
   }
+  return Status::Ok();
+}
+
+Status ControllerService::DoExpandVolume(const csipb::ControllerExpandVolumeRequest& req,
+                                         csipb::ControllerExpandVolumeResponse* resp) {
+  TANDEM_RETURN_IF_ERROR(csi::RequireField("volume_id", req.volume_id()));
+  TANDEM_RETURN_IF_ERROR(csi::RequirePresent("capacity_range", req.has_capacity_range()));
+  TANDEM_ASSIGN_OR_RETURN(uint64_t size, VolumeSizeFor(req.capacity_range().required_bytes(),
+                                                       req.capacity_range().limit_bytes()));
+  TANDEM_ASSIGN_OR_RETURN(auto guard, inflight_.TryAcquire("vol:" + req.volume_id()));
+  TANDEM_RETURN_IF_ERROR(CheckLeader());
+  TANDEM_ASSIGN_OR_RETURN(auto v, records_->GetVolume(req.volume_id()));
+  if (!v) return Status::NotFound("volume " + req.volume_id() + " does not exist");
+  rec::VolumeRecord record = v->record;
+  // A file system on the volume grows on the node (NodeExpandVolume).
+  bool fs = !req.has_volume_capability() || !req.volume_capability().has_block();
+  if (size <= record.size_bytes()) {
+    // Already that big (a retry, or a smaller request): volumes never shrink.
+    resp->set_capacity_bytes(static_cast<int64_t>(record.size_bytes()));
+    resp->set_node_expansion_required(fs);
+    return Status::Ok();
+  }
+  if (record.has_attachment()) {
+    return Status::FailedPrecondition(
+        "volume " + req.volume_id() + " is published on node " + record.attachment().node_id() +
+        ": only offline expansion is supported (the engine cannot grow an attached target yet)");
+  }
+  std::vector<std::future<Status>> calls;
+  for (const auto& r : record.replicas()) {
+    std::string address = EngineAddress(r.node_id());
+    calls.push_back(std::async(std::launch::async, [this, address, &record, size, r] {
+      if (address.empty()) return Status::Unavailable("node " + r.node_id() + " unknown");
+      return engines_->ResizeReplica(address, record.volume_id(), size, options_.engine_timeout)
+          .WithContext("ResizeReplica on node " + r.node_id());
+    }));
+  }
+  Status first;
+  for (auto& c : calls) {
+    Status st = c.get();
+    if (!st.ok() && first.ok()) first = std::move(st);
+  }
+  // The record grows only once every replica did; a retry resizes again
+  // (the same size is a no-op on the engine).
+  TANDEM_RETURN_IF_ERROR(first);
+  record.set_size_bytes(size);
+  TANDEM_ASSIGN_OR_RETURN(v->mod_revision, records_->UpdateVolume(record, v->mod_revision));
+  TLOG_INFO(kTag, "ControllerExpandVolume %s: %llu bytes", req.volume_id().c_str(),
+            static_cast<unsigned long long>(size));
+  resp->set_capacity_bytes(static_cast<int64_t>(size));
+  resp->set_node_expansion_required(fs);
   return Status::Ok();
 }
 

@@ -168,10 +168,10 @@ TEST_F(CsiConformanceTest, ControllerCapabilitiesListWhatIsImplemented) {
   std::set<int> rpcs;
   for (const auto& c : resp.capabilities()) rpcs.insert(c.rpc().type());
   using T = csi::ControllerServiceCapability::RPC;
-  EXPECT_EQ(rpcs,
-            (std::set<int>{T::CREATE_DELETE_VOLUME, T::PUBLISH_UNPUBLISH_VOLUME, T::LIST_VOLUMES,
-                           T::GET_CAPACITY, T::LIST_VOLUMES_PUBLISHED_NODES, T::GET_VOLUME,
-                           T::PUBLISH_READONLY, T::SINGLE_NODE_MULTI_WRITER, T::MODIFY_VOLUME}));
+  EXPECT_EQ(rpcs, (std::set<int>{T::CREATE_DELETE_VOLUME, T::PUBLISH_UNPUBLISH_VOLUME,
+                                 T::LIST_VOLUMES, T::GET_CAPACITY, T::LIST_VOLUMES_PUBLISHED_NODES,
+                                 T::GET_VOLUME, T::PUBLISH_READONLY, T::SINGLE_NODE_MULTI_WRITER,
+                                 T::MODIFY_VOLUME, T::EXPAND_VOLUME}));
 }
 
 // ------------------------------------------------------------- CreateVolume
@@ -461,6 +461,42 @@ TEST_F(CsiConformanceTest, PublishContextBuildsATargetAndModifyVolumeRetunesItsR
   ASSERT_TRUE(Publish(id, "e1", &pub).ok());
   EXPECT_EQ(pub.publish_context().at("tandem.csi.io/rebuild-rate"), std::to_string(64 << 20));
   ASSERT_UNPUBLISH_OK(id, "e1");
+}
+
+TEST_F(CsiConformanceTest, ExpandVolumeGrowsEveryReplicaOffline) {
+  std::string id = CreateOk("grow", 8 * kMiB);
+  auto expand = [&](const std::string& vid, int64_t bytes,
+                    csi::ControllerExpandVolumeResponse* resp) {
+    csi::ControllerExpandVolumeRequest req;
+    req.set_volume_id(vid);
+    req.mutable_capacity_range()->set_required_bytes(bytes);
+    *req.mutable_volume_capability() = MountCap();
+    return ctl_->ControllerExpandVolume(Ctx().get(), req, resp);
+  };
+  csi::ControllerExpandVolumeResponse resp;
+  grpc::Status st = expand(id, 16 * kMiB + 1, &resp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(resp.capacity_bytes(), 16 * kMiB + 4096);
+  EXPECT_TRUE(resp.node_expansion_required());
+  for (int e = 0; e < 3; ++e) {
+    auto r = ReplicaOn(e, id);
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->size_bytes(), static_cast<uint64_t>(16 * kMiB + 4096)) << "e" << e;
+  }
+  ASSERT_TRUE(expand(id, 16 * kMiB + 1, &resp).ok());  // repeated
+  EXPECT_EQ(resp.capacity_bytes(), 16 * kMiB + 4096);
+  ASSERT_TRUE(expand(id, 4 * kMiB, &resp).ok());  // smaller: never shrinks
+  EXPECT_EQ(resp.capacity_bytes(), 16 * kMiB + 4096);
+  // The next publish hands the new size to the node.
+  csi::ControllerPublishVolumeResponse pub;
+  ASSERT_TRUE(Publish(id, "e0", &pub).ok());
+  EXPECT_EQ(pub.publish_context().at("tandem.csi.io/size-bytes"), std::to_string(16 * kMiB + 4096));
+  EXPECT_CODE(expand(id, 32 * kMiB, &resp), FAILED_PRECONDITION);  // online: not yet
+  ASSERT_UNPUBLISH_OK(id, "e0");
+  EXPECT_CODE(expand("tv-nope", 32 * kMiB, &resp), NOT_FOUND);
+  csi::ControllerExpandVolumeRequest no_range;
+  no_range.set_volume_id(id);
+  EXPECT_CODE(ctl_->ControllerExpandVolume(Ctx().get(), no_range, &resp), INVALID_ARGUMENT);
 }
 
 TEST_F(CsiConformanceTest, ModifyVolumeErrors) {

@@ -64,4 +64,10 @@ Status GrpcEngineDirectory::RemoveTargetReplica(const std::string& address,
   return r.ok() ? Status::Ok() : r.status();
 }
 
+Status GrpcEngineDirectory::ResizeReplica(const std::string& address, const std::string& volume_id,
+                                          uint64_t size_bytes, Timeout timeout) {
+  auto r = Client(address)->ResizeReplica(volume_id, size_bytes, timeout);
+  return r.ok() ? Status::Ok() : r.status();
+}
+
 }  // namespace tandem::controller

@@ -53,6 +53,9 @@ class EngineDirectory {
   // The volume's live target on that engine gains / loses a replica
   // (engine.proto AddTargetReplica / RemoveTargetReplica). NOT_FOUND when the
   // volume has no target there.
+  // Grows the replica (never shrinks; the same size is OK).
+  virtual Status ResizeReplica(const std::string& address, const std::string& volume_id,
+                               uint64_t size_bytes, Timeout timeout) = 0;
   virtual Status AddTargetReplica(const std::string& address, const std::string& volume_id,
                                   const epb::ReplicaEndpoint& replica, Timeout timeout) = 0;
   virtual Status RemoveTargetReplica(const std::string& address, const std::string& volume_id,
@@ -75,6 +78,8 @@ class GrpcEngineDirectory final : public EngineDirectory {
                       Timeout timeout) override;
   Status SetRebuildRate(const std::string& address, const std::string& volume_id,
                         uint64_t bytes_per_sec, Timeout timeout) override;
+  Status ResizeReplica(const std::string& address, const std::string& volume_id,
+                       uint64_t size_bytes, Timeout timeout) override;
   Status AddTargetReplica(const std::string& address, const std::string& volume_id,
                           const epb::ReplicaEndpoint& replica, Timeout timeout) override;
   Status RemoveTargetReplica(const std::string& address, const std::string& volume_id,
