@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <filesystem>
 #include <map>
 
 #include "common/grpc/handler_guard.h"
@@ -98,11 +99,9 @@ Status NodeService::Stage(const ::csi::v1::NodeStageVolumeRequest& req) {
 
   if (block) {
     // Nothing is mounted for a Block volume: Publish binds the device node.
-    struct stat st;
-    if (stat(staged.staging_path.c_str(), &st) != 0 &&
-        mkdir(staged.staging_path.c_str(), 0750) != 0 && errno != EEXIST) {
-      return PosixError("mkdir " + staged.staging_path, errno);
-    }
+    std::error_code ec;
+    std::filesystem::create_directories(staged.staging_path, ec);
+    if (ec) return Status::Internal("create " + staged.staging_path + ": " + ec.message());
     return Status::Ok();
   }
   if (!staged.read_only) {
@@ -231,6 +230,10 @@ Status NodeService::Expand(const ::csi::v1::NodeExpandVolumeRequest& req,
   uint64_t want =
       static_cast<uint64_t>(std::max<int64_t>(0, req.capacity_range().required_bytes()));
   if (want > 0) TANDEM_RETURN_IF_ERROR(host_->Resize(req.volume_id(), want).status());
+  // The loop driver takes the size from the kernel's cached attributes of the
+  // FUSE file: a stat() refreshes them first (docs/fuse_export.md).
+  struct stat st;
+  if (!staged->export_path.empty()) (void)stat(staged->export_path.c_str(), &st);
   TANDEM_RETURN_IF_ERROR(RefreshLoopCapacity(staged->device));
   if (!staged->block) {
     // kubelet passes the staging path or a publish path: both show the same filesystem.

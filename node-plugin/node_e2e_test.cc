@@ -1,0 +1,354 @@
+// End to end on this machine: tandem-controller (SQLite), three tandem-engine
+// processes and a tandem-node per simulated node, driven with the calls and
+// the path layout kubelet and the external-attacher use: CreateVolume ->
+// ControllerPublish -> NodeStage -> NodePublish -> I/O -> NodeUnpublish ->
+// NodeUnstage -> ControllerUnpublish, then the same volume on another node.
+// Real FUSE file exports, loop devices, mkfs and mounts (root only).
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <csignal>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <random>
+#include <sstream>
+
+#include "common/grpc/client_channel.h"
+#include "controller/testing/local_cluster.h"
+#include "csi/csi.grpc.pb.h"
+#include "node-plugin/loop_device.h"
+
+namespace tandem::node {
+namespace {
+
+namespace csi = ::csi::v1;
+using controller::testing::LocalCluster;
+using controller::testing::Process;
+using controller::testing::WaitFor;
+
+constexpr int64_t kMiB = 1 << 20;
+
+std::unique_ptr<grpc::ClientContext> Ctx(int seconds = 60) {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
+  return ctx;
+}
+
+csi::VolumeCapability Cap(bool block, const std::string& fs = "ext4") {
+  csi::VolumeCapability cap;
+  if (block) {
+    cap.mutable_block();
+  } else {
+    cap.mutable_mount()->set_fs_type(fs);
+  }
+  cap.mutable_access_mode()->set_mode(csi::VolumeCapability::AccessMode::SINGLE_NODE_WRITER);
+  return cap;
+}
+
+// One simulated node's tandem-node, on <root>/<node>/csi.sock, and kubelet's
+// directory layout under <root>/<node>/kubelet.
+struct NodePlugin {
+  std::string name, root;
+  std::unique_ptr<Process> process = std::make_unique<Process>();
+  std::unique_ptr<csi::Node::Stub> stub;
+  std::string socket() const { return root + "/csi.sock"; }
+  std::string staging(const std::string& volume) const {
+    return root + "/kubelet/plugins/kubernetes.io/csi/tandem.csi.io/" + volume + "/globalmount";
+  }
+  std::string target(const std::string& pod, const std::string& volume) const {
+    return root + "/kubelet/pods/" + pod + "/volumes/kubernetes.io~csi/" + volume + "/mount";
+  }
+};
+
+class NodeEndToEndTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (geteuid() != 0 || access("/dev/fuse", R_OK | W_OK) != 0 ||
+        access("/dev/loop-control", F_OK) != 0) {
+      return;
+    }
+    cluster_ = new LocalCluster();
+    Status st = cluster_->StartEngines(3);
+    if (st.ok()) st = cluster_->StartController();
+    if (st.ok()) st = cluster_->RegisterEngines();
+    for (int i = 0; st.ok() && i < 2; ++i) st = StartNode(&nodes_[i], cluster_->engines()[i]);
+    setup_status_ = new Status(st);
+  }
+  static Status StartNode(NodePlugin* n, controller::testing::EngineNode& engine) {
+    n->name = engine.name;
+    n->root = cluster_->root() + "/node-" + engine.name;
+    mkdir(n->root.c_str(), 0700);
+    TANDEM_RETURN_IF_ERROR(
+        n->process->Start({TANDEM_TEST_NODE_BIN, "--endpoint=unix://" + n->socket(),
+                           "--node-id=" + engine.name, "--engine=" + engine.grpc_address(),
+                           "--node-address=127.0.0.1", "--state-dir=" + n->root + "/state"},
+                          n->root + "/tandem-node.log"));
+    n->stub = csi::Node::NewStub(rpc::NewClientChannel("unix://" + n->socket()));
+    bool up = WaitFor(
+        [&] {
+          csi::NodeGetInfoResponse info;
+          return n->stub->NodeGetInfo(Ctx(2).get(), csi::NodeGetInfoRequest(), &info).ok();
+        },
+        std::chrono::seconds(20));
+    return up ? Status::Ok() : Status::Unavailable("tandem-node " + n->name + " did not come up");
+  }
+  // Whatever a failed test left under the cluster's directory: mounts (pods'
+  // binds, staging mounts, the engines' FUSE mounts; deepest first, lazily so
+  // a dead FUSE server cannot block it) and loop devices over its files.
+  static void CleanUpMountsAndLoops(const std::string& root) {
+    std::vector<std::string> mounts;
+    std::ifstream in("/proc/mounts");
+    std::string src, dst, rest;
+    while (in >> src >> dst && std::getline(in, rest)) {
+      if (dst.rfind(root, 0) == 0) mounts.push_back(dst);
+    }
+    std::sort(mounts.rbegin(), mounts.rend());
+    for (const auto& m : mounts) umount2(m.c_str(), MNT_DETACH);
+    for (int i = 0; i < 64; ++i) {
+      std::string dev = "/dev/loop" + std::to_string(i);
+      auto backing = LoopBackingFile(dev);
+      if (backing.ok() && backing->rfind(root, 0) == 0) (void)DetachLoop(dev);
+    }
+  }
+  static void TearDownTestSuite() {
+    if (cluster_) CleanUpMountsAndLoops(cluster_->root());
+    for (auto& n : nodes_) n.process->Kill();
+    delete cluster_;
+    cluster_ = nullptr;
+    delete setup_status_;
+    setup_status_ = nullptr;
+  }
+  void SetUp() override {
+    if (!cluster_) GTEST_SKIP() << "needs root, /dev/fuse and loop devices";
+    ASSERT_TRUE(setup_status_->ok()) << setup_status_->ToString() << " in " << cluster_->root();
+    ctl_ = cluster_->Controller();
+  }
+
+  std::string CreateVolume(const std::string& name, int64_t bytes, bool block) {
+    csi::CreateVolumeRequest req;
+    req.set_name(name);
+    req.mutable_capacity_range()->set_required_bytes(bytes);
+    *req.add_volume_capabilities() = Cap(block);
+    (*req.mutable_parameters())["replicas"] = "3";
+    csi::CreateVolumeResponse resp;
+    grpc::Status st = ctl_->CreateVolume(Ctx().get(), req, &resp);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    return resp.volume().volume_id();
+  }
+  // ControllerPublish + NodeStage + NodePublish, as the attacher and kubelet do.
+  void Attach(NodePlugin& node, const std::string& id, const std::string& pod, bool block) {
+    csi::ControllerPublishVolumeRequest pub;
+    pub.set_volume_id(id);
+    pub.set_node_id(node.name);
+    *pub.mutable_volume_capability() = Cap(block);
+    csi::ControllerPublishVolumeResponse pub_resp;
+    grpc::Status st = ctl_->ControllerPublishVolume(Ctx().get(), pub, &pub_resp);
+    ASSERT_TRUE(st.ok()) << "ControllerPublish: " << st.error_message();
+
+    csi::NodeStageVolumeRequest stage;
+    stage.set_volume_id(id);
+    *stage.mutable_publish_context() = pub_resp.publish_context();
+    stage.set_staging_target_path(node.staging(id));
+    *stage.mutable_volume_capability() = Cap(block);
+    csi::NodeStageVolumeResponse stage_resp;
+    st = node.stub->NodeStageVolume(Ctx().get(), stage, &stage_resp);
+    ASSERT_TRUE(st.ok()) << "NodeStage: " << st.error_message();
+
+    csi::NodePublishVolumeRequest publish;
+    publish.set_volume_id(id);
+    *publish.mutable_publish_context() = pub_resp.publish_context();
+    publish.set_staging_target_path(node.staging(id));
+    publish.set_target_path(node.target(pod, id));
+    *publish.mutable_volume_capability() = Cap(block);
+    csi::NodePublishVolumeResponse publish_resp;
+    st = node.stub->NodePublishVolume(Ctx().get(), publish, &publish_resp);
+    ASSERT_TRUE(st.ok()) << "NodePublish: " << st.error_message();
+  }
+  void Detach(NodePlugin& node, const std::string& id, const std::string& pod) {
+    csi::NodeUnpublishVolumeRequest unpublish;
+    unpublish.set_volume_id(id);
+    unpublish.set_target_path(node.target(pod, id));
+    csi::NodeUnpublishVolumeResponse r1;
+    grpc::Status st = node.stub->NodeUnpublishVolume(Ctx().get(), unpublish, &r1);
+    ASSERT_TRUE(st.ok()) << "NodeUnpublish: " << st.error_message();
+    csi::NodeUnstageVolumeRequest unstage;
+    unstage.set_volume_id(id);
+    unstage.set_staging_target_path(node.staging(id));
+    csi::NodeUnstageVolumeResponse r2;
+    st = node.stub->NodeUnstageVolume(Ctx().get(), unstage, &r2);
+    ASSERT_TRUE(st.ok()) << "NodeUnstage: " << st.error_message();
+    csi::ControllerUnpublishVolumeRequest cu;
+    cu.set_volume_id(id);
+    cu.set_node_id(node.name);
+    csi::ControllerUnpublishVolumeResponse r3;
+    st = ctl_->ControllerUnpublishVolume(Ctx().get(), cu, &r3);
+    ASSERT_TRUE(st.ok()) << "ControllerUnpublish: " << st.error_message();
+  }
+
+  static LocalCluster* cluster_;
+  static Status* setup_status_;
+  static NodePlugin nodes_[2];
+  std::unique_ptr<csi::Controller::Stub> ctl_;
+};
+
+LocalCluster* NodeEndToEndTest::cluster_ = nullptr;
+Status* NodeEndToEndTest::setup_status_ = nullptr;
+NodePlugin NodeEndToEndTest::nodes_[2];
+
+// A tree of files with known contents.
+std::map<std::string, std::string> MakeFiles(uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::map<std::string, std::string> files;
+  for (int i = 0; i < 24; ++i) {
+    std::string name =
+        (i % 3 ? "dir" + std::to_string(i % 4) + "/" : "") + "file-" + std::to_string(i);
+    std::string data(1 + rng() % (600 * 1024), '\0');
+    for (auto& c : data) c = static_cast<char>(rng());
+    files[name] = data;
+  }
+  return files;
+}
+
+void WriteFiles(const std::string& root, const std::map<std::string, std::string>& files) {
+  for (const auto& [name, data] : files) {
+    std::string path = root + "/" + name;
+    if (size_t slash = name.rfind('/'); slash != std::string::npos) {
+      mkdir((root + "/" + name.substr(0, slash)).c_str(), 0755);
+    }
+    int fd = open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);
+    ASSERT_GE(fd, 0) << path << ": " << strerror(errno);
+    ASSERT_EQ(write(fd, data.data(), data.size()), static_cast<ssize_t>(data.size()));
+    ASSERT_EQ(fsync(fd), 0);
+    close(fd);
+  }
+}
+
+void ExpectFiles(const std::string& root, const std::map<std::string, std::string>& files) {
+  for (const auto& [name, data] : files) {
+    std::ifstream in(root + "/" + name, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    EXPECT_EQ(ss.str().size(), data.size()) << name;
+    EXPECT_TRUE(ss.str() == data) << name << " differs";
+  }
+}
+
+TEST_F(NodeEndToEndTest, Ext4VolumeMovesToAnotherNodeWithEveryFsyncedByte) {
+  const std::string id = CreateVolume("e2e-ext4", 256 * kMiB, false);
+  ASSERT_FALSE(id.empty());
+  auto files = MakeFiles(7);
+  Attach(nodes_[0], id, "pod-a", false);
+  WriteFiles(nodes_[0].target("pod-a", id), files);
+  Detach(nodes_[0], id, "pod-a");
+
+  Attach(nodes_[1], id, "pod-b", false);
+  ExpectFiles(nodes_[1].target("pod-b", id), files);
+  csi::NodeGetVolumeStatsRequest sreq;
+  sreq.set_volume_id(id);
+  sreq.set_volume_path(nodes_[1].target("pod-b", id));
+  csi::NodeGetVolumeStatsResponse stats;
+  ASSERT_TRUE(nodes_[1].stub->NodeGetVolumeStats(Ctx().get(), sreq, &stats).ok());
+  ASSERT_GE(stats.usage_size(), 1);
+  EXPECT_GT(stats.usage(0).used(), 24 * 1024);
+  Detach(nodes_[1], id, "pod-b");
+}
+
+TEST_F(NodeEndToEndTest, BlockVolumeCarriesRawBlocksThroughThePublishedDeviceNode) {
+  const std::string id = CreateVolume("e2e-block", 64 * kMiB, true);
+  ASSERT_FALSE(id.empty());
+  Attach(nodes_[0], id, "pod-c", true);
+  const std::string dev = nodes_[0].target("pod-c", id);
+  struct stat st;
+  ASSERT_EQ(stat(dev.c_str(), &st), 0);
+  ASSERT_TRUE(S_ISBLK(st.st_mode));
+  void* buf = nullptr;
+  ASSERT_EQ(posix_memalign(&buf, 4096, 1 << 20), 0);
+  std::mt19937 rng(11);
+  for (size_t i = 0; i < (1 << 20); ++i)
+    static_cast<unsigned char*>(buf)[i] = static_cast<unsigned char>(rng());
+  int fd = open(dev.c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(pwrite(fd, buf, 1 << 20, 5 * kMiB), 1 << 20);
+  ASSERT_EQ(fdatasync(fd), 0);
+  close(fd);
+  Detach(nodes_[0], id, "pod-c");
+
+  Attach(nodes_[1], id, "pod-d", true);
+  void* back = nullptr;
+  ASSERT_EQ(posix_memalign(&back, 4096, 1 << 20), 0);
+  fd = open(nodes_[1].target("pod-d", id).c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(pread(fd, back, 1 << 20, 5 * kMiB), 1 << 20);
+  close(fd);
+  EXPECT_EQ(memcmp(buf, back, 1 << 20), 0);
+  free(buf);
+  free(back);
+  Detach(nodes_[1], id, "pod-d");
+}
+
+// Failover without detach: the node holding the mounted volume freezes (its
+// engine, which hosts the target, SIGSTOPped), the CO force-detaches
+// (ControllerUnpublish without NodeUnstage, as after the 6-minute timeout or
+// the out-of-service taint), and the volume is staged on another node at once:
+// every fsync'd byte is there, and the frozen target, once it runs again, has
+// every write refused (fenced).
+TEST_F(NodeEndToEndTest, FailoverToAnotherNodeFencesTheFrozenOneAndKeepsEveryFsyncedByte) {
+  const std::string id = CreateVolume("e2e-failover", 128 * kMiB, false);
+  ASSERT_FALSE(id.empty());
+  auto files = MakeFiles(13);
+  NodePlugin& old_node = nodes_[0];
+  Attach(old_node, id, "pod-x", false);
+  WriteFiles(old_node.target("pod-x", id), files);
+
+  auto& frozen_engine = *cluster_->engines()[0].process;
+  frozen_engine.Signal(SIGSTOP);
+  const auto t0 = std::chrono::steady_clock::now();
+  csi::ControllerUnpublishVolumeRequest cu;
+  cu.set_volume_id(id);
+  cu.set_node_id(old_node.name);
+  csi::ControllerUnpublishVolumeResponse cu_resp;
+  grpc::Status st = ctl_->ControllerUnpublishVolume(Ctx().get(), cu, &cu_resp);
+  ASSERT_TRUE(st.ok()) << "forced ControllerUnpublish: " << st.error_message();
+  Attach(nodes_[1], id, "pod-y", false);
+  const double failover_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  RecordProperty("failover_ms", std::to_string(static_cast<int>(failover_ms)));
+  ExpectFiles(nodes_[1].target("pod-y", id), files);
+
+  // The frozen node wakes up: its target may try to write, but every replica
+  // the new publish fenced refuses its epoch, so nothing it sends is acknowledged.
+  frozen_engine.Signal(SIGCONT);
+  std::string stale = old_node.target("pod-x", id) + "/after-failover";
+  int fd = open(stale.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+  bool synced = false;
+  if (fd >= 0) {
+    std::string junk(64 * 1024, 'x');
+    (void)!write(fd, junk.data(), junk.size());
+    synced = fsync(fd) == 0;
+    close(fd);
+  }
+  EXPECT_FALSE(synced) << "the fenced node's fsync succeeded: its target acknowledged a write";
+  EXPECT_NE(access((nodes_[1].target("pod-y", id) + "/after-failover").c_str(), F_OK), 0);
+  ExpectFiles(nodes_[1].target("pod-y", id), files);
+  Detach(nodes_[1], id, "pod-y");
+  // The old node's leftovers, as its tandem-node would clean them up on restart.
+  csi::NodeUnpublishVolumeRequest up;
+  up.set_volume_id(id);
+  up.set_target_path(old_node.target("pod-x", id));
+  csi::NodeUnpublishVolumeResponse up_resp;
+  (void)old_node.stub->NodeUnpublishVolume(Ctx().get(), up, &up_resp);
+  csi::NodeUnstageVolumeRequest us;
+  us.set_volume_id(id);
+  us.set_staging_target_path(old_node.staging(id));
+  csi::NodeUnstageVolumeResponse us_resp;
+  (void)old_node.stub->NodeUnstageVolume(Ctx().get(), us, &us_resp);
+}
+
+}  // namespace
+}  // namespace tandem::node
