@@ -1,5 +1,7 @@
 #include "common/grpc/endpoint.h"
 
+#include <cctype>
+
 #include "common/address.h"
 
 namespace tandem::rpc {
@@ -30,6 +32,18 @@ bool ValidHost(std::string_view host) {
     if (!NameChar(ch)) return false;
   }
   return true;
+}
+
+// gRPC reads "HOST:PORT" as a URI when HOST is one of its resolver schemes:
+// "unix:0" is a unix socket named "0", "dns:80" a DNS name "80". Such a host
+// cannot be written as a gRPC target without becoming something else.
+bool IsGrpcScheme(std::string_view host) {
+  std::string lower(host);
+  for (char& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  for (std::string_view scheme : {"unix", "unix-abstract", "dns", "ipv4", "ipv6", "vsock"}) {
+    if (lower == scheme) return true;
+  }
+  return false;
 }
 
 Result<Endpoint> ParseUnix(std::string_view text, std::string_view path) {
@@ -83,6 +97,11 @@ Result<Endpoint> ParseEndpoint(std::string_view text, bool allow_zero_port) {
   if (!ValidHost(e.host)) {
     return Status::InvalidArgument("endpoint \"" + std::string(text) + "\": host \"" + e.host +
                                    "\" is not a name, an IPv4 address or a bracketed IPv6 one");
+  }
+  if (IsGrpcScheme(e.host)) {
+    return Status::InvalidArgument("endpoint \"" + std::string(text) + "\": host \"" + e.host +
+                                   "\" would be read by gRPC as a URI scheme (\"" +
+                                   e.GrpcAddress() + "\"); use its address instead");
   }
   return e;
 }

@@ -47,7 +47,10 @@ TEST(EndpointTest, RejectsMalformedEndpointsAsInvalidArgument) {
         std::string("127.0.0.1: 80"), std::string(":9600"), std::string("tcp://:9600"),
         std::string("http://127.0.0.1:80"), std::string("dns:///x:1"), std::string(""),
         std::string("tcp://tcp://127.0.0.1:1"), std::string("a/b:1"), std::string("a b:1"),
-        std::string("[::1:1"), std::string("[]:1"), std::string("[::g]:1")}) {
+        std::string("[::1:1"), std::string("[]:1"), std::string("[::g]:1"),
+        // Hosts gRPC would read as its URI schemes (endpoint_fuzz found "tcp://unix:00").
+        std::string("tcp://unix:00"), std::string("UNIX:80"), std::string("dns:80"),
+        std::string("tcp://ipv4:1"), std::string("tcp://unix-abstract:1")}) {
     Result<Endpoint> e = ParseEndpoint(bad);
     EXPECT_EQ(e.status().code(), StatusCode::kInvalidArgument) << "'" << bad << "'";
   }
