@@ -24,6 +24,12 @@ using protocol::Opcode;
 class AcceptBackoffTest : public ServerFixture {};
 
 TEST_F(AcceptBackoffTest, EmfileOnAcceptBacksOffLogsOnceAndResumes) {
+#if defined(__SANITIZE_ADDRESS__)
+  // The sanitizer runtimes open descriptors of their own (reports, the
+  // symbolizer's pipes); with the table exhausted on purpose the process
+  // ends without a readable report. The release build runs this test.
+  GTEST_SKIP() << "exhausts the descriptor table, which the ASan/UBSan runtime needs";
+#endif
   StartServer();
   TestListener l;
   client::ReplicaClient* c = Connect(&l, Options("vol-2"));
