@@ -192,6 +192,8 @@ Status ControllerService::FinishCreate(Versioned<rec::VolumeRecord> v) {
     creq.set_replica_id(r.replica_id());
     creq.set_size_bytes(record.size_bytes());
     creq.set_block_size(kBlockSize);
+    // The volume's data-port secret: a target must prove it (docs/protocol.md).
+    creq.set_secret(record.secret());
     calls.push_back(std::async(std::launch::async, [this, address, creq, node = r.node_id()] {
       if (address.empty()) return Status::Unavailable("node " + node + " is not registered");
       auto res = engines_->CreateReplica(address, creq, options_.engine_timeout);

@@ -428,6 +428,7 @@ TEST_F(CsiConformanceTest, PublishContextBuildsATargetAndModifyVolumeRetunesItsR
   treq.set_volume_id(id);
   treq.set_epoch(ctx->epoch);
   treq.set_size_bytes(ctx->size_bytes);
+  treq.set_secret(ctx->volume_secret);
   for (const auto& r : ctx->replicas) {
     auto* ep = treq.add_replicas();
     ep->set_host(r.address.substr(0, r.address.rfind(':')));

@@ -167,6 +167,8 @@ Status Reconciler::Replace(Versioned<rec::VolumeRecord> v, int index,
   creq.set_replica_id(fresh_replica.replica_id());
   creq.set_size_bytes(record.size_bytes());
   creq.set_block_size(4096);
+  // The volume's data-port secret: a target must prove it (docs/protocol.md).
+  creq.set_secret(record.secret());
   auto created =
       engines_->CreateReplica(dest->record.engine_address(), creq, options_.engine_timeout);
   if (!created.ok()) return created.status().WithContext("CreateReplica on " + node_id);

@@ -57,6 +57,7 @@ TEST(ReconcilerTest, ReplicaOnADeadNodeIsReplacedOnASpareAndRebuiltOnline) {
   treq.set_epoch(ctx->epoch);
   treq.set_size_bytes(ctx->size_bytes);
   treq.set_reconnect_interval_ms(200);
+  treq.set_secret(ctx->volume_secret);
   for (const auto& r : ctx->replicas) {
     auto* ep = treq.add_replicas();
     ep->set_host(r.address.substr(0, r.address.rfind(':')));

@@ -199,6 +199,8 @@ Status ReplicaManager::Delete(const std::string& volume_id) {
   const std::string dir = root_ + "/" + volume_id;
   TANDEM_RETURN_IF_ERROR(UnlinkIfPresent(dir + "/meta"));
   TANDEM_RETURN_IF_ERROR(UnlinkIfPresent(dir + "/data"));
+  // A volume created with a data-port secret keeps it beside meta and data.
+  TANDEM_RETURN_IF_ERROR(UnlinkIfPresent(dir + "/secret"));
   if (::rmdir(dir.c_str()) != 0) {
     if (errno == ENOENT) return Status::Ok();
     return PosixError("rmdir " + dir, errno);

@@ -152,6 +152,16 @@ TEST_F(ReplicaManagerTest, CreateIsIdempotent) {
       << other_id.status().ToString();
 }
 
+TEST_F(ReplicaManagerTest, AReplicaWithASecretIsDeletedWithItsDirectory) {
+  ReplicaConfig c = Config("vol-s");
+  c.secret = "0123456789abcdef-volume-secret";
+  ASSERT_TRUE(manager_->Create(c).ok());
+  ASSERT_TRUE(std::filesystem::exists(root_ + "/vol-s/secret"));
+  Status st = manager_->Delete("vol-s");
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_FALSE(std::filesystem::exists(root_ + "/vol-s"));
+}
+
 TEST_F(ReplicaManagerTest, ConcurrentCreatesYieldOneReplica) {
   std::vector<std::shared_ptr<Replica>> got(8);
   std::vector<std::thread> threads;
