@@ -47,7 +47,9 @@ stop_qemu
 
 # Offsets acked in both runs (the snapshot holds an older valid stamp there),
 # and offsets acked in run 2.
-both=($(awk '/^R /{run=$2} /^A /{seen[$2]=seen[$2] run} END{for (o in seen) if (seen[o] ~ /1/ && seen[o] ~ /2/) print o}' "$log" | sort -n | head -n 2))
+# (awk 'NR<=2', not head: head exits early, sort then dies of SIGPIPE and,
+# under pipefail + set -e, the script ended silently now and then.)
+both=($(awk '/^R /{run=$2} /^A /{seen[$2]=seen[$2] run} END{for (o in seen) if (seen[o] ~ /1/ && seen[o] ~ /2/) print o}' "$log" | sort -n | awk 'NR <= 2'))
 run2=($(awk '/^R /{run=$2} /^A /&&run==2{print $2}' "$log" | sort -un))
 [ ${#both[@]} -ge 2 ] && [ ${#run2[@]} -ge 10 ] || tc_fail "log does not have the offsets the test needs"
 X=${both[0]}
