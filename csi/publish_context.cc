@@ -110,12 +110,4 @@ Result<PublishContext> DecodePublishContextMap(const std::map<std::string, std::
   return ctx;
 }
 
-std::map<std::string, std::string> RedactedPublishContext(
-    const std::map<std::string, std::string>& map) {
-  auto out = map;
-  auto it = out.find(kCtxVolumeSecret);
-  if (it != out.end()) it->second = "[redacted]";
-  return out;
-}
-
 }  // namespace tandem::csi

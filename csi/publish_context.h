@@ -16,7 +16,7 @@
 //   tandem.csi.io/rebuild-rate           bytes/s, decimal; absent: engine default
 //   tandem.csi.io/secret                 the volume's secret (hex). The call
 //                                        log redacts it (its key names a
-//                                        secret); log RedactedPublishContext.
+//                                        secret: common/grpc/redact.h).
 //
 // publish_context is stored by Kubernetes in the VolumeAttachment's status:
 // the secret there is as protected as that object (docs/controller.md).
@@ -69,9 +69,5 @@ Result<PublishContext> DecodePublishContext(const MapT& map) {
   std::map<std::string, std::string> m(map.begin(), map.end());
   return DecodePublishContextMap(m);
 }
-
-// The map with the secret's value replaced, for logs.
-std::map<std::string, std::string> RedactedPublishContext(
-    const std::map<std::string, std::string>& map);
 
 }  // namespace tandem::csi
