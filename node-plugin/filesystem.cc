@@ -15,15 +15,10 @@
 #include <sstream>
 
 #include "node-plugin/command.h"
+#include "node-plugin/real_path.h"
 
 namespace tandem::node {
 namespace {
-
-std::string RealPath(const std::string& path) {
-  char buf[PATH_MAX];
-  if (realpath(path.c_str(), buf) == nullptr) return path;
-  return buf;
-}
 
 // mountinfo escapes space, tab, newline and backslash as \ooo.
 std::string Unescape(const std::string& s) {

@@ -16,15 +16,10 @@
 #include <thread>
 
 #include "common/unique_fd.h"
+#include "node-plugin/real_path.h"
 
 namespace tandem::node {
 namespace {
-
-std::string RealPath(const std::string& path) {
-  char buf[PATH_MAX];
-  if (realpath(path.c_str(), buf) == nullptr) return path;
-  return buf;
-}
 
 std::string ReadSysfsLine(const std::string& path) {
   std::ifstream in(path);
