@@ -21,6 +21,7 @@
 #include "replica-engine/backend/backend_factory.h"
 #include "replica-engine/client/replica_client.h"
 #include "replica-engine/replica/replica_metadata.h"
+#include "replica-engine/server/gate_backend.h"
 #include "replica-engine/server/replica_server.h"
 
 namespace tandem::server {
@@ -33,60 +34,6 @@ using protocol::Opcode;
 
 constexpr uint64_t kSize = 64ull << 20;
 constexpr uint32_t kRegion = 64 * 1024;
-
-// Forwards to a real backend; while closed it holds every FUA write (in this
-// test only the replicas' metadata persists are FUA writes) back from the
-// kernel. Open() (test thread) wakes the loop, whose next Submit/Reap
-// releases them.
-class MetaGateBackend final : public backend::StorageBackend {
- public:
-  explicit MetaGateBackend(std::unique_ptr<backend::StorageBackend> inner)
-      : inner_(std::move(inner)) {}
-  void Close() { closed_.store(true); }
-  void Open() {
-    closed_.store(false);
-    uint64_t one = 1;
-    (void)!::write(inner_->CompletionFd(), &one, sizeof(one));
-  }
-  uint32_t held() const { return held_count_.load(); }
-
-  const char* Name() const override { return inner_->Name(); }
-  Result<int> OpenFile(const char* path, bool create) override {
-    return inner_->OpenFile(path, create);
-  }
-  void CloseFile(int fd) override { inner_->CloseFile(fd); }
-  void Queue(backend::IoRequest* req) override {
-    if (closed_.load() && req->op == backend::IoOp::kWrite && (req->flags & backend::kFlagFua)) {
-      held_.push_back(req);
-      held_count_.store(static_cast<uint32_t>(held_.size()));
-      return;
-    }
-    inner_->Queue(req);
-  }
-  int Submit() override {
-    Release();
-    return inner_->Submit();
-  }
-  int Reap(int min_complete, int64_t timeout_us) override {
-    Release();
-    return inner_->Reap(min_complete, timeout_us);
-  }
-  int CompletionFd() const override { return inner_->CompletionFd(); }
-  uint32_t InFlight() const override { return inner_->InFlight() + held_count_.load(); }
-
- private:
-  void Release() {
-    if (closed_.load() || held_.empty()) return;
-    for (backend::IoRequest* r : held_) inner_->Queue(r);
-    held_.clear();
-    held_count_.store(0);
-  }
-
-  std::unique_ptr<backend::StorageBackend> inner_;
-  std::atomic<bool> closed_{false};
-  std::vector<backend::IoRequest*> held_;  // loop thread only
-  std::atomic<uint32_t> held_count_{0};
-};
 
 struct Listener : ReplicaClient::Listener {
   bool connected = false;
@@ -126,7 +73,8 @@ class MetadataPersistTest : public ::testing::TestWithParam<const char*> {
     dir_ = tmpl;
     auto b = backend::BackendFactory::Create(GetParam());
     if (!b.ok()) GTEST_SKIP() << "backend " << GetParam() << ": " << b.status().ToString();
-    auto gate = std::make_unique<MetaGateBackend>(std::move(*b));
+    auto gate = std::make_unique<testing::GateBackend>(std::move(*b),
+                                                       testing::GateBackend::Holds::kFuaWrites);
     gate_ = gate.get();
     backend_ = std::move(gate);
     manager_ = std::make_unique<replica::ReplicaManager>(backend_.get(), dir_);
@@ -213,7 +161,7 @@ class MetadataPersistTest : public ::testing::TestWithParam<const char*> {
 
   std::string dir_;
   std::unique_ptr<backend::StorageBackend> backend_;
-  MetaGateBackend* gate_ = nullptr;
+  testing::GateBackend* gate_ = nullptr;  // holds the metadata persists (FUA writes)
   std::unique_ptr<replica::ReplicaManager> manager_;
   std::unique_ptr<ReplicaServer> server_;
   EventLoop loop_;

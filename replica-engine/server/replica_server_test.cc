@@ -3,6 +3,7 @@
 // bad input closing only the offending connection.
 
 #include "replica-engine/server/replica_server.h"
+#include "replica-engine/server/gate_backend.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -77,64 +78,6 @@ struct Op {
 
 void* AlignedAlloc(size_t n) { return std::aligned_alloc(4096, (n + 4095) / 4096 * 4096); }
 
-// A StorageBackend that forwards to a real one, except that while the gate is
-// closed it holds data writes (kWrite without FUA: not the metadata persists)
-// back from the kernel, so a test can keep a write "in flight" on the
-// server for as long as it needs. Queue/Submit/Reap run on the server's loop
-// thread; Close()/Open() on the test thread (Open wakes the loop through the
-// completion eventfd; held writes go to the real backend at the next
-// Submit/Reap).
-class GateBackend final : public backend::StorageBackend {
- public:
-  explicit GateBackend(std::unique_ptr<backend::StorageBackend> inner) : inner_(std::move(inner)) {}
-  void Close() { closed_.store(true); }
-  void Open() {
-    closed_.store(false);
-    uint64_t one = 1;
-    (void)!::write(inner_->CompletionFd(), &one, sizeof(one));
-  }
-  uint32_t held() const { return held_count_.load(); }
-
-  const char* Name() const override { return inner_->Name(); }
-  Result<int> OpenFile(const char* path, bool create) override {
-    return inner_->OpenFile(path, create);
-  }
-  void CloseFile(int fd) override { inner_->CloseFile(fd); }
-  void Queue(backend::IoRequest* req) override {
-    if (closed_.load() && req->op == backend::IoOp::kWrite && !(req->flags & backend::kFlagFua)) {
-      held_.push_back(req);
-      held_count_.store(static_cast<uint32_t>(held_.size()));
-      return;
-    }
-    inner_->Queue(req);
-  }
-  int Submit() override {
-    Release();
-    return inner_->Submit();
-  }
-  int Reap(int min_complete, int64_t timeout_us) override {
-    Release();
-    return inner_->Reap(min_complete, timeout_us);
-  }
-  int CompletionFd() const override { return inner_->CompletionFd(); }
-  uint32_t InFlight() const override {
-    return inner_->InFlight() + static_cast<uint32_t>(held_count_.load());
-  }
-
- private:
-  void Release() {
-    if (closed_.load() || held_.empty()) return;
-    for (backend::IoRequest* r : held_) inner_->Queue(r);
-    held_.clear();
-    held_count_.store(0);
-  }
-
-  std::unique_ptr<backend::StorageBackend> inner_;
-  std::atomic<bool> closed_{false};
-  std::vector<backend::IoRequest*> held_;  // loop thread only
-  std::atomic<uint32_t> held_count_{0};
-};
-
 class ReplicaServerTest : public ::testing::TestWithParam<const char*> {
  protected:
   void SetUp() override {
@@ -143,7 +86,8 @@ class ReplicaServerTest : public ::testing::TestWithParam<const char*> {
     dir_ = tmpl;
     auto b = backend::BackendFactory::Create(GetParam());
     if (!b.ok()) GTEST_SKIP() << "backend " << GetParam() << ": " << b.status().ToString();
-    auto gate = std::make_unique<GateBackend>(std::move(*b));
+    auto gate = std::make_unique<testing::GateBackend>(std::move(*b),
+                                                       testing::GateBackend::Holds::kDataWrites);
     gate_ = gate.get();
     backend_ = std::move(gate);
     manager_ = std::make_unique<replica::ReplicaManager>(backend_.get(), dir_ + "/replicas");
@@ -217,7 +161,7 @@ class ReplicaServerTest : public ::testing::TestWithParam<const char*> {
 
   std::string dir_;
   std::unique_ptr<backend::StorageBackend> backend_;
-  GateBackend* gate_ = nullptr;  // backend_, which forwards to the real one
+  testing::GateBackend* gate_ = nullptr;  // backend_, which forwards to the real one
   uint32_t retire_delay_ms_ = ServerOptions{}.activity_retire_delay_ms;
   std::unique_ptr<replica::ReplicaManager> manager_;
   std::unique_ptr<ReplicaServer> server_;
