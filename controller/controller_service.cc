@@ -10,6 +10,7 @@
 #include "common/grpc/grpc_status.h"
 #include "common/grpc/handler_guard.h"
 #include "controller/candidates.h"
+#include "controller/volume_condition.h"
 #include "csi/validation.h"
 
 namespace tandem::controller {
@@ -19,6 +20,10 @@ namespace {
 // ListVolumes tokens are "v1:<last volume id>": opaque to the CO, checked by
 // us (anything else is ABORTED, as the spec asks for a token we did not give).
 constexpr char kTokenPrefix[] = "v1:";
+
+// One engine call per attached volume for its health: short, so a page of
+// ListVolumes with a slow engine still answers in time.
+constexpr std::chrono::milliseconds kConditionTimeout{1000};
 
 template <typename Body>
 grpc::Status Serve(const char* method, Body&& body) {
@@ -123,7 +128,7 @@ grpc::Status ControllerService::ControllerGetCapabilities(
     for (auto type :
          {T::CREATE_DELETE_VOLUME, T::PUBLISH_UNPUBLISH_VOLUME, T::LIST_VOLUMES, T::GET_CAPACITY,
           T::LIST_VOLUMES_PUBLISHED_NODES, T::GET_VOLUME, T::PUBLISH_READONLY,
-          T::SINGLE_NODE_MULTI_WRITER, T::MODIFY_VOLUME, T::EXPAND_VOLUME}) {
+          T::SINGLE_NODE_MULTI_WRITER, T::MODIFY_VOLUME, T::EXPAND_VOLUME, T::VOLUME_CONDITION}) {
       resp->add_capabilities()->mutable_rpc()->set_type(type);
     }
     return Status::Ok();
@@ -188,9 +193,9 @@ Status ControllerService::DoListVolumes(const csipb::ListVolumesRequest& req,
     FillVolume(v.record, e->mutable_volume());
     if (v.record.has_attachment()) {
       e->mutable_status()->add_published_node_ids(v.record.attachment().node_id());
-    } else {
-      e->mutable_status();
     }
+    FillVolumeCondition(v.record, *nodes_, engines_, kConditionTimeout,
+                        e->mutable_status()->mutable_volume_condition());
   }
   if (more && !volumes.empty()) {
     resp->set_next_token(kTokenPrefix + volumes.back().record.volume_id());
@@ -206,16 +211,8 @@ Status ControllerService::DoGetVolume(const csipb::ControllerGetVolumeRequest& r
   FillVolume(v->record, resp->mutable_volume());
   auto* status = resp->mutable_status();
   if (v->record.has_attachment()) status->add_published_node_ids(v->record.attachment().node_id());
-  auto* cond = status->mutable_volume_condition();
-  // The controller's view: every replica's node up. The replica states
-  // themselves are the target's (node-side health).
-  std::string down;
-  for (const auto& r : v->record.replicas()) {
-    auto node = nodes_->Get(r.node_id());
-    if (!node || !node->up) down += (down.empty() ? "" : ", ") + r.node_id();
-  }
-  cond->set_abnormal(!down.empty());
-  cond->set_message(down.empty() ? "every replica's node is up" : "replica nodes down: " + down);
+  FillVolumeCondition(v->record, *nodes_, engines_, kConditionTimeout,
+                      status->mutable_volume_condition());
   return Status::Ok();
 }
 

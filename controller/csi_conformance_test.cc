@@ -171,7 +171,7 @@ TEST_F(CsiConformanceTest, ControllerCapabilitiesListWhatIsImplemented) {
   EXPECT_EQ(rpcs, (std::set<int>{T::CREATE_DELETE_VOLUME, T::PUBLISH_UNPUBLISH_VOLUME,
                                  T::LIST_VOLUMES, T::GET_CAPACITY, T::LIST_VOLUMES_PUBLISHED_NODES,
                                  T::GET_VOLUME, T::PUBLISH_READONLY, T::SINGLE_NODE_MULTI_WRITER,
-                                 T::MODIFY_VOLUME, T::EXPAND_VOLUME}));
+                                 T::MODIFY_VOLUME, T::EXPAND_VOLUME, T::VOLUME_CONDITION}));
 }
 
 // ------------------------------------------------------------- CreateVolume
@@ -543,6 +543,10 @@ TEST_F(CsiConformanceTest, ListVolumesPagesThroughEveryVolumeWithPublishedNodes)
         ASSERT_EQ(e.status().published_node_ids_size(), 1);
         EXPECT_EQ(e.status().published_node_ids(0), "e1");
       }
+      // Published, never staged: no target yet, every replica's node up.
+      EXPECT_TRUE(e.status().has_volume_condition());
+      EXPECT_FALSE(e.status().volume_condition().abnormal())
+          << e.status().volume_condition().message();
     }
     token = resp.next_token();
     if (token.empty()) break;
@@ -571,6 +575,8 @@ TEST_F(CsiConformanceTest, ControllerGetVolumeAndValidateVolumeCapabilities) {
   EXPECT_EQ(got.volume().volume_id(), id);
   EXPECT_EQ(got.volume().capacity_bytes(), 4 * kMiB);
   EXPECT_FALSE(got.status().volume_condition().abnormal());
+  EXPECT_EQ(got.status().volume_condition().message().rfind("HEALTHY", 0), 0u)
+      << got.status().volume_condition().message();
   get.set_volume_id("tv-nope");
   EXPECT_CODE(ctl_->ControllerGetVolume(Ctx().get(), get, &got), NOT_FOUND);
 

@@ -49,6 +49,11 @@ Status GrpcEngineDirectory::SetRebuildRate(const std::string& address, const std
   return r.ok() ? Status::Ok() : r.status();
 }
 
+Result<epb::Target> GrpcEngineDirectory::GetTarget(const std::string& address,
+                                                   const std::string& volume_id, Timeout timeout) {
+  return Client(address)->GetTarget(volume_id, timeout);
+}
+
 Status GrpcEngineDirectory::AddTargetReplica(const std::string& address,
                                              const std::string& volume_id,
                                              const epb::ReplicaEndpoint& replica, Timeout timeout) {

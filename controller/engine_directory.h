@@ -60,6 +60,10 @@ class EngineDirectory {
                                   const epb::ReplicaEndpoint& replica, Timeout timeout) = 0;
   virtual Status RemoveTargetReplica(const std::string& address, const std::string& volume_id,
                                      const std::string& replica_address, Timeout timeout) = 0;
+  // The volume's target on that engine (its state, replicas, rebuild), for
+  // the volume's health. NOT_FOUND when the volume has no target there.
+  virtual Result<epb::Target> GetTarget(const std::string& address, const std::string& volume_id,
+                                        Timeout timeout) = 0;
 };
 
 class GrpcEngineDirectory final : public EngineDirectory {
@@ -84,6 +88,8 @@ class GrpcEngineDirectory final : public EngineDirectory {
                           const epb::ReplicaEndpoint& replica, Timeout timeout) override;
   Status RemoveTargetReplica(const std::string& address, const std::string& volume_id,
                              const std::string& replica_address, Timeout timeout) override;
+  Result<epb::Target> GetTarget(const std::string& address, const std::string& volume_id,
+                                Timeout timeout) override;
 
  private:
   api::EngineClient* Client(const std::string& address);

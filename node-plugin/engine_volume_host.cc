@@ -1,8 +1,7 @@
 #include "node-plugin/engine_volume_host.h"
 
-#include <cstdio>
-
 #include "common/address.h"
+#include "replica-engine/api/target_health.h"
 
 namespace tandem::node {
 namespace {
@@ -13,60 +12,11 @@ HostedVolume HostedOf(const pb::Target& t) {
   return HostedVolume{t.export_path(), t.size_bytes(), t.epoch()};
 }
 
-const char* ReplicaStateName(pb::ReplicaState s) {
-  switch (s) {
-    case pb::REPLICA_STATE_CONNECTING:
-      return "CONNECTING";
-    case pb::REPLICA_STATE_HEALTHY:
-      return "HEALTHY";
-    case pb::REPLICA_STATE_STALE:
-      return "STALE";
-    case pb::REPLICA_STATE_FAULTED:
-      return "FAULTED";
-    case pb::REPLICA_STATE_REBUILDING:
-      return "REBUILDING";
-    default:
-      return "UNKNOWN";
-  }
-}
-
 }  // namespace
 
 VolumeHealth HealthOf(const pb::Target& t) {
-  VolumeHealth h;
-  switch (t.state()) {
-    case pb::TARGET_STATE_READY:
-      break;
-    case pb::TARGET_STATE_FENCED:
-      h.abnormal = true;
-      h.message = "fenced: a newer attach (epoch) took the volume over; I/O fails here. ";
-      break;
-    case pb::TARGET_STATE_FAILED:
-      h.abnormal = true;
-      h.message = "inaccessible: no in-sync replica is reachable. ";
-      break;
-    default:
-      h.abnormal = true;
-      h.message = "degraded. ";
-      break;
-  }
-  if (!h.abnormal) return h;
-  for (const auto& r : t.replicas()) {
-    h.message += "replica " + (r.replica_id().empty() ? r.address() : r.replica_id()) + " " +
-                 ReplicaStateName(r.state());
-    if (!r.last_error().empty()) h.message += " (" + r.last_error() + ")";
-    h.message += "; ";
-  }
-  if (t.rebuild().state() == pb::REBUILD_STATE_RUNNING && t.rebuild().bytes_total() > 0) {
-    char buf[160];
-    snprintf(buf, sizeof buf, "rebuilding %s: %.1f%% done, ETA %.0f s",
-             t.rebuild().replica().c_str(),
-             100.0 * static_cast<double>(t.rebuild().bytes_done()) /
-                 static_cast<double>(t.rebuild().bytes_total()),
-             t.rebuild().eta_seconds());
-    h.message += buf;
-  }
-  return h;
+  api::TargetHealth h = api::HealthOfTarget(t);
+  return VolumeHealth{h.abnormal, std::move(h.message)};
 }
 
 Result<HostedVolume> EngineVolumeHost::Attach(const std::string& volume_id,

@@ -31,7 +31,8 @@ class EngineVolumeHost : public VolumeHost {
 
 // The health of a target as the node reports it (VolumeCondition): abnormal
 // unless every replica is HEALTHY, with each replica's state and the
-// rebuild's progress and ETA in the message.
+// rebuild's progress and ETA in the message (api::HealthOfTarget, the same
+// words the controller reports).
 VolumeHealth HealthOf(const engine::v1::Target& target);
 
 }  // namespace tandem::node
