@@ -8,6 +8,7 @@
 #include <sys/statvfs.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <set>
 #include <utility>
@@ -17,6 +18,7 @@
 #include "common/unique_fd.h"
 #include "replica-engine/protocol/hello_proof.h"
 #include "replica-engine/replica/replica_metadata.h"
+#include "replica-engine/volume/stage_histogram.h"
 
 namespace tandem::service {
 namespace {
@@ -397,6 +399,25 @@ void RebuildStatusToProto(const target::RebuildStatus& s, pb::RebuildStatus* out
   out->set_last_error(s.last_error);
 }
 
+namespace {
+void StageLatencyToProto(const std::string& cls,
+                         const std::array<target::StageHistogram, target::kStageCount>& h,
+                         pb::Target* out) {
+  for (int i = 0; i < target::kStageCount; ++i) {
+    const target::StageHistogram& s = h[static_cast<size_t>(i)];
+    pb::StageLatency* p = out->add_stage_latency();
+    p->set_stage(cls + "." + target::StageName(static_cast<target::Stage>(i)));
+    p->set_count(s.count());
+    p->set_sum_ns(s.sum_ns());
+    p->set_p50_ns(s.Percentile(0.5));
+    p->set_p99_ns(s.Percentile(0.99));
+    p->set_p999_ns(s.Percentile(0.999));
+    const int used = s.used_buckets();
+    for (int b = 0; b < used; ++b) p->add_buckets(s.bucket(b));
+  }
+}
+}  // namespace
+
 void TargetToProto(const attach::TargetInfo& info, pb::Target* out) {
   const target::TargetStatus& s = info.status;
   out->set_volume_id(info.volume_id);
@@ -435,6 +456,8 @@ void TargetToProto(const attach::TargetInfo& info, pb::Target* out) {
   RebuildStatusToProto(s.rebuild, out->mutable_rebuild());
   out->set_rebuilds_completed(s.rebuilds_completed);
   out->set_rebuild_bytes_copied(s.rebuild_bytes_copied);
+  StageLatencyToProto("read", s.latency.read, out);
+  StageLatencyToProto("write", s.latency.write, out);
 }
 
 }  // namespace tandem::service

@@ -28,6 +28,11 @@ struct IoCtx {
   bool fua_flushed = false;  // TRIM/WRITE_ZEROES with FUA: FLUSH sent after it
   StatusCode first_error = StatusCode::kOk;
   uint64_t seq = 0;  // dispatch order (the rebuild drains older writes)
+  // Stage timestamps (MonotonicNanos) for the latency histograms: when the
+  // request was handed to the replicas (the current phase's sub-requests)
+  // and when its data phase ended (0: not yet).
+  uint64_t sent_ns = 0;
+  uint64_t data_done_ns = 0;
   // A write holds its range in the RangeLock during its data phase.
   LockedRange range;
   client::ClientRequest sub[VolumeTarget::kMaxReplicas];

@@ -43,6 +43,7 @@
 #include "replica-engine/client/replica_client.h"
 #include "replica-engine/block_device/block_device.h"
 #include "replica-engine/volume/membership_authority.h"
+#include "replica-engine/volume/stage_histogram.h"
 
 namespace tandem::target {
 
@@ -172,6 +173,9 @@ struct TargetStatus {
   // Totals over every rebuild of this target.
   uint64_t rebuilds_completed = 0;
   uint64_t rebuild_bytes_copied = 0;
+  // Per-stage latency of the I/O path since the target was created
+  // (stage_histogram.h; docs/performance.md).
+  StageLatencies latency;
 };
 
 class VolumeTarget final : public BlockDevice {

@@ -127,6 +127,9 @@ class VolumeTargetImpl final : private EventLoop::Idler,
                                           : StatusCode::kUnavailable;
   }
   static bool NeedsBump(BlockOp op) { return op != BlockOp::kRead; }
+  // The latency histogram of `stage` for the class of `req` (reads, or
+  // everything else), in counters_ so GetStatus copies it.
+  StageHistogram& StageOf(const BlockRequest* req, Stage stage);
 
   EventLoop* loop_;
   TargetOptions options_;

@@ -4,6 +4,7 @@
 // completes when all answered, after a generation bump and MARK_DIRTY when
 // some replica missed it.
 
+#include "common/clock.h"
 #include "common/logging.h"
 #include "replica-engine/volume/volume_target_impl.h"
 
@@ -11,6 +12,16 @@ namespace tandem::target {
 
 using protocol::Opcode;
 using protocol::WireStatus;
+
+namespace {
+// BlockRequest::scratch_ slot holding the request's Submit time (ns).
+constexpr int kSubmitNsScratch = 0;
+}  // namespace
+
+StageHistogram& VolumeTargetImpl::StageOf(const BlockRequest* req, Stage stage) {
+  auto& cls = req->op == BlockOp::kRead ? counters_.latency.read : counters_.latency.write;
+  return cls[static_cast<size_t>(stage)];
+}
 
 Status VolumeTargetImpl::Validate(const BlockRequest* req) const {
   if (req->op == BlockOp::kFlush) return Status::Ok();
@@ -35,6 +46,7 @@ void VolumeTargetImpl::FailLater(BlockRequest* req, StatusCode code) {
 void VolumeTargetImpl::Submit(BlockRequest* req) {
   req->status = StatusCode::kOk;
   req->next_ = nullptr;
+  req->scratch_[kSubmitNsScratch] = MonotonicNanos();
   if (shutting_down_ && req != &shutdown_flush_) {
     FailLater(req, StatusCode::kUnavailable);
     return;
@@ -90,6 +102,10 @@ void VolumeTargetImpl::Dispatch(BlockRequest* req) {
   ++inflight_;
   c->seq = ++dispatch_seq_;
   c->req = req;
+  c->sent_ns = MonotonicNanos();
+  c->data_done_ns = 0;
+  const uint64_t submitted = req->scratch_[kSubmitNsScratch];
+  if (submitted != 0) StageOf(req, Stage::kQueue).Record(c->sent_ns - submitted);
   c->phase = IoCtx::Phase::kData;
   c->remaining = 0;
   c->sent_mask = c->ok_mask = c->tried_mask = 0;
@@ -125,6 +141,7 @@ void VolumeTargetImpl::StartRead(IoCtx* c) {
     Finish(c, c->first_error != StatusCode::kOk ? StatusCode::kUnavailable : DownCode());
     return;
   }
+  if (c->tried_mask != 0) c->sent_ns = MonotonicNanos();  // a retry: its own round trip
   c->tried_mask |= best->bit();
   c->sent_mask = best->bit();
   c->remaining = 1;
@@ -202,6 +219,7 @@ void VolumeTargetImpl::SendControl(IoCtx* c, uint32_t mask, Opcode op, uint64_t 
   c->sent_mask = mask;
   c->ok_mask = 0;
   c->remaining = static_cast<uint32_t>(__builtin_popcount(mask));
+  c->sent_ns = MonotonicNanos();
   for (ReplicaSlot& r : replicas_) {
     if (!(mask & r.bit())) continue;
     ClientRequest& s = c->sub[r.index];
@@ -221,6 +239,12 @@ void VolumeTargetImpl::OnSubDone(ClientRequest* sub) {
   VolumeTargetImpl* self = c->target;
   int index = static_cast<int>(sub - c->sub);
   ReplicaSlot& r = self->replicas_[index];
+  const uint64_t now = MonotonicNanos();
+  self->StageOf(c->req, Stage::kReplica).Record(now - c->sent_ns);
+  if (c->phase == IoCtx::Phase::kData && c->remaining == 1 && c->data_done_ns == 0) {
+    c->data_done_ns = now;
+    self->StageOf(c->req, Stage::kData).Record(now - c->sent_ns);
+  }
   if (sub->status == StatusCode::kOk) {
     c->ok_mask |= 1u << index;
   } else {
@@ -336,6 +360,7 @@ void VolumeTargetImpl::FinishWrite(IoCtx* c) {
 void VolumeTargetImpl::Finish(IoCtx* c, StatusCode code) {
   UnlinkWrite(c);
   BlockRequest* req = c->req;
+  if (c->data_done_ns != 0) StageOf(req, Stage::kFinish).Record(MonotonicNanos() - c->data_done_ns);
   c->req = nullptr;
   free_ctx_.PushFront(c);
   --inflight_;
@@ -350,6 +375,8 @@ void VolumeTargetImpl::Complete(BlockRequest* req, StatusCode code) {
     return;
   }
   req->status = code;
+  const uint64_t submitted = req->scratch_[kSubmitNsScratch];
+  if (submitted != 0) StageOf(req, Stage::kTotal).Record(MonotonicNanos() - submitted);
   if (code != StatusCode::kOk) {
     ++counters_.errors;
   } else {

@@ -10,7 +10,8 @@ replicas -1 is the loopback ping-pong (RTT of the QD1 target).
 With several rounds, each number is the median over the rounds and IOPS and
 the ratios also show their range (min..max); a ratio is always taken between
 the volume and raw of the same round (measured seconds apart). Then the
-issue's targets, each as measured / wanted.
+issue's targets, each as measured / wanted, and, when stages.tsv sits beside
+the TSV, the target's per-stage latency (scripts/lib/stage_latency.py).
 """
 import statistics
 import sys
@@ -145,5 +146,35 @@ def main(path):
         print(f"target: {name}: {got}{rng} (want {want}) {verdict}")
 
 
+def stage_table(path):
+    """Medians over the rounds of the target's per-stage p50/p99 (stages.tsv)."""
+    try:
+        with open(path) as f:
+            rows = [line.rstrip("\n").split("\t") for line in f if line.strip()]
+    except OSError:
+        return
+    rows = [r for r in rows if len(r) >= 9]
+    if not rows:
+        return
+    order = ("queue", "replica", "data", "finish", "total")
+    groups = {}
+    for label, _n, job, _rnd, stage, _count, p50, p99, mean in rows:
+        cls, _, name = stage.partition(".")
+        groups.setdefault((label, job, cls), {}).setdefault(name, []).append(
+            (float(p50), float(p99), float(mean)))
+    print()
+    print("target stages, p50/p99 us (medians over rounds; docs/performance.md):")
+    print(f"{'config':<10} {'job':<18} {'class':<6} " + " ".join(f"{s:>13}" for s in order))
+    for (label, job, cls), stages in groups.items():
+        if "read" in job and cls != "read" or "write" in job and cls != "write":
+            continue  # the job's own class only
+        cells = []
+        for s in order:
+            v = stages.get(s)
+            cells.append(f"{med([x[0] for x in v]):.1f}/{med([x[1] for x in v]):.1f}" if v else "")
+        print(f"{label:<10} {job:<18} {cls:<6} " + " ".join(f"{c:>13}" for c in cells))
+
+
 if __name__ == "__main__":
     main(sys.argv[1])
+    stage_table(sys.argv[1].rsplit("/", 1)[0] + "/stages.tsv" if "/" in sys.argv[1] else "stages.tsv")

@@ -33,6 +33,10 @@
 # TSV rows: label replicas job iops p50_us p99_us ios cpu_us_per_io round
 # fio_cpu_us engine0_cpu_us other_engines_cpu_us (CPU per I/O; engine 0 hosts
 # the target and replica 0). The RTT row has replicas -1 and job pingpong-4k.
+# After each Tandem job the target's per-stage latency over that job (two
+# `target get` snapshots subtracted, scripts/lib/stage_latency.py) is logged and
+# kept in $TC_RUN_DIR/stages.tsv (label replicas job round stage count p50_us
+# p99_us mean_us); bench_table prints its medians under the main table.
 
 BENCH_ALL_JOBS=(randwrite-4k-qd1 randwrite-4k-qd32 randread-4k-qd1 randread-4k-qd32 seqwrite-1m-qd8)
 
@@ -40,7 +44,9 @@ bench_init() {
   : "${BENCH_SECONDS:=5}" "${BENCH_SIZE:=512M}"
   [ -n "${BENCH_JOBS:-}" ] || BENCH_JOBS="${BENCH_ALL_JOBS[*]}"
   BENCH_TSV="$TC_RUN_DIR/bench.tsv"
+  BENCH_STAGES_TSV="$TC_RUN_DIR/stages.tsv"
   : >"$BENCH_TSV"
+  : >"$BENCH_STAGES_TSV"
   BENCH_CLK_TCK="$(getconf CLK_TCK)"
   BENCH_VOLUMES=()
   declare -gA BENCH_URI=() BENCH_PIDS=() BENCH_ENGINES=()
@@ -140,7 +146,15 @@ bench_prepare_volume() {
 
 _bench_volume_job() {
   local n="$1" job="$2"
+  # shellcheck disable=SC2206
+  local engines=(${BENCH_ENGINES[$n]})
+  local before="$TC_RUN_DIR/stages-before.out" after="$TC_RUN_DIR/stages-after.out"
+  # The target's stage histograms around the job (outside its CPU window).
+  ctl "${engines[0]}" target get --volume="bench-r$n" >"$before" 2>>"$TC_RUN_DIR/ctl.log" || : >"$before"
   _bench_run "${n}-replica" "$n" "$job" "${BENCH_PIDS[$n]}" -- --ioengine=nbd --uri="${BENCH_URI[$n]}"
+  ctl "${engines[0]}" target get --volume="bench-r$n" >"$after" 2>>"$TC_RUN_DIR/ctl.log" || return 0
+  python3 "$TC_LIB_DIR/stage_latency.py" diff "$before" "$after" "${n}-replica" "$n" "$job" \
+    "${BENCH_ROUND:-1}" >>"$BENCH_STAGES_TSV" || true
 }
 
 _bench_destroy_volume() {

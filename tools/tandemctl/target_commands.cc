@@ -27,6 +27,25 @@ std::string HexId(uint64_t id) {
   return buf;
 }
 
+// latency.<class>.<stage>=count=N mean_us=.. p50_us=.. p99_us=.. p999_us=..
+// and latency.<class>.<stage>.buckets=c0,c1,... (engine.proto's layout, for
+// tools that subtract two snapshots, e.g. bench/nbd_bench.sh).
+void PrintStageLatency(const pb::StageLatency& l) {
+  auto us = [](double ns) {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%.1f", ns / 1000.0);
+    return std::string(buf);
+  };
+  const double mean = l.count() == 0 ? 0 : static_cast<double>(l.sum_ns()) / l.count();
+  PrintField("latency." + l.stage(), "count=" + std::to_string(l.count()) + " mean_us=" + us(mean) +
+                                         " p50_us=" + us(static_cast<double>(l.p50_ns())) +
+                                         " p99_us=" + us(static_cast<double>(l.p99_ns())) +
+                                         " p999_us=" + us(static_cast<double>(l.p999_ns())));
+  std::string buckets;
+  for (uint64_t c : l.buckets()) buckets += (buckets.empty() ? "" : ",") + std::to_string(c);
+  PrintField("latency." + l.stage() + ".buckets", buckets);
+}
+
 void PrintTarget(const pb::Target& t) {
   PrintField("volume_id", t.volume_id());
   PrintField("export_kind", EnumSuffix(pb::ExportKind_Name(t.export_kind()), "EXPORT_KIND_"));
@@ -81,6 +100,7 @@ void PrintTarget(const pb::Target& t) {
   PrintField("rebuild.last_error", rb.last_error());
   PrintField("rebuilds_completed", std::to_string(t.rebuilds_completed()));
   PrintField("rebuild_bytes_copied", std::to_string(t.rebuild_bytes_copied()));
+  for (const pb::StageLatency& l : t.stage_latency()) PrintStageLatency(l);
 }
 
 // "HOST:PORT[:local]". Only the shape is checked here; the engine validates
