@@ -12,12 +12,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <csignal>
 #include <cstring>
 #include <fstream>
 #include <map>
 #include <random>
 #include <sstream>
+#include <thread>
 
 #include "common/grpc/client_channel.h"
 #include "controller/testing/local_cluster.h"
@@ -130,12 +132,14 @@ class NodeEndToEndTest : public ::testing::Test {
     ctl_ = cluster_->Controller();
   }
 
-  std::string CreateVolume(const std::string& name, int64_t bytes, bool block) {
+  std::string CreateVolume(const std::string& name, int64_t bytes, bool block,
+                           const std::map<std::string, std::string>& params = {}) {
     csi::CreateVolumeRequest req;
     req.set_name(name);
     req.mutable_capacity_range()->set_required_bytes(bytes);
     *req.add_volume_capabilities() = Cap(block);
     (*req.mutable_parameters())["replicas"] = "3";
+    for (const auto& [k, v] : params) (*req.mutable_parameters())[k] = v;
     csi::CreateVolumeResponse resp;
     grpc::Status st = ctl_->CreateVolume(Ctx().get(), req, &resp);
     EXPECT_TRUE(st.ok()) << st.error_message();
@@ -191,6 +195,31 @@ class NodeEndToEndTest : public ::testing::Test {
     ASSERT_TRUE(st.ok()) << "ControllerUnpublish: " << st.error_message();
   }
 
+  // NodeGetVolumeStats' volume_condition as kubelet reads it.
+  static csi::VolumeCondition Condition(NodePlugin& node, const std::string& id,
+                                        const std::string& path) {
+    csi::NodeGetVolumeStatsRequest req;
+    req.set_volume_id(id);
+    req.set_volume_path(path);
+    csi::NodeGetVolumeStatsResponse resp;
+    grpc::Status st = node.stub->NodeGetVolumeStats(Ctx(5).get(), req, &resp);
+    if (!st.ok()) {
+      csi::VolumeCondition c;
+      c.set_abnormal(true);
+      c.set_message("NodeGetVolumeStats failed: " + st.error_message());
+      return c;
+    }
+    return resp.volume_condition();
+  }
+  csi::VolumeCondition ControllerCondition(const std::string& id) {
+    csi::ControllerGetVolumeRequest req;
+    req.set_volume_id(id);
+    csi::ControllerGetVolumeResponse resp;
+    grpc::Status st = ctl_->ControllerGetVolume(Ctx(5).get(), req, &resp);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    return resp.status().volume_condition();
+  }
+
   static LocalCluster* cluster_;
   static Status* setup_status_;
   static NodePlugin nodes_[2];
@@ -238,6 +267,76 @@ void ExpectFiles(const std::string& root, const std::map<std::string, std::strin
     EXPECT_TRUE(ss.str() == data) << name << " differs";
   }
 }
+
+// A writer thread, as an application in the pod: files of 128 KiB with
+// contents from their index, each written and fsync'd, until stopped; after
+// kFiles files it starts over (the same names, the same contents), so it
+// writes for as long as a test needs in bounded space. Any failed call is an
+// error the application saw.
+class FileWriter {
+ public:
+  static constexpr int kFiles = 300;
+  static constexpr size_t kFileBytes = 128 * 1024;
+  explicit FileWriter(std::string dir) : dir_(std::move(dir)) {
+    mkdir(dir_.c_str(), 0755);
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~FileWriter() { Stop(); }
+  void Stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  int written() const { return written_; }
+  // Read it once WaitForMore returned false or after Stop().
+  const std::string& error() const { return error_; }
+  // Waits until `n` more files are written (bounded); false if not.
+  bool WaitForMore(int n, std::chrono::seconds timeout) {
+    int target = written_ + n;
+    return WaitFor([&] { return written_ >= target || failed_; }, timeout) && !failed_;
+  }
+  static std::string Contents(int i) {
+    std::mt19937 rng(1000 + i);
+    std::string data(kFileBytes, '\0');
+    for (auto& c : data) c = static_cast<char>(rng());
+    return data;
+  }
+  // Every written file has its contents.
+  void Verify() const {
+    for (int i = 0; i < std::min<int>(written_, kFiles); ++i) {
+      std::string path = dir_ + "/f-" + std::to_string(i);
+      std::ifstream in(path, std::ios::binary);
+      std::stringstream ss;
+      ss << in.rdbuf();
+      EXPECT_TRUE(ss.str() == Contents(i)) << path << " differs (" << ss.str().size() << " bytes)";
+    }
+  }
+
+ private:
+  void Run() {
+    for (int i = 0; !stop_; ++i) {
+      std::string path = dir_ + "/f-" + std::to_string(i % kFiles);
+      std::string data = Contents(i % kFiles);
+      int fd = open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);
+      bool ok = fd >= 0 && write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size());
+      int err = errno;
+      ok = ok && fsync(fd) == 0;
+      if (!ok) err = errno;
+      if (fd >= 0) close(fd);
+      if (!ok) {
+        error_ = path + ": " + strerror(err);
+        failed_ = true;
+        return;
+      }
+      written_ = i + 1;
+    }
+  }
+  std::string dir_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> written_{0};
+  std::atomic<bool> failed_{false};
+  std::string error_;  // written by the thread before failed_
+  std::thread thread_;
+};
 
 TEST_F(NodeEndToEndTest, Ext4VolumeMovesToAnotherNodeWithEveryFsyncedByte) {
   const std::string id = CreateVolume("e2e-ext4", 256 * kMiB, false);
@@ -348,6 +447,93 @@ TEST_F(NodeEndToEndTest, FailoverToAnotherNodeFencesTheFrozenOneAndKeepsEveryFsy
   us.set_staging_target_path(old_node.staging(id));
   csi::NodeUnstageVolumeResponse us_resp;
   (void)old_node.stub->NodeUnstageVolume(Ctx().get(), us, &us_resp);
+}
+
+// A replica's engine killed (-9) while the mounted volume is being written:
+// the application sees no error, health (NodeGetVolumeStats and
+// ControllerGetVolume) turns DEGRADED naming the replica's state; the engine
+// comes back on its ports, the target rebuilds it, health is HEALTHY again,
+// and every written file reads back.
+TEST_F(NodeEndToEndTest, ReplicaEngineKilledWhileWritingIsRebuiltAndReportedInHealth) {
+  const std::string id = CreateVolume("e2e-kill-replica", 256 * kMiB, false);
+  ASSERT_FALSE(id.empty());
+  Attach(nodes_[0], id, "pod-k", false);
+  const std::string mount = nodes_[0].target("pod-k", id);
+  EXPECT_FALSE(Condition(nodes_[0], id, mount).abnormal())
+      << Condition(nodes_[0], id, mount).message();
+
+  FileWriter writer(mount + "/w");
+  ASSERT_TRUE(writer.WaitForMore(20, std::chrono::seconds(60))) << writer.error();
+  auto& victim = cluster_->engines()[2];
+  victim.process->Kill();
+  // The target notices the dead replica on its next request to it.
+  csi::VolumeCondition degraded;
+  bool reported = WaitFor(
+      [&] {
+        degraded = Condition(nodes_[0], id, mount);
+        return degraded.abnormal() &&
+               degraded.message().find(victim.data_address()) != std::string::npos;
+      },
+      std::chrono::seconds(20));
+  ASSERT_TRUE(reported) << "health after the kill: " << degraded.message();
+  EXPECT_EQ(degraded.message().rfind("DEGRADED", 0), 0u) << degraded.message();
+  RecordProperty("degraded", degraded.message());
+  const std::string ctl_message = ControllerCondition(id).message();
+  EXPECT_EQ(ctl_message.rfind("DEGRADED", 0), 0u) << ctl_message;
+  ASSERT_TRUE(writer.WaitForMore(20, std::chrono::seconds(60)))
+      << "writes while degraded: " << writer.error();
+
+  ASSERT_TRUE(cluster_->StartEngine(&victim).ok());
+  csi::VolumeCondition healed;
+  std::string rebuilding;  // a message seen while the rebuild ran, if one was
+  bool healthy = WaitFor(
+      [&] {
+        healed = Condition(nodes_[0], id, mount);
+        if (healed.message().find("REBUILDING") != std::string::npos) rebuilding = healed.message();
+        return !healed.abnormal();
+      },
+      std::chrono::seconds(90));
+  RecordProperty("rebuilding", rebuilding);
+  EXPECT_TRUE(healthy) << "health after the restart: " << healed.message();
+  EXPECT_EQ(healed.message(), "HEALTHY: 3 of 3 replicas in sync");
+  EXPECT_FALSE(ControllerCondition(id).abnormal()) << ControllerCondition(id).message();
+  ASSERT_TRUE(writer.WaitForMore(5, std::chrono::seconds(60))) << writer.error();
+  writer.Stop();
+  EXPECT_EQ(writer.error(), "") << "the application saw an I/O error";
+  writer.Verify();
+  Detach(nodes_[0], id, "pod-k");
+}
+
+// tandem-node killed (-9) and started again while the mounted volume is being
+// written: the engine and the kernel carry the I/O, so the application sees
+// no error; the restarted tandem-node adopts the staged volume (stats, then
+// unpublish and unstage work).
+TEST_F(NodeEndToEndTest, NodePluginRestartUnderWritesInterruptsNothingAndAdoptsTheVolume) {
+  const std::string id = CreateVolume("e2e-node-restart", 256 * kMiB, false);
+  ASSERT_FALSE(id.empty());
+  NodePlugin& node = nodes_[0];
+  Attach(node, id, "pod-r", false);
+  const std::string mount = node.target("pod-r", id);
+  FileWriter writer(mount + "/w");
+  ASSERT_TRUE(writer.WaitForMore(10, std::chrono::seconds(60))) << writer.error();
+  node.process->Kill();
+  ASSERT_TRUE(writer.WaitForMore(10, std::chrono::seconds(60)))
+      << "writes without tandem-node: " << writer.error();
+  node.process = std::make_unique<Process>();
+  ASSERT_TRUE(StartNode(&node, cluster_->engines()[0]).ok());
+  ASSERT_TRUE(writer.WaitForMore(10, std::chrono::seconds(60))) << writer.error();
+  writer.Stop();
+  EXPECT_EQ(writer.error(), "") << "the application saw an I/O error";
+  EXPECT_GE(writer.written(), 30);
+  csi::VolumeCondition c = Condition(node, id, mount);
+  EXPECT_FALSE(c.abnormal()) << "the restarted node does not know the volume: " << c.message();
+  writer.Verify();
+  Detach(node, id, "pod-r");
+  std::ifstream mounts("/proc/mounts");
+  std::string line;
+  while (std::getline(mounts, line)) {
+    EXPECT_EQ(line.find(node.staging(id)), std::string::npos) << "still mounted: " << line;
+  }
 }
 
 }  // namespace
