@@ -4,6 +4,7 @@
 #   scripts/cluster.sh up [--nodes=3] [--dir=DIR] [--build=DIR]
 #   scripts/cluster.sh down [--dir=DIR]
 #   scripts/cluster.sh status [--dir=DIR]
+#   scripts/cluster.sh restart-engine --node=nI [--dir=DIR] [--build=DIR]
 #
 # `up` starts tandem-controller (embedded SQLite store) and, per simulated
 # node nI, a tandem-engine and a tandem-node registered with the controller
@@ -15,17 +16,20 @@
 # `down` removes everything `up` made — mounts and loop devices under DIR,
 # the FUSE exports, every process, DIR itself — also after a crash of any
 # daemon, and is safe to run twice. DIR defaults to /var/tmp/tandem-cluster.
+# `restart-engine` starts node nI's tandem-engine again on its old ports (after
+# a kill -9): the volume targets on other nodes reconnect it and rebuild it.
 # Network namespaces (--netns) are not implemented yet.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cmd="${1:-}"
 [ $# -gt 0 ] && shift
-dir=/var/tmp/tandem-cluster nodes=3 build="$root/build/release"
+dir=/var/tmp/tandem-cluster nodes=3 build="$root/build/release" node=""
 for arg in "$@"; do
   case "$arg" in
     --nodes=*) nodes="${arg#*=}" ;;
     --dir=*) dir="${arg#*=}" ;;
     --build=*) build="${arg#*=}" ;;
+    --node=*) node="${arg#*=}" ;;
     --netns) echo "cluster.sh: --netns is not implemented yet" >&2; exit 2 ;;
     *) echo "cluster.sh: unknown argument $arg" >&2; exit 2 ;;
   esac
@@ -64,6 +68,32 @@ stop_pid_file() {
   rm -f "$f"
 }
 
+# start_engine nI DATA_PORT GRPC_PORT (0: any; the ports are written to
+# data_port and grpc_port in the node's directory).
+start_engine() {
+  local d="$dir/$1"
+  rm -f "$d/data_port" "$d/grpc_port"
+  spawn engine "$d" "$build/replica-engine/service/tandem-engine" --data-dir="$d/data" \
+    --node-id="$1" --listen="127.0.0.1:$2" --port-file="$d/data_port" \
+    --grpc-listen="127.0.0.1:$3" --grpc-port-file="$d/grpc_port" --nbd-dir="$d/nbd"
+  wait_file "$d/grpc_port" 20 || { log "engine $1 did not start: $(tail -3 "$d/engine.log")"; exit 1; }
+}
+
+restart_engine() {
+  local d="$dir/$node"
+  [ -n "$node" ] && [ -f "$d/data_port" ] || { log "restart-engine: no node '$node' in $dir"; exit 2; }
+  if [ -f "$d/engine.pid" ] && kill -0 "$(cat "$d/engine.pid")" 2>/dev/null; then
+    log "engine $node is running"; return 0
+  fi
+  # A FUSE export the killed engine left mounted would block the new one's.
+  local m
+  while read -r m; do
+    fusermount3 -u -z "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+  done < <(awk -v d="$d/nbd/" 'index($2, d) == 1 && $3 == "fuse.tandem" { print $2 }' /proc/mounts)
+  start_engine "$node" "$(cat "$d/data_port")" "$(cat "$d/grpc_port")"
+  log "engine $node restarted on 127.0.0.1:$(cat "$d/data_port") (gRPC $(cat "$d/grpc_port"))"
+}
+
 up() {
   local engine="$build/replica-engine/service/tandem-engine" node_bin="$build/node-plugin/tandem-node"
   local controller="$build/controller/tandem-controller"
@@ -86,9 +116,7 @@ up() {
   for ((n = 0; n < nodes; n++)); do
     local d="$dir/n$n"
     mkdir -p "$d/data"
-    spawn engine "$d" "$engine" --data-dir="$d/data" --node-id="n$n" --listen=127.0.0.1:0 \
-      --port-file="$d/data_port" --grpc-listen=127.0.0.1:0 --grpc-port-file="$d/grpc_port" --nbd-dir="$d/nbd"
-    wait_file "$d/grpc_port" 20 || { log "engine n$n did not start: $(tail -3 "$d/engine.log")"; exit 1; }
+    start_engine "n$n" 0 0
     local grpc="127.0.0.1:$(cat "$d/grpc_port")"
     spawn node "$d" "$node_bin" --endpoint="unix://$d/csi.sock" --node-id="n$n" --engine="$grpc" \
       --node-address=127.0.0.1 --state-dir="$d/state" --zone="zone-$n" \
@@ -142,5 +170,6 @@ case "$cmd" in
   up) up ;;
   down) down ;;
   status) status ;;
-  *) sed -n '2,20p' "$0"; exit 2 ;;
+  restart-engine) restart_engine ;;
+  *) sed -n '2,23p' "$0"; exit 2 ;;
 esac

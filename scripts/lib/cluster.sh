@@ -38,12 +38,36 @@ tc_init() {
   trap 'tc_log "terminated"; exit 143' TERM
 }
 
-# Kills (SIGCONT first, so a stopped process can die) everything tc_spawn
-# started, newest first: SIGTERM, up to 5 s grace, then SIGKILL.
+# tc_unmount_all [--fuse]: mounts under the run dir (deepest first) and loop
+# devices over its files; with --fuse also the FUSE exports (lazily: their
+# server may be dead). Called before the engines are killed (an engine
+# exporting a FUSE file is still there to answer the loop's last writes) and,
+# with --fuse, after, so a failed run leaks nothing.
+tc_unmount_all() {
+  [ -n "$TC_RUN_DIR" ] && [ -d "$TC_RUN_DIR" ] || return 0
+  local m line
+  while read -r m; do
+    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+  done < <(awk -v d="$TC_RUN_DIR/" 'index($2, d) == 1 && $3 !~ /^fuse/ { print $2 }' /proc/mounts | sort -r)
+  while read -r line; do
+    losetup -d "${line%%:*}" 2>/dev/null || true
+  done < <(losetup -a 2>/dev/null | grep -F "($TC_RUN_DIR/" || true)
+  [ "${1:-}" = --fuse ] || return 0
+  while read -r m; do
+    fusermount3 -u -z "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+  done < <(awk -v d="$TC_RUN_DIR/" 'index($2, d) == 1 && $3 ~ /^fuse/ { print $2 }' /proc/mounts | sort -r)
+}
+
+# Unmounts and detaches (tc_unmount_all), then kills (SIGCONT first, so a
+# stopped process can die) everything tc_spawn started, newest first:
+# SIGTERM, up to 5 s grace, then SIGKILL.
 tc_cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   local pid i
+  # A SIGSTOPped engine would hang an unmount that writes through it.
+  for pid in "${TC_PIDS[@]}"; do kill -CONT "$pid" 2>/dev/null || true; done
+  tc_unmount_all
   for ((i = ${#TC_PIDS[@]} - 1; i >= 0; i--)); do
     pid="${TC_PIDS[$i]}"
     kill -0 "$pid" 2>/dev/null || continue
@@ -56,6 +80,7 @@ tc_cleanup() {
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
+  tc_unmount_all --fuse  # and the FUSE mounts of engines that died without unmounting
   if [ -n "$TC_RUN_DIR" ] && [ -d "$TC_RUN_DIR" ]; then
     if [ "${TANDEM_KEEP_RUN_DIR:-0}" = 1 ]; then
       tc_log "kept run dir $TC_RUN_DIR"

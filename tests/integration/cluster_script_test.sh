@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # scripts/cluster.sh (issue 14): `up` starts the controller and, per node, an
 # engine and a tandem-node that registers itself, and prints the endpoints;
-# `down` removes every process and the directory, also after a daemon was
-# killed -9, and is safe to run twice.
+# `restart-engine` brings a killed engine back on its ports; `down` removes
+# every process, mount, loop device and the directory, also with a volume
+# mounted and after daemons were killed -9, and is safe to run twice.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 build="${TANDEM_BUILD_DIR:?set by ctest}"
@@ -29,6 +30,32 @@ for n in 0 1 2; do
   for _ in $(seq 1 100); do grep -q "node n$n registered" "$dir/n$n/node.log" && break; sleep 0.1; done
   grep -q "node n$n registered" "$dir/n$n/node.log" || fail "n$n did not register"
 done
+# A killed engine comes back on its old ports.
+port1="$(cat "$dir/n1/data_port")" pid1="$(cat "$dir/n1/engine.pid")"
+kill -KILL "$pid1"
+for _ in $(seq 1 50); do kill -0 "$pid1" 2>/dev/null || break; sleep 0.1; done
+"$root/scripts/cluster.sh" restart-engine --node=n1 --dir="$dir" --build="$build"
+[ "$(cat "$dir/n1/data_port")" = "$port1" ] || fail "n1's engine restarted on another port"
+[ "$("$root/scripts/cluster.sh" status --dir="$dir" | grep -c running)" = 7 ] || fail "not 7 daemons after restart-engine"
+pids="$pids $(cat "$dir/n1/engine.pid")"
+# A volume mounted on n0 (through CSI, when tandem-kubelet is built), then
+# crashes: `down` must still unmount it and detach its loop device.
+kubelet="$build/tests/harness/tandem-kubelet"
+if [ -x "$kubelet" ]; then
+  ctl="unix://$dir/controller/csi.sock"
+  vol=""
+  for _ in $(seq 1 50); do
+    vol="$("$kubelet" create --controller="$ctl" --name=v --size=64M 2>"$dir/create.err")" && break
+    sleep 0.2
+  done
+  [ -n "$vol" ] || fail "CreateVolume through the cluster failed: $(cat "$dir/create.err")"
+  mnt="$("$kubelet" attach --controller="$ctl" --node="unix://$dir/n0/csi.sock" --node-id=n0 \
+    --kubelet-dir="$dir/n0/kubelet" --volume="$vol" --pod=p)"
+  echo data >"$mnt/file"
+  grep -qF "$dir/n0/kubelet" /proc/mounts || fail "the volume is not mounted"
+  losetup -a | grep -qF "($dir/" || fail "no loop device over the volume's export"
+  kill -KILL "$(cat "$dir/n0/node.pid")"
+fi
 # A crashed engine must not stop `down`.
 kill -KILL "$(cat "$dir/n1/engine.pid")"
 "$root/scripts/cluster.sh" down --dir="$dir"
@@ -37,5 +64,6 @@ for p in $pids; do
   if kill -0 "$p" 2>/dev/null; then fail "pid $p still running after down"; fi
 done
 grep -qF "$dir" /proc/mounts && fail "a mount under $dir remains"
+losetup -a | grep -qF "($dir/" && fail "a loop device over a file under $dir remains"
 "$root/scripts/cluster.sh" down --dir="$dir" || fail "a second down failed"
 echo "PASS"
