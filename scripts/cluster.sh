@@ -82,6 +82,12 @@ start_engine() {
 restart_engine() {
   local d="$dir/$node"
   [ -n "$node" ] && [ -f "$d/data_port" ] || { log "restart-engine: no node '$node' in $dir"; exit 2; }
+  # A process just killed -9 may not be gone yet: give it 2 s.
+  local i
+  for ((i = 0; i < 20; i++)); do
+    [ -f "$d/engine.pid" ] && kill -0 "$(cat "$d/engine.pid")" 2>/dev/null || break
+    sleep 0.1
+  done
   if [ -f "$d/engine.pid" ] && kill -0 "$(cat "$d/engine.pid")" 2>/dev/null; then
     log "engine $node is running"; return 0
   fi

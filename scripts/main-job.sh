@@ -119,7 +119,7 @@ kill -0 "$fio_pid" 2>/dev/null && echo "  fio is still writing (pid $fio_pid)"
 
 say "5. restart n2's engine: the target reconnects it and rebuilds it"
 "$root/scripts/cluster.sh" restart-engine --node=n2 --dir="$cluster" --build="$out"
-"$TANDEMCTL" --engine="$(ep node_n0_engine)" target watch --volume="$vol" --until-done --timeout-s=180 ||
+"$TANDEMCTL" --engine="$(ep node_n0_engine)" target watch --volume="$vol" --until-done --timeout-s=90 ||
   fail "the rebuild of n2 did not complete"
 for _ in $(seq 1 50); do
   k n0 health --volume="$vol" --pod=app-0 >"$run/health" 2>&1 && grep -q "^node abnormal=false" "$run/health" && break
