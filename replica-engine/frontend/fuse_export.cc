@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "common/bits.h"
 #include "common/logging.h"
 #include "replica-engine/frontend/fuse_control.h"
 #include "replica-engine/frontend/fuse_export_impl.h"
@@ -30,8 +31,6 @@ constexpr uint32_t kMaxThreads = 256;
 // libfuse 3.14 reads requests into a buffer of 256 pages plus a header:
 // larger writes cannot arrive.
 constexpr uint32_t kMaxRequestLimit = 1u << 20;
-
-bool IsPowerOfTwo(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
 
 // OK when `dir` is an empty directory.
 Status CheckEmptyDir(const std::string& dir) {

@@ -4,6 +4,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/byte_reader.h"
 #include "common/coding.h"
 #include "common/crc32c.h"
 
@@ -36,93 +37,6 @@ uint32_t PayloadLimit(uint8_t opcode) {
   if (reply && op == Opcode::kGetDirtyMap) return kMaxPayload;
   if (reply && op == Opcode::kGetAllocation) return kMaxAllocationReply;
   return kMaxControlPayload;
-}
-
-// Sequential little-endian reader over a payload. Every read checks the
-// remaining length first, so a short payload is reported, never overrun.
-class Reader {
- public:
-  Reader(std::string_view data, const char* what) : data_(data), what_(what) {}
-
-  Status U8(const char* field, uint8_t* v) { return Fixed(field, 1, v); }
-  Status U16(const char* field, uint16_t* v) { return Fixed(field, 2, v); }
-  Status U32(const char* field, uint32_t* v) { return Fixed(field, 4, v); }
-  Status U64(const char* field, uint64_t* v) { return Fixed(field, 8, v); }
-
-  // A u16 length prefix followed by that many bytes, at most `limit`.
-  Status String(const char* field, size_t limit, std::string* out) {
-    uint16_t len = 0;
-    TANDEM_RETURN_IF_ERROR(U16(field, &len));
-    if (len > limit) {
-      return Status::InvalidArgument(std::string(what_) + ": " + field + " length " +
-                                     std::to_string(len) + " exceeds " + std::to_string(limit));
-    }
-    if (data_.size() - pos_ < len) return Truncated(field);
-    out->assign(data_.data() + pos_, len);
-    pos_ += len;
-    return Status::Ok();
-  }
-
-  size_t remaining() const { return data_.size() - pos_; }
-  // `n` raw bytes. REQUIRES: n <= remaining().
-  void Bytes(size_t n, std::string* out) {
-    out->assign(data_.data() + pos_, n);
-    pos_ += n;
-  }
-
-  Status Finish() const {
-    if (pos_ == data_.size()) return Status::Ok();
-    return Status::InvalidArgument(std::string(what_) + ": " + std::to_string(data_.size() - pos_) +
-                                   " trailing bytes");
-  }
-
- private:
-  template <typename T>
-  Status Fixed(const char* field, size_t n, T* v) {
-    if (data_.size() - pos_ < n) return Truncated(field);
-    const auto* p = reinterpret_cast<const uint8_t*>(data_.data() + pos_);
-    if constexpr (sizeof(T) == 1) {
-      *v = *p;
-    } else if constexpr (sizeof(T) == 2) {
-      *v = DecodeFixed16(p);
-    } else if constexpr (sizeof(T) == 4) {
-      *v = DecodeFixed32(p);
-    } else {
-      *v = DecodeFixed64(p);
-    }
-    pos_ += n;
-    return Status::Ok();
-  }
-
-  Status Truncated(const char* field) const {
-    return Status::InvalidArgument(std::string(what_) + ": truncated at " + field);
-  }
-
-  std::string_view data_;
-  const char* what_;
-  size_t pos_ = 0;
-};
-
-void PutFixed8(std::string* out, uint8_t v) { out->push_back(static_cast<char>(v)); }
-void PutFixed16(std::string* out, uint16_t v) {
-  uint8_t b[2];
-  EncodeFixed16(b, v);
-  out->append(reinterpret_cast<const char*>(b), sizeof(b));
-}
-void PutFixed32(std::string* out, uint32_t v) {
-  uint8_t b[4];
-  EncodeFixed32(b, v);
-  out->append(reinterpret_cast<const char*>(b), sizeof(b));
-}
-void PutFixed64(std::string* out, uint64_t v) {
-  uint8_t b[8];
-  EncodeFixed64(b, v);
-  out->append(reinterpret_cast<const char*>(b), sizeof(b));
-}
-// REQUIRES: s.size() fits in u16 (callers check the field limit first).
-void PutString(std::string* out, std::string_view s) {
-  PutFixed16(out, static_cast<uint16_t>(s.size()));
-  out->append(s);
 }
 
 Status CheckLimit(const char* field, size_t size, size_t limit) {
@@ -292,10 +206,11 @@ Status EncodeHello(const HelloRequest& hello, std::string* out) {
   TANDEM_RETURN_IF_ERROR(CheckLimit("hello volume_id", hello.volume_id.size(), kMaxVolumeIdLength));
   TANDEM_RETURN_IF_ERROR(CheckLimit("hello token", hello.token.size(), kMaxTokenLength));
   out->reserve(8 + 2 + hello.volume_id.size() + 2 + hello.token.size() + 8);
-  PutFixed64(out, hello.epoch);
-  PutString(out, hello.volume_id);
-  PutString(out, hello.token);
-  PutFixed64(out, hello.target_id);
+  ByteWriter w(out);
+  w.U64(hello.epoch);
+  w.String16(hello.volume_id);
+  w.String16(hello.token);
+  w.U64(hello.target_id);
   if (!hello.proof.empty()) {
     if (hello.proof.size() != kProofSize) {
       out->clear();
@@ -314,38 +229,41 @@ Status EncodeReplicaInfo(const ReplicaInfo& info, std::string* out) {
   TANDEM_RETURN_IF_ERROR(ValidateReplicaInfo(info));
   out->reserve(kReplicaInfoLegacySize + info.replica_id.size() + kReplicaInfoRebuildFieldsSize +
                kReplicaInfoGenerationFieldsSize + 8 * info.generation_history.size());
-  PutFixed64(out, info.size);
-  PutFixed32(out, info.block_size);
-  PutFixed32(out, info.max_inflight);
-  PutFixed64(out, info.generation);
-  PutFixed64(out, info.highest_epoch);
-  PutString(out, info.replica_id);
-  PutFixed8(out, info.tracking_dirty ? 1 : 0);
-  PutFixed64(out, info.dirty_since_generation);
-  PutFixed64(out, info.rebuild_cursor);
-  PutFixed64(out, info.rebuild_generation);
-  PutFixed64(out, info.generation_id);
-  PutFixed8(out, static_cast<uint8_t>(info.generation_history.size()));
-  for (uint64_t id : info.generation_history) PutFixed64(out, id);
-  PutFixed8(out, info.clean_shutdown ? 1 : 0);
-  PutFixed32(out, info.activity_extent_size);
-  PutFixed32(out, info.activity_count);
+  ByteWriter w(out);
+  w.U64(info.size);
+  w.U32(info.block_size);
+  w.U32(info.max_inflight);
+  w.U64(info.generation);
+  w.U64(info.highest_epoch);
+  w.String16(info.replica_id);
+  w.U8(info.tracking_dirty ? 1 : 0);
+  w.U64(info.dirty_since_generation);
+  w.U64(info.rebuild_cursor);
+  w.U64(info.rebuild_generation);
+  w.U64(info.generation_id);
+  w.U8(static_cast<uint8_t>(info.generation_history.size()));
+  for (uint64_t id : info.generation_history) w.U64(id);
+  w.U8(info.clean_shutdown ? 1 : 0);
+  w.U32(info.activity_extent_size);
+  w.U32(info.activity_count);
   return Status::Ok();
 }
 
 // Decoding fills a local and assigns it on success, so a caller never sees a
 // half-decoded struct.
 Status DecodeHello(std::string_view payload, HelloRequest* hello) {
-  Reader r(payload, "hello");
+  ByteReader r(payload, "hello");
   HelloRequest d;
   TANDEM_RETURN_IF_ERROR(r.U64("epoch", &d.epoch));
-  TANDEM_RETURN_IF_ERROR(r.String("volume_id", kMaxVolumeIdLength, &d.volume_id));
-  TANDEM_RETURN_IF_ERROR(r.String("token", kMaxTokenLength, &d.token));
+  TANDEM_RETURN_IF_ERROR(r.String16("volume_id", kMaxVolumeIdLength, &d.volume_id));
+  TANDEM_RETURN_IF_ERROR(r.String16("token", kMaxTokenLength, &d.token));
   // An older target stops here: target_id 0.
   if (r.remaining() != 0) TANDEM_RETURN_IF_ERROR(r.U64("target_id", &d.target_id));
   // A proof follows only for a volume with a secret: exactly kProofSize bytes.
   if (r.remaining() == kProofSize) {
-    r.Bytes(kProofSize, &d.proof);
+    std::string_view proof;
+    TANDEM_RETURN_IF_ERROR(r.Bytes("proof", kProofSize, &proof));
+    d.proof.assign(proof);
   }
   TANDEM_RETURN_IF_ERROR(r.Finish());
   *hello = std::move(d);
@@ -353,14 +271,14 @@ Status DecodeHello(std::string_view payload, HelloRequest* hello) {
 }
 
 Status DecodeReplicaInfo(std::string_view payload, ReplicaInfo* info) {
-  Reader r(payload, "replica info");
+  ByteReader r(payload, "replica info");
   ReplicaInfo d;
   TANDEM_RETURN_IF_ERROR(r.U64("size", &d.size));
   TANDEM_RETURN_IF_ERROR(r.U32("block_size", &d.block_size));
   TANDEM_RETURN_IF_ERROR(r.U32("max_inflight", &d.max_inflight));
   TANDEM_RETURN_IF_ERROR(r.U64("generation", &d.generation));
   TANDEM_RETURN_IF_ERROR(r.U64("highest_epoch", &d.highest_epoch));
-  TANDEM_RETURN_IF_ERROR(r.String("replica_id", kMaxVolumeIdLength, &d.replica_id));
+  TANDEM_RETURN_IF_ERROR(r.String16("replica_id", kMaxVolumeIdLength, &d.replica_id));
   // An older replica stops here; its rebuild fields read as "none".
   if (r.remaining() != 0) {
     uint8_t tracking = 0;
@@ -401,14 +319,15 @@ Status EncodeDirtyMap(const DirtyMapChunk& chunk, std::string* out) {
   out->clear();
   TANDEM_RETURN_IF_ERROR(ValidateDirtyMap(chunk));
   out->reserve(kDirtyMapPrefixSize + chunk.bitmap.size());
-  PutFixed32(out, chunk.region_size);
-  PutFixed64(out, chunk.volume_size);
+  ByteWriter w(out);
+  w.U32(chunk.region_size);
+  w.U64(chunk.volume_size);
   out->append(chunk.bitmap);
   return Status::Ok();
 }
 
 Status DecodeDirtyMap(std::string_view payload, DirtyMapChunk* chunk) {
-  Reader r(payload, "dirty map");
+  ByteReader r(payload, "dirty map");
   DirtyMapChunk d;
   TANDEM_RETURN_IF_ERROR(r.U32("region_size", &d.region_size));
   TANDEM_RETURN_IF_ERROR(r.U64("volume_size", &d.volume_size));
@@ -429,17 +348,18 @@ Status EncodeAllocation(uint64_t covered_end, const AllocationExtent* extents, u
   TANDEM_RETURN_IF_ERROR(
       ValidateAllocation(covered_end, count, [extents](uint32_t i) { return extents[i]; }));
   out->reserve(kAllocationPrefixSize + size_t{count} * kAllocationExtentSize);
-  PutFixed64(out, covered_end);
-  PutFixed32(out, count);
+  ByteWriter w(out);
+  w.U64(covered_end);
+  w.U32(count);
   for (uint32_t i = 0; i < count; ++i) {
-    PutFixed64(out, extents[i].offset);
-    PutFixed64(out, extents[i].length);
+    w.U64(extents[i].offset);
+    w.U64(extents[i].length);
   }
   return Status::Ok();
 }
 
 Status DecodeAllocation(std::string_view payload, AllocationList* list) {
-  Reader r(payload, "allocation");
+  ByteReader r(payload, "allocation");
   AllocationList d;
   TANDEM_RETURN_IF_ERROR(r.U64("covered_end", &d.covered_end));
   TANDEM_RETURN_IF_ERROR(r.U32("count", &d.count));
@@ -494,14 +414,15 @@ Status EncodeGenerationRecord(const GenerationRecord& record, std::string* out) 
   if (record.id == 0) return Status::InvalidArgument("generation record: id is 0");
   TANDEM_RETURN_IF_ERROR(ValidateGenerationIds("generation record", record.id, record.history));
   out->reserve(9 + 8 * record.history.size());
-  PutFixed64(out, record.id);
-  PutFixed8(out, static_cast<uint8_t>(record.history.size()));
-  for (uint64_t id : record.history) PutFixed64(out, id);
+  ByteWriter w(out);
+  w.U64(record.id);
+  w.U8(static_cast<uint8_t>(record.history.size()));
+  for (uint64_t id : record.history) w.U64(id);
   return Status::Ok();
 }
 
 Status DecodeGenerationRecord(std::string_view payload, GenerationRecord* record) {
-  Reader r(payload, "generation record");
+  ByteReader r(payload, "generation record");
   GenerationRecord d;
   TANDEM_RETURN_IF_ERROR(r.U64("id", &d.id));
   if (d.id == 0) return Status::InvalidArgument("generation record: id is 0");

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <random>
 
+#include "common/bits.h"
 #include "common/file_util.h"
 #include "common/logging.h"
 
@@ -27,8 +28,6 @@ constexpr mode_t kDirMode = 0700;
 constexpr mode_t kFileMode = 0600;
 constexpr size_t kMaxIdLength = 128;
 constexpr size_t kMaxDataPathLength = 1024;
-
-bool IsPowerOfTwo(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
 
 // A random non-zero 64-bit id (a new generation's). getrandom(2) never fails
 // for 8 bytes once the pool is initialised; std::random_device backs it up.

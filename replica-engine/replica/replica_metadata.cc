@@ -10,6 +10,8 @@
 #include <string_view>
 #include <utility>
 
+#include "common/bits.h"
+#include "common/byte_reader.h"
 #include "common/coding.h"
 #include "common/crc32c.h"
 #include "common/file_util.h"
@@ -43,8 +45,6 @@ constexpr uint32_t kMaxBlockSize = 65536;
 // The header (fixed prefix + fields) always fits this, whatever the strings.
 constexpr size_t kHeaderArea = 4096;
 constexpr size_t kSlotAlignment = 4096;
-
-bool IsPowerOfTwo(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
 
 // ceil(ceil(size / region) / 8) without overflowing for sizes near 2^64.
 uint64_t DirtyMapBytes(uint64_t size, uint32_t region) {
@@ -149,48 +149,49 @@ uint32_t SlotCrc(const uint8_t* p, size_t total) {
   return Crc32cExtend(crc, p + kCrcOffset + 4, total - kCrcOffset - 4);
 }
 
-// Bounds-checked cursor over untrusted bytes: every read checks the remaining
-// length first, and after the first failure all reads fail.
-class Reader {
- public:
-  Reader(const uint8_t* p, size_t n, size_t pos) : p_(p), n_(n), pos_(pos) {}
-  bool ok() const { return ok_; }
-  size_t pos() const { return pos_; }
-
-  uint8_t U8() { return Need(1) ? p_[pos_++] : 0; }
-  uint16_t U16() { return Take<uint16_t>(2, DecodeFixed16); }
-  uint32_t U32() { return Take<uint32_t>(4, DecodeFixed32); }
-  uint64_t U64() { return Take<uint64_t>(8, DecodeFixed64); }
-  std::string String(size_t limit) {
-    uint16_t len = U16();
-    if (len > limit || !Need(len)) {
-      ok_ = false;
-      return {};
-    }
-    std::string s(reinterpret_cast<const char*>(p_ + pos_), len);
-    pos_ += len;
-    return s;
-  }
-
- private:
-  bool Need(size_t k) {
-    if (ok_ && k <= n_ - pos_) return true;
-    ok_ = false;
-    return false;
-  }
-  template <typename T, typename F>
-  T Take(size_t k, F decode) {
-    if (!Need(k)) return 0;
-    T v = decode(p_ + pos_);
-    pos_ += k;
-    return v;
-  }
-
-  const uint8_t* p_;
-  size_t n_;
-  size_t pos_;
-  bool ok_ = true;
+// The raw field values of a slot, before they are checked.
+struct RawFields {
+  uint8_t clean = 0;
+  uint8_t tracking = 0;
+  uint32_t map_bytes = 0;
+  uint32_t activity_bytes = 0;
 };
+
+// Reads the fields of a slot of `version` into *m and *raw. A short or
+// over-long field is INVALID_ARGUMENT (the caller reports "malformed
+// fields"); a too-long history is DATA_LOSS naming it.
+Status DecodeFields(ByteReader* r, uint32_t version, ReplicaMetadata* m, RawFields* raw) {
+  TANDEM_RETURN_IF_ERROR(r->String16("volume_id", kMaxIdLength, &m->volume_id));
+  TANDEM_RETURN_IF_ERROR(r->String16("replica_id", kMaxIdLength, &m->replica_id));
+  TANDEM_RETURN_IF_ERROR(r->String16("data_path", kMaxDataPathLength, &m->data_path));
+  TANDEM_RETURN_IF_ERROR(r->U64("size", &m->size));
+  TANDEM_RETURN_IF_ERROR(r->U32("block_size", &m->block_size));
+  TANDEM_RETURN_IF_ERROR(r->U64("generation", &m->generation));
+  TANDEM_RETURN_IF_ERROR(r->U64("highest_epoch", &m->highest_epoch));
+  TANDEM_RETURN_IF_ERROR(r->U8("clean_shutdown", &raw->clean));
+  TANDEM_RETURN_IF_ERROR(r->U32("dirty_region_size", &m->dirty_region_size));
+  TANDEM_RETURN_IF_ERROR(r->U32("dirty_map_bytes", &raw->map_bytes));
+  if (version >= 2) TANDEM_RETURN_IF_ERROR(r->U8("tracking_dirty", &raw->tracking));
+  if (version >= 3) {
+    TANDEM_RETURN_IF_ERROR(r->U64("dirty_since_generation", &m->dirty_since_generation));
+    TANDEM_RETURN_IF_ERROR(r->U64("rebuild_cursor", &m->rebuild_cursor));
+    TANDEM_RETURN_IF_ERROR(r->U64("rebuild_generation", &m->rebuild_generation));
+  }
+  if (version >= 4) {
+    TANDEM_RETURN_IF_ERROR(r->U64("generation_id", &m->generation_id));
+    uint8_t count = 0;
+    TANDEM_RETURN_IF_ERROR(r->U8("history_count", &count));
+    if (count > kMaxGenerationHistory) return Status::DataLoss("generation history too long");
+    m->generation_history.resize(count);
+    for (uint8_t i = 0; i < count; ++i) {
+      TANDEM_RETURN_IF_ERROR(r->U64("generation_history", &m->generation_history[i]));
+    }
+    TANDEM_RETURN_IF_ERROR(r->U64("epoch_owner", &m->epoch_owner));
+    TANDEM_RETURN_IF_ERROR(r->U32("activity_extent_size", &m->activity_extent_size));
+    TANDEM_RETURN_IF_ERROR(r->U32("activity_bytes", &raw->activity_bytes));
+  }
+  return Status::Ok();
+}
 
 void PutString(uint8_t* p, size_t* pos, const std::string& s) {
   EncodeFixed16(p + *pos, static_cast<uint16_t>(s.size()));
@@ -337,53 +338,29 @@ Status DecodeMetadataSlot(const void* data, size_t n, ReplicaMetadata* md, uint6
   if (crc != stored_crc) return Status::DataLoss("crc mismatch");
 
   ReplicaMetadata m;
-  Reader r(p, header, kFieldsOffset);
-  m.volume_id = r.String(kMaxIdLength);
-  m.replica_id = r.String(kMaxIdLength);
-  m.data_path = r.String(kMaxDataPathLength);
-  m.size = r.U64();
-  m.block_size = r.U32();
-  m.generation = r.U64();
-  m.highest_epoch = r.U64();
-  uint8_t clean = r.U8();
-  m.dirty_region_size = r.U32();
-  uint32_t map_bytes = r.U32();
-  uint8_t tracking = version >= 2 ? r.U8() : 0;
-  if (version >= 3) {
-    m.dirty_since_generation = r.U64();
-    m.rebuild_cursor = r.U64();
-    m.rebuild_generation = r.U64();
+  RawFields raw;
+  ByteReader r(p + kFieldsOffset, header - kFieldsOffset, "metadata fields");
+  if (Status st = DecodeFields(&r, version, &m, &raw); !st.ok() || r.remaining() != 0) {
+    return st.code() == StatusCode::kDataLoss ? st : Status::DataLoss("malformed fields");
   }
-  uint32_t activity_bytes = 0;
-  if (version >= 4) {
-    m.generation_id = r.U64();
-    const uint8_t count = r.U8();
-    if (count > kMaxGenerationHistory) return Status::DataLoss("generation history too long");
-    m.generation_history.resize(count);
-    for (uint8_t i = 0; i < count; ++i) m.generation_history[i] = r.U64();
-    m.epoch_owner = r.U64();
-    m.activity_extent_size = r.U32();
-    activity_bytes = r.U32();
-  }
-  if (!r.ok() || r.pos() != header) return Status::DataLoss("malformed fields");
-  if (clean > 1) return Status::DataLoss("bad clean_shutdown value");
-  if (tracking > 1) return Status::DataLoss("bad tracking_dirty value");
-  m.clean_shutdown = clean != 0;
-  m.tracking_dirty = tracking != 0;
+  if (raw.clean > 1) return Status::DataLoss("bad clean_shutdown value");
+  if (raw.tracking > 1) return Status::DataLoss("bad tracking_dirty value");
+  m.clean_shutdown = raw.clean != 0;
+  m.tracking_dirty = raw.tracking != 0;
   // Before version 3 the start of tracking was not recorded: the current
   // generation is the latest it can have been (see the header).
   if (version < 3 && m.tracking_dirty) m.dirty_since_generation = m.generation;
-  if (Status st = ValidateFields(m, map_bytes, activity_bytes); !st.ok()) {
+  if (Status st = ValidateFields(m, raw.map_bytes, raw.activity_bytes); !st.ok()) {
     return Status::DataLoss(st.message());
   }
-  if (total != header + uint64_t{map_bytes} + activity_bytes) {
+  if (total != header + uint64_t{raw.map_bytes} + raw.activity_bytes) {
     return Status::DataLoss("total length mismatch");
   }
   // The encoder zero-fills the rest of the slot; anything else there means the
   // slot was damaged (outside the crc's reach) or not written by us.
   if (!AllZero(p + total, n - total)) return Status::DataLoss("non-zero padding");
-  m.dirty_map.assign(p + header, p + header + map_bytes);
-  m.activity_map.assign(p + header + map_bytes, p + total);
+  m.dirty_map.assign(p + header, p + header + raw.map_bytes);
+  m.activity_map.assign(p + header + raw.map_bytes, p + total);
   *md = std::move(m);
   *seq = DecodeFixed64(p + kSequenceOffset);
   return Status::Ok();
