@@ -48,6 +48,9 @@ class IntrusiveQueue {
     x->*Next = nullptr;
     return x;
   }
+  // Forgets every element (their links are left as they are): for an owner
+  // that reclaims all of its elements at once, e.g. on a reset.
+  void Clear() { head_ = tail_ = nullptr; }
   // Moves every element of `other` (in its order) in front of ours.
   void SpliceFront(IntrusiveQueue* other) {
     if (other->head_ == nullptr) return;

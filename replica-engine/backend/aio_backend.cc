@@ -129,12 +129,11 @@ int32_t AioBackend::ExecSyncOp(const IoRequest& req) {
 int AioBackend::RunWorkerCompletions() {
   if (worker_.outstanding() == 0) return 0;
   int n = 0;
-  for (IoRequest* req = worker_.TakeCompleted(); req != nullptr;) {
-    IoRequest* next = req->next_;  // `done` may queue req again
-    req->next_ = nullptr;
+  IoRequestQueue finished;
+  worker_.TakeCompleted(&finished);
+  while (IoRequest* req = finished.PopFront()) {  // popped first: `done` may queue req again
     Finish(req, req->result);
     ++n;
-    req = next;
   }
   return n;
 }

@@ -21,7 +21,7 @@ AlignedBufferPool::AlignedBufferPool(size_t arena_bytes, size_t max_buffer_size)
     : max_buffer_size_(max_buffer_size) {
   int num_classes = 0;
   for (size_t s = kMinBufferSize; s <= max_buffer_size; s <<= 1) ++num_classes;
-  free_.assign(num_classes, nullptr);
+  free_ = std::vector<FreeList>(static_cast<size_t>(num_classes));
   free_count_.assign(num_classes, 0);
   total_count_.assign(num_classes, 0);
   if (num_classes == 0 || arena_bytes == 0) return;
@@ -50,9 +50,7 @@ AlignedBufferPool::AlignedBufferPool(size_t arena_bytes, size_t max_buffer_size)
     const size_t count = per_class / size;
     // Push in reverse so Get() hands out ascending addresses (easier to debug).
     for (size_t i = count; i-- > 0;) {
-      auto* node = reinterpret_cast<FreeNode*>(region + i * size);
-      node->next = free_[c];
-      free_[c] = node;
+      free_[c].PushFront(reinterpret_cast<FreeNode*>(region + i * size));
     }
     free_count_[c] = count;
     total_count_[c] = count;
@@ -72,19 +70,15 @@ int AlignedBufferPool::ClassOf(size_t size) const {
 
 void* AlignedBufferPool::Get(size_t size) {
   const int c = ClassOf(size);
-  if (c < 0 || free_[c] == nullptr) return nullptr;
-  FreeNode* node = free_[c];
-  free_[c] = node->next;
+  if (c < 0 || free_[c].empty()) return nullptr;
   --free_count_[c];
-  return node;
+  return free_[c].PopFront();
 }
 
 void AlignedBufferPool::Put(void* buf, size_t size) {
   const int c = ClassOf(size);
   if (buf == nullptr || c < 0) return;
-  auto* node = static_cast<FreeNode*>(buf);
-  node->next = free_[c];
-  free_[c] = node;
+  free_[c].PushFront(static_cast<FreeNode*>(buf));
   ++free_count_[c];
 }
 

@@ -14,6 +14,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/intrusive_list.h"
+
 namespace tandem::backend {
 
 class AlignedBufferPool {
@@ -45,15 +47,17 @@ class AlignedBufferPool {
   int num_classes() const { return static_cast<int>(free_.size()); }
 
  private:
+  // Overlays a free buffer's first bytes.
   struct FreeNode {
     FreeNode* next;
   };
+  using FreeList = IntrusiveQueue<FreeNode, &FreeNode::next>;  // used as a stack
   int ClassOf(size_t size) const;
 
   void* arena_ = nullptr;
   size_t arena_bytes_ = 0;
   size_t max_buffer_size_ = 0;
-  std::vector<FreeNode*> free_;      // per class
+  std::vector<FreeList> free_;       // per class
   std::vector<size_t> free_count_;   // per class
   std::vector<size_t> total_count_;  // per class
 };

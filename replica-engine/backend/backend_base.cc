@@ -56,11 +56,10 @@ void BackendBase::CompleteLocally(IoRequest* req, int32_t result) {
 int BackendBase::RunLocalCompletions() {
   // Detach first: a `done` that queues another invalid request adds to a fresh
   // list, completed by the next Reap, so this loop always terminates.
-  RequestList list = local_done_;
-  local_done_ = {};
+  RequestList list;
+  list.SpliceBack(&local_done_);
   int n = 0;
-  while (!list.empty()) {
-    IoRequest* req = list.PopFront();
+  while (IoRequest* req = list.PopFront()) {
     Finish(req, req->result);
     ++n;
   }

@@ -21,33 +21,7 @@ class BackendBase : public StorageBackend {
  protected:
   BackendBase() = default;
 
-  // FIFO of requests linked through IoRequest::next_ (no allocation).
-  struct RequestList {
-    IoRequest* head = nullptr;
-    IoRequest* tail = nullptr;
-    bool empty() const { return head == nullptr; }
-    void PushBack(IoRequest* r) {
-      r->next_ = nullptr;
-      if (tail != nullptr) {
-        tail->next_ = r;
-      } else {
-        head = r;
-      }
-      tail = r;
-    }
-    void PushFront(IoRequest* r) {
-      r->next_ = head;
-      head = r;
-      if (tail == nullptr) tail = r;
-    }
-    IoRequest* PopFront() {
-      IoRequest* r = head;
-      head = r->next_;
-      if (head == nullptr) tail = nullptr;
-      r->next_ = nullptr;
-      return r;
-    }
-  };
+  using RequestList = IoRequestQueue;
 
   // The start of every Queue(): counts the request in flight and resets its
   // scratch. False when it was completed locally instead (invalid: the

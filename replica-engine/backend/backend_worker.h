@@ -61,9 +61,9 @@ class BackendWorker {
 
   // Hands `req` to a worker. REQUIRES threads() > 0 and a non-null `exec`.
   void Post(IoRequest* req);
-  // The requests the workers finished since the last call, in completion
-  // order, linked through next_ (null when none).
-  IoRequest* TakeCompleted();
+  // Moves the requests the workers finished since the last call, in
+  // completion order, to the back of *out.
+  void TakeCompleted(IoRequestQueue* out);
   // Posted and not yet taken.
   uint32_t outstanding() const { return outstanding_; }
 
@@ -87,10 +87,8 @@ class BackendWorker {
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;                              // GUARDED_BY(mu_)
-  IoRequest* queue_head_ = nullptr;                // GUARDED_BY(mu_)
-  IoRequest* queue_tail_ = nullptr;                // GUARDED_BY(mu_)
-  IoRequest* done_head_ = nullptr;                 // GUARDED_BY(mu_)
-  IoRequest* done_tail_ = nullptr;                 // GUARDED_BY(mu_)
+  IoRequestQueue queue_;                           // GUARDED_BY(mu_)
+  IoRequestQueue done_;                            // GUARDED_BY(mu_)
   bool wake_armed_ = false;                        // GUARDED_BY(mu_)
   std::chrono::steady_clock::time_point wake_at_;  // GUARDED_BY(mu_)
   HookFn hook_ = nullptr;                          // GUARDED_BY(mu_)

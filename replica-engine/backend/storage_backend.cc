@@ -133,28 +133,21 @@ Status BackendWorker::Start(unsigned threads) {
 
 void BackendWorker::Post(IoRequest* req) {
   ++outstanding_;
-  req->next_ = nullptr;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (queue_tail_ != nullptr) {
-      queue_tail_->next_ = req;
-    } else {
-      queue_head_ = req;
-    }
-    queue_tail_ = req;
+    queue_.PushBack(req);
   }
   cv_.notify_one();
 }
 
-IoRequest* BackendWorker::TakeCompleted() {
-  IoRequest* head;
+void BackendWorker::TakeCompleted(IoRequestQueue* out) {
+  IoRequestQueue taken;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    head = done_head_;
-    done_head_ = done_tail_ = nullptr;
+    taken.SpliceBack(&done_);
   }
-  for (IoRequest* r = head; r != nullptr; r = r->next_) --outstanding_;
-  return head;
+  for (IoRequest* r = taken.front(); r != nullptr; r = r->next_) --outstanding_;
+  out->SpliceBack(&taken);
 }
 
 void BackendWorker::ArmSubmitRetry() {
@@ -191,23 +184,14 @@ void BackendWorker::WriteCompletionFd() const { eventfd_write(completion_fd_, 1)
 void BackendWorker::Run() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!stop_) {
-    if (queue_head_ != nullptr) {
-      IoRequest* req = queue_head_;
-      queue_head_ = req->next_;
-      if (queue_head_ == nullptr) queue_tail_ = nullptr;
-      req->next_ = nullptr;
+    if (IoRequest* req = queue_.PopFront()) {
       const HookFn hook = hook_;
       void* const hook_arg = hook_arg_;
       lock.unlock();
       if (hook != nullptr) hook(*req, hook_arg);
       req->result = exec_(*req);
       lock.lock();
-      if (done_tail_ != nullptr) {
-        done_tail_->next_ = req;
-      } else {
-        done_head_ = req;
-      }
-      done_tail_ = req;
+      done_.PushBack(req);
       WriteCompletionFd();
       continue;
     }

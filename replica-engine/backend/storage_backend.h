@@ -75,6 +75,7 @@
 #include <memory>
 #include <mutex>
 
+#include "common/intrusive_list.h"
 #include "common/result.h"
 
 namespace tandem::backend {
@@ -118,6 +119,10 @@ struct IoRequest {
   uint32_t done_bytes_ = 0;
   IoRequest* next_ = nullptr;
 };
+
+// A FIFO of requests linked through IoRequest::next_ (no allocation), for
+// the backends' own queues.
+using IoRequestQueue = IntrusiveQueue<IoRequest, &IoRequest::next_>;
 
 struct BackendOptions {
   // Kernel queue depth (io_uring entries / aio nr_events).

@@ -51,16 +51,6 @@ StatusCode CodeOf(WireStatus ws) {
   }
   return StatusCode::kInternal;
 }
-
-void Append(ClientRequest*& head, ClientRequest*& tail, ClientRequest* r) {
-  r->next_ = nullptr;
-  if (tail != nullptr) {
-    tail->next_ = r;
-  } else {
-    head = r;
-  }
-  tail = r;
-}
 }  // namespace
 
 ReplicaClient::ReplicaClient(EventLoop* loop, ClientOptions options, Listener* listener)
@@ -298,11 +288,10 @@ void ReplicaClient::HandleReply(const FrameHeader& h, const uint8_t* payload) {
     }
     window_ = static_cast<uint32_t>(slots_.size());
     if (info_.max_inflight != 0 && info_.max_inflight < window_) window_ = info_.max_inflight;
-    free_ = nullptr;
+    free_.Clear();
     for (uint32_t i = window_; i-- > 0;) {
       slots_[i].req = nullptr;
-      slots_[i].next = free_;
-      free_ = &slots_[i];
+      free_.PushFront(&slots_[i]);
     }
     state_ = ClientState::kConnected;
     last_send_ns_ = MonotonicNanos();
@@ -352,8 +341,7 @@ void ReplicaClient::HandleReply(const FrameHeader& h, const uint8_t* payload) {
     req->reply_length = h.payload_length;
   }
   s.req = nullptr;
-  s.next = free_;
-  free_ = &s;
+  free_.PushFront(&s);
   --inflight_;
   req->wire_status = h.status;
   Complete(req, code);
@@ -376,30 +364,27 @@ void ReplicaClient::Submit(ClientRequest* req) {
   req->reply_length = 0;
   if (state_ == ClientState::kIdle || state_ == ClientState::kClosed) {
     req->status = StatusCode::kUnavailable;
-    Append(failed_head_, failed_tail_, req);
+    failed_.PushBack(req);
     loop_->Wake();
     return;
   }
-  Append(queued_head_, queued_tail_, req);
+  queued_.PushBack(req);
   if (state_ != ClientState::kConnected) return;
   StartQueued();
   // Our BeforeWait has run in this iteration and the loop is about to wait:
   // nothing would send this request until something else wakes the loop (a
   // tick, up to tens of ms later). Send now; it was going to be the last
   // batch of this iteration anyway.
-  if (loop_->wait_count() == flushed_at_wait_ && tx_head_ != nullptr) {
+  if (loop_->wait_count() == flushed_at_wait_ && !tx_.empty()) {
     ++stats_.late_submits_sent;
     Flush(/*may_fail=*/false);
   }
 }
 
 void ReplicaClient::StartQueued() {
-  while (queued_head_ != nullptr && free_ != nullptr && state_ == ClientState::kConnected) {
-    ClientRequest* req = queued_head_;
-    queued_head_ = req->next_;
-    if (queued_head_ == nullptr) queued_tail_ = nullptr;
-    Slot* s = free_;
-    free_ = s->next;
+  while (!queued_.empty() && !free_.empty() && state_ == ClientState::kConnected) {
+    ClientRequest* req = queued_.PopFront();
+    Slot* s = free_.PopFront();
     uint32_t idx = static_cast<uint32_t>(s - slots_.data());
     ++s->seq;
     s->req = req;
@@ -420,34 +405,23 @@ void ReplicaClient::StartQueued() {
     h.payload_length = s->payload_len;
     h.payload_crc = sends_payload && req->length != 0 ? Crc32c(req->buf, req->length) : 0;
     protocol::EncodeHeader(h, s->hdr);
-    s->next = nullptr;
-    if (tx_tail_ != nullptr) {
-      tx_tail_->next = s;
-    } else {
-      tx_head_ = s;
-    }
-    tx_tail_ = s;
+    tx_.PushBack(s);
     ++inflight_;
   }
 }
 
 void ReplicaClient::BeforeWait() {
-  if (failed_head_ != nullptr) {
-    ClientRequest* r = failed_head_;
-    failed_head_ = failed_tail_ = nullptr;
-    while (r != nullptr) {
-      ClientRequest* next = r->next_;
-      Complete(r, r->status);
-      r = next;
-    }
-  }
+  // Detach first: a callback may Submit() again (and fail again).
+  RequestQueue failed;
+  failed.SpliceBack(&failed_);
+  while (ClientRequest* r = failed.PopFront()) Complete(r, r->status);
   flushed_at_wait_ = loop_->wait_count();
   if (state_ == ClientState::kConnected) Flush();
 }
 
 void ReplicaClient::Flush(bool may_fail) {
-  while (tx_head_ != nullptr && writable_) {
-    const size_t n = protocol::GatherFrames(tx_head_, iov_.data(), iov_.size());
+  while (!tx_.empty() && writable_) {
+    const size_t n = protocol::GatherFrames(tx_.front(), iov_.data(), iov_.size());
     msghdr msg{};
     msg.msg_iov = iov_.data();
     msg.msg_iovlen = n;
@@ -472,7 +446,7 @@ void ReplicaClient::Flush(bool may_fail) {
     }
     stats_.bytes_sent += static_cast<uint64_t>(w);
     // A request written completely stays in its slot until its reply.
-    protocol::ConsumeFrames(&tx_head_, &tx_tail_, static_cast<size_t>(w), [](Slot*) {});
+    protocol::ConsumeFrames(&tx_, static_cast<size_t>(w), [](Slot*) {});
   }
 }
 
@@ -489,7 +463,7 @@ void ReplicaClient::OnTick(uint64_t now_ns) {
   }
   if (state_ != ClientState::kConnected) return;
   if (inflight_ == 0) {
-    if (options_.keepalive_ms != 0 && !keepalive_busy_ && queued_head_ == nullptr &&
+    if (options_.keepalive_ms != 0 && !keepalive_busy_ && queued_.empty() &&
         now_ns > last_send_ns_ && now_ns - last_send_ns_ > options_.keepalive_ms * 1000000ull) {
       keepalive_busy_ = true;
       Submit(&keepalive_);
@@ -524,35 +498,22 @@ void ReplicaClient::Fail(const Status& why, bool notify) {
   if (code == StatusCode::kOk) code = StatusCode::kUnavailable;
   if (notify && code != StatusCode::kDeadlineExceeded) code = StatusCode::kUnavailable;
   // Collect first: a callback may Submit() again or even Connect().
-  ClientRequest* head = nullptr;
-  ClientRequest* tail = nullptr;
+  RequestQueue all;
   for (uint32_t i = 0; i < window_; ++i) {
     if (slots_[i].req != nullptr) {
-      Append(head, tail, slots_[i].req);
+      all.PushBack(slots_[i].req);
       slots_[i].req = nullptr;
     }
   }
-  for (ClientRequest* r = queued_head_; r != nullptr;) {
-    ClientRequest* next = r->next_;
-    Append(head, tail, r);
-    r = next;
-  }
-  queued_head_ = queued_tail_ = nullptr;
-  for (ClientRequest* r = failed_head_; r != nullptr;) {
-    ClientRequest* next = r->next_;
-    Append(head, tail, r);
-    r = next;
-  }
-  failed_head_ = failed_tail_ = nullptr;
-  tx_head_ = tx_tail_ = nullptr;
-  free_ = nullptr;
+  all.SpliceBack(&queued_);
+  all.SpliceBack(&failed_);
+  tx_.Clear();
+  free_.Clear();
   window_ = 0;
   inflight_ = 0;
   rx_begin_ = rx_end_ = 0;
-  for (ClientRequest* r = head; r != nullptr;) {
-    ClientRequest* next = r->next_;
+  while (ClientRequest* r = all.PopFront()) {
     Complete(r, r->status != StatusCode::kOk ? r->status : code);
-    r = next;
   }
   if (notify && listener_ != nullptr) listener_->OnDisconnected(why);
 }

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "common/event_loop.h"
+#include "common/intrusive_list.h"
 #include "common/status.h"
 #include "common/unique_fd.h"
 #include "replica-engine/protocol/frame_codec.h"
@@ -203,6 +204,8 @@ class ReplicaClient final : private EventLoop::Handler,
     const uint8_t* payload = nullptr;
     Slot* next = nullptr;  // free list / tx queue
   };
+  using SlotQueue = IntrusiveQueue<Slot, &Slot::next>;
+  using RequestQueue = IntrusiveQueue<ClientRequest, &ClientRequest::next_>;
 
   void OnEvents(uint32_t events) override;
   void BeforeWait() override;
@@ -242,16 +245,13 @@ class ReplicaClient final : private EventLoop::Handler,
 
   std::vector<Slot> slots_;
   uint32_t window_ = 0;  // effective max in flight
-  Slot* free_ = nullptr;
-  Slot* tx_head_ = nullptr;
-  Slot* tx_tail_ = nullptr;
+  SlotQueue free_;       // used as a stack
+  SlotQueue tx_;
   std::string hello_frame_;      // CHALLENGE or HELLO frame while handshaking
   bool awaiting_nonce_ = false;  // a CHALLENGE was sent, its reply not in
   size_t hello_sent_ = 0;
-  ClientRequest* queued_head_ = nullptr;  // waiting for a slot
-  ClientRequest* queued_tail_ = nullptr;
-  ClientRequest* failed_head_ = nullptr;  // completed at the next BeforeWait
-  ClientRequest* failed_tail_ = nullptr;
+  RequestQueue queued_;  // waiting for a slot
+  RequestQueue failed_;  // completed at the next BeforeWait
   std::vector<iovec> iov_;
   uint32_t inflight_ = 0;
   uint64_t last_send_ns_ = 0;  // when the last request was started

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/event_loop.h"
+#include "common/intrusive_list.h"
 #include "common/status.h"
 #include "replica-engine/block_device/block_device.h"
 #include "replica-engine/frontend/fuse_export.h"

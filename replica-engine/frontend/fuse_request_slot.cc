@@ -105,14 +105,13 @@ void FuseExport::Impl::BeforeWait() {
   FuseSlot* list = queue_.exchange(nullptr, std::memory_order_acquire);
   // The stack is newest first: reverse it so requests reach the device in
   // the order the workers queued them.
-  FuseSlot* fifo = nullptr;
+  IntrusiveQueue<FuseSlot, &FuseSlot::next_queued> fifo;
   while (list != nullptr) {
     FuseSlot* next = list->next_queued;
-    list->next_queued = fifo;
-    fifo = list;
+    fifo.PushFront(list);
     list = next;
   }
-  if (fifo != nullptr) {
+  if (!fifo.empty()) {
     // We submit from an idler: a device that batches its own sends in
     // BeforeWait (VolumeTarget's replica clients) may have run that already
     // in this iteration, and would then send only when something else wakes
@@ -120,9 +119,7 @@ void FuseExport::Impl::BeforeWait() {
     // sleeping; on the loop thread Wake() is a flag, not a syscall.
     loop_->Wake();
   }
-  while (fifo != nullptr) {
-    FuseSlot* slot = fifo;
-    fifo = fifo->next_queued;
+  while (FuseSlot* slot = fifo.PopFront()) {
     slot->next = 0;
     slot->parts_busy = 0;
     slot->status = StatusCode::kOk;

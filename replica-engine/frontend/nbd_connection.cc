@@ -73,8 +73,7 @@ Status NbdConnection::Start() {
       part.ctx = &s;
       part.done = &NbdConnection::OnPartDone;
     }
-    s.next_slot = free_;
-    free_ = &s;
+    free_.PushFront(&s);
   }
   iov_.resize(kMaxIov);
   // Edge-triggered: we read until EAGAIN (or until we stall on resources and
@@ -417,7 +416,7 @@ bool NbdConnection::ParseRequest() {
     ProtocolError("write payload above 32 MiB");
     return false;
   }
-  if (free_ == nullptr) {
+  if (free_.empty()) {
     stalled_ = true;
     return false;
   }
@@ -431,9 +430,7 @@ bool NbdConnection::ParseRequest() {
     }
   }
   rx_begin_ += nbd::kRequestSize;
-  Slot* slot = free_;
-  free_ = slot->next_slot;
-  slot->next_slot = nullptr;
+  Slot* slot = free_.PopFront();
   slot->req = r;
   slot->buf = buf;
   slot->next = 0;
@@ -566,13 +563,7 @@ void NbdConnection::QueueReply(Slot* slot) {
       server_->stats_.bytes_written += slot->req.length;
     }
   }
-  slot->next_slot = nullptr;
-  if (tx_tail_ != nullptr) {
-    tx_tail_->next_slot = slot;
-  } else {
-    tx_head_ = slot;
-  }
-  tx_tail_ = slot;
+  tx_.PushBack(slot);
   Kick();
 }
 
@@ -581,8 +572,7 @@ void NbdConnection::ReleaseSlot(Slot* slot) {
     arena_.Free(slot->buf, slot->req.length);
     slot->buf = nullptr;
   }
-  slot->next_slot = free_;
-  free_ = slot;
+  free_.PushFront(slot);
   if (stalled_) Kick();
 }
 
@@ -593,7 +583,7 @@ void NbdConnection::Flush() {
     size_t n_iov = 0;
     size_t hs_left = hs_out_.size() - hs_sent_;
     if (hs_left > 0) iov_[n_iov++] = {hs_out_.data() + hs_sent_, hs_left};
-    for (Slot* s = tx_head_; s != nullptr && n_iov + 2 <= kMaxIov; s = s->next_slot) {
+    for (Slot* s = tx_.front(); s != nullptr && n_iov + 2 <= kMaxIov; s = s->next_slot) {
       if (s->sent < nbd::kSimpleReplySize) {
         iov_[n_iov++] = {s->reply + s->sent, nbd::kSimpleReplySize - s->sent};
         if (s->payload_len > 0) iov_[n_iov++] = {s->buf, s->payload_len};
@@ -630,14 +620,13 @@ void NbdConnection::Flush() {
       }
     }
     while (left > 0) {
-      Slot* s = tx_head_;
+      Slot* s = tx_.front();
       uint32_t total = static_cast<uint32_t>(nbd::kSimpleReplySize) + s->payload_len;
       size_t take = std::min<size_t>(left, total - s->sent);
       s->sent += static_cast<uint32_t>(take);
       left -= take;
       if (s->sent == total) {
-        tx_head_ = s->next_slot;
-        if (tx_head_ == nullptr) tx_tail_ = nullptr;
+        tx_.PopFront();
         ReleaseSlot(s);
       }
     }
@@ -657,12 +646,7 @@ void NbdConnection::CloseNow() {
   read_closed_ = true;
   dead_ = true;
   if (fd_.valid()) ::shutdown(fd_.get(), SHUT_RDWR);
-  while (tx_head_ != nullptr) {
-    Slot* s = tx_head_;
-    tx_head_ = s->next_slot;
-    ReleaseSlot(s);
-  }
-  tx_tail_ = nullptr;
+  while (Slot* s = tx_.PopFront()) ReleaseSlot(s);
   hs_out_.clear();
   hs_sent_ = 0;
   Kick();
@@ -681,7 +665,7 @@ void NbdConnection::MaybeFinish() {
     rx_slot_ = nullptr;
   }
   if (device_inflight_ > 0) return;
-  if (!dead_ && (tx_head_ != nullptr || hs_sent_ < hs_out_.size())) {
+  if (!dead_ && (!tx_.empty() || hs_sent_ < hs_out_.size())) {
     // Replies still to write. At server shutdown a client that does not read
     // must not hold the drain up: give up on it.
     if (server_ == nullptr || !server_->shutting_down_ || writable_) return;

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "common/event_loop.h"
+#include "common/intrusive_list.h"
 #include "common/unique_fd.h"
 #include "replica-engine/block_device/block_device.h"
 #include "replica-engine/frontend/buffer_arena.h"
@@ -91,6 +92,7 @@ class NbdConnection final : public EventLoop::Handler {
     uint32_t sent = 0;          // bytes of header + payload written
     Slot* next_slot = nullptr;  // free list or tx queue
   };
+  using SlotQueue = IntrusiveQueue<Slot, &Slot::next_slot>;
 
   // Reads and parses until the socket is drained, a resource runs out
   // (stalled_) or reading stops.
@@ -158,9 +160,8 @@ class NbdConnection final : public EventLoop::Handler {
   size_t hs_sent_ = 0;
 
   std::vector<Slot> slots_;
-  Slot* free_ = nullptr;
-  Slot* tx_head_ = nullptr;
-  Slot* tx_tail_ = nullptr;
+  SlotQueue free_;  // used as a stack
+  SlotQueue tx_;
   BufferArena arena_;
   std::vector<iovec> iov_;
 

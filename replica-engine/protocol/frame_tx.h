@@ -12,7 +12,7 @@
 //   const uint8_t* payload;     payload_len bytes sent after it (may be null
 //   uint32_t payload_len;       when payload_len is 0)
 //   uint32_t sent;              bytes of header + payload already written
-//   Frame* next;                the FIFO link
+//   Frame* next;                the FIFO link (an IntrusiveQueue's)
 //
 // Pure: no sockets, no allocation; the caller owns the iovec array.
 
@@ -46,14 +46,15 @@ size_t GatherFrames(Frame* head, iovec* iov, size_t max_iov) {
   return n;
 }
 
-// Accounts `written` bytes (what the write returned) to the FIFO [*head,
-// *tail]: every frame now written completely is unlinked (head moves past it
-// first) and handed to done(frame); a frame written in part keeps its
-// progress in `sent`. REQUIRES: written <= the bytes GatherFrames listed.
-template <typename Frame, typename Done>
-void ConsumeFrames(Frame** head, Frame** tail, size_t written, Done done) {
-  while (*head != nullptr) {
-    Frame* f = *head;
+// Accounts `written` bytes (what the write returned) to `fifo`, an
+// IntrusiveQueue<Frame, &Frame::next> (common/intrusive_list.h): every frame
+// now written completely is popped (before done runs) and handed to
+// done(frame); a frame written in part keeps its progress in `sent`.
+// REQUIRES: written <= the bytes GatherFrames listed.
+template <typename Queue, typename Done>
+void ConsumeFrames(Queue* fifo, size_t written, Done done) {
+  while (!fifo->empty()) {
+    auto* f = fifo->front();
     const size_t remaining = kHeaderSize + f->payload_len - f->sent;
     if (written < remaining) {
       f->sent += static_cast<uint32_t>(written);
@@ -61,8 +62,7 @@ void ConsumeFrames(Frame** head, Frame** tail, size_t written, Done done) {
     }
     written -= remaining;
     f->sent += static_cast<uint32_t>(remaining);
-    *head = f->next;
-    if (*head == nullptr) *tail = nullptr;
+    fifo->PopFront();
     done(f);
   }
 }

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "common/intrusive_list.h"
 #include "gtest/gtest.h"
 
 namespace tandem::protocol {
@@ -19,13 +20,15 @@ struct F {
   F* next = nullptr;
 };
 
-// Writes the FIFO through a "socket" that takes at most `chunk` bytes per
-// call and returns what arrived, in order.
-std::string Drain(F* head, F* tail, size_t chunk, size_t max_iov, std::vector<F*>* done) {
+// Writes frames[0, count) as one FIFO through a "socket" that takes at most
+// `chunk` bytes per call and returns what arrived, in order.
+std::string Drain(F* frames, size_t count, size_t chunk, size_t max_iov, std::vector<F*>* done) {
+  IntrusiveQueue<F, &F::next> fifo;
+  for (size_t i = 0; i < count; ++i) fifo.PushBack(&frames[i]);
   std::string out;
   iovec iov[8];
-  for (int guard = 0; head != nullptr && guard < 100000; ++guard) {
-    const size_t n = GatherFrames(head, iov, max_iov);
+  for (int guard = 0; !fifo.empty() && guard < 100000; ++guard) {
+    const size_t n = GatherFrames(fifo.front(), iov, max_iov);
     EXPECT_LE(n, max_iov);
     size_t took = 0;
     for (size_t i = 0; i < n && took < chunk; ++i) {
@@ -33,9 +36,9 @@ std::string Drain(F* head, F* tail, size_t chunk, size_t max_iov, std::vector<F*
       out.append(static_cast<const char*>(iov[i].iov_base), k);
       took += k;
     }
-    ConsumeFrames(&head, &tail, took, [&](F* f) { done->push_back(f); });
+    ConsumeFrames(&fifo, took, [&](F* f) { done->push_back(f); });
   }
-  EXPECT_EQ(tail, nullptr);
+  EXPECT_TRUE(fifo.empty());
   return out;
 }
 
@@ -48,7 +51,6 @@ TEST(FrameTxTest, PartialWritesResumeExactlyAcrossFrames) {
     want.append(kHeaderSize, static_cast<char>('A' + i));
     if (i == 0) want += p1;
     if (i == 2) want += p3;
-    if (i < 2) f[i].next = &f[i + 1];
   }
   f[0].payload = reinterpret_cast<const uint8_t*>(p1.data());
   f[0].payload_len = static_cast<uint32_t>(p1.size());
@@ -59,7 +61,7 @@ TEST(FrameTxTest, PartialWritesResumeExactlyAcrossFrames) {
     for (size_t max_iov : {size_t{2}, size_t{3}, size_t{8}}) {
       for (F& x : f) x.sent = 0;
       std::vector<F*> done;
-      EXPECT_EQ(Drain(&f[0], &f[2], chunk, max_iov, &done), want)
+      EXPECT_EQ(Drain(f, 3, chunk, max_iov, &done), want)
           << "chunk " << chunk << " iov " << max_iov;
       ASSERT_EQ(done.size(), 3u);
       EXPECT_EQ(done[0], &f[0]);

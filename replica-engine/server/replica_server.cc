@@ -311,7 +311,7 @@ void ReplicaServer::ExpireSessions(uint64_t now) {
     }
     // Busy since the last tick: received bytes, I/O in flight or replies
     // still to send.
-    if (s->rx_activity_ || s->inflight() > 0 || s->tx_head_ != nullptr) {
+    if (s->rx_activity_ || s->inflight() > 0 || !s->tx_.empty()) {
       s->rx_activity_ = false;
       s->last_active_ns_ = now;
       continue;

@@ -45,8 +45,7 @@ ReplicaSession::ReplicaSession(ReplicaServer* server, UniqueFd fd, std::string p
     s.session = this;
     s.req.ctx = &s;
     s.req.done = &ReplicaSession::OnIoDone;
-    s.next = free_;
-    free_ = &s;
+    free_.PushFront(&s);
   }
   iov_.resize(kMaxIov);
   accepted_ns_ = MonotonicNanos();
@@ -71,7 +70,7 @@ void ReplicaSession::OnEvents(uint32_t events) {
   }
   if (events & EPOLLOUT) {
     writable_ = true;
-    if (tx_head_ != nullptr) server_->MarkTxPending(this);
+    if (!tx_.empty()) server_->MarkTxPending(this);
   }
   if (events & EPOLLIN) ReadMore();
 }
@@ -132,7 +131,7 @@ void ReplicaSession::Parse() {
       Close("payload crc mismatch", true);
       return;
     }
-    if (free_ == nullptr || !HandleRequest(h, payload)) {
+    if (free_.empty() || !HandleRequest(h, payload)) {
       stalled_ = true;
       return;
     }
@@ -142,9 +141,7 @@ void ReplicaSession::Parse() {
 }
 
 ReplicaSession::Slot* ReplicaSession::AllocSlot(const FrameHeader& h) {
-  Slot* s = free_;
-  free_ = s->next;
-  s->next = nullptr;
+  Slot* s = free_.PopFront();
   s->reply = FrameHeader{};
   s->reply.opcode = static_cast<uint8_t>(h.opcode | protocol::kReplyBit);
   s->reply.request_id = h.request_id;
@@ -193,8 +190,7 @@ void ReplicaSession::FreeSlot(Slot* s) {
   // A GET_DIRTY_MAP reply may have grown the string to a megabyte; do not
   // keep that per slot.
   if (s->control.capacity() > protocol::kMaxControlPayload) std::string().swap(s->control);
-  s->next = free_;
-  free_ = s;
+  free_.PushFront(s);
   if (stalled_) server_->MarkTxPending(this);
 }
 
@@ -209,8 +205,7 @@ bool ReplicaSession::HandleRequest(const FrameHeader& h, const uint8_t* payload)
   if (h.op() == Opcode::kHello) {
     Slot* s = AllocSlot(h);
     if (!HandleHello(s, payload, h.payload_length)) {
-      s->next = free_;
-      free_ = s;
+      free_.PushFront(s);
       return false;
     }
     return true;
@@ -291,8 +286,7 @@ bool ReplicaSession::HandleRequest(const FrameHeader& h, const uint8_t* payload)
   }
   if (!StartIo(s, h, payload)) {
     // No buffer: give the slot back and retry this frame when one is released.
-    s->next = free_;
-    free_ = s;
+    free_.PushFront(s);
     return false;
   }
   return true;
@@ -409,13 +403,7 @@ WireStatus ReplicaSession::StartDirtyUpdate(Slot* s, const FrameHeader& h) {
 
 void ReplicaSession::ParkForPersist(Slot* s) {
   s->dirty_seq = replica_->dirty_seq();
-  s->next = nullptr;
-  if (dirty_tail_ != nullptr) {
-    dirty_tail_->next = s;
-  } else {
-    dirty_head_ = s;
-  }
-  dirty_tail_ = s;
+  dirty_.PushBack(s);
   server_->MarkDirtyWaiting(this);
 }
 
@@ -610,7 +598,7 @@ bool ReplicaSession::StartIo(Slot* s, const FrameHeader& h, const uint8_t* paylo
 }
 
 bool ReplicaSession::ResumeDirtyWaiters() {
-  if (dirty_head_ == nullptr) return false;
+  if (dirty_.empty()) return false;
   // A closing session's writes are dropped, not submitted: its target has
   // already seen the connection fail (and a fenced target must not write).
   if (closing_) {
@@ -631,13 +619,11 @@ bool ReplicaSession::ResumeDirtyWaiters() {
     }
   }
   // Parked in dirty_seq order, so the releasable ones are a prefix.
-  while (dirty_head_ != nullptr) {
-    Slot* s = dirty_head_;
+  while (!dirty_.empty()) {
+    Slot* s = dirty_.front();
     const bool durable = r->dirty_durable(s->dirty_seq);
     if (!durable && !r->dirty_failed(s->dirty_seq)) break;
-    dirty_head_ = s->next;
-    if (dirty_head_ == nullptr) dirty_tail_ = nullptr;
-    s->next = nullptr;
+    dirty_.PopFront();
     if (durable) {
       server_->backend_->Queue(&s->req);
     } else {
@@ -645,7 +631,7 @@ bool ReplicaSession::ResumeDirtyWaiters() {
       OnIoDone(&s->req);
     }
   }
-  if (dirty_head_ == nullptr) return false;
+  if (dirty_.empty()) return false;
   if (!r->persist_in_flight()) {
     Status st = server_->StartPersist(replica_);
     if (!st.ok()) {
@@ -659,12 +645,10 @@ bool ReplicaSession::ResumeDirtyWaiters() {
 }
 
 void ReplicaSession::FailDirtyWaiters(int result) {
-  Slot* head = dirty_head_;
-  dirty_head_ = dirty_tail_ = nullptr;
-  while (head != nullptr) {
-    Slot* s = head;
-    head = s->next;
-    s->next = nullptr;
+  // Detach first: completing one may park another.
+  SlotQueue failed;
+  failed.SpliceBack(&dirty_);
+  while (Slot* s = failed.PopFront()) {
     s->req.result = result;
     OnIoDone(&s->req);
   }
@@ -742,13 +726,7 @@ void ReplicaSession::QueueReply(Slot* s, WireStatus status) {
   if (status != WireStatus::kOk) s->payload_len = 0;
   s->reply.payload_crc = s->payload_len ? Crc32c(s->payload, s->payload_len) : 0;
   protocol::EncodeHeader(s->reply, s->hdr);
-  s->next = nullptr;
-  if (tx_tail_ != nullptr) {
-    tx_tail_->next = s;
-  } else {
-    tx_head_ = s;
-  }
-  tx_tail_ = s;
+  tx_.PushBack(s);
   server_->MarkTxPending(this);
 }
 
@@ -762,8 +740,8 @@ void ReplicaSession::Service() {
 }
 
 void ReplicaSession::Flush() {
-  while (tx_head_ != nullptr && writable_) {
-    const size_t n = protocol::GatherFrames(tx_head_, iov_.data(), iov_.size());
+  while (!tx_.empty() && writable_) {
+    const size_t n = protocol::GatherFrames(tx_.front(), iov_.data(), iov_.size());
     ssize_t w = ::writev(fd_.get(), iov_.data(), static_cast<int>(n));
     if (w < 0) {
       if (errno == EINTR) continue;
@@ -775,10 +753,9 @@ void ReplicaSession::Flush() {
       return;
     }
     // A reply written completely frees its slot (and buffer).
-    protocol::ConsumeFrames(&tx_head_, &tx_tail_, static_cast<size_t>(w),
-                            [this](Slot* s) { FreeSlot(s); });
+    protocol::ConsumeFrames(&tx_, static_cast<size_t>(w), [this](Slot* s) { FreeSlot(s); });
   }
-  if (tx_head_ == nullptr && inflight_ == 0) {
+  if (tx_.empty() && inflight_ == 0) {
     if (close_after_flush_) {
       Close("closed after error reply", false);
     } else if (stale_sent_) {
@@ -807,12 +784,7 @@ void ReplicaSession::Close(const char* reason, bool bad_input) {
   server_->DetachSession(this);
   // Unsent replies are dropped; their slots go back now. Slots with backend I/O
   // in flight come back in OnIoDone.
-  while (tx_head_ != nullptr) {
-    Slot* s = tx_head_;
-    tx_head_ = s->next;
-    FreeSlot(s);
-  }
-  tx_tail_ = nullptr;
+  while (Slot* s = tx_.PopFront()) FreeSlot(s);
   if (inflight_ == 0) server_->ScheduleDelete(this);
 }
 

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "common/event_loop.h"
+#include "common/intrusive_list.h"
 #include "common/unique_fd.h"
 #include "replica-engine/backend/storage_backend.h"
 #include "replica-engine/protocol/frame_codec.h"
@@ -71,8 +72,9 @@ class ReplicaSession final : public EventLoop::Handler {
     uint32_t sent = 0;       // bytes of header + payload already written (frame_tx.h)
     uint64_t dirty_seq = 0;  // parked write: the Replica::dirty_seq() it waits for
     uint64_t flush_seq = 0;  // FLUSH: Replica::NoteFlushReceived()
-    Slot* next = nullptr;    // free list or tx queue
+    Slot* next = nullptr;    // free list, tx queue or parked-write queue
   };
+  using SlotQueue = IntrusiveQueue<Slot, &Slot::next>;
 
   void ReadMore();
   // After HELLO: the receive buffer grows from one control frame to one
@@ -140,9 +142,8 @@ class ReplicaSession final : public EventLoop::Handler {
   size_t rx_end_ = 0;
 
   std::vector<Slot> slots_;
-  Slot* free_ = nullptr;
-  Slot* tx_head_ = nullptr;
-  Slot* tx_tail_ = nullptr;
+  SlotQueue free_;  // used as a stack
+  SlotQueue tx_;
   std::vector<iovec> iov_;
 
   uint32_t inflight_ = 0;
@@ -158,10 +159,9 @@ class ReplicaSession final : public EventLoop::Handler {
   bool dirty_waiting_ = false;  // queued in the server's dirty-waiter list
   bool superseded_ = false;     // see Supersede()
   bool stale_sent_ = false;     // a kStaleEpoch reply was queued: close when drained
-  // Writes parked until the replica's dirty map is persisted (intrusive via
-  // Slot::next; they count in inflight_).
-  Slot* dirty_head_ = nullptr;
-  Slot* dirty_tail_ = nullptr;
+  // Writes parked until the replica's dirty map is persisted (they count in
+  // inflight_).
+  SlotQueue dirty_;
   // Set by DetachVolume; signalled from the destructor.
   // Every DetachVolume waiting for this session to go (two may overlap).
   std::vector<DetachWaiter*> detach_waiters_;

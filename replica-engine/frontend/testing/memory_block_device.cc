@@ -68,14 +68,8 @@ void MemoryBlockDevice::Submit(BlockRequest* req) {
   ++inflight_;
   stats_.max_inflight = std::max<uint64_t>(stats_.max_inflight, inflight_);
   req->scratch_[0] = MonotonicNanos() + delay_ns_;
-  req->next_ = nullptr;
-  bool was_empty = head_ == nullptr;
-  if (tail_ != nullptr) {
-    tail_->next_ = req;
-  } else {
-    head_ = req;
-  }
-  tail_ = req;
+  bool was_empty = queue_.empty();
+  queue_.PushBack(req);
   // Our BeforeWait may already have run in this iteration: make sure the loop
   // comes round again instead of sleeping on a queued request.
   if (was_empty && delay_ns_ == 0 && options_.wake_on_submit) loop_->Wake();
@@ -125,37 +119,19 @@ StatusCode MemoryBlockDevice::Execute(BlockRequest* req) {
 }
 
 void MemoryBlockDevice::CompleteDue() {
-  if (paused_ || head_ == nullptr) return;
+  if (paused_ || queue_.empty()) return;
   uint64_t now = MonotonicNanos();
   // Detach the due prefix first: `done` may submit new requests.
-  BlockRequest* batch = nullptr;
-  BlockRequest* batch_tail = nullptr;
-  while (head_ != nullptr && head_->scratch_[0] <= now) {
-    BlockRequest* r = head_;
-    head_ = r->next_;
-    r->next_ = nullptr;
-    if (batch_tail != nullptr) {
-      batch_tail->next_ = r;
+  RequestQueue batch;
+  while (!queue_.empty() && queue_.front()->scratch_[0] <= now) {
+    BlockRequest* r = queue_.PopFront();
+    if (reverse_) {
+      batch.PushFront(r);
     } else {
-      batch = r;
+      batch.PushBack(r);
     }
-    batch_tail = r;
   }
-  if (head_ == nullptr) tail_ = nullptr;
-  if (reverse_) {
-    BlockRequest* rev = nullptr;
-    while (batch != nullptr) {
-      BlockRequest* n = batch->next_;
-      batch->next_ = rev;
-      rev = batch;
-      batch = n;
-    }
-    batch = rev;
-  }
-  while (batch != nullptr) {
-    BlockRequest* r = batch;
-    batch = r->next_;
-    r->next_ = nullptr;
+  while (BlockRequest* r = batch.PopFront()) {
     r->status = Execute(r);
     if (r->status != StatusCode::kOk) ++stats_.failed;
     ++stats_.completed;

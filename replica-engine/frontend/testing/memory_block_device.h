@@ -18,6 +18,7 @@
 #include <cstdint>
 
 #include "common/event_loop.h"
+#include "common/intrusive_list.h"
 #include "common/status.h"
 #include "replica-engine/block_device/block_device.h"
 
@@ -102,8 +103,8 @@ class MemoryBlockDevice final : public target::BlockDevice,
   MemoryBlockDeviceOptions options_;
   Status init_status_;
   uint8_t* data_ = nullptr;
-  target::BlockRequest* head_ = nullptr;  // FIFO through next_
-  target::BlockRequest* tail_ = nullptr;
+  using RequestQueue = IntrusiveQueue<target::BlockRequest, &target::BlockRequest::next_>;
+  RequestQueue queue_;
   uint32_t inflight_ = 0;
   bool paused_ = false;
   bool reverse_ = false;
