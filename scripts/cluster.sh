@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A local Tandem cluster to explore, on 127.0.0.1 (issue 14):
 #
-#   scripts/cluster.sh up [--nodes=3] [--dir=DIR] [--build=DIR]
+#   scripts/cluster.sh up [--nodes=3] [--netns] [--dir=DIR] [--build=DIR]
 #   scripts/cluster.sh down [--dir=DIR]
 #   scripts/cluster.sh status [--dir=DIR]
 #   scripts/cluster.sh restart-engine --node=nI [--dir=DIR] [--build=DIR]
@@ -18,19 +18,28 @@
 # daemon, and is safe to run twice. DIR defaults to /var/tmp/tandem-cluster.
 # `restart-engine` starts node nI's tandem-engine again on its old ports (after
 # a kill -9): the volume targets on other nodes reconnect it and rebuild it.
-# Network namespaces (--netns) are not implemented yet.
+# With --netns every simulated node runs in its own network namespace
+# (<ns>-nI, made by the script), joined by a veth pair to a bridge in a hub
+# namespace (<ns>-hub, where the controller runs) on 10.77.0.0/24: the
+# controller is 10.77.0.1, node nI 10.77.0.(10+I); nothing is added to the
+# host's own network. The engines bind their node's address (the data and
+# management ports are unauthenticated here: --insecure-bind, a cluster to
+# explore). The CSI endpoints stay unix sockets (reachable from the host);
+# each node's line node_nI_netns=NAME says where its addresses are
+# (`ip netns exec NAME tandemctl --engine=...`). `down` deletes the
+# namespaces too.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cmd="${1:-}"
 [ $# -gt 0 ] && shift
-dir=/var/tmp/tandem-cluster nodes=3 build="$root/build/release" node=""
+dir=/var/tmp/tandem-cluster nodes=3 build="$root/build/release" node="" netns=0
 for arg in "$@"; do
   case "$arg" in
     --nodes=*) nodes="${arg#*=}" ;;
     --dir=*) dir="${arg#*=}" ;;
     --build=*) build="${arg#*=}" ;;
     --node=*) node="${arg#*=}" ;;
-    --netns) echo "cluster.sh: --netns is not implemented yet" >&2; exit 2 ;;
+    --netns) netns=1 ;;
     *) echo "cluster.sh: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -71,11 +80,16 @@ stop_pid_file() {
 # start_engine nI DATA_PORT GRPC_PORT (0: any; the ports are written to
 # data_port and grpc_port in the node's directory).
 start_engine() {
-  local d="$dir/$1"
+  local d="$dir/$1" addr=127.0.0.1 wrap=() extra=()
+  if [ -f "$d/netns" ]; then
+    addr="$(cat "$d/addr")"
+    wrap=(nsenter --net="/run/netns/$(cat "$d/netns")")
+    extra=(--insecure-bind)
+  fi
   rm -f "$d/data_port" "$d/grpc_port"
-  spawn engine "$d" "$build/replica-engine/service/tandem-engine" --data-dir="$d/data" \
-    --node-id="$1" --listen="127.0.0.1:$2" --port-file="$d/data_port" \
-    --grpc-listen="127.0.0.1:$3" --grpc-port-file="$d/grpc_port" --nbd-dir="$d/nbd"
+  spawn engine "$d" "${wrap[@]}" "$build/replica-engine/service/tandem-engine" --data-dir="$d/data" \
+    --node-id="$1" --listen="$addr:$2" --port-file="$d/data_port" \
+    --grpc-listen="$addr:$3" --grpc-port-file="$d/grpc_port" --nbd-dir="$d/nbd" "${extra[@]}"
   wait_file "$d/grpc_port" 20 || { log "engine $1 did not start: $(tail -3 "$d/engine.log")"; exit 1; }
 }
 
@@ -97,7 +111,42 @@ restart_engine() {
     fusermount3 -u -z "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
   done < <(awk -v d="$d/nbd/" 'index($2, d) == 1 && $3 == "fuse.tandem" { print $2 }' /proc/mounts)
   start_engine "$node" "$(cat "$d/data_port")" "$(cat "$d/grpc_port")"
-  log "engine $node restarted on 127.0.0.1:$(cat "$d/data_port") (gRPC $(cat "$d/grpc_port"))"
+  log "engine $node restarted on $(cat "$d/addr" 2>/dev/null || echo 127.0.0.1):$(cat "$d/data_port") (gRPC $(cat "$d/grpc_port"))"
+}
+
+# The namespaces' prefix: from DIR, so two clusters do not collide.
+ns_prefix() { echo "tdm$(echo -n "$dir" | md5sum | cut -c1-6)"; }
+
+# make_hub: the hub namespace with its bridge (10.77.0.1), recorded in
+# DIR/netns.list before it exists so `down` finds it whatever fails next.
+make_hub() {
+  local p; p="$(ns_prefix)"
+  echo "$p-hub" >>"$dir/netns.list"
+  ip netns del "$p-hub" 2>/dev/null || true  # left by a crashed run in this DIR
+  ip netns add "$p-hub"
+  ip -n "$p-hub" link set lo up
+  ip -n "$p-hub" link add br0 type bridge
+  ip -n "$p-hub" addr add 10.77.0.1/24 dev br0
+  ip -n "$p-hub" link set br0 up
+}
+
+# make_node_netns I: namespace <p>-nI with eth0 = 10.77.0.(10+I)/24, its
+# veth peer on the hub's bridge.
+make_node_netns() {
+  local p i="$1" ns; p="$(ns_prefix)"; ns="$p-n$i"
+  echo "$ns" >>"$dir/netns.list"
+  ip netns del "$ns" 2>/dev/null || true
+  ip netns add "$ns"
+  ip -n "$ns" link set lo up
+  ip link add "${p}h$i" type veth peer name "${p}n$i"
+  ip link set "${p}h$i" netns "$p-hub"
+  ip -n "$p-hub" link set "${p}h$i" master br0 up
+  ip link set "${p}n$i" netns "$ns"
+  ip -n "$ns" link set "${p}n$i" name eth0
+  ip -n "$ns" addr add "10.77.0.$((10 + i))/24" dev eth0
+  ip -n "$ns" link set eth0 up
+  echo "$ns" >"$dir/n$i/netns"
+  echo "10.77.0.$((10 + i))" >"$dir/n$i/addr"
 }
 
 up() {
@@ -112,8 +161,13 @@ up() {
   [ -e "$dir/controller/controller.pid" ] && { log "a cluster is already up in $dir (down first)"; exit 1; }
   mkdir -p "$dir/controller"
   chmod 0700 "$dir"
-  spawn controller "$dir/controller" "$controller" --endpoint="unix://$dir/controller/csi.sock" \
-    --data-dir="$dir/controller/store"
+  local hub=()
+  if [ $netns = 1 ]; then
+    make_hub
+    hub=(nsenter --net="/run/netns/$(ns_prefix)-hub")
+  fi
+  spawn controller "$dir/controller" "${hub[@]}" "$controller" \
+    --endpoint="unix://$dir/controller/csi.sock" --data-dir="$dir/controller/store"
   local i
   for ((i = 0; i < 100; i++)); do [ -S "$dir/controller/csi.sock" ] && break; sleep 0.1; done
   [ -S "$dir/controller/csi.sock" ] || { log "tandem-controller did not start: $(tail -3 "$dir/controller/controller.log")"; exit 1; }
@@ -122,17 +176,24 @@ up() {
   for ((n = 0; n < nodes; n++)); do
     local d="$dir/n$n"
     mkdir -p "$d/data"
+    local addr=127.0.0.1 wrap=()
+    if [ $netns = 1 ]; then
+      make_node_netns "$n"
+      addr="$(cat "$d/addr")"
+      wrap=(nsenter --net="/run/netns/$(cat "$d/netns")")
+    fi
     start_engine "n$n" 0 0
-    local grpc="127.0.0.1:$(cat "$d/grpc_port")"
-    spawn node "$d" "$node_bin" --endpoint="unix://$d/csi.sock" --node-id="n$n" --engine="$grpc" \
-      --node-address=127.0.0.1 --state-dir="$d/state" --zone="zone-$n" \
+    local grpc="$addr:$(cat "$d/grpc_port")"
+    spawn node "$d" "${wrap[@]}" "$node_bin" --endpoint="unix://$d/csi.sock" --node-id="n$n" \
+      --engine="$grpc" --node-address="$addr" --state-dir="$d/state" --zone="zone-$n" \
       --controller="unix://$dir/controller/csi.sock"
     for ((i = 0; i < 100; i++)); do [ -S "$d/csi.sock" ] && break; sleep 0.1; done
     [ -S "$d/csi.sock" ] || { log "tandem-node n$n did not start: $(tail -3 "$d/node.log")"; exit 1; }
     echo "node_n${n}_id=n$n"
     echo "node_n${n}_csi=unix://$d/csi.sock"
     echo "node_n${n}_engine=$grpc"
-    echo "node_n${n}_data=127.0.0.1:$(cat "$d/data_port")"
+    echo "node_n${n}_data=$addr:$(cat "$d/data_port")"
+    if [ $netns = 1 ]; then echo "node_n${n}_netns=$(cat "$d/netns")"; fi
   done
 }
 
@@ -160,6 +221,13 @@ down() {
   while read -r m; do
     fusermount3 -u -z "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
   done < <(awk -v d="$dir" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r)
+  # The namespaces (their veth pairs and the bridge go with them).
+  local ns
+  if [ -f "$dir/netns.list" ]; then
+    while read -r ns; do
+      ip netns del "$ns" 2>/dev/null || true
+    done <"$dir/netns.list"
+  fi
   rm -rf "$dir"
   log "cluster in $dir removed"
 }
