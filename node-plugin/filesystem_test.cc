@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "node-plugin/command.h"
 #include "node-plugin/loop_device.h"
 #include "node-plugin/test_dir.h"
 
@@ -103,6 +104,16 @@ TEST_F(FilesystemTest, AnotherFilesystemIsNeverFormattedAway) {
   ASSERT_TRUE(probe.ok());
   EXPECT_EQ(probe->fs_type, "ext4");
   EXPECT_EQ(FormatIfEmpty(device_, "btrfs").status().code(), StatusCode::kInvalidArgument);
+}
+
+// The one-read superblock check (ext4 with extents) must not take an ext2
+// filesystem for ext4: that one goes through blkid, which names it.
+TEST_F(FilesystemTest, AnExt2FilesystemIsNotTakenForExt4) {
+  AttachVolume(64 * kMiB);
+  ASSERT_TRUE(RunChecked({"mkfs.ext2", "-F", "-q", device_}).ok());
+  auto fs = FormatIfEmpty(device_, "ext4");
+  EXPECT_EQ(fs.status().code(), StatusCode::kFailedPrecondition) << fs.status().ToString();
+  EXPECT_EQ(ProbeDevice(device_)->fs_type, "ext2");
 }
 
 TEST_F(FilesystemTest, XfsFormatsMountsAndGrowsOnline) {
