@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "node-plugin/command.h"
@@ -189,6 +190,35 @@ Result<std::string> MountSourceAt(const std::string& target) {
   return source;
 }
 
+// mount(2) without forking mount(8) (~10 ms of every attach on a loaded
+// machine): the generic flags by name, every other option handed to the
+// filesystem as data. False when the kernel refuses (an option only mount(8)
+// knows, such as "defaults"): the caller then runs mount(8), which also words
+// the error.
+static bool MountDirectly(const std::string& source, const std::string& target,
+                          const std::string& fs_type, const std::vector<std::string>& options) {
+  static const std::map<std::string, unsigned long> kFlags = {{"ro", MS_RDONLY},
+                                                              {"nosuid", MS_NOSUID},
+                                                              {"nodev", MS_NODEV},
+                                                              {"noexec", MS_NOEXEC},
+                                                              {"sync", MS_SYNCHRONOUS},
+                                                              {"noatime", MS_NOATIME},
+                                                              {"nodiratime", MS_NODIRATIME},
+                                                              {"relatime", MS_RELATIME},
+                                                              {"dirsync", MS_DIRSYNC}};
+  unsigned long flags = 0;
+  std::string data;
+  for (const auto& o : options) {
+    if (auto f = kFlags.find(o); f != kFlags.end()) {
+      flags |= f->second;
+    } else {
+      data += (data.empty() ? "" : ",") + o;
+    }
+  }
+  return mount(source.c_str(), target.c_str(), fs_type.c_str(), flags,
+               data.empty() ? nullptr : data.c_str()) == 0;
+}
+
 Status Mount(const std::string& source, const std::string& target, const std::string& fs_type,
              const std::vector<std::string>& options) {
   TANDEM_ASSIGN_OR_RETURN(std::string mounted, MountSourceAt(target));
@@ -206,6 +236,7 @@ Status Mount(const std::string& source, const std::string& target, const std::st
     }
     joined += (joined.empty() ? "" : ",") + o;
   }
+  if (MountDirectly(source, target, fs_type, options)) return Status::Ok();
   if (!joined.empty()) {
     argv.push_back("-o");
     argv.push_back(joined);

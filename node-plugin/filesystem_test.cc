@@ -106,6 +106,26 @@ TEST_F(FilesystemTest, AnotherFilesystemIsNeverFormattedAway) {
   EXPECT_EQ(FormatIfEmpty(device_, "btrfs").status().code(), StatusCode::kInvalidArgument);
 }
 
+// Options: the generic flags by name and filesystem options through mount(2);
+// one only mount(8) knows ("defaults") through mount(8); a bad one refused.
+TEST_F(FilesystemTest, MountOptionsReachTheKernelWithOrWithoutMount8) {
+  AttachVolume(64 * kMiB);
+  ASSERT_TRUE(FormatIfEmpty(device_, "ext4").ok());
+  const std::string mnt = MountPoint("opts");
+  ASSERT_TRUE(Mount(device_, mnt, "ext4", {"ro", "noexec", "data=ordered"}).ok());
+  std::ifstream in("/proc/mounts");
+  std::string line, opts;
+  while (std::getline(in, line)) {
+    if (line.find(" " + mnt + " ") != std::string::npos) opts = line;
+  }
+  EXPECT_NE(opts.find("ro,"), std::string::npos) << opts;
+  EXPECT_NE(opts.find("noexec"), std::string::npos) << opts;
+  ASSERT_TRUE(Unmount(mnt).ok());
+  ASSERT_TRUE(Mount(device_, mnt, "ext4", {"defaults", "noatime"}).ok());
+  ASSERT_TRUE(Unmount(mnt).ok());
+  EXPECT_FALSE(Mount(device_, mnt, "ext4", {"no-such-option"}).ok());
+}
+
 // The one-read superblock check (ext4 with extents) must not take an ext2
 // filesystem for ext4: that one goes through blkid, which names it.
 TEST_F(FilesystemTest, AnExt2FilesystemIsNotTakenForExt4) {
