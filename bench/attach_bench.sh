@@ -32,12 +32,13 @@ for arg in "$@"; do
   esac
 done
 [ "$(id -u)" = 0 ] || { echo "attach_bench: needs root (mounts, loop devices, FUSE)" >&2; exit 1; }
-if [ ! -x "$build/tests/harness/tandem-kubelet" ] || [ ! -x "$build/node-plugin/tandem-node" ]; then
+if [ ! -f "$build/build.ninja" ]; then
   "$root/scripts/install-deps.sh"
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build "$build" -j"${TANDEM_JOBS:-2}" --target tandem-engine tandem-node tandem-controller \
-    tandemctl tandem-kubelet
 fi
+# Always: the binaries measured are the source's (a no-op when up to date).
+cmake --build "$build" -j"${TANDEM_JOBS:-2}" --target tandem-engine tandem-node tandem-controller \
+  tandemctl tandem-kubelet >/dev/null
 KUBELET="$build/tests/harness/tandem-kubelet"
 TANDEMCTL="$build/tools/tandemctl/tandemctl"
 
