@@ -34,17 +34,23 @@ class AcknowledgeRuleTest : public TargetFixture {
 class FakeAuthority final : public MembershipAuthority {
  public:
   FakeAuthority(EventLoop* loop, Status answer) : loop_(loop), answer_(std::move(answer)) {}
-  void ShrinkInSync(const std::string& volume_id, uint64_t epoch,
-                    const std::vector<std::string>& remaining, uint64_t new_generation_id,
-                    std::function<void(Status)> done) override {
+  void ShrinkInSync(const InSyncUpdate& u, std::function<void(Status)> done) override {
     ++calls;
-    last_volume = volume_id;
-    last_epoch = epoch;
-    last_remaining = remaining;
-    last_generation_id = new_generation_id;
+    last_volume = u.volume_id;
+    last_epoch = u.epoch;
+    last_remaining = u.replica_ids;
+    last_generation_id = u.generation_id;
     Status answer = answer_;
     loop_->Post([done = std::move(done), answer] { done(answer); });
   }
+  void GrowInSync(const InSyncUpdate& u, std::function<void(Status)> done) override {
+    ++grow_calls;
+    last_grow = u;
+    Status answer = answer_;
+    loop_->Post([done = std::move(done), answer] { done(answer); });
+  }
+  int grow_calls = 0;
+  InSyncUpdate last_grow;
   int calls = 0;
   std::string last_volume;
   uint64_t last_epoch = 0;
@@ -131,6 +137,58 @@ TEST_F(AcknowledgeRuleTest, AuthorityLetsATwoReplicaVolumeSurviveOneFault) {
   TargetStatus st = t->GetStatus();
   EXPECT_EQ(st.in_sync, std::vector<std::string>{"r0"});
   EXPECT_EQ(nodes_[0]->Data()[4096], 0x22);
+}
+
+// Rejoin (issue 13): a record names a generation id, and a rebuilt replica
+// receives that id. So once the record exists the target never moves the
+// generation without moving the record first: the rebuilt replica's return to
+// a majority clears it (GrowInSync with no id), and the next fault below a
+// majority asks again, for the id that bump uses.
+TEST_F(AcknowledgeRuleTest, ARebuiltReplicaClearsTheRecordAndTheNextFaultAsksAgain) {
+  AddNodes(3);
+  FakeAuthority authority(&loop_, Status::Ok());
+  TargetOptions o = Options(5, 2000, /*reconnect_ms=*/100);
+  o.authority = &authority;
+  VolumeTarget* t = StartTarget(o);
+  ASSERT_EQ(WritePattern(t, 0, 4096, 0x51), StatusCode::kOk);
+  nodes_[1]->server->Stop();
+  nodes_[2]->server->Stop();
+  ASSERT_EQ(WritePattern(t, 4096, 4096, 0x52), StatusCode::kOk);
+  ASSERT_EQ(authority.calls, 1);
+  uint64_t first_id = authority.last_generation_id;
+  nodes_[1]->StartServer();
+  ASSERT_TRUE(RunUntil([&] { return authority.grow_calls >= 1; }, 20000))
+      << t->GetStatus().last_error;
+  EXPECT_EQ(authority.last_grow.generation_id, 0u);  // 2 of 3: the majority rule again
+  EXPECT_TRUE(authority.last_grow.replica_ids.empty());
+  EXPECT_EQ(authority.last_grow.epoch, 5u);
+  EXPECT_TRUE(t->GetStatus().in_sync.empty());
+  nodes_[1]->server->Stop();
+  ASSERT_EQ(WritePattern(t, 8192, 4096, 0x53), StatusCode::kOk);
+  EXPECT_EQ(authority.calls, 2);
+  EXPECT_NE(authority.last_generation_id, first_id);
+  EXPECT_EQ(authority.last_remaining, std::vector<std::string>{"r0"});
+  EXPECT_EQ(nodes_[0]->Data()[8192], 0x53);
+}
+
+// A record handed over at attach is not a licence for the new target's own
+// generation: with a majority reached it is cleared before the first bump.
+TEST_F(AcknowledgeRuleTest, ARecordGivenAtAttachIsClearedBeforeTheFirstBump) {
+  AddNodes(3);
+  VolumeTarget* t1 = NewTarget(1);
+  ASSERT_EQ(WritePattern(t1, 0, 4096, 0x61), StatusCode::kOk);
+  TargetStatus s1 = t1->GetStatus();
+  targets_.clear();
+  FakeAuthority authority(&loop_, Status::Ok());
+  TargetOptions o = Options(2);
+  o.authority = &authority;
+  o.in_sync.generation_id = s1.generation_id;
+  o.in_sync.replica_ids = {"r0", "r1", "r2"};
+  VolumeTarget* t2 = StartTarget(o);
+  ASSERT_EQ(WritePattern(t2, 4096, 4096, 0x62), StatusCode::kOk);
+  EXPECT_EQ(authority.grow_calls, 1);
+  EXPECT_EQ(authority.last_grow.generation_id, 0u);
+  EXPECT_EQ(authority.calls, 0);
 }
 
 TEST_F(AcknowledgeRuleTest, AuthorityRefusingAStaleEpochFencesTheTarget) {

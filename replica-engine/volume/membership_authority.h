@@ -1,7 +1,9 @@
 #pragma once
 // MembershipAuthority: who may let a volume target acknowledge writes with
 // fewer than a majority of its replicas (docs/architecture.md, "Who may
-// acknowledge").
+// acknowledge"). In production the controller (tandem.controller.v1.
+// Membership, replica-engine/proto/membership.proto); the engine's client of
+// it is service/controller_authority.h.
 //
 // By default a target acknowledges a write only when it is on every serving
 // replica and those are a majority of the volume's configured replicas;
@@ -11,7 +13,13 @@
 // target asks it on a fault, before it acknowledges anything that skipped a
 // replica, and the authority records the new set only if the target's epoch is
 // still the volume's current one. A later attach is then told the in-sync set
-// (TargetOptions::in_sync) and serves only from replicas that hold it.
+// (TargetOptions::in_sync) and serves only from replicas that hold its
+// generation id.
+//
+// A record names a generation id, and a rebuilt replica receives the ids of
+// the generations it caught up with: so once a record exists, the target
+// records every generation change first (a shrink below a majority, a clear
+// once a majority serves again), and a finished rebuild grows the record.
 
 #include <cstdint>
 #include <functional>
@@ -22,21 +30,38 @@
 
 namespace tandem::target {
 
+// One in-sync record, as a target asks the authority to store it.
+struct InSyncUpdate {
+  std::string volume_id;
+  // The target's epoch: recorded only while it is the volume's current one.
+  uint64_t epoch = 0;
+  // The generation number the record is for: increasing within an epoch, so
+  // the authority refuses a late, older request (FAILED_PRECONDITION).
+  uint64_t generation = 0;
+  // The generation id the replicas below hold; 0 with no replica ids: a
+  // majority serves again, the record is cleared (the majority rule alone).
+  uint64_t generation_id = 0;
+  std::vector<std::string> replica_ids;
+};
+
 class MembershipAuthority {
  public:
   virtual ~MembershipAuthority() = default;
 
-  // Records `remaining` (replica ids) as the in-sync set of `volume_id` at
-  // generation `new_generation_id`, if `epoch` is still the volume's current
-  // epoch. `done` must run exactly once, on the calling target's EventLoop
-  // thread (post to it), with:
-  //   OK                  recorded: the target may acknowledge with `remaining`;
-  //   FAILED_PRECONDITION a newer epoch owns the volume: the target fences;
+  // Records `update` before the target moves to generation
+  // `update.generation` with fewer replicas. `done` must run exactly once, on
+  // the calling target's EventLoop thread (post to it), with:
+  //   OK                  recorded: the target may acknowledge with them;
+  //   FAILED_PRECONDITION a newer epoch owns the volume (or a newer record
+  //                       exists): the target fences;
   //   anything else       not recorded (unreachable, ...): writes keep waiting
   //                       and fail after the target's quorum bound.
-  virtual void ShrinkInSync(const std::string& volume_id, uint64_t epoch,
-                            const std::vector<std::string>& remaining, uint64_t new_generation_id,
-                            std::function<void(Status)> done) = 0;
+  virtual void ShrinkInSync(const InSyncUpdate& update, std::function<void(Status)> done) = 0;
+
+  // Records a grown in-sync set at the current generation (a rebuilt replica
+  // rejoined), or clears the record (generation_id 0: a majority serves).
+  // Same `done` contract and answers.
+  virtual void GrowInSync(const InSyncUpdate& update, std::function<void(Status)> done) = 0;
 };
 
 }  // namespace tandem::target

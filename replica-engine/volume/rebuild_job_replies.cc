@@ -233,6 +233,7 @@ void RebuildJob::Finished() {
   status_.state = RebuildState::kDone;
   status_.eta_seconds = 0;
   ++t_->counters_.rebuilds_completed;
+  t_->grow_due_ = true;  // in sync again: the authority's record grows (BeforeWait)
   double secs = static_cast<double>(MonotonicNanos() - started_ns_) / 1e9;
   // The average over the whole rebuild stays visible once it is done.
   status_.rate_bytes_per_sec = secs > 0 ? static_cast<double>(status_.bytes_copied) / secs : 0;

@@ -91,9 +91,17 @@ uint32_t ReplicaSet::AllMask() const {
 }
 
 bool ReplicaSet::AckAllowed(uint32_t serving) const {
+  return Majority(serving) || RecordedFor(serving);
+}
+
+bool ReplicaSet::Majority(uint32_t serving) const {
   const uint32_t members = MemberMask();
-  if (2 * __builtin_popcount(serving & members) > __builtin_popcount(members)) return true;
-  return in_sync_mask_ != 0 && (serving & in_sync_mask_) == in_sync_mask_;
+  return 2 * __builtin_popcount(serving & members) > __builtin_popcount(members);
+}
+
+bool ReplicaSet::RecordedFor(uint32_t serving) const {
+  return in_sync_mask_ != 0 && in_sync_id_ == next_generation_id_ &&
+         (serving & in_sync_mask_) == in_sync_mask_;
 }
 
 uint64_t ReplicaSet::NewId() {

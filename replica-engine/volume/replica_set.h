@@ -113,15 +113,23 @@ class ReplicaSet {
   }
 
   // --- Who may acknowledge.
-  // May writes that are on the replicas of `serving` be acknowledged: a
-  // majority of the configured replicas, or a superset of the recorded
-  // in-sync set?
+  // May the next bump leave only the replicas of `serving`, and writes on
+  // them be acknowledged: a majority of the configured replicas, or a
+  // superset of the in-sync set the authority recorded for the very
+  // generation id that bump will use (a record of an older id does not do:
+  // a replica rebuilt since may hold that id and miss what follows).
   bool AckAllowed(uint32_t serving) const;
+  bool Majority(uint32_t serving) const;
+  // The authority recorded a subset of `serving` for the next bump's id.
+  bool RecordedFor(uint32_t serving) const;
   // The replicas the controller recorded as in sync (TargetOptions::in_sync,
-  // all HEALTHY at start) or the authority accepted on a shrink; 0: majority
-  // rule only.
+  // all HEALTHY at start, or the authority's last answer), and the generation
+  // id they were recorded at; 0: majority rule only.
   uint32_t in_sync_mask() const { return in_sync_mask_; }
-  void set_in_sync_mask(uint32_t mask) { in_sync_mask_ = mask; }
+  void set_in_sync(uint32_t mask, uint64_t recorded_id) {
+    in_sync_mask_ = mask;
+    in_sync_id_ = mask == 0 ? 0 : recorded_id;
+  }
 
   // --- Generations.
   uint64_t generation() const { return generation_; }
@@ -178,7 +186,8 @@ class ReplicaSet {
   uint64_t generation_id_ = 0;
   std::vector<uint64_t> history_;  // ids before generation_id_, newest first
   uint64_t next_generation_id_ = 0;
-  uint64_t target_id_ = 0;  // random, sent in HELLO: one owner per epoch
+  uint64_t in_sync_id_ = 0;  // the generation id in_sync_mask_ was recorded at
+  uint64_t target_id_ = 0;   // random, sent in HELLO: one owner per epoch
   bool tracking_ = false;
   uint64_t tracking_since_ = 0;
 };

@@ -30,12 +30,15 @@ TEST(ReplicaSetTest, AcknowledgesWithAMajorityOfMembersOrTheWholeInSyncSet) {
   EXPECT_EQ(set.AllMask(), 0b1111u);
   EXPECT_TRUE(set.AckAllowed(0b011));
   EXPECT_TRUE(set.AckAllowed(0b1011) && !set.AckAllowed(0b1001));
-  // The recorded in-sync set may acknowledge below a majority, only whole.
-  set.set_in_sync_mask(0b001);
+  // The recorded in-sync set may acknowledge below a majority, only whole,
+  // and only for the generation id it was recorded at (the next bump's).
+  set.set_in_sync(0b001, set.next_generation_id());
   EXPECT_TRUE(set.AckAllowed(0b001));
-  set.set_in_sync_mask(0b101);
+  set.set_in_sync(0b101, set.next_generation_id());
   EXPECT_FALSE(set.AckAllowed(0b001));
   EXPECT_TRUE(set.AckAllowed(0b101));
+  set.set_in_sync(0b001, set.next_generation_id() + 1);  // an older record
+  EXPECT_FALSE(set.AckAllowed(0b001));
 }
 
 TEST(ReplicaSetTest, MasksFollowTheSlotStates) {

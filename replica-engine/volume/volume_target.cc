@@ -214,6 +214,7 @@ void VolumeTargetImpl::BeforeWait() {
   }
   DrainWaiting();
   if (!shutting_down_) {
+    MaybeGrowInSync();
     Reconnect(MonotonicNanos());
     if (!rebuild_.running()) {
       StartNextRebuild();

@@ -62,38 +62,73 @@ void VolumeTargetImpl::Fence(const std::string& why) {
   loop_->Wake();
 }
 
-void VolumeTargetImpl::AskShrink(uint32_t serving) {
-  std::vector<std::string> ids;
-  for (const ReplicaSlot& r : replicas_) {
-    if (serving & r.bit()) ids.push_back(r.replica_id);
+// One call to the authority at a time (answers must apply in order).
+// kShrink: before a bump below a majority, the survivors at the next id.
+// kGrow: a rebuilt replica rejoined, the healthy ones at the current id.
+// kClear: a majority serves again, back to the majority rule.
+void VolumeTargetImpl::AskAuthority(AuthorityAsk ask, uint32_t serving) {
+  InSyncUpdate u;
+  u.volume_id = options_.volume_id;
+  u.epoch = options_.epoch;
+  u.generation = replicas_.generation() + (ask == AuthorityAsk::kShrink ? 1 : 0);
+  if (ask != AuthorityAsk::kClear) {
+    u.generation_id =
+        ask == AuthorityAsk::kShrink ? replicas_.next_generation_id() : replicas_.generation_id();
+    for (const ReplicaSlot& r : replicas_) {
+      if (serving & r.bit()) u.replica_ids.push_back(r.replica_id);
+    }
   }
   shrink_pending_ = true;
+  static const char* const kWhat[] = {"shrink", "grow", "clear"};
+  const char* what = kWhat[static_cast<int>(ask)];
   TLOG_WARN(kTag,
-            "volume '%s': %d of %d replicas serving: asking the authority to shrink the "
-            "in-sync set",
+            "volume '%s': %d of %d replicas serving: asking the authority to %s the in-sync set",
             options_.volume_id.c_str(), __builtin_popcount(serving),
-            __builtin_popcount(replicas_.MemberMask()));
+            __builtin_popcount(replicas_.MemberMask()), what);
   std::shared_ptr<VolumeTargetImpl*> ref = self_ref_;
-  options_.authority->ShrinkInSync(
-      options_.volume_id, options_.epoch, ids, replicas_.next_generation_id(),
-      [ref, serving](Status st) {
-        VolumeTargetImpl* self = *ref;
-        if (self == nullptr) return;
-        self->shrink_pending_ = false;
-        if (st.ok()) {
-          self->replicas_.set_in_sync_mask(serving);
-          TLOG_INFO(kTag, "volume '%s': the authority recorded the in-sync set",
-                    self->options_.volume_id.c_str());
-        } else if (st.code() == StatusCode::kFailedPrecondition) {
-          self->Fence("the membership authority refused: " + st.ToString());
-        } else {
-          self->last_error_ = "in-sync shrink not recorded: " + st.ToString();
-          self->shrink_retry_ns_ =
-              MonotonicNanos() +
-              std::max<uint64_t>(self->options_.reconnect_interval_ms, 100) * 1000000ull;
-        }
-        self->loop_->Wake();
-      });
+  auto done = [ref, serving, ask, what, id = u.generation_id](Status st) {
+    VolumeTargetImpl* self = *ref;
+    if (self == nullptr) return;
+    self->shrink_pending_ = false;
+    if (st.ok()) {
+      self->replicas_.set_in_sync(ask == AuthorityAsk::kClear ? 0 : serving, id);
+      self->record_known_ = ask != AuthorityAsk::kClear;
+      if (ask != AuthorityAsk::kShrink) self->grow_due_ = false;
+      TLOG_INFO(kTag, "volume '%s': the authority recorded the in-sync %s",
+                self->options_.volume_id.c_str(), what);
+    } else if (st.code() == StatusCode::kFailedPrecondition) {
+      self->Fence("the membership authority refused: " + st.ToString());
+    } else {
+      self->last_error_ = std::string("in-sync ") + what + " not recorded: " + st.ToString();
+      self->shrink_retry_ns_ =
+          MonotonicNanos() +
+          std::max<uint64_t>(self->options_.reconnect_interval_ms, 100) * 1000000ull;
+    }
+    self->loop_->Wake();
+  };
+  if (ask == AuthorityAsk::kShrink) {
+    options_.authority->ShrinkInSync(u, std::move(done));
+  } else {
+    options_.authority->GrowInSync(u, std::move(done));
+  }
+}
+
+bool VolumeTargetImpl::BumpAllowed(uint32_t healthy) const {
+  if (!replicas_.AckAllowed(healthy)) return false;
+  // A record names a generation id that rebuilt replicas may hold too: the
+  // generation moves only with the record moved first (RecordedFor), or gone.
+  return options_.authority == nullptr || !record_known_ || replicas_.RecordedFor(healthy);
+}
+
+void VolumeTargetImpl::MaybeGrowInSync() {
+  if (!grow_due_ || options_.authority == nullptr || !record_known_) {
+    grow_due_ = false;
+    return;
+  }
+  if (need_bump_ || bump_running_ || shrink_pending_ || MonotonicNanos() < shrink_retry_ns_) return;
+  if (state_ != TargetState::kReady && state_ != TargetState::kDegraded) return;
+  uint32_t healthy = replicas_.HealthyMask();
+  AskAuthority(replicas_.Majority(healthy) ? AuthorityAsk::kClear : AuthorityAsk::kGrow, healthy);
 }
 
 void VolumeTargetImpl::FailQuorumWaiters() {
@@ -118,21 +153,25 @@ void VolumeTargetImpl::StartBump() {
     need_bump_ = false;
     return;
   }
-  if (!replicas_.AckAllowed(healthy)) {
+  if (!BumpAllowed(healthy)) {
     // Less than a majority: nothing that skipped a replica is acknowledged
     // and no new generation starts (a minority's generation would diverge
     // from the majority's). Writes wait for replicas to come back, or for the
-    // authority to record the smaller in-sync set; FailQuorumWaiters bounds it.
+    // authority to record the smaller in-sync set (or, with a majority, to
+    // clear its record); FailQuorumWaiters bounds it.
+    bool majority = replicas_.AckAllowed(healthy);
     uint64_t now = MonotonicNanos();
     if (quorum_lost_ns_ == 0) {
       quorum_lost_ns_ = now;
       last_error_ = std::to_string(__builtin_popcount(healthy)) + " of " +
                     std::to_string(__builtin_popcount(replicas_.MemberMask())) +
-                    " replicas serving: writes wait for a majority";
+                    (majority ? " replicas serving: writes wait for the authority to clear the "
+                                "in-sync record"
+                              : " replicas serving: writes wait for a majority");
       TLOG_WARN(kTag, "volume '%s': %s", options_.volume_id.c_str(), last_error_.c_str());
     }
     if (options_.authority != nullptr && !shrink_pending_ && now >= shrink_retry_ns_) {
-      AskShrink(healthy);
+      AskAuthority(majority ? AuthorityAsk::kClear : AuthorityAsk::kShrink, healthy);
     }
     return;
   }

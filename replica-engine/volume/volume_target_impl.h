@@ -79,12 +79,19 @@ class VolumeTargetImpl final : private EventLoop::Idler,
   static void OnBumpDone(ClientRequest* sub);
   void ReleaseBumpWaiters();
   void UpdateState();
-  void AskShrink(uint32_t serving);
+  // The membership authority (membership_authority.h): what to ask it.
+  enum class AuthorityAsk { kShrink, kGrow, kClear };
+  void AskAuthority(AuthorityAsk ask, uint32_t serving);
+  // May the due bump run: acknowledging on the healthy replicas is allowed,
+  // and an in-sync record the authority holds covers it (or is cleared first).
+  bool BumpAllowed(uint32_t healthy) const;
+  // A rebuild finished while a record exists: grow (or clear) it.
+  void MaybeGrowInSync();
   // Writes waited longer than quorum_wait_ms for a majority: fail them.
   void FailQuorumWaiters();
   // A bump is running, or due and allowed: the generation is about to move.
   bool GenerationAboutToMove() const {
-    return bump_running_ || (need_bump_ && replicas_.AckAllowed(replicas_.HealthyMask()));
+    return bump_running_ || (need_bump_ && BumpAllowed(replicas_.HealthyMask()));
   }
 
   // Which replica rebuilds next; the end of dirty tracking (dirty_tracking.cc).
@@ -178,8 +185,12 @@ class VolumeTargetImpl final : private EventLoop::Idler,
   TargetStatus counters_;
   std::string last_error_;
 
-  // Shrinking the in-sync set through the authority (AckAllowed).
+  // The in-sync record through the authority (AckAllowed): a call is out;
+  // the authority may hold a record for this volume (given at attach, or
+  // recorded since); a finished rebuild wants it grown.
   bool shrink_pending_ = false;
+  bool record_known_ = false;
+  bool grow_due_ = false;
   uint64_t shrink_retry_ns_ = 0;
   uint64_t quorum_lost_ns_ = 0;  // since when a bump waits for a majority
   // Cleared by the destructor: callbacks of the authority check it before

@@ -142,8 +142,14 @@ void VolumeTargetImpl::FinishStart() {
         }
       }
     }
-    if (found == options_.in_sync.replica_ids.size()) replicas_.set_in_sync_mask(mask);
+    // Reported only: acknowledging below a majority needs a record of the
+    // next bump's id (ReplicaSet::AckAllowed), which the authority gives.
+    if (found == options_.in_sync.replica_ids.size()) {
+      replicas_.set_in_sync(mask, options_.in_sync.generation_id);
+    }
   }
+  // The authority holds a record: the first bump moves it (or clears it).
+  record_known_ = options_.authority != nullptr && options_.in_sync.generation_id != 0;
   state_ = TargetState::kDegraded;  // UpdateState() leaves kStarting alone
   UpdateState();
   for (const ReplicaSlot& r : replicas_) {
