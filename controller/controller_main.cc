@@ -10,6 +10,8 @@
 // Nodes register through tandem.controller.v1.Registration, served on
 // --endpoint and on --registration-endpoint (TCP, for tandem-node on other
 // machines) when given, or with --register-node=ID=ENGINE[,label=value...].
+// The membership authority (tandem.controller.v1.Membership) the engines'
+// targets call is served on both endpoints too (tandem-engine --controller).
 //
 // Exit codes: 2 for a bad flag, 1 for a failure to start; SIGTERM/SIGINT
 // stop the servers (running calls get a grace period), resign and exit 0.
@@ -29,6 +31,7 @@
 #include "common/logging.h"
 #include "controller/controller_service.h"
 #include "controller/engine_directory.h"
+#include "controller/membership_service.h"
 #include "controller/node_registry.h"
 #include "controller/reconciler.h"
 #include "controller/records.h"
@@ -177,6 +180,8 @@ int Run(int argc, char** argv) {
   rec_opts.engine_timeout = std::chrono::milliseconds(engine_timeout_ms);
   tandem::controller::Reconciler reconciler(&records, &registry, &engines, &inflight, rec_opts);
   tandem::controller::RegistrationService registration(&registry, store.get(), &records);
+  // The membership authority the engines' targets call (tandem-engine --controller).
+  tandem::controller::MembershipService membership(&records);
 
   using PC = ::csi::v1::PluginCapability;
   tandem::csi::IdentityOptions id_opts;
@@ -240,7 +245,7 @@ int Run(int argc, char** argv) {
 
   tandem::rpc::GrpcServerOptions server_opts;
   server_opts.endpoint = endpoint;
-  server_opts.services = {&identity, &controller, &registration};
+  server_opts.services = {&identity, &controller, &registration, &membership};
   server_opts.log_tag = "csi";
   auto server = tandem::rpc::GrpcServer::Start(server_opts);
   std::unique_ptr<tandem::rpc::GrpcServer> reg_server;
@@ -248,7 +253,7 @@ int Run(int argc, char** argv) {
   if (start_status.ok() && !flags.Get("registration-endpoint").empty()) {
     tandem::rpc::GrpcServerOptions reg_opts2;
     reg_opts2.endpoint = flags.Get("registration-endpoint");
-    reg_opts2.services = {&registration};
+    reg_opts2.services = {&registration, &membership};
     reg_opts2.log_tag = "registration";
     auto r = tandem::rpc::GrpcServer::Start(reg_opts2);
     if (r.ok()) {

@@ -89,7 +89,8 @@ start_engine() {
   rm -f "$d/data_port" "$d/grpc_port"
   spawn engine "$d" "${wrap[@]}" "$build/replica-engine/service/tandem-engine" --data-dir="$d/data" \
     --node-id="$1" --listen="$addr:$2" --port-file="$d/data_port" \
-    --grpc-listen="$addr:$3" --grpc-port-file="$d/grpc_port" --nbd-dir="$d/nbd" "${extra[@]}"
+    --grpc-listen="$addr:$3" --grpc-port-file="$d/grpc_port" --nbd-dir="$d/nbd" "${extra[@]}" \
+    --controller="unix://$dir/controller/csi.sock"
   wait_file "$d/grpc_port" 20 || { log "engine $1 did not start: $(tail -3 "$d/engine.log")"; exit 1; }
 }
 

@@ -66,7 +66,9 @@ Status LocalCluster::StartEngine(EngineNode* e) {
       {engine_bin_, "--data-dir=" + e->dir + "/data", "--node-id=" + e->name,
        "--listen=127.0.0.1:" + std::to_string(e->data_port), "--port-file=" + port_file,
        "--grpc-listen=127.0.0.1:" + std::to_string(e->grpc_port),
-       "--grpc-port-file=" + grpc_port_file, "--nbd-dir=" + e->dir + "/nbd"},
+       "--grpc-port-file=" + grpc_port_file, "--nbd-dir=" + e->dir + "/nbd",
+       // The membership authority: the controller serves it on its socket.
+       "--controller=" + csi_endpoint()},
       e->dir + "/engine.log"));
   bool up = WaitFor(
       [&] { return !ReadSmallFile(port_file).empty() && !ReadSmallFile(grpc_port_file).empty(); },

@@ -164,6 +164,7 @@ Result<TargetInfo> TargetManager::Create(const TargetSpec& spec) {
 
   auto entry = std::make_unique<Entry>();
   entry->spec = spec;
+  if (entry->spec.options.authority == nullptr) entry->spec.options.authority = authority_.load();
   Entry* e = entry.get();
   Status st = StartTarget(e);
   if (st.ok()) st = StartExport(e);

@@ -66,6 +66,13 @@ class TargetManager {
 
   // Starts the loop thread. Non-OK if the loop cannot be created.
   Status Start();
+  // The loop every target runs on (a membership authority posts its answers
+  // to it).
+  EventLoop* loop() { return &loop_; }
+  // The membership authority of every target created from now on whose spec
+  // names none (the controller's, tandem-engine --controller); null: the
+  // majority rule alone. REQUIRES: outlives the targets.
+  void set_authority(target::MembershipAuthority* authority) { authority_ = authority; }
 
   // Creates a target and its export and waits until it is ready (at least
   // one HEALTHY replica) or `ready_timeout_ms` passes.
@@ -116,6 +123,7 @@ class TargetManager {
   std::set<std::string> busy_;  // volumes with a Create/Destroy running
   std::map<std::string, std::unique_ptr<Entry>> targets_;  // loop thread only
   std::atomic<bool> started_{false};
+  std::atomic<target::MembershipAuthority*> authority_{nullptr};
 };
 
 }  // namespace tandem::attach

@@ -156,6 +156,10 @@ void DefineEngineFlags(Flags* flags) {
   flags->Define("grpc-tls-key", "", "TLS private key (PEM) of the management API");
   flags->Define("grpc-tls-client-ca", "",
                 "CA (PEM) whose client certificates the management API requires (mutual TLS)");
+  flags->Define("controller", "",
+                "tandem-controller endpoint (HOST:PORT, tcp://HOST:PORT or unix:///path) serving "
+                "the membership authority: targets ask it before acknowledging writes below a "
+                "majority of their replicas (empty: the majority rule alone)");
   flags->Define("allow-remote-nbd", "false",
                 "let CreateTarget export NBD over TCP on a non-loopback nbd_tcp_address (NBD has "
                 "no authentication)");
@@ -174,6 +178,12 @@ Status ParseEngineConfig(const Flags& flags, long configured_cpus, EngineConfig*
   c->nbd_dir = flags.Get("nbd-dir").empty() ? data_dir + "/nbd" : flags.Get("nbd-dir");
   c->port_file = flags.Get("port-file");
   c->grpc_port_file = flags.Get("grpc-port-file");
+  c->controller = flags.Get("controller");
+  if (!c->controller.empty()) {
+    if (auto ep = rpc::ParseEndpoint(c->controller, /*allow_zero_port=*/false); !ep.ok()) {
+      return Status::InvalidArgument("--controller: " + ep.status().message());
+    }
+  }
   // The same size rules as CreateReplica (block size 4096, a bounded dirty
   // map); the storage is checked once the data dir exists (engine_main).
   for (const std::string& spec : flags.GetAll("create-replica")) {

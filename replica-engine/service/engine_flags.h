@@ -38,6 +38,8 @@ struct EngineConfig {
   std::string nbd_dir;    // --nbd-dir, default <data-dir>/nbd
   std::string port_file;  // --port-file
   std::string grpc_port_file;
+  // --controller: the membership authority's endpoint; empty: none.
+  std::string controller;
   // --create-replica, each already within CreateReplica's size rules.
   std::vector<replica::ReplicaConfig> create;
 };

@@ -43,13 +43,14 @@
 #include "common/flags.h"
 #include "common/grpc/grpc_server.h"
 #include "common/logging.h"
+#include "replica-engine/attach/target_manager.h"
 #include "replica-engine/backend/backend_factory.h"
 #include "replica-engine/replica/replica_manager.h"
 #include "replica-engine/server/replica_server.h"
+#include "replica-engine/service/controller_authority.h"
 #include "replica-engine/service/engine_flags.h"
 #include "replica-engine/service/engine_service.h"
 #include "replica-engine/service/secure_defaults.h"
-#include "replica-engine/attach/target_manager.h"
 
 namespace {
 
@@ -81,6 +82,14 @@ tandem::Status Serve(const tandem::service::EngineConfig& config, sigset_t* sigs
   const std::string& nbd_dir = config.nbd_dir;
   tandem::attach::TargetManager targets(nbd_dir);
   tandem::Status st = targets.Start();
+  // Declared after `targets`, so destroyed first (its answers go to their loop).
+  std::unique_ptr<tandem::service::ControllerAuthority> authority;
+  if (!config.controller.empty()) {
+    authority = std::make_unique<tandem::service::ControllerAuthority>(config.controller, "",
+                                                                       targets.loop());
+    targets.set_authority(authority.get());
+    TLOG_INFO(kTag, "membership authority: tandem-controller at %s", config.controller.c_str());
+  }
   tandem::service::EngineService service(manager, &server, &targets, service_opts);
   std::unique_ptr<tandem::rpc::GrpcServer> mgmt;
   if (st.ok()) {

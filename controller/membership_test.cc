@@ -1,0 +1,300 @@
+// The membership authority over the wire (issue 13, docs/architecture.md
+// "Who may acknowledge"): a real tandem-controller (SQLite) serving
+// tandem.controller.v1.Membership and real tandem-engine processes started
+// with --controller, a live target behind a FUSE file export.
+//
+// - Two of three replica engines are SIGKILLed while a writer writes and
+//   fsyncs: the target asks the controller to shrink the in-sync set, the
+//   controller records it, and writes go on being acknowledged.
+// - "A new target over a stale replica alone": published elsewhere when only
+//   replicas outside the recorded in-sync set are reachable, the target is
+//   UNAVAILABLE; with the in-sync replica back it serves every byte written,
+//   rebuilds the others, and the record is cleared (a majority again).
+// - The service's rules: stale epoch FAILED_PRECONDITION, repeats OK, an
+//   older generation refused.
+// "Old target keeps writing after a new publish gets no acknowledged write"
+// is node-plugin/node_e2e_test.cc FailoverWithoutDetachFencesTheFrozenNode
+// (real controller, SIGSTOPped engine, forced unpublish) and, engine-level,
+// replica-engine/volume/acknowledge_rule_test.cc.
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include "controller/testing/local_cluster.h"
+#include "csi/publish_context.h"
+#include "replica-engine/api/engine_client.h"
+#include "replica-engine/proto/membership.grpc.pb.h"
+
+namespace tandem::controller {
+namespace {
+
+namespace csi = ::csi::v1;
+using testing::LocalCluster;
+
+constexpr uint64_t kSize = 16 << 20;
+constexpr size_t kBlock = 64 << 10;
+
+std::unique_ptr<grpc::ClientContext> Ctx(int seconds = 30) {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
+  return ctx;
+}
+
+class MembershipTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0 || access("/dev/fuse", R_OK | W_OK) != 0) {
+      GTEST_SKIP() << "needs root and /dev/fuse (FUSE file export)";
+    }
+    ASSERT_TRUE(cluster_.StartEngines(3).ok());
+    ASSERT_TRUE(cluster_.StartController().ok());
+    ASSERT_TRUE(cluster_.RegisterEngines().ok());
+    ctl_ = cluster_.Controller();
+  }
+
+  std::string CreateVolume(const std::string& name) {
+    csi::CreateVolumeRequest req;
+    req.set_name(name);
+    req.mutable_capacity_range()->set_required_bytes(kSize);
+    *req.add_volume_capabilities() = Cap();
+    (*req.mutable_parameters())["replicas"] = "3";
+    csi::CreateVolumeResponse resp;
+    grpc::Status st = ctl_->CreateVolume(Ctx().get(), req, &resp);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    return resp.volume().volume_id();
+  }
+  static csi::VolumeCapability Cap() {
+    csi::VolumeCapability cap;
+    cap.mutable_block();
+    cap.mutable_access_mode()->set_mode(csi::VolumeCapability::AccessMode::SINGLE_NODE_WRITER);
+    return cap;
+  }
+  Result<::tandem::csi::PublishContext> Publish(const std::string& id, int node) {
+    csi::ControllerPublishVolumeRequest req;
+    req.set_volume_id(id);
+    req.set_node_id("e" + std::to_string(node));
+    *req.mutable_volume_capability() = Cap();
+    csi::ControllerPublishVolumeResponse resp;
+    grpc::Status st = ctl_->ControllerPublishVolume(Ctx().get(), req, &resp);
+    if (!st.ok()) return Status(static_cast<StatusCode>(st.error_code()), st.error_message());
+    return ::tandem::csi::DecodePublishContext(resp.publish_context());
+  }
+  grpc::Status Unpublish(const std::string& id, int node) {
+    csi::ControllerUnpublishVolumeRequest req;
+    req.set_volume_id(id);
+    req.set_node_id("e" + std::to_string(node));
+    csi::ControllerUnpublishVolumeResponse resp;
+    return ctl_->ControllerUnpublishVolume(Ctx().get(), req, &resp);
+  }
+  // What tandem-node does at NodeStage: the target from publish_context,
+  // exported as a FUSE file.
+  Result<engine::v1::Target> CreateTarget(const std::string& id, int node,
+                                          const ::tandem::csi::PublishContext& ctx) {
+    engine::v1::CreateTargetRequest treq;
+    treq.set_volume_id(id);
+    treq.set_epoch(ctx.epoch);
+    treq.set_size_bytes(ctx.size_bytes);
+    treq.set_secret(ctx.volume_secret);
+    treq.set_reconnect_interval_ms(200);
+    treq.set_request_timeout_ms(2000);
+    treq.set_export_kind(engine::v1::EXPORT_KIND_FUSE_FILE);
+    if (ctx.in_sync_generation_id != 0) {  // as node-plugin/engine_volume_host.cc
+      treq.set_in_sync_generation_id(ctx.in_sync_generation_id);
+      for (const auto& s : ctx.in_sync_replica_ids) treq.add_in_sync_replica_ids(s);
+    }
+    for (const auto& r : ctx.replicas) {
+      auto* ep = treq.add_replicas();
+      ep->set_host(r.address.substr(0, r.address.rfind(':')));
+      ep->set_port(static_cast<uint32_t>(std::stoi(r.address.substr(r.address.rfind(':') + 1))));
+      ep->set_local(r.address == cluster_.engines()[node].data_address());
+    }
+    return Engine(node).CreateTarget(treq, std::chrono::seconds(30));
+  }
+  api::EngineClient Engine(int node) {
+    return api::EngineClient(cluster_.engines()[node].grpc_address(), "");
+  }
+  // The replica id on engine `node`'s data address, from publish_context.
+  static std::string ReplicaIdAt(const ::tandem::csi::PublishContext& ctx,
+                                 const std::string& address) {
+    for (const auto& r : ctx.replicas) {
+      if (r.address == address) return r.replica_id;
+    }
+    return "";
+  }
+
+  static void Fill(std::vector<char>* buf, uint64_t block, uint32_t round) {
+    for (size_t i = 0; i < buf->size(); i += 8) {
+      uint64_t v = (block << 32) ^ round ^ (i * 0x9E3779B97F4A7C15ull);
+      std::memcpy(buf->data() + i, &v, 8);
+    }
+  }
+
+  LocalCluster cluster_;
+  std::unique_ptr<csi::Controller::Stub> ctl_;
+};
+
+TEST_F(MembershipTest, ShrinkIsRecordedAndAStaleReplicaAloneIsNotServed) {
+  const std::string id = CreateVolume("auth");
+  auto ctx = Publish(id, 0);
+  ASSERT_TRUE(ctx.ok()) << ctx.status().ToString();
+  EXPECT_EQ(ctx->in_sync_generation_id, 0u);
+  auto target = CreateTarget(id, 0, *ctx);
+  ASSERT_TRUE(target.ok()) << target.status().ToString();
+  const std::string file = target->export_path();
+  const std::string r0 = ReplicaIdAt(*ctx, cluster_.engines()[0].data_address());
+  ASSERT_FALSE(r0.empty());
+
+  // A writer: block b, round n; every acknowledged (fsync'd) round is what
+  // the volume must hold. Two replica engines die in the middle.
+  int fd = open(file.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0) << file << ": " << strerror(errno);
+  const uint64_t blocks = kSize / kBlock;
+  std::vector<uint32_t> acked(blocks, 0);
+  std::vector<char> buf(kBlock);
+  int failures = 0;
+  for (uint32_t round = 1; round <= 6; ++round) {
+    if (round == 3) {
+      cluster_.engines()[1].process->Kill();
+      cluster_.engines()[2].process->Kill();
+    }
+    for (uint64_t b = 0; b < blocks; b += round) {
+      Fill(&buf, b, round);
+      if (pwrite(fd, buf.data(), kBlock, static_cast<off_t>(b * kBlock)) !=
+          static_cast<ssize_t>(kBlock)) {
+        ++failures;
+        continue;
+      }
+      if (fdatasync(fd) != 0) {
+        ++failures;
+        continue;
+      }
+      acked[b] = round;
+    }
+  }
+  EXPECT_EQ(failures, 0) << "writes failed after two replicas died (run dir " << cluster_.root()
+                         << ")";
+  close(fd);
+  // The target reports the set the authority recorded: r0 alone.
+  auto t = Engine(0).GetTarget(id, std::chrono::seconds(5));
+  ASSERT_TRUE(t.ok());
+  ASSERT_EQ(t->in_sync_replica_ids_size(), 1) << t->DebugString();
+  EXPECT_EQ(t->in_sync_replica_ids(0), r0);
+
+  // Detach (fencing needs a majority of the replicas: e1, e2 back first,
+  // with the old target gone so that nothing rebuilds them).
+  ASSERT_TRUE(Engine(0).DestroyTarget(id, std::chrono::seconds(30)).ok());
+  ASSERT_TRUE(cluster_.StartEngine(&cluster_.engines()[1]).ok());
+  ASSERT_TRUE(cluster_.StartEngine(&cluster_.engines()[2]).ok());
+  grpc::Status un;
+  ASSERT_TRUE(
+      testing::WaitFor([&] { return (un = Unpublish(id, 0)).ok(); }, std::chrono::seconds(30)))
+      << un.error_message();
+
+  // Only the stale replicas reachable: the next publish hands over the
+  // controller's record, and the target refuses to serve.
+  cluster_.engines()[0].process->Kill();
+  auto ctx1 = Publish(id, 1);
+  ASSERT_TRUE(ctx1.ok()) << ctx1.status().ToString();
+  EXPECT_NE(ctx1->in_sync_generation_id, 0u);
+  EXPECT_EQ(ctx1->in_sync_replica_ids, std::vector<std::string>{r0});
+  auto stale = CreateTarget(id, 1, *ctx1);
+  ASSERT_FALSE(stale.ok());
+  EXPECT_EQ(stale.status().code(), StatusCode::kUnavailable) << stale.status().ToString();
+  EXPECT_NE(stale.status().message().find("generation id"), std::string::npos)
+      << stale.status().ToString();
+
+  // The in-sync replica back: every acknowledged byte is there, the others
+  // are rebuilt, and with all three serving the record is cleared.
+  // (The refused target claimed epoch ctx1->epoch on the replicas it
+  // reached: a retry is a new publish.)
+  ASSERT_TRUE(cluster_.StartEngine(&cluster_.engines()[0]).ok());
+  ASSERT_TRUE(Unpublish(id, 1).ok());
+  ctx1 = Publish(id, 1);
+  ASSERT_TRUE(ctx1.ok()) << ctx1.status().ToString();
+  EXPECT_EQ(ctx1->in_sync_replica_ids, std::vector<std::string>{r0});
+  target = CreateTarget(id, 1, *ctx1);
+  ASSERT_TRUE(target.ok()) << target.status().ToString();
+  fd = open(target->export_path().c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  std::vector<char> want(kBlock);
+  int bad = 0;
+  for (uint64_t b = 0; b < blocks; ++b) {
+    ASSERT_EQ(pread(fd, buf.data(), kBlock, static_cast<off_t>(b * kBlock)),
+              static_cast<ssize_t>(kBlock));
+    Fill(&want, b, acked[b]);
+    if (acked[b] == 0) std::fill(want.begin(), want.end(), 0);
+    bad += std::memcmp(buf.data(), want.data(), kBlock) != 0;
+  }
+  close(fd);
+  EXPECT_EQ(bad, 0) << "blocks differing from what was acknowledged";
+  bool ready = testing::WaitFor(
+      [&] {
+        auto s = Engine(1).GetTarget(id, std::chrono::seconds(5));
+        return s.ok() && s->state() == engine::v1::TARGET_STATE_READY;
+      },
+      std::chrono::seconds(60));
+  ASSERT_TRUE(ready) << "the stale replicas were not rebuilt (run dir " << cluster_.root() << ")";
+  ASSERT_TRUE(Engine(1).DestroyTarget(id, std::chrono::seconds(30)).ok());
+  ASSERT_TRUE(Unpublish(id, 1).ok());
+  auto ctx2 = Publish(id, 2);
+  ASSERT_TRUE(ctx2.ok());
+  EXPECT_EQ(ctx2->in_sync_generation_id, 0u) << "the rejoin did not clear the record";
+  EXPECT_TRUE(ctx2->in_sync_replica_ids.empty());
+  EXPECT_TRUE(Unpublish(id, 2).ok());
+}
+
+TEST_F(MembershipTest, ServiceRefusesStaleEpochsAndOlderGenerationsAndRepeatsAreOk) {
+  const std::string id = CreateVolume("rules");
+  auto ctx = Publish(id, 0);
+  ASSERT_TRUE(ctx.ok());
+  auto stub = ::tandem::controller::v1::Membership::NewStub(grpc::CreateChannel(
+      "unix:" + cluster_.root() + "/csi.sock", grpc::InsecureChannelCredentials()));
+  auto call = [&](bool shrink, uint64_t epoch, uint64_t gen, uint64_t gen_id,
+                  std::vector<std::string> ids) {
+    ::tandem::controller::v1::InSyncRequest req;
+    req.set_volume_id(id);
+    req.set_epoch(epoch);
+    req.set_generation(gen);
+    req.set_generation_id(gen_id);
+    for (auto& s : ids) req.add_replica_ids(s);
+    ::tandem::controller::v1::InSyncResponse resp;
+    return shrink ? stub->ShrinkInSync(Ctx().get(), req, &resp)
+                  : stub->GrowInSync(Ctx().get(), req, &resp);
+  };
+  const std::string r0 = ctx->replicas[0].replica_id, r1 = ctx->replicas[1].replica_id;
+  const uint64_t e = ctx->epoch;
+  EXPECT_EQ(call(true, e + 1, 5, 0xAB, {r0}).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(call(true, e, 5, 0xAB, {r0}).error_code(), grpc::StatusCode::OK);
+  EXPECT_EQ(call(true, e, 5, 0xAB, {r0}).error_code(), grpc::StatusCode::OK);  // repeated
+  EXPECT_EQ(call(true, e, 4, 0xAA, {r0, r1}).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(call(true, e, 5, 0xAC, {r0}).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(call(false, e, 5, 0xAB, {r0, r1}).error_code(), grpc::StatusCode::OK);  // rejoin
+  // A late shrink of that generation no longer applies.
+  EXPECT_EQ(call(true, e, 5, 0xAB, {r0}).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(call(true, e, 6, 0xAD, {"nobody"}).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(call(true, e, 6, 0, {}).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  // The record travels with the next publish; an unpublished volume refuses.
+  ASSERT_TRUE(Unpublish(id, 0).ok());
+  EXPECT_EQ(call(false, e, 7, 0, {}).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  auto next = Publish(id, 1);
+  ASSERT_TRUE(next.ok());
+  EXPECT_EQ(next->in_sync_generation_id, 0xABu);
+  EXPECT_EQ(next->in_sync_replica_ids, (std::vector<std::string>{r0, r1}));
+  EXPECT_EQ(call(false, next->epoch, 1, 0, {}).error_code(), grpc::StatusCode::OK);  // cleared
+  ASSERT_TRUE(Unpublish(id, 1).ok());
+  next = Publish(id, 1);
+  ASSERT_TRUE(next.ok());
+  EXPECT_EQ(next->in_sync_generation_id, 0u);
+  ASSERT_TRUE(Unpublish(id, 1).ok());
+}
+
+}  // namespace
+}  // namespace tandem::controller
