@@ -190,7 +190,7 @@ int Run(int argc, char** argv) {
       tandem::csi::IdentityService::ServiceCapability(PC::Service::CONTROLLER_SERVICE),
       tandem::csi::IdentityService::ServiceCapability(
           PC::Service::VOLUME_ACCESSIBILITY_CONSTRAINTS),
-      tandem::csi::IdentityService::ExpansionCapability(PC::VolumeExpansion::OFFLINE)};
+      tandem::csi::IdentityService::ExpansionCapability(PC::VolumeExpansion::ONLINE)};
   tandem::store::MetadataStore* store_ptr = store.get();
   // Set once this instance leads and has loaded and polled the nodes.
   std::atomic<bool> loaded{false};

@@ -88,11 +88,6 @@ Status ControllerService::DoExpandVolume(const csipb::ControllerExpandVolumeRequ
     resp->set_node_expansion_required(fs);
     return Status::Ok();
   }
-  if (record.has_attachment()) {
-    return Status::FailedPrecondition(
-        "volume " + req.volume_id() + " is published on node " + record.attachment().node_id() +
-        ": only offline expansion is supported (the engine cannot grow an attached target yet)");
-  }
   std::vector<std::future<Status>> calls;
   for (const auto& r : record.replicas()) {
     std::string address = EngineAddress(r.node_id());
@@ -110,6 +105,19 @@ Status ControllerService::DoExpandVolume(const csipb::ControllerExpandVolumeRequ
   // The record grows only once every replica did; a retry resizes again
   // (the same size is a no-op on the engine).
   TANDEM_RETURN_IF_ERROR(first);
+  // Online: the live target grows after its replicas (it would write past
+  // their end otherwise). NodeExpandVolume asks the same again (a no-op) and
+  // grows the file system. No target there yet (published, not staged): the
+  // next stage serves the old size until NodeExpandVolume grows it.
+  if (record.has_attachment()) {
+    const std::string& node = record.attachment().node_id();
+    std::string address = EngineAddress(node);
+    if (address.empty()) return Status::Unavailable("node " + node + " unknown");
+    Status st = engines_->ResizeTarget(address, record.volume_id(), size, options_.engine_timeout);
+    if (!st.ok() && st.code() != StatusCode::kNotFound) {
+      return st.WithContext("ResizeTarget on node " + node);
+    }
+  }
   record.set_size_bytes(size);
   TANDEM_ASSIGN_OR_RETURN(v->mod_revision, records_->UpdateVolume(record, v->mod_revision));
   TLOG_INFO(kTag, "ControllerExpandVolume %s: %llu bytes", req.volume_id().c_str(),

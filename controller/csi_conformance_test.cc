@@ -464,7 +464,7 @@ TEST_F(CsiConformanceTest, PublishContextBuildsATargetAndModifyVolumeRetunesItsR
   ASSERT_UNPUBLISH_OK(id, "e1");
 }
 
-TEST_F(CsiConformanceTest, ExpandVolumeGrowsEveryReplicaOffline) {
+TEST_F(CsiConformanceTest, ExpandVolumeGrowsEveryReplicaThenTheLiveTarget) {
   std::string id = CreateOk("grow", 8 * kMiB);
   auto expand = [&](const std::string& vid, int64_t bytes,
                     csi::ControllerExpandVolumeResponse* resp) {
@@ -492,8 +492,37 @@ TEST_F(CsiConformanceTest, ExpandVolumeGrowsEveryReplicaOffline) {
   csi::ControllerPublishVolumeResponse pub;
   ASSERT_TRUE(Publish(id, "e0", &pub).ok());
   EXPECT_EQ(pub.publish_context().at("tandem.csi.io/size-bytes"), std::to_string(16 * kMiB + 4096));
-  EXPECT_CODE(expand(id, 32 * kMiB, &resp), FAILED_PRECONDITION);  // online: not yet
+  // Published, not staged (no target yet): the replicas grow.
+  ASSERT_TRUE(expand(id, 24 * kMiB, &resp).ok());
+  EXPECT_EQ(ReplicaOn(1, id)->size_bytes(), static_cast<uint64_t>(24 * kMiB));
+  // Online: a live target on e0 (built from the publish context, whose size
+  // it serves until grown) grows after its replicas.
+  auto ctx = ::tandem::csi::DecodePublishContext(pub.publish_context());
+  ASSERT_TRUE(ctx.ok());
+  engine::v1::CreateTargetRequest treq;
+  treq.set_volume_id(id);
+  treq.set_epoch(ctx->epoch);
+  treq.set_size_bytes(ctx->size_bytes);
+  treq.set_secret(ctx->volume_secret);
+  for (const auto& r : ctx->replicas) {
+    auto* ep = treq.add_replicas();
+    ep->set_host(r.address.substr(0, r.address.rfind(':')));
+    ep->set_port(static_cast<uint32_t>(std::stoi(r.address.substr(r.address.rfind(':') + 1))));
+  }
+  api::EngineClient e0(cluster_->engines()[0].grpc_address(), "");
+  auto live = e0.CreateTarget(treq, std::chrono::seconds(30));
+  ASSERT_TRUE(live.ok()) << live.status().ToString();
+  EXPECT_EQ(live->size_bytes(), static_cast<uint64_t>(16 * kMiB + 4096));
+  st = expand(id, 32 * kMiB, &resp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(resp.capacity_bytes(), 32 * kMiB);
+  live = e0.GetTarget(id, std::chrono::seconds(5));
+  ASSERT_TRUE(live.ok());
+  EXPECT_EQ(live->size_bytes(), static_cast<uint64_t>(32 * kMiB));
+  for (int e = 0; e < 3; ++e) EXPECT_EQ(ReplicaOn(e, id)->size_bytes(), uint64_t{32 * kMiB});
+  ASSERT_TRUE(expand(id, 32 * kMiB, &resp).ok());  // repeated
   ASSERT_UNPUBLISH_OK(id, "e0");
+  EXPECT_TRUE(e0.DestroyTarget(id, std::chrono::seconds(30)).ok());
   EXPECT_CODE(expand("tv-nope", 32 * kMiB, &resp), NOT_FOUND);
   csi::ControllerExpandVolumeRequest no_range;
   no_range.set_volume_id(id);

@@ -75,4 +75,10 @@ Status GrpcEngineDirectory::ResizeReplica(const std::string& address, const std:
   return r.ok() ? Status::Ok() : r.status();
 }
 
+Status GrpcEngineDirectory::ResizeTarget(const std::string& address, const std::string& volume_id,
+                                         uint64_t size_bytes, Timeout timeout) {
+  auto r = Client(address)->ResizeTarget(volume_id, size_bytes, timeout);
+  return r.ok() ? Status::Ok() : r.status();
+}
+
 }  // namespace tandem::controller

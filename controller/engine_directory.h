@@ -56,6 +56,10 @@ class EngineDirectory {
   // Grows the replica (never shrinks; the same size is OK).
   virtual Status ResizeReplica(const std::string& address, const std::string& volume_id,
                                uint64_t size_bytes, Timeout timeout) = 0;
+  // Grows the volume's live target there (after its replicas). NOT_FOUND when
+  // the volume has no target there.
+  virtual Status ResizeTarget(const std::string& address, const std::string& volume_id,
+                              uint64_t size_bytes, Timeout timeout) = 0;
   virtual Status AddTargetReplica(const std::string& address, const std::string& volume_id,
                                   const epb::ReplicaEndpoint& replica, Timeout timeout) = 0;
   virtual Status RemoveTargetReplica(const std::string& address, const std::string& volume_id,
@@ -84,6 +88,8 @@ class GrpcEngineDirectory final : public EngineDirectory {
                         uint64_t bytes_per_sec, Timeout timeout) override;
   Status ResizeReplica(const std::string& address, const std::string& volume_id,
                        uint64_t size_bytes, Timeout timeout) override;
+  Status ResizeTarget(const std::string& address, const std::string& volume_id, uint64_t size_bytes,
+                      Timeout timeout) override;
   Status AddTargetReplica(const std::string& address, const std::string& volume_id,
                           const epb::ReplicaEndpoint& replica, Timeout timeout) override;
   Status RemoveTargetReplica(const std::string& address, const std::string& volume_id,

@@ -369,6 +369,25 @@ Status TargetManager::RebuildReplica(const std::string& volume_id, const std::st
   });
 }
 
+Status TargetManager::Resize(const std::string& volume_id, uint64_t size_bytes) {
+  // The guard keeps the entry (and its export) alive while SizeChanged runs
+  // off the loop: invalidating the kernel's cached size may wait for FUSE
+  // requests that are waiting for the loop.
+  VolumeGuard guard(this, volume_id);
+  TANDEM_RETURN_IF_ERROR(guard.status());
+  frontend::Export* exp = nullptr;
+  Status st = WithEntry(volume_id, [&](Entry* e) {
+    Status resized = e->target->Resize(size_bytes);
+    if (resized.ok()) {
+      e->spec.options.size = size_bytes;
+      exp = e->exp.get();
+    }
+    return resized;
+  });
+  if (st.ok() && exp != nullptr) exp->SizeChanged();
+  return st;
+}
+
 Status TargetManager::SetRebuildRate(const std::string& volume_id, uint64_t bytes_per_sec) {
   return WithEntry(volume_id, [&](Entry* e) {
     e->target->SetRebuildRate(bytes_per_sec);

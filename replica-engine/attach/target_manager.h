@@ -102,6 +102,11 @@ class TargetManager {
   Status RebuildReplica(const std::string& volume_id, const std::string& address);
   // Rebuild copy rate limit in bytes/s; 0: unlimited.
   Status SetRebuildRate(const std::string& volume_id, uint64_t bytes_per_sec);
+  // Grows the live volume (VolumeTarget::Resize), then tells its export
+  // (Export::SizeChanged: the FUSE file takes the new size; NBD clients see
+  // it at their next connection). ABORTED while a Create/Destroy of the
+  // volume runs.
+  Status Resize(const std::string& volume_id, uint64_t size_bytes);
   // Destroys every target (engine shutdown).
   void Shutdown();
 

@@ -2,9 +2,10 @@
 // gRPC service: node capacity and counts in EngineInfo, the export of a
 // target (kind and path, also in ListTargets for a restarted node plugin),
 // and the resize and fence calls (validated; ResizeReplica and FenceReplica
-// done by the replica server, ResizeTarget UNIMPLEMENTED until the target
-// layer supports it).
+// done by the replica server, ResizeTarget by the live target and its FUSE
+// file export).
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -151,8 +152,59 @@ TEST_F(EngineServiceTest, ResizeTargetIsValidatedAndNeverShrinks) {
   Result<pb::Target> same = client_->ResizeTarget("vol-t", kSize, kTimeout);
   ASSERT_TRUE(same.ok()) << same.status().ToString();
   EXPECT_EQ(same->size_bytes(), kSize);
-  EXPECT_EQ(client_->ResizeTarget("vol-t", 2 * kSize, kTimeout).status().code(),
-            StatusCode::kUnimplemented);
+  // Not a multiple of the block size.
+  EXPECT_EQ(client_->ResizeTarget("vol-t", kSize + 512, kTimeout).status().code(),
+            StatusCode::kInvalidArgument);
+}
+
+// Online expansion, engine level: the replica grows, then the live target;
+// the FUSE file reports the new size, a write past the old end is stored and
+// read back, also by the next target over the same replica.
+TEST_F(EngineServiceTest, ResizeTargetGrowsALiveVolumeAndItsFuseFile) {
+  if (geteuid() != 0 || access("/dev/fuse", R_OK | W_OK) != 0) {
+    GTEST_SKIP() << "needs root and /dev/fuse";
+  }
+  ASSERT_TRUE(client_->CreateReplica(ReplicaRequest("vol-t"), kTimeout).ok());
+  pb::CreateTargetRequest req = LocalTarget(replica_server_->port());
+  req.set_export_kind(pb::EXPORT_KIND_FUSE_FILE);
+  Result<pb::Target> t = client_->CreateTarget(req, kTimeout);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  const std::string file = t->export_path();
+  ASSERT_TRUE(client_->ResizeReplica("vol-t", 2 * kSize, kTimeout).ok());
+  Result<pb::Target> grown = client_->ResizeTarget("vol-t", 2 * kSize, kTimeout);
+  ASSERT_TRUE(grown.ok()) << grown.status().ToString();
+  EXPECT_EQ(grown->size_bytes(), 2 * kSize);
+  EXPECT_TRUE(client_->ResizeTarget("vol-t", 2 * kSize, kTimeout).ok());  // repeated
+  struct stat st;
+  ASSERT_EQ(stat(file.c_str(), &st), 0);
+  EXPECT_EQ(static_cast<uint64_t>(st.st_size), 2 * kSize);
+
+  std::string data(65536, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 7 + 3);
+  const off_t past = static_cast<off_t>(kSize + kSize / 2);
+  int fd = open(file.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(pwrite(fd, data.data(), data.size(), past), static_cast<ssize_t>(data.size()));
+  ASSERT_EQ(fsync(fd), 0);
+  std::string back(data.size(), '\0');
+  ASSERT_EQ(pread(fd, back.data(), back.size(), past), static_cast<ssize_t>(back.size()));
+  close(fd);
+  EXPECT_EQ(back, data);
+
+  // The next target over the replica has the new size and the bytes.
+  ASSERT_TRUE(client_->DestroyTarget("vol-t", kTimeout).ok());
+  req.set_epoch(req.epoch() + 1);
+  req.set_size_bytes(2 * kSize);
+  t = client_->CreateTarget(req, kTimeout);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  EXPECT_EQ(t->size_bytes(), 2 * kSize);
+  fd = open(t->export_path().c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  std::string again(data.size(), '\0');
+  ASSERT_EQ(pread(fd, again.data(), again.size(), past), static_cast<ssize_t>(again.size()));
+  close(fd);
+  EXPECT_EQ(again, data);
+  ASSERT_TRUE(client_->DestroyTarget("vol-t", kTimeout).ok());
 }
 
 TEST_F(EngineServiceTest, FenceReplicaIsValidatedAndRaisesTheEpoch) {

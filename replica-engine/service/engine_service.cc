@@ -298,9 +298,11 @@ grpc::Status EngineService::ResizeTarget(Ctx* ctx, const pb::ResizeTargetRequest
       TargetToProto(*info, resp);
       return grpc::Status::OK;
     }
-    return ToGrpcStatus(
-        Status::Unimplemented("ResizeTarget: growing an attached volume is not supported by the "
-                              "target layer yet (the request is valid)"));
+    // Online expansion: the caller grew the replicas first (ResizeReplica).
+    Status st = targets_->Resize(req->volume_id(), req->size_bytes());
+    TLOG_INFO(kTag, "ResizeTarget %s to %llu bytes: %s", req->volume_id().c_str(),
+              static_cast<unsigned long long>(req->size_bytes()), st.ToString().c_str());
+    return ReplyWithTarget(st, req->volume_id(), resp);
   });
 }
 

@@ -92,9 +92,9 @@ class EngineService final : public ::tandem::engine::v1::Engine::Service {
                                     engine::v1::Target* resp) override;
   grpc::Status SetRebuildRate(Ctx* ctx, const engine::v1::SetRebuildRateRequest* req,
                               engine::v1::Target* resp) override;
-  // Validated, answered for the cases that need no change (same size, an
-  // epoch already in force), UNIMPLEMENTED otherwise until the replica and
-  // target layers support them (engine.proto).
+  // Validated; the same size (an epoch already in force) changes nothing;
+  // otherwise the replica server grows or fences the replica, and the
+  // target manager grows the live target (engine.proto).
   grpc::Status ResizeReplica(Ctx* ctx, const engine::v1::ResizeReplicaRequest* req,
                              engine::v1::Replica* resp) override;
   grpc::Status ResizeTarget(Ctx* ctx, const engine::v1::ResizeTargetRequest* req,

@@ -385,6 +385,28 @@ void VolumeTargetImpl::SetRebuildRate(uint64_t bytes_per_sec) {
   rebuild_.SetRate(bytes_per_sec, MonotonicNanos());
 }
 
+Status VolumeTargetImpl::Resize(uint64_t new_size) {
+  if (state_ != TargetState::kReady && state_ != TargetState::kDegraded) {
+    return Status::FailedPrecondition(std::string("target is ") + TargetStateName(state_));
+  }
+  if (new_size == size_) return Status::Ok();
+  if (new_size < size_) {
+    return Status::OutOfRange("size " + std::to_string(new_size) +
+                              " is smaller than the volume's " + std::to_string(size_) +
+                              " bytes: never shrunk");
+  }
+  if (block_size_ == 0 || new_size % block_size_ != 0) {
+    return Status::InvalidArgument("size " + std::to_string(new_size) +
+                                   " is not a multiple of the block size " +
+                                   std::to_string(block_size_));
+  }
+  TLOG_INFO(kTag, "volume '%s': grown from %llu to %llu bytes", options_.volume_id.c_str(),
+            static_cast<unsigned long long>(size_), static_cast<unsigned long long>(new_size));
+  size_ = new_size;
+  options_.size = new_size;
+  return Status::Ok();
+}
+
 // ------------------------------------------------------------ VolumeTarget
 
 VolumeTarget::VolumeTarget(EventLoop* loop, TargetOptions options)
@@ -404,5 +426,6 @@ Status VolumeTarget::AddReplica(const ReplicaEndpoint& e) { return impl_->AddRep
 Status VolumeTarget::RemoveReplica(const std::string& a) { return impl_->RemoveReplica(a); }
 Status VolumeTarget::RebuildReplica(const std::string& a) { return impl_->RebuildReplica(a); }
 void VolumeTarget::SetRebuildRate(uint64_t bytes_per_sec) { impl_->SetRebuildRate(bytes_per_sec); }
+Status VolumeTarget::Resize(uint64_t new_size) { return impl_->Resize(new_size); }
 
 }  // namespace tandem::target

@@ -83,8 +83,9 @@ struct TargetOptions {
   // How long writes wait for a majority (or the authority) before they fail
   // with UNAVAILABLE (EIO at the frontend); 0: request_timeout_ms.
   uint32_t quorum_wait_ms = 0;
-  // Volume size in bytes; every replica must have exactly this size (a
-  // replica reporting another size is FAULTED). 0: take the first replica's.
+  // Volume size in bytes; every replica must have at least this size (a
+  // smaller one is FAULTED; a larger one was grown for an expansion not yet
+  // applied to the target, Resize()). 0: take the first replica's.
   uint64_t size = 0;
   uint32_t request_timeout_ms = 5000;
   uint32_t connect_timeout_ms = 3000;
@@ -213,6 +214,14 @@ class VolumeTarget final : public BlockDevice {
   Status RebuildReplica(const std::string& address);
   // Changes the rebuild rate limit (bytes/s, 0 = unlimited) at run time.
   void SetRebuildRate(uint64_t bytes_per_sec);
+  // Grows the live volume to `new_size` bytes (online expansion). The caller
+  // grew every replica first (ResizeReplica): writes past the old end then
+  // reach replicas that hold them. Same size: OK; smaller: OUT_OF_RANGE;
+  // not a multiple of the block size: INVALID_ARGUMENT; not serving:
+  // FAILED_PRECONDITION. A rebuild running meanwhile goes on at the old
+  // size: the new tail was zero on every replica and each write to it reaches
+  // the destination; the next rebuild plans over the new size.
+  Status Resize(uint64_t new_size);
 
   // BlockDevice. size() and block_size() are known once state() left kStarting.
   uint64_t size() const override;

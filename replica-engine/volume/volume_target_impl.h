@@ -48,6 +48,7 @@ class VolumeTargetImpl final : private EventLoop::Idler,
   Status RemoveReplica(const std::string& address);
   Status RebuildReplica(const std::string& address);
   void SetRebuildRate(uint64_t bytes_per_sec);
+  Status Resize(uint64_t new_size);
 
   TargetState state_ = TargetState::kStarting;
   uint64_t size_ = 0;

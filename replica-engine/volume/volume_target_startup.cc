@@ -22,7 +22,8 @@ void VolumeTargetImpl::OnReplicaConnected(ReplicaSlot* r, const protocol::Replic
     // A FAULTED or STALE replica reconnected (or one was added): it is
     // rebuilt before it serves. Until its rebuild starts it gets nothing.
     r->last_error.clear();
-    if (info.size != size_ || info.block_size != block_size_) {
+    // Larger is fine: replicas grow before their target (online expansion).
+    if (info.size < size_ || info.block_size != block_size_) {
       r->last_error = "replica size " + std::to_string(info.size) + " / block " +
                       std::to_string(info.block_size) + " does not match the volume";
       replicas_.ScheduleClose(*r);
@@ -41,9 +42,11 @@ void VolumeTargetImpl::OnReplicaConnected(ReplicaSlot* r, const protocol::Replic
   }
   r->settled = true;
   r->state = ReplicaState::kConnecting;  // HEALTHY or STALE once all settled
-  if (info.block_size == 0 || (size_ != 0 && info.size != size_)) {
+  // A replica larger than the volume was grown for an expansion the caller
+  // has not applied to the target yet: it serves the given size.
+  if (info.block_size == 0 || (size_ != 0 && info.size < size_)) {
     r->state = ReplicaState::kFaulted;
-    r->last_error = "replica size " + std::to_string(info.size) + " differs from volume size " +
+    r->last_error = "replica size " + std::to_string(info.size) + " is below the volume size " +
                     std::to_string(size_);
     replicas_.ScheduleClose(*r);
   } else if (size_ == 0) {

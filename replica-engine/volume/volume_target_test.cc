@@ -123,6 +123,38 @@ TEST_F(VolumeTargetTest, RejectsMisalignedAndOutOfRangeRequests) {
   EXPECT_EQ(Do(t, BlockOp::kWrite, 0, 4096, b), StatusCode::kOk);  // still serving
 }
 
+// Online expansion: the replicas grow first (a replica larger than the
+// volume is served at the volume's size), then the target; a write past the
+// old end lands on every replica and reads back. Never shrunk.
+TEST_F(VolumeTargetTest, ResizeGrowsTheLiveVolumeAfterItsReplicas) {
+  AddNodes(3);
+  VolumeTarget* t = StartTarget(Options(1, 2000, /*reconnect_ms=*/100));
+  const uint64_t old_size = kVolumeSize, new_size = 2 * kVolumeSize;
+  EXPECT_EQ(WritePattern(t, old_size, 4096, 0x11), StatusCode::kOutOfRange);
+  for (auto& n : nodes_) ASSERT_TRUE(n->server->ResizeVolume(kVolume, new_size).ok());
+  // Replicas already larger: the target still serves the old size.
+  ASSERT_EQ(WritePattern(t, old_size - 4096, 4096, 0x12), StatusCode::kOk);
+  EXPECT_EQ(t->size(), old_size);
+  EXPECT_EQ(t->Resize(old_size - 4096).code(), StatusCode::kOutOfRange);
+  EXPECT_EQ(t->Resize(new_size + 512).code(), StatusCode::kInvalidArgument);
+  ASSERT_TRUE(t->Resize(new_size).ok());
+  ASSERT_TRUE(t->Resize(new_size).ok());  // repeated
+  EXPECT_EQ(t->size(), new_size);
+  ASSERT_EQ(WritePattern(t, new_size - 8192, 8192, 0x13), StatusCode::kOk);
+  uint8_t* b = Buf(8192);
+  ASSERT_EQ(Do(t, BlockOp::kRead, new_size - 8192, 8192, b), StatusCode::kOk);
+  EXPECT_EQ(b[0], 0x13);
+  EXPECT_EQ(b[8191], 0x13);
+  ASSERT_EQ(Do(t, BlockOp::kFlush, 0, 0, nullptr), StatusCode::kOk);
+  // A replica reconnecting at the new size is rebuilt and serves again.
+  nodes_[2]->server->Stop();
+  ASSERT_EQ(WritePattern(t, old_size, 4096, 0x14), StatusCode::kOk);
+  nodes_[2]->StartServer();
+  ASSERT_TRUE(RunUntil([&] { return t->state() == TargetState::kReady; }, 20000))
+      << t->GetStatus().last_error;
+  EXPECT_EQ(t->size(), new_size);
+}
+
 TEST_F(VolumeTargetTest, FaultedReplicaIsSkippedAndSurvivorsMoveToNewGeneration) {
   AddNodes(3);
   VolumeTarget* t = NewTarget(1);
