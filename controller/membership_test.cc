@@ -216,7 +216,11 @@ TEST_F(MembershipTest, ShrinkIsRecordedAndAStaleReplicaAloneIsNotServed) {
   // (The refused target claimed epoch ctx1->epoch on the replicas it
   // reached: a retry is a new publish.)
   ASSERT_TRUE(cluster_.StartEngine(&cluster_.engines()[0]).ok());
-  ASSERT_TRUE(Unpublish(id, 1).ok());
+  // (Retried as the CO does: the controller's channels to the restarted
+  // engines may still be in gRPC's reconnect backoff.)
+  ASSERT_TRUE(
+      testing::WaitFor([&] { return (un = Unpublish(id, 1)).ok(); }, std::chrono::seconds(60)))
+      << un.error_message();
   ctx1 = Publish(id, 1);
   ASSERT_TRUE(ctx1.ok()) << ctx1.status().ToString();
   EXPECT_EQ(ctx1->in_sync_replica_ids, std::vector<std::string>{r0});
