@@ -28,6 +28,12 @@ bool EnvDisablesUring() {
   return v != nullptr && v[0] != '\0' && std::strcmp(v, "0") != 0;
 }
 
+// For before/after measurements of COOP_TASKRUN on one binary.
+bool EnvDisablesCoopTaskrun() {
+  const char* v = std::getenv("TANDEM_URING_NO_COOP_TASKRUN");
+  return v != nullptr && v[0] != '\0' && std::strcmp(v, "0") != 0;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<StorageBackend>> NewUringBackend(const BackendOptions& options) {
@@ -55,14 +61,30 @@ UringBackend::UringBackend(const BackendOptions& options)
 }
 
 Status UringBackend::Init() {
-  io_uring_params params{};
-  // SUBMIT_ALL (5.18+): an SQE that fails early posts its CQE and the rest of
-  // the batch is still submitted, instead of the batch stopping there.
-  params.flags = IORING_SETUP_SUBMIT_ALL;
-  int ret = io_uring_queue_init_params(depth_, &ring_, &params);
-  if (ret == -EINVAL) {
-    params = {};
+  // The setup flags, best first; a kernel that lacks one refuses with EINVAL
+  // and the next is tried. SUBMIT_ALL (5.18+): an SQE that fails early posts
+  // its CQE and the rest of the batch is still submitted, instead of the
+  // batch stopping there. COOP_TASKRUN (5.19+): a completion does not
+  // interrupt the owner thread with an IPI to post its CQE while it runs;
+  // the CQE is posted at its next kernel entry (every loop iteration makes
+  // one; a sleeping owner is still woken), and TASKRUN_FLAG makes a peek
+  // enter the kernel for it. SINGLE_ISSUER + DEFER_TASKRUN would go further
+  // but bind the ring to one task for submission *and* registration, while
+  // OpenFile/CloseFile update the file table from the engine's gRPC threads
+  // and a restarted server hands the backend to a new thread
+  // (docs/performance.md).
+  constexpr uint32_t kFlagSets[] = {
+      IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+      IORING_SETUP_SUBMIT_ALL,
+      0,
+  };
+  int ret = -EINVAL;
+  for (uint32_t flags : kFlagSets) {
+    if (EnvDisablesCoopTaskrun() && (flags & IORING_SETUP_COOP_TASKRUN)) continue;
+    io_uring_params params{};
+    params.flags = flags;
     ret = io_uring_queue_init_params(depth_, &ring_, &params);
+    if (ret != -EINVAL) break;
   }
   if (ret < 0) {
     return Status::Unavailable(std::string("io_uring_setup: ") + std::strerror(-ret));
