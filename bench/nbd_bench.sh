@@ -18,11 +18,14 @@
 #
 #   bench/nbd_bench.sh [--build=DIR] [--seconds=N] [--size=SIZE] [--jobs="JOB ..."]
 #                      [--replicas="1 2 3"] [--rounds=N] [--taskset-fio=CPUS]
-#                      [--engine-flags="..."] [--standin]
+#                      [--taskset-engines=CPUS] [--engine-flags="..."] [--standin]
 #
 # --build: where tandem-engine and tandemctl are (default build/release).
 # --seconds: per job (default 5; ~2.5 min per round). --rounds: default 1.
-# --taskset-fio: run fio under taskset -c CPUS. --engine-flags: extra
+# --taskset-fio: run fio under taskset -c CPUS. --taskset-engines: pin every
+# thread of every engine to CPUS (taskset -a -p; e.g. 0 with --taskset-fio=1
+# keeps a 1-replica volume's target and replica loops on one CPU, away from
+# fio; docs/performance.md). --engine-flags: extra
 # tandem-engine flags (e.g. --busy-poll-us=20). --standin: qemu-nbd instead of
 # tandem-engine volumes (checks the script itself; rows say "standin").
 # Everything runs under /var/tmp/tandem-nbd-bench.* and is removed at exit/Ctrl-C.
@@ -31,7 +34,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 source "$root/scripts/lib/cluster.sh"
 source "$root/scripts/lib/nbd_bench.sh"
 
-build="$root/build/release" replicas="1 2 3" standin=0 rounds=1 engine_flags=
+build="$root/build/release" replicas="1 2 3" standin=0 rounds=1 engine_flags= taskset_engines=
 for arg in "$@"; do
   case "$arg" in
     --build=*) build="${arg#*=}" ;;
@@ -43,7 +46,8 @@ for arg in "$@"; do
     --taskset-fio=*) BENCH_TASKSET_FIO="${arg#*=}" ;;
     --engine-flags=*) engine_flags="${arg#*=}" ;;
     --standin) standin=1 ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    --taskset-engines=*) taskset_engines="${arg#*=}" ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     *) echo "nbd_bench: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -58,7 +62,12 @@ if [ $standin = 1 ]; then
 else
   engine_tests_possible || tc_fail "need $TANDEM_ENGINE (with --grpc-listen) and $TANDEMCTL; build them first"
   # shellcheck disable=SC2086
-  for e in e0 e1 e2; do start_engine "$e" $engine_flags; done
+  for e in e0 e1 e2; do
+    start_engine "$e" $engine_flags
+    if [ -n "$taskset_engines" ]; then
+      taskset -a -p -c "$taskset_engines" "$(engine_pid "$e")" >/dev/null || tc_fail "taskset of engine $e"
+    fi
+  done
   tc_log "preparing the raw file and the volumes ($replicas replicas, $BENCH_SIZE each)"
   bench_prepare_raw
   bench_prepare_nbdkit
