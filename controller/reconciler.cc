@@ -99,8 +99,9 @@ int Reconciler::RunOnce() {
     for (auto& v : *volumes) {
       if (v.record.state() != rec::VolumeRecord::READY) continue;
       if (!v.record.retired_replicas().empty()) DeleteRetired(v, nodes);
+      int faulted = FaultedOnLiveNode(v.record, nodes);
       for (int i = 0; i < v.record.replicas_size(); ++i) {
-        if (!dead(v.record.replicas(i).node_id())) continue;
+        if (i != faulted && !dead(v.record.replicas(i).node_id())) continue;
         // One replacement per volume per pass: the record changed.
         Status st = Replace(v, i, nodes);
         if (st.ok()) {
@@ -206,18 +207,82 @@ Status Reconciler::Replace(Versioned<rec::VolumeRecord> v, int index,
     }
   }
 
-  *record.mutable_replicas(index) = fresh_replica;
-  record.set_next_replica_index(record.next_replica_index() + 1);
-  *record.add_retired_replicas() = old;
-  auto* ids = record.mutable_in_sync_replica_ids();
-  ids->erase(std::remove(ids->begin(), ids->end(), old.replica_id()), ids->end());
-  TANDEM_ASSIGN_OR_RETURN(int64_t rev, records_->UpdateVolume(record, fresh->mod_revision));
-  (void)rev;
-  TLOG_INFO(kTag, "volume %s: replica %s on down node %s replaced by %s on %s%s",
+  TANDEM_RETURN_IF_ERROR(SwapInRecord(record.volume_id(), old, fresh_replica));
+  TLOG_INFO(kTag, "volume %s: replica %s on node %s replaced by %s on %s%s",
             record.volume_id().c_str(), old.replica_id().c_str(), old.node_id().c_str(),
             fresh_replica.replica_id().c_str(), node_id.c_str(),
             record.has_attachment() ? " (added to the live target: rebuilding online)" : "");
   return Status::Ok();
+}
+
+Status Reconciler::SwapInRecord(const std::string& volume_id, const rec::ReplicaRecord& old,
+                                const rec::ReplicaRecord& fresh) {
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    TANDEM_ASSIGN_OR_RETURN(auto v, records_->GetVolume(volume_id));
+    if (!v) return Status::NotFound("volume " + volume_id + " is gone");
+    // Changed meanwhile only by others (the in-sync record; CSI calls wait
+    // for our guard): the replica is still there to swap.
+    rec::VolumeRecord record = v->record;
+    int index = -1;
+    for (int i = 0; i < record.replicas_size(); ++i) {
+      if (record.replicas(i).replica_id() == old.replica_id()) index = i;
+    }
+    if (index < 0) return Status::Aborted("replica " + old.replica_id() + " left the record");
+    *record.mutable_replicas(index) = fresh;
+    record.set_next_replica_index(record.next_replica_index() + 1);
+    *record.add_retired_replicas() = old;
+    auto* ids = record.mutable_in_sync_replica_ids();
+    ids->erase(std::remove(ids->begin(), ids->end(), old.replica_id()), ids->end());
+    auto updated = records_->UpdateVolume(record, v->mod_revision);
+    if (updated.ok()) return Status::Ok();
+    if (updated.status().code() != StatusCode::kAborted) return updated.status();
+  }
+  return Status::Aborted("volume " + volume_id + " changed concurrently too often");
+}
+
+int Reconciler::FaultedOnLiveNode(const rec::VolumeRecord& record,
+                                  const std::vector<NodeView>& nodes) {
+  auto now = std::chrono::steady_clock::now();
+  const std::string prefix = record.volume_id() + "/";
+  // Entries of this volume not seen FAULTED in this pass are dropped below.
+  std::map<std::string, std::chrono::steady_clock::time_point> seen;
+  int found = -1;
+  const NodeView* attached =
+      record.has_attachment() ? Find(nodes, record.attachment().node_id()) : nullptr;
+  if (attached != nullptr && attached->up) {
+    auto target = engines_->GetTarget(attached->record.engine_address(), record.volume_id(),
+                                      options_.engine_timeout);
+    if (target.ok()) {
+      for (const auto& tr : target->replicas()) {
+        if (tr.state() != epb::REPLICA_STATE_FAULTED) continue;
+        for (int i = 0; i < record.replicas_size(); ++i) {
+          const NodeView* n = Find(nodes, record.replicas(i).node_id());
+          // A down node is the other path's (replace_after of being down).
+          if (n == nullptr || !n->up || n->info.data_address() != tr.address()) continue;
+          std::string key = prefix + tr.address();
+          auto it = faulted_since_.find(key);
+          auto since = it != faulted_since_.end() ? it->second : now;
+          seen[key] = since;
+          if (found < 0 && now - since >= options_.replace_after) {
+            TLOG_WARN(
+                kTag, "volume %s: replica %s on live node %s FAULTED for %lld ms: %s",
+                record.volume_id().c_str(), record.replicas(i).replica_id().c_str(),
+                n->record.node_id().c_str(),
+                static_cast<long long>(
+                    std::chrono::duration_cast<std::chrono::milliseconds>(now - since).count()),
+                tr.last_error().c_str());
+            found = i;
+          }
+        }
+      }
+    }
+  }
+  for (auto it = faulted_since_.lower_bound(prefix);
+       it != faulted_since_.end() && it->first.compare(0, prefix.size(), prefix) == 0;) {
+    it = faulted_since_.erase(it);
+  }
+  faulted_since_.insert(seen.begin(), seen.end());
+  return found;
 }
 
 void Reconciler::DeleteRetired(Versioned<rec::VolumeRecord> v, const std::vector<NodeView>& nodes) {

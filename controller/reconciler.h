@@ -60,6 +60,16 @@ class Reconciler {
   Status Replace(Versioned<rec::VolumeRecord> v, int index, const std::vector<NodeView>& nodes);
   void DeleteRetired(Versioned<rec::VolumeRecord> v, const std::vector<NodeView>& nodes);
   bool Admit(const std::string& node_id);
+  // The index of a replica of a published volume whose live target has
+  // reported it FAULTED, on a node that is up, for replace_after (a failing
+  // disk: the target's reconnects never bring it back); -1 when none.
+  int FaultedOnLiveNode(const rec::VolumeRecord& record, const std::vector<NodeView>& nodes);
+  // Swaps `old` for `fresh` in the volume's record with a compare-and-swap,
+  // re-read and re-applied when the record changed meanwhile (the membership
+  // authority writes the in-sync set at any time): the target already has
+  // the new replica, so the record must follow.
+  Status SwapInRecord(const std::string& volume_id, const rec::ReplicaRecord& old,
+                      const rec::ReplicaRecord& fresh);
 
   Records* const records_;
   NodeRegistry* const nodes_;
@@ -68,6 +78,9 @@ class Reconciler {
   const ReconcilerOptions options_;
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 
+  // Since when a target has reported a replica FAULTED, by "volume/address"
+  // (only the reconciler thread touches it).
+  std::map<std::string, std::chrono::steady_clock::time_point> faulted_since_;
   // Replacement start times per destination node (admission).
   std::map<std::string, std::vector<std::chrono::steady_clock::time_point>> admitted_;
 

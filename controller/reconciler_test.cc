@@ -1,8 +1,9 @@
 // Self-healing, end to end: a 3-replica volume on four real engines,
 // published with a live target built from publish_context; the engine of one
-// replica is killed for good. The reconciler replaces that replica on the
-// spare node, swaps it into the live target (which rebuilds it online until
-// HEALTHY), and deletes the retired replica when its node comes back.
+// replica is killed for good, or (on a node that stays up) its replica is
+// lost. The reconciler replaces that replica on the spare node, swaps it into
+// the live target (which rebuilds it online until HEALTHY), and deletes the
+// retired replica once its node answers.
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
@@ -103,6 +104,73 @@ TEST(ReconcilerTest, ReplicaOnADeadNodeIsReplacedOnASpareAndRebuiltOnline) {
       },
       std::chrono::seconds(30));
   EXPECT_TRUE(deleted) << "the retired replica on e2 was not deleted";
+  EXPECT_TRUE(e0.DestroyTarget(id, std::chrono::seconds(30)).ok());
+}
+
+// A replica FAULTED on a node that stays up (its disk lost: the replica is
+// deleted under the live target, whose reconnects are refused from then on)
+// is replaced like one on a down node once FAULTED for replace_after.
+TEST(ReconcilerTest, FaultedReplicaOnALiveNodeIsReplacedOnASpareAndRebuiltOnline) {
+  LocalCluster cluster;
+  ASSERT_TRUE(cluster.StartEngines(4).ok());
+  ASSERT_TRUE(
+      cluster.StartController({"--reconcile-interval-ms=300", "--replace-after-ms=1500"}).ok());
+  ASSERT_TRUE(cluster.RegisterEngines().ok());
+  auto& engines = cluster.engines();
+  auto ctl = cluster.Controller();
+  csi::CreateVolumeRequest creq;
+  creq.set_name("heal-live");
+  creq.mutable_capacity_range()->set_required_bytes(16 << 20);
+  auto* cap = creq.add_volume_capabilities();
+  cap->mutable_block();
+  cap->mutable_access_mode()->set_mode(csi::VolumeCapability::AccessMode::SINGLE_NODE_WRITER);
+  csi::CreateVolumeResponse created;
+  ASSERT_TRUE(ctl->CreateVolume(Ctx().get(), creq, &created).ok());
+  const std::string id = created.volume().volume_id();
+  csi::ControllerPublishVolumeRequest preq;
+  preq.set_volume_id(id);
+  preq.set_node_id("e0");
+  *preq.mutable_volume_capability() = *cap;
+  csi::ControllerPublishVolumeResponse pub;
+  ASSERT_TRUE(ctl->ControllerPublishVolume(Ctx().get(), preq, &pub).ok());
+  auto ctx = ::tandem::csi::DecodePublishContext(pub.publish_context());
+  ASSERT_TRUE(ctx.ok());
+  engine::v1::CreateTargetRequest treq;
+  treq.set_volume_id(id);
+  treq.set_epoch(ctx->epoch);
+  treq.set_size_bytes(ctx->size_bytes);
+  treq.set_reconnect_interval_ms(200);
+  treq.set_secret(ctx->volume_secret);
+  for (const auto& r : ctx->replicas) {
+    auto* ep = treq.add_replicas();
+    ep->set_host(r.address.substr(0, r.address.rfind(':')));
+    ep->set_port(static_cast<uint32_t>(std::stoi(r.address.substr(r.address.rfind(':') + 1))));
+    ep->set_local(r.address == engines[0].data_address());
+  }
+  api::EngineClient e0(engines[0].grpc_address(), "");
+  ASSERT_TRUE(e0.CreateTarget(treq, std::chrono::seconds(30)).ok());
+
+  api::EngineClient e2(engines[2].grpc_address(), "");
+  ASSERT_TRUE(e2.DeleteReplica(id, std::chrono::seconds(10)).ok());
+  const std::string lost = engines[2].data_address(), spare = engines[3].data_address();
+  std::string last;
+  bool healed = testing::WaitFor(
+      [&] {
+        auto t = e0.GetTarget(id, std::chrono::seconds(5));
+        if (!t.ok()) return false;
+        bool spare_healthy = false, lost_gone = true;
+        last.clear();
+        for (const auto& r : t->replicas()) {
+          last += r.address() + "=" + engine::v1::ReplicaState_Name(r.state()) + " ";
+          spare_healthy |= r.address() == spare && r.state() == engine::v1::REPLICA_STATE_HEALTHY;
+          lost_gone &= r.address() != lost;
+        }
+        return spare_healthy && lost_gone && t->replicas_size() == 3;
+      },
+      std::chrono::seconds(60));
+  ASSERT_TRUE(healed) << "target replicas: " << last << " (run dir " << cluster.root() << ")";
+  api::EngineClient e3(engines[3].grpc_address(), "");
+  EXPECT_TRUE(e3.GetReplica(id, std::chrono::seconds(5)).ok());
   EXPECT_TRUE(e0.DestroyTarget(id, std::chrono::seconds(30)).ok());
 }
 
