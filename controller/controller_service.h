@@ -16,6 +16,7 @@
 //   controller_service_create.cc   CreateVolume, DeleteVolume
 //   controller_service_publish.cc  ControllerPublish/UnpublishVolume (epochs, fencing)
 //   controller_service_modify.cc   ControllerModifyVolume, ControllerExpandVolume
+//   controller_service_replicas.cc ModifyVolume's replica count (grow, shrink)
 //
 // Thread-safety: gRPC runs handlers concurrently; all state is in the store,
 // the registry and the engine directory, which are thread-safe.
@@ -105,6 +106,11 @@ class ControllerService final : public csipb::Controller::Service {
   Status FinishCreate(Versioned<rec::VolumeRecord> v);
   // Deletes every replica on its engine (in parallel); OK when all are gone.
   Status DeleteReplicas(const rec::VolumeRecord& record);
+  // ModifyVolume `replicas` (controller_service_replicas.cc): the record and,
+  // when published, the live target follow `wanted`.
+  Status ChangeReplicaCount(Versioned<rec::VolumeRecord>* v, uint32_t wanted);
+  Status GrowReplicas(Versioned<rec::VolumeRecord>* v, uint32_t count);
+  Status ShrinkReplicas(Versioned<rec::VolumeRecord>* v, uint32_t count);
   // Raises every replica's epoch to `epoch`; OK when the old target can no
   // longer acknowledge a write (see the .cc).
   Status Fence(const rec::VolumeRecord& record, uint64_t epoch);

@@ -2,9 +2,8 @@
 //
 // rebuildRate is applied to the record (the next publish hands it to the
 // node) and, when the volume is published, to its live target through the
-// attached node's engine. replicas cannot change yet: growing a live volume
-// needs the target's AddTargetReplica plus an in-sync record the controller
-// does not maintain yet (docs/controller.md), so it is refused, not faked.
+// attached node's engine. replicas grows or shrinks the replica set
+// (controller_service_replicas.cc), the live target with it.
 
 #include <future>
 
@@ -32,12 +31,13 @@ Status ControllerService::DoModifyVolume(const csipb::ControllerModifyVolumeRequ
   current.rebuild_rate_bytes_per_sec = record.rebuild_rate_bytes_per_sec();
   TANDEM_ASSIGN_OR_RETURN(VolumeParams wanted,
                           ParseMutableParams(req.mutable_parameters(), current));
-  if (wanted.replicas != current.replicas) {
-    return Status::InvalidArgument(
-        "mutable_parameters.replicas: changing the replica count of an existing volume is not "
-        "supported yet (it is " +
-        std::to_string(current.replicas) + ")");
+  if (record.state() != rec::VolumeRecord::READY) {
+    return Status::FailedPrecondition("volume " + req.volume_id() + " is " +
+                                      rec::VolumeRecord::State_Name(record.state()));
   }
+  // The replica count first: a retry after a failure below finds it done.
+  TANDEM_RETURN_IF_ERROR(ChangeReplicaCount(&*v, wanted.replicas));
+  record = v->record;
   if (wanted.rebuild_rate_bytes_per_sec != current.rebuild_rate_bytes_per_sec) {
     record.set_rebuild_rate_bytes_per_sec(wanted.rebuild_rate_bytes_per_sec);
     TANDEM_ASSIGN_OR_RETURN(v->mod_revision, records_->UpdateVolume(record, v->mod_revision));

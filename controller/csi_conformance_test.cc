@@ -538,14 +538,102 @@ TEST_F(CsiConformanceTest, ModifyVolumeErrors) {
     csi::ControllerModifyVolumeResponse resp;
     return ctl_->ControllerModifyVolume(Ctx().get(), mod, &resp);
   };
-  grpc::Status st = modify(id, "replicas", "2");
+  grpc::Status st = modify(id, "replicas", "0");
   EXPECT_CODE(st, INVALID_ARGUMENT);
-  EXPECT_NE(st.error_message().find("mutable_parameters.replicas"), std::string::npos);
+  EXPECT_NE(st.error_message().find("replicas"), std::string::npos) << st.error_message();
+  EXPECT_CODE(modify(id, "replicas", "6"), INVALID_ARGUMENT);
   EXPECT_TRUE(modify(id, "replicas", "3").ok());  // unchanged: fine
+  EXPECT_CODE(modify("tv-nope", "replicas", "2"), NOT_FOUND);
   EXPECT_CODE(modify(id, "fsType", "xfs"), INVALID_ARGUMENT);
   EXPECT_CODE(modify(id, "rebuildRate", "1K"), INVALID_ARGUMENT);
   EXPECT_CODE(modify("tv-nope", "rebuildRate", "8M"), NOT_FOUND);
   EXPECT_CODE(modify("", "rebuildRate", "8M"), INVALID_ARGUMENT);
+}
+
+// ModifyVolume `replicas`, detached: grown onto the other nodes, repeated,
+// more than there are nodes, shrunk back to one (the replicas deleted on
+// their engines).
+TEST_F(CsiConformanceTest, ModifyVolumeReplicasGrowsAndShrinksADetachedVolume) {
+  std::string id = CreateOk("modify-count", 4 * kMiB, "1");
+  ASSERT_EQ(ReplicasOf(id), 1);
+  auto modify = [&](const std::string& value) {
+    csi::ControllerModifyVolumeRequest mod;
+    mod.set_volume_id(id);
+    (*mod.mutable_mutable_parameters())["replicas"] = value;
+    csi::ControllerModifyVolumeResponse resp;
+    return ctl_->ControllerModifyVolume(Ctx().get(), mod, &resp);
+  };
+  grpc::Status st = modify("3");
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(ReplicasOf(id), 3);
+  EXPECT_TRUE(modify("3").ok());  // repeated
+  EXPECT_EQ(ReplicasOf(id), 3);
+  EXPECT_CODE(modify("4"), RESOURCE_EXHAUSTED);  // three nodes
+  csi::ControllerPublishVolumeResponse pub;
+  ASSERT_TRUE(Publish(id, "e1", &pub).ok());
+  auto ctx = ::tandem::csi::DecodePublishContext(pub.publish_context());
+  ASSERT_TRUE(ctx.ok());
+  EXPECT_EQ(ctx->replicas.size(), 3u);
+  ASSERT_UNPUBLISH_OK(id, "e1");
+  st = modify("1");
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(ReplicasOf(id), 1);
+  EXPECT_TRUE(modify("1").ok());  // repeated
+  EXPECT_TRUE(Delete(id).ok());
+  EXPECT_EQ(ReplicasOf(id), 0);
+}
+
+// ModifyVolume `replicas` of a published volume with a live target: the new
+// replica joins the target and is rebuilt online until HEALTHY; shrinking
+// takes it out of the target again.
+TEST_F(CsiConformanceTest, ModifyVolumeReplicasChangesTheLiveTarget) {
+  std::string id = CreateOk("modify-live", 4 * kMiB, "1");
+  csi::ControllerPublishVolumeResponse pub;
+  ASSERT_TRUE(Publish(id, "e0", &pub).ok());
+  auto ctx = ::tandem::csi::DecodePublishContext(pub.publish_context());
+  ASSERT_TRUE(ctx.ok());
+  engine::v1::CreateTargetRequest treq;
+  treq.set_volume_id(id);
+  treq.set_epoch(ctx->epoch);
+  treq.set_size_bytes(ctx->size_bytes);
+  treq.set_secret(ctx->volume_secret);
+  treq.set_reconnect_interval_ms(200);
+  for (const auto& r : ctx->replicas) {
+    auto* ep = treq.add_replicas();
+    ep->set_host(r.address.substr(0, r.address.rfind(':')));
+    ep->set_port(static_cast<uint32_t>(std::stoi(r.address.substr(r.address.rfind(':') + 1))));
+  }
+  api::EngineClient e0(cluster_->engines()[0].grpc_address(), "");
+  ASSERT_TRUE(e0.CreateTarget(treq, std::chrono::seconds(30)).ok());
+  csi::ControllerModifyVolumeRequest mod;
+  mod.set_volume_id(id);
+  (*mod.mutable_mutable_parameters())["replicas"] = "2";
+  csi::ControllerModifyVolumeResponse mresp;
+  grpc::Status st = ctl_->ControllerModifyVolume(Ctx().get(), mod, &mresp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(ReplicasOf(id), 2);
+  std::string last;
+  bool rebuilt = testing::WaitFor(
+      [&] {
+        auto t = e0.GetTarget(id, std::chrono::seconds(5));
+        if (!t.ok()) return false;
+        last = engine::v1::TargetState_Name(t->state());
+        return t->replicas_size() == 2 && t->state() == engine::v1::TARGET_STATE_READY;
+      },
+      std::chrono::seconds(30));
+  EXPECT_TRUE(rebuilt) << "target " << last;
+  EXPECT_TRUE(ctl_->ControllerModifyVolume(Ctx().get(), mod, &mresp).ok());  // repeated
+  (*mod.mutable_mutable_parameters())["replicas"] = "1";
+  st = ctl_->ControllerModifyVolume(Ctx().get(), mod, &mresp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(ReplicasOf(id), 1);
+  auto t = e0.GetTarget(id, std::chrono::seconds(5));
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(t->replicas_size(), 1);
+  EXPECT_NE(t->state(), engine::v1::TARGET_STATE_FAILED);
+  ASSERT_UNPUBLISH_OK(id, "e0");
+  EXPECT_TRUE(e0.DestroyTarget(id, std::chrono::seconds(30)).ok());
+  EXPECT_TRUE(Delete(id).ok());
 }
 
 // ------------------------------------------------- list, get, validate, capacity
