@@ -21,6 +21,7 @@
 #include "common/logging.h"
 #include "controller/candidates.h"
 #include "controller/controller_service.h"
+#include "controller/replica_changes.h"
 
 namespace tandem::controller {
 
@@ -44,16 +45,8 @@ Status ControllerService::ChangeReplicaCount(Versioned<rec::VolumeRecord>* v, ui
 Status ControllerService::GrowReplicas(Versioned<rec::VolumeRecord>* v, uint32_t count) {
   rec::VolumeRecord record = v->record;
   TANDEM_ASSIGN_OR_RETURN(auto candidates, CollectCandidates(nodes_, records_));
-  PlacementRequest req;
-  req.replicas = count;
-  req.size_bytes = record.size_bytes();
-  req.thin = record.thin();
-  req.overcommit = options_.overcommit;
-  for (const auto& r : record.replicas()) req.exclude_nodes.push_back(r.node_id());
-  for (const auto& t : record.accessible_topology()) {
-    req.requisite.emplace_back(t.segments().begin(), t.segments().end());
-  }
-  TANDEM_ASSIGN_OR_RETURN(auto chosen, Place(req, candidates));
+  TANDEM_ASSIGN_OR_RETURN(auto chosen,
+                          Place(MoreReplicas(record, count, options_.overcommit), candidates));
   std::string attached_engine =
       record.has_attachment() ? EngineAddress(record.attachment().node_id()) : "";
   for (const std::string& node_id : chosen) {
@@ -61,31 +54,14 @@ Status ControllerService::GrowReplicas(Versioned<rec::VolumeRecord>* v, uint32_t
     if (!node || node->info.data_address().empty()) {
       return Status::Unavailable("node " + node_id + " has no known data address");
     }
-    rec::ReplicaRecord added;
-    added.set_replica_id(record.volume_id() + "-r" + std::to_string(record.next_replica_index()));
-    added.set_node_id(node_id);
-    epb::CreateReplicaRequest creq;
-    creq.set_volume_id(record.volume_id());
-    creq.set_replica_id(added.replica_id());
-    creq.set_size_bytes(record.size_bytes());
-    creq.set_block_size(4096);
-    creq.set_secret(record.secret());
-    auto created =
-        engines_->CreateReplica(node->record.engine_address(), creq, options_.engine_timeout);
-    if (!created.ok()) return created.status().WithContext("CreateReplica on " + node_id);
+    TANDEM_ASSIGN_OR_RETURN(
+        auto added, CreateNextReplica(engines_, record, node_id, node->record.engine_address(),
+                                      options_.engine_timeout));
     if (!attached_engine.empty()) {
-      const std::string& address = node->info.data_address();
-      size_t colon = address.rfind(':');
-      epb::ReplicaEndpoint ep;
-      ep.set_host(address.substr(0, colon));
-      ep.set_port(static_cast<uint32_t>(std::strtoul(address.c_str() + colon + 1, nullptr, 10)));
-      ep.set_local(node_id == record.attachment().node_id());
-      Status st = engines_->AddTargetReplica(attached_engine, record.volume_id(), ep,
-                                             options_.engine_timeout);
-      // NOT_FOUND: published but not staged; the next stage has every replica.
-      if (!st.ok() && st.code() != StatusCode::kNotFound) {
-        return st.WithContext("AddTargetReplica on " + record.attachment().node_id());
-      }
+      Status st =
+          AddToLiveTarget(engines_, attached_engine, record.volume_id(), node->info.data_address(),
+                          node_id == record.attachment().node_id(), options_.engine_timeout);
+      if (!st.ok()) return st.WithContext("AddTargetReplica on " + record.attachment().node_id());
     }
     *record.add_replicas() = added;
     record.set_next_replica_index(record.next_replica_index() + 1);

@@ -13,7 +13,8 @@
 // - The service's rules: stale epoch FAILED_PRECONDITION, repeats OK, an
 //   older generation refused.
 // "Old target keeps writing after a new publish gets no acknowledged write"
-// is node-plugin/node_e2e_test.cc FailoverWithoutDetachFencesTheFrozenNode
+// is node-plugin/node_e2e_test.cc
+// FailoverToAnotherNodeFencesTheFrozenOneAndKeepsEveryFsyncedByte
 // (real controller, SIGSTOPped engine, forced unpublish) and, engine-level,
 // replica-engine/volume/acknowledge_rule_test.cc.
 

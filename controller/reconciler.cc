@@ -5,22 +5,13 @@
 #include "common/logging.h"
 #include "controller/candidates.h"
 #include "controller/placement.h"
+#include "controller/replica_changes.h"
 
 namespace tandem::controller {
 
 namespace {
 
 constexpr const char* kTag = "reconciler";
-
-bool SplitHostPort(const std::string& address, std::string* host, uint32_t* port) {
-  size_t colon = address.rfind(':');
-  if (colon == std::string::npos || colon == 0) return false;
-  *host = address.substr(0, colon);
-  unsigned long p = std::strtoul(address.c_str() + colon + 1, nullptr, 10);
-  if (p == 0 || p > 65535) return false;
-  *port = static_cast<uint32_t>(p);
-  return true;
-}
 
 const NodeView* Find(const std::vector<NodeView>& nodes, const std::string& id) {
   for (const auto& n : nodes) {
@@ -130,15 +121,7 @@ Status Reconciler::Replace(Versioned<rec::VolumeRecord> v, int index,
   const rec::ReplicaRecord old = record.replicas(index);
 
   TANDEM_ASSIGN_OR_RETURN(auto candidates, CollectCandidates(nodes_, records_));
-  PlacementRequest req;
-  req.replicas = 1;
-  req.size_bytes = record.size_bytes();
-  req.thin = record.thin();
-  req.overcommit = options_.overcommit;
-  for (const auto& r : record.replicas()) req.exclude_nodes.push_back(r.node_id());
-  for (const auto& t : record.accessible_topology()) {
-    req.requisite.emplace_back(t.segments().begin(), t.segments().end());
-  }
+  PlacementRequest req = MoreReplicas(record, 1, options_.overcommit);
   // Nodes whose admission window is full are not candidates this pass.
   for (auto& c : candidates) {
     auto it = admitted_.find(c.node_id);
@@ -159,20 +142,10 @@ Status Reconciler::Replace(Versioned<rec::VolumeRecord> v, int index,
   }
   if (!Admit(node_id)) return Status::Ok();
 
-  rec::ReplicaRecord fresh_replica;
-  fresh_replica.set_replica_id(record.volume_id() + "-r" +
-                               std::to_string(record.next_replica_index()));
-  fresh_replica.set_node_id(node_id);
-  epb::CreateReplicaRequest creq;
-  creq.set_volume_id(record.volume_id());
-  creq.set_replica_id(fresh_replica.replica_id());
-  creq.set_size_bytes(record.size_bytes());
-  creq.set_block_size(4096);
-  // The volume's data-port secret: a target must prove it (docs/protocol.md).
-  creq.set_secret(record.secret());
-  auto created =
-      engines_->CreateReplica(dest->record.engine_address(), creq, options_.engine_timeout);
-  if (!created.ok()) return created.status().WithContext("CreateReplica on " + node_id);
+  TANDEM_ASSIGN_OR_RETURN(
+      rec::ReplicaRecord fresh_replica,
+      CreateNextReplica(engines_, record, node_id, dest->record.engine_address(),
+                        options_.engine_timeout));
 
   // The live target first: it must stop counting the dead replica before the
   // new one joins (its quorum is a majority of its configured replicas), and
@@ -189,21 +162,10 @@ Status Reconciler::Replace(Versioned<rec::VolumeRecord> v, int index,
           return st.WithContext("RemoveTargetReplica on " + record.attachment().node_id());
         }
       }
-      epb::ReplicaEndpoint ep;
-      std::string host;
-      uint32_t port = 0;
-      if (!SplitHostPort(dest->info.data_address(), &host, &port)) {
-        return Status::Internal("bad data address " + dest->info.data_address());
-      }
-      ep.set_host(host);
-      ep.set_port(port);
-      ep.set_local(node_id == record.attachment().node_id());
       Status st =
-          engines_->AddTargetReplica(engine, record.volume_id(), ep, options_.engine_timeout);
-      // NOT_FOUND: published but not staged; the next stage gets the new set.
-      if (!st.ok() && st.code() != StatusCode::kNotFound) {
-        return st.WithContext("AddTargetReplica on " + record.attachment().node_id());
-      }
+          AddToLiveTarget(engines_, engine, record.volume_id(), dest->info.data_address(),
+                          node_id == record.attachment().node_id(), options_.engine_timeout);
+      if (!st.ok()) return st.WithContext("AddTargetReplica on " + record.attachment().node_id());
     }
   }
 

@@ -1,0 +1,57 @@
+#include "controller/replica_changes.h"
+
+#include <cstdlib>
+
+namespace tandem::controller {
+
+PlacementRequest MoreReplicas(const rec::VolumeRecord& record, uint32_t count, double overcommit) {
+  PlacementRequest req;
+  req.replicas = count;
+  req.size_bytes = record.size_bytes();
+  req.thin = record.thin();
+  req.overcommit = overcommit;
+  for (const auto& r : record.replicas()) req.exclude_nodes.push_back(r.node_id());
+  for (const auto& t : record.accessible_topology()) {
+    req.requisite.emplace_back(t.segments().begin(), t.segments().end());
+  }
+  return req;
+}
+
+Result<rec::ReplicaRecord> CreateNextReplica(EngineDirectory* engines,
+                                             const rec::VolumeRecord& record,
+                                             const std::string& node_id,
+                                             const std::string& engine_address,
+                                             std::chrono::milliseconds timeout) {
+  rec::ReplicaRecord added;
+  added.set_replica_id(record.volume_id() + "-r" + std::to_string(record.next_replica_index()));
+  added.set_node_id(node_id);
+  epb::CreateReplicaRequest creq;
+  creq.set_volume_id(record.volume_id());
+  creq.set_replica_id(added.replica_id());
+  creq.set_size_bytes(record.size_bytes());
+  creq.set_block_size(4096);
+  // The volume's data-port secret: a target must prove it (docs/protocol.md).
+  creq.set_secret(record.secret());
+  auto created = engines->CreateReplica(engine_address, creq, timeout);
+  if (!created.ok()) return created.status().WithContext("CreateReplica on " + node_id);
+  return added;
+}
+
+Status AddToLiveTarget(EngineDirectory* engines, const std::string& target_engine,
+                       const std::string& volume_id, const std::string& data_address, bool local,
+                       std::chrono::milliseconds timeout) {
+  size_t colon = data_address.rfind(':');
+  unsigned long port =
+      colon == std::string::npos ? 0 : std::strtoul(data_address.c_str() + colon + 1, nullptr, 10);
+  if (colon == 0 || port == 0 || port > 65535) {
+    return Status::Internal("bad data address " + data_address);
+  }
+  epb::ReplicaEndpoint ep;
+  ep.set_host(data_address.substr(0, colon));
+  ep.set_port(static_cast<uint32_t>(port));
+  ep.set_local(local);
+  Status st = engines->AddTargetReplica(target_engine, volume_id, ep, timeout);
+  return st.code() == StatusCode::kNotFound ? Status::Ok() : st;
+}
+
+}  // namespace tandem::controller

@@ -1,0 +1,36 @@
+#pragma once
+// The steps that change a volume's replica set, shared by the reconciler's
+// replacements (reconciler.cc) and ModifyVolume's `replicas`
+// (controller_service_replicas.cc): where a new replica may go, creating it
+// on its engine, and adding it to the volume's live target.
+
+#include <chrono>
+#include <string>
+
+#include "controller/engine_directory.h"
+#include "controller/placement.h"
+#include "controller/records.h"
+
+namespace tandem::controller {
+
+// Placement of `count` more replicas of `record`: its nodes excluded, its
+// requisite topology kept.
+PlacementRequest MoreReplicas(const rec::VolumeRecord& record, uint32_t count, double overcommit);
+
+// The next replica of `record` on `node_id` ("<volume>-r<next_replica_index>";
+// the caller bumps the index in the record), created on `engine_address`
+// with the volume's size and secret. Same request again: OK (idempotent).
+Result<rec::ReplicaRecord> CreateNextReplica(EngineDirectory* engines,
+                                             const rec::VolumeRecord& record,
+                                             const std::string& node_id,
+                                             const std::string& engine_address,
+                                             std::chrono::milliseconds timeout);
+
+// Adds the replica at `data_address` ("host:port") to the volume's live
+// target on `target_engine` (it is rebuilt online). OK also when the volume
+// has no target there (published, not staged: the next stage has it).
+Status AddToLiveTarget(EngineDirectory* engines, const std::string& target_engine,
+                       const std::string& volume_id, const std::string& data_address, bool local,
+                       std::chrono::milliseconds timeout);
+
+}  // namespace tandem::controller
