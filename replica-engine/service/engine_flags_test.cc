@@ -108,6 +108,8 @@ TEST(EngineConfigTest, BadValuesAreUsageErrorsNamingTheFlag) {
       {{"--auth-token-file=/nonexistent"}, "--auth-token-file"},
       {{"--grpc-tls-cert=/c.pem"}, "--grpc-tls-key"},
       {{"--grpc-tls-client-ca=/ca.pem"}, "--grpc-tls-cert"},
+      {{"--controller=http://x:1"}, "--controller"},
+      {{"--controller=127.0.0.1:0"}, "--controller"},
   };
   for (const auto& [args, want] : cases) {
     EngineConfig c;
@@ -118,6 +120,12 @@ TEST(EngineConfigTest, BadValuesAreUsageErrorsNamingTheFlag) {
   // --insecure-bind accepts the risk.
   EngineConfig c;
   EXPECT_TRUE(Parse({"--listen=0.0.0.0:9500", "--insecure-bind"}, &c).ok());
+  // The membership authority's endpoint, any spelling of endpoint.h.
+  EngineConfig m;
+  ASSERT_TRUE(Parse({"--controller=unix:///run/tandem/csi.sock"}, &m).ok());
+  EXPECT_EQ(m.controller, "unix:///run/tandem/csi.sock");
+  ASSERT_TRUE(Parse({"--controller=tcp://10.0.0.1:9700"}, &m).ok());
+  EXPECT_TRUE(Parse({}, &m).ok() && m.controller.empty());
 }
 
 TEST(EngineConfigTest, TokensComeFromFilesWithoutTheirNewline) {
