@@ -87,7 +87,7 @@ void EventLoop::RemoveTicker(Ticker* ticker) {
 
 void EventLoop::Post(std::function<void()> fn) {
   {
-    std::lock_guard<std::mutex> lock(post_mu_);
+    MutexLock lock(&post_mu_);
     posted_.push_back(std::move(fn));
   }
   has_posted_.store(true, std::memory_order_release);
@@ -129,7 +129,7 @@ void EventLoop::RunPosted() {
   if (!has_posted_.load(std::memory_order_acquire)) return;
   std::vector<std::function<void()>> batch;
   {
-    std::lock_guard<std::mutex> lock(post_mu_);
+    MutexLock lock(&post_mu_);
     batch.swap(posted_);
     has_posted_.store(false, std::memory_order_release);
   }

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "common/thread_annotations.h"
 #include "common/unique_fd.h"
 
 namespace tandem {
@@ -121,8 +122,8 @@ class EventLoop {
   std::atomic<bool> stop_{false};
   std::vector<Idler*> idlers_;
   std::vector<TickerEntry> tickers_;
-  std::mutex post_mu_;
-  std::vector<std::function<void()>> posted_;  // GUARDED_BY(post_mu_)
+  Mutex post_mu_;
+  std::vector<std::function<void()>> posted_ GUARDED_BY(post_mu_);
   std::atomic<bool> has_posted_{false};
 };
 

@@ -35,7 +35,8 @@ fi
 
 if [ "${TANDEM_FUZZ:-1}" != "0" ]; then
   echo "== fuzzers (clang + libFuzzer, ${TANDEM_FUZZ_SECONDS:-10} s each) =="
-  # Only the fuzzers and the libraries they link (not the gRPC code).
+  # Only the fuzzers, the libraries they link and the thread-safety check
+  # (clang -Wthread-safety over every annotated library; not the gRPC services).
   if [ ! -f "$out/fuzz/build.ninja" ]; then
     CC=clang CXX=clang++ cmake -S "$root" -B "$out/fuzz" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
       -DTANDEM_FUZZ=ON -DTANDEM_BUILD_TESTS=OFF -DTANDEM_FUZZ_SECONDS="${TANDEM_FUZZ_SECONDS:-10}" \

@@ -126,12 +126,12 @@ std::shared_ptr<EtcdStore::Connection> EtcdStore::Connect() const {
 }
 
 std::shared_ptr<EtcdStore::Connection> EtcdStore::conn() const {
-  std::lock_guard lock(conn_mu_);
+  MutexLock lock(&conn_mu_);
   return conn_;
 }
 
 void EtcdStore::Reconnect() {
-  std::lock_guard lock(conn_mu_);
+  MutexLock lock(&conn_mu_);
   const auto now = std::chrono::steady_clock::now();
   if (now - last_reconnect_ < std::chrono::milliseconds(500)) return;
   last_reconnect_ = now;
@@ -167,7 +167,7 @@ Result<std::unique_ptr<EtcdStore>> EtcdStore::Open(const std::vector<std::string
 EtcdStore::~EtcdStore() {
   (void)Resign();
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     stop_ = true;
   }
   cv_.notify_all();

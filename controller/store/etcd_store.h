@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "common/thread_annotations.h"
 #include "controller/store/metadata_store.h"
 #include "controller/store/proto/etcd/rpc.grpc.pb.h"
 
@@ -80,8 +81,8 @@ class EtcdStore final : public MetadataStore {
   void SetDeadline(grpc::ClientContext* ctx) const;
   // EtcdError; after UNAVAILABLE also Reconnect (at most every 500 ms).
   Status RpcError(std::string_view what, const grpc::Status& status);
-  // Grants a lease if this instance has none. REQUIRES: election_mu_ held.
-  Status EnsureLease();
+  // Grants a lease if this instance has none.
+  Status EnsureLease() REQUIRES(election_mu_);
   // Forgets the lease (best-effort revoke) and the leadership.
   void DropLease(bool revoke);
   void KeepAliveLoop();
@@ -94,16 +95,16 @@ class EtcdStore final : public MetadataStore {
   const std::string target_;
   // Plain text when tls_ is empty; PEM contents read at Open.
   std::optional<grpc::SslCredentialsOptions> tls_;
-  mutable std::mutex conn_mu_;
-  std::shared_ptr<Connection> conn_;                      // guarded by conn_mu_
-  std::chrono::steady_clock::time_point last_reconnect_;  // guarded by conn_mu_
+  mutable Mutex conn_mu_;
+  std::shared_ptr<Connection> conn_ GUARDED_BY(conn_mu_);
+  std::chrono::steady_clock::time_point last_reconnect_ GUARDED_BY(conn_mu_);
 
-  std::mutex election_mu_;  // serializes Campaign / Resign
-  std::mutex mu_;           // guards lease_id_, stop_; cv_ wakes the keepalive thread
-  std::condition_variable cv_;
-  int64_t lease_id_ = 0;
-  int64_t lease_ttl_seconds_ = 0;
-  bool stop_ = false;
+  Mutex election_mu_;  // serializes Campaign / Resign
+  Mutex mu_;
+  std::condition_variable cv_;  // wakes the keepalive thread
+  int64_t lease_id_ GUARDED_BY(mu_) = 0;
+  int64_t lease_ttl_seconds_ = 0;  // written under mu_ and election_mu_
+  bool stop_ GUARDED_BY(mu_) = false;
 
   std::atomic<bool> leading_{false};
   // steady_clock nanoseconds until which the lease is certainly alive.

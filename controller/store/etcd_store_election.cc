@@ -27,7 +27,7 @@ bool EtcdStore::IsLeader() const {
 
 Status EtcdStore::EnsureLease() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (lease_id_ != 0 && SteadyNowNs() < lease_valid_until_ns_.load()) return Status::Ok();
   }
   DropLease(/*revoke=*/true);
@@ -41,7 +41,7 @@ Status EtcdStore::EnsureLease() {
   if (!st.ok()) return RpcError("lease grant", st);
   if (!resp.error().empty()) return Status::Unavailable("etcd lease grant: " + resp.error());
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     lease_id_ = resp.id();
     lease_ttl_seconds_ = resp.ttl();
     lease_valid_until_ns_.store(sent + resp.ttl() * 1'000'000'000);
@@ -53,7 +53,7 @@ Status EtcdStore::EnsureLease() {
 void EtcdStore::DropLease(bool revoke) {
   int64_t id;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     id = lease_id_;
     lease_id_ = 0;
     leading_.store(false);
@@ -72,14 +72,14 @@ void EtcdStore::DropLease(bool revoke) {
 }
 
 Status EtcdStore::Campaign(std::chrono::milliseconds timeout) {
-  std::lock_guard election(election_mu_);
+  MutexLock election(&election_mu_);
   if (IsLeader()) return Status::Ok();
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
     TANDEM_RETURN_IF_ERROR(EnsureLease());
     int64_t lease_id;
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(&mu_);
       lease_id = lease_id_;
     }
     // Create the election key bound to our lease if nobody holds it, else
@@ -127,7 +127,7 @@ Status EtcdStore::Campaign(std::chrono::milliseconds timeout) {
 }
 
 Status EtcdStore::Resign() {
-  std::lock_guard election(election_mu_);
+  MutexLock election(&election_mu_);
   DropLease(/*revoke=*/true);
   return Status::Ok();
 }
@@ -159,7 +159,7 @@ bool EtcdStore::KeepAliveOnce(int64_t lease_id) {
     if (st.error_code() == grpc::StatusCode::UNAVAILABLE) Reconnect();
     return true;  // unknown: the validity deadline decides
   }
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   if (lease_id_ != lease_id) return true;  // dropped meanwhile
   if (resp.ttl() <= 0) return false;       // expired on the server
   lease_valid_until_ns_.store(sent + resp.ttl() * 1'000'000'000);
@@ -168,19 +168,19 @@ bool EtcdStore::KeepAliveOnce(int64_t lease_id) {
 
 void EtcdStore::KeepAliveLoop() {
   auto next_compact = std::chrono::steady_clock::now() + options_.compact_interval;
-  std::unique_lock lock(mu_);
+  MutexLock lock(&mu_);
   while (!stop_) {
     if (lease_id_ == 0) {
-      cv_.wait(lock, [this] { return stop_ || lease_id_ != 0; });
+      while (!stop_ && lease_id_ == 0) lock.Wait(&cv_);
       continue;
     }
     const int64_t id = lease_id_;
     const auto interval =
         std::chrono::milliseconds(std::max<int64_t>(100, lease_ttl_seconds_ * 1000 / 3));
-    lock.unlock();
+    lock.Unlock();
     const bool alive = KeepAliveOnce(id);
     const bool expired_locally = SteadyNowNs() >= lease_valid_until_ns_.load();
-    lock.lock();
+    lock.Lock();
     if (lease_id_ == id && (!alive || expired_locally)) {
       // Leadership ends here at the latest; IsLeader() already said false.
       const bool was_leading = leading_.load();
@@ -197,11 +197,13 @@ void EtcdStore::KeepAliveLoop() {
     if (options_.compact_interval.count() > 0 && IsLeader() &&
         std::chrono::steady_clock::now() >= next_compact) {
       next_compact = std::chrono::steady_clock::now() + options_.compact_interval;
-      lock.unlock();
+      lock.Unlock();
       CompactOnce();
-      lock.lock();
+      lock.Lock();
     }
-    cv_.wait_for(lock, interval, [this, id] { return stop_ || lease_id_ != id; });
+    const auto wake_at = std::chrono::steady_clock::now() + interval;
+    while (!stop_ && lease_id_ == id && lock.WaitUntil(&cv_, wake_at)) {
+    }
   }
 }
 

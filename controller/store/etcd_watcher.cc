@@ -28,17 +28,16 @@ Result<std::unique_ptr<EtcdWatcher>> EtcdWatcher::Start(std::shared_ptr<grpc::Ch
                      st.ok() ? grpc::Status(grpc::StatusCode::UNAVAILABLE, "stream closed") : st);
   }
   w->reader_ = std::thread([raw = w.get()] { raw->ReadLoop(); });
-  std::unique_lock lock(w->mu_);
-  if (!w->cv_.wait_for(lock, timeout, [&] { return w->created_ || w->done_; })) {
-    lock.unlock();
-    return Status::Unavailable("etcd watch: not confirmed within the request timeout");
+  {
+    MutexLock lock(&w->mu_);
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!w->created_ && !w->done_ && lock.WaitUntil(&w->cv_, deadline)) {
+    }
+    if (!w->created_ && !w->done_) {
+      return Status::Unavailable("etcd watch: not confirmed within the request timeout");
+    }
+    if (!w->created_) return w->error_;
   }
-  if (!w->created_) {
-    Status st = w->error_;
-    lock.unlock();
-    return st;
-  }
-  lock.unlock();
   return w;
 }
 
@@ -50,7 +49,7 @@ EtcdWatcher::~EtcdWatcher() {
 void EtcdWatcher::ReadLoop() {
   etcdserverpb::WatchResponse resp;
   while (stream_->Read(&resp)) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (resp.created()) created_ = true;
     for (const auto& ev : resp.events()) {
       WatchEvent e;
@@ -74,7 +73,7 @@ void EtcdWatcher::ReadLoop() {
     cv_.notify_all();
   }
   grpc::Status st = stream_->Finish();
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   if (!done_) {
     error_ = EtcdError("watch",
                        st.ok() ? grpc::Status(grpc::StatusCode::UNAVAILABLE, "stream ended") : st);
@@ -84,8 +83,10 @@ void EtcdWatcher::ReadLoop() {
 }
 
 Result<std::vector<WatchEvent>> EtcdWatcher::Next(std::chrono::milliseconds timeout) {
-  std::unique_lock lock(mu_);
-  cv_.wait_for(lock, timeout, [this] { return !queue_.empty() || done_; });
+  MutexLock lock(&mu_);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (queue_.empty() && !done_ && lock.WaitUntil(&cv_, deadline)) {
+  }
   if (!queue_.empty()) {
     std::vector<WatchEvent> out(std::make_move_iterator(queue_.begin()),
                                 std::make_move_iterator(queue_.end()));

@@ -14,6 +14,7 @@
 #include <string>
 #include <thread>
 
+#include "common/thread_annotations.h"
 #include "controller/store/metadata_store.h"
 #include "controller/store/proto/etcd/rpc.grpc.pb.h"
 
@@ -40,12 +41,12 @@ class EtcdWatcher final : public Watcher {
       stream_;
   std::thread reader_;
 
-  std::mutex mu_;
+  Mutex mu_;
   std::condition_variable cv_;
-  std::deque<WatchEvent> queue_;  // guarded by mu_
-  bool created_ = false;          // guarded by mu_
-  bool done_ = false;             // guarded by mu_: the stream ended
-  Status error_;                  // guarded by mu_: why it ended
+  std::deque<WatchEvent> queue_ GUARDED_BY(mu_);
+  bool created_ GUARDED_BY(mu_) = false;
+  bool done_ GUARDED_BY(mu_) = false;  // the stream ended
+  Status error_ GUARDED_BY(mu_);       // why it ended
 };
 
 }  // namespace tandem::store

@@ -287,7 +287,7 @@ Result<int64_t> SqliteStore::ReadRevision(Statements* st, sqlite3* db) {
 
 Result<std::optional<KeyValue>> SqliteStore::Get(std::string_view key) {
   TANDEM_RETURN_IF_ERROR(ValidateKey(key));
-  std::lock_guard lock(rmu_);
+  MutexLock lock(&rmu_);
   StmtReset reset(rstmts_->get);
   BindBlob(rstmts_->get, 1, key);
   int rc = sqlite3_step(rstmts_->get);
@@ -306,7 +306,7 @@ Result<RangeResult> SqliteStore::Range(std::string_view prefix, std::string_view
   }
   const std::string hi = PrefixEnd(prefix);
 
-  std::lock_guard lock(rmu_);
+  MutexLock lock(&rmu_);
   // One read transaction, so the rows and the revision are one snapshot.
   TANDEM_RETURN_IF_ERROR(Exec("BEGIN", rdb_));
   RangeResult out;
@@ -433,9 +433,9 @@ Status SqliteStore::CheckLeader() {
 Result<TxnResult> SqliteStore::Txn(const TxnRequest& txn) {
   TANDEM_RETURN_IF_ERROR(ValidateTxn(txn));
   PendingTxn self{.txn = &txn};
-  std::unique_lock queue_lock(queue_mu_);
+  MutexLock queue_lock(&queue_mu_);
   queue_.push_back(&self);
-  while (!self.done && queue_.front() != &self) self.cv.wait(queue_lock);
+  while (!self.done && queue_.front() != &self) queue_lock.Wait(&self.cv);
   if (self.done) return std::move(self.result);
 
   // This thread leads the group: everything queued so far (bounded, so one
@@ -445,9 +445,9 @@ Result<TxnResult> SqliteStore::Txn(const TxnRequest& txn) {
     group.push_back(p);
     if (group.size() == kMaxGroup) break;
   }
-  queue_lock.unlock();
+  queue_lock.Unlock();
   ApplyGroup(group);
-  queue_lock.lock();
+  queue_lock.Lock();
   for (PendingTxn* p : group) {
     queue_.pop_front();
     p->done = true;
@@ -458,7 +458,7 @@ Result<TxnResult> SqliteStore::Txn(const TxnRequest& txn) {
 }
 
 void SqliteStore::ApplyGroup(const std::vector<PendingTxn*>& group) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   // IMMEDIATE takes the write lock up front: compares and writes then see
   // one state, and another instance's writer waits (busy timeout) instead of
   // failing at COMMIT with a stale read.
@@ -540,7 +540,7 @@ class SqliteWatcher final : public Watcher {
 
 Result<std::vector<WatchEvent>> SqliteStore::ReadEvents(const std::string& prefix, int64_t after) {
   const std::string hi = PrefixEnd(prefix);
-  std::lock_guard lock(rmu_);
+  MutexLock lock(&rmu_);
   TANDEM_RETURN_IF_ERROR(Exec("BEGIN", rdb_));
   std::vector<WatchEvent> events;
   Status st = [&]() -> Status {
@@ -582,7 +582,7 @@ Result<std::unique_ptr<Watcher>> SqliteStore::Watch(std::string_view prefix,
   if (after_revision < 0) return Status::InvalidArgument("watch after a negative revision");
   int64_t after = after_revision;
   if (after == 0) {
-    std::lock_guard lock(rmu_);
+    MutexLock lock(&rmu_);
     TANDEM_ASSIGN_OR_RETURN(after, ReadRevision(rstmts_.get(), rdb_));
   }
   // Fail now rather than at the first Next when the history is gone.
@@ -591,7 +591,7 @@ Result<std::unique_ptr<Watcher>> SqliteStore::Watch(std::string_view prefix,
 }
 
 Status SqliteStore::Campaign(std::chrono::milliseconds timeout) {
-  std::lock_guard lock(election_mu_);
+  MutexLock lock(&election_mu_);
   if (IsLeader()) return Status::Ok();
   int fd = ::open(lock_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) return PosixError("open " + lock_path_, errno);
@@ -625,7 +625,7 @@ Status SqliteStore::Campaign(std::chrono::milliseconds timeout) {
 }
 
 Status SqliteStore::Resign() {
-  std::lock_guard lock(election_mu_);
+  MutexLock lock(&election_mu_);
   int fd = leader_fd_.exchange(-1);
   if (fd >= 0) ::close(fd);  // closing the only descriptor releases the flock
   return Status::Ok();

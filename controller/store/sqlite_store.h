@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "common/thread_annotations.h"
 #include "controller/store/metadata_store.h"
 
 struct sqlite3;
@@ -73,7 +74,7 @@ class SqliteStore final : public MetadataStore {
   Status PrepareStatements(sqlite3* db, Statements* st);
   Result<int64_t> ReadRevision(Statements* st, sqlite3* db);
   // Applies `txn` inside an open write transaction.
-  Result<TxnResult> ApplyLocked(const TxnRequest& txn);
+  Result<TxnResult> ApplyLocked(const TxnRequest& txn) REQUIRES(mu_);
   // OK while this instance holds a lock on the current lock file.
   Status CheckLeader();
 
@@ -92,17 +93,17 @@ class SqliteStore final : public MetadataStore {
   const std::string lock_path_;
   const StoreOptions options_;
 
-  std::mutex mu_;  // serializes use of db_ and stmts_ (writes)
+  Mutex mu_;  // serializes use of db_ and stmts_ (writes)
   sqlite3* db_ = nullptr;
   std::unique_ptr<Statements> stmts_;
-  std::mutex rmu_;  // serializes use of rdb_ and rstmts_ (reads)
+  Mutex rmu_;  // serializes use of rdb_ and rstmts_ (reads)
   sqlite3* rdb_ = nullptr;
   std::unique_ptr<Statements> rstmts_;
 
-  std::mutex queue_mu_;            // guards queue_ and PendingTxn::done
-  std::deque<PendingTxn*> queue_;  // the front one leads the next group
+  Mutex queue_mu_;                                       // guards queue_ and PendingTxn::done
+  std::deque<PendingTxn*> queue_ GUARDED_BY(queue_mu_);  // the front one leads the next group
 
-  std::mutex election_mu_;          // serializes Campaign / Resign
+  Mutex election_mu_;               // serializes Campaign / Resign
   std::atomic<int> leader_fd_{-1};  // the flocked lock file while leading
 };
 

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "common/thread_annotations.h"
 #include "replica-engine/backend/storage_backend.h"
 
 namespace tandem::backend {
@@ -84,15 +85,15 @@ class BackendWorker {
   uint32_t outstanding_ = 0;
   std::chrono::nanoseconds backoff_ = kFirstRetry;
 
-  std::mutex mu_;
+  Mutex mu_;
   std::condition_variable cv_;
-  bool stop_ = false;                              // GUARDED_BY(mu_)
-  IoRequestQueue queue_;                           // GUARDED_BY(mu_)
-  IoRequestQueue done_;                            // GUARDED_BY(mu_)
-  bool wake_armed_ = false;                        // GUARDED_BY(mu_)
-  std::chrono::steady_clock::time_point wake_at_;  // GUARDED_BY(mu_)
-  HookFn hook_ = nullptr;                          // GUARDED_BY(mu_)
-  void* hook_arg_ = nullptr;                       // GUARDED_BY(mu_)
+  bool stop_ GUARDED_BY(mu_) = false;
+  IoRequestQueue queue_ GUARDED_BY(mu_);
+  IoRequestQueue done_ GUARDED_BY(mu_);
+  bool wake_armed_ GUARDED_BY(mu_) = false;
+  std::chrono::steady_clock::time_point wake_at_ GUARDED_BY(mu_);
+  HookFn hook_ GUARDED_BY(mu_) = nullptr;
+  void* hook_arg_ GUARDED_BY(mu_) = nullptr;
 };
 
 // Waits until `fd` (an eventfd) is readable or `deadline_ns` (MonotonicNanos;

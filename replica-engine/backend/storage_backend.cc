@@ -65,20 +65,20 @@ bool StorageBackend::ChecksOwnerThread() {
 }
 
 void StorageBackend::BindToCurrentThread() {
-  std::lock_guard<std::mutex> lock(owner_mu_);
+  MutexLock lock(&owner_mu_);
   owner_ref_ = CurrentThreadToken();
   owner_.store(owner_ref_.get(), std::memory_order_relaxed);
 }
 
 void StorageBackend::DetachFromThread() {
-  std::lock_guard<std::mutex> lock(owner_mu_);
+  MutexLock lock(&owner_mu_);
   owner_.store(nullptr, std::memory_order_relaxed);
   owner_ref_.reset();
 }
 
 void StorageBackend::OwnerMismatch(const char* call) {
   const std::shared_ptr<ThreadToken>& me = CurrentThreadToken();
-  std::lock_guard<std::mutex> lock(owner_mu_);
+  MutexLock lock(&owner_mu_);
   if (owner_ref_ == nullptr || !owner_ref_->alive.load(std::memory_order_acquire)) {
     // First use, after DetachFromThread(), or the owner thread has exited.
     owner_ref_ = me;
@@ -105,7 +105,7 @@ namespace tandem::backend {
 
 BackendWorker::~BackendWorker() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     stop_ = true;
   }
   cv_.notify_all();
@@ -134,7 +134,7 @@ Status BackendWorker::Start(unsigned threads) {
 void BackendWorker::Post(IoRequest* req) {
   ++outstanding_;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     queue_.PushBack(req);
   }
   cv_.notify_one();
@@ -143,7 +143,7 @@ void BackendWorker::Post(IoRequest* req) {
 void BackendWorker::TakeCompleted(IoRequestQueue* out) {
   IoRequestQueue taken;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     taken.SpliceBack(&done_);
   }
   for (IoRequest* r = taken.front(); r != nullptr; r = r->next_) --outstanding_;
@@ -164,7 +164,7 @@ void BackendWorker::ArmSubmitRetry() {
     }
   }
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (wake_armed_) return;  // the pending wake-up covers this refusal too
     wake_armed_ = true;
     wake_at_ = std::chrono::steady_clock::now() + backoff_;
@@ -174,7 +174,7 @@ void BackendWorker::ArmSubmitRetry() {
 }
 
 void BackendWorker::SetHookForTesting(HookFn hook, void* arg) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   hook_ = hook;
   hook_arg_ = arg;
 }
@@ -182,15 +182,15 @@ void BackendWorker::SetHookForTesting(HookFn hook, void* arg) {
 void BackendWorker::WriteCompletionFd() const { eventfd_write(completion_fd_, 1); }
 
 void BackendWorker::Run() {
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   while (!stop_) {
     if (IoRequest* req = queue_.PopFront()) {
       const HookFn hook = hook_;
       void* const hook_arg = hook_arg_;
-      lock.unlock();
+      lock.Unlock();
       if (hook != nullptr) hook(*req, hook_arg);
       req->result = exec_(*req);
-      lock.lock();
+      lock.Lock();
       done_.PushBack(req);
       WriteCompletionFd();
       continue;
@@ -201,9 +201,9 @@ void BackendWorker::Run() {
         WriteCompletionFd();
         continue;
       }
-      cv_.wait_until(lock, wake_at_);
+      lock.WaitUntil(&cv_, wake_at_);
     } else {
-      cv_.wait(lock);
+      lock.Wait(&cv_);
     }
   }
 }

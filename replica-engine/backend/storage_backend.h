@@ -77,6 +77,7 @@
 
 #include "common/intrusive_list.h"
 #include "common/result.h"
+#include "common/thread_annotations.h"
 
 namespace tandem::backend {
 
@@ -225,9 +226,9 @@ class StorageBackend {
   int injected_submit_failures_ = 0;  // owner thread
 
   std::atomic<ThreadToken*> owner_{nullptr};
-  std::mutex owner_mu_;
+  Mutex owner_mu_;
   // Keeps the owner's token (and so its address) alive while bound.
-  std::shared_ptr<ThreadToken> owner_ref_;  // GUARDED_BY(owner_mu_)
+  std::shared_ptr<ThreadToken> owner_ref_ GUARDED_BY(owner_mu_);
 };
 
 }  // namespace tandem::backend

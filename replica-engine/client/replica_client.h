@@ -261,7 +261,6 @@ class ReplicaClient final : private EventLoop::Handler,
   ClientRequest keepalive_;  // GET_INFO, reply dropped
   bool keepalive_busy_ = false;
   bool writable_ = false;
-  bool registered_idler_ = false;
   ClientStats stats_;
 };
 

@@ -198,7 +198,7 @@ Status FuseExport::Impl::Mount() {
 
 void FuseExport::Impl::StartWorkers() {
   {
-    std::lock_guard<std::mutex> lock(exit_mu_);
+    MutexLock lock(&exit_mu_);
     workers_live_ = nslots_;
   }
   workers_.reserve(nslots_);
@@ -221,9 +221,12 @@ void FuseExport::Impl::Teardown() {
   }
   bool all_exited;
   {
-    std::unique_lock<std::mutex> lock(exit_mu_);
-    all_exited = exit_cv_.wait_for(lock, std::chrono::milliseconds(options_.teardown_timeout_ms),
-                                   [this] { return workers_live_ == 0; });
+    MutexLock lock(&exit_mu_);
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.teardown_timeout_ms);
+    while (workers_live_ != 0 && lock.WaitUntil(&exit_cv_, deadline)) {
+    }
+    all_exited = workers_live_ == 0;
   }
   if (!all_exited) {
     // Something still holds the file and the connection could not be

@@ -18,6 +18,7 @@
 #include "common/event_loop.h"
 #include "common/intrusive_list.h"
 #include "common/status.h"
+#include "common/thread_annotations.h"
 #include "replica-engine/block_device/block_device.h"
 #include "replica-engine/frontend/fuse_export.h"
 
@@ -137,9 +138,9 @@ class FuseExport::Impl final : private EventLoop::Idler {
   uint8_t* buffers_ = nullptr;  // one MAP_NORESERVE mapping for every read_buf
   size_t buffers_len_ = 0;
   std::vector<std::thread> workers_;
-  std::mutex exit_mu_;
+  Mutex exit_mu_;
   std::condition_variable exit_cv_;
-  uint32_t workers_live_ = 0;  // GUARDED_BY(exit_mu_)
+  uint32_t workers_live_ GUARDED_BY(exit_mu_) = 0;
   std::thread stopper_;
   std::atomic<bool> teardown_done_{false};
 

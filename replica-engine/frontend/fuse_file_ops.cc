@@ -410,7 +410,7 @@ void FuseExport::Impl::WorkerMain(FuseSlot* slot) {
     fuse_session_process_buf(se_, &slot->fbuf);
   }
   tls_slot = nullptr;
-  std::lock_guard<std::mutex> lock(exit_mu_);
+  MutexLock lock(&exit_mu_);
   --workers_live_;
   exit_cv_.notify_all();
 }

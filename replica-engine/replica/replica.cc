@@ -201,14 +201,14 @@ Replica::Replica(backend::StorageBackend* backend, std::string dir, int fd,
 }
 
 ReplicaSummary Replica::summary() const {
-  std::lock_guard<std::mutex> lock(summary_mu_);
+  MutexLock lock(&summary_mu_);
   return summary_;
 }
 
 void Replica::PublishSummary() {
   // Only the fields that change after creation; the strings are fixed.
   const ReplicaMetadata& md = meta_->current();
-  std::lock_guard<std::mutex> lock(summary_mu_);
+  MutexLock lock(&summary_mu_);
   summary_.size = md.size;
   summary_.generation = md.generation;
   summary_.generation_id = md.generation_id;

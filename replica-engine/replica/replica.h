@@ -369,8 +369,8 @@ class Replica {
   uint64_t clear_durable_ = 0;
   uint64_t persist_clears_ = 0;  // clear_seq_ when the in-flight persist was encoded
 
-  mutable std::mutex summary_mu_;
-  ReplicaSummary summary_;  // GUARDED_BY(summary_mu_)
+  mutable Mutex summary_mu_;
+  ReplicaSummary summary_ GUARDED_BY(summary_mu_);
 };
 
 }  // namespace tandem::replica

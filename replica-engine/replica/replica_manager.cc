@@ -75,7 +75,7 @@ ReplicaManager::ReplicaManager(backend::StorageBackend* backend, std::string roo
 ReplicaManager::~ReplicaManager() = default;
 
 Status ReplicaManager::LoadAll() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   TANDEM_RETURN_IF_ERROR(EnsureDir(root_));
   DIR* d = ::opendir(root_.c_str());
   if (d == nullptr) return PosixError("opendir " + root_, errno);
@@ -125,7 +125,7 @@ Status ReplicaManager::LoadAll() {
 Result<std::shared_ptr<Replica>> ReplicaManager::Create(const ReplicaConfig& config) {
   // Validated before the id is used as a path component.
   TANDEM_RETURN_IF_ERROR(ValidateId("volume_id", config.volume_id));
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (deleting_.count(config.volume_id) != 0) {
     return Status::Unavailable("replica of volume " + config.volume_id +
                                " is being deleted; retry when the delete is done");
@@ -148,7 +148,7 @@ Result<std::shared_ptr<Replica>> ReplicaManager::Create(const ReplicaConfig& con
 }
 
 Result<std::shared_ptr<Replica>> ReplicaManager::Get(const std::string& volume_id) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (deleting_.count(volume_id) != 0) {
     return Status::NotFound("replica of volume " + volume_id + " is being deleted");
   }
@@ -160,23 +160,23 @@ Result<std::shared_ptr<Replica>> ReplicaManager::Get(const std::string& volume_i
 }
 
 void ReplicaManager::BeginDelete(const std::string& volume_id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   deleting_.insert(volume_id);
 }
 
 void ReplicaManager::EndDelete(const std::string& volume_id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   deleting_.erase(volume_id);
 }
 
 bool ReplicaManager::IsDeleting(const std::string& volume_id) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return deleting_.count(volume_id) != 0;
 }
 
 Status ReplicaManager::Delete(const std::string& volume_id) {
   TANDEM_RETURN_IF_ERROR(ValidateId("volume_id", volume_id));
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   // Whatever happens below, the delete is over: Get() may find the volume
   // again once it is re-created.
   struct Unmark {
@@ -210,7 +210,7 @@ Status ReplicaManager::Delete(const std::string& volume_id) {
 }
 
 std::vector<std::shared_ptr<Replica>> ReplicaManager::List() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   std::vector<std::shared_ptr<Replica>> out;
   out.reserve(replicas_.size());
   for (const auto& [id, r] : replicas_) out.push_back(r);
@@ -218,7 +218,7 @@ std::vector<std::shared_ptr<Replica>> ReplicaManager::List() const {
 }
 
 Status ReplicaManager::CloseAll() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Status first;
   for (auto& [id, r] : replicas_) {
     Status st = r->Close();

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "common/thread_annotations.h"
 #include "replica-engine/replica/replica.h"
 
 namespace tandem::replica {
@@ -54,9 +55,9 @@ class ReplicaManager {
  private:
   backend::StorageBackend* backend_;
   std::string root_;
-  mutable std::mutex mu_;
-  std::unordered_map<std::string, std::shared_ptr<Replica>> replicas_;  // GUARDED_BY(mu_)
-  std::unordered_set<std::string> deleting_;                            // GUARDED_BY(mu_)
+  mutable Mutex mu_;
+  std::unordered_map<std::string, std::shared_ptr<Replica>> replicas_ GUARDED_BY(mu_);
+  std::unordered_set<std::string> deleting_ GUARDED_BY(mu_);
 };
 
 }  // namespace tandem::replica

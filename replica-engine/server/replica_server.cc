@@ -411,8 +411,7 @@ Status ReplicaServer::DetachVolume(const std::string& volume_id) {
   if (!started_) return Status::Ok();
   DetachWaiter waiter;
   loop_.Post([this, &volume_id, &waiter] { StartDetach(volume_id, &waiter); });
-  std::unique_lock<std::mutex> lock(waiter.mu);
-  waiter.cv.wait(lock, [&] { return waiter.done; });
+  waiter.Wait();
   return Status::Ok();
 }
 

@@ -68,6 +68,7 @@
 
 #include "common/event_loop.h"
 #include "common/result.h"
+#include "common/thread_annotations.h"
 #include "replica-engine/backend/aligned_buffer_pool.h"
 #include "replica-engine/backend/storage_backend.h"
 #include "replica-engine/protocol/frame_codec.h"
@@ -172,13 +173,17 @@ class ReplicaSession;
 // and signals when the last one is destroyed.
 struct DetachWaiter {
   int pending = 0;  // loop thread only
-  std::mutex mu;
+  Mutex mu;
   std::condition_variable cv;
-  bool done = false;  // GUARDED_BY(mu)
-  void Signal() {
-    std::lock_guard<std::mutex> lock(mu);
+  bool done GUARDED_BY(mu) = false;
+  void Signal() EXCLUDES(mu) {
+    MutexLock lock(&mu);
     done = true;
     cv.notify_all();
+  }
+  void Wait() EXCLUDES(mu) {
+    MutexLock lock(&mu);
+    while (!done) lock.Wait(&cv);
   }
 };
 
