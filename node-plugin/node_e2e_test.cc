@@ -133,11 +133,12 @@ class NodeEndToEndTest : public ::testing::Test {
   }
 
   std::string CreateVolume(const std::string& name, int64_t bytes, bool block,
-                           const std::map<std::string, std::string>& params = {}) {
+                           const std::map<std::string, std::string>& params = {},
+                           const std::string& fs = "ext4") {
     csi::CreateVolumeRequest req;
     req.set_name(name);
     req.mutable_capacity_range()->set_required_bytes(bytes);
-    *req.add_volume_capabilities() = Cap(block);
+    *req.add_volume_capabilities() = Cap(block, fs);
     (*req.mutable_parameters())["replicas"] = "3";
     for (const auto& [k, v] : params) (*req.mutable_parameters())[k] = v;
     csi::CreateVolumeResponse resp;
@@ -146,11 +147,12 @@ class NodeEndToEndTest : public ::testing::Test {
     return resp.volume().volume_id();
   }
   // ControllerPublish + NodeStage + NodePublish, as the attacher and kubelet do.
-  void Attach(NodePlugin& node, const std::string& id, const std::string& pod, bool block) {
+  void Attach(NodePlugin& node, const std::string& id, const std::string& pod, bool block,
+              const std::string& fs = "ext4") {
     csi::ControllerPublishVolumeRequest pub;
     pub.set_volume_id(id);
     pub.set_node_id(node.name);
-    *pub.mutable_volume_capability() = Cap(block);
+    *pub.mutable_volume_capability() = Cap(block, fs);
     csi::ControllerPublishVolumeResponse pub_resp;
     grpc::Status st = ctl_->ControllerPublishVolume(Ctx().get(), pub, &pub_resp);
     ASSERT_TRUE(st.ok()) << "ControllerPublish: " << st.error_message();
@@ -159,7 +161,7 @@ class NodeEndToEndTest : public ::testing::Test {
     stage.set_volume_id(id);
     *stage.mutable_publish_context() = pub_resp.publish_context();
     stage.set_staging_target_path(node.staging(id));
-    *stage.mutable_volume_capability() = Cap(block);
+    *stage.mutable_volume_capability() = Cap(block, fs);
     csi::NodeStageVolumeResponse stage_resp;
     st = node.stub->NodeStageVolume(Ctx().get(), stage, &stage_resp);
     ASSERT_TRUE(st.ok()) << "NodeStage: " << st.error_message();
@@ -169,7 +171,7 @@ class NodeEndToEndTest : public ::testing::Test {
     *publish.mutable_publish_context() = pub_resp.publish_context();
     publish.set_staging_target_path(node.staging(id));
     publish.set_target_path(node.target(pod, id));
-    *publish.mutable_volume_capability() = Cap(block);
+    *publish.mutable_volume_capability() = Cap(block, fs);
     csi::NodePublishVolumeResponse publish_resp;
     st = node.stub->NodePublishVolume(Ctx().get(), publish, &publish_resp);
     ASSERT_TRUE(st.ok()) << "NodePublish: " << st.error_message();
@@ -356,6 +358,25 @@ TEST_F(NodeEndToEndTest, Ext4VolumeMovesToAnotherNodeWithEveryFsyncedByte) {
   ASSERT_GE(stats.usage_size(), 1);
   EXPECT_GT(stats.usage(0).used(), 24 * 1024);
   Detach(nodes_[1], id, "pod-b");
+}
+
+TEST_F(NodeEndToEndTest, XfsVolumeMovesToAnotherNodeWithEveryFsyncedByte) {
+  // xfs wants at least 300 MiB.
+  const std::string id = CreateVolume("e2e-xfs", 320 * kMiB, false, {{"fsType", "xfs"}}, "xfs");
+  ASSERT_FALSE(id.empty());
+  auto files = MakeFiles(17);
+  Attach(nodes_[0], id, "pod-xa", false, "xfs");
+  std::ifstream mounts("/proc/mounts");
+  std::string line, fs;
+  while (std::getline(mounts, line)) {
+    if (line.find(nodes_[0].staging(id)) != std::string::npos) fs = line;
+  }
+  EXPECT_NE(fs.find(" xfs "), std::string::npos) << "staging mount: " << fs;
+  WriteFiles(nodes_[0].target("pod-xa", id), files);
+  Detach(nodes_[0], id, "pod-xa");
+  Attach(nodes_[1], id, "pod-xb", false, "xfs");
+  ExpectFiles(nodes_[1].target("pod-xb", id), files);
+  Detach(nodes_[1], id, "pod-xb");
 }
 
 TEST_F(NodeEndToEndTest, BlockVolumeCarriesRawBlocksThroughThePublishedDeviceNode) {
