@@ -55,7 +55,12 @@ fio_pid=""
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
-  [ -n "$fio_pid" ] && kill "$fio_pid" 2>/dev/null && wait "$fio_pid" 2>/dev/null
+  # (No bare `a && b` here: under set -e a failing last command would end
+  # the cleanup before the cluster is down.)
+  if [ -n "$fio_pid" ]; then
+    kill "$fio_pid" 2>/dev/null || true
+    wait "$fio_pid" 2>/dev/null || true
+  fi
   "$root/scripts/cluster.sh" down --dir="$cluster" >/dev/null 2>&1 || true
   rm -rf "$run"
   [ "$rc" = 0 ] || echo "main-job: FAILED (exit $rc); everything it started is removed" >&2
