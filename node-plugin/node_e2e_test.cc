@@ -91,6 +91,9 @@ class NodeEndToEndTest : public ::testing::Test {
                            "--node-id=" + engine.name, "--engine=" + engine.grpc_address(),
                            "--node-address=127.0.0.1", "--state-dir=" + n->root + "/state"},
                           n->root + "/tandem-node.log"));
+    // The channel is made once the socket exists: a first call that finds
+    // no socket puts it in gRPC's reconnect backoff (seconds per node).
+    WaitFor([&] { return access(n->socket().c_str(), F_OK) == 0; }, std::chrono::seconds(20));
     n->stub = csi::Node::NewStub(rpc::NewClientChannel("unix://" + n->socket()));
     bool up = WaitFor(
         [&] {
@@ -541,6 +544,7 @@ TEST_F(NodeEndToEndTest, NodePluginRestartUnderWritesInterruptsNothingAndAdoptsT
   ASSERT_TRUE(writer.WaitForMore(10, std::chrono::seconds(60)))
       << "writes without tandem-node: " << writer.error();
   node.process = std::make_unique<Process>();
+  unlink(node.socket().c_str());  // the killed one's: StartNode waits for the new one
   ASSERT_TRUE(StartNode(&node, cluster_->engines()[0]).ok());
   ASSERT_TRUE(writer.WaitForMore(10, std::chrono::seconds(60))) << writer.error();
   writer.Stop();
