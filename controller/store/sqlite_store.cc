@@ -1,3 +1,5 @@
+// size: one SQLite store (schema, statements, group commit, reads, watch, election); the
+// statement set and its users change together.
 #include "controller/store/sqlite_store.h"
 
 #include <fcntl.h>

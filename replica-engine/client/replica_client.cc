@@ -263,6 +263,8 @@ void ReplicaClient::Parse() {
   if (rx_begin_ == rx_end_) rx_begin_ = rx_end_ = 0;
 }
 
+// size: the checks of one reply against its request (id, opcode, lengths, crc, payload
+// per opcode) in the order the wire format defines them.
 void ReplicaClient::HandleReply(const FrameHeader& h, const uint8_t* payload) {
   if (state_ == ClientState::kHandshaking) {
     if (awaiting_nonce_) {

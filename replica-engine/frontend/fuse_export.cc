@@ -56,6 +56,8 @@ FuseExport::Impl::~Impl() {
   if (buffers_ != nullptr) munmap(buffers_, buffers_len_);
 }
 
+// size: the mount sequence (directory, session, mount, fusectl, workers) with the undo of
+// each step on failure, in one place.
 Status FuseExport::Impl::Start() {
   if (state_ != State::kNew) return Status::FailedPrecondition("FUSE export already started");
   const std::string& dir = options_.mount_dir;

@@ -1,3 +1,5 @@
+// size: one NBD connection's state machine (handshake, request parsing, splitting into
+// device parts, replies); its parts share the slot and buffer bookkeeping of this file.
 #include "replica-engine/frontend/nbd_connection.h"
 
 #include <sys/socket.h>

@@ -1,3 +1,5 @@
+// size: the server's loop (accept, sessions, service list, persists, detach, HELLO binding);
+// the loop-thread management tasks are in replica_server_control.cc.
 #include "replica-engine/server/replica_server.h"
 
 #include <arpa/inet.h>
@@ -524,67 +526,12 @@ protocol::WireStatus ReplicaServer::BindHello(ReplicaSession* session,
     return WireStatus::kStaleEpoch;
   }
   replica::Replica* r = vol.replica.get();
-  if (hello.epoch > vol.highest_epoch) {
-    if (r->persist_in_flight()) {
-      ++stats_.requests_waited_for_metadata;
-      *retry = true;  // SetHighestEpoch would write the same slot
-      return WireStatus::kOk;
-    }
-    // Persist before answering: after a restart the replica must still refuse
-    // the older target, and any other target at this epoch.
-    Status st = r->SetHighestEpoch(hello.epoch, hello.target_id);
-    if (!st.ok()) {
-      TLOG_ERROR(kTag, "volume '%s': persisting epoch %llu failed: %s", hello.volume_id.c_str(),
-                 static_cast<unsigned long long>(hello.epoch), st.ToString().c_str());
-      return WireStatus::kIoError;
-    }
-    vol.highest_epoch = hello.epoch;
-    // Every session of a lower epoch is superseded: from now on each of its
-    // requests (new ones, and the ones in flight when they complete) is
-    // answered STALE_EPOCH; its writes still parked for a dirty-map persist
-    // never reach the disk.
-    for (ReplicaSession* s : vol.sessions) {
-      if (s->epoch() < hello.epoch && !s->superseded_) {
-        ++stats_.sessions_fenced;
-        TLOG_INFO(kTag, "volume '%s': %s superseded (epoch %llu < %llu): answering STALE_EPOCH",
-                  hello.volume_id.c_str(), s->peer().c_str(),
-                  static_cast<unsigned long long>(s->epoch()),
-                  static_cast<unsigned long long>(hello.epoch));
-        s->Supersede();
-      }
-    }
-  } else if (r->epoch_owner() != hello.target_id) {
-    // An equal epoch: only the target that holds it may connect (again). An
-    // unrecorded owner (a fresh replica, or one from before owners were
-    // recorded) is claimed by the first target, unless another target still
-    // has a session at this epoch.
-    bool other = r->epoch_owner() != 0;
-    for (ReplicaSession* s : vol.sessions) {
-      if (s->epoch() == hello.epoch && s->target_id_ != hello.target_id && !s->closing()) {
-        other = true;
-      }
-    }
-    if (other) {
-      TLOG_WARN(kTag,
-                "volume '%s': HELLO at epoch %llu from target %016llx refused: that epoch "
-                "belongs to target %016llx (STALE_EPOCH)",
-                hello.volume_id.c_str(), static_cast<unsigned long long>(hello.epoch),
-                static_cast<unsigned long long>(hello.target_id),
-                static_cast<unsigned long long>(r->epoch_owner()));
-      return WireStatus::kStaleEpoch;
-    }
-    if (r->persist_in_flight()) {
-      ++stats_.requests_waited_for_metadata;
-      *retry = true;
-      return WireStatus::kOk;
-    }
-    Status st = r->SetHighestEpoch(hello.epoch, hello.target_id);
-    if (!st.ok()) {
-      TLOG_ERROR(kTag, "volume '%s': persisting the owner of epoch %llu failed: %s",
-                 hello.volume_id.c_str(), static_cast<unsigned long long>(hello.epoch),
-                 st.ToString().c_str());
-      return WireStatus::kIoError;
-    }
+  if (hello.epoch > vol.highest_epoch || r->epoch_owner() != hello.target_id) {
+    bool again = false;
+    const WireStatus st = hello.epoch > vol.highest_epoch ? RaiseEpoch(&vol, hello, &again)
+                                                          : ClaimEpoch(&vol, hello, &again);
+    if (again) *retry = true;
+    if (st != WireStatus::kOk || again) return st;
   }
   // The reply waits until no write of a superseded (lower-epoch) session is
   // still in flight on the backend: none may land after this target's first
@@ -599,6 +546,81 @@ protocol::WireStatus ReplicaServer::BindHello(ReplicaSession* session,
   }
   vol.sessions.push_back(session);
   *out = &vol;
+  return WireStatus::kOk;
+}
+
+protocol::WireStatus ReplicaServer::RaiseEpoch(VolumeState* volp,
+                                               const protocol::HelloRequest& hello, bool* retry) {
+  using protocol::WireStatus;
+  VolumeState& vol = *volp;
+  replica::Replica* r = vol.replica.get();
+  if (r->persist_in_flight()) {
+    ++stats_.requests_waited_for_metadata;
+    *retry = true;  // SetHighestEpoch would write the same slot
+    return WireStatus::kOk;
+  }
+  // Persist before answering: after a restart the replica must still refuse
+  // the older target, and any other target at this epoch.
+  Status st = r->SetHighestEpoch(hello.epoch, hello.target_id);
+  if (!st.ok()) {
+    TLOG_ERROR(kTag, "volume '%s': persisting epoch %llu failed: %s", hello.volume_id.c_str(),
+               static_cast<unsigned long long>(hello.epoch), st.ToString().c_str());
+    return WireStatus::kIoError;
+  }
+  vol.highest_epoch = hello.epoch;
+  // Every session of a lower epoch is superseded: from now on each of its
+  // requests (new ones, and the ones in flight when they complete) is
+  // answered STALE_EPOCH; its writes still parked for a dirty-map persist
+  // never reach the disk.
+  for (ReplicaSession* s : vol.sessions) {
+    if (s->epoch() < hello.epoch && !s->superseded_) {
+      ++stats_.sessions_fenced;
+      TLOG_INFO(kTag, "volume '%s': %s superseded (epoch %llu < %llu): answering STALE_EPOCH",
+                hello.volume_id.c_str(), s->peer().c_str(),
+                static_cast<unsigned long long>(s->epoch()),
+                static_cast<unsigned long long>(hello.epoch));
+      s->Supersede();
+    }
+  }
+  return WireStatus::kOk;
+}
+
+protocol::WireStatus ReplicaServer::ClaimEpoch(VolumeState* volp,
+                                               const protocol::HelloRequest& hello, bool* retry) {
+  using protocol::WireStatus;
+  VolumeState& vol = *volp;
+  replica::Replica* r = vol.replica.get();
+  // An equal epoch: only the target that holds it may connect (again). An
+  // unrecorded owner (a fresh replica, or one from before owners were
+  // recorded) is claimed by the first target, unless another target still
+  // has a session at this epoch.
+  bool other = r->epoch_owner() != 0;
+  for (ReplicaSession* s : vol.sessions) {
+    if (s->epoch() == hello.epoch && s->target_id_ != hello.target_id && !s->closing()) {
+      other = true;
+    }
+  }
+  if (other) {
+    TLOG_WARN(kTag,
+              "volume '%s': HELLO at epoch %llu from target %016llx refused: that epoch "
+              "belongs to target %016llx (STALE_EPOCH)",
+              hello.volume_id.c_str(), static_cast<unsigned long long>(hello.epoch),
+              static_cast<unsigned long long>(hello.target_id),
+              static_cast<unsigned long long>(r->epoch_owner()));
+    return WireStatus::kStaleEpoch;
+  }
+  if (r->persist_in_flight()) {
+    ++stats_.requests_waited_for_metadata;
+    *retry = true;
+    return WireStatus::kOk;
+  }
+  Status st = r->SetHighestEpoch(hello.epoch, hello.target_id);
+  if (!st.ok()) {
+    TLOG_ERROR(kTag, "volume '%s': persisting the owner of epoch %llu failed: %s",
+               hello.volume_id.c_str(), static_cast<unsigned long long>(hello.epoch),
+               st.ToString().c_str());
+    return WireStatus::kIoError;
+  }
   return WireStatus::kOk;
 }
 

@@ -276,6 +276,13 @@ class ReplicaServer final : private EventLoop::Handler,
   // AcceptHello's rules; AcceptHello drops a volume entry it leaves unbound.
   protocol::WireStatus BindHello(ReplicaSession* session, const protocol::HelloRequest& hello,
                                  VolumeState** out, bool* retry);
+  // BindHello's epoch rules. A higher epoch is persisted and supersedes the
+  // volume's older sessions; an equal one is admitted only for the target
+  // that owns it (claimed and persisted when unowned). *retry as above.
+  protocol::WireStatus RaiseEpoch(VolumeState* vol, const protocol::HelloRequest& hello,
+                                  bool* retry);
+  protocol::WireStatus ClaimEpoch(VolumeState* vol, const protocol::HelloRequest& hello,
+                                  bool* retry);
   void DetachSession(ReplicaSession* session);
   // Lets every stalled session retry (a HELLO waiting for superseded I/O).
   void WakeStalled();

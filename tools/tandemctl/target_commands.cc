@@ -125,6 +125,7 @@ bool ParseEndpoint(const std::string& text, pb::ReplicaEndpoint* e) {
   return true;
 }
 
+// size: `target create`'s flags and their translation into the request, one flag at a time.
 int Create(const Context& ctx, int argc, char** argv) {
   Flags flags;
   flags.Define("volume", "", "volume id");
