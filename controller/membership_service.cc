@@ -40,11 +40,25 @@ bool SameRecord(const rec::VolumeRecord& r, const v1::InSyncRequest& req) {
   return a == b;
 }
 
-// Within one epoch the target's calls are ordered by generation number, a
-// shrink (for the next generation) before a grow or clear at that number: a
-// late, older call must not undo a newer record.
+// Within one epoch a late, older call must not undo a newer record. The
+// target numbers its calls (seq): a call whose answer was lost is followed by
+// another, possibly for a lower generation number (a clear once a majority is
+// back after a shrink for the next one), and the first may still arrive after
+// it. So with both numbered, seq alone orders them (ABORTED: superseded, the
+// target asks again; never FAILED_PRECONDITION, which would fence it).
+// Unnumbered (an older engine): by generation number, a shrink (for the next
+// generation) before a grow or clear at that number.
 Status CheckOrder(const rec::VolumeRecord& r, const v1::InSyncRequest& req, bool shrink) {
   if (r.in_sync_epoch() != req.epoch()) return Status::Ok();
+  if (req.seq() != 0 && r.in_sync_seq() != 0) {
+    bool repeat = req.seq() == r.in_sync_seq() && SameRecord(r, req) &&
+                  r.in_sync_generation() == req.generation() && r.in_sync_settled() == !shrink;
+    if (req.seq() > r.in_sync_seq() || repeat) return Status::Ok();
+    return Status::Aborted("volume " + req.volume_id() + ": in-sync call " +
+                           std::to_string(req.seq()) + " superseded by call " +
+                           std::to_string(r.in_sync_seq()) + " at epoch " +
+                           std::to_string(req.epoch()));
+  }
   bool older = req.generation() < r.in_sync_generation() ||
                (req.generation() == r.in_sync_generation() && shrink && r.in_sync_settled() &&
                 !SameRecord(r, req));
@@ -88,7 +102,8 @@ Status MembershipService::Record(const v1::InSyncRequest& req, bool shrink,
     }
     TANDEM_RETURN_IF_ERROR(CheckOrder(r, req, shrink));
     bool same = SameRecord(r, req) && r.in_sync_epoch() == req.epoch() &&
-                r.in_sync_generation() == req.generation() && r.in_sync_settled() == !shrink;
+                r.in_sync_generation() == req.generation() && r.in_sync_settled() == !shrink &&
+                r.in_sync_seq() == req.seq();
     if (!same) {
       r.set_in_sync_generation_id(req.generation_id());
       r.clear_in_sync_replica_ids();
@@ -96,6 +111,7 @@ Status MembershipService::Record(const v1::InSyncRequest& req, bool shrink,
       r.set_in_sync_epoch(req.epoch());
       r.set_in_sync_generation(req.generation());
       r.set_in_sync_settled(!shrink);
+      r.set_in_sync_seq(req.seq());
       auto updated = records_->UpdateVolume(r, v->mod_revision);
       if (!updated.ok() && updated.status().code() == StatusCode::kAborted) continue;
       TANDEM_RETURN_IF_ERROR(updated.status());

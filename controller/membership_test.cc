@@ -301,5 +301,50 @@ TEST_F(MembershipTest, ServiceRefusesStaleEpochsAndOlderGenerationsAndRepeatsAre
   ASSERT_TRUE(Unpublish(id, 1).ok());
 }
 
+// Issue 17: a target's call whose deadline expired may still reach the
+// controller after the call that replaced it (a grow after the clear that
+// followed it, both at one generation number). Numbered calls are ordered by
+// seq: the late one is refused as superseded (ABORTED, which the target takes
+// for "ask again", never FAILED_PRECONDITION, which would fence it), and a
+// clear for a lower generation number after a shrink for the next one is
+// accepted (a majority came back before the shrink's answer did).
+TEST_F(MembershipTest, ServiceOrdersNumberedCallsBySeqAndRefusesALateOlderOne) {
+  const std::string id = CreateVolume("seq");
+  auto ctx = Publish(id, 0);
+  ASSERT_TRUE(ctx.ok());
+  auto stub = ::tandem::controller::v1::Membership::NewStub(grpc::CreateChannel(
+      "unix:" + cluster_.root() + "/csi.sock", grpc::InsecureChannelCredentials()));
+  auto call = [&](bool shrink, uint64_t seq, uint64_t gen, uint64_t gen_id,
+                  std::vector<std::string> ids) {
+    ::tandem::controller::v1::InSyncRequest req;
+    req.set_volume_id(id);
+    req.set_epoch(ctx->epoch);
+    req.set_seq(seq);
+    req.set_generation(gen);
+    req.set_generation_id(gen_id);
+    for (auto& s : ids) req.add_replica_ids(s);
+    ::tandem::controller::v1::InSyncResponse resp;
+    return shrink ? stub->ShrinkInSync(Ctx().get(), req, &resp)
+                  : stub->GrowInSync(Ctx().get(), req, &resp);
+  };
+  const std::string r0 = ctx->replicas[0].replica_id, r1 = ctx->replicas[1].replica_id;
+  EXPECT_EQ(call(true, 1, 5, 0xAB, {r0}).error_code(), grpc::StatusCode::OK);
+  // Its answer was lost; a majority is back: clear at generation 4.
+  EXPECT_EQ(call(false, 2, 4, 0, {}).error_code(), grpc::StatusCode::OK);
+  EXPECT_EQ(call(false, 2, 4, 0, {}).error_code(), grpc::StatusCode::OK);  // repeated
+  EXPECT_EQ(call(true, 3, 5, 0xAC, {r0}).error_code(), grpc::StatusCode::OK);
+  EXPECT_EQ(call(false, 4, 5, 0xAC, {r0, r1}).error_code(), grpc::StatusCode::OK);
+  EXPECT_EQ(call(false, 5, 5, 0, {}).error_code(), grpc::StatusCode::OK);
+  // The grow (seq 4) arrives again after the clear that replaced it.
+  EXPECT_EQ(call(false, 4, 5, 0xAC, {r0, r1}).error_code(), grpc::StatusCode::ABORTED);
+  EXPECT_EQ(call(true, 3, 5, 0xAC, {r0}).error_code(), grpc::StatusCode::ABORTED);
+  ASSERT_TRUE(Unpublish(id, 0).ok());
+  auto next = Publish(id, 1);
+  ASSERT_TRUE(next.ok());
+  EXPECT_EQ(next->in_sync_generation_id, 0u) << "a late grow undid the clear";
+  EXPECT_TRUE(next->in_sync_replica_ids.empty());
+  ASSERT_TRUE(Unpublish(id, 1).ok());
+}
+
 }  // namespace
 }  // namespace tandem::controller

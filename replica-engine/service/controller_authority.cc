@@ -60,6 +60,7 @@ void ControllerAuthority::Start(bool shrink, const target::InSyncUpdate& u,
   call->req.set_generation(u.generation);
   call->req.set_generation_id(u.generation_id);
   for (const std::string& id : u.replica_ids) call->req.add_replica_ids(id);
+  call->req.set_seq(u.seq);
   // Runs on a gRPC thread: the answer goes to the targets' loop.
   auto finish = [call](grpc::Status gs) {
     Status st = rpc::FromGrpcStatus(gs);

@@ -42,6 +42,10 @@ struct InSyncUpdate {
   // majority serves again, the record is cleared (the majority rule alone).
   uint64_t generation_id = 0;
   std::vector<std::string> replica_ids;
+  // Increases with every call of one target (from 1): the authority applies
+  // a target's calls in this order and refuses an older one (ABORTED), so a
+  // call delayed past its deadline cannot undo the one that replaced it.
+  uint64_t seq = 0;
 };
 
 class MembershipAuthority {
@@ -54,8 +58,11 @@ class MembershipAuthority {
   //   OK                  recorded: the target may acknowledge with them;
   //   FAILED_PRECONDITION a newer epoch owns the volume (or a newer record
   //                       exists): the target fences;
-  //   anything else       not recorded (unreachable, ...): writes keep waiting
-  //                       and fail after the target's quorum bound.
+  //   anything else       not known to be recorded (unreachable, a lost
+  //                       answer, ABORTED: superseded or concurrent): the
+  //                       target takes it that a record may exist, so writes
+  //                       keep waiting (failing after its quorum bound) and
+  //                       the next bump first moves or clears the record.
   virtual void ShrinkInSync(const InSyncUpdate& update, std::function<void(Status)> done) = 0;
 
   // Records a grown in-sync set at the current generation (a rebuilt replica

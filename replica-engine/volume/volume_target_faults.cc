@@ -70,6 +70,7 @@ void VolumeTargetImpl::AskAuthority(AuthorityAsk ask, uint32_t serving) {
   InSyncUpdate u;
   u.volume_id = options_.volume_id;
   u.epoch = options_.epoch;
+  u.seq = ++authority_seq_;
   u.generation = replicas_.generation() + (ask == AuthorityAsk::kShrink ? 1 : 0);
   if (ask != AuthorityAsk::kClear) {
     u.generation_id =
@@ -99,7 +100,14 @@ void VolumeTargetImpl::AskAuthority(AuthorityAsk ask, uint32_t serving) {
     } else if (st.code() == StatusCode::kFailedPrecondition) {
       self->Fence("the membership authority refused: " + st.ToString());
     } else {
-      self->last_error_ = std::string("in-sync ") + what + " not recorded: " + st.ToString();
+      // The outcome is unknown (the answer was lost, a deadline expired, the
+      // controller aborted): the call may have been recorded. So a record may
+      // exist, and the generation moves only once a later call has moved or
+      // cleared it (BumpAllowed); otherwise a record of this call's id could
+      // vouch for replicas that miss the writes after the bump.
+      self->record_known_ = true;
+      self->last_error_ =
+          std::string("in-sync ") + what + " not known to be recorded: " + st.ToString();
       self->shrink_retry_ns_ =
           MonotonicNanos() +
           std::max<uint64_t>(self->options_.reconnect_interval_ms, 100) * 1000000ull;

@@ -190,7 +190,11 @@ class VolumeTargetImpl final : private EventLoop::Idler,
   // the authority may hold a record for this volume (given at attach, or
   // recorded since); a finished rebuild wants it grown.
   bool shrink_pending_ = false;
+  // Whether the authority may hold a record for this volume: one given at
+  // attach, recorded since, or a call whose outcome is unknown.
   bool record_known_ = false;
+  // Numbers this target's calls to the authority (InSyncUpdate::seq).
+  uint64_t authority_seq_ = 0;
   bool grow_due_ = false;
   uint64_t shrink_retry_ns_ = 0;
   uint64_t quorum_lost_ns_ = 0;  // since when a bump waits for a majority
