@@ -22,6 +22,8 @@ PACKAGES=(
   fio libnbd-bin libnbd-dev qemu-utils nbdkit
   # tools used by the scripts
   procps util-linux psmisc python3 coreutils
+  # scripts/cluster.sh --netns (ip netns, veth, bridge; nsenter is util-linux)
+  iproute2
 )
 
 missing=()
