@@ -553,20 +553,8 @@ protocol::WireStatus ReplicaServer::RaiseEpoch(VolumeState* volp,
                                                const protocol::HelloRequest& hello, bool* retry) {
   using protocol::WireStatus;
   VolumeState& vol = *volp;
-  replica::Replica* r = vol.replica.get();
-  if (r->persist_in_flight()) {
-    ++stats_.requests_waited_for_metadata;
-    *retry = true;  // SetHighestEpoch would write the same slot
-    return WireStatus::kOk;
-  }
-  // Persist before answering: after a restart the replica must still refuse
-  // the older target, and any other target at this epoch.
-  Status st = r->SetHighestEpoch(hello.epoch, hello.target_id);
-  if (!st.ok()) {
-    TLOG_ERROR(kTag, "volume '%s': persisting epoch %llu failed: %s", hello.volume_id.c_str(),
-               static_cast<unsigned long long>(hello.epoch), st.ToString().c_str());
-    return WireStatus::kIoError;
-  }
+  const WireStatus persisted = PersistEpoch(vol.replica.get(), hello, "epoch", retry);
+  if (persisted != WireStatus::kOk || *retry) return persisted;
   vol.highest_epoch = hello.epoch;
   // Every session of a lower epoch is superseded: from now on each of its
   // requests (new ones, and the ones in flight when they complete) is
@@ -609,19 +597,26 @@ protocol::WireStatus ReplicaServer::ClaimEpoch(VolumeState* volp,
               static_cast<unsigned long long>(r->epoch_owner()));
     return WireStatus::kStaleEpoch;
   }
+  return PersistEpoch(r, hello, "the owner of epoch", retry);
+}
+
+protocol::WireStatus ReplicaServer::PersistEpoch(replica::Replica* r,
+                                                 const protocol::HelloRequest& hello,
+                                                 const char* what, bool* retry) {
   if (r->persist_in_flight()) {
     ++stats_.requests_waited_for_metadata;
-    *retry = true;
-    return WireStatus::kOk;
+    *retry = true;  // SetHighestEpoch would write the same slot
+    return protocol::WireStatus::kOk;
   }
+  // Persist before answering: after a restart the replica must still refuse
+  // the older target, and any other target at this epoch.
   Status st = r->SetHighestEpoch(hello.epoch, hello.target_id);
   if (!st.ok()) {
-    TLOG_ERROR(kTag, "volume '%s': persisting the owner of epoch %llu failed: %s",
-               hello.volume_id.c_str(), static_cast<unsigned long long>(hello.epoch),
-               st.ToString().c_str());
-    return WireStatus::kIoError;
+    TLOG_ERROR(kTag, "volume '%s': persisting %s %llu failed: %s", hello.volume_id.c_str(), what,
+               static_cast<unsigned long long>(hello.epoch), st.ToString().c_str());
+    return protocol::WireStatus::kIoError;
   }
-  return WireStatus::kOk;
+  return protocol::WireStatus::kOk;
 }
 
 void ReplicaServer::WakeStalled() {

@@ -283,6 +283,10 @@ class ReplicaServer final : private EventLoop::Handler,
                                   bool* retry);
   protocol::WireStatus ClaimEpoch(VolumeState* vol, const protocol::HelloRequest& hello,
                                   bool* retry);
+  // Persists hello's epoch and target as the replica's highest (`what`
+  // names it in the error log); kOk with *retry while a persist is in flight.
+  protocol::WireStatus PersistEpoch(replica::Replica* r, const protocol::HelloRequest& hello,
+                                    const char* what, bool* retry);
   void DetachSession(ReplicaSession* session);
   // Lets every stalled session retry (a HELLO waiting for superseded I/O).
   void WakeStalled();
