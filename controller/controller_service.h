@@ -107,10 +107,10 @@ class ControllerService final : public csipb::Controller::Service {
   // Deletes every replica on its engine (in parallel); OK when all are gone.
   Status DeleteReplicas(const rec::VolumeRecord& record);
   // ModifyVolume `replicas` (controller_service_replicas.cc): the record and,
-  // when published, the live target follow `wanted`.
+  // when published, the live target follow a higher `wanted`; a lower one is
+  // INVALID_ARGUMENT (not supported yet, issue 17).
   Status ChangeReplicaCount(Versioned<rec::VolumeRecord>* v, uint32_t wanted);
   Status GrowReplicas(Versioned<rec::VolumeRecord>* v, uint32_t count);
-  Status ShrinkReplicas(Versioned<rec::VolumeRecord>* v, uint32_t count);
   // Raises every replica's epoch to `epoch`; OK when the old target can no
   // longer acknowledge a write (see the .cc).
   Status Fence(const rec::VolumeRecord& record, uint64_t epoch);

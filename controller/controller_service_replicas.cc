@@ -8,12 +8,10 @@
 // only once rebuilt). A detached volume's next attach rebuilds them (its
 // replicas at generation 0 are never served).
 //
-// Shrink: replicas outside the in-sync record go first, the attached node's
-// own replica last; never below one, never the last replica of the in-sync
-// record. When published the live target drops them first
-// (RemoveTargetReplica refuses the last HEALTHY one), then the record, then
-// the replicas are deleted on their engines (kept as retired for the
-// reconciler when an engine does not answer).
+// Shrink: not supported yet (INVALID_ARGUMENT). The live target's majority
+// and the record's must change together: a target that stops counting a
+// replica before the record drops it may acknowledge writes that a majority
+// of the record does not hold.
 
 #include <algorithm>
 #include <future>
@@ -27,19 +25,19 @@ namespace tandem::controller {
 
 namespace {
 constexpr const char* kTag = "controller";
-
-bool InSync(const rec::VolumeRecord& record, const std::string& replica_id) {
-  if (record.in_sync_generation_id() == 0) return false;
-  const auto& ids = record.in_sync_replica_ids();
-  return std::find(ids.begin(), ids.end(), replica_id) != ids.end();
-}
 }  // namespace
 
 Status ControllerService::ChangeReplicaCount(Versioned<rec::VolumeRecord>* v, uint32_t wanted) {
   const uint32_t have = static_cast<uint32_t>(v->record.replicas_size());
   if (wanted == have) return Status::Ok();
   if (wanted > have) return GrowReplicas(v, wanted - have);
-  return ShrinkReplicas(v, have - wanted);
+  // Not yet: removing a replica lowers the live target's majority, and the
+  // record's only after it; between the two (a crash, a failed
+  // compare-and-swap) a majority of the record need not hold every
+  // acknowledged write (issue 17).
+  return Status::InvalidArgument("volume " + v->record.volume_id() + ": replicas " +
+                                 std::to_string(wanted) + " < " + std::to_string(have) +
+                                 ": lowering a volume's replica count is not supported yet");
 }
 
 Status ControllerService::GrowReplicas(Versioned<rec::VolumeRecord>* v, uint32_t count) {
@@ -72,86 +70,6 @@ Status ControllerService::GrowReplicas(Versioned<rec::VolumeRecord>* v, uint32_t
   TLOG_INFO(kTag, "ControllerModifyVolume %s: %u replica(s)%s", v->record.volume_id().c_str(),
             v->record.replica_count(),
             v->record.has_attachment() ? " (added to the live target: rebuilding online)" : "");
-  return Status::Ok();
-}
-
-Status ControllerService::ShrinkReplicas(Versioned<rec::VolumeRecord>* v, uint32_t count) {
-  rec::VolumeRecord record = v->record;
-  const std::string attached = record.has_attachment() ? record.attachment().node_id() : "";
-  // Removal order: outside the in-sync record first, the attached node's
-  // replica last, then from the end.
-  std::vector<int> order;
-  for (int i = record.replicas_size() - 1; i >= 0; --i) order.push_back(i);
-  std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
-    auto rank = [&](int i) {
-      return (InSync(record, record.replicas(i).replica_id()) ? 2 : 0) +
-             (record.replicas(i).node_id() == attached ? 1 : 0);
-    };
-    return rank(a) < rank(b);
-  });
-  std::vector<rec::ReplicaRecord> removed;
-  for (int i : order) {
-    if (removed.size() == count) break;
-    const rec::ReplicaRecord& r = record.replicas(i);
-    if (InSync(record, r.replica_id())) {
-      int in_sync_left = 0;
-      for (const auto& x : record.replicas()) {
-        bool gone = std::any_of(removed.begin(), removed.end(),
-                                [&](const auto& g) { return g.replica_id() == x.replica_id(); });
-        if (!gone && InSync(record, x.replica_id())) ++in_sync_left;
-      }
-      if (in_sync_left <= 1) {
-        return Status::FailedPrecondition("volume " + record.volume_id() + ": replica " +
-                                          r.replica_id() +
-                                          " is the last of the in-sync set; not removed");
-      }
-    }
-    removed.push_back(r);
-  }
-  if (!attached.empty()) {
-    std::string engine = EngineAddress(attached);
-    for (const auto& r : removed) {
-      auto node = nodes_->Get(r.node_id());
-      if (!node || node->info.data_address().empty()) continue;  // not in a live target
-      Status st = engines_->RemoveTargetReplica(engine, record.volume_id(),
-                                                node->info.data_address(), options_.engine_timeout);
-      if (!st.ok() && st.code() != StatusCode::kNotFound) {
-        return st.WithContext("RemoveTargetReplica on " + attached);
-      }
-    }
-  }
-  auto* replicas = record.mutable_replicas();
-  auto* ids = record.mutable_in_sync_replica_ids();
-  for (const auto& r : removed) {
-    for (int i = 0; i < replicas->size(); ++i) {
-      if (replicas->Get(i).replica_id() == r.replica_id()) {
-        replicas->DeleteSubrange(i, 1);
-        break;
-      }
-    }
-    ids->erase(std::remove(ids->begin(), ids->end(), r.replica_id()), ids->end());
-    *record.add_retired_replicas() = r;
-  }
-  record.set_replica_count(static_cast<uint32_t>(record.replicas_size()));
-  TANDEM_ASSIGN_OR_RETURN(v->mod_revision, records_->UpdateVolume(record, v->mod_revision));
-  // Deleted now where the engine answers; the reconciler deletes the rest
-  // (retired) once their nodes answer.
-  auto* retired = record.mutable_retired_replicas();
-  for (int i = retired->size() - 1; i >= 0; --i) {
-    const auto& r = retired->Get(i);
-    bool now = std::any_of(removed.begin(), removed.end(),
-                           [&](const auto& g) { return g.replica_id() == r.replica_id(); });
-    std::string address = EngineAddress(r.node_id());
-    if (!now || address.empty()) continue;
-    if (engines_->DeleteReplica(address, record.volume_id(), options_.engine_timeout).ok()) {
-      retired->DeleteSubrange(i, 1);
-    }
-  }
-  auto updated = records_->UpdateVolume(record, v->mod_revision);
-  if (updated.ok()) v->mod_revision = *updated;
-  v->record = std::move(record);
-  TLOG_INFO(kTag, "ControllerModifyVolume %s: %u replica(s), %zu removed",
-            v->record.volume_id().c_str(), v->record.replica_count(), removed.size());
   return Status::Ok();
 }
 

@@ -147,9 +147,10 @@ Status Reconciler::Replace(Versioned<rec::VolumeRecord> v, int index,
       CreateNextReplica(engines_, record, node_id, dest->record.engine_address(),
                         options_.engine_timeout));
 
-  // The live target first: it must stop counting the dead replica before the
-  // new one joins (its quorum is a majority of its configured replicas), and
-  // the record changes only once the target has the new replica.
+  // The live target first, the record only once the target has the new
+  // replica. The target keeps the removed replica's place in its majority
+  // until the new one is rebuilt (ReplicaSet::Vacate), so it never
+  // acknowledges with less than a majority of the record's count meanwhile.
   if (record.has_attachment()) {
     const NodeView* attached = Find(nodes, record.attachment().node_id());
     const NodeView* gone = Find(nodes, old.node_id());

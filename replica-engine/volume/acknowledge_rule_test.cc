@@ -362,6 +362,32 @@ TEST_F(AcknowledgeRuleTest, AnAddedReplicaCountsTowardTheMajorityOnlyOnceRebuilt
   EXPECT_EQ(WritePattern(t, 0, 4096, 0x73), StatusCode::kUnavailable);
 }
 
+// Issue 17: removing a replica from a live target (the reconciler's
+// replacement) must not lower the majority's denominator: the controller's
+// record lists the removed replica until it swaps in the new one, and a
+// majority of the record must hold every acknowledged write. Here two of
+// three are removed: r0 alone is not a majority of the three the record
+// lists. A replacement rebuilt takes one removed place: then two of three.
+TEST_F(AcknowledgeRuleTest, RemovedReplicasKeepTheirPlaceInTheMajorityUntilReplaced) {
+  AddNodes(4);
+  TargetOptions o = Options(1);
+  o.replicas.pop_back();  // node 3 is the replacement
+  o.quorum_wait_ms = 200;
+  VolumeTarget* t = StartTarget(o);
+  ASSERT_EQ(WritePattern(t, 0, 4096, 0x91), StatusCode::kOk);
+  for (int i = 1; i < 3; ++i) {
+    ASSERT_TRUE(t->RemoveReplica("127.0.0.1:" + std::to_string(nodes_[i]->port)).ok());
+  }
+  EXPECT_EQ(WritePattern(t, 4096, 4096, 0x92), StatusCode::kUnavailable)
+      << "acknowledged on one replica of the three the record lists";
+  ASSERT_TRUE(t->AddReplica({"127.0.0.1", nodes_[3]->port, false}).ok());
+  ASSERT_TRUE(RunUntil([&] { return WritePattern(t, 8192, 4096, 0x93) == StatusCode::kOk; }, 20000))
+      << t->GetStatus().last_error;
+  ASSERT_EQ(Do(t, BlockOp::kFlush, 0, 0, nullptr), StatusCode::kOk);
+  EXPECT_EQ(nodes_[3]->Data()[8192], 0x93);
+  EXPECT_EQ(nodes_[3]->Data()[0], 0x91);
+}
+
 // Issue 9: equal epochs must not be accepted from a second target. The
 // replicas remember which target owns their highest epoch.
 TEST_F(AcknowledgeRuleTest, ASecondTargetWithTheSameEpochIsRefused) {

@@ -227,7 +227,7 @@ void RebuildJob::EncodeCursor(uint64_t cursor, uint64_t generation) {
 void RebuildJob::Finished() {
   ReplicaSlot& dest = t_->replicas_[dest_];
   dest.state = ReplicaState::kHealthy;
-  dest.member = true;
+  t_->replicas_.Promote(dest);
   dest.generation = finish_generation_;
   dest.info.generation_id = t_->replicas_.generation_id();
   status_.state = RebuildState::kDone;

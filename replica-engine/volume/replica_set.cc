@@ -95,8 +95,7 @@ bool ReplicaSet::AckAllowed(uint32_t serving) const {
 }
 
 bool ReplicaSet::Majority(uint32_t serving) const {
-  const uint32_t members = MemberMask();
-  return 2 * __builtin_popcount(serving & members) > __builtin_popcount(members);
+  return 2 * __builtin_popcount(serving & MemberMask()) > MemberCount();
 }
 
 bool ReplicaSet::RecordedFor(uint32_t serving) const {

@@ -100,6 +100,25 @@ class ReplicaSet {
   uint32_t WriteMask() const;
   uint32_t AllMask() const;     // every slot not removed
   uint32_t MemberMask() const;  // the configured replicas the majority counts
+  // The majority's denominator: the members and the vacated places.
+  int MemberCount() const { return __builtin_popcount(MemberMask()) + vacated_; }
+
+  // A member removed from the live target (the reconciler's replacement)
+  // keeps its place in the count, as not serving, until a replica added since
+  // is rebuilt and takes it (Promote): the controller's record lists the
+  // removed one until it swaps in the new one, and a majority of the record
+  // must hold every acknowledged write, so the target never lowers its
+  // denominator by removing a member (docs/architecture.md "Who may
+  // acknowledge").
+  void Vacate(ReplicaSlot& r) {
+    if (r.member && !r.removed) ++vacated_;
+    r.member = false;
+  }
+  // A rebuilt replica becomes a member, in a vacated place if there is one.
+  void Promote(ReplicaSlot& r) {
+    if (!r.member && vacated_ > 0) --vacated_;
+    r.member = true;
+  }
 
   // Clients to Close() outside their own callbacks (the target's BeforeWait).
   void ScheduleClose(const ReplicaSlot& r) { close_mask_ |= r.bit(); }
@@ -180,6 +199,7 @@ class ReplicaSet {
 
   std::array<ReplicaSlot, kSlots> slots_;
   uint32_t close_mask_ = 0;
+  int vacated_ = 0;  // removed members whose place no rebuilt replica took yet
   uint32_t in_sync_mask_ = 0;
   std::mt19937_64 rng_{std::random_device{}()};
   uint64_t generation_ = 0;

@@ -360,6 +360,7 @@ Status VolumeTargetImpl::RemoveReplica(const std::string& address) {
   }
   if (r->index == rebuild_.destination()) rebuild_.Abort("replica removed");
   bool was_healthy = r->state == ReplicaState::kHealthy;
+  replicas_.Vacate(*r);  // still counted, as not serving, until replaced
   r->state = ReplicaState::kFaulted;
   r->removed = true;
   replicas_.ScheduleClose(*r);

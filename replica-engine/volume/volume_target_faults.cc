@@ -84,8 +84,7 @@ void VolumeTargetImpl::AskAuthority(AuthorityAsk ask, uint32_t serving) {
   const char* what = kWhat[static_cast<int>(ask)];
   TLOG_WARN(kTag,
             "volume '%s': %d of %d replicas serving: asking the authority to %s the in-sync set",
-            options_.volume_id.c_str(), __builtin_popcount(serving),
-            __builtin_popcount(replicas_.MemberMask()), what);
+            options_.volume_id.c_str(), __builtin_popcount(serving), replicas_.MemberCount(), what);
   std::shared_ptr<VolumeTargetImpl*> ref = self_ref_;
   auto done = [ref, serving, ask, what, id = u.generation_id](Status st) {
     VolumeTargetImpl* self = *ref;
@@ -172,7 +171,7 @@ void VolumeTargetImpl::StartBump() {
     if (quorum_lost_ns_ == 0) {
       quorum_lost_ns_ = now;
       last_error_ = std::to_string(__builtin_popcount(healthy)) + " of " +
-                    std::to_string(__builtin_popcount(replicas_.MemberMask())) +
+                    std::to_string(replicas_.MemberCount()) +
                     (majority ? " replicas serving: writes wait for the authority to clear the "
                                 "in-sync record"
                               : " replicas serving: writes wait for a majority");
