@@ -159,19 +159,25 @@ class NodeEndToEndTest : public ::testing::Test {
     csi::ControllerPublishVolumeResponse pub_resp;
     grpc::Status st = ctl_->ControllerPublishVolume(Ctx().get(), pub, &pub_resp);
     ASSERT_TRUE(st.ok()) << "ControllerPublish: " << st.error_message();
-
+    last_publish_context_ = pub_resp.publish_context();
+    StageAndPublish(node, id, pod, block, fs, pub_resp.publish_context());
+  }
+  // NodeStage + NodePublish with a given publish_context (kubelet's half).
+  void StageAndPublish(NodePlugin& node, const std::string& id, const std::string& pod, bool block,
+                       const std::string& fs,
+                       const google::protobuf::Map<std::string, std::string>& context) {
     csi::NodeStageVolumeRequest stage;
     stage.set_volume_id(id);
-    *stage.mutable_publish_context() = pub_resp.publish_context();
+    *stage.mutable_publish_context() = context;
     stage.set_staging_target_path(node.staging(id));
     *stage.mutable_volume_capability() = Cap(block, fs);
     csi::NodeStageVolumeResponse stage_resp;
-    st = node.stub->NodeStageVolume(Ctx().get(), stage, &stage_resp);
+    grpc::Status st = node.stub->NodeStageVolume(Ctx().get(), stage, &stage_resp);
     ASSERT_TRUE(st.ok()) << "NodeStage: " << st.error_message();
 
     csi::NodePublishVolumeRequest publish;
     publish.set_volume_id(id);
-    *publish.mutable_publish_context() = pub_resp.publish_context();
+    *publish.mutable_publish_context() = context;
     publish.set_staging_target_path(node.staging(id));
     publish.set_target_path(node.target(pod, id));
     *publish.mutable_volume_capability() = Cap(block, fs);
@@ -180,6 +186,16 @@ class NodeEndToEndTest : public ::testing::Test {
     ASSERT_TRUE(st.ok()) << "NodePublish: " << st.error_message();
   }
   void Detach(NodePlugin& node, const std::string& id, const std::string& pod) {
+    UnpublishAndUnstage(node, id, pod);
+    csi::ControllerUnpublishVolumeRequest cu;
+    cu.set_volume_id(id);
+    cu.set_node_id(node.name);
+    csi::ControllerUnpublishVolumeResponse r3;
+    grpc::Status st = ctl_->ControllerUnpublishVolume(Ctx().get(), cu, &r3);
+    ASSERT_TRUE(st.ok()) << "ControllerUnpublish: " << st.error_message();
+  }
+  // NodeUnpublish + NodeUnstage (kubelet's half of a detach).
+  void UnpublishAndUnstage(NodePlugin& node, const std::string& id, const std::string& pod) {
     csi::NodeUnpublishVolumeRequest unpublish;
     unpublish.set_volume_id(id);
     unpublish.set_target_path(node.target(pod, id));
@@ -192,12 +208,6 @@ class NodeEndToEndTest : public ::testing::Test {
     csi::NodeUnstageVolumeResponse r2;
     st = node.stub->NodeUnstageVolume(Ctx().get(), unstage, &r2);
     ASSERT_TRUE(st.ok()) << "NodeUnstage: " << st.error_message();
-    csi::ControllerUnpublishVolumeRequest cu;
-    cu.set_volume_id(id);
-    cu.set_node_id(node.name);
-    csi::ControllerUnpublishVolumeResponse r3;
-    st = ctl_->ControllerUnpublishVolume(Ctx().get(), cu, &r3);
-    ASSERT_TRUE(st.ok()) << "ControllerUnpublish: " << st.error_message();
   }
 
   // NodeGetVolumeStats' volume_condition as kubelet reads it.
@@ -229,6 +239,7 @@ class NodeEndToEndTest : public ::testing::Test {
   static Status* setup_status_;
   static NodePlugin nodes_[2];
   std::unique_ptr<csi::Controller::Stub> ctl_;
+  google::protobuf::Map<std::string, std::string> last_publish_context_;
 };
 
 LocalCluster* NodeEndToEndTest::cluster_ = nullptr;
@@ -361,6 +372,22 @@ TEST_F(NodeEndToEndTest, Ext4VolumeMovesToAnotherNodeWithEveryFsyncedByte) {
   ASSERT_GE(stats.usage_size(), 1);
   EXPECT_GT(stats.usage(0).used(), 24 * 1024);
   Detach(nodes_[1], id, "pod-b");
+}
+
+// A pod deleted and a new one on the same node before the attach-detach
+// controller detaches: kubelet unstages and stages again under the same
+// ControllerPublish (the same publish_context and epoch). The engine is the
+// epoch's owner again (its identity), so the volume comes back with every byte.
+TEST_F(NodeEndToEndTest, PodReplacedOnTheSameNodeRestagesUnderOnePublish) {
+  const std::string id = CreateVolume("e2e-restage", 128 * kMiB, false);
+  ASSERT_FALSE(id.empty());
+  auto files = MakeFiles(11);
+  Attach(nodes_[0], id, "pod-a", false);
+  WriteFiles(nodes_[0].target("pod-a", id), files);
+  UnpublishAndUnstage(nodes_[0], id, "pod-a");
+  StageAndPublish(nodes_[0], id, "pod-a2", false, "ext4", last_publish_context_);
+  ExpectFiles(nodes_[0].target("pod-a2", id), files);
+  Detach(nodes_[0], id, "pod-a2");
 }
 
 TEST_F(NodeEndToEndTest, XfsVolumeMovesToAnotherNodeWithEveryFsyncedByte) {

@@ -141,6 +141,22 @@ TargetInfo TargetManager::InfoOf(const Entry& e) const {
   return info;
 }
 
+uint64_t TargetIdFor(uint64_t identity, const std::string& volume_id, uint64_t epoch) {
+  // FNV-1a over the volume id, then splitmix64 finalisers to mix in the
+  // identity and the epoch: stable across builds and platforms (std::hash is
+  // not promised to be), and no key is needed since ids are not secrets.
+  auto mix = [](uint64_t z) {
+    z += 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  };
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char ch : volume_id) h = (h ^ ch) * 0x100000001b3ull;
+  uint64_t id = mix(identity ^ mix(h ^ mix(epoch)));
+  return id != 0 ? id : 1;
+}
+
 Result<TargetInfo> TargetManager::Create(const TargetSpec& spec) {
   if (!started_) return Status::FailedPrecondition("target manager not started");
   const std::string& vol = spec.options.volume_id;
@@ -165,6 +181,9 @@ Result<TargetInfo> TargetManager::Create(const TargetSpec& spec) {
   auto entry = std::make_unique<Entry>();
   entry->spec = spec;
   if (entry->spec.options.authority == nullptr) entry->spec.options.authority = authority_.load();
+  if (entry->spec.options.target_id == 0 && identity_.load() != 0) {
+    entry->spec.options.target_id = TargetIdFor(identity_.load(), vol, spec.options.epoch);
+  }
   Entry* e = entry.get();
   Status st = StartTarget(e);
   if (st.ok()) st = StartExport(e);

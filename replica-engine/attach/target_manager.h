@@ -73,6 +73,11 @@ class TargetManager {
   // names none (the controller's, tandem-engine --controller); null: the
   // majority rule alone. REQUIRES: outlives the targets.
   void set_authority(target::MembershipAuthority* authority) { authority_ = authority; }
+  // The engine's persistent identity (service/engine_identity.h). Non-zero:
+  // every target created from now on whose spec names no target id gets
+  // TargetIdFor(identity, volume, epoch), so this engine may attach an epoch
+  // again after a detach or restart; 0: a random id per target.
+  void set_identity(uint64_t identity) { identity_ = identity; }
 
   // Creates a target and its export and waits until it is ready (at least
   // one HEALTHY replica) or `ready_timeout_ms` passes.
@@ -129,6 +134,12 @@ class TargetManager {
   std::map<std::string, std::unique_ptr<Entry>> targets_;  // loop thread only
   std::atomic<bool> started_{false};
   std::atomic<target::MembershipAuthority*> authority_{nullptr};
+  std::atomic<uint64_t> identity_{0};
 };
+
+// The HELLO owner id of `volume_id`'s target at `epoch` on the engine with
+// `identity`: stable, never 0, and different for different engines (identities
+// are random 64-bit values) with overwhelming probability.
+uint64_t TargetIdFor(uint64_t identity, const std::string& volume_id, uint64_t epoch);
 
 }  // namespace tandem::attach

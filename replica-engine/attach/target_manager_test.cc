@@ -152,6 +152,35 @@ TEST_F(TargetManagerTest, DestroyIsIdempotentAndRemovesTheExport) {
   EXPECT_EQ(b->epoch, 2u);
 }
 
+// kubelet's NodeStage -> NodeUnstage -> NodeStage under one ControllerPublish:
+// the same engine attaches the same epoch again. With the engine's identity
+// the new target is the epoch's owner again; a target of another engine (or
+// one with a random id) at that epoch is still refused.
+TEST_F(TargetManagerTest, WithAnIdentityTheSameEngineAttachesTheSameEpochAgain) {
+  tm_->set_identity(0x1234);
+  auto a = tm_->Create(Spec(1));
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  ASSERT_TRUE(tm_->Destroy("vol-m").ok());
+  auto again = tm_->Create(Spec(1));
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->status.state, TargetState::kReady);
+  ASSERT_TRUE(tm_->Destroy("vol-m").ok());
+
+  TargetManager other(root_ + "/nbd-other");
+  ASSERT_TRUE(other.Start().ok());
+  other.set_identity(0x5678);
+  TargetSpec s = Spec(1);
+  s.ready_timeout_ms = 2000;
+  auto stranger = other.Create(s);
+  EXPECT_FALSE(stranger.ok());
+  EXPECT_EQ(stranger.status().code(), StatusCode::kFailedPrecondition)
+      << stranger.status().ToString();
+  EXPECT_EQ(TargetIdFor(0x1234, "vol-m", 1), TargetIdFor(0x1234, "vol-m", 1));
+  EXPECT_NE(TargetIdFor(0x1234, "vol-m", 1), TargetIdFor(0x5678, "vol-m", 1));
+  EXPECT_NE(TargetIdFor(0x1234, "vol-m", 1), TargetIdFor(0x1234, "vol-m", 2));
+  EXPECT_NE(TargetIdFor(0x1234, "vol-m", 1), TargetIdFor(0x1234, "vol-n", 1));
+}
+
 TEST_F(TargetManagerTest, UnreachableReplicasAreUnavailableAndLeaveNothing) {
   TargetSpec s = Spec(1);
   server_->Stop();

@@ -49,6 +49,7 @@
 #include "replica-engine/server/replica_server.h"
 #include "replica-engine/service/controller_authority.h"
 #include "replica-engine/service/engine_flags.h"
+#include "replica-engine/service/engine_identity.h"
 #include "replica-engine/service/engine_service.h"
 #include "replica-engine/service/secure_defaults.h"
 
@@ -82,6 +83,15 @@ tandem::Status Serve(const tandem::service::EngineConfig& config, sigset_t* sigs
   const std::string& nbd_dir = config.nbd_dir;
   tandem::attach::TargetManager targets(nbd_dir);
   tandem::Status st = targets.Start();
+  if (st.ok()) {
+    tandem::Result<uint64_t> identity =
+        tandem::service::LoadOrCreateEngineIdentity(config.service.data_dir);
+    if (identity.ok()) {
+      targets.set_identity(*identity);
+    } else {
+      st = identity.status();
+    }
+  }
   // Declared after `targets`, so destroyed first (its answers go to their loop).
   std::unique_ptr<tandem::service::ControllerAuthority> authority;
   if (!config.controller.empty()) {

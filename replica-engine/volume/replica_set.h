@@ -157,6 +157,7 @@ class ReplicaSet {
   // The id the next bump will use (promised to the authority before it runs).
   uint64_t next_generation_id() const { return next_generation_id_; }
   uint64_t target_id() const { return target_id_; }
+  void set_target_id(uint64_t id) { target_id_ = id; }  // before the first HELLO
   // True when `id` is this target's generation id or in its history (a
   // replica at that id has a prefix of our history; 0 = unknown: true).
   bool InLineage(uint64_t id) const;

@@ -103,6 +103,7 @@ Status VolumeTargetImpl::Start() {
   }
   size_ = options_.size;
   replicas_.Configure(options_.replicas);
+  if (options_.target_id != 0) replicas_.set_target_id(options_.target_id);
   uint32_t pool = std::max<uint32_t>(1, options_.max_inflight);
   ctx_pool_.resize(pool);
   for (uint32_t i = pool; i-- > 0;) {

@@ -69,6 +69,13 @@ struct TargetOptions {
   uint64_t epoch = 0;  // from the controller; must grow with every attach
   std::string token;
   std::string secret;  // the volume's data-protocol secret (ClientOptions::secret)
+  // The owner id sent in HELLO. A replica gives each epoch to one owner, so a
+  // target with another id at the epoch it holds is refused. 0: random (a
+  // new owner each time). TargetManager derives a stable one from the engine's
+  // identity, the volume and the epoch, so the same engine may attach the same
+  // epoch again after a detach or a restart (kubelet's NodeStage after
+  // NodeUnstage under one ControllerPublish) while any other engine still may not.
+  uint64_t target_id = 0;
   // The volume's configured replicas: a write is acknowledged only when it is
   // on every serving replica and those are a majority of these (or the
   // authority / in-sync record below says they are the in-sync set).
