@@ -7,8 +7,11 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -210,6 +213,29 @@ class NodeEndToEndTest : public ::testing::Test {
     ASSERT_TRUE(st.ok()) << "NodeUnstage: " << st.error_message();
   }
 
+  // ControllerExpandVolume then NodeExpandVolume on `path`, as the resizer
+  // and kubelet do for an online expansion.
+  void ExpandOnline(NodePlugin& node, const std::string& id, const std::string& path,
+                    int64_t bytes) {
+    csi::ControllerExpandVolumeRequest creq;
+    creq.set_volume_id(id);
+    creq.mutable_capacity_range()->set_required_bytes(bytes);
+    csi::ControllerExpandVolumeResponse cresp;
+    grpc::Status st = ctl_->ControllerExpandVolume(Ctx().get(), creq, &cresp);
+    ASSERT_TRUE(st.ok()) << "ControllerExpandVolume: " << st.error_message();
+    EXPECT_GE(cresp.capacity_bytes(), bytes);
+    // Block too: the node refreshes the loop device over the grown FUSE file.
+    EXPECT_TRUE(cresp.node_expansion_required());
+    csi::NodeExpandVolumeRequest nreq;
+    nreq.set_volume_id(id);
+    nreq.set_volume_path(path);
+    nreq.set_staging_target_path(node.staging(id));
+    nreq.mutable_capacity_range()->set_required_bytes(bytes);
+    csi::NodeExpandVolumeResponse nresp;
+    st = node.stub->NodeExpandVolume(Ctx(30).get(), nreq, &nresp);
+    ASSERT_TRUE(st.ok()) << "NodeExpandVolume: " << st.error_message();
+  }
+
   // NodeGetVolumeStats' volume_condition as kubelet reads it.
   static csi::VolumeCondition Condition(NodePlugin& node, const std::string& id,
                                         const std::string& path) {
@@ -407,6 +433,60 @@ TEST_F(NodeEndToEndTest, XfsVolumeMovesToAnotherNodeWithEveryFsyncedByte) {
   Attach(nodes_[1], id, "pod-xb", false, "xfs");
   ExpectFiles(nodes_[1].target("pod-xb", id), files);
   Detach(nodes_[1], id, "pod-xb");
+}
+
+// Online expansion while mounted and in use: a 3-replica xfs volume grows
+// (replicas, the live target, the FUSE file, the loop device, xfs_growfs) with
+// its files intact; a Block volume's device takes the new size and carries
+// data past the old end to another node. (ext4's online grow needs
+// CAP_SYS_RESOURCE, which this test machine's root lacks: filesystem_test.)
+TEST_F(NodeEndToEndTest, OnlineExpansionGrowsAMountedXfsAndABlockDevice) {
+  const std::string id =
+      CreateVolume("e2e-grow-xfs", 320 * kMiB, false, {{"fsType", "xfs"}}, "xfs");
+  ASSERT_FALSE(id.empty());
+  auto files = MakeFiles(23);
+  Attach(nodes_[0], id, "pod-g", false, "xfs");
+  const std::string mnt = nodes_[0].target("pod-g", id);
+  WriteFiles(mnt, files);
+  struct statvfs before, after;
+  ASSERT_EQ(statvfs(mnt.c_str(), &before), 0);
+  ExpandOnline(nodes_[0], id, mnt, 448 * kMiB);
+  ASSERT_EQ(statvfs(mnt.c_str(), &after), 0);
+  uint64_t grown = (after.f_blocks - before.f_blocks) * after.f_frsize;
+  EXPECT_GE(grown, 100 * kMiB) << "xfs grew by " << grown << " bytes";
+  ExpectFiles(mnt, files);
+  Detach(nodes_[0], id, "pod-g");
+
+  const std::string bid = CreateVolume("e2e-grow-block", 64 * kMiB, true);
+  ASSERT_FALSE(bid.empty());
+  Attach(nodes_[0], bid, "pod-h", true);
+  const std::string dev = nodes_[0].target("pod-h", bid);
+  ExpandOnline(nodes_[0], bid, dev, 128 * kMiB);
+  int fd = open(dev.c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  uint64_t size = 0;
+  ASSERT_EQ(ioctl(fd, BLKGETSIZE64, &size), 0);
+  EXPECT_EQ(size, 128 * kMiB);
+  void* buf = nullptr;
+  ASSERT_EQ(posix_memalign(&buf, 4096, kMiB), 0);
+  std::mt19937 rng(29);
+  for (size_t i = 0; i < kMiB; ++i)
+    static_cast<unsigned char*>(buf)[i] = static_cast<unsigned char>(rng());
+  ASSERT_EQ(pwrite(fd, buf, kMiB, 100 * kMiB), static_cast<ssize_t>(kMiB));
+  ASSERT_EQ(fdatasync(fd), 0);
+  close(fd);
+  Detach(nodes_[0], bid, "pod-h");
+  Attach(nodes_[1], bid, "pod-i", true);
+  void* back = nullptr;
+  ASSERT_EQ(posix_memalign(&back, 4096, kMiB), 0);
+  fd = open(nodes_[1].target("pod-i", bid).c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(pread(fd, back, kMiB, 100 * kMiB), static_cast<ssize_t>(kMiB));
+  close(fd);
+  EXPECT_EQ(memcmp(buf, back, kMiB), 0);
+  free(buf);
+  free(back);
+  Detach(nodes_[1], bid, "pod-i");
 }
 
 TEST_F(NodeEndToEndTest, BlockVolumeCarriesRawBlocksThroughThePublishedDeviceNode) {
