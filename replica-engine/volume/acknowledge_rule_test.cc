@@ -388,6 +388,30 @@ TEST_F(AcknowledgeRuleTest, RemovedReplicasKeepTheirPlaceInTheMajorityUntilRepla
   EXPECT_EQ(nodes_[3]->Data()[0], 0x91);
 }
 
+// Issue 17: replicas that never held data (added, e.g. by a grow from three
+// to five, and not rebuilt yet: generation 0) are not reached replicas. A new
+// target reaching a stale replica and two empty ones of five must not serve
+// the stale one: the writes it missed are on the two it did not reach.
+TEST_F(AcknowledgeRuleTest, AttachDoesNotCountReplicasThatNeverHeldData) {
+  AddNodes(5);
+  TargetOptions o = Options(1);
+  o.replicas.resize(3);
+  VolumeTarget* t1 = StartTarget(o);
+  ASSERT_EQ(WritePattern(t1, 0, 4096, 0xA1), StatusCode::kOk);
+  nodes_[1]->server->Stop();
+  ASSERT_EQ(WritePattern(t1, 4096, 4096, 0xA2), StatusCode::kOk);  // on r0 and r2
+  targets_.clear();
+  nodes_[0]->server->Stop();
+  nodes_[2]->server->Stop();
+  nodes_[1]->StartServer();
+  VolumeTarget* t2 = NewTarget(2);  // r0..r4; reaches r1 (stale), r3 and r4 (empty)
+  EXPECT_EQ(t2->state(), TargetState::kFailed) << "served the stale replica";
+  EXPECT_NE(t2->GetStatus().last_error.find("majority"), std::string::npos)
+      << t2->GetStatus().last_error;
+  uint8_t* b = Buf(4096);
+  EXPECT_EQ(Do(t2, BlockOp::kRead, 4096, 4096, b), StatusCode::kUnavailable);
+}
+
 // Issue 9: equal epochs must not be accepted from a second target. The
 // replicas remember which target owns their highest epoch.
 TEST_F(AcknowledgeRuleTest, ASecondTargetWithTheSameEpochIsRefused) {

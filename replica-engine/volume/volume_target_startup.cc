@@ -97,15 +97,26 @@ void VolumeTargetImpl::MaybeFinishStart() {
   replicas_.set_generation(top);
   // An attach must reach a majority of the configured replicas (or be told
   // by the controller which replicas are in sync): majorities intersect, so
-  // the newest history among them has every acknowledged write.
-  int configured = __builtin_popcount(replicas_.MemberMask());
-  int reached = 0;
+  // the newest history among them has every acknowledged write. A replica at
+  // generation 0 never served (every attach bumps before the first write):
+  // added and not rebuilt yet, it holds no acknowledged write, so it counts
+  // neither as reached nor in the denominator (reaching a stale replica and
+  // two empty ones of five is not a majority). A volume no replica of which
+  // holds data yet attaches only with every replica reached: an unreached one
+  // may hold what the reached empty ones never had.
+  int members = replicas_.MemberCount();
+  int reached = 0, empty = 0;
   for (const ReplicaSlot& r : replicas_) {
-    reached += !r.removed && r.state == ReplicaState::kConnecting;
+    if (r.removed || r.state != ReplicaState::kConnecting) continue;
+    ++(r.generation == 0 ? empty : reached);
   }
-  if (any && options_.in_sync.generation_id == 0 && 2 * reached <= configured) {
+  int configured = members - empty;
+  bool never_written = top == 0 && configured == 0;
+  if (any && options_.in_sync.generation_id == 0 && !never_written && 2 * reached <= configured) {
     last_error_ = "reached " + std::to_string(reached) + " of " + std::to_string(configured) +
-                  " replicas; an attach needs a majority (or the controller's in-sync record)";
+                  " replicas holding data (" + std::to_string(empty) +
+                  " more reached hold none: never rebuilt); an attach needs a majority (or "
+                  "the controller's in-sync record)";
     for (ReplicaSlot& r : replicas_) {
       if (!r.removed && r.state == ReplicaState::kConnecting) {
         r.state = ReplicaState::kStale;
