@@ -130,6 +130,7 @@ Status ControllerService::Fence(const rec::VolumeRecord& record, uint64_t epoch)
   struct Outcome {
     std::string replica_id;
     Status status;
+    uint64_t generation = 0;
   };
   std::vector<std::future<Outcome>> calls;
   for (const auto& r : record.replicas()) {
@@ -138,15 +139,23 @@ Status ControllerService::Fence(const rec::VolumeRecord& record, uint64_t epoch)
       if (address.empty()) {
         return Outcome{r.replica_id(), Status::Unavailable("node " + r.node_id() + " unknown")};
       }
-      return Outcome{r.replica_id(), engines_->FenceReplica(address, record.volume_id(), epoch,
-                                                            options_.engine_timeout)};
+      auto g = engines_->FenceReplica(address, record.volume_id(), epoch, options_.engine_timeout);
+      return Outcome{r.replica_id(), g.status(), g.ok() ? *g : 0};
     }));
   }
-  size_t fenced = 0;
+  size_t fenced = 0, joining = 0;
   bool in_sync_fenced = false;
   std::string errors;
-  for (auto& c : calls) {
-    Outcome o = c.get();
+  for (int i = 0; i < static_cast<int>(calls.size()); ++i) {
+    Outcome o = calls[i].get();
+    // A replica added since the volume was created that reports generation
+    // 0 was never rebuilt: the old target does not count it in its majority
+    // (it is a rebuild destination) and it holds no acknowledged write, so
+    // fencing it proves nothing; it counts neither as fenced nor in n.
+    if (o.status.ok() && o.generation == 0 && record.replicas(i).joining()) {
+      ++joining;
+      continue;
+    }
     if (o.status.ok()) {
       ++fenced;
       for (const auto& id : record.in_sync_replica_ids()) {
@@ -160,7 +169,7 @@ Status ControllerService::Fence(const rec::VolumeRecord& record, uint64_t epoch)
   // replicas serving, or with every replica of the in-sync record serving
   // (when a generation id was recorded). Unfenced replicas must therefore be
   // no majority, and at least one in-sync replica must be fenced.
-  size_t n = static_cast<size_t>(record.replicas_size());
+  size_t n = static_cast<size_t>(record.replicas_size()) - joining;
   size_t unfenced = n - fenced;
   bool no_majority = unfenced <= n / 2;
   bool in_sync_blocked = record.in_sync_generation_id() == 0 || in_sync_fenced;
@@ -172,9 +181,12 @@ Status ControllerService::Fence(const rec::VolumeRecord& record, uint64_t epoch)
     }
     return Status::Ok();
   }
-  return Status::Unavailable("volume " + record.volume_id() + ": fenced " + std::to_string(fenced) +
-                             " of " + std::to_string(n) +
-                             " replicas, not enough to stop the old target" + errors);
+  return Status::Unavailable(
+      "volume " + record.volume_id() + ": fenced " + std::to_string(fenced) + " of " +
+      std::to_string(n) + " replicas, not enough to stop the old target" +
+      (joining ? " (" + std::to_string(joining) + " more never rebuilt: not counted)"
+               : std::string()) +
+      errors);
 }
 
 }  // namespace tandem::controller

@@ -32,15 +32,16 @@ Status GrpcEngineDirectory::DeleteReplica(const std::string& address, const std:
   return Client(address)->DeleteReplica(volume_id, timeout);
 }
 
-Status GrpcEngineDirectory::FenceReplica(const std::string& address, const std::string& volume_id,
-                                         uint64_t epoch, Timeout timeout) {
+Result<uint64_t> GrpcEngineDirectory::FenceReplica(const std::string& address,
+                                                   const std::string& volume_id, uint64_t epoch,
+                                                   Timeout timeout) {
   auto r = Client(address)->FenceReplica(volume_id, epoch, timeout);
   if (!r.ok()) return r.status();
   if (r->highest_epoch() < epoch) {
     return Status::Internal("FenceReplica answered OK at epoch " +
                             std::to_string(r->highest_epoch()) + " < " + std::to_string(epoch));
   }
-  return Status::Ok();
+  return r->generation();
 }
 
 Status GrpcEngineDirectory::SetRebuildRate(const std::string& address, const std::string& volume_id,

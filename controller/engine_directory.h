@@ -43,9 +43,10 @@ class EngineDirectory {
                                Timeout timeout) = 0;
   // Raises the replica's highest accepted epoch to at least `epoch`, closing
   // the sessions of every lower epoch (persisted before it answers), so a
-  // target with a lower epoch can never write it again.
-  virtual Status FenceReplica(const std::string& address, const std::string& volume_id,
-                              uint64_t epoch, Timeout timeout) = 0;
+  // target with a lower epoch can never write it again. Answers the
+  // replica's generation (0: it never held data).
+  virtual Result<uint64_t> FenceReplica(const std::string& address, const std::string& volume_id,
+                                        uint64_t epoch, Timeout timeout) = 0;
   // Changes the rebuild rate of the volume's target on that engine (0:
   // unlimited). NOT_FOUND when the volume has no target there.
   virtual Status SetRebuildRate(const std::string& address, const std::string& volume_id,
@@ -82,8 +83,8 @@ class GrpcEngineDirectory final : public EngineDirectory {
                                      Timeout timeout) override;
   Status DeleteReplica(const std::string& address, const std::string& volume_id,
                        Timeout timeout) override;
-  Status FenceReplica(const std::string& address, const std::string& volume_id, uint64_t epoch,
-                      Timeout timeout) override;
+  Result<uint64_t> FenceReplica(const std::string& address, const std::string& volume_id,
+                                uint64_t epoch, Timeout timeout) override;
   Status SetRebuildRate(const std::string& address, const std::string& volume_id,
                         uint64_t bytes_per_sec, Timeout timeout) override;
   Status ResizeReplica(const std::string& address, const std::string& volume_id,

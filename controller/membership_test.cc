@@ -61,12 +61,12 @@ class MembershipTest : public ::testing::Test {
     ctl_ = cluster_.Controller();
   }
 
-  std::string CreateVolume(const std::string& name) {
+  std::string CreateVolume(const std::string& name, const std::string& replicas = "3") {
     csi::CreateVolumeRequest req;
     req.set_name(name);
     req.mutable_capacity_range()->set_required_bytes(kSize);
     *req.add_volume_capabilities() = Cap();
-    (*req.mutable_parameters())["replicas"] = "3";
+    (*req.mutable_parameters())["replicas"] = replicas;
     csi::CreateVolumeResponse resp;
     grpc::Status st = ctl_->CreateVolume(Ctx().get(), req, &resp);
     EXPECT_TRUE(st.ok()) << st.error_message();
@@ -344,6 +344,34 @@ TEST_F(MembershipTest, ServiceOrdersNumberedCallsBySeqAndRefusesALateOlderOne) {
   EXPECT_EQ(next->in_sync_generation_id, 0u) << "a late grow undid the clear";
   EXPECT_TRUE(next->in_sync_replica_ids.empty());
   ASSERT_TRUE(Unpublish(id, 1).ok());
+}
+
+// Issue 17: an unpublish's fence must stop the old target, whose majority
+// does not count replicas added and never rebuilt. A 1-replica volume,
+// published, grown to 3 (two new replicas at generation 0, not yet rebuilt):
+// with the original replica's engine down, fencing the two new ones does not
+// stop a target writing the original alone, so the unpublish is UNAVAILABLE.
+TEST_F(MembershipTest, UnpublishDoesNotCountNeverRebuiltReplicasAsFenced) {
+  const std::string id = CreateVolume("joining", "1");
+  auto ctx = Publish(id, 0);
+  ASSERT_TRUE(ctx.ok());
+  ASSERT_EQ(ctx->replicas.size(), 1u);
+  csi::ControllerModifyVolumeRequest mod;
+  mod.set_volume_id(id);
+  (*mod.mutable_mutable_parameters())["replicas"] = "3";
+  csi::ControllerModifyVolumeResponse mresp;
+  grpc::Status st = ctl_->ControllerModifyVolume(Ctx().get(), mod, &mresp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  int original = -1;
+  for (int i = 0; i < 3; ++i) {
+    if (cluster_.engines()[i].data_address() == ctx->replicas[0].address) original = i;
+  }
+  ASSERT_GE(original, 0);
+  cluster_.engines()[original].process->Kill();
+  st = Unpublish(id, 0);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << "fenced two never-rebuilt replicas and took it for a majority: " << st.error_message();
+  EXPECT_NE(st.error_message().find("never rebuilt"), std::string::npos) << st.error_message();
 }
 
 }  // namespace

@@ -25,6 +25,7 @@ Result<rec::ReplicaRecord> CreateNextReplica(EngineDirectory* engines,
   rec::ReplicaRecord added;
   added.set_replica_id(record.volume_id() + "-r" + std::to_string(record.next_replica_index()));
   added.set_node_id(node_id);
+  added.set_joining(true);  // until rebuilt (generation > 0)
   epb::CreateReplicaRequest creq;
   creq.set_volume_id(record.volume_id());
   creq.set_replica_id(added.replica_id());
