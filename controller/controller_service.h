@@ -111,6 +111,7 @@ class ControllerService final : public csipb::Controller::Service {
   // INVALID_ARGUMENT (not supported yet, issue 17).
   Status ChangeReplicaCount(Versioned<rec::VolumeRecord>* v, uint32_t wanted);
   Status GrowReplicas(Versioned<rec::VolumeRecord>* v, uint32_t count);
+  Status RecordAddedReplicas(Versioned<rec::VolumeRecord>* v, const rec::VolumeRecord& grown);
   // Raises every replica's epoch to `epoch`; OK when the old target can no
   // longer acknowledge a write (see the .cc).
   Status Fence(const rec::VolumeRecord& record, uint64_t epoch);

@@ -40,6 +40,37 @@ Status ControllerService::ChangeReplicaCount(Versioned<rec::VolumeRecord>* v, ui
                                  ": lowering a volume's replica count is not supported yet");
 }
 
+// The replicas `grown` added to v's record, by compare-and-swap. The
+// membership authority changes the in-sync fields of the same record at any
+// time: a conflict re-reads it and adds them again, instead of failing the
+// call with replicas already created and in the live target but not in the
+// record (a retry might place them elsewhere).
+Status ControllerService::RecordAddedReplicas(Versioned<rec::VolumeRecord>* v,
+                                              const rec::VolumeRecord& grown) {
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    rec::VolumeRecord record = v->record;
+    for (const auto& r : grown.replicas()) {
+      bool known = std::any_of(record.replicas().begin(), record.replicas().end(),
+                               [&](const auto& x) { return x.replica_id() == r.replica_id(); });
+      if (!known) *record.add_replicas() = r;
+    }
+    record.set_next_replica_index(
+        std::max(record.next_replica_index(), grown.next_replica_index()));
+    record.set_replica_count(static_cast<uint32_t>(record.replicas_size()));
+    auto updated = records_->UpdateVolume(record, v->mod_revision);
+    if (updated.ok()) {
+      v->mod_revision = *updated;
+      v->record = std::move(record);
+      return Status::Ok();
+    }
+    if (updated.status().code() != StatusCode::kAborted) return updated.status();
+    TANDEM_ASSIGN_OR_RETURN(auto fresh, records_->GetVolume(grown.volume_id()));
+    if (!fresh) return Status::NotFound("volume " + grown.volume_id() + " is gone");
+    *v = std::move(*fresh);
+  }
+  return Status::Aborted("volume " + grown.volume_id() + " changed concurrently; retry");
+}
+
 Status ControllerService::GrowReplicas(Versioned<rec::VolumeRecord>* v, uint32_t count) {
   rec::VolumeRecord record = v->record;
   TANDEM_ASSIGN_OR_RETURN(auto candidates, CollectCandidates(nodes_, records_));
@@ -64,9 +95,7 @@ Status ControllerService::GrowReplicas(Versioned<rec::VolumeRecord>* v, uint32_t
     *record.add_replicas() = added;
     record.set_next_replica_index(record.next_replica_index() + 1);
   }
-  record.set_replica_count(static_cast<uint32_t>(record.replicas_size()));
-  TANDEM_ASSIGN_OR_RETURN(v->mod_revision, records_->UpdateVolume(record, v->mod_revision));
-  v->record = std::move(record);
+  TANDEM_RETURN_IF_ERROR(RecordAddedReplicas(v, record));
   TLOG_INFO(kTag, "ControllerModifyVolume %s: %u replica(s)%s", v->record.volume_id().c_str(),
             v->record.replica_count(),
             v->record.has_attachment() ? " (added to the live target: rebuilding online)" : "");

@@ -374,5 +374,46 @@ TEST_F(MembershipTest, UnpublishDoesNotCountNeverRebuiltReplicasAsFenced) {
   EXPECT_NE(st.error_message().find("never rebuilt"), std::string::npos) << st.error_message();
 }
 
+// Issue 17: the membership authority writes the volume record at any time,
+// so a ModifyVolume grow must not fail (with its replicas created and added
+// to the live target but not recorded) when the record changed under it:
+// it re-reads it and records the new replicas.
+TEST_F(MembershipTest, ModifyVolumeGrowRecordsItsReplicasWhileTheAuthorityWrites) {
+  const std::string id = CreateVolume("grow-race", "1");
+  auto ctx = Publish(id, 0);
+  ASSERT_TRUE(ctx.ok());
+  auto stub = ::tandem::controller::v1::Membership::NewStub(grpc::CreateChannel(
+      "unix:" + cluster_.root() + "/csi.sock", grpc::InsecureChannelCredentials()));
+  std::atomic<bool> stop{false};
+  std::atomic<int> recorded{0};
+  std::thread writer([&] {
+    // Clears with increasing seq: each one is a write of the record.
+    for (uint64_t seq = 1; !stop && seq < 20000; ++seq) {
+      ::tandem::controller::v1::InSyncRequest req;
+      req.set_volume_id(id);
+      req.set_epoch(ctx->epoch);
+      req.set_seq(seq);
+      req.set_generation(1);
+      ::tandem::controller::v1::InSyncResponse resp;
+      if (stub->GrowInSync(Ctx().get(), req, &resp).ok()) ++recorded;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  });
+  while (recorded < 3) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  csi::ControllerModifyVolumeRequest mod;
+  mod.set_volume_id(id);
+  (*mod.mutable_mutable_parameters())["replicas"] = "3";
+  csi::ControllerModifyVolumeResponse mresp;
+  grpc::Status st = ctl_->ControllerModifyVolume(Ctx().get(), mod, &mresp);
+  stop = true;
+  writer.join();
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  ASSERT_TRUE(Unpublish(id, 0).ok());
+  auto next = Publish(id, 1);
+  ASSERT_TRUE(next.ok());
+  EXPECT_EQ(next->replicas.size(), 3u);
+  EXPECT_TRUE(Unpublish(id, 1).ok());
+}
+
 }  // namespace
 }  // namespace tandem::controller
