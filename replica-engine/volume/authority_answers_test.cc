@@ -74,9 +74,33 @@ TEST_F(AuthorityAnswersTest, ALostShrinkAnswerIsClearedBeforeTheNextBump) {
   ASSERT_FALSE(authority.calls.back().shrink);
   // Every call carries a higher seq than the one before (the controller
   // refuses a late, older one).
-  for (size_t i = 0; i < authority.calls.size(); ++i) {
-    EXPECT_EQ(authority.calls[i].update.seq, i + 1) << "call " << i;
+  for (size_t i = 1; i < authority.calls.size(); ++i) {
+    EXPECT_GT(authority.calls[i].update.seq, authority.calls[i - 1].update.seq) << "call " << i;
   }
+}
+
+// A restage under one publish starts a new target at the same epoch: its
+// calls must still come after the last one's, or the authority would refuse
+// them as superseded.
+TEST_F(AuthorityAnswersTest, ANewTargetsCallsComeAfterThoseOfTheTargetBefore) {
+  AddNodes(2);
+  ApplyingAuthority authority(&loop_);
+  authority.shrink_answer = Status::Ok();
+  TargetOptions o = Options(3);
+  o.authority = &authority;
+  o.target_id = 0x5EED;  // the same owner, as TargetManager gives a restage
+  VolumeTarget* t1 = StartTarget(o);
+  nodes_[1]->server->Stop();
+  ASSERT_EQ(WritePattern(t1, 0, 4096, 0x71), StatusCode::kOk);  // shrunk to r0
+  ASSERT_FALSE(authority.calls.empty());
+  const uint64_t last = authority.calls.back().update.seq;
+  targets_.clear();
+  o.in_sync.generation_id = authority.record_id;
+  o.in_sync.replica_ids = authority.record_replicas;
+  VolumeTarget* t2 = StartTarget(o);
+  ASSERT_EQ(WritePattern(t2, 4096, 4096, 0x72), StatusCode::kOk) << t2->GetStatus().last_error;
+  ASSERT_GT(authority.calls.size(), 1u);
+  EXPECT_GT(authority.calls.back().update.seq, last);
 }
 
 }  // namespace

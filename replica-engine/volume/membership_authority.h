@@ -42,9 +42,11 @@ struct InSyncUpdate {
   // majority serves again, the record is cleared (the majority rule alone).
   uint64_t generation_id = 0;
   std::vector<std::string> replica_ids;
-  // Increases with every call of one target (from 1): the authority applies
-  // a target's calls in this order and refuses an older one (ABORTED), so a
-  // call delayed past its deadline cannot undo the one that replaced it.
+  // Increases with every call of a target, and from one target to the next
+  // at the same epoch (a restage: it starts from the wall clock in
+  // microseconds): the authority applies calls in this order and refuses an
+  // older one (ABORTED), so a call delayed past its deadline cannot undo the
+  // one that replaced it.
   uint64_t seq = 0;
 };
 

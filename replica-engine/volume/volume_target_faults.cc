@@ -3,6 +3,8 @@
 // serving replica (docs/architecture.md "Volume target", "Who may
 // acknowledge").
 
+#include <time.h>
+
 #include <algorithm>
 
 #include "common/clock.h"
@@ -16,6 +18,12 @@ using protocol::WireStatus;
 
 namespace {
 constexpr const char* kTag = "volume_target";
+
+uint64_t RealtimeMicros() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000ull + static_cast<uint64_t>(ts.tv_nsec) / 1000;
+}
 }  // namespace
 
 void VolumeTargetImpl::UpdateState() {
@@ -70,7 +78,11 @@ void VolumeTargetImpl::AskAuthority(AuthorityAsk ask, uint32_t serving) {
   InSyncUpdate u;
   u.volume_id = options_.volume_id;
   u.epoch = options_.epoch;
-  u.seq = ++authority_seq_;
+  // Increasing across this target's calls, and across the targets of one
+  // epoch (a restage under one publish starts a new target at the same
+  // epoch): the wall clock in microseconds, or one more than the last.
+  authority_seq_ = std::max(authority_seq_ + 1, RealtimeMicros());
+  u.seq = authority_seq_;
   u.generation = replicas_.generation() + (ask == AuthorityAsk::kShrink ? 1 : 0);
   if (ask != AuthorityAsk::kClear) {
     u.generation_id =
