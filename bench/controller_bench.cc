@@ -20,7 +20,7 @@
 
 #include "common/flags.h"
 #include "controller/store/testing/etcd_process.h"
-#include "controller/testing/local_cluster.h"
+#include "tests/harness/local_cluster.h"
 
 namespace {
 

@@ -21,7 +21,7 @@
 #include "common/event_loop.h"
 #include "replica-engine/frontend/fuse_export.h"
 #include "replica-engine/frontend/nbd_server.h"
-#include "replica-engine/frontend/testing/memory_block_device.h"
+#include "tests/support/memory_block_device.h"
 
 namespace {
 

@@ -1,6 +1,6 @@
 // Our CSI conformance suite for tandem-controller: CSI over gRPC on a unix
 // socket against a real tandem-controller (SQLite store) and three real
-// tandem-engine processes on 127.0.0.1 (controller/testing/local_cluster.h).
+// tandem-engine processes on 127.0.0.1 (tests/harness/local_cluster.h).
 // Every RPC's happy path, its repetition (idempotency) and each error code
 // the spec and docs/controller.md promise, checked exactly; the engines are
 // asked directly (their own gRPC API) whether the replicas really exist.
@@ -17,9 +17,9 @@
 #include <gtest/gtest.h>
 
 #include "controller/store/testing/etcd_process.h"
-#include "controller/testing/local_cluster.h"
 #include "csi/publish_context.h"
 #include "replica-engine/api/engine_client.h"
+#include "tests/harness/local_cluster.h"
 
 namespace tandem::controller {
 namespace {

@@ -29,10 +29,10 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
-#include "controller/testing/local_cluster.h"
 #include "csi/publish_context.h"
 #include "replica-engine/api/engine_client.h"
 #include "replica-engine/proto/membership.grpc.pb.h"
+#include "tests/harness/local_cluster.h"
 
 namespace tandem::controller {
 namespace {

@@ -8,9 +8,9 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
-#include "controller/testing/local_cluster.h"
 #include "csi/publish_context.h"
 #include "replica-engine/api/engine_client.h"
+#include "tests/harness/local_cluster.h"
 
 namespace tandem::controller {
 namespace {

@@ -25,9 +25,9 @@
 #include <thread>
 
 #include "common/grpc/client_channel.h"
-#include "controller/testing/local_cluster.h"
 #include "csi/csi.grpc.pb.h"
 #include "node-plugin/loop_device.h"
+#include "tests/harness/local_cluster.h"
 
 namespace tandem::node {
 namespace {

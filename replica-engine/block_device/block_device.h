@@ -1,7 +1,7 @@
 #pragma once
 // BlockDevice: what a frontend export (NBD server, FUSE file) submits block
 // requests to. The VolumeTarget (the mirror, target/) implements it; tests
-// use a memory-backed one (frontend/testing/memory_block_device.h). A header
+// use a memory-backed one (tests/support/memory_block_device.h). A header
 // of its own, below both, so that neither frontend/ nor target/ includes
 // the other (docs/architecture.md, the link graph).
 //

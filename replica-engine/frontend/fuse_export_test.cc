@@ -36,7 +36,7 @@
 #include <vector>
 
 #include "common/event_loop.h"
-#include "replica-engine/frontend/testing/memory_block_device.h"
+#include "tests/support/memory_block_device.h"
 
 namespace tandem::frontend {
 namespace {

@@ -29,7 +29,7 @@
 
 #include "common/event_loop.h"
 #include "replica-engine/frontend/nbd_protocol.h"
-#include "replica-engine/frontend/testing/memory_block_device.h"
+#include "tests/support/memory_block_device.h"
 
 namespace tandem::frontend {
 namespace {

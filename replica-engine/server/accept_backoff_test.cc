@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "replica-engine/server/testing_server.h"
+#include "tests/support/testing_server.h"
 
 namespace tandem::server::testing {
 namespace {

@@ -6,7 +6,7 @@
 #include <memory>
 #include <string>
 
-#include "replica-engine/server/testing_server.h"
+#include "tests/support/testing_server.h"
 
 namespace tandem::server::testing {
 namespace {

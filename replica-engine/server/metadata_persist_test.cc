@@ -21,8 +21,8 @@
 #include "replica-engine/backend/backend_factory.h"
 #include "replica-engine/client/replica_client.h"
 #include "replica-engine/replica/replica_metadata.h"
-#include "replica-engine/server/gate_backend.h"
 #include "replica-engine/server/replica_server.h"
+#include "tests/support/gate_backend.h"
 
 namespace tandem::server {
 namespace {

@@ -3,7 +3,7 @@
 // bad input closing only the offending connection.
 
 #include "replica-engine/server/replica_server.h"
-#include "replica-engine/server/gate_backend.h"
+#include "tests/support/gate_backend.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

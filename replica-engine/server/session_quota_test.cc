@@ -5,7 +5,7 @@
 #include <cstring>
 #include <string>
 
-#include "replica-engine/server/testing_server.h"
+#include "tests/support/testing_server.h"
 
 namespace tandem::server::testing {
 namespace {

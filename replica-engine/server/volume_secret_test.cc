@@ -10,7 +10,7 @@
 #include <string>
 
 #include "replica-engine/protocol/hello_proof.h"
-#include "replica-engine/server/testing_server.h"
+#include "tests/support/testing_server.h"
 
 namespace tandem::server::testing {
 namespace {

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "replica-engine/volume/testing_cluster.h"
+#include "tests/support/testing_cluster.h"
 
 namespace tandem::target {
 namespace {

@@ -10,8 +10,8 @@
 
 #include <random>
 
-#include "replica-engine/volume/testing_cluster.h"
-#include "replica-engine/volume/testing_proxy.h"
+#include "tests/support/testing_cluster.h"
+#include "tests/support/testing_proxy.h"
 
 namespace tandem::target {
 namespace {

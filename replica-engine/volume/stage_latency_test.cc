@@ -7,8 +7,8 @@
 
 #include "gtest/gtest.h"
 #include "replica-engine/volume/stage_histogram.h"
-#include "replica-engine/volume/testing_cluster.h"
 #include "replica-engine/volume/volume_target.h"
+#include "tests/support/testing_cluster.h"
 
 namespace tandem::target {
 namespace {

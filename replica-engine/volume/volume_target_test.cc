@@ -5,8 +5,8 @@
 
 #include "replica-engine/volume/volume_target.h"
 
-#include "replica-engine/volume/testing_cluster.h"
-#include "replica-engine/volume/testing_proxy.h"
+#include "tests/support/testing_cluster.h"
+#include "tests/support/testing_proxy.h"
 
 #include <fcntl.h>
 #include <unistd.h>

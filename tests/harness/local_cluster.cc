@@ -1,4 +1,4 @@
-#include "controller/testing/local_cluster.h"
+#include "tests/harness/local_cluster.h"
 
 #include <signal.h>
 #include <stdlib.h>

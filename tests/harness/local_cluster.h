@@ -15,8 +15,8 @@
 
 #include "common/status.h"
 #include "controller/proto/registration.grpc.pb.h"
-#include "controller/testing/process.h"
 #include "csi/csi.grpc.pb.h"
+#include "tests/harness/process.h"
 
 namespace tandem::controller::testing {
 

@@ -1,4 +1,4 @@
-#include "controller/testing/process.h"
+#include "tests/harness/process.h"
 
 #include <fcntl.h>
 #include <signal.h>

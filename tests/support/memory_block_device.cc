@@ -1,4 +1,4 @@
-#include "replica-engine/frontend/testing/memory_block_device.h"
+#include "tests/support/memory_block_device.h"
 
 #include <sys/mman.h>
 
