@@ -849,11 +849,13 @@ class SeedRun:
             rc = e.terminate()
             if rc != 0:
                 raise CheckFailed(f"engine {e.name} exited {rc} on SIGTERM\n" + tail(e.log_path))
-        # Nothing on disk but the members' replicas: {data, meta} in <data-dir>/<volume>/.
+        # Nothing on disk but the members' replicas: {data, meta} in <data-dir>/<volume>/,
+        # beside the engine's identity file (service/engine_identity.h), which every
+        # engine keeps for good.
         member_idx = {m.idx for m in self.members}
         for name, e in self.engines.items():
             want = {VOLUME} if name.startswith("e") and int(name[1:]) in member_idx else set()
-            have = set(os.listdir(e.data_dir))
+            have = set(os.listdir(e.data_dir)) - {"@engine-identity"}
             if have != want:
                 raise CheckFailed(f"engine {name}'s data dir holds {sorted(have)}, "
                                   f"expected {sorted(want)}")
