@@ -2,7 +2,7 @@
 // VolumeTarget: the mirror. Presents one volume as a BlockDevice and keeps N
 // replicas (one ReplicaClient each) in step.
 //
-// Rules (../shared/design/brief.md §3, docs/architecture.md "Volume target"
+// Rules (docs/product.md, docs/architecture.md "Volume target"
 // and "Who may acknowledge"):
 // - Writes (and TRIM, WRITE_ZEROES) fan out to every HEALTHY and REBUILDING
 //   replica and complete when all of them answered. The frontend gets OK only
