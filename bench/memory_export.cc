@@ -47,6 +47,7 @@ bool ParseSize(const std::string& s, uint64_t* out) {
 
 }  // namespace
 
+// size: a benchmark's linear script (flags, setup, timed loop, report), read top to bottom.
 int main(int argc, char** argv) {
   using namespace tandem;
   std::string fuse_dir, nbd_socket;

@@ -211,6 +211,7 @@ class Driver {
 
 }  // namespace
 
+// size: a benchmark's linear script (flags, setup, timed loop, report), read top to bottom.
 int main(int argc, char** argv) {
   tandem::Flags flags;
   flags.Define("seconds", "3", "length of each phase");

@@ -381,6 +381,7 @@ void Pin(int cpu) {
 
 }  // namespace
 
+// size: a benchmark's linear script (flags, setup, timed loop, report), read top to bottom.
 int main(int argc, char** argv) {
   tandem::Flags flags;
   flags.Define("dir", "/var/tmp/tandem-bench", "scratch directory on the filesystem under test");

@@ -67,6 +67,8 @@ bool IsPermanent(StatusCode code) {
 
 }  // namespace
 
+// size: CreateVolume's contract in one reading order (validation, the idempotent answer
+// for an existing name, placement, the record); each step's status code is part of it.
 Status ControllerService::DoCreateVolume(const csipb::CreateVolumeRequest& req,
                                          csipb::CreateVolumeResponse* resp) {
   TANDEM_RETURN_IF_ERROR(csi::RequireField("name", req.name()));

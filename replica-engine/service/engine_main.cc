@@ -65,6 +65,14 @@ constexpr std::chrono::milliseconds kGrpcShutdownGrace{2000};
 // flush them while the replicas can still answer), the replica server. A
 // startup error stops whatever had started, in the same order, and is
 // returned.
+// The engine's identity (service/engine_identity.h) for its targets' owner ids.
+tandem::Status GiveIdentity(const std::string& data_dir, tandem::attach::TargetManager* targets) {
+  tandem::Result<uint64_t> identity = tandem::service::LoadOrCreateEngineIdentity(data_dir);
+  if (!identity.ok()) return identity.status();
+  targets->set_identity(*identity);
+  return tandem::Status::Ok();
+}
+
 tandem::Status Serve(const tandem::service::EngineConfig& config, sigset_t* sigs,
                      tandem::replica::ReplicaManager* manager,
                      tandem::backend::StorageBackend* backend) {
@@ -83,15 +91,7 @@ tandem::Status Serve(const tandem::service::EngineConfig& config, sigset_t* sigs
   const std::string& nbd_dir = config.nbd_dir;
   tandem::attach::TargetManager targets(nbd_dir);
   tandem::Status st = targets.Start();
-  if (st.ok()) {
-    tandem::Result<uint64_t> identity =
-        tandem::service::LoadOrCreateEngineIdentity(config.service.data_dir);
-    if (identity.ok()) {
-      targets.set_identity(*identity);
-    } else {
-      st = identity.status();
-    }
-  }
+  if (st.ok()) st = GiveIdentity(config.service.data_dir, &targets);
   // Declared after `targets`, so destroyed first (its answers go to their loop).
   std::unique_ptr<tandem::service::ControllerAuthority> authority;
   if (!config.controller.empty()) {
