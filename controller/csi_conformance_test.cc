@@ -424,17 +424,8 @@ TEST_F(CsiConformanceTest, PublishContextBuildsATargetAndModifyVolumeRetunesItsR
   // What tandem-node does at NodeStage: the target from publish_context.
   auto ctx = ::tandem::csi::DecodePublishContext(pub.publish_context());
   ASSERT_TRUE(ctx.ok()) << ctx.status().ToString();
-  engine::v1::CreateTargetRequest treq;
-  treq.set_volume_id(id);
-  treq.set_epoch(ctx->epoch);
-  treq.set_size_bytes(ctx->size_bytes);
-  treq.set_secret(ctx->volume_secret);
-  for (const auto& r : ctx->replicas) {
-    auto* ep = treq.add_replicas();
-    ep->set_host(r.address.substr(0, r.address.rfind(':')));
-    ep->set_port(static_cast<uint32_t>(std::stoi(r.address.substr(r.address.rfind(':') + 1))));
-    ep->set_local(r.address == cluster_->engines()[0].data_address());
-  }
+  engine::v1::CreateTargetRequest treq =
+      testing::TargetRequestFor(id, *ctx, cluster_->engines()[0].data_address());
   api::EngineClient e0(cluster_->engines()[0].grpc_address(), "");
   auto target = e0.CreateTarget(treq, std::chrono::seconds(30));
   ASSERT_TRUE(target.ok()) << target.status().ToString();
@@ -499,16 +490,7 @@ TEST_F(CsiConformanceTest, ExpandVolumeGrowsEveryReplicaThenTheLiveTarget) {
   // it serves until grown) grows after its replicas.
   auto ctx = ::tandem::csi::DecodePublishContext(pub.publish_context());
   ASSERT_TRUE(ctx.ok());
-  engine::v1::CreateTargetRequest treq;
-  treq.set_volume_id(id);
-  treq.set_epoch(ctx->epoch);
-  treq.set_size_bytes(ctx->size_bytes);
-  treq.set_secret(ctx->volume_secret);
-  for (const auto& r : ctx->replicas) {
-    auto* ep = treq.add_replicas();
-    ep->set_host(r.address.substr(0, r.address.rfind(':')));
-    ep->set_port(static_cast<uint32_t>(std::stoi(r.address.substr(r.address.rfind(':') + 1))));
-  }
+  engine::v1::CreateTargetRequest treq = testing::TargetRequestFor(id, *ctx, "");
   api::EngineClient e0(cluster_->engines()[0].grpc_address(), "");
   auto live = e0.CreateTarget(treq, std::chrono::seconds(30));
   ASSERT_TRUE(live.ok()) << live.status().ToString();
@@ -592,17 +574,8 @@ TEST_F(CsiConformanceTest, ModifyVolumeReplicasChangesTheLiveTarget) {
   ASSERT_TRUE(Publish(id, "e0", &pub).ok());
   auto ctx = ::tandem::csi::DecodePublishContext(pub.publish_context());
   ASSERT_TRUE(ctx.ok());
-  engine::v1::CreateTargetRequest treq;
-  treq.set_volume_id(id);
-  treq.set_epoch(ctx->epoch);
-  treq.set_size_bytes(ctx->size_bytes);
-  treq.set_secret(ctx->volume_secret);
+  engine::v1::CreateTargetRequest treq = testing::TargetRequestFor(id, *ctx, "");
   treq.set_reconnect_interval_ms(200);
-  for (const auto& r : ctx->replicas) {
-    auto* ep = treq.add_replicas();
-    ep->set_host(r.address.substr(0, r.address.rfind(':')));
-    ep->set_port(static_cast<uint32_t>(std::stoi(r.address.substr(r.address.rfind(':') + 1))));
-  }
   api::EngineClient e0(cluster_->engines()[0].grpc_address(), "");
   ASSERT_TRUE(e0.CreateTarget(treq, std::chrono::seconds(30)).ok());
   csi::ControllerModifyVolumeRequest mod;

@@ -99,24 +99,11 @@ class MembershipTest : public ::testing::Test {
   // exported as a FUSE file.
   Result<engine::v1::Target> CreateTarget(const std::string& id, int node,
                                           const ::tandem::csi::PublishContext& ctx) {
-    engine::v1::CreateTargetRequest treq;
-    treq.set_volume_id(id);
-    treq.set_epoch(ctx.epoch);
-    treq.set_size_bytes(ctx.size_bytes);
-    treq.set_secret(ctx.volume_secret);
+    engine::v1::CreateTargetRequest treq =
+        testing::TargetRequestFor(id, ctx, cluster_.engines()[node].data_address());
     treq.set_reconnect_interval_ms(200);
     treq.set_request_timeout_ms(2000);
     treq.set_export_kind(engine::v1::EXPORT_KIND_FUSE_FILE);
-    if (ctx.in_sync_generation_id != 0) {  // as node-plugin/engine_volume_host.cc
-      treq.set_in_sync_generation_id(ctx.in_sync_generation_id);
-      for (const auto& s : ctx.in_sync_replica_ids) treq.add_in_sync_replica_ids(s);
-    }
-    for (const auto& r : ctx.replicas) {
-      auto* ep = treq.add_replicas();
-      ep->set_host(r.address.substr(0, r.address.rfind(':')));
-      ep->set_port(static_cast<uint32_t>(std::stoi(r.address.substr(r.address.rfind(':') + 1))));
-      ep->set_local(r.address == cluster_.engines()[node].data_address());
-    }
     return Engine(node).CreateTarget(treq, std::chrono::seconds(30));
   }
   api::EngineClient Engine(int node) {

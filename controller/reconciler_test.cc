@@ -53,18 +53,9 @@ TEST(ReconcilerTest, ReplicaOnADeadNodeIsReplacedOnASpareAndRebuiltOnline) {
   ASSERT_TRUE(ctl->ControllerPublishVolume(Ctx().get(), preq, &pub).ok());
   auto ctx = ::tandem::csi::DecodePublishContext(pub.publish_context());
   ASSERT_TRUE(ctx.ok());
-  engine::v1::CreateTargetRequest treq;
-  treq.set_volume_id(id);
-  treq.set_epoch(ctx->epoch);
-  treq.set_size_bytes(ctx->size_bytes);
+  engine::v1::CreateTargetRequest treq =
+      testing::TargetRequestFor(id, *ctx, engines[0].data_address());
   treq.set_reconnect_interval_ms(200);
-  treq.set_secret(ctx->volume_secret);
-  for (const auto& r : ctx->replicas) {
-    auto* ep = treq.add_replicas();
-    ep->set_host(r.address.substr(0, r.address.rfind(':')));
-    ep->set_port(static_cast<uint32_t>(std::stoi(r.address.substr(r.address.rfind(':') + 1))));
-    ep->set_local(r.address == engines[0].data_address());
-  }
   api::EngineClient e0(engines[0].grpc_address(), "");
   ASSERT_TRUE(e0.CreateTarget(treq, std::chrono::seconds(30)).ok());
 
@@ -135,18 +126,9 @@ TEST(ReconcilerTest, FaultedReplicaOnALiveNodeIsReplacedOnASpareAndRebuiltOnline
   ASSERT_TRUE(ctl->ControllerPublishVolume(Ctx().get(), preq, &pub).ok());
   auto ctx = ::tandem::csi::DecodePublishContext(pub.publish_context());
   ASSERT_TRUE(ctx.ok());
-  engine::v1::CreateTargetRequest treq;
-  treq.set_volume_id(id);
-  treq.set_epoch(ctx->epoch);
-  treq.set_size_bytes(ctx->size_bytes);
+  engine::v1::CreateTargetRequest treq =
+      testing::TargetRequestFor(id, *ctx, engines[0].data_address());
   treq.set_reconnect_interval_ms(200);
-  treq.set_secret(ctx->volume_secret);
-  for (const auto& r : ctx->replicas) {
-    auto* ep = treq.add_replicas();
-    ep->set_host(r.address.substr(0, r.address.rfind(':')));
-    ep->set_port(static_cast<uint32_t>(std::stoi(r.address.substr(r.address.rfind(':') + 1))));
-    ep->set_local(r.address == engines[0].data_address());
-  }
   api::EngineClient e0(engines[0].grpc_address(), "");
   ASSERT_TRUE(e0.CreateTarget(treq, std::chrono::seconds(30)).ok());
 

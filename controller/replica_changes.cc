@@ -1,6 +1,6 @@
 #include "controller/replica_changes.h"
 
-#include <cstdlib>
+#include "common/address.h"
 
 namespace tandem::controller {
 
@@ -41,15 +41,12 @@ Result<rec::ReplicaRecord> CreateNextReplica(EngineDirectory* engines,
 Status AddToLiveTarget(EngineDirectory* engines, const std::string& target_engine,
                        const std::string& volume_id, const std::string& data_address, bool local,
                        std::chrono::milliseconds timeout) {
-  size_t colon = data_address.rfind(':');
-  unsigned long port =
-      colon == std::string::npos ? 0 : std::strtoul(data_address.c_str() + colon + 1, nullptr, 10);
-  if (colon == 0 || port == 0 || port > 65535) {
-    return Status::Internal("bad data address " + data_address);
-  }
+  std::string host;
+  uint16_t port = 0;
+  TANDEM_RETURN_IF_ERROR(ParseHostPort("data address", data_address, false, &host, &port));
   epb::ReplicaEndpoint ep;
-  ep.set_host(data_address.substr(0, colon));
-  ep.set_port(static_cast<uint32_t>(port));
+  ep.set_host(host);
+  ep.set_port(port);
   ep.set_local(local);
   Status st = engines->AddTargetReplica(target_engine, volume_id, ep, timeout);
   return st.code() == StatusCode::kNotFound ? Status::Ok() : st;

@@ -8,6 +8,8 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "common/address.h"
+
 namespace tandem::controller::testing {
 
 namespace {
@@ -141,6 +143,32 @@ std::unique_ptr<::csi::v1::Controller::Stub> LocalCluster::Controller() {
 }
 std::unique_ptr<::tandem::controller::v1::Registration::Stub> LocalCluster::Registration() {
   return ::tandem::controller::v1::Registration::NewStub(Channel(root_ + "/csi.sock"));
+}
+
+engine::v1::CreateTargetRequest TargetRequestFor(const std::string& volume_id,
+                                                 const ::tandem::csi::PublishContext& ctx,
+                                                 const std::string& local_data_address) {
+  engine::v1::CreateTargetRequest req;
+  req.set_volume_id(volume_id);
+  req.set_epoch(ctx.epoch);
+  req.set_size_bytes(ctx.size_bytes);
+  req.set_secret(ctx.volume_secret);
+  if (ctx.in_sync_generation_id != 0) {
+    req.set_in_sync_generation_id(ctx.in_sync_generation_id);
+    for (const auto& id : ctx.in_sync_replica_ids) req.add_in_sync_replica_ids(id);
+  }
+  for (const auto& r : ctx.replicas) {
+    std::string host;
+    uint16_t port = 0;
+    // publish_context was checked by DecodePublishContext: an address that
+    // does not parse leaves port 0, which CreateTarget refuses loudly.
+    (void)ParseHostPort("replica", r.address, false, &host, &port);
+    auto* ep = req.add_replicas();
+    ep->set_host(host);
+    ep->set_port(port);
+    ep->set_local(!local_data_address.empty() && r.address == local_data_address);
+  }
+  return req;
 }
 
 }  // namespace tandem::controller::testing

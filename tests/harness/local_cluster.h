@@ -16,6 +16,8 @@
 #include "common/status.h"
 #include "controller/proto/registration.grpc.pb.h"
 #include "csi/csi.grpc.pb.h"
+#include "csi/publish_context.h"
+#include "replica-engine/proto/engine.pb.h"
 #include "tests/harness/process.h"
 
 namespace tandem::controller::testing {
@@ -79,5 +81,13 @@ class LocalCluster {
   std::vector<std::string> controller_extra_;
   std::string store_flag_;
 };
+
+// The CreateTarget request a node builds from a ControllerPublish answer (as
+// tandem-node does): volume, epoch, size, secret, the replicas (the one at
+// `local_data_address` marked local; "" marks none) and the in-sync record
+// when one was given. Callers add timeouts and the export kind.
+engine::v1::CreateTargetRequest TargetRequestFor(const std::string& volume_id,
+                                                 const ::tandem::csi::PublishContext& ctx,
+                                                 const std::string& local_data_address);
 
 }  // namespace tandem::controller::testing
