@@ -181,6 +181,7 @@ Result<TargetInfo> TargetManager::Create(const TargetSpec& spec) {
   auto entry = std::make_unique<Entry>();
   entry->spec = spec;
   if (entry->spec.options.authority == nullptr) entry->spec.options.authority = authority_.load();
+  if (!entry->spec.options.channel_factory) entry->spec.options.channel_factory = channel_factory_;
   if (entry->spec.options.target_id == 0 && identity_.load() != 0) {
     entry->spec.options.target_id = TargetIdFor(identity_.load(), vol, spec.options.epoch);
   }

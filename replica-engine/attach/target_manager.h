@@ -23,6 +23,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "common/event_loop.h"
@@ -78,6 +79,13 @@ class TargetManager {
   // TargetIdFor(identity, volume, epoch), so this engine may attach an epoch
   // again after a detach or restart; 0: a random id per target.
   void set_identity(uint64_t identity) { identity_ = identity; }
+  // Opens the replica channels of every target created from now on whose
+  // spec names no factory (TargetOptions::channel_factory; the engine's
+  // serves its own replicas in-process); empty: all over TCP.
+  // REQUIRES: called before Start().
+  void set_channel_factory(target::ReplicaChannelFactory factory) {
+    channel_factory_ = std::move(factory);
+  }
 
   // Creates a target and its export and waits until it is ready (at least
   // one HEALTHY replica) or `ready_timeout_ms` passes.
@@ -135,6 +143,7 @@ class TargetManager {
   std::atomic<bool> started_{false};
   std::atomic<target::MembershipAuthority*> authority_{nullptr};
   std::atomic<uint64_t> identity_{0};
+  target::ReplicaChannelFactory channel_factory_;  // set before Start()
 };
 
 // The HELLO owner id of `volume_id`'s target at `epoch` on the engine with

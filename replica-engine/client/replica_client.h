@@ -1,6 +1,7 @@
 #pragma once
 // ReplicaClient: the target side of one data-protocol connection to one
-// replica (docs/protocol.md). Asynchronous and pipelined: many requests in
+// replica (docs/protocol.md); the TCP ReplicaChannel (replica_channel.h, whose
+// contract it keeps). Asynchronous and pipelined: many requests in
 // flight on one TCP connection, replies matched by request id in any order.
 //
 // Threading: bound to one EventLoop; every method must be called on that
@@ -32,118 +33,10 @@
 #include "common/intrusive_list.h"
 #include "common/status.h"
 #include "common/unique_fd.h"
+#include "replica-engine/client/replica_channel.h"
 #include "replica-engine/protocol/frame_codec.h"
 
 namespace tandem::client {
-
-struct ClientOptions {
-  std::string host = "127.0.0.1";  // IPv4 address
-  uint16_t port = 0;
-  std::string volume_id;
-  std::string token;
-  // The volume's secret (docs/protocol.md, CHALLENGE), or empty: none. When
-  // set the client asks for the replica's nonce first and proves the secret
-  // in HELLO; the secret itself is never sent nor logged.
-  std::string secret;
-  uint64_t epoch = 0;
-  // Sent in HELLO: the random non-zero id of the target instance. At an
-  // epoch equal to the replica's highest, only the target that owns it is
-  // accepted (0: an older target; accepted only where the owner is 0 too).
-  uint64_t target_id = 0;
-  // Upper bound on requests in flight; the effective limit is the smaller of
-  // this and the server's advertised max_inflight.
-  uint32_t max_inflight = 256;
-  // A request without a reply for this long fails the connection
-  // (DEADLINE_EXCEEDED): a hung replica must not hang the volume.
-  uint32_t request_timeout_ms = 5000;
-  uint32_t connect_timeout_ms = 3000;
-  // A connection with nothing sent for this long sends a GET_INFO, so the
-  // replica's idle timeout (ServerOptions::idle_timeout_ms, 10 min by
-  // default) never closes an idle volume's connection. 0: never.
-  uint32_t keepalive_ms = 30000;
-};
-
-struct ClientRequest;
-using ClientDoneFn = void (*)(ClientRequest* req);
-
-// One request; the fields per operation (docs/protocol.md):
-//   kRead, kWrite          offset, length (bytes), buf (length bytes; source
-//                          or destination), flags kFlagFua on writes
-//   kFlush                 nothing
-//   kTrim, kWriteZeroes    offset, length
-//   kGetInfo               buf = null (the reply is dropped; info() holds
-//                          the HELLO's), or a destination with
-//                          protocol::kMaxControlPayload bytes of capacity:
-//                          the reply payload (a ReplicaInfo: decode it with
-//                          protocol::DecodeReplicaInfo) is copied there and
-//                          its size set in reply_length
-//   kSetGeneration         offset = the new generation; flags kFlagTrackDirty
-//                          to start recording dirty regions, 0 to stop;
-//                          optionally buf = a GenerationRecord payload
-//                          (protocol::EncodeGenerationRecord, at most
-//                          kMaxGenerationRecordSize bytes) and length = its
-//                          size, sent like WRITE data (keep it alive until
-//                          `done`); buf null or length 0: no payload (the
-//                          replica draws the id itself)
-//   kMarkDirty,
-//   kClearDirty            offset, length (bytes of the volume)
-//   kGetDirtyMap           offset = first byte of the volume covered (a
-//                          multiple of 8 regions, 0 for the start); buf =
-//                          destination with `length` bytes of capacity
-//                          (> 12; at most kMaxPayload is ever needed). The
-//                          reply payload (a DirtyMapChunk: decode it with
-//                          protocol::DecodeDirtyMap) is copied to buf and its
-//                          size set in reply_length. The replica never sends
-//                          more than `length`; if a reply does not fit, the
-//                          request fails with RESOURCE_EXHAUSTED.
-//   kGetAllocation         offset, length = the byte range asked about
-//                          (block-aligned, length up to 4 GiB - block); buf =
-//                          destination with protocol::kMaxAllocationReply
-//                          bytes of capacity (the reply is never longer). The
-//                          reply payload (an AllocationList: decode it with
-//                          protocol::DecodeAllocation, then
-//                          CheckAllocationAnswers) is copied to buf and its
-//                          size set in reply_length; a null buf fails the
-//                          request with RESOURCE_EXHAUSTED.
-//   kSetRebuildCursor      buf = the payload, protocol::kRebuildCursorSize
-//                          bytes (protocol::EncodeRebuildCursor); length =
-//                          kRebuildCursorSize. Sent like WRITE data (straight
-//                          from buf; keep it alive until `done`).
-// Requests that carry a payload: kWrite, kSetRebuildCursor and kSetGeneration
-// with a buf and a non-zero length (length bytes from buf). Every other
-// request is sent without one.
-struct ClientRequest {
-  protocol::Opcode op = protocol::Opcode::kRead;
-  uint16_t flags = 0;   // protocol::kFlagFua, protocol::kFlagTrackDirty
-  uint64_t offset = 0;  // bytes (kSetGeneration: the generation)
-  uint32_t length = 0;  // bytes
-  // kWrite, kSetRebuildCursor: source (length bytes). kRead: destination
-  // (length bytes). kGetDirtyMap: destination (length bytes of capacity).
-  // kGetAllocation: destination (kMaxAllocationReply bytes of capacity).
-  // kGetInfo: null or destination (kMaxControlPayload bytes of capacity).
-  void* buf = nullptr;
-  // Out. OK; or the replica's error mapped to a Status code (IO_ERROR ->
-  // INTERNAL, NO_SPACE -> RESOURCE_EXHAUSTED, OUT_OF_RANGE, INVALID_ARGUMENT,
-  // UNSUPPORTED -> UNIMPLEMENTED, STALE_EPOCH and NOT_READY ->
-  // FAILED_PRECONDITION); or UNAVAILABLE / DEADLINE_EXCEEDED when the
-  // connection failed before the reply. wire_status holds the replica's own
-  // status when a reply arrived (kOk otherwise), so a caller tells a fenced
-  // target (kStaleEpoch: stop, a newer target owns the volume) from other
-  // FAILED_PRECONDITIONs, e.g. SET_GENERATION lower than the current one is
-  // kInvalid -> INVALID_ARGUMENT.
-  StatusCode status = StatusCode::kOk;
-  protocol::WireStatus wire_status = protocol::WireStatus::kOk;
-  // Out: bytes of reply payload copied to buf (kRead, kGetDirtyMap,
-  // kGetAllocation, kGetInfo).
-  uint32_t reply_length = 0;
-  ClientDoneFn done = nullptr;
-  void* ctx = nullptr;
-
-  // Client-private.
-  ClientRequest* next_ = nullptr;
-};
-
-enum class ClientState { kIdle, kConnecting, kHandshaking, kConnected, kClosed };
 
 struct ClientStats {
   uint64_t requests_completed = 0;
@@ -155,42 +48,34 @@ struct ClientStats {
   uint64_t late_submits_sent = 0;
 };
 
-class ReplicaClient final : private EventLoop::Handler,
+class ReplicaClient final : public ReplicaChannel,
+                            private EventLoop::Handler,
                             private EventLoop::Idler,
                             private EventLoop::Ticker {
  public:
-  class Listener {
-   public:
-    virtual void OnConnected(const protocol::ReplicaInfo& info) = 0;
-    virtual void OnDisconnected(const Status& why) = 0;
-
-   protected:
-    ~Listener() = default;
-  };
-
   // REQUIRES: loop (and listener, if not null) outlive the client.
   ReplicaClient(EventLoop* loop, ClientOptions options, Listener* listener);
-  ~ReplicaClient();  // Close()s; in-flight requests fail with CANCELLED
+  ~ReplicaClient() override;  // Close()s; in-flight requests fail with CANCELLED
   ReplicaClient(const ReplicaClient&) = delete;
   ReplicaClient& operator=(const ReplicaClient&) = delete;
 
   // Starts connecting. FAILED_PRECONDITION if already connecting/connected;
   // INVALID_ARGUMENT for a bad address. Later failures arrive through the
   // listener.
-  Status Connect();
+  Status Connect() override;
   // Queues a request (sent at the end of this loop iteration, batched with
   // others; or at once when handed over after this client's BeforeWait ran
   // in this iteration, e.g. by a later idler: it must not sit until the next
   // wakeup). When not connected the request fails with UNAVAILABLE (via done,
   // from the loop).
-  void Submit(ClientRequest* req);
+  void Submit(ClientRequest* req) override;
   // Fails everything outstanding with CANCELLED and closes the socket. No
   // listener call.
-  void Close();
+  void Close() override;
 
-  ClientState state() const { return state_; }
-  const protocol::ReplicaInfo& info() const { return info_; }
-  uint32_t inflight() const { return inflight_; }
+  ClientState state() const override { return state_; }
+  const protocol::ReplicaInfo& info() const override { return info_; }
+  uint32_t inflight() const override { return inflight_; }
   const ClientStats& stats() const { return stats_; }
 
  private:

@@ -156,7 +156,7 @@ bool VolumeTargetImpl::ResyncMapStep() {
   rs.req.offset = rs.map_offset;
   rs.req.length = static_cast<uint32_t>(rs.reply.size());
   rs.req.buf = rs.reply.data();
-  r.client->Submit(&rs.req);
+  r.channel->Submit(&rs.req);
   return false;
 }
 
@@ -204,7 +204,7 @@ void VolumeTargetImpl::ResyncCopyStep() {
   }
   for (ReplicaSlot& r : replicas_) {
     if (r.removed || r.state != ReplicaState::kHealthy || r.index == rs.source) continue;
-    r.client->Submit(&rs.flush[r.index]);
+    r.channel->Submit(&rs.flush[r.index]);
   }
 }
 
@@ -223,7 +223,7 @@ void VolumeTargetImpl::IssueResyncRead(ResyncWindow* w) {
   w->read.length = w->len;
   w->read.buf = w->buf.get();
   w->read_from = rs.source;
-  replicas_[rs.source].client->Submit(&w->read);
+  replicas_[rs.source].channel->Submit(&w->read);
 }
 
 void VolumeTargetImpl::OnResyncDone(ClientRequest* req) {
@@ -358,7 +358,7 @@ void VolumeTargetImpl::OnResyncReadReply(ResyncWindow* w) {
     return;
   }
   for (ReplicaSlot& r : replicas_) {
-    if (mask & r.bit()) r.client->Submit(&w->write[r.index]);
+    if (mask & r.bit()) r.channel->Submit(&w->write[r.index]);
   }
 }
 

@@ -24,7 +24,7 @@ void VolumeTargetImpl::StartNextRebuild() {
   if (state_ != TargetState::kReady && state_ != TargetState::kDegraded) return;
   for (ReplicaSlot& r : replicas_) {
     if (r.removed || r.state == ReplicaState::kHealthy) continue;
-    if (r.client && r.client->state() == client::ClientState::kConnected) {
+    if (r.channel && r.channel->state() == client::ClientState::kConnected) {
       rebuild_.Start(&r);
       return;
     }
@@ -80,7 +80,7 @@ void VolumeTargetImpl::IssueClearRound() {
     return;
   }
   for (ReplicaSlot& r : replicas_) {
-    if (healthy & r.bit()) r.client->Submit(&untrack_sub_[r.index]);
+    if (healthy & r.bit()) r.channel->Submit(&untrack_sub_[r.index]);
   }
 }
 

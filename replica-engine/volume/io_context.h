@@ -6,7 +6,7 @@
 
 #include <cstdint>
 
-#include "replica-engine/client/replica_client.h"
+#include "replica-engine/client/replica_channel.h"
 #include "replica-engine/block_device/block_device.h"
 #include "replica-engine/volume/range_lock.h"
 #include "replica-engine/volume/volume_target.h"

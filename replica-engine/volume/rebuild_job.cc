@@ -91,7 +91,7 @@ bool RebuildJob::PickSource() {
     if (r.state != ReplicaState::kHealthy) continue;
     if (best == nullptr || (r.endpoint.local && !best->endpoint.local) ||
         (r.endpoint.local == best->endpoint.local &&
-         r.client->inflight() < best->client->inflight())) {
+         r.channel->inflight() < best->channel->inflight())) {
       best = &r;
     }
   }
@@ -343,7 +343,7 @@ void RebuildJob::IssueControl(Request request, Opcode op, ReplicaSlot* r, uint64
   req_.offset = offset;
   req_.length = length;
   req_.buf = buf;
-  r->client->Submit(&req_);
+  r->channel->Submit(&req_);
 }
 
 void RebuildJob::IssueWindow(Window* w, Request request, Opcode op, ReplicaSlot* r) {
@@ -355,7 +355,7 @@ void RebuildJob::IssueWindow(Window* w, Request request, Opcode op, ReplicaSlot*
   w->req.offset = w->plan.offset;
   w->req.length = w->plan.length;
   w->req.buf = op == Opcode::kTrim ? nullptr : w->buf.get();
-  r->client->Submit(&w->req);
+  r->channel->Submit(&w->req);
 }
 
 }  // namespace tandem::target

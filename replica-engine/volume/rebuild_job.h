@@ -31,7 +31,7 @@
 #include <string>
 #include <vector>
 
-#include "replica-engine/client/replica_client.h"
+#include "replica-engine/client/replica_channel.h"
 #include "replica-engine/volume/range_lock.h"
 #include "replica-engine/volume/rebuild_plan.h"
 #include "replica-engine/volume/replica_set.h"

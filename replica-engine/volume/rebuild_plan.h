@@ -23,7 +23,7 @@
 
 // The protocol types (dirty-map pages, allocation lists) come with the
 // client, the layer the target talks to (tests/layering/allowlist.txt).
-#include "replica-engine/client/replica_client.h"
+#include "replica-engine/client/replica_channel.h"
 #include "replica-engine/volume/volume_target.h"
 
 namespace tandem::target {

@@ -11,8 +11,8 @@
 // - fencing: this target's id (one owner per epoch) and the fault of every
 //   serving replica when a newer epoch takes over.
 //
-// No I/O here: the set holds each replica's ReplicaClient but the target
-// decides what to send. Slots never move (their clients hold them as
+// No I/O here: the set holds each replica's ReplicaChannel but the target
+// decides what to send. Slots never move (their channels hold them as
 // listeners). Threading: the target's loop thread only.
 
 #include <array>
@@ -22,13 +22,14 @@
 #include <string>
 #include <vector>
 
-#include "replica-engine/client/replica_client.h"
+#include "replica-engine/client/replica_channel.h"
 #include "replica-engine/volume/volume_target.h"
 
 namespace tandem::target {
 
-// One replica connection: the ReplicaClient and what the mirror knows of it.
-struct ReplicaSlot final : client::ReplicaClient::Listener {
+// One replica connection: its ReplicaChannel (TCP, or the local replica
+// in-process) and what the mirror knows of it.
+struct ReplicaSlot final : client::ReplicaChannel::Listener {
   // Who hears about the slot's connection (the target).
   class Events {
    public:
@@ -42,7 +43,7 @@ struct ReplicaSlot final : client::ReplicaClient::Listener {
   Events* events = nullptr;
   int index = 0;
   ReplicaEndpoint endpoint;
-  std::unique_ptr<client::ReplicaClient> client;
+  std::unique_ptr<client::ReplicaChannel> channel;
   ReplicaState state = ReplicaState::kConnecting;
   bool settled = false;  // connected or failed during start-up
   bool removed = false;  // RemoveReplica(): slot unused
@@ -64,7 +65,7 @@ struct ReplicaSlot final : client::ReplicaClient::Listener {
 
   uint32_t bit() const { return 1u << index; }
   std::string Address() const { return endpoint.host + ":" + std::to_string(endpoint.port); }
-  // Empties the slot for a new replica (the old client is destroyed); keeps
+  // Empties the slot for a new replica (the old channel is destroyed); keeps
   // its index and listener.
   void Reset();
 

@@ -71,7 +71,7 @@ class StageHistogram {
 // and FLUSH), each a histogram:
 //   queue   frontend Submit -> handed to the replica clients (waits for an
 //           IoCtx, start-up, a generation bump or the range lock)
-//   replica one sub-request handed to its ReplicaClient -> its reply handled
+//   replica one sub-request handed to its ReplicaChannel -> its reply handled
 //           on the target's loop: client send batching, TCP, the replica
 //           server, its disk and the reply's way back, for every replica
 //   data    handed to the replicas -> the last reply of the data phase (for

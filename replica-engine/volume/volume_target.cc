@@ -10,6 +10,7 @@
 
 #include "common/clock.h"
 #include "common/logging.h"
+#include "replica-engine/client/replica_client.h"
 #include "replica-engine/volume/volume_target_impl.h"
 
 namespace tandem::target {
@@ -123,14 +124,14 @@ Status VolumeTargetImpl::Start() {
   loop_->AddTicker(this, 10);  // reconnects, rebuild rate limit
   idler_added_ = true;
   for (ReplicaSlot& r : replicas_) {
-    if (!r.removed) r.client = NewClient(&r);
+    if (!r.removed) r.channel = NewChannel(&r);
   }
   for (ReplicaSlot& r : replicas_) {
     if (r.removed) {
       r.settled = true;
       continue;
     }
-    Status st = r.client->Connect();
+    Status st = r.channel->Connect();
     if (!st.ok()) {
       r.state = ReplicaState::kFaulted;
       r.settled = true;
@@ -141,7 +142,7 @@ Status VolumeTargetImpl::Start() {
   return Status::Ok();
 }
 
-std::unique_ptr<ReplicaClient> VolumeTargetImpl::NewClient(ReplicaSlot* r) {
+std::unique_ptr<client::ReplicaChannel> VolumeTargetImpl::NewChannel(ReplicaSlot* r) {
   client::ClientOptions co;
   co.host = r->endpoint.host;
   co.port = r->endpoint.port;
@@ -153,7 +154,11 @@ std::unique_ptr<ReplicaClient> VolumeTargetImpl::NewClient(ReplicaSlot* r) {
   co.max_inflight = static_cast<uint32_t>(ctx_pool_.size());
   co.request_timeout_ms = options_.request_timeout_ms;
   co.connect_timeout_ms = options_.connect_timeout_ms;
-  return std::make_unique<ReplicaClient>(loop_, co, r);
+  if (options_.channel_factory) {
+    std::unique_ptr<client::ReplicaChannel> ch = options_.channel_factory(loop_, co, r);
+    if (ch) return ch;
+  }
+  return std::make_unique<client::ReplicaClient>(loop_, co, r);
 }
 
 VolumeTargetImpl::~VolumeTargetImpl() {
@@ -165,7 +170,7 @@ VolumeTargetImpl::~VolumeTargetImpl() {
   rebuild_.Abandon();
   destroying_ = true;  // requests cancelled by Close() below are not faults
   for (ReplicaSlot& r : replicas_) {
-    if (r.client) r.client->Close();
+    if (r.channel) r.channel->Close();
   }
 }
 
@@ -190,10 +195,10 @@ void VolumeTargetImpl::Shutdown(void (*done)(void*), void* arg) {
 }
 
 void VolumeTargetImpl::BeforeWait() {
-  // Close clients outside of their own callbacks (Close() fails their
+  // Close channels outside of their own callbacks (Close() fails their
   // requests synchronously).
   for (int i = replicas_.TakeNextClose(); i >= 0; i = replicas_.TakeNextClose()) {
-    replicas_[i].client->Close();
+    replicas_[i].channel->Close();
   }
   if (state_ == TargetState::kFenced || state_ == TargetState::kFailed) {
     // Everything waiting fails; writes waiting for a bump that cannot happen too.
@@ -247,7 +252,7 @@ void VolumeTargetImpl::RunShutdown() {
   }
   if (shutdown_finished_) return;
   for (ReplicaSlot& r : replicas_) {
-    if (r.client) r.client->Close();
+    if (r.channel) r.channel->Close();
   }
   auto done = shutdown_done_;
   if (done == nullptr) done = [](void*) {};
@@ -274,11 +279,11 @@ void VolumeTargetImpl::Reconnect(uint64_t now_ns) {
     if (r.removed || (r.state != ReplicaState::kFaulted && r.state != ReplicaState::kStale)) {
       continue;
     }
-    client::ClientState cs = r.client->state();
+    client::ClientState cs = r.channel->state();
     if (cs != client::ClientState::kIdle && cs != client::ClientState::kClosed) continue;
     if (now_ns < r.next_reconnect_ns || replicas_.ClosePending(r)) continue;
     r.next_reconnect_ns = now_ns + options_.reconnect_interval_ms * 1000000ull;
-    Status st = r.client->Connect();
+    Status st = r.channel->Connect();
     if (!st.ok()) r.last_error = st.ToString();
   }
 }
@@ -305,7 +310,7 @@ TargetStatus VolumeTargetImpl::GetStatus() const {
     rs.generation = r.generation;
     rs.generation_id = r.info.generation_id;
     if (replicas_.in_sync_mask() & r.bit()) s.in_sync.push_back(r.replica_id);
-    rs.inflight = r.client ? r.client->inflight() : 0;
+    rs.inflight = r.channel ? r.channel->inflight() : 0;
     rs.reads = r.reads;
     rs.writes = r.writes;
     rs.errors = r.errors;
@@ -338,8 +343,8 @@ Status VolumeTargetImpl::AddReplica(const ReplicaEndpoint& endpoint) {
     r.state = ReplicaState::kFaulted;  // rebuilt once connected
     r.member = false;                  // a member once rebuilt
     r.settled = true;
-    r.client = NewClient(&r);
-    Status st = r.client->Connect();
+    r.channel = NewChannel(&r);
+    Status st = r.channel->Connect();
     if (!st.ok()) r.last_error = st.ToString();
     // The survivors track from now on: the new replica misses writes until
     // its rebuild starts.

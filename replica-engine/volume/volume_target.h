@@ -1,6 +1,6 @@
 #pragma once
 // VolumeTarget: the mirror. Presents one volume as a BlockDevice and keeps N
-// replicas (one ReplicaClient each) in step.
+// replicas (one ReplicaChannel each: client/replica_channel.h) in step.
 //
 // Rules (docs/product.md, docs/architecture.md "Volume target"
 // and "Who may acknowledge"):
@@ -34,14 +34,15 @@
 // methods must be called on that loop's thread.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "common/event_loop.h"
 #include "common/status.h"
-#include "replica-engine/client/replica_client.h"
 #include "replica-engine/block_device/block_device.h"
+#include "replica-engine/client/replica_channel.h"
 #include "replica-engine/volume/membership_authority.h"
 #include "replica-engine/volume/stage_histogram.h"
 
@@ -63,6 +64,15 @@ struct InSyncRequirement {
   uint64_t generation_id = 0;
   std::vector<std::string> replica_ids;  // replica ids (HELLO), not addresses
 };
+
+// Opens the channel of one replica of a target: `options` name the replica
+// (host, port) and the HELLO (volume, token, secret, epoch, target id) and
+// bound the requests in flight; `listener` hears of its connection. Returning
+// null means "over TCP": the target then makes a client::ReplicaClient. Runs
+// on the target's loop (at Start, AddReplica, and when a slot is refilled).
+using ReplicaChannelFactory = std::function<std::unique_ptr<client::ReplicaChannel>(
+    EventLoop* loop, const client::ClientOptions& options,
+    client::ReplicaChannel::Listener* listener)>;
 
 struct TargetOptions {
   std::string volume_id;
@@ -107,6 +117,10 @@ struct TargetOptions {
   // A full rebuild persists its progress on the destination every this many
   // bytes, so a later rebuild of the same replica can resume there.
   uint64_t rebuild_checkpoint_bytes = 64ull << 20;
+  // Opens each replica's channel; empty: every replica over TCP
+  // (client::ReplicaClient). TargetManager sets the engine's, which serves
+  // a replica held by this engine in-process.
+  ReplicaChannelFactory channel_factory;
 };
 
 enum class ReplicaState { kConnecting, kHealthy, kStale, kFaulted, kRebuilding };

@@ -223,7 +223,7 @@ void VolumeTargetImpl::StartBump() {
   // Submit after counting: a submit may complete (fail) re-entrantly later in
   // this loop turn, never inside Submit, but keep the count exact regardless.
   for (ReplicaSlot& r : replicas_) {
-    if (healthy & r.bit()) r.client->Submit(&bump_sub_[r.index]);
+    if (healthy & r.bit()) r.channel->Submit(&bump_sub_[r.index]);
   }
 }
 

@@ -21,7 +21,7 @@
 
 #include "common/event_loop.h"
 #include "common/intrusive_list.h"
-#include "replica-engine/client/replica_client.h"
+#include "replica-engine/client/replica_channel.h"
 #include "replica-engine/volume/io_context.h"
 #include "replica-engine/volume/range_lock.h"
 #include "replica-engine/volume/rebuild_job.h"
@@ -31,7 +31,6 @@
 namespace tandem::target {
 
 using client::ClientRequest;
-using client::ReplicaClient;
 
 class VolumeTargetImpl final : private EventLoop::Idler,
                                private EventLoop::Ticker,
@@ -62,7 +61,8 @@ class VolumeTargetImpl final : private EventLoop::Idler,
   void OnTick(uint64_t now_ns) override;
   void Reconnect(uint64_t now_ns);
   void RunShutdown();
-  std::unique_ptr<ReplicaClient> NewClient(ReplicaSlot* r);
+  // The slot's channel: TargetOptions::channel_factory's, or a ReplicaClient.
+  std::unique_ptr<client::ReplicaChannel> NewChannel(ReplicaSlot* r);
 
   // Start-up (volume_target_startup.cc).
   void OnReplicaConnected(ReplicaSlot* r, const protocol::ReplicaInfo& info) override;

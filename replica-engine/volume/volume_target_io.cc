@@ -133,7 +133,7 @@ void VolumeTargetImpl::StartRead(IoCtx* c) {
     if (r.state != ReplicaState::kHealthy || (c->tried_mask & r.bit())) continue;
     if (best == nullptr || (r.endpoint.local && !best->endpoint.local) ||
         (r.endpoint.local == best->endpoint.local &&
-         r.client->inflight() < best->client->inflight())) {
+         r.channel->inflight() < best->channel->inflight())) {
       best = &r;
     }
   }
@@ -152,7 +152,7 @@ void VolumeTargetImpl::StartRead(IoCtx* c) {
   s.length = c->req->length;
   s.buf = c->req->buf;
   ++best->reads;
-  best->client->Submit(&s);
+  best->channel->Submit(&s);
 }
 
 namespace {
@@ -197,7 +197,7 @@ void VolumeTargetImpl::StartWriteLike(IoCtx* c) {
     ++r.writes;
   }
   for (ReplicaSlot& r : replicas_) {
-    if (healthy & r.bit()) r.client->Submit(&c->sub[r.index]);
+    if (healthy & r.bit()) r.channel->Submit(&c->sub[r.index]);
   }
 }
 
@@ -230,7 +230,7 @@ void VolumeTargetImpl::SendControl(IoCtx* c, uint32_t mask, Opcode op, uint64_t 
     s.buf = nullptr;
   }
   for (ReplicaSlot& r : replicas_) {
-    if (mask & r.bit()) r.client->Submit(&c->sub[r.index]);
+    if (mask & r.bit()) r.channel->Submit(&c->sub[r.index]);
   }
 }
 
