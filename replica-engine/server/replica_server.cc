@@ -15,6 +15,7 @@
 #include "common/clock.h"
 #include "common/logging.h"
 #include "replica-engine/protocol/hello_proof.h"
+#include "replica-engine/server/replica_port.h"
 #include "replica-engine/server/replica_session.h"
 
 namespace tandem::server {
@@ -351,21 +352,22 @@ void ReplicaServer::MarkTxPending(ReplicaSession* session) {
   tx_pending_.push_back(session);
 }
 
-void ReplicaServer::MarkDirtyWaiting(ReplicaSession* session) {
+void ReplicaServer::MarkDirtyWaiting(ReplicaPort* port) {
   dirty_new_ = true;
-  if (session->dirty_waiting_) return;
-  session->dirty_waiting_ = true;
-  dirty_waiting_.push_back(session);
+  if (port->dirty_waiting_) return;
+  port->dirty_waiting_ = true;
+  dirty_waiting_.push_back(port);
 }
 
 void ReplicaServer::RunDirtyWaiters() {
   dirty_new_ = false;
-  // Sessions are deleted only in BeforeWait after this, and a session with
-  // parked writes has inflight_ > 0, so every entry is alive. Sessions still
-  // waiting for a persist in flight stay listed (compacted in place).
+  // Sessions are deleted only in BeforeWait after this, and a port with
+  // parked writes has inflight() > 0, so every entry is alive (a port leaves
+  // the list when destroyed). Ports still waiting for a persist in flight
+  // stay listed (compacted in place).
   size_t keep = 0;
   for (size_t i = 0; i < dirty_waiting_.size(); ++i) {
-    ReplicaSession* s = dirty_waiting_[i];
+    ReplicaPort* s = dirty_waiting_[i];
     if (s->ResumeDirtyWaiters()) {
       dirty_waiting_[keep++] = s;
     } else {
@@ -422,7 +424,8 @@ void ReplicaServer::StartDetach(const std::string& volume_id, DetachWaiter* wait
   // fenced) that still have backend I/O in flight on the replica's fd.
   waiter->pending = 1;  // held until the scan is done
   for (auto& s : sessions_) {
-    if (s->replica_ == nullptr || s->replica_->metadata().volume_id != volume_id) continue;
+    const auto& r = s->port().replica();
+    if (r == nullptr || r->metadata().volume_id != volume_id) continue;
     // A second DetachVolume of the volume waits for the same sessions; it
     // must not replace the first one's waiter (which would then wait forever).
     s->detach_waiters_.push_back(waiter);
@@ -457,12 +460,13 @@ void ReplicaServer::ScheduleDelete(ReplicaSession* session) {
   // cleared, and closing sessions are never re-added, so no dangling entry.
 }
 
-void ReplicaServer::DetachSession(ReplicaSession* session) {
-  loop_.Remove(session->fd());
-  VolumeState* vol = session->volume();
+void ReplicaServer::DetachSession(ReplicaSession* session) { loop_.Remove(session->fd()); }
+
+void ReplicaServer::UnbindPort(ReplicaPort* port) {
+  VolumeState* vol = port->volume();
   if (vol == nullptr) return;
-  auto& v = vol->sessions;
-  v.erase(std::remove(v.begin(), v.end(), session), v.end());
+  auto& v = vol->ports;
+  v.erase(std::remove(v.begin(), v.end(), port), v.end());
   if (v.empty()) {
     // Forget the volume: the next HELLO reloads the replica (it may have been
     // deleted and re-created) and its persisted epoch.
@@ -470,10 +474,10 @@ void ReplicaServer::DetachSession(ReplicaSession* session) {
   }
 }
 
-protocol::WireStatus ReplicaServer::AcceptHello(ReplicaSession* session,
+protocol::WireStatus ReplicaServer::AcceptHello(ReplicaPort* port,
                                                 const protocol::HelloRequest& hello,
                                                 VolumeState** out, bool* retry) {
-  const protocol::WireStatus ws = BindHello(session, hello, out, retry);
+  const protocol::WireStatus ws = BindHello(port, hello, out, retry);
   if (*out == nullptr) {
     // Refused, or to be retried: a volume entry this HELLO loaded must not
     // outlive it. A cached entry without sessions would keep the replica
@@ -481,12 +485,12 @@ protocol::WireStatus ReplicaServer::AcceptHello(ReplicaSession* session,
     // fence reset made meanwhile (the next HELLO must reload both), and the
     // activity-log pass would keep persisting a replica no one serves.
     auto it = volumes_.find(hello.volume_id);
-    if (it != volumes_.end() && it->second.sessions.empty()) volumes_.erase(it);
+    if (it != volumes_.end() && it->second.ports.empty()) volumes_.erase(it);
   }
   return ws;
 }
 
-protocol::WireStatus ReplicaServer::BindHello(ReplicaSession* session,
+protocol::WireStatus ReplicaServer::BindHello(ReplicaPort* port,
                                               const protocol::HelloRequest& hello,
                                               VolumeState** out, bool* retry) {
   using protocol::WireStatus;
@@ -511,12 +515,12 @@ protocol::WireStatus ReplicaServer::BindHello(ReplicaSession* session,
   // connection's CHALLENGE nonce (before anything else, the epoch included:
   // without the secret no one fences the volume either).
   const std::string& secret = vol.replica->secret();
-  if (!secret.empty() && !protocol::VerifyHelloProof(secret, session->nonce_, hello)) {
+  if (!secret.empty() && !protocol::VerifyHelloProof(secret, port->nonce(), hello)) {
     TLOG_WARN(kTag, "volume '%s': HELLO from %s without a valid proof of the volume's secret (%s)",
-              hello.volume_id.c_str(), session->peer().c_str(),
-              session->nonce_.empty() ? "no CHALLENGE on this connection"
-              : hello.proof.empty()   ? "no proof"
-                                      : "wrong proof");
+              hello.volume_id.c_str(), port->peer().c_str(),
+              port->nonce().empty() ? "no CHALLENGE on this connection"
+              : hello.proof.empty() ? "no proof"
+                                    : "wrong proof");
     return WireStatus::kAuthFailed;
   }
   if (hello.epoch < vol.highest_epoch) {
@@ -533,18 +537,17 @@ protocol::WireStatus ReplicaServer::BindHello(ReplicaSession* session,
     if (again) *retry = true;
     if (st != WireStatus::kOk || again) return st;
   }
-  // The reply waits until no write of a superseded (lower-epoch) session is
+  // The reply waits until no write of a superseded (lower-epoch) port is
   // still in flight on the backend: none may land after this target's first
   // request.
-  for (const auto& s : sessions_) {
-    if (s.get() != session && s->replica_ == vol.replica && s->epoch() < hello.epoch &&
-        s->inflight() > 0) {
+  for (const ReplicaPort* p : ports_) {
+    if (p != port && p->replica() == vol.replica && p->epoch() < hello.epoch && p->inflight() > 0) {
       ++stats_.hellos_waited_for_fenced_io;
       *retry = true;
       return WireStatus::kOk;
     }
   }
-  vol.sessions.push_back(session);
+  vol.ports.push_back(port);
   *out = &vol;
   return WireStatus::kOk;
 }
@@ -560,8 +563,8 @@ protocol::WireStatus ReplicaServer::RaiseEpoch(VolumeState* volp,
   // requests (new ones, and the ones in flight when they complete) is
   // answered STALE_EPOCH; its writes still parked for a dirty-map persist
   // never reach the disk.
-  for (ReplicaSession* s : vol.sessions) {
-    if (s->epoch() < hello.epoch && !s->superseded_) {
+  for (ReplicaPort* s : vol.ports) {
+    if (s->epoch() < hello.epoch && !s->superseded()) {
       ++stats_.sessions_fenced;
       TLOG_INFO(kTag, "volume '%s': %s superseded (epoch %llu < %llu): answering STALE_EPOCH",
                 hello.volume_id.c_str(), s->peer().c_str(),
@@ -583,8 +586,8 @@ protocol::WireStatus ReplicaServer::ClaimEpoch(VolumeState* volp,
   // recorded) is claimed by the first target, unless another target still
   // has a session at this epoch.
   bool other = r->epoch_owner() != 0;
-  for (ReplicaSession* s : vol.sessions) {
-    if (s->epoch() == hello.epoch && s->target_id_ != hello.target_id && !s->closing()) {
+  for (ReplicaPort* s : vol.ports) {
+    if (s->epoch() == hello.epoch && s->target_id() != hello.target_id && !s->closed()) {
       other = true;
     }
   }

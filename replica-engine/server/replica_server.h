@@ -168,6 +168,7 @@ struct ServerStats {
 };
 
 class ReplicaSession;
+class ReplicaPort;
 
 // DetachVolume's rendezvous: the loop thread counts the sessions still alive
 // and signals when the last one is destroyed.
@@ -187,11 +188,11 @@ struct DetachWaiter {
   }
 };
 
-// Per-volume fencing state, shared by the sessions of one volume.
+// Per-volume fencing state, shared by the ports (sessions) of one volume.
 struct VolumeState {
   std::shared_ptr<replica::Replica> replica;
   uint64_t highest_epoch = 0;
-  std::vector<ReplicaSession*> sessions;
+  std::vector<ReplicaPort*> ports;  // bound and not closed
 };
 
 class ReplicaServer final : private EventLoop::Handler,
@@ -214,6 +215,10 @@ class ReplicaServer final : private EventLoop::Handler,
   void Stop();
 
   uint16_t port() const { return bound_port_; }
+  // The loop that owns the replicas' state and the backend. A ReplicaPort
+  // used in-process (without a session) is created, used and destroyed on
+  // it, and must be destroyed (after its I/O completed) before Stop().
+  EventLoop* loop() { return &loop_; }
   // A snapshot, taken on the loop thread (blocks until it answers).
   ServerStats GetStats();
 
@@ -250,6 +255,7 @@ class ReplicaServer final : private EventLoop::Handler,
 
  private:
   friend class ReplicaSession;
+  friend class ReplicaPort;
 
   void OnEvents(uint32_t events) override;  // listening socket
   void BeforeWait() override;
@@ -266,15 +272,15 @@ class ReplicaServer final : private EventLoop::Handler,
   void MaybeResumeAccepting(uint64_t now_ns);
   void OnBackendEvents();
 
-  // Session callbacks (loop thread).
+  // Port and session callbacks (loop thread).
   // Resolves the volume and applies fencing; returns the WireStatus for the
-  // HELLO reply and, on kOk, the volume state the session is bound to.
+  // HELLO reply and, on kOk, the volume state the port is bound to.
   // *retry: the HELLO raises the epoch while the replica's metadata is busy
   // with an asynchronous persist; the session retries it later.
-  protocol::WireStatus AcceptHello(ReplicaSession* session, const protocol::HelloRequest& hello,
+  protocol::WireStatus AcceptHello(ReplicaPort* port, const protocol::HelloRequest& hello,
                                    VolumeState** out, bool* retry);
   // AcceptHello's rules; AcceptHello drops a volume entry it leaves unbound.
-  protocol::WireStatus BindHello(ReplicaSession* session, const protocol::HelloRequest& hello,
+  protocol::WireStatus BindHello(ReplicaPort* port, const protocol::HelloRequest& hello,
                                  VolumeState** out, bool* retry);
   // BindHello's epoch rules. A higher epoch is persisted and supersedes the
   // volume's older sessions; an equal one is admitted only for the target
@@ -288,14 +294,16 @@ class ReplicaServer final : private EventLoop::Handler,
   protocol::WireStatus PersistEpoch(replica::Replica* r, const protocol::HelloRequest& hello,
                                     const char* what, bool* retry);
   void DetachSession(ReplicaSession* session);
+  // A closed port leaves its volume (forgotten with its last port).
+  void UnbindPort(ReplicaPort* port);
   // Lets every stalled session retry (a HELLO waiting for superseded I/O).
   void WakeStalled();
   // Queues the session for Service() in BeforeWait (once per iteration).
   void MarkTxPending(ReplicaSession* session);
   void OnBufferReleased();
   void ScheduleDelete(ReplicaSession* session);
-  // A session parked a write until its dirty bits are persisted.
-  void MarkDirtyWaiting(ReplicaSession* session);
+  // A port parked a write until its dirty bits are persisted.
+  void MarkDirtyWaiting(ReplicaPort* port);
   void RunDirtyWaiters();
   // The activity log's retire pass (at most once per second).
   void RetireActivity(uint64_t now_ns);
@@ -336,7 +344,9 @@ class ReplicaServer final : private EventLoop::Handler,
   std::unordered_map<std::string, VolumeState> volumes_;
   std::vector<std::unique_ptr<ReplicaSession>> sessions_;
   std::vector<ReplicaSession*> tx_pending_;
-  std::vector<ReplicaSession*> dirty_waiting_;
+  std::vector<ReplicaPort*> dirty_waiting_;
+  // Every port alive (bound or not, closed ones until their I/O is done).
+  std::vector<ReplicaPort*> ports_;
   bool dirty_new_ = false;  // a write was parked since RunDirtyWaiters
   // Asynchronous metadata persists in flight: the replica is kept alive (and
   // a DetachVolume waits) until the write completes.

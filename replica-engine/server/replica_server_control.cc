@@ -6,8 +6,8 @@
 #include <future>
 
 #include "common/logging.h"
+#include "replica-engine/server/replica_port.h"
 #include "replica-engine/server/replica_server.h"
-#include "replica-engine/server/replica_session.h"
 
 namespace tandem::server {
 
@@ -89,8 +89,8 @@ Status ReplicaServer::FenceVolume(const std::string& volume_id, uint64_t epoch) 
           vol->highest_epoch = std::max(vol->highest_epoch, r->metadata().highest_epoch);
           // As an epoch-raising HELLO does: every older session is answered
           // STALE_EPOCH from now on, its parked writes never reach the disk.
-          for (ReplicaSession* s : vol->sessions) {
-            if (s->epoch() < vol->highest_epoch && !s->superseded_) {
+          for (ReplicaPort* s : vol->ports) {
+            if (s->epoch() < vol->highest_epoch && !s->superseded()) {
               ++stats_.sessions_fenced;
               s->Supersede();
             }
@@ -98,8 +98,8 @@ Status ReplicaServer::FenceVolume(const std::string& volume_id, uint64_t epoch) 
         }
         // Answer only once no older session's I/O is still in flight on the
         // backend: none of it may land after the fence returned.
-        for (const auto& s : sessions_) {
-          if (s->replica_.get() == r && s->epoch() < epoch && s->inflight() > 0)
+        for (const ReplicaPort* s : ports_) {
+          if (s->replica().get() == r && s->epoch() < epoch && s->inflight() > 0)
             return std::nullopt;
         }
         return Status::Ok();
@@ -110,9 +110,9 @@ Status ReplicaServer::ResizeVolume(const std::string& volume_id, uint64_t new_si
   return RunReplicaTask(
       volume_id, [this, new_size](replica::Replica* r, VolumeState*) -> std::optional<Status> {
         TANDEM_RETURN_IF_ERROR(r->Resize(new_size));
-        // Sessions check ranges against the size they saw at HELLO.
-        for (const auto& s : sessions_) {
-          if (s->replica_.get() == r) s->size_ = r->metadata().size;
+        // Ports check ranges against the size they saw at HELLO.
+        for (ReplicaPort* p : ports_) {
+          if (p->replica().get() == r) p->size_ = r->metadata().size;
         }
         return Status::Ok();
       });

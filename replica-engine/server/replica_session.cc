@@ -40,11 +40,12 @@ ReplicaSession::ReplicaSession(ReplicaServer* server, UniqueFd fd, std::string p
       rx_(new uint8_t[kRxPreAuth]),
       rx_cap_(kRxPreAuth),
       slots_(max_inflight),
-      held_(server->session_quota_.size(), 0) {
+      held_(server->session_quota_.size(), 0),
+      port_(server, peer_, max_inflight) {
   for (Slot& s : slots_) {
     s.session = this;
     s.req.ctx = &s;
-    s.req.done = &ReplicaSession::OnIoDone;
+    s.req.done = &ReplicaSession::OnPortDone;
     free_.PushFront(&s);
   }
   iov_.resize(kMaxIov);
@@ -150,7 +151,19 @@ ReplicaSession::Slot* ReplicaSession::AllocSlot(const FrameHeader& h) {
   s->payload = nullptr;
   s->payload_len = 0;
   s->sent = 0;
+  PortRequest& r = s->req;
+  r.op = h.op();
+  r.flags = h.flags;
+  r.offset = h.offset;
+  r.length = h.length;
+  r.payload_length = h.payload_length;
+  r.buf = nullptr;
   return s;
+}
+
+void ReplicaSession::UseControlReply(Slot* s) {
+  s->payload = reinterpret_cast<const uint8_t*>(s->req.control.data());
+  s->payload_len = static_cast<uint32_t>(s->req.control.size());
 }
 
 bool ReplicaSession::TakeBuffer(Slot* s, uint32_t size) {
@@ -186,19 +199,14 @@ void ReplicaSession::ReleaseBuffer(Slot* s) {
 
 void ReplicaSession::FreeSlot(Slot* s) {
   ReleaseBuffer(s);
-  s->control.clear();
+  s->req.control.clear();
   // A GET_DIRTY_MAP reply may have grown the string to a megabyte; do not
   // keep that per slot.
-  if (s->control.capacity() > protocol::kMaxControlPayload) std::string().swap(s->control);
+  if (s->req.control.capacity() > protocol::kMaxControlPayload) {
+    std::string().swap(s->req.control);
+  }
   free_.PushFront(s);
   if (stalled_) server_->MarkTxPending(this);
-}
-
-WireStatus ReplicaSession::CheckRange(const FrameHeader& h, bool needs_length) const {
-  if (needs_length && h.length == 0) return WireStatus::kInvalid;
-  if (h.offset % block_size_ != 0 || h.length % block_size_ != 0) return WireStatus::kInvalid;
-  if (h.offset > size_ || h.length > size_ - h.offset) return WireStatus::kOutOfRange;
-  return WireStatus::kOk;
 }
 
 // size: the opcode dispatch of the data protocol, one case per request kind.
@@ -221,71 +229,35 @@ bool ReplicaSession::HandleRequest(const FrameHeader& h, const uint8_t* payload)
     close_after_flush_ = true;
     return true;
   }
-  if (superseded_) {
+  if (port_.superseded()) {
     // Superseded by a newer target: answer, then hang up once every reply is
     // out (docs/protocol.md, Fencing).
     Slot* s = AllocSlot(h);
     QueueReply(s, WireStatus::kStaleEpoch);
     return true;
   }
-  switch (h.op()) {
-    case Opcode::kSetGeneration:
-    case Opcode::kSetRebuildCursor:
-      // Retried (Parse stalls, in order) once the persist in flight is done.
-      if (MetadataBusy()) {
-        ++server_->stats_.requests_waited_for_metadata;
-        return false;
-      }
-      break;
-    default:
-      break;
+  if ((h.op() == Opcode::kSetGeneration || h.op() == Opcode::kSetRebuildCursor) &&
+      port_.metadata_busy()) {
+    // Retried (Parse stalls, in order) once the persist in flight is done.
+    ++server_->stats_.requests_waited_for_metadata;
+    return false;
   }
   Slot* s = AllocSlot(h);
-  WireStatus st = WireStatus::kOk;
-  switch (h.op()) {
-    case Opcode::kRead:
-      st = h.payload_length != 0 ? WireStatus::kInvalid : CheckRange(h, true);
-      if (st == WireStatus::kOk && h.length > protocol::kMaxIoSize) st = WireStatus::kInvalid;
-      break;
-    case Opcode::kWrite:
-      st = h.payload_length != h.length ? WireStatus::kInvalid : CheckRange(h, true);
-      break;
-    case Opcode::kTrim:
-    case Opcode::kWriteZeroes:
-      st = h.payload_length != 0 ? WireStatus::kInvalid : CheckRange(h, true);
-      break;
-    case Opcode::kFlush:
-      st = h.payload_length != 0 ? WireStatus::kInvalid : WireStatus::kOk;
-      break;
-    case Opcode::kGetInfo:
-      SetInfoReply(s);
-      QueueReply(s, WireStatus::kOk);
-      return true;
-    case Opcode::kMarkDirty:
-    case Opcode::kClearDirty:
-      st = StartDirtyUpdate(s, h);
-      if (st == WireStatus::kOk) return true;  // answered once durable
-      QueueReply(s, st);
-      return true;
-    case Opcode::kSetGeneration:
-    case Opcode::kGetDirtyMap:
-      QueueReply(s, HandleDirtyOp(s, h, payload));
-      return true;
-    case Opcode::kGetAllocation:
-      QueueReply(s, HandleGetAllocation(s, h));
-      return true;
-    case Opcode::kSetRebuildCursor:
-      QueueReply(s, HandleSetRebuildCursor(h, payload));
-      return true;
-    default:
-      st = WireStatus::kUnsupported;
-      break;
+  if (!ReplicaPort::IsIo(h.op())) {
+    // Answered now; the request's payload (a record) is read in place.
+    s->req.buf = const_cast<uint8_t*>(payload);
+    const WireStatus st = port_.Control(&s->req);
+    s->req.buf = nullptr;
+    if (st == WireStatus::kOk) UseControlReply(s);
+    QueueReply(s, st);
+    return true;
   }
+  const WireStatus st = port_.Check(s->req);
   if (st != WireStatus::kOk) {
     QueueReply(s, st);
     return true;
   }
-  if (!StartIo(s, h, payload)) {
+  if (!StartIo(s, payload)) {
     // No buffer: give the slot back and retry this frame when one is released.
     free_.PushFront(s);
     return false;
@@ -303,178 +275,44 @@ void ReplicaSession::GrowRx() {
   rx_cap_ = kRxFull;
 }
 
-bool ReplicaSession::StartIo(Slot* s, const FrameHeader& h, const uint8_t* payload) {
-  backend::IoRequest& req = s->req;
-  req.fd = data_fd_;
-  req.offset = h.offset;
-  req.length = h.length;
-  req.flags = 0;
-  req.buf = nullptr;
-  req.result = 0;
-  switch (h.op()) {
-    case Opcode::kRead:
-    case Opcode::kWrite: {
-      if (!TakeBuffer(s, h.length)) return false;
-      void* buf = s->buf;
-      req.buf = buf;
-      if (h.op() == Opcode::kWrite) {
-        req.op = backend::IoOp::kWrite;
-        std::memcpy(buf, payload, h.length);  // the one copy: socket buffer -> aligned buffer
-        if (h.flags & protocol::kFlagFua) req.flags |= backend::kFlagFua;
-      } else {
-        req.op = backend::IoOp::kRead;
-      }
-      break;
-    }
-    case Opcode::kFlush:
-      req.op = backend::IoOp::kFlush;
-      s->flush_seq = replica_->NoteFlushReceived();
-      break;
-    case Opcode::kTrim:
-      req.op = backend::IoOp::kDiscard;
-      break;
-    case Opcode::kWriteZeroes:
-      req.op = backend::IoOp::kWriteZeroes;
-      break;
-    default:
-      return true;  // not reached: HandleRequest filters opcodes
+bool ReplicaSession::StartIo(Slot* s, const uint8_t* payload) {
+  PortRequest& r = s->req;
+  if (r.op == Opcode::kRead || r.op == Opcode::kWrite) {
+    if (!TakeBuffer(s, r.length)) return false;
+    r.buf = s->buf;
+    // The one copy: socket buffer -> aligned buffer.
+    if (r.op == Opcode::kWrite) std::memcpy(r.buf, payload, r.length);
   }
-  ++inflight_;
-  if (h.op() != Opcode::kRead && h.op() != Opcode::kFlush &&
-      !replica_->NoteWrite(h.offset, h.length)) {
-    // Its dirty-map or activity-log bits are only in memory: park it until a
-    // persist covering them is durable (BeforeWait starts one for every write
-    // parked this iteration, or the next one when a persist is already in
-    // flight).
-    ++server_->stats_.writes_parked_for_dirty_map;
-    ParkForPersist(s);
-    return true;
-  }
-  server_->backend_->Queue(&req);
-  return true;
-}
-
-bool ReplicaSession::ResumeDirtyWaiters() {
-  if (dirty_.empty()) return false;
-  // A closing session's writes are dropped, not submitted: its target has
-  // already seen the connection fail (and a fenced target must not write).
-  if (closing_) {
-    FailDirtyWaiters(-ECANCELED);
-    return false;
-  }
-  replica::Replica* r = replica_.get();
-  if (!r->can_persist_async()) {
-    // No O_DIRECT meta handle: persist synchronously on this thread. A no-op
-    // when another session of the same replica already did in this pass.
-    if (r->dirty_unsynced()) ++server_->stats_.dirty_map_syncs;
-    Status st = r->SyncDirty();
-    if (!st.ok()) {
-      TLOG_ERROR(kTag, "%s: persisting the dirty map failed, failing parked writes: %s",
-                 peer_.c_str(), st.ToString().c_str());
-      FailDirtyWaiters(-EIO);
-      return false;
-    }
-  }
-  // Parked in dirty_seq order, so the releasable ones are a prefix.
-  while (!dirty_.empty()) {
-    Slot* s = dirty_.front();
-    const bool durable = r->dirty_durable(s->dirty_seq);
-    if (!durable && !r->dirty_failed(s->dirty_seq)) break;
-    dirty_.PopFront();
-    if (durable) {
-      server_->backend_->Queue(&s->req);
-    } else {
-      s->req.result = -EIO;
-      OnIoDone(&s->req);
-    }
-  }
-  if (dirty_.empty()) return false;
-  if (!r->persist_in_flight()) {
-    Status st = server_->StartPersist(replica_);
-    if (!st.ok()) {
-      TLOG_ERROR(kTag, "%s: cannot persist the dirty map, failing parked writes: %s", peer_.c_str(),
-                 st.ToString().c_str());
-      FailDirtyWaiters(-EIO);
-      return false;
-    }
+  const WireStatus st = port_.Start(&r);
+  if (st != WireStatus::kOk) {
+    // Refused after Check() passed (e.g. the replica refused a MARK_DIRTY).
+    ReleaseBuffer(s);
+    QueueReply(s, st);
   }
   return true;
 }
 
-void ReplicaSession::FailDirtyWaiters(int result) {
-  // Detach first: completing one may park another.
-  SlotQueue failed;
-  failed.SpliceBack(&dirty_);
-  while (Slot* s = failed.PopFront()) {
-    s->req.result = result;
-    OnIoDone(&s->req);
-  }
-}
-
-void ReplicaSession::OnIoDone(backend::IoRequest* req) {
-  Slot* s = static_cast<Slot*>(req->ctx);
+void ReplicaSession::OnPortDone(PortRequest* r) {
+  Slot* s = static_cast<Slot*>(r->ctx);
   ReplicaSession* self = s->session;
-  --self->inflight_;
-  // The activity log counts every write noted at receipt until it is done,
-  // whatever became of it (failed, dropped, or answered STALE_EPOCH), and
-  // every FLUSH that made the disk durable.
-  switch (req->op) {
-    case backend::IoOp::kWrite:
-    case backend::IoOp::kDiscard:
-    case backend::IoOp::kWriteZeroes:
-      self->replica_->NoteWriteDone(s->reply.offset, s->reply.length);
-      break;
-    case backend::IoOp::kFlush:
-      if (req->result >= 0) self->replica_->NoteFlushDone(s->flush_seq, MonotonicNanos());
-      break;
-    default:
-      break;
-  }
-  // A HELLO of a newer epoch may be waiting for this session's I/O to drain.
-  if (self->inflight_ == 0 && (self->closing_ || self->superseded_)) {
-    self->server_->WakeStalled();
-  }
   if (self->closing_) {
     self->FreeSlot(s);
-    if (self->inflight_ == 0) self->server_->ScheduleDelete(self);
+    if (self->inflight() == 0) self->server_->ScheduleDelete(self);
     return;
   }
-  if (self->superseded_) {
-    // Whatever the backend did, the target that sent it no longer owns the
-    // volume: it must not count this as done.
-    if (req->op == backend::IoOp::kWrite) self->ReleaseBuffer(s);
-    self->QueueReply(s, WireStatus::kStaleEpoch);
-    return;
-  }
-  ServerStats& stats = self->server_->stats_;
-  ++stats.requests;
-  WireStatus st = WireStatus::kOk;
-  if (req->result < 0) {
-    st = req->result == -ENOSPC ? WireStatus::kNoSpace : WireStatus::kIoError;
-    TLOG_WARN(kTag, "%s: %s at %llu+%u failed: %s", self->peer_.c_str(), backend::IoOpName(req->op),
-              static_cast<unsigned long long>(req->offset), req->length,
-              std::strerror(-req->result));
-  } else if ((req->op == backend::IoOp::kRead || req->op == backend::IoOp::kWrite) &&
-             static_cast<uint32_t>(req->result) != req->length) {
-    st = WireStatus::kIoError;  // short transfer: the file is shorter than the replica size
-  }
-  if (req->op == backend::IoOp::kRead) {
-    if (st == WireStatus::kOk) {
-      s->payload = static_cast<const uint8_t*>(s->buf);
-      s->payload_len = req->length;
-      stats.bytes_read += req->length;
-    }
-  } else if (req->op == backend::IoOp::kWrite) {
-    stats.bytes_written += req->length;
-    // The data is on disk; the buffer can serve another request while the
-    // reply waits for the socket.
+  if (r->op == Opcode::kRead && r->status == WireStatus::kOk) {
+    s->payload = static_cast<const uint8_t*>(s->buf);
+    s->payload_len = r->length;
+  } else if (r->op == Opcode::kWrite) {
+    // The data is on disk (or never will be): the buffer can serve another
+    // request while the reply waits for the socket.
     self->ReleaseBuffer(s);
   }
-  self->QueueReply(s, st);
+  self->QueueReply(s, r->status);
 }
 
 void ReplicaSession::QueueReply(Slot* s, WireStatus status) {
-  if (status == WireStatus::kStaleEpoch && superseded_) {
+  if (status == WireStatus::kStaleEpoch && port_.superseded()) {
     stale_sent_ = true;
     ++server_->stats_.stale_epoch_replies;
   }
@@ -512,20 +350,13 @@ void ReplicaSession::Flush() {
     // A reply written completely frees its slot (and buffer).
     protocol::ConsumeFrames(&tx_, static_cast<size_t>(w), [this](Slot* s) { FreeSlot(s); });
   }
-  if (tx_.empty() && inflight_ == 0) {
+  if (tx_.empty() && inflight() == 0) {
     if (close_after_flush_) {
       Close("closed after error reply", false);
     } else if (stale_sent_) {
       Close("superseded by a newer epoch; STALE_EPOCH replies sent", false);
     }
   }
-}
-
-void ReplicaSession::Supersede() {
-  if (superseded_ || closing_) return;
-  superseded_ = true;
-  // Parked writes have not reached the disk; they never will.
-  FailDirtyWaiters(-ESTALE);
 }
 
 void ReplicaSession::Close(const char* reason, bool bad_input) {
@@ -539,10 +370,11 @@ void ReplicaSession::Close(const char* reason, bool bad_input) {
   }
   ::shutdown(fd_.get(), SHUT_RDWR);
   server_->DetachSession(this);
+  port_.Close();
   // Unsent replies are dropped; their slots go back now. Slots with backend I/O
   // in flight come back in OnIoDone.
   while (Slot* s = tx_.PopFront()) FreeSlot(s);
-  if (inflight_ == 0) server_->ScheduleDelete(this);
+  if (inflight() == 0) server_->ScheduleDelete(this);
 }
 
 }  // namespace tandem::server

@@ -1,11 +1,13 @@
 #pragma once
-// ReplicaSession: one target connection to a ReplicaServer. Owned by the
+// ReplicaSession: one target connection to a ReplicaServer: the transport
+// (frames, receive buffer, CRCs, request slots, writev) in front of a
+// ReplicaPort, which keeps the replica rules (replica_port.h). Owned by the
 // server and used only on its loop thread.
 //
 // Per connection: a receive buffer big enough for one maximal frame, and a
 // fixed table of request slots (max_inflight). Every request takes a slot
 // from parsing until its reply has been written to the socket; the slot
-// carries the backend IoRequest and the reply header inline, so nothing is
+// carries the PortRequest (with its backend IoRequest) and the reply header inline, so nothing is
 // allocated per request. Copies: a WRITE payload is copied once from the
 // receive buffer into an aligned buffer (O_DIRECT); READ data is sent straight
 // from the aligned buffer it was read into.
@@ -23,6 +25,7 @@
 #include "replica-engine/backend/storage_backend.h"
 #include "replica-engine/protocol/frame_codec.h"
 #include "replica-engine/replica/replica.h"
+#include "replica-engine/server/replica_port.h"
 
 namespace tandem::server {
 
@@ -37,13 +40,13 @@ class ReplicaSession final : public EventLoop::Handler {
 
   int fd() const { return fd_.get(); }
   const std::string& peer() const { return peer_; }
-  uint64_t epoch() const { return epoch_; }
-  VolumeState* volume() const { return volume_; }
+  uint64_t epoch() const { return port_.epoch(); }
+  ReplicaPort& port() { return port_; }
   bool closing() const { return closing_; }
   bool hello_done() const { return hello_done_; }
   bool stalled() const { return stalled_; }
   // Backend requests still in flight; the session may be deleted only at 0.
-  uint32_t inflight() const { return inflight_; }
+  uint32_t inflight() const { return port_.inflight(); }
 
   void OnEvents(uint32_t events) override;
   // Called by the server from BeforeWait: resume parsing after backpressure and
@@ -52,15 +55,11 @@ class ReplicaSession final : public EventLoop::Handler {
   // Stops reading, drops unsent replies, shuts the socket down. In-flight backend
   // I/O finishes first; then the server deletes the session.
   void Close(const char* reason, bool bad_input);
-  // A HELLO with a higher epoch took the volume over: every later reply is
-  // kStaleEpoch (new requests, and in-flight ones as they complete), parked
-  // writes are dropped, and the session closes once those replies are sent.
-  void Supersede();
 
  private:
   friend class ReplicaServer;
   struct Slot {
-    backend::IoRequest req;
+    PortRequest req;  // req.ctx: the slot
     ReplicaSession* session = nullptr;
     protocol::FrameHeader reply;
     uint8_t hdr[protocol::kHeaderSize];  // the encoded reply header
@@ -68,11 +67,9 @@ class ReplicaSession final : public EventLoop::Handler {
     uint32_t buf_size = 0;
     const uint8_t* payload = nullptr;  // sent after the header
     uint32_t payload_len = 0;
-    std::string control;     // HELLO / GET_INFO / GET_DIRTY_MAP / GET_ALLOCATION reply payload
-    uint32_t sent = 0;       // bytes of header + payload already written (frame_tx.h)
-    uint64_t dirty_seq = 0;  // parked write: the Replica::dirty_seq() it waits for
-    uint64_t flush_seq = 0;  // FLUSH: Replica::NoteFlushReceived()
-    Slot* next = nullptr;    // free list, tx queue or parked-write queue
+    // CHALLENGE, HELLO and the control replies' payloads are in req.control.
+    uint32_t sent = 0;     // bytes of header + payload already written (frame_tx.h)
+    Slot* next = nullptr;  // free list or tx queue
   };
   using SlotQueue = IntrusiveQueue<Slot, &Slot::next>;
 
@@ -90,35 +87,14 @@ class ReplicaSession final : public EventLoop::Handler {
   bool HandleHello(Slot* slot, const uint8_t* payload, uint32_t len);
   // CHALLENGE: before HELLO, once; answers a fresh random nonce.
   void HandleChallenge(Slot* slot, const protocol::FrameHeader& h);
-  // SET_GENERATION (with its optional GenerationRecord payload) and
-  // GET_DIRTY_MAP (synchronous).
-  protocol::WireStatus HandleDirtyOp(Slot* slot, const protocol::FrameHeader& h,
-                                     const uint8_t* payload);
-  // MARK_DIRTY, CLEAR_DIRTY: changed in memory, then answered (kOk, through
-  // a backend kNop) once a persist covers the change; parked like a write
-  // meanwhile. Another status: answer it now (nothing changed).
-  protocol::WireStatus StartDirtyUpdate(Slot* slot, const protocol::FrameHeader& h);
-  // Parks a slot (counted in inflight_) until the replica's dirty_seq() now
-  // is durable; ResumeDirtyWaiters() queues its request then.
-  void ParkForPersist(Slot* slot);
-  // GET_ALLOCATION (lseek on the loop thread) and SET_REBUILD_CURSOR
-  // (persisted before the reply), synchronous.
-  protocol::WireStatus HandleGetAllocation(Slot* slot, const protocol::FrameHeader& h);
-  protocol::WireStatus HandleSetRebuildCursor(const protocol::FrameHeader& h,
-                                              const uint8_t* payload);
-  // The ReplicaInfo payload of a HELLO or GET_INFO reply into slot->control.
-  void SetInfoReply(Slot* slot);
-  // Submits the parked writes whose dirty bits are durable, fails those whose
-  // persist failed, and starts a persist for the rest if none is in flight.
-  // True while some stay parked (waiting for a persist in flight).
-  bool ResumeDirtyWaiters();
-  void FailDirtyWaiters(int result);
-  // Metadata-changing requests wait (the session stalls) while the replica
-  // has an asynchronous persist in flight: both would write the same slot.
-  bool MetadataBusy() const { return replica_ != nullptr && replica_->persist_in_flight(); }
-  bool StartIo(Slot* slot, const protocol::FrameHeader& h, const uint8_t* payload);
-  protocol::WireStatus CheckRange(const protocol::FrameHeader& h, bool needs_length) const;
-  static void OnIoDone(backend::IoRequest* req);
+  // Takes the slot's buffer (READ, WRITE: false when none is free), copies a
+  // WRITE's payload into it and starts the request on the port.
+  bool StartIo(Slot* slot, const uint8_t* payload);
+  // The port's completion: the reply is queued (or the slot freed when the
+  // session is closing).
+  static void OnPortDone(PortRequest* req);
+  // Points the reply payload at the slot's req.control.
+  static void UseControlReply(Slot* slot);
 
   Slot* AllocSlot(const protocol::FrameHeader& h);
   void FreeSlot(Slot* slot);
@@ -146,7 +122,6 @@ class ReplicaSession final : public EventLoop::Handler {
   SlotQueue tx_;
   std::vector<iovec> iov_;
 
-  uint32_t inflight_ = 0;
   // Pool buffers this session holds, per size class (bounded by the server's
   // session_quota_).
   std::vector<uint32_t> held_;
@@ -156,12 +131,7 @@ class ReplicaSession final : public EventLoop::Handler {
   bool close_after_flush_ = false;
   bool writable_ = true;
   bool hello_done_ = false;
-  bool dirty_waiting_ = false;  // queued in the server's dirty-waiter list
-  bool superseded_ = false;     // see Supersede()
-  bool stale_sent_ = false;     // a kStaleEpoch reply was queued: close when drained
-  // Writes parked until the replica's dirty map is persisted (they count in
-  // inflight_).
-  SlotQueue dirty_;
+  bool stale_sent_ = false;  // a kStaleEpoch reply was queued: close when drained
   // Set by DetachVolume; signalled from the destructor.
   // Every DetachVolume waiting for this session to go (two may overlap).
   std::vector<DetachWaiter*> detach_waiters_;
@@ -171,19 +141,8 @@ class ReplicaSession final : public EventLoop::Handler {
   uint64_t accepted_ns_ = 0;
   uint64_t last_active_ns_ = 0;
   bool rx_activity_ = false;
-  // The CHALLENGE nonce of this connection (empty until one was asked for):
-  // a HELLO for a volume with a secret must prove it over this.
-  std::string nonce_;
-  uint64_t epoch_ = 0;
-  uint64_t target_id_ = 0;  // from the HELLO
-  // Bound at HELLO; valid while hello_done_ (owned by the server).
-  VolumeState* volume_ = nullptr;
-  // Held until the session is destroyed, so the replica (and its data fd)
-  // outlives every I/O this session submitted, even after volume_ is gone.
-  std::shared_ptr<replica::Replica> replica_;
-  int data_fd_ = -1;
-  uint64_t size_ = 0;
-  uint32_t block_size_ = 0;
+  // The replica rules; its nonce is this connection's CHALLENGE nonce.
+  ReplicaPort port_;
 };
 
 }  // namespace tandem::server
