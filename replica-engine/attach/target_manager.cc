@@ -106,12 +106,15 @@ struct TargetManager::Entry {
   std::unique_ptr<frontend::Export> exp;
 };
 
-TargetManager::TargetManager(std::string export_dir) : export_dir_(std::move(export_dir)) {}
+TargetManager::TargetManager(std::string export_dir, EventLoop* loop)
+    : export_dir_(std::move(export_dir)),
+      own_loop_(loop == nullptr ? std::make_unique<EventLoop>() : nullptr),
+      loop_(loop == nullptr ? own_loop_.get() : loop) {}
 
 TargetManager::~TargetManager() {
   Shutdown();
   if (thread_.joinable()) {
-    loop_.Stop();
+    loop_->Stop();
     thread_.join();
   }
 }
@@ -119,11 +122,11 @@ TargetManager::~TargetManager() {
 Status TargetManager::Start() {
   std::lock_guard<std::mutex> l(mu_);
   if (started_) return Status::Ok();
-  if (!loop_.init_status().ok()) return loop_.init_status();
+  if (!loop_->init_status().ok()) return loop_->init_status();
   std::error_code ec;
   std::filesystem::create_directories(export_dir_, ec);
   if (ec) return Status::Internal("creating export directory " + export_dir_ + ": " + ec.message());
-  thread_ = std::thread([this] { loop_.Run(); });
+  if (own_loop_) thread_ = std::thread([this] { own_loop_->Run(); });
   started_ = true;
   return Status::Ok();
 }
@@ -166,7 +169,7 @@ Result<TargetInfo> TargetManager::Create(const TargetSpec& spec) {
   VolumeGuard guard(this, vol);
   TANDEM_RETURN_IF_ERROR(guard.status());
   // Existing target: the same request is answered again, another is refused.
-  Result<TargetInfo> existing = RunOnLoop<Result<TargetInfo>>(&loop_, [&]() -> Result<TargetInfo> {
+  Result<TargetInfo> existing = RunOnLoop<Result<TargetInfo>>(loop_, [&]() -> Result<TargetInfo> {
     auto it = targets_.find(vol);
     if (it == targets_.end()) return Status::NotFound("");
     if (!SameSpec(it->second->spec, spec)) {
@@ -192,7 +195,7 @@ Result<TargetInfo> TargetManager::Create(const TargetSpec& spec) {
     DestroyEntry(std::move(entry));
     return st;
   }
-  TargetInfo info = RunOnLoop<TargetInfo>(&loop_, [&] {
+  TargetInfo info = RunOnLoop<TargetInfo>(loop_, [&] {
     TargetInfo i = InfoOf(*e);
     targets_[vol] = std::move(entry);
     return i;
@@ -209,8 +212,8 @@ Result<TargetInfo> TargetManager::Create(const TargetSpec& spec) {
 Status TargetManager::StartTarget(Entry* e) {
   const TargetSpec& spec = e->spec;
   const std::string& vol = spec.options.volume_id;
-  Status st = RunOnLoop<Status>(&loop_, [&] {
-    e->target = std::make_unique<VolumeTarget>(&loop_, spec.options);
+  Status st = RunOnLoop<Status>(loop_, [&] {
+    e->target = std::make_unique<VolumeTarget>(loop_, spec.options);
     Status started = e->target->Start();
     // A target that did not start has nothing to shut down.
     if (!started.ok()) e->target.reset();
@@ -222,13 +225,13 @@ Status TargetManager::StartTarget(Entry* e) {
       std::chrono::milliseconds(spec.ready_timeout_ms == 0 ? 10000 : spec.ready_timeout_ms);
   TargetState state = TargetState::kStarting;
   while (true) {
-    state = RunOnLoop<TargetState>(&loop_, [&] { return e->target->state(); });
+    state = RunOnLoop<TargetState>(loop_, [&] { return e->target->state(); });
     if (state != TargetState::kStarting || std::chrono::steady_clock::now() > deadline) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   if (state == TargetState::kReady || state == TargetState::kDegraded) return Status::Ok();
   target::TargetStatus ts =
-      RunOnLoop<target::TargetStatus>(&loop_, [&] { return e->target->GetStatus(); });
+      RunOnLoop<target::TargetStatus>(loop_, [&] { return e->target->GetStatus(); });
   std::string why;
   for (const target::ReplicaStatus& r : ts.replicas) {
     why += " " + r.address + "=" + target::ReplicaStateName(r.state);
@@ -253,9 +256,9 @@ Status TargetManager::StartExport(Entry* e) {
   } else {
     es.fuse_mount_dir = export_dir_ + "/" + vol + ".fuse";
   }
-  Status st = RunOnLoop<Status>(&loop_, [&] {
+  Status st = RunOnLoop<Status>(loop_, [&] {
     Result<std::unique_ptr<frontend::Export>> exp =
-        frontend::CreateExport(&loop_, e->target.get(), es);
+        frontend::CreateExport(loop_, e->target.get(), es);
     if (!exp.ok()) return exp.status();
     e->exp = std::move(*exp);
     return e->exp->Start();
@@ -285,14 +288,14 @@ void TargetManager::DestroyEntry(std::unique_ptr<Entry> entry) {
   } wait;
   Entry* e = entry.get();
   if (e->exp) {
-    loop_.Post([&] { e->exp->Shutdown(&Wait::Done, &wait); });
+    loop_->Post([&] { e->exp->Shutdown(&Wait::Done, &wait); });
     wait.Await();
   }
   if (e->target) {
-    loop_.Post([&] { e->target->Shutdown(&Wait::Done, &wait); });
+    loop_->Post([&] { e->target->Shutdown(&Wait::Done, &wait); });
     wait.Await();
   }
-  RunOnLoop<bool>(&loop_, [&] {
+  RunOnLoop<bool>(loop_, [&] {
     entry.reset();
     return true;
   });
@@ -302,7 +305,7 @@ Status TargetManager::Destroy(const std::string& volume_id) {
   if (!started_) return Status::Ok();
   VolumeGuard guard(this, volume_id);
   TANDEM_RETURN_IF_ERROR(guard.status());
-  std::unique_ptr<Entry> entry = RunOnLoop<std::unique_ptr<Entry>>(&loop_, [&] {
+  std::unique_ptr<Entry> entry = RunOnLoop<std::unique_ptr<Entry>>(loop_, [&] {
     std::unique_ptr<Entry> out;
     auto it = targets_.find(volume_id);
     if (it != targets_.end()) {
@@ -319,7 +322,7 @@ Status TargetManager::Destroy(const std::string& volume_id) {
 
 Result<TargetInfo> TargetManager::Get(const std::string& volume_id) {
   if (!started_) return Status::NotFound("no target for volume '" + volume_id + "'");
-  return RunOnLoop<Result<TargetInfo>>(&loop_, [&]() -> Result<TargetInfo> {
+  return RunOnLoop<Result<TargetInfo>>(loop_, [&]() -> Result<TargetInfo> {
     auto it = targets_.find(volume_id);
     if (it == targets_.end()) return Status::NotFound("no target for volume '" + volume_id + "'");
     return InfoOf(*it->second);
@@ -328,7 +331,7 @@ Result<TargetInfo> TargetManager::Get(const std::string& volume_id) {
 
 std::vector<TargetInfo> TargetManager::List() {
   if (!started_) return {};
-  return RunOnLoop<std::vector<TargetInfo>>(&loop_, [&] {
+  return RunOnLoop<std::vector<TargetInfo>>(loop_, [&] {
     std::vector<TargetInfo> out;
     for (const auto& [vol, e] : targets_) out.push_back(InfoOf(*e));
     return out;  // std::map: sorted by volume id
@@ -338,7 +341,7 @@ std::vector<TargetInfo> TargetManager::List() {
 Status TargetManager::WithEntry(const std::string& volume_id,
                                 const std::function<Status(Entry*)>& fn) {
   if (!started_) return Status::NotFound("no target for volume '" + volume_id + "'");
-  return RunOnLoop<Status>(&loop_, [&] {
+  return RunOnLoop<Status>(loop_, [&] {
     auto it = targets_.find(volume_id);
     if (it == targets_.end()) return Status::NotFound("no target for volume '" + volume_id + "'");
     return fn(it->second.get());
@@ -420,7 +423,18 @@ Status TargetManager::SetRebuildRate(const std::string& volume_id, uint64_t byte
 
 void TargetManager::Shutdown() {
   if (!started_) return;
-  std::vector<std::string> vols = RunOnLoop<std::vector<std::string>>(&loop_, [&] {
+  if (loop_->stopped()) {
+    // A given loop stopped under its targets (its owner broke the order):
+    // nothing runs them any more, so waiting for the loop would hang.
+    // Destroy them here; their sockets and exports close with them.
+    if (!targets_.empty()) {
+      TLOG_ERROR(kTag, "the targets' loop stopped before the targets; destroying %zu off it",
+                 targets_.size());
+    }
+    targets_.clear();
+    return;
+  }
+  std::vector<std::string> vols = RunOnLoop<std::vector<std::string>>(loop_, [&] {
     std::vector<std::string> v;
     for (const auto& [vol, e] : targets_) v.push_back(vol);
     return v;

@@ -2,12 +2,16 @@
 // TargetManager: the volumes attached on this node. An attached volume is a
 // VolumeTarget (the mirror, target/) plus the Export that makes it reachable
 // (frontend/export.h: an NBD socket today, a file on a FUSE mount for
-// `losetup`). The manager owns one event-loop thread on which every target,
-// its replica clients and its export run; it is the only place that knows
-// both sides, so target/ and frontend/ never include each other.
+// `losetup`). Every target, its replica channels and its export run on one
+// event loop: the manager's own loop thread, or a loop it is given (the
+// engine's ReplicaServer's, so the targets and the replicas this engine
+// serves share one thread: docs/performance.md). The manager is the only
+// place that knows both sides, so target/ and frontend/ never include each
+// other.
 //
-// Thread-safety: every method may be called from any thread (the gRPC
-// management threads); work is posted to the loop and the call waits for it.
+// Thread-safety: every method may be called from any thread but the loop's
+// (the gRPC management threads); work is posted to the loop and the call
+// waits for it.
 // Create/Destroy are idempotent. Calls on different volumes run concurrently
 // (a slow attach never holds up another volume: no node-wide lock is held
 // while a Create waits for replicas); a Create or Destroy while another
@@ -62,14 +66,20 @@ class TargetManager {
   // `export_dir` holds the exports' endpoints (created if missing): the NBD
   // unix socket <export_dir>/<volume_id>.sock, and for a FUSE file export the
   // mount point <export_dir>/<volume_id>.fuse with the file `volume` in it.
-  explicit TargetManager(std::string export_dir);
+  //
+  // `loop`: run the targets on this loop instead of a thread of our own.
+  // REQUIRES then: it runs (its thread started) from Start() until Shutdown()
+  // has returned, and no method of the manager is called from its thread
+  // (the calls wait for the loop). Null: the manager starts its own thread.
+  explicit TargetManager(std::string export_dir, EventLoop* loop = nullptr);
   ~TargetManager();  // destroys every target
 
-  // Starts the loop thread. Non-OK if the loop cannot be created.
+  // Starts the loop thread (none with a given loop). Non-OK if the loop
+  // cannot be created.
   Status Start();
   // The loop every target runs on (a membership authority posts its answers
   // to it).
-  EventLoop* loop() { return &loop_; }
+  EventLoop* loop() { return loop_; }
   // The membership authority of every target created from now on whose spec
   // names none (the controller's, tandem-engine --controller); null: the
   // majority rule alone. REQUIRES: outlives the targets.
@@ -120,7 +130,9 @@ class TargetManager {
   // it at their next connection). ABORTED while a Create/Destroy of the
   // volume runs.
   Status Resize(const std::string& volume_id, uint64_t size_bytes);
-  // Destroys every target (engine shutdown).
+  // Destroys every target (engine shutdown). With a given loop, call it
+  // before that loop stops (the replica server's Stop()); a loop already
+  // stopped gets its targets destroyed off it, with an error logged.
   void Shutdown();
 
  private:
@@ -135,7 +147,8 @@ class TargetManager {
   Status WithEntry(const std::string& volume_id, const std::function<Status(Entry*)>& fn);
 
   std::string export_dir_;
-  EventLoop loop_;
+  std::unique_ptr<EventLoop> own_loop_;  // null with a given loop
+  EventLoop* loop_;
   std::thread thread_;
   std::mutex mu_;               // guards busy_ and Start; held only briefly
   std::set<std::string> busy_;  // volumes with a Create/Destroy running

@@ -3,7 +3,9 @@
 // behind, the NBD export answers a real NBD client (nbdinfo), a FUSE file
 // export carries writes to the replicas, and the live replica calls are
 // NOT_FOUND for an unknown volume, retry-safe, and keep Create idempotent for
-// the live replica list.
+// the live replica list. Every test runs twice: the manager on its own loop
+// thread, and on the replica server's loop (tandem-engine --target-loop=server;
+// the target and the replica it serves then share one thread).
 
 #include "replica-engine/attach/target_manager.h"
 
@@ -33,7 +35,8 @@ using target::TargetState;
 
 constexpr uint64_t kSize = 8ull << 20;
 
-class TargetManagerTest : public ::testing::Test {
+// The parameter: the targets run on the replica server's loop.
+class TargetManagerTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {
     char tmpl[] = "/var/tmp/tandem-tm-test-XXXXXX";
@@ -52,7 +55,7 @@ class TargetManagerTest : public ::testing::Test {
     server_ = std::make_unique<server::ReplicaServer>(manager_.get(), backend_.get(),
                                                       server::ServerOptions{});
     ASSERT_TRUE(server_->Start().ok());
-    tm_ = std::make_unique<TargetManager>(root_ + "/nbd");
+    tm_ = std::make_unique<TargetManager>(root_ + "/nbd", GetParam() ? server_->loop() : nullptr);
     ASSERT_TRUE(tm_->Start().ok());
   }
   void TearDown() override {
@@ -112,7 +115,7 @@ class TargetManagerTest : public ::testing::Test {
   std::unique_ptr<server::ReplicaServer> server2_;
 };
 
-TEST_F(TargetManagerTest, CreateIsIdempotentAndConflictingSpecIsAlreadyExists) {
+TEST_P(TargetManagerTest, CreateIsIdempotentAndConflictingSpecIsAlreadyExists) {
   auto a = tm_->Create(Spec(1));
   ASSERT_TRUE(a.ok()) << a.status().ToString();
   EXPECT_EQ(a->status.state, TargetState::kReady);
@@ -126,7 +129,7 @@ TEST_F(TargetManagerTest, CreateIsIdempotentAndConflictingSpecIsAlreadyExists) {
   EXPECT_EQ(tm_->List().size(), 1u);
 }
 
-TEST_F(TargetManagerTest, ExportAnswersNbdinfoWithTheVolumeSize) {
+TEST_P(TargetManagerTest, ExportAnswersNbdinfoWithTheVolumeSize) {
   if (access("/usr/bin/nbdinfo", X_OK) != 0) GTEST_SKIP() << "nbdinfo not installed";
   auto a = tm_->Create(Spec(1));
   ASSERT_TRUE(a.ok()) << a.status().ToString();
@@ -139,7 +142,7 @@ TEST_F(TargetManagerTest, ExportAnswersNbdinfoWithTheVolumeSize) {
   EXPECT_EQ(std::stoull(line), kSize);
 }
 
-TEST_F(TargetManagerTest, DestroyIsIdempotentAndRemovesTheExport) {
+TEST_P(TargetManagerTest, DestroyIsIdempotentAndRemovesTheExport) {
   auto a = tm_->Create(Spec(1));
   ASSERT_TRUE(a.ok());
   EXPECT_TRUE(tm_->Destroy("vol-m").ok());
@@ -156,7 +159,7 @@ TEST_F(TargetManagerTest, DestroyIsIdempotentAndRemovesTheExport) {
 // the same engine attaches the same epoch again. With the engine's identity
 // the new target is the epoch's owner again; a target of another engine (or
 // one with a random id) at that epoch is still refused.
-TEST_F(TargetManagerTest, WithAnIdentityTheSameEngineAttachesTheSameEpochAgain) {
+TEST_P(TargetManagerTest, WithAnIdentityTheSameEngineAttachesTheSameEpochAgain) {
   tm_->set_identity(0x1234);
   auto a = tm_->Create(Spec(1));
   ASSERT_TRUE(a.ok()) << a.status().ToString();
@@ -181,17 +184,28 @@ TEST_F(TargetManagerTest, WithAnIdentityTheSameEngineAttachesTheSameEpochAgain) 
   EXPECT_NE(TargetIdFor(0x1234, "vol-m", 1), TargetIdFor(0x1234, "vol-n", 1));
 }
 
-TEST_F(TargetManagerTest, UnreachableReplicasAreUnavailableAndLeaveNothing) {
+TEST_P(TargetManagerTest, UnreachableReplicasAreUnavailableAndLeaveNothing) {
+  // A port bound but not listening refuses connections (the server itself
+  // keeps running: in one of the modes it runs the targets).
+  int closed = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(closed, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(closed, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  socklen_t len = sizeof(a);
+  ASSERT_EQ(::getsockname(closed, reinterpret_cast<sockaddr*>(&a), &len), 0);
   TargetSpec s = Spec(1);
-  server_->Stop();
+  s.options.replicas = {{"127.0.0.1", ntohs(a.sin_port), true}};
   s.options.connect_timeout_ms = 500;
-  auto a = tm_->Create(s);
-  EXPECT_EQ(a.status().code(), StatusCode::kUnavailable) << a.status().ToString();
+  auto created = tm_->Create(s);
+  EXPECT_EQ(created.status().code(), StatusCode::kUnavailable) << created.status().ToString();
   EXPECT_EQ(tm_->Get("vol-m").status().code(), StatusCode::kNotFound);
   EXPECT_FALSE(std::filesystem::exists(root_ + "/nbd/vol-m.sock"));
+  ::close(closed);
 }
 
-TEST_F(TargetManagerTest, LiveReplicaCallsOnAnUnknownVolumeAreNotFound) {
+TEST_P(TargetManagerTest, LiveReplicaCallsOnAnUnknownVolumeAreNotFound) {
   ASSERT_TRUE(tm_->Create(Spec(1)).ok());
   ReplicaEndpoint e{"127.0.0.1", 9, false};
   EXPECT_EQ(tm_->AddReplica("nope", e).code(), StatusCode::kNotFound);
@@ -207,7 +221,7 @@ TEST_F(TargetManagerTest, LiveReplicaCallsOnAnUnknownVolumeAreNotFound) {
   EXPECT_EQ(idle.SetRebuildRate("vol-m", 0).code(), StatusCode::kNotFound);
 }
 
-TEST_F(TargetManagerTest, RemovingTheLastHealthyReplicaIsFailedPrecondition) {
+TEST_P(TargetManagerTest, RemovingTheLastHealthyReplicaIsFailedPrecondition) {
   ASSERT_TRUE(tm_->Create(Spec(1)).ok());
   const std::string only = "127.0.0.1:" + std::to_string(server_->port());
   EXPECT_EQ(tm_->RemoveReplica("vol-m", only).code(), StatusCode::kFailedPrecondition);
@@ -218,7 +232,7 @@ TEST_F(TargetManagerTest, RemovingTheLastHealthyReplicaIsFailedPrecondition) {
   EXPECT_TRUE(tm_->Create(Spec(1)).ok());
 }
 
-TEST_F(TargetManagerTest, SetRebuildRateReachesTheTargetStatus) {
+TEST_P(TargetManagerTest, SetRebuildRateReachesTheTargetStatus) {
   ASSERT_TRUE(tm_->Create(Spec(1)).ok());
   ASSERT_TRUE(tm_->SetRebuildRate("vol-m", 64ull << 20).ok());
   auto info = tm_->Get("vol-m");
@@ -228,7 +242,7 @@ TEST_F(TargetManagerTest, SetRebuildRateReachesTheTargetStatus) {
   EXPECT_TRUE(tm_->Create(Spec(1)).ok());
 }
 
-TEST_F(TargetManagerTest, AddAndRemoveReplicaKeepCreateIdempotentForTheLiveList) {
+TEST_P(TargetManagerTest, AddAndRemoveReplicaKeepCreateIdempotentForTheLiveList) {
   const uint16_t port2 = StartSecondNode();
   ASSERT_TRUE(tm_->Create(Spec(1)).ok());
   const ReplicaEndpoint second{"127.0.0.1", port2, false};
@@ -267,7 +281,7 @@ TEST_F(TargetManagerTest, AddAndRemoveReplicaKeepCreateIdempotentForTheLiveList)
 // not hold up another volume's attach; a second create of the slow volume
 // while the first runs is ABORTED (the CSI spec's answer to concurrent calls
 // on one volume).
-TEST_F(TargetManagerTest, ASlowAttachDoesNotBlockOtherVolumesAndConcurrentCallsAreAborted) {
+TEST_P(TargetManagerTest, ASlowAttachDoesNotBlockOtherVolumesAndConcurrentCallsAreAborted) {
   int silent = ::socket(AF_INET, SOCK_STREAM, 0);
   ASSERT_GE(silent, 0);
   sockaddr_in a{};
@@ -302,7 +316,7 @@ TEST_F(TargetManagerTest, ASlowAttachDoesNotBlockOtherVolumesAndConcurrentCallsA
 
 // The attach layer owns "a target + its export" through the Export seam: the
 // same target exported as a file on a FUSE mount (what losetup is given).
-TEST_F(TargetManagerTest, FuseFileExportCarriesWritesToTheReplica) {
+TEST_P(TargetManagerTest, FuseFileExportCarriesWritesToTheReplica) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root (FUSE mount)";
   if (access("/dev/fuse", R_OK | W_OK) != 0) GTEST_SKIP() << "no /dev/fuse";
   TargetSpec s = Spec(1);
@@ -333,6 +347,25 @@ TEST_F(TargetManagerTest, FuseFileExportCarriesWritesToTheReplica) {
   ::close(fd);
   EXPECT_EQ(got, block);
 }
+
+// The engine stops its targets before its replica server. When the order is
+// broken (the server's loop stopped under a live target), shutting the
+// manager down must not wait forever for a loop that no longer runs.
+TEST_P(TargetManagerTest, ShutdownAfterTheServerLoopStoppedDoesNotHang) {
+  if (!GetParam()) GTEST_SKIP() << "only the server's loop can stop under the targets";
+  auto a = tm_->Create(Spec(1));
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  server_->Stop();  // its loop ends once the sessions (our target's) are closed
+  ASSERT_TRUE(server_->loop()->stopped());
+  auto done = std::async(std::launch::async, [&] { tm_->Shutdown(); });
+  ASSERT_EQ(done.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_FALSE(std::filesystem::exists(a->nbd_socket));
+}
+
+INSTANTIATE_TEST_SUITE_P(Loops, TargetManagerTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& p) {
+                           return p.param ? "ServerLoop" : "OwnLoop";
+                         });
 
 }  // namespace
 }  // namespace tandem::attach

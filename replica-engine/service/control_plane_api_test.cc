@@ -59,7 +59,7 @@ TEST_F(EngineServiceTest, EngineInfoReportsDataDirCapacityAndNodeCounts) {
   EXPECT_EQ(info->target_count(), 1u);
 }
 
-TEST_F(EngineServiceTest, TargetsReportTheirNbdExportAlsoInListTargets) {
+TEST_P(EngineServiceLoopTest, TargetsReportTheirNbdExportAlsoInListTargets) {
   ASSERT_TRUE(client_->CreateReplica(ReplicaRequest("vol-t"), kTimeout).ok());
   pb::CreateTargetRequest req = LocalTarget(replica_server_->port());
   Result<pb::Target> t = client_->CreateTarget(req, kTimeout);  // UNSPECIFIED: NBD
@@ -87,7 +87,7 @@ TEST_F(EngineServiceTest, TargetsReportTheirNbdExportAlsoInListTargets) {
   EXPECT_EQ(listed.replicas(0).address(), "127.0.0.1:" + std::to_string(replica_server_->port()));
 }
 
-TEST_F(EngineServiceTest, FuseFileExportServesTheFileAndBadKindsAreInvalid) {
+TEST_P(EngineServiceLoopTest, FuseFileExportServesTheFileAndBadKindsAreInvalid) {
   ASSERT_TRUE(client_->CreateReplica(ReplicaRequest("vol-t"), kTimeout).ok());
   pb::CreateTargetRequest req = LocalTarget(replica_server_->port());
   req.set_export_kind(pb::EXPORT_KIND_FUSE_FILE);
@@ -160,7 +160,7 @@ TEST_F(EngineServiceTest, ResizeTargetIsValidatedAndNeverShrinks) {
 // Online expansion, engine level: the replica grows, then the live target;
 // the FUSE file reports the new size, a write past the old end is stored and
 // read back, also by the next target over the same replica.
-TEST_F(EngineServiceTest, ResizeTargetGrowsALiveVolumeAndItsFuseFile) {
+TEST_P(EngineServiceLoopTest, ResizeTargetGrowsALiveVolumeAndItsFuseFile) {
   if (geteuid() != 0 || access("/dev/fuse", R_OK | W_OK) != 0) {
     GTEST_SKIP() << "needs root and /dev/fuse";
   }
@@ -207,7 +207,7 @@ TEST_F(EngineServiceTest, ResizeTargetGrowsALiveVolumeAndItsFuseFile) {
   ASSERT_TRUE(client_->DestroyTarget("vol-t", kTimeout).ok());
 }
 
-TEST_F(EngineServiceTest, FenceReplicaIsValidatedAndRaisesTheEpoch) {
+TEST_P(EngineServiceLoopTest, FenceReplicaIsValidatedAndRaisesTheEpoch) {
   ExpectInvalid(client_->FenceReplica("vol-t", 0, kTimeout).status(), "epoch");
   ExpectInvalid(client_->FenceReplica("", 5, kTimeout).status(), "volume_id");
   EXPECT_EQ(client_->FenceReplica("vol-t", 5, kTimeout).status().code(), StatusCode::kNotFound);

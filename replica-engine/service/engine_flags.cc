@@ -160,6 +160,10 @@ void DefineEngineFlags(Flags* flags) {
                 "tandem-controller endpoint (HOST:PORT, tcp://HOST:PORT or unix:///path) serving "
                 "the membership authority: targets ask it before acknowledging writes below a "
                 "majority of their replicas (empty: the majority rule alone)");
+  flags->Define("target-loop", "own",
+                "where attached volumes' targets run: own (a loop thread of their own) or server "
+                "(the replica server's loop: no thread hand-off between a target and the replicas "
+                "this engine serves; docs/performance.md)");
   flags->Define("allow-remote-nbd", "false",
                 "let CreateTarget export NBD over TCP on a non-loopback nbd_tcp_address (NBD has "
                 "no authentication)");
@@ -184,6 +188,11 @@ Status ParseEngineConfig(const Flags& flags, long configured_cpus, EngineConfig*
       return Status::InvalidArgument("--controller: " + ep.status().message());
     }
   }
+  const std::string target_loop = flags.Get("target-loop");
+  if (target_loop != "own" && target_loop != "server") {
+    return Status::InvalidArgument("--target-loop '" + target_loop + "' is not own or server");
+  }
+  c->targets_on_server_loop = target_loop == "server";
   // The same size rules as CreateReplica (block size 4096, a bounded dirty
   // map); the storage is checked once the data dir exists (engine_main).
   for (const std::string& spec : flags.GetAll("create-replica")) {

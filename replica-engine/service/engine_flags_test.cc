@@ -110,6 +110,7 @@ TEST(EngineConfigTest, BadValuesAreUsageErrorsNamingTheFlag) {
       {{"--grpc-tls-client-ca=/ca.pem"}, "--grpc-tls-cert"},
       {{"--controller=http://x:1"}, "--controller"},
       {{"--controller=127.0.0.1:0"}, "--controller"},
+      {{"--target-loop=shared"}, "--target-loop"},
   };
   for (const auto& [args, want] : cases) {
     EngineConfig c;
@@ -126,6 +127,14 @@ TEST(EngineConfigTest, BadValuesAreUsageErrorsNamingTheFlag) {
   EXPECT_EQ(m.controller, "unix:///run/tandem/csi.sock");
   ASSERT_TRUE(Parse({"--controller=tcp://10.0.0.1:9700"}, &m).ok());
   EXPECT_TRUE(Parse({}, &m).ok() && m.controller.empty());
+  // Where the targets run: their own loop unless told.
+  EngineConfig loop;
+  ASSERT_TRUE(Parse({}, &loop).ok());
+  EXPECT_FALSE(loop.targets_on_server_loop);
+  ASSERT_TRUE(Parse({"--target-loop=server"}, &loop).ok());
+  EXPECT_TRUE(loop.targets_on_server_loop);
+  ASSERT_TRUE(Parse({"--target-loop=own"}, &loop).ok());
+  EXPECT_FALSE(loop.targets_on_server_loop);
 }
 
 TEST(EngineConfigTest, TokensComeFromFilesWithoutTheirNewline) {

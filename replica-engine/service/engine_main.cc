@@ -89,7 +89,10 @@ tandem::Status Serve(const tandem::service::EngineConfig& config, sigset_t* sigs
   }
 
   const std::string& nbd_dir = config.nbd_dir;
-  tandem::attach::TargetManager targets(nbd_dir);
+  // --target-loop=server: the targets share the replica server's loop (and
+  // so stop before it: targets.Shutdown() below runs before server.Stop()).
+  tandem::attach::TargetManager targets(nbd_dir,
+                                        config.targets_on_server_loop ? server.loop() : nullptr);
   tandem::Status st = targets.Start();
   if (st.ok()) st = GiveIdentity(config.service.data_dir, &targets);
   // Declared after `targets`, so destroyed first (its answers go to their loop).

@@ -102,7 +102,7 @@ const pb::ReplicaStatus* FindReplica(const pb::Target& t, const std::string& add
 // (AddTargetReplica), which is rebuilt from the survivor until it is HEALTHY
 // and holds the survivor's bytes; CreateTarget stays idempotent for the live
 // replica list.
-TEST_F(EngineServiceTest, AddTargetReplicaRebuildsAFreshReplicaUntilHealthy) {
+TEST_P(EngineServiceLoopTest, AddTargetReplicaRebuildsAFreshReplicaUntilHealthy) {
   const std::string vol = "vol-r";
   ReplicaNode nodes[3];
   for (int i = 0; i < 3; ++i) {

@@ -387,7 +387,7 @@ TEST_F(EngineServiceTest, LiveReplicaCallsOnAVolumeWithNoTargetAreNotFound) {
   EXPECT_EQ(client_->SetRebuildRate("vol-t", 0, kTimeout).status().code(), StatusCode::kNotFound);
 }
 
-TEST_F(EngineServiceTest, CreateTargetOverALocalReplicaIsReadyAndIdempotent) {
+TEST_P(EngineServiceLoopTest, CreateTargetOverALocalReplicaIsReadyAndIdempotent) {
   ASSERT_TRUE(client_->CreateReplica(ReplicaRequest("vol-t"), kTimeout).ok());
   pb::CreateTargetRequest req;
   req.set_volume_id("vol-t");
@@ -433,7 +433,7 @@ TEST_F(EngineServiceTest, CreateTargetOverALocalReplicaIsReadyAndIdempotent) {
   EXPECT_TRUE(client_->DestroyTarget("vol-t", kTimeout).ok());
 }
 
-TEST_F(EngineServiceTest, CreateTargetWithNoReachableReplicaIsUnavailableAndLeavesNothing) {
+TEST_P(EngineServiceLoopTest, CreateTargetWithNoReachableReplicaIsUnavailableAndLeavesNothing) {
   // A port nobody listens on: bind one, note it, close it.
   auto probe = GrpcServer::Start("127.0.0.1:0", service_.get());
   ASSERT_TRUE(probe.ok());
@@ -475,6 +475,9 @@ TEST_F(EngineServiceTest, ClientOfAnEngineThatIsNotThereFailsUnavailable) {
   Result<pb::EngineInfo> info = client_->GetEngineInfo(kTimeout);
   EXPECT_EQ(info.status().code(), StatusCode::kUnavailable) << info.status().ToString();
 }
+
+// The one instantiation of the suite's TEST_Ps in every file of service_tests.
+INSTANTIATE_TEST_SUITE_P(Loops, EngineServiceLoopTest, ::testing::Bool(), LoopName);
 
 class EngineServiceTokenTest : public EngineServiceTest {
  protected:

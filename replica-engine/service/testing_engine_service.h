@@ -103,7 +103,8 @@ class EngineServiceTest : public ::testing::Test {
     replica_server_ =
         std::make_unique<server::ReplicaServer>(replicas_.get(), backend_.get(), opts);
     ASSERT_TRUE(replica_server_->Start().ok());
-    targets_ = std::make_unique<attach::TargetManager>(tmp_ + "/nbd");
+    targets_ = std::make_unique<attach::TargetManager>(
+        tmp_ + "/nbd", targets_on_server_loop_ ? replica_server_->loop() : nullptr);
     ASSERT_TRUE(targets_->Start().ok());
     EngineServiceOptions so;
     so.node_id = "node-a";
@@ -149,6 +150,9 @@ class EngineServiceTest : public ::testing::Test {
 
   std::vector<std::string> allowed_devices_;
   bool allow_remote_nbd_ = false;
+  // tandem-engine --target-loop=server: the targets run on the replica
+  // server's loop (EngineServiceLoopTest runs its tests both ways).
+  bool targets_on_server_loop_ = false;
   std::string tmp_;
   std::unique_ptr<backend::StorageBackend> backend_;
   std::unique_ptr<replica::ReplicaManager> replicas_;
@@ -159,5 +163,18 @@ class EngineServiceTest : public ::testing::Test {
   std::string address_;
   std::unique_ptr<EngineClient> client_;
 };
+
+// The tests that run targets, once with the targets on a loop thread of their
+// own and once on the replica server's loop (--target-loop=server).
+class EngineServiceLoopTest : public EngineServiceTest, public ::testing::WithParamInterface<bool> {
+ protected:
+  void SetUp() override {
+    targets_on_server_loop_ = GetParam();
+    StartEngine(/*mgmt_token=*/"");
+  }
+};
+inline std::string LoopName(const ::testing::TestParamInfo<bool>& p) {
+  return p.param ? "ServerLoop" : "OwnLoop";
+}
 
 }  // namespace tandem::service::test_support
