@@ -16,13 +16,15 @@
 //   controller_service_create.cc   CreateVolume, DeleteVolume
 //   controller_service_publish.cc  ControllerPublish/UnpublishVolume (epochs, fencing)
 //   controller_service_modify.cc   ControllerModifyVolume, ControllerExpandVolume
-//   controller_service_replicas.cc ModifyVolume's replica count (grow, shrink)
+//   controller_service_replicas.cc ModifyVolume's replica count (grow)
+//   controller_service_shrink.cc   ... lowered (online shrink)
 //
 // Thread-safety: gRPC runs handlers concurrently; all state is in the store,
 // the registry and the engine directory, which are thread-safe.
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -30,6 +32,7 @@
 #include "controller/node_registry.h"
 #include "controller/placement.h"
 #include "controller/records.h"
+#include "controller/shrink_plan.h"
 #include "controller/volume_params.h"
 #include "csi/csi.grpc.pb.h"
 #include "csi/inflight.h"
@@ -107,11 +110,30 @@ class ControllerService final : public csipb::Controller::Service {
   // Deletes every replica on its engine (in parallel); OK when all are gone.
   Status DeleteReplicas(const rec::VolumeRecord& record);
   // ModifyVolume `replicas` (controller_service_replicas.cc): the record and,
-  // when published, the live target follow a higher `wanted`; a lower one is
-  // INVALID_ARGUMENT (not supported yet, issue 17).
+  // when published, the live target follow `wanted`, higher (grow) or lower
+  // (controller_service_shrink.cc).
   Status ChangeReplicaCount(Versioned<rec::VolumeRecord>* v, uint32_t wanted);
   Status GrowReplicas(Versioned<rec::VolumeRecord>* v, uint32_t count);
   Status RecordAddedReplicas(Versioned<rec::VolumeRecord>* v, const rec::VolumeRecord& grown);
+  Status ShrinkReplicas(Versioned<rec::VolumeRecord>* v, uint32_t wanted);
+  Result<std::vector<ReplicaFacts>> LiveFacts(const rec::VolumeRecord& record,
+                                              std::map<std::string, std::string>* addresses);
+  Result<std::vector<ReplicaFacts>> StoredFacts(const rec::VolumeRecord& record);
+  Status RecordRemovedReplicas(Versioned<rec::VolumeRecord>* v,
+                               const std::vector<std::string>& victims);
+  void DeleteRemovedReplicas(Versioned<rec::VolumeRecord>* v,
+                             const std::vector<std::string>& victims);
+  // A new publish of a volume whose last in-sync call was a shrink that no
+  // in-sync replica holds: back to the record before it, when provably safe
+  // (controller_service_settle.cc).
+  Status SettleUnsettledShrink(Versioned<rec::VolumeRecord>* v);
+  Status FallBackFromUnsettledShrink(Versioned<rec::VolumeRecord>* v);
+  struct Held {
+    std::string replica_id;
+    Status status;
+    epb::Replica replica;
+  };
+  std::vector<Held> FenceAndReadInSync(const rec::VolumeRecord& record, uint64_t epoch);
   // Raises every replica's epoch to `epoch`; OK when the old target can no
   // longer acknowledge a write (see the .cc).
   Status Fence(const rec::VolumeRecord& record, uint64_t epoch);

@@ -41,6 +41,8 @@ Status ControllerService::DoPublish(const csipb::ControllerPublishVolumeRequest&
   auto node = nodes_->Get(req.node_id());
   if (!node) return Status::NotFound("node " + req.node_id() + " is not registered");
 
+  // A new attachment: an unsettled in-sync shrink may need its fallback.
+  if (!v->record.has_attachment()) TANDEM_RETURN_IF_ERROR(SettleUnsettledShrink(&*v));
   rec::VolumeRecord record = v->record;
   bool readonly =
       req.readonly() || csi::IsReadOnlyMode(req.volume_capability().access_mode().mode());

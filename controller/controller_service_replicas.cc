@@ -8,10 +8,7 @@
 // only once rebuilt). A detached volume's next attach rebuilds them (its
 // replicas at generation 0 are never served).
 //
-// Shrink: not supported yet (INVALID_ARGUMENT). The live target's majority
-// and the record's must change together: a target that stops counting a
-// replica before the record drops it may acknowledge writes that a majority
-// of the record does not hold.
+// Shrink: controller_service_shrink.cc.
 
 #include <algorithm>
 #include <future>
@@ -31,13 +28,7 @@ Status ControllerService::ChangeReplicaCount(Versioned<rec::VolumeRecord>* v, ui
   const uint32_t have = static_cast<uint32_t>(v->record.replicas_size());
   if (wanted == have) return Status::Ok();
   if (wanted > have) return GrowReplicas(v, wanted - have);
-  // Not yet: removing a replica lowers the live target's majority, and the
-  // record's only after it; between the two (a crash, a failed
-  // compare-and-swap) a majority of the record need not hold every
-  // acknowledged write (issue 17).
-  return Status::InvalidArgument("volume " + v->record.volume_id() + ": replicas " +
-                                 std::to_string(wanted) + " < " + std::to_string(have) +
-                                 ": lowering a volume's replica count is not supported yet");
+  return ShrinkReplicas(v, wanted);
 }
 
 // The replicas `grown` added to v's record, by compare-and-swap. The

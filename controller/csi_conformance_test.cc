@@ -533,9 +533,9 @@ TEST_F(CsiConformanceTest, ModifyVolumeErrors) {
 }
 
 // ModifyVolume `replicas`, detached: grown onto the other nodes, repeated,
-// more than there are nodes; lowering it is refused (not supported yet:
-// issue 17) and changes nothing.
-TEST_F(CsiConformanceTest, ModifyVolumeReplicasGrowsADetachedVolumeAndRefusesShrinking) {
+// more than there are nodes; lowered again (the removed replicas deleted on
+// their engines; controller/shrink_test.cc has the data checks).
+TEST_F(CsiConformanceTest, ModifyVolumeReplicasGrowsAndShrinksADetachedVolume) {
   std::string id = CreateOk("modify-count", 4 * kMiB, "1");
   ASSERT_EQ(ReplicasOf(id), 1);
   auto modify = [&](const std::string& value) {
@@ -558,16 +558,17 @@ TEST_F(CsiConformanceTest, ModifyVolumeReplicasGrowsADetachedVolumeAndRefusesShr
   EXPECT_EQ(ctx->replicas.size(), 3u);
   ASSERT_UNPUBLISH_OK(id, "e1");
   st = modify("1");
-  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
-  EXPECT_NE(st.error_message().find("not supported"), std::string::npos) << st.error_message();
-  EXPECT_EQ(ReplicasOf(id), 3);
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(ReplicasOf(id), 1);
+  EXPECT_TRUE(modify("1").ok());  // repeated
+  EXPECT_EQ(ReplicasOf(id), 1);
   EXPECT_TRUE(Delete(id).ok());
   EXPECT_EQ(ReplicasOf(id), 0);
 }
 
 // ModifyVolume `replicas` of a published volume with a live target: the new
 // replica joins the target and is rebuilt online until HEALTHY; lowering the
-// count is refused and leaves the target as it is (issue 17).
+// count removes one from the target, then from the record and its engine.
 TEST_F(CsiConformanceTest, ModifyVolumeReplicasChangesTheLiveTarget) {
   std::string id = CreateOk("modify-live", 4 * kMiB, "1");
   csi::ControllerPublishVolumeResponse pub;
@@ -598,12 +599,13 @@ TEST_F(CsiConformanceTest, ModifyVolumeReplicasChangesTheLiveTarget) {
   EXPECT_TRUE(ctl_->ControllerModifyVolume(Ctx().get(), mod, &mresp).ok());  // repeated
   (*mod.mutable_mutable_parameters())["replicas"] = "1";
   st = ctl_->ControllerModifyVolume(Ctx().get(), mod, &mresp);
-  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
-  EXPECT_EQ(ReplicasOf(id), 2);
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(ReplicasOf(id), 1);
   auto t = e0.GetTarget(id, std::chrono::seconds(5));
   ASSERT_TRUE(t.ok());
-  EXPECT_EQ(t->replicas_size(), 2);
-  EXPECT_EQ(t->state(), engine::v1::TARGET_STATE_READY);
+  ASSERT_EQ(t->replicas_size(), 1);
+  EXPECT_EQ(t->replicas(0).state(), engine::v1::REPLICA_STATE_HEALTHY);
+  EXPECT_TRUE(ctl_->ControllerModifyVolume(Ctx().get(), mod, &mresp).ok());  // repeated
   ASSERT_UNPUBLISH_OK(id, "e0");
   EXPECT_TRUE(e0.DestroyTarget(id, std::chrono::seconds(30)).ok());
   EXPECT_TRUE(Delete(id).ok());

@@ -50,6 +50,12 @@ Status GrpcEngineDirectory::SetRebuildRate(const std::string& address, const std
   return r.ok() ? Status::Ok() : r.status();
 }
 
+Result<epb::Replica> GrpcEngineDirectory::GetReplica(const std::string& address,
+                                                     const std::string& volume_id,
+                                                     Timeout timeout) {
+  return Client(address)->GetReplica(volume_id, timeout);
+}
+
 Result<epb::Target> GrpcEngineDirectory::GetTarget(const std::string& address,
                                                    const std::string& volume_id, Timeout timeout) {
   return Client(address)->GetTarget(volume_id, timeout);

@@ -38,6 +38,10 @@ class EngineDirectory {
   virtual Result<epb::Replica> CreateReplica(const std::string& address,
                                              const epb::CreateReplicaRequest& req,
                                              Timeout timeout) = 0;
+  // The replica of the volume on that engine (its generation and generation
+  // id). NOT_FOUND when it has none.
+  virtual Result<epb::Replica> GetReplica(const std::string& address, const std::string& volume_id,
+                                          Timeout timeout) = 0;
   // OK when absent.
   virtual Status DeleteReplica(const std::string& address, const std::string& volume_id,
                                Timeout timeout) = 0;
@@ -81,6 +85,8 @@ class GrpcEngineDirectory final : public EngineDirectory {
   Result<epb::Replica> CreateReplica(const std::string& address,
                                      const epb::CreateReplicaRequest& req,
                                      Timeout timeout) override;
+  Result<epb::Replica> GetReplica(const std::string& address, const std::string& volume_id,
+                                  Timeout timeout) override;
   Status DeleteReplica(const std::string& address, const std::string& volume_id,
                        Timeout timeout) override;
   Result<uint64_t> FenceReplica(const std::string& address, const std::string& volume_id,

@@ -72,6 +72,26 @@ Status CheckOrder(const rec::VolumeRecord& r, const v1::InSyncRequest& req, bool
   }
   return Status::Ok();
 }
+
+// A shrink is recorded before the target's SET_GENERATION for it reaches any
+// replica. Until a grow or clear settles it, the record keeps the one it
+// replaced (the record in force for the generation the replicas hold), so a
+// publish can fall back to it if the target died before any in-sync replica
+// got the new generation (controller_service_settle.cc). A shrink repeated or
+// redone for the same pending generation keeps the record from before it.
+void KeepPrevious(rec::VolumeRecord* r, const v1::InSyncRequest& req, bool shrink) {
+  if (!shrink) {
+    r->clear_previous_in_sync();
+    return;
+  }
+  bool same_pending = !r->in_sync_settled() && r->in_sync_generation_id() != 0 &&
+                      r->in_sync_epoch() == req.epoch() &&
+                      r->in_sync_generation() == req.generation() && r->has_previous_in_sync();
+  if (same_pending) return;
+  rec::InSyncSet* prev = r->mutable_previous_in_sync();
+  prev->set_generation_id(r->in_sync_generation_id());
+  *prev->mutable_replica_ids() = r->in_sync_replica_ids();
+}
 }  // namespace
 
 Status MembershipService::Record(const v1::InSyncRequest& req, bool shrink,
@@ -105,6 +125,7 @@ Status MembershipService::Record(const v1::InSyncRequest& req, bool shrink,
                 r.in_sync_generation() == req.generation() && r.in_sync_settled() == !shrink &&
                 r.in_sync_seq() == req.seq();
     if (!same) {
+      KeepPrevious(&r, req, shrink);
       r.set_in_sync_generation_id(req.generation_id());
       r.clear_in_sync_replica_ids();
       for (const std::string& id : req.replica_ids()) r.add_in_sync_replica_ids(id);

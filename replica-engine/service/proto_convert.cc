@@ -177,6 +177,7 @@ void ReplicaToProto(const replica::Replica& replica, pb::Replica* out) {
   out->set_size_bytes(md.size);
   out->set_block_size(md.block_size);
   out->set_generation(md.generation);
+  out->set_generation_id(md.generation_id);
   out->set_highest_epoch(md.highest_epoch);
   out->set_clean_shutdown(md.was_clean);
   out->set_data_path(md.resolved_data_path());

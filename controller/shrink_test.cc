@@ -1,0 +1,454 @@
+// ControllerModifyVolume lowering `replicas` (docs/controller.md "Lowering
+// the replica count") and the unsettled shrink's fallback ("An unsettled
+// shrink"), end to end: a real tandem-controller (SQLite), three real
+// tandem-engines started with --controller, live targets behind FUSE file
+// exports, every acknowledged (fdatasync'd) block read back after a new
+// attach.
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include "csi/publish_context.h"
+#include "replica-engine/api/engine_client.h"
+#include "replica-engine/proto/membership.grpc.pb.h"
+#include "tests/harness/local_cluster.h"
+
+namespace tandem::controller {
+namespace {
+
+namespace csi = ::csi::v1;
+using testing::LocalCluster;
+using PublishContext = ::tandem::csi::PublishContext;
+
+constexpr uint64_t kSize = 8 << 20;
+constexpr size_t kBlock = 64 << 10;
+constexpr uint64_t kBlocks = kSize / kBlock;
+
+std::unique_ptr<grpc::ClientContext> Ctx(int seconds = 30) {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
+  return ctx;
+}
+
+void Fill(std::vector<char>* buf, uint64_t block, uint32_t round) {
+  if (round == 0) {
+    std::fill(buf->begin(), buf->end(), 0);
+    return;
+  }
+  for (size_t i = 0; i < buf->size(); i += 8) {
+    uint64_t v = (block << 32) ^ round ^ (i * 0x9E3779B97F4A7C15ull);
+    std::memcpy(buf->data() + i, &v, 8);
+  }
+}
+
+class ShrinkTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0 || access("/dev/fuse", R_OK | W_OK) != 0) {
+      GTEST_SKIP() << "needs root and /dev/fuse (FUSE file export)";
+    }
+    ASSERT_TRUE(cluster_.StartEngines(3).ok());
+    ASSERT_TRUE(cluster_.StartController().ok());
+    ASSERT_TRUE(cluster_.RegisterEngines().ok());
+    ctl_ = cluster_.Controller();
+  }
+
+  std::string CreateVolume(const std::string& name) {
+    csi::CreateVolumeRequest req;
+    req.set_name(name);
+    req.mutable_capacity_range()->set_required_bytes(kSize);
+    *req.add_volume_capabilities() = Cap();
+    (*req.mutable_parameters())["replicas"] = "3";
+    csi::CreateVolumeResponse resp;
+    grpc::Status st = ctl_->CreateVolume(Ctx().get(), req, &resp);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    return resp.volume().volume_id();
+  }
+  static csi::VolumeCapability Cap() {
+    csi::VolumeCapability cap;
+    cap.mutable_block();
+    cap.mutable_access_mode()->set_mode(csi::VolumeCapability::AccessMode::SINGLE_NODE_WRITER);
+    return cap;
+  }
+  Result<PublishContext> Publish(const std::string& id, int node) {
+    csi::ControllerPublishVolumeRequest req;
+    req.set_volume_id(id);
+    req.set_node_id("e" + std::to_string(node));
+    *req.mutable_volume_capability() = Cap();
+    csi::ControllerPublishVolumeResponse resp;
+    grpc::Status st = ctl_->ControllerPublishVolume(Ctx().get(), req, &resp);
+    if (!st.ok()) return Status(static_cast<StatusCode>(st.error_code()), st.error_message());
+    return ::tandem::csi::DecodePublishContext(resp.publish_context());
+  }
+  // Unpublish, retried as the CO does (channels to restarted engines may be
+  // in gRPC's reconnect backoff).
+  bool Unpublish(const std::string& id, int node) {
+    csi::ControllerUnpublishVolumeRequest req;
+    req.set_volume_id(id);
+    req.set_node_id("e" + std::to_string(node));
+    grpc::Status st;
+    bool ok = testing::WaitFor(
+        [&] {
+          csi::ControllerUnpublishVolumeResponse resp;
+          return (st = ctl_->ControllerUnpublishVolume(Ctx().get(), req, &resp)).ok();
+        },
+        std::chrono::seconds(60));
+    EXPECT_TRUE(ok) << st.error_message();
+    return ok;
+  }
+  // Restarts engine `e` and waits until the controller heard from it (its
+  // channel may be in gRPC's reconnect backoff for a while).
+  void RestartEngine(int e) {
+    ASSERT_TRUE(cluster_.StartEngine(&cluster_.engines()[e]).ok());
+    auto started = std::chrono::steady_clock::now();
+    auto reg = cluster_.Registration();
+    bool heard = testing::WaitFor(
+        [&] {
+          ::tandem::controller::v1::ListNodesRequest req;
+          ::tandem::controller::v1::ListNodesResponse resp;
+          if (!reg->ListNodes(Ctx().get(), req, &resp).ok()) return false;
+          auto since = std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::steady_clock::now() - started)
+                           .count();
+          for (const auto& n : resp.nodes()) {
+            if (n.node_id() == "e" + std::to_string(e) && n.last_seen_ms_ago() >= 0 &&
+                n.last_seen_ms_ago() < since) {
+              return true;
+            }
+          }
+          return false;
+        },
+        std::chrono::seconds(30));
+    ASSERT_TRUE(heard) << "the controller never heard from e" << e << " again";
+  }
+  grpc::Status SetReplicas(const std::string& id, int n) {
+    csi::ControllerModifyVolumeRequest mod;
+    mod.set_volume_id(id);
+    (*mod.mutable_mutable_parameters())["replicas"] = std::to_string(n);
+    csi::ControllerModifyVolumeResponse resp;
+    return ctl_->ControllerModifyVolume(Ctx(60).get(), mod, &resp);
+  }
+  // What tandem-node does at NodeStage: the target from publish_context,
+  // exported as a FUSE file.
+  Result<engine::v1::Target> Attach(const std::string& id, int node, const PublishContext& ctx) {
+    engine::v1::CreateTargetRequest treq =
+        testing::TargetRequestFor(id, ctx, cluster_.engines()[node].data_address());
+    treq.set_reconnect_interval_ms(200);
+    treq.set_request_timeout_ms(2000);
+    treq.set_export_kind(engine::v1::EXPORT_KIND_FUSE_FILE);
+    return Engine(node).CreateTarget(treq, std::chrono::seconds(30));
+  }
+  api::EngineClient Engine(int node) {
+    return api::EngineClient(cluster_.engines()[node].grpc_address(), "");
+  }
+  // Which engines hold a replica of the volume, once it is `want` (a
+  // replica the controller could not delete at once, its engine just
+  // restarted, is deleted by the reconciler).
+  std::vector<int> HoldersBecome(const std::string& id, const std::vector<int>& want) {
+    std::vector<int> on;
+    testing::WaitFor([&] { return (on = Holders(id)) == want; }, std::chrono::seconds(30));
+    return on;
+  }
+  std::vector<int> Holders(const std::string& id) {
+    std::vector<int> on;
+    for (int e = 0; e < 3; ++e) {
+      if (Engine(e).GetReplica(id, std::chrono::seconds(5)).ok()) on.push_back(e);
+    }
+    return on;
+  }
+  int EngineOf(const std::string& data_address) {
+    for (int e = 0; e < 3; ++e) {
+      if (cluster_.engines()[e].data_address() == data_address) return e;
+    }
+    return -1;
+  }
+  // One round of writes over every block (pwrite + fdatasync each); what
+  // was acknowledged goes into `acked`. The number of failures.
+  static int WriteRound(int fd, uint32_t round, std::vector<uint32_t>* acked) {
+    std::vector<char> buf(kBlock);
+    int failures = 0;
+    for (uint64_t b = 0; b < kBlocks; ++b) {
+      Fill(&buf, b, round);
+      if (pwrite(fd, buf.data(), kBlock, static_cast<off_t>(b * kBlock)) !=
+              static_cast<ssize_t>(kBlock) ||
+          fdatasync(fd) != 0) {
+        ++failures;
+        continue;
+      }
+      (*acked)[b] = round;
+    }
+    return failures;
+  }
+  // Attaches on `node` and counts the blocks differing from `acked`.
+  int BadBlocks(const std::string& id, int node, const std::vector<uint32_t>& acked) {
+    auto ctx = Publish(id, node);
+    EXPECT_TRUE(ctx.ok()) << ctx.status().ToString();
+    if (!ctx.ok()) return -1;
+    auto t = Attach(id, node, *ctx);
+    EXPECT_TRUE(t.ok()) << t.status().ToString() << " (run dir " << cluster_.root() << ")";
+    if (!t.ok()) return -1;
+    int fd = open(t->export_path().c_str(), O_RDONLY);
+    EXPECT_GE(fd, 0);
+    std::vector<char> got(kBlock), want(kBlock);
+    int bad = 0;
+    for (uint64_t b = 0; b < kBlocks && fd >= 0; ++b) {
+      EXPECT_EQ(pread(fd, got.data(), kBlock, static_cast<off_t>(b * kBlock)),
+                static_cast<ssize_t>(kBlock));
+      Fill(&want, b, acked[b]);
+      bad += std::memcmp(got.data(), want.data(), kBlock) != 0;
+    }
+    if (fd >= 0) close(fd);
+    EXPECT_TRUE(Engine(node).DestroyTarget(id, std::chrono::seconds(30)).ok());
+    Unpublish(id, node);
+    return bad;
+  }
+
+  LocalCluster cluster_;
+  std::unique_ptr<csi::Controller::Stub> ctl_;
+};
+
+// Detached 3 -> 2 -> 1: the replica that missed writes (its engine was down
+// while they were acknowledged) goes first, each removed replica is deleted
+// on its engine, a repeat changes nothing, and every attach in between reads
+// every acknowledged byte.
+TEST_F(ShrinkTest, DetachedShrinkRemovesTheStaleReplicaFirstAndKeepsEveryByte) {
+  const std::string id = CreateVolume("detached");
+  auto ctx = Publish(id, 0);
+  ASSERT_TRUE(ctx.ok());
+  auto t = Attach(id, 0, *ctx);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  int fd = open(t->export_path().c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  std::vector<uint32_t> acked(kBlocks, 0);
+  EXPECT_EQ(WriteRound(fd, 1, &acked), 0);
+  cluster_.engines()[2].process->Kill();  // e2's replica misses round 2
+  EXPECT_EQ(WriteRound(fd, 2, &acked), 0);
+  close(fd);
+  ASSERT_TRUE(Engine(0).DestroyTarget(id, std::chrono::seconds(30)).ok());
+  RestartEngine(2);
+  ASSERT_TRUE(Unpublish(id, 0));
+
+  grpc::Status st;
+  ASSERT_TRUE(
+      testing::WaitFor([&] { return (st = SetReplicas(id, 2)).ok(); }, std::chrono::seconds(30)))
+      << st.error_message();
+  EXPECT_EQ(HoldersBecome(id, {0, 1}), (std::vector<int>{0, 1}))
+      << "the stale replica on e2 goes first";
+  EXPECT_TRUE(SetReplicas(id, 2).ok());  // repeated
+  EXPECT_EQ(BadBlocks(id, 1, acked), 0);
+
+  st = SetReplicas(id, 1);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(HoldersBecome(id, {0}).size(), 1u);
+  EXPECT_TRUE(SetReplicas(id, 1).ok());  // repeated
+  EXPECT_EQ(BadBlocks(id, 2, acked), 0);
+  ctx = Publish(id, 0);
+  ASSERT_TRUE(ctx.ok());
+  EXPECT_EQ(ctx->replicas.size(), 1u);
+  EXPECT_TRUE(Unpublish(id, 0));
+}
+
+// Published 3 -> 2 -> 1 while a writer writes and fsyncs: the live target
+// drops the victim first (the remote ones: the local replica stays), keeps
+// acknowledging every write (at 1 of its 3 places through the controller's
+// ShrinkInSync), the removed replicas are deleted, and a new attach on
+// another node reads every acknowledged block.
+TEST_F(ShrinkTest, PublishedShrinkUnderWritesKeepsEveryAcknowledgedBlock) {
+  const std::string id = CreateVolume("published");
+  auto ctx = Publish(id, 0);
+  ASSERT_TRUE(ctx.ok());
+  auto t = Attach(id, 0, *ctx);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  int fd = open(t->export_path().c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  std::vector<uint32_t> acked(kBlocks, 0);
+  std::atomic<bool> stop{false};
+  std::atomic<uint32_t> rounds{0};
+  std::atomic<int> failures{0};
+  std::thread writer([&] {
+    for (uint32_t round = 1; !stop && round < 10000; ++round) {
+      failures += WriteRound(fd, round, &acked);
+      rounds = round;
+    }
+  });
+  auto after_rounds = [&](uint32_t n) {
+    uint32_t target = rounds + n;
+    return testing::WaitFor([&] { return rounds >= target; }, std::chrono::seconds(60));
+  };
+  EXPECT_TRUE(after_rounds(1));
+  auto before = Engine(0).GetTarget(id, std::chrono::seconds(5));
+  ASSERT_TRUE(before.ok());
+  grpc::Status st = SetReplicas(id, 2);
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  EXPECT_TRUE(after_rounds(2));
+  auto live = Engine(0).GetTarget(id, std::chrono::seconds(5));
+  ASSERT_TRUE(live.ok());
+  EXPECT_EQ(live->replicas_size(), 2);
+  // The removal started a new generation on the survivors: the removed
+  // replica is recognisably behind.
+  EXPECT_GT(live->generation(), before->generation());
+  EXPECT_EQ(Holders(id).size(), 2u);
+  st = SetReplicas(id, 1);
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  EXPECT_TRUE(after_rounds(2));
+  stop = true;
+  writer.join();
+  close(fd);
+  EXPECT_EQ(failures, 0) << "writes failed during the shrink (run dir " << cluster_.root() << ")";
+  live = Engine(0).GetTarget(id, std::chrono::seconds(5));
+  ASSERT_TRUE(live.ok());
+  ASSERT_EQ(live->replicas_size(), 1);
+  EXPECT_EQ(EngineOf(live->replicas(0).address()), 0) << "the local replica stays";
+  EXPECT_EQ(Holders(id), std::vector<int>{0});
+  EXPECT_TRUE(SetReplicas(id, 1).ok());  // repeated
+
+  ASSERT_TRUE(Engine(0).DestroyTarget(id, std::chrono::seconds(30)).ok());
+  ASSERT_TRUE(Unpublish(id, 0));
+  EXPECT_EQ(BadBlocks(id, 1, acked), 0) << "after " << rounds << " rounds";
+}
+
+// A controller killed -9 between step 2 (the live target dropped a replica)
+// and step 3 (the record): the target acknowledges on the others meanwhile,
+// and the retry on the restarted controller removes that same replica (gone
+// from the target, so first in line), not the one it would have chosen.
+TEST_F(ShrinkTest, ARetryAfterAControllerCrashMidShrinkRemovesTheReplicaTheTargetDropped) {
+  const std::string id = CreateVolume("resume");
+  auto ctx = Publish(id, 0);
+  ASSERT_TRUE(ctx.ok());
+  auto t = Attach(id, 0, *ctx);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  int fd = open(t->export_path().c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  std::vector<uint32_t> acked(kBlocks, 0);
+  EXPECT_EQ(WriteRound(fd, 1, &acked), 0);
+  // Step 2 as the controller does it, for the replica on e1 (by itself it
+  // would remove the later one, on e2); then it dies.
+  ASSERT_TRUE(
+      Engine(0)
+          .RemoveTargetReplica(id, cluster_.engines()[1].data_address(), std::chrono::seconds(5))
+          .ok());
+  cluster_.KillController();
+  EXPECT_EQ(WriteRound(fd, 2, &acked), 0);
+  ASSERT_TRUE(cluster_.StartController().ok());
+  ctl_ = cluster_.Controller();
+  grpc::Status st;
+  ASSERT_TRUE(
+      testing::WaitFor([&] { return (st = SetReplicas(id, 2)).ok(); }, std::chrono::seconds(30)))
+      << st.error_message();
+  EXPECT_EQ(HoldersBecome(id, {0, 2}), (std::vector<int>{0, 2}));
+  EXPECT_EQ(WriteRound(fd, 3, &acked), 0);
+  close(fd);
+  ASSERT_TRUE(Engine(0).DestroyTarget(id, std::chrono::seconds(30)).ok());
+  ASSERT_TRUE(Unpublish(id, 0));
+  EXPECT_EQ(BadBlocks(id, 2, acked), 0);
+}
+
+// With the in-sync record naming one replica (two engines died under
+// writes), a lower count never drops it: with its engine down it is refused
+// (nothing changes); with it back the two others go.
+TEST_F(ShrinkTest, TheOnlyInSyncReplicaIsNeverDropped) {
+  const std::string id = CreateVolume("in-sync");
+  auto ctx = Publish(id, 0);
+  ASSERT_TRUE(ctx.ok());
+  auto t = Attach(id, 0, *ctx);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  int fd = open(t->export_path().c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  std::vector<uint32_t> acked(kBlocks, 0);
+  EXPECT_EQ(WriteRound(fd, 1, &acked), 0);
+  cluster_.engines()[1].process->Kill();
+  cluster_.engines()[2].process->Kill();
+  EXPECT_EQ(WriteRound(fd, 2, &acked), 0) << "(run dir " << cluster_.root() << ")";
+  close(fd);
+  ASSERT_TRUE(Engine(0).DestroyTarget(id, std::chrono::seconds(30)).ok());
+  RestartEngine(1);
+  RestartEngine(2);
+  ASSERT_TRUE(Unpublish(id, 0));
+
+  cluster_.engines()[0].process->Kill();
+  grpc::Status st = SetReplicas(id, 2);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << st.error_message();
+  EXPECT_NE(st.error_message().find("in-sync"), std::string::npos) << st.error_message();
+
+  RestartEngine(0);
+  EXPECT_EQ(Holders(id).size(), 3u);
+  ASSERT_TRUE(
+      testing::WaitFor([&] { return (st = SetReplicas(id, 1)).ok(); }, std::chrono::seconds(30)))
+      << st.error_message();
+  EXPECT_EQ(Holders(id), std::vector<int>{0}) << "the in-sync replica on e0 stays";
+  EXPECT_EQ(BadBlocks(id, 1, acked), 0);
+}
+
+// Task: the unsettled recorded shrink. A target recorded ShrinkInSync and
+// died before any replica got that generation (reproduced by recording it
+// through the Membership API after the target is gone): with an in-sync
+// replica unreachable the publish keeps the record (the target is
+// UNAVAILABLE); with all of them back and none holding the id, it falls back
+// to the record before the shrink and every acknowledged block is served.
+TEST_F(ShrinkTest, AnUnsettledShrinkFallsBackOnlyWhenEveryInSyncReplicaAnswers) {
+  const std::string id = CreateVolume("unsettled");
+  auto ctx = Publish(id, 0);
+  ASSERT_TRUE(ctx.ok());
+  auto t = Attach(id, 0, *ctx);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  int fd = open(t->export_path().c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  std::vector<uint32_t> acked(kBlocks, 0);
+  EXPECT_EQ(WriteRound(fd, 1, &acked), 0);
+  close(fd);
+  auto live = Engine(0).GetTarget(id, std::chrono::seconds(5));
+  ASSERT_TRUE(live.ok());
+  ASSERT_TRUE(Engine(0).DestroyTarget(id, std::chrono::seconds(30)).ok());
+
+  const std::string r0 = ctx->replicas[0].replica_id;
+  const std::string r1 = ctx->replicas[1].replica_id;
+  const uint64_t never_set = std::random_device{}() | 1ull << 40;
+  auto stub = ::tandem::controller::v1::Membership::NewStub(grpc::CreateChannel(
+      "unix:" + cluster_.root() + "/csi.sock", grpc::InsecureChannelCredentials()));
+  ::tandem::controller::v1::InSyncRequest req;
+  req.set_volume_id(id);
+  req.set_epoch(ctx->epoch);
+  req.set_seq(1);
+  req.set_generation(live->generation() + 1);
+  req.set_generation_id(never_set);
+  req.add_replica_ids(r0);
+  req.add_replica_ids(r1);
+  ::tandem::controller::v1::InSyncResponse resp;
+  grpc::Status st = stub->ShrinkInSync(Ctx().get(), req, &resp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  ASSERT_TRUE(Unpublish(id, 0));
+
+  // r1's engine down: no fallback, the next attach cannot serve.
+  int e1 = EngineOf(ctx->replicas[1].address);
+  ASSERT_GE(e1, 0);
+  cluster_.engines()[e1].process->Kill();
+  int other = (e1 + 1) % 3;
+  auto kept = Publish(id, other);
+  ASSERT_TRUE(kept.ok()) << kept.status().ToString();
+  EXPECT_EQ(kept->in_sync_generation_id, never_set);
+  auto refused = Attach(id, other, *kept);
+  EXPECT_EQ(refused.status().code(), StatusCode::kUnavailable) << refused.status().ToString();
+
+  // Every in-sync replica back, none at the recorded id: the record before
+  // the shrink (the majority rule) again.
+  RestartEngine(e1);
+  ASSERT_TRUE(Unpublish(id, other));
+  EXPECT_EQ(BadBlocks(id, other, acked), 0);
+  auto after = Publish(id, other);
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->in_sync_generation_id, 0u);
+  EXPECT_EQ(after->in_sync_replica_ids, ctx->in_sync_replica_ids);  // as created
+  EXPECT_TRUE(Unpublish(id, other));
+}
+
+}  // namespace
+}  // namespace tandem::controller
