@@ -59,6 +59,8 @@ class MembershipTest : public ::testing::Test {
     ASSERT_TRUE(cluster_.StartController().ok());
     ASSERT_TRUE(cluster_.RegisterEngines().ok());
     ctl_ = cluster_.Controller();
+    membership_ = ::tandem::controller::v1::Membership::NewStub(grpc::CreateChannel(
+        "unix:" + cluster_.root() + "/csi.sock", grpc::InsecureChannelCredentials()));
   }
 
   std::string CreateVolume(const std::string& name, const std::string& replicas = "3") {
@@ -118,6 +120,22 @@ class MembershipTest : public ::testing::Test {
     return "";
   }
 
+  // One Membership call as a target makes it (seq 0: unnumbered; no id and
+  // no replicas: a clear).
+  grpc::Status InSync(bool shrink, const std::string& id, uint64_t epoch, uint64_t seq,
+                      uint64_t gen, uint64_t gen_id, const std::vector<std::string>& ids) {
+    ::tandem::controller::v1::InSyncRequest req;
+    req.set_volume_id(id);
+    req.set_epoch(epoch);
+    req.set_seq(seq);
+    req.set_generation(gen);
+    req.set_generation_id(gen_id);
+    for (const auto& s : ids) req.add_replica_ids(s);
+    ::tandem::controller::v1::InSyncResponse resp;
+    return shrink ? membership_->ShrinkInSync(Ctx().get(), req, &resp)
+                  : membership_->GrowInSync(Ctx().get(), req, &resp);
+  }
+
   static void Fill(std::vector<char>* buf, uint64_t block, uint32_t round) {
     for (size_t i = 0; i < buf->size(); i += 8) {
       uint64_t v = (block << 32) ^ round ^ (i * 0x9E3779B97F4A7C15ull);
@@ -127,6 +145,7 @@ class MembershipTest : public ::testing::Test {
 
   LocalCluster cluster_;
   std::unique_ptr<csi::Controller::Stub> ctl_;
+  std::unique_ptr<::tandem::controller::v1::Membership::Stub> membership_;
 };
 
 TEST_F(MembershipTest, ShrinkIsRecordedAndAStaleReplicaAloneIsNotServed) {
@@ -247,19 +266,9 @@ TEST_F(MembershipTest, ServiceRefusesStaleEpochsAndOlderGenerationsAndRepeatsAre
   const std::string id = CreateVolume("rules");
   auto ctx = Publish(id, 0);
   ASSERT_TRUE(ctx.ok());
-  auto stub = ::tandem::controller::v1::Membership::NewStub(grpc::CreateChannel(
-      "unix:" + cluster_.root() + "/csi.sock", grpc::InsecureChannelCredentials()));
   auto call = [&](bool shrink, uint64_t epoch, uint64_t gen, uint64_t gen_id,
-                  std::vector<std::string> ids) {
-    ::tandem::controller::v1::InSyncRequest req;
-    req.set_volume_id(id);
-    req.set_epoch(epoch);
-    req.set_generation(gen);
-    req.set_generation_id(gen_id);
-    for (auto& s : ids) req.add_replica_ids(s);
-    ::tandem::controller::v1::InSyncResponse resp;
-    return shrink ? stub->ShrinkInSync(Ctx().get(), req, &resp)
-                  : stub->GrowInSync(Ctx().get(), req, &resp);
+                  const std::vector<std::string>& ids) {
+    return InSync(shrink, id, epoch, 0, gen, gen_id, ids);
   };
   const std::string r0 = ctx->replicas[0].replica_id, r1 = ctx->replicas[1].replica_id;
   const uint64_t e = ctx->epoch;
@@ -299,20 +308,9 @@ TEST_F(MembershipTest, ServiceOrdersNumberedCallsBySeqAndRefusesALateOlderOne) {
   const std::string id = CreateVolume("seq");
   auto ctx = Publish(id, 0);
   ASSERT_TRUE(ctx.ok());
-  auto stub = ::tandem::controller::v1::Membership::NewStub(grpc::CreateChannel(
-      "unix:" + cluster_.root() + "/csi.sock", grpc::InsecureChannelCredentials()));
   auto call = [&](bool shrink, uint64_t seq, uint64_t gen, uint64_t gen_id,
-                  std::vector<std::string> ids) {
-    ::tandem::controller::v1::InSyncRequest req;
-    req.set_volume_id(id);
-    req.set_epoch(ctx->epoch);
-    req.set_seq(seq);
-    req.set_generation(gen);
-    req.set_generation_id(gen_id);
-    for (auto& s : ids) req.add_replica_ids(s);
-    ::tandem::controller::v1::InSyncResponse resp;
-    return shrink ? stub->ShrinkInSync(Ctx().get(), req, &resp)
-                  : stub->GrowInSync(Ctx().get(), req, &resp);
+                  const std::vector<std::string>& ids) {
+    return InSync(shrink, id, ctx->epoch, seq, gen, gen_id, ids);
   };
   const std::string r0 = ctx->replicas[0].replica_id, r1 = ctx->replicas[1].replica_id;
   EXPECT_EQ(call(true, 1, 5, 0xAB, {r0}).error_code(), grpc::StatusCode::OK);
@@ -369,20 +367,12 @@ TEST_F(MembershipTest, ModifyVolumeGrowRecordsItsReplicasWhileTheAuthorityWrites
   const std::string id = CreateVolume("grow-race", "1");
   auto ctx = Publish(id, 0);
   ASSERT_TRUE(ctx.ok());
-  auto stub = ::tandem::controller::v1::Membership::NewStub(grpc::CreateChannel(
-      "unix:" + cluster_.root() + "/csi.sock", grpc::InsecureChannelCredentials()));
   std::atomic<bool> stop{false};
   std::atomic<int> recorded{0};
   std::thread writer([&] {
     // Clears with increasing seq: each one is a write of the record.
     for (uint64_t seq = 1; !stop && seq < 20000; ++seq) {
-      ::tandem::controller::v1::InSyncRequest req;
-      req.set_volume_id(id);
-      req.set_epoch(ctx->epoch);
-      req.set_seq(seq);
-      req.set_generation(1);
-      ::tandem::controller::v1::InSyncResponse resp;
-      if (stub->GrowInSync(Ctx().get(), req, &resp).ok()) ++recorded;
+      if (InSync(false, id, ctx->epoch, seq, 1, 0, {}).ok()) ++recorded;
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
   });

@@ -24,136 +24,104 @@ std::unique_ptr<grpc::ClientContext> Ctx() {
   return ctx;
 }
 
-TEST(ReconcilerTest, ReplicaOnADeadNodeIsReplacedOnASpareAndRebuiltOnline) {
-  LocalCluster cluster;
-  ASSERT_TRUE(cluster.StartEngines(4).ok());
-  ASSERT_TRUE(
-      cluster.StartController({"--reconcile-interval-ms=300", "--replace-after-ms=1500"}).ok());
-  ASSERT_TRUE(cluster.RegisterEngines().ok());
-  auto& engines = cluster.engines();
-  auto ctl = cluster.Controller();
+class ReconcilerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(cluster_.StartEngines(4).ok());
+    ASSERT_TRUE(
+        cluster_.StartController({"--reconcile-interval-ms=300", "--replace-after-ms=1500"}).ok());
+    ASSERT_TRUE(cluster_.RegisterEngines().ok());
+  }
 
-  csi::CreateVolumeRequest creq;
-  creq.set_name("heal");
-  creq.mutable_capacity_range()->set_required_bytes(16 << 20);
-  auto* cap = creq.add_volume_capabilities();
-  cap->mutable_block();
-  cap->mutable_access_mode()->set_mode(csi::VolumeCapability::AccessMode::SINGLE_NODE_WRITER);
-  csi::CreateVolumeResponse created;
-  ASSERT_TRUE(ctl->CreateVolume(Ctx().get(), creq, &created).ok());
-  const std::string id = created.volume().volume_id();
-  api::EngineClient e3(engines[3].grpc_address(), "");
-  ASSERT_FALSE(e3.GetReplica(id, std::chrono::seconds(5)).ok()) << "e3 is the spare";
+  // A 3-replica 16 MiB volume (on e0..e2: e3 is the spare), published on e0
+  // with its live target built there from publish_context.
+  void CreateAndServeOnE0(const std::string& name, std::string* id) {
+    auto ctl = cluster_.Controller();
+    csi::CreateVolumeRequest creq;
+    creq.set_name(name);
+    creq.mutable_capacity_range()->set_required_bytes(16 << 20);
+    auto* cap = creq.add_volume_capabilities();
+    cap->mutable_block();
+    cap->mutable_access_mode()->set_mode(csi::VolumeCapability::AccessMode::SINGLE_NODE_WRITER);
+    csi::CreateVolumeResponse created;
+    ASSERT_TRUE(ctl->CreateVolume(Ctx().get(), creq, &created).ok());
+    *id = created.volume().volume_id();
+    ASSERT_FALSE(Engine(3).GetReplica(*id, std::chrono::seconds(5)).ok()) << "e3 is the spare";
+    csi::ControllerPublishVolumeRequest preq;
+    preq.set_volume_id(*id);
+    preq.set_node_id("e0");
+    *preq.mutable_volume_capability() = *cap;
+    csi::ControllerPublishVolumeResponse pub;
+    ASSERT_TRUE(ctl->ControllerPublishVolume(Ctx().get(), preq, &pub).ok());
+    auto ctx = ::tandem::csi::DecodePublishContext(pub.publish_context());
+    ASSERT_TRUE(ctx.ok());
+    engine::v1::CreateTargetRequest treq =
+        testing::TargetRequestFor(*id, *ctx, cluster_.engines()[0].data_address());
+    treq.set_reconnect_interval_ms(200);
+    ASSERT_TRUE(Engine(0).CreateTarget(treq, std::chrono::seconds(30)).ok());
+  }
 
-  csi::ControllerPublishVolumeRequest preq;
-  preq.set_volume_id(id);
-  preq.set_node_id("e0");
-  *preq.mutable_volume_capability() = *cap;
-  csi::ControllerPublishVolumeResponse pub;
-  ASSERT_TRUE(ctl->ControllerPublishVolume(Ctx().get(), preq, &pub).ok());
-  auto ctx = ::tandem::csi::DecodePublishContext(pub.publish_context());
-  ASSERT_TRUE(ctx.ok());
-  engine::v1::CreateTargetRequest treq =
-      testing::TargetRequestFor(id, *ctx, engines[0].data_address());
-  treq.set_reconnect_interval_ms(200);
-  api::EngineClient e0(engines[0].grpc_address(), "");
-  ASSERT_TRUE(e0.CreateTarget(treq, std::chrono::seconds(30)).ok());
-
-  const std::string dead = engines[2].data_address();
-  engines[2].process->Kill();
-
-  const std::string spare = engines[3].data_address();
-  std::string last;
-  bool healed = testing::WaitFor(
-      [&] {
-        auto t = e0.GetTarget(id, std::chrono::seconds(5));
-        if (!t.ok()) return false;
-        bool spare_healthy = false, dead_gone = true;
-        last.clear();
-        for (const auto& r : t->replicas()) {
-          last += r.address() + "=" + engine::v1::ReplicaState_Name(r.state()) + " ";
-          if (r.address() == spare && r.state() == engine::v1::REPLICA_STATE_HEALTHY) {
-            spare_healthy = true;
+  // Waits until the live target on e0 has three replicas, the spare (e3)
+  // HEALTHY among them and the one on engine `gone` not.
+  void ExpectHealed(const std::string& id, int gone) {
+    const std::string lost = cluster_.engines()[gone].data_address();
+    const std::string spare = cluster_.engines()[3].data_address();
+    std::string last;
+    bool healed = testing::WaitFor(
+        [&] {
+          auto t = Engine(0).GetTarget(id, std::chrono::seconds(5));
+          if (!t.ok()) return false;
+          bool spare_healthy = false, lost_gone = true;
+          last.clear();
+          for (const auto& r : t->replicas()) {
+            last += r.address() + "=" + engine::v1::ReplicaState_Name(r.state()) + " ";
+            spare_healthy |= r.address() == spare && r.state() == engine::v1::REPLICA_STATE_HEALTHY;
+            lost_gone &= r.address() != lost;
           }
-          if (r.address() == dead) dead_gone = false;
-        }
-        return spare_healthy && dead_gone && t->replicas_size() == 3;
-      },
-      std::chrono::seconds(60));
-  ASSERT_TRUE(healed) << "target replicas: " << last << " (run dir " << cluster.root() << ")";
-  auto replica = e3.GetReplica(id, std::chrono::seconds(5));
+          return spare_healthy && lost_gone && t->replicas_size() == 3;
+        },
+        std::chrono::seconds(60));
+    EXPECT_TRUE(healed) << "target replicas: " << last << " (run dir " << cluster_.root() << ")";
+  }
+
+  api::EngineClient Engine(int e) {
+    return api::EngineClient(cluster_.engines()[e].grpc_address(), "");
+  }
+
+  LocalCluster cluster_;
+};
+
+TEST_F(ReconcilerTest, ReplicaOnADeadNodeIsReplacedOnASpareAndRebuiltOnline) {
+  std::string id;
+  ASSERT_NO_FATAL_FAILURE(CreateAndServeOnE0("heal", &id));
+  cluster_.engines()[2].process->Kill();
+  ExpectHealed(id, 2);
+  auto replica = Engine(3).GetReplica(id, std::chrono::seconds(5));
   ASSERT_TRUE(replica.ok());
   EXPECT_EQ(replica->size_bytes(), static_cast<uint64_t>(16 << 20));
 
   // The node comes back: its retired replica is deleted.
-  ASSERT_TRUE(cluster.StartEngine(&engines[2]).ok());
-  api::EngineClient e2(engines[2].grpc_address(), "");
+  ASSERT_TRUE(cluster_.StartEngine(&cluster_.engines()[2]).ok());
   bool deleted = testing::WaitFor(
       [&] {
-        auto r = e2.GetReplica(id, std::chrono::seconds(2));
+        auto r = Engine(2).GetReplica(id, std::chrono::seconds(2));
         return !r.ok() && r.status().code() == StatusCode::kNotFound;
       },
       std::chrono::seconds(30));
   EXPECT_TRUE(deleted) << "the retired replica on e2 was not deleted";
-  EXPECT_TRUE(e0.DestroyTarget(id, std::chrono::seconds(30)).ok());
+  EXPECT_TRUE(Engine(0).DestroyTarget(id, std::chrono::seconds(30)).ok());
 }
 
 // A replica FAULTED on a node that stays up (its disk lost: the replica is
 // deleted under the live target, whose reconnects are refused from then on)
 // is replaced like one on a down node once FAULTED for replace_after.
-TEST(ReconcilerTest, FaultedReplicaOnALiveNodeIsReplacedOnASpareAndRebuiltOnline) {
-  LocalCluster cluster;
-  ASSERT_TRUE(cluster.StartEngines(4).ok());
-  ASSERT_TRUE(
-      cluster.StartController({"--reconcile-interval-ms=300", "--replace-after-ms=1500"}).ok());
-  ASSERT_TRUE(cluster.RegisterEngines().ok());
-  auto& engines = cluster.engines();
-  auto ctl = cluster.Controller();
-  csi::CreateVolumeRequest creq;
-  creq.set_name("heal-live");
-  creq.mutable_capacity_range()->set_required_bytes(16 << 20);
-  auto* cap = creq.add_volume_capabilities();
-  cap->mutable_block();
-  cap->mutable_access_mode()->set_mode(csi::VolumeCapability::AccessMode::SINGLE_NODE_WRITER);
-  csi::CreateVolumeResponse created;
-  ASSERT_TRUE(ctl->CreateVolume(Ctx().get(), creq, &created).ok());
-  const std::string id = created.volume().volume_id();
-  csi::ControllerPublishVolumeRequest preq;
-  preq.set_volume_id(id);
-  preq.set_node_id("e0");
-  *preq.mutable_volume_capability() = *cap;
-  csi::ControllerPublishVolumeResponse pub;
-  ASSERT_TRUE(ctl->ControllerPublishVolume(Ctx().get(), preq, &pub).ok());
-  auto ctx = ::tandem::csi::DecodePublishContext(pub.publish_context());
-  ASSERT_TRUE(ctx.ok());
-  engine::v1::CreateTargetRequest treq =
-      testing::TargetRequestFor(id, *ctx, engines[0].data_address());
-  treq.set_reconnect_interval_ms(200);
-  api::EngineClient e0(engines[0].grpc_address(), "");
-  ASSERT_TRUE(e0.CreateTarget(treq, std::chrono::seconds(30)).ok());
-
-  api::EngineClient e2(engines[2].grpc_address(), "");
-  ASSERT_TRUE(e2.DeleteReplica(id, std::chrono::seconds(10)).ok());
-  const std::string lost = engines[2].data_address(), spare = engines[3].data_address();
-  std::string last;
-  bool healed = testing::WaitFor(
-      [&] {
-        auto t = e0.GetTarget(id, std::chrono::seconds(5));
-        if (!t.ok()) return false;
-        bool spare_healthy = false, lost_gone = true;
-        last.clear();
-        for (const auto& r : t->replicas()) {
-          last += r.address() + "=" + engine::v1::ReplicaState_Name(r.state()) + " ";
-          spare_healthy |= r.address() == spare && r.state() == engine::v1::REPLICA_STATE_HEALTHY;
-          lost_gone &= r.address() != lost;
-        }
-        return spare_healthy && lost_gone && t->replicas_size() == 3;
-      },
-      std::chrono::seconds(60));
-  ASSERT_TRUE(healed) << "target replicas: " << last << " (run dir " << cluster.root() << ")";
-  api::EngineClient e3(engines[3].grpc_address(), "");
-  EXPECT_TRUE(e3.GetReplica(id, std::chrono::seconds(5)).ok());
-  EXPECT_TRUE(e0.DestroyTarget(id, std::chrono::seconds(30)).ok());
+TEST_F(ReconcilerTest, FaultedReplicaOnALiveNodeIsReplacedOnASpareAndRebuiltOnline) {
+  std::string id;
+  ASSERT_NO_FATAL_FAILURE(CreateAndServeOnE0("heal-live", &id));
+  ASSERT_TRUE(Engine(2).DeleteReplica(id, std::chrono::seconds(10)).ok());
+  ExpectHealed(id, 2);
+  EXPECT_TRUE(Engine(3).GetReplica(id, std::chrono::seconds(5)).ok());
+  EXPECT_TRUE(Engine(0).DestroyTarget(id, std::chrono::seconds(30)).ok());
 }
 
 }  // namespace
