@@ -352,6 +352,42 @@ TEST_F(ShrinkTest, ARetryAfterAControllerCrashMidShrinkRemovesTheReplicaTheTarge
   EXPECT_EQ(BadBlocks(id, 2, acked), 0);
 }
 
+// The engine hosting the live target killed -9 in the middle of a 3 -> 1
+// shrink, after the target dropped the two others (and, to write at 1 of its
+// 3 places, had the controller record the in-sync set {r0}) and before the
+// record followed: a retry is refused while the volume is published with no
+// target running; once unpublished it removes the two and every block is
+// there.
+TEST_F(ShrinkTest, AnEngineKilledMidShrinkLosesNothingAndTheRetryFinishes) {
+  const std::string id = CreateVolume("engine-crash");
+  auto ctx = Publish(id, 0);
+  ASSERT_TRUE(ctx.ok());
+  auto t = Attach(id, 0, *ctx);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  int fd = open(t->export_path().c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  std::vector<uint32_t> acked(kBlocks, 0);
+  EXPECT_EQ(WriteRound(fd, 1, &acked), 0);
+  for (int e = 1; e < 3; ++e) {  // step 2 of a shrink to 1
+    ASSERT_TRUE(
+        Engine(0)
+            .RemoveTargetReplica(id, cluster_.engines()[e].data_address(), std::chrono::seconds(5))
+            .ok());
+  }
+  EXPECT_EQ(WriteRound(fd, 2, &acked), 0) << "(run dir " << cluster_.root() << ")";
+  cluster_.engines()[0].process->Kill();
+  close(fd);
+  RestartEngine(0);
+  grpc::Status st = SetReplicas(id, 1);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << st.error_message();
+  ASSERT_TRUE(Unpublish(id, 0));
+  ASSERT_TRUE(
+      testing::WaitFor([&] { return (st = SetReplicas(id, 1)).ok(); }, std::chrono::seconds(30)))
+      << st.error_message();
+  EXPECT_EQ(HoldersBecome(id, {0}), std::vector<int>{0});
+  EXPECT_EQ(BadBlocks(id, 1, acked), 0);
+}
+
 // With the in-sync record naming one replica (two engines died under
 // writes), a lower count never drops it: with its engine down it is refused
 // (nothing changes); with it back the two others go.
