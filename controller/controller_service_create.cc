@@ -246,6 +246,20 @@ Status ControllerService::DeleteReplicas(const rec::VolumeRecord& record) {
     Status st = c.get();
     if (!st.ok() && first.ok()) first = std::move(st);
   }
+  // Replicas replaced or removed whose deletion is still owed (their node was
+  // down): tried too, but a node that stays down must not keep the volume
+  // from going; its file is then left behind (logged).
+  for (const auto& r : record.retired_replicas()) {
+    std::string address = EngineAddress(r.node_id());
+    Status st = address.empty()
+                    ? Status::Ok()
+                    : engines_->DeleteReplica(address, record.volume_id(), options_.engine_timeout);
+    if (!st.ok()) {
+      TLOG_WARN(kTag, "volume %s: retired replica %s left on node %s: %s",
+                record.volume_id().c_str(), r.replica_id().c_str(), r.node_id().c_str(),
+                st.ToString().c_str());
+    }
+  }
   return first;
 }
 

@@ -352,6 +352,37 @@ TEST_F(ShrinkTest, ARetryAfterAControllerCrashMidShrinkRemovesTheReplicaTheTarge
   EXPECT_EQ(BadBlocks(id, 2, acked), 0);
 }
 
+// A victim whose engine is down when removed stays retired (its file
+// exists); DeleteVolume deletes it too once its node answers, rather than
+// leaving it behind (the reconciler, which would also, is kept out here).
+TEST_F(ShrinkTest, ARetiredReplicaIsDeletedWithItsVolume) {
+  ASSERT_TRUE(cluster_.StartController({"--reconcile-interval-ms=600000"}).ok());
+  ctl_ = cluster_.Controller();
+  const std::string id = CreateVolume("retired");
+  auto ctx = Publish(id, 0);
+  ASSERT_TRUE(ctx.ok());
+  auto t = Attach(id, 0, *ctx);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  int fd = open(t->export_path().c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  std::vector<uint32_t> acked(kBlocks, 0);
+  EXPECT_EQ(WriteRound(fd, 1, &acked), 0);
+  close(fd);
+  ASSERT_TRUE(Engine(0).DestroyTarget(id, std::chrono::seconds(30)).ok());
+  ASSERT_TRUE(Unpublish(id, 0));
+  cluster_.engines()[2].process->Kill();
+  grpc::Status st = SetReplicas(id, 2);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  RestartEngine(2);
+  EXPECT_EQ(Holders(id), (std::vector<int>{0, 1, 2})) << "retired, not deleted yet";
+  csi::DeleteVolumeRequest del;
+  del.set_volume_id(id);
+  csi::DeleteVolumeResponse dresp;
+  st = ctl_->DeleteVolume(Ctx().get(), del, &dresp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_TRUE(Holders(id).empty());
+}
+
 // The engine hosting the live target killed -9 in the middle of a 3 -> 1
 // shrink, after the target dropped the two others (and, to write at 1 of its
 // 3 places, had the controller record the in-sync set {r0}) and before the
