@@ -517,5 +517,57 @@ TEST_F(ShrinkTest, AnUnsettledShrinkFallsBackOnlyWhenEveryInSyncReplicaAnswers) 
   EXPECT_TRUE(Unpublish(id, other));
 }
 
+// An unsettled shrink over a recorded one (two engines died under writes:
+// the target recorded {r0} and started that generation; then a second shrink
+// is recorded and never started): the fallback is the first record — {r0} at
+// the generation it holds — and the attach serves every block from it.
+TEST_F(ShrinkTest, AnUnsettledShrinkOverARecordedOneFallsBackToThatRecord) {
+  const std::string id = CreateVolume("unsettled-twice");
+  auto ctx = Publish(id, 0);
+  ASSERT_TRUE(ctx.ok());
+  auto t = Attach(id, 0, *ctx);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  int fd = open(t->export_path().c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  std::vector<uint32_t> acked(kBlocks, 0);
+  EXPECT_EQ(WriteRound(fd, 1, &acked), 0);
+  cluster_.engines()[1].process->Kill();
+  cluster_.engines()[2].process->Kill();
+  EXPECT_EQ(WriteRound(fd, 2, &acked), 0);
+  close(fd);
+  auto live = Engine(0).GetTarget(id, std::chrono::seconds(5));
+  ASSERT_TRUE(live.ok());
+  ASSERT_EQ(live->in_sync_replica_ids_size(), 1) << live->DebugString();
+  const uint64_t first = live->generation_id();
+  ASSERT_TRUE(Engine(0).DestroyTarget(id, std::chrono::seconds(30)).ok());
+
+  auto stub = ::tandem::controller::v1::Membership::NewStub(grpc::CreateChannel(
+      "unix:" + cluster_.root() + "/csi.sock", grpc::InsecureChannelCredentials()));
+  ::tandem::controller::v1::InSyncRequest req;
+  req.set_volume_id(id);
+  req.set_epoch(ctx->epoch);
+  // After the target's own calls (numbered from the wall clock in µs).
+  req.set_seq(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count()) +
+              1000000);
+  req.set_generation(live->generation() + 1);
+  req.set_generation_id(first ^ 0x5A5A5A5A5A5A5A5Aull);
+  req.add_replica_ids(live->in_sync_replica_ids(0));
+  ::tandem::controller::v1::InSyncResponse resp;
+  grpc::Status st = stub->ShrinkInSync(Ctx().get(), req, &resp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  RestartEngine(1);
+  RestartEngine(2);
+  ASSERT_TRUE(Unpublish(id, 0));
+
+  auto next = Publish(id, 1);
+  ASSERT_TRUE(next.ok()) << next.status().ToString();
+  EXPECT_EQ(next->in_sync_generation_id, first);
+  EXPECT_EQ(next->in_sync_replica_ids, std::vector<std::string>{live->in_sync_replica_ids(0)});
+  ASSERT_TRUE(Unpublish(id, 1));
+  EXPECT_EQ(BadBlocks(id, 1, acked), 0);
+}
+
 }  // namespace
 }  // namespace tandem::controller
