@@ -252,6 +252,7 @@ void ReplicaServer::BeforeWait() {
     RunDirtyWaiters();
   } while (dirty_new_ || !tx_pending_.empty());
   backend_->Submit();
+  before_wait_count_ = loop_.wait_count();
   persists_done_.clear();
   if (!graveyard_.empty()) {
     for (ReplicaSession* dead : graveyard_) {
@@ -620,6 +621,15 @@ protocol::WireStatus ReplicaServer::PersistEpoch(replica::Replica* r,
     return protocol::WireStatus::kIoError;
   }
   return protocol::WireStatus::kOk;
+}
+
+bool ReplicaServer::DrainPort(ReplicaPort* port, uint32_t timeout_ms) {
+  port->FailDirtyWaiters(-ECANCELED);  // never submitted: nothing to wait for
+  const uint64_t deadline = MonotonicNanos() + uint64_t{timeout_ms} * 1000000ull;
+  while (port->inflight() > 0 && MonotonicNanos() < deadline) {
+    backend_->Reap(1, 10000);  // submits what is queued, then waits up to 10 ms
+  }
+  return port->inflight() == 0;
 }
 
 void ReplicaServer::WakeStalled() {

@@ -219,6 +219,21 @@ class ReplicaServer final : private EventLoop::Handler,
   // used in-process (without a session) is created, used and destroyed on
   // it, and must be destroyed (after its I/O completed) before Stop().
   EventLoop* loop() { return &loop_; }
+  // The manager whose replicas the server serves (an in-process user checks
+  // that it holds a volume before it opens a port). Thread-safe.
+  replica::ReplicaManager* manager() const { return manager_; }
+  // Loop thread, for in-process ports: work was just queued on a port
+  // (Start). If this iteration's BeforeWait (which submits the backend's
+  // batch and starts persists for parked writes) has already run, the loop
+  // comes round once more before it sleeps (a flag, no syscall).
+  void WakeForPortWork() {
+    if (before_wait_count_ == loop_.wait_count()) loop_.Wake();
+  }
+  // Loop thread, for an in-process port whose user goes away: drops its
+  // parked writes and reaps the backend until none of its I/O is in flight
+  // (so the user's buffers are free when it returns). False if that took
+  // longer than `timeout_ms` (or this runs inside a backend completion).
+  bool DrainPort(ReplicaPort* port, uint32_t timeout_ms);
   // A snapshot, taken on the loop thread (blocks until it answers).
   ServerStats GetStats();
 
@@ -370,6 +385,7 @@ class ReplicaServer final : private EventLoop::Handler,
   uint64_t accept_failures_ = 0;      // in the current episode
   uint64_t last_refusal_log_ns_ = 0;  // connections_refused is logged sparingly
   bool stopping_ = false;
+  uint64_t before_wait_count_ = UINT64_MAX;  // loop_.wait_count() at the last BeforeWait
   ServerStats stats_;
 };
 

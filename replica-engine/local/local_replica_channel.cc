@@ -1,0 +1,409 @@
+#include "replica-engine/local/local_replica_channel.h"
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#include "common/logging.h"
+#include "replica-engine/protocol/hello_proof.h"
+#include "replica-engine/server/replica_server.h"
+
+namespace tandem::local {
+
+using client::ClientRequest;
+using client::ClientState;
+using protocol::Opcode;
+using protocol::WireStatus;
+
+namespace {
+constexpr const char* kTag = "local_channel";
+constexpr uintptr_t kDirectAlign = 4096;
+// Close(): how long the port's I/O may take to finish (the disk's worst case,
+// not a network's).
+constexpr uint32_t kDrainTimeoutMs = 30000;
+
+// The replica's status as a request status, as ReplicaClient maps it.
+StatusCode CodeOf(WireStatus ws) {
+  switch (ws) {
+    case WireStatus::kOk:
+      return StatusCode::kOk;
+    case WireStatus::kIoError:
+      return StatusCode::kInternal;
+    case WireStatus::kInvalid:
+      return StatusCode::kInvalidArgument;
+    case WireStatus::kNoSpace:
+      return StatusCode::kResourceExhausted;
+    case WireStatus::kOutOfRange:
+      return StatusCode::kOutOfRange;
+    case WireStatus::kNotFound:
+      return StatusCode::kNotFound;
+    case WireStatus::kAuthFailed:
+      return StatusCode::kUnauthenticated;
+    case WireStatus::kStaleEpoch:
+    case WireStatus::kNotReady:
+      return StatusCode::kFailedPrecondition;
+    case WireStatus::kUnsupported:
+      return StatusCode::kUnimplemented;
+  }
+  return StatusCode::kInternal;
+}
+
+bool Aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % kDirectAlign == 0; }
+}  // namespace
+
+LocalReplicaChannel::LocalReplicaChannel(server::ReplicaServer* server,
+                                         client::ClientOptions options, Listener* listener)
+    : server_(server),
+      loop_(server->loop()),
+      options_(std::move(options)),
+      listener_(listener),
+      slots_(options_.max_inflight == 0 ? 1 : options_.max_inflight) {
+  for (Slot& s : slots_) {
+    s.channel = this;
+    s.port.ctx = &s;
+    s.port.done = &LocalReplicaChannel::OnPortDone;
+    free_.PushFront(&s);
+  }
+  loop_->AddIdler(this);
+}
+
+LocalReplicaChannel::~LocalReplicaChannel() {
+  Close();
+  loop_->RemoveIdler(this);
+}
+
+Status LocalReplicaChannel::Connect() {
+  if (state_ != ClientState::kIdle && state_ != ClientState::kClosed) {
+    return Status::FailedPrecondition("local replica channel already connecting or connected");
+  }
+  state_ = ClientState::kConnecting;
+  open_pending_ = true;
+  if (PastBeforeWait()) loop_->Wake();
+  return Status::Ok();
+}
+
+void LocalReplicaChannel::BeforeWait() {
+  seen_wait_count_ = loop_->wait_count();
+  if (open_pending_) Open();
+  // A callback may submit again (deferred again: this loop runs it too).
+  while (!done_.empty()) {
+    RequestQueue batch;
+    batch.SpliceBack(&done_);
+    while (ClientRequest* r = batch.PopFront()) r->done(r);
+  }
+  // Superseded: as the server hangs up a superseded session once its
+  // STALE_EPOCH replies are out.
+  if (stale_seen_ && inflight_ == 0 && state_ == ClientState::kConnected) {
+    Fail(Status::Unavailable("local replica of volume '" + options_.volume_id +
+                             "' superseded by a newer epoch"),
+         true);
+  }
+}
+
+// size: the HELLO of the data protocol, in process: the proof of the
+// secret, the port's answer (retry, refusal) and the ReplicaInfo.
+void LocalReplicaChannel::Open() {
+  open_pending_ = false;
+  if (state_ != ClientState::kConnecting) return;
+  if (port_ == nullptr) {
+    port_ = std::make_unique<server::ReplicaPort>(server_, "local:" + options_.volume_id,
+                                                  static_cast<uint32_t>(slots_.size()));
+  }
+  protocol::HelloRequest hello{options_.epoch, options_.volume_id, options_.token,
+                               options_.target_id};
+  if (!options_.secret.empty()) {
+    if (port_->nonce().empty()) {
+      Status st = port_->MakeNonce();
+      if (!st.ok()) {
+        Fail(st.WithContext("local HELLO nonce"), true);
+        return;
+      }
+    }
+    hello.proof = protocol::ComputeHelloProof(options_.secret, port_->nonce(), hello);
+  }
+  bool retry = false;
+  const WireStatus ws = port_->Open(hello, &retry);
+  if (retry) {
+    // The replica's metadata is busy or a superseded target's I/O is still
+    // in flight: both end with a backend completion, which runs the loop.
+    open_pending_ = true;
+    return;
+  }
+  if (ws != WireStatus::kOk) {
+    Fail(Status(CodeOf(ws), "replica refused HELLO for volume '" + options_.volume_id +
+                                "': " + protocol::WireStatusName(ws)),
+         true);
+    return;
+  }
+  server::PortRequest get_info;
+  get_info.op = Opcode::kGetInfo;
+  Status st = port_->Control(&get_info) == WireStatus::kOk
+                  ? protocol::DecodeReplicaInfo(get_info.control, &info_)
+                  : Status::Internal("GET_INFO refused");
+  if (!st.ok()) {
+    Fail(st.WithContext("local HELLO"), true);
+    return;
+  }
+  state_ = ClientState::kConnected;
+  TLOG_DEBUG(kTag, "volume '%s': local replica '%s' opened at epoch %llu",
+             options_.volume_id.c_str(), info_.replica_id.c_str(),
+             static_cast<unsigned long long>(options_.epoch));
+  if (listener_ != nullptr) listener_->OnConnected(info_);
+  StartQueued();
+}
+
+void LocalReplicaChannel::Submit(ClientRequest* req) {
+  req->status = StatusCode::kOk;
+  req->wire_status = WireStatus::kOk;
+  req->reply_length = 0;
+  if (state_ != ClientState::kConnected) {
+    Defer(req, StatusCode::kUnavailable, WireStatus::kOk);
+    return;
+  }
+  ++inflight_;
+  if (free_.empty()) {
+    queued_.PushBack(req);
+    return;
+  }
+  Start(free_.PopFront(), req);
+}
+
+void LocalReplicaChannel::StartQueued() {
+  while (state_ == ClientState::kConnected && !queued_.empty() && !free_.empty()) {
+    Start(free_.PopFront(), queued_.PopFront());
+  }
+}
+
+void LocalReplicaChannel::Prepare(Slot* s, ClientRequest* req) {
+  server::PortRequest& p = s->port;
+  p.op = req->op;
+  p.flags = req->flags;
+  p.offset = req->offset;
+  p.length = req->length;
+  p.buf = nullptr;
+  p.payload_length = 0;
+  switch (req->op) {
+    case Opcode::kRead:
+    case Opcode::kWrite:
+      if (req->op == Opcode::kWrite) p.payload_length = req->length;
+      if (Aligned(req->buf) || req->length == 0) {
+        p.buf = req->buf;  // O_DIRECT straight from/into the caller's buffer
+        break;
+      }
+      // Misaligned (no caller does this today): an aligned copy for this
+      // request, freed when it completes.
+      s->bounce = std::aligned_alloc(
+          kDirectAlign, (req->length + kDirectAlign - 1) / kDirectAlign * kDirectAlign);
+      if (s->bounce != nullptr && req->op == Opcode::kWrite) {
+        std::memcpy(s->bounce, req->buf, req->length);
+      }
+      p.buf = s->bounce;
+      break;
+    case Opcode::kSetGeneration:
+      if (req->buf != nullptr && req->length != 0) {
+        p.buf = req->buf;
+        p.payload_length = req->length;
+      }
+      break;
+    case Opcode::kSetRebuildCursor:
+      p.buf = req->buf;
+      p.payload_length = req->length;
+      break;
+    default:
+      break;
+  }
+}
+
+void LocalReplicaChannel::Start(Slot* s, ClientRequest* req) {
+  s->req = req;
+  Prepare(s, req);
+  if ((req->op == Opcode::kRead || req->op == Opcode::kWrite) && s->port.buf == nullptr &&
+      req->length != 0) {
+    FreeSlot(s);
+    --inflight_;
+    Defer(req, StatusCode::kResourceExhausted, WireStatus::kOk);  // no bounce buffer
+    return;
+  }
+  if (!server::ReplicaPort::IsIo(req->op)) {
+    const WireStatus ws = port_->Control(&s->port);
+    const StatusCode code = ws == WireStatus::kOk ? CopyControlReply(s) : CodeOf(ws);
+    if (ws == WireStatus::kStaleEpoch) stale_seen_ = true;
+    FreeSlot(s);
+    --inflight_;
+    Defer(req, code, ws);
+    return;
+  }
+  const WireStatus ws = port_->Start(&s->port);
+  if (ws != WireStatus::kOk) {
+    if (ws == WireStatus::kStaleEpoch) stale_seen_ = true;
+    FreeSlot(s);
+    --inflight_;
+    Defer(req, CodeOf(ws), ws);
+    return;
+  }
+  server_->WakeForPortWork();
+}
+
+StatusCode LocalReplicaChannel::CopyControlReply(Slot* s) {
+  ClientRequest* req = s->req;
+  const std::string& reply = s->port.control;
+  const uint32_t n = static_cast<uint32_t>(reply.size());
+  switch (req->op) {
+    case Opcode::kGetInfo:
+      // Fits: a ReplicaInfo is at most kMaxControlPayload, the buffer's capacity.
+      if (req->buf == nullptr) return StatusCode::kOk;
+      std::memcpy(req->buf, reply.data(), n);
+      req->reply_length = n;
+      return StatusCode::kOk;
+    case Opcode::kGetDirtyMap:
+    case Opcode::kGetAllocation: {
+      const uint32_t capacity =
+          req->op == Opcode::kGetDirtyMap ? req->length : protocol::kMaxAllocationReply;
+      req->reply_length = n;
+      if (n <= capacity && req->buf != nullptr) {
+        std::memcpy(req->buf, reply.data(), n);
+      } else if (n != 0) {
+        return StatusCode::kResourceExhausted;  // the caller's buffer is too small
+      }
+      return StatusCode::kOk;
+    }
+    default:
+      return StatusCode::kOk;
+  }
+}
+
+void LocalReplicaChannel::OnPortDone(server::PortRequest* preq) {
+  Slot* s = static_cast<Slot*>(preq->ctx);
+  LocalReplicaChannel* self = s->channel;
+  if (self == nullptr) return;  // leaked by a Fail() that could not drain
+  ClientRequest* req = s->req;
+  if (self->draining_) {
+    // Close()/a failure waits for the port's I/O; the request is failed
+    // there, once none of its buffers is still in use.
+    self->drained_.PushBack(req);
+    self->FreeSlot(s);
+    return;
+  }
+  const WireStatus ws = preq->status;
+  if (ws == WireStatus::kStaleEpoch) {
+    self->stale_seen_ = true;
+    if (self->PastBeforeWait()) self->loop_->Wake();  // BeforeWait disconnects
+  }
+  if (ws == WireStatus::kOk && req->op == Opcode::kRead) {
+    if (s->bounce != nullptr) std::memcpy(req->buf, s->bounce, req->length);
+    req->reply_length = req->length;
+  }
+  self->FreeSlot(s);
+  --self->inflight_;
+  req->wire_status = ws;
+  req->status = CodeOf(ws);
+  self->in_done_ = true;
+  req->done(req);
+  self->in_done_ = false;
+  self->StartQueued();
+}
+
+void LocalReplicaChannel::Defer(ClientRequest* req, StatusCode code, WireStatus ws) {
+  req->status = code;
+  req->wire_status = ws;
+  done_.PushBack(req);
+  if (PastBeforeWait()) loop_->Wake();
+}
+
+void LocalReplicaChannel::FreeSlot(Slot* s) {
+  if (s->bounce != nullptr) {
+    std::free(s->bounce);
+    s->bounce = nullptr;
+  }
+  s->req = nullptr;
+  s->port.control.clear();
+  free_.PushFront(s);
+}
+
+// size: the failure path keeps the contract's order (drain the port, then
+// every outstanding request, then the listener) in one place.
+void LocalReplicaChannel::Fail(const Status& why, bool notify) {
+  if (notify) {
+    TLOG_WARN(kTag, "volume '%s' local replica: %s", options_.volume_id.c_str(),
+              why.ToString().c_str());
+  }
+  state_ = ClientState::kClosed;
+  open_pending_ = false;
+  stale_seen_ = false;
+  if (port_ != nullptr) {
+    // The requests' buffers are the caller's: none may still be read or
+    // written by the disk when their `done` runs.
+    // Inside a completion the backend cannot be reaped (a nested Reap does
+    // nothing): the contract has the target close channels outside their
+    // callbacks, so that is a caller's bug, logged below.
+    bool drained = port_->inflight() == 0;
+    if (!drained && !in_done_) {
+      draining_ = true;
+      drained = server_->DrainPort(port_.get(), kDrainTimeoutMs);
+      draining_ = false;
+    }
+    port_->Close();
+    if (drained) {
+      port_.reset();
+    } else {
+      // The port and the slots stay allocated for the backend, which still
+      // holds their requests; the requests themselves are failed below.
+      TLOG_ERROR(kTag,
+                 "volume '%s': local replica I/O still in flight at close (%s); leaking its "
+                 "port",
+                 options_.volume_id.c_str(), in_done_ ? "closed inside a completion" : "timeout");
+      (void)port_.release();
+      for (Slot& s : slots_) {
+        if (s.req != nullptr) drained_.PushBack(s.req);
+        s.channel = nullptr;
+      }
+      auto* leaked = new std::vector<Slot>(std::move(slots_));  // deliberately
+      (void)leaked;
+      slots_ = std::vector<Slot>(1);
+    }
+  }
+  StatusCode code = notify ? why.code() : StatusCode::kCancelled;
+  if (code == StatusCode::kOk || (notify && code != StatusCode::kDeadlineExceeded)) {
+    code = StatusCode::kUnavailable;
+  }
+  // Collect first: a callback may Submit() again or even Connect().
+  RequestQueue all;
+  all.SpliceBack(&drained_);
+  all.SpliceBack(&queued_);
+  RequestQueue answered;
+  answered.SpliceBack(&done_);
+  free_.Clear();
+  for (Slot& s : slots_) {
+    s.channel = this;
+    s.port.ctx = &s;
+    s.port.done = &LocalReplicaChannel::OnPortDone;
+    s.req = nullptr;
+    free_.PushFront(&s);
+  }
+  inflight_ = 0;
+  while (ClientRequest* r = all.PopFront()) {
+    r->status = code;
+    r->wire_status = WireStatus::kOk;
+    r->done(r);
+  }
+  while (ClientRequest* r = answered.PopFront()) r->done(r);
+  if (notify && listener_ != nullptr) listener_->OnDisconnected(why);
+}
+
+void LocalReplicaChannel::Close() {
+  if (state_ == ClientState::kClosed && port_ == nullptr && done_.empty() && queued_.empty()) {
+    return;
+  }
+  Fail(Status(StatusCode::kCancelled, "closed"), false);
+}
+
+std::unique_ptr<client::ReplicaChannel> MaybeLocalChannel(
+    server::ReplicaServer* server, const std::string& own_host, uint16_t own_port, EventLoop* loop,
+    const client::ClientOptions& options, client::ReplicaChannel::Listener* listener) {
+  if (server == nullptr || loop != server->loop()) return nullptr;
+  if (options.port != own_port || options.host != own_host) return nullptr;
+  if (!server->manager()->Get(options.volume_id).ok()) return nullptr;
+  return std::make_unique<LocalReplicaChannel>(server, options, listener);
+}
+
+}  // namespace tandem::local

@@ -1,0 +1,266 @@
+// LocalReplicaChannel against a real ReplicaServer (real backend on temp
+// files): the ReplicaChannel behaviours a target relies on, in process. The
+// channel runs on the server's loop (thread), as in the engine; the test
+// hands it work through Post and waits for the callbacks.
+
+#include "replica-engine/local/local_replica_channel.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <future>
+#include <thread>
+
+#include "replica-engine/server/replica_server.h"
+#include "tests/support/testing_server.h"
+
+namespace tandem::local {
+namespace {
+
+using client::ClientRequest;
+using protocol::Opcode;
+using protocol::WireStatus;
+using server::testing::kToken;
+using server::testing::kVolumeSize;
+
+struct Listener : client::ReplicaChannel::Listener {
+  std::atomic<bool> connected{false};
+  std::atomic<bool> disconnected{false};
+  std::atomic<int> why{0};
+  protocol::ReplicaInfo info;
+  void OnConnected(const protocol::ReplicaInfo& i) override {
+    info = i;
+    connected = true;
+  }
+  void OnDisconnected(const Status& w) override {
+    why = static_cast<int>(w.code());
+    disconnected = true;
+  }
+};
+
+struct Op {
+  ClientRequest req;
+  std::atomic<bool> done{false};
+  std::atomic<bool> done_inside_submit{false};
+  static void Done(ClientRequest* r) { static_cast<Op*>(r->ctx)->done = true; }
+  Op(Opcode op, uint64_t offset, uint32_t length, void* buf) {
+    req.op = op;
+    req.offset = offset;
+    req.length = length;
+    req.buf = buf;
+    req.done = &Op::Done;
+    req.ctx = this;
+  }
+};
+
+bool WaitFor(const std::atomic<bool>& flag, int timeout_ms = 10000) {
+  for (int i = 0; i < timeout_ms && !flag; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return flag;
+}
+
+class LocalChannelTest : public server::testing::ServerFixture {
+ protected:
+  void TearDown() override {
+    if (server_ && channel_) OnLoop([&] { channel_.reset(); });
+    ServerFixture::TearDown();
+  }
+
+  template <typename Fn>
+  auto OnLoop(Fn fn) -> decltype(fn()) {
+    std::packaged_task<decltype(fn())()> task(std::move(fn));
+    auto result = task.get_future();
+    server_->loop()->Post([&task] { task(); });
+    return result.get();
+  }
+
+  client::ClientOptions LocalOptions(uint64_t epoch = 1, const std::string& token = kToken) {
+    client::ClientOptions o = Options("vol-1", epoch);
+    o.token = token;
+    o.target_id = 42;
+    return o;
+  }
+
+  void OpenChannel(const client::ClientOptions& o) {
+    Status st = OnLoop([&] {
+      channel_ = std::make_unique<LocalReplicaChannel>(server_.get(), o, &listener_);
+      return channel_->Connect();
+    });
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    for (int i = 0; i < 10000 && !listener_.connected && !listener_.disconnected; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    ASSERT_TRUE(listener_.connected || listener_.disconnected);
+  }
+
+  // Submits on the loop, then waits for `done` (never inside Submit).
+  StatusCode Do(Op* op) {
+    OnLoop([&] {
+      channel_->Submit(&op->req);
+      op->done_inside_submit = op->done.load();
+    });
+    EXPECT_FALSE(op->done_inside_submit) << "done ran inside Submit";
+    EXPECT_TRUE(WaitFor(op->done));
+    return op->req.status;
+  }
+
+  Listener listener_;
+  std::unique_ptr<LocalReplicaChannel> channel_;
+};
+
+TEST_F(LocalChannelTest, WrittenBytesReadBackAlignedOrNotAndFlushSucceeds) {
+  StartServer();
+  OpenChannel(LocalOptions());
+  ASSERT_TRUE(listener_.connected);
+  EXPECT_EQ(listener_.info.size, kVolumeSize);
+  EXPECT_EQ(listener_.info.replica_id, "r-vol-1");
+
+  uint8_t* out = static_cast<uint8_t*>(server::testing::AlignedBuffer(3 * 4096));
+  uint8_t* in = static_cast<uint8_t*>(server::testing::AlignedBuffer(3 * 4096));
+  for (int i = 0; i < 3 * 4096; ++i) out[i] = static_cast<uint8_t>(i * 13 + 1);
+  // Aligned: straight from/into the caller's buffers.
+  Op w(Opcode::kWrite, 1 << 20, 8192, out);
+  w.req.flags = protocol::kFlagFua;
+  ASSERT_EQ(Do(&w), StatusCode::kOk);
+  Op r(Opcode::kRead, 1 << 20, 8192, in);
+  ASSERT_EQ(Do(&r), StatusCode::kOk);
+  EXPECT_EQ(r.req.reply_length, 8192u);
+  EXPECT_EQ(std::memcmp(in, out, 8192), 0);
+  // Misaligned caller buffers take a bounce buffer; the bytes are the same.
+  Op w2(Opcode::kWrite, 2 << 20, 4096, out + 100);
+  ASSERT_EQ(Do(&w2), StatusCode::kOk);
+  std::memset(in, 0, 3 * 4096);
+  Op r2(Opcode::kRead, 2 << 20, 4096, in + 7);
+  ASSERT_EQ(Do(&r2), StatusCode::kOk);
+  EXPECT_EQ(std::memcmp(in + 7, out + 100, 4096), 0);
+
+  Op f(Opcode::kFlush, 0, 0, nullptr);
+  EXPECT_EQ(Do(&f), StatusCode::kOk);
+  // Control requests answer like over TCP (GET_INFO's payload to buf).
+  std::string info_buf(protocol::kMaxControlPayload, '\0');
+  Op gi(Opcode::kGetInfo, 0, 0, info_buf.data());
+  ASSERT_EQ(Do(&gi), StatusCode::kOk);
+  protocol::ReplicaInfo decoded;
+  ASSERT_TRUE(
+      protocol::DecodeReplicaInfo(std::string_view(info_buf.data(), gi.req.reply_length), &decoded)
+          .ok());
+  EXPECT_EQ(decoded.highest_epoch, 1u);
+  // Refused by the replica's rules: past the end.
+  Op past(Opcode::kWrite, kVolumeSize, 4096, out);
+  EXPECT_EQ(Do(&past), StatusCode::kOutOfRange);
+  EXPECT_EQ(past.req.wire_status, WireStatus::kOutOfRange);
+  EXPECT_EQ(OnLoop([&] { return channel_->inflight(); }), 0u);
+  std::free(out);
+  std::free(in);
+}
+
+TEST_F(LocalChannelTest, ANewerTargetsHelloOverTcpFencesTheLocalChannel) {
+  StartServer();
+  OpenChannel(LocalOptions(/*epoch=*/3));
+  ASSERT_TRUE(listener_.connected);
+  void* buf = server::testing::AlignedBuffer(4096);
+  std::memset(buf, 0x5a, 4096);
+  Op before(Opcode::kWrite, 0, 4096, buf);
+  ASSERT_EQ(Do(&before), StatusCode::kOk);
+
+  // A newer target takes the volume over through a remote session.
+  server::testing::TestListener remote;
+  client::ReplicaClient* c = Connect(&remote, Options("vol-1", 4));
+  ASSERT_TRUE(remote.connected);
+
+  // The local channel's next reply is STALE_EPOCH (the target fences
+  // itself on it), and the channel then disconnects as a hung-up session.
+  Op after(Opcode::kWrite, 4096, 4096, buf);
+  EXPECT_EQ(Do(&after), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(after.req.wire_status, WireStatus::kStaleEpoch);
+  ASSERT_TRUE(WaitFor(listener_.disconnected));
+  EXPECT_EQ(listener_.why, static_cast<int>(StatusCode::kUnavailable));
+  // Reopening at the old epoch is refused.
+  listener_.connected = false;
+  listener_.disconnected = false;
+  EXPECT_TRUE(OnLoop([&] { return channel_->Connect(); }).ok());
+  ASSERT_TRUE(WaitFor(listener_.disconnected));
+  EXPECT_FALSE(listener_.connected);
+  EXPECT_EQ(listener_.why, static_cast<int>(StatusCode::kFailedPrecondition));
+  // The newer target's write is not overwritten by anything of the old one.
+  EXPECT_EQ(ServerFixture::Do(c, Opcode::kRead, 4096, 4096, buf), StatusCode::kOk);
+  std::free(buf);
+}
+
+TEST_F(LocalChannelTest, ABackendErrorFailsThatRequestWithIoError) {
+  StartServer();
+  OpenChannel(LocalOptions());
+  ASSERT_TRUE(listener_.connected);
+  void* buf = server::testing::AlignedBuffer(4096);
+  // The disk fails a READ: the data file lost its tail (a short transfer is
+  // the backend's error, as a media error would be).
+  ASSERT_EQ(::truncate((dir_ + "/replicas/vol-1/data").c_str(), 1 << 20), 0);
+  Op r(Opcode::kRead, 8 << 20, 4096, buf);
+  EXPECT_EQ(Do(&r), StatusCode::kInternal);
+  EXPECT_EQ(r.req.wire_status, WireStatus::kIoError);
+  // The channel stays open: what to do with the replica is the target's
+  // call (it faults it), as over TCP.
+  Op again(Opcode::kRead, 0, 4096, buf);
+  EXPECT_EQ(Do(&again), StatusCode::kOk);
+  std::free(buf);
+}
+
+TEST_F(LocalChannelTest, CloseWaitsForTheDiskThenCancelsAndARefusedHelloDisconnects) {
+  StartServer();
+  OpenChannel(LocalOptions());
+  ASSERT_TRUE(listener_.connected);
+  void* buf = server::testing::AlignedBuffer(1 << 20);
+  std::memset(buf, 3, 1 << 20);
+  Op w(Opcode::kWrite, 4 << 20, 1 << 20, buf);
+  uint32_t port_inflight_after_close = 1;
+  OnLoop([&] {
+    channel_->Submit(&w.req);
+    channel_->Close();
+    // `done` ran inside Close, after the disk was done with the buffer.
+    EXPECT_TRUE(w.done);
+    port_inflight_after_close = channel_->inflight();
+  });
+  EXPECT_EQ(w.req.status, StatusCode::kCancelled);
+  EXPECT_EQ(port_inflight_after_close, 0u);
+  EXPECT_FALSE(listener_.disconnected) << "Close() does not call the listener";
+  Op late(Opcode::kRead, 0, 4096, buf);
+  EXPECT_EQ(Do(&late), StatusCode::kUnavailable);
+
+  // A wrong token: the HELLO is refused, OnDisconnected says why.
+  OnLoop([&] { channel_.reset(); });
+  listener_.connected = false;
+  OpenChannel(LocalOptions(1, "wrong-token"));
+  ASSERT_TRUE(WaitFor(listener_.disconnected));
+  EXPECT_FALSE(listener_.connected);
+  EXPECT_EQ(listener_.why, static_cast<int>(StatusCode::kUnauthenticated));
+  std::free(buf);
+}
+
+TEST_F(LocalChannelTest, TheFactoryChoosesLocalOnlyForItsOwnAddressVolumeAndLoop) {
+  StartServer();
+  client::ClientOptions o = LocalOptions();
+  o.host = "127.0.0.1";
+  o.port = server_->port();
+  auto pick = [&](const client::ClientOptions& opts, EventLoop* loop) {
+    return OnLoop([&] {
+      return MaybeLocalChannel(server_.get(), "127.0.0.1", server_->port(), loop, opts,
+                               &listener_) != nullptr;
+    });
+  };
+  EXPECT_TRUE(pick(o, server_->loop()));
+  EXPECT_FALSE(pick(o, &loop_)) << "a target on another loop uses TCP";
+  client::ClientOptions other_port = o;
+  other_port.port = static_cast<uint16_t>(o.port + 1);
+  EXPECT_FALSE(pick(other_port, server_->loop()));
+  client::ClientOptions other_host = o;
+  other_host.host = "127.0.0.2";
+  EXPECT_FALSE(pick(other_host, server_->loop()));
+  client::ClientOptions unknown = o;
+  unknown.volume_id = "not-here";
+  EXPECT_FALSE(pick(unknown, server_->loop()));
+}
+
+}  // namespace
+}  // namespace tandem::local
