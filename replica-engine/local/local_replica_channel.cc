@@ -145,9 +145,9 @@ void LocalReplicaChannel::Open() {
     return;
   }
   state_ = ClientState::kConnected;
-  TLOG_DEBUG(kTag, "volume '%s': local replica '%s' opened at epoch %llu",
-             options_.volume_id.c_str(), info_.replica_id.c_str(),
-             static_cast<unsigned long long>(options_.epoch));
+  TLOG_INFO(kTag, "volume '%s': local replica '%s' opened in-process at epoch %llu",
+            options_.volume_id.c_str(), info_.replica_id.c_str(),
+            static_cast<unsigned long long>(options_.epoch));
   if (listener_ != nullptr) listener_->OnConnected(info_);
   StartQueued();
 }

@@ -164,6 +164,10 @@ void DefineEngineFlags(Flags* flags) {
                 "where attached volumes' targets run: own (a loop thread of their own) or server "
                 "(the replica server's loop: no thread hand-off between a target and the replicas "
                 "this engine serves; docs/performance.md)");
+  flags->Define("local-replica", "on",
+                "on: with --target-loop=server, a target reaches the replica this engine holds "
+                "in-process (its ReplicaPort on the same loop: no TCP, no CRC, no copy); off: over "
+                "TCP like the remote ones (docs/performance.md)");
   flags->Define("allow-remote-nbd", "false",
                 "let CreateTarget export NBD over TCP on a non-loopback nbd_tcp_address (NBD has "
                 "no authentication)");
@@ -193,6 +197,11 @@ Status ParseEngineConfig(const Flags& flags, long configured_cpus, EngineConfig*
     return Status::InvalidArgument("--target-loop '" + target_loop + "' is not own or server");
   }
   c->targets_on_server_loop = target_loop == "server";
+  const std::string local_replica = flags.Get("local-replica");
+  if (local_replica != "on" && local_replica != "off") {
+    return Status::InvalidArgument("--local-replica '" + local_replica + "' is not on or off");
+  }
+  c->local_replica = local_replica == "on";
   // The same size rules as CreateReplica (block size 4096, a bounded dirty
   // map); the storage is checked once the data dir exists (engine_main).
   for (const std::string& spec : flags.GetAll("create-replica")) {

@@ -44,6 +44,9 @@ struct EngineConfig {
   // server's loop (one thread for the node's targets and the replicas it
   // serves); own (false): on a loop thread of their own.
   bool targets_on_server_loop = false;
+  // --local-replica=on: with targets on the server's loop, the replica this
+  // engine holds is reached in-process (local::LocalReplicaChannel).
+  bool local_replica = true;
   // --create-replica, each already within CreateReplica's size rules.
   std::vector<replica::ReplicaConfig> create;
 };

@@ -111,6 +111,7 @@ TEST(EngineConfigTest, BadValuesAreUsageErrorsNamingTheFlag) {
       {{"--controller=http://x:1"}, "--controller"},
       {{"--controller=127.0.0.1:0"}, "--controller"},
       {{"--target-loop=shared"}, "--target-loop"},
+      {{"--local-replica=yes"}, "--local-replica"},
   };
   for (const auto& [args, want] : cases) {
     EngineConfig c;
@@ -135,6 +136,11 @@ TEST(EngineConfigTest, BadValuesAreUsageErrorsNamingTheFlag) {
   EXPECT_TRUE(loop.targets_on_server_loop);
   ASSERT_TRUE(Parse({"--target-loop=own"}, &loop).ok());
   EXPECT_FALSE(loop.targets_on_server_loop);
+  EngineConfig local;
+  ASSERT_TRUE(Parse({}, &local).ok());
+  EXPECT_TRUE(local.local_replica);
+  ASSERT_TRUE(Parse({"--local-replica=off"}, &local).ok());
+  EXPECT_FALSE(local.local_replica);
 }
 
 TEST(EngineConfigTest, TokensComeFromFilesWithoutTheirNewline) {

@@ -45,6 +45,7 @@
 #include "common/logging.h"
 #include "replica-engine/attach/target_manager.h"
 #include "replica-engine/backend/backend_factory.h"
+#include "replica-engine/local/local_replica_channel.h"
 #include "replica-engine/replica/replica_manager.h"
 #include "replica-engine/server/replica_server.h"
 #include "replica-engine/service/controller_authority.h"
@@ -93,6 +94,17 @@ tandem::Status Serve(const tandem::service::EngineConfig& config, sigset_t* sigs
   // so stop before it: targets.Shutdown() below runs before server.Stop()).
   tandem::attach::TargetManager targets(nbd_dir,
                                         config.targets_on_server_loop ? server.loop() : nullptr);
+  if (config.targets_on_server_loop && config.local_replica) {
+    // A replica endpoint naming this engine's data address, for a volume
+    // this engine holds, is served in-process on the shared loop
+    // (local::LocalReplicaChannel); any other goes over TCP.
+    targets.set_channel_factory([&server, host = opts.listen_address, port = server.port()](
+                                    tandem::EventLoop* loop, const tandem::client::ClientOptions& o,
+                                    tandem::client::ReplicaChannel::Listener* l) {
+      return tandem::local::MaybeLocalChannel(&server, host, port, loop, o, l);
+    });
+    TLOG_INFO(kTag, "this engine's own replicas are served to its targets in-process");
+  }
   tandem::Status st = targets.Start();
   if (st.ok()) st = GiveIdentity(config.service.data_dir, &targets);
   // Declared after `targets`, so destroyed first (its answers go to their loop).

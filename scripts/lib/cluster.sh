@@ -153,10 +153,13 @@ start_engine() {
   [ -f "$dir/grpc_port" ] && grpc_port="$(cat "$dir/grpc_port")"
   rm -f "$dir/port" "$dir/grpc_port"
   echo "$*" >"$dir/extra_flags"
+  # TANDEM_ENGINE_EXTRA_FLAGS: flags every engine of the test gets (e.g.
+  # --target-loop=server, to run it with the in-process local replica).
+  # shellcheck disable=SC2086
   tc_spawn "$name" "$TANDEM_ENGINE" --data-dir="$dir/data" --node-id="$name" \
     --listen="127.0.0.1:$data_port" --port-file="$dir/port" \
     --grpc-listen="127.0.0.1:$grpc_port" --grpc-port-file="$dir/grpc_port" \
-    --nbd-dir="$dir/nbd" "$@"
+    --nbd-dir="$dir/nbd" ${TANDEM_ENGINE_EXTRA_FLAGS:-} "$@"
   local pid="${TC_PID_OF[$name]}"
   disown "$pid"  # engines are watched by pid; no "Killed" job notices from bash
   echo "$pid" >"$dir/pid"

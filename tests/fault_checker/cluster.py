@@ -152,6 +152,9 @@ class Engine:
                     f"--listen=127.0.0.1:{self.port}", f"--port-file={port_file}",
                     f"--grpc-listen=127.0.0.1:{self.grpc_port}", f"--grpc-port-file={grpc_file}",
                     f"--nbd-dir={self.nbd_dir}"]
+            # TANDEM_ENGINE_EXTRA_FLAGS: flags every engine of the run gets
+            # (e.g. --target-loop=server, to check the in-process local replica).
+            argv += os.environ.get("TANDEM_ENGINE_EXTRA_FLAGS", "").split()
             with open(self.log_path, "ab") as f:
                 f.write(f"==== start {self.starts + 1}: {' '.join(argv)}\n".encode())
             self.proc = self.run.spawn(self.name, argv, self.log_path)
