@@ -91,6 +91,13 @@ void LocalReplicaChannel::BeforeWait() {
     batch.SpliceBack(&done_);
     while (ClientRequest* r = batch.PopFront()) r->done(r);
   }
+  // The replica was detached from this engine (DetachVolume closed the port).
+  if (state_ == ClientState::kConnected && port_ != nullptr && port_->closed()) {
+    Fail(Status::Unavailable("local replica of volume '" + options_.volume_id +
+                             "' detached from this engine"),
+         true);
+    return;
+  }
   // Superseded: as the server hangs up a superseded session once its
   // STALE_EPOCH replies are out.
   if (stale_seen_ && inflight_ == 0 && state_ == ClientState::kConnected) {

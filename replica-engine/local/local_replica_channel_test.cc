@@ -238,6 +238,16 @@ TEST_F(LocalChannelTest, CloseWaitsForTheDiskThenCancelsAndARefusedHelloDisconne
   std::free(buf);
 }
 
+TEST_F(LocalChannelTest, DetachingTheReplicaDisconnectsTheChannel) {
+  StartServer();
+  OpenChannel(LocalOptions());
+  ASSERT_TRUE(listener_.connected);
+  ASSERT_TRUE(server_->DetachVolume("vol-1").ok());
+  ASSERT_TRUE(WaitFor(listener_.disconnected));
+  EXPECT_EQ(listener_.why, static_cast<int>(StatusCode::kUnavailable));
+  manager_->EndDelete("vol-1");
+}
+
 TEST_F(LocalChannelTest, TheFactoryChoosesLocalOnlyForItsOwnAddressVolumeAndLoop) {
   StartServer();
   client::ClientOptions o = LocalOptions();

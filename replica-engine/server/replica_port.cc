@@ -28,6 +28,9 @@ ReplicaPort::ReplicaPort(ReplicaServer* server, std::string peer, uint32_t max_i
 
 ReplicaPort::~ReplicaPort() {
   if (!closed_) server_->UnbindPort(this);
+  for (DetachWaiter* w : detach_waiters_) {
+    if (--w->pending == 0) w->Signal();
+  }
   auto& all = server_->ports_;
   all.erase(std::remove(all.begin(), all.end(), this), all.end());
   if (dirty_waiting_) {
@@ -265,9 +268,14 @@ void ReplicaPort::OnIoDone(backend::IoRequest* io) {
     default:
       break;
   }
-  // A HELLO of a newer epoch may be waiting for this port's I/O to drain.
+  // A HELLO of a newer epoch may be waiting for this port's I/O to drain,
+  // and a DetachVolume for a closed in-process port's.
   if (self->inflight_ == 0 && (self->closed_ || self->superseded_)) {
     self->server_->WakeStalled();
+    for (DetachWaiter* w : self->detach_waiters_) {
+      if (--w->pending == 0) w->Signal();
+    }
+    self->detach_waiters_.clear();
   }
   if (self->closed_) {
     r->status = WireStatus::kNotReady;  // no one is waiting for the answer

@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/intrusive_list.h"
 #include "common/status.h"
@@ -35,6 +36,7 @@ namespace tandem::server {
 
 class ReplicaServer;
 struct VolumeState;
+struct DetachWaiter;
 
 class ReplicaPort;
 struct PortRequest;
@@ -160,6 +162,9 @@ class ReplicaPort {
   bool superseded_ = false;
   bool closed_ = false;
   bool dirty_waiting_ = false;  // queued in the server's dirty-waiter list
+  // DetachVolume calls waiting for this (in-process) port's I/O to finish;
+  // signalled when inflight_ reaches 0.
+  std::vector<DetachWaiter*> detach_waiters_;
   // Writes parked until the replica's dirty map is persisted (they count in
   // inflight_).
   RequestQueue dirty_;

@@ -183,6 +183,23 @@ TEST_F(ReplicaPortTest, AnOlderEpochIsRefusedAndANewerHelloSupersedesThePort) {
   std::free(buf);
 }
 
+TEST_F(ReplicaPortTest, DetachVolumeClosesAnInProcessPort) {
+  StartServer();
+  ASSERT_EQ(OpenPort("vol-1", 1), WireStatus::kOk);
+  void* buf = AlignedBuffer(4096);
+  std::memset(buf, 7, 4096);
+  PortOp w(Opcode::kWrite, 0, 4096, buf);
+  ASSERT_EQ(Run(&w), WireStatus::kOk);
+  // As for a session: closed, and nothing of it touches the replica after
+  // DetachVolume returned (the caller then deletes the files).
+  ASSERT_TRUE(server_->DetachVolume("vol-1").ok());
+  EXPECT_TRUE(OnLoop([&] { return port_obj_->closed(); }));
+  PortOp late(Opcode::kWrite, 4096, 4096, buf);
+  EXPECT_EQ(Run(&late), WireStatus::kNotReady);
+  manager_->EndDelete("vol-1");
+  std::free(buf);
+}
+
 TEST_F(ReplicaPortTest, AWrongTokenOrAnUnknownVolumeIsRefused) {
   StartServer();
   EXPECT_EQ(OpenPort("no-such-volume", 1), WireStatus::kNotFound);

@@ -433,6 +433,19 @@ void ReplicaServer::StartDetach(const std::string& volume_id, DetachWaiter* wait
     ++waiter->pending;
     s->Close("volume detached", false);
   }
+  // In-process ports (this engine's targets reaching their local replica):
+  // closed like a session (their user's next request is NOT_READY and it
+  // disconnects) and waited for while their I/O is in flight. The sessions'
+  // ports were closed above.
+  for (ReplicaPort* p : ports_) {
+    const auto& r = p->replica();
+    if (p->closed() || r == nullptr || r->metadata().volume_id != volume_id) continue;
+    if (p->inflight() > 0) {
+      p->detach_waiters_.push_back(waiter);
+      ++waiter->pending;
+    }
+    p->Close();
+  }
   // A metadata write still in flight on the replica's meta file.
   for (PersistInFlight& p : persists_) {
     if (p.replica->metadata().volume_id != volume_id) continue;
