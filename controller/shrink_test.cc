@@ -338,6 +338,13 @@ TEST_F(ShrinkTest, ARetryAfterAControllerCrashMidShrinkRemovesTheReplicaTheTarge
           .ok());
   cluster_.KillController();
   EXPECT_EQ(WriteRound(fd, 2, &acked), 0);
+  // The removal started a new generation on the others before those writes:
+  // the dropped replica is recognisably behind (the old record still lists it).
+  auto dropped = Engine(1).GetReplica(id, std::chrono::seconds(5));
+  auto kept = Engine(0).GetReplica(id, std::chrono::seconds(5));
+  ASSERT_TRUE(dropped.ok() && kept.ok());
+  EXPECT_LT(dropped->generation(), kept->generation());
+  EXPECT_NE(dropped->generation_id(), kept->generation_id());
   ASSERT_TRUE(cluster_.StartController().ok());
   ctl_ = cluster_.Controller();
   grpc::Status st;
