@@ -165,6 +165,48 @@ class ShrinkTest : public ::testing::Test {
     }
     return on;
   }
+  // A 3-replica volume published on e0 with its live target there (what
+  // tandem-node builds), the FUSE file open for writing and round 1 written
+  // over every block.
+  struct Served {
+    std::string id;
+    PublishContext ctx;
+    int fd = -1;
+    std::vector<uint32_t> acked = std::vector<uint32_t>(kBlocks, 0);
+  };
+  void ServeOnE0(const std::string& name, Served* v) {
+    v->id = CreateVolume(name);
+    auto ctx = Publish(v->id, 0);
+    ASSERT_TRUE(ctx.ok()) << ctx.status().ToString();
+    v->ctx = *ctx;
+    auto t = Attach(v->id, 0, *ctx);
+    ASSERT_TRUE(t.ok()) << t.status().ToString();
+    v->fd = open(t->export_path().c_str(), O_RDWR);
+    ASSERT_GE(v->fd, 0) << t->export_path() << ": " << strerror(errno);
+    EXPECT_EQ(WriteRound(v->fd, 1, &v->acked), 0);
+  }
+  // What a target that died before starting the generation would have
+  // recorded: a shrink to `ids` for the generation after `live`'s, with id
+  // `generation_id`, numbered after the target's own calls (which are
+  // numbered from the wall clock in microseconds).
+  grpc::Status RecordShrinkNeverStarted(const std::string& id, uint64_t epoch,
+                                        const engine::v1::Target& live, uint64_t generation_id,
+                                        const std::vector<std::string>& ids) {
+    auto stub = ::tandem::controller::v1::Membership::NewStub(grpc::CreateChannel(
+        "unix:" + cluster_.root() + "/csi.sock", grpc::InsecureChannelCredentials()));
+    ::tandem::controller::v1::InSyncRequest req;
+    req.set_volume_id(id);
+    req.set_epoch(epoch);
+    auto now = std::chrono::system_clock::now().time_since_epoch();
+    req.set_seq(
+        static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(now).count()) +
+        1000000);
+    req.set_generation(live.generation() + 1);
+    req.set_generation_id(generation_id);
+    for (const auto& r : ids) req.add_replica_ids(r);
+    ::tandem::controller::v1::InSyncResponse resp;
+    return stub->ShrinkInSync(Ctx().get(), req, &resp);
+  }
   int EngineOf(const std::string& data_address) {
     for (int e = 0; e < 3; ++e) {
       if (cluster_.engines()[e].data_address() == data_address) return e;
@@ -221,15 +263,11 @@ class ShrinkTest : public ::testing::Test {
 // on its engine, a repeat changes nothing, and every attach in between reads
 // every acknowledged byte.
 TEST_F(ShrinkTest, DetachedShrinkRemovesTheStaleReplicaFirstAndKeepsEveryByte) {
-  const std::string id = CreateVolume("detached");
-  auto ctx = Publish(id, 0);
-  ASSERT_TRUE(ctx.ok());
-  auto t = Attach(id, 0, *ctx);
-  ASSERT_TRUE(t.ok()) << t.status().ToString();
-  int fd = open(t->export_path().c_str(), O_RDWR);
-  ASSERT_GE(fd, 0);
-  std::vector<uint32_t> acked(kBlocks, 0);
-  EXPECT_EQ(WriteRound(fd, 1, &acked), 0);
+  Served v;
+  ASSERT_NO_FATAL_FAILURE(ServeOnE0("detached", &v));
+  const std::string& id = v.id;
+  std::vector<uint32_t>& acked = v.acked;
+  const int fd = v.fd;
   cluster_.engines()[2].process->Kill();  // e2's replica misses round 2
   EXPECT_EQ(WriteRound(fd, 2, &acked), 0);
   close(fd);
@@ -251,9 +289,9 @@ TEST_F(ShrinkTest, DetachedShrinkRemovesTheStaleReplicaFirstAndKeepsEveryByte) {
   EXPECT_EQ(HoldersBecome(id, {0}).size(), 1u);
   EXPECT_TRUE(SetReplicas(id, 1).ok());  // repeated
   EXPECT_EQ(BadBlocks(id, 2, acked), 0);
-  ctx = Publish(id, 0);
-  ASSERT_TRUE(ctx.ok());
-  EXPECT_EQ(ctx->replicas.size(), 1u);
+  auto last = Publish(id, 0);
+  ASSERT_TRUE(last.ok());
+  EXPECT_EQ(last->replicas.size(), 1u);
   EXPECT_TRUE(Unpublish(id, 0));
 }
 
@@ -263,19 +301,16 @@ TEST_F(ShrinkTest, DetachedShrinkRemovesTheStaleReplicaFirstAndKeepsEveryByte) {
 // ShrinkInSync), the removed replicas are deleted, and a new attach on
 // another node reads every acknowledged block.
 TEST_F(ShrinkTest, PublishedShrinkUnderWritesKeepsEveryAcknowledgedBlock) {
-  const std::string id = CreateVolume("published");
-  auto ctx = Publish(id, 0);
-  ASSERT_TRUE(ctx.ok());
-  auto t = Attach(id, 0, *ctx);
-  ASSERT_TRUE(t.ok()) << t.status().ToString();
-  int fd = open(t->export_path().c_str(), O_RDWR);
-  ASSERT_GE(fd, 0);
-  std::vector<uint32_t> acked(kBlocks, 0);
+  Served v;
+  ASSERT_NO_FATAL_FAILURE(ServeOnE0("published", &v));
+  const std::string& id = v.id;
+  std::vector<uint32_t>& acked = v.acked;
+  const int fd = v.fd;
   std::atomic<bool> stop{false};
   std::atomic<uint32_t> rounds{0};
   std::atomic<int> failures{0};
   std::thread writer([&] {
-    for (uint32_t round = 1; !stop && round < 10000; ++round) {
+    for (uint32_t round = 2; !stop && round < 10000; ++round) {
       failures += WriteRound(fd, round, &acked);
       rounds = round;
     }
@@ -321,15 +356,11 @@ TEST_F(ShrinkTest, PublishedShrinkUnderWritesKeepsEveryAcknowledgedBlock) {
 // and the retry on the restarted controller removes that same replica (gone
 // from the target, so first in line), not the one it would have chosen.
 TEST_F(ShrinkTest, ARetryAfterAControllerCrashMidShrinkRemovesTheReplicaTheTargetDropped) {
-  const std::string id = CreateVolume("resume");
-  auto ctx = Publish(id, 0);
-  ASSERT_TRUE(ctx.ok());
-  auto t = Attach(id, 0, *ctx);
-  ASSERT_TRUE(t.ok()) << t.status().ToString();
-  int fd = open(t->export_path().c_str(), O_RDWR);
-  ASSERT_GE(fd, 0);
-  std::vector<uint32_t> acked(kBlocks, 0);
-  EXPECT_EQ(WriteRound(fd, 1, &acked), 0);
+  Served v;
+  ASSERT_NO_FATAL_FAILURE(ServeOnE0("resume", &v));
+  const std::string& id = v.id;
+  std::vector<uint32_t>& acked = v.acked;
+  const int fd = v.fd;
   // Step 2 as the controller does it, for the replica on e1 (by itself it
   // would remove the later one, on e2); then it dies.
   ASSERT_TRUE(
@@ -365,15 +396,10 @@ TEST_F(ShrinkTest, ARetryAfterAControllerCrashMidShrinkRemovesTheReplicaTheTarge
 TEST_F(ShrinkTest, ARetiredReplicaIsDeletedWithItsVolume) {
   ASSERT_TRUE(cluster_.StartController({"--reconcile-interval-ms=600000"}).ok());
   ctl_ = cluster_.Controller();
-  const std::string id = CreateVolume("retired");
-  auto ctx = Publish(id, 0);
-  ASSERT_TRUE(ctx.ok());
-  auto t = Attach(id, 0, *ctx);
-  ASSERT_TRUE(t.ok()) << t.status().ToString();
-  int fd = open(t->export_path().c_str(), O_RDWR);
-  ASSERT_GE(fd, 0);
-  std::vector<uint32_t> acked(kBlocks, 0);
-  EXPECT_EQ(WriteRound(fd, 1, &acked), 0);
+  Served v;
+  ASSERT_NO_FATAL_FAILURE(ServeOnE0("retired", &v));
+  const std::string& id = v.id;
+  const int fd = v.fd;
   close(fd);
   ASSERT_TRUE(Engine(0).DestroyTarget(id, std::chrono::seconds(30)).ok());
   ASSERT_TRUE(Unpublish(id, 0));
@@ -397,15 +423,11 @@ TEST_F(ShrinkTest, ARetiredReplicaIsDeletedWithItsVolume) {
 // target running; once unpublished it removes the two and every block is
 // there.
 TEST_F(ShrinkTest, AnEngineKilledMidShrinkLosesNothingAndTheRetryFinishes) {
-  const std::string id = CreateVolume("engine-crash");
-  auto ctx = Publish(id, 0);
-  ASSERT_TRUE(ctx.ok());
-  auto t = Attach(id, 0, *ctx);
-  ASSERT_TRUE(t.ok()) << t.status().ToString();
-  int fd = open(t->export_path().c_str(), O_RDWR);
-  ASSERT_GE(fd, 0);
-  std::vector<uint32_t> acked(kBlocks, 0);
-  EXPECT_EQ(WriteRound(fd, 1, &acked), 0);
+  Served v;
+  ASSERT_NO_FATAL_FAILURE(ServeOnE0("engine-crash", &v));
+  const std::string& id = v.id;
+  std::vector<uint32_t>& acked = v.acked;
+  const int fd = v.fd;
   for (int e = 1; e < 3; ++e) {  // step 2 of a shrink to 1
     ASSERT_TRUE(
         Engine(0)
@@ -430,15 +452,11 @@ TEST_F(ShrinkTest, AnEngineKilledMidShrinkLosesNothingAndTheRetryFinishes) {
 // writes), a lower count never drops it: with its engine down it is refused
 // (nothing changes); with it back the two others go.
 TEST_F(ShrinkTest, TheOnlyInSyncReplicaIsNeverDropped) {
-  const std::string id = CreateVolume("in-sync");
-  auto ctx = Publish(id, 0);
-  ASSERT_TRUE(ctx.ok());
-  auto t = Attach(id, 0, *ctx);
-  ASSERT_TRUE(t.ok()) << t.status().ToString();
-  int fd = open(t->export_path().c_str(), O_RDWR);
-  ASSERT_GE(fd, 0);
-  std::vector<uint32_t> acked(kBlocks, 0);
-  EXPECT_EQ(WriteRound(fd, 1, &acked), 0);
+  Served v;
+  ASSERT_NO_FATAL_FAILURE(ServeOnE0("in-sync", &v));
+  const std::string& id = v.id;
+  std::vector<uint32_t>& acked = v.acked;
+  const int fd = v.fd;
   cluster_.engines()[1].process->Kill();
   cluster_.engines()[2].process->Kill();
   EXPECT_EQ(WriteRound(fd, 2, &acked), 0) << "(run dir " << cluster_.root() << ")";
@@ -469,40 +487,26 @@ TEST_F(ShrinkTest, TheOnlyInSyncReplicaIsNeverDropped) {
 // UNAVAILABLE); with all of them back and none holding the id, it falls back
 // to the record before the shrink and every acknowledged block is served.
 TEST_F(ShrinkTest, AnUnsettledShrinkFallsBackOnlyWhenEveryInSyncReplicaAnswers) {
-  const std::string id = CreateVolume("unsettled");
-  auto ctx = Publish(id, 0);
-  ASSERT_TRUE(ctx.ok());
-  auto t = Attach(id, 0, *ctx);
-  ASSERT_TRUE(t.ok()) << t.status().ToString();
-  int fd = open(t->export_path().c_str(), O_RDWR);
-  ASSERT_GE(fd, 0);
-  std::vector<uint32_t> acked(kBlocks, 0);
-  EXPECT_EQ(WriteRound(fd, 1, &acked), 0);
+  Served v;
+  ASSERT_NO_FATAL_FAILURE(ServeOnE0("unsettled", &v));
+  const std::string& id = v.id;
+  const PublishContext& ctx = v.ctx;
+  std::vector<uint32_t>& acked = v.acked;
+  const int fd = v.fd;
   close(fd);
   auto live = Engine(0).GetTarget(id, std::chrono::seconds(5));
   ASSERT_TRUE(live.ok());
   ASSERT_TRUE(Engine(0).DestroyTarget(id, std::chrono::seconds(30)).ok());
 
-  const std::string r0 = ctx->replicas[0].replica_id;
-  const std::string r1 = ctx->replicas[1].replica_id;
+  const std::string r0 = ctx.replicas[0].replica_id;
+  const std::string r1 = ctx.replicas[1].replica_id;
   const uint64_t never_set = std::random_device{}() | 1ull << 40;
-  auto stub = ::tandem::controller::v1::Membership::NewStub(grpc::CreateChannel(
-      "unix:" + cluster_.root() + "/csi.sock", grpc::InsecureChannelCredentials()));
-  ::tandem::controller::v1::InSyncRequest req;
-  req.set_volume_id(id);
-  req.set_epoch(ctx->epoch);
-  req.set_seq(1);
-  req.set_generation(live->generation() + 1);
-  req.set_generation_id(never_set);
-  req.add_replica_ids(r0);
-  req.add_replica_ids(r1);
-  ::tandem::controller::v1::InSyncResponse resp;
-  grpc::Status st = stub->ShrinkInSync(Ctx().get(), req, &resp);
+  grpc::Status st = RecordShrinkNeverStarted(id, ctx.epoch, *live, never_set, {r0, r1});
   ASSERT_TRUE(st.ok()) << st.error_message();
   ASSERT_TRUE(Unpublish(id, 0));
 
   // r1's engine down: no fallback, the next attach cannot serve.
-  int e1 = EngineOf(ctx->replicas[1].address);
+  int e1 = EngineOf(ctx.replicas[1].address);
   ASSERT_GE(e1, 0);
   cluster_.engines()[e1].process->Kill();
   int other = (e1 + 1) % 3;
@@ -520,7 +524,7 @@ TEST_F(ShrinkTest, AnUnsettledShrinkFallsBackOnlyWhenEveryInSyncReplicaAnswers) 
   auto after = Publish(id, other);
   ASSERT_TRUE(after.ok());
   EXPECT_EQ(after->in_sync_generation_id, 0u);
-  EXPECT_EQ(after->in_sync_replica_ids, ctx->in_sync_replica_ids);  // as created
+  EXPECT_EQ(after->in_sync_replica_ids, ctx.in_sync_replica_ids);  // as created
   EXPECT_TRUE(Unpublish(id, other));
 }
 
@@ -529,15 +533,12 @@ TEST_F(ShrinkTest, AnUnsettledShrinkFallsBackOnlyWhenEveryInSyncReplicaAnswers) 
 // is recorded and never started): the fallback is the first record — {r0} at
 // the generation it holds — and the attach serves every block from it.
 TEST_F(ShrinkTest, AnUnsettledShrinkOverARecordedOneFallsBackToThatRecord) {
-  const std::string id = CreateVolume("unsettled-twice");
-  auto ctx = Publish(id, 0);
-  ASSERT_TRUE(ctx.ok());
-  auto t = Attach(id, 0, *ctx);
-  ASSERT_TRUE(t.ok()) << t.status().ToString();
-  int fd = open(t->export_path().c_str(), O_RDWR);
-  ASSERT_GE(fd, 0);
-  std::vector<uint32_t> acked(kBlocks, 0);
-  EXPECT_EQ(WriteRound(fd, 1, &acked), 0);
+  Served v;
+  ASSERT_NO_FATAL_FAILURE(ServeOnE0("unsettled-twice", &v));
+  const std::string& id = v.id;
+  const PublishContext& ctx = v.ctx;
+  std::vector<uint32_t>& acked = v.acked;
+  const int fd = v.fd;
   cluster_.engines()[1].process->Kill();
   cluster_.engines()[2].process->Kill();
   EXPECT_EQ(WriteRound(fd, 2, &acked), 0);
@@ -548,21 +549,8 @@ TEST_F(ShrinkTest, AnUnsettledShrinkOverARecordedOneFallsBackToThatRecord) {
   const uint64_t first = live->generation_id();
   ASSERT_TRUE(Engine(0).DestroyTarget(id, std::chrono::seconds(30)).ok());
 
-  auto stub = ::tandem::controller::v1::Membership::NewStub(grpc::CreateChannel(
-      "unix:" + cluster_.root() + "/csi.sock", grpc::InsecureChannelCredentials()));
-  ::tandem::controller::v1::InSyncRequest req;
-  req.set_volume_id(id);
-  req.set_epoch(ctx->epoch);
-  // After the target's own calls (numbered from the wall clock in µs).
-  req.set_seq(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
-                                        std::chrono::system_clock::now().time_since_epoch())
-                                        .count()) +
-              1000000);
-  req.set_generation(live->generation() + 1);
-  req.set_generation_id(first ^ 0x5A5A5A5A5A5A5A5Aull);
-  req.add_replica_ids(live->in_sync_replica_ids(0));
-  ::tandem::controller::v1::InSyncResponse resp;
-  grpc::Status st = stub->ShrinkInSync(Ctx().get(), req, &resp);
+  grpc::Status st = RecordShrinkNeverStarted(id, ctx.epoch, *live, first ^ 0x5A5A5A5A5A5A5A5Aull,
+                                             {live->in_sync_replica_ids(0)});
   ASSERT_TRUE(st.ok()) << st.error_message();
   RestartEngine(1);
   RestartEngine(2);
