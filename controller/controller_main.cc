@@ -255,7 +255,7 @@ int Serve(const ControllerConfig& cfg, sigset_t* sigs) {
   rec_opts.max_rebuilds_per_node = static_cast<uint32_t>(cfg.max_rebuilds);
   rec_opts.engine_timeout = std::chrono::milliseconds(cfg.engine_timeout_ms);
   tandem::controller::Reconciler reconciler(&records, &registry, &engines, &inflight, rec_opts);
-  tandem::controller::RegistrationService registration(&registry, store.get(), &records);
+  tandem::controller::RegistrationService registration(&registry, store.get(), &records, &inflight);
   // The membership authority the engines' targets call (tandem-engine --controller).
   tandem::controller::MembershipService membership(&records);
   // Set once this instance leads and has loaded and polled the nodes.

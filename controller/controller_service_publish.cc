@@ -2,15 +2,17 @@
 //
 // Publish is metadata: it raises the volume's epoch, records the attachment
 // (one Txn) and hands the node what it needs to build the target
-// (csi/publish_context.h). Unpublish fences before it answers OK: the epoch
-// is raised in the store first (so no later publish can reuse it), then on
-// the replicas through their engines, so an old target — on a dead,
-// partitioned or simply slow node, which Kubernetes may force-detach without
-// NodeUnstage — can never acknowledge a write again.
+// (csi/publish_context.h, built by attachment_context.h; the node asks for it
+// again at each stage: Registration.GetAttachment). Unpublish fences before
+// it answers OK: the epoch is raised in the store first (so no later publish
+// can reuse it), then on the replicas through their engines, so an old
+// target — on a dead, partitioned or simply slow node, which Kubernetes may
+// force-detach without NodeUnstage — can never acknowledge a write again.
 
 #include <future>
 
 #include "common/logging.h"
+#include "controller/attachment_context.h"
 #include "controller/controller_service.h"
 #include "csi/publish_context.h"
 #include "csi/validation.h"
@@ -68,27 +70,7 @@ Status ControllerService::DoPublish(const csipb::ControllerPublishVolumeRequest&
     record.set_access_type(req.volume_capability().has_block() ? "block" : "mount");
   }
 
-  csi::PublishContext ctx;
-  ctx.epoch = record.attachment().epoch();
-  for (const auto& r : record.replicas()) {
-    auto rn = nodes_->Get(r.node_id());
-    if (rn && rn->info.data_address().empty()) {
-      // Not heard from since this controller started: ask now.
-      nodes_->PollAll();
-      rn = nodes_->Get(r.node_id());
-    }
-    if (!rn || rn->info.data_address().empty()) {
-      return Status::Unavailable("replica " + r.replica_id() + "'s node " + r.node_id() +
-                                 " has not reported its data address (engine unreachable?)");
-    }
-    ctx.replicas.push_back({r.replica_id(), rn->info.data_address()});
-  }
-  ctx.in_sync_generation_id = record.in_sync_generation_id();
-  ctx.in_sync_replica_ids.assign(record.in_sync_replica_ids().begin(),
-                                 record.in_sync_replica_ids().end());
-  ctx.size_bytes = record.size_bytes();
-  ctx.rebuild_rate_bytes_per_sec = record.rebuild_rate_bytes_per_sec();
-  ctx.volume_secret = record.secret();
+  TANDEM_ASSIGN_OR_RETURN(csi::PublishContext ctx, AttachmentContext(record, nodes_));
 
   if (!v->record.has_attachment()) {
     TANDEM_ASSIGN_OR_RETURN(v->mod_revision, records_->UpdateVolume(record, v->mod_revision));

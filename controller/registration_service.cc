@@ -5,12 +5,14 @@
 
 #include "common/grpc/grpc_status.h"
 #include "common/grpc/handler_guard.h"
+#include "controller/attachment_context.h"
+#include "csi/validation.h"
 
 namespace tandem::controller {
 
 RegistrationService::RegistrationService(NodeRegistry* nodes, store::MetadataStore* store,
-                                         Records* records)
-    : nodes_(nodes), store_(store), records_(records) {}
+                                         Records* records, csi::InFlight* inflight)
+    : nodes_(nodes), store_(store), records_(records), inflight_(inflight) {}
 
 grpc::Status RegistrationService::RegisterNode(grpc::ServerContext*,
                                                const v1::RegisterNodeRequest* req,
@@ -61,6 +63,60 @@ grpc::Status RegistrationService::ListNodes(grpc::ServerContext*, const v1::List
       out->set_last_error(n.last_error);
       out->set_provisioned_bytes(placed[n.record.node_id()].first);
       out->set_replica_count(placed[n.record.node_id()].second);
+    }
+    return grpc::Status::OK;
+  });
+}
+
+namespace {
+
+Status CheckAttachedTo(const rec::VolumeRecord& record, const std::string& node_id) {
+  const std::string& id = record.volume_id();
+  if (!record.has_attachment()) {
+    return Status::FailedPrecondition("volume " + id + " is not published (to any node)");
+  }
+  if (record.attachment().node_id() != node_id) {
+    return Status::FailedPrecondition("volume " + id + " is published to node " +
+                                      record.attachment().node_id() + ", not to " + node_id);
+  }
+  // An unpublish raises the record's epoch before it fences and clears the
+  // attachment: from then on no target of this attachment may be built.
+  if (record.epoch() != record.attachment().epoch()) {
+    return Status::FailedPrecondition("volume " + id + " is being unpublished from node " +
+                                      node_id + " (epoch " + std::to_string(record.epoch()) +
+                                      " raised past the attachment's " +
+                                      std::to_string(record.attachment().epoch()) + ")");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+grpc::Status RegistrationService::GetAttachment(grpc::ServerContext*,
+                                                const v1::GetAttachmentRequest* req,
+                                                v1::GetAttachmentResponse* resp) {
+  return rpc::GuardHandler("GetAttachment", [&]() -> grpc::Status {
+    Status st = csi::RequireField("volume_id", req->volume_id());
+    if (st.ok()) st = csi::RequireField("node_id", req->node_id());
+    if (!st.ok()) return rpc::ToGrpcStatus(st);
+    auto guard = inflight_->TryAcquire("vol:" + req->volume_id());
+    if (!guard.ok()) return rpc::ToGrpcStatus(guard.status());
+    if (!store_->IsLeader()) {
+      return rpc::ToGrpcStatus(
+          Status::Unavailable("this tandem-controller does not lead; retry against the leader"));
+    }
+    auto v = records_->GetVolume(req->volume_id());
+    if (!v.ok()) return rpc::ToGrpcStatus(v.status());
+    if (!*v) {
+      return rpc::ToGrpcStatus(Status::NotFound("volume " + req->volume_id() + " does not exist"));
+    }
+    const rec::VolumeRecord& record = (*v)->record;
+    if (st = CheckAttachedTo(record, req->node_id()); !st.ok()) return rpc::ToGrpcStatus(st);
+    auto ctx = AttachmentContext(record, nodes_);
+    if (!ctx.ok()) return rpc::ToGrpcStatus(ctx.status());
+    ctx->volume_secret.clear();  // the node has it from kubelet; never over this API
+    for (auto& [k, val] : csi::EncodePublishContext(*ctx)) {
+      (*resp->mutable_publish_context())[k] = val;
     }
     return grpc::Status::OK;
   });

@@ -18,6 +18,7 @@
 #include "common/id.h"
 #include "common/logging.h"
 #include "csi/identity_service.h"
+#include "node-plugin/attachments.h"
 #include "node-plugin/engine_volume_host.h"
 #include "node-plugin/loop_device.h"
 #include "node-plugin/node_service.h"
@@ -37,7 +38,10 @@ void DefineFlags(tandem::Flags* f) {
   f->Define("state-dir", "/var/lib/tandem-node", "where tandem-node records what it staged (0700)");
   f->Define("zone", "", "topology zone reported in NodeGetInfo (topology.tandem.csi.io/zone)");
   f->Define("max-volumes", "0", "max_volumes_per_node reported to the scheduler (0: no limit)");
-  f->Define("controller", "", "the controller's Registration endpoint; empty: do not register");
+  f->Define("controller", "",
+            "the controller's Registration endpoint: tandem-node registers there and asks it "
+            "for each volume's current replica set at NodeStage; empty: neither (targets are "
+            "built from kubelet's publish_context, stale after a replica change)");
   f->Define("engine-advertise", "",
             "the engine's management address as the controller reaches it "
             "(default: --engine)");
@@ -106,7 +110,16 @@ int main(int argc, char** argv) {
   options.node_id = flags.Get("node-id");
   options.zone = flags.Get("zone");
   options.max_volumes_per_node = static_cast<int64_t>(max_volumes);
-  tandem::node::NodeService node(options, &host, &*state);
+  std::unique_ptr<tandem::node::ControllerAttachments> attachments;
+  if (!flags.Get("controller").empty()) {
+    attachments = std::make_unique<tandem::node::ControllerAttachments>(
+        flags.Get("controller"), options.node_id, std::chrono::seconds(5));
+  } else {
+    TLOG_WARN(kTag,
+              "no --controller: NodeStage builds targets from kubelet's publish_context, "
+              "which a later ModifyVolume `replicas` or replica replacement leaves stale");
+  }
+  tandem::node::NodeService node(options, &host, &*state, attachments.get());
   tandem::csi::IdentityOptions identity_options;
   identity_options.vendor_version = TANDEM_VERSION;
   identity_options.capabilities = {tandem::csi::IdentityService::ServiceCapability(

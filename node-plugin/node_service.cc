@@ -44,8 +44,9 @@ grpc::Status Answer(const Status& st) { return rpc::ToGrpcStatus(st); }
 
 }  // namespace
 
-NodeService::NodeService(NodeServiceOptions options, VolumeHost* host, NodeState* state)
-    : options_(std::move(options)), host_(host), state_(state) {}
+NodeService::NodeService(NodeServiceOptions options, VolumeHost* host, NodeState* state,
+                         Attachments* attachments)
+    : options_(std::move(options)), host_(host), state_(state), attachments_(attachments) {}
 
 Status NodeService::Stage(const ::csi::v1::NodeStageVolumeRequest& req) {
   TANDEM_RETURN_IF_ERROR(csi::RequireField("volume_id", req.volume_id()));
@@ -88,7 +89,7 @@ Status NodeService::Stage(const ::csi::v1::NodeStageVolumeRequest& req) {
   // half-way through finds what to undo.
   TANDEM_RETURN_IF_ERROR(state_->Put(staged));
 
-  TANDEM_ASSIGN_OR_RETURN(HostedVolume hosted, host_->Attach(req.volume_id(), info));
+  TANDEM_ASSIGN_OR_RETURN(HostedVolume hosted, AttachCurrent(req.volume_id(), info));
   staged.export_path = hosted.export_path;
   TANDEM_RETURN_IF_ERROR(state_->Put(staged));
 

@@ -7,6 +7,7 @@
 
 #include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -38,6 +39,7 @@ class FileVolumeHost : public VolumeHost {
       return Status::FailedPrecondition("superseded");
     }
     epochs_[id] = info.epoch;
+    last_info_[id] = info;
     std::string path = dir_ + "/" + id + ".img";
     if (access(path.c_str(), F_OK) != 0) {
       int fd = open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
@@ -51,6 +53,7 @@ class FileVolumeHost : public VolumeHost {
     return HostedVolume{path, info.size_bytes, info.epoch};
   }
   Status Detach(const std::string& id) override {
+    detach_calls_ += attached_.count(id);
     attached_.erase(id);
     return Status::Ok();
   }
@@ -74,11 +77,31 @@ class FileVolumeHost : public VolumeHost {
   bool hold_attach_ = false;
   int attach_calls_ = 0;
   bool degraded_ = false;
+  int detach_calls_ = 0;
   std::map<std::string, std::string> attached_;
+  std::map<std::string, csi::PublishContext> last_info_;  // what each target was built from
 
  private:
   std::string dir_;
   std::map<std::string, uint64_t> epochs_;
+};
+
+// The controller's GetAttachment stand-in: `answers` first, then `answer`.
+class FakeAttachments : public Attachments {
+ public:
+  Result<csi::PublishContext> Current(const std::string&) override {
+    ++calls;
+    if (!answers.empty()) {
+      Result<csi::PublishContext> a = answers.front();
+      answers.pop_front();
+      return a;
+    }
+    return answer;
+  }
+  std::string where() const override { return "tandem-controller at unix:///fake/csi.sock"; }
+  std::deque<Result<csi::PublishContext>> answers;
+  Result<csi::PublishContext> answer = Status::Unavailable("connection refused");
+  int calls = 0;
 };
 
 ::csi::v1::VolumeCapability MountCap(
@@ -121,7 +144,22 @@ class NodeServiceTest : public ::testing::Test {
     info.epoch = epoch;
     info.replicas = {{"r1", "127.0.0.1:9701"}, {"r2", "127.0.0.1:9702"}};
     info.size_bytes = 128 * kMiB;
+    info.volume_secret = "00112233445566778899aabbccddeeff";
     return csi::EncodePublishContext(info);
+  }
+  // What the controller answers now: replicas r1 and r3 (r2 was replaced).
+  static csi::PublishContext Current(uint64_t epoch) {
+    csi::PublishContext info;
+    info.epoch = epoch;
+    info.replicas = {{"r1", "127.0.0.1:9701"}, {"r3", "127.0.0.1:9703"}};
+    info.size_bytes = 128 * kMiB;
+    return info;
+  }
+  // The service asks `attachments_` at stage, as tandem-node --controller does.
+  void UseController() {
+    attachments_ = std::make_unique<FakeAttachments>();
+    service_ = std::make_unique<NodeService>(NodeServiceOptions{.node_id = "node-a"}, host_.get(),
+                                             state_.get(), attachments_.get());
   }
   grpc::Status Stage(const std::string& id, const std::string& staging,
                      const ::csi::v1::VolumeCapability& cap, uint64_t epoch = 1) {
@@ -176,6 +214,7 @@ class NodeServiceTest : public ::testing::Test {
   TestDir dir_;
   std::unique_ptr<NodeState> state_;
   std::unique_ptr<FileVolumeHost> host_;
+  std::unique_ptr<FakeAttachments> attachments_;
   std::unique_ptr<NodeService> service_;
   std::map<std::string, std::string> staged_;
   std::vector<std::string> published_;
@@ -329,6 +368,63 @@ TEST_F(NodeServiceTest, ASecondCallForTheSameVolumeIsAbortedWhileTheFirstRuns) {
   }
   t.join();
   EXPECT_TRUE(first.ok()) << first.error_message();
+}
+
+TEST_F(NodeServiceTest, StageBuildsTheTargetFromTheControllersCurrentContextAtThePublishEpoch) {
+  UseController();
+  attachments_->answer = Current(4);
+  ASSERT_TRUE(Stage("vol-c", dir_ / "c", BlockCap(), 4).ok());
+  const csi::PublishContext& built = host_->last_info_["vol-c"];
+  EXPECT_EQ(built.replicas, Current(4).replicas) << "the controller's replicas, not kubelet's";
+  EXPECT_EQ(built.epoch, 4u);
+  EXPECT_EQ(built.volume_secret, "00112233445566778899aabbccddeeff") << "kubelet's secret";
+  EXPECT_EQ(attachments_->calls, 2) << "asked before and after building the target";
+}
+
+TEST_F(NodeServiceTest, StageRefusesWhatTheControllerRefusesAndAnotherEpoch) {
+  UseController();
+  attachments_->answer = Current(5);
+  auto st = Stage("vol-e", dir_ / "e", BlockCap(), 4);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << st.error_message();
+  EXPECT_NE(st.error_message().find("superseded"), std::string::npos) << st.error_message();
+  attachments_->answer = Status::NotFound("volume vol-e does not exist");
+  EXPECT_EQ(Stage("vol-e", dir_ / "e", BlockCap(), 4).error_code(), grpc::StatusCode::NOT_FOUND);
+  attachments_->answer = Status::FailedPrecondition("volume vol-e is published to node node-b");
+  EXPECT_EQ(Stage("vol-e", dir_ / "e", BlockCap(), 4).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(host_->attach_calls_, 0) << "no target built from an unconfirmed context";
+}
+
+TEST_F(NodeServiceTest, AnUnreachableControllerFailsANewTargetButKeepsALiveOne) {
+  UseController();
+  auto st = Stage("vol-u", dir_ / "u", BlockCap(), 2);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_NE(st.error_message().find("unix:///fake/csi.sock"), std::string::npos)
+      << "names the controller: " << st.error_message();
+  EXPECT_EQ(host_->attach_calls_, 0);
+  // Staged while it answered; then tandem-node restarts and kubelet stages
+  // again while the controller is down: the live target at the publish's
+  // epoch is the one the controller changes in place, so it is kept.
+  attachments_->answer = Current(2);
+  ASSERT_TRUE(Stage("vol-u", dir_ / "u", BlockCap(), 2).ok());
+  attachments_->answer = Status::Unavailable("connection refused");
+  st = Stage("vol-u", dir_ / "u", BlockCap(), 2);
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(host_->detach_calls_, 0);
+}
+
+TEST_F(NodeServiceTest, AReplicaChangeWhileTheTargetIsBuiltRebuildsIt) {
+  UseController();
+  csi::PublishContext before = Current(3);
+  before.replicas = {{"r1", "127.0.0.1:9701"}, {"r2", "127.0.0.1:9702"}};
+  // A change of the volume runs (ABORTED), then the record before it, then
+  // (the change done meanwhile) the record after it.
+  attachments_->answers = {Status::Aborted("operation pending for vol:vol-r"), before};
+  attachments_->answer = Current(3);
+  ASSERT_TRUE(Stage("vol-r", dir_ / "r", BlockCap(), 3).ok());
+  EXPECT_EQ(host_->attach_calls_, 2);
+  EXPECT_EQ(host_->detach_calls_, 1) << "the target built from the old record was destroyed";
+  EXPECT_EQ(host_->last_info_["vol-r"].replicas, Current(3).replicas);
 }
 
 TEST_F(NodeServiceTest, NodeInfoAndCapabilities) {

@@ -1,0 +1,135 @@
+// Registration.GetAttachment (controller/proto/registration.proto): the
+// publish_context of a volume's attachment as the record says now, against
+// a real tandem-controller and three real engines.
+
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include "csi/publish_context.h"
+#include "tests/harness/local_cluster.h"
+
+namespace tandem::controller {
+namespace {
+
+namespace csi = ::csi::v1;
+using testing::LocalCluster;
+
+std::unique_ptr<grpc::ClientContext> Ctx() {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  return ctx;
+}
+
+class AttachmentTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(cluster_.StartEngines(3).ok());
+    ASSERT_TRUE(cluster_.StartController().ok());
+    ASSERT_TRUE(cluster_.RegisterEngines().ok());
+    ctl_ = cluster_.Controller();
+    reg_ = cluster_.Registration();
+  }
+  static csi::VolumeCapability Cap() {
+    csi::VolumeCapability cap;
+    cap.mutable_block();
+    cap.mutable_access_mode()->set_mode(csi::VolumeCapability::AccessMode::SINGLE_NODE_WRITER);
+    return cap;
+  }
+  std::string CreateVolume(const std::string& name, int replicas) {
+    csi::CreateVolumeRequest req;
+    req.set_name(name);
+    req.mutable_capacity_range()->set_required_bytes(8 << 20);
+    *req.add_volume_capabilities() = Cap();
+    (*req.mutable_parameters())["replicas"] = std::to_string(replicas);
+    csi::CreateVolumeResponse resp;
+    grpc::Status st = ctl_->CreateVolume(Ctx().get(), req, &resp);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    return resp.volume().volume_id();
+  }
+  csi::ControllerPublishVolumeResponse Publish(const std::string& id, const std::string& node) {
+    csi::ControllerPublishVolumeRequest req;
+    req.set_volume_id(id);
+    req.set_node_id(node);
+    *req.mutable_volume_capability() = Cap();
+    csi::ControllerPublishVolumeResponse resp;
+    grpc::Status st = ctl_->ControllerPublishVolume(Ctx().get(), req, &resp);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    return resp;
+  }
+  grpc::Status Get(const std::string& id, const std::string& node, v1::GetAttachmentResponse* r) {
+    v1::GetAttachmentRequest req;
+    req.set_volume_id(id);
+    req.set_node_id(node);
+    return reg_->GetAttachment(Ctx().get(), req, r);
+  }
+
+  LocalCluster cluster_;
+  std::unique_ptr<csi::Controller::Stub> ctl_;
+  std::unique_ptr<v1::Registration::Stub> reg_;
+};
+
+TEST_F(AttachmentTest, AnswersThePublishContextWithoutTheSecretAndTheRightCodes) {
+  const std::string id = CreateVolume("att-codes", 3);
+  v1::GetAttachmentResponse resp;
+  EXPECT_EQ(Get(id, "", &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Get("", "e0", &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Get("no-such-volume", "e0", &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+  grpc::Status st = Get(id, "e0", &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << "not published";
+
+  auto published = Publish(id, "e0");
+  st = Get(id, "e1", &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << "published elsewhere";
+  EXPECT_NE(st.error_message().find("e0"), std::string::npos) << st.error_message();
+
+  st = Get(id, "e0", &resp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  auto want = ::tandem::csi::DecodePublishContext(published.publish_context());
+  auto got = ::tandem::csi::DecodePublishContext(resp.publish_context());
+  ASSERT_TRUE(want.ok() && got.ok());
+  EXPECT_FALSE(want->volume_secret.empty());
+  EXPECT_EQ(resp.publish_context().count(::tandem::csi::kCtxVolumeSecret), 0u);
+  want->volume_secret.clear();
+  EXPECT_EQ(*got, *want) << "the same context as the publish, but the secret";
+
+  // Unpublished: no attachment any more.
+  csi::ControllerUnpublishVolumeRequest ureq;
+  ureq.set_volume_id(id);
+  ureq.set_node_id("e0");
+  csi::ControllerUnpublishVolumeResponse uresp;
+  ASSERT_TRUE(ctl_->ControllerUnpublishVolume(Ctx().get(), ureq, &uresp).ok());
+  EXPECT_EQ(Get(id, "e0", &resp).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+
+  // Deleted: NOT_FOUND.
+  csi::DeleteVolumeRequest dreq;
+  dreq.set_volume_id(id);
+  csi::DeleteVolumeResponse dresp;
+  ASSERT_TRUE(ctl_->DeleteVolume(Ctx().get(), dreq, &dresp).ok());
+  EXPECT_EQ(Get(id, "e0", &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+// Published but not staged yet (no live target to change): a grow changes
+// only the record, and the attachment's context follows it at the same epoch.
+TEST_F(AttachmentTest, FollowsAGrowOfAPublishedVolumeAtThePublishEpoch) {
+  const std::string id = CreateVolume("att-grow", 1);
+  auto published = ::tandem::csi::DecodePublishContext(Publish(id, "e0").publish_context());
+  ASSERT_TRUE(published.ok());
+  ASSERT_EQ(published->replicas.size(), 1u);
+  csi::ControllerModifyVolumeRequest mod;
+  mod.set_volume_id(id);
+  (*mod.mutable_mutable_parameters())["replicas"] = "2";
+  csi::ControllerModifyVolumeResponse mresp;
+  grpc::Status st = ctl_->ControllerModifyVolume(Ctx().get(), mod, &mresp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  v1::GetAttachmentResponse resp;
+  st = Get(id, "e0", &resp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  auto now = ::tandem::csi::DecodePublishContext(resp.publish_context());
+  ASSERT_TRUE(now.ok());
+  EXPECT_EQ(now->epoch, published->epoch);
+  ASSERT_EQ(now->replicas.size(), 2u);
+  EXPECT_EQ(now->replicas[0], published->replicas[0]);
+}
+
+}  // namespace
+}  // namespace tandem::controller
