@@ -130,5 +130,49 @@ TEST_F(NodeRestageTest, RestageAfterAGrowTo2BuildsTheTargetOnBothReplicas) {
   Detach(nodes_[0], id, "pod-g2");
 }
 
+// The hole itself: a replica removed by a shrink while its engine was down
+// (so its deletion is owed) comes back, still on disk and behind the writes
+// acknowledged meanwhile. The publish's context lists it; a target built from
+// that context would count it (with the keeper, a majority of the old three).
+// The restaged target has the keeper alone and every file.
+TEST_F(NodeRestageTest, ARemovedReplicaBackOnDiskIsNotCountedByARestagedTarget) {
+  const std::string id = CreateVolume("e2e-restage-victim", 128 * kMiB, false);
+  ASSERT_FALSE(id.empty());
+  Attach(nodes_[0], id, "pod-v", false);
+  const auto publish_context = last_publish_context_;
+  auto before = MakeFiles(31);
+  WriteFiles(nodes_[0].target("pod-v", id), before);
+  auto& victim = cluster_->engines()[2];
+  victim.process->Kill();
+  std::map<std::string, std::string> after;
+  for (const auto& [name, data] : MakeFiles(32))
+    after["after-" + std::to_string(after.size())] = data;
+  WriteFiles(nodes_[0].target("pod-v", id), after);  // acknowledged without the victim
+
+  grpc::Status st = SetReplicas(id, 1);
+  ASSERT_TRUE(st.ok()) << "ModifyVolume replicas=1: " << st.error_message();
+  auto current = Current(id, nodes_[0].name);
+  ASSERT_TRUE(current.ok()) << current.status().ToString();
+  ASSERT_EQ(Addresses(*current), std::vector<std::string>{cluster_->engines()[0].data_address()})
+      << "the local replica is kept";
+
+  ASSERT_TRUE(cluster_->StartEngine(&victim).ok());
+  api::EngineClient victim_engine(victim.grpc_address(), "");
+  RecordProperty("victim_replica_on_disk_at_restage",
+                 victim_engine.GetReplica(id, std::chrono::seconds(5)).ok() ? "yes" : "no");
+  UnpublishAndUnstage(nodes_[0], id, "pod-v");
+  StageAndPublish(nodes_[0], id, "pod-v2", false, "ext4", publish_context);
+  auto target = LiveTarget(0, id);
+  ASSERT_TRUE(target.ok()) << target.status().ToString();
+  EXPECT_EQ(Addresses(*target), Addresses(*current)) << "the restaged target's replicas";
+  ExpectFiles(nodes_[0].target("pod-v2", id), before);
+  ExpectFiles(nodes_[0].target("pod-v2", id), after);
+  Detach(nodes_[0], id, "pod-v2");
+  Attach(nodes_[1], id, "pod-w", false);
+  ExpectFiles(nodes_[1].target("pod-w", id), before);
+  ExpectFiles(nodes_[1].target("pod-w", id), after);
+  Detach(nodes_[1], id, "pod-w");
+}
+
 }  // namespace
 }  // namespace tandem::node::e2e
