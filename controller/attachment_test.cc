@@ -5,6 +5,10 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <chrono>
+#include <vector>
+
 #include "csi/publish_context.h"
 #include "tests/harness/local_cluster.h"
 
@@ -91,6 +95,18 @@ TEST_F(AttachmentTest, AnswersThePublishContextWithoutTheSecretAndTheRightCodes)
   EXPECT_EQ(resp.publish_context().count(::tandem::csi::kCtxVolumeSecret), 0u);
   want->volume_secret.clear();
   EXPECT_EQ(*got, *want) << "the same context as the publish, but the secret";
+
+  // What each NodeStage now adds (twice): recorded, not asserted.
+  std::vector<double> ms;
+  for (int i = 0; i < 100; ++i) {
+    auto start = std::chrono::steady_clock::now();
+    ASSERT_TRUE(Get(id, "e0", &resp).ok());
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+                     .count());
+  }
+  std::sort(ms.begin(), ms.end());
+  RecordProperty("get_attachment_p50_ms", std::to_string(ms[49]));
+  RecordProperty("get_attachment_p99_ms", std::to_string(ms[98]));
 
   // Unpublished: no attachment any more.
   csi::ControllerUnpublishVolumeRequest ureq;
