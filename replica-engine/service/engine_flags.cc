@@ -160,10 +160,10 @@ void DefineEngineFlags(Flags* flags) {
                 "tandem-controller endpoint (HOST:PORT, tcp://HOST:PORT or unix:///path) serving "
                 "the membership authority: targets ask it before acknowledging writes below a "
                 "majority of their replicas (empty: the majority rule alone)");
-  flags->Define("target-loop", "own",
-                "where attached volumes' targets run: own (a loop thread of their own) or server "
-                "(the replica server's loop: no thread hand-off between a target and the replicas "
-                "this engine serves; docs/performance.md)");
+  flags->Define("target-loop", "server",
+                "where attached volumes' targets run: server (the replica server's loop: no thread "
+                "hand-off between a target and the replicas this engine serves) or own (a loop "
+                "thread of their own, as before issue 12; docs/performance.md)");
   flags->Define("local-replica", "on",
                 "on: with --target-loop=server, a target reaches the replica this engine holds "
                 "in-process (its ReplicaPort on the same loop: no TCP, no CRC, no copy); off: over "

@@ -40,10 +40,10 @@ struct EngineConfig {
   std::string grpc_port_file;
   // --controller: the membership authority's endpoint; empty: none.
   std::string controller;
-  // --target-loop=server: the attached volumes' targets run on the replica
-  // server's loop (one thread for the node's targets and the replicas it
-  // serves); own (false): on a loop thread of their own.
-  bool targets_on_server_loop = false;
+  // --target-loop=server (the default): the attached volumes' targets run on
+  // the replica server's loop (one thread for the node's targets and the
+  // replicas it serves); own (false): on a loop thread of their own.
+  bool targets_on_server_loop = true;
   // --local-replica=on: with targets on the server's loop, the replica this
   // engine holds is reached in-process (local::LocalReplicaChannel).
   bool local_replica = true;

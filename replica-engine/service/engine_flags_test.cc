@@ -128,10 +128,10 @@ TEST(EngineConfigTest, BadValuesAreUsageErrorsNamingTheFlag) {
   EXPECT_EQ(m.controller, "unix:///run/tandem/csi.sock");
   ASSERT_TRUE(Parse({"--controller=tcp://10.0.0.1:9700"}, &m).ok());
   EXPECT_TRUE(Parse({}, &m).ok() && m.controller.empty());
-  // Where the targets run: their own loop unless told.
+  // Where the targets run: the replica server's loop unless told.
   EngineConfig loop;
   ASSERT_TRUE(Parse({}, &loop).ok());
-  EXPECT_FALSE(loop.targets_on_server_loop);
+  EXPECT_TRUE(loop.targets_on_server_loop);
   ASSERT_TRUE(Parse({"--target-loop=server"}, &loop).ok());
   EXPECT_TRUE(loop.targets_on_server_loop);
   ASSERT_TRUE(Parse({"--target-loop=own"}, &loop).ok());
