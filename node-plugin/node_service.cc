@@ -89,7 +89,11 @@ Status NodeService::Stage(const ::csi::v1::NodeStageVolumeRequest& req) {
   // half-way through finds what to undo.
   TANDEM_RETURN_IF_ERROR(state_->Put(staged));
 
-  TANDEM_ASSIGN_OR_RETURN(HostedVolume hosted, AttachCurrent(req.volume_id(), info));
+  // A previous stage of this epoch got past building (and checking) the
+  // target: its export path is recorded only after that.
+  const bool confirmed =
+      existing && existing->epoch == info.epoch && !existing->export_path.empty();
+  TANDEM_ASSIGN_OR_RETURN(HostedVolume hosted, AttachCurrent(req.volume_id(), info, confirmed));
   staged.export_path = hosted.export_path;
   TANDEM_RETURN_IF_ERROR(state_->Put(staged));
 

@@ -71,8 +71,10 @@ class NodeService final : public ::csi::v1::Node::Service {
   Status Unstage(const std::string& volume_id, const std::string& staging_path);
   // node_service_context.cc: the target of a stage, built from the current
   // context of the attachment (`given` is kubelet's publish_context).
-  Result<HostedVolume> AttachCurrent(const std::string& volume_id,
-                                     const csi::PublishContext& given);
+  // `confirmed`: a previous stage of this epoch built and checked the target
+  // this engine may host (else one found is destroyed and built again).
+  Result<HostedVolume> AttachCurrent(const std::string& volume_id, const csi::PublishContext& given,
+                                     bool confirmed);
   Result<csi::PublishContext> CurrentContext(const std::string& volume_id,
                                              const csi::PublishContext& given);
   Status Publish(const ::csi::v1::NodePublishVolumeRequest& req);

@@ -11,11 +11,15 @@
 //   node's attachment (Attachments::Current), at the publish's epoch (the
 //   engine's target id is derived from it: a restage under one publish is
 //   the same owner to the replicas) and with kubelet's secret;
-// - a target this engine already hosts at that epoch is kept: it is the live
-//   target the controller changes in place (AddTargetReplica,
-//   RemoveTargetReplica) before it changes the record, so it is current even
-//   when the controller cannot be reached (tandem-node restarted under a
-//   running volume);
+// - a target this engine already hosts at that epoch is kept when a previous
+//   stage of this epoch built and checked it (the state file records its
+//   export path only then): it is the live target the controller changes in
+//   place (AddTargetReplica, RemoveTargetReplica) before it changes the
+//   record, so it is current even when the controller cannot be reached
+//   (tandem-node restarted under a running volume). One that no stage
+//   confirmed (tandem-node died between building and checking it) is
+//   destroyed and built again — nothing of this node uses it yet: the loop
+//   device is attached only after the export path is recorded;
 // - otherwise an unreachable controller fails the stage (UNAVAILABLE naming
 //   it; kubelet retries): nothing proves kubelet's context current;
 // - after creating a target the context is asked again: a change that ran
@@ -92,9 +96,18 @@ Result<csi::PublishContext> NodeService::CurrentContext(const std::string& volum
 }
 
 Result<HostedVolume> NodeService::AttachCurrent(const std::string& volume_id,
-                                                const csi::PublishContext& given) {
+                                                const csi::PublishContext& given, bool confirmed) {
   auto live = host_->Describe(volume_id);
-  const bool have_live = live.ok() && live->epoch == given.epoch;
+  bool have_live = live.ok() && live->epoch == given.epoch;
+  if (have_live && !confirmed && attachments_) {
+    // Built by a stage that never got to check it: unknown replica set.
+    Result<csi::PublishContext> cur = CurrentContext(volume_id, given);
+    if (!cur.ok()) return cur.status();
+    TLOG_WARN(kTag, "volume %s: a target at epoch %llu that no stage confirmed; building it again",
+              volume_id.c_str(), static_cast<unsigned long long>(given.epoch));
+    TANDEM_RETURN_IF_ERROR(host_->Detach(volume_id));
+    have_live = false;
+  }
   for (int attempt = 0; attempt < kBuildAttempts; ++attempt) {
     Result<csi::PublishContext> cur = CurrentContext(volume_id, given);
     if (!cur.ok()) {

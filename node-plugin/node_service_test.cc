@@ -427,6 +427,22 @@ TEST_F(NodeServiceTest, AReplicaChangeWhileTheTargetIsBuiltRebuildsIt) {
   EXPECT_EQ(host_->last_info_["vol-r"].replicas, Current(3).replicas);
 }
 
+// tandem-node died after its engine built a target and before it checked it
+// against the controller: the next stage does not trust that target.
+TEST_F(NodeServiceTest, ATargetNoStageConfirmedIsBuiltAgainFromTheController) {
+  UseController();
+  csi::PublishContext stale = Current(6);
+  stale.replicas = {{"r1", "127.0.0.1:9701"}, {"r2", "127.0.0.1:9702"}};
+  ASSERT_TRUE(host_->Attach("vol-n", stale).ok());  // no state recorded for it
+  auto st = Stage("vol-n", dir_ / "n", BlockCap(), 6);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE) << "unconfirmed, controller down";
+  attachments_->answer = Current(6);
+  st = Stage("vol-n", dir_ / "n", BlockCap(), 6);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(host_->detach_calls_, 1);
+  EXPECT_EQ(host_->last_info_["vol-n"].replicas, Current(6).replicas);
+}
+
 TEST_F(NodeServiceTest, NodeInfoAndCapabilities) {
   grpc::ServerContext ctx;
   ::csi::v1::NodeGetInfoRequest req;
