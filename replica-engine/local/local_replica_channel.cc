@@ -85,6 +85,9 @@ Status LocalReplicaChannel::Connect() {
 void LocalReplicaChannel::BeforeWait() {
   seen_wait_count_ = loop_->wait_count();
   if (open_pending_) Open();
+  // Requests held behind a SET_GENERATION/SET_REBUILD_CURSOR that waits for
+  // the replica's metadata persist.
+  StartQueued();
   // A callback may submit again (deferred again: this loop runs it too).
   while (!done_.empty()) {
     RequestQueue batch;
@@ -168,15 +171,25 @@ void LocalReplicaChannel::Submit(ClientRequest* req) {
     return;
   }
   ++inflight_;
-  if (free_.empty()) {
-    queued_.PushBack(req);
-    return;
-  }
-  Start(free_.PopFront(), req);
+  // Behind anything already waiting (a slot, or the metadata a control
+  // request waits for), in order, as a session parses its frames.
+  queued_.PushBack(req);
+  StartQueued();
+}
+
+bool LocalReplicaChannel::MustWaitForMetadata(const ClientRequest* req) const {
+  // As ReplicaSession: these write the metadata synchronously, which the
+  // replica refuses (Unavailable -> IO_ERROR, and the target would fault its
+  // local replica) while a persist is in flight. They wait for it instead.
+  return (req->op == Opcode::kSetGeneration || req->op == Opcode::kSetRebuildCursor) &&
+         port_ != nullptr && port_->metadata_busy();
 }
 
 void LocalReplicaChannel::StartQueued() {
   while (state_ == ClientState::kConnected && !queued_.empty() && !free_.empty()) {
+    // Retried from BeforeWait: the persist ends with a backend completion,
+    // which runs the loop. What came after it waits too (kept in order).
+    if (MustWaitForMetadata(queued_.front())) return;
     Start(free_.PopFront(), queued_.PopFront());
   }
 }

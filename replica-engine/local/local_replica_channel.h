@@ -69,8 +69,10 @@ class LocalReplicaChannel final : public client::ReplicaChannel, private EventLo
 
   void BeforeWait() override;
   void Open();
-  // Starts waiting requests while slots are free.
+  // Starts waiting requests, in order, while slots are free and the first
+  // need not wait for the replica's metadata.
   void StartQueued();
+  bool MustWaitForMetadata(const client::ClientRequest* req) const;
   void Start(Slot* slot, client::ClientRequest* req);
   // Fills the slot's PortRequest from req (bounce buffer if needed).
   void Prepare(Slot* slot, client::ClientRequest* req);

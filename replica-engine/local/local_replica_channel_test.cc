@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "replica-engine/server/replica_server.h"
+#include "tests/support/gate_backend.h"
 #include "tests/support/testing_server.h"
 
 namespace tandem::local {
@@ -270,6 +271,93 @@ TEST_F(LocalChannelTest, TheFactoryChoosesLocalOnlyForItsOwnAddressVolumeAndLoop
   client::ClientOptions unknown = o;
   unknown.volume_id = "not-here";
   EXPECT_FALSE(pick(unknown, server_->loop()));
+}
+
+// The target's channel to its own replica over a backend whose metadata
+// persists (FUA writes) a test can hold in flight.
+class LocalChannelGatedTest : public LocalChannelTest {
+ protected:
+  void SetUp() override {
+    LocalChannelTest::SetUp();
+    if (HasFatalFailure()) return;
+    // The same replicas, on a gate in front of the real backend.
+    ASSERT_TRUE(manager_->CloseAll().ok());
+    manager_.reset();
+    auto gate = std::make_unique<server::testing::GateBackend>(
+        std::move(backend_), server::testing::GateBackend::Holds::kFuaWrites);
+    gate_ = gate.get();
+    backend_ = std::move(gate);
+    manager_ = std::make_unique<replica::ReplicaManager>(backend_.get(), dir_ + "/replicas");
+    ASSERT_TRUE(manager_->LoadAll().ok());
+  }
+  void TearDown() override {
+    if (gate_ != nullptr) gate_->Open();
+    LocalChannelTest::TearDown();
+  }
+  bool MetadataBusy() {
+    return OnLoop([&] { return (*manager_->Get("vol-1"))->persist_in_flight(); });
+  }
+  server::testing::GateBackend* gate_ = nullptr;
+};
+
+TEST_F(LocalChannelGatedTest, SetGenerationWaitsForAMetadataPersistInOrderInsteadOfFailing) {
+  StartServer();
+  OpenChannel(LocalOptions());
+  ASSERT_TRUE(listener_.connected);
+  void* buf = server::testing::AlignedBuffer(4096);
+  std::memset(buf, 7, 4096);
+  // A write to a fresh activity extent: its bit is persisted first, and the
+  // gate keeps that persist in flight.
+  gate_->Close();
+  Op w(Opcode::kWrite, 8 << 20, 4096, buf);
+  OnLoop([&] { channel_->Submit(&w.req); });
+  for (int i = 0; i < 10000 && gate_->held() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_GT(gate_->held(), 0u);
+  ASSERT_TRUE(MetadataBusy());
+  const uint64_t gen = OnLoop([&] { return (*manager_->Get("vol-1"))->metadata().generation; });
+
+  // Meanwhile the target bumps the generation, then reads: over TCP the
+  // session holds both until the persist is done; so must the channel (the
+  // replica refuses a metadata write now: IO_ERROR, the local replica faulted).
+  std::atomic<int> order{0};
+  struct Seq : Op {
+    std::atomic<int>* order;
+    int at = 0;
+    Seq(Opcode op, uint64_t off, uint32_t len, void* b, std::atomic<int>* o)
+        : Op(op, off, len, b), order(o) {
+      req.done = [](ClientRequest* r) {
+        Seq* s = static_cast<Seq*>(static_cast<Op*>(r->ctx));
+        s->at = ++*s->order;
+        s->done = true;
+      };
+    }
+  };
+  Seq set_gen(Opcode::kSetGeneration, gen + 1, 0, nullptr, &order);
+  void* rbuf = server::testing::AlignedBuffer(4096);
+  Seq read(Opcode::kRead, 0, 4096, rbuf, &order);
+  OnLoop([&] {
+    channel_->Submit(&set_gen.req);
+    channel_->Submit(&read.req);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_FALSE(set_gen.done) << "answered while the metadata persist was in flight: "
+                             << static_cast<int>(set_gen.req.status);
+  EXPECT_FALSE(read.done) << "a later request overtook the waiting SET_GENERATION";
+
+  gate_->Open();
+  ASSERT_TRUE(WaitFor(w.done));
+  ASSERT_TRUE(WaitFor(set_gen.done));
+  ASSERT_TRUE(WaitFor(read.done));
+  EXPECT_EQ(w.req.status, StatusCode::kOk);
+  EXPECT_EQ(set_gen.req.status, StatusCode::kOk);
+  EXPECT_EQ(read.req.status, StatusCode::kOk);
+  EXPECT_LT(set_gen.at, read.at);
+  EXPECT_EQ(OnLoop([&] { return (*manager_->Get("vol-1"))->metadata().generation; }), gen + 1);
+  EXPECT_FALSE(listener_.disconnected);
+  std::free(buf);
+  std::free(rbuf);
 }
 
 }  // namespace
