@@ -18,9 +18,6 @@ using protocol::WireStatus;
 namespace {
 constexpr const char* kTag = "local_channel";
 constexpr uintptr_t kDirectAlign = 4096;
-// Close(): how long the port's I/O may take to finish (the disk's worst case,
-// not a network's).
-constexpr uint32_t kDrainTimeoutMs = 30000;
 
 // The replica's status as a request status, as ReplicaClient maps it.
 StatusCode CodeOf(WireStatus ws) {
@@ -353,34 +350,16 @@ void LocalReplicaChannel::Fail(const Status& why, bool notify) {
   if (port_ != nullptr) {
     // The requests' buffers are the caller's: none may still be read or
     // written by the disk when their `done` runs.
-    // Inside a completion the backend cannot be reaped (a nested Reap does
-    // nothing): the contract has the target close channels outside their
-    // callbacks, so that is a caller's bug, logged below.
-    bool drained = port_->inflight() == 0;
-    if (!drained && !in_done_) {
+    if (port_->inflight() != 0) {
       draining_ = true;
-      drained = server_->DrainPort(port_.get(), kDrainTimeoutMs);
+      // Inside a completion only the parked writes can be dropped (timeout
+      // 0): the disk cannot be reaped from here.
+      const bool drained = server_->DrainPort(port_.get(), in_done_ ? 0 : drain_timeout_ms_);
       draining_ = false;
+      if (!drained) AbortWithIoInFlight();
     }
     port_->Close();
-    if (drained) {
-      port_.reset();
-    } else {
-      // The port and the slots stay allocated for the backend, which still
-      // holds their requests; the requests themselves are failed below.
-      TLOG_ERROR(kTag,
-                 "volume '%s': local replica I/O still in flight at close (%s); leaking its "
-                 "port",
-                 options_.volume_id.c_str(), in_done_ ? "closed inside a completion" : "timeout");
-      (void)port_.release();
-      for (Slot& s : slots_) {
-        if (s.req != nullptr) drained_.PushBack(s.req);
-        s.channel = nullptr;
-      }
-      auto* leaked = new std::vector<Slot>(std::move(slots_));  // deliberately
-      (void)leaked;
-      slots_ = std::vector<Slot>(1);
-    }
+    port_.reset();
   }
   StatusCode code = notify ? why.code() : StatusCode::kCancelled;
   if (code == StatusCode::kOk || (notify && code != StatusCode::kDeadlineExceeded)) {
@@ -408,6 +387,20 @@ void LocalReplicaChannel::Fail(const Status& why, bool notify) {
   }
   while (ClientRequest* r = answered.PopFront()) r->done(r);
   if (notify && listener_ != nullptr) listener_->OnDisconnected(why);
+}
+
+void LocalReplicaChannel::AbortWithIoInFlight() {
+  // The contract completes every request inside Close() (the target then
+  // reuses or frees its buffers), but the disk still holds some of them: an
+  // O_DIRECT READ landing later would scribble into a reused buffer (silent
+  // corruption). A crash loses nothing acknowledged (RPO=0): the target
+  // answered none of these requests; the replicas decide on restart.
+  TLOG_ERROR(kTag,
+             "volume '%s': %u local replica I/O(s) still in flight at close (%s); aborting "
+             "rather than hand their buffers back while the disk uses them",
+             options_.volume_id.c_str(), port_->inflight(),
+             in_done_ ? "closed inside a completion" : "the disk did not finish in time");
+  std::abort();
 }
 
 void LocalReplicaChannel::Close() {

@@ -21,7 +21,11 @@
 //   server hangs up a superseded session. No request timeout, no keepalive.
 // - Close() first waits (reaping the backend) until the port's I/O is done,
 //   so the CANCELLED requests' buffers are no longer being read or written
-//   when their `done` runs.
+//   when their `done` runs. If the disk does not finish in
+//   kDrainTimeoutMs (set_drain_timeout_ms), or Close() is called inside one of the channel's own
+//   completions with other I/O still on the disk (the target closes channels
+//   outside their callbacks), the process aborts: handing back a buffer an
+//   O_DIRECT READ may still fill is silent corruption, a crash is not.
 
 #include <cstdint>
 #include <memory>
@@ -56,6 +60,11 @@ class LocalReplicaChannel final : public client::ReplicaChannel, private EventLo
   const protocol::ReplicaInfo& info() const override { return info_; }
   uint32_t inflight() const override { return inflight_; }
 
+  // Close(): how long the port's I/O may take to finish (the disk's worst
+  // case, not a network's) before the process aborts. Tests shorten it.
+  static constexpr uint32_t kDrainTimeoutMs = 30000;
+  void set_drain_timeout_ms(uint32_t ms) { drain_timeout_ms_ = ms; }
+
  private:
   struct Slot {
     server::PortRequest port;  // port.ctx: the slot
@@ -85,6 +94,7 @@ class LocalReplicaChannel final : public client::ReplicaChannel, private EventLo
   // Fails everything outstanding (after the port's I/O drained) and drops
   // the port; `notify`: tell the listener.
   void Fail(const Status& why, bool notify);
+  [[noreturn]] void AbortWithIoInFlight();
   // Loop thread: this iteration's BeforeWait already ran (work handed over
   // now must wake the loop once more).
   bool PastBeforeWait() const { return seen_wait_count_ == loop_->wait_count(); }
@@ -107,6 +117,7 @@ class LocalReplicaChannel final : public client::ReplicaChannel, private EventLo
   bool open_pending_ = false;
   bool stale_seen_ = false;  // a STALE_EPOCH was answered: disconnect when drained
   uint64_t seen_wait_count_ = UINT64_MAX;
+  uint32_t drain_timeout_ms_ = kDrainTimeoutMs;
 };
 
 // The channel factory's choice: a LocalReplicaChannel when `options` name

@@ -7,6 +7,8 @@
 
 #include <unistd.h>
 
+#include <csignal>
+
 #include <atomic>
 #include <cstring>
 #include <future>
@@ -283,8 +285,7 @@ class LocalChannelGatedTest : public LocalChannelTest {
     // The same replicas, on a gate in front of the real backend.
     ASSERT_TRUE(manager_->CloseAll().ok());
     manager_.reset();
-    auto gate = std::make_unique<server::testing::GateBackend>(
-        std::move(backend_), server::testing::GateBackend::Holds::kFuaWrites);
+    auto gate = std::make_unique<server::testing::GateBackend>(std::move(backend_), Holds());
     gate_ = gate.get();
     backend_ = std::move(gate);
     manager_ = std::make_unique<replica::ReplicaManager>(backend_.get(), dir_ + "/replicas");
@@ -293,6 +294,15 @@ class LocalChannelGatedTest : public LocalChannelTest {
   void TearDown() override {
     if (gate_ != nullptr) gate_->Open();
     LocalChannelTest::TearDown();
+  }
+  virtual server::testing::GateBackend::Holds Holds() const {
+    return server::testing::GateBackend::Holds::kFuaWrites;
+  }
+  bool WaitHeld() {
+    for (int i = 0; i < 10000 && gate_->held() == 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return gate_->held() > 0;
   }
   bool MetadataBusy() {
     return OnLoop([&] { return (*manager_->Get("vol-1"))->persist_in_flight(); });
@@ -358,6 +368,79 @@ TEST_F(LocalChannelGatedTest, SetGenerationWaitsForAMetadataPersistInOrderInstea
   EXPECT_FALSE(listener_.disconnected);
   std::free(buf);
   std::free(rbuf);
+}
+
+}  // namespace
+}  // namespace tandem::local
+
+namespace tandem::local {
+namespace {
+
+// The gate holds data writes: the disk "keeps" a request's buffer. Each
+// scenario exits (test failure) when it survives; the tests expect it to
+// abort.
+class LocalChannelDiskHoldsTest : public LocalChannelGatedTest {
+ protected:
+  server::testing::GateBackend::Holds Holds() const override {
+    return server::testing::GateBackend::Holds::kDataWrites;
+  }
+
+  void CloseWhileTheDiskHoldsAWrite() {
+    StartServer();
+    OpenChannel(LocalOptions());
+    void* buf = server::testing::AlignedBuffer(4096);
+    gate_->Close();
+    Op w(Opcode::kWrite, 0, 4096, buf);
+    OnLoop([&] {
+      channel_->set_drain_timeout_ms(100);
+      channel_->Submit(&w.req);
+    });
+    if (!WaitHeld()) std::exit(0);  // not held: no abort, the test fails
+    OnLoop([&] { channel_->Close(); });
+    std::exit(0);  // survived: the held write was handed back CANCELLED
+  }
+
+  void CloseInsideACompletionWhileTheDiskHoldsAWrite() {
+    StartServer();
+    OpenChannel(LocalOptions());
+    void* buf = server::testing::AlignedBuffer(2 * 4096);
+    gate_->Close();
+    Op w(Opcode::kWrite, 0, 4096, buf);
+    OnLoop([&] { channel_->Submit(&w.req); });
+    if (!WaitHeld()) std::exit(0);
+    // A read completes while the write is on the disk; its callback closes
+    // the channel (the target must not: it closes channels outside their
+    // callbacks).
+    struct CloseOnDone : Op {
+      LocalReplicaChannel* ch;
+      CloseOnDone(void* b, LocalReplicaChannel* c) : Op(Opcode::kRead, 0, 4096, b), ch(c) {
+        req.done = [](ClientRequest* r) {
+          auto* self = static_cast<CloseOnDone*>(static_cast<Op*>(r->ctx));
+          self->ch->Close();
+          self->done = true;
+        };
+      }
+    };
+    CloseOnDone r(static_cast<char*>(buf) + 4096, channel_.get());
+    OnLoop([&] { channel_->Submit(&r.req); });
+    WaitFor(r.done);
+    std::exit(0);  // survived
+  }
+};
+
+// Closing the channel must never hand a buffer back while the disk may still
+// read or write it (a late O_DIRECT READ into a reused NBD buffer is silent
+// corruption): when the disk does not finish in time, the process aborts.
+TEST_F(LocalChannelDiskHoldsTest, CloseAbortsRatherThanCompleteARequestTheDiskStillHolds) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(CloseWhileTheDiskHoldsAWrite(), ::testing::KilledBySignal(SIGABRT),
+              "still in flight at close");
+}
+
+TEST_F(LocalChannelDiskHoldsTest, CloseInsideACompletionWithIoOnTheDiskAborts) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(CloseInsideACompletionWhileTheDiskHoldsAWrite(), ::testing::KilledBySignal(SIGABRT),
+              "inside a completion");
 }
 
 }  // namespace

@@ -229,7 +229,9 @@ void ReplicaServer::OnBackendEvents() {
   uint64_t v;
   while (::read(backend_->CompletionFd(), &v, sizeof(v)) == sizeof(v)) {
   }
+  reaping_ = true;  // a DrainPort from a completion cannot reap (nested Reap is 0)
   backend_->Reap(0, 0);
+  reaping_ = false;
 }
 
 void ReplicaServer::BeforeWait() {
@@ -638,9 +640,14 @@ protocol::WireStatus ReplicaServer::PersistEpoch(replica::Replica* r,
 
 bool ReplicaServer::DrainPort(ReplicaPort* port, uint32_t timeout_ms) {
   port->FailDirtyWaiters(-ECANCELED);  // never submitted: nothing to wait for
+  // Inside a backend completion a nested Reap returns 0 at once: waiting
+  // would only spin until the deadline.
+  if (reaping_) return port->inflight() == 0;
   const uint64_t deadline = MonotonicNanos() + uint64_t{timeout_ms} * 1000000ull;
   while (port->inflight() > 0 && MonotonicNanos() < deadline) {
+    reaping_ = true;
     backend_->Reap(1, 10000);  // submits what is queued, then waits up to 10 ms
+    reaping_ = false;
   }
   return port->inflight() == 0;
 }

@@ -232,7 +232,8 @@ class ReplicaServer final : private EventLoop::Handler,
   // Loop thread, for an in-process port whose user goes away: drops its
   // parked writes and reaps the backend until none of its I/O is in flight
   // (so the user's buffers are free when it returns). False if that took
-  // longer than `timeout_ms` (or this runs inside a backend completion).
+  // longer than `timeout_ms`, or at once when this runs inside a backend
+  // completion (a nested Reap reaps nothing).
   bool DrainPort(ReplicaPort* port, uint32_t timeout_ms);
   // A snapshot, taken on the loop thread (blocks until it answers).
   ServerStats GetStats();
@@ -385,6 +386,7 @@ class ReplicaServer final : private EventLoop::Handler,
   uint64_t accept_failures_ = 0;      // in the current episode
   uint64_t last_refusal_log_ns_ = 0;  // connections_refused is logged sparingly
   bool stopping_ = false;
+  bool reaping_ = false;                     // inside backend_->Reap(): its completions run
   uint64_t before_wait_count_ = UINT64_MAX;  // loop_.wait_count() at the last BeforeWait
   ServerStats stats_;
 };
