@@ -9,6 +9,7 @@
 #include <future>
 #include <thread>
 
+#include "tests/support/gate_backend.h"
 #include "tests/support/testing_server.h"
 
 namespace tandem::server::testing {
@@ -210,6 +211,60 @@ TEST_F(ReplicaPortTest, AWrongTokenOrAnUnknownVolumeIsRefused) {
               return p.Open(hello, &retry);
             }),
             WireStatus::kAuthFailed);
+}
+
+// The same, on a backend whose data writes a test can hold on the "disk".
+class ReplicaPortGatedTest : public ReplicaPortTest {
+ protected:
+  void SetUp() override {
+    ReplicaPortTest::SetUp();
+    if (HasFatalFailure()) return;
+    ASSERT_TRUE(manager_->CloseAll().ok());
+    manager_.reset();
+    auto gate = std::make_unique<GateBackend>(std::move(backend_), GateBackend::Holds::kDataWrites);
+    gate_ = gate.get();
+    backend_ = std::move(gate);
+    manager_ = std::make_unique<replica::ReplicaManager>(backend_.get(), dir_ + "/replicas");
+    ASSERT_TRUE(manager_->LoadAll().ok());
+  }
+  void TearDown() override {
+    if (gate_ != nullptr) gate_->Open();
+    ReplicaPortTest::TearDown();
+  }
+  GateBackend* gate_ = nullptr;
+};
+
+TEST_F(ReplicaPortGatedTest, DetachVolumeWaitsForAClosedPortsIoStillOnTheDisk) {
+  StartServer();
+  ASSERT_EQ(OpenPort("vol-1", 1), WireStatus::kOk);
+  void* buf = AlignedBuffer(4096);
+  std::memset(buf, 7, 4096);
+  gate_->Close();
+  PortOp w(Opcode::kWrite, 0, 4096, buf);
+  ASSERT_EQ(OnLoop([&] { return port_obj_->Start(&w.req); }), WireStatus::kOk);
+  for (int i = 0; i < 10000 && gate_->held() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_GT(gate_->held(), 0u);
+  // Closed already (a first DetachVolume, or its user), its write still on
+  // the disk: the write still ends with NoteWriteDone on the replica, so a
+  // (retried) DetachVolume must not return before it, or the caller closes
+  // the replica under it.
+  OnLoop([&] { port_obj_->Close(); });
+  auto detached = std::async(std::launch::async, [&] { return server_->DetachVolume("vol-1"); });
+  EXPECT_EQ(detached.wait_for(std::chrono::milliseconds(200)), std::future_status::timeout)
+      << "DetachVolume returned while a closed port's write was still in flight";
+  gate_->Open();
+  ASSERT_EQ(detached.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_TRUE(detached.get().ok());
+  // Its `done` runs just after the port's bookkeeping signalled the detach.
+  for (int i = 0; i < 10000 && !w.done; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_TRUE(w.done);
+  EXPECT_EQ(OnLoop([&] { return port_obj_->inflight(); }), 0u);
+  manager_->EndDelete("vol-1");
+  std::free(buf);
 }
 
 }  // namespace

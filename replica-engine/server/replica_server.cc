@@ -438,15 +438,17 @@ void ReplicaServer::StartDetach(const std::string& volume_id, DetachWaiter* wait
   // In-process ports (this engine's targets reaching their local replica):
   // closed like a session (their user's next request is NOT_READY and it
   // disconnects) and waited for while their I/O is in flight. The sessions'
-  // ports were closed above.
+  // ports were closed above. A port closed earlier (by its user, or by a
+  // first DetachVolume a retried DeleteReplica repeats) is waited for too:
+  // its I/O still ends with NoteWriteDone on the replica about to be closed.
   for (ReplicaPort* p : ports_) {
     const auto& r = p->replica();
-    if (p->closed() || r == nullptr || r->metadata().volume_id != volume_id) continue;
+    if (r == nullptr || r->metadata().volume_id != volume_id) continue;
     if (p->inflight() > 0) {
       p->detach_waiters_.push_back(waiter);
       ++waiter->pending;
     }
-    p->Close();
+    if (!p->closed()) p->Close();
   }
   // A metadata write still in flight on the replica's meta file.
   for (PersistInFlight& p : persists_) {
