@@ -267,5 +267,64 @@ TEST_F(ReplicaPortGatedTest, DetachVolumeWaitsForAClosedPortsIoStillOnTheDisk) {
   std::free(buf);
 }
 
+// A port's user closing inside a backend completion (of another port's
+// request) cannot reap the disk: DrainPort must say so at once, not spin on
+// a nested Reap that reaps nothing until its deadline, with the loop stuck.
+TEST_F(ReplicaPortGatedTest, DrainPortInsideABackendCompletionReturnsAtOnce) {
+  StartServer();
+  ASSERT_EQ(OpenPort("vol-1", 1), WireStatus::kOk);
+  void* buf = AlignedBuffer(2 * 4096);
+  std::memset(buf, 7, 2 * 4096);
+  gate_->Close();
+  PortOp w(Opcode::kWrite, 0, 4096, buf);
+  ASSERT_EQ(OnLoop([&] { return port_obj_->Start(&w.req); }), WireStatus::kOk);
+  for (int i = 0; i < 10000 && gate_->held() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_GT(gate_->held(), 0u);
+
+  struct DrainOnDone {
+    PortRequest req;
+    ReplicaServer* server;
+    ReplicaPort* victim;
+    std::atomic<bool> done{false};
+    std::atomic<int> drained{-1};
+  } d;
+  d.server = server_.get();
+  d.victim = port_obj_.get();
+  d.req.op = Opcode::kRead;
+  d.req.length = 4096;
+  d.req.buf = static_cast<char*>(buf) + 4096;
+  d.req.ctx = &d;
+  d.req.done = [](PortRequest* r) {
+    auto* self = static_cast<DrainOnDone*>(r->ctx);
+    self->drained = self->server->DrainPort(self->victim, 30000) ? 1 : 0;
+    self->done = true;
+  };
+  std::unique_ptr<ReplicaPort> other;
+  ASSERT_EQ(OnLoop([&] {
+              other = std::make_unique<ReplicaPort>(server_.get(), "other", 64);
+              protocol::HelloRequest hello{1, "vol-2", kToken, 8};
+              bool retry = false;
+              const WireStatus st = other->Open(hello, &retry);
+              return st == WireStatus::kOk ? other->Start(&d.req) : st;
+            }),
+            WireStatus::kOk);
+  // Well under DrainPort's 30 s: it must not have waited for the held write.
+  for (int i = 0; i < 10000 && !d.done; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_TRUE(d.done) << "DrainPort inside a completion kept the loop";
+  EXPECT_EQ(d.drained, 0);
+  EXPECT_FALSE(w.done);
+  gate_->Open();
+  for (int i = 0; i < 10000 && !w.done; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_TRUE(w.done);
+  OnLoop([&] { other.reset(); });
+  std::free(buf);
+}
+
 }  // namespace
 }  // namespace tandem::server::testing
