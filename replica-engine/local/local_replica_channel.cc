@@ -334,6 +334,11 @@ void LocalReplicaChannel::FreeSlot(Slot* s) {
   }
   s->req = nullptr;
   s->port.control.clear();
+  // A GET_DIRTY_MAP reply may have grown the string to a megabyte; do not
+  // keep that per slot (as ReplicaSession::FreeSlot).
+  if (s->port.control.capacity() > protocol::kMaxControlPayload) {
+    std::string().swap(s->port.control);
+  }
   free_.PushFront(s);
 }
 
