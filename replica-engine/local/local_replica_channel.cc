@@ -312,6 +312,14 @@ void LocalReplicaChannel::OnPortDone(server::PortRequest* preq) {
   }
   self->FreeSlot(s);
   --self->inflight_;
+  if (!self->server_->in_backend_completion()) {
+    // Failed by the port itself inside the server's loop over its ports,
+    // volumes or dirty waiters (RaiseEpoch, FenceVolume, RunDirtyWaiters): a
+    // callback that closes this channel would destroy the port under it.
+    // Answered from BeforeWait instead.
+    self->Defer(req, CodeOf(ws), ws);
+    return;
+  }
   req->wire_status = ws;
   req->status = CodeOf(ws);
   self->in_done_ = true;

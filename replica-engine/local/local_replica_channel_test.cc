@@ -370,6 +370,41 @@ TEST_F(LocalChannelGatedTest, SetGenerationWaitsForAMetadataPersistInOrderInstea
   std::free(rbuf);
 }
 
+// A parked write (its activity bit's persist held) failed by the port itself
+// when DetachVolume closes it: that happens inside the server's loop over its
+// dirty waiters, and a callback closing the channel there destroyed the port
+// that loop still used (ASan: heap-use-after-free). Its `done` runs from the
+// channel's BeforeWait instead.
+TEST_F(LocalChannelGatedTest, AParkedWriteFailedByTheServerIsAnsweredOutsideItsLoops) {
+  StartServer();
+  OpenChannel(LocalOptions());
+  ASSERT_TRUE(listener_.connected);
+  void* buf = server::testing::AlignedBuffer(4096);
+  std::memset(buf, 7, 4096);
+  gate_->Close();
+  struct CloseOnDone : Op {
+    LocalReplicaChannel* ch;
+    CloseOnDone(void* b, LocalReplicaChannel* c) : Op(Opcode::kWrite, 8 << 20, 4096, b), ch(c) {
+      req.done = [](ClientRequest* r) {
+        auto* self = static_cast<CloseOnDone*>(static_cast<Op*>(r->ctx));
+        self->ch->Close();
+        self->done = true;
+      };
+    }
+  };
+  CloseOnDone w(buf, channel_.get());
+  OnLoop([&] { channel_->Submit(&w.req); });
+  ASSERT_TRUE(WaitHeld());
+  auto detached = std::async(std::launch::async, [&] { return server_->DetachVolume("vol-1"); });
+  ASSERT_TRUE(WaitFor(w.done));
+  EXPECT_NE(w.req.status, StatusCode::kOk);
+  gate_->Open();
+  ASSERT_EQ(detached.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_TRUE(detached.get().ok());
+  manager_->EndDelete("vol-1");
+  std::free(buf);
+}
+
 }  // namespace
 }  // namespace tandem::local
 

@@ -226,6 +226,11 @@ class ReplicaServer final : private EventLoop::Handler,
   // (Start). If this iteration's BeforeWait (which submits the backend's
   // batch and starts persists for parked writes) has already run, the loop
   // comes round once more before it sleeps (a flag, no syscall).
+  // Loop thread: inside backend_->Reap(), i.e. a port's `done` runs from a
+  // real completion; else the port completed the request itself (a parked
+  // write failed by Supersede, Close or a failed persist) from inside the
+  // server's own loops over its ports and volumes.
+  bool in_backend_completion() const { return reaping_; }
   void WakeForPortWork() {
     if (before_wait_count_ == loop_.wait_count()) loop_.Wake();
   }
