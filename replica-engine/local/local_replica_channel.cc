@@ -363,6 +363,9 @@ void LocalReplicaChannel::Fail(const Status& why, bool notify) {
   if (port_ != nullptr) {
     // The requests' buffers are the caller's: none may still be read or
     // written by the disk when their `done` runs.
+    // Closed first: the parked writes DrainPort drops are then answered as
+    // a closed port's (not logged and counted as failed WRITEs).
+    port_->Close();
     if (port_->inflight() != 0) {
       draining_ = true;
       // Inside a completion only the parked writes can be dropped (timeout
@@ -371,7 +374,6 @@ void LocalReplicaChannel::Fail(const Status& why, bool notify) {
       draining_ = false;
       if (!drained) AbortWithIoInFlight();
     }
-    port_->Close();
     port_.reset();
   }
   StatusCode code = notify ? why.code() : StatusCode::kCancelled;

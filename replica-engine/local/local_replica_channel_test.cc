@@ -370,6 +370,32 @@ TEST_F(LocalChannelGatedTest, SetGenerationWaitsForAMetadataPersistInOrderInstea
   std::free(rbuf);
 }
 
+// Close() with a write parked for its activity bit's persist: cancelled as a
+// closed port's request, not logged and counted as a failed WRITE.
+TEST_F(LocalChannelGatedTest, CloseCancelsAParkedWriteWithoutReportingAFailedWrite) {
+  StartServer();
+  OpenChannel(LocalOptions());
+  ASSERT_TRUE(listener_.connected);
+  void* buf = server::testing::AlignedBuffer(4096);
+  std::memset(buf, 7, 4096);
+  gate_->Close();
+  Op w(Opcode::kWrite, 8 << 20, 4096, buf);
+  OnLoop([&] { channel_->Submit(&w.req); });
+  ASSERT_TRUE(WaitHeld());
+  const uint64_t requests = server_->GetStats().requests;
+  {
+    server::testing::CaptureStderr log(dir_ + "/close.log");
+    OnLoop([&] { channel_->Close(); });
+    log.Restore();
+    EXPECT_EQ(log.Count("failed"), 0) << "a cancelled parked write was logged as failed";
+  }
+  EXPECT_TRUE(w.done);
+  EXPECT_EQ(w.req.status, StatusCode::kCancelled);
+  EXPECT_EQ(server_->GetStats().requests, requests);
+  gate_->Open();
+  std::free(buf);
+}
+
 // A parked write (its activity bit's persist held) failed by the port itself
 // when DetachVolume closes it: that happens inside the server's loop over its
 // dirty waiters, and a callback closing the channel there destroyed the port
