@@ -94,13 +94,74 @@ class Step:
         self.desc = []
         self.events = []
         self.tail_s = 0.0
+        self.target = None  # colocated: the replica index whose engine hosts the target
+        self.overlap_victim = None
 
     def describe(self):
         return " + ".join(self.desc)
 
 
-def plan_seed(seed, faults, kinds, overlap_p):
-    """(params, [Step]): the whole schedule of one seed, from the seed alone."""
+def _plan_colocated(rng, kind, step, t, tgt):
+    """One primary fault of the colocated mode (the target runs on the engine
+    of replica e<tgt>, its writes to that replica go in-process). Returns
+    (victim, span, new tgt, engines an overlapping fault must spare): the
+    target's engine moves with target kills, partitions and restarts, and
+    the plan follows it so that a "replica" fault never hits it by accident."""
+    others = [i for i in range(N_REPLICAS) if i != tgt]
+    if kind == "replica_kill":  # a replica of the living target's, over TCP
+        victim = rng.choice(others)
+        down = round(rng.uniform(0.2, 5.0), 2)
+        step.events += [Event(t, "kill_replica", i=victim),
+                        Event(t + down, "restart_replica", i=victim)]
+        step.desc.append(f"kill -9 e{victim}, restart after {down:.1f} s")
+        return victim, down, tgt, {victim, tgt}
+    if kind == "replica_stop":  # any engine: the target's own stops target and local replica
+        victim = rng.randrange(N_REPLICAS)
+        d = round(rng.uniform(0.5, 7.0), 2)
+        step.events += [Event(t, "stop_replica", i=victim), Event(t + d, "cont_replica", i=victim)]
+        step.desc.append(f"SIGSTOP e{victim}{' (the target and its local replica)' if victim == tgt else ''}"
+                         f" for {d:.1f} s")
+        return victim, d, tgt, {victim, tgt}
+    if kind == "target_kill":  # the target and its local replica at once
+        new = rng.choice(others)
+        d = round(rng.uniform(0.0, 1.5), 2)
+        down = round(rng.uniform(0.2, 5.0), 2)
+        step.events += [Event(t, "kill_replica", i=tgt), Event(t + d, "reattach", engine=f"e{new}"),
+                        Event(t + d + down, "restart_replica", i=tgt)]
+        step.desc.append(f"kill -9 e{tgt} (target + local replica), re-attach on e{new} after "
+                         f"{d:.1f} s, restart e{tgt} {down:.1f} s later")
+        return tgt, d + down, new, {tgt, new}
+    if kind == "partition":
+        x = rng.randrange(N_REPLICAS)
+        new = rng.choice([i for i in range(N_REPLICAS) if i not in (x, tgt)])
+        probe = round(rng.uniform(1.0, 3.0), 2)
+        heal = round(rng.uniform(1.0, 4.0), 2)
+        step.events += [Event(t, "partition", x=x, probe_s=probe, engine=f"e{new}"),
+                        Event(t + heal, "heal", x=x)]
+        step.desc.append(f"partition: new target on e{new} over all but e{x}, old one (e{tgt}) "
+                         f"written {probe:.1f} s more, e{x} re-added after {heal:.1f} s")
+        return x, heal + probe, new, {x, tgt, new}
+    if kind == "remove_readd":  # the target's local replica too
+        victim = rng.randrange(N_REPLICAS)
+        d = round(rng.uniform(0.5, 3.0), 2)
+        step.events += [Event(t, "remove", i=victim), Event(t + d, "readd", i=victim)]
+        step.desc.append(f"remove + delete e{victim}'s replica, re-add a fresh one after "
+                         f"{d:.1f} s (full rebuild)")
+        return victim, d + 2, tgt, {victim, tgt}
+    if kind == "restart_all":
+        sig = rng.choice(["KILL", "TERM"])
+        d = round(rng.uniform(0.2, 2.0), 2)
+        where = rng.randrange(N_REPLICAS)
+        step.events += [Event(t, "kill_all", sig=sig),
+                        Event(t + d, "restart_all", engine=f"e{where}")]
+        step.desc.append(f"SIG{sig} every engine, restart all after {d:.1f} s, re-attach on e{where}")
+        return None, d + 1, where, set(range(N_REPLICAS))
+    raise ValueError(kind)
+
+
+def plan_seed(seed, faults, kinds, overlap_p, colocated=False):
+    """(params, [Step]): the whole schedule of one seed, from the seed alone.
+    colocated: the target runs on a replica's engine (see _plan_colocated)."""
     rng = random.Random(seed)
     params = {
         "qd": rng.choice([4, 16, 32]),
@@ -112,6 +173,9 @@ def plan_seed(seed, faults, kinds, overlap_p):
         "region": rng.choice(["0:32M", "0:128M", "32M:192M"]),
         "writer_seeds": [rng.getrandbits(48) for _ in range(4 * faults + 8)],
     }
+    if colocated:
+        params["first_target"] = f"e{rng.randrange(N_REPLICAS)}"
+    tgt = int(params["first_target"][1:]) if colocated else None
     steps = []
     cycle = []
     budget = faults
@@ -126,7 +190,11 @@ def plan_seed(seed, faults, kinds, overlap_p):
         t = round(rng.uniform(0.5, 2.5), 2)
         victim = None
         span = 2.0
-        if kind == "replica_kill":
+        spare = set()
+        if colocated:
+            step.target = tgt
+            victim, span, tgt, spare = _plan_colocated(rng, kind, step, t, tgt)
+        elif kind == "replica_kill":
             victim = rng.randrange(N_REPLICAS)
             down = round(rng.uniform(0.2, 5.0), 2)
             step.events += [Event(t, "kill_replica", i=victim),
@@ -177,17 +245,19 @@ def plan_seed(seed, faults, kinds, overlap_p):
             # A second, overlapping fault on another replica while the first
             # one is still being recovered from.
             kind2 = rng.choice(["replica_kill", "replica_stop"])
-            v2 = rng.choice([i for i in range(N_REPLICAS) if i != victim])
-            t2 = round(t + rng.uniform(0.0, span), 2)
-            d2 = round(rng.uniform(0.2, 4.0), 2)
-            if kind2 == "replica_kill":
-                step.events += [Event(t2, "kill_replica", i=v2),
-                                Event(t2 + d2, "restart_replica", i=v2)]
-                step.desc.append(f"at +{t2 - t:.1f} s kill -9 e{v2}, restart after {d2:.1f} s")
-            else:
-                step.events += [Event(t2, "stop_replica", i=v2), Event(t2 + d2, "cont_replica", i=v2)]
-                step.desc.append(f"at +{t2 - t:.1f} s SIGSTOP e{v2} for {d2:.1f} s")
-            step.kinds.append(kind2)
+            can = [i for i in range(N_REPLICAS) if i != victim and i not in spare]
+            if can:
+                v2 = step.overlap_victim = rng.choice(can)
+                t2 = round(t + rng.uniform(0.0, span), 2)
+                d2 = round(rng.uniform(0.2, 4.0), 2)
+                if kind2 == "replica_kill":
+                    step.events += [Event(t2, "kill_replica", i=v2),
+                                    Event(t2 + d2, "restart_replica", i=v2)]
+                    step.desc.append(f"at +{t2 - t:.1f} s kill -9 e{v2}, restart after {d2:.1f} s")
+                else:
+                    step.events += [Event(t2, "stop_replica", i=v2), Event(t2 + d2, "cont_replica", i=v2)]
+                    step.desc.append(f"at +{t2 - t:.1f} s SIGSTOP e{v2} for {d2:.1f} s")
+                step.kinds.append(kind2)
         if rng.random() < 0.5:
             # Read everything back while the fault is not yet recovered from
             # (the writer paused): degraded reads must not return old data.
@@ -214,13 +284,18 @@ class SeedRun:
         self.cfg = cfg
         self.bins = bins
         self._log = log
-        self.params, self.steps = plan_seed(seed, cfg.faults, cfg.kinds, cfg.overlap)
+        self.params, self.steps = plan_seed(seed, cfg.faults, cfg.kinds, cfg.overlap,
+                                            cfg.colocated)
+        # Colocated: the replica engines host the targets too (no ta, tb).
+        self.target_engines = ([f"e{i}" for i in range(N_REPLICAS)] if cfg.colocated
+                               else TARGET_ENGINES)
         if cfg.region:
             self.params["region"] = cfg.region
         self.stats = {
             "faults": collections.Counter(), "acked": 0, "failed": 0, "lost": 0, "corrupt": 0,
             "divergent": 0, "fenced": 0, "rebuilds": 0, "degraded_s": 0.0, "steps": 0,
             "failed_kinds": [], "result": "", "notes": [], "seconds": 0.0, "mid_verifies": 0,
+            "local_opens": 0,
         }
         self.run = None
         self.ctl = Ctl(bins["tandemctl"], cfg.in_sync)
@@ -332,8 +407,9 @@ class SeedRun:
     def setup(self):
         for i in range(N_REPLICAS):
             self.engines[f"e{i}"] = Engine(self.run, f"e{i}", self.bins["engine"])
-        for name in TARGET_ENGINES:
-            self.engines[name] = Engine(self.run, name, self.bins["engine"])
+        for name in self.target_engines:
+            if name not in self.engines:
+                self.engines[name] = Engine(self.run, name, self.bins["engine"])
         for e in self.engines.values():
             e.start()
         for i in range(N_REPLICAS):
@@ -380,7 +456,23 @@ class SeedRun:
             self.target = engine
             self.uri = f"nbd+unix:///{VOLUME}?socket={view.nbd_socket}"
         self.log(f"  target on {engine.name} serves: {view.summary()}")
+        if self.cfg.colocated:
+            self.note_local_open(engine)
         return view
+
+    def note_local_open(self, engine):
+        """Colocated: did the new target open its engine's replica in-process
+        (local_replica_channel.cc logs it)? Counted for the report; the first
+        target must (else the mode would silently test TCP only)."""
+        mark = f"opened in-process at epoch {self.epoch}"
+        with open(engine.log_path, errors="replace") as f:
+            opened = any(mark in line for line in f)
+        self.stats["local_opens"] += int(opened)
+        self.log(f"  local replica on {engine.name}: "
+                 + ("opened in-process" if opened else "NOT opened in-process"))
+        if not opened and self.epoch == 1:
+            raise CheckFailed(f"colocated: the target on {engine.name} did not open its local "
+                              f"replica in-process (--local-replica off?)\n" + tail(engine.log_path))
 
     def _serving(self, engine):
         v = self.ctl.target_get(engine, VOLUME)
@@ -530,7 +622,13 @@ class SeedRun:
         self.replica_engine(i).kill9()
 
     def act_restart_replica(self, i):
-        self.replica_engine(i).start()
+        e = self.replica_engine(i)
+        e.start()
+        if self.cfg.colocated and e is not self.target:
+            # It hosted the killed target: targets do not survive a restart.
+            if self.ctl.target_get(e, VOLUME) is not None:
+                self.log(f"  e{i} brought a target of {VOLUME} back after a restart; destroying it")
+                self.ctl.must(e, "target", "destroy", f"--volume={VOLUME}")
 
     def act_stop_replica(self, i):
         self.replica_engine(i).sigstop()
@@ -541,23 +639,30 @@ class SeedRun:
     def act_kill_target(self):
         self.target.kill9()
 
-    def act_reattach(self):
+    def act_reattach(self, engine=None):
         """What a controller does when the target's node died: attach on another
         engine with a higher epoch, the volume's replicas and its last known
-        in-sync set."""
+        in-sync set. Colocated (`engine` given): the dead engine held one of
+        those replicas and is restarted by a later event, so the new target
+        starts with it down."""
         old = self.target
         self.stop_writer()
-        self.revive_target_engines()
-        new = self.other_target_engine() if old else self.engines[TARGET_ENGINES[0]]
+        if engine:
+            new = self.engines[engine]
+            with self.lock:  # (its restart must not take it for the current target)
+                self.target = None
+        else:
+            self.revive_target_engines()
+            new = self.other_target_engine() if old else self.engines[TARGET_ENGINES[0]]
         self.create_target(new, self.members, self.last_in_sync)
         self.start_writer()
 
-    def act_partition(self, x, probe_s):
+    def act_partition(self, x, probe_s, engine=None):
         """A newer target B over the replicas other than e<x>; the old target
         A keeps its writer: every write A acknowledges after B is up is a
         fenced ack. Then A is destroyed and the campaign goes on on B."""
         a_engine = self.target
-        b_engine = self.other_target_engine()
+        b_engine = self.engines[engine] if engine else self.other_target_engine()
         if not b_engine.alive():
             b_engine.start()
         subset = [m for m in self.members if m.idx != x]

@@ -54,6 +54,10 @@ def parse_args(argv):
                    + ", ".join(KINDS))
     p.add_argument("--overlap", type=float, default=0.3,
                    help="probability that a step gets a second, overlapping replica fault")
+    p.add_argument("--colocated", action="store_true",
+                   help="run the target on the engine of one of the volume's replicas (no ta, "
+                   "tb): its writes to that replica go through the in-process local channel, "
+                   "and a target kill kills that replica too")
     p.add_argument("--keep", action="store_true", help="keep every run dir, also on success")
     p.add_argument("--build-dir", default=os.path.join(SOURCE_DIR, "build", "dev"),
                    help="build tree with the binaries (env TANDEM_ENGINE, TANDEMCTL and "
@@ -104,6 +108,7 @@ class Config:
         self.faults = a.faults_per_seed
         self.kinds = a.kinds
         self.overlap = a.overlap
+        self.colocated = a.colocated
         self.keep = a.keep
         self.run_root = a.run_root
         self.volume_size = a.volume_size
@@ -124,6 +129,7 @@ class Config:
         # From the source dir (ctest runs it from elsewhere).
         self._repro = (f"(cd {SOURCE_DIR} && tests/fault_checker/fault_checker.py "
                        f"--seed={{seed}} --faults-per-seed={self.faults}{kinds}"
+                       + (" --colocated" if a.colocated else "")
                        + (f" --overlap={a.overlap}" if a.overlap != 0.3 else "")
                        + (f" --region={a.region}" if a.region else "")
                        + (f" --volume-size={a.volume_size}" if a.volume_size != "256M" else "")
@@ -218,7 +224,9 @@ def main(argv):
 
     in_sync = Ctl(bins["tandemctl"], a.in_sync).in_sync
     log(f"fault_checker: seeds {a.seed_list}, {a.faults_per_seed} faults each, kinds "
-        f"{','.join(a.kinds)}; target create "
+        f"{','.join(a.kinds)}"
+        + ("; colocated: targets on replica engines (local channel)" if a.colocated else "")
+        + "; target create "
         + ("passes the last in-sync set" if in_sync else "uses the quorum rule (no in-sync flags)"))
     results = []
     t0 = time.monotonic()
@@ -248,8 +256,11 @@ def main(argv):
         return 130
     steps = sum(st.get("steps", 0) for _, st in results)
     mids = sum(st.get("mid_verifies", 0) for _, st in results)
+    local = sum(st.get("local_opens", 0) for _, st in results)
     print(f"\nfault_checker: {len(results)} seeds, {steps} steps checked, {mids} mid-step "
-          f"verifies, {time.monotonic() - t0:.0f} s", file=sys.stdout)
+          f"verifies, {time.monotonic() - t0:.0f} s"
+          + (f", {local} targets with their local replica in-process" if a.colocated else ""),
+          file=sys.stdout)
     n_fail = print_table(results, sys.stdout)
     failing = [(s, st) for s, st in results if st["result"] != "ok"]
     if failing:

@@ -45,6 +45,34 @@ class PlanTest(unittest.TestCase):
                     has_victim = s.kinds[0] not in ("target_kill", "restart_all")
                     self.assertEqual(len(victims), 2 if has_victim else 1, s.describe())
 
+    def test_colocated_plan_follows_the_target(self):
+        """Colocated: replica kills and overlapping faults spare the target's
+        engine; target kills kill it (and restart it after the re-attach)."""
+        for seed in range(1, 40):
+            p, steps = campaign.plan_seed(seed, 12, campaign.KINDS, 0.5, colocated=True)
+            self.assertEqual(p, campaign.plan_seed(seed, 12, campaign.KINDS, 0.5, True)[0])
+            self.assertTrue(set(campaign.KINDS) <= {s.kinds[0] for s in steps})
+            tgt = int(p["first_target"][1:])
+            for s in steps:
+                self.assertEqual(s.target, tgt, s.describe())
+                ev = {e.action: e for e in s.events}
+                kills = [e.args["i"] for e in s.events if e.action == "kill_replica"]
+                if s.kinds[0] == "target_kill":
+                    self.assertEqual(kills[0], tgt)
+                    self.assertNotEqual(ev["reattach"].args["engine"], f"e{tgt}")
+                    self.assertLess(ev["reattach"].t, [e.t for e in s.events
+                                                      if e.action == "restart_replica" and e.args["i"] == tgt][0])
+                    tgt = int(ev["reattach"].args["engine"][1:])
+                elif s.kinds[0] == "partition":
+                    tgt = int(ev["partition"].args["engine"][1:])
+                    self.assertNotEqual(tgt, ev["partition"].args["x"])
+                elif s.kinds[0] == "restart_all":
+                    tgt = int(ev["restart_all"].args["engine"][1:])
+                else:
+                    self.assertNotIn(s.target, kills, s.describe())
+                if len(s.kinds) == 2:
+                    self.assertNotIn(s.overlap_victim, (s.target, tgt), s.describe())
+
     def test_kinds_filter(self):
         _, steps = campaign.plan_seed(3, 5, ["partition"], 0.0)
         self.assertEqual([s.kinds for s in steps], [["partition"]] * 5)
