@@ -19,6 +19,9 @@ at the end that nothing leaked. A failing seed keeps its run dir and prints
 the command that replays it. Prints a table; exits 1 when anything that must
 be 0 is not (lost, divergent, fenced acks) or a seed failed otherwise.
 
+--colocated: no ta, tb; the target runs on a replica's engine (that replica
+in-process) and a target kill kills that replica with it.
+
 See docs/fault_checker.md.
 """
 
