@@ -24,6 +24,7 @@
 
 #include "common/logging.h"
 #include "controller/controller_service.h"
+#include "controller/replica_changes.h"
 #include "controller/shrink_plan.h"
 
 namespace tandem::controller {
@@ -57,6 +58,7 @@ Result<std::vector<ReplicaFacts>> ControllerService::LiveFacts(
         "lower the replica count once it runs or the volume is unpublished");
   }
   if (!target.ok()) return target.status().WithContext("GetTarget on node " + node);
+  TANDEM_RETURN_IF_ERROR(CheckAttachmentTarget(*target, record));
   std::vector<ReplicaFacts> facts;
   addresses->clear();
   for (const auto& r : record.replicas()) {

@@ -215,7 +215,9 @@ int Reconciler::FaultedOnLiveNode(const rec::VolumeRecord& record,
   if (attached != nullptr && attached->up) {
     auto target = engines_->GetTarget(attached->record.engine_address(), record.volume_id(),
                                       options_.engine_timeout);
-    if (target.ok()) {
+    // Only the attachment's own target knows which replica faulted: an
+    // older one left on the node is fenced and its view is stale.
+    if (target.ok() && CheckAttachmentTarget(*target, record).ok()) {
       for (const auto& tr : target->replicas()) {
         if (tr.state() != epb::REPLICA_STATE_FAULTED) continue;
         for (int i = 0; i < record.replicas_size(); ++i) {

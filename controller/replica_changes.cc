@@ -52,4 +52,20 @@ Status AddToLiveTarget(EngineDirectory* engines, const std::string& target_engin
   return st.code() == StatusCode::kNotFound ? Status::Ok() : st;
 }
 
+Status CheckAttachmentTarget(const epb::Target& target, const rec::VolumeRecord& record) {
+  const uint64_t want = record.attachment().epoch();
+  if (target.epoch() != want) {
+    return Status::FailedPrecondition(
+        "volume " + record.volume_id() + ": the target on node " + record.attachment().node_id() +
+        " is at epoch " + std::to_string(target.epoch()) + ", not the attachment's " +
+        std::to_string(want) + " (left from an earlier publish; the next stage replaces it)");
+  }
+  if (target.state() != epb::TARGET_STATE_READY && target.state() != epb::TARGET_STATE_DEGRADED) {
+    return Status::FailedPrecondition("volume " + record.volume_id() + ": the target on node " +
+                                      record.attachment().node_id() + " does not serve (state " +
+                                      epb::TargetState_Name(target.state()) + ")");
+  }
+  return Status::Ok();
+}
+
 }  // namespace tandem::controller

@@ -33,4 +33,12 @@ Status AddToLiveTarget(EngineDirectory* engines, const std::string& target_engin
                        const std::string& volume_id, const std::string& data_address, bool local,
                        std::chrono::milliseconds timeout);
 
+// OK when `target` (GetTarget on the attached node's engine) is the one the
+// record's attachment built: its epoch is the attachment's and it serves
+// (READY or DEGRADED). A target of an older epoch can stay on that engine
+// after a force-detach until the next stage replaces it; it is fenced, and
+// an idle one still reports the replica states it saw before, so its view
+// says nothing about who holds the acknowledged writes: FAILED_PRECONDITION.
+Status CheckAttachmentTarget(const epb::Target& target, const rec::VolumeRecord& record);
+
 }  // namespace tandem::controller

@@ -480,6 +480,32 @@ TEST_F(ShrinkTest, TheOnlyInSyncReplicaIsNeverDropped) {
   EXPECT_EQ(BadBlocks(id, 1, acked), 0);
 }
 
+// A target of an earlier publish left on the attached node (force-detached:
+// unpublished without NodeUnstage, then published to the same node again and
+// not staged yet) is fenced, and an idle one still reports every replica
+// HEALTHY: its view must not choose the replicas to delete.
+TEST_F(ShrinkTest, ATargetOfAnEarlierPublishIsNotTrusted) {
+  Served v;
+  ASSERT_NO_FATAL_FAILURE(ServeOnE0("old-target", &v));
+  const std::string& id = v.id;
+  close(v.fd);
+  ASSERT_TRUE(Unpublish(id, 0));  // fences; the old target stays on e0
+  auto again = Publish(id, 0);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+
+  grpc::Status st = SetReplicas(id, 1);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << st.error_message();
+  EXPECT_NE(st.error_message().find("epoch"), std::string::npos) << st.error_message();
+  EXPECT_EQ(Holders(id).size(), 3u) << "nothing deleted";
+  auto old = Engine(0).GetTarget(id, std::chrono::seconds(5));
+  ASSERT_TRUE(old.ok()) << old.status().ToString();
+  EXPECT_EQ(old->replicas_size(), 3) << "the old target was not changed either";
+
+  ASSERT_TRUE(Engine(0).DestroyTarget(id, std::chrono::seconds(30)).ok());
+  ASSERT_TRUE(Unpublish(id, 0));
+  EXPECT_EQ(BadBlocks(id, 0, v.acked), 0);
+}
+
 // Task: the unsettled recorded shrink. A target recorded ShrinkInSync and
 // died before any replica got that generation (reproduced by recording it
 // through the Membership API after the target is gone): with an in-sync
