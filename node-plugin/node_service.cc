@@ -84,6 +84,11 @@ Status NodeService::Stage(const ::csi::v1::NodeStageVolumeRequest& req) {
   staged.block = block;
   staged.fs_type = fs_type;
   staged.read_only = IsReadOnlyMode(cap);
+  // A stage at another epoch has not confirmed any target yet: the export
+  // path of the old epoch's must not make the next stage after a crash
+  // trust a target this stage built but never checked (the loop device
+  // stays recorded, for Unstage).
+  if (existing && existing->epoch != info.epoch) staged.export_path.clear();
   staged.epoch = info.epoch;
   // Record the intent before touching anything, so an Unstage after a crash
   // half-way through finds what to undo.

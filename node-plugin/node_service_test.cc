@@ -443,6 +443,27 @@ TEST_F(NodeServiceTest, ATargetNoStageConfirmedIsBuiltAgainFromTheController) {
   EXPECT_EQ(host_->last_info_["vol-n"].replicas, Current(6).replicas);
 }
 
+// A stage at a new epoch (the old one never unstaged: force-detached)
+// fails half-way with the controller down, after its engine built a target
+// from a stale context: the next stage must not take the old epoch's export
+// path as that target's confirmation.
+TEST_F(NodeServiceTest, ANewEpochsUncheckedTargetIsNotConfirmedByTheOldEpochsStage) {
+  UseController();
+  attachments_->answer = Current(6);
+  ASSERT_TRUE(Stage("vol-e", dir_ / "e", BlockCap(), 6).ok());
+  attachments_->answer = Status::Unavailable("connection refused");
+  EXPECT_EQ(Stage("vol-e", dir_ / "e", BlockCap(), 7).error_code(), grpc::StatusCode::UNAVAILABLE);
+  csi::PublishContext stale = Current(7);
+  stale.replicas = {{"r1", "127.0.0.1:9701"}, {"r2", "127.0.0.1:9702"}};
+  ASSERT_TRUE(host_->Attach("vol-e", stale).ok());  // built, never checked
+  auto st = Stage("vol-e", dir_ / "e", BlockCap(), 7);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE) << "unconfirmed, controller down";
+  attachments_->answer = Current(7);
+  st = Stage("vol-e", dir_ / "e", BlockCap(), 7);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(host_->last_info_["vol-e"].replicas, Current(7).replicas);
+}
+
 TEST_F(NodeServiceTest, NodeInfoAndCapabilities) {
   grpc::ServerContext ctx;
   ::csi::v1::NodeGetInfoRequest req;
