@@ -18,6 +18,7 @@ namespace tandem::client {
 
 using protocol::FrameHeader;
 using protocol::Opcode;
+using protocol::StatusCodeOf;
 using protocol::WireStatus;
 
 namespace {
@@ -26,31 +27,6 @@ constexpr size_t kRxSlack = 256 * 1024;
 constexpr size_t kMaxIov = 256;
 constexpr uint32_t kTickMs = 50;
 
-StatusCode CodeOf(WireStatus ws) {
-  switch (ws) {
-    case WireStatus::kOk:
-      return StatusCode::kOk;
-    case WireStatus::kIoError:
-      return StatusCode::kInternal;
-    case WireStatus::kInvalid:
-      return StatusCode::kInvalidArgument;
-    case WireStatus::kNoSpace:
-      return StatusCode::kResourceExhausted;
-    case WireStatus::kOutOfRange:
-      return StatusCode::kOutOfRange;
-    case WireStatus::kNotFound:
-      return StatusCode::kNotFound;
-    case WireStatus::kAuthFailed:
-      return StatusCode::kUnauthenticated;
-    case WireStatus::kStaleEpoch:
-      return StatusCode::kFailedPrecondition;
-    case WireStatus::kUnsupported:
-      return StatusCode::kUnimplemented;
-    case WireStatus::kNotReady:
-      return StatusCode::kFailedPrecondition;
-  }
-  return StatusCode::kInternal;
-}
 }  // namespace
 
 ReplicaClient::ReplicaClient(EventLoop* loop, ClientOptions options, Listener* listener)
@@ -173,7 +149,7 @@ void ReplicaClient::OnChallengeReply(const FrameHeader& h, const uint8_t* payloa
   }
   if (h.status != WireStatus::kOk || h.payload_length != protocol::kNonceSize) {
     // NOT_READY: a replica from before per-volume secrets.
-    Fail(Status(h.status == WireStatus::kOk ? StatusCode::kDataLoss : CodeOf(h.status),
+    Fail(Status(h.status == WireStatus::kOk ? StatusCode::kDataLoss : StatusCodeOf(h.status),
                 std::string("replica refused CHALLENGE for volume '") + options_.volume_id +
                     "': " + protocol::WireStatusName(h.status) +
                     (h.status == WireStatus::kNotReady ? " (a replica without per-volume secrets?)"
@@ -276,9 +252,9 @@ void ReplicaClient::HandleReply(const FrameHeader& h, const uint8_t* payload) {
       return;
     }
     if (h.status != WireStatus::kOk) {
-      Fail(Status(CodeOf(h.status), std::string("replica refused HELLO for volume '") +
-                                        options_.volume_id +
-                                        "': " + protocol::WireStatusName(h.status)),
+      Fail(Status(StatusCodeOf(h.status), std::string("replica refused HELLO for volume '") +
+                                              options_.volume_id +
+                                              "': " + protocol::WireStatusName(h.status)),
            true);
       return;
     }
@@ -317,7 +293,7 @@ void ReplicaClient::HandleReply(const FrameHeader& h, const uint8_t* payload) {
     Fail(Status::DataLoss("reply opcode does not match the request"), true);
     return;
   }
-  StatusCode code = CodeOf(h.status);
+  StatusCode code = StatusCodeOf(h.status);
   if (h.status == WireStatus::kOk && req->op == Opcode::kRead) {
     if (h.payload_length != req->length) {
       Fail(Status::DataLoss("READ reply length does not match the request"), true);

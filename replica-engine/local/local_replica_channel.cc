@@ -13,37 +13,12 @@ namespace tandem::local {
 using client::ClientRequest;
 using client::ClientState;
 using protocol::Opcode;
+using protocol::StatusCodeOf;
 using protocol::WireStatus;
 
 namespace {
 constexpr const char* kTag = "local_channel";
 constexpr uintptr_t kDirectAlign = 4096;
-
-// The replica's status as a request status, as ReplicaClient maps it.
-StatusCode CodeOf(WireStatus ws) {
-  switch (ws) {
-    case WireStatus::kOk:
-      return StatusCode::kOk;
-    case WireStatus::kIoError:
-      return StatusCode::kInternal;
-    case WireStatus::kInvalid:
-      return StatusCode::kInvalidArgument;
-    case WireStatus::kNoSpace:
-      return StatusCode::kResourceExhausted;
-    case WireStatus::kOutOfRange:
-      return StatusCode::kOutOfRange;
-    case WireStatus::kNotFound:
-      return StatusCode::kNotFound;
-    case WireStatus::kAuthFailed:
-      return StatusCode::kUnauthenticated;
-    case WireStatus::kStaleEpoch:
-    case WireStatus::kNotReady:
-      return StatusCode::kFailedPrecondition;
-    case WireStatus::kUnsupported:
-      return StatusCode::kUnimplemented;
-  }
-  return StatusCode::kInternal;
-}
 
 bool Aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % kDirectAlign == 0; }
 }  // namespace
@@ -137,8 +112,8 @@ void LocalReplicaChannel::Open() {
     return;
   }
   if (ws != WireStatus::kOk) {
-    Fail(Status(CodeOf(ws), "replica refused HELLO for volume '" + options_.volume_id +
-                                "': " + protocol::WireStatusName(ws)),
+    Fail(Status(StatusCodeOf(ws), "replica refused HELLO for volume '" + options_.volume_id +
+                                      "': " + protocol::WireStatusName(ws)),
          true);
     return;
   }
@@ -243,7 +218,7 @@ void LocalReplicaChannel::Start(Slot* s, ClientRequest* req) {
   }
   if (!server::ReplicaPort::IsIo(req->op)) {
     const WireStatus ws = port_->Control(&s->port);
-    const StatusCode code = ws == WireStatus::kOk ? CopyControlReply(s) : CodeOf(ws);
+    const StatusCode code = ws == WireStatus::kOk ? CopyControlReply(s) : StatusCodeOf(ws);
     if (ws == WireStatus::kStaleEpoch) stale_seen_ = true;
     FreeSlot(s);
     --inflight_;
@@ -255,7 +230,7 @@ void LocalReplicaChannel::Start(Slot* s, ClientRequest* req) {
     if (ws == WireStatus::kStaleEpoch) stale_seen_ = true;
     FreeSlot(s);
     --inflight_;
-    Defer(req, CodeOf(ws), ws);
+    Defer(req, StatusCodeOf(ws), ws);
     return;
   }
   server_->WakeForPortWork();
@@ -317,11 +292,11 @@ void LocalReplicaChannel::OnPortDone(server::PortRequest* preq) {
     // volumes or dirty waiters (RaiseEpoch, FenceVolume, RunDirtyWaiters): a
     // callback that closes this channel would destroy the port under it.
     // Answered from BeforeWait instead.
-    self->Defer(req, CodeOf(ws), ws);
+    self->Defer(req, StatusCodeOf(ws), ws);
     return;
   }
   req->wire_status = ws;
-  req->status = CodeOf(ws);
+  req->status = StatusCodeOf(ws);
   self->in_done_ = true;
   req->done(req);
   self->in_done_ = false;

@@ -65,4 +65,29 @@ const char* WireStatusName(WireStatus status) {
   return "UNKNOWN";
 }
 
+StatusCode StatusCodeOf(WireStatus status) {
+  switch (status) {
+    case WireStatus::kOk:
+      return StatusCode::kOk;
+    case WireStatus::kIoError:
+      return StatusCode::kInternal;
+    case WireStatus::kInvalid:
+      return StatusCode::kInvalidArgument;
+    case WireStatus::kNoSpace:
+      return StatusCode::kResourceExhausted;
+    case WireStatus::kOutOfRange:
+      return StatusCode::kOutOfRange;
+    case WireStatus::kNotFound:
+      return StatusCode::kNotFound;
+    case WireStatus::kAuthFailed:
+      return StatusCode::kUnauthenticated;
+    case WireStatus::kStaleEpoch:
+    case WireStatus::kNotReady:
+      return StatusCode::kFailedPrecondition;
+    case WireStatus::kUnsupported:
+      return StatusCode::kUnimplemented;
+  }
+  return StatusCode::kInternal;
+}
+
 }  // namespace tandem::protocol

@@ -22,6 +22,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "common/status.h"
+
 namespace tandem::protocol {
 
 inline constexpr uint32_t kFrameMagic = 0x4D444E54;  // "TNDM" little-endian
@@ -130,5 +132,8 @@ enum class WireStatus : int32_t {
 
 const char* OpcodeName(uint8_t opcode);
 const char* WireStatusName(WireStatus status);
+// A replica's reply status as a request's status code (what a target's
+// channel to the replica, over TCP or in-process, reports).
+StatusCode StatusCodeOf(WireStatus status);
 
 }  // namespace tandem::protocol
