@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <functional>
 #include <optional>
+#include <thread>
 #include <tuple>
 
 #include "common/logging.h"
@@ -99,36 +100,47 @@ class TargetManager::VolumeGuard {
   bool held_ = false;
 };
 
-// A volume attached on this node: its target and the export of it.
+// A volume attached on this node: its target and the export of it, on loop
+// `index` (`loop`).
 struct TargetManager::Entry {
   TargetSpec spec;
+  size_t index = 0;
+  EventLoop* loop = nullptr;
   std::unique_ptr<VolumeTarget> target;
   std::unique_ptr<frontend::Export> exp;
 };
 
-TargetManager::TargetManager(std::string export_dir, EventLoop* loop)
+TargetManager::TargetManager(std::string export_dir, EventLoop* loop, size_t loop_count)
     : export_dir_(std::move(export_dir)),
-      own_loop_(loop == nullptr ? std::make_unique<EventLoop>() : nullptr),
-      loop_(loop == nullptr ? own_loop_.get() : loop) {}
+      loops_(loop, loop_count),
+      authorities_(loops_.size(), nullptr),
+      targets_(loops_.size()) {}
 
-TargetManager::~TargetManager() {
-  Shutdown();
-  if (thread_.joinable()) {
-    loop_->Stop();
-    thread_.join();
-  }
-}
+// Shutdown destroys the targets on their loops; loops_ (declared before
+// targets_) then stops and joins the threads of our own.
+TargetManager::~TargetManager() { Shutdown(); }
 
 Status TargetManager::Start() {
   std::lock_guard<std::mutex> l(mu_);
   if (started_) return Status::Ok();
-  if (!loop_->init_status().ok()) return loop_->init_status();
   std::error_code ec;
   std::filesystem::create_directories(export_dir_, ec);
   if (ec) return Status::Internal("creating export directory " + export_dir_ + ": " + ec.message());
-  if (own_loop_) thread_ = std::thread([this] { own_loop_->Run(); });
+  TANDEM_RETURN_IF_ERROR(loops_.Start());
   started_ = true;
   return Status::Ok();
+}
+
+void TargetManager::set_authority(size_t index, target::MembershipAuthority* authority) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (index < authorities_.size()) authorities_[index] = authority;
+}
+
+std::optional<size_t> TargetManager::PlacementOf(const std::string& volume_id) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = placement_.find(volume_id);
+  if (it == placement_.end()) return std::nullopt;
+  return it->second;
 }
 
 TargetInfo TargetManager::InfoOf(const Entry& e) const {
@@ -140,6 +152,7 @@ TargetInfo TargetManager::InfoOf(const Entry& e) const {
     info.nbd_tcp_port = PortOf(info.export_description.address);
   }
   info.epoch = e.spec.options.epoch;
+  info.loop_index = e.index;
   info.status = e.target->GetStatus();
   return info;
 }
@@ -168,10 +181,43 @@ Result<TargetInfo> TargetManager::Create(const TargetSpec& spec) {
   }
   VolumeGuard guard(this, vol);
   TANDEM_RETURN_IF_ERROR(guard.status());
-  // Existing target: the same request is answered again, another is refused.
-  Result<TargetInfo> existing = RunOnLoop<Result<TargetInfo>>(loop_, [&]() -> Result<TargetInfo> {
-    auto it = targets_.find(vol);
-    if (it == targets_.end()) return Status::NotFound("");
+  Result<TargetInfo> existing = Existing(spec);
+  if (existing.ok() || existing.status().code() != StatusCode::kNotFound) return existing;
+
+  const size_t index = loops_.Acquire();
+  std::unique_ptr<Entry> entry = NewEntry(spec, index);
+  Entry* e = entry.get();
+  Status st = StartTarget(e);
+  if (st.ok()) st = StartExport(e);
+  if (!st.ok()) {
+    DestroyEntry(std::move(entry));
+    loops_.Release(index);
+    return st;
+  }
+  TargetInfo info = RunOnLoop<TargetInfo>(e->loop, [&] {
+    TargetInfo i = InfoOf(*e);
+    targets_[index][vol] = std::move(entry);
+    return i;
+  });
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    placement_[vol] = index;
+  }
+  TLOG_INFO(kTag, "volume '%s' attached at epoch %llu on target loop %zu, %s export %s",
+            vol.c_str(), static_cast<unsigned long long>(spec.options.epoch), index,
+            frontend::ExportKindName(spec.export_kind), info.export_description.path.c_str());
+  return info;
+}
+
+// The same request is answered again wherever its target runs, another is
+// refused; NOT_FOUND: the volume has no target here.
+Result<TargetInfo> TargetManager::Existing(const TargetSpec& spec) {
+  const std::string& vol = spec.options.volume_id;
+  std::optional<size_t> index = PlacementOf(vol);
+  if (!index) return Status::NotFound("");
+  return RunOnLoop<Result<TargetInfo>>(loops_.loop(*index), [&]() -> Result<TargetInfo> {
+    auto it = targets_[*index].find(vol);
+    if (it == targets_[*index].end()) return Status::NotFound("");
     if (!SameSpec(it->second->spec, spec)) {
       return Status::AlreadyExists("volume '" + vol + "' is attached here with epoch " +
                                    std::to_string(it->second->spec.options.epoch) +
@@ -179,31 +225,26 @@ Result<TargetInfo> TargetManager::Create(const TargetSpec& spec) {
     }
     return InfoOf(*it->second);
   });
-  if (existing.ok() || existing.status().code() != StatusCode::kNotFound) return existing;
+}
 
+// The spec with the manager's defaults for what it leaves open: loop
+// `index`'s authority, the channel factory, the target id.
+std::unique_ptr<TargetManager::Entry> TargetManager::NewEntry(const TargetSpec& spec,
+                                                              size_t index) {
   auto entry = std::make_unique<Entry>();
   entry->spec = spec;
-  if (entry->spec.options.authority == nullptr) entry->spec.options.authority = authority_.load();
-  if (!entry->spec.options.channel_factory) entry->spec.options.channel_factory = channel_factory_;
-  if (entry->spec.options.target_id == 0 && identity_.load() != 0) {
-    entry->spec.options.target_id = TargetIdFor(identity_.load(), vol, spec.options.epoch);
+  entry->index = index;
+  entry->loop = loops_.loop(index);
+  target::TargetOptions& o = entry->spec.options;
+  if (o.authority == nullptr) {
+    std::lock_guard<std::mutex> l(mu_);
+    o.authority = authorities_[index];
   }
-  Entry* e = entry.get();
-  Status st = StartTarget(e);
-  if (st.ok()) st = StartExport(e);
-  if (!st.ok()) {
-    DestroyEntry(std::move(entry));
-    return st;
+  if (!o.channel_factory) o.channel_factory = channel_factory_;
+  if (o.target_id == 0 && identity_.load() != 0) {
+    o.target_id = TargetIdFor(identity_.load(), o.volume_id, o.epoch);
   }
-  TargetInfo info = RunOnLoop<TargetInfo>(loop_, [&] {
-    TargetInfo i = InfoOf(*e);
-    targets_[vol] = std::move(entry);
-    return i;
-  });
-  TLOG_INFO(kTag, "volume '%s' attached at epoch %llu, %s export %s", vol.c_str(),
-            static_cast<unsigned long long>(spec.options.epoch),
-            frontend::ExportKindName(spec.export_kind), info.export_description.path.c_str());
-  return info;
+  return entry;
 }
 
 // Starts the target and waits, off the loop and holding no lock, until it
@@ -212,8 +253,8 @@ Result<TargetInfo> TargetManager::Create(const TargetSpec& spec) {
 Status TargetManager::StartTarget(Entry* e) {
   const TargetSpec& spec = e->spec;
   const std::string& vol = spec.options.volume_id;
-  Status st = RunOnLoop<Status>(loop_, [&] {
-    e->target = std::make_unique<VolumeTarget>(loop_, spec.options);
+  Status st = RunOnLoop<Status>(e->loop, [&] {
+    e->target = std::make_unique<VolumeTarget>(e->loop, spec.options);
     Status started = e->target->Start();
     // A target that did not start has nothing to shut down.
     if (!started.ok()) e->target.reset();
@@ -225,13 +266,13 @@ Status TargetManager::StartTarget(Entry* e) {
       std::chrono::milliseconds(spec.ready_timeout_ms == 0 ? 10000 : spec.ready_timeout_ms);
   TargetState state = TargetState::kStarting;
   while (true) {
-    state = RunOnLoop<TargetState>(loop_, [&] { return e->target->state(); });
+    state = RunOnLoop<TargetState>(e->loop, [&] { return e->target->state(); });
     if (state != TargetState::kStarting || std::chrono::steady_clock::now() > deadline) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   if (state == TargetState::kReady || state == TargetState::kDegraded) return Status::Ok();
   target::TargetStatus ts =
-      RunOnLoop<target::TargetStatus>(loop_, [&] { return e->target->GetStatus(); });
+      RunOnLoop<target::TargetStatus>(e->loop, [&] { return e->target->GetStatus(); });
   std::string why;
   for (const target::ReplicaStatus& r : ts.replicas) {
     why += " " + r.address + "=" + target::ReplicaStateName(r.state);
@@ -256,9 +297,9 @@ Status TargetManager::StartExport(Entry* e) {
   } else {
     es.fuse_mount_dir = export_dir_ + "/" + vol + ".fuse";
   }
-  Status st = RunOnLoop<Status>(loop_, [&] {
+  Status st = RunOnLoop<Status>(e->loop, [&] {
     Result<std::unique_ptr<frontend::Export>> exp =
-        frontend::CreateExport(loop_, e->target.get(), es);
+        frontend::CreateExport(e->loop, e->target.get(), es);
     if (!exp.ok()) return exp.status();
     e->exp = std::move(*exp);
     return e->exp->Start();
@@ -288,14 +329,14 @@ void TargetManager::DestroyEntry(std::unique_ptr<Entry> entry) {
   } wait;
   Entry* e = entry.get();
   if (e->exp) {
-    loop_->Post([&] { e->exp->Shutdown(&Wait::Done, &wait); });
+    e->loop->Post([&] { e->exp->Shutdown(&Wait::Done, &wait); });
     wait.Await();
   }
   if (e->target) {
-    loop_->Post([&] { e->target->Shutdown(&Wait::Done, &wait); });
+    e->loop->Post([&] { e->target->Shutdown(&Wait::Done, &wait); });
     wait.Await();
   }
-  RunOnLoop<bool>(loop_, [&] {
+  RunOnLoop<bool>(e->loop, [&] {
     entry.reset();
     return true;
   });
@@ -305,45 +346,64 @@ Status TargetManager::Destroy(const std::string& volume_id) {
   if (!started_) return Status::Ok();
   VolumeGuard guard(this, volume_id);
   TANDEM_RETURN_IF_ERROR(guard.status());
-  std::unique_ptr<Entry> entry = RunOnLoop<std::unique_ptr<Entry>>(loop_, [&] {
+  std::optional<size_t> index = PlacementOf(volume_id);
+  if (!index) return Status::Ok();
+  std::unique_ptr<Entry> entry = RunOnLoop<std::unique_ptr<Entry>>(loops_.loop(*index), [&] {
     std::unique_ptr<Entry> out;
-    auto it = targets_.find(volume_id);
-    if (it != targets_.end()) {
+    auto it = targets_[*index].find(volume_id);
+    if (it != targets_[*index].end()) {
       out = std::move(it->second);
-      targets_.erase(it);
+      targets_[*index].erase(it);
     }
     return out;
   });
-  if (!entry) return Status::Ok();
-  DestroyEntry(std::move(entry));
+  if (entry) DestroyEntry(std::move(entry));
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    placement_.erase(volume_id);
+  }
+  loops_.Release(*index);
   TLOG_INFO(kTag, "volume '%s' detached", volume_id.c_str());
   return Status::Ok();
 }
 
 Result<TargetInfo> TargetManager::Get(const std::string& volume_id) {
-  if (!started_) return Status::NotFound("no target for volume '" + volume_id + "'");
-  return RunOnLoop<Result<TargetInfo>>(loop_, [&]() -> Result<TargetInfo> {
-    auto it = targets_.find(volume_id);
-    if (it == targets_.end()) return Status::NotFound("no target for volume '" + volume_id + "'");
-    return InfoOf(*it->second);
+  Result<TargetInfo> info = Status::NotFound("no target for volume '" + volume_id + "'");
+  (void)WithEntry(volume_id, [&](Entry* e) {
+    info = InfoOf(*e);
+    return Status::Ok();
   });
+  return info;
 }
 
 std::vector<TargetInfo> TargetManager::List() {
   if (!started_) return {};
-  return RunOnLoop<std::vector<TargetInfo>>(loop_, [&] {
-    std::vector<TargetInfo> out;
-    for (const auto& [vol, e] : targets_) out.push_back(InfoOf(*e));
-    return out;  // std::map: sorted by volume id
-  });
+  std::vector<TargetInfo> out;
+  for (size_t i = 0; i < loops_.size(); ++i) {
+    std::vector<TargetInfo> part = RunOnLoop<std::vector<TargetInfo>>(loops_.loop(i), [&] {
+      std::vector<TargetInfo> v;
+      for (const auto& [vol, e] : targets_[i]) v.push_back(InfoOf(*e));
+      return v;
+    });
+    out.insert(out.end(), part.begin(), part.end());
+  }
+  std::sort(out.begin(), out.end(),
+            [](const TargetInfo& a, const TargetInfo& b) { return a.volume_id < b.volume_id; });
+  return out;
 }
 
+// The entry is looked up again on its loop: a Destroy running meanwhile takes
+// it out of targets_[i] on that loop and frees it there, so an entry found on
+// the loop stays valid while `fn` runs.
 Status TargetManager::WithEntry(const std::string& volume_id,
                                 const std::function<Status(Entry*)>& fn) {
-  if (!started_) return Status::NotFound("no target for volume '" + volume_id + "'");
-  return RunOnLoop<Status>(loop_, [&] {
-    auto it = targets_.find(volume_id);
-    if (it == targets_.end()) return Status::NotFound("no target for volume '" + volume_id + "'");
+  const Status not_found = Status::NotFound("no target for volume '" + volume_id + "'");
+  if (!started_) return not_found;
+  std::optional<size_t> index = PlacementOf(volume_id);
+  if (!index) return not_found;
+  return RunOnLoop<Status>(loops_.loop(*index), [&] {
+    auto it = targets_[*index].find(volume_id);
+    if (it == targets_[*index].end()) return not_found;
     return fn(it->second.get());
   });
 }
@@ -423,23 +483,34 @@ Status TargetManager::SetRebuildRate(const std::string& volume_id, uint64_t byte
 
 void TargetManager::Shutdown() {
   if (!started_) return;
-  if (loop_->stopped()) {
-    // A given loop stopped under its targets (its owner broke the order):
-    // nothing runs them any more, so waiting for the loop would hang.
-    // Destroy them here; their sockets and exports close with them.
-    if (!targets_.empty()) {
-      TLOG_ERROR(kTag, "the targets' loop stopped before the targets; destroying %zu off it",
-                 targets_.size());
+  for (size_t i = 0; i < loops_.size(); ++i) {
+    if (loops_.loop(i)->stopped()) {
+      DropTargetsOfStoppedLoop(i);
+      continue;
     }
-    targets_.clear();
-    return;
+    std::vector<std::string> vols = RunOnLoop<std::vector<std::string>>(loops_.loop(i), [&] {
+      std::vector<std::string> v;
+      for (const auto& [vol, e] : targets_[i]) v.push_back(vol);
+      return v;
+    });
+    for (const std::string& v : vols) (void)Destroy(v);
   }
-  std::vector<std::string> vols = RunOnLoop<std::vector<std::string>>(loop_, [&] {
-    std::vector<std::string> v;
-    for (const auto& [vol, e] : targets_) v.push_back(vol);
-    return v;
-  });
-  for (const std::string& v : vols) (void)Destroy(v);
+}
+
+// A given loop stopped under its targets (its owner broke the order): nothing
+// runs them any more, so waiting for the loop would hang. Destroy them here;
+// their sockets and exports close with them.
+void TargetManager::DropTargetsOfStoppedLoop(size_t index) {
+  EntryMap& map = targets_[index];
+  if (map.empty()) return;
+  TLOG_ERROR(kTag, "target loop %zu stopped before its targets; destroying %zu off it", index,
+             map.size());
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (const auto& [vol, e] : map) placement_.erase(vol);
+  }
+  for (size_t n = map.size(); n > 0; --n) loops_.Release(index);
+  map.clear();
 }
 
 }  // namespace tandem::attach

@@ -2,16 +2,19 @@
 // TargetManager: the volumes attached on this node. An attached volume is a
 // VolumeTarget (the mirror, target/) plus the Export that makes it reachable
 // (frontend/export.h: an NBD socket today, a file on a FUSE mount for
-// `losetup`). Every target, its replica channels and its export run on one
-// event loop: the manager's own loop thread, or a loop it is given (the
-// engine's ReplicaServer's, so the targets and the replicas this engine
-// serves share one thread: docs/performance.md). The manager is the only
+// `losetup`). A target, its replica channels and its export run on one event
+// loop, one of the manager's TargetLoops (target_loops.h, tandem-engine
+// --target-threads): loop 0 is the loop it is given (the engine's
+// ReplicaServer's, so the targets there and the replicas this engine serves
+// share one thread: docs/performance.md) or a thread of its own; loops
+// 1..N-1 are threads of its own. A new volume goes to the loop with the
+// fewest targets and stays there until destroyed. The manager is the only
 // place that knows both sides, so target/ and frontend/ never include each
 // other.
 //
-// Thread-safety: every method may be called from any thread but the loop's
-// (the gRPC management threads); work is posted to the loop and the call
-// waits for it.
+// Thread-safety: every method may be called from any thread but the loops'
+// (the gRPC management threads); work is posted to the volume's loop and the
+// call waits for it.
 // Create/Destroy are idempotent. Calls on different volumes run concurrently
 // (a slow attach never holds up another volume: no node-wide lock is held
 // while a Create waits for replicas); a Create or Destroy while another
@@ -24,14 +27,15 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
 #include "common/event_loop.h"
 #include "common/result.h"
+#include "replica-engine/attach/target_loops.h"
 #include "replica-engine/frontend/export.h"
 #include "replica-engine/volume/volume_target.h"
 
@@ -58,6 +62,9 @@ struct TargetInfo {
   std::string nbd_socket;  // NBD: the unix socket path; empty otherwise
   uint16_t nbd_tcp_port = 0;
   uint64_t epoch = 0;
+  // The manager's loop the target runs on (0..loop_count()-1; 0 is the given
+  // loop, when there is one).
+  size_t loop_index = 0;
   target::TargetStatus status;
 };
 
@@ -67,23 +74,27 @@ class TargetManager {
   // unix socket <export_dir>/<volume_id>.sock, and for a FUSE file export the
   // mount point <export_dir>/<volume_id>.fuse with the file `volume` in it.
   //
-  // `loop`: run the targets on this loop instead of a thread of our own.
-  // REQUIRES then: it runs (its thread started) from Start() until Shutdown()
-  // has returned, and no method of the manager is called from its thread
-  // (the calls wait for the loop). Null: the manager starts its own thread.
-  explicit TargetManager(std::string export_dir, EventLoop* loop = nullptr);
+  // `loop`: loop 0 of the targets instead of a thread of our own. REQUIRES
+  // then: it runs (its thread started) from Start() until Shutdown() has
+  // returned, and no method of the manager is called from its thread (the
+  // calls wait for the loop). Null: loop 0 is a thread of our own too.
+  // `loop_count`: the loops the targets are spread over, 1..TargetLoops::
+  // kMaxLoops (clamped); loops 1.. are always threads of our own.
+  explicit TargetManager(std::string export_dir, EventLoop* loop = nullptr, size_t loop_count = 1);
   ~TargetManager();  // destroys every target
 
-  // Starts the loop thread (none with a given loop). Non-OK if the loop
-  // cannot be created.
+  // Starts the loop threads (none for a given loop). Non-OK if a loop cannot
+  // be created.
   Status Start();
-  // The loop every target runs on (a membership authority posts its answers
-  // to it).
-  EventLoop* loop() { return loop_; }
-  // The membership authority of every target created from now on whose spec
-  // names none (the controller's, tandem-engine --controller); null: the
-  // majority rule alone. REQUIRES: outlives the targets.
-  void set_authority(target::MembershipAuthority* authority) { authority_ = authority; }
+  size_t loop_count() const { return loops_.size(); }
+  // Loop `index` (< loop_count()), where the targets with that loop_index run.
+  EventLoop* loop(size_t index) const { return loops_.loop(index); }
+  // The membership authority of every target created from now on on loop
+  // `index` whose spec names none (the controller's, tandem-engine
+  // --controller); null: the majority rule alone. The authority must post
+  // its answers to loop(index) (membership_authority.h: the calling target's
+  // loop), so each loop has its own. REQUIRES: outlives the targets.
+  void set_authority(size_t index, target::MembershipAuthority* authority);
   // The engine's persistent identity (service/engine_identity.h). Non-zero:
   // every target created from now on whose spec names no target id gets
   // TargetIdFor(identity, volume, epoch), so this engine may attach an epoch
@@ -91,8 +102,13 @@ class TargetManager {
   void set_identity(uint64_t identity) { identity_ = identity; }
   // Opens the replica channels of every target created from now on whose
   // spec names no factory (TargetOptions::channel_factory; the engine's
-  // serves its own replicas in-process); empty: all over TCP.
-  // REQUIRES: called before Start().
+  // serves its own replicas in-process); empty: all over TCP. It is called on
+  // the target's loop with that loop, whichever it is: a factory whose
+  // channel is bound to one loop must return null for the others (then that
+  // replica goes over TCP). local::MaybeLocalChannel does: the local replica
+  // is served in-process only to targets on the replica server's loop (loop
+  // 0 with --target-loop=server); a target on any other loop reaches it over
+  // TCP like a remote one. REQUIRES: called before Start().
   void set_channel_factory(target::ReplicaChannelFactory factory) {
     channel_factory_ = std::move(factory);
   }
@@ -130,31 +146,39 @@ class TargetManager {
   // it at their next connection). ABORTED while a Create/Destroy of the
   // volume runs.
   Status Resize(const std::string& volume_id, uint64_t size_bytes);
-  // Destroys every target (engine shutdown). With a given loop, call it
-  // before that loop stops (the replica server's Stop()); a loop already
-  // stopped gets its targets destroyed off it, with an error logged.
+  // Destroys every target (engine shutdown), each on its loop. With a given
+  // loop, call it before that loop stops (the replica server's Stop()); a
+  // loop already stopped gets its targets destroyed off it, with an error
+  // logged.
   void Shutdown();
 
  private:
   struct Entry;
   class VolumeGuard;
+  using EntryMap = std::map<std::string, std::unique_ptr<Entry>>;
   TargetInfo InfoOf(const Entry& e) const;
-  // Create's steps: the target until it serves, then its export.
+  // The loop index of `volume_id`'s target, if it has one.
+  std::optional<size_t> PlacementOf(const std::string& volume_id);
+  // Create's parts: the existing target's answer (NOT_FOUND: none), a new
+  // target's entry, its steps (the target until it serves, then its export).
+  Result<TargetInfo> Existing(const TargetSpec& spec);
+  std::unique_ptr<Entry> NewEntry(const TargetSpec& spec, size_t index);
   Status StartTarget(Entry* e);
   Status StartExport(Entry* e);
   void DestroyEntry(std::unique_ptr<Entry> entry);
-  // Runs `fn` on the loop with the volume's entry; NOT_FOUND if it has none.
+  // Runs `fn` on the volume's loop with its entry; NOT_FOUND if it has none.
   Status WithEntry(const std::string& volume_id, const std::function<Status(Entry*)>& fn);
+  // Shutdown of a given loop that stopped under its targets.
+  void DropTargetsOfStoppedLoop(size_t index);
 
   std::string export_dir_;
-  std::unique_ptr<EventLoop> own_loop_;  // null with a given loop
-  EventLoop* loop_;
-  std::thread thread_;
-  std::mutex mu_;               // guards busy_ and Start; held only briefly
-  std::set<std::string> busy_;  // volumes with a Create/Destroy running
-  std::map<std::string, std::unique_ptr<Entry>> targets_;  // loop thread only
+  TargetLoops loops_;
+  std::mutex mu_;                            // guards the three below and Start; held only briefly
+  std::set<std::string> busy_;               // volumes with a Create/Destroy running
+  std::map<std::string, size_t> placement_;  // volume -> loop index
+  std::vector<target::MembershipAuthority*> authorities_;  // per loop
+  std::vector<EntryMap> targets_;  // per loop; targets_[i] on loop i's thread only
   std::atomic<bool> started_{false};
-  std::atomic<target::MembershipAuthority*> authority_{nullptr};
   std::atomic<uint64_t> identity_{0};
   target::ReplicaChannelFactory channel_factory_;  // set before Start()
 };

@@ -13,7 +13,7 @@ namespace pb = ::tandem::controller::v1;
 // What outlives the authority: the stub (calls in flight use it) and the loop
 // answers go to, cleared when the authority goes.
 struct ControllerAuthority::Shared {
-  std::unique_ptr<pb::Membership::Stub> stub;
+  std::shared_ptr<pb::Membership::Stub> stub;  // shared by the authorities of one controller
   std::mutex mu;
   EventLoop* loop = nullptr;  // guarded by mu
 };
@@ -30,6 +30,12 @@ ControllerAuthority::ControllerAuthority(const std::string& address, std::string
                                          EventLoop* reply_loop, std::chrono::milliseconds timeout)
     : shared_(std::make_shared<Shared>()), token_(std::move(token)), timeout_(timeout) {
   shared_->stub = pb::Membership::NewStub(rpc::NewClientChannel(address));
+  shared_->loop = reply_loop;
+}
+
+ControllerAuthority::ControllerAuthority(const ControllerAuthority& other, EventLoop* reply_loop)
+    : shared_(std::make_shared<Shared>()), token_(other.token_), timeout_(other.timeout_) {
+  shared_->stub = other.shared_->stub;
   shared_->loop = reply_loop;
 }
 

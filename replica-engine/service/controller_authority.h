@@ -5,10 +5,12 @@
 // (replica-engine/proto/membership.proto).
 //
 // Never blocks the caller: the call is gRPC's callback API, and its answer is
-// posted to `reply_loop` (the TargetManager's loop, where every target runs),
-// as the interface requires. Each call has a deadline; a target that gets
-// UNAVAILABLE or DEADLINE_EXCEEDED asks again later and meanwhile its writes
-// wait, bounded by its quorum wait.
+// posted to `reply_loop`, as the interface requires: the loop of the targets
+// that use this authority. A TargetManager with several loops
+// (--target-threads) gets one authority per loop, the others made with the
+// sharing constructor (one connection to the controller). Each call has a deadline; a target that
+// gets UNAVAILABLE or DEADLINE_EXCEEDED asks again later and meanwhile its writes wait, bounded by
+// its quorum wait.
 //
 // Thread-safety: the calls may come from any thread. REQUIRES: destroyed
 // before `reply_loop` (answers arriving later are dropped).
@@ -29,6 +31,9 @@ class ControllerAuthority final : public target::MembershipAuthority {
   // as "authorization: Bearer" when not empty.
   ControllerAuthority(const std::string& address, std::string token, EventLoop* reply_loop,
                       std::chrono::milliseconds timeout = std::chrono::milliseconds(5000));
+  // The same controller, connection, token and timeout as `other`; answers
+  // go to `reply_loop`.
+  ControllerAuthority(const ControllerAuthority& other, EventLoop* reply_loop);
   ~ControllerAuthority() override;
 
   void ShrinkInSync(const target::InSyncUpdate& update, std::function<void(Status)> done) override;

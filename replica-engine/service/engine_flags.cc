@@ -8,6 +8,7 @@
 
 #include "common/address.h"
 #include "common/grpc/endpoint.h"
+#include "replica-engine/attach/target_loops.h"
 #include "replica-engine/service/proto_convert.h"
 #include "replica-engine/service/secure_defaults.h"
 
@@ -164,6 +165,11 @@ void DefineEngineFlags(Flags* flags) {
                 "where attached volumes' targets run: server (the replica server's loop: no thread "
                 "hand-off between a target and the replicas this engine serves) or own (a loop "
                 "thread of their own, as before issue 12; docs/performance.md)");
+  flags->Define(
+      "target-threads", "1",
+      "event loops the attached volumes' targets are spread over, 1..64: loop 0 is the "
+      "one --target-loop picks, the others threads of their own; a new volume goes to the "
+      "loop with the fewest targets (docs/performance.md)");
   flags->Define("local-replica", "on",
                 "on: with --target-loop=server, a target reaches the replica this engine holds "
                 "in-process (its ReplicaPort on the same loop: no TCP, no CRC, no copy); off: over "
@@ -197,6 +203,13 @@ Status ParseEngineConfig(const Flags& flags, long configured_cpus, EngineConfig*
     return Status::InvalidArgument("--target-loop '" + target_loop + "' is not own or server");
   }
   c->targets_on_server_loop = target_loop == "server";
+  uint64_t threads = 0;
+  TANDEM_RETURN_IF_ERROR(flags.GetUint("target-threads", &threads));
+  if (threads < 1 || threads > attach::TargetLoops::kMaxLoops) {
+    return Status::InvalidArgument("--target-threads must be 1.." +
+                                   std::to_string(attach::TargetLoops::kMaxLoops));
+  }
+  c->target_threads = static_cast<uint32_t>(threads);
   const std::string local_replica = flags.Get("local-replica");
   if (local_replica != "on" && local_replica != "off") {
     return Status::InvalidArgument("--local-replica '" + local_replica + "' is not on or off");

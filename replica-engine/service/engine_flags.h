@@ -44,6 +44,10 @@ struct EngineConfig {
   // the replica server's loop (one thread for the node's targets and the
   // replicas it serves); own (false): on a loop thread of their own.
   bool targets_on_server_loop = true;
+  // --target-threads: the loops the targets are spread over (1..64). Loop 0
+  // is the one --target-loop picks, loops 1.. are threads of their own; a
+  // volume stays on the loop it was attached on (attach/target_loops.h).
+  uint32_t target_threads = 1;
   // --local-replica=on: with targets on the server's loop, the replica this
   // engine holds is reached in-process (local::LocalReplicaChannel).
   bool local_replica = true;

@@ -143,6 +143,28 @@ TEST(EngineConfigTest, BadValuesAreUsageErrorsNamingTheFlag) {
   EXPECT_FALSE(local.local_replica);
 }
 
+// --target-threads: plain decimal 1..64, default 1 (today's single loop).
+TEST(EngineConfigTest, TargetThreadsAreOneToSixtyFour) {
+  EngineConfig c;
+  ASSERT_TRUE(Parse({}, &c).ok());
+  EXPECT_EQ(c.target_threads, 1u);
+  for (const auto& [text, want] :
+       std::vector<std::pair<std::string, uint32_t>>{{"1", 1}, {"2", 2}, {"64", 64}, {"007", 7}}) {
+    EngineConfig t;
+    Status st = Parse({"--target-threads=" + text}, &t);
+    ASSERT_TRUE(st.ok()) << text << ": " << st.ToString();
+    EXPECT_EQ(t.target_threads, want) << text;
+  }
+  for (const char* bad : {"0", "65", "1000", "", "-1", "+2", "2x", "1.5", "abc", "2K", " 2"}) {
+    EngineConfig t;
+    Status st = Parse({std::string("--target-threads=") + bad}, &t);
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << "'" << bad << "'";
+    EXPECT_NE(st.message().find("--target-threads"), std::string::npos)
+        << "'" << bad << "': " << st.ToString();
+    EXPECT_EQ(t.target_threads, 1u) << "'" << bad << "' changed the config";
+  }
+}
+
 TEST(EngineConfigTest, TokensComeFromFilesWithoutTheirNewline) {
   char tmpl[] = "/tmp/tandem_engine_flags.XXXXXX";
   ASSERT_NE(::mkdtemp(tmpl), nullptr);

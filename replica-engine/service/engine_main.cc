@@ -90,29 +90,41 @@ tandem::Status Serve(const tandem::service::EngineConfig& config, sigset_t* sigs
   }
 
   const std::string& nbd_dir = config.nbd_dir;
-  // --target-loop=server: the targets share the replica server's loop (and
-  // so stop before it: targets.Shutdown() below runs before server.Stop()).
-  tandem::attach::TargetManager targets(nbd_dir,
-                                        config.targets_on_server_loop ? server.loop() : nullptr);
+  // --target-loop=server: loop 0 of the targets is the replica server's (and
+  // so the targets stop before it: targets.Shutdown() below runs before
+  // server.Stop()); --target-threads adds loops of the manager's own.
+  tandem::attach::TargetManager targets(
+      nbd_dir, config.targets_on_server_loop ? server.loop() : nullptr, config.target_threads);
   if (config.targets_on_server_loop && config.local_replica) {
     // A replica endpoint naming this engine's data address, for a volume
-    // this engine holds, is served in-process on the shared loop
-    // (local::LocalReplicaChannel); any other goes over TCP.
+    // this engine holds, is served in-process to a target on the server's
+    // loop (local::LocalReplicaChannel); MaybeLocalChannel returns null for a
+    // target on any other loop, which then reaches it over TCP like any
+    // other replica.
     targets.set_channel_factory([&server, host = opts.listen_address, port = server.port()](
                                     tandem::EventLoop* loop, const tandem::client::ClientOptions& o,
                                     tandem::client::ReplicaChannel::Listener* l) {
       return tandem::local::MaybeLocalChannel(&server, host, port, loop, o, l);
     });
-    TLOG_INFO(kTag, "this engine's own replicas are served to its targets in-process");
+    TLOG_INFO(kTag, "this engine's own replicas are served in-process to targets on loop 0");
   }
   tandem::Status st = targets.Start();
   if (st.ok()) st = GiveIdentity(config.service.data_dir, &targets);
-  // Declared after `targets`, so destroyed first (its answers go to their loop).
-  std::unique_ptr<tandem::service::ControllerAuthority> authority;
+  if (st.ok()) {
+    TLOG_INFO(kTag, "targets on %zu loop(s); loop 0: %s", targets.loop_count(),
+              config.targets_on_server_loop ? "the replica server's" : "a thread of its own");
+  }
+  // Declared after `targets`, so destroyed first (their answers go to its
+  // loops): one authority per target loop, sharing one controller connection.
+  std::vector<std::unique_ptr<tandem::service::ControllerAuthority>> authorities;
   if (!config.controller.empty()) {
-    authority = std::make_unique<tandem::service::ControllerAuthority>(config.controller, "",
-                                                                       targets.loop());
-    targets.set_authority(authority.get());
+    for (size_t i = 0; i < targets.loop_count(); ++i) {
+      authorities.push_back(i == 0 ? std::make_unique<tandem::service::ControllerAuthority>(
+                                         config.controller, "", targets.loop(0))
+                                   : std::make_unique<tandem::service::ControllerAuthority>(
+                                         *authorities[0], targets.loop(i)));
+      targets.set_authority(i, authorities.back().get());
+    }
     TLOG_INFO(kTag, "membership authority: tandem-controller at %s", config.controller.c_str());
   }
   tandem::service::EngineService service(manager, &server, &targets, service_opts);
