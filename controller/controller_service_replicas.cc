@@ -26,7 +26,20 @@ constexpr const char* kTag = "controller";
 
 Status ControllerService::ChangeReplicaCount(Versioned<rec::VolumeRecord>* v, uint32_t wanted) {
   const uint32_t have = static_cast<uint32_t>(v->record.replicas_size());
-  if (wanted == have) return Status::Ok();
+  if (wanted == have) {
+    // The count is the record's: the live target follows it (a shrink
+    // abandoned after the target dropped its victims, or set back to this
+    // count, left the target with fewer replicas than the record).
+    std::vector<std::string> added;
+    TANDEM_RETURN_IF_ERROR(
+        RestoreLiveTarget(engines_, nodes_, v->record, options_.engine_timeout, &added)
+            .WithContext("volume " + v->record.volume_id()));
+    for (const auto& r : added) {
+      TLOG_INFO(kTag, "ControllerModifyVolume %s: replica %s back in the live target (rebuilding)",
+                v->record.volume_id().c_str(), r.c_str());
+    }
+    return Status::Ok();
+  }
   if (wanted > have) return GrowReplicas(v, wanted - have);
   return ShrinkReplicas(v, wanted);
 }

@@ -20,6 +20,18 @@ const NodeView* Find(const std::vector<NodeView>& nodes, const std::string& id) 
   return nullptr;
 }
 
+using Since = std::map<std::string, std::chrono::steady_clock::time_point>;
+
+// The entries under `prefix` (one volume's) become exactly `seen`: what this
+// pass no longer sees is forgotten.
+void KeepOnly(Since* since, const std::string& prefix, const Since& seen) {
+  for (auto it = since->lower_bound(prefix);
+       it != since->end() && it->first.compare(0, prefix.size(), prefix) == 0;) {
+    it = since->erase(it);
+  }
+  since->insert(seen.begin(), seen.end());
+}
+
 }  // namespace
 
 Reconciler::Reconciler(Records* records, NodeRegistry* nodes, EngineDirectory* engines,
@@ -90,7 +102,10 @@ int Reconciler::RunOnce() {
     for (auto& v : *volumes) {
       if (v.record.state() != rec::VolumeRecord::READY) continue;
       if (!v.record.retired_replicas().empty()) DeleteRetired(v, nodes);
-      int faulted = FaultedOnLiveNode(v.record, nodes);
+      std::optional<epb::Target> live = AttachmentTarget(v.record, nodes);
+      const epb::Target* target = live ? &*live : nullptr;
+      int faulted = FaultedOnLiveNode(v.record, nodes, target);
+      bool missing = MissingForLong(v.record, target);
       for (int i = 0; i < v.record.replicas_size(); ++i) {
         if (i != faulted && !dead(v.record.replicas(i).node_id())) continue;
         // One replacement per volume per pass: the record changed.
@@ -101,7 +116,15 @@ int Reconciler::RunOnce() {
           TLOG_WARN(kTag, "volume %s: replacing replica %s: %s", v.record.volume_id().c_str(),
                     v.record.replicas(i).replica_id().c_str(), st.ToString().c_str());
         }
+        missing = false;  // the next pass looks again
         break;
+      }
+      if (missing) {
+        Status st = Restore(v);
+        if (!st.ok()) {
+          TLOG_WARN(kTag, "volume %s: restoring the live target: %s", v.record.volume_id().c_str(),
+                    st.ToString().c_str());
+        }
       }
     }
     if (!more || volumes->empty()) break;
@@ -203,50 +226,88 @@ Status Reconciler::SwapInRecord(const std::string& volume_id, const rec::Replica
   return Status::Aborted("volume " + volume_id + " changed concurrently too often");
 }
 
+std::optional<epb::Target> Reconciler::AttachmentTarget(const rec::VolumeRecord& record,
+                                                        const std::vector<NodeView>& nodes) {
+  const NodeView* attached =
+      record.has_attachment() ? Find(nodes, record.attachment().node_id()) : nullptr;
+  if (attached == nullptr || !attached->up) return std::nullopt;
+  auto target = engines_->GetTarget(attached->record.engine_address(), record.volume_id(),
+                                    options_.engine_timeout);
+  // Only the attachment's own target knows which replica faulted or is
+  // missing: an older one left on the node is fenced and its view is stale.
+  if (!target.ok() || !CheckAttachmentTarget(*target, record).ok()) return std::nullopt;
+  return std::move(*target);
+}
+
+bool Reconciler::MissingForLong(const rec::VolumeRecord& record, const epb::Target* target) {
+  auto now = std::chrono::steady_clock::now();
+  const std::string prefix = record.volume_id() + "/";
+  Since seen;
+  bool found = false;
+  if (target != nullptr) {
+    for (const MissingReplica& m : MissingFromTarget(*target, record, nodes_)) {
+      std::string key = prefix + m.replica_id;
+      auto it = missing_since_.find(key);
+      auto since = it != missing_since_.end() ? it->second : now;
+      seen[key] = since;
+      found |= now - since >= options_.replace_after;
+    }
+  }
+  KeepOnly(&missing_since_, prefix, seen);
+  return found;
+}
+
+Status Reconciler::Restore(const Versioned<rec::VolumeRecord>& v) {
+  auto guard = inflight_->TryAcquire("vol:" + v.record.volume_id());
+  if (!guard.ok()) return Status::Ok();  // a CSI call is busy with it: next pass
+  // Re-read under the guard: only the record as it is now (a shrink moved
+  // its victims to retired_replicas before it let the guard go) says which
+  // replicas belong in the target.
+  TANDEM_ASSIGN_OR_RETURN(auto fresh, records_->GetVolume(v.record.volume_id()));
+  if (!fresh || fresh->mod_revision != v.mod_revision) return Status::Ok();
+  std::vector<std::string> added;
+  TANDEM_RETURN_IF_ERROR(
+      RestoreLiveTarget(engines_, nodes_, fresh->record, options_.engine_timeout, &added));
+  for (const auto& id : added) {
+    TLOG_WARN(kTag,
+              "volume %s: replica %s of the record was missing from the live target for %lld ms "
+              "(a shrink abandoned after its first step?): added back, rebuilding online",
+              v.record.volume_id().c_str(), id.c_str(),
+              static_cast<long long>(options_.replace_after.count()));
+  }
+  return Status::Ok();
+}
+
 int Reconciler::FaultedOnLiveNode(const rec::VolumeRecord& record,
-                                  const std::vector<NodeView>& nodes) {
+                                  const std::vector<NodeView>& nodes, const epb::Target* target) {
   auto now = std::chrono::steady_clock::now();
   const std::string prefix = record.volume_id() + "/";
   // Entries of this volume not seen FAULTED in this pass are dropped below.
-  std::map<std::string, std::chrono::steady_clock::time_point> seen;
+  Since seen;
   int found = -1;
-  const NodeView* attached =
-      record.has_attachment() ? Find(nodes, record.attachment().node_id()) : nullptr;
-  if (attached != nullptr && attached->up) {
-    auto target = engines_->GetTarget(attached->record.engine_address(), record.volume_id(),
-                                      options_.engine_timeout);
-    // Only the attachment's own target knows which replica faulted: an
-    // older one left on the node is fenced and its view is stale.
-    if (target.ok() && CheckAttachmentTarget(*target, record).ok()) {
-      for (const auto& tr : target->replicas()) {
-        if (tr.state() != epb::REPLICA_STATE_FAULTED) continue;
-        for (int i = 0; i < record.replicas_size(); ++i) {
-          const NodeView* n = Find(nodes, record.replicas(i).node_id());
-          // A down node is the other path's (replace_after of being down).
-          if (n == nullptr || !n->up || n->info.data_address() != tr.address()) continue;
-          std::string key = prefix + tr.address();
-          auto it = faulted_since_.find(key);
-          auto since = it != faulted_since_.end() ? it->second : now;
-          seen[key] = since;
-          if (found < 0 && now - since >= options_.replace_after) {
-            TLOG_WARN(
-                kTag, "volume %s: replica %s on live node %s FAULTED for %lld ms: %s",
-                record.volume_id().c_str(), record.replicas(i).replica_id().c_str(),
-                n->record.node_id().c_str(),
-                static_cast<long long>(
-                    std::chrono::duration_cast<std::chrono::milliseconds>(now - since).count()),
-                tr.last_error().c_str());
-            found = i;
-          }
-        }
+  for (int t = 0; target != nullptr && t < target->replicas_size(); ++t) {
+    const auto& tr = target->replicas(t);
+    if (tr.state() != epb::REPLICA_STATE_FAULTED) continue;
+    for (int i = 0; i < record.replicas_size(); ++i) {
+      const NodeView* n = Find(nodes, record.replicas(i).node_id());
+      // A down node is the other path's (replace_after of being down).
+      if (n == nullptr || !n->up || n->info.data_address() != tr.address()) continue;
+      std::string key = prefix + tr.address();
+      auto it = faulted_since_.find(key);
+      auto since = it != faulted_since_.end() ? it->second : now;
+      seen[key] = since;
+      if (found < 0 && now - since >= options_.replace_after) {
+        TLOG_WARN(kTag, "volume %s: replica %s on live node %s FAULTED for %lld ms: %s",
+                  record.volume_id().c_str(), record.replicas(i).replica_id().c_str(),
+                  n->record.node_id().c_str(),
+                  static_cast<long long>(
+                      std::chrono::duration_cast<std::chrono::milliseconds>(now - since).count()),
+                  tr.last_error().c_str());
+        found = i;
       }
     }
   }
-  for (auto it = faulted_since_.lower_bound(prefix);
-       it != faulted_since_.end() && it->first.compare(0, prefix.size(), prefix) == 0;) {
-    it = faulted_since_.erase(it);
-  }
-  faulted_since_.insert(seen.begin(), seen.end());
+  KeepOnly(&faulted_since_, prefix, seen);
   return found;
 }
 

@@ -8,7 +8,10 @@
 //     attached node (RemoveTargetReplica of the dead one first, so the
 //     target's quorum never counts it, then AddTargetReplica: the new replica
 //     receives every write at once and is rebuilt online);
-//   - deletes retired replicas (replaced ones) once their node answers again.
+//   - deletes retired replicas (replaced ones) once their node answers again;
+//   - adds a replica of the record that the attachment's live target has
+//     lacked for `replace_after` back to it (a shrink abandoned after the
+//     target dropped its victims).
 // Rebuild admission: at most `max_rebuilds_per_node` replacements land on
 // one node per `admission_window`; the rest wait for a later pass, so a node
 // loss does not start a rebuild storm on the survivors.
@@ -20,6 +23,7 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -60,10 +64,24 @@ class Reconciler {
   Status Replace(Versioned<rec::VolumeRecord> v, int index, const std::vector<NodeView>& nodes);
   void DeleteRetired(Versioned<rec::VolumeRecord> v, const std::vector<NodeView>& nodes);
   bool Admit(const std::string& node_id);
-  // The index of a replica of a published volume whose live target has
-  // reported it FAULTED, on a node that is up, for replace_after (a failing
-  // disk: the target's reconnects never bring it back); -1 when none.
-  int FaultedOnLiveNode(const rec::VolumeRecord& record, const std::vector<NodeView>& nodes);
+  // The live target of the volume's attachment when it is that
+  // attachment's own and serves (CheckAttachmentTarget); nullopt otherwise.
+  std::optional<epb::Target> AttachmentTarget(const rec::VolumeRecord& record,
+                                              const std::vector<NodeView>& nodes);
+  // The index of a replica of a published volume whose live `target`
+  // (nullptr: none) has reported it FAULTED, on a node that is up, for
+  // replace_after (a failing disk: the target's reconnects never bring it
+  // back); -1 when none.
+  int FaultedOnLiveNode(const rec::VolumeRecord& record, const std::vector<NodeView>& nodes,
+                        const epb::Target* target);
+  // Whether a replica of the record, on a node that is up, has been missing
+  // from the live `target` for replace_after (MissingFromTarget: a shrink
+  // abandoned after the target dropped its victims). The wait leaves a
+  // crashed shrink's retry time to resume as it began.
+  bool MissingForLong(const rec::VolumeRecord& record, const epb::Target* target);
+  // Adds the missing replicas back to the live target (RestoreLiveTarget),
+  // under the volume's in-flight guard and from the record as it is then.
+  Status Restore(const Versioned<rec::VolumeRecord>& v);
   // Swaps `old` for `fresh` in the volume's record with a compare-and-swap,
   // re-read and re-applied when the record changed meanwhile (the membership
   // authority writes the in-sync set at any time): the target already has
@@ -81,6 +99,9 @@ class Reconciler {
   // Since when a target has reported a replica FAULTED, by "volume/address"
   // (only the reconciler thread touches it).
   std::map<std::string, std::chrono::steady_clock::time_point> faulted_since_;
+  // Since when a replica of the record has been missing from the live
+  // target, by "volume/replica id" (the reconciler thread only).
+  std::map<std::string, std::chrono::steady_clock::time_point> missing_since_;
   // Replacement start times per destination node (admission).
   std::map<std::string, std::vector<std::chrono::steady_clock::time_point>> admitted_;
 

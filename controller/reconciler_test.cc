@@ -8,6 +8,8 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "csi/publish_context.h"
 #include "replica-engine/api/engine_client.h"
 #include "tests/harness/local_cluster.h"
@@ -88,6 +90,52 @@ class ReconcilerTest : public ::testing::Test {
     return api::EngineClient(cluster_.engines()[e].grpc_address(), "");
   }
 
+  grpc::Status SetReplicas(const std::string& id, int n) {
+    csi::ControllerModifyVolumeRequest mod;
+    mod.set_volume_id(id);
+    (*mod.mutable_mutable_parameters())["replicas"] = std::to_string(n);
+    csi::ControllerModifyVolumeResponse resp;
+    return cluster_.Controller()->ControllerModifyVolume(Ctx().get(), mod, &resp);
+  }
+
+  // The live target on e0: each replica's address and state.
+  std::string TargetReplicas(const std::string& id, int* count) {
+    *count = -1;
+    auto t = Engine(0).GetTarget(id, std::chrono::seconds(5));
+    if (!t.ok()) return t.status().ToString();
+    std::string out;
+    for (const auto& r : t->replicas()) {
+      out += r.address() + "=" + engine::v1::ReplicaState_Name(r.state()) + " ";
+    }
+    *count = t->replicas_size();
+    return out;
+  }
+
+  // Step 2 of a shrink (the live target drops the replica on engine `e`)
+  // with nothing after it: the record still lists that replica.
+  void AbandonShrinkAfterItsFirstStep(const std::string& id, int e) {
+    ASSERT_TRUE(
+        Engine(0)
+            .RemoveTargetReplica(id, cluster_.engines()[e].data_address(), std::chrono::seconds(5))
+            .ok());
+    int count = 0;
+    std::string replicas = TargetReplicas(id, &count);
+    ASSERT_EQ(count, 2) << replicas;
+  }
+
+  // Waits until the live target on e0 holds the replica on engine `e`
+  // HEALTHY, with three replicas in all.
+  bool TargetHoldsAgain(const std::string& id, int e, std::string* last) {
+    const std::string want = cluster_.engines()[e].data_address() + "=REPLICA_STATE_HEALTHY";
+    return testing::WaitFor(
+        [&] {
+          int count = 0;
+          *last = TargetReplicas(id, &count);
+          return count == 3 && last->find(want) != std::string::npos;
+        },
+        std::chrono::seconds(60));
+  }
+
   LocalCluster cluster_;
 };
 
@@ -121,6 +169,55 @@ TEST_F(ReconcilerTest, FaultedReplicaOnALiveNodeIsReplacedOnASpareAndRebuiltOnli
   ASSERT_TRUE(Engine(2).DeleteReplica(id, std::chrono::seconds(10)).ok());
   ExpectHealed(id, 2);
   EXPECT_TRUE(Engine(3).GetReplica(id, std::chrono::seconds(5)).ok());
+  EXPECT_TRUE(Engine(0).DestroyTarget(id, std::chrono::seconds(30)).ok());
+}
+
+// A shrink abandoned after its first step (the live target dropped the
+// replica on e2; the record, never changed, still lists it): the reconciler
+// adds it back to the target once missing for replace_after, where it is
+// rebuilt to HEALTHY. It is the record's replica, not a replacement: the
+// spare (e3) gets nothing.
+TEST_F(ReconcilerTest, AReplicaOfTheRecordMissingFromTheLiveTargetIsAddedBack) {
+  std::string id;
+  ASSERT_NO_FATAL_FAILURE(CreateAndServeOnE0("restore", &id));
+  ASSERT_NO_FATAL_FAILURE(AbandonShrinkAfterItsFirstStep(id, 2));
+  std::string last;
+  EXPECT_TRUE(TargetHoldsAgain(id, 2, &last))
+      << "target replicas: " << last << " (run dir " << cluster_.root() << ")";
+  EXPECT_FALSE(Engine(3).GetReplica(id, std::chrono::seconds(5)).ok()) << "no replacement";
+  EXPECT_TRUE(Engine(0).DestroyTarget(id, std::chrono::seconds(30)).ok());
+}
+
+// The same repair by the CO: a ModifyVolume at the record's count (the shrink
+// set back) adds the missing replica at once (the reconciler kept out).
+TEST_F(ReconcilerTest, AModifyVolumeAtTheSameCountAddsTheMissingReplicaBack) {
+  ASSERT_TRUE(cluster_.StartController({"--reconcile-interval-ms=600000"}).ok());
+  std::string id;
+  ASSERT_NO_FATAL_FAILURE(CreateAndServeOnE0("restore-modify", &id));
+  ASSERT_NO_FATAL_FAILURE(AbandonShrinkAfterItsFirstStep(id, 1));
+  grpc::Status st = SetReplicas(id, 3);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  std::string last;
+  EXPECT_TRUE(TargetHoldsAgain(id, 1, &last))
+      << "target replicas: " << last << " (run dir " << cluster_.root() << ")";
+  EXPECT_TRUE(Engine(0).DestroyTarget(id, std::chrono::seconds(30)).ok());
+}
+
+// A finished shrink's victim is retired, not in the record: the reconciler
+// never adds it back (the record is the authority).
+TEST_F(ReconcilerTest, AShrinksVictimIsNotAddedBack) {
+  std::string id;
+  ASSERT_NO_FATAL_FAILURE(CreateAndServeOnE0("restore-not", &id));
+  grpc::Status st = SetReplicas(id, 2);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  // Twice replace_after, many passes: the target stays at two.
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(4);
+  while (std::chrono::steady_clock::now() < until) {
+    int count = 0;
+    std::string replicas = TargetReplicas(id, &count);
+    ASSERT_EQ(count, 2) << replicas;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
   EXPECT_TRUE(Engine(0).DestroyTarget(id, std::chrono::seconds(30)).ok());
 }
 

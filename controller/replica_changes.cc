@@ -1,6 +1,7 @@
 #include "controller/replica_changes.h"
 
 #include "common/address.h"
+#include "common/logging.h"
 
 namespace tandem::controller {
 
@@ -64,6 +65,52 @@ Status CheckAttachmentTarget(const epb::Target& target, const rec::VolumeRecord&
     return Status::FailedPrecondition("volume " + record.volume_id() + ": the target on node " +
                                       record.attachment().node_id() + " does not serve (state " +
                                       epb::TargetState_Name(target.state()) + ")");
+  }
+  return Status::Ok();
+}
+
+std::vector<MissingReplica> MissingFromTarget(const epb::Target& target,
+                                              const rec::VolumeRecord& record,
+                                              NodeRegistry* nodes) {
+  std::vector<MissingReplica> missing;
+  for (const auto& r : record.replicas()) {
+    auto node = nodes->Get(r.node_id());
+    std::string data = node ? node->info.data_address() : "";
+    bool held = false;
+    for (const auto& tr : target.replicas()) {
+      held |= (!tr.replica_id().empty() && tr.replica_id() == r.replica_id()) ||
+              (!data.empty() && tr.address() == data);
+    }
+    if (held || !node || !node->up || data.empty()) continue;
+    missing.push_back({r.replica_id(), r.node_id(), data});
+  }
+  return missing;
+}
+
+Status RestoreLiveTarget(EngineDirectory* engines, NodeRegistry* nodes,
+                         const rec::VolumeRecord& record, std::chrono::milliseconds timeout,
+                         std::vector<std::string>* added) {
+  if (!record.has_attachment()) return Status::Ok();
+  const std::string& attached = record.attachment().node_id();
+  auto node = nodes->Get(attached);
+  if (!node) return Status::Ok();
+  const std::string& engine = node->record.engine_address();
+  auto target = engines->GetTarget(engine, record.volume_id(), timeout);
+  if (!target.ok()) {
+    // NOT_FOUND: not staged yet; else the engine does not answer. Either
+    // way the next stage builds the target from the record.
+    TLOG_DEBUG("controller", "volume %s: live target on %s not checked: %s",
+               record.volume_id().c_str(), attached.c_str(), target.status().ToString().c_str());
+    return Status::Ok();
+  }
+  if (!CheckAttachmentTarget(*target, record).ok()) return Status::Ok();
+  for (const MissingReplica& m : MissingFromTarget(*target, record, nodes)) {
+    Status st = AddToLiveTarget(engines, engine, record.volume_id(), m.data_address,
+                                m.node_id == attached, timeout);
+    if (!st.ok()) {
+      return st.WithContext("AddTargetReplica " + m.replica_id + " on node " + attached);
+    }
+    added->push_back(m.replica_id);
   }
   return Status::Ok();
 }

@@ -6,8 +6,10 @@
 
 #include <chrono>
 #include <string>
+#include <vector>
 
 #include "controller/engine_directory.h"
+#include "controller/node_registry.h"
 #include "controller/placement.h"
 #include "controller/records.h"
 
@@ -40,5 +42,33 @@ Status AddToLiveTarget(EngineDirectory* engines, const std::string& target_engin
 // an idle one still reports the replica states it saw before, so its view
 // says nothing about who holds the acknowledged writes: FAILED_PRECONDITION.
 Status CheckAttachmentTarget(const epb::Target& target, const rec::VolumeRecord& record);
+
+// A replica of the record that the live target lacks.
+struct MissingReplica {
+  std::string replica_id;
+  std::string node_id;
+  std::string data_address;
+};
+
+// The replicas of `record` (its `replicas`: never a retired one) that the
+// live `target` does not hold, neither by the replica id it reports nor by
+// their node's data address, and whose node is up with a known data address
+// (a down one would only be FAULTED there; the reconciler replaces it).
+std::vector<MissingReplica> MissingFromTarget(const epb::Target& target,
+                                              const rec::VolumeRecord& record, NodeRegistry* nodes);
+
+// Adds back to the attachment's live target the replicas of `record` it
+// lacks (MissingFromTarget): a shrink abandoned after the target dropped
+// its victims (the record never followed, or the count was set back) leaves
+// the target with fewer replicas than the record. They are rebuilt online,
+// like any replica that comes back. Only the attachment's own serving target
+// is changed (CheckAttachmentTarget); none, another or an unreachable one:
+// OK, nothing done (the next stage builds the target from the record). The
+// caller holds the volume's in-flight guard and `record` is current, so no
+// shrink is under way and a replica it removed is retired, not listed.
+// `added` gets the ids added.
+Status RestoreLiveTarget(EngineDirectory* engines, NodeRegistry* nodes,
+                         const rec::VolumeRecord& record, std::chrono::milliseconds timeout,
+                         std::vector<std::string>* added);
 
 }  // namespace tandem::controller
