@@ -127,6 +127,13 @@ class ControllerService final : public csipb::Controller::Service {
   // in-sync replica holds: back to the record before it, when provably safe
   // (controller_service_settle.cc).
   Status SettleUnsettledShrink(Versioned<rec::VolumeRecord>* v);
+  // Whether the record's last in-sync call is a shrink not known to have
+  // reached its survivors (previous_in_sync kept for the fallback).
+  static bool UnsettledShrink(const rec::VolumeRecord& record);
+  // OK once an in-sync replica of `record` holds its recorded shrink (or it
+  // is none): settled, the fallback is never needed again. Polls for a few
+  // seconds, then UNAVAILABLE (retry).
+  Status WaitForShrinkToSettle(const rec::VolumeRecord& record);
   Status FallBackFromUnsettledShrink(Versioned<rec::VolumeRecord>* v);
   struct Held {
     std::string replica_id;

@@ -23,6 +23,7 @@
 // (the volume stays UNAVAILABLE until it answers).
 
 #include <future>
+#include <thread>
 
 #include "common/logging.h"
 #include "controller/controller_service.h"
@@ -31,12 +32,50 @@ namespace tandem::controller {
 
 namespace {
 constexpr const char* kTag = "controller";
+// How long a shrink of the replica count waits for the live target's
+// recorded shrink to reach its survivors (normally the next write's
+// SET_GENERATION, right after the record) before it asks for a retry.
+constexpr auto kSettleWait = std::chrono::seconds(3);
+constexpr auto kSettlePoll = std::chrono::milliseconds(50);
 
-bool UnsettledShrink(const rec::VolumeRecord& record) {
+// The recorded shrink reached this replica: it holds the recorded id, or a
+// generation number at or past the one recorded.
+bool HoldsRecordedShrink(const epb::Replica& r, const rec::VolumeRecord& record) {
+  return r.generation_id() == record.in_sync_generation_id() ||
+         (record.in_sync_generation() != 0 && r.generation() >= record.in_sync_generation());
+}
+}  // namespace
+
+bool ControllerService::UnsettledShrink(const rec::VolumeRecord& record) {
   return record.in_sync_generation_id() != 0 && !record.in_sync_settled() &&
          record.has_previous_in_sync() && record.in_sync_replica_ids_size() > 0;
 }
-}  // namespace
+
+// Reads only (no fence): the live target may be about to send the new
+// generation; an in-sync replica that holds it settles the shrink for good.
+Status ControllerService::WaitForShrinkToSettle(const rec::VolumeRecord& record) {
+  if (!UnsettledShrink(record)) return Status::Ok();
+  auto deadline = std::chrono::steady_clock::now() + kSettleWait;
+  for (;;) {
+    for (const std::string& id : record.in_sync_replica_ids()) {
+      for (const auto& r : record.replicas()) {
+        std::string engine = r.replica_id() == id ? EngineAddress(r.node_id()) : "";
+        if (engine.empty()) continue;
+        auto got = engines_->GetReplica(engine, record.volume_id(), options_.engine_timeout);
+        if (got.ok() && HoldsRecordedShrink(*got, record)) return Status::Ok();
+      }
+    }
+    if (std::chrono::steady_clock::now() >= deadline) break;
+    std::this_thread::sleep_for(kSettlePoll);
+  }
+  char id[17];
+  snprintf(id, sizeof id, "%016llx",
+           static_cast<unsigned long long>(record.in_sync_generation_id()));
+  return Status::Unavailable(
+      "the live target's recorded shrink (generation id " + std::string(id) +
+      ") has not reached its in-sync replicas yet: the record before it must stay for a "
+      "fallback (retry)");
+}
 
 // Fences the in-sync replicas at `epoch` and reads what each holds.
 std::vector<ControllerService::Held> ControllerService::FenceAndReadInSync(
@@ -88,7 +127,6 @@ Status ControllerService::SettleUnsettledShrink(Versioned<rec::VolumeRecord>* v)
 Status ControllerService::FallBackFromUnsettledShrink(Versioned<rec::VolumeRecord>* v) {
   rec::VolumeRecord record = v->record;
   const uint64_t recorded = record.in_sync_generation_id();
-  const uint64_t number = record.in_sync_generation();
   const rec::InSyncSet previous = record.previous_in_sync();
   // 1. A new epoch in the store before the fence (as an unpublish does).
   record.set_epoch(record.epoch() + 1);
@@ -97,9 +135,7 @@ Status ControllerService::FallBackFromUnsettledShrink(Versioned<rec::VolumeRecor
   // 2. Fenced, then asked.
   std::vector<Held> held = FenceAndReadInSync(record, record.epoch());
   for (const Held& h : held) {
-    const epb::Replica& r = h.replica;
-    if (h.status.ok() &&
-        (r.generation_id() == recorded || (number != 0 && r.generation() >= number))) {
+    if (h.status.ok() && HoldsRecordedShrink(h.replica, record)) {
       // The shrink took effect: it is the record; nothing to fall back to.
       record.clear_previous_in_sync();
       TANDEM_ASSIGN_OR_RETURN(v->mod_revision, records_->UpdateVolume(record, v->mod_revision));

@@ -13,7 +13,9 @@
 //    in-sync set, holds), then observe the target again and check the
 //    keepers with what it says now;
 // 3. one compare-and-swap of the record: the victims leave `replicas` for
-//    `retired_replicas`, the in-sync set is intersected with the keepers;
+//    `retired_replicas`, the in-sync set is intersected with the keepers,
+//    previous_in_sync is dropped (only once the target's recorded in-sync
+//    shrink, if any, has settled: WaitForShrinkToSettle, else UNAVAILABLE);
 // 4. DeleteReplica of each victim on its engine (retired ones the reconciler
 //    deletes when their node answers again).
 // Every step is idempotent and a retry resumes: a victim already out of the
@@ -127,6 +129,9 @@ Status ControllerService::ShrinkReplicas(Versioned<rec::VolumeRecord>* v, uint32
       CheckKeepers(*facts, victims, in_sync)
           .WithContext("volume " + id + ": lowering replicas to " + std::to_string(wanted)));
   if (published) {
+    // Step 3 drops the record before an unsettled in-sync shrink, so only
+    // once that one reached its survivors: not started at all before then.
+    TANDEM_RETURN_IF_ERROR(WaitForShrinkToSettle(record).WithContext("volume " + id));
     // 2. The live target first: its majority's denominator stays, so it only
     //    gets stricter until the record follows.
     std::string engine = EngineAddress(record.attachment().node_id());
@@ -186,7 +191,12 @@ Status ControllerService::RecordRemovedReplicas(Versioned<rec::VolumeRecord>* v,
                                         "removed; nothing recorded (retry)");
     }
     // A fallback to the record before an unsettled shrink (publish) assumes
-    // the replica set it was recorded for: not offered across a removal.
+    // the replica set it was recorded for: not offered across a removal. So
+    // the removal is recorded only once the target's recorded shrink reached
+    // a surviving in-sync replica (then no fallback is ever needed); until
+    // then the record stays as it is (the state of a crash between steps 2
+    // and 3, safe) and the caller retries.
+    TANDEM_RETURN_IF_ERROR(WaitForShrinkToSettle(record).WithContext("volume " + id));
     record.clear_previous_in_sync();
     auto updated = records_->UpdateVolume(record, v->mod_revision);
     if (updated.ok()) {

@@ -18,6 +18,37 @@ PlacementRequest MoreReplicas(const rec::VolumeRecord& record, uint32_t count, d
   return req;
 }
 
+namespace {
+
+// An engine holds one replica per volume: a retired one still on `node_id`
+// (its deletion owed, the node was down) would make a new one there
+// ALREADY_EXISTS until the reconciler deleted it. It is in no record an
+// attach reads and in no live target (removed from it before it was
+// retired), so it goes now; the reconciler then drops it from the retired
+// list (the node holds a replica of the record again). Only if the replica
+// there is that retired one: an earlier attempt of the same change may have
+// created the new one already (then CreateReplica is a repeat).
+Status DeleteRetiredOn(EngineDirectory* engines, const rec::VolumeRecord& record,
+                       const std::string& node_id, const std::string& engine_address,
+                       std::chrono::milliseconds timeout) {
+  for (const auto& r : record.retired_replicas()) {
+    if (r.node_id() != node_id) continue;
+    auto held = engines->GetReplica(engine_address, record.volume_id(), timeout);
+    if (held.status().code() == StatusCode::kNotFound) return Status::Ok();
+    if (!held.ok()) return held.status().WithContext("GetReplica on " + node_id);
+    if (held->replica_id() != r.replica_id()) continue;
+    Status st = engines->DeleteReplica(engine_address, record.volume_id(), timeout);
+    if (!st.ok() && st.code() != StatusCode::kNotFound) {
+      return st.WithContext("deleting retired replica " + r.replica_id() + " on " + node_id);
+    }
+    TLOG_INFO("controller", "volume %s: retired replica %s deleted on %s to place a new one",
+              record.volume_id().c_str(), r.replica_id().c_str(), node_id.c_str());
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 Result<rec::ReplicaRecord> CreateNextReplica(EngineDirectory* engines,
                                              const rec::VolumeRecord& record,
                                              const std::string& node_id,
@@ -34,6 +65,7 @@ Result<rec::ReplicaRecord> CreateNextReplica(EngineDirectory* engines,
   creq.set_block_size(4096);
   // The volume's data-port secret: a target must prove it (docs/protocol.md).
   creq.set_secret(record.secret());
+  TANDEM_RETURN_IF_ERROR(DeleteRetiredOn(engines, record, node_id, engine_address, timeout));
   auto created = engines->CreateReplica(engine_address, creq, timeout);
   if (!created.ok()) return created.status().WithContext("CreateReplica on " + node_id);
   return added;

@@ -22,6 +22,7 @@ PlacementRequest MoreReplicas(const rec::VolumeRecord& record, uint32_t count, d
 // The next replica of `record` on `node_id` ("<volume>-r<next_replica_index>";
 // the caller bumps the index in the record), created on `engine_address`
 // with the volume's size and secret. Same request again: OK (idempotent).
+// A retired replica of the volume still on that node is deleted first.
 Result<rec::ReplicaRecord> CreateNextReplica(EngineDirectory* engines,
                                              const rec::VolumeRecord& record,
                                              const std::string& node_id,
