@@ -158,9 +158,12 @@ Status ControllerService::DoValidate(const csipb::ValidateVolumeCapabilitiesRequ
       resp->set_message(params.status().message());
       return Status::Ok();
     }
-    if (params->replicas != v->record.replica_count() || params->fs_type != v->record.fs_type() ||
-        params->thin != v->record.thin()) {
-      resp->set_message("parameters differ from the volume's");
+    // The StorageClass parameters the volume was created with (verbatim in
+    // the record), not its replica count now: a ModifyVolume since changed it.
+    auto created = ParseVolumeParams(v->record.parameters());
+    if (!created.ok() || params->replicas != created->replicas ||
+        params->fs_type != v->record.fs_type() || params->thin != v->record.thin()) {
+      resp->set_message("parameters differ from the ones the volume was created with");
       return Status::Ok();
     }
   }

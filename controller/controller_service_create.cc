@@ -52,11 +52,16 @@ std::vector<Segments> ToSegments(
   return out;
 }
 
-// The parameters that decide what a volume is; the provisioner's own keys
-// (csi.storage.k8s.io/...) are not compared.
+// Whether a CreateVolume asking for `p` asks what the volume's own
+// CreateVolume asked (its parameters as recorded verbatim; the provisioner's
+// own keys, csi.storage.k8s.io/..., are not compared). Not the volume as it
+// is now: a ModifyVolume since changed its replica count or rebuild rate,
+// and the CO's retry of the original CreateVolume must stay idempotent.
 bool SameParams(const VolumeParams& p, const rec::VolumeRecord& r) {
-  return p.replicas == r.replica_count() && p.fs_type == r.fs_type() && p.thin == r.thin() &&
-         p.rebuild_rate_bytes_per_sec == r.rebuild_rate_bytes_per_sec();
+  auto asked = ParseCreateParams(r.parameters(), r.create_mutable_parameters());
+  if (!asked.ok()) return false;  // recorded only once parsed: never
+  return p.replicas == asked->replicas && p.fs_type == asked->fs_type && p.thin == asked->thin &&
+         p.rebuild_rate_bytes_per_sec == asked->rebuild_rate_bytes_per_sec;
 }
 
 bool IsPermanent(StatusCode code) {
@@ -83,10 +88,8 @@ Status ControllerService::DoCreateVolume(const csipb::CreateVolumeRequest& req,
     return Status::InvalidArgument(
         "volume_content_source: Tandem does not create volumes from snapshots or clones yet");
   }
-  TANDEM_ASSIGN_OR_RETURN(VolumeParams params, ParseVolumeParams(req.parameters()));
-  if (!req.mutable_parameters().empty()) {
-    TANDEM_ASSIGN_OR_RETURN(params, ParseMutableParams(req.mutable_parameters(), params));
-  }
+  TANDEM_ASSIGN_OR_RETURN(VolumeParams params,
+                          ParseCreateParams(req.parameters(), req.mutable_parameters()));
   int64_t required = req.capacity_range().required_bytes();
   int64_t limit = req.capacity_range().limit_bytes();
   TANDEM_ASSIGN_OR_RETURN(uint64_t size, VolumeSizeFor(required, limit));
@@ -105,7 +108,8 @@ Status ControllerService::DoCreateVolume(const csipb::CreateVolumeRequest& req,
       return Status::AlreadyExists("a volume named " + req.name() + " exists (" + r.volume_id() +
                                    ", " + std::to_string(r.size_bytes()) + " bytes, " +
                                    std::to_string(r.replica_count()) +
-                                   " replicas) and is incompatible with this request");
+                                   " replicas now) and was created with other parameters or "
+                                   "this size does not fit the request");
     }
     if (r.state() == rec::VolumeRecord::DELETING) {
       return Status::Aborted("volume " + r.volume_id() + " named " + req.name() +
@@ -156,6 +160,7 @@ Status ControllerService::DoCreateVolume(const csipb::CreateVolumeRequest& req,
   record.set_thin(params.thin);
   record.set_rebuild_rate_bytes_per_sec(params.rebuild_rate_bytes_per_sec);
   *record.mutable_parameters() = req.parameters();
+  *record.mutable_create_mutable_parameters() = req.mutable_parameters();
   for (const auto& node_id : chosen) {
     auto* r = record.add_replicas();
     r->set_replica_id(record.volume_id() + "-r" + std::to_string(record.next_replica_index()));

@@ -65,6 +65,13 @@ Result<VolumeParams> ParseVolumeParams(const ParamMap& params) {
   return p;
 }
 
+Result<VolumeParams> ParseCreateParams(const ParamMap& parameters,
+                                       const ParamMap& mutable_parameters) {
+  TANDEM_ASSIGN_OR_RETURN(VolumeParams p, ParseVolumeParams(parameters));
+  if (mutable_parameters.empty()) return p;
+  return ParseMutableParams(mutable_parameters, p);
+}
+
 Result<VolumeParams> ParseMutableParams(const ParamMap& params, const VolumeParams& current) {
   VolumeParams p = current;
   for (const auto& [key, value] : params) {

@@ -46,6 +46,11 @@ Result<VolumeParams> ParseVolumeParams(const ParamMap& params);
 // rebuildRate. Fields not given keep `current`'s values.
 Result<VolumeParams> ParseMutableParams(const ParamMap& params, const VolumeParams& current);
 
+// What a CreateVolume asks for: its `parameters`, then its
+// `mutable_parameters` (a VolumeAttributesClass at creation) over them.
+Result<VolumeParams> ParseCreateParams(const ParamMap& parameters,
+                                       const ParamMap& mutable_parameters);
+
 // The size of a volume for CreateVolumeRequest.capacity_range: required_bytes
 // rounded up to the block size (kDefaultVolumeBytes when neither bound is
 // set; the largest block multiple <= limit_bytes when only the limit is).
