@@ -5,8 +5,12 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <signal.h>
+
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <thread>
 #include <vector>
 
 #include "csi/publish_context.h"
@@ -145,6 +149,40 @@ TEST_F(AttachmentTest, FollowsAGrowOfAPublishedVolumeAtThePublishEpoch) {
   EXPECT_EQ(now->epoch, published->epoch);
   ASSERT_EQ(now->replicas.size(), 2u);
   EXPECT_EQ(now->replicas[0], published->replicas[0]);
+}
+
+// GetAttachment reads the record under the volume's in-flight guard and
+// builds its answer after letting it go: a replica's node not heard from
+// since the controller started makes it poll every engine (1.5 s for each
+// that does not answer), and a ModifyVolume of the same volume meanwhile is
+// not ABORTED.
+TEST_F(AttachmentTest, PollingTheEnginesDoesNotHoldTheVolumesGuard) {
+  const std::string id = CreateVolume("att-poll", 3);
+  Publish(id, "e0");
+  // A restarted controller has not heard from e1 and e2 (stopped).
+  cluster_.engines()[1].process->Signal(SIGSTOP);
+  cluster_.engines()[2].process->Signal(SIGSTOP);
+  ASSERT_TRUE(cluster_.StartController().ok());
+  ctl_ = cluster_.Controller();
+  reg_ = cluster_.Registration();
+  std::atomic<bool> answered{false};
+  std::thread get([&] {
+    v1::GetAttachmentResponse resp;
+    (void)Get(id, "e0", &resp);
+    answered = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // polling e1, e2 by now
+  csi::ControllerModifyVolumeRequest mod;
+  mod.set_volume_id(id);
+  (*mod.mutable_mutable_parameters())["rebuildRate"] = "8M";
+  csi::ControllerModifyVolumeResponse mresp;
+  grpc::Status st = ctl_->ControllerModifyVolume(Ctx().get(), mod, &mresp);
+  bool overlapped = !answered;
+  cluster_.engines()[1].process->Signal(SIGCONT);
+  cluster_.engines()[2].process->Signal(SIGCONT);
+  get.join();
+  EXPECT_TRUE(overlapped) << "GetAttachment answered before the ModifyVolume did";
+  EXPECT_TRUE(st.ok()) << st.error_code() << " " << st.error_message();
 }
 
 }  // namespace

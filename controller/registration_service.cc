@@ -92,6 +92,22 @@ Status CheckAttachedTo(const rec::VolumeRecord& record, const std::string& node_
 
 }  // namespace
 
+Result<rec::VolumeRecord> RegistrationService::AttachedRecord(const std::string& volume_id,
+                                                              const std::string& node_id) {
+  // The volume's in-flight guard while the record is read: never one half-way
+  // through a ModifyVolume or a replacement (they change the live target
+  // first and the record after); while one runs this is ABORTED and the node
+  // asks again.
+  TANDEM_ASSIGN_OR_RETURN(auto guard, inflight_->TryAcquire("vol:" + volume_id));
+  if (!store_->IsLeader()) {
+    return Status::Unavailable("this tandem-controller does not lead; retry against the leader");
+  }
+  TANDEM_ASSIGN_OR_RETURN(auto v, records_->GetVolume(volume_id));
+  if (!v) return Status::NotFound("volume " + volume_id + " does not exist");
+  TANDEM_RETURN_IF_ERROR(CheckAttachedTo(v->record, node_id));
+  return std::move(v->record);
+}
+
 grpc::Status RegistrationService::GetAttachment(grpc::ServerContext*,
                                                 const v1::GetAttachmentRequest* req,
                                                 v1::GetAttachmentResponse* resp) {
@@ -99,20 +115,13 @@ grpc::Status RegistrationService::GetAttachment(grpc::ServerContext*,
     Status st = csi::RequireField("volume_id", req->volume_id());
     if (st.ok()) st = csi::RequireField("node_id", req->node_id());
     if (!st.ok()) return rpc::ToGrpcStatus(st);
-    auto guard = inflight_->TryAcquire("vol:" + req->volume_id());
-    if (!guard.ok()) return rpc::ToGrpcStatus(guard.status());
-    if (!store_->IsLeader()) {
-      return rpc::ToGrpcStatus(
-          Status::Unavailable("this tandem-controller does not lead; retry against the leader"));
-    }
-    auto v = records_->GetVolume(req->volume_id());
-    if (!v.ok()) return rpc::ToGrpcStatus(v.status());
-    if (!*v) {
-      return rpc::ToGrpcStatus(Status::NotFound("volume " + req->volume_id() + " does not exist"));
-    }
-    const rec::VolumeRecord& record = (*v)->record;
-    if (st = CheckAttachedTo(record, req->node_id()); !st.ok()) return rpc::ToGrpcStatus(st);
-    auto ctx = AttachmentContext(record, nodes_);
+    auto record = AttachedRecord(req->volume_id(), req->node_id());
+    if (!record.ok()) return rpc::ToGrpcStatus(record.status());
+    // Built after the guard is let go: it may poll every engine (a node not
+    // heard from since this controller started), which must not keep a
+    // ModifyVolume or the reconciler off the volume meanwhile. The record is
+    // the one read under the guard, whole.
+    auto ctx = AttachmentContext(*record, nodes_);
     if (!ctx.ok()) return rpc::ToGrpcStatus(ctx.status());
     ctx->volume_secret.clear();  // the node has it from kubelet; never over this API
     for (auto& [k, val] : csi::EncodePublishContext(*ctx)) {

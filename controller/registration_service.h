@@ -14,9 +14,9 @@ namespace tandem::controller {
 class RegistrationService final : public ::tandem::controller::v1::Registration::Service {
  public:
   // `inflight`: the CSI service's per-volume guard set (GetAttachment takes
-  // the volume's key, so it never reads a record half-way through a
-  // ModifyVolume or a reconciler replacement that changed the live target
-  // first).
+  // the volume's key while it reads the record, so it never reads one
+  // half-way through a ModifyVolume or a reconciler replacement that changed
+  // the live target first; it builds the answer after letting it go).
   RegistrationService(NodeRegistry* nodes, store::MetadataStore* store, Records* records,
                       csi::InFlight* inflight);
 
@@ -28,6 +28,12 @@ class RegistrationService final : public ::tandem::controller::v1::Registration:
                              v1::GetAttachmentResponse* resp) override;
 
  private:
+  // The record of `volume_id`, read under its in-flight guard, if it is
+  // attached to `node_id` (GetAttachment's codes otherwise). The guard is
+  // let go on return.
+  Result<rec::VolumeRecord> AttachedRecord(const std::string& volume_id,
+                                           const std::string& node_id);
+
   NodeRegistry* const nodes_;
   store::MetadataStore* const store_;
   Records* const records_;
