@@ -62,6 +62,17 @@ TEST(VolumeParamsTest, MutableParamsAcceptOnlyReplicasAndRebuildRate) {
   EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
 }
 
+TEST(VolumeParamsTest, CreateParamsApplyTheMutableOnesOverTheStorageClass) {
+  auto p = ParseCreateParams(Params({{"replicas", "1"}, {"fsType", "xfs"}, {"rebuildRate", "2M"}}),
+                             Params({{"replicas", "2"}}));
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(p->replicas, 2u);
+  EXPECT_EQ(p->fs_type, "xfs");
+  EXPECT_EQ(p->rebuild_rate_bytes_per_sec, 2u << 20);
+  EXPECT_FALSE(ParseCreateParams({}, Params({{"fsType", "xfs"}})).ok()) << "fsType is not mutable";
+  EXPECT_FALSE(ParseCreateParams(Params({{"replicas", "9"}}), {}).ok());
+}
+
 TEST(VolumeParamsTest, SizeRoundsUpToTheBlockSize) {
   EXPECT_EQ(*VolumeSizeFor(1, 0), 4096u);
   EXPECT_EQ(*VolumeSizeFor(4096, 0), 4096u);
