@@ -448,6 +448,46 @@ TEST_P(EngineServiceLoopTest, CreateTargetWithNoReachableReplicaIsUnavailableAnd
   EXPECT_FALSE(Exists(tmp_ + "/nbd/vol-t.sock"));
 }
 
+// tandem-engine --target-threads=2: two volumes attached through the API run
+// on two loops (loop 0 the server's with --target-loop=server) and are
+// listed, answered idempotently and destroyed like any.
+TEST_P(EngineServiceLoopTest, TwoTargetsOnTwoLoopsAreServedThroughTheApi) {
+  TearDown();
+  target_threads_ = 2;
+  StartEngine("");
+  for (const char* vol : {"vol-a", "vol-b"}) {
+    ASSERT_TRUE(client_->CreateReplica(ReplicaRequest(vol), kTimeout).ok());
+    pb::CreateTargetRequest req;
+    req.set_volume_id(vol);
+    req.set_epoch(1);
+    pb::ReplicaEndpoint* e = req.add_replicas();
+    e->set_host("127.0.0.1");
+    e->set_port(replica_server_->port());
+    e->set_local(true);
+    Result<pb::Target> t = client_->CreateTarget(req, kTimeout);
+    ASSERT_TRUE(t.ok()) << vol << ": " << t.status().ToString();
+    EXPECT_EQ(t->state(), pb::TARGET_STATE_READY);
+    EXPECT_TRUE(Exists(t->nbd_socket()));
+    Result<pb::Target> again = client_->CreateTarget(req, kTimeout);
+    ASSERT_TRUE(again.ok()) << again.status().ToString();
+    EXPECT_EQ(again->nbd_socket(), t->nbd_socket());
+  }
+  auto a = targets_->Get("vol-a");
+  auto b = targets_->Get("vol-b");
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->loop_index, 0u);
+  EXPECT_EQ(b->loop_index, 1u);
+  Result<std::vector<pb::Target>> all = client_->ListTargets(kTimeout);
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].volume_id(), "vol-a");
+  EXPECT_EQ((*all)[1].volume_id(), "vol-b");
+  for (const char* vol : {"vol-b", "vol-a"}) {
+    ASSERT_TRUE(client_->DestroyTarget(vol, kTimeout).ok());
+    EXPECT_EQ(client_->GetTarget(vol, kTimeout).status().code(), StatusCode::kNotFound);
+  }
+}
+
 TEST_F(EngineServiceTest, GrpcServerServesOnAUnixSocket) {
   const std::string path = tmp_ + "/engine.sock";
   auto unix_server = GrpcServer::Start("unix:" + path, service_.get());

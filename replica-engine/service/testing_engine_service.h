@@ -104,7 +104,8 @@ class EngineServiceTest : public ::testing::Test {
         std::make_unique<server::ReplicaServer>(replicas_.get(), backend_.get(), opts);
     ASSERT_TRUE(replica_server_->Start().ok());
     targets_ = std::make_unique<attach::TargetManager>(
-        tmp_ + "/nbd", targets_on_server_loop_ ? replica_server_->loop() : nullptr);
+        tmp_ + "/nbd", targets_on_server_loop_ ? replica_server_->loop() : nullptr,
+        target_threads_);
     ASSERT_TRUE(targets_->Start().ok());
     EngineServiceOptions so;
     so.node_id = "node-a";
@@ -153,6 +154,8 @@ class EngineServiceTest : public ::testing::Test {
   // tandem-engine --target-loop=server: the targets run on the replica
   // server's loop (EngineServiceLoopTest runs its tests both ways).
   bool targets_on_server_loop_ = false;
+  // tandem-engine --target-threads: the loops of the targets.
+  size_t target_threads_ = 1;
   std::string tmp_;
   std::unique_ptr<backend::StorageBackend> backend_;
   std::unique_ptr<replica::ReplicaManager> replicas_;
