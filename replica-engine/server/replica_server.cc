@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <future>
 
 #include "common/clock.h"
@@ -49,6 +50,10 @@ ReplicaServer::ReplicaServer(replica::ReplicaManager* manager, backend::StorageB
       options_(std::move(options)),
       backend_handler_(std::make_unique<BackendHandler>(this)),
       pool_(options_.buffer_pool_bytes, protocol::kMaxIoSize) {
+  if (const char* v = std::getenv("TANDEM_DIRECT_RX_MIN_BYTES"); v != nullptr && *v != '\0') {
+    options_.direct_rx_min_bytes = static_cast<uint32_t>(
+        std::min<unsigned long long>(std::strtoull(v, nullptr, 10), UINT32_MAX));
+  }
   const uint32_t share = std::max<uint32_t>(1, options_.session_pool_share);
   session_quota_.resize(static_cast<size_t>(pool_.num_classes()));
   for (int c = 0; c < pool_.num_classes(); ++c) {

@@ -119,6 +119,14 @@ struct ServerOptions {
   // replica and record the write in the survivors' dirty maps). The retire
   // pass runs at most once per second.
   uint32_t activity_retire_delay_ms = 10000;
+  // A WRITE whose payload is at least this many bytes is received straight
+  // into its aligned buffer (no copy from the receive buffer); while such
+  // writes arrive the session reads each frame's header on its own, so one
+  // recv brings one payload and the next header (docs/performance.md,
+  // "WRITE payloads received in place"). Smaller ones are copied from the
+  // receive buffer, where one recv brings a batch of them. UINT32_MAX: never.
+  // The environment variable TANDEM_DIRECT_RX_MIN_BYTES overrides it (A/B).
+  uint32_t direct_rx_min_bytes = 16384;
 };
 
 struct ServerStats {
@@ -148,6 +156,15 @@ struct ServerStats {
   uint64_t session_quota_stalls = 0;
   uint64_t bytes_read = 0;
   uint64_t bytes_written = 0;
+  // Bytes read from the sessions' sockets, and of them the WRITE payload
+  // bytes copied from the receive buffer into an aligned buffer and those
+  // received straight into it (ServerOptions::direct_rx_min_bytes); the
+  // WRITEs that were received in place (part of their payload may have been
+  // copied: the bytes already in the receive buffer).
+  uint64_t bytes_received = 0;
+  uint64_t write_bytes_copied = 0;
+  uint64_t write_bytes_direct = 0;
+  uint64_t writes_received_direct = 0;
   // Writes that dirtied a clean region and waited for a dirty-map persist,
   // and the persists done for them (fewer when batched), of which failed.
   uint64_t writes_parked_for_dirty_map = 0;

@@ -80,16 +80,21 @@ void ReplicaSession::ReadMore() {
   // Edge-triggered: read until EAGAIN, or until the buffer is full of frames
   // we cannot start yet (stalled); Service() comes back here.
   while (!closing_) {
+    if (direct_ != nullptr) {
+      if (!ReadDirect()) return;
+      continue;
+    }
     if (rx_end_ == rx_cap_) {
       if (rx_begin_ == 0) return;  // full of unstarted frames: wait for Service()
       std::memmove(rx_.get(), rx_.get() + rx_begin_, rx_end_ - rx_begin_);
       rx_end_ -= rx_begin_;
       rx_begin_ = 0;
     }
-    ssize_t n = ::recv(fd_.get(), rx_.get() + rx_end_, rx_cap_ - rx_end_, 0);
+    ssize_t n = ::recv(fd_.get(), rx_.get() + rx_end_, RxWindow(), 0);
     if (n > 0) {
       rx_end_ += static_cast<size_t>(n);
       rx_activity_ = true;
+      server_->stats_.bytes_received += static_cast<uint64_t>(n);
       Parse();
       if (stalled_) return;
       continue;
@@ -105,9 +110,98 @@ void ReplicaSession::ReadMore() {
   }
 }
 
+size_t ReplicaSession::RxWindow() const {
+  const size_t room = rx_cap_ - rx_end_;
+  const size_t have = rx_end_ - rx_begin_;
+  if (!header_first_ || have >= protocol::kHeaderSize) return room;
+  return std::min(room, protocol::kHeaderSize - have);
+}
+
+bool ReplicaSession::ReadDirect() {
+  const uint32_t want = direct_hdr_.payload_length - direct_got_;
+  // The receive buffer is empty (StartDirect): it takes the next header only,
+  // so that a next large WRITE's payload can come in place too.
+  iovec iov[2];
+  iov[0].iov_base = static_cast<uint8_t*>(direct_->buf) + direct_got_;
+  iov[0].iov_len = want;
+  iov[1].iov_base = rx_.get();
+  iov[1].iov_len = protocol::kHeaderSize;
+  const ssize_t n = ::readv(fd_.get(), iov, 2);
+  if (n > 0) {
+    rx_activity_ = true;
+    server_->stats_.bytes_received += static_cast<uint64_t>(n);
+    const uint32_t in_place = static_cast<uint32_t>(std::min<size_t>(want, static_cast<size_t>(n)));
+    direct_got_ += in_place;
+    direct_bytes_ += in_place;
+    server_->stats_.write_bytes_direct += in_place;
+    rx_begin_ = 0;
+    rx_end_ = static_cast<size_t>(n) - in_place;
+    if (in_place < want) return true;
+    FinishDirect();
+    if (closing_) return false;
+    Parse();
+    return !stalled_;
+  }
+  if (n == 0) {
+    Close("connection closed by peer", false);
+    return false;
+  }
+  if (errno == EINTR) return true;
+  if (errno != EAGAIN && errno != EWOULDBLOCK) Close(std::strerror(errno), false);
+  return false;
+}
+
+bool ReplicaSession::StartDirect(const FrameHeader& h, const uint8_t* payload, size_t have) {
+  // Only a WRITE that would start now: after HELLO, on a port not superseded,
+  // passing the port's checks, with a slot and a buffer free. Anything else
+  // takes the receive buffer's path, which keeps the rules (backpressure
+  // included) as they are.
+  if (!hello_done_ || h.op() != Opcode::kWrite ||
+      h.payload_length < server_->options_.direct_rx_min_bytes || free_.empty() ||
+      port_.superseded()) {
+    return false;
+  }
+  Slot* s = AllocSlot(h);
+  if (port_.Check(s->req) != WireStatus::kOk || !CanTakeBuffer(h.length) ||
+      !TakeBuffer(s, h.length)) {
+    free_.PushFront(s);
+    return false;
+  }
+  s->req.buf = s->buf;
+  std::memcpy(s->buf, payload, have);  // what the last recv already brought
+  copied_bytes_ += have;
+  server_->stats_.write_bytes_copied += have;
+  ++server_->stats_.writes_received_direct;
+  direct_ = s;
+  direct_hdr_ = h;
+  direct_got_ = static_cast<uint32_t>(have);
+  rx_begin_ = rx_end_ = 0;
+  return true;
+}
+
+void ReplicaSession::FinishDirect() {
+  // CRC over the aligned buffer, before the backend sees it: a mismatch
+  // closes the session (Close frees the slot) and nothing is written.
+  if (!protocol::CheckPayload(direct_hdr_, direct_->buf)) {
+    Close("payload crc mismatch", true);
+    return;
+  }
+  Slot* s = direct_;
+  direct_ = nullptr;
+  // Checked again: the port may have been superseded while the payload came.
+  const WireStatus st = port_.Check(s->req);
+  if (st != WireStatus::kOk) {
+    ReleaseBuffer(s);
+    QueueReply(s, st);
+    return;
+  }
+  StartOnPort(s);
+}
+
 void ReplicaSession::Parse() {
   stalled_ = false;
-  while (!closing_ && !close_after_flush_ && rx_end_ - rx_begin_ >= protocol::kHeaderSize) {
+  while (direct_ == nullptr && !closing_ && !close_after_flush_ &&
+         rx_end_ - rx_begin_ >= protocol::kHeaderSize) {
     const uint8_t* p = rx_.get() + rx_begin_;
     FrameHeader h;
     protocol::DecodeResult r = protocol::DecodeHeader(p, &h);
@@ -126,7 +220,16 @@ void ReplicaSession::Parse() {
       Close("frame larger than a control frame before HELLO", true);
       return;
     }
-    if (rx_end_ - rx_begin_ < total) break;  // wait for the rest of the payload
+    header_first_ =
+        h.op() == Opcode::kWrite && h.payload_length >= server_->options_.direct_rx_min_bytes;
+    if (rx_end_ - rx_begin_ < total) {
+      // Wait for the rest of the payload: in its aligned buffer when it is
+      // worth it (the receive buffer is then empty), else here.
+      if (StartDirect(h, p + protocol::kHeaderSize, rx_end_ - rx_begin_ - protocol::kHeaderSize)) {
+        return;
+      }
+      break;
+    }
     const uint8_t* payload = p + protocol::kHeaderSize;
     if (!protocol::CheckPayload(h, payload)) {
       Close("payload crc mismatch", true);
@@ -164,6 +267,13 @@ ReplicaSession::Slot* ReplicaSession::AllocSlot(const FrameHeader& h) {
 void ReplicaSession::UseControlReply(Slot* s) {
   s->payload = reinterpret_cast<const uint8_t*>(s->req.control.data());
   s->payload_len = static_cast<uint32_t>(s->req.control.size());
+}
+
+bool ReplicaSession::CanTakeBuffer(uint32_t size) const {
+  const int c = server_->pool_.size_class(size);
+  return c >= 0 &&
+         held_[static_cast<size_t>(c)] < server_->session_quota_[static_cast<size_t>(c)] &&
+         server_->pool_.free_buffers(size) > 0;
 }
 
 bool ReplicaSession::TakeBuffer(Slot* s, uint32_t size) {
@@ -280,16 +390,25 @@ bool ReplicaSession::StartIo(Slot* s, const uint8_t* payload) {
   if (r.op == Opcode::kRead || r.op == Opcode::kWrite) {
     if (!TakeBuffer(s, r.length)) return false;
     r.buf = s->buf;
-    // The one copy: socket buffer -> aligned buffer.
-    if (r.op == Opcode::kWrite) std::memcpy(r.buf, payload, r.length);
+    if (r.op == Opcode::kWrite) {
+      // The payload came whole in the receive buffer: one copy into the
+      // aligned buffer.
+      std::memcpy(r.buf, payload, r.length);
+      copied_bytes_ += r.length;
+      server_->stats_.write_bytes_copied += r.length;
+    }
   }
-  const WireStatus st = port_.Start(&r);
+  StartOnPort(s);
+  return true;
+}
+
+void ReplicaSession::StartOnPort(Slot* s) {
+  const WireStatus st = port_.Start(&s->req);
   if (st != WireStatus::kOk) {
     // Refused after Check() passed (e.g. the replica refused a MARK_DIRTY).
     ReleaseBuffer(s);
     QueueReply(s, st);
   }
-  return true;
 }
 
 void ReplicaSession::OnPortDone(PortRequest* r) {
@@ -368,12 +487,22 @@ void ReplicaSession::Close(const char* reason, bool bad_input) {
   } else {
     TLOG_INFO(kTag, "%s: connection closed: %s", peer_.c_str(), reason);
   }
+  if (copied_bytes_ != 0 || direct_bytes_ != 0) {
+    TLOG_INFO(kTag, "%s: WRITE payload bytes received in place %llu, copied %llu", peer_.c_str(),
+              static_cast<unsigned long long>(direct_bytes_),
+              static_cast<unsigned long long>(copied_bytes_));
+  }
   ::shutdown(fd_.get(), SHUT_RDWR);
   server_->DetachSession(this);
   port_.Close();
   // Unsent replies are dropped; their slots go back now. Slots with backend I/O
   // in flight come back in OnIoDone.
   while (Slot* s = tx_.PopFront()) FreeSlot(s);
+  if (direct_ != nullptr) {  // a payload half received: never started
+    Slot* s = direct_;
+    direct_ = nullptr;
+    FreeSlot(s);
+  }
   if (inflight() == 0) server_->ScheduleDelete(this);
 }
 

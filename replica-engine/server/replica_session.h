@@ -8,9 +8,13 @@
 // fixed table of request slots (max_inflight). Every request takes a slot
 // from parsing until its reply has been written to the socket; the slot
 // carries the PortRequest (with its backend IoRequest) and the reply header inline, so nothing is
-// allocated per request. Copies: a WRITE payload is copied once from the
-// receive buffer into an aligned buffer (O_DIRECT); READ data is sent straight
-// from the aligned buffer it was read into.
+// allocated per request. Copies: a large WRITE's payload
+// (ServerOptions::direct_rx_min_bytes) is received from the socket straight
+// into its aligned buffer (O_DIRECT) once its header is parsed; while such
+// writes arrive, each frame's header is read on its own, so one recv brings
+// one payload and the next header. A small WRITE's payload is copied once from
+// the receive buffer, where one recv brings a batch of them. READ data is sent
+// straight from the aligned buffer it was read into.
 
 #include <sys/uio.h>
 
@@ -74,6 +78,24 @@ class ReplicaSession final : public EventLoop::Handler {
   using SlotQueue = IntrusiveQueue<Slot, &Slot::next>;
 
   void ReadMore();
+  // Bytes the next recv into the receive buffer may take: all of its room,
+  // or only the rest of the next header while large WRITEs arrive
+  // (header_first_).
+  size_t RxWindow() const;
+  // One readv while a WRITE payload is received in place: the rest of the
+  // payload into its aligned buffer and the next header into the receive
+  // buffer. False when ReadMore must return (EAGAIN, closed, stalled).
+  bool ReadDirect();
+  // Called by Parse for a WRITE header whose payload is not all in the
+  // receive buffer: when it is large enough and its slot, checks and buffer
+  // are there now, copies the part already received into the buffer and
+  // makes the socket fill the rest (direct_). False: it waits in the receive
+  // buffer as any frame (and stalls there if no slot or buffer is free).
+  bool StartDirect(const protocol::FrameHeader& h, const uint8_t* payload, size_t have);
+  // The payload received in place is complete: CRC (a mismatch closes the
+  // session; nothing was written), then the request's checks again (the port
+  // may have been superseded meanwhile) and its start.
+  void FinishDirect();
   // After HELLO: the receive buffer grows from one control frame to one
   // maximal frame (before HELLO nothing larger is accepted).
   void GrowRx();
@@ -90,6 +112,9 @@ class ReplicaSession final : public EventLoop::Handler {
   // Takes the slot's buffer (READ, WRITE: false when none is free), copies a
   // WRITE's payload into it and starts the request on the port.
   bool StartIo(Slot* slot, const uint8_t* payload);
+  // Starts the slot's request (buffer ready) on the port; a refusal is
+  // answered at once.
+  void StartOnPort(Slot* slot);
   // The port's completion: the reply is queued (or the slot freed when the
   // session is closing).
   static void OnPortDone(PortRequest* req);
@@ -101,6 +126,8 @@ class ReplicaSession final : public EventLoop::Handler {
   // Takes a pool buffer of `size` for the slot within this session's quota;
   // false (and the session stalls) when the quota or the pool is exhausted.
   bool TakeBuffer(Slot* slot, uint32_t size);
+  // Whether TakeBuffer(size) would succeed now (no stall recorded).
+  bool CanTakeBuffer(uint32_t size) const;
   // Returns the slot's buffer (if any) to the pool and lets this session, or
   // one starved by the pool, resume.
   void ReleaseBuffer(Slot* slot);
@@ -116,6 +143,20 @@ class ReplicaSession final : public EventLoop::Handler {
   size_t rx_cap_;
   size_t rx_begin_ = 0;
   size_t rx_end_ = 0;
+
+  // A WRITE whose payload is being received in place: its slot (buffer
+  // taken, counted in no queue), its header and the payload bytes in the
+  // buffer so far. While set, the receive buffer is empty.
+  Slot* direct_ = nullptr;
+  protocol::FrameHeader direct_hdr_;
+  uint32_t direct_got_ = 0;
+  // The last frame parsed was a WRITE of at least direct_rx_min_bytes: read
+  // the next header on its own, so that its payload can go in place too.
+  bool header_first_ = false;
+  // This session's WRITE payload bytes copied / received in place (logged
+  // when it closes).
+  uint64_t copied_bytes_ = 0;
+  uint64_t direct_bytes_ = 0;
 
   std::vector<Slot> slots_;
   SlotQueue free_;  // used as a stack
