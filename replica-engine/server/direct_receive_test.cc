@@ -227,6 +227,35 @@ TEST_F(DirectReceiveTest, BadCrcOnAPayloadReceivedInPlaceClosesAndWritesNothing)
   EXPECT_EQ(ReadBack(&reader, 0, 64 << 10), std::string(64 << 10, '\0'));
 }
 
+// A newer target takes the volume over while a payload is being received in
+// place: the write is answered STALE_EPOCH when it is complete and never
+// reaches the disk (the port's checks run again before it starts).
+TEST_F(DirectReceiveTest, FencedWhileAPayloadIsReceivedInPlace) {
+  StartServer();
+  RawPeer old_target;
+  Hello(&old_target);
+  const std::string frame = WriteFrame(5, 0, Pattern(64 << 10, 5));
+  SendAll(&old_target, frame.substr(0, protocol::kHeaderSize + 100));
+  WaitReceived();
+  ASSERT_EQ(server_->GetStats().writes_received_direct, 1u);
+
+  RawPeer new_target;
+  ASSERT_TRUE(new_target.Connect(port_));
+  ASSERT_TRUE(new_target.Send(HelloFrame("vol-1", kToken, 2)));
+  FrameHeader h;
+  std::string payload;
+  ASSERT_TRUE(new_target.ReadFrame(&h, &payload));
+  ASSERT_EQ(h.status, WireStatus::kOk);
+
+  SendAll(&old_target, frame.substr(protocol::kHeaderSize + 100));
+  ASSERT_TRUE(old_target.ReadFrame(&h, &payload));
+  EXPECT_EQ(h.request_id, 5u);
+  EXPECT_EQ(h.status, WireStatus::kStaleEpoch);
+  EXPECT_TRUE(old_target.WaitClosed(5000));
+  EXPECT_EQ(server_->GetStats().bytes_written, 0u);
+  EXPECT_EQ(ReadBack(&new_target, 0, 64 << 10), std::string(64 << 10, '\0'));
+}
+
 // A backend whose data writes the test holds on the "disk".
 class DirectReceiveGatedTest : public DirectReceiveTest {
  protected:
