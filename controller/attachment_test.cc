@@ -2,9 +2,6 @@
 // publish_context of a volume's attachment as the record says now, against
 // a real tandem-controller and three real engines.
 
-#include <grpcpp/grpcpp.h>
-#include <gtest/gtest.h>
-
 #include <signal.h>
 
 #include <algorithm>
@@ -13,52 +10,23 @@
 #include <thread>
 #include <vector>
 
+#include "controller/testing_cluster_fixture.h"
 #include "csi/publish_context.h"
-#include "tests/harness/local_cluster.h"
 
-namespace tandem::controller {
+namespace tandem::controller::cluster_testing {
 namespace {
 
-namespace csi = ::csi::v1;
-using testing::LocalCluster;
-
-std::unique_ptr<grpc::ClientContext> Ctx() {
-  auto ctx = std::make_unique<grpc::ClientContext>();
-  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-  return ctx;
-}
-
-class AttachmentTest : public ::testing::Test {
+class AttachmentTest : public ClusterTest {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(cluster_.StartEngines(3).ok());
-    ASSERT_TRUE(cluster_.StartController().ok());
-    ASSERT_TRUE(cluster_.RegisterEngines().ok());
-    ctl_ = cluster_.Controller();
+    ClusterTest::SetUp();
     reg_ = cluster_.Registration();
-  }
-  static csi::VolumeCapability Cap() {
-    csi::VolumeCapability cap;
-    cap.mutable_block();
-    cap.mutable_access_mode()->set_mode(csi::VolumeCapability::AccessMode::SINGLE_NODE_WRITER);
-    return cap;
-  }
-  std::string CreateVolume(const std::string& name, int replicas) {
-    csi::CreateVolumeRequest req;
-    req.set_name(name);
-    req.mutable_capacity_range()->set_required_bytes(8 << 20);
-    *req.add_volume_capabilities() = Cap();
-    (*req.mutable_parameters())["replicas"] = std::to_string(replicas);
-    csi::CreateVolumeResponse resp;
-    grpc::Status st = ctl_->CreateVolume(Ctx().get(), req, &resp);
-    EXPECT_TRUE(st.ok()) << st.error_message();
-    return resp.volume().volume_id();
   }
   csi::ControllerPublishVolumeResponse Publish(const std::string& id, const std::string& node) {
     csi::ControllerPublishVolumeRequest req;
     req.set_volume_id(id);
     req.set_node_id(node);
-    *req.mutable_volume_capability() = Cap();
+    *req.mutable_volume_capability() = BlockCap();
     csi::ControllerPublishVolumeResponse resp;
     grpc::Status st = ctl_->ControllerPublishVolume(Ctx().get(), req, &resp);
     EXPECT_TRUE(st.ok()) << st.error_message();
@@ -71,8 +39,6 @@ class AttachmentTest : public ::testing::Test {
     return reg_->GetAttachment(Ctx().get(), req, r);
   }
 
-  LocalCluster cluster_;
-  std::unique_ptr<csi::Controller::Stub> ctl_;
   std::unique_ptr<v1::Registration::Stub> reg_;
 };
 
@@ -135,11 +101,7 @@ TEST_F(AttachmentTest, FollowsAGrowOfAPublishedVolumeAtThePublishEpoch) {
   auto published = ::tandem::csi::DecodePublishContext(Publish(id, "e0").publish_context());
   ASSERT_TRUE(published.ok());
   ASSERT_EQ(published->replicas.size(), 1u);
-  csi::ControllerModifyVolumeRequest mod;
-  mod.set_volume_id(id);
-  (*mod.mutable_mutable_parameters())["replicas"] = "2";
-  csi::ControllerModifyVolumeResponse mresp;
-  grpc::Status st = ctl_->ControllerModifyVolume(Ctx().get(), mod, &mresp);
+  grpc::Status st = SetReplicas(ctl_.get(), id, 2);
   ASSERT_TRUE(st.ok()) << st.error_message();
   v1::GetAttachmentResponse resp;
   st = Get(id, "e0", &resp);
@@ -186,4 +148,4 @@ TEST_F(AttachmentTest, PollingTheEnginesDoesNotHoldTheVolumesGuard) {
 }
 
 }  // namespace
-}  // namespace tandem::controller
+}  // namespace tandem::controller::cluster_testing

@@ -4,44 +4,20 @@
 // confirms the StorageClass's parameters (docs/controller.md). A real
 // tandem-controller (SQLite) and three real engines.
 
-#include <grpcpp/grpcpp.h>
-#include <gtest/gtest.h>
+#include "controller/testing_cluster_fixture.h"
 
-#include "tests/harness/local_cluster.h"
-
-namespace tandem::controller {
+namespace tandem::controller::cluster_testing {
 namespace {
 
-namespace csi = ::csi::v1;
-using testing::LocalCluster;
-
-std::unique_ptr<grpc::ClientContext> Ctx() {
-  auto ctx = std::make_unique<grpc::ClientContext>();
-  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-  return ctx;
-}
-
-class CreatedParamsTest : public ::testing::Test {
+class CreatedParamsTest : public ClusterTest {
  protected:
-  void SetUp() override {
-    ASSERT_TRUE(cluster_.StartEngines(3).ok());
-    ASSERT_TRUE(cluster_.StartController().ok());
-    ASSERT_TRUE(cluster_.RegisterEngines().ok());
-    ctl_ = cluster_.Controller();
-  }
-  static csi::VolumeCapability Cap() {
-    csi::VolumeCapability cap;
-    cap.mutable_block();
-    cap.mutable_access_mode()->set_mode(csi::VolumeCapability::AccessMode::SINGLE_NODE_WRITER);
-    return cap;
-  }
   // The StorageClass asks for one replica at 2M/s; the VolumeAttributesClass
   // given at creation (mutable_parameters) for two.
   static csi::CreateVolumeRequest Request() {
     csi::CreateVolumeRequest req;
     req.set_name("created-params");
     req.mutable_capacity_range()->set_required_bytes(8 << 20);
-    *req.add_volume_capabilities() = Cap();
+    *req.add_volume_capabilities() = BlockCap();
     (*req.mutable_parameters())["replicas"] = "1";
     (*req.mutable_parameters())["rebuildRate"] = "2M";
     (*req.mutable_mutable_parameters())["replicas"] = "2";
@@ -54,7 +30,7 @@ class CreatedParamsTest : public ::testing::Test {
                  std::string* message) {
     csi::ValidateVolumeCapabilitiesRequest req;
     req.set_volume_id(id);
-    *req.add_volume_capabilities() = Cap();
+    *req.add_volume_capabilities() = BlockCap();
     for (const auto& [k, v] : params) (*req.mutable_parameters())[k] = v;
     csi::ValidateVolumeCapabilitiesResponse resp;
     grpc::Status st = ctl_->ValidateVolumeCapabilities(Ctx().get(), req, &resp);
@@ -62,9 +38,6 @@ class CreatedParamsTest : public ::testing::Test {
     *message = resp.message();
     return resp.has_confirmed();
   }
-
-  LocalCluster cluster_;
-  std::unique_ptr<csi::Controller::Stub> ctl_;
 };
 
 TEST_F(CreatedParamsTest, ARetriedCreateVolumeStaysIdempotentAfterAModifyVolume) {
@@ -102,4 +75,4 @@ TEST_F(CreatedParamsTest, ARetriedCreateVolumeStaysIdempotentAfterAModifyVolume)
 }
 
 }  // namespace
-}  // namespace tandem::controller
+}  // namespace tandem::controller::cluster_testing

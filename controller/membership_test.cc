@@ -26,94 +26,27 @@
 #include <thread>
 #include <vector>
 
-#include <grpcpp/grpcpp.h>
-#include <gtest/gtest.h>
-
-#include "csi/publish_context.h"
-#include "replica-engine/api/engine_client.h"
+#include "controller/testing_fuse_target.h"
 #include "replica-engine/proto/membership.grpc.pb.h"
-#include "tests/harness/local_cluster.h"
 
-namespace tandem::controller {
+namespace tandem::controller::cluster_testing {
 namespace {
 
-namespace csi = ::csi::v1;
-using testing::LocalCluster;
-
 constexpr uint64_t kSize = 16 << 20;
-constexpr size_t kBlock = 64 << 10;
 
-std::unique_ptr<grpc::ClientContext> Ctx(int seconds = 30) {
-  auto ctx = std::make_unique<grpc::ClientContext>();
-  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
-  return ctx;
-}
-
-class MembershipTest : public ::testing::Test {
+class MembershipTest : public FuseTargetTest {
  protected:
+  MembershipTest() : FuseTargetTest(kSize) {}
+
   void SetUp() override {
-    if (geteuid() != 0 || access("/dev/fuse", R_OK | W_OK) != 0) {
-      GTEST_SKIP() << "needs root and /dev/fuse (FUSE file export)";
-    }
-    ASSERT_TRUE(cluster_.StartEngines(3).ok());
-    ASSERT_TRUE(cluster_.StartController().ok());
-    ASSERT_TRUE(cluster_.RegisterEngines().ok());
-    ctl_ = cluster_.Controller();
+    FuseTargetTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     membership_ = ::tandem::controller::v1::Membership::NewStub(grpc::CreateChannel(
         "unix:" + cluster_.root() + "/csi.sock", grpc::InsecureChannelCredentials()));
   }
 
-  std::string CreateVolume(const std::string& name, const std::string& replicas = "3") {
-    csi::CreateVolumeRequest req;
-    req.set_name(name);
-    req.mutable_capacity_range()->set_required_bytes(kSize);
-    *req.add_volume_capabilities() = Cap();
-    (*req.mutable_parameters())["replicas"] = replicas;
-    csi::CreateVolumeResponse resp;
-    grpc::Status st = ctl_->CreateVolume(Ctx().get(), req, &resp);
-    EXPECT_TRUE(st.ok()) << st.error_message();
-    return resp.volume().volume_id();
-  }
-  static csi::VolumeCapability Cap() {
-    csi::VolumeCapability cap;
-    cap.mutable_block();
-    cap.mutable_access_mode()->set_mode(csi::VolumeCapability::AccessMode::SINGLE_NODE_WRITER);
-    return cap;
-  }
-  Result<::tandem::csi::PublishContext> Publish(const std::string& id, int node) {
-    csi::ControllerPublishVolumeRequest req;
-    req.set_volume_id(id);
-    req.set_node_id("e" + std::to_string(node));
-    *req.mutable_volume_capability() = Cap();
-    csi::ControllerPublishVolumeResponse resp;
-    grpc::Status st = ctl_->ControllerPublishVolume(Ctx().get(), req, &resp);
-    if (!st.ok()) return Status(static_cast<StatusCode>(st.error_code()), st.error_message());
-    return ::tandem::csi::DecodePublishContext(resp.publish_context());
-  }
-  grpc::Status Unpublish(const std::string& id, int node) {
-    csi::ControllerUnpublishVolumeRequest req;
-    req.set_volume_id(id);
-    req.set_node_id("e" + std::to_string(node));
-    csi::ControllerUnpublishVolumeResponse resp;
-    return ctl_->ControllerUnpublishVolume(Ctx().get(), req, &resp);
-  }
-  // What tandem-node does at NodeStage: the target from publish_context,
-  // exported as a FUSE file.
-  Result<engine::v1::Target> CreateTarget(const std::string& id, int node,
-                                          const ::tandem::csi::PublishContext& ctx) {
-    engine::v1::CreateTargetRequest treq =
-        testing::TargetRequestFor(id, ctx, cluster_.engines()[node].data_address());
-    treq.set_reconnect_interval_ms(200);
-    treq.set_request_timeout_ms(2000);
-    treq.set_export_kind(engine::v1::EXPORT_KIND_FUSE_FILE);
-    return Engine(node).CreateTarget(treq, std::chrono::seconds(30));
-  }
-  api::EngineClient Engine(int node) {
-    return api::EngineClient(cluster_.engines()[node].grpc_address(), "");
-  }
   // The replica id on engine `node`'s data address, from publish_context.
-  static std::string ReplicaIdAt(const ::tandem::csi::PublishContext& ctx,
-                                 const std::string& address) {
+  static std::string ReplicaIdAt(const PublishContext& ctx, const std::string& address) {
     for (const auto& r : ctx.replicas) {
       if (r.address == address) return r.replica_id;
     }
@@ -136,15 +69,6 @@ class MembershipTest : public ::testing::Test {
                   : membership_->GrowInSync(Ctx().get(), req, &resp);
   }
 
-  static void Fill(std::vector<char>* buf, uint64_t block, uint32_t round) {
-    for (size_t i = 0; i < buf->size(); i += 8) {
-      uint64_t v = (block << 32) ^ round ^ (i * 0x9E3779B97F4A7C15ull);
-      std::memcpy(buf->data() + i, &v, 8);
-    }
-  }
-
-  LocalCluster cluster_;
-  std::unique_ptr<csi::Controller::Stub> ctl_;
   std::unique_ptr<::tandem::controller::v1::Membership::Stub> membership_;
 };
 
@@ -153,7 +77,7 @@ TEST_F(MembershipTest, ShrinkIsRecordedAndAStaleReplicaAloneIsNotServed) {
   auto ctx = Publish(id, 0);
   ASSERT_TRUE(ctx.ok()) << ctx.status().ToString();
   EXPECT_EQ(ctx->in_sync_generation_id, 0u);
-  auto target = CreateTarget(id, 0, *ctx);
+  auto target = Attach(id, 0, *ctx);
   ASSERT_TRUE(target.ok()) << target.status().ToString();
   const std::string file = target->export_path();
   const std::string r0 = ReplicaIdAt(*ctx, cluster_.engines()[0].data_address());
@@ -202,7 +126,7 @@ TEST_F(MembershipTest, ShrinkIsRecordedAndAStaleReplicaAloneIsNotServed) {
   ASSERT_TRUE(cluster_.StartEngine(&cluster_.engines()[2]).ok());
   grpc::Status un;
   ASSERT_TRUE(
-      testing::WaitFor([&] { return (un = Unpublish(id, 0)).ok(); }, std::chrono::seconds(30)))
+      testing::WaitFor([&] { return (un = UnpublishOnce(id, 0)).ok(); }, std::chrono::seconds(30)))
       << un.error_message();
 
   // Only the stale replicas reachable: the next publish hands over the
@@ -212,7 +136,7 @@ TEST_F(MembershipTest, ShrinkIsRecordedAndAStaleReplicaAloneIsNotServed) {
   ASSERT_TRUE(ctx1.ok()) << ctx1.status().ToString();
   EXPECT_NE(ctx1->in_sync_generation_id, 0u);
   EXPECT_EQ(ctx1->in_sync_replica_ids, std::vector<std::string>{r0});
-  auto stale = CreateTarget(id, 1, *ctx1);
+  auto stale = Attach(id, 1, *ctx1);
   ASSERT_FALSE(stale.ok());
   EXPECT_EQ(stale.status().code(), StatusCode::kUnavailable) << stale.status().ToString();
   EXPECT_NE(stale.status().message().find("generation id"), std::string::npos)
@@ -226,12 +150,12 @@ TEST_F(MembershipTest, ShrinkIsRecordedAndAStaleReplicaAloneIsNotServed) {
   // (Retried as the CO does: the controller's channels to the restarted
   // engines may still be in gRPC's reconnect backoff.)
   ASSERT_TRUE(
-      testing::WaitFor([&] { return (un = Unpublish(id, 1)).ok(); }, std::chrono::seconds(60)))
+      testing::WaitFor([&] { return (un = UnpublishOnce(id, 1)).ok(); }, std::chrono::seconds(60)))
       << un.error_message();
   ctx1 = Publish(id, 1);
   ASSERT_TRUE(ctx1.ok()) << ctx1.status().ToString();
   EXPECT_EQ(ctx1->in_sync_replica_ids, std::vector<std::string>{r0});
-  target = CreateTarget(id, 1, *ctx1);
+  target = Attach(id, 1, *ctx1);
   ASSERT_TRUE(target.ok()) << target.status().ToString();
   fd = open(target->export_path().c_str(), O_RDONLY);
   ASSERT_GE(fd, 0);
@@ -241,7 +165,6 @@ TEST_F(MembershipTest, ShrinkIsRecordedAndAStaleReplicaAloneIsNotServed) {
     ASSERT_EQ(pread(fd, buf.data(), kBlock, static_cast<off_t>(b * kBlock)),
               static_cast<ssize_t>(kBlock));
     Fill(&want, b, acked[b]);
-    if (acked[b] == 0) std::fill(want.begin(), want.end(), 0);
     bad += std::memcmp(buf.data(), want.data(), kBlock) != 0;
   }
   close(fd);
@@ -254,12 +177,12 @@ TEST_F(MembershipTest, ShrinkIsRecordedAndAStaleReplicaAloneIsNotServed) {
       std::chrono::seconds(60));
   ASSERT_TRUE(ready) << "the stale replicas were not rebuilt (run dir " << cluster_.root() << ")";
   ASSERT_TRUE(Engine(1).DestroyTarget(id, std::chrono::seconds(30)).ok());
-  ASSERT_TRUE(Unpublish(id, 1).ok());
+  ASSERT_TRUE(UnpublishOnce(id, 1).ok());
   auto ctx2 = Publish(id, 2);
   ASSERT_TRUE(ctx2.ok());
   EXPECT_EQ(ctx2->in_sync_generation_id, 0u) << "the rejoin did not clear the record";
   EXPECT_TRUE(ctx2->in_sync_replica_ids.empty());
-  EXPECT_TRUE(Unpublish(id, 2).ok());
+  EXPECT_TRUE(UnpublishOnce(id, 2).ok());
 }
 
 TEST_F(MembershipTest, ServiceRefusesStaleEpochsAndOlderGenerationsAndRepeatsAreOk) {
@@ -283,18 +206,18 @@ TEST_F(MembershipTest, ServiceRefusesStaleEpochsAndOlderGenerationsAndRepeatsAre
   EXPECT_EQ(call(true, e, 6, 0xAD, {"nobody"}).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(call(true, e, 6, 0, {}).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   // The record travels with the next publish; an unpublished volume refuses.
-  ASSERT_TRUE(Unpublish(id, 0).ok());
+  ASSERT_TRUE(UnpublishOnce(id, 0).ok());
   EXPECT_EQ(call(false, e, 7, 0, {}).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   auto next = Publish(id, 1);
   ASSERT_TRUE(next.ok());
   EXPECT_EQ(next->in_sync_generation_id, 0xABu);
   EXPECT_EQ(next->in_sync_replica_ids, (std::vector<std::string>{r0, r1}));
   EXPECT_EQ(call(false, next->epoch, 1, 0, {}).error_code(), grpc::StatusCode::OK);  // cleared
-  ASSERT_TRUE(Unpublish(id, 1).ok());
+  ASSERT_TRUE(UnpublishOnce(id, 1).ok());
   next = Publish(id, 1);
   ASSERT_TRUE(next.ok());
   EXPECT_EQ(next->in_sync_generation_id, 0u);
-  ASSERT_TRUE(Unpublish(id, 1).ok());
+  ASSERT_TRUE(UnpublishOnce(id, 1).ok());
 }
 
 // Issue 17: a target's call whose deadline expired may still reach the
@@ -323,12 +246,12 @@ TEST_F(MembershipTest, ServiceOrdersNumberedCallsBySeqAndRefusesALateOlderOne) {
   // The grow (seq 4) arrives again after the clear that replaced it.
   EXPECT_EQ(call(false, 4, 5, 0xAC, {r0, r1}).error_code(), grpc::StatusCode::ABORTED);
   EXPECT_EQ(call(true, 3, 5, 0xAC, {r0}).error_code(), grpc::StatusCode::ABORTED);
-  ASSERT_TRUE(Unpublish(id, 0).ok());
+  ASSERT_TRUE(UnpublishOnce(id, 0).ok());
   auto next = Publish(id, 1);
   ASSERT_TRUE(next.ok());
   EXPECT_EQ(next->in_sync_generation_id, 0u) << "a late grow undid the clear";
   EXPECT_TRUE(next->in_sync_replica_ids.empty());
-  ASSERT_TRUE(Unpublish(id, 1).ok());
+  ASSERT_TRUE(UnpublishOnce(id, 1).ok());
 }
 
 // Issue 17: an unpublish's fence must stop the old target, whose majority
@@ -337,15 +260,11 @@ TEST_F(MembershipTest, ServiceOrdersNumberedCallsBySeqAndRefusesALateOlderOne) {
 // with the original replica's engine down, fencing the two new ones does not
 // stop a target writing the original alone, so the unpublish is UNAVAILABLE.
 TEST_F(MembershipTest, UnpublishDoesNotCountNeverRebuiltReplicasAsFenced) {
-  const std::string id = CreateVolume("joining", "1");
+  const std::string id = CreateVolume("joining", 1);
   auto ctx = Publish(id, 0);
   ASSERT_TRUE(ctx.ok());
   ASSERT_EQ(ctx->replicas.size(), 1u);
-  csi::ControllerModifyVolumeRequest mod;
-  mod.set_volume_id(id);
-  (*mod.mutable_mutable_parameters())["replicas"] = "3";
-  csi::ControllerModifyVolumeResponse mresp;
-  grpc::Status st = ctl_->ControllerModifyVolume(Ctx().get(), mod, &mresp);
+  grpc::Status st = SetReplicas(ctl_.get(), id, 3);
   ASSERT_TRUE(st.ok()) << st.error_message();
   int original = -1;
   for (int i = 0; i < 3; ++i) {
@@ -353,7 +272,7 @@ TEST_F(MembershipTest, UnpublishDoesNotCountNeverRebuiltReplicasAsFenced) {
   }
   ASSERT_GE(original, 0);
   cluster_.engines()[original].process->Kill();
-  st = Unpublish(id, 0);
+  st = UnpublishOnce(id, 0);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE)
       << "fenced two never-rebuilt replicas and took it for a majority: " << st.error_message();
   EXPECT_NE(st.error_message().find("never rebuilt"), std::string::npos) << st.error_message();
@@ -364,7 +283,7 @@ TEST_F(MembershipTest, UnpublishDoesNotCountNeverRebuiltReplicasAsFenced) {
 // to the live target but not recorded) when the record changed under it:
 // it re-reads it and records the new replicas.
 TEST_F(MembershipTest, ModifyVolumeGrowRecordsItsReplicasWhileTheAuthorityWrites) {
-  const std::string id = CreateVolume("grow-race", "1");
+  const std::string id = CreateVolume("grow-race", 1);
   auto ctx = Publish(id, 0);
   ASSERT_TRUE(ctx.ok());
   std::atomic<bool> stop{false};
@@ -377,20 +296,16 @@ TEST_F(MembershipTest, ModifyVolumeGrowRecordsItsReplicasWhileTheAuthorityWrites
     }
   });
   while (recorded < 3) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  csi::ControllerModifyVolumeRequest mod;
-  mod.set_volume_id(id);
-  (*mod.mutable_mutable_parameters())["replicas"] = "3";
-  csi::ControllerModifyVolumeResponse mresp;
-  grpc::Status st = ctl_->ControllerModifyVolume(Ctx().get(), mod, &mresp);
+  grpc::Status st = SetReplicas(ctl_.get(), id, 3);
   stop = true;
   writer.join();
   EXPECT_TRUE(st.ok()) << st.error_message();
-  ASSERT_TRUE(Unpublish(id, 0).ok());
+  ASSERT_TRUE(UnpublishOnce(id, 0).ok());
   auto next = Publish(id, 1);
   ASSERT_TRUE(next.ok());
   EXPECT_EQ(next->replicas.size(), 3u);
-  EXPECT_TRUE(Unpublish(id, 1).ok());
+  EXPECT_TRUE(UnpublishOnce(id, 1).ok());
 }
 
 }  // namespace
-}  // namespace tandem::controller
+}  // namespace tandem::controller::cluster_testing

@@ -5,34 +5,20 @@
 // the live target (which rebuilds it online until HEALTHY), and deletes the
 // retired replica once its node answers.
 
-#include <grpcpp/grpcpp.h>
-#include <gtest/gtest.h>
-
 #include <thread>
 
+#include "controller/testing_cluster_fixture.h"
 #include "csi/publish_context.h"
-#include "replica-engine/api/engine_client.h"
-#include "tests/harness/local_cluster.h"
 
-namespace tandem::controller {
+namespace tandem::controller::cluster_testing {
 namespace {
 
-namespace csi = ::csi::v1;
-using testing::LocalCluster;
-
-std::unique_ptr<grpc::ClientContext> Ctx() {
-  auto ctx = std::make_unique<grpc::ClientContext>();
-  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-  return ctx;
-}
-
-class ReconcilerTest : public ::testing::Test {
+class ReconcilerTest : public ClusterTest {
  protected:
+  // Four engines (e3 the spare) and a reconciler that replaces a replica
+  // unhealthy for 1.5 s.
   void SetUp() override {
-    ASSERT_TRUE(cluster_.StartEngines(4).ok());
-    ASSERT_TRUE(
-        cluster_.StartController({"--reconcile-interval-ms=300", "--replace-after-ms=1500"}).ok());
-    ASSERT_TRUE(cluster_.RegisterEngines().ok());
+    StartCluster(4, {"--reconcile-interval-ms=300", "--replace-after-ms=1500"});
   }
 
   // A 3-replica 16 MiB volume (on e0..e2: e3 is the spare), published on e0
@@ -42,9 +28,7 @@ class ReconcilerTest : public ::testing::Test {
     csi::CreateVolumeRequest creq;
     creq.set_name(name);
     creq.mutable_capacity_range()->set_required_bytes(16 << 20);
-    auto* cap = creq.add_volume_capabilities();
-    cap->mutable_block();
-    cap->mutable_access_mode()->set_mode(csi::VolumeCapability::AccessMode::SINGLE_NODE_WRITER);
+    *creq.add_volume_capabilities() = BlockCap();
     csi::CreateVolumeResponse created;
     ASSERT_TRUE(ctl->CreateVolume(Ctx().get(), creq, &created).ok());
     *id = created.volume().volume_id();
@@ -52,7 +36,7 @@ class ReconcilerTest : public ::testing::Test {
     csi::ControllerPublishVolumeRequest preq;
     preq.set_volume_id(*id);
     preq.set_node_id("e0");
-    *preq.mutable_volume_capability() = *cap;
+    *preq.mutable_volume_capability() = BlockCap();
     csi::ControllerPublishVolumeResponse pub;
     ASSERT_TRUE(ctl->ControllerPublishVolume(Ctx().get(), preq, &pub).ok());
     auto ctx = ::tandem::csi::DecodePublishContext(pub.publish_context());
@@ -86,16 +70,9 @@ class ReconcilerTest : public ::testing::Test {
     EXPECT_TRUE(healed) << "target replicas: " << last << " (run dir " << cluster_.root() << ")";
   }
 
-  api::EngineClient Engine(int e) {
-    return api::EngineClient(cluster_.engines()[e].grpc_address(), "");
-  }
-
+  // Through a new stub: a test may have restarted the controller.
   grpc::Status SetReplicas(const std::string& id, int n) {
-    csi::ControllerModifyVolumeRequest mod;
-    mod.set_volume_id(id);
-    (*mod.mutable_mutable_parameters())["replicas"] = std::to_string(n);
-    csi::ControllerModifyVolumeResponse resp;
-    return cluster_.Controller()->ControllerModifyVolume(Ctx().get(), mod, &resp);
+    return cluster_testing::SetReplicas(cluster_.Controller().get(), id, n);
   }
 
   // The live target on e0: each replica's address and state.
@@ -135,8 +112,6 @@ class ReconcilerTest : public ::testing::Test {
         },
         std::chrono::seconds(60));
   }
-
-  LocalCluster cluster_;
 };
 
 TEST_F(ReconcilerTest, ReplicaOnADeadNodeIsReplacedOnASpareAndRebuiltOnline) {
@@ -222,4 +197,4 @@ TEST_F(ReconcilerTest, AShrinksVictimIsNotAddedBack) {
 }
 
 }  // namespace
-}  // namespace tandem::controller
+}  // namespace tandem::controller::cluster_testing

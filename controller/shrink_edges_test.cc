@@ -5,13 +5,10 @@
 
 #include "controller/testing_shrink_fixture.h"
 
-namespace tandem::controller {
+namespace tandem::controller::cluster_testing {
 namespace {
 
-namespace csi = ::csi::v1;
-using namespace shrink_testing;  // NOLINT(google-build-using-namespace): the fixture's helpers
-
-class ShrinkEdgeTest : public ShrinkFixture {};
+using ShrinkEdgeTest = ShrinkFixture;
 
 // The live target recorded a shrink (ShrinkInSync, reproduced through the
 // Membership API for a generation id no replica holds) and has not started
@@ -23,61 +20,49 @@ class ShrinkEdgeTest : public ShrinkFixture {};
 TEST_F(ShrinkEdgeTest, ALowerCountWaitsForTheTargetsRecordedShrinkToSettle) {
   Served v;
   ASSERT_NO_FATAL_FAILURE(ServeOnE0("settle-first", &v));
-  const std::string& id = v.id;
-  const PublishContext& ctx = v.ctx;
-  auto live = Engine(0).GetTarget(id, std::chrono::seconds(5));
+  auto live = Engine(0).GetTarget(v.id, std::chrono::seconds(5));
   ASSERT_TRUE(live.ok());
   const uint64_t never_set = std::random_device{}() | 1ull << 40;
-  grpc::Status st = RecordShrinkNeverStarted(
-      id, ctx.epoch, *live, never_set, {ctx.replicas[0].replica_id, ctx.replicas[1].replica_id});
+  grpc::Status st =
+      RecordShrinkNeverStarted(v.id, v.ctx.epoch, *live, never_set,
+                               {v.ctx.replicas[0].replica_id, v.ctx.replicas[1].replica_id});
   ASSERT_TRUE(st.ok()) << st.error_message();
 
-  st = SetReplicas(id, 2);
+  st = SetReplicas(v.id, 2);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE) << st.error_message();
   EXPECT_NE(st.error_message().find("recorded shrink"), std::string::npos) << st.error_message();
-  live = Engine(0).GetTarget(id, std::chrono::seconds(5));
+  live = Engine(0).GetTarget(v.id, std::chrono::seconds(5));
   ASSERT_TRUE(live.ok());
   EXPECT_EQ(live->replicas_size(), 3) << "the live target was not changed";
-  EXPECT_EQ(Holders(id).size(), 3u);
+  EXPECT_EQ(Holders(v.id).size(), 3u);
 
   // The target dies before starting that generation.
   close(v.fd);
-  ASSERT_TRUE(Engine(0).DestroyTarget(id, std::chrono::seconds(30)).ok());
-  ASSERT_TRUE(Unpublish(id, 0));
-  auto next = Publish(id, 1);
+  ASSERT_TRUE(Engine(0).DestroyTarget(v.id, std::chrono::seconds(30)).ok());
+  ASSERT_TRUE(Unpublish(v.id, 0));
+  auto next = Publish(v.id, 1);
   ASSERT_TRUE(next.ok()) << next.status().ToString();
   EXPECT_EQ(next->in_sync_generation_id, 0u) << "back to the record before the shrink";
-  ASSERT_TRUE(Unpublish(id, 1));
+  ASSERT_TRUE(Unpublish(v.id, 1));
 
-  ASSERT_TRUE(
-      testing::WaitFor([&] { return (st = SetReplicas(id, 2)).ok(); }, std::chrono::seconds(30)))
-      << st.error_message();
-  EXPECT_EQ(Holders(id).size(), 2u);
-  EXPECT_EQ(BadBlocks(id, 1, v.acked), 0);
+  st = SetReplicasRetried(v.id, 2);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(Holders(v.id).size(), 2u);
+  EXPECT_EQ(BadBlocks(v.id, 1, v.acked), 0);
 }
 
 // A victim whose engine was down stays retired on its node; a grow that
 // places a replica there again deletes it first instead of failing
 // ALREADY_EXISTS until the reconciler (kept out here) would have.
 TEST_F(ShrinkEdgeTest, AGrowOntoANodeHoldingARetiredReplicaReplacesIt) {
-  ASSERT_TRUE(cluster_.StartController({"--reconcile-interval-ms=600000"}).ok());
-  ctl_ = cluster_.Controller();
   Served v;
-  ASSERT_NO_FATAL_FAILURE(ServeOnE0("grow-over-retired", &v));
+  ASSERT_NO_FATAL_FAILURE(RetireTheReplicaOnE2("grow-over-retired", &v));
   const std::string& id = v.id;
-  close(v.fd);
-  ASSERT_TRUE(Engine(0).DestroyTarget(id, std::chrono::seconds(30)).ok());
-  ASSERT_TRUE(Unpublish(id, 0));
-  cluster_.engines()[2].process->Kill();
-  grpc::Status st = SetReplicas(id, 2);
-  ASSERT_TRUE(st.ok()) << st.error_message();
-  RestartEngine(2);
   auto retired = Engine(2).GetReplica(id, std::chrono::seconds(5));
   ASSERT_TRUE(retired.ok()) << "retired, not deleted yet";
 
-  ASSERT_TRUE(
-      testing::WaitFor([&] { return (st = SetReplicas(id, 3)).ok(); }, std::chrono::seconds(30)))
-      << st.error_message();
+  grpc::Status st = SetReplicasRetried(id, 3);
+  ASSERT_TRUE(st.ok()) << st.error_message();
   auto placed = Engine(2).GetReplica(id, std::chrono::seconds(5));
   ASSERT_TRUE(placed.ok());
   EXPECT_NE(placed->replica_id(), retired->replica_id()) << "a new replica, not the retired one";
@@ -90,4 +75,4 @@ TEST_F(ShrinkEdgeTest, AGrowOntoANodeHoldingARetiredReplicaReplacesIt) {
 }
 
 }  // namespace
-}  // namespace tandem::controller
+}  // namespace tandem::controller::cluster_testing

@@ -4,11 +4,8 @@
 
 #include "controller/testing_shrink_fixture.h"
 
-namespace tandem::controller {
+namespace tandem::controller::cluster_testing {
 namespace {
-
-namespace csi = ::csi::v1;
-using namespace shrink_testing;  // NOLINT(google-build-using-namespace): the fixture's helpers
 
 class ShrinkTest : public ShrinkFixture {};
 
@@ -29,10 +26,8 @@ TEST_F(ShrinkTest, DetachedShrinkRemovesTheStaleReplicaFirstAndKeepsEveryByte) {
   RestartEngine(2);
   ASSERT_TRUE(Unpublish(id, 0));
 
-  grpc::Status st;
-  ASSERT_TRUE(
-      testing::WaitFor([&] { return (st = SetReplicas(id, 2)).ok(); }, std::chrono::seconds(30)))
-      << st.error_message();
+  grpc::Status st = SetReplicasRetried(id, 2);
+  ASSERT_TRUE(st.ok()) << st.error_message();
   EXPECT_EQ(HoldersBecome(id, {0, 1}), (std::vector<int>{0, 1}))
       << "the stale replica on e2 goes first";
   EXPECT_TRUE(SetReplicas(id, 2).ok());  // repeated
@@ -132,10 +127,8 @@ TEST_F(ShrinkTest, ARetryAfterAControllerCrashMidShrinkRemovesTheReplicaTheTarge
   EXPECT_NE(dropped->generation_id(), kept->generation_id());
   ASSERT_TRUE(cluster_.StartController().ok());
   ctl_ = cluster_.Controller();
-  grpc::Status st;
-  ASSERT_TRUE(
-      testing::WaitFor([&] { return (st = SetReplicas(id, 2)).ok(); }, std::chrono::seconds(30)))
-      << st.error_message();
+  grpc::Status st = SetReplicasRetried(id, 2);
+  ASSERT_TRUE(st.ok()) << st.error_message();
   EXPECT_EQ(HoldersBecome(id, {0, 2}), (std::vector<int>{0, 2}));
   EXPECT_EQ(WriteRound(fd, 3, &acked), 0);
   close(fd);
@@ -148,24 +141,14 @@ TEST_F(ShrinkTest, ARetryAfterAControllerCrashMidShrinkRemovesTheReplicaTheTarge
 // exists); DeleteVolume deletes it too once its node answers, rather than
 // leaving it behind (the reconciler, which would also, is kept out here).
 TEST_F(ShrinkTest, ARetiredReplicaIsDeletedWithItsVolume) {
-  ASSERT_TRUE(cluster_.StartController({"--reconcile-interval-ms=600000"}).ok());
-  ctl_ = cluster_.Controller();
   Served v;
-  ASSERT_NO_FATAL_FAILURE(ServeOnE0("retired", &v));
+  ASSERT_NO_FATAL_FAILURE(RetireTheReplicaOnE2("retired", &v));
   const std::string& id = v.id;
-  const int fd = v.fd;
-  close(fd);
-  ASSERT_TRUE(Engine(0).DestroyTarget(id, std::chrono::seconds(30)).ok());
-  ASSERT_TRUE(Unpublish(id, 0));
-  cluster_.engines()[2].process->Kill();
-  grpc::Status st = SetReplicas(id, 2);
-  ASSERT_TRUE(st.ok()) << st.error_message();
-  RestartEngine(2);
   EXPECT_EQ(Holders(id), (std::vector<int>{0, 1, 2})) << "retired, not deleted yet";
   csi::DeleteVolumeRequest del;
   del.set_volume_id(id);
   csi::DeleteVolumeResponse dresp;
-  st = ctl_->DeleteVolume(Ctx().get(), del, &dresp);
+  grpc::Status st = ctl_->DeleteVolume(Ctx().get(), del, &dresp);
   ASSERT_TRUE(st.ok()) << st.error_message();
   EXPECT_TRUE(Holders(id).empty());
 }
@@ -195,9 +178,8 @@ TEST_F(ShrinkTest, AnEngineKilledMidShrinkLosesNothingAndTheRetryFinishes) {
   grpc::Status st = SetReplicas(id, 1);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << st.error_message();
   ASSERT_TRUE(Unpublish(id, 0));
-  ASSERT_TRUE(
-      testing::WaitFor([&] { return (st = SetReplicas(id, 1)).ok(); }, std::chrono::seconds(30)))
-      << st.error_message();
+  st = SetReplicasRetried(id, 1);
+  ASSERT_TRUE(st.ok()) << st.error_message();
   EXPECT_EQ(HoldersBecome(id, {0}), std::vector<int>{0});
   EXPECT_EQ(BadBlocks(id, 1, acked), 0);
 }
@@ -227,9 +209,8 @@ TEST_F(ShrinkTest, TheOnlyInSyncReplicaIsNeverDropped) {
 
   RestartEngine(0);
   EXPECT_EQ(Holders(id).size(), 3u);
-  ASSERT_TRUE(
-      testing::WaitFor([&] { return (st = SetReplicas(id, 1)).ok(); }, std::chrono::seconds(30)))
-      << st.error_message();
+  st = SetReplicasRetried(id, 1);
+  ASSERT_TRUE(st.ok()) << st.error_message();
   EXPECT_EQ(Holders(id), std::vector<int>{0}) << "the in-sync replica on e0 stays";
   EXPECT_EQ(BadBlocks(id, 1, acked), 0);
 }
@@ -345,4 +326,4 @@ TEST_F(ShrinkTest, AnUnsettledShrinkOverARecordedOneFallsBackToThatRecord) {
 }
 
 }  // namespace
-}  // namespace tandem::controller
+}  // namespace tandem::controller::cluster_testing

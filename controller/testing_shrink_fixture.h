@@ -1,5 +1,5 @@
 #pragma once
-// The fixture of the shrink tests (shrink_test.cc, shrink_settle_test.cc):
+// The fixture of the shrink tests (shrink_test.cc, shrink_edges_test.cc):
 // a real tandem-controller (SQLite), three real tandem-engines started with
 // --controller, live targets behind FUSE file exports, and every
 // acknowledged (fdatasync'd) block read back after a new attach.
@@ -13,93 +13,24 @@
 #include <thread>
 #include <vector>
 
-#include <grpcpp/grpcpp.h>
-#include <gtest/gtest.h>
-
-#include "csi/publish_context.h"
-#include "replica-engine/api/engine_client.h"
+#include "controller/testing_fuse_target.h"
 #include "replica-engine/proto/membership.grpc.pb.h"
-#include "tests/harness/local_cluster.h"
 
-namespace tandem::controller::shrink_testing {
-
-namespace csi = ::csi::v1;
-using testing::LocalCluster;
-using PublishContext = ::tandem::csi::PublishContext;
+namespace tandem::controller::cluster_testing {
 
 inline constexpr uint64_t kSize = 8 << 20;
-inline constexpr size_t kBlock = 64 << 10;
 inline constexpr uint64_t kBlocks = kSize / kBlock;
 
-inline std::unique_ptr<grpc::ClientContext> Ctx(int seconds = 30) {
-  auto ctx = std::make_unique<grpc::ClientContext>();
-  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
-  return ctx;
-}
-
-inline void Fill(std::vector<char>* buf, uint64_t block, uint32_t round) {
-  if (round == 0) {
-    std::fill(buf->begin(), buf->end(), 0);
-    return;
-  }
-  for (size_t i = 0; i < buf->size(); i += 8) {
-    uint64_t v = (block << 32) ^ round ^ (i * 0x9E3779B97F4A7C15ull);
-    std::memcpy(buf->data() + i, &v, 8);
-  }
-}
-
-class ShrinkFixture : public ::testing::Test {
+class ShrinkFixture : public FuseTargetTest {
  protected:
-  void SetUp() override {
-    if (geteuid() != 0 || access("/dev/fuse", R_OK | W_OK) != 0) {
-      GTEST_SKIP() << "needs root and /dev/fuse (FUSE file export)";
-    }
-    ASSERT_TRUE(cluster_.StartEngines(3).ok());
-    ASSERT_TRUE(cluster_.StartController().ok());
-    ASSERT_TRUE(cluster_.RegisterEngines().ok());
-    ctl_ = cluster_.Controller();
-  }
+  ShrinkFixture() : FuseTargetTest(kSize) {}
 
-  std::string CreateVolume(const std::string& name) {
-    csi::CreateVolumeRequest req;
-    req.set_name(name);
-    req.mutable_capacity_range()->set_required_bytes(kSize);
-    *req.add_volume_capabilities() = Cap();
-    (*req.mutable_parameters())["replicas"] = "3";
-    csi::CreateVolumeResponse resp;
-    grpc::Status st = ctl_->CreateVolume(Ctx().get(), req, &resp);
-    EXPECT_TRUE(st.ok()) << st.error_message();
-    return resp.volume().volume_id();
-  }
-  static csi::VolumeCapability Cap() {
-    csi::VolumeCapability cap;
-    cap.mutable_block();
-    cap.mutable_access_mode()->set_mode(csi::VolumeCapability::AccessMode::SINGLE_NODE_WRITER);
-    return cap;
-  }
-  Result<PublishContext> Publish(const std::string& id, int node) {
-    csi::ControllerPublishVolumeRequest req;
-    req.set_volume_id(id);
-    req.set_node_id("e" + std::to_string(node));
-    *req.mutable_volume_capability() = Cap();
-    csi::ControllerPublishVolumeResponse resp;
-    grpc::Status st = ctl_->ControllerPublishVolume(Ctx().get(), req, &resp);
-    if (!st.ok()) return Status(static_cast<StatusCode>(st.error_code()), st.error_message());
-    return ::tandem::csi::DecodePublishContext(resp.publish_context());
-  }
   // Unpublish, retried as the CO does (channels to restarted engines may be
   // in gRPC's reconnect backoff).
   bool Unpublish(const std::string& id, int node) {
-    csi::ControllerUnpublishVolumeRequest req;
-    req.set_volume_id(id);
-    req.set_node_id("e" + std::to_string(node));
     grpc::Status st;
-    bool ok = testing::WaitFor(
-        [&] {
-          csi::ControllerUnpublishVolumeResponse resp;
-          return (st = ctl_->ControllerUnpublishVolume(Ctx().get(), req, &resp)).ok();
-        },
-        std::chrono::seconds(60));
+    bool ok = testing::WaitFor([&] { return (st = UnpublishOnce(id, node)).ok(); },
+                               std::chrono::seconds(60));
     EXPECT_TRUE(ok) << st.error_message();
     return ok;
   }
@@ -129,24 +60,14 @@ class ShrinkFixture : public ::testing::Test {
     ASSERT_TRUE(heard) << "the controller never heard from e" << e << " again";
   }
   grpc::Status SetReplicas(const std::string& id, int n) {
-    csi::ControllerModifyVolumeRequest mod;
-    mod.set_volume_id(id);
-    (*mod.mutable_mutable_parameters())["replicas"] = std::to_string(n);
-    csi::ControllerModifyVolumeResponse resp;
-    return ctl_->ControllerModifyVolume(Ctx(60).get(), mod, &resp);
+    return cluster_testing::SetReplicas(ctl_.get(), id, n, 60);
   }
-  // What tandem-node does at NodeStage: the target from publish_context,
-  // exported as a FUSE file.
-  Result<engine::v1::Target> Attach(const std::string& id, int node, const PublishContext& ctx) {
-    engine::v1::CreateTargetRequest treq =
-        testing::TargetRequestFor(id, ctx, cluster_.engines()[node].data_address());
-    treq.set_reconnect_interval_ms(200);
-    treq.set_request_timeout_ms(2000);
-    treq.set_export_kind(engine::v1::EXPORT_KIND_FUSE_FILE);
-    return Engine(node).CreateTarget(treq, std::chrono::seconds(30));
-  }
-  api::EngineClient Engine(int node) {
-    return api::EngineClient(cluster_.engines()[node].grpc_address(), "");
+  // SetReplicas retried while refused (a restarted engine not heard from
+  // yet, a target not settled): its last answer.
+  grpc::Status SetReplicasRetried(const std::string& id, int n) {
+    grpc::Status st;
+    testing::WaitFor([&] { return (st = SetReplicas(id, n)).ok(); }, std::chrono::seconds(30));
+    return st;
   }
   // Which engines hold a replica of the volume, once it is `want` (a
   // replica the controller could not delete at once, its engine just
@@ -182,6 +103,21 @@ class ShrinkFixture : public ::testing::Test {
     v->fd = open(t->export_path().c_str(), O_RDWR);
     ASSERT_GE(v->fd, 0) << t->export_path() << ": " << strerror(errno);
     EXPECT_EQ(WriteRound(v->fd, 1, &v->acked), 0);
+  }
+  // A volume served on e0, detached and lowered to 2 replicas while e2 is
+  // down: its replica there stays retired (its file exists) with e2 back. The
+  // reconciler, which would delete it, is kept out.
+  void RetireTheReplicaOnE2(const std::string& name, Served* v) {
+    ASSERT_TRUE(cluster_.StartController({"--reconcile-interval-ms=600000"}).ok());
+    ctl_ = cluster_.Controller();
+    ASSERT_NO_FATAL_FAILURE(ServeOnE0(name, v));
+    close(v->fd);
+    ASSERT_TRUE(Engine(0).DestroyTarget(v->id, std::chrono::seconds(30)).ok());
+    ASSERT_TRUE(Unpublish(v->id, 0));
+    cluster_.engines()[2].process->Kill();
+    grpc::Status st = SetReplicas(v->id, 2);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    RestartEngine(2);
   }
   // What a target that died before starting the generation would have
   // recorded: a shrink to `ids` for the generation after `live`'s, with id
@@ -251,9 +187,6 @@ class ShrinkFixture : public ::testing::Test {
     Unpublish(id, node);
     return bad;
   }
-
-  LocalCluster cluster_;
-  std::unique_ptr<csi::Controller::Stub> ctl_;
 };
 
-}  // namespace tandem::controller::shrink_testing
+}  // namespace tandem::controller::cluster_testing
