@@ -297,15 +297,25 @@ Status TargetManager::StartExport(Entry* e) {
   } else {
     es.fuse_mount_dir = export_dir_ + "/" + vol + ".fuse";
   }
-  Status st = RunOnLoop<Status>(e->loop, [&] {
-    Result<std::unique_ptr<frontend::Export>> exp =
-        frontend::CreateExport(e->loop, e->target.get(), es);
-    if (!exp.ok()) return exp.status();
-    e->exp = std::move(*exp);
-    return e->exp->Start();
-  });
   const char* kind = es.kind == frontend::ExportKind::kNbd ? "NBD" : "FUSE file";
-  return st.WithContext(std::string(kind) + " export of volume '" + vol + "'");
+  const std::string what = std::string(kind) + " export of volume '" + vol + "'";
+  Result<std::unique_ptr<frontend::Export>> exp =
+      frontend::CreateExport(e->loop, e->target.get(), es);
+  if (!exp.ok()) return exp.status().WithContext(what);
+  // The blocking half (resolving the NBD TCP address, the FUSE mount) here,
+  // on the caller's thread: the loop may be the replica server's, shared by
+  // every volume's replica I/O. The volume's guard keeps its size still.
+  Status st = (*exp)->Prepare();
+  if (st.ok()) {
+    st = RunOnLoop<Status>(e->loop, [&] {
+      Status started = (*exp)->Start();
+      if (started.ok()) e->exp = std::move(*exp);
+      return started;
+    });
+  }
+  // Never started: undone here, off the loop too (a FUSE unmount).
+  exp->reset();
+  return st.WithContext(what);
 }
 
 // Shuts the export down (in-flight requests finish), then the target (final

@@ -114,14 +114,19 @@ class TargetManager {
   }
 
   // Creates a target and its export and waits until it is ready (at least
-  // one HEALTHY replica) or `ready_timeout_ms` passes.
+  // one HEALTHY replica) or `ready_timeout_ms` passes. What may block in
+  // making the export (resolving the NBD TCP address, binding, the FUSE
+  // mount and fusectl: Export::Prepare) runs on the calling thread; the loop
+  // only registers the export (Export::Start), so a slow mount never stalls
+  // the loop's other volumes or, on the server's loop, its replica I/O.
   // - Same volume, same epoch, replicas and export: returns the existing
   //   target (idempotent). "Replicas" is the live set (after AddReplica and
   //   RemoveReplica), compared regardless of order.
   // - Same volume, different spec: ALREADY_EXISTS.
   // - No replica reachable in time: UNAVAILABLE, nothing left behind.
   Result<TargetInfo> Create(const TargetSpec& spec);
-  // Shuts the export down, then flushes and shuts down the target. OK if absent.
+  // Shuts the export down, then flushes and shuts down the target. OK if
+  // absent. A FUSE export unmounts on a thread of its own, off the loop.
   Status Destroy(const std::string& volume_id);
   Result<TargetInfo> Get(const std::string& volume_id);
   std::vector<TargetInfo> List();

@@ -3,7 +3,9 @@
 // behind, the NBD export answers a real NBD client (nbdinfo), a FUSE file
 // export carries writes to the replicas, and the live replica calls are
 // NOT_FOUND for an unknown volume, retry-safe, and keep Create idempotent for
-// the live replica list. Every test runs twice: the manager on its own loop
+// the live replica list; an export's blocking set-up (a slow FUSE mount)
+// does not stall another volume's I/O on the loop, and a bad NBD TCP address
+// leaves nothing behind. Every test runs twice: the manager on its own loop
 // thread, and on the replica server's loop (tandem-engine --target-loop=server;
 // the target and the replica it serves then share one thread).
 
@@ -15,6 +17,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -24,6 +28,7 @@
 
 #include "gtest/gtest.h"
 #include "replica-engine/backend/backend_factory.h"
+#include "replica-engine/frontend/fuse_export.h"
 #include "replica-engine/replica/replica_manager.h"
 #include "replica-engine/server/replica_server.h"
 
@@ -346,6 +351,115 @@ TEST_P(TargetManagerTest, FuseFileExportCarriesWritesToTheReplica) {
   EXPECT_EQ(::pread(fd, got.data(), got.size(), 8192), ssize_t(got.size()));
   ::close(fd);
   EXPECT_EQ(got, block);
+}
+
+// A FUSE mount made slow on purpose (the test seam sleeps in the mount step)
+// while another volume's target serves I/O on the same loop. The mount runs
+// on the creating thread, not on the loop (which may be the replica
+// server's, shared by every volume's replica I/O): the I/O must progress
+// while the mount sleeps. Both volumes land on loop 0.
+std::atomic<uint64_t> g_io_done{0};            // I/Os completed on the busy volume
+std::atomic<int64_t> g_progress_in_mount{-1};  // of those, completed while the mount slept
+
+void SlowMount(const std::string& mount_dir) {
+  if (mount_dir.find("vol-slow") == std::string::npos) return;
+  // Completions already delivered to the I/O thread settle first; after that
+  // nothing completes unless the loop runs.
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const uint64_t before = g_io_done.load();
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  g_progress_in_mount.store(static_cast<int64_t>(g_io_done.load() - before));
+}
+
+TEST_P(TargetManagerTest, ASlowFuseMountDoesNotStallAnotherVolumesIoOnTheLoop) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root (FUSE mount)";
+  if (access("/dev/fuse", R_OK | W_OK) != 0) GTEST_SKIP() << "no /dev/fuse";
+  replica::ReplicaConfig cfg;
+  cfg.volume_id = "vol-slow";
+  cfg.replica_id = "r0";
+  cfg.size = kSize;
+  ASSERT_TRUE(manager_->Create(cfg).ok());
+  TargetSpec busy = Spec(1);
+  busy.export_kind = frontend::ExportKind::kFuseFile;
+  auto b = tm_->Create(busy);
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  int fd = ::open(b->export_description.path.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0) << b->export_description.path;
+
+  // Writes a block, reads it back; counts both, and every byte compared.
+  g_io_done = 0;
+  g_progress_in_mount = -1;
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> bytes_written{0}, bytes_read{0}, mismatches{0}, failures{0};
+  std::thread io([&] {
+    std::string out(4096, '\0'), in(4096, '\0');
+    for (uint64_t i = 0; !stop.load(); ++i) {
+      const off_t off = static_cast<off_t>((i % 256) * out.size());
+      std::fill(out.begin(), out.end(), static_cast<char>('a' + i % 26));
+      if (::pwrite(fd, out.data(), out.size(), off) != ssize_t(out.size())) {
+        ++failures;
+        return;
+      }
+      bytes_written += out.size();
+      ++g_io_done;
+      if (::pread(fd, in.data(), in.size(), off) != ssize_t(in.size())) {
+        ++failures;
+        return;
+      }
+      bytes_read += in.size();
+      ++g_io_done;
+      if (in != out) ++mismatches;
+    }
+  });
+
+  frontend::SetFuseMountHookForTesting(&SlowMount);
+  TargetSpec slow = Spec(1);
+  slow.options.volume_id = "vol-slow";
+  slow.export_kind = frontend::ExportKind::kFuseFile;
+  auto s = tm_->Create(slow);
+  frontend::SetFuseMountHookForTesting(nullptr);
+  stop = true;
+  io.join();
+  ::close(fd);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(s->loop_index, b->loop_index);  // the same loop
+  EXPECT_EQ(failures.load(), 0u);
+  EXPECT_EQ(mismatches.load(), 0u);
+  EXPECT_GT(bytes_written.load(), 0u);
+  EXPECT_EQ(bytes_read.load(), bytes_written.load());
+  ASSERT_GE(g_progress_in_mount.load(), 0) << "the mount hook did not run";
+  EXPECT_GT(g_progress_in_mount.load(), 0)
+      << "no I/O of the other volume completed while the FUSE mount was in progress";
+  EXPECT_TRUE(tm_->Destroy("vol-slow").ok());
+  EXPECT_FALSE(std::filesystem::exists(root_ + "/nbd/vol-slow.fuse"));
+}
+
+// A bad NBD TCP address is refused before anything serves (it is resolved
+// off the loop) and leaves nothing: no target, no unix socket; the same
+// volume then attaches with a good one.
+TEST_P(TargetManagerTest, ABadNbdTcpAddressIsRefusedAndLeavesNothing) {
+  tm_->set_identity(0x1234);  // the engine's: it may attach epoch 1 again after a refusal
+  TargetSpec s = Spec(1);
+  s.nbd_tcp_address = "no-such-host.invalid:0";
+  auto bad = tm_->Create(s);
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument) << bad.status().ToString();
+  EXPECT_NE(bad.status().message().find("no-such-host.invalid"), std::string::npos)
+      << bad.status().ToString();
+  EXPECT_EQ(tm_->Get("vol-m").status().code(), StatusCode::kNotFound);
+  EXPECT_FALSE(std::filesystem::exists(root_ + "/nbd/vol-m.sock"));
+
+  s.nbd_tcp_address = "192.0.2.1:0";  // TEST-NET-1: not an address of this machine
+  auto unbound = tm_->Create(s);
+  EXPECT_EQ(unbound.status().code(), StatusCode::kUnavailable) << unbound.status().ToString();
+  EXPECT_EQ(tm_->Get("vol-m").status().code(), StatusCode::kNotFound);
+  EXPECT_FALSE(std::filesystem::exists(root_ + "/nbd/vol-m.sock"));
+  EXPECT_TRUE(tm_->List().empty());
+
+  s.nbd_tcp_address = "127.0.0.1:0";
+  auto good = tm_->Create(s);
+  ASSERT_TRUE(good.ok()) << good.status().ToString();
+  EXPECT_NE(good->nbd_tcp_port, 0);
+  EXPECT_TRUE(std::filesystem::exists(good->nbd_socket));
 }
 
 // The engine stops its targets before its replica server. When the order is

@@ -4,14 +4,29 @@
 // (an NBD socket today, a file on a FUSE mount for `losetup`, ublk later).
 // The attach layer owns "a target + its export" through this interface only.
 //
-// Lifecycle: construct (the implementation's own options), Start() once,
-// Shutdown() any number of times, destroy after the first Shutdown's `done`
-// ran (or without Shutdown: the destructor then tears down at once, abandoning
-// in-flight requests safely; it never blocks on the kernel).
+// Lifecycle: construct (the implementation's own options), Prepare() once
+// (optional), Start() once, Shutdown() any number of times, destroy after the
+// first Shutdown's `done` ran (or without Shutdown: the destructor then tears
+// down at once, abandoning in-flight requests safely).
 //
-// Thread-safety: every method runs on the exported device's loop thread (or
-// before that loop runs). An implementation may run threads of its own (FUSE
-// workers) but completes Shutdown's `done` on the loop thread.
+// Two phases, because the loop is shared (a target's loop may be the replica
+// server's: anything that blocks it stalls every volume's replica I/O):
+// Prepare() does everything that may block — resolving a host name,
+// binding, mounting a filesystem, starting threads — and runs on any thread
+// but the loop's; Start() then only registers with the loop (fds, idlers)
+// and never blocks. Start() without Prepare() runs Prepare() itself, on the
+// loop thread: fine in tests and tools that own their loop.
+//
+// Thread-safety: Prepare() on any thread that is not the loop's (or before
+// the loop runs). Start, Shutdown, Describe and the destructor on the loop
+// thread, except that an export never started (Prepare only, or a Start that
+// failed) may be destroyed on any thread, which then undoes Prepare
+// (bounded; for FUSE an unmount, never waiting for the kernel's users). An
+// implementation may run threads of its own (FUSE workers) but completes
+// Shutdown's `done` on the loop thread.
+// Prepare() may read the device's geometry (size, block_size, max_io_size)
+// off the loop: REQUIRES they do not change while it runs (the attach layer
+// prepares before anything can resize the volume).
 // REQUIRES: the device and its loop outlive the export.
 
 #include <cstdint>
@@ -53,10 +68,17 @@ class Export {
  public:
   virtual ~Export() = default;
 
-  // Makes the device reachable (binds, mounts). Errors: INVALID_ARGUMENT (bad
-  // options or device geometry), UNAVAILABLE (the kernel refused: bind,
-  // mount), FAILED_PRECONDITION (called twice or after Shutdown). On error
-  // nothing is left behind (no socket file, no mount).
+  // The blocking half of making the device reachable (resolves, binds,
+  // mounts). Errors: INVALID_ARGUMENT (bad options or device geometry),
+  // UNAVAILABLE (the kernel refused: bind, mount), FAILED_PRECONDITION
+  // (called twice, after Start or after Shutdown). On error nothing is left
+  // behind (no socket file, no mount).
+  virtual Status Prepare() = 0;
+
+  // Makes the device reachable: registers what Prepare() made with the loop
+  // and begins serving, without blocking (runs Prepare() first when it was
+  // not called). Errors as Prepare()'s; FAILED_PRECONDITION when called
+  // twice. On error the export is as it was before Start: destroy it.
   virtual Status Start() = 0;
 
   // Stops accepting new requests, lets requests in flight on the device

@@ -1,7 +1,9 @@
 #pragma once
 // CreateExport: the one place that knows every Export implementation, so the
 // attach layer (a target + its export) picks one by kind without including
-// them. Creates; the caller calls Start() on the device's loop thread.
+// them. Creates only (any thread: nothing touches the loop yet); the caller
+// calls Prepare() off the device's loop thread, then Start() on it
+// (export.h).
 
 #include <memory>
 #include <string>

@@ -13,6 +13,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -31,6 +32,8 @@ constexpr uint32_t kMaxThreads = 256;
 // libfuse 3.14 reads requests into a buffer of 256 pages plus a header:
 // larger writes cannot arrive.
 constexpr uint32_t kMaxRequestLimit = 1u << 20;
+
+std::atomic<FuseMountHook> mount_hook{nullptr};
 
 // OK when `dir` is an empty directory.
 Status CheckEmptyDir(const std::string& dir) {
@@ -56,17 +59,14 @@ FuseExport::Impl::~Impl() {
   if (buffers_ != nullptr) munmap(buffers_, buffers_len_);
 }
 
-// size: the mount sequence (directory, session, mount, fusectl, workers) with the undo of
-// each step on failure, in one place.
-Status FuseExport::Impl::Start() {
-  if (state_ != State::kNew) return Status::FailedPrecondition("FUSE export already started");
-  const std::string& dir = options_.mount_dir;
+Status FuseExport::Impl::CheckOptions() {
   if (options_.transport == FuseTransport::kIoUring) {
     return Status::Unimplemented(
         std::string("FUSE over io_uring needs libfuse >= 3.17 (and a kernel with "
                     "CONFIG_FUSE_IO_URING); this engine runs libfuse ") +
         fuse_pkgversion());
   }
+  const std::string& dir = options_.mount_dir;
   if (dir.empty() || dir.front() != '/') {
     return Status::InvalidArgument("FUSE mount_dir must be an absolute path: '" + dir + "'");
   }
@@ -80,7 +80,6 @@ Status FuseExport::Impl::Start() {
   }
   block_size_ = device_->block_size();
   size_ = device_->size();
-  const uint64_t size = size_;
   const uint32_t max_io = device_->max_io_size();
   if (!IsPowerOfTwo(block_size_) || block_size_ > 65536 || size_ == 0 || size_ % block_size_ != 0 ||
       max_io < block_size_) {
@@ -98,27 +97,41 @@ Status FuseExport::Impl::Start() {
     return Status::InvalidArgument("FUSE max_background must be 1..65535");
   }
   piece_ = max_io / block_size_ * block_size_;
+  return Status::Ok();
+}
 
-  // Slots and their read buffers, all made now: nothing is allocated per
-  // request. MAP_NORESERVE: only pages a read touches become resident.
+// Slots and their read buffers, all made now: nothing is allocated per
+// request. MAP_NORESERVE: only pages a read touches become resident.
+Status FuseExport::Impl::AllocateSlots() {
+  if (buffers_ != nullptr) munmap(buffers_, buffers_len_);  // a Prepare that failed before
+  buffers_ = nullptr;
   nslots_ = options_.threads;
   slots_ = std::make_unique<FuseSlot[]>(nslots_);
   const size_t per = (options_.max_request + 2ull * block_size_ + 4095) / 4096 * 4096;
   buffers_len_ = per * nslots_;
   void* mem = mmap(nullptr, buffers_len_, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (mem == MAP_FAILED) {
-    buffers_ = nullptr;
-    return PosixError("mmap FUSE read buffers", errno);
-  }
+  if (mem == MAP_FAILED) return PosixError("mmap FUSE read buffers", errno);
   buffers_ = static_cast<uint8_t*>(mem);
   for (uint32_t i = 0; i < nslots_; ++i) {
     slots_[i].impl = this;
     slots_[i].read_buf = buffers_ + per * i;
   }
+  return Status::Ok();
+}
 
+// Everything that waits for the kernel: the mount (and its directory), the
+// workers, fusectl. Off the loop (export.h); the undo of each step on
+// failure is in Mount().
+Status FuseExport::Impl::Prepare() {
+  if (state_ != State::kNew) {
+    return Status::FailedPrecondition("FUSE export already prepared or started");
+  }
+  TANDEM_RETURN_IF_ERROR(CheckOptions());
+  TANDEM_RETURN_IF_ERROR(AllocateSlots());
   TANDEM_RETURN_IF_ERROR(Mount());
   StartWorkers();
+  const std::string& dir = options_.mount_dir;
   // The connection's name under /sys/fs/fuse/connections is the mount's
   // device number (kernel encoding). stat() is answered by the workers.
   struct stat st;
@@ -135,15 +148,28 @@ Status FuseExport::Impl::Start() {
               "attached) cannot abort the connection and waits for its users",
               options_.name.c_str(), ctl.ToString().c_str());
   }
+  state_ = State::kPrepared;
+  return Status::Ok();
+}
+
+// On the loop, never blocking: from here the loop's BeforeWait takes the
+// workers' requests (any queued since the mount included).
+Status FuseExport::Impl::Start() {
+  if (state_ != State::kNew && state_ != State::kPrepared) {
+    return Status::FailedPrecondition("FUSE export already started");
+  }
+  if (state_ == State::kNew) TANDEM_RETURN_IF_ERROR(Prepare());
   loop_->AddIdler(this);
   idler_added_ = true;
   state_ = State::kRunning;
+  loop_->Wake();
   TLOG_INFO(kTag, "export '%s' (%llu bytes) as %s, %u threads", options_.name.c_str(),
-            static_cast<unsigned long long>(size), file_path().c_str(), options_.threads);
+            static_cast<unsigned long long>(size_.load()), file_path().c_str(), options_.threads);
   return Status::Ok();
 }
 
 Status FuseExport::Impl::Mount() {
+  if (FuseMountHook hook = mount_hook.load(std::memory_order_acquire)) hook(options_.mount_dir);
   const std::string& dir = options_.mount_dir;
   struct stat st;
   // A FUSE mount whose server died (a crashed engine): statfs() is always
@@ -280,6 +306,11 @@ void FuseExport::Impl::Shutdown(void (*done)(void*), void* arg) {
       }
       return;
     }
+    case State::kPrepared:
+      // Mounted but not serving: the idler drains and tears down as below.
+      loop_->AddIdler(this);
+      idler_added_ = true;
+      [[fallthrough]];
     case State::kRunning:
       stopping_.store(true, std::memory_order_seq_cst);
       state_ = State::kDraining;
@@ -306,7 +337,7 @@ void FuseExport::Impl::Finish() {
 }
 
 bool FuseExport::Impl::Destroy() {
-  if (state_ == State::kRunning || state_ == State::kDraining) {
+  if (state_ == State::kPrepared || state_ == State::kRunning || state_ == State::kDraining) {
     stopping_.store(true, std::memory_order_seq_cst);
     if (!conn_id_.empty()) (void)AbortFuseConnection(conn_id_);
     // Workers waiting for the device reply EIO now; their requests stay on
@@ -380,10 +411,20 @@ FuseExport::~FuseExport() {
   if (impl_->Destroy()) delete impl_;
 }
 
+Status FuseExport::Prepare() {
+  Status st = impl_->Prepare();
+  if (!st.ok()) TLOG_WARN(kTag, "FUSE export not mounted: %s", st.ToString().c_str());
+  return st;
+}
+
 Status FuseExport::Start() {
   Status st = impl_->Start();
   if (!st.ok()) TLOG_WARN(kTag, "FUSE export not started: %s", st.ToString().c_str());
   return st;
+}
+
+void SetFuseMountHookForTesting(FuseMountHook hook) {
+  mount_hook.store(hook, std::memory_order_release);
 }
 
 void FuseExport::Shutdown(void (*done)(void*), void* arg) { impl_->Shutdown(done, arg); }

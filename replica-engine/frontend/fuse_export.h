@@ -34,9 +34,10 @@
 // the mount directory removed if Start created it. Bounded: no step waits for
 // the kernel's users of the file.
 //
-// Thread-safety: as export.h — Start/Shutdown/Describe/destructor on the
-// device's loop thread. REQUIRES: root (mount(2)); device and loop outlive
-// the export.
+// Thread-safety: as export.h — Prepare off the loop; Start/Shutdown/
+// Describe/destructor on the device's loop thread (the destructor of an
+// export never started on any thread). REQUIRES: root (mount(2)); device and
+// loop outlive the export.
 
 #include <cstdint>
 #include <memory>
@@ -81,6 +82,12 @@ struct FuseExportOptions {
   uint32_t teardown_timeout_ms = 5000;
 };
 
+// Test seam: called at the start of every FUSE export's mount step, on the
+// thread that mounts, with the mount directory (a test makes the mount slow
+// to show that it does not hold up the loop). Null (the default): nothing.
+using FuseMountHook = void (*)(const std::string& mount_dir);
+void SetFuseMountHookForTesting(FuseMountHook hook);
+
 class FuseExport final : public Export {
  public:
   FuseExport(EventLoop* loop, target::BlockDevice* device, FuseExportOptions options);
@@ -92,9 +99,14 @@ class FuseExport final : public Export {
   FuseExport(const FuseExport&) = delete;
   FuseExport& operator=(const FuseExport&) = delete;
 
-  // Mounts and starts the workers. INVALID_ARGUMENT (options, device
-  // geometry), UNIMPLEMENTED (transport kIoUring), UNAVAILABLE (mount
-  // failed: not root, no /dev/fuse...), FAILED_PRECONDITION (called twice).
+  // Mounts (and fusectl when missing) and starts the workers, off the loop
+  // (export.h). INVALID_ARGUMENT (options, device geometry), UNIMPLEMENTED
+  // (transport kIoUring), UNAVAILABLE (mount failed: not root, no
+  // /dev/fuse...), FAILED_PRECONDITION (called twice, after Start or
+  // Shutdown). Requests the workers receive before Start() wait for it.
+  Status Prepare() override;
+  // Hands the workers' requests to the device from now on (runs Prepare()
+  // first when it was not called). FAILED_PRECONDITION (called twice).
   Status Start() override;
   void Shutdown(void (*done)(void*), void* arg) override;
   // kind kFuseFile, path = mount_dir/file_name (what losetup is given).

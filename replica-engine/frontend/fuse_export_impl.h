@@ -60,6 +60,7 @@ class FuseExport::Impl final : private EventLoop::Idler {
   Impl(EventLoop* loop, target::BlockDevice* device, FuseExportOptions options);
   ~Impl();
 
+  Status Prepare();
   Status Start();
   void Shutdown(void (*done)(void*), void* arg);
   ExportDescription Describe() const;
@@ -99,8 +100,11 @@ class FuseExport::Impl final : private EventLoop::Idler {
   void CountRequest(bool error, uint64_t read_bytes, uint64_t written_bytes);
 
  private:
-  enum class State { kNew, kRunning, kDraining, kTearingDown, kStopped };
+  enum class State { kNew, kPrepared, kRunning, kDraining, kTearingDown, kStopped };
 
+  // Prepare's parts: options and geometry; slots and their read buffers.
+  Status CheckOptions();
+  Status AllocateSlots();
   Status Mount();
   void StartWorkers();
   void WorkerMain(FuseSlot* slot);
@@ -123,7 +127,9 @@ class FuseExport::Impl final : private EventLoop::Idler {
   // and WRITE_ZEROES are cut the same way, as the NBD server does.
   uint64_t piece_ = 0;
 
-  State state_ = State::kNew;  // loop thread
+  // The loop thread's, and Prepare's before Start (the hand-over to the loop
+  // orders them).
+  State state_ = State::kNew;
   bool idler_added_ = false;
   bool orphaned_ = false;  // the export is gone; delete at inflight_ == 0
   bool leaked_ = false;    // workers could not be stopped: never delete

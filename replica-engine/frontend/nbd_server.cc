@@ -40,6 +40,8 @@ class NbdServer::Listener final : public EventLoop::Handler {
   void OnEvents(uint32_t) override { server_->Accept(this); }
   int fd() const { return fd_.get(); }
   bool tcp() const { return tcp_; }
+  // Added to the loop (Start); only then is it removed from it.
+  bool registered = false;
 
  private:
   NbdServer* server_;
@@ -67,8 +69,10 @@ NbdServer::~NbdServer() {
   pending_.clear();
 }
 
-Status NbdServer::Start() {
-  if (started_) return Status::FailedPrecondition("NBD server already started");
+Status NbdServer::Prepare() {
+  if (prepared_ || started_ || shutting_down_) {
+    return Status::FailedPrecondition("NBD server already prepared or started");
+  }
   if (options_.unix_path.empty() && options_.tcp_address.empty()) {
     return Status::InvalidArgument("NBD server needs a unix_path or a tcp_address");
   }
@@ -87,6 +91,23 @@ Status NbdServer::Start() {
       CloseListeners();
       return st;
     }
+  }
+  prepared_ = true;
+  return Status::Ok();
+}
+
+Status NbdServer::Start() {
+  if (started_) return Status::FailedPrecondition("NBD server already started");
+  if (!prepared_) TANDEM_RETURN_IF_ERROR(Prepare());
+  for (Listener* l : {unix_listener_.get(), tcp_listener_.get()}) {
+    if (l == nullptr) continue;
+    Status st = loop_->Add(l->fd(), EPOLLIN, l);
+    if (!st.ok()) {
+      CloseListeners();
+      prepared_ = false;
+      return st.WithContext("NBD listen");
+    }
+    l->registered = true;
   }
   loop_->AddIdler(this);
   started_ = true;
@@ -142,11 +163,6 @@ Status NbdServer::ListenUnix() {
     return s;
   }
   unix_listener_ = std::make_unique<Listener>(this, std::move(fd), false);
-  Status s = loop_->Add(unix_listener_->fd(), EPOLLIN, unix_listener_.get());
-  if (!s.ok()) {
-    CloseListeners();
-    return s;
-  }
   return Status::Ok();
 }
 
@@ -202,13 +218,13 @@ Status NbdServer::ListenTcp() {
     }
   }
   tcp_listener_ = std::make_unique<Listener>(this, std::move(fd), true);
-  return loop_->Add(tcp_listener_->fd(), EPOLLIN, tcp_listener_.get());
+  return Status::Ok();
 }
 
 void NbdServer::CloseListeners() {
   for (auto* l : {&unix_listener_, &tcp_listener_}) {
     if (*l != nullptr) {
-      loop_->Remove((*l)->fd());
+      if ((*l)->registered) loop_->Remove((*l)->fd());
       l->reset();
     }
   }

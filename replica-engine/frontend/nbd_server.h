@@ -19,7 +19,8 @@
 // violation closes only that connection, with a WARNING log.
 //
 // Thread-safety: none. REQUIRES: `loop` and `device` outlive the server, and
-// every method runs on loop's thread (or before the loop runs).
+// every method runs on loop's thread (or before the loop runs), but for
+// Prepare() and the destruction of a server never started (export.h).
 
 #include <sys/types.h>
 
@@ -82,10 +83,16 @@ class NbdServer final : public Export, private EventLoop::Idler, private EventLo
   NbdServer(const NbdServer&) = delete;
   NbdServer& operator=(const NbdServer&) = delete;
 
-  // Binds and listens. INVALID_ARGUMENT (bad options or address, naming it),
-  // UNAVAILABLE (bind/listen failed, naming the address),
-  // FAILED_PRECONDITION (called twice). The unix socket is created mode 0600
-  // (owner only: whoever can connect can read and write the volume).
+  // Resolves the TCP address (getaddrinfo: may wait for DNS), binds and
+  // listens, off the loop (export.h). INVALID_ARGUMENT (bad options or
+  // address, naming it), UNAVAILABLE (bind/listen failed, naming the
+  // address), FAILED_PRECONDITION (called twice, after Start or Shutdown).
+  // The unix socket is created mode 0600 (owner only: whoever can connect
+  // can read and write the volume).
+  Status Prepare() override;
+  // Adds the listening sockets to the loop and starts accepting (runs
+  // Prepare() first when it was not called). FAILED_PRECONDITION (called
+  // twice).
   Status Start() override;
   // The bound TCP port (useful with port 0); 0 without TCP.
   uint16_t tcp_port() const { return tcp_port_; }
@@ -125,6 +132,7 @@ class NbdServer final : public Export, private EventLoop::Idler, private EventLo
   std::unique_ptr<Listener> unix_listener_;
   std::unique_ptr<Listener> tcp_listener_;
   uint16_t tcp_port_ = 0;
+  bool prepared_ = false;  // listening sockets made (Prepare)
   bool started_ = false;
   bool ticking_ = false;
   bool unix_bound_ = false;  // we created the socket file (remove it at shutdown)
