@@ -482,6 +482,12 @@ TEST_P(EngineServiceLoopTest, TwoTargetsOnTwoLoopsAreServedThroughTheApi) {
   ASSERT_EQ(all->size(), 2u);
   EXPECT_EQ((*all)[0].volume_id(), "vol-a");
   EXPECT_EQ((*all)[1].volume_id(), "vol-b");
+  // Where each runs, through the API (Target.loop_index).
+  EXPECT_EQ((*all)[0].loop_index(), 0u);
+  EXPECT_EQ((*all)[1].loop_index(), 1u);
+  Result<pb::Target> got_b = client_->GetTarget("vol-b", kTimeout);
+  ASSERT_TRUE(got_b.ok()) << got_b.status().ToString();
+  EXPECT_EQ(got_b->loop_index(), 1u);
   for (const char* vol : {"vol-b", "vol-a"}) {
     ASSERT_TRUE(client_->DestroyTarget(vol, kTimeout).ok());
     EXPECT_EQ(client_->GetTarget(vol, kTimeout).status().code(), StatusCode::kNotFound);

@@ -429,6 +429,7 @@ void TargetToProto(const attach::TargetInfo& info, pb::Target* out) {
                            : pb::EXPORT_KIND_NBD);
   out->set_export_path(info.export_description.path);
   out->set_epoch(info.epoch);
+  out->set_loop_index(static_cast<uint32_t>(info.loop_index));
   out->set_state(TargetStateToProto(s.state));
   out->set_generation(s.generation);
   out->set_size_bytes(s.size);

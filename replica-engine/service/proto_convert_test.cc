@@ -414,6 +414,7 @@ TEST(TargetToProtoTest, EveryFieldIsMapped) {
   info.nbd_socket = "/run/tandem/nbd/vol-9.sock";
   info.nbd_tcp_port = 10809;
   info.epoch = 4;
+  info.loop_index = 3;
   target::TargetStatus& s = info.status;
   s.volume_id = "vol-9";
   s.state = target::TargetState::kDegraded;
@@ -462,6 +463,7 @@ TEST(TargetToProtoTest, EveryFieldIsMapped) {
   EXPECT_EQ(t.nbd_socket(), "/run/tandem/nbd/vol-9.sock");
   EXPECT_EQ(t.nbd_tcp_port(), 10809u);
   EXPECT_EQ(t.epoch(), 4u);
+  EXPECT_EQ(t.loop_index(), 3u);
   EXPECT_EQ(t.state(), pb::TARGET_STATE_DEGRADED);
   EXPECT_EQ(t.generation(), 3u);
   EXPECT_EQ(t.size_bytes(), 8u << 20);

@@ -135,6 +135,8 @@ expect 0 '^replica\.0\.state=HEALTHY$' "${ctl[@]}" target get --volume=vol-a
 expect 0 "^nbd_socket=$tmp/data/nbd/vol-a.sock\$" "${ctl[@]}" target list
 expect 0 "^export_path=$tmp/data/nbd/vol-a.sock\$" "${ctl[@]}" target list
 expect 0 '^export_kind=NBD$' "${ctl[@]}" target list
+expect 0 '^loop_index=0$' "${ctl[@]}" target get --volume=vol-a
+expect 0 '^loop_index=0$' "${ctl[@]}" target list
 expect 0 '^target_count=1$' "${ctl[@]}" info
 expect 0 '^highest_epoch=1$' "${ctl[@]}" replica fence --volume=vol-a --epoch=1
 expect 0 '^replica\.0\.replica_id=r1$' "${ctl[@]}" target create --volume=vol-a --epoch=1 --replica="127.0.0.1:$data_port:local"

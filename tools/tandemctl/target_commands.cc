@@ -53,6 +53,7 @@ void PrintTarget(const pb::Target& t) {
   PrintField("nbd_socket", t.nbd_socket());
   PrintField("nbd_tcp_port", std::to_string(t.nbd_tcp_port()));
   PrintField("epoch", std::to_string(t.epoch()));
+  PrintField("loop_index", std::to_string(t.loop_index()));
   PrintField("state", EnumSuffix(pb::TargetState_Name(t.state()), "TARGET_STATE_"));
   PrintField("generation", std::to_string(t.generation()));
   PrintField("generation_id", HexId(t.generation_id()));
