@@ -360,9 +360,11 @@ TEST_P(TargetManagerTest, FuseFileExportCarriesWritesToTheReplica) {
 // while the mount sleeps. Both volumes land on loop 0.
 std::atomic<uint64_t> g_io_done{0};            // I/Os completed on the busy volume
 std::atomic<int64_t> g_progress_in_mount{-1};  // of those, completed while the mount slept
+std::atomic<bool> g_in_mount{false};
 
 void SlowMount(const std::string& mount_dir) {
   if (mount_dir.find("vol-slow") == std::string::npos) return;
+  g_in_mount = true;
   // Completions already delivered to the I/O thread settle first; after that
   // nothing completes unless the loop runs.
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -413,11 +415,23 @@ TEST_P(TargetManagerTest, ASlowFuseMountDoesNotStallAnotherVolumesIoOnTheLoop) {
   });
 
   frontend::SetFuseMountHookForTesting(&SlowMount);
+  g_in_mount = false;
   TargetSpec slow = Spec(1);
   slow.options.volume_id = "vol-slow";
   slow.export_kind = frontend::ExportKind::kFuseFile;
+  // While the mount sleeps, the volume is still held: another Create or a
+  // Destroy of it is ABORTED.
+  auto concurrent = std::async(std::launch::async, [&] {
+    for (int i = 0; i < 2000 && !g_in_mount.load(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return std::make_pair(tm_->Create(slow).status().code(), tm_->Destroy("vol-slow").code());
+  });
   auto s = tm_->Create(slow);
   frontend::SetFuseMountHookForTesting(nullptr);
+  const auto [create_code, destroy_code] = concurrent.get();
+  EXPECT_EQ(create_code, StatusCode::kAborted);
+  EXPECT_EQ(destroy_code, StatusCode::kAborted);
   stop = true;
   io.join();
   ::close(fd);
