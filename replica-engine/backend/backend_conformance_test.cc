@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -1036,6 +1037,66 @@ TEST_P(BackendConformanceTest, PersistentlyRefusedSubmitIsRetriedWithBackoff) {
   RunLoop(backend_.get(), &done, 1, 3'000'000'000ull);
   ASSERT_EQ(done, 1) << "the request never went through after the kernel accepted again";
   EXPECT_EQ(r.result, static_cast<int32_t>(kBlock));
+}
+
+// ReplicaServer's loop since issue 12's profile: the completion fd in epoll
+// edge-triggered and never read, and CompletionsReady() checked before every
+// sleep. A chain of writes (each `done` queues the next, as QD1 does), the
+// first submission refused by the kernel, must all complete: every
+// completion, local one and retry is a new edge. On io_uring the check must
+// see the completions itself (that is what saves the epoll_wait and the
+// eventfd reads per I/O).
+TEST_P(BackendConformanceTest, AnEdgeTriggeredLoopThatNeverReadsTheFdSeesEveryCompletion) {
+  const int ep = ::epoll_create1(EPOLL_CLOEXEC);
+  ASSERT_GE(ep, 0);
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLET;
+  ASSERT_EQ(::epoll_ctl(ep, EPOLL_CTL_ADD, backend_->CompletionFd(), &ev), 0);
+  constexpr int kWrites = 200;
+  struct WriteChain {
+    StorageBackend* b;
+    int fd;
+    int done = 0;
+    int bad = 0;
+    IoRequest r;
+  };
+  Buffer buf = NewBuffer(kBlock);
+  FillPattern(buf.get(), kBlock, 104);
+  WriteChain chain{backend_.get(), fd_};
+  chain.r.op = IoOp::kWrite;
+  chain.r.fd = fd_;
+  chain.r.length = kBlock;
+  chain.r.buf = buf.get();
+  chain.r.ctx = &chain;
+  chain.r.done = [](IoRequest* r) {
+    WriteChain* c = static_cast<WriteChain*>(r->ctx);
+    if (r->result != static_cast<int32_t>(kBlock)) ++c->bad;
+    if (++c->done < kWrites) {
+      r->offset = static_cast<uint64_t>(c->done % 16) * kBlock;
+      c->b->Queue(r);
+    }
+  };
+  DrainOnExit drain{backend_.get()};
+  backend_->FailNextSubmitsForTesting(-EAGAIN, 1);
+  backend_->Queue(&chain.r);
+  int ready_reaps = 0;
+  const uint64_t deadline = MonotonicNanos() + kWaitNs;
+  while (chain.done < kWrites && MonotonicNanos() < deadline) {
+    backend_->Submit();  // BeforeWait
+    if (backend_->CompletionsReady()) {
+      ++ready_reaps;
+      backend_->Reap(0, 0);
+      continue;
+    }
+    epoll_event out{};
+    if (::epoll_wait(ep, &out, 1, 1000) == 1) backend_->Reap(0, 0);  // the handler
+  }
+  ::close(ep);
+  ASSERT_EQ(chain.done, kWrites) << "an edge was lost: the loop slept through a completion";
+  EXPECT_EQ(chain.bad, 0);
+  if (std::string(GetParam()) == "io_uring") {
+    EXPECT_GT(ready_reaps, 0) << "CompletionsReady() never saw a completion before the sleep";
+  }
 }
 
 // A blocking Reap (tools, benchmarks) waits through refusals too.

@@ -165,9 +165,19 @@ class StorageBackend {
   virtual int Reap(int min_complete, int64_t timeout_us) = 0;
 
   // An eventfd that becomes readable when completions are pending, for
-  // integration with an epoll loop; the loop then calls Reap(0, 0). The loop
-  // must read (drain) the eventfd before calling Reap.
+  // integration with an epoll loop; the loop then calls Reap(0, 0). Every
+  // signal is a write to the eventfd, so each one is a new edge: a loop that
+  // registers it edge-triggered (EPOLLET) need not read it at all; a
+  // level-triggered one must read (drain) it before calling Reap.
   virtual int CompletionFd() const = 0;
+
+  // Owner thread, no syscall: whether completions are waiting for Reap()
+  // (completion entries posted, or completion work the kernel runs at the
+  // owner's next syscall). An epoll owner checks it before it sleeps: a
+  // completion that woke the thread out of epoll_wait with EINTR (io_uring's
+  // task work) is then reaped at once, not after another epoll_wait for the
+  // eventfd. False when the backend cannot tell; CompletionFd() still fires.
+  virtual bool CompletionsReady() const { return false; }
 
   // Requests queued or in the kernel and not yet completed.
   virtual uint32_t InFlight() const = 0;

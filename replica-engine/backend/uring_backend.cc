@@ -341,6 +341,15 @@ int UringBackend::Submit() {
   return ret > 0 ? ret : 0;
 }
 
+bool UringBackend::CompletionsReady() const {
+  if (in_ring_ == 0) return false;
+  // CQEs in the ring, or (TASKRUN_FLAG) task work the kernel has queued to
+  // post some: DrainCompletions' peek flushes it with one io_uring_enter.
+  const unsigned kflags = __atomic_load_n(ring_.sq.kflags, __ATOMIC_ACQUIRE);
+  return io_uring_cq_ready(&ring_) > 0 ||
+         (kflags & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) != 0;
+}
+
 int UringBackend::Reap(int min_complete, int64_t timeout_us) {
   CheckOwnerThread("Reap");
   // `done` may Queue/Submit, but a nested Reap would reorder completions.

@@ -54,6 +54,7 @@ class UringBackend final : public BackendBase {
   void Queue(IoRequest* req) override;
   int Submit() override;
   int Reap(int min_complete, int64_t timeout_us) override;
+  bool CompletionsReady() const override;
 
   // Whether the sparse file table was registered (false when disabled by
   // options or refused by the kernel). For tests and diagnostics.

@@ -97,7 +97,11 @@ Status ReplicaServer::Start() {
   bound_port_ = ntohs(addr.sin_port);
 
   TANDEM_RETURN_IF_ERROR(loop_.Add(listen_fd_.get(), EPOLLIN, this));
-  TANDEM_RETURN_IF_ERROR(loop_.Add(backend_->CompletionFd(), EPOLLIN, backend_handler_.get()));
+  // Edge-triggered and never read: every completion signal is a new edge
+  // (storage_backend.h), and the two reads per wake-up (one to drain, one to
+  // see EAGAIN) were two syscalls on every I/O's way back.
+  TANDEM_RETURN_IF_ERROR(
+      loop_.Add(backend_->CompletionFd(), EPOLLIN | EPOLLET, backend_handler_.get()));
   loop_.AddIdler(this);
   // 100 ms: the granularity of the handshake and idle timeouts (the activity
   // log's pass keeps its own 1 s pace).
@@ -231,15 +235,19 @@ void ReplicaServer::MaybeResumeAccepting(uint64_t now) {
 }
 
 void ReplicaServer::OnBackendEvents() {
-  uint64_t v;
-  while (::read(backend_->CompletionFd(), &v, sizeof(v)) == sizeof(v)) {
-  }
   reaping_ = true;  // a DrainPort from a completion cannot reap (nested Reap is 0)
   backend_->Reap(0, 0);
   reaping_ = false;
 }
 
 void ReplicaServer::BeforeWait() {
+  // A disk completion wakes this thread out of epoll_wait with EINTR (io_uring
+  // task work) and its CQE is posted on the way out: reap it now, so its
+  // reply goes out in this pass, instead of in the next epoll_wait's handler
+  // for the eventfd (docs/performance.md, "Where the 1-replica QD1 time
+  // goes"). The eventfd's edge is then reported by that wait and reaps
+  // nothing.
+  if (backend_->CompletionsReady()) OnBackendEvents();
   if (!replica_tasks_.empty()) RunReplicaTasks();
   // Sessions first: one stalled on a metadata request retries it now, before
   // RunDirtyWaiters starts the next asynchronous persist (else a steady

@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Where a 1-replica 4 KiB randwrite QD1 goes (docs/performance.md, "Where the
+# 1-replica QD1 time goes"). One engine (e0) holding a 1-replica volume (the
+# target and its replica in-process), fio's nbd engine at QD1, and raw fio
+# io_uring on a file in the same filesystem as the disk's own reference:
+#
+#   1. raw and volume QD1 untraced (--seconds each): fio p50, the target's
+#      stage histograms over the volume job (tandemctl target get, subtracted)
+#   2. a second volume job during which, one after the other:
+#      perf stat --per-thread (syscalls by name, context switches, CPU time of
+#      every engine and fio thread) over 3 s, the I/O count of that window =
+#      the engine's sendmsg count (one reply per I/O);
+#      perf record -g on the engine (3 s, cpu profile);
+#      perf record -a of scheduler, block and the two threads' syscall
+#      tracepoints (0.5 s), turned into a per-I/O timeline
+#      (scripts/lib/qd1_timeline.py) -- tracing slows every step, so its
+#      microseconds are inflated; compare segments with the raw timeline taken
+#      the same way
+#   3. the same trace on a raw fio job
+#
+#   bench/qd1_profile.sh [--build=DIR] [--seconds=N] [--engine-flags="..."]
+#                        [--out=DIR] [--taskset-fio=CPUS] [--taskset-engine=CPUS]
+#                        [--untraced-only]
+#
+# --out keeps the perf data, traces and reports (default: a temp dir, printed).
+# --taskset-fio / --taskset-engine: pin fio / every engine thread (thread
+# placement runs). --untraced-only: step 1 alone.
+# Needs perf with tracepoints (root). Hold the benchmark lock:
+#   flock /work/bench.lock bench/qd1_profile.sh --build=build/dev
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+source "$root/scripts/lib/cluster.sh"
+
+build="$root/build/release" seconds=5 engine_flags= out= taskset_fio= taskset_engine= untraced_only=0
+for arg in "$@"; do
+  case "$arg" in
+    --build=*) build="${arg#*=}" ;;
+    --seconds=*) seconds="${arg#*=}" ;;
+    --engine-flags=*) engine_flags="${arg#*=}" ;;
+    --out=*) out="${arg#*=}" ;;
+    --taskset-fio=*) taskset_fio="${arg#*=}" ;;
+    --taskset-engine=*) taskset_engine="${arg#*=}" ;;
+    --untraced-only) untraced_only=1 ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    *) echo "qd1_profile: unknown argument $arg" >&2; exit 2 ;;
+  esac
+done
+TANDEM_BUILD="$build"
+tc_init qd1-profile
+[ -n "$out" ] || out="$(mktemp -d /var/tmp/qd1-profile.XXXXXX)"
+mkdir -p "$out"
+command -v perf >/dev/null || tc_fail "perf is needed"
+
+FIO=(fio)
+[ -n "$taskset_fio" ] && FIO=(taskset -c "$taskset_fio" fio)
+SIZE=256M
+QD1=(--rw=randwrite --bs=4k --iodepth=1 --size=$SIZE --randrepeat=0 --norandommap)
+
+# shellcheck disable=SC2086
+start_engine e0 $engine_flags
+create_volume bench-r1 $SIZE e0
+uri="$(volume_uri bench-r1 e0)"
+raw="$TC_RUN_DIR/raw.img"
+fallocate -l $SIZE "$raw"
+fio --name=fill --filename="$raw" --ioengine=io_uring --direct=1 --rw=write --bs=1M --iodepth=8 \
+  --size=$SIZE --output=/dev/null
+fio --name=fill --ioengine=nbd --uri="$uri" --rw=write --bs=1M --iodepth=8 --size=$SIZE \
+  --output=/dev/null
+pid="$(engine_pid e0)"
+if [ -n "$taskset_engine" ]; then
+  taskset -a -p -c "$taskset_engine" "$pid" >/dev/null || tc_fail "taskset of the engine"
+fi
+RAW=(--filename="$raw" --ioengine=io_uring --direct=1)
+NBD=(--ioengine=nbd --uri="$uri")
+
+busiest_tid() {  # busiest_tid PID...: the thread with the most CPU time over 0.5 s
+  local t f
+  snap() { for f in $(for p in "$@"; do echo /proc/"$p"/task/*/stat; done); do
+      awk '{print $1, $14 + $15}' "$f" 2>/dev/null; done; }
+  t="$(snap "$@")"
+  sleep 0.5
+  join <(echo "$t" | sort) <(snap "$@" | sort) | awk '{print $3 - $2, $1}' | sort -nr |
+    head -n 1 | awk '{print $2}'
+}
+TRACE_EV=(-e sched:sched_switch -e sched:sched_wakeup -e block:block_rq_issue
+  -e block:block_rq_complete)
+trace_window() {  # trace_window FILE TID... : 0.5 s of the timeline events
+  local file="$1"; shift
+  local filter="" t
+  for t in "$@"; do filter="${filter:+$filter || }common_pid == $t"; done
+  perf record -a -q -o "$file.data" "${TRACE_EV[@]}" \
+    -e raw_syscalls:sys_enter --filter "$filter" -e raw_syscalls:sys_exit --filter "$filter" \
+    -- sleep 0.5 >/dev/null 2>&1
+  perf script -i "$file.data" -F comm,tid,cpu,time,event,trace >"$file.txt" 2>/dev/null
+}
+
+# 1. untraced
+tc_log "raw QD1 (${seconds}s)"
+"${FIO[@]}" --name=raw "${RAW[@]}" "${QD1[@]}" --time_based --runtime="$seconds" --ramp_time=1 \
+  --output-format=json --output="$out/raw.json"
+tc_log "volume QD1 (${seconds}s)"
+ctl e0 target get --volume=bench-r1 >"$out/stages-before.txt"
+"${FIO[@]}" --name=vol "${NBD[@]}" "${QD1[@]}" --time_based --runtime="$seconds" --ramp_time=1 \
+  --output-format=json --output="$out/vol.json"
+ctl e0 target get --volume=bench-r1 >"$out/stages-after.txt"
+python3 "$TC_LIB_DIR/stage_latency.py" diff "$out/stages-before.txt" "$out/stages-after.txt" \
+  1-replica 1 randwrite-4k-qd1 1 >"$out/stages.tsv" 2>/dev/null || true
+
+p50() { python3 "$TC_LIB_DIR/fio_json.py" stats "$1" | awk '{print $2}'; }
+if [ $untraced_only = 1 ]; then
+  echo "== fio p50: raw $(p50 "$out/raw.json") us, volume $(p50 "$out/vol.json") us;" \
+    "stages (count p50 p99 mean):" | tee "$out/report.txt"
+  awk -F'\t' '{print "   " $5, $6, $7, $8, $9}' "$out/stages.tsv" | tee -a "$out/report.txt"
+  exit 0
+fi
+
+# 2. counted, profiled and traced volume job
+tc_log "volume QD1 under perf"
+"${FIO[@]}" --name=volp "${NBD[@]}" "${QD1[@]}" --time_based --runtime=16 \
+  --output-format=json --output="$out/volp.json" &
+fio_pid=$!
+sleep 1.5
+ftid="$(busiest_tid $(pgrep -f -- --name=volp))" etid="$(busiest_tid "$pid")"
+{ ps -L -o pid,tid,psr,pcpu,comm -p "$pid"; ps -L -o pid,tid,psr,pcpu,comm -p "$(pgrep -d, -f -- --name=volp)"; } \
+  >"$out/threads.txt"
+ev=context-switches,cpu-migrations,task-clock,raw_syscalls:sys_enter
+for s in epoll_wait read write recvfrom sendto sendmsg io_uring_enter ppoll poll; do
+  ev="$ev,syscalls:sys_enter_$s"
+done
+perf stat -e "$ev" --per-thread -t "$etid,$ftid" -o "$out/stat.txt" -- sleep 3
+perf record -q -F 4999 -g -p "$pid" -o "$out/cpu.data" -- sleep 3 >/dev/null 2>&1
+trace_window "$out/vol-trace" "$etid" "$ftid"
+wait "$fio_pid" || true
+
+# 3. traced raw job
+"${FIO[@]}" --name=rawt "${RAW[@]}" "${QD1[@]}" --time_based --runtime=3 --output=/dev/null &
+fio_pid=$!
+sleep 1.5
+rtid="$(busiest_tid $(pgrep -f -- --name=rawt))"
+trace_window "$out/raw-trace" "$rtid"
+wait "$fio_pid" || true
+
+# Report
+perf report -i "$out/cpu.data" --no-children --sort dso,sym --stdio 2>/dev/null | grep -v '^#' |
+  grep -v '^$' | grep '%' | head -n 40 >"$out/cpu-top.txt" || true
+{
+  echo "== fio p50 (untraced): raw $(p50 "$out/raw.json") us, volume $(p50 "$out/vol.json") us"
+  echo "== the target's stages over the volume job (stage count p50 p99 mean, us)"
+  awk -F'\t' '{print "   " $5, $6, $7, $8, $9}' "$out/stages.tsv"
+  echo "== threads (engine loop tid $etid, fio tid $ftid)"
+  cat "$out/threads.txt"
+  echo "== per I/O over 3 s of perf stat (I/Os = the engine's sendmsg count)"
+  python3 "$TC_LIB_DIR/qd1_timeline.py" stat "$out/stat.txt" "$etid" "$ftid"
+  echo "== per-I/O timeline, volume (traced: inflated)"
+  python3 "$TC_LIB_DIR/qd1_timeline.py" nbd "$out/vol-trace.txt" "$etid" "$ftid"
+  echo "== per-I/O timeline, raw (traced the same way)"
+  python3 "$TC_LIB_DIR/qd1_timeline.py" raw "$out/raw-trace.txt" "$rtid"
+  echo "== engine cpu profile, top symbols (self)"
+  cat "$out/cpu-top.txt"
+} | tee "$out/report.txt"
+tc_log "kept in $out"
