@@ -4,7 +4,8 @@
 # target and its replica in-process), fio's nbd engine at QD1, and raw fio
 # io_uring on a file in the same filesystem as the disk's own reference:
 #
-#   1. raw and volume QD1 untraced (--seconds each): fio p50, the target's
+#   1. raw and volume QD1 untraced (--seconds each): fio clat and lat p50
+#      (lat = slat + clat: the only one that compares raw io_uring with NBD), the target's
 #      stage histograms over the volume job (tandemctl target get, subtracted)
 #   2. a second volume job during which, one after the other:
 #      perf stat --per-thread (syscalls by name, context switches, CPU time of
@@ -41,7 +42,7 @@ for arg in "$@"; do
     --taskset-fio=*) taskset_fio="${arg#*=}" ;;
     --taskset-engine=*) taskset_engine="${arg#*=}" ;;
     --untraced-only) untraced_only=1 ;;
-    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "qd1_profile: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -54,7 +55,10 @@ command -v perf >/dev/null || tc_fail "perf is needed"
 FIO=(fio)
 [ -n "$taskset_fio" ] && FIO=(taskset -c "$taskset_fio" fio)
 SIZE=256M
-QD1=(--rw=randwrite --bs=4k --iodepth=1 --size=$SIZE --randrepeat=0 --norandommap)
+# --lat_percentiles: fio's io_uring engine counts the submitting io_uring_enter
+# (with its virtio kick, ~15-20 us here) as slat, outside clat, while over
+# NBD the engine's submit is inside clat; only lat (slat + clat) compares.
+QD1=(--rw=randwrite --bs=4k --iodepth=1 --size=$SIZE --randrepeat=0 --norandommap --lat_percentiles=1)
 
 # shellcheck disable=SC2086
 start_engine e0 $engine_flags
@@ -106,9 +110,17 @@ ctl e0 target get --volume=bench-r1 >"$out/stages-after.txt"
 python3 "$TC_LIB_DIR/stage_latency.py" diff "$out/stages-before.txt" "$out/stages-after.txt" \
   1-replica 1 randwrite-4k-qd1 1 >"$out/stages.tsv" 2>/dev/null || true
 
-p50() { python3 "$TC_LIB_DIR/fio_json.py" stats "$1" | awk '{print $2}'; }
+p50() {  # "clat p50 X / lat p50 Y" of a fio JSON
+  python3 - "$1" <<'PY'
+import json, sys
+t = open(sys.argv[1]).read()
+d = json.loads(t[t.find("{"):])["jobs"][0]["write"]
+q = lambda k: d[k]["percentile"]["50.000000"] / 1000 if "percentile" in d.get(k, {}) else 0
+print(f"clat {q('clat_ns'):.1f} / lat {q('lat_ns'):.1f} (slat mean {d['slat_ns']['mean'] / 1000:.1f})")
+PY
+}
 if [ $untraced_only = 1 ]; then
-  echo "== fio p50: raw $(p50 "$out/raw.json") us, volume $(p50 "$out/vol.json") us;" \
+  echo "== fio p50 us: raw $(p50 "$out/raw.json"), volume $(p50 "$out/vol.json");" \
     "stages (count p50 p99 mean):" | tee "$out/report.txt"
   awk -F'\t' '{print "   " $5, $6, $7, $8, $9}' "$out/stages.tsv" | tee -a "$out/report.txt"
   exit 0
@@ -144,7 +156,7 @@ wait "$fio_pid" || true
 perf report -i "$out/cpu.data" --no-children --sort dso,sym --stdio 2>/dev/null | grep -v '^#' |
   grep -v '^$' | grep '%' | head -n 40 >"$out/cpu-top.txt" || true
 {
-  echo "== fio p50 (untraced): raw $(p50 "$out/raw.json") us, volume $(p50 "$out/vol.json") us"
+  echo "== fio p50 us (untraced): raw $(p50 "$out/raw.json"), volume $(p50 "$out/vol.json")"
   echo "== the target's stages over the volume job (stage count p50 p99 mean, us)"
   awk -F'\t' '{print "   " $5, $6, $7, $8, $9}' "$out/stages.tsv"
   echo "== threads (engine loop tid $etid, fio tid $ftid)"
