@@ -5,7 +5,8 @@
 # alternating from round to round, so both see the same minutes of this
 # shared machine. Prints per job the median over rounds of p50, IOPS, the
 # ratios within each round (new / old, each / raw) and the target's replica
-# stage p50, with min..max.
+# stage p50, with min..max; and fio's lat p50 gap (slat + clat: raw io_uring
+# counts its submit as slat, the volume's submit is inside clat).
 #
 #   bench/engine_ab.sh --old=BUILD_DIR --new=BUILD_DIR [--seconds=N] [--rounds=N]
 #                      [--jobs="randwrite-4k-qd1 ..."] [--old-flags=..] [--new-flags=..]
@@ -57,7 +58,7 @@ bench_prepare_raw
 volume_job() {  # volume_job V JOB: one job on engine V's volume, with its stage p50
   local v="$1" job="$2" b="$TC_RUN_DIR/st-before" a="$TC_RUN_DIR/st-after"
   ctl "$v" target get --volume="ab-$v" >"$b"
-  _bench_run "$v" 1 "$job" "${PID[$v]}" -- --ioengine=nbd --uri="${URI[$v]}"
+  _bench_run "$v" 1 "$job" "${PID[$v]}" -- --ioengine=nbd --uri="${URI[$v]}" --lat_percentiles=1
   ctl "$v" target get --volume="ab-$v" >"$a"
   python3 "$TC_LIB_DIR/stage_latency.py" diff "$b" "$a" "$v" 1 "$job" "$BENCH_ROUND" \
     >>"$BENCH_STAGES_TSV" 2>/dev/null || true
@@ -68,15 +69,25 @@ for ((r = 1; r <= rounds; r++)); do
   order="old new"
   [ $((r % 2)) = 0 ] && order="new old"
   for job in $BENCH_JOBS; do
-    _bench_raw_job "$job"
+    _bench_run raw 0 "$job" "" -- --filename="$BENCH_RAW_FILE" --ioengine=io_uring --direct=1 \
+      --lat_percentiles=1
     for v in $order; do volume_job "$v" "$job"; done
   done
 done
 
-python3 - "$BENCH_TSV" "$BENCH_STAGES_TSV" <<'EOF'
+python3 - "$BENCH_TSV" "$BENCH_STAGES_TSV" "$TC_RUN_DIR" <<'EOF'
+import json
 import statistics as st
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+def lat_p50(label, job, rnd):  # fio's lat (slat + clat) p50: raw io_uring's slat is its submit
+    try:
+        t = open(f"{sys.argv[3]}/bench-{label}-{job}-{rnd}.json").read()
+        j = json.loads(t[t.find("{"):])["jobs"][0]
+        d = j["write"] if j["write"]["total_ios"] > 0 else j["read"]
+        return d["lat_ns"]["percentile"]["50.000000"] / 1000
+    except (OSError, KeyError, ValueError):
+        return None
 stages = [l.rstrip("\n").split("\t") for l in open(sys.argv[2]) if l.strip()]
 by = {}  # (job, round) -> label -> (iops, p50, cpu_engine)
 for r in rows:
@@ -93,6 +104,11 @@ for job in sorted({k[0] for k in by}):
     for lab in ("raw", "old", "new"):
         print(f"  {lab:4s} p50 us {fmt([v[lab][1] for _, v in rs])}   IOPS {fmt([v[lab][0] for _, v in rs])}"
               + ("" if lab == "raw" else f"   engine CPU us/IO {fmt([v[lab][2] for _, v in rs])}"))
+    lat = {(r, lab): lat_p50(lab, job, r) for r, _ in rs for lab in ("raw", "old", "new")}
+    if all(x is not None for x in lat.values()):
+        for lab in ("old", "new"):
+            print(f"  {lab} lat p50 - raw lat p50 us (slat + clat) "
+                  f"{fmt([lat[(r, lab)] - lat[(r, 'raw')] for r, _ in rs])}")
     for lab in ("old", "new"):
         print(f"  {lab} p50 - raw p50 us {fmt([v[lab][1] - v['raw'][1] for _, v in rs])}"
               f"   IOPS x raw {fmt([v[lab][0] / v['raw'][0] for _, v in rs])}")
