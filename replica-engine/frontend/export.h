@@ -78,7 +78,8 @@ class Export {
   // Makes the device reachable: registers what Prepare() made with the loop
   // and begins serving, without blocking (runs Prepare() first when it was
   // not called). Errors as Prepare()'s; FAILED_PRECONDITION when called
-  // twice. On error the export is as it was before Start: destroy it.
+  // twice. On error nothing is left behind (what Prepare made is undone
+  // too); destroy the export, on any thread.
   virtual Status Start() = 0;
 
   // Stops accepting new requests, lets requests in flight on the device
