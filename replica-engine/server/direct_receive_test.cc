@@ -282,8 +282,10 @@ class DirectReceiveGatedTest : public DirectReceiveTest {
   }
   // `held` writes of `len` held on the disk take what the session has (its
   // slots, or its buffer quota); one more of `len` arrives in two pieces,
-  // then a 4 KiB one: they wait, in order, in the receive buffer until the
-  // disk lets the first ones go. Every reply OK and the data read back.
+  // then a 4 KiB one. The session stalls at the third one's header (its
+  // payload stays in the socket: backpressure) until the disk lets the first
+  // ones go; then it is received in place, and the 4 KiB one after it.
+  // Every reply OK and the data read back.
   void ExhaustThenWrite(uint32_t len, uint32_t held) {
     RawPeer peer;
     Hello(&peer);
@@ -301,14 +303,15 @@ class DirectReceiveGatedTest : public DirectReceiveTest {
     const uint64_t direct_before = server_->GetStats().writes_received_direct;
     const size_t cut = protocol::kHeaderSize + len / 2;
     SendAll(&peer, rest.substr(0, cut));
-    WaitReceived();
-    // No slot or buffer for it: not taken in place (it waits in the receive
-    // buffer, as any frame that cannot start).
-    EXPECT_EQ(server_->GetStats().writes_received_direct, direct_before);
-    SendAll(&peer, rest.substr(cut));
-    WaitReceived();
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    EXPECT_EQ(gate_->held(), held);  // nothing more started
+    SendAll(&peer, rest.substr(cut));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    // No slot or buffer for it: nothing more started, nothing in place, and
+    // the server stopped reading.
+    ServerStats st = server_->GetStats();
+    EXPECT_EQ(gate_->held(), held);
+    EXPECT_EQ(st.writes_received_direct, direct_before);
+    EXPECT_LT(st.bytes_received - base_received_, sent_);
     gate_->Open();
     std::vector<bool> answered(held + 2, false);
     for (uint32_t n = 0; n < held + 2; ++n) {
@@ -325,7 +328,9 @@ class DirectReceiveGatedTest : public DirectReceiveTest {
       EXPECT_EQ(ReadBack(&peer, offsets[i], static_cast<uint32_t>(data[i].size())), data[i])
           << "write " << i;
     }
-    EXPECT_EQ(server_->GetStats().sessions_closed_bad_input, 0u);
+    st = server_->GetStats();
+    EXPECT_EQ(st.writes_received_direct, direct_before + 1);
+    EXPECT_EQ(st.sessions_closed_bad_input, 0u);
   }
   GateBackend* gate_ = nullptr;
 };

@@ -80,6 +80,7 @@ void ReplicaSession::ReadMore() {
   // Edge-triggered: read until EAGAIN, or until the buffer is full of frames
   // we cannot start yet (stalled); Service() comes back here.
   while (!closing_) {
+    if (stalled_ && stalled_at_header_) return;  // Service() resumes
     if (direct_ != nullptr) {
       if (!ReadDirect()) return;
       continue;
@@ -151,21 +152,27 @@ bool ReplicaSession::ReadDirect() {
   return false;
 }
 
-bool ReplicaSession::StartDirect(const FrameHeader& h, const uint8_t* payload, size_t have) {
-  // Only a WRITE that would start now: after HELLO, on a port not superseded,
-  // passing the port's checks, with a slot and a buffer free. Anything else
-  // takes the receive buffer's path, which keeps the rules (backpressure
-  // included) as they are.
+ReplicaSession::Direct ReplicaSession::StartDirect(const FrameHeader& h, const uint8_t* payload,
+                                                   size_t have) {
+  // Only a WRITE that will start: after HELLO, on a port not superseded,
+  // passing the port's checks. Anything else takes the receive buffer's
+  // path, which answers it as before.
   if (!hello_done_ || h.op() != Opcode::kWrite ||
-      h.payload_length < server_->options_.direct_rx_min_bytes || free_.empty() ||
-      port_.superseded()) {
-    return false;
+      h.payload_length < server_->options_.direct_rx_min_bytes || port_.superseded()) {
+    return Direct::kNo;
   }
+  // No slot, or no buffer within the quota (TakeBuffer records the stall and
+  // the pool's starvation, so a release wakes us): backpressure at the
+  // header, the payload stays in the socket.
+  if (free_.empty()) return Direct::kWait;
   Slot* s = AllocSlot(h);
-  if (port_.Check(s->req) != WireStatus::kOk || !CanTakeBuffer(h.length) ||
-      !TakeBuffer(s, h.length)) {
+  if (port_.Check(s->req) != WireStatus::kOk) {
     free_.PushFront(s);
-    return false;
+    return Direct::kNo;
+  }
+  if (!TakeBuffer(s, h.length)) {
+    free_.PushFront(s);
+    return Direct::kWait;
   }
   s->req.buf = s->buf;
   std::memcpy(s->buf, payload, have);  // what the last recv already brought
@@ -176,7 +183,7 @@ bool ReplicaSession::StartDirect(const FrameHeader& h, const uint8_t* payload, s
   direct_hdr_ = h;
   direct_got_ = static_cast<uint32_t>(have);
   rx_begin_ = rx_end_ = 0;
-  return true;
+  return Direct::kStarted;
 }
 
 void ReplicaSession::FinishDirect() {
@@ -200,6 +207,7 @@ void ReplicaSession::FinishDirect() {
 
 void ReplicaSession::Parse() {
   stalled_ = false;
+  stalled_at_header_ = false;
   while (direct_ == nullptr && !closing_ && !close_after_flush_ &&
          rx_end_ - rx_begin_ >= protocol::kHeaderSize) {
     const uint8_t* p = rx_.get() + rx_begin_;
@@ -225,10 +233,11 @@ void ReplicaSession::Parse() {
     if (rx_end_ - rx_begin_ < total) {
       // Wait for the rest of the payload: in its aligned buffer when it is
       // worth it (the receive buffer is then empty), else here.
-      if (StartDirect(h, p + protocol::kHeaderSize, rx_end_ - rx_begin_ - protocol::kHeaderSize)) {
-        return;
-      }
-      break;
+      const Direct d =
+          StartDirect(h, p + protocol::kHeaderSize, rx_end_ - rx_begin_ - protocol::kHeaderSize);
+      if (d == Direct::kNo) break;
+      stalled_ = stalled_at_header_ = d == Direct::kWait;
+      return;
     }
     const uint8_t* payload = p + protocol::kHeaderSize;
     if (!protocol::CheckPayload(h, payload)) {
@@ -267,13 +276,6 @@ ReplicaSession::Slot* ReplicaSession::AllocSlot(const FrameHeader& h) {
 void ReplicaSession::UseControlReply(Slot* s) {
   s->payload = reinterpret_cast<const uint8_t*>(s->req.control.data());
   s->payload_len = static_cast<uint32_t>(s->req.control.size());
-}
-
-bool ReplicaSession::CanTakeBuffer(uint32_t size) const {
-  const int c = server_->pool_.size_class(size);
-  return c >= 0 &&
-         held_[static_cast<size_t>(c)] < server_->session_quota_[static_cast<size_t>(c)] &&
-         server_->pool_.free_buffers(size) > 0;
 }
 
 bool ReplicaSession::TakeBuffer(Slot* s, uint32_t size) {

@@ -87,11 +87,14 @@ class ReplicaSession final : public EventLoop::Handler {
   // buffer. False when ReadMore must return (EAGAIN, closed, stalled).
   bool ReadDirect();
   // Called by Parse for a WRITE header whose payload is not all in the
-  // receive buffer: when it is large enough and its slot, checks and buffer
-  // are there now, copies the part already received into the buffer and
-  // makes the socket fill the rest (direct_). False: it waits in the receive
-  // buffer as any frame (and stalls there if no slot or buffer is free).
-  bool StartDirect(const protocol::FrameHeader& h, const uint8_t* payload, size_t have);
+  // receive buffer. kStarted: it is large enough, passed the port's checks
+  // and got a slot and a buffer; the part already received was copied into
+  // the buffer and the socket fills the rest (direct_). kWait: the same, but
+  // no slot or buffer is free: the session stalls at the header and stops
+  // reading its socket until one is (the payload then goes in place).
+  // kNo: it is read into the receive buffer as any frame.
+  enum class Direct { kStarted, kWait, kNo };
+  Direct StartDirect(const protocol::FrameHeader& h, const uint8_t* payload, size_t have);
   // The payload received in place is complete: CRC (a mismatch closes the
   // session; nothing was written), then the request's checks again (the port
   // may have been superseded meanwhile) and its start.
@@ -126,8 +129,6 @@ class ReplicaSession final : public EventLoop::Handler {
   // Takes a pool buffer of `size` for the slot within this session's quota;
   // false (and the session stalls) when the quota or the pool is exhausted.
   bool TakeBuffer(Slot* slot, uint32_t size);
-  // Whether TakeBuffer(size) would succeed now (no stall recorded).
-  bool CanTakeBuffer(uint32_t size) const;
   // Returns the slot's buffer (if any) to the pool and lets this session, or
   // one starved by the pool, resume.
   void ReleaseBuffer(Slot* slot);
@@ -153,6 +154,9 @@ class ReplicaSession final : public EventLoop::Handler {
   // The last frame parsed was a WRITE of at least direct_rx_min_bytes: read
   // the next header on its own, so that its payload can go in place too.
   bool header_first_ = false;
+  // Stalled at such a header (StartDirect: kWait): nothing is read until it
+  // can start.
+  bool stalled_at_header_ = false;
   // This session's WRITE payload bytes copied / received in place (logged
   // when it closes).
   uint64_t copied_bytes_ = 0;
