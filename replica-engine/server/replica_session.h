@@ -7,14 +7,17 @@
 // Per connection: a receive buffer big enough for one maximal frame, and a
 // fixed table of request slots (max_inflight). Every request takes a slot
 // from parsing until its reply has been written to the socket; the slot
-// carries the PortRequest (with its backend IoRequest) and the reply header inline, so nothing is
-// allocated per request. Copies: a large WRITE's payload
-// (ServerOptions::direct_rx_min_bytes) is received from the socket straight
-// into its aligned buffer (O_DIRECT) once its header is parsed; while such
-// writes arrive, each frame's header is read on its own, so one recv brings
-// one payload and the next header. A small WRITE's payload is copied once from
-// the receive buffer, where one recv brings a batch of them. READ data is sent
-// straight from the aligned buffer it was read into.
+// carries the PortRequest (with its backend IoRequest) and the reply header
+// inline, so nothing is allocated per request.
+//
+// Copies: a large WRITE's payload (ServerOptions::direct_rx_min_bytes) is
+// received from the socket straight into its aligned buffer (O_DIRECT) once
+// its header is parsed; while such writes arrive each frame's header is read
+// on its own, so one recv brings one payload and the next header. One that
+// finds no slot or buffer stalls the session at its header (the payload
+// stays in the socket) until one frees. A small WRITE's payload is copied
+// once from the receive buffer, where one recv brings a batch of them. READ
+// data is sent straight from the aligned buffer it was read into.
 
 #include <sys/uio.h>
 
