@@ -5,6 +5,11 @@
                               error, a verify error or did no I/O
   fio_json.py stats FILE      prints "iops p50_us p99_us ios cpu_s runtime_s" of
                               the job's main direction (for the benchmark)
+  fio_json.py lat FILE        prints the main direction's "lat" p50 in us
+                              (slat + clat; needs fio --lat_percentiles=1,
+                              else 0): raw io_uring counts its submit, which
+                              holds the filesystem's write path, in slat,
+                              while over NBD the engine's submit is in clat
 """
 import json
 import sys
@@ -25,8 +30,8 @@ def main_dir(job):
     return "write" if w["total_ios"] > 0 else "read"
 
 
-def pct(d, key):
-    p = d.get("clat_ns", {}).get("percentile", {})
+def pct(d, key, kind="clat_ns"):
+    p = d.get(kind, {}).get("percentile", {})
     return p.get(key, 0.0) / 1000.0
 
 
@@ -53,9 +58,17 @@ def stats(path):
     return 0
 
 
+def lat(path):
+    job = load(path)["jobs"][0]
+    print(f"{pct(job[main_dir(job)], '50.000000', 'lat_ns'):.1f}")
+    return 0
+
+
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "check":
         sys.exit(check(sys.argv[2:]))
     if len(sys.argv) == 3 and sys.argv[1] == "stats":
         sys.exit(stats(sys.argv[2]))
+    if len(sys.argv) == 3 and sys.argv[1] == "lat":
+        sys.exit(lat(sys.argv[2]))
     sys.exit(__doc__)

@@ -32,7 +32,8 @@
 #
 # TSV rows: label replicas job iops p50_us p99_us ios cpu_us_per_io round
 # fio_cpu_us engine0_cpu_us other_engines_cpu_us (CPU per I/O; engine 0 hosts
-# the target and replica 0). The RTT row has replicas -1 and job pingpong-4k.
+# the target and replica 0) lat_p50_us (fio's lat = slat + clat: raw io_uring
+# counts its submit in slat, the volume's submit is in its clat). The RTT row has replicas -1 and job pingpong-4k.
 # After each Tandem job the target's per-stage latency over that job (two
 # `target get` snapshots subtracted, scripts/lib/stage_latency.py) is logged and
 # kept in $TC_RUN_DIR/stages.tsv (label replicas job round stage count p50_us
@@ -83,8 +84,8 @@ _bench_run() {
   br="$(cpu_ticks $rest)"
   # shellcheck disable=SC2046
   _bench_fio --name="$job" --output-format=json --output="$json" --time_based --runtime="$BENCH_SECONDS" \
-    --ramp_time=1 --size="$BENCH_SIZE" --randrepeat=0 --norandommap $(_bench_job_args "$job") "$@" \
-    2>>"$TC_RUN_DIR/bench-fio.log" || tc_fail "fio $job on $label"
+    --ramp_time=1 --size="$BENCH_SIZE" --randrepeat=0 --norandommap --lat_percentiles=1 \
+    $(_bench_job_args "$job") "$@" 2>>"$TC_RUN_DIR/bench-fio.log" || tc_fail "fio $job on $label"
   # shellcheck disable=SC2086
   a0="$(cpu_ticks $pid0)"
   # shellcheck disable=SC2086
@@ -102,10 +103,11 @@ k = rt / (rt + 1.0) / hz / max(n, 1) * 1e6
 fio, c0, cr = f / max(n, 1) * 1e6, e0 * k, er * k
 print(f'{fio + c0 + cr:.1f} {fio:.1f} {c0:.1f} {cr:.1f}')" \
     "$cpu_s" "$((a0 - b0))" "$((ar - br))" "$BENCH_CLK_TCK" "$ios" "$runtime")"
-  local total cf c0 cr
+  local total cf c0 cr lat50
   read -r total cf c0 cr <<<"$per_io"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$replicas" "$job" "$iops" "$p50" \
-    "$p99" "$ios" "$total" "$round" "$cf" "$c0" "$cr" >>"$BENCH_TSV"
+  lat50="$(python3 "$TC_LIB_DIR/fio_json.py" lat "$json")"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$replicas" "$job" "$iops" "$p50" \
+    "$p99" "$ios" "$total" "$round" "$cf" "$c0" "$cr" "$lat50" >>"$BENCH_TSV"
   tc_log "bench $label $job (round $round): iops=$iops p50=${p50}us p99=${p99}us cpu/io=${total}us"
 }
 
