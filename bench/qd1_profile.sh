@@ -21,7 +21,14 @@
 #
 #   bench/qd1_profile.sh [--build=DIR] [--seconds=N] [--engine-flags="..."]
 #                        [--out=DIR] [--taskset-fio=CPUS] [--taskset-engine=CPUS]
-#                        [--untraced-only]
+#                        [--untraced-only] [--replicas=N]
+#
+# --replicas=N (default 1): N engines e0..eN-1 on 127.0.0.1, one replica on
+# each, the target on e0 (its local replica in-process, the others over TCP);
+# every engine's loop thread is counted, profiled and traced, and the
+# timeline (qd1_timeline.py repl) follows the I/O through the remote
+# replicas' loops too (docs/performance.md, "Where the 3-replica QD1 time
+# goes").
 #
 # --out keeps the perf data, traces and reports (default: a temp dir, printed).
 # --taskset-fio / --taskset-engine: pin fio / every engine thread (thread
@@ -33,6 +40,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 source "$root/scripts/lib/cluster.sh"
 
 build="$root/build/release" seconds=5 engine_flags= out= taskset_fio= taskset_engine= untraced_only=0
+replicas=1
 for arg in "$@"; do
   case "$arg" in
     --build=*) build="${arg#*=}" ;;
@@ -42,7 +50,8 @@ for arg in "$@"; do
     --taskset-fio=*) taskset_fio="${arg#*=}" ;;
     --taskset-engine=*) taskset_engine="${arg#*=}" ;;
     --untraced-only) untraced_only=1 ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    --replicas=*) replicas="${arg#*=}" ;;
+    -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
     *) echo "qd1_profile: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -60,19 +69,28 @@ SIZE=256M
 # NBD the engine's submit is inside clat; only lat (slat + clat) compares.
 QD1=(--rw=randwrite --bs=4k --iodepth=1 --size=$SIZE --randrepeat=0 --norandommap --lat_percentiles=1)
 
-# shellcheck disable=SC2086
-start_engine e0 $engine_flags
-create_volume bench-r1 $SIZE e0
-uri="$(volume_uri bench-r1 e0)"
+engines=()
+for ((i = 0; i < replicas; i++)); do
+  engines+=("e$i")
+  # shellcheck disable=SC2086
+  start_engine "e$i" $engine_flags
+done
+vol="bench-r$replicas"
+create_volume "$vol" $SIZE "${engines[@]}"
+uri="$(volume_uri "$vol" e0)"
 raw="$TC_RUN_DIR/raw.img"
 fallocate -l $SIZE "$raw"
 fio --name=fill --filename="$raw" --ioengine=io_uring --direct=1 --rw=write --bs=1M --iodepth=8 \
   --size=$SIZE --output=/dev/null
 fio --name=fill --ioengine=nbd --uri="$uri" --rw=write --bs=1M --iodepth=8 --size=$SIZE \
   --output=/dev/null
-pid="$(engine_pid e0)"
+pids=()
+for e in "${engines[@]}"; do pids+=("$(engine_pid "$e")"); done
+pid="${pids[0]}"
 if [ -n "$taskset_engine" ]; then
-  taskset -a -p -c "$taskset_engine" "$pid" >/dev/null || tc_fail "taskset of the engine"
+  for p in "${pids[@]}"; do
+    taskset -a -p -c "$taskset_engine" "$p" >/dev/null || tc_fail "taskset of the engine"
+  done
 fi
 RAW=(--filename="$raw" --ioengine=io_uring --direct=1)
 NBD=(--ioengine=nbd --uri="$uri")
@@ -103,12 +121,12 @@ tc_log "raw QD1 (${seconds}s)"
 "${FIO[@]}" --name=raw "${RAW[@]}" "${QD1[@]}" --time_based --runtime="$seconds" --ramp_time=1 \
   --output-format=json --output="$out/raw.json"
 tc_log "volume QD1 (${seconds}s)"
-ctl e0 target get --volume=bench-r1 >"$out/stages-before.txt"
+ctl e0 target get --volume="$vol" >"$out/stages-before.txt"
 "${FIO[@]}" --name=vol "${NBD[@]}" "${QD1[@]}" --time_based --runtime="$seconds" --ramp_time=1 \
   --output-format=json --output="$out/vol.json"
-ctl e0 target get --volume=bench-r1 >"$out/stages-after.txt"
+ctl e0 target get --volume="$vol" >"$out/stages-after.txt"
 python3 "$TC_LIB_DIR/stage_latency.py" diff "$out/stages-before.txt" "$out/stages-after.txt" \
-  1-replica 1 randwrite-4k-qd1 1 >"$out/stages.tsv" 2>/dev/null || true
+  "$replicas-replica" "$replicas" randwrite-4k-qd1 1 >"$out/stages.tsv" 2>/dev/null || true
 
 p50() {  # "clat p50 X / lat p50 Y" of a fio JSON
   python3 - "$1" <<'PY'
@@ -132,16 +150,19 @@ tc_log "volume QD1 under perf"
   --output-format=json --output="$out/volp.json" &
 fio_pid=$!
 sleep 1.5
-ftid="$(busiest_tid $(pgrep -f -- --name=volp))" etid="$(busiest_tid "$pid")"
-{ ps -L -o pid,tid,psr,pcpu,comm -p "$pid"; ps -L -o pid,tid,psr,pcpu,comm -p "$(pgrep -d, -f -- --name=volp)"; } \
-  >"$out/threads.txt"
+ftid="$(busiest_tid $(pgrep -f -- --name=volp))"
+etids=()  # each engine's loop thread (its busiest), e0 first
+for p in "${pids[@]}"; do etids+=("$(busiest_tid "$p")"); done
+etid="${etids[0]}"
+{ ps -L -o pid,tid,psr,pcpu,comm -p "$(IFS=,; echo "${pids[*]}")"
+  ps -L -o pid,tid,psr,pcpu,comm -p "$(pgrep -d, -f -- --name=volp)"; } >"$out/threads.txt"
 ev=context-switches,cpu-migrations,task-clock,raw_syscalls:sys_enter
-for s in epoll_wait read write recvfrom sendto sendmsg io_uring_enter ppoll poll; do
+for s in epoll_wait read write readv writev recvfrom sendto sendmsg io_uring_enter ppoll poll; do
   ev="$ev,syscalls:sys_enter_$s"
 done
-perf stat -e "$ev" --per-thread -t "$etid,$ftid" -o "$out/stat.txt" -- sleep 3
-perf record -q -F 4999 -g -p "$pid" -o "$out/cpu.data" -- sleep 3 >/dev/null 2>&1
-trace_window "$out/vol-trace" "$etid" "$ftid"
+perf stat -e "$ev" --per-thread -t "$(IFS=,; echo "${etids[*]}"),$ftid" -o "$out/stat.txt" -- sleep 3
+perf record -q -F 4999 -g -p "$(IFS=,; echo "${pids[*]}")" -o "$out/cpu.data" -- sleep 3 >/dev/null 2>&1
+trace_window "$out/vol-trace" "${etids[@]}" "$ftid"
 wait "$fio_pid" || true
 
 # 3. traced raw job
@@ -153,21 +174,29 @@ trace_window "$out/raw-trace" "$rtid"
 wait "$fio_pid" || true
 
 # Report
-perf report -i "$out/cpu.data" --no-children --sort dso,sym --stdio 2>/dev/null | grep -v '^#' |
-  grep -v '^$' | grep '%' | head -n 40 >"$out/cpu-top.txt" || true
+# Shares of each engine's own samples (--percentage relative), no call chains.
+for i in "${!pids[@]}"; do
+  echo "-- e$i (pid ${pids[$i]})"
+  perf report -i "$out/cpu.data" --pid="${pids[$i]}" --percentage relative -g none --no-children \
+    --sort dso,sym --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | grep '%' | head -n 25 || true
+done >"$out/cpu-top.txt"
 {
   echo "== fio p50 us (untraced): raw $(p50 "$out/raw.json"), volume $(p50 "$out/vol.json")"
   echo "== the target's stages over the volume job (stage count p50 p99 mean, us)"
   awk -F'\t' '{print "   " $5, $6, $7, $8, $9}' "$out/stages.tsv"
-  echo "== threads (engine loop tid $etid, fio tid $ftid)"
+  echo "== threads (engine loop tids ${etids[*]} (e0 first), fio tid $ftid)"
   cat "$out/threads.txt"
-  echo "== per I/O over 3 s of perf stat (I/Os = the engine's sendmsg count)"
-  python3 "$TC_LIB_DIR/qd1_timeline.py" stat "$out/stat.txt" "$etid" "$ftid"
+  echo "== per I/O over 3 s of perf stat (I/Os = e0's sendmsg count / $replicas: the NBD reply and one send per remote replica)"
+  python3 "$TC_LIB_DIR/qd1_timeline.py" stat "$out/stat.txt" "$etid" "$ftid" "${etids[@]:1}"
   echo "== per-I/O timeline, volume (traced: inflated)"
-  python3 "$TC_LIB_DIR/qd1_timeline.py" nbd "$out/vol-trace.txt" "$etid" "$ftid"
+  if [ "$replicas" = 1 ]; then
+    python3 "$TC_LIB_DIR/qd1_timeline.py" nbd "$out/vol-trace.txt" "$etid" "$ftid"
+  else
+    python3 "$TC_LIB_DIR/qd1_timeline.py" repl "$out/vol-trace.txt" "$ftid" "${etids[@]}"
+  fi
   echo "== per-I/O timeline, raw (traced the same way)"
   python3 "$TC_LIB_DIR/qd1_timeline.py" raw "$out/raw-trace.txt" "$rtid"
-  echo "== engine cpu profile, top symbols (self)"
+  echo "== engine cpu profiles, top symbols (self), per engine"
   cat "$out/cpu-top.txt"
 } | tee "$out/report.txt"
 tc_log "kept in $out"

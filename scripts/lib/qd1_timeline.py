@@ -3,7 +3,11 @@
 
   qd1_timeline.py nbd TRACE ENGINE_TID FIO_TID   fio nbd -> tandem-engine loop
   qd1_timeline.py raw TRACE FIO_TID              fio io_uring on the file
-  qd1_timeline.py stat STAT ENGINE_TID FIO_TID   perf stat --per-thread, per I/O
+  qd1_timeline.py stat STAT ENGINE_TID FIO_TID [REMOTE_TID...]
+                                                 perf stat --per-thread, per I/O
+  qd1_timeline.py repl TRACE FIO_TID E0_TID E1_TID [E2_TID...]
+                                                 fio nbd -> the target's loop (e0) ->
+                                                 remote replicas' loops and back
 
 TRACE is `perf script -F comm,tid,cpu,time,event,trace` of sched_switch,
 sched_wakeup, block_rq_issue/complete and raw_syscalls of the two threads
@@ -11,7 +15,11 @@ sched_wakeup, block_rq_issue/complete and raw_syscalls of the two threads
 sendto (nbd) or its io_uring_enter (raw) to fio's reply recvfrom (nbd) or the
 io_uring_enter that reaped it (raw); each segment's p25/p50/p75/mean in
 microseconds over all complete I/Os. STAT: the counters of each thread
-divided by the engine's sendmsg count (one NBD reply per I/O).
+divided by the engine's sendmsg count (one NBD reply per I/O; with remote
+replicas' loop tids given, e0's sendmsg count / (1 + their number), one send
+per remote replica). REPL: milestones of each I/O as offsets from fio's header
+send, then the segments between them, each wake-up split by whether the waker
+ran on the wakee's CPU (same) or on the other one (cross).
 """
 import re
 import statistics
@@ -183,7 +191,7 @@ def raw(path, ftid):
     report(rows, NAMES)
 
 
-def stat(path, etid, ftid):
+def stat(path, etid, ftid, remotes=()):
     vals = {}
     with open(path) as f:
         for line in f:
@@ -199,24 +207,29 @@ def stat(path, etid, ftid):
                 continue
             name = parts[3] if parts[2] == "msec" else parts[2]
             vals[(int(tid), name.replace("syscalls:sys_enter_", ""))] = v
-    ios = vals.get((etid, "sendmsg"), 0)
+    ios = vals.get((etid, "sendmsg"), 0) / (1 + len(remotes))
     if ios == 0:
         print("no sendmsg counted on the engine thread")
         return
     print(f"I/Os in the window: {ios:.0f}")
     names = sorted({n for (_, n) in vals})
-    print(f"{'counter':28s} {'engine loop':>12s} {'fio':>12s}")
+    tids = [etid, ftid] + list(remotes)
+    heads = ["engine loop", "fio"] + [f"e{i + 1} loop" for i in range(len(remotes))]
+    print(f"{'counter':28s}" + "".join(f" {h:>12s}" for h in heads))
     for n in names:
-        e, f_ = vals.get((etid, n), 0) / ios, vals.get((ftid, n), 0) / ios
-        unit = " ms" if n == "task-clock" else ""
+        xs = [vals.get((t, n), 0) / ios for t in tids]
+        unit = ""
         if n == "task-clock":
-            e, f_, unit = e * 1000, f_ * 1000, " (us of CPU)"
-        print(f"{n + unit:28s} {e:12.2f} {f_:12.2f}")
+            xs, unit = [x * 1000 for x in xs], " (us of CPU)"
+        print(f"{n + unit:28s}" + "".join(f" {x:12.2f}" for x in xs))
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "stat":
-        stat(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        stat(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), [int(a) for a in sys.argv[5:]])
+    elif sys.argv[1] == "repl":
+        from qd1_timeline_repl import repl
+        repl(sys.argv[2], int(sys.argv[3]), [int(a) for a in sys.argv[4:]])
     elif sys.argv[1] == "nbd":
         nbd(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     else:
