@@ -175,9 +175,12 @@ wait "$fio_pid" || true
 
 # Report
 # Shares of each engine's own samples (--percentage relative), no call chains.
+# (--tid: perf report's --pid filter of a multi-process file keeps only the first.)
+perf report -i "$out/cpu.data" -g none --no-children --sort pid,dso --stdio 2>/dev/null |
+  grep '%' | head -n 16 >"$out/cpu-dso.txt" || true
 for i in "${!pids[@]}"; do
-  echo "-- e$i (pid ${pids[$i]})"
-  perf report -i "$out/cpu.data" --pid="${pids[$i]}" --percentage relative -g none --no-children \
+  echo "-- e$i (loop tid ${etids[$i]})"
+  perf report -i "$out/cpu.data" --tid="${etids[$i]}" --percentage relative -g none --no-children \
     --sort dso,sym --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | grep '%' | head -n 25 || true
 done >"$out/cpu-top.txt"
 {
@@ -196,7 +199,9 @@ done >"$out/cpu-top.txt"
   fi
   echo "== per-I/O timeline, raw (traced the same way)"
   python3 "$TC_LIB_DIR/qd1_timeline.py" raw "$out/raw-trace.txt" "$rtid"
-  echo "== engine cpu profiles, top symbols (self), per engine"
+  echo "== engine cpu profile: samples by thread and object (% of all engines' samples)"
+  cat "$out/cpu-dso.txt"
+  echo "== engine cpu profiles, top symbols (self), per engine loop"
   cat "$out/cpu-top.txt"
 } | tee "$out/report.txt"
 tc_log "kept in $out"
