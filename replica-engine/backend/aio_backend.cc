@@ -247,6 +247,12 @@ int AioBackend::Reap(int min_complete, int64_t timeout_us) {
       // Completions come from the kernel, the workers and the retry, and all
       // of them write the completion fd: wait for that, then collect.
       WaitAndDrainCompletionFd(event_fd_.get(), timeout_us < 0 ? 0 : deadline);
+      // The drain consumed the fd's signal: a worker (or a callback's local
+      // completion) that finished since the top of this pass must be taken
+      // now, or its edge is gone and a loop waiting on the fd sleeps with it
+      // done (the kernel's events below may be enough to leave this Reap).
+      n += RunLocalCompletions();
+      n += RunWorkerCompletions();
       ts = {};
       tsp = &ts;
     } else {
