@@ -1,6 +1,9 @@
 #include "replica-engine/service/controller_authority.h"
 
+#include <map>
+#include <memory>
 #include <mutex>
+#include <string>
 
 #include "common/grpc/bearer_auth.h"
 #include "common/grpc/client_channel.h"
@@ -18,6 +21,23 @@ struct ControllerAuthority::Shared {
   EventLoop* loop = nullptr;  // guarded by mu
 };
 
+namespace {
+// One stub per controller address for the life of the process, never
+// destroyed (reachable from a static, so not a leak to LeakSanitizer). The
+// channel is never torn down because Debian's gRPC (1.51) can free its
+// callback-API completion queue twice when the last such channel goes while
+// gRPC's threads still poll that queue (ASan, ControllerAuthorityTest, under
+// load). An engine talks to one controller: this is its one connection.
+std::shared_ptr<pb::Membership::Stub> StubFor(const std::string& address) {
+  static std::mutex mu;
+  static auto* stubs = new std::map<std::string, std::shared_ptr<pb::Membership::Stub>>();
+  std::lock_guard<std::mutex> l(mu);
+  std::shared_ptr<pb::Membership::Stub>& stub = (*stubs)[address];
+  if (!stub) stub = pb::Membership::NewStub(rpc::NewClientChannel(address));
+  return stub;
+}
+}  // namespace
+
 struct ControllerAuthority::Call {
   std::shared_ptr<Shared> shared;
   grpc::ClientContext ctx;
@@ -29,7 +49,7 @@ struct ControllerAuthority::Call {
 ControllerAuthority::ControllerAuthority(const std::string& address, std::string token,
                                          EventLoop* reply_loop, std::chrono::milliseconds timeout)
     : shared_(std::make_shared<Shared>()), token_(std::move(token)), timeout_(timeout) {
-  shared_->stub = pb::Membership::NewStub(rpc::NewClientChannel(address));
+  shared_->stub = StubFor(address);
   shared_->loop = reply_loop;
 }
 
