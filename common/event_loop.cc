@@ -68,10 +68,14 @@ Status EventLoop::Modify(int fd, uint32_t events, Handler* handler) {
 
 void EventLoop::Remove(int fd) { epoll_ctl(epfd_.get(), EPOLL_CTL_DEL, fd, nullptr); }
 
-void EventLoop::AddIdler(Idler* idler) { idlers_.push_back(idler); }
+void EventLoop::AddIdler(Idler* idler, bool last) {
+  (last ? last_idlers_ : idlers_).push_back(idler);
+}
 
 void EventLoop::RemoveIdler(Idler* idler) {
   idlers_.erase(std::remove(idlers_.begin(), idlers_.end(), idler), idlers_.end());
+  last_idlers_.erase(std::remove(last_idlers_.begin(), last_idlers_.end(), idler),
+                     last_idlers_.end());
 }
 
 void EventLoop::AddTicker(Ticker* ticker, uint32_t period_ms) {
@@ -151,6 +155,7 @@ void EventLoop::RunOnce(int timeout_ms) {
   tls_running_loop = this;
   // Index loop: an idler may add or remove idlers.
   for (size_t i = 0; i < idlers_.size(); ++i) idlers_[i]->BeforeWait();
+  for (size_t i = 0; i < last_idlers_.size(); ++i) last_idlers_[i]->BeforeWait();
   ++wait_count_;
 
   // A Wake() from the loop thread since the last wait (in the handlers,

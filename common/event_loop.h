@@ -67,7 +67,12 @@ class EventLoop {
   Status Modify(int fd, uint32_t events, Handler* handler);
   void Remove(int fd);
 
-  void AddIdler(Idler* idler);
+  // `last`: runs after every other idler of the iteration, whenever either
+  // was added (the replica server's backend submit goes after the replica
+  // clients' sends, so a write's remote legs leave before the local disk
+  // submit's syscall: docs/performance.md, "Where the 3-replica QD1 time
+  // goes").
+  void AddIdler(Idler* idler, bool last = false);
   void RemoveIdler(Idler* idler);
   // OnTick runs roughly every `period_ms` (checked each iteration).
   void AddTicker(Ticker* ticker, uint32_t period_ms);
@@ -121,6 +126,7 @@ class EventLoop {
   uint64_t wait_count_ = 0;  // loop thread only
   std::atomic<bool> stop_{false};
   std::vector<Idler*> idlers_;
+  std::vector<Idler*> last_idlers_;
   std::vector<TickerEntry> tickers_;
   Mutex post_mu_;
   std::vector<std::function<void()>> posted_ GUARDED_BY(post_mu_);

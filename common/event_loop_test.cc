@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <string>
 #include <thread>
 
 #include "common/clock.h"
@@ -86,6 +87,31 @@ TEST(EventLoopTest, TickersFireAndIdlersRunEachIteration) {
   EXPECT_EQ(idle.runs, iterations);
   loop.RemoveTicker(&tick);
   loop.RemoveIdler(&idle);
+}
+
+// Appends its name to a shared log when it runs.
+struct Named : EventLoop::Idler {
+  Named(std::string* out, char c) : log(out), name(c) {}
+  void BeforeWait() override { log->push_back(name); }
+  std::string* log;
+  char name;
+};
+
+TEST(EventLoopTest, LastIdlersRunAfterEveryOtherIdlerWhenEverAdded) {
+  EventLoop loop;
+  std::string log;
+  Named a(&log, 'a'), z(&log, 'z'), b(&log, 'b');
+  loop.AddIdler(&a);
+  loop.AddIdler(&z, /*last=*/true);
+  loop.AddIdler(&b);  // added after the last one, still runs before it
+  loop.RunOnce(0);
+  EXPECT_EQ(log, "abz");
+  loop.RemoveIdler(&z);
+  log.clear();
+  loop.RunOnce(0);
+  EXPECT_EQ(log, "ab");
+  loop.RemoveIdler(&a);
+  loop.RemoveIdler(&b);
 }
 
 // Calls Wake() from inside the loop at a chosen point, then records whether

@@ -240,9 +240,10 @@ class ReplicaServer final : private EventLoop::Handler,
   // that it holds a volume before it opens a port). Thread-safe.
   replica::ReplicaManager* manager() const { return manager_; }
   // Loop thread, for in-process ports: work was just queued on a port
-  // (Start). If this iteration's BeforeWait (which submits the backend's
-  // batch and starts persists for parked writes) has already run, the loop
-  // comes round once more before it sleeps (a flag, no syscall).
+  // (Start). If this iteration's BeforeWait (which services the sessions and
+  // starts persists for parked writes; the backend's batch goes out after
+  // it, in the loop's last idler) has already run, the loop comes round once
+  // more before it sleeps (a flag, no syscall).
   // Loop thread: inside backend_->Reap(), i.e. a port's `done` runs from a
   // real completion; else the port completed the request itself (a parked
   // write failed by Supersede, Close or a failed persist) from inside the
@@ -364,12 +365,14 @@ class ReplicaServer final : private EventLoop::Handler,
   void RunReplicaTasks();
 
   class BackendHandler;
+  class SubmitIdler;
 
   replica::ReplicaManager* manager_;
   backend::StorageBackend* backend_;
   ServerOptions options_;
   EventLoop loop_;
   std::unique_ptr<BackendHandler> backend_handler_;
+  std::unique_ptr<SubmitIdler> submit_idler_;
   backend::AlignedBufferPool pool_;
   // Per size class of pool_: the most buffers one session may hold.
   std::vector<uint32_t> session_quota_;
