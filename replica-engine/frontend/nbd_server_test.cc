@@ -30,6 +30,7 @@
 #include "common/event_loop.h"
 #include "replica-engine/frontend/nbd_protocol.h"
 #include "tests/support/memory_block_device.h"
+#include "tests/support/nbd_raw_client.h"
 
 namespace tandem::frontend {
 namespace {
@@ -37,6 +38,7 @@ namespace {
 using namespace nbd;  // NOLINT: protocol constants
 using testing::MemoryBlockDevice;
 using testing::MemoryBlockDeviceOptions;
+using testing::RawClient;
 
 constexpr const char* kExport = "vol";
 constexpr auto kWait = std::chrono::seconds(30);
@@ -80,169 +82,6 @@ void WriteRandomFile(const std::string& path, size_t size, uint64_t seed) {
   std::ofstream out(path, std::ios::binary);
   out.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(size));
 }
-
-// A blocking client speaking raw NBD, with receive timeouts so no test hangs.
-class RawClient {
- public:
-  explicit RawClient(const std::string& path) {
-    fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path.c_str());
-    connected_ = connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-    timeval tv{10, 0};
-    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  }
-  ~RawClient() { close(fd_); }
-
-  bool connected() const { return connected_; }
-
-  bool Send(const void* p, size_t n) {
-    const uint8_t* b = static_cast<const uint8_t*>(p);
-    while (n > 0) {
-      ssize_t w = send(fd_, b, n, MSG_NOSIGNAL);
-      if (w <= 0) return false;
-      b += w;
-      n -= static_cast<size_t>(w);
-    }
-    return true;
-  }
-  bool Recv(void* p, size_t n) {
-    uint8_t* b = static_cast<uint8_t*>(p);
-    while (n > 0) {
-      ssize_t r = recv(fd_, b, n, 0);
-      if (r <= 0) return false;
-      b += r;
-      n -= static_cast<size_t>(r);
-    }
-    return true;
-  }
-  // True when the server closed the connection (EOF or reset) within the
-  // receive timeout, discarding anything it sent before.
-  bool WaitClosed() {
-    uint8_t b[4096];
-    for (;;) {
-      ssize_t r = recv(fd_, b, sizeof(b), 0);
-      if (r == 0) return true;
-      if (r < 0) return errno == ECONNRESET;
-    }
-  }
-
-  // Reads the greeting and sends client flags.
-  bool Hello(uint32_t client_flags = kClientFlagFixedNewstyle | kClientFlagNoZeroes) {
-    uint8_t g[kGreetingSize];
-    if (!Recv(g, sizeof(g))) return false;
-    if (GetBe64(g) != kNbdMagic || GetBe64(g + 8) != kIHaveOpt) return false;
-    uint8_t f[4];
-    PutBe32(f, client_flags);
-    return Send(f, 4);
-  }
-  bool SendOption(uint32_t option, const std::string& data, uint32_t length_override = 0,
-                  uint64_t magic = kIHaveOpt) {
-    uint8_t h[kOptionHeaderSize];
-    PutBe64(h, magic);
-    PutBe32(h + 8, option);
-    PutBe32(h + 12, length_override ? length_override : static_cast<uint32_t>(data.size()));
-    return Send(h, sizeof(h)) && Send(data.data(), data.size());
-  }
-  struct OptReply {
-    uint32_t option = 0;
-    uint32_t type = 0;
-    std::string data;
-  };
-  bool ReadOptReply(OptReply* r) {
-    uint8_t h[kOptionReplyHeaderSize];
-    if (!Recv(h, sizeof(h)) || GetBe64(h) != kOptReplyMagic) return false;
-    r->option = GetBe32(h + 8);
-    r->type = GetBe32(h + 12);
-    r->data.resize(GetBe32(h + 16));
-    return Recv(r->data.data(), r->data.size());
-  }
-  static std::string InfoData(const std::string& name, std::vector<uint16_t> types) {
-    std::string d(4, '\0');
-    PutBe32(reinterpret_cast<uint8_t*>(d.data()), static_cast<uint32_t>(name.size()));
-    d += name;
-    std::string t(2 + 2 * types.size(), '\0');
-    auto* tb = reinterpret_cast<uint8_t*>(t.data());
-    PutBe16(tb, static_cast<uint16_t>(types.size()));
-    for (size_t i = 0; i < types.size(); ++i) PutBe16(tb + 2 + 2 * i, types[i]);
-    return d + t;
-  }
-  // NBD_OPT_GO; returns the final reply type, fills size/flags from INFO_EXPORT.
-  uint32_t Go(const std::string& name, uint64_t* size = nullptr, uint16_t* flags = nullptr) {
-    if (!SendOption(kOptGo, InfoData(name, {kInfoBlockSize}))) return 0;
-    for (;;) {
-      OptReply r;
-      if (!ReadOptReply(&r)) return 0;
-      if (r.type == kRepInfo && r.data.size() == 12) {
-        auto* b = reinterpret_cast<const uint8_t*>(r.data.data());
-        if (size) *size = GetBe64(b + 2);
-        if (flags) *flags = GetBe16(b + 10);
-      }
-      if (r.type != kRepInfo) return r.type;
-    }
-  }
-  bool Connect(const std::string& name = kExport) { return Hello() && Go(name) == kRepAck; }
-
-  bool SendRequest(uint16_t type, uint64_t offset, uint32_t length, uint64_t cookie,
-                   uint16_t flags = 0, const void* payload = nullptr, uint32_t magic = 0) {
-    Request r;
-    r.type = type;
-    r.flags = flags;
-    r.cookie = cookie;
-    r.offset = offset;
-    r.length = length;
-    uint8_t b[kRequestSize];
-    EncodeRequest(r, b);
-    if (magic != 0) PutBe32(b, magic);
-    if (!Send(b, sizeof(b))) return false;
-    return payload == nullptr || Send(payload, length);
-  }
-  // Reads one simple reply; *error and *cookie out.
-  bool ReadReply(uint32_t* error, uint64_t* cookie) {
-    uint8_t b[kSimpleReplySize];
-    if (!Recv(b, sizeof(b)) || GetBe32(b) != kSimpleReplyMagic) return false;
-    *error = GetBe32(b + 4);
-    *cookie = GetBe64(b + 8);
-    return true;
-  }
-  // Write then wait for its reply; returns the NBD error or UINT32_MAX.
-  uint32_t Write(uint64_t offset, const std::vector<uint8_t>& data, uint16_t flags = 0) {
-    uint32_t err;
-    uint64_t cookie;
-    if (!SendRequest(kCmdWrite, offset, static_cast<uint32_t>(data.size()), 1, flags,
-                     data.data()) ||
-        !ReadReply(&err, &cookie)) {
-      return UINT32_MAX;
-    }
-    return err;
-  }
-  uint32_t Read(uint64_t offset, uint32_t length, std::vector<uint8_t>* out) {
-    uint32_t err;
-    uint64_t cookie;
-    if (!SendRequest(kCmdRead, offset, length, 2) || !ReadReply(&err, &cookie)) {
-      return UINT32_MAX;
-    }
-    if (err == 0) {
-      out->resize(length);
-      if (!Recv(out->data(), length)) return UINT32_MAX;
-    }
-    return err;
-  }
-  uint32_t Simple(uint16_t type, uint64_t offset, uint32_t length, uint16_t flags = 0) {
-    uint32_t err;
-    uint64_t cookie;
-    if (!SendRequest(type, offset, length, 3, flags) || !ReadReply(&err, &cookie)) {
-      return UINT32_MAX;
-    }
-    return err;
-  }
-
- private:
-  int fd_ = -1;
-  bool connected_ = false;
-};
 
 std::vector<uint8_t> Pattern(size_t n, uint8_t seed) {
   std::vector<uint8_t> v(n);
