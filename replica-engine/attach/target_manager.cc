@@ -294,6 +294,7 @@ Status TargetManager::StartExport(Entry* e) {
   if (es.kind == frontend::ExportKind::kNbd) {
     es.nbd_unix_path = export_dir_ + "/" + vol + ".sock";
     es.nbd_tcp_address = e->spec.nbd_tcp_address;
+    es.nbd_write_spin_us = nbd_write_spin_us_;
   } else {
     es.fuse_mount_dir = export_dir_ + "/" + vol + ".fuse";
   }

@@ -112,6 +112,10 @@ class TargetManager {
   void set_channel_factory(target::ReplicaChannelFactory factory) {
     channel_factory_ = std::move(factory);
   }
+  // frontend::NbdServerOptions::write_payload_spin_us of every NBD export
+  // created from now on (tandem-engine --nbd-write-spin-us). REQUIRES: called
+  // before Start().
+  void set_nbd_write_spin_us(uint32_t us) { nbd_write_spin_us_ = us; }
 
   // Creates a target and its export and waits until it is ready (at least
   // one HEALTHY replica) or `ready_timeout_ms` passes. What may block in
@@ -186,6 +190,7 @@ class TargetManager {
   std::atomic<bool> started_{false};
   std::atomic<uint64_t> identity_{0};
   target::ReplicaChannelFactory channel_factory_;  // set before Start()
+  uint32_t nbd_write_spin_us_ = 0;                 // set before Start()
 };
 
 // The HELLO owner id of `volume_id`'s target at `epoch` on the engine with

@@ -16,6 +16,7 @@ Result<std::unique_ptr<Export>> CreateExport(EventLoop* loop, target::BlockDevic
       o.export_name = spec.name;
       o.unix_path = spec.nbd_unix_path;
       o.tcp_address = spec.nbd_tcp_address;
+      o.write_payload_spin_us = spec.nbd_write_spin_us;
       return std::unique_ptr<Export>(std::make_unique<NbdServer>(loop, device, std::move(o)));
     }
     case ExportKind::kFuseFile: {

@@ -22,6 +22,8 @@ struct ExportSpec {
   // kNbd: at least one of these.
   std::string nbd_unix_path;
   std::string nbd_tcp_address;
+  // kNbd: NbdServerOptions::write_payload_spin_us.
+  uint32_t nbd_write_spin_us = 0;
   // kFuseFile: the mount point (created, removed at shutdown) and the file
   // in it that losetup is given.
   std::string fuse_mount_dir;

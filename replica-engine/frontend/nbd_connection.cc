@@ -25,6 +25,18 @@ constexpr const char* kTag = "nbd";
 constexpr size_t kRxCap = 256 * 1024;
 static_assert(kRxCap >= nbd::kOptionHeaderSize + nbd::kMaxOptionLength);
 constexpr size_t kMaxIov = 64;
+// Between two recv() calls of a payload spin: a few pause instructions keep
+// the spinning hyperthread from starving its sibling, and the recv() itself
+// (a syscall) spaces the polls too.
+constexpr int kPausesPerPoll = 8;
+
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
 
 // Device status -> NBD error (doc/proto.md "Error values").
 uint32_t NbdErrorFor(StatusCode code, uint16_t cmd) {
@@ -53,6 +65,7 @@ NbdConnection::NbdConnection(NbdServer* server, UniqueFd fd, std::string name)
       device_(server->device_),
       fd_(std::move(fd)),
       name_(std::move(name)),
+      spin_ns_(uint64_t{server->options_.write_payload_spin_us} * 1000),
       accepted_ns_(MonotonicNanos()) {
   geometry_.size = device_->size();
   geometry_.block_size = device_->block_size();
@@ -214,6 +227,30 @@ void NbdConnection::NoteRecv(size_t got, size_t want) {
   if (got < want && !rx_hup_seen_) rx_maybe_more_ = false;
 }
 
+bool NbdConnection::MaySpinForPayload(uint32_t need) const {
+  if (spin_ns_ == 0 || need > kMaxSpinPayload) return false;
+  // The deadline passed once: this payload waits in epoll from now on.
+  return rx_spin_until_ns_ == 0 || MonotonicNanos() < rx_spin_until_ns_;
+}
+
+ssize_t NbdConnection::SpinRecvPayload(uint32_t need) {
+  uint64_t now = MonotonicNanos();
+  if (rx_spin_until_ns_ == 0) {
+    rx_spin_until_ns_ = now + spin_ns_;
+    if (server_ != nullptr) ++server_->stats_.payload_spins;
+  }
+  while (now < rx_spin_until_ns_) {
+    for (int i = 0; i < kPausesPerPoll; ++i) CpuRelax();
+    ssize_t n = ::recv(fd_.get(), rx_slot_->buf + rx_done_, need, MSG_DONTWAIT);
+    if (n > 0 && server_ != nullptr) ++server_->stats_.payload_spin_hits;
+    // Bytes, EOF or an error (EINTR included) are the caller's to handle.
+    if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) return n;
+    now = MonotonicNanos();
+  }
+  errno = EAGAIN;
+  return -1;
+}
+
 void NbdConnection::Pump() {
   while (!read_closed_ && !stalled_) {
     if (rx_slot_ != nullptr) {
@@ -226,8 +263,14 @@ void NbdConnection::Pump() {
         rx_done_ += static_cast<uint32_t>(take);
       } else {
         // Large payloads go straight into their arena buffer: no extra copy.
-        if (!rx_maybe_more_) return;
-        ssize_t n = ::recv(fd_.get(), rx_slot_->buf + rx_done_, need, 0);
+        ssize_t n;
+        if (rx_maybe_more_) {
+          n = ::recv(fd_.get(), rx_slot_->buf + rx_done_, need, 0);
+        } else if (MaySpinForPayload(need)) {
+          n = SpinRecvPayload(need);
+        } else {
+          return;
+        }
         if (n > 0) {
           rx_done_ += static_cast<uint32_t>(n);
           NoteRecv(static_cast<size_t>(n), need);
@@ -451,6 +494,7 @@ bool NbdConnection::ParseRequest() {
   if (r.type == nbd::kCmdWrite) {
     rx_slot_ = slot;
     rx_done_ = 0;
+    rx_spin_until_ns_ = 0;
     return true;
   }
   StartRequest(slot);

@@ -111,6 +111,13 @@ class NbdConnection final : public EventLoop::Handler {
   ssize_t RecvToBuffer();
   // After a recv() that returned `got` of `want` bytes.
   void NoteRecv(size_t got, size_t want);
+  // The socket was empty with `need` bytes of rx_slot_'s payload to come:
+  // true when it is worth spinning for them (write_payload_spin_us).
+  bool MaySpinForPayload(uint32_t need) const;
+  // Retries recv() into rx_slot_'s buffer until bytes come, the peer hangs up
+  // or fails, or the payload's spin deadline passes. recv()'s result; -1
+  // with errno EAGAIN when the deadline passed first.
+  ssize_t SpinRecvPayload(uint32_t need);
 
   void StartRequest(Slot* slot);
   void SubmitPart(Slot* slot, target::BlockRequest* part);
@@ -139,6 +146,7 @@ class NbdConnection final : public EventLoop::Handler {
   std::string name_;
   nbd::ExportGeometry geometry_;
   uint32_t max_part_;  // largest piece per BlockRequest (a block_size multiple)
+  uint64_t spin_ns_;   // write_payload_spin_us in ns; 0: never spin
 
   uint64_t accepted_ns_;
   Phase phase_ = Phase::kClientFlags;
@@ -150,6 +158,10 @@ class NbdConnection final : public EventLoop::Handler {
   // WRITE payload being received into rx_slot_->buf (rx_done_ bytes so far).
   Slot* rx_slot_ = nullptr;
   uint32_t rx_done_ = 0;
+  // When the spin for rx_slot_'s payload ends (MonotonicNanos); 0: it has
+  // not spun yet. One deadline per payload, so a client trickling its
+  // payload cannot keep the loop spinning.
+  uint64_t rx_spin_until_ns_ = 0;
   uint64_t discard_left_ = 0;  // payload bytes of a rejected WRITE to skip
   // False once a recv() came back short or with EAGAIN: the socket is empty
   // until the next EPOLLIN. rx_hup_seen_: the peer hung up; read to the EOF.

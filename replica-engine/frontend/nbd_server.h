@@ -60,7 +60,19 @@ struct NbdServerOptions {
   // accept is closed (with a WARNING), so idle or slow-handshake clients
   // cannot hold connection slots. 0: no limit.
   uint32_t handshake_timeout_ms = 30000;
+  // A WRITE whose header has arrived but whose payload (at most
+  // kMaxSpinPayload bytes left) is not in the socket yet: retry the
+  // non-blocking recv() for up to this long before going back to epoll.
+  // Clients such as fio's nbd engine send the header and the payload in two
+  // send calls, and a second loop wake-up for the payload costs more than the
+  // few µs the payload takes to follow (docs/performance.md, "Waiting for a
+  // WRITE's payload"). Bounded per request, so a payload that never comes
+  // holds the loop for at most this long once. 0: never spin.
+  uint32_t write_payload_spin_us = 0;
 };
+
+// write_payload_spin_us applies only when this much payload or less is left.
+inline constexpr uint32_t kMaxSpinPayload = 64 * 1024;
 
 struct NbdServerStats {
   uint64_t connections_accepted = 0;
@@ -69,6 +81,11 @@ struct NbdServerStats {
   uint64_t errors = 0;                        // replies with a non-zero error
   uint64_t bytes_read = 0;                    // data of successful READs
   uint64_t bytes_written = 0;                 // data of successful WRITEs
+  // write_payload_spin_us: WRITE payloads waited for by spinning, and the
+  // spins that got payload bytes before the bound (the others went back to
+  // epoll; a payload arriving in pieces may count several).
+  uint64_t payload_spins = 0;
+  uint64_t payload_spin_hits = 0;
 };
 
 // The Export (export.h) of kind kNbd: Describe() gives the unix socket as

@@ -174,6 +174,11 @@ void DefineEngineFlags(Flags* flags) {
                 "on: with --target-loop=server, a target reaches the replica this engine holds "
                 "in-process (its ReplicaPort on the same loop: no TCP, no CRC, no copy); off: over "
                 "TCP like the remote ones (docs/performance.md)");
+  flags->Define("nbd-write-spin-us", "0",
+                "when an NBD WRITE's header has come without its payload (64 KiB or less), "
+                "retry the socket this long before waiting in epoll, so the payload sent right "
+                "after the header costs no second loop wake-up (0: off, max 1000; "
+                "docs/performance.md)");
   flags->Define("allow-remote-nbd", "false",
                 "let CreateTarget export NBD over TCP on a non-loopback nbd_tcp_address (NBD has "
                 "no authentication)");
@@ -215,6 +220,13 @@ Status ParseEngineConfig(const Flags& flags, long configured_cpus, EngineConfig*
     return Status::InvalidArgument("--local-replica '" + local_replica + "' is not on or off");
   }
   c->local_replica = local_replica == "on";
+  uint64_t spin = 0;
+  TANDEM_RETURN_IF_ERROR(flags.GetUint("nbd-write-spin-us", &spin));
+  if (spin > kMaxNbdWriteSpinUs) {
+    return Status::InvalidArgument("--nbd-write-spin-us must be 0.." +
+                                   std::to_string(kMaxNbdWriteSpinUs));
+  }
+  c->nbd_write_spin_us = static_cast<uint32_t>(spin);
   // The same size rules as CreateReplica (block size 4096, a bounded dirty
   // map); the storage is checked once the data dir exists (engine_main).
   for (const std::string& spec : flags.GetAll("create-replica")) {

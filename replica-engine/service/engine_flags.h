@@ -22,6 +22,10 @@ namespace tandem::service {
 // leaves room for a few.
 constexpr uint64_t kMinBufferPool = 16ull << 20;
 
+// --nbd-write-spin-us's bound: a spin holds the loop (every volume and
+// replica on it) for up to this long per WRITE.
+constexpr uint64_t kMaxNbdWriteSpinUs = 1000;
+
 // Everything the flags decide.
 struct EngineConfig {
   // --listen, --auth-token(-file), --busy-poll-us, --cpu, --buffer-pool.
@@ -51,6 +55,9 @@ struct EngineConfig {
   // --local-replica=on: with targets on the server's loop, the replica this
   // engine holds is reached in-process (local::LocalReplicaChannel).
   bool local_replica = true;
+  // --nbd-write-spin-us: frontend::NbdServerOptions::write_payload_spin_us
+  // of the NBD exports (0..1000; 0: off).
+  uint32_t nbd_write_spin_us = 0;
   // --create-replica, each already within CreateReplica's size rules.
   std::vector<replica::ReplicaConfig> create;
 };

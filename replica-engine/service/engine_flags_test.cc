@@ -112,6 +112,8 @@ TEST(EngineConfigTest, BadValuesAreUsageErrorsNamingTheFlag) {
       {{"--controller=127.0.0.1:0"}, "--controller"},
       {{"--target-loop=shared"}, "--target-loop"},
       {{"--local-replica=yes"}, "--local-replica"},
+      {{"--nbd-write-spin-us=1001"}, "--nbd-write-spin-us"},
+      {{"--nbd-write-spin-us=-1"}, "--nbd-write-spin-us"},
   };
   for (const auto& [args, want] : cases) {
     EngineConfig c;
@@ -141,6 +143,12 @@ TEST(EngineConfigTest, BadValuesAreUsageErrorsNamingTheFlag) {
   EXPECT_TRUE(local.local_replica);
   ASSERT_TRUE(Parse({"--local-replica=off"}, &local).ok());
   EXPECT_FALSE(local.local_replica);
+  // The NBD WRITE payload spin: off unless told, 0..1000 µs.
+  EngineConfig spin;
+  ASSERT_TRUE(Parse({}, &spin).ok());
+  EXPECT_EQ(spin.nbd_write_spin_us, 0u);
+  ASSERT_TRUE(Parse({"--nbd-write-spin-us=1000"}, &spin).ok());
+  EXPECT_EQ(spin.nbd_write_spin_us, 1000u);
 }
 
 // --target-threads: plain decimal 1..64, default 1 (today's single loop).

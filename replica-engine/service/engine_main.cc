@@ -95,6 +95,7 @@ tandem::Status Serve(const tandem::service::EngineConfig& config, sigset_t* sigs
   // server.Stop()); --target-threads adds loops of the manager's own.
   tandem::attach::TargetManager targets(
       nbd_dir, config.targets_on_server_loop ? server.loop() : nullptr, config.target_threads);
+  targets.set_nbd_write_spin_us(config.nbd_write_spin_us);
   if (config.targets_on_server_loop && config.local_replica) {
     // A replica endpoint naming this engine's data address, for a volume
     // this engine holds, is served in-process to a target on the server's
