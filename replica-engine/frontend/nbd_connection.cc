@@ -2,6 +2,7 @@
 // device parts, replies); its parts share the slot and buffer bookkeeping of this file.
 #include "replica-engine/frontend/nbd_connection.h"
 
+#include <sched.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -25,18 +26,6 @@ constexpr const char* kTag = "nbd";
 constexpr size_t kRxCap = 256 * 1024;
 static_assert(kRxCap >= nbd::kOptionHeaderSize + nbd::kMaxOptionLength);
 constexpr size_t kMaxIov = 64;
-// Between two recv() calls of a payload spin: a few pause instructions keep
-// the spinning hyperthread from starving its sibling, and the recv() itself
-// (a syscall) spaces the polls too.
-constexpr int kPausesPerPoll = 8;
-
-inline void CpuRelax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
 
 // Device status -> NBD error (doc/proto.md "Error values").
 uint32_t NbdErrorFor(StatusCode code, uint16_t cmd) {
@@ -240,7 +229,12 @@ ssize_t NbdConnection::SpinRecvPayload(uint32_t need) {
     if (server_ != nullptr) ++server_->stats_.payload_spins;
   }
   while (now < rx_spin_until_ns_) {
-    for (int i = 0; i < kPausesPerPoll; ++i) CpuRelax();
+    // Yield, not pause: when the header's wake-up put the loop on the
+    // client's CPU (preempting the client before its second send), a busy
+    // spin only keeps the payload from being sent (with pause, QD1 lost in
+    // both A/B pairs; docs/performance.md). With nothing else runnable
+    // sched_yield() returns at once.
+    sched_yield();
     ssize_t n = ::recv(fd_.get(), rx_slot_->buf + rx_done_, need, MSG_DONTWAIT);
     if (n > 0 && server_ != nullptr) ++server_->stats_.payload_spin_hits;
     // Bytes, EOF or an error (EINTR included) are the caller's to handle.
