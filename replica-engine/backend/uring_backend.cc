@@ -2,7 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/eventfd.h>
-#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -34,6 +34,23 @@ bool EnvDisablesCoopTaskrun() {
   return v != nullptr && v[0] != '\0' && std::strcmp(v, "0") != 0;
 }
 
+// For before/after measurements of SINGLE_ISSUER + DEFER_TASKRUN on one binary.
+bool EnvDisablesSingleIssuer() {
+  const char* v = std::getenv("TANDEM_URING_NO_SINGLE_ISSUER");
+  return v != nullptr && v[0] != '\0' && std::strcmp(v, "0") != 0;
+}
+
+constexpr uint32_t kSingleIssuerFlags =
+    IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED;
+
+// io_uring_enable_rings is in liburing 2.3's static library but not exported
+// by its shared one: the register call it makes.
+int EnableRing(const io_uring& ring) {
+  const long ret =
+      syscall(__NR_io_uring_register, ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr, 0);
+  return ret < 0 ? -errno : 0;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<StorageBackend>> NewUringBackend(const BackendOptions& options) {
@@ -56,68 +73,110 @@ Result<std::unique_ptr<UringBackend>> UringBackend::Create(const BackendOptions&
 
 UringBackend::UringBackend(const BackendOptions& options)
     : depth_(std::clamp<uint32_t>(options.queue_depth, 1, kMaxDepth)),
-      want_registered_files_(options.register_files) {
-  for (auto& slot : fixed_index_) slot.store(-1, std::memory_order_relaxed);
-}
+      want_registered_files_(options.register_files) {}
 
 Status UringBackend::Init() {
+  event_fd_.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!event_fd_.valid()) return PosixError("eventfd", errno);
+  worker_.SetCompletionFd(event_fd_.get());
+  return SetupRing();
+}
+
+Status UringBackend::SetupRing() {
   // The setup flags, best first; a kernel that lacks one refuses with EINVAL
   // and the next is tried. SUBMIT_ALL (5.18+): an SQE that fails early posts
   // its CQE and the rest of the batch is still submitted, instead of the
-  // batch stopping there. COOP_TASKRUN (5.19+): a completion does not
-  // interrupt the owner thread with an IPI to post its CQE while it runs;
-  // the CQE is posted at its next kernel entry (every loop iteration makes
-  // one; a sleeping owner is still woken), and TASKRUN_FLAG makes a peek
-  // enter the kernel for it. SINGLE_ISSUER + DEFER_TASKRUN would go further
-  // but bind the ring to one task for submission *and* registration, while
-  // OpenFile/CloseFile update the file table from the engine's gRPC threads
-  // and a restarted server hands the backend to a new thread
-  // (docs/performance.md).
+  // batch stopping there. SINGLE_ISSUER + DEFER_TASKRUN (6.1+): see the
+  // header; TASKRUN_FLAG makes a pending completion visible in the SQ flags
+  // (CompletionsReady) and makes a peek enter the kernel to post it.
+  // COOP_TASKRUN (5.19+), the fallback: a completion does not interrupt the
+  // owner with an IPI to post its CQE while it runs; the CQE is posted at its
+  // next kernel entry (a sleeping owner is still woken, out of epoll_wait
+  // with EINTR).
   constexpr uint32_t kFlagSets[] = {
+      kSingleIssuerFlags | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_TASKRUN_FLAG,
       IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
       IORING_SETUP_SUBMIT_ALL,
       0,
   };
   int ret = -EINVAL;
+  uint32_t used = 0;
   for (uint32_t flags : kFlagSets) {
+    if (EnvDisablesSingleIssuer() && (flags & IORING_SETUP_SINGLE_ISSUER)) continue;
     if (EnvDisablesCoopTaskrun() && (flags & IORING_SETUP_COOP_TASKRUN)) continue;
     io_uring_params params{};
     params.flags = flags;
     ret = io_uring_queue_init_params(depth_, &ring_, &params);
+    used = flags;
     if (ret != -EINVAL) break;
   }
   if (ret < 0) {
     return Status::Unavailable(std::string("io_uring_setup: ") + std::strerror(-ret));
   }
   ring_ready_ = true;
+  single_issuer_ = (used & IORING_SETUP_SINGLE_ISSUER) != 0;
+  issuer_ = 0;
 
-  event_fd_.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!event_fd_.valid()) return PosixError("eventfd", errno);
-  worker_.SetCompletionFd(event_fd_.get());
+  // Both registrations are allowed from any thread while a SINGLE_ISSUER
+  // ring is still disabled.
   ret = io_uring_register_eventfd(&ring_, event_fd_.get());
   if (ret < 0) {
     return Status::Unavailable(std::string("io_uring_register_eventfd: ") + std::strerror(-ret));
   }
+  if (want_registered_files_) files_.Register(&ring_);
+  return Status::Ok();
+}
 
-  if (want_registered_files_) {
-    // The kernel refuses a table larger than RLIMIT_NOFILE.
-    rlimit rl{};
-    uint32_t slots = kFdTableSize;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < slots) {
-      slots = static_cast<uint32_t>(rl.rlim_cur);
+void UringBackend::Adopt() {
+  if (issuer_ != 0) {
+    // Another thread was the issuer. Its ring cannot be used from here: a
+    // new one replaces it. The hand-over contract (storage_backend.h) means
+    // the old owner is done; what it left in the kernel completes first.
+    if (in_ring_ > 0) {
+      TLOG_WARN("backend", "io_uring handed to a new thread with %u requests in the kernel",
+                in_ring_);
     }
-    ret = io_uring_register_files_sparse(&ring_, slots);
-    if (ret < 0) {
-      // Registered files are an optimisation; run without them.
-      TLOG_WARN("backend", "io_uring file registration unavailable (%s); using plain fds",
-                std::strerror(-ret));
-    } else {
-      files_registered_ = true;
-      free_slots_.reserve(slots);
-      for (uint32_t i = slots; i-- > 0;) free_slots_.push_back(static_cast<int>(i));
+    const uint64_t deadline = MonotonicNanos() + 10'000'000'000ull;
+    while (in_ring_ > 0 && MonotonicNanos() < deadline) {
+      // Posted by the kernel's fallback once the old issuer has exited.
+      if (DrainCompletions() == 0) usleep(1000);
+    }
+    io_uring_queue_exit(&ring_);
+    ring_ready_ = false;
+    in_ring_ = 0;
+    Status st = SetupRing();
+    if (!st.ok()) {
+      // Nothing sensible is left to run on: fail loudly rather than hang.
+      TLOG_ERROR("backend", "io_uring: replacing the ring for a new thread failed: %s",
+                 st.ToString().c_str());
+      std::abort();
     }
   }
-  return Status::Ok();
+  files_.BecomeIssuer(&ring_);
+  if (!single_issuer_) return;  // a replacement the kernel would not make one
+  const int ret = EnableRing(ring_);
+  if (ret < 0) {
+    TLOG_ERROR("backend", "io_uring: enabling the ring failed: %s", std::strerror(-ret));
+    std::abort();
+  }
+  issuer_ = ThreadSerial();
+}
+
+void UringBackend::QuietEventfd(bool quiet) {
+  if (!single_issuer_) return;
+  io_uring_cq_eventfd_toggle(&ring_, !quiet);
+  if (quiet) return;
+  // The kernel sets IORING_SQ_TASKRUN and then checks the eventfd flag; this
+  // thread cleared the flag and now reads TASKRUN (store, then load: a full
+  // fence on both sides). A completion that arrived while the eventfd was
+  // quiet was not signalled, and the next one will not be either (the kernel
+  // signals only its first pending completion): signal it now.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  const unsigned kflags = __atomic_load_n(ring_.sq.kflags, __ATOMIC_ACQUIRE);
+  if ((kflags & IORING_SQ_TASKRUN) != 0 || io_uring_cq_ready(&ring_) > 0) {
+    const uint64_t one = 1;
+    (void)!::write(event_fd_.get(), &one, sizeof(one));
+  }
 }
 
 UringBackend::~UringBackend() {
@@ -141,42 +200,26 @@ Result<int> UringBackend::OpenFile(const char* path, bool create) {
   // 0600: a replica's data is a tenant's; no other local user may read it.
   const int fd = ::open(path, O_RDWR | O_DIRECT | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
   if (fd < 0) return PosixError(std::string("open ") + path, errno);
-  if (!files_registered_ || fd >= kFdTableSize) return fd;
-
-  std::lock_guard<std::mutex> lock(files_mu_);
-  if (free_slots_.empty()) return fd;
-  const int slot = free_slots_.back();
-  int fds[1] = {fd};
-  const int ret = io_uring_register_files_update(&ring_, static_cast<unsigned>(slot), fds, 1);
-  if (ret == 1) {
-    free_slots_.pop_back();
-    fixed_index_[fd].store(slot, std::memory_order_release);
-  } else {
-    // Still usable through the plain descriptor.
-    TLOG_WARN("backend", "registering %s with io_uring failed (%s); using plain fd", path,
-              std::strerror(ret < 0 ? -ret : EIO));
-  }
+  if (files_.Add(&ring_, fd)) WakeOwner();
   return fd;
 }
 
 void UringBackend::CloseFile(int fd) {
   if (fd < 0) return;
-  if (fd < kFdTableSize) {
-    std::lock_guard<std::mutex> lock(files_mu_);
-    // Unpublish before close(): once closed, the number may be reused by an
-    // unrelated open that must not inherit this slot.
-    const int32_t slot = fixed_index_[fd].exchange(-1, std::memory_order_acq_rel);
-    if (slot >= 0) {
-      int fds[1] = {-1};
-      io_uring_register_files_update(&ring_, static_cast<unsigned>(slot), fds, 1);
-      free_slots_.push_back(slot);
-    }
-  }
+  if (files_.Remove(&ring_, fd)) WakeOwner();
   ::close(fd);
+}
+
+void UringBackend::WakeOwner() {
+  // The owner's loop comes back for the completion fd and applies the queued
+  // file-table update in its Reap.
+  const uint64_t one = 1;
+  (void)!::write(event_fd_.get(), &one, sizeof(one));
 }
 
 void UringBackend::Queue(IoRequest* req) {
   CheckOwnerThread("Queue");
+  AdoptIfForeign();
   if (!Admit(req)) return;
   Enqueue(req);
 }
@@ -200,12 +243,9 @@ void UringBackend::PrepSqe(IoRequest* req) {
   }
   int fd = req->fd;
   uint8_t sqe_flags = 0;
-  if (fd < kFdTableSize) {
-    const int32_t slot = fixed_index_[fd].load(std::memory_order_acquire);
-    if (slot >= 0) {
-      fd = slot;
-      sqe_flags = IOSQE_FIXED_FILE;
-    }
+  if (const int32_t slot = files_.SlotOf(fd); slot >= 0) {
+    fd = slot;
+    sqe_flags = IOSQE_FIXED_FILE;
   }
   const uint32_t done = req->done_bytes_;
   switch (req->op) {
@@ -335,6 +375,8 @@ int UringBackend::Enter(unsigned wait_nr, __kernel_timespec* ts) {
 
 int UringBackend::Submit() {
   CheckOwnerThread("Submit");
+  AdoptIfForeign();
+  files_.ApplyQueued(&ring_);
   FillFromOverflow();
   if (io_uring_sq_ready(&ring_) == 0) return 0;
   const int ret = Enter(0, nullptr);
@@ -354,6 +396,8 @@ int UringBackend::Reap(int min_complete, int64_t timeout_us) {
   CheckOwnerThread("Reap");
   // `done` may Queue/Submit, but a nested Reap would reorder completions.
   if (in_reap_) return 0;
+  AdoptIfForeign();
+  files_.ApplyQueued(&ring_);
   in_reap_ = true;
   const uint64_t deadline =
       timeout_us > 0 ? MonotonicNanos() + static_cast<uint64_t>(timeout_us) * 1000 : 0;
@@ -377,8 +421,10 @@ int UringBackend::Reap(int min_complete, int64_t timeout_us) {
         tsp = &ts;
       }
     }
+    QuietEventfd(true);
     const int ret = Enter(static_cast<unsigned>(want), tsp);
     n += DrainCompletions();
+    QuietEventfd(false);
     if (want == 0 || n >= min_complete) break;
     if (io_uring_sq_ready(&ring_) > 0) {
       // The submission was refused, so nothing was waited for. What the

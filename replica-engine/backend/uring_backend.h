@@ -12,7 +12,21 @@
 // - With options.register_files, OpenFile() puts the fd into a sparse
 //   registered-file table (IORING_REGISTER_FILES) and requests use
 //   IOSQE_FIXED_FILE, saving the per-request fd lookup. Descriptors not opened
-//   through OpenFile() still work (they go unregistered).
+//   through OpenFile() still work (they go unregistered). uring_file_table.h
+//   has how updates from other threads reach a SINGLE_ISSUER ring.
+// - The ring is SINGLE_ISSUER + DEFER_TASKRUN where the kernel has them (6.1+;
+//   TANDEM_URING_NO_SINGLE_ISSUER=1 turns them off for A/B runs): completions
+//   are posted only when the owner enters the kernel to reap, so a disk
+//   completion never interrupts the loop (no EINTR out of epoll_wait, no task
+//   work on every return to user space); the registered eventfd is signalled
+//   when the first completion is waiting. Reap() keeps that eventfd quiet
+//   while it posts and consumes completions itself, so a reap does not leave
+//   behind an edge that wakes the loop for nothing: one wake-up per
+//   completion batch. The ring is created disabled and the owner's first
+//   Queue/Submit/Reap enables it, making that thread its issuer; an owner
+//   that hands the backend to another thread (storage_backend.h) hands over
+//   an idle ring, and the new owner's first call replaces it with a new one
+//   (same eventfd, same registered files), since an issuer never changes.
 // - kFlush is IORING_OP_FSYNC(DATASYNC); kDiscard / kWriteZeroes are
 //   IORING_OP_FALLOCATE with PUNCH_HOLE / ZERO_RANGE (| KEEP_SIZE), which the
 //   kernel implements for block devices too (zero-out with / without unmap).
@@ -27,16 +41,13 @@
 
 #include <liburing.h>
 
-#include <array>
-#include <atomic>
 #include <memory>
-#include <mutex>
-#include <vector>
 
 #include "common/result.h"
 #include "common/unique_fd.h"
 #include "replica-engine/backend/backend_base.h"
 #include "replica-engine/backend/backend_worker.h"
+#include "replica-engine/backend/uring_file_table.h"
 
 namespace tandem::backend {
 
@@ -58,15 +69,34 @@ class UringBackend final : public BackendBase {
 
   // Whether the sparse file table was registered (false when disabled by
   // options or refused by the kernel). For tests and diagnostics.
-  bool files_registered() const { return files_registered_; }
+  bool files_registered() const { return files_.registered(); }
+  // The registered slot of `fd` as the owner sees it (-1: none). Tests.
+  int32_t RegisteredSlot(int fd) const { return files_.SlotOf(fd); }
+  // File-table updates from other threads waiting for the owner. Tests.
+  size_t QueuedFileUpdates() { return files_.queued(); }
+  // Whether the ring is SINGLE_ISSUER + DEFER_TASKRUN. Tests, diagnostics.
+  bool single_issuer() const { return single_issuer_; }
 
  private:
-  // Descriptors below this are looked up in fixed_index_; higher ones run
-  // unregistered.
-  static constexpr int kFdTableSize = 4096;
-
   explicit UringBackend(const BackendOptions& options);
   Status Init();
+  // Creates the ring (flags as the kernel allows), registers the eventfd and
+  // the file table. A SINGLE_ISSUER ring is left disabled.
+  Status SetupRing();
+  // First thing in Queue/Submit/Reap on a SINGLE_ISSUER ring: a thread that
+  // is not the ring's issuer adopts it (enables it, or replaces it when
+  // another thread was the issuer).
+  void AdoptIfForeign() {
+    if (single_issuer_ && issuer_ != ThreadSerial()) Adopt();
+  }
+  void Adopt();
+  // Turns the ring's signalling of the eventfd off (while Reap posts and
+  // takes completions itself) or back on. SINGLE_ISSUER only; a flag in
+  // shared memory, no syscall.
+  void QuietEventfd(bool quiet);
+  // Any thread: makes the completion fd readable, so the owner's loop calls
+  // Reap (which applies queued file-table updates).
+  void WakeOwner();
 
   // One io_uring_enter: submits what the SQ holds and waits for `wait_nr`
   // completions (bounded by `ts`); arms the submit retry when the kernel
@@ -88,18 +118,17 @@ class UringBackend final : public BackendBase {
   bool ring_ready_ = false;
   const uint32_t depth_;
   const bool want_registered_files_;
-  bool files_registered_ = false;
+  bool single_issuer_ = false;  // set by SetupRing
+  // Owner thread: the ThreadSerial of the ring's issuer, 0 while the ring is
+  // not enabled.
+  uint64_t issuer_ = 0;
 
   // I/O-thread state.
   uint32_t in_ring_ = 0;  // SQE written, CQE not yet consumed
   RequestList overflow_;
   bool in_reap_ = false;
 
-  // fd -> registered-file slot, -1 when unregistered. Written under files_mu_
-  // by OpenFile/CloseFile (any thread), read lock-free by the I/O thread.
-  std::mutex files_mu_;
-  std::vector<int> free_slots_;  // GUARDED_BY(files_mu_)
-  std::array<std::atomic<int32_t>, kFdTableSize> fixed_index_;
+  UringFileTable files_;
 
   // Submit retry only. Destroyed (thread joined) before BackendBase's
   // event_fd_ closes.

@@ -258,12 +258,10 @@ void ReplicaServer::OnBackendEvents() {
 }
 
 void ReplicaServer::BeforeWait() {
-  // A disk completion wakes this thread out of epoll_wait with EINTR (io_uring
-  // task work) and its CQE is posted on the way out: reap it now, so its
-  // reply goes out in this pass, instead of in the next epoll_wait's handler
-  // for the eventfd (docs/performance.md, "Where the 1-replica QD1 time
-  // goes"). The eventfd's edge is then reported by that wait and reaps
-  // nothing.
+  // A completion that arrived while this pass ran (or, on a COOP_TASKRUN ring,
+  // woke this thread out of epoll_wait with EINTR) is reaped now, so its
+  // reply goes out in this pass instead of after another epoll_wait
+  // (docs/performance.md, "Where the 1-replica QD1 time goes").
   if (backend_->CompletionsReady()) OnBackendEvents();
   if (!replica_tasks_.empty()) RunReplicaTasks();
   // Sessions first: one stalled on a metadata request retries it now, before
