@@ -46,6 +46,17 @@ TEST(TokenBucketTest, FrequentCallsLoseNoTime) {
   EXPECT_EQ(b.Available(kSecond / 10), 100u);
 }
 
+TEST(TokenBucketTest, ALongIdleFillsTheBucketInsteadOfWrappingAround) {
+  // 1 GiB/s idle for 2^34 ns (~17 s): 2^34 ns * 2^30 B/s is exactly 2^64,
+  // which 64-bit math wraps to 0 tokens.
+  TokenBucket b(1ull << 30, kWindow);
+  b.Reset(0);
+  EXPECT_EQ(b.Available(1ull << 34), (1ull << 30) / 10);
+  b.Take((1ull << 30) / 10);
+  const uint64_t later = (1ull << 34) + 3600 * kSecond;
+  EXPECT_EQ(b.Available(later), (1ull << 30) / 10);
+}
+
 TEST(TokenBucketTest, ChangingTheRateEmptiesTheBucket) {
   TokenBucket b(100 << 20, kWindow);
   b.Reset(0);
