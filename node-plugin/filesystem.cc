@@ -14,36 +14,13 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <sstream>
 
+#include "common/mount_info.h"
 #include "node-plugin/command.h"
 #include "node-plugin/real_path.h"
 
 namespace tandem::node {
 namespace {
-
-// mountinfo escapes space, tab, newline and backslash as \ooo.
-std::string Unescape(const std::string& s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '\\' && i + 3 < s.size()) {
-      int v = 0;
-      bool ok = true;
-      for (size_t k = 1; k <= 3; ++k) {
-        char c = s[i + k];
-        if (c < '0' || c > '7') ok = false;
-        v = v * 8 + (c - '0');
-      }
-      if (ok) {
-        out.push_back(static_cast<char>(v));
-        i += 3;
-        continue;
-      }
-    }
-    out.push_back(s[i]);
-  }
-  return out;
-}
 
 Status EnsureDirectory(const std::string& path) {
   std::error_code ec;
@@ -172,20 +149,10 @@ Result<std::string> FormatIfEmpty(const std::string& device, const std::string& 
 
 Result<std::string> MountSourceAt(const std::string& target) {
   const std::string want = RealPath(target);
-  std::ifstream in("/proc/self/mountinfo");
-  if (!in) return Status::Internal("cannot read /proc/self/mountinfo");
-  std::string line, source;
-  while (std::getline(in, line)) {
-    // id parent major:minor root mount_point options [optional...] - fstype source super
-    std::istringstream fields(line);
-    std::string id, parent, devno, root, mount_point, field;
-    fields >> id >> parent >> devno >> root >> mount_point;
-    if (Unescape(mount_point) != want) continue;
-    while (fields >> field && field != "-") {
-    }
-    std::string fstype, src;
-    fields >> fstype >> src;
-    source = Unescape(src);  // the last (topmost) mount at the target wins
+  TANDEM_ASSIGN_OR_RETURN(std::vector<MountInfoEntry> mounts, ReadMountInfo());
+  std::string source;
+  for (const MountInfoEntry& m : mounts) {
+    if (m.mount_point == want) source = m.source;  // the last (topmost) mount wins
   }
   return source;
 }

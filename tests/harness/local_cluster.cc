@@ -2,13 +2,18 @@
 
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/mount.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <string>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 
 #include "common/address.h"
+#include "common/mount_info.h"
 
 namespace tandem::controller::testing {
 
@@ -21,6 +26,21 @@ std::string Env(const char* name, const char* fallback) {
 
 std::shared_ptr<grpc::Channel> Channel(const std::string& socket) {
   return grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials());
+}
+
+// An engine killed with -9 leaves its FUSE exports mounted with no daemon
+// (every access ENOTCONN), and remove_all then stops at them: detach every
+// mount under `root`, deepest first.
+void DetachMountsUnder(const std::string& root) {
+  auto all = ReadMountInfo();
+  if (!all.ok()) return;
+  std::vector<std::string> mounts;
+  for (const MountInfoEntry& m : *all) {
+    if (m.mount_point.rfind(root + "/", 0) == 0) mounts.push_back(m.mount_point);
+  }
+  std::sort(mounts.begin(), mounts.end(),
+            [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+  for (const std::string& m : mounts) umount2(m.c_str(), MNT_DETACH);
 }
 
 }  // namespace
@@ -41,6 +61,7 @@ LocalCluster::~LocalCluster() {
     if (e.process) e.process->Kill();
   }
   if (getenv("TANDEM_KEEP_RUN_DIR") == nullptr) {
+    DetachMountsUnder(root_);
     std::error_code ec;
     std::filesystem::remove_all(root_, ec);
   }
