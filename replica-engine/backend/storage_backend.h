@@ -27,8 +27,11 @@
 //   live owner that is done with the backend hands it over explicitly:
 //   DetachFromThread() on the old owner, or BindToCurrentThread() on the new
 //   one (either way the old owner's last call must happen-before the new
-//   owner's first, e.g. through a join or a mutex). With NDEBUG the check
-//   compiles away (no per-I/O cost).
+//   owner's first, e.g. through a join or a mutex), and the backend must be
+//   idle: InFlight() == 0 (an io_uring ring's completions can be reaped only
+//   by the thread that submitted them; a hand-over with requests in the
+//   ring aborts with a message). With NDEBUG the check compiles away (no
+//   per-I/O cost).
 // - Queue() never fails and never blocks. A request the kernel queue has no room
 //   for waits inside the backend and is submitted by a later Submit()/Reap();
 //   it is never failed for lack of room.

@@ -94,10 +94,13 @@ Status UringBackend::SetupRing() {
   // next kernel entry (a sleeping owner is still woken, out of epoll_wait
   // with EINTR).
   constexpr uint32_t kFlagSets[] = {
-      kSingleIssuerFlags | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_TASKRUN_FLAG,
-      IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
-      IORING_SETUP_SUBMIT_ALL,
-      0,
+#if defined(__x86_64__)
+    // QuietEventfd relies on x86-64's ordering.
+    kSingleIssuerFlags | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_TASKRUN_FLAG,
+#endif
+    IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+    IORING_SETUP_SUBMIT_ALL,
+    0,
   };
   int ret = -EINVAL;
   uint32_t used = 0;
@@ -129,24 +132,27 @@ Status UringBackend::SetupRing() {
 
 void UringBackend::Adopt() {
   if (issuer_ != 0) {
-    // Another thread was the issuer. Its ring cannot be used from here: a
-    // new one replaces it. The hand-over contract (storage_backend.h) means
-    // the old owner is done; what it left in the kernel completes first.
+    // Another thread was the issuer. Its ring cannot be used from here (the
+    // kernel refuses a foreign task with EEXIST, and only the issuer can
+    // post what the kernel finished), so a new one replaces it.
     if (in_ring_ > 0) {
-      TLOG_WARN("backend", "io_uring handed to a new thread with %u requests in the kernel",
-                in_ring_);
+      // storage_backend.h: an io_uring backend changes hands idle. What the
+      // old ring holds could never complete here.
+      TLOG_ERROR("backend",
+                 "io_uring handed to a new thread with %u requests in the ring: the "
+                 "one-thread contract requires InFlight() == 0 at a hand-over",
+                 in_ring_);
+      std::abort();
     }
-    const uint64_t deadline = MonotonicNanos() + 10'000'000'000ull;
-    while (in_ring_ > 0 && MonotonicNanos() < deadline) {
-      // Posted by the kernel's fallback once the old issuer has exited.
-      if (DrainCompletions() == 0) usleep(1000);
-    }
+    // Other threads queue their file-table updates from now on: they must
+    // not touch ring_ while it is replaced.
+    files_.BeginHandOver();
     io_uring_queue_exit(&ring_);
     ring_ready_ = false;
-    in_ring_ = 0;
     Status st = SetupRing();
     if (!st.ok()) {
-      // Nothing sensible is left to run on: fail loudly rather than hang.
+      // Out of memory or descriptors, or io_uring disabled since start-up:
+      // nothing is left to run I/O on.
       TLOG_ERROR("backend", "io_uring: replacing the ring for a new thread failed: %s",
                  st.ToString().c_str());
       std::abort();
@@ -166,11 +172,13 @@ void UringBackend::QuietEventfd(bool quiet) {
   if (!single_issuer_) return;
   io_uring_cq_eventfd_toggle(&ring_, !quiet);
   if (quiet) return;
-  // The kernel sets IORING_SQ_TASKRUN and then checks the eventfd flag; this
-  // thread cleared the flag and now reads TASKRUN (store, then load: a full
-  // fence on both sides). A completion that arrived while the eventfd was
-  // quiet was not signalled, and the next one will not be either (the kernel
-  // signals only its first pending completion): signal it now.
+  // The kernel sets IORING_SQ_TASKRUN (a locked instruction on x86-64, a
+  // full barrier) and then reads the eventfd flag; this thread clears the
+  // flag and then reads TASKRUN, after a full fence. So one of the two sees
+  // the other (why SINGLE_ISSUER is used on x86-64 only: elsewhere the
+  // kernel's side has no such barrier). A completion that arrived while the
+  // eventfd was quiet was not signalled, and the next one will not be either
+  // (the kernel signals only its first pending completion): signal it now.
   std::atomic_thread_fence(std::memory_order_seq_cst);
   const unsigned kflags = __atomic_load_n(ring_.sq.kflags, __ATOMIC_ACQUIRE);
   if ((kflags & IORING_SQ_TASKRUN) != 0 || io_uring_cq_ready(&ring_) > 0) {
@@ -183,7 +191,11 @@ UringBackend::~UringBackend() {
   if (!ring_ready_) return;
   // Closing the ring does not wait for in-flight I/O, which could still be
   // writing into caller buffers; wait for it here (without calling `done`:
-  // the owner promised InFlight() == 0).
+  // the owner promised InFlight() == 0). A SINGLE_ISSUER ring can be waited
+  // for only by its issuer: elsewhere the wait fails with EEXIST at once.
+  if (in_ring_ > 0) {
+    TLOG_ERROR("backend", "io_uring backend destroyed with %u requests in the ring", in_ring_);
+  }
   if (io_uring_sq_ready(&ring_) > 0) io_uring_submit(&ring_);
   while (in_ring_ > 0) {
     io_uring_cqe* cqe = nullptr;

@@ -74,6 +74,7 @@ class UringBackend final : public BackendBase {
   int32_t RegisteredSlot(int fd) const { return files_.SlotOf(fd); }
   // File-table updates from other threads waiting for the owner. Tests.
   size_t QueuedFileUpdates() { return files_.queued(); }
+  size_t FreeFileSlots() { return files_.free_slots(); }
   // Whether the ring is SINGLE_ISSUER + DEFER_TASKRUN. Tests, diagnostics.
   bool single_issuer() const { return single_issuer_; }
 

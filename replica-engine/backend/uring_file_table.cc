@@ -31,9 +31,10 @@ bool UringFileTable::Register(io_uring* ring) {
     slots_ = slots;
     free_slots_.reserve(slots);
     for (uint32_t i = slots; i-- > 0;) free_slots_.push_back(static_cast<int>(i));
-    registered_ = true;
+    registered_.store(true, std::memory_order_release);
     return true;
   }
+  if (!registered_.load(std::memory_order_relaxed)) return false;  // failed before: stays off
   // A ring replacing another: same size, and what was published stays so.
   const int ret = io_uring_register_files_sparse(ring, slots_);
   if (ret < 0) {
@@ -41,6 +42,7 @@ bool UringFileTable::Register(io_uring* ring) {
     // request names a slot the new ring lacks.
     TLOG_ERROR("backend", "io_uring file re-registration failed (%s); using plain fds",
                std::strerror(-ret));
+    registered_.store(false, std::memory_order_release);
     for (auto& s : slot_of_) s.store(-1, std::memory_order_release);
     free_slots_.clear();
     queued_.clear();
@@ -65,7 +67,8 @@ void UringFileTable::Apply(io_uring* ring, const Update& u) {
   int fds[1] = {u.fd};
   const int ret = io_uring_register_files_update(ring, static_cast<unsigned>(u.slot), fds, 1);
   if (u.fd < 0) {
-    free_slots_.push_back(u.slot);
+    // A slot the ring may still hold a file in is never handed out again.
+    if (ret == 1) free_slots_.push_back(u.slot);
     return;
   }
   if (ret == 1) {
@@ -79,7 +82,7 @@ void UringFileTable::Apply(io_uring* ring, const Update& u) {
 }
 
 bool UringFileTable::Add(io_uring* ring, int fd) {
-  if (!registered_ || fd < 0 || fd >= kMaxFds) return false;
+  if (!registered() || fd < 0 || fd >= kMaxFds) return false;
   MutexLock lock(&mu_);
   if (free_slots_.empty()) return false;
   const Update u{free_slots_.back(), fd};
@@ -94,7 +97,7 @@ bool UringFileTable::Add(io_uring* ring, int fd) {
 }
 
 bool UringFileTable::Remove(io_uring* ring, int fd) {
-  if (!registered_ || fd < 0 || fd >= kMaxFds) return false;
+  if (!registered() || fd < 0 || fd >= kMaxFds) return false;
   MutexLock lock(&mu_);
   // Registered by nobody yet: the queued Add is dropped, and with it the
   // chance that it registers whatever file reuses this number after close().
@@ -118,6 +121,11 @@ bool UringFileTable::Remove(io_uring* ring, int fd) {
   queued_.push_back(u);
   queued_flag_.store(true, std::memory_order_release);
   return true;
+}
+
+void UringFileTable::BeginHandOver() {
+  MutexLock lock(&mu_);
+  issuer_ = ThreadSerial();
 }
 
 void UringFileTable::BecomeIssuer(io_uring* ring) {

@@ -14,7 +14,10 @@
 // or not yet enabled) is updated at once by whichever thread asks.
 //
 // Slots are reused only after the ring has dropped its reference, so a fd
-// number reused by an unrelated open() never inherits one.
+// number reused by an unrelated open() never inherits one. An update queued
+// while no issuer runs any more (files closed after the server stopped)
+// waits for the next owner or the backend's destruction: until then the
+// ring keeps that file open.
 
 #include <liburing.h>
 
@@ -49,7 +52,7 @@ class UringFileTable {
   // published on the old one. False when the kernel refuses (the table then
   // stays unused: an optimisation, not a requirement).
   bool Register(io_uring* ring);
-  bool registered() const { return registered_; }
+  bool registered() const { return registered_.load(std::memory_order_acquire); }
 
   // Any thread. Publishes (Add) or withdraws (Remove) `fd`'s slot, applying
   // the update now when this thread may register on `ring`, else queueing it.
@@ -59,6 +62,10 @@ class UringFileTable {
   bool Add(io_uring* ring, int fd);
   bool Remove(io_uring* ring, int fd);
 
+  // The calling thread is about to replace the ring (a hand-over): from now
+  // on every other thread queues its updates, so none touches the ring
+  // while it is closed and set up again.
+  void BeginHandOver();
   // Issuer thread. The calling thread becomes the ring's issuer: from now on
   // other threads queue their updates. Applies what is queued.
   void BecomeIssuer(io_uring* ring);
@@ -67,10 +74,14 @@ class UringFileTable {
     if (queued_flag_.load(std::memory_order_acquire)) ApplyQueuedSlow(ring);
   }
 
-  // Updates waiting for the issuer. Tests.
+  // Updates waiting for the issuer, and slots free to hand out. Tests.
   size_t queued() {
     MutexLock lock(&mu_);
     return queued_.size();
+  }
+  size_t free_slots() {
+    MutexLock lock(&mu_);
+    return free_slots_.size();
   }
 
   // The slot of `fd`, or -1 (not registered). Lock-free; the issuer's view.
@@ -90,7 +101,7 @@ class UringFileTable {
   void Apply(io_uring* ring, const Update& u) REQUIRES(mu_);
   void ApplyQueuedSlow(io_uring* ring);
 
-  bool registered_ = false;  // written by Register only, before any I/O
+  std::atomic<bool> registered_{false};
   Mutex mu_;
   uint32_t slots_ GUARDED_BY(mu_) = 0;
   std::vector<int> free_slots_ GUARDED_BY(mu_);
