@@ -1,8 +1,8 @@
 // The backend conformance suite: every test runs against each StorageBackend
 // ("io_uring" and "libaio") and checks the contract in storage_backend.h.
-// "io_uring_coop" is io_uring with the ring flags used where the kernel lacks
-// SINGLE_ISSUER + DEFER_TASKRUN (COOP_TASKRUN), so both ring kinds are held
-// to the contract on any kernel.
+// "io_uring_si" is io_uring with BackendOptions::single_issuer (a
+// SINGLE_ISSUER + DEFER_TASKRUN ring where the kernel has them), so both ring
+// kinds are held to the contract.
 
 #include <fcntl.h>
 #include <poll.h>
@@ -214,12 +214,11 @@ class BackendConformanceTest : public ::testing::TestWithParam<const char*> {
   // when this machine cannot create it (io_uring blocked by seccomp or the
   // sysctl), or after a failure.
   void MakeBackend(const BackendOptions& options, std::unique_ptr<StorageBackend>* out) {
-    const bool coop = std::string(GetParam()) == "io_uring_coop";
-    const std::string name = coop ? "io_uring" : GetParam();
-    // ctest runs each test in a process of its own, no other thread yet.
-    if (coop) setenv("TANDEM_URING_NO_SINGLE_ISSUER", "1", 1);
-    auto b = BackendFactory::Create(name, options);
-    if (coop) unsetenv("TANDEM_URING_NO_SINGLE_ISSUER");
+    const bool si = std::string(GetParam()) == "io_uring_si";
+    const std::string name = si ? "io_uring" : GetParam();
+    BackendOptions o = options;
+    o.single_issuer = si;
+    auto b = BackendFactory::Create(name, o);
     if (!b.ok()) {
       if (b.status().code() == StatusCode::kUnavailable && name == "io_uring") {
         GTEST_SKIP() << "io_uring unavailable here: " << b.status().ToString();
@@ -1106,7 +1105,7 @@ TEST_P(BackendConformanceTest, AnEdgeTriggeredLoopThatNeverReadsTheFdSeesEveryCo
   // posted on the way out, so CompletionsReady() sees it before the next
   // sleep. A DEFER_TASKRUN ring wakes the loop through the eventfd instead
   // (uring_backend_test.cc counts those wake-ups).
-  if (std::string(GetParam()) == "io_uring_coop") {
+  if (std::string(GetParam()) == "io_uring") {
     EXPECT_GT(ready_reaps, 0) << "CompletionsReady() never saw a completion before the sleep";
   }
 }
@@ -1313,7 +1312,7 @@ TEST_P(BackendConformanceTest, HandingTheBackendToAnotherThreadWorks) {
 std::string BackendName(const ::testing::TestParamInfo<const char*>& param) { return param.param; }
 
 INSTANTIATE_TEST_SUITE_P(Backends, BackendConformanceTest,
-                         ::testing::Values("io_uring", "io_uring_coop", "libaio"), BackendName);
+                         ::testing::Values("io_uring", "io_uring_si", "libaio"), BackendName);
 
 }  // namespace
 }  // namespace tandem::backend

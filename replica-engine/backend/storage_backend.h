@@ -134,6 +134,11 @@ struct BackendOptions {
   // io_uring: register the file table (IORING_REGISTER_FILES) so each request
   // skips the fd lookup.
   bool register_files = true;
+  // io_uring: a SINGLE_ISSUER + DEFER_TASKRUN ring where the kernel has them
+  // (uring_backend.h); else COOP_TASKRUN. Off by default: on this project's
+  // 2-vCPU benchmark machine it measured neutral (docs/performance.md, "io_uring
+  // flags of the backend ring"). tandem-engine --io-uring-defer-taskrun=on.
+  bool single_issuer = false;
   // libaio: threads that run flush / discard / write-zeroes (fdatasync,
   // fallocate) off the owner loop; two, so one slow flush does not hold up
   // another volume's. 1..16.

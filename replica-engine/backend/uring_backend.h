@@ -14,8 +14,8 @@
 //   IOSQE_FIXED_FILE, saving the per-request fd lookup. Descriptors not opened
 //   through OpenFile() still work (they go unregistered). uring_file_table.h
 //   has how updates from other threads reach a SINGLE_ISSUER ring.
-// - The ring is SINGLE_ISSUER + DEFER_TASKRUN where the kernel has them (6.1+;
-//   TANDEM_URING_NO_SINGLE_ISSUER=1 turns them off for A/B runs): completions
+// - With options.single_issuer the ring is SINGLE_ISSUER + DEFER_TASKRUN where
+//   the kernel has them (6.1+, x86-64; else COOP_TASKRUN): completions
 //   are posted only when the owner enters the kernel to reap, so a disk
 //   completion never interrupts the loop (no EINTR out of epoll_wait, no task
 //   work on every return to user space); the registered eventfd is signalled
@@ -119,6 +119,7 @@ class UringBackend final : public BackendBase {
   bool ring_ready_ = false;
   const uint32_t depth_;
   const bool want_registered_files_;
+  const bool want_single_issuer_;
   bool single_issuer_ = false;  // set by SetupRing
   // Owner thread: the ThreadSerial of the ring's issuer, 0 while the ring is
   // not enabled.

@@ -132,7 +132,9 @@ class OwnerLoop {
 class UringBackendTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto b = UringBackend::Create(BackendOptions{});
+    BackendOptions options;
+    options.single_issuer = true;
+    auto b = UringBackend::Create(options);
     if (!b.ok()) GTEST_SKIP() << "io_uring unavailable here: " << b.status().ToString();
     backend_ = std::move(*b);
     if (!backend_->single_issuer()) GTEST_SKIP() << "this kernel has no SINGLE_ISSUER rings";

@@ -10,6 +10,7 @@
 #include "common/flags.h"
 #include "common/grpc/tls.h"
 #include "common/status.h"
+#include "replica-engine/backend/storage_backend.h"
 #include "replica-engine/replica/replica.h"
 #include "replica-engine/server/replica_server.h"
 #include "replica-engine/service/engine_service.h"
@@ -34,8 +35,9 @@ struct EngineConfig {
   // (-file), --data-dir, --allowed-device, --allow-remote-nbd. data_address
   // and backend are filled in once the server runs.
   EngineServiceOptions service;
-  std::string backend;      // --backend
-  std::string grpc_listen;  // --grpc-listen, as given (a valid endpoint)
+  std::string backend;                      // --backend
+  backend::BackendOptions backend_options;  // --io-uring-defer-taskrun
+  std::string grpc_listen;                  // --grpc-listen, as given (a valid endpoint)
   // --grpc-tls-cert, --grpc-tls-key, --grpc-tls-client-ca: TLS for the
   // management API (mutual with a client CA); none: plaintext.
   rpc::TlsConfig grpc_tls;

@@ -114,6 +114,7 @@ TEST(EngineConfigTest, BadValuesAreUsageErrorsNamingTheFlag) {
       {{"--local-replica=yes"}, "--local-replica"},
       {{"--nbd-write-spin-us=1001"}, "--nbd-write-spin-us"},
       {{"--nbd-write-spin-us=-1"}, "--nbd-write-spin-us"},
+      {{"--io-uring-defer-taskrun=1"}, "--io-uring-defer-taskrun"},
   };
   for (const auto& [args, want] : cases) {
     EngineConfig c;
@@ -149,6 +150,12 @@ TEST(EngineConfigTest, BadValuesAreUsageErrorsNamingTheFlag) {
   EXPECT_EQ(spin.nbd_write_spin_us, 0u);
   ASSERT_TRUE(Parse({"--nbd-write-spin-us=1000"}, &spin).ok());
   EXPECT_EQ(spin.nbd_write_spin_us, 1000u);
+  // The io_uring ring kind: COOP_TASKRUN unless asked.
+  EngineConfig ring;
+  ASSERT_TRUE(Parse({}, &ring).ok());
+  EXPECT_FALSE(ring.backend_options.single_issuer);
+  ASSERT_TRUE(Parse({"--io-uring-defer-taskrun=on"}, &ring).ok());
+  EXPECT_TRUE(ring.backend_options.single_issuer);
 }
 
 // --target-threads: plain decimal 1..64, default 1 (today's single loop).

@@ -214,7 +214,7 @@ int main(int argc, char** argv) {
   st = tandem::service::ParseEngineConfig(flags, ::sysconf(_SC_NPROCESSORS_CONF), &config);
   if (!st.ok()) return UsageFail(st);
 
-  auto backend = tandem::backend::BackendFactory::Create(config.backend);
+  auto backend = tandem::backend::BackendFactory::Create(config.backend, config.backend_options);
   if (!backend.ok()) return Fail(backend.status());
   const std::string& data_dir = config.service.data_dir;
   tandem::replica::ReplicaManager manager(backend->get(), data_dir);
