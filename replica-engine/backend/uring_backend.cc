@@ -333,9 +333,10 @@ bool UringBackend::OnCompletion(IoRequest* req, int32_t res) {
 int UringBackend::DrainCompletions() {
   constexpr unsigned kBatch = 64;
   // Bounded: a reap never runs away with the loop under a completion storm.
-  constexpr int kMaxRounds = 16;
+  constexpr int kMaxTaskrunRounds = 16;
+  int taskrun_rounds = 0;
   int n = 0;
-  for (int round = 0; round < kMaxRounds; ++round) {
+  for (;;) {
     io_uring_cqe* cqes[kBatch];
     const unsigned got = io_uring_peek_batch_cqe(&ring_, cqes, kBatch);
     if (got == 0) break;
@@ -353,11 +354,13 @@ int UringBackend::DrainCompletions() {
       if (data[i] == LIBURING_UDATA_TIMEOUT) continue;
       if (OnCompletion(reinterpret_cast<IoRequest*>(data[i]), res[i])) ++n;
     }
-    // The kernel posts at most a few dozen deferred completions per entry
-    // and flags the rest (IORING_SQ_TASKRUN): take those too, rather than
-    // leaving them for another pass of the loop.
+    if (got == kBatch) continue;
+    // DEFER_TASKRUN: the kernel posts at most a few dozen deferred
+    // completions per entry and flags the rest (IORING_SQ_TASKRUN): take
+    // those too, rather than leaving them for another pass of the loop.
+    if (!single_issuer_ || ++taskrun_rounds > kMaxTaskrunRounds) break;
     const unsigned kflags = __atomic_load_n(ring_.sq.kflags, __ATOMIC_ACQUIRE);
-    if (got < kBatch && (kflags & IORING_SQ_TASKRUN) == 0) break;
+    if ((kflags & IORING_SQ_TASKRUN) == 0) break;
   }
   return n;
 }
