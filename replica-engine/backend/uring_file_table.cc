@@ -87,13 +87,7 @@ bool UringFileTable::Add(io_uring* ring, int fd) {
   if (free_slots_.empty()) return false;
   const Update u{free_slots_.back(), fd};
   free_slots_.pop_back();
-  if (MayRegisterNow()) {
-    Apply(ring, u);
-    return false;
-  }
-  queued_.push_back(u);
-  queued_flag_.store(true, std::memory_order_release);
-  return true;
+  return ApplyOrQueue(ring, u);
 }
 
 bool UringFileTable::Remove(io_uring* ring, int fd) {
@@ -111,16 +105,25 @@ bool UringFileTable::Remove(io_uring* ring, int fd) {
   // Unpublish before close(): requests queued from now on use the plain fd.
   const int32_t slot = slot_of_[fd].exchange(-1, std::memory_order_acq_rel);
   if (slot < 0) return false;
-  const Update u{slot, -1};
+  // Queued, the slot stays taken (and the ring keeps the file open) until the
+  // issuer clears it.
+  return ApplyOrQueue(ring, Update{slot, -1});
+}
+
+bool UringFileTable::ApplyOrQueue(io_uring* ring, const Update& u) {
   if (MayRegisterNow()) {
     Apply(ring, u);
     return false;
   }
-  // The slot stays taken (and the ring keeps the file open) until the issuer
-  // clears it.
   queued_.push_back(u);
   queued_flag_.store(true, std::memory_order_release);
   return true;
+}
+
+void UringFileTable::ApplyAllQueued(io_uring* ring) {
+  for (const Update& u : queued_) Apply(ring, u);
+  queued_.clear();
+  queued_flag_.store(false, std::memory_order_release);
 }
 
 void UringFileTable::BeginHandOver() {
@@ -131,17 +134,13 @@ void UringFileTable::BeginHandOver() {
 void UringFileTable::BecomeIssuer(io_uring* ring) {
   MutexLock lock(&mu_);
   issuer_ = ThreadSerial();
-  for (const Update& u : queued_) Apply(ring, u);
-  queued_.clear();
-  queued_flag_.store(false, std::memory_order_release);
+  ApplyAllQueued(ring);
 }
 
 void UringFileTable::ApplyQueuedSlow(io_uring* ring) {
   MutexLock lock(&mu_);
   if (!MayRegisterNow()) return;  // a ring not yet adopted by this thread
-  for (const Update& u : queued_) Apply(ring, u);
-  queued_.clear();
-  queued_flag_.store(false, std::memory_order_release);
+  ApplyAllQueued(ring);
 }
 
 }  // namespace tandem::backend

@@ -100,6 +100,10 @@ class UringFileTable {
   // Writes one slot of the ring's table; publishes or frees as the update says.
   void Apply(io_uring* ring, const Update& u) REQUIRES(mu_);
   void ApplyQueuedSlow(io_uring* ring);
+  // Applies `u` now when this thread may register on `ring`, else queues it
+  // for the issuer; true when queued.
+  bool ApplyOrQueue(io_uring* ring, const Update& u) REQUIRES(mu_);
+  void ApplyAllQueued(io_uring* ring) REQUIRES(mu_);
 
   std::atomic<bool> registered_{false};
   Mutex mu_;
