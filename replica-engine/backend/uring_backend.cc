@@ -176,10 +176,7 @@ void UringBackend::QuietEventfd(bool quiet) {
   // (the kernel signals only its first pending completion): signal it now.
   std::atomic_thread_fence(std::memory_order_seq_cst);
   const unsigned kflags = __atomic_load_n(ring_.sq.kflags, __ATOMIC_ACQUIRE);
-  if ((kflags & IORING_SQ_TASKRUN) != 0 || io_uring_cq_ready(&ring_) > 0) {
-    const uint64_t one = 1;
-    (void)!::write(event_fd_.get(), &one, sizeof(one));
-  }
+  if ((kflags & IORING_SQ_TASKRUN) != 0 || io_uring_cq_ready(&ring_) > 0) WakeOwner();
 }
 
 UringBackend::~UringBackend() {
@@ -220,8 +217,7 @@ void UringBackend::CloseFile(int fd) {
 void UringBackend::WakeOwner() {
   // The owner's loop comes back for the completion fd and applies the queued
   // file-table update in its Reap.
-  const uint64_t one = 1;
-  (void)!::write(event_fd_.get(), &one, sizeof(one));
+  eventfd_write(event_fd_.get(), 1);
 }
 
 void UringBackend::Queue(IoRequest* req) {
