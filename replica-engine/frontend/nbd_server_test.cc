@@ -31,6 +31,7 @@
 #include "replica-engine/frontend/nbd_protocol.h"
 #include "tests/support/memory_block_device.h"
 #include "tests/support/nbd_raw_client.h"
+#include "tests/support/nbd_server_fixture.h"
 
 namespace tandem::frontend {
 namespace {
@@ -41,7 +42,6 @@ using testing::MemoryBlockDeviceOptions;
 using testing::RawClient;
 
 constexpr const char* kExport = "vol";
-constexpr auto kWait = std::chrono::seconds(30);
 
 bool HaveTool(const std::string& name) {
   std::string cmd = "command -v " + name + " >/dev/null 2>&1";
@@ -89,108 +89,14 @@ std::vector<uint8_t> Pattern(size_t n, uint8_t seed) {
   return v;
 }
 
-class NbdServerTest : public ::testing::Test {
+class NbdServerTest : public testing::NbdServerFixture {
  protected:
   void SetUp() override {
-    char tmpl[] = "/var/tmp/nbd_server_test_XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    socket_ = dir_ + "/vol.sock";
+    NbdServerFixture::SetUp();
     uri_ = "nbd+unix:///" + std::string(kExport) + "?socket=" + socket_;
   }
-  void TearDown() override {
-    StopServer();
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
 
-  void StartServer(MemoryBlockDeviceOptions dev = {}, NbdServerOptions opts = {}) {
-    loop_ = std::make_unique<EventLoop>();
-    ASSERT_TRUE(loop_->init_status().ok());
-    device_ = std::make_unique<MemoryBlockDevice>(loop_.get(), dev);
-    ASSERT_TRUE(device_->init_status().ok());
-    if (opts.export_name.empty()) opts.export_name = kExport;
-    if (opts.unix_path.empty()) opts.unix_path = socket_;
-    server_ = std::make_unique<NbdServer>(loop_.get(), device_.get(), opts);
-    Status st = server_->Start();
-    ASSERT_TRUE(st.ok()) << st.ToString();
-    thread_ = std::thread([this] { loop_->Run(); });
-  }
-
-  // Runs fn on the loop thread and waits (bounded) for it.
-  void OnLoop(std::function<void()> fn) {
-    auto p = std::make_shared<std::promise<void>>();
-    auto f = p->get_future();
-    loop_->Post([fn = std::move(fn), p] {
-      fn();
-      p->set_value();
-    });
-    ASSERT_EQ(f.wait_for(kWait), std::future_status::ready) << "loop did not run the closure";
-  }
-  NbdServerStats Stats() {
-    NbdServerStats s;
-    OnLoop([&] { s = server_->stats(); });
-    return s;
-  }
-  // Polls `cond` on the loop thread until true or the bound passes.
-  bool WaitFor(std::function<bool()> cond) {
-    auto deadline = std::chrono::steady_clock::now() + kWait;
-    while (std::chrono::steady_clock::now() < deadline) {
-      bool ok = false;
-      OnLoop([&] { ok = cond(); });
-      if (ok) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    return false;
-  }
-
-  void StopServer() {
-    if (!thread_.joinable()) return;
-    if (server_ != nullptr) {
-      auto p = std::make_shared<std::promise<void>>();
-      auto f = p->get_future();
-      struct Ctx {
-        std::shared_ptr<std::promise<void>> p;
-        EventLoop* loop;
-      };
-      auto* ctx = new Ctx{p, loop_.get()};
-      loop_->Post([this, ctx] {
-        server_->Shutdown(
-            [](void* arg) {
-              auto* c = static_cast<Ctx*>(arg);
-              c->p->set_value();
-              delete c;
-            },
-            ctx);
-      });
-      EXPECT_EQ(f.wait_for(kWait), std::future_status::ready) << "Shutdown did not finish";
-    }
-    loop_->Stop();
-    thread_.join();
-    server_.reset();
-    device_.reset();
-    loop_.reset();
-  }
-
-  // Another connection completes a handshake and a write/read round trip:
-  // the server still serves after whatever the test did.
-  void ExpectStillServing() {
-    RawClient c(socket_);
-    ASSERT_TRUE(c.Connect());
-    auto data = Pattern(4096, 42);
-    ASSERT_EQ(c.Write(8192, data), 0u);
-    std::vector<uint8_t> back;
-    ASSERT_EQ(c.Read(8192, 4096, &back), 0u);
-    EXPECT_EQ(back, data);
-  }
-
-  std::string dir_;
-  std::string socket_;
   std::string uri_;
-  std::unique_ptr<EventLoop> loop_;
-  std::unique_ptr<MemoryBlockDevice> device_;
-  std::unique_ptr<NbdServer> server_;
-  std::thread thread_;
 };
 
 // --- Real clients -------------------------------------------------------------
